@@ -1,0 +1,208 @@
+"""A node's home (DESIGN §7): node.db, node.key, seal.key, node.toml — and local appends.
+
+Invariants: a node only ever appends to its own origin, one entry per transaction (joined
+with whatever the caller checks in the same transaction), and refuses to append while a
+restore has not caught up, so it can never fork itself.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from sync import trust
+from sync.clock import Clock
+from sync.protocol import i18n
+from sync.protocol.entry import SignedEntry, encode_entry, sign_entry
+from sync.protocol.errors import HomeError, KeyFileError
+from sync.protocol.ids import check_node_id, city_of
+from sync.protocol.keys import Signer, check_identity_key
+from sync.store import Extension, Store
+
+NODE_DB, NODE_KEY, SEAL_KEY, NODE_TOML = "node.db", "node.key", "seal.key", "node.toml"
+RESTORING = "restoring"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node_id: str
+    tier: str
+    name: str
+    public_key: str
+    root_key: str
+    parent_id: str | None = None
+    parent_url: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_toml(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _read_secret(path: Path) -> bytes:
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text("ascii").strip()
+    except FileNotFoundError:
+        raise KeyFileError("key.missing", path=str(path)) from None
+    except (OSError, UnicodeDecodeError):
+        raise KeyFileError("key.file_bad") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError("key.too_open", path=str(path))
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise KeyFileError("key.file_bad") from None
+
+
+class Node:
+    """An opened home. Use as a context manager, or close() it."""
+
+    def __init__(self, home: Path, config: NodeConfig, store: Store, signer: Signer,
+                 seal: X25519PrivateKey, clock: Clock) -> None:
+        self.home, self.config, self.store, self.signer = home, config, store, signer
+        self.seal, self.clock = seal, clock
+
+    @property
+    def node_id(self) -> str:
+        return self.config.node_id
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def append(self, entry_type: str, body: dict[str, Any], *, at: str | None = None) -> SignedEntry:
+        """Sign and append one entry to this node's own log (joins an open transaction)."""
+        with self.store.transaction():
+            if self.store.get_meta(RESTORING):
+                raise HomeError("node.restoring")
+            if self.node_id in self.store.frozen():
+                raise HomeError("node.self_frozen")
+            seq, prev = self.store.head(self.node_id)
+            raw = encode_entry(self.node_id, seq + 1, prev, at or self.clock.stamp(), entry_type, body)
+            entry = sign_entry(self.signer, raw)
+            self.store.insert([entry], [entry.fields()], self.clock.stamp())
+        return entry
+
+    def set_clock_offset(self, offset: timedelta) -> None:
+        self.clock.offset = offset
+        with self.store.transaction():
+            self.store.set_meta("clock_offset", str(int(offset.total_seconds())))
+
+
+def _config_path(home: Path) -> Path:
+    return home / NODE_TOML
+
+
+def init_node(
+    home: Path, *, tier: str, node_id: str, name: str, parent_id: str | None = None,
+    parent_url: str | None = None, root_key: str | None = None,
+    extensions: Sequence[Extension] = (), clock: Clock | None = None,
+) -> Node:
+    """Create a node's home. Refuses a home that already holds a node, or ids that do not fit."""
+    check_node_id(node_id, tier, parent_id)
+    if not name.strip():
+        raise HomeError("node.name_required")
+    if (home / NODE_DB).exists() or _config_path(home).exists():
+        raise HomeError("node.exists", home=str(home))
+    signer = Signer.generate()
+    if tier == "city":
+        root_key = signer.public.hex()
+    elif not root_key:
+        raise HomeError("node.root_required")
+    check_identity_key(root_key)
+    home.mkdir(parents=True, exist_ok=True)
+    seal = X25519PrivateKey.generate()
+    config = NodeConfig(
+        node_id=node_id, tier=tier, name=name.strip(), public_key=signer.public.hex(),
+        root_key=root_key.lower(), parent_id=parent_id, parent_url=parent_url,
+    )
+    _write_secret(home / NODE_KEY, signer.seed.hex().encode() + b"\n")
+    _write_secret(home / SEAL_KEY, seal.private_bytes_raw().hex().encode() + b"\n")
+    store = Store(home / NODE_DB, extensions=[trust.Trust(), *extensions])
+    trust.pin_root(store, city_of(node_id), bytes.fromhex(config.root_key),
+                   name if tier == "city" else "")
+    _config_path(home).write_text(tomli_w.dumps(config.to_toml()), "utf-8")
+    return Node(home, config, store, signer, seal, clock or Clock())
+
+
+def open_node(home: Path, *, extensions: Sequence[Extension] = (), clock: Clock | None = None) -> Node:
+    """Open an existing home, checking that its key is the one it was created with."""
+    path = _config_path(home)
+    if not path.exists():
+        raise HomeError("node.missing", home=str(home))
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+        config = NodeConfig(**data)
+    except (tomllib.TOMLDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise HomeError("node.bad_config", home=str(home), detail=str(exc)) from None
+    signer = Signer(_read_secret(home / NODE_KEY))
+    if signer.public.hex() != config.public_key:
+        raise KeyFileError("key.wrong", path=str(home / NODE_KEY))
+    seal = X25519PrivateKey.from_private_bytes(_read_secret(home / SEAL_KEY))
+    store = Store(home / NODE_DB, extensions=[trust.Trust(), *extensions])
+    clock = clock or Clock()
+    offset = store.get_meta("clock_offset")
+    if offset:
+        clock.offset = timedelta(seconds=int(offset))
+    return Node(home, config, store, signer, seal, clock)
+
+
+def resolve_home(home: str | os.PathLike[str] | None) -> Path:
+    """--home, else $ZHIBAO_HOME, else the current directory."""
+    value = home or os.environ.get("ZHIBAO_HOME") or "."
+    return Path(value).expanduser()
+
+
+i18n.register(
+    {
+        "node.exists": ("{home} already holds a node; choose another --home.", "{home} 已有节点，请换一个 --home。"),
+        "node.missing": (
+            "No node at {home}: run `zhibao init` first, or give --home / ZHIBAO_HOME.",
+            "{home} 没有节点：请先运行 `zhibao init`，或指定 --home / ZHIBAO_HOME。",
+        ),
+        "node.bad_config": ("node.toml at {home} is damaged: {detail}", "{home} 的 node.toml 已损坏：{detail}"),
+        "node.name_required": ("A node needs a --name.", "节点需要 --name。"),
+        "node.root_required": (
+            "A town or village must pin the city's key: give --root-key HEX.",
+            "镇、村节点必须固定市级公钥：请提供 --root-key。",
+        ),
+        "node.restoring": (
+            "This node is being restored and may not record anything until it has caught up "
+            "with its parent: run `zhibao restore`.",
+            "本节点正在恢复，追平上级数据前不能记录：请运行 `zhibao restore`。",
+        ),
+        "node.self_frozen": (
+            "This node's own log has a fork on record; an admin must resolve it first.",
+            "本节点日志存在分叉记录，需管理员先处理。",
+        ),
+        "key.missing": ("Key file {path} is missing.", "密钥文件 {path} 不存在。"),
+        "key.too_open": (
+            "Key file {path} is readable by others: run `chmod 600 {path}`.",
+            "密钥文件 {path} 可被他人读取：请运行 `chmod 600 {path}`。",
+        ),
+        "key.wrong": (
+            "{path} is not this node's key (it does not match node.toml).",
+            "{path} 不是本节点的密钥（与 node.toml 不符）。",
+        ),
+    }
+)

@@ -1,0 +1,225 @@
+"""Log entries (DESIGN §2): encode once, hash, sign, and verify runs of them.
+
+Invariants:
+- `raw` is produced once by `encode_entry` (canonical JSON) and never re-serialised;
+  `hash = SHA-256(raw)`, the signature is Ed25519 over `ENTRY_DOMAIN + hash`.
+- A valid signature on entry n vouches for every entry of the same origin below it,
+  because each entry's bytes contain the hash of the one before (`prev`). `verify_run`
+  uses that: it checks every hash link, and signatures only as needed to prove the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sync.protocol import i18n
+from sync.protocol.canonical import canonical
+from sync.protocol.errors import EntryError
+from sync.protocol.keys import Signer, verify
+
+ENTRY_DOMAIN = b"zhibao/entry/v1\0"
+FORMAT_VERSION = 1
+MAX_ENTRY_BYTES = 32 * 1024
+SIGNATURE_BYTES = 64
+_FIELDS = frozenset({"v", "origin", "seq", "prev", "at", "type", "body"})
+_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+_NODE_ID = re.compile(r"^(\d{6}|\d{9}|\d{12})$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+BodyCheck = Callable[[dict[str, Any]], None]
+_BODY_CHECKS: dict[str, BodyCheck] = {}
+
+
+def register_body_check(entry_type: str, check: BodyCheck) -> None:
+    """Let a layer above check the body of its own entry types (raise ValueError to refuse)."""
+    _BODY_CHECKS[entry_type] = check
+
+
+@dataclass(frozen=True, slots=True)
+class SignedEntry:
+    """An entry's exact bytes with its hash and its author's signature beside them."""
+
+    raw: bytes
+    sig: bytes
+    hash: bytes
+    origin: str
+    seq: int
+    type: str
+
+    def fields(self) -> dict[str, Any]:
+        return json.loads(self.raw)  # type: ignore[no-any-return]
+
+
+def entry_hash(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()
+
+
+def signing_message(digest: bytes) -> bytes:
+    return ENTRY_DOMAIN + digest
+
+
+def encode_entry(
+    origin: str, seq: int, prev: bytes | None, at: str, entry_type: str, body: dict[str, Any]
+) -> bytes:
+    """The canonical bytes of a new entry (the only place entries are serialised)."""
+    return canonical(
+        {
+            "v": FORMAT_VERSION,
+            "origin": origin,
+            "seq": seq,
+            "prev": prev.hex() if prev is not None else None,
+            "at": at,
+            "type": entry_type,
+            "body": body,
+        }
+    )
+
+
+def sign_entry(signer: Signer, raw: bytes) -> SignedEntry:
+    """Hash and sign `raw`; checks the envelope so a node never writes what it would refuse."""
+    fields = parse_envelope(raw)
+    digest = entry_hash(raw)
+    return SignedEntry(
+        raw, signer.sign(signing_message(digest)), digest, fields["origin"], fields["seq"],
+        fields["type"],
+    )
+
+
+def _refuse(origin: object, seq: object, reason_key: str, **params: object) -> EntryError:
+    return EntryError(
+        "entry.rejected", origin=origin, seq=seq, reason=i18n.t(reason_key, **params),
+        reason_key=reason_key,
+    )
+
+
+def parse_envelope(raw: bytes, origin: str | None = None, seq: int | None = None) -> dict[str, Any]:
+    """Parse and check the envelope and body of `raw` (size, fields, types, schema)."""
+    if len(raw) > MAX_ENTRY_BYTES:
+        raise _refuse(origin, seq, "entry.too_big", size=len(raw), limit=MAX_ENTRY_BYTES)
+    try:
+        fields = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise _refuse(origin, seq, "entry.not_json") from None
+    if not isinstance(fields, dict) or set(fields) != _FIELDS:
+        raise _refuse(origin, seq, "entry.fields")
+    o, s, prev = fields["origin"], fields["seq"], fields["prev"]
+    if not isinstance(o, str) or not _NODE_ID.match(o):
+        raise _refuse(origin, seq, "entry.bad_field", field="origin")
+    if not isinstance(s, int) or isinstance(s, bool) or s < 1:
+        raise _refuse(o, seq, "entry.bad_field", field="seq")
+    if fields["v"] != FORMAT_VERSION:
+        raise _refuse(o, s, "entry.version", version=fields["v"])
+    if not (prev is None if s == 1 else isinstance(prev, str) and _HEX64.match(prev)):
+        raise _refuse(o, s, "entry.bad_field", field="prev")
+    at = fields["at"]
+    try:
+        if not isinstance(at, str) or datetime.fromisoformat(at).utcoffset() is None:
+            raise ValueError
+    except ValueError:
+        raise _refuse(o, s, "entry.bad_field", field="at") from None
+    if not isinstance(fields["type"], str) or not _TYPE.match(fields["type"]):
+        raise _refuse(o, s, "entry.bad_field", field="type")
+    if not isinstance(fields["body"], dict):
+        raise _refuse(o, s, "entry.bad_field", field="body")
+    if (origin is not None and o != origin) or (seq is not None and s != seq):
+        raise _refuse(origin, seq, "entry.mislabelled", got=f"{o}#{s}")
+    check = _BODY_CHECKS.get(fields["type"])
+    if check is not None:
+        try:
+            check(fields["body"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise _refuse(o, s, "entry.schema", type=fields["type"], detail=str(exc)) from None
+    return fields  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What `verify_run` proved: the accepted prefix and, if it stopped early, why."""
+
+    accepted: list[SignedEntry]
+    parsed: list[dict[str, Any]]
+    error: EntryError | None
+
+
+def verify_run(
+    origin: str,
+    items: Sequence[tuple[bytes, bytes]],
+    *,
+    head_seq: int,
+    head_hash: bytes | None,
+    public_key: bytes,
+    check_every_signature: bool = False,
+) -> RunResult:
+    """Verify consecutive entries of `origin` that follow (head_seq, head_hash).
+
+    Every size limit, envelope, sequence number and hash link is checked; signatures are
+    checked on the last entry of the chained prefix (which vouches for all below it) and,
+    only if that fails or `check_every_signature`, one by one to find the first bad one.
+    """
+    chained: list[SignedEntry] = []
+    parsed: list[dict[str, Any]] = []
+    error: EntryError | None = None
+    last_seq, last_hash = head_seq, head_hash
+    for raw, sig in items:
+        expected = last_seq + 1
+        try:
+            fields = parse_envelope(raw, origin)
+            if fields["seq"] != expected:
+                raise _refuse(origin, fields["seq"], "entry.seq_gap", expected=expected)
+            want_prev = last_hash.hex() if last_hash is not None else None
+            if fields["prev"] != want_prev:
+                raise _refuse(origin, expected, "entry.chain")
+            if len(sig) != SIGNATURE_BYTES:
+                raise _refuse(origin, expected, "entry.signature")
+        except EntryError as exc:
+            error = exc
+            break
+        digest = entry_hash(raw)
+        chained.append(SignedEntry(raw, sig, digest, origin, expected, fields["type"]))
+        parsed.append(fields)
+        last_seq, last_hash = expected, digest
+    if not chained:
+        return RunResult([], [], error)
+    tip = chained[-1]
+    if not check_every_signature and verify(public_key, signing_message(tip.hash), tip.sig):
+        return RunResult(chained, parsed, error)
+    for index, entry in enumerate(chained):
+        if not verify(public_key, signing_message(entry.hash), entry.sig):
+            bad = _refuse(origin, entry.seq, "entry.signature")
+            return RunResult(chained[:index], parsed[:index], bad)
+    return RunResult(chained, parsed, error)
+
+
+i18n.register(
+    {
+        "entry.too_big": ("entry of {size} bytes exceeds {limit}", "条目 {size} 字节，超过上限 {limit}"),
+        "entry.not_json": ("not valid UTF-8 JSON", "不是有效的 UTF-8 JSON"),
+        "entry.fields": ("wrong set of fields", "字段不符合格式"),
+        "entry.bad_field": ("field '{field}' is malformed", "字段 {field} 格式错误"),
+        "entry.version": ("unknown format version {version}", "未知格式版本 {version}"),
+        "entry.mislabelled": ("labelled as another entry ({got})", "与所标条目不符（实为 {got}）"),
+        "entry.schema": ("body of {type} is invalid: {detail}", "{type} 的内容无效：{detail}"),
+        "entry.seq_gap": ("expected seq {expected} (gap or reorder)", "应为序号 {expected}（缺号或乱序）"),
+        "entry.chain": ("hash chain broken (prev does not match)", "哈希链断裂（prev 不符）"),
+        "entry.signature": ("bad signature", "签名无效"),
+        "entry.unknown_key": ("node {origin} is not enrolled here", "节点 {origin} 未在此登记"),
+        "entry.frozen": (
+            "origin {origin} is frozen after a fork; an admin must resolve it",
+            "来源 {origin} 出现分叉已冻结，需管理员处理",
+        ),
+        "entry.fork": (
+            "fork: a different entry with the same seq is already held",
+            "分叉：已持有同一序号的不同条目",
+        ),
+        "entry.not_allowed": (
+            "{sender} may not send the log of {origin}",
+            "{sender} 无权发送 {origin} 的日志",
+        ),
+    }
+)

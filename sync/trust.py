@@ -1,0 +1,134 @@
+"""Enrolment and key lookup: who may sign for which origin (DESIGN §1).
+
+Trust is rooted at the city's pinned key. A `node.enrolled` entry is valid only when its
+author is the enrolled node's parent; the `nodes` table is a projection of those entries
+(plus the pinned root), so any node can check any entry by walking village → town → city.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sync.protocol import i18n
+from sync.protocol.entry import SignedEntry, register_body_check
+from sync.protocol.errors import EnrolmentError
+from sync.protocol.ids import check_node_id, city_of, parent_of, tier_of
+from sync.protocol.keys import check_identity_key, check_seal_key
+from sync.store import Store
+
+ENROLLED = "node.enrolled"
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS nodes (
+    node_id TEXT PRIMARY KEY, tier TEXT NOT NULL, name TEXT NOT NULL, parent_id TEXT,
+    public_key BLOB NOT NULL, seal_key BLOB, enrolled_by TEXT, enrolled_seq INTEGER,
+    enrolled_at TEXT
+) WITHOUT ROWID;
+"""
+
+
+def enrolment_body(
+    node_id: str, name: str, public_key_hex: str, seal_key_hex: str | None
+) -> dict[str, Any]:
+    """The body of a `node.enrolled` entry, after every check a parent must make."""
+    tier = tier_of(node_id)
+    parent = parent_of(node_id)
+    check_node_id(node_id, tier, parent)
+    check_identity_key(public_key_hex)
+    if seal_key_hex:
+        check_seal_key(seal_key_hex)
+    if not name.strip():
+        raise EnrolmentError("enrol.name_required")
+    return {
+        "node_id": node_id, "tier": tier, "name": name.strip(), "parent_id": parent,
+        "public_key": public_key_hex.lower(), "seal_key": seal_key_hex.lower() if seal_key_hex else None,
+    }
+
+
+def _check_body(body: dict[str, Any]) -> None:
+    for field in ("node_id", "tier", "name", "public_key"):
+        if not isinstance(body.get(field), str):
+            raise ValueError(f"{field} missing")
+    if tier_of(body["node_id"]) != body["tier"] or body.get("parent_id") != parent_of(body["node_id"]):
+        raise ValueError("node_id does not fit tier/parent")
+    check_identity_key(body["public_key"])
+    if body.get("seal_key") is not None:
+        check_seal_key(body["seal_key"])
+
+
+register_body_check(ENROLLED, _check_body)
+
+
+class Trust:
+    """The `nodes` projection as a store extension, and key lookups on it."""
+
+    ddl = _DDL
+    types = frozenset({ENROLLED})
+
+    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+        body = fields["body"]
+        if body["parent_id"] != entry.origin:
+            raise EnrolmentError("enrol.not_parent", origin=entry.origin, node_id=body["node_id"])
+        store.execute(
+            "INSERT INTO nodes (node_id, tier, name, parent_id, public_key, seal_key, "
+            "enrolled_by, enrolled_seq, enrolled_at) VALUES (?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(node_id) DO UPDATE SET name=excluded.name, public_key=excluded.public_key,"
+            " seal_key=excluded.seal_key, enrolled_by=excluded.enrolled_by, "
+            "enrolled_seq=excluded.enrolled_seq, enrolled_at=excluded.enrolled_at",
+            (
+                body["node_id"], body["tier"], body["name"], body["parent_id"],
+                bytes.fromhex(body["public_key"]),
+                bytes.fromhex(body["seal_key"]) if body.get("seal_key") else None,
+                entry.origin, entry.seq, fields["at"],
+            ),
+        )
+
+    def flush(self, store: Store) -> None:
+        pass
+
+
+def pin_root(store: Store, city_id: str, root_key: bytes, name: str = "") -> None:
+    """Record the city's key, pinned at init: the root every enrolment chain ends in."""
+    with store.transaction():
+        store.execute(
+            "INSERT OR IGNORE INTO nodes (node_id, tier, name, parent_id, public_key) "
+            "VALUES (?, 'city', ?, NULL, ?)",
+            (city_of(city_id), name, root_key),
+        )
+
+
+def public_key(store: Store, origin: str) -> bytes | None:
+    rows = store.query("SELECT public_key FROM nodes WHERE node_id = ?", (origin,))
+    return rows[0][0] if rows else None
+
+
+def seal_key(store: Store, node_id: str) -> bytes | None:
+    rows = store.query("SELECT seal_key FROM nodes WHERE node_id = ?", (node_id,))
+    return rows[0][0] if rows else None
+
+
+def enrolled_nodes(store: Store) -> list[dict[str, Any]]:
+    rows = store.query(
+        "SELECT node_id, tier, name, parent_id, public_key, seal_key, enrolled_by, enrolled_at "
+        "FROM nodes ORDER BY node_id"
+    )
+    return [
+        {"node_id": n, "tier": t, "name": nm, "parent_id": p, "public_key": k.hex(),
+         "seal_key": s.hex() if s else None, "enrolled_by": by, "enrolled_at": at}
+        for n, t, nm, p, k, s, by, at in rows
+    ]
+
+
+i18n.register(
+    {
+        "enrol.name_required": ("An enrolment needs a --name.", "登记需要 --name。"),
+        "enrol.not_parent": (
+            "{origin} may not enrol {node_id}: only its parent can.",
+            "{origin} 无权登记 {node_id}：只有其直接上级可以登记。",
+        ),
+        "enrol.not_below": (
+            "This node ({origin}) can only enrol nodes directly below it, not {node_id}.",
+            "本节点（{origin}）只能登记直属下级，不能登记 {node_id}。",
+        ),
+    }
+)

@@ -1,0 +1,22 @@
+"""Open and create nodes with every projection the tiers keep (the one place they are listed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sync.clock import Clock
+from sync.node import Node, init_node, open_node
+from sync.store import Extension
+
+
+def extensions() -> list[Extension]:
+    """The tier projections every node keeps, in the order they must see entries."""
+    return []
+
+
+def open_home(home: Path, *, clock: Clock | None = None) -> Node:
+    return open_node(home, extensions=extensions(), clock=clock)
+
+
+def create_home(home: Path, *, clock: Clock | None = None, **options: str | None) -> Node:
+    return init_node(home, extensions=extensions(), clock=clock, **options)  # type: ignore[arg-type]
