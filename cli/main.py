@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from cli import log, node
+from cli import catalogue, log, node
+from cli import sync as sync_commands
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
 
@@ -28,7 +29,7 @@ def cli() -> None:
     """zhibao (直报): signed, replicated case logs for the city's service network."""
 
 
-for module in (node, log):
+for module in (node, log, catalogue, sync_commands):
     module.register(cli)
 
 

@@ -27,6 +27,10 @@ class Clock:
         self._now = now
         self.offset = offset
 
+    def base_now(self) -> datetime:
+        """The uncorrected time (system clock, or the injected one)."""
+        return self._now()
+
     def now(self) -> datetime:
         return (self._now() + self.offset).astimezone(ZONE).replace(microsecond=0)
 

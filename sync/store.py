@@ -51,6 +51,16 @@ CREATE TABLE IF NOT EXISTS forks (
     PRIMARY KEY (origin, seq, other_hash)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipts (
+    issuer TEXT NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL,
+    raw BLOB NOT NULL, sig BLOB NOT NULL, at TEXT NOT NULL, PRIMARY KEY (issuer, origin)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nonces (
+    node TEXT NOT NULL, nonce TEXT NOT NULL, seen INTEGER NOT NULL, PRIMARY KEY (node, nonce)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS peers (
+    node_id TEXT PRIMARY KEY, last_contact TEXT NOT NULL, skew_seconds INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
 """
 
 
@@ -161,6 +171,14 @@ class Store:
         )
         return [SignedEntry(raw, sig, h, origin, seq, kind) for seq, raw, sig, h, kind in rows]
 
+    def max_seqs(self) -> dict[str, int]:
+        """Highest seq held per origin, whole or in part (the pull cursors)."""
+        return {o: s for o, s in self.query("SELECT origin, MAX(seq) FROM entries GROUP BY origin")}
+
+    def hash_at(self, origin: str, seq: int) -> bytes | None:
+        rows = self.query("SELECT hash FROM entries WHERE origin = ? AND seq = ?", (origin, seq))
+        return rows[0][0] if rows else None
+
     def iter_all(self, origin: str | None = None) -> Iterator[SignedEntry]:
         sql = "SELECT origin, seq, raw, sig, hash, type FROM entries"
         params: tuple[Any, ...] = ()
@@ -171,11 +189,14 @@ class Store:
             yield SignedEntry(raw, sig, h, o, seq, kind)
 
     def insert(
-        self, entries: Sequence[SignedEntry], parsed: Sequence[dict[str, Any]], received_at: str
+        self, entries: Sequence[SignedEntry], parsed: Sequence[dict[str, Any]], received_at: str,
+        *, whole: bool = True,
     ) -> None:
-        """Append verified consecutive entries of one origin and run the extensions.
+        """Append verified entries of one origin and run the extensions.
 
-        Call inside `transaction()`; the caller has proved they extend the origin's head.
+        Call inside `transaction()`. With `whole` the caller has proved they extend the
+        origin's head (a log this node holds whole); without it they are single entries of
+        a log held in part (what flowed down), each checked on its own, and no head moves.
         """
         if not entries:
             return
@@ -186,11 +207,12 @@ class Store:
                 [(e.origin, e.seq, e.hash, e.sig, e.raw, e.type, received_at) for e in entries],
             )
             last = entries[-1]
-            self.conn.execute(
-                "INSERT INTO heads (origin, seq, hash) VALUES (?, ?, ?) ON CONFLICT(origin) "
-                "DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-                (last.origin, last.seq, last.hash),
-            )
+            if whole:
+                self.conn.execute(
+                    "INSERT INTO heads (origin, seq, hash) VALUES (?, ?, ?) ON CONFLICT(origin) "
+                    "DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                    (last.origin, last.seq, last.hash),
+                )
         except apsw.Error as exc:
             raise _translate(exc) from exc
         for ext in self.extensions:

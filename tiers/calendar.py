@@ -19,7 +19,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from functools import lru_cache
+from functools import cache
 from typing import Any, NamedTuple
 
 import chinese_calendar
@@ -148,7 +148,7 @@ class CalendarOverrides:
         return cls(years, days)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _package_year(year: int) -> tuple[int, ...] | None:
     """Ordinals of the package's working days in `year`; None if it does not know the year."""
     first = date(year, 1, 1)

@@ -1,9 +1,13 @@
 """The service-item catalogue (事项目录): the item model and a pure CSV/JSON parser.
 
 Bytes in, items out. A file is accepted whole or refused whole with one `CatalogueError`
-naming the file, the line (1-based; the CSV header is line 1; for JSON, the line where the
-item's object starts) and the column. Money is held in integer fen and converted from yuan
-with `decimal` only, here and nowhere else.
+whose params name the `file`, the `line` (1-based; the CSV header is line 1; in JSON, the
+line where the item's object starts) and the `column`. Money is integer fen, converted from
+yuan with `decimal` only, by `fen_from_yuan`/`yuan_from_fen` here and nowhere else.
+
+When `decide_tier` is blank it defaults to the lowest accepting tier, except for a forward
+(上报) item, which is decided by the tier above that one. An explicit `decide_tier` may not be
+below the lowest accepting tier, and a forward item may not be decided at it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NoReturn
@@ -26,21 +30,29 @@ REQUIRED = ("code", "name", "department", "kind", "promised_days")
 COLUMNS = (*REQUIRED, "statutory_days", "fee", "materials", "accept_tiers", "decide_tier")
 BODY_KEYS = (*REQUIRED, "statutory_days", "fee_fen", "materials", "accept_tiers", "decide_tier")
 
-_KIND_NAMES = dict(zip(("即办", "承诺", "上报", "联办"), KINDS, strict=True)) | {k: k for k in KINDS}
-_TIER_NAMES = {"村": "village", "镇": "town", "市": "city"} | {t: t for t in TIERS}
+_KIND_ZH = ("即办", "承诺", "上报", "联办")
+_TIER_ZH = ("村", "镇", "市")
+_KINDS = dict(zip(_KIND_ZH, KINDS, strict=True)) | {k: k for k in KINDS}
+_TIERS = dict(zip(_TIER_ZH, TIERS, strict=True)) | {t: t for t in TIERS}
 _DAYS = re.compile(r"[0-9]{1,5}")
-_YUAN = re.compile(r"[0-9]{1,15}(\.[0-9]{1,2})?")
+_YUAN = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,2})?")
 _SEPARATORS = re.compile(r"[;；]")
+_BODY_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "promised_days": (int, "bad_days"),
+    "statutory_days": ((int, type(None)), "bad_days"),
+    "fee_fen": (int, "bad_fen"),
+    "materials": (list, "not_list"),
+    "accept_tiers": (list, "not_list"),
+}
 
-_KIND_HELP = ("即办, 承诺, 上报 or 联办 (immediate, promised, forward, joint)",
-              "即办、承诺、上报、联办（immediate、promised、forward、joint）")  # fmt: skip
-_TIER_HELP = ("city, town or village (市, 镇, 村)", "city、town、village（市、镇、村）")
 _YUAN_HELP = (
     "'{value}' is not an amount in yuan; use a number, 0 or more, with at most two decimals,"
     " such as 45 or 45.00",
     "“{value}”不是以元为单位的金额；请填写 0 或以上、最多两位小数的数，如 45 或 45.00",
 )
-# What is wrong with a value; registered twice, behind a file/line prefix and an entry prefix.
+# What is wrong with a value. Each is registered twice: after a "file, line, column" prefix
+# for imports (catalogue.<problem>) and after an item/field prefix for entry bodies
+# (catalogue.entry.<problem>).
 _PROBLEMS: dict[str, tuple[str, str]] = {
     "missing_column": ("this required column is missing; required are {required}",
                        "缺少此必填列；必填列为 {required}"),
@@ -49,63 +61,72 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
     "blank": ("a value is required", "此项不能为空"),
     "not_text": ("'{value}' is not text", "“{value}”不是文本"),
     "not_list": ("'{value}' is not a list of text", "“{value}”不是文本列表"),
-    "bad_kind": ("'{value}' is not a kind; use " + _KIND_HELP[0],
-                 "“{value}”不是办件类型；可用 " + _KIND_HELP[1]),
-    "bad_tier": ("'{value}' is not a tier; use " + _TIER_HELP[0],
-                 "“{value}”不是层级；可用 " + _TIER_HELP[1]),
+    "bad_kind": ("'{value}' is not a kind; use 即办, 承诺, 上报 or 联办 (immediate, promised,"
+                 " forward, joint)",
+                 "“{value}”不是办件类型；可用 即办、承诺、上报、联办（immediate、promised、"
+                 "forward、joint）"),
+    "bad_tier": ("'{value}' is not a tier; use city, town or village (市, 镇, 村)",
+                 "“{value}”不是层级；可用 city、town、village（市、镇、村）"),
     "bad_days": ("'{value}' is not a number of working days; use a whole number, 0 or more",
                  "“{value}”不是工作日天数；请填写 0 或以上的整数"),
     "bad_fee": _YUAN_HELP,
     "bad_fen": ("'{value}' is not an amount in fen; use a whole number, 0 or more",
                 "“{value}”不是以分为单位的金额；请填写 0 或以上的整数"),
-    "immediate_days": ("an immediate (即办) item is done the day it is accepted, so promised_days"
-                       " must be 0, not {value}",
+    "immediate_days": ("an immediate (即办) item is done the day it is accepted, so"
+                       " promised_days must be 0, not {value}",
                        "即办件当日办结，承诺时限必须为 0，不能是 {value}"),
     "statutory_short": ("statutory_days {value} is less than promised_days {promised}; the"
                         " statutory limit must be at least the promised one",
                         "法定时限 {value} 天少于承诺时限 {promised} 天；法定时限不能少于承诺时限"),
     "decide_below": ("'{value}' is below {lowest}, the lowest tier that accepts the item",
                      "“{value}”低于受理该事项的最低层级 {lowest}"),
-    "forward_decide": ("a forward (上报) item is decided above the lowest tier that accepts it"
-                       " ({lowest}), so not at '{value}'",
+    "forward_decide": ("a forward (上报) item is decided above the lowest tier that accepts"
+                       " it ({lowest}), so not at '{value}'",
                        "上报件须由高于最低受理层级（{lowest}）的层级决定，不能是“{value}”"),
-    "forward_nowhere": ("a forward (上报) item accepted only at the city has no higher tier to"
-                        " decide it; set decide_tier or let a lower tier accept it",
-                        "只由市级受理的上报件没有更高的决定层级；请填写决定层级或增加较低的受理层级"),
+    "forward_nowhere": ("a forward (上报) item accepted only at the city has no higher tier"
+                        " to decide it; let a town or village accept it too",
+                        "只由市级受理的上报件没有更高的决定层级；请同时由镇或村受理"),
     "duplicate_code": ("'{value}' is already the code on line {first}; codes must be unique",
                        "编码“{value}”已在第 {first} 行使用；编码不能重复"),
 }  # fmt: skip
+_PREFIXES = {
+    "catalogue.": ("{file} line {line}, column {column}: ", "{file} 第 {line} 行 {column} 列："),
+    "catalogue.entry.": (
+        "catalogue item {code}, field {column}: ",
+        "事项 {code} 的 {column} 字段：",
+    ),
+}
+_MESSAGES: dict[str, tuple[str, str]] = {
+    "catalogue.not_kind": _PROBLEMS["bad_kind"],
+    "catalogue.not_tier": _PROBLEMS["bad_tier"],
+    "catalogue.encoding": ("{file} is not UTF-8 or GB18030 text; save it as “CSV UTF-8”",
+                           "{file} 不是 UTF-8 或 GB18030 编码的文本；请另存为“CSV UTF-8”"),
+    "catalogue.empty": ("{file} is empty; its first line must be the header, with {required}",
+                        "{file} 是空的；第一行必须是表头，含 {required}"),
+    "catalogue.csv_invalid": ("{file} line {line}: not valid CSV ({reason})",
+                              "{file} 第 {line} 行：不是有效的 CSV（{reason}）"),
+    "catalogue.too_many_values": ("{file} line {line}: {count} values but the header has"
+                                  " {columns} columns; quote a value that contains a comma",
+                                  "{file} 第 {line} 行：有 {count} 个值，但表头只有 {columns} 列；"
+                                  "含逗号的值请加引号"),
+    "catalogue.json_invalid": ("{file} line {line}: not valid JSON ({reason})",
+                               "{file} 第 {line} 行：不是有效的 JSON（{reason}）"),
+    "catalogue.json_unreadable": ("{file}: not valid JSON ({reason})",
+                                  "{file}：不是有效的 JSON（{reason}）"),
+    "catalogue.json_shape": ('{file}: expected a list of items or {{"items": [...]}}',
+                             '{file}：应为事项列表或 {{"items": [...]}}'),
+    "catalogue.not_object": ("{file} line {line}: an item must be an object keyed by column",
+                             "{file} 第 {line} 行：事项必须是以列名为键的对象"),
+    "catalogue.entry.not_object": ("a catalogue.item body must be an object",
+                                   "catalogue.item 的内容必须是对象"),
+    "money.invalid": _YUAN_HELP,
+}  # fmt: skip
 i18n.register(
-    {f"catalogue.{k}": ("{file} line {line}, column {column}: " + en,
-                        "{file} 第 {line} 行 {column} 列：" + zh) for k, (en, zh) in _PROBLEMS.items()}
-    | {f"catalogue.entry.{k}": ("catalogue item {code}, field {column}: " + en,
-                                "事项 {code} 的 {column} 字段：" + zh)
+    _MESSAGES
+    | {prefix + k: (at_en + en, at_zh + zh) for prefix, (at_en, at_zh) in _PREFIXES.items()
        for k, (en, zh) in _PROBLEMS.items()}
-    | {f"catalogue.kind.{k}": (k, zh) for zh, k in zip(_KIND_NAMES, KINDS, strict=False)}
-    | {f"catalogue.tier.{k}": (k, zh) for zh, k in zip(_TIER_NAMES, TIERS, strict=False)}
-    | {
-        "catalogue.not_kind": (_PROBLEMS["bad_kind"]),
-        "catalogue.not_tier": (_PROBLEMS["bad_tier"]),
-        "catalogue.encoding": ("{file} is not UTF-8 or GB18030 text; save it as “CSV UTF-8”",
-                               "{file} 不是 UTF-8 或 GB18030 编码的文本；请另存为“CSV UTF-8”"),
-        "catalogue.empty": ("{file} is empty; its first line must be the header, such as"
-                            " {required}", "{file} 是空的；第一行必须是表头，如 {required}"),
-        "catalogue.csv_invalid": ("{file} line {line}: not valid CSV ({reason})",
-                                  "{file} 第 {line} 行：不是有效的 CSV（{reason}）"),
-        "catalogue.too_many_values": ("{file} line {line}: {count} values but the header has"
-                                      " {columns} columns; quote a value that contains a comma",
-                                      "{file} 第 {line} 行：有 {count} 个值，但表头只有 {columns}"
-                                      " 列；含逗号的值请加引号"),
-        "catalogue.json_invalid": ("{file} line {line}: not valid JSON ({reason})",
-                                   "{file} 第 {line} 行：不是有效的 JSON（{reason}）"),
-        "catalogue.json_shape": ('{file}: expected a list of items or {{"items": [...]}}',
-                                 '{file}：应为事项列表或 {{"items": [...]}}'),
-        "catalogue.not_object": ("{file} line {line}: an item must be an object keyed by column",
-                                 "{file} 第 {line} 行：事项必须是以列名为键的对象"),
-        "catalogue.entry.not_object": ("a catalogue.item body must be an object",
-                                       "catalogue.item 的内容必须是对象"),
-        "money.invalid": _YUAN_HELP,
-    }
+    | {f"catalogue.kind.{en}": (en, zh) for zh, en in zip(_KIND_ZH, KINDS, strict=True)}
+    | {f"catalogue.tier.{en}": (en, zh) for zh, en in zip(_TIER_ZH, TIERS, strict=True)}
 )  # fmt: skip
 
 
@@ -121,7 +142,7 @@ class CatalogueItem:
     statutory_days: int | None
     fee_fen: int
     materials: tuple[str, ...]
-    accept_tiers: tuple[str, ...]  # ordered as TIERS, lowest first
+    accept_tiers: tuple[str, ...]  # in TIERS order, lowest first
     decide_tier: str
 
     def to_body(self) -> dict[str, Any]:
@@ -131,42 +152,297 @@ class CatalogueItem:
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> CatalogueItem:
-        """Check and load an entry body (the canonical English values `to_body` writes)."""
+        """Check and load an entry body; it must hold the canonical values `to_body` writes."""
         if not isinstance(body, Mapping):
             raise CatalogueError("catalogue.entry.not_object", line=None, column=None)
         code = body.get("code")
-        w = _Where("catalogue.entry.", {"code": code if isinstance(code, str) else "?"}, BODY_KEYS)
-        _check_keys(body, w)
-        expect = {"promised_days": (int, "bad_days"), "statutory_days": ((int, type(None)), "bad_days"),
-                  "fee_fen": (int, "bad_fen"), "materials": (list, "not_list"),
-                  "accept_tiers": (list, "not_list")}  # fmt: skip
+        w = _Where("catalogue.entry.", {"code": code if isinstance(code, str) else "?"})
+        _check_keys(body, BODY_KEYS, w, required=BODY_KEYS)
         for key in BODY_KEYS:
-            types, problem = expect.get(key, (str, "not_text"))
-            value = body[key]
-            if isinstance(value, bool) or not isinstance(value, types):
-                w.fail(problem, key, value=value)
-        for key in ("promised_days", "statutory_days", "fee_fen"):
-            if body[key] is not None and not 0 <= body[key] <= 99999 * (key != "fee_fen" or 10**12):
-                w.fail("bad_fen" if key == "fee_fen" else "bad_days", key, value=body[key])
+            types, problem = _BODY_TYPES.get(key, (str, "not_text"))
+            if isinstance(body[key], bool) or not isinstance(body[key], types):
+                w.fail(problem, key, value=body[key])
         if body["kind"] not in KINDS:
             w.fail("bad_kind", "kind", value=body["kind"])
-        accept = _list(body["accept_tiers"], w, "accept_tiers")
-        for tier in (*accept, body["decide_tier"]):
+        for key, tier in [("decide_tier", body["decide_tier"])] + [
+            ("accept_tiers", tier) for tier in body["accept_tiers"]
+        ]:
             if tier not in TIERS:
-                w.fail("bad_tier", "decide_tier" if tier is body["decide_tier"] else "accept_tiers", value=tier)
-        if not accept:
+                w.fail("bad_tier", key, value=tier)
+        if not body["accept_tiers"]:
             w.fail("blank", "accept_tiers")
-        ...
-        return cls(
-            code=_text(body["code"], w, "code"),
-            name=_text(body["name"], w, "name"),
-            department=_text(body["department"], w, "department"),
-            kind=body["kind"],
-            promised_days=body["promised_days"],
-            statutory_days=body["statutory_days"],
-            fee_fen=body["fee_fen"],
-            materials=_list(body["materials"], w, "materials"),
-            accept_tiers=(acc := _ranked(accept)),
-            decide_tier=_decide(w, body["kind"], body["promised_days"], body["statutory_days"], acc,
-                                body["decide_tier"]),
+        if body["fee_fen"] < 0:
+            w.fail("bad_fen", "fee_fen", value=body["fee_fen"])
+        return _build(body, w, fee_fen=body["fee_fen"])
+
+
+def kind_label(kind: str) -> str:
+    """The kind's name for display in the current locale (即办 or immediate …)."""
+    if kind.strip().lower() not in _KINDS:
+        raise CatalogueError("catalogue.not_kind", line=None, column="kind", value=kind)
+    return i18n.t("catalogue.kind." + _KINDS[kind.strip().lower()])
+
+
+def tier_label(tier: str) -> str:
+    """The tier's name for display in the current locale (镇 or town …)."""
+    if tier.strip().lower() not in _TIERS:
+        raise CatalogueError("catalogue.not_tier", line=None, column="tier", value=tier)
+    return i18n.t("catalogue.tier." + _TIERS[tier.strip().lower()])
+
+
+def fen_from_yuan(text: str, *, error: type[ZhibaoError] = CaseError) -> int:
+    """Yuan ("45", "45.5", "45.00") to integer fen (4500), exactly, through Decimal.
+
+    Negatives, more than two decimals and anything else are refused with
+    `error("money.invalid", value=text)`; pass the error class that fits the caller.
+    """
+    stripped = text.strip() if isinstance(text, str) else ""
+    if not _YUAN.fullmatch(stripped):
+        raise error("money.invalid", value=text)
+    return int(Decimal(stripped).scaleb(2))
+
+
+def yuan_from_fen(fen: int) -> str:
+    """Integer fen to yuan with two decimals: 4500 -> "45.00", -50 -> "-0.50"."""
+    whole, cents = divmod(abs(fen), 100)
+    return f"{'-' if fen < 0 else ''}{whole}.{cents:02d}"
+
+
+def parse_catalogue(data: bytes, filename: str = "") -> list[CatalogueItem]:
+    """Parse a CSV or JSON catalogue, all of it or none (`CatalogueError`).
+
+    JSON when the name ends in .json, or when it does not end in .csv and the text starts
+    with `[` or `{`. Text is UTF-8 (a BOM is fine), else GB18030 as Excel saves it in China.
+    """
+    file = filename or "catalogue"
+    text = _decode(data, file)
+    name = filename.lower()
+    if name.endswith(".json") or (not name.endswith(".csv") and text.lstrip()[:1] in ("[", "{")):
+        rows = _json_rows(text, file)
+    else:
+        rows = _csv_rows(text, file)
+    items: list[CatalogueItem] = []
+    first_line: dict[str, int] = {}
+    for line, raw in rows:
+        w = _at(file, line)
+        item = _build(raw, w)
+        if item.code in first_line:
+            w.fail("duplicate_code", "code", value=item.code, first=first_line[item.code])
+        first_line[item.code] = line
+        items.append(item)
+    return items
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a value came from: the key prefix and the params that locate the message."""
+
+    prefix: str
+    at: dict[str, Any]
+
+    def fail(self, problem: str, column: str | None, **params: Any) -> NoReturn:
+        raise CatalogueError(
+            self.prefix + problem, **({"line": None} | self.at), column=column, **params
         )
+
+
+def _at(file: str, line: int | None = None) -> _Where:
+    return _Where("catalogue.", {"file": file, "line": line})
+
+
+def _decode(data: bytes, file: str) -> str:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16, Excel's "Unicode text"
+        _at(file).fail("encoding", None)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            text = data.decode("gb18030")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            _at(file, line).fail("encoding", None)
+    return text.removeprefix("\ufeff")
+
+
+def _csv_rows(text: str, file: str) -> list[tuple[int, dict[str, Any]]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    rows: list[tuple[int, dict[str, Any]]] = []
+    end = 0
+    try:
+        for record in reader:
+            line, end = end + 1, reader.line_num  # a quoted value may span lines
+            cells = [cell.strip() for cell in record]
+            w = _at(file, line)
+            if not any(cells):
+                continue
+            if header is None:
+                header = cells
+                named = [name for name in header if name]
+                for name in named:
+                    if named.count(name) > 1:
+                        w.fail("duplicate_column", name)
+                _check_keys(named, COLUMNS, w)
+                continue
+            if any(cells[len(header) :]):
+                w.fail("too_many_values", None, count=len(cells), columns=len(header))
+            cells = (cells + [""] * len(header))[: len(header)]  # short rows: blanks at the end
+            if any(cell for name, cell in zip(header, cells, strict=True) if not name):
+                w.fail("unknown_column", "", allowed=", ".join(COLUMNS))  # under a blank heading
+            rows.append((line, {name: cell for name, cell in zip(header, cells, strict=True)}))
+    except csv.Error as exc:
+        _at(file, reader.line_num).fail("csv_invalid", None, reason=str(exc))
+    if header is None:
+        _at(file).fail("empty", None, required=",".join(REQUIRED))
+    return rows
+
+
+def _json_rows(text: str, file: str) -> list[tuple[int, dict[str, Any]]]:
+    # Never a float, even for a fee; and a key given twice is refused, not silently the last.
+    decoder = json.JSONDecoder(parse_float=Decimal, object_pairs_hook=_unique_keys)
+    try:
+        doc = decoder.decode(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError knows its line
+        line = getattr(exc, "lineno", None)
+        problem = "json_unreadable" if line is None else "json_invalid"
+        _at(file, line).fail(problem, None, reason=getattr(exc, "msg", str(exc)))
+    items = doc.get("items") if isinstance(doc, dict) and list(doc) == ["items"] else doc
+    if not isinstance(items, list):
+        _at(file).fail("json_shape", None)
+    rows = []
+    for start, obj in zip(_item_offsets(text, decoder), items, strict=True):
+        w = _at(file, text.count("\n", 0, start) + 1)
+        if not isinstance(obj, dict):
+            w.fail("not_object", None)
+        _check_keys(obj, COLUMNS, w)
+        rows.append((w.at["line"], obj))
+    return rows
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        keys = [key for key, _ in pairs]
+        raise ValueError(f"key {next(k for k in keys if keys.count(k) > 1)!r} appears twice")
+    return obj
+
+
+def _item_offsets(text: str, decoder: json.JSONDecoder) -> list[int]:
+    """Where each item of a valid `[...]` or `{"items": [...]}` document starts."""
+    i, offsets = _skip_space(text, 0), []
+    if text[i] == "{":
+        _, i = decoder.raw_decode(text, _skip_space(text, i + 1))  # the one key, "items"
+        i = _skip_space(text, _skip_space(text, i) + 1)  # past the colon
+    i += 1
+    while text[i := _skip_space(text, i)] != "]":
+        offsets.append(i)
+        _, i = decoder.raw_decode(text, i)
+        i = _skip_space(text, i)
+        i += text[i] == ","
+    return offsets
+
+
+def _skip_space(text: str, i: int) -> int:
+    while text[i] in " \t\r\n":
+        i += 1
+    return i
+
+
+def _check_keys(
+    keys: Iterable[str], allowed: tuple[str, ...], w: _Where, required: tuple[str, ...] = REQUIRED
+) -> None:
+    """Unknown keys first (likely a typo), then missing ones."""
+    present = list(keys)
+    for key in present:
+        if key not in allowed:
+            w.fail("unknown_column", key, allowed=", ".join(allowed))
+    for key in required:
+        if key not in present:
+            w.fail("missing_column", key, required=", ".join(required))
+
+
+def _build(raw: Mapping[str, Any], w: _Where, fee_fen: int | None = None) -> CatalogueItem:
+    """Check one row (CSV text, JSON values or an entry body) and make its item."""
+    code, name, department = (_text(raw[key], w, key) for key in ("code", "name", "department"))
+    kind = _KINDS.get(_text(raw["kind"], w, "kind").lower()) or w.fail(
+        "bad_kind", "kind", value=raw["kind"]
+    )
+    promised = _days(raw["promised_days"], w, "promised_days")
+    statutory = None
+    if not _blank(raw.get("statutory_days")):
+        statutory = _days(raw["statutory_days"], w, "statutory_days")
+    if fee_fen is None:
+        fee_fen = 0 if _blank(raw.get("fee")) else _fee(raw["fee"], w)
+    accept = {
+        _tier(t, w, "accept_tiers") for t in _list(raw.get("accept_tiers"), w, "accept_tiers")
+    }
+    accept_tiers = tuple(tier for tier in TIERS if tier in accept) or TIERS
+    lowest = accept_tiers[0]
+    if kind == "immediate" and promised != 0:
+        w.fail("immediate_days", "promised_days", value=promised)
+    if statutory is not None and statutory < promised:
+        w.fail("statutory_short", "statutory_days", value=statutory, promised=promised)
+    if not _blank(raw.get("decide_tier")):
+        decide = _tier(raw["decide_tier"], w, "decide_tier")
+        if TIERS.index(decide) < TIERS.index(lowest):
+            w.fail("decide_below", "decide_tier", value=decide, lowest=lowest)
+        if kind == "forward" and decide == lowest:
+            w.fail("forward_decide", "decide_tier", value=decide, lowest=lowest)
+    elif kind == "forward":
+        if lowest == "city":
+            w.fail("forward_nowhere", "accept_tiers", value=lowest)
+        decide = TIERS[TIERS.index(lowest) + 1]
+    else:
+        decide = lowest
+    materials = _list(raw.get("materials"), w, "materials")
+    return CatalogueItem(
+        code, name, department, kind, promised, statutory, fee_fen, materials, accept_tiers, decide
+    )
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _text(value: Any, w: _Where, column: str) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # a JSON code written as a number
+    if not isinstance(value, str):
+        w.fail("not_text", column, value=value)
+    if not value.strip():
+        w.fail("blank", column)
+    return value.strip()
+
+
+def _days(value: Any, w: _Where, column: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        w.fail("bad_days", column, value=value)
+    if not _DAYS.fullmatch(str(value).strip()):
+        w.fail("blank" if _blank(value) else "bad_days", column, value=value)
+    return int(str(value).strip())
+
+
+def _fee(value: Any, w: _Where) -> int:
+    if isinstance(value, Decimal):
+        value = format(value, "f")  # JSON 45.5 arrives as Decimal("45.5")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not _YUAN.fullmatch(value.strip()):
+        w.fail("bad_fee", "fee", value=value)
+    return fen_from_yuan(value, error=CatalogueError)
+
+
+def _list(value: Any, w: _Where, column: str) -> tuple[str, ...]:
+    """A `;`/`；`-separated text, or (JSON, entry bodies) a list of texts; blanks dropped."""
+    if _blank(value):
+        return ()
+    if isinstance(value, str):
+        value = _SEPARATORS.split(value)
+    if not isinstance(value, list) or not all(isinstance(part, str) for part in value):
+        w.fail("not_list", column, value=value)
+    return tuple(part.strip() for part in value if part.strip())
+
+
+def _tier(value: Any, w: _Where, column: str) -> str:
+    tier = _TIERS.get(_text(value, w, column).lower())
+    return tier or w.fail("bad_tier", column, value=value)

@@ -99,7 +99,7 @@ def remaining_workdays(cal: WorkCalendar, deadline: Deadline, today: date) -> in
 
 
 def warning(cal: WorkCalendar, deadline: Deadline, today: date, threshold: int = 1) -> str | None:
-    """"red" past the due date, "yellow" with `threshold` or fewer working days left, else None.
+    """The warning on `today`: "red" past due, "yellow" with `threshold` or fewer days left.
 
     A paused case is judged as of its pause, so it never turns red while paused. `deadline`
     must come from the events known on `today`.

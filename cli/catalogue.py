@@ -1,0 +1,275 @@
+"""`zhibao catalogue import|list` and `zhibao calendar import|show`: what the city publishes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.common import at_option, home_option, json_option, node_at, print_json, print_table
+from sync.protocol import i18n
+from tiers.catalogue import kind_label, parse_catalogue, tier_label, yuan_from_fen
+from tiers.published import (
+    PublishedItem,
+    calendar_state,
+    list_published,
+    package_years,
+    parse_overrides,
+    publish_calendar,
+    publish_items,
+    year_view,
+)
+
+i18n.register(
+    {
+        "cli.catalogue.imported": (
+            "{added} added, {changed} changed, {unchanged} unchanged",
+            "新增 {added} 项，修改 {changed} 项，未变 {unchanged} 项",
+        ),
+        "cli.catalogue.overridden": (
+            "{count} item(s) left out: a higher tier's catalogue already sets them",
+            "{count} 项未导入：上级发布的事项目录已有这些事项",
+        ),
+        "cli.catalogue.none": (
+            "No catalogue items yet: run `zhibao catalogue import FILE`.",
+            "尚无事项目录：请运行 `zhibao catalogue import 文件`。",
+        ),
+        "cli.catalogue.headers": (
+            "code|name|department|kind|promised|statutory|fee (yuan)|accepting tiers|deciding tier",
+            "事项编码|事项名称|部门|类型|承诺时限|法定时限|收费（元）|受理层级|决定层级",
+        ),
+        "cli.calendar.published": (
+            "Published as entry #{seq}: {years} year(s), {days} single day(s).",
+            "已发布为条目 #{seq}：{years} 个年度安排，{days} 个单日调整。",
+        ),
+        "cli.calendar.nothing_new": (
+            "Nothing new: these calendar overrides are already in force here.",
+            "没有新内容：这些日历调整已生效。",
+        ),
+        "cli.calendar.overridden": (
+            "Left out {years}: a higher tier's calendar already decides them.",
+            "未导入 {years} 年：上级发布的日历已有安排。",
+        ),
+        "cli.calendar.package": (
+            "Years from the chinesecalendar package: {first}–{last}",
+            "来自 chinesecalendar 软件包的年份：{first}–{last}",
+        ),
+        "cli.calendar.overrides": ("Years from published overrides:", "来自发布调整的年份："),
+        "cli.calendar.days": ("Single-day overrides:", "单日调整："),
+        "cli.calendar.none": ("  (none)", "  （无）"),
+        "cli.calendar.from": ("{origin} entry #{seq}", "{origin} 条目 #{seq}"),
+        "cli.calendar.working": ("working day", "工作日"),
+        "cli.calendar.rest": ("day off", "休息日"),
+        "cli.calendar.source.override": (
+            "{year}: from the override published by {origin} (entry #{seq})",
+            "{year} 年：来自 {origin} 发布的调整（条目 #{seq}）",
+        ),
+        "cli.calendar.source.package": (
+            "{year}: from the chinesecalendar package",
+            "{year} 年：来自 chinesecalendar 软件包",
+        ),
+        "cli.calendar.source.guessed": (
+            "{year}: not known; weekends only until the city publishes it",
+            "{year} 年：尚无安排，在市里发布前仅按周末计算",
+        ),
+        "cli.calendar.holidays": ("Weekdays off:", "工作日放假："),
+        "cli.calendar.workdays": ("Weekend days worked (调休):", "周末上班（调休）："),
+    }
+)
+
+
+@click.group("catalogue")
+def catalogue_group() -> None:
+    """The service-item catalogue (事项目录) in force on this node."""
+
+
+@catalogue_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@at_option
+@home_option
+@json_option
+def import_command(file: Path, at: str | None, home: Path | None, as_json: bool) -> None:
+    """Publish a CSV or JSON catalogue: one entry per new or changed item, or none at all."""
+    items = parse_catalogue(file.read_bytes(), str(file))
+    with node_at(home) as node:
+        result = publish_items(node, items, at=at)
+    if as_json:
+        print_json(result.to_json())
+        return
+    click.echo(
+        i18n.t(
+            "cli.catalogue.imported",
+            added=result.added,
+            changed=result.changed,
+            unchanged=result.unchanged,
+        )
+    )
+    if result.overridden:
+        click.echo(i18n.t("cli.catalogue.overridden", count=result.overridden))
+
+
+def _item_json(entry: PublishedItem) -> dict[str, Any]:
+    item = entry.item
+    return {
+        "code": item.code,
+        "name": item.name,
+        "department": item.department,
+        "kind": item.kind,
+        "promised_days": item.promised_days,
+        "statutory_days": item.statutory_days,
+        "fee": yuan_from_fen(item.fee_fen),
+        "fee_fen": item.fee_fen,
+        "materials": list(item.materials),
+        "accept_tiers": list(item.accept_tiers),
+        "decide_tier": item.decide_tier,
+        "origin": entry.origin,
+        "seq": entry.seq,
+    }
+
+
+@catalogue_group.command("list")
+@home_option
+@json_option
+def list_command(home: Path | None, as_json: bool) -> None:
+    """List the items in force: code, name, department, kind, time limits, fee, tiers."""
+    with node_at(home) as node:
+        entries = list_published(node.store)
+    if as_json:
+        print_json([_item_json(entry) for entry in entries])
+        return
+    if not entries:
+        click.echo(i18n.t("cli.catalogue.none"))
+        return
+    sep = "、" if i18n.locale() == "zh" else ", "
+    rows = [
+        [
+            e.item.code,
+            e.item.name,
+            e.item.department,
+            kind_label(e.item.kind),
+            e.item.promised_days,
+            e.item.statutory_days,
+            yuan_from_fen(e.item.fee_fen),
+            sep.join(tier_label(t) for t in e.item.accept_tiers),
+            tier_label(e.item.decide_tier),
+        ]
+        for e in entries
+    ]
+    print_table(i18n.t("cli.catalogue.headers").split("|"), rows)
+
+
+@click.group("calendar")
+def calendar_group() -> None:
+    """The working-day calendar: the chinesecalendar package plus published overrides."""
+
+
+@calendar_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@at_option
+@home_option
+@json_option
+def calendar_import_command(file: Path, at: str | None, home: Path | None, as_json: bool) -> None:
+    """Publish calendar overrides from JSON: whole years and single days."""
+    overrides = parse_overrides(file.read_bytes(), str(file))
+    with node_at(home) as node:
+        result = publish_calendar(node, overrides, at=at)
+    if as_json:
+        print_json(result.to_json())
+        return
+    if result.seq is None:
+        click.echo(i18n.t("cli.calendar.nothing_new"))
+    else:
+        click.echo(
+            i18n.t(
+                "cli.calendar.published",
+                seq=result.seq,
+                years=len(result.years),
+                days=len(result.days),
+            )
+        )
+    if result.overridden:
+        click.echo(i18n.t("cli.calendar.overridden", years=", ".join(map(str, result.overridden))))
+
+
+@calendar_group.command("show")
+@click.option("--year", type=click.IntRange(1, 9999), default=None, help="One year, day by day.")
+@home_option
+@json_option
+def calendar_show_command(year: int | None, home: Path | None, as_json: bool) -> None:
+    """Which years come from the package and which from published overrides."""
+    if year is not None:
+        _show_year(home, year, as_json)
+        return
+    with node_at(home) as node:
+        state = calendar_state(node.store)
+    known = package_years()
+    if as_json:
+        print_json(
+            {
+                "package_years": list(known),
+                "override_years": {
+                    str(y): {"origin": s.origin, "seq": s.seq}
+                    for y, s in sorted(state.years.items())
+                },
+                "days": {
+                    d.isoformat(): {
+                        "working": state.overrides.days[d],
+                        "origin": s.origin,
+                        "seq": s.seq,
+                    }
+                    for d, s in sorted(state.days.items())
+                },
+            }
+        )
+        return
+    click.echo(i18n.t("cli.calendar.package", first=known[0], last=known[-1]))
+    click.echo(i18n.t("cli.calendar.overrides"))
+    for y, source in sorted(state.years.items()):
+        click.echo(f"  {y}  " + i18n.t("cli.calendar.from", origin=source.origin, seq=source.seq))
+    if not state.years:
+        click.echo(i18n.t("cli.calendar.none"))
+    click.echo(i18n.t("cli.calendar.days"))
+    for d, source in sorted(state.days.items()):
+        label = i18n.t("cli.calendar.working" if state.overrides.days[d] else "cli.calendar.rest")
+        click.echo(
+            f"  {d}  {label}  " + i18n.t("cli.calendar.from", origin=source.origin, seq=source.seq)
+        )
+    if not state.days:
+        click.echo(i18n.t("cli.calendar.none"))
+
+
+def _show_year(home: Path | None, year: int, as_json: bool) -> None:
+    with node_at(home) as node:
+        view = year_view(node.store, year)
+    if as_json:
+        print_json(view.to_json())
+        return
+    origin = view.origin
+    click.echo(
+        i18n.t(
+            f"cli.calendar.source.{view.source}",
+            year=year,
+            origin=origin.origin if origin else "",
+            seq=origin.seq if origin else "",
+        )
+    )
+    for key, days in (
+        ("cli.calendar.holidays", view.holidays),
+        ("cli.calendar.workdays", view.workdays),
+    ):
+        click.echo(i18n.t(key))
+        click.echo(
+            "  " + (" ".join(d.isoformat() for d in days) or i18n.t("cli.calendar.none").strip())
+        )
+    if view.days:
+        click.echo(i18n.t("cli.calendar.days"))
+        for d, working in sorted(view.days.items()):
+            click.echo(
+                f"  {d}  " + i18n.t("cli.calendar.working" if working else "cli.calendar.rest")
+            )
+
+
+def register(group: click.Group) -> None:
+    group.add_command(catalogue_group)
+    group.add_command(calendar_group)

@@ -1,0 +1,137 @@
+"""`zhibao serve`, `zhibao sync`, `zhibao status`."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from cli.common import home_option, json_option, node_at, print_json
+from sync.node import resolve_home
+from sync.protocol import i18n
+from sync.protocol.errors import HomeError, SyncError
+from sync.round import RoundSummary, sync_round
+from sync.service import bind, serve, watch
+from sync.status import node_status
+from tiers.node import open_home
+
+i18n.register(
+    {
+        "serve.listening": ("zhibao {node_id} serving on {url}", "zhibao {node_id} 服务地址 {url}"),
+        "sync.no_parent": (
+            "No parent URL: give --peer URL or set parent_url in node.toml.",
+            "没有上级地址：请用 --peer 指定，或在 node.toml 中设置 parent_url。",
+        ),
+        "sync.done": (
+            "Synced with {peer}: pushed {pushed}, pulled {pulled} entries ({kb} KB on the wire).",
+            "已与 {peer} 同步：上传 {pushed} 条，下载 {pulled} 条（传输 {kb} KB）。",
+        ),
+        "sync.rejected": ("refused {origin}#{seq}: {reason}", "被拒绝 {origin}#{seq}：{reason}"),
+        "sync.retrying": ("link problem: {error}; retrying in {seconds:.0f} s", "连接问题：{error}；{seconds:.0f} 秒后重试"),
+        "status.line": ("{key:<16} {value}", "{key:<16} {value}"),
+    }
+)
+
+
+def _progress(stage: str, done: int, total: int) -> None:
+    if sys.stderr.isatty() or total > 10_000:
+        suffix = f"/{total}" if total else ""
+        click.echo(f"\r{stage}: {done}{suffix}", err=True, nl=False)
+
+
+def _report(summary: RoundSummary, as_json: bool) -> None:
+    for warning in summary.warnings:
+        click.echo(f"zhibao: {warning}", err=True)
+    if as_json:
+        print_json(summary.to_json())
+        return
+    click.echo(i18n.t("sync.done", peer=summary.peer, pushed=summary.pushed, pulled=summary.pulled,
+                      kb=(summary.pushed_bytes + summary.pulled_bytes) // 1024))
+    for r in summary.rejected:
+        click.echo(i18n.t("sync.rejected", **r), err=True)
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8750, type=int, show_default=True, help="0 picks a free port.")
+@click.option("--interval", default=30.0, type=float, show_default=True,
+              help="Seconds between background syncs with the parent.")
+@home_option
+def serve_command(host: str, port: int, interval: float, home: Path | None) -> None:
+    """Serve this node's sync endpoint; sync upward in the background if it has a parent."""
+    where = resolve_home(home)
+    with node_at(home) as node:
+        node_id, parent_url = node.node_id, node.config.parent_url
+    sock = bind(host, port)
+    bound = sock.getsockname()
+    click.echo(i18n.t("serve.listening", node_id=node_id, url=f"http://{host}:{bound[1]}"))
+    sys.stdout.flush()
+
+    def on_error(exc: Exception, seconds: float) -> None:
+        click.echo(i18n.t("sync.retrying", error=str(exc), seconds=seconds), err=True)
+
+    serve(lambda: open_home(where), sock, parent_url=parent_url, interval=interval, on_error=on_error)
+
+
+@click.command("sync")
+@click.option("--peer", default=None, help="Sync with this URL instead of the parent.")
+@click.option("--watch", "keep_going", is_flag=True, help="Keep syncing, retrying with backoff.")
+@click.option("--interval", default=30.0, type=float, show_default=True)
+@home_option
+@json_option
+def sync_command(peer: str | None, keep_going: bool, interval: float, home: Path | None,
+                 as_json: bool) -> None:
+    """Run one round with the parent (or --peer): push what it lacks, pull what concerns us."""
+    where = resolve_home(home)
+    with node_at(home) as node:
+        url = peer or node.config.parent_url
+        if not url:
+            raise HomeError("sync.no_parent")
+        if not keep_going:
+            summary = sync_round(node, url, progress=_progress)
+            if summary.pushed_bytes + summary.pulled_bytes > 1_000_000:
+                click.echo("", err=True)
+            _report(summary, as_json)
+            if summary.rejected:
+                raise SystemExit(1)
+            return
+
+    def on_error(exc: Exception, seconds: float) -> None:
+        click.echo(i18n.t("sync.retrying", error=str(exc), seconds=seconds), err=True)
+
+    stop = threading.Event()
+    try:
+        watch(lambda: open_home(where), url, interval=interval, stop=stop,
+              on_round=lambda s: _report(s, as_json), on_error=on_error)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@click.command("status")
+@home_option
+@json_option
+def status_command(home: Path | None, as_json: bool) -> None:
+    """This node's heads, what the parent acknowledged, forks and last sync."""
+    with node_at(home) as node:
+        info = node_status(node)
+    if as_json:
+        print_json(info)
+        return
+    for key in ("node_id", "tier", "name", "last_sync", "clock_offset_seconds", "unacknowledged"):
+        click.echo(f"{key:<22} {info[key] if info[key] is not None else '-'}")
+    click.echo("heads:")
+    for origin, seq in info["heads"].items():
+        ack = info["acknowledged"].get(origin)
+        click.echo(f"  {origin:<14} {seq:>8}" + (f"  (acknowledged {ack})" if ack is not None else ""))
+    for fork in info["forks"]:
+        click.echo(f"FORK {fork['origin']}#{fork['seq']} detected {fork['detected_at']}")
+
+
+def register(group: click.Group) -> None:
+    for command in (serve_command, sync_command, status_command):
+        group.add_command(command)
+
+
+__all__ = ["SyncError", "register"]

@@ -1,0 +1,164 @@
+"""Applying batches from other nodes: verify, detect duplicates and forks, apply atomically.
+
+Two modes, chosen per origin:
+- a log this node holds WHOLE (its own subtree, or its own log during a restore) must
+  extend the held head: every link is checked and one signature vouches for the run;
+- a log held IN PART (what flows down from ancestors) is taken entry by entry, each with
+  its own signature checked, no head kept.
+Invariants: a batch is applied in one transaction (all of it or none of what it
+applied); re-sending a batch applies nothing twice; two validly signed entries for one
+(origin, seq) are kept as evidence and freeze the origin; nothing after a refused entry
+of an origin is applied for that origin in the same batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sync import trust
+from sync.protocol.batch import Run
+from sync.protocol.entry import (
+    SignedEntry,
+    entry_hash,
+    parse_envelope,
+    signing_message,
+    verify_run,
+)
+from sync.protocol.errors import EntryError
+from sync.protocol.ids import is_within
+from sync.protocol.keys import verify
+from sync.store import Store
+
+
+@dataclass
+class IngestResult:
+    applied: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    forks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def applied_total(self) -> int:
+        return sum(self.applied.values())
+
+    def refuse(self, error: EntryError) -> None:
+        self.rejected.append(
+            {"origin": error.params.get("origin"), "seq": error.params.get("seq"),
+             "reason": str(error.params.get("reason", error))}
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"applied": self.applied, "duplicates": self.duplicates,
+                "rejected": self.rejected, "forks": self.forks}
+
+
+def _entry_error(origin: str, seq: int | None, key: str, **params: Any) -> EntryError:
+    from sync.protocol import i18n
+
+    return EntryError("entry.rejected", origin=origin, seq=seq, reason=i18n.t(key, **params),
+                      reason_key=key)
+
+
+def _fork(store: Store, result: IngestResult, origin: str, seq: int, held: bytes,
+          raw: bytes, sig: bytes, key: bytes, at: str) -> bool:
+    """Record (origin, seq) as forked if the other entry is validly signed; True if so."""
+    other = entry_hash(raw)
+    if not verify(key, signing_message(other), sig):
+        return False
+    try:
+        fields = parse_envelope(raw, origin, seq)
+    except EntryError:
+        return False
+    store.record_fork(origin, seq, held, SignedEntry(raw, sig, other, origin, seq, fields["type"]), at)
+    result.forks.append({"origin": origin, "seq": seq, "held_hash": held.hex(), "other_hash": other.hex()})
+    return True
+
+
+def _ingest_whole(store: Store, run: Run, key: bytes, result: IngestResult, at: str) -> None:
+    head_seq, head_hash = store.head(run.origin)
+    fresh = run.items
+    if run.first <= head_seq:
+        overlap = min(head_seq - run.first + 1, len(run.items))
+        for offset in range(overlap):
+            seq = run.first + offset
+            raw, sig = run.items[offset]
+            held = store.hash_at(run.origin, seq)
+            if held == entry_hash(raw):
+                result.duplicates += 1
+                continue
+            if held is not None and _fork(store, result, run.origin, seq, held, raw, sig, key, at):
+                result.refuse(_entry_error(run.origin, seq, "entry.fork"))
+            else:
+                result.refuse(_entry_error(run.origin, seq, "entry.signature"))
+            return
+        fresh = run.items[overlap:]
+    if not fresh:
+        return
+    checked = verify_run(run.origin, fresh, head_seq=head_seq, head_hash=head_hash, public_key=key)
+    if checked.accepted:
+        store.insert(checked.accepted, checked.parsed, at)
+        result.applied[run.origin] = result.applied.get(run.origin, 0) + len(checked.accepted)
+    if checked.error is not None:
+        result.refuse(checked.error)
+
+
+def _ingest_part(store: Store, run: Run, key: bytes, result: IngestResult, at: str) -> None:
+    for offset, (raw, sig) in enumerate(run.items):
+        seq = run.first + offset
+        try:
+            fields = parse_envelope(raw, run.origin, seq)
+        except EntryError as exc:
+            result.refuse(exc)
+            return
+        digest = entry_hash(raw)
+        held = store.hash_at(run.origin, seq)
+        if held == digest:
+            result.duplicates += 1
+            continue
+        if not verify(key, signing_message(digest), sig):
+            result.refuse(_entry_error(run.origin, seq, "entry.signature"))
+            return
+        if held is not None:
+            _fork(store, result, run.origin, seq, held, raw, sig, key, at)
+            result.refuse(_entry_error(run.origin, seq, "entry.fork"))
+            return
+        store.insert([SignedEntry(raw, sig, digest, run.origin, seq, fields["type"])], [fields],
+                     at, whole=False)
+        result.applied[run.origin] = result.applied.get(run.origin, 0) + 1
+
+
+def ingest(store: Store, runs: list[Run], *, me: str, sender: str, received_at: str) -> IngestResult:
+    """Verify and apply `runs` sent by `sender` to node `me`, in one transaction.
+
+    A child may send only logs of its own subtree; anything else sent from below is
+    refused. Runs are taken in tier order (city, town, village) so an enrolment arrives
+    before the entries it vouches for.
+    """
+    result = IngestResult()
+    from_below = is_within(sender, me) and sender != me
+    ordered = sorted(runs, key=lambda r: (len(r.origin), r.origin, r.first))
+    with store.transaction():
+        frozen = store.frozen()
+        for run in ordered:
+            whole = is_within(run.origin, me)
+            if from_below and not is_within(run.origin, sender):
+                result.refuse(_entry_error(run.origin, run.first, "entry.not_allowed",
+                                           sender=sender, origin=run.origin))
+                continue
+            if run.origin in frozen:
+                result.refuse(_entry_error(run.origin, run.first, "entry.frozen", origin=run.origin))
+                continue
+            key = trust.public_key(store, run.origin)
+            if key is None:
+                result.refuse(_entry_error(run.origin, run.first, "entry.unknown_key", origin=run.origin))
+                continue
+            if whole:
+                _ingest_whole(store, run, key, result, received_at)
+            else:
+                _ingest_part(store, run, key, result, received_at)
+            if run.origin not in frozen and result.forks and any(
+                f["origin"] == run.origin for f in result.forks
+            ):
+                frozen.add(run.origin)
+    return result

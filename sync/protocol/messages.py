@@ -1,0 +1,63 @@
+"""Signed statements besides entries: receipts and request signatures (DESIGN §2, §4).
+
+Each has its own domain prefix, so a signature made for one kind of message can never be
+replayed as another. Messages are canonical JSON, signed once, verified from the bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sync.protocol.canonical import canonical
+from sync.protocol.errors import RefusedError
+from sync.protocol.keys import Signer, verify
+
+RECEIPT_DOMAIN = b"zhibao/receipt/v1\0"
+REQUEST_DOMAIN = b"zhibao/request/v1\0"
+BUNDLE_DOMAIN = b"zhibao/bundle/v1\0"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """"`issuer` holds each origin up to seq with hash" — the acknowledgement of a push."""
+
+    raw: bytes
+    sig: bytes
+    issuer: str
+    at: str
+    heads: dict[str, tuple[int, str]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"raw": self.raw.decode(), "sig": self.sig.hex()}
+
+
+def make_receipt(signer: Signer, issuer: str, at: str, heads: dict[str, tuple[int, bytes]]) -> Receipt:
+    body = {"issuer": issuer, "at": at, "heads": {o: [s, h.hex()] for o, (s, h) in heads.items()}}
+    raw = canonical(body)
+    return Receipt(raw, signer.sign(RECEIPT_DOMAIN + raw), issuer, at,
+                   {o: (s, h.hex()) for o, (s, h) in heads.items()})
+
+
+def read_receipt(raw: bytes, sig: bytes, public_key: bytes) -> Receipt:
+    """Verify and parse a receipt; RefusedError if forged or malformed."""
+    if not verify(public_key, RECEIPT_DOMAIN + raw, sig):
+        raise RefusedError("receipt.forged")
+    try:
+        body = json.loads(raw)
+        heads = {str(o): (int(s), str(h)) for o, (s, h) in body["heads"].items()}
+        return Receipt(raw, sig, str(body["issuer"]), str(body["at"]), heads)
+    except (ValueError, KeyError, TypeError):
+        raise RefusedError("receipt.malformed") from None
+
+
+def request_message(method: str, path: str, body: bytes, node: str, time: str, nonce: str) -> bytes:
+    """What a node signs for one HTTP request: method, path, body digest, time, nonce."""
+    digest = hashlib.sha256(body).hexdigest()
+    return REQUEST_DOMAIN + canonical([method.upper(), path, digest, node, time, nonce])
+
+
+def bundle_message(header: bytes, payload: bytes) -> bytes:
+    return BUNDLE_DOMAIN + hashlib.sha256(header).digest() + hashlib.sha256(payload).digest()

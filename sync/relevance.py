@@ -1,0 +1,81 @@
+"""What flows down: which entries held here concern a node below (DESIGN §1, §4).
+
+Sync knows nothing about cases, so the layers above register selectors. Built in:
+entries of broadcast types (enrolment, catalogue, calendar …) from the node's ancestors.
+Invariant: the answer lists, per origin, a prefix (by seq) of what is relevant above the
+node's cursor, so "highest seq held" is always a correct cursor for the next pull.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sync.protocol.entry import SignedEntry
+from sync.protocol.ids import is_within
+from sync.store import Store
+
+BROADCAST_PREFIXES: list[str] = ["node."]
+
+# (store, client id, cursors origin → highest seq the client holds) → (origin, seq) pairs
+Selector = Callable[[Store, str, dict[str, int]], list[tuple[str, int]]]
+_SELECTORS: list[Selector] = []
+
+
+def register_broadcast(type_prefix: str) -> None:
+    """Entries whose type starts with `type_prefix` flow down from every ancestor."""
+    if type_prefix not in BROADCAST_PREFIXES:
+        BROADCAST_PREFIXES.append(type_prefix)
+
+
+def register_selector(selector: Selector) -> None:
+    if selector not in _SELECTORS:
+        _SELECTORS.append(selector)
+
+
+def _broadcast(store: Store, client: str, cursors: dict[str, int]) -> list[tuple[str, int]]:
+    ancestors = [o for o in store.heads() if is_within(client, o) and o != client]
+    ancestors += [o for o in store.max_seqs() if is_within(client, o) and o != client
+                  and o not in ancestors]
+    out: list[tuple[str, int]] = []
+    like = " OR ".join("type LIKE ?" for _ in BROADCAST_PREFIXES)
+    for origin in ancestors:
+        rows = store.query(
+            f"SELECT seq FROM entries WHERE origin = ? AND seq > ? AND ({like})",
+            (origin, cursors.get(origin, 0), *[p + "%" for p in BROADCAST_PREFIXES]),
+        )
+        out.extend((origin, seq) for (seq,) in rows)
+    return out
+
+
+def select_for(store: Store, client: str, cursors: dict[str, int], limit: int) -> tuple[list[SignedEntry], bool]:
+    """Entries that concern `client` and that it does not hold; (entries, more to come)."""
+    wanted: set[tuple[str, int]] = set(_broadcast(store, client, cursors))
+    for selector in _SELECTORS:
+        wanted.update(selector(store, client, cursors))
+    keys = sorted(
+        (k for k in wanted if not is_within(k[0], client) and k[1] > cursors.get(k[0], 0)),
+        key=lambda k: (len(k[0]), k[0], k[1]),
+    )
+    more = len(keys) > limit
+    chosen = keys[:limit]
+    out = []
+    for origin, seq in chosen:
+        entry = store.entry(origin, seq)
+        if entry is not None:
+            out.append(entry)
+    return out, more
+
+
+def subtree_for(store: Store, client: str, cursors: dict[str, int], limit: int) -> tuple[list[SignedEntry], bool]:
+    """The client's own subtree, whole, above its cursors (for `restore`)."""
+    out: list[SignedEntry] = []
+    for origin in sorted((o for o in store.heads() if is_within(o, client)), key=lambda o: (len(o), o)):
+        room = limit - len(out)
+        if room <= 0:
+            return out, True
+        batch = store.entries(origin, cursors.get(origin, 0), room + 1)
+        if len(batch) > room:
+            out.extend(batch[:room])
+            return out, True
+        out.extend(batch)
+    return out, False

@@ -1,0 +1,162 @@
+"""One sync round against a peer (DESIGN §4): time, hello, push, pull, receipts.
+
+A round pushes, in bounded compressed batches, what the peer lacks of this node's
+subtree, then pulls what concerns this node. Each batch is one transaction on each side;
+a cut link loses at most the batch in flight, and the next round resumes from the heads
+the peer reports, so nothing is sent twice on purpose and nothing applied twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import httpx
+
+from sync import receipts
+from sync.client import PeerClient
+from sync.ingest import ingest
+from sync.node import Node
+from sync.protocol import i18n
+from sync.protocol.batch import decode_batch, encode_batch
+from sync.protocol.entry import SignedEntry
+from sync.protocol.errors import SyncError
+from sync.protocol.ids import is_within
+
+BATCH_ENTRIES = 4000
+BATCH_BYTES = 2 * 1024 * 1024
+SKEW_WARN = timedelta(minutes=5)
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class RoundSummary:
+    peer: str = ""
+    pushed: int = 0
+    pushed_bytes: int = 0
+    pulled: int = 0
+    pulled_bytes: int = 0
+    batches: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    forks: list[dict[str, Any]] = field(default_factory=list)
+    clock_offset_seconds: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _push_plan(node: Node, have: dict[str, int]) -> list[tuple[str, int, int]]:
+    """(origin, after, through) for every log of this subtree the peer lacks, tier order."""
+    plan = []
+    for origin, (seq, _) in node.store.heads().items():
+        if is_within(origin, node.node_id) and seq > have.get(origin, 0):
+            plan.append((origin, have.get(origin, 0), seq))
+    return sorted(plan, key=lambda p: (len(p[0]), p[0]))
+
+
+def _batches(node: Node, plan: list[tuple[str, int, int]]) -> Any:
+    pending: list[SignedEntry] = []
+    size = 0
+    for origin, after, through in plan:
+        cursor = after
+        while cursor < through:
+            chunk = node.store.entries(origin, cursor, BATCH_ENTRIES, through)
+            if not chunk:
+                break
+            for entry in chunk:
+                pending.append(entry)
+                size += len(entry.raw) + 64
+                if len(pending) >= BATCH_ENTRIES or size >= BATCH_BYTES:
+                    yield pending
+                    pending, size = [], 0
+            cursor = chunk[-1].seq
+    if pending:
+        yield pending
+
+
+def correct_clock(node: Node, client: PeerClient, summary: RoundSummary) -> str:
+    """Learn the peer's time; adopt its offset when ours is off by more than a few minutes."""
+    server_time, peer_id = client.server_time()
+    offset = server_time - node.clock.base_now()
+    if abs(offset - node.clock.offset) > SKEW_WARN:
+        node.set_clock_offset(timedelta(seconds=round(offset.total_seconds())))
+        summary.warnings.append(i18n.t("sync.clock_off", seconds=int(offset.total_seconds())))
+    elif abs(offset) < SKEW_WARN and node.clock.offset:
+        node.set_clock_offset(timedelta())
+    summary.clock_offset_seconds = int(node.clock.offset.total_seconds())
+    return peer_id
+
+
+def sync_round(node: Node, url: str, *, transport: httpx.BaseTransport | None = None,
+               progress: Progress | None = None, pull: bool = True, push: bool = True,
+               timeout: float = 30.0) -> RoundSummary:
+    """Run one round with the peer at `url`; raises LinkDownError/RefusedError on failure."""
+    summary = RoundSummary(peer=url)
+    with PeerClient(node, url, transport=transport, timeout=timeout) as client:
+        peer_id = correct_clock(node, client, summary)
+        hello = client.hello()
+        if pull:  # first: it brings down the enrolments that vouch for the peer's key
+            _pull_all(node, client, peer_id, summary, progress, mode="concerns")
+        receipts.accept(node.store, hello["receipt"]["raw"].encode(),
+                        bytes.fromhex(hello["receipt"]["sig"]), expected_issuer=peer_id)
+        have = {str(o): int(s) for o, s in hello.get("have", {}).items()}
+        if push:
+            plan = _push_plan(node, have)
+            total = sum(through - after for _, after, through in plan)
+            for batch in _batches(node, plan):
+                data = encode_batch(batch)
+                answer = client.push(data)
+                receipt = answer["receipt"]
+                receipts.accept(node.store, receipt["raw"].encode(), bytes.fromhex(receipt["sig"]),
+                                expected_issuer=peer_id)
+                result = answer["result"]
+                summary.pushed += sum(int(v) for v in result["applied"].values())
+                summary.pushed_bytes += len(data)
+                summary.batches += 1
+                summary.rejected.extend(result["rejected"])
+                summary.forks.extend(result["forks"])
+                if progress:
+                    progress("push", summary.pushed, total)
+                if result["rejected"]:
+                    break  # the peer refused something: say so rather than push on
+        with node.store.transaction():
+            node.store.set_meta("last_sync", node.clock.stamp())
+            node.store.set_meta("last_sync_peer", url)
+    return summary
+
+
+def _pull_all(node: Node, client: PeerClient, peer_id: str, summary: RoundSummary,
+              progress: Progress | None, *, mode: str) -> None:
+    while True:
+        cursors = node.store.max_seqs() if mode == "concerns" else {
+            o: s for o, (s, _) in node.store.heads().items()}
+        data, more = client.pull(cursors, mode=mode)
+        runs = decode_batch(data)
+        result = ingest(node.store, runs, me=node.node_id, sender=peer_id,
+                        received_at=node.clock.stamp())
+        summary.pulled += result.applied_total
+        summary.pulled_bytes += len(data)
+        summary.rejected.extend(result.rejected)
+        summary.forks.extend(result.forks)
+        if progress:
+            progress("pull", summary.pulled, 0)
+        if not more or not result.applied_total:
+            if more and not result.applied_total:
+                raise SyncError("sync.stuck", url=client.url)
+            return
+
+
+i18n.register(
+    {
+        "sync.clock_off": (
+            "this computer's clock is {seconds} s off the parent's; zhibao uses the parent's "
+            "time — please set the clock right",
+            "本机时钟与上级相差 {seconds} 秒；zhibao 已改用上级时间，请校正本机时钟",
+        ),
+        "sync.stuck": ("{url} keeps offering entries this node cannot apply", "{url} 提供的条目本节点无法应用"),
+    }
+)
