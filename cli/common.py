@@ -16,12 +16,19 @@ from tiers.node import open_home
 F = TypeVar("F", bound=Callable[..., Any])
 
 home_option = click.option(
-    "--home", "home", envvar="ZHIBAO_HOME", type=click.Path(file_okay=False, path_type=Path),
-    default=None, help="The node's home directory (default: $ZHIBAO_HOME, else .).",
+    "--home",
+    "home",
+    envvar="ZHIBAO_HOME",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The node's home directory (default: $ZHIBAO_HOME, else .).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for other tools.")
 at_option = click.option(
-    "--at", "at", default=None, metavar="ISO-TIME",
+    "--at",
+    "at",
+    default=None,
+    metavar="ISO-TIME",
     help="When it happened, for records entered later (补录); default now.",
 )
 

@@ -13,8 +13,14 @@ from sync.protocol import i18n
 
 i18n.register(
     {
-        "log.verified": ("OK: {entries} entries from {origins} origins verified.", "通过：已核验 {origins} 个来源的 {entries} 条条目。"),
-        "log.problems": ("{count} problem(s) in {entries} entries:", "{entries} 条条目中发现 {count} 个问题："),
+        "log.verified": (
+            "OK: {entries} entries from {origins} origins verified.",
+            "通过：已核验 {origins} 个来源的 {entries} 条条目。",
+        ),
+        "log.problems": (
+            "{count} problem(s) in {entries} entries:",
+            "{entries} 条条目中发现 {count} 个问题：",
+        ),
     }
 )
 
@@ -35,8 +41,16 @@ def show_command(origin: str | None, limit: int | None, home: Path | None, as_js
         rows = []
         for entry in node.store.iter_all(origin):
             fields = json.loads(entry.raw)
-            rows.append({"origin": entry.origin, "seq": entry.seq, "at": fields["at"],
-                         "type": entry.type, "hash": entry.hash.hex(), "body": fields["body"]})
+            rows.append(
+                {
+                    "origin": entry.origin,
+                    "seq": entry.seq,
+                    "at": fields["at"],
+                    "type": entry.type,
+                    "hash": entry.hash.hex(),
+                    "body": fields["body"],
+                }
+            )
     if limit is not None:
         rows = rows[-limit:]
     if as_json:
@@ -44,8 +58,10 @@ def show_command(origin: str | None, limit: int | None, home: Path | None, as_js
         return
     for row in rows:
         body = json.dumps(row["body"], ensure_ascii=False)
-        click.echo(f"{row['origin']}#{row['seq']:<6} {row['at']}  {row['type']:<22} "
-                   f"{row['hash'][:12]}  {body[:80]}")
+        click.echo(
+            f"{row['origin']}#{row['seq']:<6} {row['at']}  {row['type']:<22} "
+            f"{row['hash'][:12]}  {body[:80]}"
+        )
 
 
 @log_group.command("verify")

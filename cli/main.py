@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from cli import catalogue, log, node
+from cli import case, catalogue, demo, log, node
 from cli import sync as sync_commands
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
@@ -18,7 +18,10 @@ i18n.register(
             "internal error: {detail} (set ZHIBAO_DEBUG=1 for details)",
             "内部错误：{detail}（设置 ZHIBAO_DEBUG=1 查看详情）",
         ),
-        "cli.interrupted": ("interrupted; nothing half-written was kept", "已中断；未保留任何写了一半的内容"),
+        "cli.interrupted": (
+            "interrupted; nothing half-written was kept",
+            "已中断；未保留任何写了一半的内容",
+        ),
     }
 )
 
@@ -29,7 +32,7 @@ def cli() -> None:
     """zhibao (直报): signed, replicated case logs for the city's service network."""
 
 
-for module in (node, log, catalogue, sync_commands):
+for module in (node, log, catalogue, sync_commands, case, demo):
     module.register(cli)
 
 
@@ -53,7 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if os.environ.get("ZHIBAO_DEBUG"):
             raise
-        click.echo("zhibao: " + i18n.t("cli.internal", detail=f"{type(exc).__name__}: {exc}"), err=True)
+        click.echo(
+            "zhibao: " + i18n.t("cli.internal", detail=f"{type(exc).__name__}: {exc}"), err=True
+        )
         sys.exit(1)
     sys.exit(0)
 

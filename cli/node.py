@@ -16,8 +16,14 @@ from tiers.node import create_home
 
 i18n.register(
     {
-        "node.created": ("Created {tier} node {node_id} ({name}) at {home}.", "已在 {home} 创建{tier}节点 {node_id}（{name}）。"),
-        "node.enrolled": ("Enrolled {node_id} ({name}) as entry #{seq}.", "已登记 {node_id}（{name}），条目 #{seq}。"),
+        "node.created": (
+            "Created {tier} node {node_id} ({name}) at {home}.",
+            "已在 {home} 创建{tier}节点 {node_id}（{name}）。",
+        ),
+        "node.enrolled": (
+            "Enrolled {node_id} ({name}) as entry #{seq}.",
+            "已登记 {node_id}（{name}），条目 #{seq}。",
+        ),
     }
 )
 
@@ -25,10 +31,14 @@ i18n.register(
 def _show(node_home: Path | None) -> dict[str, object]:
     with node_at(node_home) as node:
         return {
-            "node_id": node.node_id, "tier": node.config.tier, "name": node.config.name,
-            "parent_id": node.config.parent_id, "public_key": node.signer.public.hex(),
+            "node_id": node.node_id,
+            "tier": node.config.tier,
+            "name": node.config.name,
+            "parent_id": node.config.parent_id,
+            "public_key": node.signer.public.hex(),
             "seal_key": node.seal.public_key().public_bytes_raw().hex(),
-            "parent_url": node.config.parent_url, "root_key": node.config.root_key,
+            "parent_url": node.config.parent_url,
+            "root_key": node.config.root_key,
         }
 
 
@@ -41,13 +51,27 @@ def _show(node_home: Path | None) -> dict[str, object]:
 @click.option("--root-key", default=None, help="The city's public key (hex), pinned.")
 @home_option
 @json_option
-def init_command(tier: str, node_id: str, name: str, parent_id: str | None,
-                 parent_url: str | None, root_key: str | None, home: Path | None,
-                 as_json: bool) -> None:
+def init_command(
+    tier: str,
+    node_id: str,
+    name: str,
+    parent_id: str | None,
+    parent_url: str | None,
+    root_key: str | None,
+    home: Path | None,
+    as_json: bool,
+) -> None:
     """Create a node's home: database, identity key, seal key, settings."""
     where = resolve_home(home)
-    node = create_home(where, tier=tier, node_id=node_id, name=name, parent_id=parent_id,
-                       parent_url=parent_url, root_key=root_key)
+    node = create_home(
+        where,
+        tier=tier,
+        node_id=node_id,
+        name=name,
+        parent_id=parent_id,
+        parent_url=parent_url,
+        root_key=root_key,
+    )
     node.close()
     if as_json:
         print_json(_show(where))
@@ -67,7 +91,9 @@ def show_command(home: Path | None, as_json: bool) -> None:
     """Print this node's id, tier, name, parent and public keys."""
     info = _show(home)
     if as_json:
-        print_json({k: info[k] for k in ("node_id", "tier", "name", "parent_id", "public_key", "seal_key")})
+        print_json(
+            {k: info[k] for k in ("node_id", "tier", "name", "parent_id", "public_key", "seal_key")}
+        )
         return
     for key, value in info.items():
         click.echo(f"{key:11} {value if value is not None else '-'}")
@@ -81,8 +107,15 @@ def show_command(home: Path | None, as_json: bool) -> None:
 @click.option("--at", "at", default=None, metavar="ISO-TIME")
 @home_option
 @json_option
-def enroll_command(node_id: str, name: str, public_key: str, seal_key: str | None,
-                   at: str | None, home: Path | None, as_json: bool) -> None:
+def enroll_command(
+    node_id: str,
+    name: str,
+    public_key: str,
+    seal_key: str | None,
+    at: str | None,
+    home: Path | None,
+    as_json: bool,
+) -> None:
     """Enrol a node directly below this one (signed into this node's log)."""
     with node_at(home) as node:
         body = trust.enrolment_body(node_id, name, public_key, seal_key)

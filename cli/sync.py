@@ -29,7 +29,10 @@ i18n.register(
             "已与 {peer} 同步：上传 {pushed} 条，下载 {pulled} 条（传输 {kb} KB）。",
         ),
         "sync.rejected": ("refused {origin}#{seq}: {reason}", "被拒绝 {origin}#{seq}：{reason}"),
-        "sync.retrying": ("link problem: {error}; retrying in {seconds:.0f} s", "连接问题：{error}；{seconds:.0f} 秒后重试"),
+        "sync.retrying": (
+            "link problem: {error}; retrying in {seconds:.0f} s",
+            "连接问题：{error}；{seconds:.0f} 秒后重试",
+        ),
         "status.line": ("{key:<16} {value}", "{key:<16} {value}"),
     }
 )
@@ -47,8 +50,15 @@ def _report(summary: RoundSummary, as_json: bool) -> None:
     if as_json:
         print_json(summary.to_json())
         return
-    click.echo(i18n.t("sync.done", peer=summary.peer, pushed=summary.pushed, pulled=summary.pulled,
-                      kb=(summary.pushed_bytes + summary.pulled_bytes) // 1024))
+    click.echo(
+        i18n.t(
+            "sync.done",
+            peer=summary.peer,
+            pushed=summary.pushed,
+            pulled=summary.pulled,
+            kb=(summary.pushed_bytes + summary.pulled_bytes) // 1024,
+        )
+    )
     for r in summary.rejected:
         click.echo(i18n.t("sync.rejected", **r), err=True)
 
@@ -56,8 +66,13 @@ def _report(summary: RoundSummary, as_json: bool) -> None:
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8750, type=int, show_default=True, help="0 picks a free port.")
-@click.option("--interval", default=30.0, type=float, show_default=True,
-              help="Seconds between background syncs with the parent.")
+@click.option(
+    "--interval",
+    default=30.0,
+    type=float,
+    show_default=True,
+    help="Seconds between background syncs with the parent.",
+)
 @home_option
 def serve_command(host: str, port: int, interval: float, home: Path | None) -> None:
     """Serve this node's sync endpoint; sync upward in the background if it has a parent."""
@@ -72,7 +87,9 @@ def serve_command(host: str, port: int, interval: float, home: Path | None) -> N
     def on_error(exc: Exception, seconds: float) -> None:
         click.echo(i18n.t("sync.retrying", error=str(exc), seconds=seconds), err=True)
 
-    serve(lambda: open_home(where), sock, parent_url=parent_url, interval=interval, on_error=on_error)
+    serve(
+        lambda: open_home(where), sock, parent_url=parent_url, interval=interval, on_error=on_error
+    )
 
 
 @click.command("sync")
@@ -81,8 +98,9 @@ def serve_command(host: str, port: int, interval: float, home: Path | None) -> N
 @click.option("--interval", default=30.0, type=float, show_default=True)
 @home_option
 @json_option
-def sync_command(peer: str | None, keep_going: bool, interval: float, home: Path | None,
-                 as_json: bool) -> None:
+def sync_command(
+    peer: str | None, keep_going: bool, interval: float, home: Path | None, as_json: bool
+) -> None:
     """Run one round with the parent (or --peer): push what it lacks, pull what concerns us."""
     where = resolve_home(home)
     with node_at(home) as node:
@@ -103,8 +121,14 @@ def sync_command(peer: str | None, keep_going: bool, interval: float, home: Path
 
     stop = threading.Event()
     try:
-        watch(lambda: open_home(where), url, interval=interval, stop=stop,
-              on_round=lambda s: _report(s, as_json), on_error=on_error)
+        watch(
+            lambda: open_home(where),
+            url,
+            interval=interval,
+            stop=stop,
+            on_round=lambda s: _report(s, as_json),
+            on_error=on_error,
+        )
     except KeyboardInterrupt:
         stop.set()
 
@@ -124,7 +148,9 @@ def status_command(home: Path | None, as_json: bool) -> None:
     click.echo("heads:")
     for origin, seq in info["heads"].items():
         ack = info["acknowledged"].get(origin)
-        click.echo(f"  {origin:<14} {seq:>8}" + (f"  (acknowledged {ack})" if ack is not None else ""))
+        click.echo(
+            f"  {origin:<14} {seq:>8}" + (f"  (acknowledged {ack})" if ack is not None else "")
+        )
     for fork in info["forks"]:
         click.echo(f"FORK {fork['origin']}#{fork['seq']} detected {fork['detected_at']}")
 

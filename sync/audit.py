@@ -7,7 +7,7 @@ missing seq is named by origin and seq.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sync import trust
@@ -29,8 +29,12 @@ class AuditReport:
         return not self.problems
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "origins": self.origins, "entries": self.entries,
-                "problems": self.problems}
+        return {
+            "ok": self.ok,
+            "origins": self.origins,
+            "entries": self.entries,
+            "problems": self.problems,
+        }
 
 
 def _problem(report: AuditReport, origin: str, seq: int, kind: str, **detail: Any) -> None:
@@ -51,6 +55,8 @@ def verify_log(store: Store, origin: str | None = None) -> AuditReport:
         expected, prev = 1, None
         for entry in store.iter_all(current):
             report.entries += 1
+            if not isinstance(entry.raw, bytes):  # edited behind our back as TEXT
+                entry = replace(entry, raw=str(entry.raw).encode())
             actual = entry_hash(entry.raw)
             if entry.seq != expected:
                 _problem(report, current, expected, "missing", first=expected, last=entry.seq - 1)
@@ -76,10 +82,22 @@ i18n.register(
     {
         "audit.unknown_key": ("no enrolled key for this origin", "此来源没有已登记的密钥"),
         "audit.missing": ("entries {first}..{last} are missing", "缺少条目 {first}..{last}"),
-        "audit.changed": ("stored bytes were changed (hash mismatch)", "存储的字节被改动（哈希不符）"),
-        "audit.chain": ("hash chain broken: prev does not match the entry before", "哈希链断裂：prev 与前一条不符"),
+        "audit.changed": (
+            "stored bytes were changed (hash mismatch)",
+            "存储的字节被改动（哈希不符）",
+        ),
+        "audit.chain": (
+            "hash chain broken: prev does not match the entry before",
+            "哈希链断裂：prev 与前一条不符",
+        ),
         "audit.malformed": ("malformed entry: {reason}", "条目格式错误：{reason}"),
-        "audit.signature": ("signature does not verify with the enrolled key", "签名无法用已登记的密钥验证"),
-        "audit.head": ("head record disagrees with the log (log ends at {held})", "头记录与日志不符（日志止于 {held}）"),
+        "audit.signature": (
+            "signature does not verify with the enrolled key",
+            "签名无法用已登记的密钥验证",
+        ),
+        "audit.head": (
+            "head record disagrees with the log (log ends at {held})",
+            "头记录与日志不符（日志止于 {held}）",
+        ),
     }
 )

@@ -24,12 +24,21 @@ BATCH_TYPE = "application/x-zhibao-batch"
 class PeerClient:
     """Talks to one peer URL on behalf of `node`."""
 
-    def __init__(self, node: Node, url: str, *, transport: httpx.BaseTransport | None = None,
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        node: Node,
+        url: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         self.node = node
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, transport=transport,
-                                 timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+        self.http = httpx.Client(
+            base_url=self.url,
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -40,17 +49,27 @@ class PeerClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _send(self, method: str, path: str, body: bytes = b"", content_type: str = "application/json",
-              signed: bool = True) -> httpx.Response:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        content_type: str = "application/json",
+        signed: bool = True,
+    ) -> httpx.Response:
         headers = {"content-type": content_type}
         if signed:
             stamp = self.node.clock.stamp()
             nonce = secrets.token_hex(16)
             message = request_message(method, path, body, self.node.node_id, stamp, nonce)
-            headers.update({
-                "x-zhibao-node": self.node.node_id, "x-zhibao-time": stamp,
-                "x-zhibao-nonce": nonce, "x-zhibao-signature": self.node.signer.sign(message).hex(),
-            })
+            headers.update(
+                {
+                    "x-zhibao-node": self.node.node_id,
+                    "x-zhibao-time": stamp,
+                    "x-zhibao-nonce": nonce,
+                    "x-zhibao-signature": self.node.signer.sign(message).hex(),
+                }
+            )
         try:
             response = self.http.request(method, path, content=body, headers=headers)
             response.read()
@@ -62,13 +81,19 @@ class PeerClient:
                 key, message = str(data["error"]), str(data["message"])
             except (ValueError, KeyError, TypeError):
                 if response.status_code >= 500 or response.status_code in (408, 429):
-                    raise LinkDownError("link.down", url=self.url,
-                                        detail=f"HTTP {response.status_code}") from None
+                    raise LinkDownError(
+                        "link.down", url=self.url, detail=f"HTTP {response.status_code}"
+                    ) from None
                 key, message = "http", f"HTTP {response.status_code}"
             if response.status_code >= 500 and key == "http":
                 raise LinkDownError("link.down", url=self.url, detail=message)
-            raise RefusedError("peer.refused", url=self.url, detail=message, code=key,
-                               server_time=data.get("time") if isinstance(data, dict) else None)
+            raise RefusedError(
+                "peer.refused",
+                url=self.url,
+                detail=message,
+                code=key,
+                server_time=data.get("time") if isinstance(data, dict) else None,
+            )
         return response
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
@@ -93,7 +118,9 @@ class PeerClient:
     def push(self, batch: bytes) -> dict[str, Any]:
         return self._json(self._send("POST", "/v1/push", batch, BATCH_TYPE))
 
-    def pull(self, cursors: dict[str, int], *, mode: str = "concerns", limit: int = 5000) -> tuple[bytes, bool]:
+    def pull(
+        self, cursors: dict[str, int], *, mode: str = "concerns", limit: int = 5000
+    ) -> tuple[bytes, bool]:
         body = json.dumps({"cursors": cursors, "mode": mode, "limit": limit}).encode()
         response = self._send("POST", "/v1/pull", body)
         return response.content, response.headers.get("x-zhibao-more") == "1"
@@ -101,8 +128,10 @@ class PeerClient:
 
 i18n.register(
     {
-        "link.down": ("cannot reach {url} ({detail}); nothing was lost, try again later",
-                      "无法连接 {url}（{detail}）；数据未丢失，请稍后重试"),
+        "link.down": (
+            "cannot reach {url} ({detail}); nothing was lost, try again later",
+            "无法连接 {url}（{detail}）；数据未丢失，请稍后重试",
+        ),
         "peer.refused": ("{url} refused: {detail}", "{url} 拒绝：{detail}"),
     }
 )

@@ -44,24 +44,41 @@ class IngestResult:
 
     def refuse(self, error: EntryError) -> None:
         self.rejected.append(
-            {"origin": error.params.get("origin"), "seq": error.params.get("seq"),
-             "reason": str(error.params.get("reason", error))}
+            {
+                "origin": error.params.get("origin"),
+                "seq": error.params.get("seq"),
+                "reason": str(error.params.get("reason", error)),
+            }
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {"applied": self.applied, "duplicates": self.duplicates,
-                "rejected": self.rejected, "forks": self.forks}
+        return {
+            "applied": self.applied,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "forks": self.forks,
+        }
 
 
 def _entry_error(origin: str, seq: int | None, key: str, **params: Any) -> EntryError:
     from sync.protocol import i18n
 
-    return EntryError("entry.rejected", origin=origin, seq=seq, reason=i18n.t(key, **params),
-                      reason_key=key)
+    return EntryError(
+        "entry.rejected", origin=origin, seq=seq, reason=i18n.t(key, **params), reason_key=key
+    )
 
 
-def _fork(store: Store, result: IngestResult, origin: str, seq: int, held: bytes,
-          raw: bytes, sig: bytes, key: bytes, at: str) -> bool:
+def _fork(
+    store: Store,
+    result: IngestResult,
+    origin: str,
+    seq: int,
+    held: bytes,
+    raw: bytes,
+    sig: bytes,
+    key: bytes,
+    at: str,
+) -> bool:
     """Record (origin, seq) as forked if the other entry is validly signed; True if so."""
     other = entry_hash(raw)
     if not verify(key, signing_message(other), sig):
@@ -70,8 +87,12 @@ def _fork(store: Store, result: IngestResult, origin: str, seq: int, held: bytes
         fields = parse_envelope(raw, origin, seq)
     except EntryError:
         return False
-    store.record_fork(origin, seq, held, SignedEntry(raw, sig, other, origin, seq, fields["type"]), at)
-    result.forks.append({"origin": origin, "seq": seq, "held_hash": held.hex(), "other_hash": other.hex()})
+    store.record_fork(
+        origin, seq, held, SignedEntry(raw, sig, other, origin, seq, fields["type"]), at
+    )
+    result.forks.append(
+        {"origin": origin, "seq": seq, "held_hash": held.hex(), "other_hash": other.hex()}
+    )
     return True
 
 
@@ -123,12 +144,18 @@ def _ingest_part(store: Store, run: Run, key: bytes, result: IngestResult, at: s
             _fork(store, result, run.origin, seq, held, raw, sig, key, at)
             result.refuse(_entry_error(run.origin, seq, "entry.fork"))
             return
-        store.insert([SignedEntry(raw, sig, digest, run.origin, seq, fields["type"])], [fields],
-                     at, whole=False)
+        store.insert(
+            [SignedEntry(raw, sig, digest, run.origin, seq, fields["type"])],
+            [fields],
+            at,
+            whole=False,
+        )
         result.applied[run.origin] = result.applied.get(run.origin, 0) + 1
 
 
-def ingest(store: Store, runs: list[Run], *, me: str, sender: str, received_at: str) -> IngestResult:
+def ingest(
+    store: Store, runs: list[Run], *, me: str, sender: str, received_at: str
+) -> IngestResult:
     """Verify and apply `runs` sent by `sender` to node `me`, in one transaction.
 
     A child may send only logs of its own subtree; anything else sent from below is
@@ -143,22 +170,31 @@ def ingest(store: Store, runs: list[Run], *, me: str, sender: str, received_at: 
         for run in ordered:
             whole = is_within(run.origin, me)
             if from_below and not is_within(run.origin, sender):
-                result.refuse(_entry_error(run.origin, run.first, "entry.not_allowed",
-                                           sender=sender, origin=run.origin))
+                result.refuse(
+                    _entry_error(
+                        run.origin, run.first, "entry.not_allowed", sender=sender, origin=run.origin
+                    )
+                )
                 continue
             if run.origin in frozen:
-                result.refuse(_entry_error(run.origin, run.first, "entry.frozen", origin=run.origin))
+                result.refuse(
+                    _entry_error(run.origin, run.first, "entry.frozen", origin=run.origin)
+                )
                 continue
             key = trust.public_key(store, run.origin)
             if key is None:
-                result.refuse(_entry_error(run.origin, run.first, "entry.unknown_key", origin=run.origin))
+                result.refuse(
+                    _entry_error(run.origin, run.first, "entry.unknown_key", origin=run.origin)
+                )
                 continue
             if whole:
                 _ingest_whole(store, run, key, result, received_at)
             else:
                 _ingest_part(store, run, key, result, received_at)
-            if run.origin not in frozen and result.forks and any(
-                f["origin"] == run.origin for f in result.forks
+            if (
+                run.origin not in frozen
+                and result.forks
+                and any(f["origin"] == run.origin for f in result.forks)
             ):
                 frozen.add(run.origin)
     return result

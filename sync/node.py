@@ -72,8 +72,15 @@ def _read_secret(path: Path) -> bytes:
 class Node:
     """An opened home. Use as a context manager, or close() it."""
 
-    def __init__(self, home: Path, config: NodeConfig, store: Store, signer: Signer,
-                 seal: X25519PrivateKey, clock: Clock) -> None:
+    def __init__(
+        self,
+        home: Path,
+        config: NodeConfig,
+        store: Store,
+        signer: Signer,
+        seal: X25519PrivateKey,
+        clock: Clock,
+    ) -> None:
         self.home, self.config, self.store, self.signer = home, config, store, signer
         self.seal, self.clock = seal, clock
 
@@ -90,7 +97,9 @@ class Node:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def append(self, entry_type: str, body: dict[str, Any], *, at: str | None = None) -> SignedEntry:
+    def append(
+        self, entry_type: str, body: dict[str, Any], *, at: str | None = None
+    ) -> SignedEntry:
         """Sign and append one entry to this node's own log (joins an open transaction)."""
         with self.store.transaction():
             if self.store.get_meta(RESTORING):
@@ -98,7 +107,9 @@ class Node:
             if self.node_id in self.store.frozen():
                 raise HomeError("node.self_frozen")
             seq, prev = self.store.head(self.node_id)
-            raw = encode_entry(self.node_id, seq + 1, prev, at or self.clock.stamp(), entry_type, body)
+            raw = encode_entry(
+                self.node_id, seq + 1, prev, at or self.clock.stamp(), entry_type, body
+            )
             entry = sign_entry(self.signer, raw)
             self.store.insert([entry], [entry.fields()], self.clock.stamp())
         return entry
@@ -114,9 +125,16 @@ def _config_path(home: Path) -> Path:
 
 
 def init_node(
-    home: Path, *, tier: str, node_id: str, name: str, parent_id: str | None = None,
-    parent_url: str | None = None, root_key: str | None = None,
-    extensions: Sequence[Extension] = (), clock: Clock | None = None,
+    home: Path,
+    *,
+    tier: str,
+    node_id: str,
+    name: str,
+    parent_id: str | None = None,
+    parent_url: str | None = None,
+    root_key: str | None = None,
+    extensions: Sequence[Extension] = (),
+    clock: Clock | None = None,
 ) -> Node:
     """Create a node's home. Refuses a home that already holds a node, or ids that do not fit."""
     check_node_id(node_id, tier, parent_id)
@@ -133,19 +151,27 @@ def init_node(
     home.mkdir(parents=True, exist_ok=True)
     seal = X25519PrivateKey.generate()
     config = NodeConfig(
-        node_id=node_id, tier=tier, name=name.strip(), public_key=signer.public.hex(),
-        root_key=root_key.lower(), parent_id=parent_id, parent_url=parent_url,
+        node_id=node_id,
+        tier=tier,
+        name=name.strip(),
+        public_key=signer.public.hex(),
+        root_key=root_key.lower(),
+        parent_id=parent_id,
+        parent_url=parent_url,
     )
     _write_secret(home / NODE_KEY, signer.seed.hex().encode() + b"\n")
     _write_secret(home / SEAL_KEY, seal.private_bytes_raw().hex().encode() + b"\n")
     store = Store(home / NODE_DB, extensions=[trust.Trust(), *extensions])
-    trust.pin_root(store, city_of(node_id), bytes.fromhex(config.root_key),
-                   name if tier == "city" else "")
+    trust.pin_root(
+        store, city_of(node_id), bytes.fromhex(config.root_key), name if tier == "city" else ""
+    )
     _config_path(home).write_text(tomli_w.dumps(config.to_toml()), "utf-8")
     return Node(home, config, store, signer, seal, clock or Clock())
 
 
-def open_node(home: Path, *, extensions: Sequence[Extension] = (), clock: Clock | None = None) -> Node:
+def open_node(
+    home: Path, *, extensions: Sequence[Extension] = (), clock: Clock | None = None
+) -> Node:
     """Open an existing home, checking that its key is the one it was created with."""
     path = _config_path(home)
     if not path.exists():
@@ -175,12 +201,18 @@ def resolve_home(home: str | os.PathLike[str] | None) -> Path:
 
 i18n.register(
     {
-        "node.exists": ("{home} already holds a node; choose another --home.", "{home} 已有节点，请换一个 --home。"),
+        "node.exists": (
+            "{home} already holds a node; choose another --home.",
+            "{home} 已有节点，请换一个 --home。",
+        ),
         "node.missing": (
             "No node at {home}: run `zhibao init` first, or give --home / ZHIBAO_HOME.",
             "{home} 没有节点：请先运行 `zhibao init`，或指定 --home / ZHIBAO_HOME。",
         ),
-        "node.bad_config": ("node.toml at {home} is damaged: {detail}", "{home} 的 node.toml 已损坏：{detail}"),
+        "node.bad_config": (
+            "node.toml at {home} is damaged: {detail}",
+            "{home} 的 node.toml 已损坏：{detail}",
+        ),
         "node.name_required": ("A node needs a --name.", "节点需要 --name。"),
         "node.root_required": (
             "A town or village must pin the city's key: give --root-key HEX.",

@@ -60,7 +60,13 @@ i18n.register(
     {
         "receipt.forged": ("receipt signature does not verify", "回执签名无效"),
         "receipt.malformed": ("receipt is malformed", "回执格式错误"),
-        "receipt.wrong_issuer": ("receipt from {issuer}, expected {expected}", "回执来自 {issuer}，应来自 {expected}"),
-        "receipt.unknown_issuer": ("receipt from unenrolled node {issuer}", "回执来自未登记节点 {issuer}"),
+        "receipt.wrong_issuer": (
+            "receipt from {issuer}, expected {expected}",
+            "回执来自 {issuer}，应来自 {expected}",
+        ),
+        "receipt.unknown_issuer": (
+            "receipt from unenrolled node {issuer}",
+            "回执来自未登记节点 {issuer}",
+        ),
     }
 )

@@ -34,8 +34,9 @@ def register_selector(selector: Selector) -> None:
 
 def _broadcast(store: Store, client: str, cursors: dict[str, int]) -> list[tuple[str, int]]:
     ancestors = [o for o in store.heads() if is_within(client, o) and o != client]
-    ancestors += [o for o in store.max_seqs() if is_within(client, o) and o != client
-                  and o not in ancestors]
+    ancestors += [
+        o for o in store.max_seqs() if is_within(client, o) and o != client and o not in ancestors
+    ]
     out: list[tuple[str, int]] = []
     like = " OR ".join("type LIKE ?" for _ in BROADCAST_PREFIXES)
     for origin in ancestors:
@@ -47,7 +48,9 @@ def _broadcast(store: Store, client: str, cursors: dict[str, int]) -> list[tuple
     return out
 
 
-def select_for(store: Store, client: str, cursors: dict[str, int], limit: int) -> tuple[list[SignedEntry], bool]:
+def select_for(
+    store: Store, client: str, cursors: dict[str, int], limit: int
+) -> tuple[list[SignedEntry], bool]:
     """Entries that concern `client` and that it does not hold; (entries, more to come)."""
     wanted: set[tuple[str, int]] = set(_broadcast(store, client, cursors))
     for selector in _SELECTORS:
@@ -66,10 +69,14 @@ def select_for(store: Store, client: str, cursors: dict[str, int], limit: int) -
     return out, more
 
 
-def subtree_for(store: Store, client: str, cursors: dict[str, int], limit: int) -> tuple[list[SignedEntry], bool]:
+def subtree_for(
+    store: Store, client: str, cursors: dict[str, int], limit: int
+) -> tuple[list[SignedEntry], bool]:
     """The client's own subtree, whole, above its cursors (for `restore`)."""
     out: list[SignedEntry] = []
-    for origin in sorted((o for o in store.heads() if is_within(o, client)), key=lambda o: (len(o), o)):
+    for origin in sorted(
+        (o for o in store.heads() if is_within(o, client)), key=lambda o: (len(o), o)
+    ):
         room = limit - len(out)
         if room <= 0:
             return out, True

@@ -91,9 +91,16 @@ def correct_clock(node: Node, client: PeerClient, summary: RoundSummary) -> str:
     return peer_id
 
 
-def sync_round(node: Node, url: str, *, transport: httpx.BaseTransport | None = None,
-               progress: Progress | None = None, pull: bool = True, push: bool = True,
-               timeout: float = 30.0) -> RoundSummary:
+def sync_round(
+    node: Node,
+    url: str,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    progress: Progress | None = None,
+    pull: bool = True,
+    push: bool = True,
+    timeout: float = 30.0,
+) -> RoundSummary:
     """Run one round with the peer at `url`; raises LinkDownError/RefusedError on failure."""
     summary = RoundSummary(peer=url)
     with PeerClient(node, url, transport=transport, timeout=timeout) as client:
@@ -101,8 +108,12 @@ def sync_round(node: Node, url: str, *, transport: httpx.BaseTransport | None = 
         hello = client.hello()
         if pull:  # first: it brings down the enrolments that vouch for the peer's key
             _pull_all(node, client, peer_id, summary, progress, mode="concerns")
-        receipts.accept(node.store, hello["receipt"]["raw"].encode(),
-                        bytes.fromhex(hello["receipt"]["sig"]), expected_issuer=peer_id)
+        receipts.accept(
+            node.store,
+            hello["receipt"]["raw"].encode(),
+            bytes.fromhex(hello["receipt"]["sig"]),
+            expected_issuer=peer_id,
+        )
         have = {str(o): int(s) for o, s in hello.get("have", {}).items()}
         if push:
             plan = _push_plan(node, have)
@@ -111,8 +122,12 @@ def sync_round(node: Node, url: str, *, transport: httpx.BaseTransport | None = 
                 data = encode_batch(batch)
                 answer = client.push(data)
                 receipt = answer["receipt"]
-                receipts.accept(node.store, receipt["raw"].encode(), bytes.fromhex(receipt["sig"]),
-                                expected_issuer=peer_id)
+                receipts.accept(
+                    node.store,
+                    receipt["raw"].encode(),
+                    bytes.fromhex(receipt["sig"]),
+                    expected_issuer=peer_id,
+                )
                 result = answer["result"]
                 summary.pushed += sum(int(v) for v in result["applied"].values())
                 summary.pushed_bytes += len(data)
@@ -129,15 +144,26 @@ def sync_round(node: Node, url: str, *, transport: httpx.BaseTransport | None = 
     return summary
 
 
-def _pull_all(node: Node, client: PeerClient, peer_id: str, summary: RoundSummary,
-              progress: Progress | None, *, mode: str) -> None:
+def _pull_all(
+    node: Node,
+    client: PeerClient,
+    peer_id: str,
+    summary: RoundSummary,
+    progress: Progress | None,
+    *,
+    mode: str,
+) -> None:
     while True:
-        cursors = node.store.max_seqs() if mode == "concerns" else {
-            o: s for o, (s, _) in node.store.heads().items()}
+        cursors = (
+            node.store.max_seqs()
+            if mode == "concerns"
+            else {o: s for o, (s, _) in node.store.heads().items()}
+        )
         data, more = client.pull(cursors, mode=mode)
         runs = decode_batch(data)
-        result = ingest(node.store, runs, me=node.node_id, sender=peer_id,
-                        received_at=node.clock.stamp())
+        result = ingest(
+            node.store, runs, me=node.node_id, sender=peer_id, received_at=node.clock.stamp()
+        )
         summary.pulled += result.applied_total
         summary.pulled_bytes += len(data)
         summary.rejected.extend(result.rejected)
@@ -157,6 +183,9 @@ i18n.register(
             "time — please set the clock right",
             "本机时钟与上级相差 {seconds} 秒；zhibao 已改用上级时间，请校正本机时钟",
         ),
-        "sync.stuck": ("{url} keeps offering entries this node cannot apply", "{url} 提供的条目本节点无法应用"),
+        "sync.stuck": (
+            "{url} keeps offering entries this node cannot apply",
+            "{url} 提供的条目本节点无法应用",
+        ),
     }
 )

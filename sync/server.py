@@ -35,8 +35,10 @@ BATCH_TYPE = "application/x-zhibao-batch"
 
 
 def _error(status: int, key: str, **params: Any) -> JSONResponse:
-    return JSONResponse({"error": key, "message": i18n.t(key, **params), **{k: str(v) for k, v in params.items()}},
-                        status_code=status)
+    return JSONResponse(
+        {"error": key, "message": i18n.t(key, **params), **{k: str(v) for k, v in params.items()}},
+        status_code=status,
+    )
 
 
 class NodeApp:
@@ -44,12 +46,14 @@ class NodeApp:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.app = Starlette(routes=[
-            Route("/v1/time", self.time, methods=["GET"]),
-            Route("/v1/hello", self.hello, methods=["POST"]),
-            Route("/v1/push", self.push, methods=["POST"]),
-            Route("/v1/pull", self.pull, methods=["POST"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/v1/time", self.time, methods=["GET"]),
+                Route("/v1/hello", self.hello, methods=["POST"]),
+                Route("/v1/push", self.push, methods=["POST"]),
+                Route("/v1/pull", self.pull, methods=["POST"]),
+            ]
+        )
 
     async def _authenticate(self, request: Request) -> tuple[str, bytes]:
         """The sender's id and the body, or RefusedError saying why not."""
@@ -88,7 +92,9 @@ class NodeApp:
             if store.query("SELECT 1 FROM nonces WHERE node = ? AND nonce = ?", (node_id, nonce)):
                 raise RefusedError("request.replayed")
             store.execute("DELETE FROM nonces WHERE seen < ?", (now - 4 * MAX_SKEW_SECONDS,))
-            store.execute("INSERT INTO nonces (node, nonce, seen) VALUES (?, ?, ?)", (node_id, nonce, now))
+            store.execute(
+                "INSERT INTO nonces (node, nonce, seen) VALUES (?, ?, ?)", (node_id, nonce, now)
+            )
             store.execute(
                 "INSERT INTO peers (node_id, last_contact, skew_seconds) VALUES (?, ?, ?) "
                 "ON CONFLICT(node_id) DO UPDATE SET last_contact=excluded.last_contact, "
@@ -117,23 +123,37 @@ class NodeApp:
         return JSONResponse({"time": self.node.clock.stamp(), "node_id": self.node.node_id})
 
     def _receipt(self, sender: str) -> dict[str, str]:
-        made = receipts.issue(self.node.store, self.node.signer, self.node.node_id,
-                              self.node.clock, sender)
+        made = receipts.issue(
+            self.node.store, self.node.signer, self.node.node_id, self.node.clock, sender
+        )
         return {"raw": made.raw.decode(), "sig": made.sig.hex()}
 
     async def hello(self, request: Request) -> Response:
         def handle(sender: str, body: bytes) -> Response:
             heads = {o: s for o, (s, _) in self.node.store.heads().items() if is_within(o, sender)}
-            return JSONResponse({"node_id": self.node.node_id, "time": self.node.clock.stamp(),
-                                 "have": heads, "receipt": self._receipt(sender)})
+            return JSONResponse(
+                {
+                    "node_id": self.node.node_id,
+                    "time": self.node.clock.stamp(),
+                    "have": heads,
+                    "receipt": self._receipt(sender),
+                }
+            )
+
         return await self._guarded(request, handle)
 
     async def push(self, request: Request) -> Response:
         def handle(sender: str, body: bytes) -> Response:
             runs = decode_batch(body)
-            result = ingest(self.node.store, runs, me=self.node.node_id, sender=sender,
-                            received_at=self.node.clock.stamp())
+            result = ingest(
+                self.node.store,
+                runs,
+                me=self.node.node_id,
+                sender=sender,
+                received_at=self.node.clock.stamp(),
+            )
             return JSONResponse({"result": result.to_json(), "receipt": self._receipt(sender)})
+
         return await self._guarded(request, handle)
 
     async def pull(self, request: Request) -> Response:
@@ -147,9 +167,15 @@ class NodeApp:
                 raise RefusedError("batch.malformed", reason="bad pull request") from None
             select = relevance.subtree_for if mode == "subtree" else relevance.select_for
             entries, more = select(self.node.store, sender, cursors, limit)
-            return Response(encode_batch(entries), media_type=BATCH_TYPE,
-                            headers={"x-zhibao-more": "1" if more else "0",
-                                     "x-zhibao-count": str(len(entries))})
+            return Response(
+                encode_batch(entries),
+                media_type=BATCH_TYPE,
+                headers={
+                    "x-zhibao-more": "1" if more else "0",
+                    "x-zhibao-count": str(len(entries)),
+                },
+            )
+
         return await self._guarded(request, handle)
 
 
@@ -157,13 +183,19 @@ i18n.register(
     {
         "request.too_big": ("request body of {size} bytes is too big", "请求体 {size} 字节，过大"),
         "request.unsigned": ("request is not signed", "请求未签名"),
-        "request.unknown_node": ("node {node_id} is not enrolled here", "节点 {node_id} 未在此登记"),
+        "request.unknown_node": (
+            "node {node_id} is not enrolled here",
+            "节点 {node_id} 未在此登记",
+        ),
         "request.bad_signature": ("request signature does not verify", "请求签名无效"),
         "request.bad_time": ("request time is malformed", "请求时间格式错误"),
         "request.clock": (
             "request time is {skew} s off the server's clock ({time})",
             "请求时间与服务器时钟相差 {skew} 秒（服务器时间 {time}）",
         ),
-        "request.replayed": ("request was replayed (nonce seen before)", "重放的请求（随机数已用过）"),
+        "request.replayed": (
+            "request was replayed (nonce seen before)",
+            "重放的请求（随机数已用过）",
+        ),
     }
 )

@@ -32,10 +32,16 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def watch(open_node: OpenNode, url: str, *, interval: float, stop: threading.Event,
-          on_round: Callable[[RoundSummary], None] | None = None,
-          on_error: Callable[[Exception, float], None] | None = None,
-          max_wait: float = 300.0) -> None:
+def watch(
+    open_node: OpenNode,
+    url: str,
+    *,
+    interval: float,
+    stop: threading.Event,
+    on_round: Callable[[RoundSummary], None] | None = None,
+    on_error: Callable[[Exception, float], None] | None = None,
+    max_wait: float = 300.0,
+) -> None:
     """Sync with `url` every `interval` seconds until `stop`; back off with jitter on failure."""
 
     def before_sleep(state: RetryCallState) -> None:
@@ -70,21 +76,30 @@ def watch(open_node: OpenNode, url: str, *, interval: float, stop: threading.Eve
         stop.wait(interval)
 
 
-def serve(open_node: OpenNode, sock: socket.socket, *, parent_url: str | None,
-          interval: float = 30.0, on_error: Callable[[Exception, float], None] | None = None,
-          log_level: str = "warning") -> None:
+def serve(
+    open_node: OpenNode,
+    sock: socket.socket,
+    *,
+    parent_url: str | None,
+    interval: float = 30.0,
+    on_error: Callable[[Exception, float], None] | None = None,
+    log_level: str = "warning",
+) -> None:
     """Serve the node on `sock` until interrupted; sync upward in the background."""
     node = open_node()
     app = NodeApp(node).app
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app, log_level=log_level, access_log=False, lifespan="off", timeout_graceful_shutdown=5
+    )
     server = uvicorn.Server(config)
     stop = threading.Event()
     worker = None
     if parent_url:
         worker = threading.Thread(
-            target=watch, args=(open_node, parent_url),
-            kwargs={"interval": interval, "stop": stop, "on_error": on_error}, daemon=True,
+            target=watch,
+            args=(open_node, parent_url),
+            kwargs={"interval": interval, "stop": stop, "on_error": on_error},
+            daemon=True,
         )
         worker.start()
     try:
@@ -96,4 +111,59 @@ def serve(open_node: OpenNode, sock: socket.socket, *, parent_url: str | None,
         node.close()
 
 
-__all__ = ["LinkDownError", "Path", "bind", "serve", "watch"]
+class ServerThread:
+    """A node served by uvicorn in a background thread on 127.0.0.1 (port 0 by default).
+
+    For the demo, benchmarks and tests: `url` is readable once started; `stop()` shuts the
+    server down gracefully and closes its own connection to the node's database.
+    """
+
+    def __init__(self, open_node: OpenNode, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._open = open_node
+        self.sock = bind(host, port)
+        self.url = f"http://{host}:{self.sock.getsockname()[1]}"
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+
+    def start(self) -> ServerThread:
+        node = self._open()
+        config = uvicorn.Config(
+            NodeApp(node).app,
+            log_level="error",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+        )
+        self._server = uvicorn.Server(config)
+
+        def run() -> None:
+            try:
+                assert self._server is not None
+                self._server.run(sockets=[self.sock])
+            finally:
+                node.close()
+
+        self._thread = threading.Thread(target=run, daemon=True, name=f"zhibao-serve-{self.url}")
+        self._thread.start()
+        for _ in range(200):
+            if self._server.started:
+                break
+            threading.Event().wait(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.sock.close()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+__all__ = ["LinkDownError", "Path", "ServerThread", "bind", "serve", "watch"]

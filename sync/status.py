@@ -15,7 +15,9 @@ def node_status(node: Node) -> dict[str, Any]:
     acknowledged = receipts.acknowledged(store, parent) if parent else {}
     peers = [
         {"node_id": n, "last_contact": at, "skew_seconds": skew}
-        for n, at, skew in store.query("SELECT node_id, last_contact, skew_seconds FROM peers ORDER BY node_id")
+        for n, at, skew in store.query(
+            "SELECT node_id, last_contact, skew_seconds FROM peers ORDER BY node_id"
+        )
     ]
     own = heads.get(node.node_id, 0)
     return {

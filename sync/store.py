@@ -189,8 +189,12 @@ class Store:
             yield SignedEntry(raw, sig, h, o, seq, kind)
 
     def insert(
-        self, entries: Sequence[SignedEntry], parsed: Sequence[dict[str, Any]], received_at: str,
-        *, whole: bool = True,
+        self,
+        entries: Sequence[SignedEntry],
+        parsed: Sequence[dict[str, Any]],
+        received_at: str,
+        *,
+        whole: bool = True,
     ) -> None:
         """Append verified entries of one origin and run the extensions.
 
@@ -239,8 +243,14 @@ class Store:
             "ORDER BY origin, seq"
         )
         return [
-            {"origin": o, "seq": s, "held_hash": h.hex(), "other_hash": x.hex(),
-             "detected_at": d, "resolved": bool(r)}
+            {
+                "origin": o,
+                "seq": s,
+                "held_hash": h.hex(),
+                "other_hash": x.hex(),
+                "detected_at": d,
+                "resolved": bool(r),
+            }
             for o, s, h, x, d, r in rows
         ]
 
@@ -257,6 +267,10 @@ class Store:
             (key, value),
         )
 
+    def delete_meta(self, key: str) -> None:
+        """Forget a setting (e.g. "restoring" once a restore has caught up)."""
+        self.execute("DELETE FROM meta WHERE key = ?", (key,))
+
 
 i18n.register(
     {
@@ -264,7 +278,10 @@ i18n.register(
             "The disk is full: nothing was written. Free some space and try again.",
             "磁盘已满：未写入任何内容。请清理空间后重试。",
         ),
-        "store.constraint": ("The database refused the change: {detail}", "数据库拒绝了此修改：{detail}"),
+        "store.constraint": (
+            "The database refused the change: {detail}",
+            "数据库拒绝了此修改：{detail}",
+        ),
         "store.busy": (
             "The database is busy (another zhibao is writing); try again.",
             "数据库正忙（另一个 zhibao 进程在写入），请重试。",

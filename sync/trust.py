@@ -40,8 +40,12 @@ def enrolment_body(
     if not name.strip():
         raise EnrolmentError("enrol.name_required")
     return {
-        "node_id": node_id, "tier": tier, "name": name.strip(), "parent_id": parent,
-        "public_key": public_key_hex.lower(), "seal_key": seal_key_hex.lower() if seal_key_hex else None,
+        "node_id": node_id,
+        "tier": tier,
+        "name": name.strip(),
+        "parent_id": parent,
+        "public_key": public_key_hex.lower(),
+        "seal_key": seal_key_hex.lower() if seal_key_hex else None,
     }
 
 
@@ -49,7 +53,9 @@ def _check_body(body: dict[str, Any]) -> None:
     for field in ("node_id", "tier", "name", "public_key"):
         if not isinstance(body.get(field), str):
             raise ValueError(f"{field} missing")
-    if tier_of(body["node_id"]) != body["tier"] or body.get("parent_id") != parent_of(body["node_id"]):
+    if tier_of(body["node_id"]) != body["tier"] or body.get("parent_id") != parent_of(
+        body["node_id"]
+    ):
         raise ValueError("node_id does not fit tier/parent")
     check_identity_key(body["public_key"])
     if body.get("seal_key") is not None:
@@ -76,10 +82,15 @@ class Trust:
             " seal_key=excluded.seal_key, enrolled_by=excluded.enrolled_by, "
             "enrolled_seq=excluded.enrolled_seq, enrolled_at=excluded.enrolled_at",
             (
-                body["node_id"], body["tier"], body["name"], body["parent_id"],
+                body["node_id"],
+                body["tier"],
+                body["name"],
+                body["parent_id"],
                 bytes.fromhex(body["public_key"]),
                 bytes.fromhex(body["seal_key"]) if body.get("seal_key") else None,
-                entry.origin, entry.seq, fields["at"],
+                entry.origin,
+                entry.seq,
+                fields["at"],
             ),
         )
 
@@ -113,8 +124,16 @@ def enrolled_nodes(store: Store) -> list[dict[str, Any]]:
         "FROM nodes ORDER BY node_id"
     )
     return [
-        {"node_id": n, "tier": t, "name": nm, "parent_id": p, "public_key": k.hex(),
-         "seal_key": s.hex() if s else None, "enrolled_by": by, "enrolled_at": at}
+        {
+            "node_id": n,
+            "tier": t,
+            "name": nm,
+            "parent_id": p,
+            "public_key": k.hex(),
+            "seal_key": s.hex() if s else None,
+            "enrolled_by": by,
+            "enrolled_at": at,
+        }
         for n, t, nm, p, k, s, by, at in rows
     ]
 

@@ -7,11 +7,14 @@ from pathlib import Path
 from sync.clock import Clock
 from sync.node import Node, init_node, open_node
 from sync.store import Extension
+from tiers import flow  # noqa: F401  (registers what flows down)
+from tiers.cases.projection import CaseProjection
+from tiers.published import Published
 
 
 def extensions() -> list[Extension]:
     """The tier projections every node keeps, in the order they must see entries."""
-    return []
+    return [Published(), CaseProjection()]
 
 
 def open_home(home: Path, *, clock: Clock | None = None) -> Node:

@@ -72,7 +72,7 @@ def decode_batch(data: bytes) -> list[Run]:
     if end < 0:
         raise _bad("no header")
     try:
-        header = json.loads(plain[len(MAGIC):end])
+        header = json.loads(plain[len(MAGIC) : end])
         runs = [(str(o), int(f), int(c)) for o, f, c in header["runs"]]
     except (ValueError, KeyError, TypeError):
         raise _bad("bad header") from None
@@ -88,7 +88,7 @@ def decode_batch(data: bytes) -> list[Run]:
         if size > MAX_ENTRY_BYTES:
             raise _bad("entry too big")
         pos += 4
-        raws.append(plain[pos:pos + size])
+        raws.append(plain[pos : pos + size])
         pos += size
     if len(plain) - pos != total * SIGNATURE_BYTES or any(len(r) == 0 for r in raws):
         raise _bad("truncated")
@@ -96,7 +96,7 @@ def decode_batch(data: bytes) -> list[Run]:
     index = 0
     for origin, first, count in runs:
         items = [
-            (raws[index + k], plain[pos + (index + k) * 64: pos + (index + k + 1) * 64])
+            (raws[index + k], plain[pos + (index + k) * 64 : pos + (index + k + 1) * 64])
             for k in range(count)
         ]
         out.append(Run(origin, first, items))
@@ -104,6 +104,4 @@ def decode_batch(data: bytes) -> list[Run]:
     return out
 
 
-i18n.register(
-    {"batch.malformed": ("malformed batch: {reason}", "批次格式错误：{reason}")}
-)
+i18n.register({"batch.malformed": ("malformed batch: {reason}", "批次格式错误：{reason}")})

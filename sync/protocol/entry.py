@@ -86,14 +86,21 @@ def sign_entry(signer: Signer, raw: bytes) -> SignedEntry:
     fields = parse_envelope(raw)
     digest = entry_hash(raw)
     return SignedEntry(
-        raw, signer.sign(signing_message(digest)), digest, fields["origin"], fields["seq"],
+        raw,
+        signer.sign(signing_message(digest)),
+        digest,
+        fields["origin"],
+        fields["seq"],
         fields["type"],
     )
 
 
 def _refuse(origin: object, seq: object, reason_key: str, **params: object) -> EntryError:
     return EntryError(
-        "entry.rejected", origin=origin, seq=seq, reason=i18n.t(reason_key, **params),
+        "entry.rejected",
+        origin=origin,
+        seq=seq,
+        reason=i18n.t(reason_key, **params),
         reason_key=reason_key,
     )
 
@@ -198,14 +205,20 @@ def verify_run(
 
 i18n.register(
     {
-        "entry.too_big": ("entry of {size} bytes exceeds {limit}", "条目 {size} 字节，超过上限 {limit}"),
+        "entry.too_big": (
+            "entry of {size} bytes exceeds {limit}",
+            "条目 {size} 字节，超过上限 {limit}",
+        ),
         "entry.not_json": ("not valid UTF-8 JSON", "不是有效的 UTF-8 JSON"),
         "entry.fields": ("wrong set of fields", "字段不符合格式"),
         "entry.bad_field": ("field '{field}' is malformed", "字段 {field} 格式错误"),
         "entry.version": ("unknown format version {version}", "未知格式版本 {version}"),
         "entry.mislabelled": ("labelled as another entry ({got})", "与所标条目不符（实为 {got}）"),
         "entry.schema": ("body of {type} is invalid: {detail}", "{type} 的内容无效：{detail}"),
-        "entry.seq_gap": ("expected seq {expected} (gap or reorder)", "应为序号 {expected}（缺号或乱序）"),
+        "entry.seq_gap": (
+            "expected seq {expected} (gap or reorder)",
+            "应为序号 {expected}（缺号或乱序）",
+        ),
         "entry.chain": ("hash chain broken (prev does not match)", "哈希链断裂（prev 不符）"),
         "entry.signature": ("bad signature", "签名无效"),
         "entry.unknown_key": ("node {origin} is not enrolled here", "节点 {origin} 未在此登记"),

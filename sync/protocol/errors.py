@@ -35,7 +35,7 @@ class ZhibaoError(Exception):
 
     default_key = "error.generic"
 
-    def __init__(self, key: str | None = None, **params: Any) -> None:
+    def __init__(self, key: str | None = None, /, **params: Any) -> None:
         self.key = key or self.default_key
         self.params = params
         super().__init__(self.key)

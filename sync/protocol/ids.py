@@ -36,9 +36,7 @@ def check_node_id(node_id: str, tier: str, parent_id: str | None) -> None:
     if tier not in TIER_LENGTH:
         raise NodeIdError("id.bad_tier", tier=tier)
     if tier_of(node_id) != tier:
-        raise NodeIdError(
-            "id.wrong_tier", node_id=node_id, tier=tier, length=TIER_LENGTH[tier]
-        )
+        raise NodeIdError("id.wrong_tier", node_id=node_id, tier=tier, length=TIER_LENGTH[tier])
     if tier == "city":
         if parent_id:
             raise NodeIdError("id.city_parent")
@@ -60,7 +58,10 @@ i18n.register(
             "'{node_id}' is not a node id: use 6 digits (city), 9 (town) or 12 (village).",
             "“{node_id}”不是节点编码：市为 6 位、镇为 9 位、村为 12 位数字。",
         ),
-        "id.bad_tier": ("Unknown tier '{tier}': use city, town or village.", "未知层级“{tier}”：应为 city、town 或 village。"),
+        "id.bad_tier": (
+            "Unknown tier '{tier}': use city, town or village.",
+            "未知层级“{tier}”：应为 city、town 或 village。",
+        ),
         "id.wrong_tier": (
             "Id {node_id} does not fit tier {tier}: a {tier} id has {length} digits.",
             "编码 {node_id} 与层级 {tier} 不符：{tier} 编码应为 {length} 位。",

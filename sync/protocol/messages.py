@@ -22,7 +22,7 @@ BUNDLE_DOMAIN = b"zhibao/bundle/v1\0"
 
 @dataclass(frozen=True)
 class Receipt:
-    """"`issuer` holds each origin up to seq with hash" — the acknowledgement of a push."""
+    """ "`issuer` holds each origin up to seq with hash" — the acknowledgement of a push."""
 
     raw: bytes
     sig: bytes
@@ -34,11 +34,18 @@ class Receipt:
         return {"raw": self.raw.decode(), "sig": self.sig.hex()}
 
 
-def make_receipt(signer: Signer, issuer: str, at: str, heads: dict[str, tuple[int, bytes]]) -> Receipt:
+def make_receipt(
+    signer: Signer, issuer: str, at: str, heads: dict[str, tuple[int, bytes]]
+) -> Receipt:
     body = {"issuer": issuer, "at": at, "heads": {o: [s, h.hex()] for o, (s, h) in heads.items()}}
     raw = canonical(body)
-    return Receipt(raw, signer.sign(RECEIPT_DOMAIN + raw), issuer, at,
-                   {o: (s, h.hex()) for o, (s, h) in heads.items()})
+    return Receipt(
+        raw,
+        signer.sign(RECEIPT_DOMAIN + raw),
+        issuer,
+        at,
+        {o: (s, h.hex()) for o, (s, h) in heads.items()},
+    )
 
 
 def read_receipt(raw: bytes, sig: bytes, public_key: bytes) -> Receipt:

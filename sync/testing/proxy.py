@@ -20,7 +20,6 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal
 
 Direction = Literal["c2s", "s2c"]
@@ -92,36 +91,21 @@ class Stats:
     faults: Counter[str] = field(default_factory=Counter)
 
 
-class _Link:
-    """One direction of the line: bytes leave at `bandwidth`, then arrive `latency` later."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._free_at = 0.0
-
-    def arrival(self, size: int, now: float, shape: Schedule) -> float:
-        sent = now
-        if shape.bandwidth:
-            with self._lock:
-                sent = self._free_at = max(now, self._free_at) + size / shape.bandwidth
-        return sent + shape.latency
-
-
+@dataclass(eq=False)
 class _Conn:
     """One proxied connection and the faults planned for it."""
 
-    def __init__(self, index: int, client: socket.socket, plan: tuple[Fault, ...]) -> None:
-        self.index = index
-        self.client = client
-        self.server: socket.socket | None = None
-        self.plan = plan
-        self.kinds = {fault.kind for fault in plan}
-        self.hold = threading.Event()  # set: client bytes may flow
-        self.hold_until = 0.0
-        self.followers: list[_Conn] = []  # held connections this one releases
-        self.carried = bytearray()  # client bytes, kept only to replay them
-        if "reorder" not in self.kinds:
-            self.hold.set()
+    index: int
+    client: socket.socket
+    plan: tuple[Fault, ...]
+    hold_until: float  # a reordered connection stops waiting for the next one then
+    server: socket.socket | None = None
+    hold: threading.Event = field(default_factory=threading.Event)  # set: client bytes flow
+    followers: list[_Conn] = field(default_factory=list)  # held connections this one frees
+    carried: bytearray = field(default_factory=bytearray)  # client bytes, kept to replay them
+
+    def has(self, kind: FaultKind) -> bool:
+        return any(fault.kind == kind for fault in self.plan)
 
 
 def _shutdown(sock: socket.socket) -> None:
@@ -151,7 +135,7 @@ class FaultProxy:
         self._stats = Stats()
         self._history: list[tuple[Fault, ...]] = []
         self._forced: deque[tuple[Fault, ...]] = deque()
-        self._links = {"c2s": _Link(), "s2c": _Link()}
+        self._free_at = {"c2s": 0.0, "s2c": 0.0}  # when each direction's line is next idle
         self._socks: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self._active = 0
@@ -221,9 +205,7 @@ class FaultProxy:
     def __enter__(self) -> FaultProxy:
         return self.start()
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def down(self, *, cut_active: bool = True) -> None:
@@ -248,9 +230,9 @@ class FaultProxy:
             raise RuntimeError("FaultProxy is not running")
         with self._changed:
             self._want_up = up
-        self._wake.send(b"x")
-        with self._changed:
-            if not self._changed.wait_for(lambda: self._is_up == up, 5.0):
+            self._wake.send(b"x")
+            self._changed.wait_for(lambda: self._is_up == self._want_up, 5.0)
+            if self._is_up != up:
                 raise RuntimeError(f"FaultProxy could not go {'up' if up else 'down'}")
 
     def _bind(self, port: int) -> socket.socket:
@@ -265,42 +247,53 @@ class FaultProxy:
             raise
         return sock
 
-    def _accept_loop(self, listener: socket.socket, wake: socket.socket) -> None:
+    def _accept_loop(self, first: socket.socket, wake: socket.socket) -> None:
         """Own the port: accept while up; while down, hold it bound but not listening."""
+        listener: socket.socket | None = first
         with wake, selectors.DefaultSelector() as sel:
             sel.register(wake, selectors.EVENT_READ)
-            sel.register(listener, selectors.EVENT_READ)
-            listening = True
+            sel.register(first, selectors.EVENT_READ)
             try:
                 while not self._closing.is_set():
                     for key, _ in sel.select():
                         if key.fileobj is wake:
                             wake.recv(4096)
-                        elif listening:
-                            try:
-                                client, _ = listener.accept()
-                            except OSError:
-                                continue
-                            self._admit(client)
-                    with self._lock:
-                        want = self._want_up
-                    if want and not listening:
-                        listener.listen(128)
-                        sel.register(listener, selectors.EVENT_READ)
-                    elif listening and not want:
-                        # Closing drops the queued connections; a bound socket that does not
-                        # listen makes the kernel refuse new ones and keeps the port ours.
-                        sel.unregister(listener)
-                        listener.close()
-                        listener = self._bind(self._port)
-                    listening = want
-                    with self._changed:
-                        self._is_up = want
-                        self._changed.notify_all()
+                        elif listener is not None and self._is_up:
+                            with contextlib.suppress(OSError):  # the client gave up already
+                                self._admit(listener.accept()[0])
+                    listener = self._follow(sel, listener)
             finally:
+                if listener is not None:
+                    listener.close()
+
+    def _follow(
+        self, sel: selectors.BaseSelector, listener: socket.socket | None
+    ) -> socket.socket | None:
+        """Bring the port to the state down()/up() asked for; the acceptor's thread only."""
+        with self._lock:
+            want, listening = self._want_up, self._is_up
+        try:
+            if want and not listening:
+                listener = listener or self._bind(self._port)
+                listener.listen(128)
+                sel.register(listener, selectors.EVENT_READ)
+                listening = True
+            elif listening and not want and listener is not None:
+                # Closing drops the queued connections; a bound socket that does not listen
+                # makes the kernel refuse new ones and keeps the port ours for up().
+                sel.unregister(listener)
                 listener.close()
+                listening, listener = False, None
+                listener = self._bind(self._port)
+        except OSError:
+            pass  # _switch() sees the state it asked for was not reached
+        with self._changed:
+            self._is_up = self._want_up = listening
+            self._changed.notify_all()
+        return listener
 
     def _draw(self, schedule: Schedule) -> tuple[Fault, ...]:
+        """One connection's faults, from the seeded rng alone so that a seed replays a run."""
         rng, faults = self._rng, []
         for kind in _KINDS:
             if rng.random() >= getattr(schedule, kind):
@@ -310,25 +303,22 @@ class FaultProxy:
                 continue
             direction: Direction = rng.choice(("c2s", "s2c"))
             offset = int(schedule.max_offset ** rng.random()) - 1
-            if kind == "cut":
-                faults.append(Fault(kind, direction, offset))
-            elif kind == "stall":
-                seconds = rng.uniform(0.0, schedule.max_stall)
-                faults.append(Fault(kind, direction, offset, seconds=seconds))
-            else:
-                faults.append(Fault(kind, direction, offset, mask=1 << rng.randrange(8)))
+            seconds = rng.uniform(0.0, schedule.max_stall) if kind == "stall" else 0.0
+            mask = 1 << rng.randrange(8) if kind == "flip" else 1
+            faults.append(Fault(kind, direction, offset, seconds, mask))
         return tuple(faults)
 
     def _admit(self, client: socket.socket) -> None:
         with self._lock:
             schedule = self.schedule
             plan = self._forced.popleft() if self._forced else self._draw(schedule)
-            conn = _Conn(len(self._history), client, plan)
-            conn.hold_until = time.monotonic() + schedule.max_hold
+            conn = _Conn(len(self._history), client, plan, time.monotonic() + schedule.max_hold)
+            if not conn.has("reorder"):
+                conn.hold.set()
             self._history.append(plan)
             self._stats.connections += 1
             conn.followers = self._waiting
-            self._waiting = [conn] if "reorder" in conn.kinds else []
+            self._waiting = [] if conn.hold.is_set() else [conn]
             self._socks.add(client)
             self._active += 1
             self._threads = [t for t in self._threads if t.is_alive()]
@@ -364,7 +354,7 @@ class FaultProxy:
                         self._socks.discard(opened)
                         opened.close()
             self._release(conn.followers)
-            if "duplicate" in conn.kinds and conn.carried:
+            if conn.has("duplicate") and conn.carried:
                 self._replay(bytes(conn.carried))
             with self._changed:
                 self._active -= 1
@@ -375,7 +365,6 @@ class FaultProxy:
     ) -> None:
         """Forward one direction, applying this connection's faults and the line's shape."""
         faults = {fault.kind: fault for fault in conn.plan if fault.direction == direction}
-        link = self._links[direction]
         pending: deque[tuple[float, bytes]] = deque()  # (arrival time, bytes), in order
         buffered = offset = 0
         gate = 0.0  # a stall: nothing read after it arrives before this
@@ -430,12 +419,21 @@ class FaultProxy:
                     for piece, stall_until in pieces:
                         gate = max(gate, stall_until)
                         if piece:
-                            arrival = max(link.arrival(len(piece), now, shape), gate)
+                            arrival = max(self._arrival(direction, len(piece), now), gate)
                             pending.append((arrival, piece))
                             buffered += len(piece)
                     offset = end
             except OSError:
                 self._cut(conn)
+
+    def _arrival(self, direction: Direction, size: int, now: float) -> float:
+        """When bytes read now arrive: they leave at `bandwidth`, then take `latency`."""
+        shape, sent = self.schedule, now
+        if shape.bandwidth:
+            with self._lock:
+                sent = max(now, self._free_at[direction]) + size / shape.bandwidth
+                self._free_at[direction] = sent
+        return sent + shape.latency
 
     def _delivered(self, conn: _Conn, direction: Direction, data: bytes) -> None:
         with self._lock:
@@ -443,7 +441,7 @@ class FaultProxy:
                 self._stats.bytes_c2s += len(data)
             else:
                 self._stats.bytes_s2c += len(data)
-        if direction == "c2s" and "duplicate" in conn.kinds:
+        if direction == "c2s" and conn.has("duplicate"):
             conn.carried += data
         elif direction == "s2c" and conn.followers:
             # The server has answered this connection: its request arrived before theirs.

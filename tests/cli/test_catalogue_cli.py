@@ -1,0 +1,153 @@
+"""`zhibao catalogue` and `zhibao calendar`, run as the real program in temporary homes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SHARED_CATALOGUE = Path("/work/shared/data/catalogue.csv")
+ZHIBAO = str(Path(sys.executable).parent / "zhibao")
+if not Path(ZHIBAO).exists():
+    ZHIBAO = shutil.which("zhibao") or ZHIBAO
+
+BAD_CSV = (
+    "code,name,department,kind,promised_days,fee\n"
+    "T-001,健康证明办理,卫生健康局,承诺,1,45.00\n"
+    "T-002,农机行驶证核发,农业农村局,即办,0,十元\n"
+)
+
+
+def zhibao(home: Path, *args: str, lang: str = "en") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("ZHIBAO_HOME", "ZHIBAO_DEBUG")}
+    env["ZHIBAO_LANG"] = lang
+    return subprocess.run(
+        [ZHIBAO, *args, "--home", str(home)], capture_output=True, text=True, env=env,
+        timeout=60, check=False,
+    )  # fmt: skip
+
+
+def ok(home: Path, *args: str, lang: str = "en") -> str:
+    done = zhibao(home, *args, lang=lang)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def ok_json(home: Path, *args: str) -> Any:
+    return json.loads(ok(home, *args, "--json"))
+
+
+@pytest.fixture
+def city(tmp_path: Path) -> Path:
+    home = tmp_path / "city"
+    ok(home, "init", "--tier", "city", "--node-id", "330782", "--name", "市行政服务中心")
+    return home
+
+
+def test_catalogue_import_shared_file_then_reimport(city: Path) -> None:
+    assert ok(city, "catalogue", "import", str(SHARED_CATALOGUE)).strip() == (
+        "15 added, 0 changed, 0 unchanged"
+    )
+    assert ok(city, "catalogue", "import", str(SHARED_CATALOGUE)).strip() == (
+        "0 added, 0 changed, 15 unchanged"
+    )
+    assert len(ok_json(city, "log", "show")) == 15
+
+
+def test_catalogue_list_json_shape(city: Path) -> None:
+    ok(city, "catalogue", "import", str(SHARED_CATALOGUE), "--at", "2025-10-09T08:30")
+    items = ok_json(city, "catalogue", "list")
+    assert [item["code"] for item in items] == sorted(item["code"] for item in items)
+    assert len(items) == 15
+    by_code = {item["code"]: item for item in items}
+    assert by_code["330782-WS-001"] == {
+        "code": "330782-WS-001", "name": "健康证明办理", "department": "卫生健康局",
+        "kind": "promised", "promised_days": 1, "statutory_days": 5, "fee": "45.00",
+        "fee_fen": 4500, "materials": ["身份证", "体检表"],
+        "accept_tiers": ["village", "town", "city"], "decide_tier": "town",
+        "origin": "330782", "seq": by_code["330782-WS-001"]["seq"],
+    }  # fmt: skip
+    assert {item["kind"] for item in items} == {"immediate", "promised", "forward", "joint"}
+    assert ok_json(city, "log", "show")[0]["at"] == "2025-10-09T08:30:00+08:00"
+
+
+def test_catalogue_list_table_uses_chinese_labels(city: Path) -> None:
+    assert "No catalogue items yet" in ok(city, "catalogue", "list")
+    ok(city, "catalogue", "import", str(SHARED_CATALOGUE))
+    table = ok(city, "catalogue", "list", lang="zh")
+    assert table.splitlines()[0].split()[:4] == ["事项编码", "事项名称", "部门", "类型"]
+    row = next(line for line in table.splitlines() if line.startswith("330782-WS-001"))
+    assert row.split()[3:7] == ["承诺", "1", "5", "45.00"]
+
+
+@pytest.mark.parametrize(
+    ("lang", "expected"),
+    [
+        pytest.param("en", "bad.csv line 3, column fee: '十元' is not an amount in yuan", id="en"),
+        pytest.param("zh", "bad.csv 第 3 行 fee 列：“十元”不是以元为单位的金额", id="zh"),
+    ],
+)
+def test_catalogue_import_malformed_csv_is_refused_whole(
+    city: Path, tmp_path: Path, lang: str, expected: str
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(BAD_CSV, "utf-8")
+    done = zhibao(city, "catalogue", "import", str(bad), lang=lang)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+    assert ok_json(city, "log", "show") == []
+    assert ok_json(city, "catalogue", "list") == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(("catalogue", "import"), id="missing-file"),
+        pytest.param(("catalogue", "list", "--bogus"), id="unknown-option"),
+        pytest.param(("calendar", "show", "--year", "twenty"), id="bad-year"),
+    ],
+)
+def test_catalogue_usage_error_exits_2(city: Path, args: tuple[str, ...]) -> None:
+    done = zhibao(city, *args)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+
+
+def test_calendar_import_then_show(city: Path, tmp_path: Path) -> None:
+    overrides = tmp_path / "calendar.json"
+    overrides.write_text(
+        json.dumps({"years": {"2027": {"holidays": ["2027-01-01", "2027-02-08"],
+                                       "workdays": ["2027-02-06"]}},
+                    "days": {"2027-05-06": True}}),
+        "utf-8",
+    )  # fmt: skip
+    assert "entry #1" in ok(city, "calendar", "import", str(overrides))
+    assert "Nothing new" in ok(city, "calendar", "import", str(overrides))
+    shown = ok_json(city, "calendar", "show")
+    assert 2026 in shown["package_years"] and 2027 not in shown["package_years"]
+    assert shown["override_years"] == {"2027": {"origin": "330782", "seq": 1}}
+    assert shown["days"] == {"2027-05-06": {"working": True, "origin": "330782", "seq": 1}}
+    year = ok_json(city, "calendar", "show", "--year", "2027")
+    assert (year["source"], year["origin"], year["seq"]) == ("override", "330782", 1)
+    assert year["holidays"] == ["2027-01-01", "2027-02-08"]
+    assert year["workdays"] == ["2027-02-06"]
+    assert ok_json(city, "calendar", "show", "--year", "2026")["source"] == "package"
+
+
+def test_calendar_import_malformed_names_file(city: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "calendar.json"
+    bad.write_text('{"years": {"2027": {"holidays": ["2027-13-01"]}}}', "utf-8")
+    done = zhibao(city, "calendar", "import", str(bad))
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"zhibao: {bad}: malformed calendar override")
+    assert len(done.stderr.splitlines()) == 1
+    assert ok_json(city, "log", "show") == []

@@ -1,0 +1,231 @@
+"""The case projection: causal order across logs, deadlines, pauses, provisional calendars."""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sync.protocol.errors import CustodyError
+from sync.store import Store
+from tests.helpers_cases import (
+    CITY,
+    TOWN,
+    VILLAGE,
+    body_of,
+    case_entries,
+    case_row,
+    copy_logs,
+    forward_round_trip,
+    fresh_store,
+    insert_one,
+    network,
+    town_node,
+)
+from tiers.calendar import CalendarOverrides, YearArrangement
+from tiers.cases import service
+from tiers.cases.views import case_view
+from tiers.published import publish_calendar
+
+_VOLATILE = {"remaining_days", "warning"}
+
+
+def _view(store: Store, case_id: str) -> dict[str, Any]:
+    view = case_view(store, case_id, date(2025, 10, 20), 1)
+    return {k: v for k, v in view.items() if k not in _VOLATILE | {"item_name"}}
+
+
+def test_projection_round_trip_state_at_every_node(tmp_path: Path) -> None:
+    with network(tmp_path) as net:
+        case_id = forward_round_trip(net)
+        rows = [case_row(n.store, case_id) for n in (net.village, net.town, net.city)]
+    assert rows[0] == rows[1] == rows[2]
+    row = rows[0]
+    assert row["status"] == "delivered"
+    assert row["origin"] == VILLAGE
+    assert row["holder"] == CITY
+    assert row["accepted_by"] == TOWN
+    assert row["accepted_at"] == "2025-09-29T10:00:00+08:00"
+    assert row["completed_by"] == CITY
+    assert row["rating"] == 1
+    assert row["violations"] == "[]"
+    assert row["waiting"] == 0
+    # 10 working days from 2025-09-29, National Day off, 调休 Saturday 10-11 worked, and the
+    # 实地勘察 from 10-09 to 10-13 not counted: 2 days used before it, 8 after.
+    assert row["deadline"] == "2025-10-23"
+
+
+@pytest.mark.parametrize("seed", [pytest.param(s, id=f"seed{s}") for s in range(6)])
+def test_projection_scrambled_arrival_across_logs_gives_same_state(
+    tmp_path: Path, seed: int
+) -> None:
+    with network(tmp_path) as net:
+        case_id = forward_round_trip(net)
+        expected_row = case_row(net.city.store, case_id)
+        expected_view = _view(net.city.store, case_id)
+        logs = {o: case_entries(net.city.store, o) for o in (VILLAGE, TOWN, CITY)}
+    assert [len(logs[o]) for o in (VILLAGE, TOWN, CITY)] == [4, 3, 4]
+    rng = random.Random(seed)
+    # Interleave the three logs at random, each origin still in its own seq order.
+    queues = {o: list(es) for o, es in logs.items()}
+    order = []
+    while any(queues.values()):
+        origin = rng.choice([o for o, q in queues.items() if q])
+        order.append(queues[origin].pop(0))
+    with fresh_store(tmp_path / f"fourth{seed}.db") as store:
+        for entry in order:
+            insert_one(store, entry)
+        assert case_row(store, case_id) == expected_row
+        assert _view(store, case_id) == expected_view
+
+
+def test_projection_any_arrival_order_waits_then_converges(tmp_path: Path) -> None:
+    with network(tmp_path) as net:
+        case_id = forward_round_trip(net)
+        expected_row = case_row(net.city.store, case_id)
+        everything = [e for o in (VILLAGE, TOWN, CITY) for e in case_entries(net.city.store, o)]
+    for seed in range(5):
+        entries = list(everything)
+        random.Random(seed).shuffle(entries)
+        with fresh_store(tmp_path / f"any{seed}.db") as store:
+            for entry in entries[:-1]:
+                insert_one(store, entry)
+            held = store.query("SELECT count(*) FROM case_events")[0][0]
+            assert held == len(everything) - 1  # nothing lost while waiting
+            insert_one(store, entries[-1])
+            assert case_row(store, case_id) == expected_row
+
+
+def test_projection_event_whose_after_is_missing_waits(tmp_path: Path) -> None:
+    with network(tmp_path) as net:
+        case_id = forward_round_trip(net)
+        village_log = case_entries(net.city.store, VILLAGE)
+        town_log = case_entries(net.city.store, TOWN)
+    with fresh_store(tmp_path / "partial.db") as store:
+        for entry in village_log:  # received, forwarded, then delivered and rated
+            insert_one(store, entry)
+        row = case_row(store, case_id)
+        assert row["status"] == "in_transit"
+        assert row["holder"] == VILLAGE
+        assert row["waiting"] == 2  # delivered/rated wait for the city's completion
+        for entry in town_log:
+            insert_one(store, entry)
+        row = case_row(store, case_id)
+        assert row["status"] == "in_transit"  # the town forwarded to the city
+        assert row["holder"] == TOWN
+        assert row["accepted_at"] == "2025-09-29T10:00:00+08:00"
+        assert row["waiting"] == 2
+
+
+def test_projection_deadline_across_national_day_2025(tmp_path: Path) -> None:
+    with town_node(tmp_path) as town:
+        who = service.Applicant("王五")
+        a = service.accept(town, item_code="A1", applicant=who, at="2025-09-29T10:00")
+        b = service.accept(town, item_code="A1", applicant=who, at="2025-09-30T10:00")
+        c = service.accept(town, item_code="C3", applicant=who, at="2025-09-30T10:00")
+        # 5 working days from 09-29: 09-30, 10-09, 10-10, 10-11 (调休 Saturday), 10-13.
+        assert case_row(town.store, a)["deadline"] == "2025-10-13"
+        assert case_row(town.store, b)["deadline"] == "2025-10-14"
+        # 即办件 are due the day they are accepted.
+        assert case_row(town.store, c)["deadline"] == "2025-09-30"
+        assert case_row(town.store, a)["provisional"] == 0
+
+
+def test_projection_supplement_before_acceptance_starts_clock_at_supply(tmp_path: Path) -> None:
+    with town_node(tmp_path) as town:
+        case_id = service.receive(town, "A1", service.Applicant("赵六"), at="2025-09-22T09:00")
+        service.request_supplement(town, case_id, ["照片", "居住证明"], at="2025-09-22T09:10")
+        row = case_row(town.store, case_id)
+        assert row["status"] == "supplement_requested"
+        assert row["accepted_at"] is None
+        assert row["deadline"] is None
+        service.supply(town, case_id, at="2025-09-29T10:00")
+        row = case_row(town.store, case_id)
+    assert row["status"] == "accepted"
+    assert row["accepted_at"] == "2025-09-29T10:00:00+08:00"
+    assert row["deadline"] == "2025-10-13"  # counted from the supply, not from 09-22
+
+
+def test_projection_supplement_after_acceptance_pauses_clock(tmp_path: Path) -> None:
+    with town_node(tmp_path) as town:
+        who = service.Applicant("钱七")
+        case_id = service.accept(town, item_code="A1", applicant=who, at="2025-11-03T09:00")
+        assert case_row(town.store, case_id)["deadline"] == "2025-11-10"
+        service.request_supplement(town, case_id, ["照片"], at="2025-11-04T09:00")
+        paused = case_row(town.store, case_id)
+        service.supply(town, case_id, at="2025-11-06T09:00")
+        row = case_row(town.store, case_id)
+    assert paused["deadline"] is None
+    assert paused["paused_since"] == "2025-11-04"
+    assert paused["remaining_when_paused"] == 4
+    assert row["deadline"] == "2025-11-12"
+
+
+def test_projection_suspend_resume_pauses_and_extension_adds(tmp_path: Path) -> None:
+    with town_node(tmp_path) as town:
+        who = service.Applicant("孙八")
+        case_id = service.accept(town, item_code="A1", applicant=who, at="2025-11-03T09:00")
+        service.suspend(town, case_id, "专家评审", at="2025-11-04T15:00")
+        assert case_row(town.store, case_id)["status"] == "suspended"
+        service.resume(town, case_id, at="2025-11-06T09:00")
+        assert case_row(town.store, case_id)["deadline"] == "2025-11-12"
+        service.extend(town, case_id, 3, "情况复杂", at="2025-11-07T09:00")
+        row = case_row(town.store, case_id)
+    assert row["status"] == "accepted"
+    assert row["extension_days"] == 3
+    assert row["deadline"] == "2025-11-17"
+
+
+def test_projection_provisional_deadline_recomputed_after_override(tmp_path: Path) -> None:
+    with network(tmp_path) as net:
+        town = net.town
+        who = service.Applicant("周九")
+        case_id = service.accept(town, item_code="A1", applicant=who, at="2026-12-28T09:00")
+        row = case_row(town.store, case_id)
+        # 2027 is unknown: 01-01 (a Friday) is guessed a working day.
+        assert row["deadline"] == "2027-01-04"
+        assert row["provisional"] == 1
+        assert row["provisional_years"] == "[2027]"
+        view = case_view(town.store, case_id, date.fromisoformat("2026-12-29"), 1)
+        assert view["provisional"] is True
+        assert "2027" in view["provisional_note"]
+        arrangement = YearArrangement(holidays=frozenset({date.fromisoformat("2027-01-01")}))
+        publish_calendar(net.city, CalendarOverrides({2027: arrangement}), at="2026-12-29T09:00")
+        copy_logs(net.city.store, town.store)
+        row = case_row(town.store, case_id)
+        view = case_view(town.store, case_id, date.fromisoformat("2026-12-29"), 1)
+    assert row["deadline"] == "2027-01-05"
+    assert row["provisional"] == 0
+    assert view["provisional"] is False
+    assert view["provisional_note"] is None
+
+
+def test_projection_event_without_custody_is_a_violation(tmp_path: Path) -> None:
+    with network(tmp_path) as net:
+        case_id = service.receive(net.village, "B2", service.Applicant("吴十"),
+                                  at="2025-10-09T09:00")  # fmt: skip
+        net.up()
+        # The town accepts a case the village never forwarded: append it directly, as a
+        # node running other code could; the service itself would refuse.
+        first = case_entries(net.town.store, VILLAGE)[0]
+        assert body_of(first)["case_id"] == case_id
+        with pytest.raises(CustodyError):
+            service.accept(net.town, case_id, at="2025-10-09T10:00")
+        net.town.append(
+            "case.accepted",
+            {"case_id": case_id, "after": [VILLAGE, first.seq], "promised_days": 10},
+            at="2025-10-09T10:00:00+08:00",
+        )
+        row = case_row(net.town.store, case_id)
+        view = case_view(net.town.store, case_id, date(2025, 10, 9), 1)
+    assert row["status"] == "received"
+    assert row["holder"] == VILLAGE
+    assert row["accepted_at"] is None
+    assert view["violations"] == [
+        {"node_id": TOWN, "seq": 1, "type": "case.accepted", "problem": "case.not_holder",
+         "kind": "custody"}
+    ]  # fmt: skip
+    assert [e["standing"] for e in view["events"]] == ["applied", "refused"]

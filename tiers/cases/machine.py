@@ -1,0 +1,451 @@
+"""The case state machine (DESIGN §3), pure: causal order, fold, and the transition check.
+
+Invariants:
+- `causal_order` depends on the events alone (their `after` links, then origin/seq), never
+  on `at` or on arrival order, so every node holding the same events folds the same state.
+- `fold` never raises: an event the machine refuses (no custody, illegal in its status) is
+  kept aside as a violation, which is an error for its author and a finding for the city.
+- `check` is the one place that says what is allowed; the service calls it before it
+  appends and `fold` calls it on every event, so a log written by this code folds clean.
+- Exactly one node holds a case. A forward leaves the case `in_transit` and with the sender
+  until the receiver records `case.taken`. Delivery and rating may also come from the origin.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sync.protocol import i18n
+from sync.protocol.errors import CaseError, CustodyError, IllegalTransitionError
+from sync.protocol.ids import tier_of
+from tiers.cases import entries as e
+from tiers.catalogue import TIERS, CatalogueItem
+
+RECEIVED, IN_TRANSIT, ACCEPTED = "received", "in_transit", "accepted"
+SUPPLEMENT_REQUESTED, SUSPENDED = "supplement_requested", "suspended"
+COMPLETED, DELIVERED, REJECTED, WITHDRAWN = "completed", "delivered", "rejected", "withdrawn"
+STATUSES = (
+    RECEIVED, IN_TRANSIT, ACCEPTED, SUPPLEMENT_REQUESTED, SUSPENDED, COMPLETED, DELIVERED,
+    REJECTED, WITHDRAWN,
+)  # fmt: skip
+CLOSED = frozenset({REJECTED, WITHDRAWN})
+OPEN = frozenset({RECEIVED, IN_TRANSIT, ACCEPTED, SUPPLEMENT_REQUESTED, SUSPENDED})
+
+# Actions are the `zhibao case` command names, in the order messages list them. "take" is
+# `case accept` on a case forwarded to this node; it is shown as "accept".
+ACTIONS = (
+    "accept", "reject", "request-supplement", "supply", "suspend", "resume", "extend",
+    "forward", "complete", "deliver", "fee", "pay", "rate", "withdraw",
+)  # fmt: skip
+TAKE, RECEIVE = "take", "receive"
+ACTION_OF = {
+    e.RECEIVED: RECEIVE, e.ACCEPTED: "accept", e.REJECTED: "reject",
+    e.SUPPLEMENT_REQUESTED: "request-supplement", e.SUPPLIED: "supply",
+    e.SUSPENDED: "suspend", e.RESUMED: "resume", e.EXTENDED: "extend",
+    e.FORWARDED: "forward", e.TAKEN: TAKE, e.COMPLETED: "complete",
+    e.DELIVERED: "deliver", e.FEE_ASSESSED: "fee", e.FEE_PAID: "pay", e.RATED: "rate",
+    e.WITHDRAWN: "withdraw",
+}  # fmt: skip
+_BY_ORIGIN = frozenset({"deliver", "rate"})  # the origin (village) may record these too
+
+_STATUS_ACTIONS: dict[str, frozenset[str]] = {
+    RECEIVED: frozenset({"accept", "reject", "request-supplement", "forward", "withdraw"}),
+    SUPPLEMENT_REQUESTED: frozenset({"supply", "reject", "fee", "pay", "withdraw"}),
+    ACCEPTED: frozenset(
+        {"request-supplement", "suspend", "extend", "forward", "complete", "fee", "pay", "withdraw"}
+    ),
+    SUSPENDED: frozenset({"resume", "extend", "fee", "pay", "withdraw"}),
+    IN_TRANSIT: frozenset({"accept", "withdraw"}),
+    COMPLETED: frozenset({"deliver", "fee", "pay"}),
+    DELIVERED: frozenset({"rate", "fee", "pay"}),
+    REJECTED: frozenset(),
+    WITHDRAWN: frozenset(),
+}
+
+Ref = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One case event as held in some log: its author (origin, seq), type, time and body."""
+
+    origin: str
+    seq: int
+    type: str
+    at: str
+    body: Mapping[str, Any]
+
+    @property
+    def ref(self) -> Ref:
+        return (self.origin, self.seq)
+
+    @property
+    def after(self) -> Ref | None:
+        after = self.body.get("after")
+        return (after[0], after[1]) if after else None
+
+
+@dataclass
+class CaseState:
+    """A case as folded from its events. Times are the events' `at` strings."""
+
+    case_id: str
+    item_code: str
+    origin: str
+    applicant: dict[str, Any]
+    materials: list[str]
+    received_at: str
+    holder: str
+    status: str = RECEIVED
+    forward_to: str | None = None
+    status_before_forward: str | None = None
+    accepted_at: str | None = None
+    accepted_by: str | None = None
+    promised_days: int | None = None
+    pauses: list[tuple[str, str | None]] = field(default_factory=list)  # (start, end) `at`s
+    extension_days: int = 0
+    missing: list[str] = field(default_factory=list)
+    supplement_before_acceptance: bool = False
+    supplement_after_acceptance: bool = False
+    completed_at: str | None = None
+    completed_by: str | None = None
+    result: str | None = None
+    note: str | None = None
+    delivered_at: str | None = None
+    delivery_method: str | None = None
+    fee_fen: int | None = None
+    paid: bool = False
+    receipt: str | None = None
+    rating: int | None = None
+    comment: str | None = None
+    closed_at: str | None = None
+    reason: str | None = None
+    events: list[Event] = field(default_factory=list)
+    violations: list[tuple[Event, str]] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> bool:
+        return self.accepted_at is not None
+
+    @property
+    def last(self) -> Ref | None:
+        """The latest event in causal order; a new event names it as its `after`."""
+        return self.events[-1].ref if self.events else None
+
+
+def allowed_actions(state: CaseState) -> list[str]:
+    """What the status allows now (for whoever may act), in `ACTIONS` order."""
+    allowed = set(_STATUS_ACTIONS[state.status])
+    if state.paid:
+        allowed -= {"fee", "pay"}
+    if state.fee_fen is None:
+        allowed.discard("pay")
+    if state.rating is not None:
+        allowed.discard("rate")
+    if state.accepted:
+        allowed.discard("reject")
+        if state.supplement_after_acceptance:
+            allowed.discard("request-supplement")
+    else:
+        allowed -= {"fee", "pay"}
+        if state.supplement_before_acceptance:
+            allowed.discard("request-supplement")
+    return [action for action in ACTIONS if action in allowed]
+
+
+def _rank(tier: str) -> int:
+    return TIERS.index(tier)
+
+
+def describe_actions(actions: Sequence[str]) -> str:
+    """The allowed actions for a person: command names, with Chinese labels in zh."""
+    if i18n.locale() == "zh":
+        return "、".join(f"{i18n.t('case.action.' + a)}（{a}）" for a in actions)
+    return ", ".join(actions)
+
+
+def status_label(status: str) -> str:
+    return i18n.t("case.status." + status)
+
+
+def violation_kind(key: str) -> str:
+    """'custody' for an event by a node without custody, else 'illegal'."""
+    return "custody" if key in ("case.not_holder", "case.not_target") else "illegal"
+
+
+def check(state: CaseState, action: str, actor: str, *, item: CatalogueItem | None = None) -> None:
+    """Refuse `action` by node `actor` on `state` unless the machine allows it.
+
+    IllegalTransitionError when the status does not allow it (the message lists what
+    does), CustodyError when `actor` does not hold the case. With `item`, the catalogue's
+    tier rules apply too (accept: tier in accept_tiers; complete: decide_tier or above).
+    """
+    shown = "accept" if action == TAKE else action
+    allowed = allowed_actions(state)
+    if action == RECEIVE:
+        raise IllegalTransitionError("case.exists", case_id=state.case_id)
+    if shown not in allowed:
+        if not allowed:
+            raise IllegalTransitionError(
+                "case.closed", case_id=state.case_id, status=state.status,
+                status_label=status_label(state.status), action=shown,
+            )  # fmt: skip
+        raise IllegalTransitionError(
+            "case.illegal", case_id=state.case_id, status=state.status,
+            status_label=status_label(state.status), action=shown, allowed=list(allowed),
+            allowed_text=describe_actions(allowed),
+        )  # fmt: skip
+    if action == TAKE or (action == "accept" and state.status == IN_TRANSIT):
+        if actor != state.forward_to:
+            raise CustodyError(
+                "case.not_target", case_id=state.case_id, node_id=actor, to=state.forward_to
+            )
+    elif actor != state.holder and not (action in _BY_ORIGIN and actor == state.origin):
+        raise CustodyError(
+            "case.not_holder", case_id=state.case_id, node_id=actor, holder=state.holder
+        )
+    if item is None:
+        return
+    tier = tier_of(actor)
+    if action == "accept" and tier not in item.accept_tiers:
+        raise IllegalTransitionError(
+            "case.tier_accept", case_id=state.case_id, item_code=item.code, tier=tier,
+            tiers=", ".join(item.accept_tiers),
+        )  # fmt: skip
+    if action == "complete" and _rank(tier) < _rank(item.decide_tier):
+        raise IllegalTransitionError(
+            "case.tier_decide", case_id=state.case_id, item_code=item.code, tier=tier,
+            decide_tier=item.decide_tier,
+        )  # fmt: skip
+
+
+def check_receive(item: CatalogueItem, actor: str) -> None:
+    """A node may receive (收件) an item only when its tier is among the accepting tiers."""
+    tier = tier_of(actor)
+    if tier not in item.accept_tiers:
+        raise IllegalTransitionError(
+            "case.tier_receive", item_code=item.code, tier=tier,
+            tiers=", ".join(item.accept_tiers),
+        )  # fmt: skip
+
+
+def _open_pause(state: CaseState, at: str) -> None:
+    state.pauses.append((at, None))
+
+
+def _close_pause(state: CaseState, at: str) -> None:
+    if state.pauses and state.pauses[-1][1] is None:
+        state.pauses[-1] = (state.pauses[-1][0], at)
+
+
+def _transition(state: CaseState, event: Event) -> None:
+    """Apply an event `check` allowed."""
+    body, at = event.body, event.at
+    kind = event.type
+    if kind == e.ACCEPTED:
+        state.status, state.accepted_at, state.accepted_by = ACCEPTED, at, event.origin
+        state.promised_days = body["promised_days"]
+    elif kind == e.REJECTED or kind == e.WITHDRAWN:
+        _close_pause(state, at)
+        state.status = REJECTED if kind == e.REJECTED else WITHDRAWN
+        state.closed_at, state.reason = at, body.get("reason")
+    elif kind == e.SUPPLEMENT_REQUESTED:
+        state.status, state.missing = SUPPLEMENT_REQUESTED, list(body["missing"])
+        if state.accepted:
+            state.supplement_after_acceptance = True
+            _open_pause(state, at)
+        else:
+            state.supplement_before_acceptance = True
+    elif kind == e.SUPPLIED:
+        state.missing = []
+        if state.accepted:
+            _close_pause(state, at)
+            state.status = ACCEPTED
+        else:
+            state.status = RECEIVED
+    elif kind == e.SUSPENDED:
+        state.status, state.reason = SUSPENDED, body["reason"]
+        _open_pause(state, at)
+    elif kind == e.RESUMED:
+        state.status = ACCEPTED
+        _close_pause(state, at)
+    elif kind == e.EXTENDED:
+        state.extension_days += body["days"]
+    elif kind == e.FORWARDED:
+        state.status_before_forward, state.status = state.status, IN_TRANSIT
+        state.forward_to = body["to"]
+    elif kind == e.TAKEN:
+        state.holder, state.forward_to = event.origin, None
+        state.status = state.status_before_forward or RECEIVED
+    elif kind == e.COMPLETED:
+        state.status, state.completed_at, state.completed_by = COMPLETED, at, event.origin
+        state.result, state.note = body["result"], body.get("note")
+    elif kind == e.DELIVERED:
+        state.status, state.delivered_at = DELIVERED, at
+        state.delivery_method = body["method"]
+    elif kind == e.FEE_ASSESSED:
+        state.fee_fen = body["fee_fen"]
+    elif kind == e.FEE_PAID:
+        state.paid, state.receipt = True, body["receipt"]
+    elif kind == e.RATED:
+        state.rating, state.comment = body["score"], body.get("comment")
+
+
+def _start(event: Event) -> CaseState:
+    body = event.body
+    return CaseState(
+        case_id=body["case_id"], item_code=body["item_code"], origin=event.origin,
+        applicant=dict(body["applicant"]), materials=list(body["materials"]),
+        received_at=event.at, holder=event.origin,
+    )  # fmt: skip
+
+
+def fold(events: Iterable[Event]) -> CaseState | None:
+    """The state after `events` (already in causal order); None if no case was received.
+
+    Refused events land in `violations` with their message key and change nothing.
+    """
+    state: CaseState | None = None
+    orphans: list[tuple[Event, str]] = []
+    for event in events:
+        if state is None:
+            if event.type == e.RECEIVED:
+                state = _start(event)
+                state.events.append(event)
+            else:
+                orphans.append((event, "case.not_found"))
+            continue
+        try:
+            if event.type == e.ACCEPTED and state.status == IN_TRANSIT:
+                raise IllegalTransitionError("case.take_first", case_id=state.case_id)
+            if event.type == e.FEE_PAID and event.body["fee_fen"] != state.fee_fen:
+                raise IllegalTransitionError("case.pay_mismatch", case_id=state.case_id)
+            check(state, ACTION_OF[event.type], event.origin)
+        except CaseError as exc:
+            state.violations.append((event, exc.key))
+            continue
+        _transition(state, event)
+        state.events.append(event)
+    if state is not None:
+        state.violations[:0] = orphans
+    return state
+
+
+def causal_order(events: Iterable[Event]) -> tuple[list[Event], list[Event]]:
+    """Order one case's events by `after` (and seq within an origin), ties by origin/seq.
+
+    Returns (ordered, waiting): events whose `after` is not held yet, and those that come
+    after them, wait; they are kept and join the order once the missing event arrives.
+    """
+    held = {ev.ref: ev for ev in events}
+    children: dict[Ref, list[Ref]] = {}
+    pending: dict[Ref, int] = {}
+    by_origin: dict[str, list[int]] = {}
+    for ref in held:
+        by_origin.setdefault(ref[0], []).append(ref[1])
+    blocked: list[Ref] = []
+    for origin, seqs in by_origin.items():
+        seqs.sort()
+        for index, seq in enumerate(seqs):
+            ref = (origin, seq)
+            deps = set()
+            if index:
+                deps.add((origin, seqs[index - 1]))
+            after = held[ref].after
+            if after is not None and after != ref:
+                if after in held:
+                    deps.add(after)
+                else:
+                    blocked.append(ref)
+                    continue
+            pending[ref] = len(deps)
+            for dep in deps:
+                children.setdefault(dep, []).append(ref)
+    ready = [ref for ref, count in pending.items() if count == 0]
+    heapq.heapify(ready)
+    ordered: list[Event] = []
+    while ready:
+        ref = heapq.heappop(ready)
+        ordered.append(held[ref])
+        for child in children.get(ref, ()):
+            if child in pending:
+                pending[child] -= 1
+                if pending[child] == 0:
+                    heapq.heappush(ready, child)
+    placed = {ev.ref for ev in ordered}
+    waiting = sorted((ev for ev in held.values() if ev.ref not in placed), key=lambda ev: ev.ref)
+    return ordered, waiting
+
+
+_STATUS_LABELS = {
+    RECEIVED: ("received", "已收件"),
+    IN_TRANSIT: ("in transit", "移交中"),
+    ACCEPTED: ("accepted", "已受理"),
+    SUPPLEMENT_REQUESTED: ("awaiting supplement", "待补正"),
+    SUSPENDED: ("suspended", "特别程序中"),
+    COMPLETED: ("completed", "已办结"),
+    DELIVERED: ("delivered", "已送达"),
+    REJECTED: ("rejected", "不予受理"),
+    WITHDRAWN: ("withdrawn", "已撤回"),
+}
+_ACTION_LABELS = {
+    "accept": "受理", "reject": "不予受理", "request-supplement": "一次性告知补正",
+    "supply": "补齐材料", "suspend": "启动特别程序", "resume": "恢复计时", "extend": "延长时限",
+    "forward": "上报", "complete": "办结", "deliver": "送达", "fee": "核定收费",
+    "pay": "登记缴费", "rate": "评价", "withdraw": "撤回",
+}  # fmt: skip
+i18n.register(
+    {f"case.status.{k}": v for k, v in _STATUS_LABELS.items()}
+    | {f"case.action.{k}": (k, v) for k, v in _ACTION_LABELS.items()}
+    | {
+        "case.illegal": (
+            "Case {case_id} is {status}; {action} is not allowed. Allowed now: {allowed_text}.",
+            "办件 {case_id} 当前为“{status_label}”，不能执行 {action}。现在可以：{allowed_text}。",
+        ),
+        "case.closed": (
+            "Case {case_id} is {status}; {action} is not allowed. Nothing more can be recorded"
+            " on it.",
+            "办件 {case_id} 已是“{status_label}”，不能执行 {action}，也不能再记录任何事项。",
+        ),
+        "case.exists": ("Case {case_id} was already received.", "办件 {case_id} 已经收件。"),
+        "case.not_found": (
+            "No case {case_id} is known at this node.",
+            "本节点没有办件 {case_id}。",
+        ),
+        "case.not_holder": (
+            "Case {case_id} is held by {holder}, not by this node ({node_id}); only the holder"
+            " may record this.",
+            "办件 {case_id} 由 {holder} 经办，本节点（{node_id}）不能记录此事项。",
+        ),
+        "case.not_target": (
+            "Case {case_id} was forwarded to {to}, not to this node ({node_id}).",
+            "办件 {case_id} 已上报给 {to}，不是本节点（{node_id}）。",
+        ),
+        "case.tier_accept": (
+            "Item {item_code} is accepted at {tiers}, not at a {tier}; forward case"
+            " {case_id} instead.",
+            "事项 {item_code} 由 {tiers} 受理，{tier} 不能受理；请上报办件 {case_id}。",
+        ),
+        "case.tier_receive": (
+            "Item {item_code} is received at {tiers}, not at a {tier}.",
+            "事项 {item_code} 由 {tiers} 收件，{tier} 不能收件。",
+        ),
+        "case.tier_decide": (
+            "Item {item_code} is decided at the {decide_tier} or above, not at a {tier};"
+            " forward case {case_id} instead.",
+            "事项 {item_code} 须由 {decide_tier} 或更高层级办结，{tier} 不能办结；"
+            "请上报办件 {case_id}。",
+        ),
+        "case.take_first": (
+            "Case {case_id} is in transit; its receiver must take it before accepting it.",
+            "办件 {case_id} 正在移交，接收方须先接收再受理。",
+        ),
+        "case.pay_mismatch": (
+            "The payment on case {case_id} does not match the assessed fee.",
+            "办件 {case_id} 的缴费金额与核定金额不符。",
+        ),
+    }
+)

@@ -1,0 +1,221 @@
+"""The case projection: `case_events` (every case event held here) and `cases` (folded).
+
+Invariants:
+- `apply` is one cheap insert plus marking the case dirty; `flush` (end of the applying
+  transaction) refolds each dirty case once from all its events in causal order, so
+  late or out-of-order arrivals across village, town and city logs give the same state.
+- An event whose `after` is not held yet is kept in `case_events` and counted as waiting;
+  it joins the fold when the missing event arrives.
+- Deadlines come from `tiers.deadlines` on the calendar in force; a `calendar.override`
+  marks every case whose counting span touches the overridden years dirty, so provisional
+  deadlines are recomputed when the city publishes the missing year.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sync.clock import local_date
+from sync.protocol.canonical import canonical
+from sync.protocol.entry import SignedEntry
+from sync.store import Store
+from tiers.calendar import WorkCalendar
+from tiers.cases import entries
+from tiers.cases.machine import OPEN, CaseState, Event, causal_order, fold
+from tiers.deadlines import Deadline, Pause, compute_deadline
+from tiers.published import CALENDAR_OVERRIDE, work_calendar
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS case_events (
+    origin TEXT NOT NULL, seq INTEGER NOT NULL, case_id TEXT NOT NULL, type TEXT NOT NULL,
+    at TEXT NOT NULL, body TEXT NOT NULL, after_origin TEXT, after_seq INTEGER,
+    PRIMARY KEY (origin, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS case_events_case ON case_events (case_id);
+CREATE TABLE IF NOT EXISTS cases (
+    case_id TEXT PRIMARY KEY, item_code TEXT NOT NULL, origin TEXT NOT NULL,
+    holder TEXT NOT NULL, status TEXT NOT NULL, forward_to TEXT,
+    applicant TEXT NOT NULL, received_at TEXT NOT NULL,
+    accepted_at TEXT, accepted_on TEXT, accepted_by TEXT, promised_days INTEGER,
+    extension_days INTEGER NOT NULL DEFAULT 0, pauses TEXT NOT NULL DEFAULT '[]',
+    deadline TEXT, provisional INTEGER NOT NULL DEFAULT 0, provisional_years TEXT,
+    paused_since TEXT, remaining_when_paused INTEGER,
+    completed_at TEXT, completed_by TEXT, result TEXT, delivered_at TEXT,
+    closed_at TEXT, fee_fen INTEGER, paid INTEGER NOT NULL DEFAULT 0,
+    rating INTEGER, comment TEXT,
+    last_origin TEXT, last_seq INTEGER, event_count INTEGER NOT NULL,
+    waiting INTEGER NOT NULL DEFAULT 0, violations TEXT NOT NULL DEFAULT '[]'
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cases_status ON cases (status);
+CREATE INDEX IF NOT EXISTS cases_holder ON cases (holder);
+"""
+
+_COLUMNS = (
+    "case_id", "item_code", "origin", "holder", "status", "forward_to", "applicant",
+    "received_at", "accepted_at", "accepted_on", "accepted_by", "promised_days",
+    "extension_days", "pauses", "deadline", "provisional", "provisional_years",
+    "paused_since", "remaining_when_paused", "completed_at", "completed_by", "result",
+    "delivered_at", "closed_at", "fee_fen", "paid", "rating", "comment", "last_origin",
+    "last_seq", "event_count", "waiting", "violations",
+)  # fmt: skip
+_UPSERT = (
+    f"INSERT OR REPLACE INTO cases ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+)
+_OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
+
+
+def load_events(store: Store, case_id: str) -> list[Event]:
+    """Every event of `case_id` held here, in no particular order."""
+    rows = store.query(
+        "SELECT origin, seq, type, at, body FROM case_events WHERE case_id = ?", (case_id,)
+    )
+    return [Event(o, s, t, at, json.loads(b)) for o, s, t, at, b in rows]
+
+
+@dataclass
+class Folded:
+    """A case's state, its events in causal order, and those waiting for their `after`."""
+
+    state: CaseState | None
+    ordered: list[Event]
+    waiting: list[Event]
+
+
+def load_case(store: Store, case_id: str) -> Folded:
+    """Fold `case_id` from the events held here (sees this transaction's appends)."""
+    ordered, waiting = causal_order(load_events(store, case_id))
+    return Folded(fold(ordered), ordered, waiting)
+
+
+def pauses_of(state: CaseState) -> list[Pause]:
+    """The clock's pauses (supplement after acceptance, special procedures) as dates."""
+    return [
+        Pause(local_date(start), local_date(end) if end else None) for start, end in state.pauses
+    ]
+
+
+def deadline_of(state: CaseState, calendar: WorkCalendar) -> Deadline | None:
+    """When an accepted case is due; None before acceptance."""
+    if state.accepted_at is None or state.promised_days is None:
+        return None
+    return compute_deadline(
+        calendar,
+        local_date(state.accepted_at),
+        state.promised_days,
+        pauses_of(state),
+        state.extension_days,
+    )
+
+
+def _row(state: CaseState, waiting: int, deadline: Deadline | None) -> tuple[Any, ...]:
+    def text(value: Any) -> str:
+        return canonical(value).decode()
+
+    last = state.last
+    violations = [[ev.origin, ev.seq, ev.type, key] for ev, key in state.violations]
+    return (
+        state.case_id, state.item_code, state.origin, state.holder, state.status,
+        state.forward_to, text(state.applicant), state.received_at, state.accepted_at,
+        local_date(state.accepted_at).isoformat() if state.accepted_at else None,
+        state.accepted_by, state.promised_days, state.extension_days,
+        text([list(p) for p in state.pauses]),
+        deadline.due.isoformat() if deadline and deadline.due else None,
+        int(bool(deadline and deadline.provisional)),
+        text(sorted(deadline.provisional_years)) if deadline else None,
+        deadline.paused_since.isoformat() if deadline and deadline.paused_since else None,
+        deadline.remaining_when_paused if deadline else None,
+        state.completed_at, state.completed_by, state.result, state.delivered_at,
+        state.closed_at, state.fee_fen, int(state.paid), state.rating, state.comment,
+        last[0] if last else None, last[1] if last else None, len(state.events), waiting,
+        text(violations),
+    )  # fmt: skip
+
+
+def recompute(store: Store, case_ids: Iterable[str]) -> None:
+    """Refold each case from its events and write its `cases` row (or drop a stale one)."""
+    calendar: WorkCalendar | None = None
+    for case_id in case_ids:
+        folded = load_case(store, case_id)
+        state = folded.state
+        if state is None:
+            store.execute("DELETE FROM cases WHERE case_id = ?", (case_id,))
+            continue
+        if state.accepted_at is not None and calendar is None:
+            calendar = work_calendar(store)
+        deadline = deadline_of(state, calendar) if calendar is not None else None
+        store.execute(_UPSERT, _row(state, len(folded.waiting), deadline))
+
+
+def _override_years(body: Any) -> tuple[int, int] | None:
+    """The first and last year a `calendar.override` body touches, or None if unreadable."""
+    try:
+        years = {int(y) for y in body.get("years", {})}
+        years |= {int(d[:4]) for d in body.get("days", {})}
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return (min(years), max(years)) if years else None
+
+
+class CaseProjection:
+    """The store extension keeping `case_events` and `cases` (see the module doc)."""
+
+    ddl = _DDL
+    types: frozenset[str] | None = entries.TYPES | {CALENDAR_OVERRIDE}
+
+    def __init__(self) -> None:
+        self._dirty: set[str] = set()
+        self._span: tuple[date, date] | None = None
+        self._all_accepted = False
+
+    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+        body = fields["body"]
+        if entry.type == CALENDAR_OVERRIDE:
+            self._touch_calendar(body)
+            return
+        after = body.get("after") or (None, None)
+        store.execute(
+            "INSERT OR IGNORE INTO case_events (origin, seq, case_id, type, at, body, "
+            "after_origin, after_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.origin, entry.seq, body["case_id"], entry.type, fields["at"],
+                canonical(body).decode(), after[0], after[1],
+            ),
+        )  # fmt: skip
+        self._dirty.add(body["case_id"])
+
+    def _touch_calendar(self, body: Any) -> None:
+        span = _override_years(body)
+        if span is None:
+            self._all_accepted = True
+            return
+        first, last = date(span[0], 1, 1), date(span[1], 12, 31)
+        if self._span is not None:
+            first, last = min(first, self._span[0]), max(last, self._span[1])
+        self._span = (first, last)
+
+    def flush(self, store: Store) -> None:
+        dirty = set(self._dirty)
+        if self._all_accepted:
+            rows = store.query("SELECT case_id FROM cases WHERE accepted_at IS NOT NULL")
+            dirty.update(r[0] for r in rows)
+        elif self._span is not None:
+            first, last = self._span
+            rows = store.query(
+                "SELECT case_id FROM cases WHERE accepted_on IS NOT NULL AND accepted_on <= ? "
+                "AND (deadline IS NULL OR deadline >= ?)",
+                (last.isoformat(), first.isoformat()),
+            )
+            dirty.update(r[0] for r in rows)
+        recompute(store, sorted(dirty))
+        self._dirty.clear()
+        self._span, self._all_accepted = None, False
+
+
+def open_case_ids(store: Store) -> list[str]:
+    """Ids of cases not yet completed, rejected or withdrawn."""
+    return [r[0] for r in store.query(f"SELECT case_id FROM cases WHERE status IN {_OPEN_SQL}")]

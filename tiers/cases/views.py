@@ -1,0 +1,180 @@
+"""Reading cases: `case show` and `case list` as JSON-ready dicts (DESIGN §7 keys).
+
+Warnings (电子监察) are judged for a given day and threshold: red past the deadline, yellow
+with `threshold` or fewer working days left. Only accepted cases still open are judged.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any
+
+from sync.node import Node
+from sync.protocol.errors import CaseNotFoundError
+from sync.store import Store
+from tiers.calendar import WorkCalendar
+from tiers.cases.machine import OPEN, STATUSES, allowed_actions, violation_kind
+from tiers.cases.projection import deadline_of, load_case
+from tiers.catalogue import yuan_from_fen
+from tiers.deadlines import Deadline, remaining_workdays, warning
+from tiers.published import get_item, work_calendar
+
+WARNINGS = ("yellow", "red")
+DEFAULT_YELLOW_DAYS = 1
+
+
+def judging_day(node: Node) -> tuple[date, int]:
+    """Today at this node and its yellow threshold (setting `yellow_days`, default 1)."""
+    threshold = node.config.settings.get("yellow_days", DEFAULT_YELLOW_DAYS)
+    return node.clock.now().date(), int(threshold)
+
+
+def _warning(
+    cal: WorkCalendar, status: str, deadline: Deadline | None, today: date, threshold: int
+) -> str | None:
+    if deadline is None or status not in OPEN:
+        return None
+    return warning(cal, deadline, today, threshold)
+
+
+def case_view(store: Store, case_id: str, today: date, threshold: int) -> dict[str, Any]:
+    """Everything known here about one case, its events in causal order (CaseNotFoundError)."""
+    folded = load_case(store, case_id)
+    state = folded.state
+    if state is None:
+        raise CaseNotFoundError("case.not_found", case_id=case_id)
+    cal = work_calendar(store)
+    deadline = deadline_of(state, cal)
+    item = get_item(store, state.item_code)
+    refused = {ev.ref: key for ev, key in state.violations}
+    events = [
+        {
+            "type": ev.type, "node_id": ev.origin, "at": ev.at, "seq": ev.seq,
+            "after": ev.body.get("after"), "body": dict(ev.body),
+            "standing": "refused" if ev.ref in refused else "applied",
+            "problem": refused.get(ev.ref),
+        }
+        for ev in folded.ordered
+    ] + [
+        {
+            "type": ev.type, "node_id": ev.origin, "at": ev.at, "seq": ev.seq,
+            "after": ev.body.get("after"), "body": dict(ev.body), "standing": "waiting",
+            "problem": None,
+        }
+        for ev in folded.waiting
+    ]  # fmt: skip
+    open_accepted = deadline is not None and state.status in OPEN
+    return {
+        "case_id": state.case_id,
+        "item_code": state.item_code,
+        "item_name": item.name if item else None,
+        "status": state.status,
+        "holder": state.holder,
+        "origin": state.origin,
+        "forward_to": state.forward_to,
+        "applicant": state.applicant,
+        "materials": state.materials,
+        "missing": state.missing,
+        "received_at": state.received_at,
+        "accepted_at": state.accepted_at,
+        "accepted_by": state.accepted_by,
+        "promised_days": state.promised_days,
+        "extension_days": state.extension_days,
+        "deadline": deadline.due.isoformat() if deadline and deadline.due else None,
+        "paused_since": (
+            deadline.paused_since.isoformat() if deadline and deadline.paused_since else None
+        ),
+        "remaining_days": remaining_workdays(cal, deadline, today) if open_accepted else None,
+        "warning": _warning(cal, state.status, deadline, today, threshold),
+        "provisional": bool(deadline and deadline.provisional),
+        "provisional_years": sorted(deadline.provisional_years) if deadline else [],
+        "provisional_note": deadline.note() if deadline else None,
+        "completed_at": state.completed_at,
+        "completed_by": state.completed_by,
+        "result": state.result,
+        "note": state.note,
+        "delivered_at": state.delivered_at,
+        "delivery_method": state.delivery_method,
+        "fee_fen": state.fee_fen,
+        "fee": yuan_from_fen(state.fee_fen) if state.fee_fen is not None else None,
+        "paid": state.paid,
+        "receipt": state.receipt,
+        "rating": state.rating,
+        "comment": state.comment,
+        "closed_at": state.closed_at,
+        "reason": state.reason,
+        "allowed": allowed_actions(state),
+        "waiting": len(folded.waiting),
+        "violations": [
+            {
+                "node_id": ev.origin,
+                "seq": ev.seq,
+                "type": ev.type,
+                "problem": key,
+                "kind": violation_kind(key),
+            }
+            for ev, key in state.violations
+        ],
+        "events": events,
+    }
+
+
+_LIST_COLUMNS = (
+    "case_id, item_code, status, holder, origin, applicant, accepted_at, deadline, "
+    "provisional, provisional_years, paused_since, remaining_when_paused, completed_at, result"
+)
+
+
+def list_cases(
+    store: Store, today: date, threshold: int, *, status: str | None = None,
+    warning_filter: str | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Cases known here, newest first, optionally only one status or one warning colour."""
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}")
+    sql = f"SELECT {_LIST_COLUMNS} FROM cases"
+    params: tuple[Any, ...] = ()
+    if status is not None:
+        sql += " WHERE status = ?"
+        params = (status,)
+    cal = work_calendar(store)
+    result = []
+    for row in store.query(sql + " ORDER BY received_at DESC, case_id DESC", params):
+        (case_id, item_code, st, holder, origin, applicant, accepted_at, due, provisional,
+         years, paused_since, remaining, completed_at, outcome) = row  # fmt: skip
+        deadline = None
+        if accepted_at is not None:
+            deadline = Deadline(
+                date.fromisoformat(due) if due else None,
+                frozenset(json.loads(years or "[]")),
+                date.fromisoformat(paused_since) if paused_since else None,
+                remaining,
+            )
+        colour = _warning(cal, st, deadline, today, threshold)
+        if warning_filter is not None and colour != warning_filter:
+            continue
+        result.append(
+            {
+                "case_id": case_id, "item_code": item_code, "status": st, "holder": holder,
+                "origin": origin, "applicant": json.loads(applicant).get("name"),
+                "accepted_at": accepted_at, "deadline": due, "warning": colour,
+                "provisional": bool(provisional), "completed_at": completed_at,
+                "result": outcome,
+            }
+        )  # fmt: skip
+    return result
+
+
+def show(node: Node, case_id: str) -> dict[str, Any]:
+    """`case_view` for today at this node."""
+    today, threshold = judging_day(node)
+    return case_view(node.store, case_id, today, threshold)
+
+
+def list_at(
+    node: Node, status: str | None = None, warning_filter: str | None = None
+) -> list[dict[str, Any]]:
+    """`list_cases` for today at this node."""
+    today, threshold = judging_day(node)
+    return list_cases(node.store, today, threshold, status=status, warning_filter=warning_filter)

@@ -1,0 +1,42 @@
+"""What flows down the tree, in tier terms (DESIGN §1 "Downward"): the one place for it.
+
+- the catalogue and calendar overrides published above flow to every node below;
+- the events about a case flow to every node of the subtree the case came from, and to
+  the node it was forwarded to or is held by, so a village can deliver a result and
+  record the rating, and a town sees what the city decided.
+Cases travel along the tree, so only ancestors' logs are searched for such events.
+"""
+
+from __future__ import annotations
+
+from sync import relevance
+from sync.protocol.ids import is_within
+from sync.store import Store
+
+relevance.register_broadcast("catalogue.")
+relevance.register_broadcast("calendar.")
+
+
+def _upper_bound(prefix: str) -> str:
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def case_events_for(store: Store, client: str, cursors: dict[str, int]) -> list[tuple[str, int]]:
+    """(origin, seq) of ancestors' case events about cases that concern `client`."""
+    origins = {o for o in store.max_seqs() if is_within(client, o) and o != client}
+    if not origins:
+        return []
+    out: list[tuple[str, int]] = []
+    low, high = client, _upper_bound(client)
+    for origin in origins:
+        rows = store.query(
+            "SELECT e.seq FROM case_events e WHERE e.origin = ? AND e.seq > ? AND e.case_id IN ("
+            " SELECT case_id FROM cases WHERE (case_id >= ? AND case_id < ?)"
+            " OR (forward_to >= ? AND forward_to < ?) OR (holder >= ? AND holder < ?))",
+            (origin, cursors.get(origin, 0), low, high, low, high, low, high),
+        )
+        out.extend((origin, seq) for (seq,) in rows)
+    return out
+
+
+relevance.register_selector(case_events_for)
