@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-SHARED_CATALOGUE = Path("/work/shared/data/catalogue.csv")
+SHARED_CATALOGUE = Path(__file__).resolve().parents[2] / "tiers" / "data" / "catalogue.csv"
 ZHIBAO = str(Path(sys.executable).parent / "zhibao")
 if not Path(ZHIBAO).exists():
     ZHIBAO = shutil.which("zhibao") or ZHIBAO

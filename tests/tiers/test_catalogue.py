@@ -22,7 +22,7 @@ from tiers.catalogue import (
     yuan_from_fen,
 )
 
-SHARED = Path("/work/shared/data/catalogue.csv")
+SHARED = Path(__file__).resolve().parents[2] / "tiers" / "data" / "catalogue.csv"
 HEADER = (
     "code,name,department,kind,promised_days,statutory_days,fee,materials,accept_tiers,decide_tier"
 )

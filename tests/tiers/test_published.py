@@ -33,7 +33,7 @@ from tiers.published import (
     work_calendar,
 )
 
-SHARED_CATALOGUE = Path("/work/shared/data/catalogue.csv")
+SHARED_CATALOGUE = Path(__file__).resolve().parents[2] / "tiers" / "data" / "catalogue.csv"
 CITY, TOWN, VILLAGE = "330782", "330782001", "330782001201"
 D = date.fromisoformat
 ARRANGEMENT_2027 = YearArrangement(
