@@ -15,7 +15,8 @@ from cli.common import at_option, home_option, json_option, node_at, print_json,
 from sync.node import Node
 from sync.protocol import i18n
 from tiers.cases import service, views
-from tiers.cases.machine import STATUSES, describe_actions, status_label, violation_kind
+from tiers.cases.labels import describe_actions, event_label, status_label
+from tiers.cases.machine import STATUSES, violation_kind
 from tiers.cases.views import WARNINGS
 
 i18n.register(
@@ -273,6 +274,11 @@ def withdraw_command(case_id: str, reason: str | None, at: str | None, home: Pat
     _done(home, as_json, lambda n: service.withdraw(n, case_id, reason, at=at))
 
 
+def _width(text: str) -> int:
+    """Terminal columns: CJK characters take two."""
+    return sum(2 if ord(ch) > 0x2E80 else 1 for ch in text)
+
+
 def _yes(value: bool) -> str:
     return i18n.t("cli.case.yes" if value else "cli.case.no")
 
@@ -294,10 +300,10 @@ def _print_case(case: dict[str, Any]) -> None:
         _yes(case["paid"]) if case["fee"] else None, case["rating"],
         describe_actions(case["allowed"]),
     ]  # fmt: skip
-    width = max(len(label) for label in labels)
+    width = max(_width(label) for label in labels)
     for label, value in zip(labels, values, strict=True):
         if value not in (None, ""):
-            click.echo(f"{label:<{width}}  {value}")
+            click.echo(f"{label}{' ' * (width - _width(label))}  {value}")
     click.echo(i18n.t("cli.case.events"))
     rows = []
     for ev in case["events"]:
@@ -306,7 +312,7 @@ def _print_case(case: dict[str, Any]) -> None:
             note = i18n.t("cli.case.waiting")
         elif ev["standing"] == "refused":
             note = i18n.t("cli.case.refused." + violation_kind(ev["problem"]))
-        rows.append([ev["node_id"], ev["seq"], ev["at"], ev["type"], note])
+        rows.append([ev["node_id"], ev["seq"], ev["at"], event_label(ev["type"]), note])
     print_table(i18n.t("cli.case.event_headers").split("|"), rows)
 
 

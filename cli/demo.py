@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 
 from cli.common import print_json
-from tiers import demo
 
 
 @click.command("demo")
@@ -30,6 +29,8 @@ from tiers import demo
 @click.option("--json", "as_json", is_flag=True, help="Print the city's counts as JSON.")
 def demo_command(where: Path | None, catalogue: Path | None, seed: int, as_json: bool) -> None:
     """Build a city, two towns and three villages on loopback and run a realistic story."""
+    from tiers import demo
+
     data = (
         catalogue.read_bytes()
         if catalogue

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from cli import case, catalogue, demo, log, node
+from cli import bundle, case, catalogue, demo, log, node, report
 from cli import sync as sync_commands
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
@@ -32,7 +32,7 @@ def cli() -> None:
     """zhibao (直报): signed, replicated case logs for the city's service network."""
 
 
-for module in (node, log, catalogue, sync_commands, case, demo):
+for module in (node, log, catalogue, sync_commands, case, demo, bundle, report):
     module.register(cli)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,10 +13,11 @@ from cli.common import home_option, json_option, node_at, print_json
 from sync.node import resolve_home
 from sync.protocol import i18n
 from sync.protocol.errors import HomeError, SyncError
-from sync.round import RoundSummary, sync_round
-from sync.service import bind, serve, watch
 from sync.status import node_status
 from tiers.node import open_home
+
+if TYPE_CHECKING:
+    from sync.round import RoundSummary
 
 i18n.register(
     {
@@ -76,6 +78,8 @@ def _report(summary: RoundSummary, as_json: bool) -> None:
 @home_option
 def serve_command(host: str, port: int, interval: float, home: Path | None) -> None:
     """Serve this node's sync endpoint; sync upward in the background if it has a parent."""
+    from sync.service import bind, serve  # the server stack loads only for `serve`
+
     where = resolve_home(home)
     with node_at(home) as node:
         node_id, parent_url = node.node_id, node.config.parent_url
@@ -102,6 +106,9 @@ def sync_command(
     peer: str | None, keep_going: bool, interval: float, home: Path | None, as_json: bool
 ) -> None:
     """Run one round with the parent (or --peer): push what it lacks, pull what concerns us."""
+    from sync.round import sync_round
+    from sync.service import watch
+
     where = resolve_home(home)
     with node_at(home) as node:
         url = peer or node.config.parent_url

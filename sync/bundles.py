@@ -20,6 +20,13 @@ A receipt file, carried back to the sender: b"ZBRC", 1 byte version (1), then ca
 JSON `{"for": sender, "bundle": SHA-256 of the bundle file, "raw": receipt, "sig": hex}`
 and a newline; only `raw` and `sig` are trusted (checked by `receipts.accept`).
 
+What goes in (`bundle_entries`): up to an ancestor, this node's subtree above what that
+ancestor has receipted; down to a descendant, what concerns it (`relevance.select_for`)
+above what it has receipted. The receipt an import writes is, for a bundle from below, the
+usual one (heads of the sender's subtree); for a bundle from above, what this node holds
+of every log — whole within its subtree, in part (highest seq) above it — which is exactly
+the pull cursor, so the sender's next bundle leaves out what arrived.
+
 Invariants: a bundle is imported whole or not at all — every entry and the sender's
 signature are checked inside one transaction that is rolled back on any failure, so a
 truncated, altered, misaddressed or forged file changes nothing. Importing twice applies
@@ -30,12 +37,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -48,7 +52,7 @@ from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.batch import Run, decode_batch, encode_batch
 from sync.protocol.canonical import canonical
-from sync.protocol.entry import SignedEntry
+from sync.protocol.entry import SignedEntry, entry_hash
 from sync.protocol.errors import BundleError, NodeIdError, RefusedError
 from sync.protocol.ids import is_within, tier_of
 from sync.protocol.keys import Signer, check_seal_key, verify
@@ -101,15 +105,27 @@ def _frames(entries: Sequence[SignedEntry]) -> bytes:
     return b"".join(_U32.pack(len(batch)) + batch for batch in out)
 
 
-def encode_bundle(signer: Signer, sender: str, recipient: str, created: str,
-                  entries: Sequence[SignedEntry], seal_to: bytes | None = None) -> bytes:
+def encode_bundle(
+    signer: Signer,
+    sender: str,
+    recipient: str,
+    created: str,
+    entries: Sequence[SignedEntry],
+    seal_to: bytes | None = None,
+) -> bytes:
     """The bytes of a bundle of `entries` signed by `signer`, sealed when `seal_to` is given."""
     counts: dict[str, int] = {}
     for entry in entries:
         counts[entry.origin] = counts.get(entry.origin, 0) + 1
     header: dict[str, Any] = {
-        "v": VERSION, "kind": "bundle", "from": sender, "to": recipient, "created": created,
-        "sealed": seal_to is not None, "entries": len(entries), "counts": counts,
+        "v": VERSION,
+        "kind": "bundle",
+        "from": sender,
+        "to": recipient,
+        "created": created,
+        "sealed": seal_to is not None,
+        "entries": len(entries),
+        "counts": counts,
     }
     if seal_to is not None:
         header["suite"] = SUITE_NAME
@@ -119,8 +135,17 @@ def encode_bundle(signer: Signer, sender: str, recipient: str, created: str,
         public = X25519PublicKey.from_public_bytes(seal_to)
         payload = _SUITE.encrypt(payload, public, info=_seal_info(header_raw))
     sig = signer.sign(bundle_message(header_raw, payload))
-    return b"".join([MAGIC, bytes([VERSION]), _U32.pack(len(header_raw)), header_raw,
-                     _U64.pack(len(payload)), payload, sig])
+    return b"".join(
+        [
+            MAGIC,
+            bytes([VERSION]),
+            _U32.pack(len(header_raw)),
+            header_raw,
+            _U64.pack(len(payload)),
+            payload,
+            sig,
+        ]
+    )
 
 
 def _seal_info(header_raw: bytes) -> bytes:
@@ -175,7 +200,7 @@ def read_bundle(data: bytes) -> BundleFile:
             raise ValueError("not canonical JSON")
     except (ValueError, KeyError, TypeError, AttributeError, NodeIdError) as exc:
         raise _malformed(f"bad header: {exc}") from None
-    return BundleFile(header_raw, header, data[pos:pos + length], data[pos + length:])
+    return BundleFile(header_raw, header, data[pos : pos + length], data[pos + length :])
 
 
 def open_payload(bundle: BundleFile, seal: X25519PrivateKey) -> list[Run]:
@@ -195,7 +220,7 @@ def open_payload(bundle: BundleFile, seal: X25519PrivateKey) -> list[Run]:
         if pos + 4 + size > len(plain):
             raise BundleError("bundle.truncated")
         try:
-            runs.extend(decode_batch(plain[pos + 4:pos + 4 + size]))
+            runs.extend(decode_batch(plain[pos + 4 : pos + 4 + size]))
         except RefusedError as exc:
             raise _malformed(str(exc)) from None
         pos += 4 + size
@@ -208,8 +233,12 @@ def open_payload(bundle: BundleFile, seal: X25519PrivateKey) -> list[Run]:
 
 
 def encode_receipt_file(receipt: Receipt, for_node: str, bundle_digest: bytes) -> bytes:
-    body = {"for": for_node, "bundle": bundle_digest.hex(), "raw": receipt.raw.decode(),
-            "sig": receipt.sig.hex()}
+    body = {
+        "for": for_node,
+        "bundle": bundle_digest.hex(),
+        "raw": receipt.raw.decode(),
+        "sig": receipt.sig.hex(),
+    }
     return RECEIPT_MAGIC + bytes([VERSION]) + canonical(body) + b"\n"
 
 
@@ -240,11 +269,8 @@ def bundle_entries(node: Node, to: str, *, full: bool = False) -> list[SignedEnt
     store, me = node.store, node.node_id
     known = {} if full else receipts.acknowledged(store, to)
     if is_within(me, to):
-        out: list[SignedEntry] = []
-        heads = sorted(o for o in store.heads() if is_within(o, me))
-        for origin in sorted(heads, key=lambda o: (len(o), o)):
-            out.extend(store.entries(origin, known.get(origin, 0)))
-        return out
+        origins = sorted((o for o in store.heads() if is_within(o, me)), key=lambda o: (len(o), o))
+        return [e for o in origins for e in store.entries(o, known.get(o, 0))]
     cursors = dict(known)
     chosen: list[SignedEntry] = []
     while True:
@@ -262,8 +288,9 @@ class Exported:
     header: dict[str, Any]
 
 
-def export_bundle(node: Node, to: str, *, seal: bool = False, seal_key: bytes | None = None,
-                  full: bool = False) -> Exported:
+def export_bundle(
+    node: Node, to: str, *, seal: bool = False, seal_key: bytes | None = None, full: bool = False
+) -> Exported:
     """A signed bundle for `to` (an ancestor or a descendant of this node)."""
     tier_of(to)
     if not _related(to, node.node_id):
@@ -290,13 +317,17 @@ class Imported:
     applied: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     already: bool = False
-    forks: list[dict[str, Any]] = field(default_factory=list)
     receipt_file: bytes = b""
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": "bundle", "from": self.sender, "entries": self.entries,
-                "applied": self.applied, "duplicates": self.duplicates,
-                "already_imported": self.already, "forks": self.forks}
+        return {
+            "kind": "bundle",
+            "from": self.sender,
+            "entries": self.entries,
+            "applied": self.applied,
+            "duplicates": self.duplicates,
+            "already_imported": self.already,
+        }
 
 
 class _Refused(Exception):
@@ -306,8 +337,9 @@ class _Refused(Exception):
 
 def _authentic(node: Node, bundle: BundleFile) -> bool:
     key = trust.public_key(node.store, bundle.sender)
-    return key is not None and verify(key, bundle_message(bundle.header_raw, bundle.payload),
-                                      bundle.sig)
+    return key is not None and verify(
+        key, bundle_message(bundle.header_raw, bundle.payload), bundle.sig
+    )
 
 
 def _receipt_for(node: Node, sender: str) -> Receipt:
@@ -317,7 +349,8 @@ def _receipt_for(node: Node, sender: str) -> Receipt:
     if is_within(sender, me):
         return receipts.issue(store, node.signer, me, node.clock, sender)
     heads: dict[str, tuple[int, bytes]] = {
-        o: h for o, h in store.heads().items() if is_within(o, me)}
+        o: h for o, h in store.heads().items() if is_within(o, me)
+    }
     for origin, seq in store.max_seqs().items():
         digest = store.hash_at(origin, seq)
         if origin not in heads and digest is not None:
@@ -334,10 +367,10 @@ def _keep_fork_evidence(node: Node, runs: list[Run], forks: list[dict[str, Any]]
                 offset = int(fork["seq"]) - run.first
                 if run.origin == fork["origin"] and 0 <= offset < len(run.items):
                     raw, sig = run.items[offset]
-                    other = SignedEntry(raw, sig, hashlib.sha256(raw).digest(), run.origin,
-                                        int(fork["seq"]), json.loads(raw)["type"])
-                    node.store.record_fork(run.origin, other.seq,
-                                           bytes.fromhex(fork["held_hash"]), other, at)
+                    seq, kind = int(fork["seq"]), json.loads(raw)["type"]
+                    other = SignedEntry(raw, sig, entry_hash(raw), run.origin, seq, kind)
+                    held = bytes.fromhex(fork["held_hash"])
+                    node.store.record_fork(run.origin, seq, held, other, at)
 
 
 def import_bundle(node: Node, data: bytes) -> Imported:
@@ -349,7 +382,12 @@ def import_bundle(node: Node, data: bytes) -> Imported:
     if not _related(bundle.sender, me):
         raise BundleError("bundle.unrelated", node_id=bundle.sender, me=me)
     signed_before = _authentic(node, bundle)
-    runs = open_payload(bundle, node.seal)
+    try:
+        runs = open_payload(bundle, node.seal)
+    except BundleError:
+        if trust.public_key(node.store, bundle.sender) is None or signed_before:
+            raise
+        raise BundleError("bundle.forged", node_id=bundle.sender) from None
     stamp = node.clock.stamp()
     try:
         with node.store.transaction():
@@ -358,9 +396,11 @@ def import_bundle(node: Node, data: bytes) -> Imported:
             # parent): check the signature now, and roll everything back if it fails.
             if not (signed_before or _authentic(node, bundle)):
                 known = trust.public_key(node.store, bundle.sender) is not None
-                raise _Refused(BundleError(
-                    "bundle.forged" if known else "bundle.unknown_sender",
-                    node_id=bundle.sender))
+                raise _Refused(
+                    BundleError(
+                        "bundle.forged" if known else "bundle.unknown_sender", node_id=bundle.sender
+                    )
+                )
             if result.rejected:
                 first = result.rejected[0]
                 raise _Refused(BundleError("bundle.entry_refused", **first), result)
@@ -370,7 +410,8 @@ def import_bundle(node: Node, data: bytes) -> Imported:
                 node.store.execute(
                     "INSERT INTO peers (node_id, last_contact) VALUES (?, ?) "
                     "ON CONFLICT(node_id) DO UPDATE SET last_contact = excluded.last_contact",
-                    (bundle.sender, stamp))
+                    (bundle.sender, stamp),
+                )
     except _Refused as refused:
         if refused.result is not None and refused.result.forks:
             _keep_fork_evidence(node, runs, refused.result.forks)
@@ -378,8 +419,11 @@ def import_bundle(node: Node, data: bytes) -> Imported:
     receipt = _receipt_for(node, bundle.sender)
     total = int(bundle.header["entries"])
     return Imported(
-        sender=bundle.sender, entries=total, applied=result.applied,
-        duplicates=result.duplicates, already=total > 0 and not result.applied_total,
+        sender=bundle.sender,
+        entries=total,
+        applied=result.applied,
+        duplicates=result.duplicates,
+        already=total > 0 and not result.applied_total,
         receipt_file=encode_receipt_file(receipt, bundle.sender, hashlib.sha256(data).digest()),
     )
 
@@ -399,42 +443,21 @@ def is_receipt(data: bytes) -> bool:
     return data.startswith(RECEIPT_MAGIC)
 
 
-def read_file(path: Path) -> bytes:
-    """A bundle or receipt file's bytes; BundleError if it cannot be read or is too big."""
-    try:
-        if path.stat().st_size > MAX_BUNDLE_BYTES:
-            raise BundleError("bundle.too_big", size=path.stat().st_size // 2**20)
-        return path.read_bytes()
-    except OSError as exc:
-        raise BundleError("bundle.unreadable", path=str(path), detail=exc.strerror) from None
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Write all of `data` or nothing: a temporary file beside `path`, synced, renamed."""
-    try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise BundleError("bundle.unwritable", path=str(path), detail=exc.strerror) from None
-
-
 i18n.register(
     {
-        "bundle.not_bundle": ("not a zhibao bundle or receipt file", "不是 zhibao 数据包或回执文件"),
+        "bundle.not_bundle": (
+            "not a zhibao bundle or receipt file",
+            "不是 zhibao 数据包或回执文件",
+        ),
         "bundle.is_receipt": ("this is a receipt file, not a bundle", "这是回执文件，不是数据包"),
         "bundle.truncated": (
             "the bundle is truncated (copied incompletely?); nothing was imported",
             "数据包不完整（可能未拷贝完）；未导入任何内容",
         ),
-        "bundle.version": ("unknown bundle format version {version}", "未知的数据包格式版本 {version}"),
+        "bundle.version": (
+            "unknown bundle format version {version}",
+            "未知的数据包格式版本 {version}",
+        ),
         "bundle.malformed": (
             "the bundle is damaged ({reason}); nothing was imported",
             "数据包已损坏（{reason}）；未导入任何内容",
@@ -473,11 +496,6 @@ i18n.register(
             "查看），或不加 --seal 导出",
         ),
         "bundle.too_big": ("the bundle is too big ({size} MiB)", "数据包过大（{size} MiB）"),
-        "bundle.unreadable": ("cannot read {path}: {detail}", "无法读取 {path}：{detail}"),
-        "bundle.unwritable": (
-            "cannot write {path}: {detail}; nothing was written",
-            "无法写入 {path}：{detail}；未写入任何内容",
-        ),
         "bundle.receipt_malformed": ("the receipt file is damaged", "回执文件已损坏"),
         "bundle.receipt_not_ours": (
             "this receipt is for {to}, not for this node ({me})",

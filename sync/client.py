@@ -76,6 +76,7 @@ class PeerClient:
         except httpx.HTTPError as exc:
             raise LinkDownError("link.down", url=self.url, detail=type(exc).__name__) from exc
         if response.status_code >= 400:
+            data: Any = None  # stays None when the error body is not JSON (a proxy's page)
             try:
                 data = response.json()
                 key, message = str(data["error"]), str(data["message"])
@@ -108,15 +109,45 @@ class PeerClient:
     def server_time(self) -> tuple[datetime, str]:
         data = self._json(self._send("GET", "/v1/time", signed=False))
         try:
-            return datetime.fromisoformat(str(data["time"])), str(data["node_id"])
+            moment = datetime.fromisoformat(str(data["time"]))
+            if moment.tzinfo is None:
+                raise ValueError("no offset")
+            return moment, str(data["node_id"])
         except (KeyError, ValueError):
             raise LinkDownError("link.down", url=self.url, detail="garbled time") from None
 
+    def _answer(self, response: httpx.Response, *, result: bool) -> dict[str, Any]:
+        """The JSON of a hello (or, with `result`, a push) answer, its shape checked.
+
+        Answers are not signed as a whole (only the receipt in them is), so a line that
+        flips a byte can make any field anything: that is a broken link, not a crash.
+        """
+        data = self._json(response)
+        receipt, answer = data.get("receipt"), data.get("result")
+        ok = (
+            isinstance(receipt, dict)
+            and isinstance(receipt.get("raw"), str)
+            and _is_hex(receipt.get("sig"))
+        )
+        if result:
+            ok = ok and isinstance(answer, dict) and isinstance(answer.get("applied"), dict)
+            ok = ok and all(isinstance(v, int) for v in answer["applied"].values())
+            ok = ok and all(
+                isinstance(answer.get(k), list) and all(isinstance(x, dict) for x in answer[k])
+                for k in ("rejected", "forks")
+            )
+        else:
+            have = data.get("have", {})
+            ok = ok and isinstance(have, dict) and all(isinstance(v, int) for v in have.values())
+        if not ok:
+            raise LinkDownError("link.down", url=self.url, detail="garbled response")
+        return data
+
     def hello(self) -> dict[str, Any]:
-        return self._json(self._send("POST", "/v1/hello", b"{}"))
+        return self._answer(self._send("POST", "/v1/hello", b"{}"), result=False)
 
     def push(self, batch: bytes) -> dict[str, Any]:
-        return self._json(self._send("POST", "/v1/push", batch, BATCH_TYPE))
+        return self._answer(self._send("POST", "/v1/push", batch, BATCH_TYPE), result=True)
 
     def pull(
         self, cursors: dict[str, int], *, mode: str = "concerns", limit: int = 5000
@@ -124,6 +155,14 @@ class PeerClient:
         body = json.dumps({"cursors": cursors, "mode": mode, "limit": limit}).encode()
         response = self._send("POST", "/v1/pull", body)
         return response.content, response.headers.get("x-zhibao-more") == "1"
+
+
+def _is_hex(value: object) -> bool:
+    try:
+        bytes.fromhex(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 i18n.register(

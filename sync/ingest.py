@@ -60,7 +60,7 @@ class IngestResult:
         }
 
 
-def _entry_error(origin: str, seq: int | None, key: str, **params: Any) -> EntryError:
+def _entry_error(origin: str, seq: int | None, key: str, /, **params: Any) -> EntryError:
     from sync.protocol import i18n
 
     return EntryError(
@@ -116,7 +116,16 @@ def _ingest_whole(store: Store, run: Run, key: bytes, result: IngestResult, at: 
         fresh = run.items[overlap:]
     if not fresh:
         return
-    checked = verify_run(run.origin, fresh, head_seq=head_seq, head_hash=head_hash, public_key=key)
+    # Every signature, not just the tip's: the tip proves the bytes below it, but each stored
+    # (raw, sig) pair must verify on its own (log verify, bundles, relays check them singly).
+    checked = verify_run(
+        run.origin,
+        fresh,
+        head_seq=head_seq,
+        head_hash=head_hash,
+        public_key=key,
+        check_every_signature=True,
+    )
     if checked.accepted:
         store.insert(checked.accepted, checked.parsed, at)
         result.applied[run.origin] = result.applied.get(run.origin, 0) + len(checked.accepted)

@@ -166,7 +166,13 @@ def init_node(
         store, city_of(node_id), bytes.fromhex(config.root_key), name if tier == "city" else ""
     )
     _config_path(home).write_text(tomli_w.dumps(config.to_toml()), "utf-8")
-    return Node(home, config, store, signer, seal, clock or Clock())
+    node = Node(home, config, store, signer, seal, clock or Clock())
+    if tier == "city":  # the root enrols itself, so its seal key flows down with the rest
+        seal_hex = seal.public_key().public_bytes_raw().hex()
+        node.append(
+            trust.ENROLLED, trust.enrolment_body(node_id, name, config.public_key, seal_hex)
+        )
+    return node
 
 
 def open_node(
@@ -185,7 +191,14 @@ def open_node(
     if signer.public.hex() != config.public_key:
         raise KeyFileError("key.wrong", path=str(home / NODE_KEY))
     seal = X25519PrivateKey.from_private_bytes(_read_secret(home / SEAL_KEY))
+    lost = not (home / NODE_DB).exists()
+    if lost and config.tier == "city":
+        raise HomeError("node.city_db_lost", home=str(home))
     store = Store(home / NODE_DB, extensions=[trust.Trust(), *extensions])
+    if lost:  # the disk died: never append under this key before learning how far the log got
+        trust.pin_root(store, city_of(config.node_id), bytes.fromhex(config.root_key))
+        with store.transaction():
+            store.set_meta(RESTORING, "1")
     clock = clock or Clock()
     offset = store.get_meta("clock_offset")
     if offset:
@@ -226,6 +239,11 @@ i18n.register(
         "node.self_frozen": (
             "This node's own log has a fork on record; an admin must resolve it first.",
             "本节点日志存在分叉记录，需管理员先处理。",
+        ),
+        "node.city_db_lost": (
+            "node.db is missing at {home}: put the latest backup of node.db back (the city has "
+            "no parent to restore from).",
+            "{home} 缺少 node.db：请放回最近的 node.db 备份（市级节点没有上级可供恢复）。",
         ),
         "key.missing": ("Key file {path} is missing.", "密钥文件 {path} 不存在。"),
         "key.too_open": (

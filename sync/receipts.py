@@ -49,8 +49,15 @@ def accept(store: Store, raw: bytes, sig: bytes, *, expected_issuer: str | None 
 
 
 def acknowledged(store: Store, issuer: str) -> dict[str, int]:
-    """origin → seq that `issuer` has receipted."""
-    rows = store.query("SELECT origin, seq FROM receipts WHERE issuer = ?", (issuer,))
+    """origin → seq that `issuer` has receipted, where its hash is the one held here.
+
+    A receipt for another history (a copied node, an old backup) acknowledges nothing.
+    """
+    rows = store.query(
+        "SELECT r.origin, r.seq FROM receipts r JOIN entries e ON e.origin = r.origin "
+        "AND e.seq = r.seq AND e.hash = r.hash WHERE r.issuer = ?",
+        (issuer,),
+    )
     return {o: s for o, s in rows}
 
 

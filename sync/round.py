@@ -18,7 +18,7 @@ import httpx
 from sync import receipts
 from sync.client import PeerClient
 from sync.ingest import ingest
-from sync.node import Node
+from sync.node import RESTORING, Node
 from sync.protocol import i18n
 from sync.protocol.batch import decode_batch, encode_batch
 from sync.protocol.entry import SignedEntry
@@ -108,13 +108,15 @@ def sync_round(
         hello = client.hello()
         if pull:  # first: it brings down the enrolments that vouch for the peer's key
             _pull_all(node, client, peer_id, summary, progress, mode="concerns")
-        receipts.accept(
+        held_there = receipts.accept(
             node.store,
             hello["receipt"]["raw"].encode(),
             bytes.fromhex(hello["receipt"]["sig"]),
             expected_issuer=peer_id,
         )
+        _stop_if_behind(node, held_there.heads, url)
         have = {str(o): int(s) for o, s in hello.get("have", {}).items()}
+        _push_from_divergence(node, held_there.heads, have)
         if push:
             plan = _push_plan(node, have)
             total = sum(through - after for _, after, through in plan)
@@ -142,6 +144,31 @@ def sync_round(
             node.store.set_meta("last_sync", node.clock.stamp())
             node.store.set_meta("last_sync_peer", url)
     return summary
+
+
+def _push_from_divergence(
+    node: Node, peer_heads: dict[str, tuple[int, str]], have: dict[str, int]
+) -> None:
+    """Where the peer's signed head is not our entry at that seq (a copied node), push from
+    that seq: the peer then holds two signed entries for it, keeps ours as fork evidence
+    and freezes the origin. Pushing only above it would look like a mere broken chain."""
+    for origin, (seq, digest) in peer_heads.items():
+        held = node.store.hash_at(origin, seq)
+        if is_within(origin, node.node_id) and held is not None and held.hex() != digest:
+            have[origin] = min(have.get(origin, seq), seq - 1)
+
+
+def _stop_if_behind(node: Node, peer_heads: dict[str, tuple[int, str]], url: str) -> None:
+    """Stop the round when the peer (by its signed receipt) holds more of this node's own
+    log than this node does — a restore from an old backup, or a copied node. Appending
+    then would write a second history for seqs the peer holds: a fork of ourselves. So
+    mark the node restoring (appends refused) until `zhibao restore` has caught up."""
+    theirs = peer_heads.get(node.node_id, (0, ""))[0]
+    ours, _ = node.store.head(node.node_id)
+    if theirs > ours:
+        with node.store.transaction():
+            node.store.set_meta(RESTORING, node.clock.stamp())
+        raise SyncError("sync.restore_needed", url=url, seq=ours, have=theirs)
 
 
 def _pull_all(
@@ -182,6 +209,13 @@ i18n.register(
             "this computer's clock is {seconds} s off the parent's; zhibao uses the parent's "
             "time — please set the clock right",
             "本机时钟与上级相差 {seconds} 秒；zhibao 已改用上级时间，请校正本机时钟",
+        ),
+        "sync.restore_needed": (
+            "{url} holds this node's own log up to #{have} but this database only up to "
+            "#{seq} (restored from an old backup?); recording is stopped so the log cannot "
+            "fork: run `zhibao restore`",
+            "{url} 持有本节点日志至 #{have}，本机数据库只到 #{seq}（是否从旧备份恢复？）；"
+            "为免日志分叉已停止记录：请运行 `zhibao restore`",
         ),
         "sync.stuck": (
             "{url} keeps offering entries this node cannot apply",

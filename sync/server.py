@@ -60,9 +60,14 @@ class NodeApp:
         length = int(request.headers.get("content-length") or 0)
         if length > MAX_BODY:
             raise RefusedError("request.too_big", size=length)
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise RefusedError("request.too_big", size=len(body))
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():  # a body without a length is cut off at MAX_BODY
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise RefusedError("request.too_big", size=size)
+            chunks.append(chunk)
+        body = b"".join(chunks)
         node_id = request.headers.get("x-zhibao-node", "")
         stamp = request.headers.get("x-zhibao-time", "")
         nonce = request.headers.get("x-zhibao-nonce", "")

@@ -73,7 +73,10 @@ class Trust:
 
     def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
         body = fields["body"]
-        if body["parent_id"] != entry.origin:
+        root = body["node_id"] == entry.origin and body["tier"] == "city"
+        if root and public_key(store, entry.origin) != bytes.fromhex(body["public_key"]):
+            raise EnrolmentError("enrol.not_parent", origin=entry.origin, node_id=body["node_id"])
+        if not root and body["parent_id"] != entry.origin:
             raise EnrolmentError("enrol.not_parent", origin=entry.origin, node_id=body["node_id"])
         store.execute(
             "INSERT INTO nodes (node_id, tier, name, parent_id, public_key, seal_key, "

@@ -121,31 +121,35 @@ def sync_node(city: City, node_id: str, say: Say | None = None) -> None:
 
 
 def usb_exchange(city: City, village: str, say: Say) -> None:
-    """Carry bundles between `village` and its town both ways, receipts included."""
-    from sync import bundles
+    """Carry sealed bundles between `village` and its town both ways, receipts included."""
+    from sync import bundles, trust
 
     town = village[:9]
     stick = city.root / "usb-stick"
     stick.mkdir(exist_ok=True)
-    with city.open(village) as v:
-        up = bundles.export_bundle(v, town, stick / "up.zbb", seal=True)
+    with city.open(village) as v:  # sealed once the town's seal key has come down
+        up = bundles.export_bundle(v, town, seal=trust.seal_key(v.store, town) is not None)
+    (stick / "up.zbb").write_bytes(up.data)
     with city.open(town) as t:
-        imported = bundles.import_file(t, stick / "up.zbb", receipt_out=stick / "up.receipt")
-        down = bundles.export_bundle(t, village, stick / "down.zbb", seal=True)
+        imported = bundles.import_bundle(t, (stick / "up.zbb").read_bytes())
+        (stick / "up.receipt").write_bytes(imported.receipt_file)
+        down = bundles.export_bundle(t, village, seal=True)
+    (stick / "down.zbb").write_bytes(down.data)
     with city.open(village) as v:
-        bundles.import_file(v, stick / "up.receipt")
-        bundles.import_file(v, stick / "down.zbb", receipt_out=stick / "down.receipt")
+        back = bundles.import_bundle(v, (stick / "down.zbb").read_bytes())  # brings the town's key
+        bundles.import_receipt(v, (stick / "up.receipt").read_bytes())
     with city.open(town) as t:
-        bundles.import_file(t, stick / "down.receipt")
-    say(
-        i18n.t(
-            "demo.usb",
-            village=village,
-            up=up.count,
-            down=down.count,
-            applied=imported.applied_total,
+        bundles.import_receipt(t, back.receipt_file)
+    if up.header["entries"] or down.header["entries"]:
+        say(
+            i18n.t(
+                "demo.usb",
+                village=village,
+                up=up.header["entries"],
+                down=down.header["entries"],
+                applied=sum(imported.applied.values()),
+            )
         )
-    )
 
 
 def sync_all(city: City, say: Say) -> None:

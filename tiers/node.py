@@ -10,11 +10,12 @@ from sync.store import Extension
 from tiers import flow  # noqa: F401  (registers what flows down)
 from tiers.cases.projection import CaseProjection
 from tiers.published import Published
+from tiers.reports import FigureProjection
 
 
 def extensions() -> list[Extension]:
     """The tier projections every node keeps, in the order they must see entries."""
-    return [Published(), CaseProjection()]
+    return [Published(), CaseProjection(), FigureProjection()]
 
 
 def open_home(home: Path, *, clock: Clock | None = None) -> Node:

@@ -4,6 +4,8 @@
 seeded ``Schedule`` decides, per connection, whether to cut, stall, corrupt, duplicate or
 reorder it, and shapes every connection with latency and a bandwidth cap. The same seed and
 the same order of connections give the same faults; ``proxy.history`` lists them.
+Faults are drawn per TCP connection (a keep-alive connection draws once), and the TCP
+handshake itself is local, so latency first shows on the request, not on connect().
 
     with FaultProxy("127.0.0.1", port, schedule=Schedule.flaky(), seed=7) as proxy:
         httpx.get(proxy.url + "/heads")
@@ -108,9 +110,12 @@ class _Conn:
         return any(fault.kind == kind for fault in self.plan)
 
 
-def _shutdown(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+def _shutdown(*socks: socket.socket | None) -> None:
+    """Wake every thread using these sockets; only their owner closes them."""
+    for sock in socks:
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 class FaultProxy:
@@ -194,8 +199,7 @@ class FaultProxy:
         self._wake.send(b"x")
         self._acceptor.join()
         with self._lock:
-            for sock in self._socks:
-                _shutdown(sock)
+            _shutdown(*self._socks)
             threads = list(self._threads)
         for thread in threads:
             thread.join()
@@ -213,8 +217,7 @@ class FaultProxy:
         self._switch(False)
         if cut_active:
             with self._lock:
-                for sock in self._socks:
-                    _shutdown(sock)
+                _shutdown(*self._socks)
 
     def up(self) -> None:
         """Accept connections again, on the same port."""
@@ -336,6 +339,8 @@ class FaultProxy:
                 return
             with self._lock:
                 self._socks.add(server)
+                if self._closing.is_set():
+                    _shutdown(server)
             conn.server = server
             for sock in (conn.client, server):
                 sock.settimeout(self.io_timeout)
@@ -385,7 +390,7 @@ class FaultProxy:
                     if eof and not pending:
                         if cut:
                             self._count("cut")
-                            self._cut(conn)
+                            _shutdown(conn.client, conn.server)
                         else:
                             dst.shutdown(socket.SHUT_WR)
                         return
@@ -424,7 +429,7 @@ class FaultProxy:
                             buffered += len(piece)
                     offset = end
             except OSError:
-                self._cut(conn)
+                _shutdown(conn.client, conn.server)
 
     def _arrival(self, direction: Direction, size: int, now: float) -> float:
         """When bytes read now arrive: they leave at `bandwidth`, then take `latency`."""
@@ -456,39 +461,26 @@ class FaultProxy:
                     if count:
                         self._stats.faults["reorder"] += 1
 
-    def _cut(self, conn: _Conn) -> None:
-        with self._lock:
-            for sock in (conn.client, conn.server):
-                if sock is not None:
-                    _shutdown(sock)
-
     def _count(self, kind: str) -> None:
         with self._lock:
             self._stats.faults[kind] += 1
 
     def _replay(self, data: bytes) -> None:
-        """Send a finished connection's client bytes again and discard the answer."""
-        if self._closing.is_set():
-            return
+        """Send a finished connection's client bytes again on a fresh connection; discard the
+        answer, but wait for it, since a server may drop a request whose client has left."""
         try:
-            sock = socket.create_connection(self.target, timeout=self.io_timeout)
+            sock = socket.create_connection(self.target, timeout=_REPLAY_TIMEOUT)
         except OSError:
             return
         with self._lock:
             self._socks.add(sock)
+            if self._closing.is_set():
+                _shutdown(sock)
         try:
             sock.sendall(data)
             self._count("duplicate")
-            deadline, answered = time.monotonic() + _REPLAY_TIMEOUT, False
-            while not self._closing.is_set() and (left := deadline - time.monotonic()) > 0:
-                sock.settimeout(min(left, _REPLAY_IDLE if answered else _POLL))
-                try:
-                    if not sock.recv(65536):
-                        break
-                    answered = True
-                except TimeoutError:
-                    if answered:
-                        break
+            while sock.recv(65536):  # the answer may be slow to start; its end is a silence
+                sock.settimeout(_REPLAY_IDLE)
         except OSError:
             pass
         finally:

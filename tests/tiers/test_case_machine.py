@@ -10,15 +10,8 @@ import pytest
 from sync.protocol.errors import CustodyError, IllegalTransitionError
 from sync.protocol.i18n import use_locale
 from tests.helpers_cases import CITY, ITEMS, TOWN, VILLAGE
-from tiers.cases.machine import (
-    TAKE,
-    CaseState,
-    Event,
-    allowed_actions,
-    causal_order,
-    check,
-    fold,
-)
+from tiers.cases.machine import TAKE, CaseState, allowed_actions, check, fold
+from tiers.cases.order import Event, causal_order
 
 CASE = f"{VILLAGE}-20251009-0001"
 OTHER_VILLAGE = "330782001202"
@@ -289,9 +282,7 @@ def test_machine_concurrent_events_tie_break_by_origin_then_seq() -> None:
         assert state is not None
         # "330782001" < "330782001201": the town's delivery is first; the village's is refused.
         assert state.delivery_method == "sms"
-        assert [(ev.origin, key) for ev, key in state.violations] == [
-            (VILLAGE, "case.illegal")
-        ]
+        assert [(v.origin, v.key) for v in state.violations] == [(VILLAGE, "case.illegal")]
 
 
 def test_machine_fold_refuses_without_raising() -> None:
@@ -299,13 +290,11 @@ def test_machine_fold_refuses_without_raising() -> None:
     state = fold(history)
     assert state is not None
     assert state.status == "in_transit"
-    assert [(ev.type, key) for ev, key in state.violations] == [
-        ("case.completed", "case.illegal")
-    ]
+    assert [(v.type, v.key) for v in state.violations] == [("case.completed", "case.illegal")]
 
 
 def test_machine_fold_accept_while_in_transit_needs_take_first() -> None:
     state = fold(events([RECEIVE_V, FORWARD_V, ACCEPT_T]))
     assert state is not None
     assert state.status == "in_transit"
-    assert [key for _, key in state.violations] == ["case.take_first"]
+    assert [v.key for v in state.violations] == ["case.take_first"]

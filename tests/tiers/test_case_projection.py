@@ -27,6 +27,7 @@ from tests.helpers_cases import (
 )
 from tiers.calendar import CalendarOverrides, YearArrangement
 from tiers.cases import service
+from tiers.cases.projection import recompute
 from tiers.cases.views import case_view
 from tiers.published import publish_calendar
 
@@ -229,3 +230,22 @@ def test_projection_event_without_custody_is_a_violation(tmp_path: Path) -> None
          "kind": "custody"}
     ]  # fmt: skip
     assert [e["standing"] for e in view["events"]] == ["applied", "refused"]
+
+
+def test_projection_rolled_back_events_leave_no_trace(tmp_path: Path) -> None:
+    with town_node(tmp_path) as town:
+        who = service.Applicant("冯十二")
+        case_id = service.accept(town, item_code="A1", applicant=who, at="2025-11-03T09:00")
+        with pytest.raises(RuntimeError), town.store.transaction():
+            service.suspend(town, case_id, "听证", at="2025-11-04T09:00")
+            raise RuntimeError("the operator pressed Ctrl-C")
+        service.extend(town, case_id, 2, "情况复杂", at="2025-11-05T09:00")
+        row = case_row(town.store, case_id)
+        kept = town.store.query("SELECT * FROM cases")
+        with town.store.transaction():
+            recompute(town.store, [case_id])
+        assert town.store.query("SELECT * FROM cases") == kept
+    assert row["status"] == "accepted"
+    assert row["pauses"] == "[]"
+    assert row["extension_days"] == 2
+    assert row["held"] == 3

@@ -1,8 +1,8 @@
-"""The case state machine (DESIGN §3), pure: causal order, fold, and the transition check.
+"""The case state machine (DESIGN §3), pure: fold and the one transition check.
 
 Invariants:
-- `causal_order` depends on the events alone (their `after` links, then origin/seq), never
-  on `at` or on arrival order, so every node holding the same events folds the same state.
+- `fold` takes events in causal order (`tiers.cases.order`), so every node holding the
+  same events folds the same state.
 - `fold` never raises: an event the machine refuses (no custody, illegal in its status) is
   kept aside as a violation, which is an error for its author and a finding for the city.
 - `check` is the one place that says what is allowed; the service calls it before it
@@ -13,15 +13,16 @@ Invariants:
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from sync.protocol import i18n
 from sync.protocol.errors import CaseError, CustodyError, IllegalTransitionError
 from sync.protocol.ids import tier_of
 from tiers.cases import entries as e
+from tiers.cases.labels import describe_actions, status_label
+from tiers.cases.order import Event, Ref
 from tiers.catalogue import TIERS, CatalogueItem
 
 RECEIVED, IN_TRANSIT, ACCEPTED = "received", "in_transit", "accepted"
@@ -65,32 +66,34 @@ _STATUS_ACTIONS: dict[str, frozenset[str]] = {
     WITHDRAWN: frozenset(),
 }
 
-Ref = tuple[str, int]
-
 
 @dataclass(frozen=True)
-class Event:
-    """One case event as held in some log: its author (origin, seq), type, time and body."""
+class Violation:
+    """An event the machine refused: by (origin, seq), its type and the message key why."""
 
     origin: str
     seq: int
     type: str
-    at: str
-    body: Mapping[str, Any]
+    key: str
 
     @property
     def ref(self) -> Ref:
         return (self.origin, self.seq)
 
     @property
-    def after(self) -> Ref | None:
-        after = self.body.get("after")
-        return (after[0], after[1]) if after else None
+    def kind(self) -> str:
+        return violation_kind(self.key)
 
 
 @dataclass
 class CaseState:
-    """A case as folded from its events. Times are the events' `at` strings."""
+    """A case as folded from its events. Times are the events' `at` strings.
+
+    `tip` is the last event in causal order (applied or refused): a new event names it as
+    its `after`. `applied` counts the events that took effect; `events` lists them when the
+    state comes from `fold` (a state loaded with `from_json` has only the events folded
+    onto it since).
+    """
 
     case_id: str
     item_code: str
@@ -123,17 +126,34 @@ class CaseState:
     comment: str | None = None
     closed_at: str | None = None
     reason: str | None = None
-    events: list[Event] = field(default_factory=list)
-    violations: list[tuple[Event, str]] = field(default_factory=list)
+    tip: Ref | None = None
+    applied: int = 0
+    violations: list[Violation] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def accepted(self) -> bool:
         return self.accepted_at is not None
 
-    @property
-    def last(self) -> Ref | None:
-        """The latest event in causal order; a new event names it as its `after`."""
-        return self.events[-1].ref if self.events else None
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON values, without `events`; `from_json` gives back an equal state."""
+        values = {name: getattr(self, name) for name in _STATE_FIELDS}
+        values["violations"] = [
+            {"origin": v.origin, "seq": v.seq, "type": v.type, "key": v.key}
+            for v in self.violations
+        ]
+        return values
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CaseState:
+        values = dict(data)
+        values["pauses"] = [(start, end) for start, end in values["pauses"]]
+        values["tip"] = tuple(values["tip"]) if values["tip"] else None
+        values["violations"] = [Violation(**v) for v in values["violations"]]
+        return cls(**values)
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(CaseState) if f.name != "events")
 
 
 def allowed_actions(state: CaseState) -> list[str]:
@@ -158,17 +178,6 @@ def allowed_actions(state: CaseState) -> list[str]:
 
 def _rank(tier: str) -> int:
     return TIERS.index(tier)
-
-
-def describe_actions(actions: Sequence[str]) -> str:
-    """The allowed actions for a person: command names, with Chinese labels in zh."""
-    if i18n.locale() == "zh":
-        return "、".join(f"{i18n.t('case.action.' + a)}（{a}）" for a in actions)
-    return ", ".join(actions)
-
-
-def status_label(status: str) -> str:
-    return i18n.t("case.status." + status)
 
 
 def violation_kind(key: str) -> str:
@@ -299,108 +308,52 @@ def _start(event: Event) -> CaseState:
     return CaseState(
         case_id=body["case_id"], item_code=body["item_code"], origin=event.origin,
         applicant=dict(body["applicant"]), materials=list(body["materials"]),
-        received_at=event.at, holder=event.origin,
+        received_at=event.at, holder=event.origin, tip=event.ref, applied=1, events=[event],
     )  # fmt: skip
+
+
+def step(state: CaseState, event: Event) -> None:
+    """Fold one more event, which comes after `state.tip` in causal order; never raises.
+
+    A refused event lands in `violations` with its message key and changes nothing else.
+    """
+    state.tip = event.ref
+    try:
+        if event.type == e.ACCEPTED and state.status == IN_TRANSIT:
+            raise IllegalTransitionError("case.take_first", case_id=state.case_id)
+        if event.type == e.FEE_PAID and event.body["fee_fen"] != state.fee_fen:
+            raise IllegalTransitionError("case.pay_mismatch", case_id=state.case_id)
+        check(state, ACTION_OF[event.type], event.origin)
+    except CaseError as exc:
+        state.violations.append(Violation(event.origin, event.seq, event.type, exc.key))
+        return
+    _transition(state, event)
+    state.applied += 1
+    state.events.append(event)
 
 
 def fold(events: Iterable[Event]) -> CaseState | None:
     """The state after `events` (already in causal order); None if no case was received.
 
-    Refused events land in `violations` with their message key and change nothing.
+    Events before the `case.received` (which causal order never yields) are violations.
     """
     state: CaseState | None = None
-    orphans: list[tuple[Event, str]] = []
+    orphans: list[Violation] = []
     for event in events:
         if state is None:
             if event.type == e.RECEIVED:
                 state = _start(event)
-                state.events.append(event)
             else:
-                orphans.append((event, "case.not_found"))
+                orphans.append(Violation(event.origin, event.seq, event.type, "case.not_found"))
             continue
-        try:
-            if event.type == e.ACCEPTED and state.status == IN_TRANSIT:
-                raise IllegalTransitionError("case.take_first", case_id=state.case_id)
-            if event.type == e.FEE_PAID and event.body["fee_fen"] != state.fee_fen:
-                raise IllegalTransitionError("case.pay_mismatch", case_id=state.case_id)
-            check(state, ACTION_OF[event.type], event.origin)
-        except CaseError as exc:
-            state.violations.append((event, exc.key))
-            continue
-        _transition(state, event)
-        state.events.append(event)
+        step(state, event)
     if state is not None:
         state.violations[:0] = orphans
     return state
 
 
-def causal_order(events: Iterable[Event]) -> tuple[list[Event], list[Event]]:
-    """Order one case's events by `after` (and seq within an origin), ties by origin/seq.
-
-    Returns (ordered, waiting): events whose `after` is not held yet, and those that come
-    after them, wait; they are kept and join the order once the missing event arrives.
-    """
-    held = {ev.ref: ev for ev in events}
-    children: dict[Ref, list[Ref]] = {}
-    pending: dict[Ref, int] = {}
-    by_origin: dict[str, list[int]] = {}
-    for ref in held:
-        by_origin.setdefault(ref[0], []).append(ref[1])
-    blocked: list[Ref] = []
-    for origin, seqs in by_origin.items():
-        seqs.sort()
-        for index, seq in enumerate(seqs):
-            ref = (origin, seq)
-            deps = set()
-            if index:
-                deps.add((origin, seqs[index - 1]))
-            after = held[ref].after
-            if after is not None and after != ref:
-                if after in held:
-                    deps.add(after)
-                else:
-                    blocked.append(ref)
-                    continue
-            pending[ref] = len(deps)
-            for dep in deps:
-                children.setdefault(dep, []).append(ref)
-    ready = [ref for ref, count in pending.items() if count == 0]
-    heapq.heapify(ready)
-    ordered: list[Event] = []
-    while ready:
-        ref = heapq.heappop(ready)
-        ordered.append(held[ref])
-        for child in children.get(ref, ()):
-            if child in pending:
-                pending[child] -= 1
-                if pending[child] == 0:
-                    heapq.heappush(ready, child)
-    placed = {ev.ref for ev in ordered}
-    waiting = sorted((ev for ev in held.values() if ev.ref not in placed), key=lambda ev: ev.ref)
-    return ordered, waiting
-
-
-_STATUS_LABELS = {
-    RECEIVED: ("received", "已收件"),
-    IN_TRANSIT: ("in transit", "移交中"),
-    ACCEPTED: ("accepted", "已受理"),
-    SUPPLEMENT_REQUESTED: ("awaiting supplement", "待补正"),
-    SUSPENDED: ("suspended", "特别程序中"),
-    COMPLETED: ("completed", "已办结"),
-    DELIVERED: ("delivered", "已送达"),
-    REJECTED: ("rejected", "不予受理"),
-    WITHDRAWN: ("withdrawn", "已撤回"),
-}
-_ACTION_LABELS = {
-    "accept": "受理", "reject": "不予受理", "request-supplement": "一次性告知补正",
-    "supply": "补齐材料", "suspend": "启动特别程序", "resume": "恢复计时", "extend": "延长时限",
-    "forward": "上报", "complete": "办结", "deliver": "送达", "fee": "核定收费",
-    "pay": "登记缴费", "rate": "评价", "withdraw": "撤回",
-}  # fmt: skip
 i18n.register(
-    {f"case.status.{k}": v for k, v in _STATUS_LABELS.items()}
-    | {f"case.action.{k}": (k, v) for k, v in _ACTION_LABELS.items()}
-    | {
+    {
         "case.illegal": (
             "Case {case_id} is {status}; {action} is not allowed. Allowed now: {allowed_text}.",
             "办件 {case_id} 当前为“{status_label}”，不能执行 {action}。现在可以：{allowed_text}。",

@@ -1,9 +1,12 @@
 """The case projection: `case_events` (every case event held here) and `cases` (folded).
 
 Invariants:
-- `apply` is one cheap insert plus marking the case dirty; `flush` (end of the applying
-  transaction) refolds each dirty case once from all its events in causal order, so
-  late or out-of-order arrivals across village, town and city logs give the same state.
+- `apply` is one cheap insert plus noting the event; `flush` (end of the applying
+  transaction) brings each touched case up to date once: by folding the new events onto
+  the stored state when they extend its causal chain (the usual, in-order case), else by
+  refolding all its events in causal order, so late or out-of-order arrivals across
+  village, town and city logs give the same state as in-order ones.
+- `cases.state` is the folded `CaseState` as JSON; `held` counts its events held here.
 - An event whose `after` is not held yet is kept in `case_events` and counted as waiting;
   it joins the fold when the missing event arrives.
 - Deadlines come from `tiers.deadlines` on the calendar in force; a `calendar.override`
@@ -20,12 +23,12 @@ from datetime import date
 from typing import Any
 
 from sync.clock import local_date
-from sync.protocol.canonical import canonical
 from sync.protocol.entry import SignedEntry
 from sync.store import Store
 from tiers.calendar import WorkCalendar
 from tiers.cases import entries
-from tiers.cases.machine import OPEN, CaseState, Event, causal_order, fold
+from tiers.cases.machine import OPEN, CaseState, fold, step
+from tiers.cases.order import Event, causal_order
 from tiers.deadlines import Deadline, Pause, compute_deadline
 from tiers.published import CALENDAR_OVERRIDE, work_calendar
 
@@ -48,7 +51,8 @@ CREATE TABLE IF NOT EXISTS cases (
     closed_at TEXT, fee_fen INTEGER, paid INTEGER NOT NULL DEFAULT 0,
     rating INTEGER, comment TEXT,
     last_origin TEXT, last_seq INTEGER, event_count INTEGER NOT NULL,
-    waiting INTEGER NOT NULL DEFAULT 0, violations TEXT NOT NULL DEFAULT '[]'
+    held INTEGER NOT NULL, waiting INTEGER NOT NULL DEFAULT 0,
+    violations TEXT NOT NULL DEFAULT '[]', state TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS cases_status ON cases (status);
 CREATE INDEX IF NOT EXISTS cases_holder ON cases (holder);
@@ -60,7 +64,7 @@ _COLUMNS = (
     "extension_days", "pauses", "deadline", "provisional", "provisional_years",
     "paused_since", "remaining_when_paused", "completed_at", "completed_by", "result",
     "delivered_at", "closed_at", "fee_fen", "paid", "rating", "comment", "last_origin",
-    "last_seq", "event_count", "waiting", "violations",
+    "last_seq", "event_count", "held", "waiting", "violations", "state",
 )  # fmt: skip
 _UPSERT = (
     f"INSERT OR REPLACE INTO cases ({', '.join(_COLUMNS)}) "
@@ -112,12 +116,18 @@ def deadline_of(state: CaseState, calendar: WorkCalendar) -> Deadline | None:
     )
 
 
-def _row(state: CaseState, waiting: int, deadline: Deadline | None) -> tuple[Any, ...]:
-    def text(value: Any) -> str:
-        return canonical(value).decode()
+_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
-    last = state.last
-    violations = [[ev.origin, ev.seq, ev.type, key] for ev, key in state.violations]
+
+def _text(value: Any) -> str:
+    """Compact JSON for a projection column (values came from canonical entries: no floats)."""
+    return _ENCODER.encode(value)
+
+
+def _row(state: CaseState, held: int, waiting: int, deadline: Deadline | None) -> tuple[Any, ...]:
+    text = _text
+    tip = state.tip
+    violations = [[v.origin, v.seq, v.type, v.key] for v in state.violations]
     return (
         state.case_id, state.item_code, state.origin, state.holder, state.status,
         state.forward_to, text(state.applicant), state.received_at, state.accepted_at,
@@ -131,24 +141,73 @@ def _row(state: CaseState, waiting: int, deadline: Deadline | None) -> tuple[Any
         deadline.remaining_when_paused if deadline else None,
         state.completed_at, state.completed_by, state.result, state.delivered_at,
         state.closed_at, state.fee_fen, int(state.paid), state.rating, state.comment,
-        last[0] if last else None, last[1] if last else None, len(state.events), waiting,
-        text(violations),
+        tip[0] if tip else None, tip[1] if tip else None, state.applied, held, waiting,
+        text(violations), text(state.to_json()),
     )  # fmt: skip
 
 
+class _Writer:
+    """Writes `cases` rows, loading the calendar once and only if a deadline needs it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._calendar: WorkCalendar | None = None
+
+    def write(self, state: CaseState, held: int, waiting: int) -> None:
+        deadline = None
+        if state.accepted_at is not None:
+            if self._calendar is None:
+                self._calendar = work_calendar(self.store)
+            deadline = deadline_of(state, self._calendar)
+        self.store.execute(_UPSERT, _row(state, held, waiting, deadline))
+
+    def refold(self, case_id: str) -> None:
+        """Recompute one case from all its events (or drop a row no event supports)."""
+        folded = load_case(self.store, case_id)
+        if folded.state is None:
+            self.store.execute("DELETE FROM cases WHERE case_id = ?", (case_id,))
+            return
+        held = len(folded.ordered) + len(folded.waiting)
+        self.write(folded.state, held, len(folded.waiting))
+
+    def advance(self, case_id: str, fresh: list[Event]) -> bool:
+        """Fold `fresh` onto the stored state when they simply extend its causal chain.
+
+        Exact, not a guess: it applies only when nothing waits, every event held is either
+        folded already or in `fresh` (the count proves it, also after a rolled-back
+        transaction), and each fresh event names the previous tip as its `after` (a new
+        case: starts with its `case.received`), so it sorts last in causal order: an
+        origin's entries arrive in seq order, so its earlier events are folded already.
+        Otherwise the caller refolds the case.
+        """
+        rows = self.store.query(
+            "SELECT (SELECT count(*) FROM case_events WHERE case_id = ?1), state, waiting, held"
+            " FROM (SELECT 1) LEFT JOIN cases ON case_id = ?1",
+            (case_id,),
+        )
+        count, text, waiting, held = rows[0]
+        if text is None:
+            state = fold(fresh[:1]) if fresh[0].after is None else None
+            if state is None or count != len(fresh):
+                return False
+            rest = fresh[1:]
+        elif waiting or count != held + len(fresh):
+            return False
+        else:
+            state, rest = CaseState.from_json(json.loads(text)), fresh
+        for event in rest:
+            if event.after is None or event.after != state.tip:
+                return False
+            step(state, event)
+        self.write(state, count, 0)
+        return True
+
+
 def recompute(store: Store, case_ids: Iterable[str]) -> None:
-    """Refold each case from its events and write its `cases` row (or drop a stale one)."""
-    calendar: WorkCalendar | None = None
+    """Refold each case from all its events and write its `cases` row."""
+    writer = _Writer(store)
     for case_id in case_ids:
-        folded = load_case(store, case_id)
-        state = folded.state
-        if state is None:
-            store.execute("DELETE FROM cases WHERE case_id = ?", (case_id,))
-            continue
-        if state.accepted_at is not None and calendar is None:
-            calendar = work_calendar(store)
-        deadline = deadline_of(state, calendar) if calendar is not None else None
-        store.execute(_UPSERT, _row(state, len(folded.waiting), deadline))
+        writer.refold(case_id)
 
 
 def _override_years(body: Any) -> tuple[int, int] | None:
@@ -168,7 +227,7 @@ class CaseProjection:
     types: frozenset[str] | None = entries.TYPES | {CALENDAR_OVERRIDE}
 
     def __init__(self) -> None:
-        self._dirty: set[str] = set()
+        self._fresh: dict[str, list[Event]] = {}  # case id -> events applied, in order
         self._span: tuple[date, date] | None = None
         self._all_accepted = False
 
@@ -183,10 +242,11 @@ class CaseProjection:
             "after_origin, after_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 entry.origin, entry.seq, body["case_id"], entry.type, fields["at"],
-                canonical(body).decode(), after[0], after[1],
+                _text(body), after[0], after[1],
             ),
         )  # fmt: skip
-        self._dirty.add(body["case_id"])
+        event = Event(entry.origin, entry.seq, entry.type, fields["at"], body)
+        self._fresh.setdefault(body["case_id"], []).append(event)
 
     def _touch_calendar(self, body: Any) -> None:
         span = _override_years(body)
@@ -198,11 +258,10 @@ class CaseProjection:
             first, last = min(first, self._span[0]), max(last, self._span[1])
         self._span = (first, last)
 
-    def flush(self, store: Store) -> None:
-        dirty = set(self._dirty)
+    def _calendar_cases(self, store: Store) -> set[str]:
+        """Cases whose deadline a calendar override in this transaction may move."""
         if self._all_accepted:
             rows = store.query("SELECT case_id FROM cases WHERE accepted_at IS NOT NULL")
-            dirty.update(r[0] for r in rows)
         elif self._span is not None:
             first, last = self._span
             rows = store.query(
@@ -210,12 +269,17 @@ class CaseProjection:
                 "AND (deadline IS NULL OR deadline >= ?)",
                 (last.isoformat(), first.isoformat()),
             )
-            dirty.update(r[0] for r in rows)
-        recompute(store, sorted(dirty))
-        self._dirty.clear()
+        else:
+            return set()
+        return {r[0] for r in rows}
+
+    def flush(self, store: Store) -> None:
+        writer = _Writer(store)
+        refold = self._calendar_cases(store)
+        for case_id, fresh in self._fresh.items():
+            if case_id not in refold and not writer.advance(case_id, fresh):
+                refold.add(case_id)
+        for case_id in sorted(refold):
+            writer.refold(case_id)
+        self._fresh.clear()
         self._span, self._all_accepted = None, False
-
-
-def open_case_ids(store: Store) -> list[str]:
-    """Ids of cases not yet completed, rejected or withdrawn."""
-    return [r[0] for r in store.query(f"SELECT case_id FROM cases WHERE status IN {_OPEN_SQL}")]

@@ -60,20 +60,18 @@ def _state(node: Node, case_id: str) -> CaseState:
     return state
 
 
-def _stamp(node: Node, state: CaseState | None, at: str | None) -> str:
+def _stamp(node: Node, state: CaseState, at: str | None) -> str:
     """The event's time; refuses a day before the case's latest event (a typo in --at)."""
     stamp = node.clock.stamp(at)
-    if state is not None and state.events:
-        last = max(local_date(ev.at) for ev in state.events)
-        if local_date(stamp) < last:
-            raise CaseError(
-                "case.at_before", case_id=state.case_id, at=stamp, last=last.isoformat()
-            )
+    held = load_case(node.store, state.case_id)
+    last = max(local_date(ev.at) for ev in held.ordered + held.waiting)
+    if local_date(stamp) < last:
+        raise CaseError("case.at_before", case_id=state.case_id, at=stamp, last=last.isoformat())
     return stamp
 
 
 def _append(node: Node, state: CaseState, kind: str, stamp: str, **fields: Any) -> None:
-    after = state.last
+    after = state.tip
     body = {"case_id": state.case_id, "after": list(after) if after else None, **fields}
     node.append(kind, body, at=stamp)
 
@@ -153,11 +151,11 @@ def accept(
         if case_id is None:
             if item_code is None or applicant is None:
                 raise CaseError("case.accept_what")
-            item = _item(node, item_code)
+            new_item = _item(node, item_code)
             stamp = node.clock.stamp(at)
-            check(_dry_state(item, node), "accept", node.node_id, item=item)
-            state = _receive(node, item, applicant, materials, stamp)
-            _append(node, state, e.ACCEPTED, stamp, promised_days=item.promised_days)
+            check(_dry_state(new_item, node), "accept", node.node_id, item=new_item)
+            state = _receive(node, new_item, applicant, materials, stamp)
+            _append(node, state, e.ACCEPTED, stamp, promised_days=new_item.promised_days)
             return state.case_id
         state = _state(node, case_id)
         item = get_item(node.store, state.item_code)
@@ -166,11 +164,8 @@ def accept(
             stamp = _stamp(node, state, at)
             _append(node, state, e.TAKEN, stamp)
             state = _state(node, case_id)
-            if (
-                not state.accepted
-                and item is not None
-                and tier_of(node.node_id) in (item.accept_tiers)
-            ):
+            accepts = item is not None and tier_of(node.node_id) in item.accept_tiers
+            if not state.accepted and accepts:
                 _append(node, state, e.ACCEPTED, stamp, **_accept_body(item, state))
             return case_id
         check(state, "accept", node.node_id, item=item)
@@ -306,7 +301,7 @@ def rate(
 
 def withdraw(node: Node, case_id: str, reason: str | None = None, at: str | None = None) -> str:
     """撤回 at the applicant's request; nothing can be recorded afterwards."""
-    fields = {"reason": reason.strip()} if reason and reason.strip() else {}
+    fields: dict[str, Any] = {"reason": reason.strip()} if reason and reason.strip() else {}
     return _act(node, case_id, "withdraw", e.WITHDRAWN, at, **fields)
 
 

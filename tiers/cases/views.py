@@ -11,10 +11,11 @@ from datetime import date
 from typing import Any
 
 from sync.node import Node
-from sync.protocol.errors import CaseNotFoundError
+from sync.protocol import i18n
+from sync.protocol.errors import CaseError, CaseNotFoundError
 from sync.store import Store
 from tiers.calendar import WorkCalendar
-from tiers.cases.machine import OPEN, STATUSES, allowed_actions, violation_kind
+from tiers.cases.machine import OPEN, STATUSES, allowed_actions
 from tiers.cases.projection import deadline_of, load_case
 from tiers.catalogue import yuan_from_fen
 from tiers.deadlines import Deadline, remaining_workdays, warning
@@ -47,7 +48,7 @@ def case_view(store: Store, case_id: str, today: date, threshold: int) -> dict[s
     cal = work_calendar(store)
     deadline = deadline_of(state, cal)
     item = get_item(store, state.item_code)
-    refused = {ev.ref: key for ev, key in state.violations}
+    refused = {v.ref: v.key for v in state.violations}
     events = [
         {
             "type": ev.type, "node_id": ev.origin, "at": ev.at, "seq": ev.seq,
@@ -64,7 +65,9 @@ def case_view(store: Store, case_id: str, today: date, threshold: int) -> dict[s
         }
         for ev in folded.waiting
     ]  # fmt: skip
-    open_accepted = deadline is not None and state.status in OPEN
+    remaining = None
+    if deadline is not None and state.status in OPEN:
+        remaining = remaining_workdays(cal, deadline, today)
     return {
         "case_id": state.case_id,
         "item_code": state.item_code,
@@ -85,7 +88,7 @@ def case_view(store: Store, case_id: str, today: date, threshold: int) -> dict[s
         "paused_since": (
             deadline.paused_since.isoformat() if deadline and deadline.paused_since else None
         ),
-        "remaining_days": remaining_workdays(cal, deadline, today) if open_accepted else None,
+        "remaining_days": remaining,
         "warning": _warning(cal, state.status, deadline, today, threshold),
         "provisional": bool(deadline and deadline.provisional),
         "provisional_years": sorted(deadline.provisional_years) if deadline else [],
@@ -107,14 +110,8 @@ def case_view(store: Store, case_id: str, today: date, threshold: int) -> dict[s
         "allowed": allowed_actions(state),
         "waiting": len(folded.waiting),
         "violations": [
-            {
-                "node_id": ev.origin,
-                "seq": ev.seq,
-                "type": ev.type,
-                "problem": key,
-                "kind": violation_kind(key),
-            }
-            for ev, key in state.violations
+            {"node_id": v.origin, "seq": v.seq, "type": v.type, "problem": v.key, "kind": v.kind}
+            for v in state.violations
         ],
         "events": events,
     }
@@ -132,7 +129,9 @@ def list_cases(
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Cases known here, newest first, optionally only one status or one warning colour."""
     if status is not None and status not in STATUSES:
-        raise ValueError(f"unknown status {status!r}")
+        raise CaseError("case.bad_status", status=status, statuses=", ".join(STATUSES))
+    if warning_filter is not None and warning_filter not in WARNINGS:
+        raise CaseError("case.bad_warning", warning=warning_filter)
     sql = f"SELECT {_LIST_COLUMNS} FROM cases"
     params: tuple[Any, ...] = ()
     if status is not None:
@@ -178,3 +177,17 @@ def list_at(
     """`list_cases` for today at this node."""
     today, threshold = judging_day(node)
     return list_cases(node.store, today, threshold, status=status, warning_filter=warning_filter)
+
+
+i18n.register(
+    {
+        "case.bad_status": (
+            "'{status}' is not a case status; use one of {statuses}.",
+            "“{status}”不是办件状态；可用 {statuses}。",
+        ),
+        "case.bad_warning": (
+            "'{warning}' is not a warning; use yellow or red.",
+            "“{warning}”不是预警级别；可用 yellow（黄灯）或 red（红灯）。",
+        ),
+    }
+)

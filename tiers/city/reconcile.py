@@ -1,0 +1,393 @@
+"""Reconciliation and the network's health (DESIGN §5, §7 `zhibao reconcile`, `status`).
+
+The city recomputes each reporter's figures from the entries it holds, with the same
+`tiers.figures` the reporter used, and lists findings. Each names a node and carries its
+evidence (entries by origin and seq, hashes, times), so an admin can act on it:
+
+    report_mismatch    a report's count differs from the recomputed one (one per field)
+    missing_report     an enrolled town or village has no report for a month that is over
+    fork               two signed entries for one (origin, seq) are held (unresolved)
+    gap                part of a log is missing here: a reporter held more of it than we
+                       do, or an event here waits for an entry of it we do not hold
+    stale_node         not heard from (no contact, no new entry arrived) for `stale_days`
+    orphan_forward     a case forwarded to the node `forward_days` ago, never taken up
+    clock_skew         an entry stamped ahead of its arrival here, or a peer's clock off,
+                       by more than `skew_seconds`
+    custody_violation  an event (in the month) from a node that did not hold the case
+
+Invariant: findings depend only on what is held here and on `now`; the same store and the
+same `now` give the same findings in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sync import trust
+from sync.clock import local_date
+from sync.node import Node
+from sync.protocol import i18n
+from sync.protocol.errors import ReportError
+from sync.protocol.ids import is_within
+from sync.store import Store
+from tiers.cases.machine import IN_TRANSIT, OPEN, violation_kind
+from tiers.deadlines import Deadline, warning
+from tiers.figures import COUNT_FIELDS, Counts, Period, parse_period
+from tiers.published import work_calendar
+from tiers.reports import backfill, latest_reports, node_counts
+
+KINDS = (
+    "report_mismatch", "missing_report", "fork", "gap", "stale_node", "orphan_forward",
+    "clock_skew", "custody_violation",
+)  # fmt: skip
+_OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When silence, a pending forward or a clock difference becomes a finding."""
+
+    stale_days: float = 7.0
+    forward_days: float = 3.0
+    skew_seconds: int = 600
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any], **given: float | None) -> Thresholds:
+        """node.toml settings (`stale_days`, `forward_days`, `skew_seconds`), then options."""
+        values: dict[str, Any] = {
+            k: settings[k] for k in ("stale_days", "forward_days", "skew_seconds") if k in settings
+        }
+        values |= {k: v for k, v in given.items() if v is not None}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    node_id: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        detail = i18n.t(f"finding.{self.kind}", node_id=self.node_id, **self.evidence)
+        return {"kind": self.kind, "node_id": self.node_id, "detail": detail,
+                "evidence": self.evidence}  # fmt: skip
+
+
+def _find(kind: str, node_id: str, **evidence: Any) -> Finding:
+    return Finding(kind, node_id, evidence)
+
+
+def _since(now: datetime, stamp: str) -> float:
+    return (now - datetime.fromisoformat(stamp)).total_seconds() / 86400
+
+
+def _entry_hash(store: Store, origin: str, seq: int) -> str | None:
+    digest = store.hash_at(origin, seq)
+    return digest.hex() if digest is not None else None
+
+
+def _reporters(store: Store, me: str) -> list[dict[str, Any]]:
+    return [n for n in trust.enrolled_nodes(store)
+            if n["node_id"] != me and is_within(n["node_id"], me)]  # fmt: skip
+
+
+def _reports(
+    store: Store, me: str, period: Period, today: date, reporters: list[dict[str, Any]]
+) -> list[Finding]:
+    found: list[Finding] = []
+    computed = node_counts(store, period, work_calendar(store), today)
+    reports = latest_reports(store, period.label)
+    for origin, report in sorted(reports.items()):
+        mine = computed.get(origin, Counts())
+        where = {"report_seq": report.seq, "report_at": report.at,
+                 "report_hash": _entry_hash(store, origin, report.seq)}  # fmt: skip
+        for name in COUNT_FIELDS:
+            reported, recomputed = getattr(report.counts, name), getattr(mine, name)
+            if reported != recomputed:
+                found.append(_find("report_mismatch", origin, field=name, reported=reported,
+                                   computed=recomputed, **where))  # fmt: skip
+        for held_origin, seq in sorted(report.held.items()):
+            here = store.head(held_origin)[0]
+            if here < seq:
+                found.append(_find("gap", held_origin, held_here=here, held_by_reporter=seq,
+                                   reporter=origin, **where))  # fmt: skip
+    if today > period.end:
+        for node in reporters:
+            enrolled = node["enrolled_at"]
+            if node["node_id"] not in reports and (
+                enrolled is None or local_date(enrolled) <= period.end
+            ):
+                found.append(_find("missing_report", node["node_id"], period=period.label,
+                                   held_seq=store.head(node["node_id"])[0]))  # fmt: skip
+    return found
+
+
+def _forks(store: Store) -> list[Finding]:
+    return [
+        _find("fork", f["origin"], seq=f["seq"], held_hash=f["held_hash"],
+              other_hash=f["other_hash"], detected_at=f["detected_at"])
+        for f in store.forks() if not f["resolved"]
+    ]  # fmt: skip
+
+
+def _waiting_gaps(store: Store) -> list[Finding]:
+    rows = store.query(
+        "SELECT after_origin, after_seq, case_id, origin, seq, at FROM case_gaps "
+        "ORDER BY after_origin, after_seq, origin, seq"
+    )
+    return [
+        _find("gap", after_origin, missing_seq=after_seq, held_here=store.head(after_origin)[0],
+              case_id=case_id, referenced_by=[origin, seq], referenced_at=at)
+        for after_origin, after_seq, case_id, origin, seq, at in rows
+    ]  # fmt: skip
+
+
+def last_heard(store: Store) -> dict[str, tuple[str, str]]:
+    """node id → (when last heard from, how): a direct contact, or the arrival here of
+    its newest entry (relayed or not), whichever is later."""
+    heard: dict[str, tuple[str, str]] = {}
+    rows = store.query(
+        "SELECT h.origin, e.received_at FROM heads h JOIN entries e "
+        "ON e.origin = h.origin AND e.seq = h.seq"
+    )
+    for origin, received in rows:
+        heard[origin] = (received, "entry")
+    for node_id, contact, _ in store.query("SELECT node_id, last_contact, skew_seconds FROM peers"):
+        known = heard.get(node_id)
+        if known is None or datetime.fromisoformat(contact) > datetime.fromisoformat(known[0]):
+            heard[node_id] = (contact, "contact")
+    return heard
+
+
+def _stale(
+    store: Store, reporters: list[dict[str, Any]], now: datetime, limits: Thresholds
+) -> list[Finding]:
+    heard = last_heard(store)
+    found = []
+    for node in reporters:
+        when, how = heard.get(node["node_id"], (node["enrolled_at"], "enrolled"))
+        if when and _since(now, when) > limits.stale_days:
+            found.append(_find("stale_node", node["node_id"], last_heard=when, how=how,
+                               days=round(_since(now, when), 1), limit_days=limits.stale_days,
+                               held_seq=store.head(node["node_id"])[0]))  # fmt: skip
+    return found
+
+
+def _in_transit(store: Store) -> list[tuple[str, str, str, str]]:
+    """(case_id, holder, forward_to, forwarded_at) of every case in transit."""
+    out = []
+    for case_id, holder, to in store.query(
+        "SELECT case_id, holder, forward_to FROM cases WHERE status = ? ORDER BY case_id",
+        (IN_TRANSIT,),
+    ):
+        rows = store.query(
+            "SELECT at FROM case_events WHERE case_id = ? AND type = 'case.forwarded' "
+            "ORDER BY at DESC LIMIT 1", (case_id,))  # fmt: skip
+        out.append((case_id, holder, to, rows[0][0] if rows else ""))
+    return out
+
+
+def _orphans(store: Store, period: Period, now: datetime, limits: Thresholds) -> list[Finding]:
+    enrolled = {n["node_id"] for n in trust.enrolled_nodes(store)}
+    found = []
+    for case_id, holder, to, at in _in_transit(store):
+        if not at or local_date(at) > period.end or _since(now, at) <= limits.forward_days:
+            continue
+        found.append(_find("orphan_forward", to, case_id=case_id, forwarded_at=at,
+                           days=round(_since(now, at), 1), enrolled=to in enrolled,
+                           **{"from": holder}))  # fmt: skip
+    return found
+
+
+def _skew(store: Store, period: Period, limits: Thresholds) -> list[Finding]:
+    found = []
+    for origin, lead, seq, at, received in store.query(
+        "SELECT origin, lead_seconds, seq, at, received_at FROM clock_leads WHERE month = ? "
+        "AND lead_seconds > ? ORDER BY origin", (period.label, limits.skew_seconds)
+    ):  # fmt: skip
+        found.append(_find("clock_skew", origin, seq=seq, at=at, received_at=received,
+                           seconds=lead, how="entry"))  # fmt: skip
+    for node_id, contact, skew in store.query(
+        "SELECT node_id, last_contact, skew_seconds FROM peers WHERE abs(skew_seconds) > ? "
+        "ORDER BY node_id", (limits.skew_seconds,)
+    ):  # fmt: skip
+        found.append(_find("clock_skew", node_id, seconds=skew, at=contact, how="contact"))
+    return found
+
+
+def _custody(store: Store, period: Period) -> list[Finding]:
+    found = []
+    for case_id, holder, text in store.query(
+        "SELECT case_id, holder, violations FROM cases WHERE violations != '[]' ORDER BY case_id"
+    ):
+        for origin, seq, kind, key in json.loads(text):
+            if violation_kind(key) != "custody":
+                continue
+            rows = store.query(
+                "SELECT at FROM case_events WHERE origin = ? AND seq = ?", (origin, seq)
+            )
+            at = rows[0][0] if rows else None
+            if at is not None and period.start <= local_date(at) <= period.end:
+                found.append(_find("custody_violation", origin, case_id=case_id, seq=seq,
+                                   type=kind, at=at, holder=holder, problem=key))  # fmt: skip
+    return found
+
+
+def reconcile(
+    node: Node, period_text: str, *, limits: Thresholds | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """`reconcile --json`: {"period", "findings": [{"kind", "node_id", "detail",
+    "evidence"}], "reports", "counts"}, findings ordered by kind (as in KINDS), node, evidence."""
+    period = parse_period(period_text)
+    if not period.is_month:
+        raise ReportError("report.month_only", value=period_text)
+    limits = limits or Thresholds.from_settings(node.config.settings)
+    now = now or node.clock.now()
+    store = node.store
+    backfill(store)
+    reporters = _reporters(store, node.node_id)
+    findings = [
+        *_reports(store, node.node_id, period, now.date(), reporters),
+        *_forks(store),
+        *_waiting_gaps(store),
+        *_stale(store, reporters, now, limits),
+        *_orphans(store, period, now, limits),
+        *_skew(store, period, limits),
+        *_custody(store, period),
+    ]
+    findings.sort(key=lambda f: (KINDS.index(f.kind), f.node_id, json.dumps(f.evidence)))
+    counts = {kind: sum(f.kind == kind for f in findings) for kind in KINDS}
+    return {
+        "period": period.label,
+        "findings": [f.to_json() for f in findings],
+        "reports": len(latest_reports(store, period.label)),
+        "counts": counts,
+    }
+
+
+# --- the network's health -------------------------------------------------------------------
+
+
+def _warnings(store: Store, today: date, threshold: int) -> dict[str, dict[str, int]]:
+    cal = work_calendar(store)
+    out: dict[str, dict[str, int]] = {}
+    for holder, due, years, paused, remaining in store.query(
+        "SELECT holder, deadline, provisional_years, paused_since, remaining_when_paused "
+        f"FROM cases WHERE status IN {_OPEN_SQL} AND accepted_at IS NOT NULL"
+    ):
+        deadline = Deadline(
+            date.fromisoformat(due) if due else None, frozenset(json.loads(years or "[]")),
+            date.fromisoformat(paused) if paused else None, remaining,
+        )  # fmt: skip
+        colour = warning(cal, deadline, today, threshold)
+        if colour is not None:
+            counts = out.setdefault(holder, {"yellow": 0, "red": 0})
+            counts[colour] += 1
+    return out
+
+
+def network_health(
+    node: Node, *, limits: Thresholds | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """The city's view for `status --json` (key `network`): every enrolled node below this
+    one with last contact, entries held, how late its newest entry arrived, open forwards,
+    forks and warnings by colour."""
+    limits = limits or Thresholds.from_settings(node.config.settings)
+    now = now or node.clock.now()
+    store = node.store
+    heads = {o: s for o, (s, _) in store.heads().items()}
+    heard = last_heard(store)
+    contacts = {n: c for n, c, _ in store.query("SELECT node_id, last_contact, skew_seconds "
+                                                "FROM peers")}  # fmt: skip
+    newest = {origin: (at, received) for origin, at, received in store.query(
+        "SELECT h.origin, json_extract(CAST(e.raw AS TEXT), '$.at'), e.received_at FROM heads h "
+        "JOIN entries e ON e.origin = h.origin AND e.seq = h.seq")}  # fmt: skip
+    forks: dict[str, int] = {}
+    for f in store.forks():
+        if not f["resolved"]:
+            forks[f["origin"]] = forks.get(f["origin"], 0) + 1
+    transit_in: dict[str, int] = {}
+    transit_out: dict[str, int] = {}
+    for _, holder, to, _ in _in_transit(store):
+        transit_in[to] = transit_in.get(to, 0) + 1
+        transit_out[holder] = transit_out.get(holder, 0) + 1
+    threshold = int(node.config.settings.get("yellow_days", 1))
+    colours = _warnings(store, now.date(), threshold)
+    nodes = []
+    for n in trust.enrolled_nodes(store):
+        node_id = n["node_id"]
+        if not is_within(node_id, node.node_id):
+            continue
+        when = heard.get(node_id, (None, None))[0]
+        at, received = newest.get(node_id, (None, None))
+        lag = None
+        if at is not None and received is not None:
+            lag = int(
+                (datetime.fromisoformat(received) - datetime.fromisoformat(at)).total_seconds()
+            )
+        nodes.append({
+            "node_id": node_id, "tier": n["tier"], "name": n["name"], "parent_id": n["parent_id"],
+            "last_contact": contacts.get(node_id), "last_heard": when,
+            "entries_held": heads.get(node_id, 0), "last_entry_at": at,
+            "lag_seconds": lag, "open_forwards_in": transit_in.get(node_id, 0),
+            "open_forwards_out": transit_out.get(node_id, 0), "forks": forks.get(node_id, 0),
+            "warnings": colours.get(node_id, {"yellow": 0, "red": 0}),
+            "stale": node_id != node.node_id and (
+                when is None or _since(now, when) > limits.stale_days),
+        })  # fmt: skip
+    return {
+        "as_of": now.isoformat(),
+        "nodes": nodes,
+        "stale": sum(n["stale"] for n in nodes),
+        "forks": sum(forks.values()),
+        "warnings": {c: sum(n["warnings"][c] for n in nodes) for c in ("yellow", "red")},
+    }
+
+
+i18n.register(
+    {
+        "finding.report_mismatch": (
+            "{node_id} reported {field} = {reported} for the month; the entries give {computed}"
+            " (report #{report_seq}).",
+            "{node_id} 月报中 {field} 为 {reported}，"
+            "按日志重算为 {computed}（报表 #{report_seq}）。",
+        ),
+        "finding.missing_report": (
+            "{node_id} has not reported {period} (its log is held here up to #{held_seq}).",
+            "{node_id} 未报送 {period} 月报（本处持有其日志至 #{held_seq}）。",
+        ),
+        "finding.fork": (
+            "{node_id} wrote two different entries #{seq} (detected {detected_at}); its log is"
+            " frozen until an admin resolves it.",
+            "{node_id} 的第 {seq} 号条目存在两个不同版本（{detected_at} 发现），"
+            "日志已冻结，需管理员处理。",
+        ),
+        "finding.gap": (
+            "Part of {node_id}'s log is missing here (held up to #{held_here}).",
+            "本处缺少 {node_id} 的部分日志（仅持有至 #{held_here}）。",
+        ),
+        "finding.stale_node": (
+            "Nothing heard from {node_id} for {days} days (last {last_heard}).",
+            "{node_id} 已 {days} 天无消息（最近一次 {last_heard}）。",
+        ),
+        "finding.orphan_forward": (
+            "Case {case_id} was forwarded to {node_id} by {from} on {forwarded_at} and never"
+            " taken up ({days} days).",
+            "办件 {case_id} 于 {forwarded_at} 由 {from} 上报至 {node_id}，{days} 天仍未接收。",
+        ),
+        "finding.clock_skew": (
+            "{node_id}'s clock is off by {seconds} s ({how} at {at}).",
+            "{node_id} 的时钟偏差 {seconds} 秒（{how}，{at}）。",
+        ),
+        "finding.custody_violation": (
+            "{node_id} recorded {type} on case {case_id} (#{seq}, {at}) without holding it"
+            " (holder {holder}).",
+            "{node_id} 在未经办的情况下对办件 {case_id} 记录了 {type}"
+            "（#{seq}，{at}；经办节点 {holder}）。",
+        ),
+    }
+)

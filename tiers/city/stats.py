@@ -1,0 +1,182 @@
+"""Consolidated statistics (DESIGN §5, §7 `zhibao stats`): by node, tier, item or department.
+
+Every figure comes from `tiers.figures` (the one definition, in docs/statistics.md); this
+module only chooses the rows and renders them: JSON-ready dicts, a terminal table, CSV
+(UTF-8 with a byte-order mark, so Excel shows the Chinese) and XLSX (xlsxwriter).
+It runs on whatever logs the node holds: at the city, every log of the network.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+import xlsxwriter
+
+from sync import trust
+from sync.protocol import i18n
+from sync.protocol.errors import ReportError
+from sync.protocol.ids import tier_of
+from sync.store import Store
+from tiers.catalogue import tier_label, yuan_from_fen
+from tiers.figures import Facts, KeyOf, Period, derive, node_key, tally, total
+from tiers.published import list_items, work_calendar
+from tiers.reports import backfill, load_facts
+
+BY = ("node", "tier", "item", "department")
+FORMATS = ("table", "json", "csv", "xlsx")
+TOTAL_KEY = "total"
+
+# The columns of the table, CSV and XLSX, in order (JSON keys; labels via i18n "stats.col.*").
+COLUMNS = (
+    "key", "label", "received", "accepted", "completed", "completion_rate", "on_time", "early",
+    "overdue", "open_overdue", "on_time_rate", "avg_days", "speedup", "rated",
+    "satisfaction_rate", "complaints", "fees_assessed_fen", "fees_paid_fen",
+)  # fmt: skip
+RATES = frozenset({"completion_rate", "on_time_rate", "speedup", "satisfaction_rate"})
+MONEY = frozenset({"fees_assessed_fen", "fees_paid_fen"})
+_TIER_BY_LENGTH = {len(node_id): tier_of(node_id) for node_id in ("330782", "330782001",
+                                                                   "330782001001")}  # fmt: skip
+
+
+def _key_of(store: Store, by: str) -> tuple[KeyOf, Callable[[str], str]]:
+    """How a case maps to a row for `by`, and the row's human label."""
+    if by == "node":
+        names = {n["node_id"]: n["name"] for n in trust.enrolled_nodes(store)}
+        return node_key, lambda key: names.get(key, "")
+    if by == "tier":
+
+        def tier(f: Facts, role: str) -> str | None:
+            node = node_key(f, role)
+            return _TIER_BY_LENGTH.get(len(node)) if node is not None else None
+
+        return tier, tier_label
+    items = {item.code: item for item in list_items(store)}
+    if by == "item":
+        return (lambda f, role: f.item_code), lambda key: items[key].name if key in items else ""
+
+    def department(f: Facts, role: str) -> str | None:
+        item = items.get(f.item_code)
+        return item.department if item is not None else "?"
+
+    return department, lambda key: key
+
+
+def compute_stats(store: Store, period: Period, by: str, today: date) -> dict[str, Any]:
+    """`stats --json`: {"period", "by", "rows": [{"key", "label", figures…}], "total"}."""
+    if by not in BY:
+        raise ReportError("stats.bad_by", by=by, allowed=", ".join(BY))
+    backfill(store)
+    key_of, label = _key_of(store, by)
+    rows = tally(load_facts(store, period), period, work_calendar(store), today, key_of)
+    return {
+        "period": period.label,
+        "by": by,
+        "from": period.start.isoformat(),
+        "to": period.end.isoformat(),
+        "rows": [
+            {"key": key, "label": label(key), **derive(counts)}
+            for key, counts in sorted(rows.items())
+        ],
+        "total": {"key": TOTAL_KEY, "label": i18n.t("stats.total"), **derive(total(rows))},
+    }
+
+
+def _all_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*result["rows"], result["total"]]
+
+
+def headers() -> list[str]:
+    return [i18n.t("stats.col." + column) for column in COLUMNS]
+
+
+def _shown(column: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if column in RATES:
+        return f"{value * 100:.1f}%"
+    if column in MONEY:
+        return yuan_from_fen(value)
+    return str(value)
+
+
+def table_rows(result: dict[str, Any]) -> list[list[str]]:
+    """Rows for a terminal table (rates as percentages, money in yuan, `-` for undefined)."""
+    return [[_shown(c, row.get(c)) for c in COLUMNS] for row in _all_rows(result)]
+
+
+def to_csv(result: dict[str, Any]) -> bytes:
+    """CSV for Excel and for tools: a BOM, the JSON keys as header, numbers as numbers
+    (rates as fractions to 4 places, money in fen), empty cells where a rate is undefined."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["period", *COLUMNS])
+    for row in _all_rows(result):
+        writer.writerow(
+            [result["period"], *("" if row.get(c) is None else row[c] for c in COLUMNS)]
+        )
+    return b"\xef\xbb\xbf" + out.getvalue().encode("utf-8")
+
+
+def to_xlsx(result: dict[str, Any]) -> bytes:
+    """An XLSX workbook: one sheet named for the period, headers in the reader's language,
+    rates as percentages and money in yuan (number formats, so Excel can sum them)."""
+    buffer = io.BytesIO()
+    book = xlsxwriter.Workbook(buffer, {"in_memory": True})
+    sheet = book.add_worksheet(result["period"][:31])
+    bold = book.add_format({"bold": True})
+    percent = book.add_format({"num_format": "0.0%"})
+    money = book.add_format({"num_format": "#,##0.00"})
+    days = book.add_format({"num_format": "0.00"})
+    sheet.write_row(0, 0, headers(), bold)
+    for r, row in enumerate(_all_rows(result), start=1):
+        for c, column in enumerate(COLUMNS):
+            value = row.get(column)
+            if value is None:
+                sheet.write_blank(r, c, None)
+            elif column in RATES:
+                sheet.write_number(r, c, value, percent)
+            elif column in MONEY:
+                sheet.write_number(r, c, value / 100, money)
+            elif column == "avg_days":
+                sheet.write_number(r, c, value, days)
+            elif isinstance(value, int):
+                sheet.write_number(r, c, value)
+            else:
+                sheet.write_string(r, c, str(value))
+    sheet.freeze_panes(1, 2)
+    sheet.set_column(0, 0, 14)
+    sheet.set_column(1, 1, 24)
+    sheet.set_column(2, len(COLUMNS) - 1, 10)
+    book.close()
+    return buffer.getvalue()
+
+
+_COLUMN_LABELS = {
+    "key": ("key", "编码"), "label": ("name", "名称"), "received": ("received", "收件量"),
+    "accepted": ("accepted", "受理量"), "completed": ("completed", "办结量"),
+    "completion_rate": ("completion rate", "办结率"), "on_time": ("on time", "按时办结"),
+    "early": ("early", "提前办结"), "overdue": ("overdue", "超期办结"),
+    "open_overdue": ("open overdue", "在办超期"), "on_time_rate": ("on-time rate", "按时办结率"),
+    "avg_days": ("avg days", "平均办结天数"), "speedup": ("speed-up", "提速率"),
+    "rated": ("rated", "评价数"), "satisfaction_rate": ("satisfaction", "满意率"),
+    "complaints": ("complaints", "差评数"),
+    "fees_assessed_fen": ("fees assessed (yuan)", "核定收费（元）"),
+    "fees_paid_fen": ("fees paid (yuan)", "实缴费用（元）"),
+}  # fmt: skip
+i18n.register(
+    {f"stats.col.{k}": v for k, v in _COLUMN_LABELS.items()}
+    | {
+        "stats.total": ("total", "合计"),
+        "stats.bad_by": (
+            "--by must be one of {allowed}, not {by}.", "--by 须为 {allowed} 之一，不能是 {by}。"
+        ),
+        "stats.title": (
+            "Statistics for {period} ({start} to {end}), by {by}",
+            "{period} 统计（{start} 至 {end}），按 {by}",
+        ),
+    }
+)  # fmt: skip
