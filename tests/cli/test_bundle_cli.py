@@ -81,8 +81,10 @@ def homes(tmp_path: Path) -> Homes:
 def test_bundle_cli_round_trip_up_and_down(homes: Homes) -> None:
     h, stick = homes, homes.base / "stick"
     stick.mkdir()
+    city_head = ok_json(h.city, "status")["heads"][CITY]
+    assert ok_json(h.town, "status")["heads"].get(CITY, 0) == 0
     said = carry(h.city, h.town, TOWN, stick / "city-town.zb", "--seal")
-    assert "Imported 16 new entries from 330782" in said
+    assert f"Imported {city_head} new entries from 330782 " in said
     again = ok(h.town, "bundle", "import", str(stick / "city-town.zb"))
     assert again.startswith("Already imported")
     carry(h.town, h.village, VILLAGE, stick / "town-village.zb", "--seal")

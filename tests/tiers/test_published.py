@@ -100,8 +100,9 @@ def test_publish_items_shared_catalogue_publishes_fifteen(
     make_node: NodeFactory, shared_items: list[CatalogueItem]
 ) -> None:
     city = make_node(CITY)
+    before = head(city)
     assert publish_items(city, shared_items) == ImportResult(15, 0, 0)
-    assert head(city) == 15
+    assert head(city) == before + 15
     assert list_items(city.store) == sorted(shared_items, key=lambda item: item.code)
     fee = get_item(city.store, "330782-WS-001")
     assert fee is not None and fee.fee_fen == 4500
@@ -113,8 +114,9 @@ def test_publish_items_reimport_appends_nothing(
 ) -> None:
     city = make_node(CITY)
     publish_items(city, shared_items)
+    published = head(city)
     assert publish_items(city, shared_items) == ImportResult(0, 0, 15)
-    assert head(city) == 15
+    assert head(city) == published
 
 
 def test_publish_items_changed_item_appends_one(
@@ -122,11 +124,12 @@ def test_publish_items_changed_item_appends_one(
 ) -> None:
     city = make_node(CITY)
     publish_items(city, shared_items)
+    published = head(city)
     changed = [dataclasses.replace(i, fee_fen=5000) if i.code == "330782-WS-001" else i
                for i in shared_items]  # fmt: skip
     assert publish_items(city, changed, at="2025-10-10") == ImportResult(0, 1, 14)
-    assert head(city) == 16
-    assert city.store.entry(CITY, 16).fields()["at"] == "2025-10-10T09:00:00+08:00"  # type: ignore[union-attr]
+    assert head(city) == published + 1
+    assert city.store.entry(CITY, published + 1).fields()["at"] == "2025-10-10T09:00:00+08:00"  # type: ignore[union-attr]
     item = get_item(city.store, "330782-WS-001")
     assert item is not None and item.fee_fen == 5000
 
@@ -135,10 +138,11 @@ def test_publish_items_appends_all_or_nothing(
     make_node: NodeFactory, shared_items: list[CatalogueItem]
 ) -> None:
     city = make_node(CITY)
+    before = head(city)
     too_big = dataclasses.replace(shared_items[1], materials=("材料" * 10,) * 1000)
     with pytest.raises(EntryError):
         publish_items(city, [shared_items[0], too_big])
-    assert head(city) == 0
+    assert head(city) == before
     assert list_items(city.store) == []
 
 
@@ -173,14 +177,16 @@ def test_published_later_seq_wins_when_a_partial_log_arrives_out_of_order(
 ) -> None:
     city, town = make_node(CITY), make_node(TOWN)
     publish_items(city, shared_items[:1])
+    first = head(city)
     publish_items(city, [renamed(shared_items[0], "（新）")])
-    newer, older = city.store.entry(CITY, 2), city.store.entry(CITY, 1)
+    newer, older = city.store.entry(CITY, first + 1), city.store.entry(CITY, first)
     assert newer is not None and older is not None
+    assert (newer.type, older.type) == (CATALOGUE_ITEM, CATALOGUE_ITEM)
     with town.store.transaction():
         for entry in (newer, older):
             town.store.insert([entry], [entry.fields()], "2025-10-09T10:00:00+08:00", whole=False)
     assert [(p.item.name, p.seq) for p in list_published(town.store)] == [
-        (shared_items[0].name + "（新）", 2)
+        (shared_items[0].name + "（新）", first + 1)
     ]
 
 
@@ -188,13 +194,18 @@ def test_published_entries_flow_down_to_nodes_below(
     make_node: NodeFactory, shared_items: list[CatalogueItem]
 ) -> None:
     city = make_node(CITY)
+    before = head(city)
     publish_items(city, shared_items[:2])
     publish_calendar(city, CalendarOverrides({2027: ARRANGEMENT_2027}))
     entries, more = select_for(city.store, TOWN, {}, 100)
-    assert [(e.origin, e.seq, e.type) for e in entries] == [
-        (CITY, 1, CATALOGUE_ITEM),
-        (CITY, 2, CATALOGUE_ITEM),
-        (CITY, 3, CALENDAR_OVERRIDE),
+    sent = [(e.origin, e.seq, e.type) for e in entries]
+    assert sent[:before] == [
+        (CITY, e.seq, e.type) for e in city.store.entries(CITY, through=before)
+    ]
+    assert sent[before:] == [
+        (CITY, before + 1, CATALOGUE_ITEM),
+        (CITY, before + 2, CATALOGUE_ITEM),
+        (CITY, before + 3, CALENDAR_OVERRIDE),
     ]
     assert not more
 
@@ -249,9 +260,10 @@ def test_catalogue_item_body_check_refuses_malformed(
         parse_envelope(raw)
     assert caught.value.reason_key == "entry.schema"
     city = make_node(CITY)
+    before = head(city)
     with pytest.raises(EntryError):
         city.append(CATALOGUE_ITEM, _body(shared_items[0], **changes))
-    assert head(city) == 0
+    assert head(city) == before
 
 
 @pytest.mark.parametrize(
@@ -272,9 +284,10 @@ def test_calendar_override_body_check_refuses_malformed(body: dict[str, Any]) ->
 
 def test_work_calendar_override_makes_2027_known(make_node: NodeFactory) -> None:
     city = make_node(CITY)
+    before = head(city)
     assert not work_calendar(city.store).is_known(D("2027-03-01"))
     result = publish_calendar(city, CalendarOverrides({2027: ARRANGEMENT_2027}))
-    assert result.seq == 1 and result.years == (2027,)
+    assert result.seq == before + 1 and result.years == (2027,)
     calendar = work_calendar(city.store)
     assert calendar.is_known(D("2027-03-01"))
     assert not calendar.is_workday(D("2027-02-08"))  # a Monday off
@@ -293,14 +306,16 @@ def test_work_calendar_is_reused_until_overrides_change(make_node: NodeFactory) 
 
 def test_publish_calendar_twice_appends_nothing_and_merges_days(make_node: NodeFactory) -> None:
     city = make_node(CITY)
+    before = head(city)
     overrides = CalendarOverrides({2027: ARRANGEMENT_2027}, {D("2026-06-01"): False})
-    publish_calendar(city, overrides)
+    assert publish_calendar(city, overrides).seq == before + 1
     assert publish_calendar(city, overrides).seq is None
-    assert head(city) == 1
+    assert head(city) == before + 1
     publish_calendar(city, CalendarOverrides(days={D("2026-06-02"): False}))
     state = calendar_state(city.store)
     assert state.overrides.days == {D("2026-06-01"): False, D("2026-06-02"): False}
-    assert state.years[2027].seq == 1 and state.days[D("2026-06-02")].seq == 2
+    assert state.years[2027].seq == before + 1
+    assert state.days[D("2026-06-02")].seq == before + 2
 
 
 @pytest.mark.parametrize("city_first", [pytest.param(True, id="city-first"),
