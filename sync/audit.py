@@ -45,6 +45,11 @@ def _problem(report: AuditReport, origin: str, seq: int, kind: str, **detail: An
 
 def verify_log(store: Store, origin: str | None = None) -> AuditReport:
     """Check every entry held (or one origin's); never stops at the first problem."""
+    with store.snapshot():
+        return _verify(store, origin)
+
+
+def _verify(store: Store, origin: str | None) -> AuditReport:
     report = AuditReport()
     origins = [origin] if origin else sorted(store.heads())
     for current in origins:

@@ -169,7 +169,14 @@ def import_bundle(node: Node, data: bytes) -> Imported:
     stamp = node.clock.stamp()
     try:
         with node.store.transaction():
-            result = ingest(node.store, runs, me=me, sender=bundle.sender, received_at=stamp)
+            result = ingest(
+                node.store,
+                runs,
+                me=me,
+                sender=bundle.sender,
+                received_at=stamp,
+                authenticated=True,  # the bundle's signature is checked below, same transaction
+            )
             # The sender's key may have arrived in this very bundle (a first bundle from a
             # parent): check the signature now, and roll everything back if it fails.
             if not (signed_before or _authentic(node, bundle)):

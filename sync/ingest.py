@@ -96,7 +96,9 @@ def _fork(
     return True
 
 
-def _ingest_whole(store: Store, run: Run, key: bytes, result: IngestResult, at: str) -> None:
+def _ingest_whole(
+    store: Store, run: Run, key: bytes, result: IngestResult, at: str, authenticated: bool
+) -> None:
     head_seq, head_hash = store.head(run.origin)
     fresh = run.items
     if run.first <= head_seq:
@@ -116,15 +118,17 @@ def _ingest_whole(store: Store, run: Run, key: bytes, result: IngestResult, at: 
         fresh = run.items[overlap:]
     if not fresh:
         return
-    # Every signature, not just the tip's: the tip proves the bytes below it, but each stored
-    # (raw, sig) pair must verify on its own (log verify, bundles, relays check them singly).
+    # When the sender signed these very bytes (a push request, a bundle), nothing on the way
+    # can have changed them, and the tip's signature proves every entry below it: one Ed25519
+    # check per run. Bytes nobody signed in transit (a restore's pull answer) could carry a
+    # signature flipped on the line, so there every stored (raw, sig) pair is checked.
     checked = verify_run(
         run.origin,
         fresh,
         head_seq=head_seq,
         head_hash=head_hash,
         public_key=key,
-        check_every_signature=True,
+        check_every_signature=not authenticated,
     )
     if checked.accepted:
         store.insert(checked.accepted, checked.parsed, at)
@@ -163,9 +167,19 @@ def _ingest_part(store: Store, run: Run, key: bytes, result: IngestResult, at: s
 
 
 def ingest(
-    store: Store, runs: list[Run], *, me: str, sender: str, received_at: str
+    store: Store,
+    runs: list[Run],
+    *,
+    me: str,
+    sender: str,
+    received_at: str,
+    authenticated: bool = False,
 ) -> IngestResult:
     """Verify and apply `runs` sent by `sender` to node `me`, in one transaction.
+
+    `authenticated`: the batch's bytes carry the sender's signature (a signed push request,
+    a bundle whose signature is checked in the same transaction), so a valid signature on
+    the last entry of each run vouches for the run; otherwise every signature is checked.
 
     A child may send only logs of its own subtree; anything else sent from below is
     refused. Runs are taken in tier order (city, town, village) so an enrolment arrives
@@ -197,7 +211,7 @@ def ingest(
                 )
                 continue
             if whole:
-                _ingest_whole(store, run, key, result, received_at)
+                _ingest_whole(store, run, key, result, received_at, authenticated)
             else:
                 _ingest_part(store, run, key, result, received_at)
             if (

@@ -76,6 +76,11 @@ class Extension(Protocol):
 
 
 def _translate(exc: apsw.Error) -> StoreError:
+    cause: BaseException | None = exc
+    while cause is not None:  # SQLite rolls back by itself on SQLITE_FULL; apsw's own
+        if isinstance(cause, apsw.FullError):  # rollback then fails with another error
+            return DiskFullError("store.full")
+        cause = cause.__context__
     if isinstance(exc, apsw.FullError):
         return DiskFullError("store.full")
     if isinstance(exc, apsw.ConstraintError):
@@ -129,6 +134,18 @@ class Store:
                     self._depth -= 1
         except apsw.Error as exc:
             raise _translate(exc) from exc
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads that all see one state of the database, even while another process writes."""
+        try:
+            self.conn.execute("BEGIN")
+        except apsw.Error as exc:
+            raise _translate(exc) from exc
+        try:
+            yield
+        finally:
+            self.conn.execute("END")
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         try:
