@@ -198,8 +198,3 @@ def restore_command(url: str | None, force: bool, home: Path | None, as_json: bo
     click.echo(
         i18n.t("restore.done", node_id=node_id, peer=summary.peer, pulled=summary.pulled, seq=seq)
     )
-
-
-def register(group: click.Group) -> None:
-    group.add_command(bundle_group)
-    group.add_command(restore_command)

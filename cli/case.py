@@ -353,7 +353,3 @@ def list_command(status: str | None, warning: str | None, home: Path | None,
         for c in cases
     ]  # fmt: skip
     print_table(i18n.t("cli.case.list_headers").split("|"), rows)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(case_group)

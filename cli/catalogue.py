@@ -268,8 +268,3 @@ def _show_year(home: Path | None, year: int, as_json: bool) -> None:
             click.echo(
                 f"  {d}  " + i18n.t("cli.calendar.working" if working else "cli.calendar.rest")
             )
-
-
-def register(group: click.Group) -> None:
-    group.add_command(catalogue_group)
-    group.add_command(calendar_group)

@@ -13,11 +13,13 @@ from cli.common import print_json
 
 @click.command("demo")
 @click.option(
+    "--home",
     "--dir",
     "where",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where to build the city (default: a fresh temporary directory, removed after).",
+    help="Where to build the demo city and keep it (default: a temporary directory, removed "
+    "after). Not read from $ZHIBAO_HOME.",
 )
 @click.option(
     "--catalogue",
@@ -45,7 +47,3 @@ def demo_command(where: Path | None, catalogue: Path | None, seed: int, as_json:
         print_json(summary)
     if summary["problems"]:
         raise SystemExit(1)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(demo_command)

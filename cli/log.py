@@ -82,7 +82,3 @@ def verify_command(origin: str | None, home: Path | None, as_json: bool) -> None
             click.echo(f"  {p['origin']}#{p['seq']}: {p['detail']}")
     if not report.ok:
         raise SystemExit(1)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(log_group)

@@ -1,16 +1,38 @@
-"""The `zhibao` command: one place turns every project error into one line and exit 1."""
+"""The `zhibao` command: one place turns every project error into one line and exit 1.
+
+Commands load lazily (click's documented LazyGroup pattern): a clerk's `case accept` does
+not pay for importing the HTTP server, the bundle code or the spreadsheet writer.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
 import click
 
-from cli import bundle, case, catalogue, demo, log, node, report
-from cli import sync as sync_commands
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
+
+# The command line of DESIGN §7 (a stable interface): name → "module:object".
+COMMANDS = {
+    "init": "cli.node:init_command",
+    "node": "cli.node:node_group",
+    "log": "cli.log:log_group",
+    "catalogue": "cli.catalogue:catalogue_group",
+    "calendar": "cli.catalogue:calendar_group",
+    "case": "cli.case:case_group",
+    "serve": "cli.sync:serve_command",
+    "sync": "cli.sync:sync_command",
+    "status": "cli.sync:status_command",
+    "bundle": "cli.bundle:bundle_group",
+    "restore": "cli.bundle:restore_command",
+    "report": "cli.report:report_group",
+    "stats": "cli.report:stats_command",
+    "reconcile": "cli.report:reconcile_command",
+    "demo": "cli.demo:demo_command",
+}
 
 i18n.register(
     {
@@ -26,14 +48,29 @@ i18n.register(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when they are run (or listed)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, name = target.split(":")
+        command = getattr(importlib.import_module(module), name)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="zhibao")
 def cli() -> None:
     """zhibao (直报): signed, replicated case logs for the city's service network."""
-
-
-for module in (node, log, catalogue, sync_commands, case, demo, bundle, report):
-    module.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,9 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if os.environ.get("ZHIBAO_DEBUG"):
             raise
-        click.echo(
-            "zhibao: " + i18n.t("cli.internal", detail=f"{type(exc).__name__}: {exc}"), err=True
-        )
+        detail = f"{type(exc).__name__}: {exc}"
+        click.echo("zhibao: " + i18n.t("cli.internal", detail=detail), err=True)
         sys.exit(1)
     sys.exit(0)
 

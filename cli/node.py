@@ -126,8 +126,3 @@ def enroll_command(
         print_json({"node_id": node_id, "seq": entry.seq, **body})
     else:
         click.echo(i18n.t("node.enrolled", node_id=node_id, name=name, seq=entry.seq))
-
-
-def register(group: click.Group) -> None:
-    group.add_command(init_command)
-    group.add_command(node_group)

@@ -12,7 +12,7 @@ import click
 from cli.common import home_option, json_option, node_at, print_json
 from sync.node import resolve_home
 from sync.protocol import i18n
-from sync.protocol.errors import HomeError, SyncError
+from sync.protocol.errors import HomeError
 from sync.status import node_status
 from tiers.node import open_home
 
@@ -160,11 +160,3 @@ def status_command(home: Path | None, as_json: bool) -> None:
         )
     for fork in info["forks"]:
         click.echo(f"FORK {fork['origin']}#{fork['seq']} detected {fork['detected_at']}")
-
-
-def register(group: click.Group) -> None:
-    for command in (serve_command, sync_command, status_command):
-        group.add_command(command)
-
-
-__all__ = ["SyncError", "register"]

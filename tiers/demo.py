@@ -19,7 +19,7 @@ from typing import Any
 from sync.audit import verify_log
 from sync.node import Node
 from sync.protocol import i18n
-from sync.protocol.errors import SyncError
+from sync.protocol.errors import HomeError, SyncError
 from sync.round import sync_round
 from sync.service import ServerThread
 from sync.testing.proxy import FaultProxy, Schedule
@@ -221,8 +221,13 @@ def town_day(node: Node, n0: int) -> list[str]:
 
 def run(root: Path, catalogue: bytes, say: Say, *, seed: int = 7) -> dict[str, Any]:
     """Build the city, run the story, sync everything, verify; returns the city's counts."""
-    if root.exists():
-        shutil.rmtree(root)
+    marker = root / ".zhibao-demo"
+    if root.exists() and any(root.iterdir()):
+        if not marker.exists():
+            raise HomeError("demo.not_empty", home=str(root))
+        shutil.rmtree(root)  # a previous demo city, rebuilt from scratch
+    root.mkdir(parents=True, exist_ok=True)
+    marker.write_text("built by `zhibao demo`; safe to delete\n", "utf-8")
     city = build(root, catalogue, say)
     try:
         for node_id, _ in [CITY, *TOWNS]:
@@ -313,6 +318,10 @@ def _summary(city: City, say: Say) -> dict[str, Any]:
 
 i18n.register(
     {
+        "demo.not_empty": (
+            "{home} is not empty and not a demo city: choose an empty or new directory.",
+            "{home} 不是空目录，也不是演示城市：请换一个空目录或新目录。",
+        ),
         "demo.catalogue": (
             "City published the catalogue: {count} service items.",
             "市中心发布事项目录：{count} 项。",

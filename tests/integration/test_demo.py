@@ -1,0 +1,58 @@
+"""`zhibao demo` builds a whole city on loopback and every node's log verifies."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_runs_a_whole_city(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "cli.main", "demo", "--home", str(tmp_path / "city"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "ZHIBAO_LANG": "en"},
+    )
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout[run.stdout.index("{\n") :])
+    assert summary["problems"] == 0
+    assert set(summary["entries"]) == {
+        "330782",
+        "330782001",
+        "330782002",
+        "330782001201",
+        "330782001202",
+        "330782002201",
+    }
+    assert summary["statuses"]["delivered"] >= 3  # the three villages' forwarded cases
+    assert {"rejected", "withdrawn", "completed"} <= set(summary["statuses"])
+    assert "USB stick" in run.stdout
+    again = subprocess.run(  # a previous demo city is rebuilt, not refused
+        [sys.executable, "-m", "cli.main", "demo", "--home", str(tmp_path / "city"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+
+
+def test_demo_refuses_a_directory_that_is_not_a_demo_city(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    run = subprocess.run(
+        [sys.executable, "-m", "cli.main", "demo", "--home", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 1
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
