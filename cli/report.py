@@ -193,8 +193,3 @@ def reconcile_command(
                 [[f["kind"], f["node_id"], f["detail"]] for f in findings])  # fmt: skip
     click.echo(i18n.t("cli.reconcile.summary", period=result["period"], count=len(findings),
                       reports=result["reports"]))  # fmt: skip
-
-
-def register(group: click.Group) -> None:
-    for command in (report_group, stats_command, reconcile_command):
-        group.add_command(command)

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli.common import home_option, json_option, node_at, print_json
+from cli.common import home_option, json_option, node_at, print_json, print_table
+from sync import trust
 from sync.node import resolve_home
 from sync.protocol import i18n
 from sync.protocol.errors import HomeError
@@ -35,7 +36,7 @@ i18n.register(
             "link problem: {error}; retrying in {seconds:.0f} s",
             "连接问题：{error}；{seconds:.0f} 秒后重试",
         ),
-        "status.line": ("{key:<16} {value}", "{key:<16} {value}"),
+        "status.network": ("network:", "网络状况："),
     }
 )
 
@@ -147,6 +148,10 @@ def status_command(home: Path | None, as_json: bool) -> None:
     """This node's heads, what the parent acknowledged, forks and last sync."""
     with node_at(home) as node:
         info = node_status(node)
+        if trust.children(node.store, node.node_id):
+            from tiers.city.reconcile import network_health
+
+            info["network"] = network_health(node)
     if as_json:
         print_json(info)
         return
@@ -160,3 +165,32 @@ def status_command(home: Path | None, as_json: bool) -> None:
         )
     for fork in info["forks"]:
         click.echo(f"FORK {fork['origin']}#{fork['seq']} detected {fork['detected_at']}")
+    network = info.get("network")
+    if network:
+        click.echo(i18n.t("status.network"))
+        print_table(
+            [
+                "node",
+                "name",
+                "last heard",
+                "entries",
+                "lag s",
+                "forwards in/out",
+                "forks",
+                "yellow/red",
+            ],
+            [
+                [
+                    n["node_id"],
+                    n["name"],
+                    n["last_heard"] or "-",
+                    n["entries_held"],
+                    n["lag_seconds"] if n["lag_seconds"] is not None else "-",
+                    f"{n['open_forwards_in']}/{n['open_forwards_out']}",
+                    n["forks"],
+                    f"{n['warnings']['yellow']}/{n['warnings']['red']}"
+                    + (" STALE" if n["stale"] else ""),
+                ]
+                for n in network["nodes"]
+            ],
+        )

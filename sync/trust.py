@@ -121,6 +121,12 @@ def seal_key(store: Store, node_id: str) -> bytes | None:
     return rows[0][0] if rows else None
 
 
+def children(store: Store, node_id: str) -> list[str]:
+    """Ids of the nodes enrolled directly below `node_id`."""
+    rows = store.query("SELECT node_id FROM nodes WHERE parent_id = ? ORDER BY node_id", (node_id,))
+    return [r[0] for r in rows]
+
+
 def enrolled_nodes(store: Store) -> list[dict[str, Any]]:
     rows = store.query(
         "SELECT node_id, tier, name, parent_id, public_key, seal_key, enrolled_by, enrolled_at "

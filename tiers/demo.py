@@ -26,8 +26,12 @@ from sync.testing.proxy import FaultProxy, Schedule
 from tiers.cases import service as case
 from tiers.cases.service import Applicant
 from tiers.catalogue import parse_catalogue
+from tiers.city.reconcile import reconcile
+from tiers.city.stats import compute_stats
+from tiers.figures import parse_period
 from tiers.node import create_home, open_home
 from tiers.published import publish_items
+from tiers.reports import submit_monthly
 
 Say = Callable[[str], None]
 
@@ -38,6 +42,7 @@ VILLAGES = [
     ("330782001202", "江东村便民服务室", "flaky"),
     ("330782002201", "五星村便民服务室", "usb"),
 ]
+PERIOD = "2025-10"
 PEOPLE = ["王建国", "李秀英", "张伟", "刘芳", "陈静", "杨磊", "赵敏", "黄强", "周丽", "吴刚"]
 
 
@@ -288,6 +293,11 @@ def _story(city: City, say: Say) -> dict[str, Any]:
             case.deliver(village, cid, "window", at="2025-10-20T10:00:00+08:00")
             case.rate(village, cid, 1 + n % 2, comment="办事方便", at="2025-10-20T10:05:00+08:00")
     say(i18n.t("demo.delivered", count=len(VILLAGES)))
+    sync_all(city, say)  # a town reports once its villages' deliveries and ratings are in
+    for node_id in [t for t, _ in TOWNS] + [v for v, _, _ in VILLAGES]:
+        with city.open(node_id) as centre:
+            submit_monthly(centre, PERIOD)
+    say(i18n.t("demo.reports", period=PERIOD))
     sync_all(city, say)
     return _summary(city, say)
 
@@ -307,6 +317,29 @@ def _summary(city: City, say: Say) -> dict[str, Any]:
     for origin, count in rows:
         say(f"  {origin:<14} {count:>5}")
     say(i18n.t("demo.statuses", statuses=", ".join(f"{k} {v}" for k, v in statuses.items())))
+    with city.open(CITY[0]) as top:
+        figures = compute_stats(top.store, parse_period(PERIOD), "node", top.clock.now().date())
+        findings = reconcile(top, PERIOD)["findings"]
+    t = figures["total"]
+    say(
+        i18n.t(
+            "demo.stats",
+            period=PERIOD,
+            accepted=t["accepted"],
+            completed=t["completed"],
+            on_time=t["on_time"],
+            overdue=t["overdue"],
+            rated=t["rated"],
+            satisfaction=t["satisfaction_rate"],
+        )
+    )
+    say(
+        i18n.t(
+            "demo.reconciled",
+            findings=len(findings),
+            kinds=", ".join(sorted({f["kind"] for f in findings})) or "-",
+        )
+    )
     say(i18n.t("demo.verified", nodes=len(city.homes), problems=problems, retries=city.retries))
     return {
         "entries": dict(rows),
@@ -318,6 +351,20 @@ def _summary(city: City, say: Say) -> dict[str, Any]:
 
 i18n.register(
     {
+        "demo.reports": (
+            "Every town and village signed its {period} monthly report (办件月报表).",
+            "各镇、村已签发 {period} 办件月报表。",
+        ),
+        "demo.stats": (
+            "City, {period}: accepted {accepted}, completed {completed}, on time {on_time}, "
+            "overdue {overdue}, rated {rated}, satisfaction {satisfaction}.",
+            "市中心 {period}：受理 {accepted}，办结 {completed}，按时 {on_time}，超期 {overdue}，"
+            "评价 {rated}，满意率 {satisfaction}。",
+        ),
+        "demo.reconciled": (
+            "Reconciliation against the reports: {findings} finding(s) ({kinds}).",
+            "与月报核对：{findings} 项发现（{kinds}）。",
+        ),
         "demo.not_empty": (
             "{home} is not empty and not a demo city: choose an empty or new directory.",
             "{home} 不是空目录，也不是演示城市：请换一个空目录或新目录。",

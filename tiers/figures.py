@@ -223,12 +223,15 @@ class _Deadlines:
 
     def __init__(self, cal: WorkCalendar) -> None:
         self.cal = cal
-        self._plain: dict[tuple[str, int], date] = {}
+        self._due: dict[tuple[str, int], date] = {}
+        self._used: dict[tuple[str, str], int] = {}
 
     def due(self, f: Facts, as_of: str | None = None) -> date | None:
         """The deadline as known at the close of `as_of` (None: with every event)."""
         assert f.accepted_on is not None and f.promised_days is not None
-        days = f.promised_days + sum(n for d, n in f.extensions if as_of is None or d <= as_of)
+        days = f.promised_days
+        if f.extensions:
+            days += sum(n for d, n in f.extensions if as_of is None or d <= as_of)
         pauses = [
             Pause(date.fromisoformat(s), date.fromisoformat(end) if end else None)
             for s, end in f.pauses
@@ -236,21 +239,26 @@ class _Deadlines:
         ]
         if as_of is not None:
             pauses = [p if p.end and p.end.isoformat() <= as_of else Pause(p.start) for p in pauses]
-        if not pauses:
-            key = (f.accepted_on, days)
-            if key not in self._plain:
-                self._plain[key] = self.cal.add_workdays(date.fromisoformat(f.accepted_on), days)[0]
-            return self._plain[key]
-        return compute_deadline(self.cal, date.fromisoformat(f.accepted_on), days, pauses).due
+        if pauses:
+            return compute_deadline(self.cal, date.fromisoformat(f.accepted_on), days, pauses).due
+        key = (f.accepted_on, days)
+        if key not in self._due:
+            self._due[key] = self.cal.add_workdays(date.fromisoformat(f.accepted_on), days)[0]
+        return self._due[key]
 
     def used(self, f: Facts) -> int:
         assert f.accepted_on is not None and f.completed_on is not None
-        pauses = [
-            Pause(date.fromisoformat(s), date.fromisoformat(end) if end else None)
-            for s, end in f.pauses
-        ]
         accepted, done = date.fromisoformat(f.accepted_on), date.fromisoformat(f.completed_on)
-        return workdays_used(self.cal, accepted, done, pauses)[0]
+        if f.pauses:
+            pauses = [
+                Pause(date.fromisoformat(s), date.fromisoformat(end) if end else None)
+                for s, end in f.pauses
+            ]
+            return workdays_used(self.cal, accepted, done, pauses)[0]
+        key = (f.accepted_on, f.completed_on)
+        if key not in self._used:
+            self._used[key] = workdays_used(self.cal, accepted, done)[0]
+        return self._used[key]
 
 
 def judged_as_of(period: Period, today: date) -> str:

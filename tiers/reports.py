@@ -291,7 +291,8 @@ def _advance(store: Store, case_id: str, fresh: list[tuple[str, str, dict[str, A
     done = _day(completed)
     facts = Facts(
         case_id, origin, by, item, local_date(received).isoformat(), _day(accepted), promised,
-        done, done or _day(closed), tuple((_day(a), _day(b)) for a, b in json.loads(pauses)),
+        done, done or _day(closed),
+        tuple((local_date(a).isoformat(), _day(b)) for a, b in json.loads(pauses)),
         tuple(added), rating, rated_on, fee, fee_on, paid_fen, paid_on,
     )  # fmt: skip
     store.execute(_UPSERT, (*_row(facts), held))

@@ -34,6 +34,8 @@ def test_demo_runs_a_whole_city(tmp_path: Path) -> None:
     assert summary["statuses"]["delivered"] >= 3  # the three villages' forwarded cases
     assert {"rejected", "withdrawn", "completed"} <= set(summary["statuses"])
     assert "USB stick" in run.stdout
+    assert summary["findings"] == []  # every centre reported, and the reports reconcile
+    assert summary["stats"]["accepted"] == 21 and summary["stats"]["rated"] == 11
     again = subprocess.run(  # a previous demo city is rebuilt, not refused
         [sys.executable, "-m", "cli.main", "demo", "--home", str(tmp_path / "city"), "--json"],
         capture_output=True,

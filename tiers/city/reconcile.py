@@ -380,8 +380,8 @@ i18n.register(
             "办件 {case_id} 于 {forwarded_at} 由 {from} 上报至 {node_id}，{days} 天仍未接收。",
         ),
         "finding.clock_skew": (
-            "{node_id}'s clock is off by {seconds} s ({how} at {at}).",
-            "{node_id} 的时钟偏差 {seconds} 秒（{how}，{at}）。",
+            "{node_id}'s clock is off by {seconds} s (at {at}).",
+            "{node_id} 的时钟偏差 {seconds} 秒（{at}）。",
         ),
         "finding.custody_violation": (
             "{node_id} recorded {type} on case {case_id} (#{seq}, {at}) without holding it"

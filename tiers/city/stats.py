@@ -50,7 +50,7 @@ def _key_of(store: Store, by: str) -> tuple[KeyOf, Callable[[str], str]]:
     if by == "tier":
 
         def tier(f: Facts, role: str) -> str | None:
-            node = node_key(f, role)
+            node = f.origin if role == "received" else f.node
             return _TIER_BY_LENGTH.get(len(node)) if node is not None else None
 
         return tier, tier_label
