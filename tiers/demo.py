@@ -346,6 +346,8 @@ def _summary(city: City, say: Say) -> dict[str, Any]:
         "statuses": statuses,
         "problems": problems,
         "retries": city.retries,
+        "stats": t,
+        "findings": findings,
     }
 
 

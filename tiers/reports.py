@@ -184,14 +184,18 @@ _UPSERT = (
 )
 
 
+_PAUSES, _EXTENSIONS = FACT_COLUMNS.index("pauses"), FACT_COLUMNS.index("extensions")
+
+
+def _pairs_text(pairs: tuple[Any, ...]) -> str:
+    return json.dumps(pairs) if pairs else "[]"
+
+
 def _row(f: Facts) -> tuple[Any, ...]:
     values = [getattr(f, name) for name in FACT_COLUMNS]
-    values[FACT_COLUMNS.index("pauses")] = json.dumps(f.pauses)
-    values[FACT_COLUMNS.index("extensions")] = json.dumps(f.extensions)
+    values[_PAUSES] = _pairs_text(f.pauses)
+    values[_EXTENSIONS] = _pairs_text(f.extensions)
     return tuple(values)
-
-
-_PAUSES, _EXTENSIONS = FACT_COLUMNS.index("pauses"), FACT_COLUMNS.index("extensions")
 
 
 def _pairs(text: str) -> tuple[Any, ...]:
@@ -252,32 +256,50 @@ def _day(stamp: str | None) -> str | None:
 _ONCE = (e.RATED, e.FEE_ASSESSED, e.FEE_PAID)
 
 
-def _advance(store: Store, case_id: str, fresh: list[tuple[str, str, dict[str, Any]]]) -> bool:
-    """Bring one case's facts up to date without refolding it: from the `cases` row the case
-    projection has just written (it flushes first) and the fresh events' own dates.
+_FACT_SOURCES = (
+    "SELECT c.case_id, c.origin, c.accepted_by, c.item_code, c.received_at, c.accepted_at, "
+    "c.promised_days, c.completed_at, c.closed_at, c.pauses, c.rating, c.fee_fen, c.held, "
+    "c.waiting, c.violations, f.events, f.extensions, f.rated_on, f.fee_on, f.paid_fen, "
+    "f.paid_on FROM cases c LEFT JOIN case_figures f USING (case_id) "
+    "WHERE c.case_id IN (SELECT value FROM json_each(?))"
+)
+
+
+def _advance(store: Store, fresh: dict[str, list[tuple[str, str, dict[str, Any]]]]) -> set[str]:
+    """Bring each case's facts up to date without refolding it: from the `cases` row the case
+    projection has just written (it flushes first) and the fresh events' own dates; the
+    cases this could not do, for the caller to refold.
 
     Exact, not a guess: only when the stored facts account for every event held but the
     fresh ones (the counts prove it; an event that waited is never counted as accounted
-    for) and all of them took effect (none waits, none was refused); else False and the
-    caller refolds the case, as `facts_of` on its fold would give.
+    for) and all of them took effect (none waits, none was refused); else the caller
+    refolds the case, as `facts_of` on its fold would give.
     """
-    rows = store.query(
-        "SELECT c.origin, c.accepted_by, c.item_code, c.received_at, c.accepted_at, "
-        "c.promised_days, c.completed_at, c.closed_at, c.pauses, c.rating, c.fee_fen, c.held, "
-        "c.waiting, c.violations, f.events, f.extensions, f.rated_on, f.fee_on, f.paid_fen, "
-        "f.paid_on FROM cases c LEFT JOIN case_figures f USING (case_id) WHERE c.case_id = ?",
-        (case_id,),
-    )
-    if not rows:
-        return False
-    (origin, by, item, received, accepted, promised, completed, closed, pauses, rating, fee,
-     held, waiting, violations, known, extensions, rated_on, fee_on, paid_fen,
-     paid_on) = rows[0]  # fmt: skip
+    ids = json.dumps(sorted(fresh))
+    done = set()
+    for row in store.query(_FACT_SOURCES, (ids,)):
+        facts = _advanced(row, fresh[row[0]])
+        if facts is not None:
+            store.execute(_UPSERT, (*_row(facts), row[12]))
+            done.add(row[0])
+    if done:
+        store.execute(
+            "DELETE FROM case_gaps WHERE case_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(done)),),
+        )
+    return set(fresh) - done
+
+
+def _advanced(row: tuple[Any, ...], fresh: list[tuple[str, str, dict[str, Any]]]) -> Facts | None:
+    """The facts of one case from its `cases` row and fresh events, or None (see `_advance`)."""
+    (case_id, origin, by, item, received, accepted, promised, completed, closed, pauses, rating,
+     fee, held, waiting, violations, known, extensions, rated_on, fee_on, paid_fen,
+     paid_on) = row  # fmt: skip
     kinds = [kind for kind, _, _ in fresh]
     if waiting or violations != "[]" or (known or 0) + len(fresh) != held:
-        return False
+        return None
     if any(kinds.count(kind) > 1 for kind in _ONCE):
-        return False
+        return None
     added = list(_pairs(extensions or "[]"))
     for kind, at, body in fresh:
         if kind == e.EXTENDED:
@@ -289,15 +311,12 @@ def _advance(store: Store, case_id: str, fresh: list[tuple[str, str, dict[str, A
         elif kind == e.FEE_PAID:
             paid_on, paid_fen = _day(at), int(body["fee_fen"])
     done = _day(completed)
-    facts = Facts(
+    return Facts(
         case_id, origin, by, item, local_date(received).isoformat(), _day(accepted), promised,
         done, done or _day(closed),
-        tuple((local_date(a).isoformat(), _day(b)) for a, b in json.loads(pauses)),
+        tuple((local_date(a).isoformat(), _day(b)) for a, b in _pairs(pauses)),
         tuple(added), rating, rated_on, fee, fee_on, paid_fen, paid_on,
     )  # fmt: skip
-    store.execute(_UPSERT, (*_row(facts), held))
-    store.execute("DELETE FROM case_gaps WHERE case_id = ?", (case_id,))
-    return True
 
 
 def backfill(store: Store) -> int:
@@ -349,7 +368,7 @@ class FigureProjection:
             )
 
     def flush(self, store: Store) -> None:
-        refold = [c for c, fresh in self._fresh.items() if not _advance(store, c, fresh)]
+        refold = _advance(store, self._fresh) if self._fresh else set()
         _refresh(store, sorted(refold))
         self._fresh.clear()
         for origin, (moment, seq, at) in self._latest.items():

@@ -13,8 +13,8 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sync.protocol import i18n
@@ -91,8 +91,8 @@ class CaseState:
 
     `tip` is the last event in causal order (applied or refused): a new event names it as
     its `after`. `applied` counts the events that took effect; `events` lists them when the
-    state comes from `fold` (a state loaded with `from_json` has only the events folded
-    onto it since).
+    state comes from `fold` (a state rebuilt from the projection's row has only the events
+    folded onto it since).
     """
 
     case_id: str
@@ -134,26 +134,6 @@ class CaseState:
     @property
     def accepted(self) -> bool:
         return self.accepted_at is not None
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain JSON values, without `events`; `from_json` gives back an equal state."""
-        values = {name: getattr(self, name) for name in _STATE_FIELDS}
-        values["violations"] = [
-            {"origin": v.origin, "seq": v.seq, "type": v.type, "key": v.key}
-            for v in self.violations
-        ]
-        return values
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> CaseState:
-        values = dict(data)
-        values["pauses"] = [(start, end) for start, end in values["pauses"]]
-        values["tip"] = tuple(values["tip"]) if values["tip"] else None
-        values["violations"] = [Violation(**v) for v in values["violations"]]
-        return cls(**values)
-
-
-_STATE_FIELDS = tuple(f.name for f in fields(CaseState) if f.name != "events")
 
 
 def allowed_actions(state: CaseState) -> list[str]:

@@ -6,7 +6,9 @@ Invariants:
   the stored state when they extend its causal chain (the usual, in-order case), else by
   refolding all its events in causal order, so late or out-of-order arrivals across
   village, town and city logs give the same state as in-order ones.
-- `cases.state` is the folded `CaseState` as JSON; `held` counts its events held here.
+- A `cases` row holds the folded `CaseState`: its columns, plus `state`, the JSON of the
+  fields no column holds (kept small: a row that outgrows its page spills into overflow
+  pages). `held` counts its events held here.
 - An event whose `after` is not held yet is kept in `case_events` and counted as waiting;
   it joins the fold when the missing event arrives.
 - Deadlines come from `tiers.deadlines` on the calendar in force; a `calendar.override`
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date
 from typing import Any
 
@@ -27,7 +29,7 @@ from sync.protocol.entry import SignedEntry
 from sync.store import Store
 from tiers.calendar import WorkCalendar
 from tiers.cases import entries
-from tiers.cases.machine import OPEN, CaseState, fold, step
+from tiers.cases.machine import OPEN, CaseState, Violation, fold, step
 from tiers.cases.order import Event, causal_order
 from tiers.deadlines import Deadline, Pause, compute_deadline
 from tiers.published import CALENDAR_OVERRIDE, work_calendar
@@ -121,28 +123,99 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",",
 
 def _text(value: Any) -> str:
     """Compact JSON for a projection column (values came from canonical entries: no floats)."""
+    if isinstance(value, list) and not value:
+        return "[]"
     return _ENCODER.encode(value)
 
 
-def _row(state: CaseState, held: int, waiting: int, deadline: Deadline | None) -> tuple[Any, ...]:
-    text = _text
+# The state's fields that no column of `cases` holds; they go into its `state` column.
+_IN_COLUMNS = frozenset(
+    {
+        "case_id", "item_code", "origin", "holder", "status", "forward_to", "applicant",
+        "received_at", "accepted_at", "accepted_by", "promised_days", "extension_days",
+        "pauses", "completed_at", "completed_by", "result", "delivered_at", "closed_at",
+        "fee_fen", "paid", "rating", "comment", "tip", "applied", "violations", "events",
+    }
+)  # fmt: skip
+_REST = tuple(f.name for f in fields(CaseState) if f.name not in _IN_COLUMNS)
+_LOAD = (
+    "case_id, item_code, origin, holder, status, forward_to, applicant, received_at, "
+    "accepted_at, accepted_by, promised_days, extension_days, pauses, completed_at, "
+    "completed_by, result, delivered_at, closed_at, fee_fen, paid, rating, comment, "
+    "last_origin, last_seq, event_count, violations, state, held, waiting"
+)
+
+
+@dataclass
+class _Stored:
+    """A `cases` row read back: the state, its counts, and its JSON columns' text as read
+    (so a column whose value did not change is written back without encoding it again)."""
+
+    state: CaseState
+    held: int
+    waiting: int
+    texts: dict[str, tuple[Any, str]]
+
+
+def _stored(row: tuple[Any, ...]) -> _Stored:
+    (case_id, item_code, origin, holder, status, forward_to, applicant, received_at,
+     accepted_at, accepted_by, promised_days, extension_days, pauses, completed_at,
+     completed_by, result, delivered_at, closed_at, fee_fen, paid, rating, comment,
+     last_origin, last_seq, applied, violations, rest, held, waiting) = row  # fmt: skip
+    texts = {
+        "applicant": (json.loads(applicant), applicant),
+        "pauses": (json.loads(pauses), pauses),
+        "violations": (json.loads(violations), violations),
+    }
+    data = json.loads(rest)
+    values = {name: data[name] for name in _REST}
+    texts["state"] = (values, rest)
+    state = CaseState(
+        case_id=case_id, item_code=item_code, origin=origin, holder=holder, status=status,
+        forward_to=forward_to, applicant=texts["applicant"][0], received_at=received_at,
+        accepted_at=accepted_at, accepted_by=accepted_by, promised_days=promised_days,
+        extension_days=extension_days,
+        pauses=[(start, end) for start, end in texts["pauses"][0]],
+        completed_at=completed_at, completed_by=completed_by, result=result,
+        delivered_at=delivered_at, closed_at=closed_at, fee_fen=fee_fen, paid=bool(paid),
+        rating=rating, comment=comment,
+        tip=(last_origin, last_seq) if last_origin is not None else None, applied=applied,
+        violations=[Violation(*v) for v in texts["violations"][0]],
+        **{name: list(v) if isinstance(v, list) else v for name, v in values.items()},
+    )  # fmt: skip
+    return _Stored(state, held, waiting, texts)
+
+
+def _row(
+    state: CaseState,
+    held: int,
+    waiting: int,
+    deadline: Deadline | None,
+    texts: dict[str, tuple[Any, str]],
+) -> tuple[Any, ...]:
+    def text(column: str, value: Any) -> str:
+        known = texts.get(column)
+        return known[1] if known is not None and known[0] == value else _text(value)
+
     tip = state.tip
     violations = [[v.origin, v.seq, v.type, v.key] for v in state.violations]
+    rest = {name: getattr(state, name) for name in _REST}
     return (
         state.case_id, state.item_code, state.origin, state.holder, state.status,
-        state.forward_to, text(state.applicant), state.received_at, state.accepted_at,
+        state.forward_to, text("applicant", state.applicant), state.received_at,
+        state.accepted_at,
         local_date(state.accepted_at).isoformat() if state.accepted_at else None,
         state.accepted_by, state.promised_days, state.extension_days,
-        text([list(p) for p in state.pauses]),
+        text("pauses", [list(p) for p in state.pauses]),
         deadline.due.isoformat() if deadline and deadline.due else None,
         int(bool(deadline and deadline.provisional)),
-        text(sorted(deadline.provisional_years)) if deadline else None,
+        _text(sorted(deadline.provisional_years)) if deadline else None,
         deadline.paused_since.isoformat() if deadline and deadline.paused_since else None,
         deadline.remaining_when_paused if deadline else None,
         state.completed_at, state.completed_by, state.result, state.delivered_at,
         state.closed_at, state.fee_fen, int(state.paid), state.rating, state.comment,
         tip[0] if tip else None, tip[1] if tip else None, state.applied, held, waiting,
-        text(violations), text(state.to_json()),
+        text("violations", violations), text("state", rest),
     )  # fmt: skip
 
 
@@ -153,13 +226,19 @@ class _Writer:
         self.store = store
         self._calendar: WorkCalendar | None = None
 
-    def write(self, state: CaseState, held: int, waiting: int) -> None:
+    def write(
+        self,
+        state: CaseState,
+        held: int,
+        waiting: int,
+        texts: dict[str, tuple[Any, str]] | None = None,
+    ) -> None:
         deadline = None
         if state.accepted_at is not None:
             if self._calendar is None:
                 self._calendar = work_calendar(self.store)
             deadline = deadline_of(state, self._calendar)
-        self.store.execute(_UPSERT, _row(state, held, waiting, deadline))
+        self.store.execute(_UPSERT, _row(state, held, waiting, deadline, texts or {}))
 
     def refold(self, case_id: str) -> None:
         """Recompute one case from all its events (or drop a row no event supports)."""
@@ -170,36 +249,56 @@ class _Writer:
         held = len(folded.ordered) + len(folded.waiting)
         self.write(folded.state, held, len(folded.waiting))
 
-    def advance(self, case_id: str, fresh: list[Event]) -> bool:
-        """Fold `fresh` onto the stored state when they simply extend its causal chain.
+    def advance(self, fresh: dict[str, list[Event]]) -> set[str]:
+        """Fold each case's `fresh` events onto its stored state when they simply extend
+        its causal chain; the cases this could not do, for the caller to refold.
 
         Exact, not a guess: it applies only when nothing waits, every event held is either
         folded already or in `fresh` (the count proves it, also after a rolled-back
         transaction), and each fresh event names the previous tip as its `after` (a new
         case: starts with its `case.received`), so it sorts last in causal order: an
         origin's entries arrive in seq order, so its earlier events are folded already.
-        Otherwise the caller refolds the case.
         """
-        rows = self.store.query(
-            "SELECT (SELECT count(*) FROM case_events WHERE case_id = ?1), state, waiting, held"
-            " FROM (SELECT 1) LEFT JOIN cases ON case_id = ?1",
-            (case_id,),
+        ids = _text(sorted(fresh))
+        counts = dict(
+            self.store.query(
+                "SELECT case_id, count(*) FROM case_events WHERE case_id IN "
+                "(SELECT value FROM json_each(?)) GROUP BY case_id",
+                (ids,),
+            )
         )
-        count, text, waiting, held = rows[0]
-        if text is None:
+        stored = {
+            row[0]: row
+            for row in self.store.query(
+                f"SELECT {_LOAD} FROM cases WHERE case_id IN (SELECT value FROM json_each(?))",
+                (ids,),
+            )
+        }
+        missed = set()
+        for case_id, events in fresh.items():
+            if not self._extend(case_id, events, counts.get(case_id, 0), stored.get(case_id)):
+                missed.add(case_id)
+        return missed
+
+    def _extend(
+        self, case_id: str, fresh: list[Event], count: int, row: tuple[Any, ...] | None
+    ) -> bool:
+        texts = None
+        if row is None:
             state = fold(fresh[:1]) if fresh[0].after is None else None
             if state is None or count != len(fresh):
                 return False
             rest = fresh[1:]
-        elif waiting or count != held + len(fresh):
-            return False
         else:
-            state, rest = CaseState.from_json(json.loads(text)), fresh
+            known = _stored(row)
+            if known.waiting or count != known.held + len(fresh):
+                return False
+            state, rest, texts = known.state, fresh, known.texts
         for event in rest:
             if event.after is None or event.after != state.tip:
                 return False
             step(state, event)
-        self.write(state, count, 0)
+        self.write(state, count, 0, texts)
         return True
 
 
@@ -276,9 +375,9 @@ class CaseProjection:
     def flush(self, store: Store) -> None:
         writer = _Writer(store)
         refold = self._calendar_cases(store)
-        for case_id, fresh in self._fresh.items():
-            if case_id not in refold and not writer.advance(case_id, fresh):
-                refold.add(case_id)
+        fresh = {c: events for c, events in self._fresh.items() if c not in refold}
+        if fresh:
+            refold |= writer.advance(fresh)
         for case_id in sorted(refold):
             writer.refold(case_id)
         self._fresh.clear()
