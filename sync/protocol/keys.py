@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from sync.protocol import i18n
 from sync.protocol.errors import EnrolmentError, KeyFileError
@@ -59,14 +59,19 @@ def has_small_order(public: bytes) -> bool:
     return point == (0, 1)
 
 
-def check_identity_key(public_hex: str) -> bytes:
-    """The 32 raw bytes of an Ed25519 public key, or EnrolmentError saying why not."""
+def _raw_key(public_hex: str) -> bytes:
     try:
         raw = bytes.fromhex(public_hex)
     except ValueError:
         raise EnrolmentError("key.not_hex", key=public_hex[:16]) from None
     if len(raw) != 32:
         raise EnrolmentError("key.length", length=len(raw))
+    return raw
+
+
+def check_identity_key(public_hex: str) -> bytes:
+    """The 32 raw bytes of an Ed25519 public key, or EnrolmentError saying why not."""
+    raw = _raw_key(public_hex)
     if has_small_order(raw):
         raise EnrolmentError("key.small_order", key=public_hex[:16])
     return raw
@@ -74,14 +79,8 @@ def check_identity_key(public_hex: str) -> bytes:
 
 def check_seal_key(public_hex: str) -> bytes:
     """The 32 raw bytes of an X25519 public key; all-zero and low-order keys are refused."""
-    try:
-        raw = bytes.fromhex(public_hex)
-    except ValueError:
-        raise EnrolmentError("key.not_hex", key=public_hex[:16]) from None
-    if len(raw) != 32:
-        raise EnrolmentError("key.length", length=len(raw))
+    raw = _raw_key(public_hex)
     probe = X25519PrivateKey.generate()
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
     try:
         probe.exchange(X25519PublicKey.from_public_bytes(raw))
