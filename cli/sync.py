@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -37,14 +37,31 @@ i18n.register(
             "连接问题：{error}；{seconds:.0f} 秒后重试",
         ),
         "status.network": ("network:", "网络状况："),
+        "sync.pushing": ("pushing entries", "正在上传条目"),
     }
 )
 
 
-def _progress(stage: str, done: int, total: int) -> None:
-    if sys.stderr.isatty() or total > 10_000:
-        suffix = f"/{total}" if total else ""
-        click.echo(f"\r{stage}: {done}{suffix}", err=True, nl=False)
+class _Progress:
+    """click's progress bar on stderr for a push that is long enough to wait for."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.done = 0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != "push" or total < 5_000:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=i18n.t("sync.pushing"),
+                                         file=sys.stderr, show_pos=True)  # fmt: skip
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
 
 
 def _report(summary: RoundSummary, as_json: bool) -> None:
@@ -116,9 +133,11 @@ def sync_command(
         if not url:
             raise HomeError("sync.no_parent")
         if not keep_going:
-            summary = sync_round(node, url, progress=_progress)
-            if summary.pushed_bytes + summary.pulled_bytes > 1_000_000:
-                click.echo("", err=True)
+            progress = _Progress()
+            try:
+                summary = sync_round(node, url, progress=progress)
+            finally:
+                progress.close()
             _report(summary, as_json)
             if summary.rejected:
                 raise SystemExit(1)
