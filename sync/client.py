@@ -61,13 +61,13 @@ class PeerClient:
         if signed:
             stamp = self.node.clock.stamp()
             nonce = secrets.token_hex(16)
-            message = request_message(method, path, body, self.node.node_id, stamp, nonce)
+            to_sign = request_message(method, path, body, self.node.node_id, stamp, nonce)
             headers.update(
                 {
                     "x-zhibao-node": self.node.node_id,
                     "x-zhibao-time": stamp,
                     "x-zhibao-nonce": nonce,
-                    "x-zhibao-signature": self.node.signer.sign(message).hex(),
+                    "x-zhibao-signature": self.node.signer.sign(to_sign).hex(),
                 }
             )
         try:
@@ -123,22 +123,24 @@ class PeerClient:
         flips a byte can make any field anything: that is a broken link, not a crash.
         """
         data = self._json(response)
-        receipt, answer = data.get("receipt"), data.get("result")
+        receipt: Any = data.get("receipt")
+        answer: Any = data.get("result") if result else {"have": data.get("have", {})}
         ok = (
             isinstance(receipt, dict)
             and isinstance(receipt.get("raw"), str)
             and _is_hex(receipt.get("sig"))
+            and isinstance(answer, dict)
         )
-        if result:
-            ok = ok and isinstance(answer, dict) and isinstance(answer.get("applied"), dict)
-            ok = ok and all(isinstance(v, int) for v in answer["applied"].values())
-            ok = ok and all(
-                isinstance(answer.get(k), list) and all(isinstance(x, dict) for x in answer[k])
-                for k in ("rejected", "forks")
-            )
-        else:
-            have = data.get("have", {})
-            ok = ok and isinstance(have, dict) and all(isinstance(v, int) for v in have.values())
+        counts = ("applied",) if result else ("have",)
+        lists = ("rejected", "forks") if result else ()
+        ok = ok and all(
+            isinstance(answer.get(k), dict) and all(isinstance(v, int) for v in answer[k].values())
+            for k in counts
+        )
+        ok = ok and all(
+            isinstance(answer.get(k), list) and all(isinstance(x, dict) for x in answer[k])
+            for k in lists
+        )
         if not ok:
             raise LinkDownError("link.down", url=self.url, detail="garbled response")
         return data

@@ -111,7 +111,7 @@ class NodeApp:
     async def _guarded(self, request: Request, handler: Any) -> Response:
         try:
             sender, body = await self._authenticate(request)
-            return handler(sender, body)  # type: ignore[no-any-return]
+            return handler(sender, body)
         except RefusedError as exc:
             status = 409 if exc.key == "request.replayed" else 403
             if exc.key in ("request.clock",):

@@ -47,13 +47,16 @@ def watch(
     def before_sleep(state: RetryCallState) -> None:
         if on_error and state.outcome is not None and state.next_action is not None:
             exc = state.outcome.exception()
-            if exc is not None:
+            if isinstance(exc, Exception):
                 on_error(exc, state.next_action.sleep)
+
+    def pause(seconds: float) -> None:  # wakes at once when asked to stop
+        stop.wait(seconds)
 
     retrying = Retrying(
         retry=retry_if_exception_type(SyncError),
         wait=wait_random_exponential(multiplier=1, max=max_wait),
-        sleep=lambda seconds: stop.wait(seconds) and None,  # type: ignore[func-returns-value]
+        sleep=pause,
         before_sleep=before_sleep,
         reraise=True,
     )

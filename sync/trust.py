@@ -69,7 +69,7 @@ class Trust:
     """The `nodes` projection as a store extension, and key lookups on it."""
 
     ddl = _DDL
-    types = frozenset({ENROLLED})
+    types: frozenset[str] | None = frozenset({ENROLLED})
 
     def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
         body = fields["body"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +237,7 @@ def run(root: Path, catalogue: bytes, say: Say, *, seed: int = 7) -> dict[str, A
     city = build(root, catalogue, say)
     try:
         for node_id, _ in [CITY, *TOWNS]:
-            city.servers[node_id] = ServerThread(lambda h=city.homes[node_id]: open_home(h)).start()
+            city.servers[node_id] = ServerThread(partial(open_home, city.homes[node_id])).start()
         town_a = city.servers[TOWNS[0][0]].url.rsplit(":", 1)
         city.proxy = FaultProxy(
             town_a[0][7:],

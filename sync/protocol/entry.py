@@ -53,7 +53,7 @@ class SignedEntry:
     type: str
 
     def fields(self) -> dict[str, Any]:
-        return json.loads(self.raw)  # type: ignore[no-any-return]
+        return json.loads(self.raw)
 
 
 def entry_hash(raw: bytes) -> bytes:
@@ -142,7 +142,7 @@ def parse_envelope(raw: bytes, origin: str | None = None, seq: int | None = None
             check(fields["body"])
         except (ValueError, TypeError, KeyError) as exc:
             raise _refuse(o, s, "entry.schema", type=fields["type"], detail=str(exc)) from None
-    return fields  # type: ignore[no-any-return]
+    return fields
 
 
 @dataclass(frozen=True, slots=True)

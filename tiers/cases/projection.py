@@ -168,7 +168,7 @@ def _stored(row: tuple[Any, ...]) -> _Stored:
         "violations": (json.loads(violations), violations),
     }
     data = json.loads(rest)
-    values = {name: data[name] for name in _REST}
+    values: dict[str, Any] = {name: data[name] for name in _REST}
     texts["state"] = (values, rest)
     state = CaseState(
         case_id=case_id, item_code=item_code, origin=origin, holder=holder, status=status,
@@ -181,7 +181,7 @@ def _stored(row: tuple[Any, ...]) -> _Stored:
         rating=rating, comment=comment,
         tip=(last_origin, last_seq) if last_origin is not None else None, applied=applied,
         violations=[Violation(*v) for v in texts["violations"][0]],
-        **{name: list(v) if isinstance(v, list) else v for name, v in values.items()},
+        **{name: list(v) if isinstance(v, list) else v for name, v in values.items()},  # type: ignore[arg-type]
     )  # fmt: skip
     return _Stored(state, held, waiting, texts)
 
