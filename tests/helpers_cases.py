@@ -65,8 +65,12 @@ class Network:
 
 
 @contextmanager
-def network(tmp_path: Path, now: datetime = NOW) -> Iterator[Network]:
-    """Three nodes sharing the catalogue `ITEMS`, published by the city; closed afterwards."""
+def network(tmp_path: Path, now: datetime = NOW, *, durable: bool = True) -> Iterator[Network]:
+    """Three nodes sharing the catalogue `ITEMS`, published by the city; closed afterwards.
+
+    `durable=False` turns off fsync (for tests that commit thousands of times and do not
+    test durability).
+    """
     with ExitStack() as stack:
         city = create_home(tmp_path / "city", tier="city", node_id=CITY, name="义乌市",
                            clock=fixed_clock(now))  # fmt: skip
@@ -79,6 +83,9 @@ def network(tmp_path: Path, now: datetime = NOW) -> Iterator[Network]:
                               name="下骆宅", parent_id=TOWN, root_key=root,
                               clock=fixed_clock(now))  # fmt: skip
         stack.callback(village.close)
+        if not durable:
+            for node in (city, town, village):
+                node.store.execute("PRAGMA synchronous=OFF")
         publish_items(city, list(ITEMS), at="2025-01-02T09:00")
         net = Network(city, town, village)
         net.down()

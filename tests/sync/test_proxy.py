@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import httpx
 import pytest
 
-from sync.testing.proxy import Fault, FaultProxy, Schedule
+from sync.testing.proxy import Direction, Fault, FaultProxy, Schedule
 
 Handler = Callable[[socket.socket, "queue.Queue[object]"], None]
 PAYLOAD = random.Random(1).randbytes(5000)
@@ -113,6 +114,13 @@ def test_proxy_forwards_bytes_exactly() -> None:
     assert not stats.faults
 
 
+def test_proxy_url_carries_an_httpx_request() -> None:
+    with serve(http) as (port, log), FaultProxy("127.0.0.1", port) as proxy:
+        response = httpx.get(f"{proxy.url}/heads", timeout=5)
+        assert (response.status_code, response.text) == (200, "ok")
+        assert log.get(timeout=5) == "/heads"
+
+
 def test_proxy_cut_client_to_server_delivers_exactly_offset_bytes() -> None:
     with serve(sink) as (port, log), FaultProxy("127.0.0.1", port) as proxy:
         proxy.force(Fault("cut", "c2s", offset=1234))
@@ -130,8 +138,8 @@ def test_proxy_cut_server_to_client_delivers_exactly_offset_bytes() -> None:
 
 
 @pytest.mark.parametrize("direction", ["c2s", "s2c"])
-def test_proxy_flip_changes_exactly_one_byte(direction: str) -> None:
-    fault = Fault("flip", direction, offset=4321, mask=0x10)  # type: ignore[arg-type]
+def test_proxy_flip_changes_exactly_one_byte(direction: Direction) -> None:
+    fault = Fault("flip", direction, offset=4321, mask=0x10)
     with serve(echo) as (port, _), FaultProxy("127.0.0.1", port) as proxy:
         proxy.force(fault)
         echoed = exchange(proxy.port, PAYLOAD)
@@ -261,6 +269,6 @@ def test_proxy_close_leaves_no_thread_behind() -> None:
             idle = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
             for _ in range(10):
                 exchange(proxy.port, b"x" * 100)
+        assert not [t for t in threading.enumerate() if t.name.startswith("faultproxy")]
         with idle:
             assert read_all(idle) == b""
-        assert not [t for t in threading.enumerate() if t.name.startswith("faultproxy")]

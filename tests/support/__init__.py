@@ -1,0 +1,1 @@
+"""Test doubles and builders shared by the sync and integration tests (owned by the tests)."""

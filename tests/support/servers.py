@@ -1,0 +1,209 @@
+"""Real servers for the tests: uvicorn in a thread, or `zhibao serve` as a subprocess.
+
+Both listen on 127.0.0.1 port 0 and hand back the URL they report; both are stopped, and
+every socket, pipe and connection closed, when their `with` block ends.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sync.node import Node
+from sync.server import NodeApp
+from sync.service import bind
+from tiers.node import open_home
+
+ZHIBAO = str(Path(sys.executable).parent / "zhibao")
+if not Path(ZHIBAO).exists():
+    ZHIBAO = shutil.which("zhibao") or ZHIBAO
+START_TIMEOUT = 20.0
+
+
+def cli_env() -> dict[str, str]:
+    """The environment for `zhibao` subprocesses: English, no inherited home or debug."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ZHIBAO_HOME", "ZHIBAO_DEBUG")}
+    env["ZHIBAO_LANG"] = "en"
+    env["PYTHONWARNINGS"] = "error"  # mirror -W error in the child
+    return env
+
+
+def zhibao(home: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run the real `zhibao` command against `home`."""
+    return subprocess.run(
+        [ZHIBAO, *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=timeout,
+        check=False,
+    )
+
+
+@contextmanager
+def _uvicorn(app: ASGIApp, name: str) -> Iterator[str]:
+    """Run `app` with uvicorn in a background thread on 127.0.0.1 port 0; yield its URL."""
+    sock = bind("127.0.0.1", 0)
+    config = uvicorn.Config(
+        app, log_level="critical", access_log=False, lifespan="off", timeout_graceful_shutdown=2
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{name}", daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("in-thread server did not start")
+            time.sleep(0.005)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+@contextmanager
+def serve_in_thread(home: Path | None = None, *, node: Node | None = None) -> Iterator[str]:
+    """Serve a node with uvicorn in a background thread; yield its URL.
+
+    Pass `node` to serve an already opened node (its connection is then used from the
+    server thread; touch it only while no request is in flight); else `home` is opened.
+    """
+    if node is None:
+        assert home is not None
+        served = open_home(home)
+    else:
+        served = node
+    try:
+        with _uvicorn(NodeApp(served).app, served.node_id) as url:
+            yield url
+    finally:
+        if node is None:
+            served.close()
+
+
+class Switchboard:
+    """One in-thread server for many tests, each pointing it at its own node's home.
+
+    Starting and stopping uvicorn costs about 0.2 s (its shutdown sleeps); a module of
+    short tests shares one server and swaps the `NodeApp` behind it instead.
+    """
+
+    def __init__(self) -> None:
+        self._app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            raise RuntimeError("the switchboard serves no node right now")
+        await self._app(scope, receive, send)
+
+    @contextmanager
+    def serving(self, home: Path, url: str) -> Iterator[str]:
+        """Serve the node at `home` at `url` (this switchboard's) until the block ends."""
+        node = open_home(home)
+        self._app = NodeApp(node).app
+        try:
+            yield url
+        finally:
+            self._app = None
+            node.close()
+
+
+@contextmanager
+def switchboard() -> Iterator[tuple[str, Switchboard]]:
+    board = Switchboard()
+    with _uvicorn(board, "switchboard") as url:
+        yield url, board
+
+
+@dataclass
+class Served:
+    """A running `zhibao serve`: its process, the URL it printed, and its stderr file."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    stderr: IO[bytes]
+    stderr_text: str = ""
+
+    def kill9(self) -> None:
+        """SIGKILL the server (no cleanup of any kind), and reap it."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def errors(self) -> str:
+        """What the server wrote on stderr (also after the `with` block has ended)."""
+        if self.stderr.closed:
+            return self.stderr_text
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")
+
+
+def _first_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
+    assert proc.stdout is not None
+    line = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise RuntimeError("zhibao serve printed no URL in time")
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                raise RuntimeError("zhibao serve exited before printing its URL")
+            line += chunk
+    return line.split(b"\n", 1)[0]
+
+
+@contextmanager
+def zhibao_serve(home: Path, *args: str) -> Iterator[Served]:
+    """`zhibao serve --home HOME --port 0 ARGS` as a subprocess; killed at the end."""
+    with tempfile.TemporaryFile() as stderr:
+        served: Served | None = None
+        proc = subprocess.Popen(
+            [ZHIBAO, "serve", "--home", str(home), "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=cli_env(),
+        )
+        try:
+            try:
+                line = _first_line(proc, START_TIMEOUT).decode()
+            except RuntimeError as exc:
+                stderr.seek(0)
+                raise RuntimeError(f"{exc}: {stderr.read().decode(errors='replace')}") from None
+            url = line.rsplit(" ", 1)[-1]
+            assert url.startswith("http://127.0.0.1:"), line
+            served = Served(proc, url, stderr)
+            yield served
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+            assert proc.stdout is not None
+            proc.stdout.close()
+            if served is not None:
+                served.stderr_text = served.errors()
