@@ -25,6 +25,7 @@ from sync.round import sync_round
 from sync.service import ServerThread
 from sync.testing.proxy import FaultProxy, Schedule
 from tiers.cases import service as case
+from tiers.cases.labels import status_label
 from tiers.cases.service import Applicant
 from tiers.catalogue import parse_catalogue
 from tiers.city.reconcile import reconcile
@@ -317,7 +318,8 @@ def _summary(city: City, say: Say) -> dict[str, Any]:
         )
     for origin, count in rows:
         say(f"  {origin:<14} {count:>5}")
-    say(i18n.t("demo.statuses", statuses=", ".join(f"{k} {v}" for k, v in statuses.items())))
+    listed = ", ".join(f"{status_label(k)} {v}" for k, v in statuses.items())
+    say(i18n.t("demo.statuses", statuses=listed))
     with city.open(CITY[0]) as top:
         figures = compute_stats(top.store, parse_period(PERIOD), "node", top.clock.now().date())
         findings = reconcile(top, PERIOD)["findings"]
@@ -331,7 +333,9 @@ def _summary(city: City, say: Say) -> dict[str, Any]:
             on_time=t["on_time"],
             overdue=t["overdue"],
             rated=t["rated"],
-            satisfaction=t["satisfaction_rate"],
+            satisfaction=f"{t['satisfaction_rate']:.0%}"
+            if t["satisfaction_rate"] is not None
+            else "-",
         )
     )
     say(
