@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sync.protocol.entry import SignedEntry
-from sync.protocol.ids import is_within
+from sync.protocol.ids import ancestors_of, is_within
 from sync.store import Store
 
 BROADCAST_PREFIXES: list[str] = ["node."]
@@ -33,10 +33,7 @@ def register_selector(selector: Selector) -> None:
 
 
 def _broadcast(store: Store, client: str, cursors: dict[str, int]) -> list[tuple[str, int]]:
-    ancestors = [o for o in store.heads() if is_within(client, o) and o != client]
-    ancestors += [
-        o for o in store.max_seqs() if is_within(client, o) and o != client and o not in ancestors
-    ]
+    ancestors = ancestors_of(client)  # cases and broadcasts travel along the tree
     out: list[tuple[str, int]] = []
     like = " OR ".join("type LIKE ?" for _ in BROADCAST_PREFIXES)
     for origin in ancestors:

@@ -10,7 +10,7 @@ Cases travel along the tree, so only ancestors' logs are searched for such event
 from __future__ import annotations
 
 from sync import relevance
-from sync.protocol.ids import is_within
+from sync.protocol.ids import ancestors_of
 from sync.store import Store
 
 relevance.register_broadcast("catalogue.")
@@ -23,9 +23,7 @@ def _upper_bound(prefix: str) -> str:
 
 def case_events_for(store: Store, client: str, cursors: dict[str, int]) -> list[tuple[str, int]]:
     """(origin, seq) of ancestors' case events about cases that concern `client`."""
-    origins = {o for o in store.max_seqs() if is_within(client, o) and o != client}
-    if not origins:
-        return []
+    origins = ancestors_of(client)
     out: list[tuple[str, int]] = []
     low, high = client, _upper_bound(client)
     for origin in origins:

@@ -47,6 +47,12 @@ def check_node_id(node_id: str, tier: str, parent_id: str | None) -> None:
         raise NodeIdError("id.not_under", node_id=node_id, parent_id=parent_id)
 
 
+def ancestors_of(node_id: str) -> list[str]:
+    """The ids above `node_id`, city first (they are its prefixes)."""
+    tier = tier_of(node_id)
+    return [node_id[: TIER_LENGTH[t]] for t in TIERS[: TIERS.index(tier)]]
+
+
 def is_within(node_id: str, ancestor: str) -> bool:
     """True when `node_id` is `ancestor` or lies below it."""
     return node_id.startswith(ancestor)
