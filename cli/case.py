@@ -11,7 +11,15 @@ from typing import Any
 
 import click
 
-from cli.common import at_option, home_option, json_option, node_at, print_json, print_table
+from cli.common import (
+    at_option,
+    display_width,
+    home_option,
+    json_option,
+    node_at,
+    print_json,
+    print_table,
+)
 from sync.node import Node
 from sync.protocol import i18n
 from tiers.cases import service, views
@@ -274,11 +282,6 @@ def withdraw_command(case_id: str, reason: str | None, at: str | None, home: Pat
     _done(home, as_json, lambda n: service.withdraw(n, case_id, reason, at=at))
 
 
-def _width(text: str) -> int:
-    """Terminal columns: CJK characters take two."""
-    return sum(2 if ord(ch) > 0x2E80 else 1 for ch in text)
-
-
 def _yes(value: bool) -> str:
     return i18n.t("cli.case.yes" if value else "cli.case.no")
 
@@ -300,10 +303,10 @@ def _print_case(case: dict[str, Any]) -> None:
         _yes(case["paid"]) if case["fee"] else None, case["rating"],
         describe_actions(case["allowed"]),
     ]  # fmt: skip
-    width = max(_width(label) for label in labels)
+    width = max(display_width(label) for label in labels)
     for label, value in zip(labels, values, strict=True):
         if value not in (None, ""):
-            click.echo(f"{label}{' ' * (width - _width(label))}  {value}")
+            click.echo(f"{label}{' ' * (width - display_width(label))}  {value}")
     click.echo(i18n.t("cli.case.events"))
     rows = []
     for ev in case["events"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,12 +48,14 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, indent=2, sort_keys=False))
 
 
+def display_width(text: str) -> int:
+    """Terminal columns `text` takes: wide and full-width (CJK) characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
 def print_table(headers: list[str], rows: list[list[Any]]) -> None:
-    """A plain aligned table; widths count CJK characters as two columns."""
-
-    def width(text: str) -> int:
-        return sum(2 if ord(ch) > 0x2E80 else 1 for ch in text)
-
+    """A plain aligned table, CJK text included."""
+    width = display_width
     cells = [[str(c) if c is not None else "" for c in row] for row in rows]
     widths = [width(h) for h in headers]
     for row in cells:

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers_cases import CATALOGUE_CSV
-
-ZHIBAO = str(Path(sys.executable).parent / "zhibao")
-if not Path(ZHIBAO).exists():
-    ZHIBAO = shutil.which("zhibao") or ZHIBAO
+from tests.support.servers import zhibao
 
 TOWN = "330782001"
 SHOW_KEYS = {
@@ -28,15 +22,6 @@ EVENT_KEYS = {"type", "node_id", "at", "seq"}
 LIST_KEYS = {"case_id", "item_code", "status", "holder", "origin", "accepted_at", "deadline",
              "completed_at", "result", "warning", "provisional"}  # fmt: skip
 CASE_ID = re.compile(rf"^{TOWN}-\d{{8}}-\d{{4}}$")
-
-
-def zhibao(home: Path, *args: str, lang: str = "en") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("ZHIBAO_HOME", "ZHIBAO_DEBUG")}
-    env["ZHIBAO_LANG"] = lang
-    return subprocess.run(
-        [ZHIBAO, *args, "--home", str(home)], capture_output=True, text=True, env=env,
-        timeout=60, check=False,
-    )  # fmt: skip
 
 
 def ok(home: Path, *args: str, lang: str = "en") -> str:

@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.servers import zhibao
+
 SHARED_CATALOGUE = Path(__file__).resolve().parents[2] / "tiers" / "data" / "catalogue.csv"
-ZHIBAO = str(Path(sys.executable).parent / "zhibao")
-if not Path(ZHIBAO).exists():
-    ZHIBAO = shutil.which("zhibao") or ZHIBAO
 
 BAD_CSV = (
     "code,name,department,kind,promised_days,fee\n"
     "T-001,健康证明办理,卫生健康局,承诺,1,45.00\n"
     "T-002,农机行驶证核发,农业农村局,即办,0,十元\n"
 )
-
-
-def zhibao(home: Path, *args: str, lang: str = "en") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("ZHIBAO_HOME", "ZHIBAO_DEBUG")}
-    env["ZHIBAO_LANG"] = lang
-    return subprocess.run(
-        [ZHIBAO, *args, "--home", str(home)], capture_output=True, text=True, env=env,
-        timeout=60, check=False,
-    )  # fmt: skip
 
 
 def ok(home: Path, *args: str, lang: str = "en") -> str:

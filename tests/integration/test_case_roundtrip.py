@@ -5,9 +5,7 @@ village delivers it and records the rating, and the city ends up holding all of 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,21 +13,15 @@ from typing import Any
 
 import pytest
 
+from tests.support.servers import zhibao, zhibao_serve
+
 CATALOGUE = Path(__file__).resolve().parents[2] / "tiers" / "data" / "catalogue.csv"
 CITY, TOWN, VILLAGE = "330782", "330782001", "330782001201"
 pytestmark = pytest.mark.slow
 
 
 def zb(*args: str, home: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ZHIBAO_LANG": "en"}
-    run = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args, "--home", str(home)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    run = zhibao(home, *args)
     if ok:
         assert run.returncode == 0, run.stderr
     return run
@@ -41,23 +33,8 @@ def zj(*args: str, home: Path) -> Any:
 
 @contextmanager
 def serving(home: Path) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--port", "0", "--home", str(home)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "http://" in line, line + (proc.stderr.read() if proc.stderr else "")
-        yield line.split()[-1]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+    with zhibao_serve(home) as served:
+        yield served.url
 
 
 def _topology(tmp_path: Path) -> tuple[Path, Path, Path]:

@@ -35,21 +35,23 @@ if not Path(ZHIBAO).exists():
 START_TIMEOUT = 20.0
 
 
-def cli_env() -> dict[str, str]:
-    """The environment for `zhibao` subprocesses: English, no inherited home or debug."""
+def cli_env(lang: str = "en") -> dict[str, str]:
+    """The environment for `zhibao` subprocesses: `lang`, no inherited home or debug."""
     env = {k: v for k, v in os.environ.items() if k not in ("ZHIBAO_HOME", "ZHIBAO_DEBUG")}
-    env["ZHIBAO_LANG"] = "en"
+    env["ZHIBAO_LANG"] = lang
     env["PYTHONWARNINGS"] = "error"  # mirror -W error in the child
     return env
 
 
-def zhibao(home: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    """Run the real `zhibao` command against `home`."""
+def zhibao(
+    home: Path, *args: str, lang: str = "en", timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `zhibao` command against `home`, its messages in `lang`."""
     return subprocess.run(
         [ZHIBAO, *args, "--home", str(home)],
         capture_output=True,
         text=True,
-        env=cli_env(),
+        env=cli_env(lang),
         timeout=timeout,
         check=False,
     )
