@@ -9,13 +9,12 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import uvicorn
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
 from sync.node import Node
-from sync.protocol.errors import LinkDownError, SyncError
+from sync.protocol.errors import SyncError
 from sync.round import RoundSummary, sync_round
 from sync.server import NodeApp
 
@@ -167,6 +166,3 @@ class ServerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-__all__ = ["LinkDownError", "Path", "ServerThread", "bind", "serve", "watch"]
