@@ -128,9 +128,7 @@ def breakdown(
             with Timer() as timer:
                 for result in verified:
                     with target.store.transaction():
-                        target.store.insert(
-                            result.accepted, result.parsed, "2025-10-09T10:00:00+08:00"
-                        )
+                        target.store.insert(result.accepted, "2025-10-09T10:00:00+08:00")
             return timer
         finally:
             target.close()

@@ -104,6 +104,15 @@ def print_machine() -> None:
         note(f"{key}: {value}")
     note(f"code: {code_state()}")
     note(f"load average (1 min): {os.getloadavg()[0]:.2f}")
+    note(f"calibration: {calibration_us():.1f} µs for sum(range(1000)) (this VM's speed varies)")
+
+
+def calibration_us() -> float:
+    """How fast this CPU runs Python right now (best of 5): shared VMs vary by 1.5× from one
+    hour to the next, so compare runs by this as well as by the clock."""
+    import timeit
+
+    return min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
 
 
 # --- memory ------------------------------------------------------------------------------
@@ -315,6 +324,27 @@ def count_rows(home: Path, sql: str, params: tuple[Any, ...] = ()) -> Any:
         conn.close()
 
 
+def unprojected(home: Path) -> int:
+    """Entries `zhibao serve` has acknowledged but not projected yet (sync.store.PROJECTED)."""
+    return int(
+        count_rows(
+            home,
+            "SELECT coalesce(max(id), 0) - coalesce((SELECT CAST(value AS INTEGER) FROM meta "
+            "WHERE key = 'projected'), 0) FROM entries",
+        )
+    )
+
+
+def wait_projected(home: Path, timeout: float = 600.0) -> float:
+    """Wait until the server at `home` has projected every entry; returns seconds waited."""
+    started = time.perf_counter()
+    while unprojected(home) > 0:
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError(f"{home}: projections still behind after {timeout} s")
+        time.sleep(0.02)
+    return time.perf_counter() - started
+
+
 # --- servers -------------------------------------------------------------------------------
 
 
@@ -322,6 +352,7 @@ class Server:
     """`zhibao serve --home HOME --port 0` in a subprocess; `url`, `pid`, `rss()`."""
 
     def __init__(self, home: Path) -> None:
+        self.home = home
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("ZHIBAO_HOME", None)
         env["PYTHONPATH"] = str(ROOT)  # the same code as this process, wherever it lives

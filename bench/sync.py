@@ -32,6 +32,7 @@ from _common import (
     CountingTransport,
     Server,
     Wire,
+    calibration_us,
     count_rows,
     figure,
     generate,
@@ -40,10 +41,12 @@ from _common import (
     print_machine,
     self_peak_mib,
     snapshot,
+    wait_projected,
 )
 
 from sync.protocol.errors import SyncError
 from sync.round import RoundSummary, sync_round
+from sync.server import IDLE_SECONDS
 from sync.testing.proxy import Fault, FaultProxy, Schedule
 from tiers.node import open_home
 
@@ -180,6 +183,21 @@ def hop_with_server(
         "entries/s if the receiver had a core to itself",
     )
     wire.seconds["sender_cpu"], wire.seconds["receiver_cpu"] = own, cpu
+    # `serve` acknowledges a push once it is durable and projects it once no push has come
+    # for IDLE_SECONDS; wait for that here, so the next hop does not share the CPU with it
+    cpu_before = cpu_seconds(server.pid)
+    waited = wait_projected(server.home)
+    projecting = cpu_seconds(server.pid) - cpu_before
+    figure(
+        f"{name}_projected_after_s",
+        waited,
+        f"s after the round (the server waits {IDLE_SECONDS} s for quiet, then projects)",
+    )
+    figure(
+        f"{name}_projection_cpu_per_entry",
+        projecting / summary.pushed * 1e6,
+        "µs (receiver CPU while catching up the tier projections, off the hot path)",
+    )
     if summary.rejected:
         raise SystemExit(f"{name}: refused {summary.rejected[:3]}")
     return summary, seconds, wire
@@ -217,6 +235,7 @@ def check_after_resume(
         home, "SELECT COUNT(DISTINCT seq) FROM entries WHERE origin = ?", (VILLAGE,)
     )
     head = count_rows(home, "SELECT seq FROM heads WHERE origin = ?", (VILLAGE,))
+    wait_projected(home)
     events = count_rows(home, "SELECT COUNT(*) FROM case_events WHERE origin = ?", (VILLAGE,))
     figure(f"{name}_applied_before_cut", cut_round.applied, "entries")
     figure(f"{name}_resent_entries", carried - total, "entries")
@@ -361,6 +380,7 @@ def main() -> None:
             run(Path(tmp), count, args)
     figure("bench_seconds", time.perf_counter() - started, "s")
     note(f"load average after: {os.getloadavg()[0]:.2f}")
+    note(f"calibration after: {calibration_us():.1f} µs for sum(range(1000))")
 
 
 def run(base: Path, count: int, args: argparse.Namespace) -> None:

@@ -13,9 +13,8 @@ from typing import Any
 from sync import receipts, relevance, trust
 from sync.ingest import IngestResult, ingest
 from sync.node import Node
-from sync.protocol.batch import Run
+from sync.protocol.batch import BATCH_ENTRIES, Run
 from sync.protocol.bundle import (
-    BATCH_ENTRIES,
     MAX_BUNDLE_BYTES,
     BundleFile,
     encode_bundle,

@@ -131,7 +131,7 @@ def _ingest_whole(
         check_every_signature=not authenticated,
     )
     if checked.accepted:
-        store.insert(checked.accepted, checked.parsed, at)
+        store.insert(checked.accepted, at)
         result.applied[run.origin] = result.applied.get(run.origin, 0) + len(checked.accepted)
     if checked.error is not None:
         result.refuse(checked.error)
@@ -158,10 +158,7 @@ def _ingest_part(store: Store, run: Run, key: bytes, result: IngestResult, at: s
             result.refuse(_entry_error(run.origin, seq, "entry.fork"))
             return
         store.insert(
-            [SignedEntry(raw, sig, digest, run.origin, seq, fields["type"])],
-            [fields],
-            at,
-            whole=False,
+            [SignedEntry(raw, sig, digest, run.origin, seq, fields["type"])], at, whole=False
         )
         result.applied[run.origin] = result.applied.get(run.origin, 0) + 1
 

@@ -111,7 +111,7 @@ class Node:
                 self.node_id, seq + 1, prev, at or self.clock.stamp(), entry_type, body
             )
             entry = sign_entry(self.signer, raw)
-            self.store.insert([entry], [entry.fields()], self.clock.stamp())
+            self.store.insert([entry], self.clock.stamp())
         return entry
 
     def set_clock_offset(self, offset: timedelta) -> None:

@@ -9,6 +9,7 @@ the peer reports, so nothing is sent twice on purpose and nothing applied twice.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -20,13 +21,12 @@ from sync.client import PeerClient
 from sync.ingest import ingest
 from sync.node import RESTORING, Node
 from sync.protocol import i18n
-from sync.protocol.batch import decode_batch, encode_batch
+from sync.protocol.batch import BATCH_BYTES, BATCH_ENTRIES, decode_batch, encode_batch
 from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import SyncError
 from sync.protocol.ids import is_within
 
-BATCH_ENTRIES = 4000
-BATCH_BYTES = 2 * 1024 * 1024
+FIRST_BATCH_ENTRIES = 500
 SKEW_WARN = timedelta(minutes=5)
 
 Progress = Callable[[str, int, int], None]
@@ -59,8 +59,11 @@ def _push_plan(node: Node, have: dict[str, int]) -> list[tuple[str, int, int]]:
 
 
 def _batches(node: Node, plan: list[tuple[str, int, int]]) -> Any:
+    """The entries of `plan` in batches; the first is small so the peer starts at once
+    while the next, full-sized one is prepared."""
     pending: list[SignedEntry] = []
     size = 0
+    limit = FIRST_BATCH_ENTRIES
     for origin, after, through in plan:
         cursor = after
         while cursor < through:
@@ -70,9 +73,9 @@ def _batches(node: Node, plan: list[tuple[str, int, int]]) -> Any:
             for entry in chunk:
                 pending.append(entry)
                 size += len(entry.raw) + 64
-                if len(pending) >= BATCH_ENTRIES or size >= BATCH_BYTES:
+                if len(pending) >= limit or size >= BATCH_BYTES:
                     yield pending
-                    pending, size = [], 0
+                    pending, size, limit = [], 0, BATCH_ENTRIES
             cursor = chunk[-1].seq
     if pending:
         yield pending
@@ -118,32 +121,65 @@ def sync_round(
         have = {str(o): int(s) for o, s in hello.get("have", {}).items()}
         _push_from_divergence(node, held_there.heads, have)
         if push:
-            plan = _push_plan(node, have)
-            total = sum(through - after for _, after, through in plan)
-            for batch in _batches(node, plan):
-                data = encode_batch(batch)
-                answer = client.push(data)
-                receipt = answer["receipt"]
-                receipts.accept(
-                    node.store,
-                    receipt["raw"].encode(),
-                    bytes.fromhex(receipt["sig"]),
-                    expected_issuer=peer_id,
-                )
-                result = answer["result"]
-                summary.pushed += sum(int(v) for v in result["applied"].values())
-                summary.pushed_bytes += len(data)
-                summary.batches += 1
-                summary.rejected.extend(result["rejected"])
-                summary.forks.extend(result["forks"])
-                if progress:
-                    progress("push", summary.pushed, total)
-                if result["rejected"]:
-                    break  # the peer refused something: say so rather than push on
+            _push_all(node, client, peer_id, _push_plan(node, have), summary, progress)
         with node.store.transaction():
             node.store.set_meta("last_sync", node.clock.stamp())
             node.store.set_meta("last_sync_peer", url)
     return summary
+
+
+def _push_all(
+    node: Node,
+    client: PeerClient,
+    peer_id: str,
+    plan: list[tuple[str, int, int]],
+    summary: RoundSummary,
+    progress: Progress | None,
+) -> None:
+    """Push the plan batch by batch, reading and compressing batch n+1 while batch n is
+    on the wire and being applied (one push in flight: the peer applies them in order)."""
+    total = sum(through - after for _, after, through in plan)
+    with ThreadPoolExecutor(1, thread_name_prefix="zhibao-push") as wire:
+        in_flight: tuple[Future[dict[str, Any]], int] | None = None
+        for batch in _batches(node, plan):
+            data = encode_batch(batch)
+            answered = _answer(*in_flight) if in_flight is not None else None
+            if answered is not None and answered[0]["result"]["rejected"]:
+                _pushed(node, peer_id, *answered, summary, progress, total)
+                return  # the peer refused something: say so rather than push on
+            in_flight = (wire.submit(client.push, data), len(data))  # the peer is busy again
+            if answered is not None:  # while this side files the receipt
+                _pushed(node, peer_id, *answered, summary, progress, total)
+        if in_flight is not None:
+            _pushed(node, peer_id, *_answer(*in_flight), summary, progress, total)
+
+
+def _answer(future: Future[dict[str, Any]], size: int) -> tuple[dict[str, Any], int]:
+    return future.result(), size  # LinkDownError, RefusedError: the round ends here
+
+
+def _pushed(
+    node: Node,
+    peer_id: str,
+    answer: dict[str, Any],
+    size: int,
+    summary: RoundSummary,
+    progress: Progress | None,
+    total: int,
+) -> None:
+    """File the answer to one push: keep its receipt, count what was applied or refused."""
+    receipt = answer["receipt"]
+    receipts.accept(
+        node.store, receipt["raw"].encode(), bytes.fromhex(receipt["sig"]), expected_issuer=peer_id
+    )
+    result = answer["result"]
+    summary.pushed += sum(int(v) for v in result["applied"].values())
+    summary.pushed_bytes += size
+    summary.batches += 1
+    summary.rejected.extend(result["rejected"])
+    summary.forks.extend(result["forks"])
+    if progress:
+        progress("push", summary.pushed, total)
 
 
 def _push_from_divergence(

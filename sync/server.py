@@ -4,10 +4,18 @@ Every request but `/v1/time` is signed by an enrolled node (method, path, body d
 time, nonce); a stale time or a nonce seen before is refused, so a captured request
 cannot be replayed. Handlers run on the event loop thread, one at a time, so the node's
 single apsw connection is never used from two threads.
+
+A push is answered (and its receipt signed) once its entries are verified and durable;
+the tiers' projections of them are deferred (sync.store) and caught up on the same loop
+once no push has come for `IDLE_SECONDS`, a few hundred entries at a time so a request
+never waits long, or at once before a pull, which reads them. Then the WAL is
+checkpointed, so that work too falls in quiet time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time as _time
 from datetime import datetime
@@ -32,6 +40,8 @@ MAX_BODY = 24 * 1024 * 1024
 MAX_SKEW_SECONDS = 600
 PULL_LIMIT = 5000
 BATCH_TYPE = "application/x-zhibao-batch"
+IDLE_SECONDS = 0.5  # project deferred entries once no push has come for this long
+PROJECT_STEP = 500  # entries projected between two looks at the request queue
 
 
 def _error(status: int, key: str, **params: Any) -> JSONResponse:
@@ -46,6 +56,9 @@ class NodeApp:
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        node.store.defer_projections()
+        self._last_push = 0.0
+        self._projecting = False
         self.app = Starlette(
             routes=[
                 Route("/v1/time", self.time, methods=["GET"]),
@@ -160,7 +173,31 @@ class NodeApp:
             )
             return JSONResponse({"result": result.to_json(), "receipt": self._receipt(sender)})
 
-        return await self._guarded(request, handle)
+        response = await self._guarded(request, handle)
+        self._last_push = _time.monotonic()
+        if not self._projecting:
+            self._projecting = True
+            asyncio.get_running_loop().call_later(IDLE_SECONDS, self._project_when_idle)
+        return response
+
+    def _project_when_idle(self) -> None:
+        """Catch the projections up, a step at a time, while no push is coming in."""
+        loop = asyncio.get_running_loop()
+        quiet = _time.monotonic() - self._last_push
+        if quiet < IDLE_SECONDS:
+            loop.call_later(IDLE_SECONDS - quiet, self._project_when_idle)
+            return
+        try:
+            remaining = self.node.store.catch_up(PROJECT_STEP)
+        except ZhibaoError:  # busy (a clerk's command is writing): look again later
+            loop.call_later(IDLE_SECONDS, self._project_when_idle)
+            return
+        if remaining:
+            loop.call_soon(self._project_when_idle)  # requests waiting are served first
+            return
+        self._projecting = False
+        with contextlib.suppress(ZhibaoError):
+            self.node.store.checkpoint()
 
     async def pull(self, request: Request) -> Response:
         def handle(sender: str, body: bytes) -> Response:
@@ -172,6 +209,7 @@ class NodeApp:
             except (ValueError, TypeError, AttributeError):
                 raise RefusedError("batch.malformed", reason="bad pull request") from None
             select = relevance.subtree_for if mode == "subtree" else relevance.select_for
+            self.node.store.catch_up()  # what concerns the client is read from projections
             entries, more = select(self.node.store, sender, cursors, limit)
             return Response(
                 encode_batch(entries),

@@ -6,8 +6,15 @@ Invariants:
 - Every write is one `with self.transaction():` — a batch applies whole or not at all.
 - `synchronous=FULL` with WAL: a transaction that returned is on disk, so a receipt
   (which is only written after commit) never acknowledges an entry a power cut can lose.
-- Extensions (projections kept by the layers above) see each applied entry inside the same
-  transaction, so a projection can never disagree with the log it was built from.
+- Extensions (projections kept by the layers above) see every entry exactly once, in the
+  order entries were stored (`entries.id`). Eager ones (trust: the keys ingest checks) see
+  it in the transaction that stores it. Lazy ones (the tiers' case and figure projections)
+  do too, unless the connection defers them (`defer_projections`, as `serve` does so a
+  push is acknowledged once it is durable, not once it is projected): then they catch up
+  later from a cursor kept in the same database (`meta.projected`), in transactions that
+  move the cursor with the projection. Any other writer catches up before it starts, and
+  readers catch up when they open the node, so nobody sees a projection behind the log
+  and a projection always equals the log up to its cursor.
 """
 
 from __future__ import annotations
@@ -20,10 +27,13 @@ from typing import Any, Protocol
 import apsw
 
 from sync.protocol import i18n
-from sync.protocol.entry import SignedEntry
+from sync.protocol.entry import SignedEntry, entry_fields
 from sync.protocol.errors import DiskFullError, StoreError
 
 BUSY_TIMEOUT_MS = 10_000
+WAL_CHECKPOINT_PAGES = 8192
+PROJECTED = "projected"  # meta key: entries.id up to which the lazy extensions have seen
+PROJECT_CHUNK = 2000  # entries held in memory at once while catching up
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -65,10 +75,11 @@ CREATE TABLE IF NOT EXISTS peers (
 
 
 class Extension(Protocol):
-    """A projection kept by a layer above, updated in the transaction that applies entries."""
+    """A projection kept by a layer above (see the module doc for eager and lazy)."""
 
     ddl: str
     types: frozenset[str] | None  # entry types it wants; None for all
+    lazy: bool  # may see entries after the transaction that stored them
 
     def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None: ...
 
@@ -100,6 +111,10 @@ class Store:
             self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
+            # checkpoint the WAL into the database every 32 MB rather than 4: a 4,000-entry
+            # push writes ~2.5 MB, and copying pages back after every other push cost a
+            # third of ingest; `serve` also checkpoints when it is idle
+            self.conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             self.conn.execute("PRAGMA foreign_keys=ON")
             with self.conn:
                 self.conn.execute(_DDL)
@@ -108,7 +123,12 @@ class Store:
         except apsw.Error as exc:
             raise _translate(exc) from exc
         self.extensions = list(extensions)
+        self._eager = [ext for ext in self.extensions if not ext.lazy]
+        self._lazy = [ext for ext in self.extensions if ext.lazy]
+        self.deferring = False  # see defer_projections
         self._depth = 0
+        self._projected: int | None = None  # the cursor, while a transaction projects inline
+        self._moved = False  # entries were projected inline since the cursor was written
 
     def close(self) -> None:
         self.conn.close()
@@ -119,21 +139,133 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def defer_projections(self) -> None:
+        """From now on, store entries without projecting them; `catch_up` projects them."""
+        self.deferring = True
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """One atomic write; nested use joins the outer transaction (a savepoint)."""
+        """One atomic write; nested use joins the outer transaction (a savepoint).
+
+        The outermost takes the write lock at once (BEGIN IMMEDIATE), so nothing it reads
+        (a head, a case's state, the projection cursor) can change before it writes; unless
+        this connection defers projections, it first brings them up to date.
+        """
+        outer = self._depth == 0
         try:
-            with self.conn:
-                self._depth += 1
-                try:
-                    yield
-                    if self._depth == 1:
-                        for ext in self.extensions:
-                            ext.flush(self)
-                finally:
-                    self._depth -= 1
+            if outer:
+                self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                with self.conn:
+                    self._depth += 1
+                    try:
+                        if outer and self._lazy and not self.deferring:
+                            self._project()
+                        yield
+                        if outer:
+                            self._finish()
+                    finally:
+                        self._depth -= 1
+                        if outer:
+                            self._projected, self._moved = None, False
+                if outer:
+                    self.conn.execute("COMMIT")
+            except BaseException:
+                if outer and not self.conn.get_autocommit():
+                    with contextlib.suppress(apsw.Error):
+                        self.conn.execute("ROLLBACK")
+                raise
         except apsw.Error as exc:
             raise _translate(exc) from exc
+
+    def _finish(self) -> None:
+        """End of the outermost transaction: flush what was applied, move the cursor."""
+        for ext in self._eager:
+            ext.flush(self)
+        if self._moved and self._projected is not None:
+            for ext in self._lazy:
+                ext.flush(self)
+            self.set_meta(PROJECTED, str(self._projected))
+            self._moved = False
+
+    # --- lazy projections ----------------------------------------------------------------
+
+    def unprojected(self) -> int:
+        """How many stored entries the lazy extensions have not seen yet."""
+        if not self._lazy:
+            return 0
+        rows = self.query(
+            "SELECT coalesce(max(id), 0) - coalesce((SELECT CAST(value AS INTEGER) FROM meta "
+            "WHERE key = ?), 0) FROM entries",
+            (PROJECTED,),
+        )
+        return max(0, int(rows[0][0]))  # ids are never reused: entries are never deleted
+
+    def catch_up(self, limit: int | None = None) -> int:
+        """Project up to `limit` (else all) entries not projected yet; returns how many remain.
+
+        One transaction per chunk of PROJECT_CHUNK entries, each moving the cursor with the
+        projection, so a long catch-up never holds the write lock for long and a crash
+        keeps every chunk it finished."""
+        left = limit if limit is not None else 2**62
+        remaining = self.unprojected()
+        deferring, self.deferring = self.deferring, True  # no catch-up on entering
+        try:
+            while remaining and left > 0:
+                with self.transaction():
+                    done = self._project(min(left, PROJECT_CHUNK))
+                left -= done
+                remaining = self.unprojected() if done else 0
+        finally:
+            self.deferring = deferring
+        return remaining
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database file, as far as readers allow."""
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except apsw.Error as exc:
+            raise _translate(exc) from exc
+
+    def _project(self, limit: int | None = None) -> int:
+        """Inside a transaction: let the lazy extensions see entries past the cursor; returns
+        how many entries it went through."""
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (PROJECTED,))
+        cursor = int(rows[0][0]) if rows else 0
+        left = limit if limit is not None else 2**62
+        done = 0
+        while left > 0:
+            chunk = self.query(
+                "SELECT id, origin, seq, hash, sig, raw, type FROM entries WHERE id > ? "
+                "ORDER BY id LIMIT ?",
+                (cursor, min(left, PROJECT_CHUNK)),
+            )
+            if not chunk:
+                break
+            entries = [SignedEntry(raw, sig, h, o, s, t) for _, o, s, h, sig, raw, t in chunk]
+            parsed: dict[int, Any] = {}
+            for ext in self._lazy:
+                self._apply(ext, entries, parsed)
+                ext.flush(self)
+            cursor = chunk[-1][0]
+            left -= len(chunk)
+            done += len(chunk)
+            self.set_meta(PROJECTED, str(cursor))
+        self._projected = None if self.deferring else cursor
+        self._moved = False
+        return done
+
+    def _apply(
+        self, ext: Extension, entries: Sequence[SignedEntry], parsed: dict[int, Any]
+    ) -> None:
+        """Show `ext` the entries it wants; `parsed` caches their fields by position."""
+        wanted = ext.types
+        for index, entry in enumerate(entries):
+            if wanted is None or entry.type in wanted:
+                fields = parsed.get(index)
+                if fields is None:
+                    fields = parsed[index] = entry_fields(entry.raw)
+                ext.apply(self, entry, fields)
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -206,18 +338,15 @@ class Store:
             yield SignedEntry(raw, sig, h, o, seq, kind)
 
     def insert(
-        self,
-        entries: Sequence[SignedEntry],
-        parsed: Sequence[dict[str, Any]],
-        received_at: str,
-        *,
-        whole: bool = True,
+        self, entries: Sequence[SignedEntry], received_at: str, *, whole: bool = True
     ) -> None:
         """Append verified entries of one origin and run the extensions.
 
         Call inside `transaction()`. With `whole` the caller has proved they extend the
         origin's head (a log this node holds whole); without it they are single entries of
         a log held in part (what flowed down), each checked on its own, and no head moves.
+        Entries are parsed again only for the extensions that want them: keeping every
+        parsed body of a batch alive costs more (garbage collection) than parsing twice.
         """
         if not entries:
             return
@@ -236,11 +365,14 @@ class Store:
                 )
         except apsw.Error as exc:
             raise _translate(exc) from exc
-        for ext in self.extensions:
-            wanted = ext.types
-            for entry, fields in zip(entries, parsed, strict=True):
-                if wanted is None or entry.type in wanted:
-                    ext.apply(self, entry, fields)
+        parsed: dict[int, Any] = {}
+        for ext in self._eager:
+            self._apply(ext, entries, parsed)
+        if self._projected is not None:  # this transaction projects inline (not deferring)
+            for ext in self._lazy:
+                self._apply(ext, entries, parsed)
+            self._projected = self.conn.last_insert_rowid()
+            self._moved = True
 
     # --- forks ---------------------------------------------------------------------------
 

@@ -70,6 +70,7 @@ class Trust:
 
     ddl = _DDL
     types: frozenset[str] | None = frozenset({ENROLLED})
+    lazy = False  # ingest checks keys against it: always in step
 
     def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
         body = fields["body"]

@@ -115,7 +115,7 @@ def copy_logs(src: Store, dst: Store) -> None:
             continue
         fresh = src.entries(origin, after=held)
         with dst.transaction():
-            dst.insert(fresh, [e.fields() for e in fresh], "2025-10-09T10:00:00+08:00")
+            dst.insert(fresh, "2025-10-09T10:00:00+08:00")
 
 
 def case_entries(store: Store, origin: str) -> list[SignedEntry]:
@@ -131,7 +131,7 @@ def fresh_store(path: Path) -> Store:
 def insert_one(store: Store, entry: SignedEntry) -> None:
     """Apply one entry in its own transaction (arrival order is the caller's)."""
     with store.transaction():
-        store.insert([entry], [entry.fields()], "2025-10-09T10:00:00+08:00")
+        store.insert([entry], "2025-10-09T10:00:00+08:00")
 
 
 def case_row(store: Store, case_id: str) -> dict[str, Any]:

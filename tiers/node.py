@@ -19,7 +19,14 @@ def extensions() -> list[Extension]:
 
 
 def open_home(home: Path, *, clock: Clock | None = None) -> Node:
-    return open_node(home, extensions=extensions(), clock=clock)
+    """Open a node with its projections brought up to date (`serve` may have deferred some)."""
+    node = open_node(home, extensions=extensions(), clock=clock)
+    try:
+        node.store.catch_up()
+    except BaseException:
+        node.close()
+        raise
+    return node
 
 
 def create_home(home: Path, *, clock: Clock | None = None, **options: str | None) -> Node:

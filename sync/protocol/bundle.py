@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from sync.protocol import i18n
-from sync.protocol.batch import Run, decode_batch, encode_batch
+from sync.protocol.batch import BATCH_BYTES, BATCH_ENTRIES, Run, decode_batch, encode_batch
 from sync.protocol.canonical import canonical
 from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import BundleError, NodeIdError, RefusedError
@@ -62,7 +62,6 @@ SEAL_DOMAIN = b"zhibao/bundle-seal/v1\0"
 SUITE_NAME = "X25519-HKDF-SHA256-ChaCha20Poly1305"
 MAX_HEADER_BYTES = 1024 * 1024
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
-BATCH_ENTRIES, BATCH_BYTES = 4000, 2 * 1024 * 1024
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
 _U32, _U64 = struct.Struct(">I"), struct.Struct(">Q")
 _SIG = 64

@@ -1,7 +1,8 @@
 """Canonical JSON: the one serialisation every signed object goes through, exactly once.
 
 UTF-8, keys sorted, no insignificant white space, no floats (money in fen, times as
-strings). The bytes produced here are what is hashed, signed, stored and shipped.
+strings), integers within 64 bits. The bytes produced here are what is hashed, signed,
+stored and shipped.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ def _check(value: Any, path: str) -> None:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return
     if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:  # what every reader (orjson) takes back
+            raise TypeError(f"integer at {path} does not fit in 64 bits")
         return
     if isinstance(value, float):
         raise TypeError(f"float at {path}: use integers (fen) or strings")

@@ -11,16 +11,18 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from sync.protocol import i18n
 from sync.protocol.canonical import canonical
 from sync.protocol.errors import EntryError
+from sync.protocol.ids import is_node_id
 from sync.protocol.keys import Signer, verify
 
 ENTRY_DOMAIN = b"zhibao/entry/v1\0"
@@ -29,7 +31,6 @@ MAX_ENTRY_BYTES = 32 * 1024
 SIGNATURE_BYTES = 64
 _FIELDS = frozenset({"v", "origin", "seq", "prev", "at", "type", "body"})
 _TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
-_NODE_ID = re.compile(r"^(\d{6}|\d{9}|\d{12})$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 BodyCheck = Callable[[dict[str, Any]], None]
@@ -41,9 +42,11 @@ def register_body_check(entry_type: str, check: BodyCheck) -> None:
     _BODY_CHECKS[entry_type] = check
 
 
-@dataclass(frozen=True, slots=True)
-class SignedEntry:
-    """An entry's exact bytes with its hash and its author's signature beside them."""
+class SignedEntry(NamedTuple):
+    """An entry's exact bytes with its hash and its author's signature beside them.
+
+    A named tuple, not a frozen dataclass: one is made for every entry received, and a
+    frozen dataclass costs several times more to build."""
 
     raw: bytes
     sig: bytes
@@ -53,7 +56,17 @@ class SignedEntry:
     type: str
 
     def fields(self) -> dict[str, Any]:
-        return json.loads(self.raw)
+        return entry_fields(self.raw)
+
+
+def entry_fields(raw: bytes) -> Any:
+    """The JSON value of an entry's bytes (ValueError if they are not strict UTF-8 JSON).
+
+    orjson, not the standard library: this runs for every entry received and it is four
+    times faster; it is also stricter (UTF-8 only, no NaN, no lone surrogates, integers
+    within 64 bits), and `canonical` never writes anything it would refuse.
+    """
+    return orjson.loads(raw)
 
 
 def entry_hash(raw: bytes) -> bytes:
@@ -105,43 +118,56 @@ def _refuse(origin: object, seq: object, reason_key: str, **params: object) -> E
     )
 
 
-def parse_envelope(raw: bytes, origin: str | None = None, seq: int | None = None) -> dict[str, Any]:
-    """Parse and check the envelope and body of `raw` (size, fields, types, schema)."""
+def _load(raw: bytes, origin: str | None, seq: int | None) -> dict[str, Any]:
+    """The fields of `raw`: size, strict JSON, exactly the envelope's keys."""
     if len(raw) > MAX_ENTRY_BYTES:
         raise _refuse(origin, seq, "entry.too_big", size=len(raw), limit=MAX_ENTRY_BYTES)
     try:
-        fields = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        fields = entry_fields(raw)
+    except ValueError:
         raise _refuse(origin, seq, "entry.not_json") from None
-    if not isinstance(fields, dict) or set(fields) != _FIELDS:
+    if type(fields) is not dict or fields.keys() != _FIELDS:
         raise _refuse(origin, seq, "entry.fields")
-    o, s, prev = fields["origin"], fields["seq"], fields["prev"]
-    if not isinstance(o, str) or not _NODE_ID.match(o):
-        raise _refuse(origin, seq, "entry.bad_field", field="origin")
-    if not isinstance(s, int) or isinstance(s, bool) or s < 1:
-        raise _refuse(o, seq, "entry.bad_field", field="seq")
-    if fields["v"] != FORMAT_VERSION:
-        raise _refuse(o, s, "entry.version", version=fields["v"])
-    if not (prev is None if s == 1 else isinstance(prev, str) and _HEX64.match(prev)):
-        raise _refuse(o, s, "entry.bad_field", field="prev")
+    return fields
+
+
+def _check_content(fields: dict[str, Any], o: str, s: int) -> None:
+    """`at`, `type` and `body` of an entry whose identity (origin, seq, prev, v) is checked."""
     at = fields["at"]
     try:
-        if not isinstance(at, str) or datetime.fromisoformat(at).utcoffset() is None:
+        if type(at) is not str or datetime.fromisoformat(at).utcoffset() is None:
             raise ValueError
     except ValueError:
         raise _refuse(o, s, "entry.bad_field", field="at") from None
-    if not isinstance(fields["type"], str) or not _TYPE.match(fields["type"]):
+    kind = fields["type"]
+    check = _BODY_CHECKS.get(kind) if type(kind) is str else None
+    if check is None and (type(kind) is not str or not _TYPE.match(kind)):
         raise _refuse(o, s, "entry.bad_field", field="type")
-    if not isinstance(fields["body"], dict):
+    body = fields["body"]
+    if type(body) is not dict:
         raise _refuse(o, s, "entry.bad_field", field="body")
-    if (origin is not None and o != origin) or (seq is not None and s != seq):
-        raise _refuse(origin, seq, "entry.mislabelled", got=f"{o}#{s}")
-    check = _BODY_CHECKS.get(fields["type"])
     if check is not None:
         try:
-            check(fields["body"])
+            check(body)
         except (ValueError, TypeError, KeyError) as exc:
-            raise _refuse(o, s, "entry.schema", type=fields["type"], detail=str(exc)) from None
+            raise _refuse(o, s, "entry.schema", type=kind, detail=str(exc)) from None
+
+
+def parse_envelope(raw: bytes, origin: str | None = None, seq: int | None = None) -> dict[str, Any]:
+    """Parse and check the envelope and body of `raw` (size, fields, types, schema)."""
+    fields = _load(raw, origin, seq)
+    o, s, prev = fields["origin"], fields["seq"], fields["prev"]
+    if not is_node_id(o):
+        raise _refuse(origin, seq, "entry.bad_field", field="origin")
+    if type(s) is not int or s < 1:
+        raise _refuse(o, seq, "entry.bad_field", field="seq")
+    if type(fields["v"]) is not int or fields["v"] != FORMAT_VERSION:
+        raise _refuse(o, s, "entry.version", version=fields["v"])
+    if not (prev is None if s == 1 else type(prev) is str and _HEX64.match(prev)):
+        raise _refuse(o, s, "entry.bad_field", field="prev")
+    if (origin is not None and o != origin) or (seq is not None and s != seq):
+        raise _refuse(origin, seq, "entry.mislabelled", got=f"{o}#{s}")
+    _check_content(fields, o, s)
     return fields
 
 
@@ -150,7 +176,6 @@ class RunResult:
     """What `verify_run` proved: the accepted prefix and, if it stopped early, why."""
 
     accepted: list[SignedEntry]
-    parsed: list[dict[str, Any]]
     error: EntryError | None
 
 
@@ -168,39 +193,52 @@ def verify_run(
     Every size limit, envelope, sequence number and hash link is checked; signatures are
     checked on the last entry of the chained prefix (which vouches for all below it) and,
     only if that fails or `check_every_signature`, one by one to find the first bad one.
+    An entry whose origin, seq, prev and version are exactly the ones expected next has a
+    well-formed identity by that alone; any other goes through `parse_envelope`, which
+    names what is wrong with it.
     """
     chained: list[SignedEntry] = []
-    parsed: list[dict[str, Any]] = []
     error: EntryError | None = None
-    last_seq, last_hash = head_seq, head_hash
+    known_origin = is_node_id(origin)
+    expected = head_seq + 1
+    want_prev = head_hash.hex() if head_hash is not None else None
     for raw, sig in items:
-        expected = last_seq + 1
         try:
-            fields = parse_envelope(raw, origin)
-            if fields["seq"] != expected:
-                raise _refuse(origin, fields["seq"], "entry.seq_gap", expected=expected)
-            want_prev = last_hash.hex() if last_hash is not None else None
-            if fields["prev"] != want_prev:
+            fields = _load(raw, origin, expected)
+            s = fields["seq"]
+            if not (
+                known_origin
+                and fields["origin"] == origin
+                and s == expected
+                and type(s) is int
+                and fields["prev"] == want_prev
+                and fields["v"] == FORMAT_VERSION
+                and type(fields["v"]) is int
+            ):
+                parse_envelope(raw, origin)  # raises unless well formed: then out of place
+                if s != expected:
+                    raise _refuse(origin, s, "entry.seq_gap", expected=expected)
                 raise _refuse(origin, expected, "entry.chain")
+            _check_content(fields, origin, expected)
             if len(sig) != SIGNATURE_BYTES:
                 raise _refuse(origin, expected, "entry.signature")
         except EntryError as exc:
             error = exc
             break
-        digest = entry_hash(raw)
+        digest = hashlib.sha256(raw).digest()
         chained.append(SignedEntry(raw, sig, digest, origin, expected, fields["type"]))
-        parsed.append(fields)
-        last_seq, last_hash = expected, digest
+        expected += 1
+        want_prev = digest.hex()
     if not chained:
-        return RunResult([], [], error)
+        return RunResult([], error)
     tip = chained[-1]
     if not check_every_signature and verify(public_key, signing_message(tip.hash), tip.sig):
-        return RunResult(chained, parsed, error)
+        return RunResult(chained, error)
     for index, entry in enumerate(chained):
         if not verify(public_key, signing_message(entry.hash), entry.sig):
             bad = _refuse(origin, entry.seq, "entry.signature")
-            return RunResult(chained[:index], parsed[:index], bad)
-    return RunResult(chained, parsed, error)
+            return RunResult(chained[:index], bad)
+    return RunResult(chained, error)
 
 
 i18n.register(

@@ -11,6 +11,7 @@ from sync.protocol.canonical import canonical
 from sync.protocol.entry import (
     SignedEntry,
     encode_entry,
+    entry_fields,
     entry_hash,
     parse_envelope,
     sign_entry,
@@ -41,13 +42,21 @@ def test_canonical_sorts_keys_and_refuses_floats() -> None:
 
 @given(
     st.recursive(
-        st.none() | st.booleans() | st.integers() | st.text(),
+        st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(),
         lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(), c, max_size=3),
         max_leaves=10,
     )
 )
 def test_canonical_round_trips_through_json(value: object) -> None:
     assert canonical(json.loads(canonical(value))) == canonical(value)
+    assert canonical(entry_fields(canonical(value))) == canonical(value)  # the ingest reader
+
+
+def test_canonical_refuses_integers_the_reader_cannot_take_back() -> None:
+    with pytest.raises(TypeError, match="64 bits"):
+        canonical({"n": 2**63})
+    with pytest.raises(TypeError, match="64 bits"):
+        canonical([-(2**63) - 1])
 
 
 def test_sign_entry_hash_is_sha256_of_exact_bytes() -> None:

@@ -6,7 +6,7 @@ import json
 import secrets
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -75,7 +75,7 @@ def tampered(entry: SignedEntry, index: int, mask: int = 0x01) -> SignedEntry:
     """`entry` with the byte at `index` of its raw bytes XOR `mask` (signature kept)."""
     raw = bytearray(entry.raw)
     raw[index] ^= mask
-    return replace(entry, raw=bytes(raw), hash=entry_hash(bytes(raw)))
+    return entry._replace(raw=bytes(raw), hash=entry_hash(bytes(raw)))
 
 
 def batch_of(entries: Sequence[SignedEntry]) -> bytes:

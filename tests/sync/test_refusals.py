@@ -121,7 +121,7 @@ def _z(plain: bytes) -> bytes:
 
 
 def _sig_flipped(entry: SignedEntry) -> SignedEntry:
-    return replace(entry, sig=bytes([entry.sig[0] ^ 0x80]) + entry.sig[1:])
+    return entry._replace(sig=bytes([entry.sig[0] ^ 0x80]) + entry.sig[1:])
 
 
 def _byte_at(entry: SignedEntry, marker: bytes) -> int:
@@ -307,7 +307,7 @@ def test_push_refuses_entries_signed_by_an_impostor(net: Topology, town_url: str
     """Entries for the village's id, well formed and chained, but signed by another key."""
     impostor = Signer.generate()
     genuine = _new_entries(net)
-    forged = [replace(e, sig=impostor.sign(signing_message(e.hash))) for e in genuine]
+    forged = [e._replace(sig=impostor.sign(signing_message(e.hash))) for e in genuine]
     before = _town(net)
     answer = _push(net, town_url, batch_of(forged))
     assert answer["result"]["applied"] == {}

@@ -85,7 +85,7 @@ def arrive(source: Node, target: Node) -> None:
     head, _ = target.store.head(source.node_id)
     entries = source.store.entries(source.node_id, after=head)
     with target.store.transaction():
-        target.store.insert(entries, [e.fields() for e in entries], "2025-10-09T10:00:00+08:00")
+        target.store.insert(entries, "2025-10-09T10:00:00+08:00")
 
 
 def head(node: Node) -> int:
@@ -184,7 +184,7 @@ def test_published_later_seq_wins_when_a_partial_log_arrives_out_of_order(
     assert (newer.type, older.type) == (CATALOGUE_ITEM, CATALOGUE_ITEM)
     with town.store.transaction():
         for entry in (newer, older):
-            town.store.insert([entry], [entry.fields()], "2025-10-09T10:00:00+08:00", whole=False)
+            town.store.insert([entry], "2025-10-09T10:00:00+08:00", whole=False)
     assert [(p.item.name, p.seq) for p in list_published(town.store)] == [
         (shared_items[0].name + "（新）", first + 1)
     ]

@@ -8,11 +8,11 @@ Money is integer fen; ratings are 1 (非常满意) … 5 (非常不满意) as in
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
 from sync.protocol.entry import register_body_check
+from sync.protocol.ids import is_node_id
 
 RECEIVED = "case.received"
 ACCEPTED = "case.accepted"
@@ -37,8 +37,16 @@ SCORES = range(1, 6)
 MAX_TEXT = 2000
 MAX_LIST = 100
 
-CASE_ID = re.compile(r"^(\d{6}|\d{9}|\d{12})-(\d{8})-(\d{4,})$")
-_NODE_ID = re.compile(r"^(\d{6}|\d{9}|\d{12})$")
+
+def is_case_id(value: object) -> bool:
+    """`<node id>-<YYYYMMDD>-<number of 4 digits or more>`, all ASCII digits."""
+    if type(value) is not str:
+        return False
+    parts = value.split("-")
+    if len(parts) != 3 or not is_node_id(parts[0]):
+        return False
+    digits = parts[1] + parts[2]
+    return len(parts[1]) == 8 and len(parts[2]) >= 4 and digits.isascii() and digits.isdigit()
 
 
 def _text(body: dict[str, Any], key: str, *, optional: bool = False) -> None:
@@ -73,7 +81,7 @@ def _choice(body: dict[str, Any], key: str, choices: tuple[str, ...]) -> None:
 
 def _envelope(body: dict[str, Any], *, first: bool) -> None:
     case_id = body.get("case_id")
-    if not isinstance(case_id, str) or not CASE_ID.match(case_id):
+    if not is_case_id(case_id):
         raise ValueError("case_id is malformed")
     after = body.get("after")
     if first:
@@ -83,8 +91,7 @@ def _envelope(body: dict[str, Any], *, first: bool) -> None:
     if not (
         isinstance(after, list)
         and len(after) == 2
-        and isinstance(after[0], str)
-        and _NODE_ID.match(after[0])
+        and is_node_id(after[0])
         and isinstance(after[1], int)
         and not isinstance(after[1], bool)
         and after[1] >= 1
@@ -131,7 +138,7 @@ def _extended(body: dict[str, Any]) -> None:
 def _forwarded(body: dict[str, Any]) -> None:
     _envelope(body, first=False)
     to = body.get("to")
-    if not isinstance(to, str) or not _NODE_ID.match(to):
+    if not is_node_id(to):
         raise ValueError("to must be a node id")
     _text(body, "note", optional=True)
 

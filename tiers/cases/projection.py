@@ -324,6 +324,7 @@ class CaseProjection:
 
     ddl = _DDL
     types: frozenset[str] | None = entries.TYPES | {CALENDAR_OVERRIDE}
+    lazy = True
 
     def __init__(self) -> None:
         self._fresh: dict[str, list[Event]] = {}  # case id -> events applied, in order
