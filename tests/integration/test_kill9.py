@@ -135,6 +135,7 @@ def _converge(net: Topology, url: str) -> None:
 
 def _held_at(home: Path, origin: str) -> int:
     conn = apsw.Connection(str(home / NODE_DB), flags=apsw.SQLITE_OPEN_READONLY)
+    conn.set_busy_timeout(10_000)  # a server just restarted after kill -9 recovers the WAL
     try:
         return int(
             next(conn.execute("SELECT COUNT(*) FROM entries WHERE origin = ?", (origin,)))[0]
