@@ -192,6 +192,9 @@ class NodeApp:
         except ZhibaoError:  # busy (a clerk's command is writing): look again later
             loop.call_later(IDLE_SECONDS, self._project_when_idle)
             return
+        except Exception:  # a bug: let the loop report it; the next push tries again
+            self._projecting = False
+            raise
         if remaining:
             loop.call_soon(self._project_when_idle)  # requests waiting are served first
             return

@@ -113,7 +113,8 @@ class Store:
             self.conn.execute("PRAGMA synchronous=FULL")
             # checkpoint the WAL into the database every 32 MB rather than 4: a 4,000-entry
             # push writes ~2.5 MB, and copying pages back after every other push cost a
-            # third of ingest; `serve` also checkpoints when it is idle
+            # quarter of ingest (in process, 50,000 entries: 1.02 s → 0.78 s); `serve` also
+            # checkpoints when it is idle
             self.conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             self.conn.execute("PRAGMA foreign_keys=ON")
             with self.conn:
