@@ -68,8 +68,9 @@ class NodeApp:
             ]
         )
 
-    async def _authenticate(self, request: Request) -> tuple[str, bytes]:
-        """The sender's id and the body, or RefusedError saying why not."""
+    async def _authenticate(self, request: Request) -> tuple[str, bytes, str, int]:
+        """The sender's id, the body, the nonce and the clock skew in seconds, or
+        RefusedError saying why not. Writes nothing: see `_remember`."""
         length = int(request.headers.get("content-length") or 0)
         if length > MAX_BODY:
             raise RefusedError("request.too_big", size=length)
@@ -105,26 +106,35 @@ class NodeApp:
             raise RefusedError("request.bad_time") from None
         if abs(skew) > MAX_SKEW_SECONDS:
             raise RefusedError("request.clock", skew=int(skew), time=self.node.clock.stamp())
+        return node_id, body, nonce, int(skew)
+
+    def _remember(self, node_id: str, nonce: str, skew: int) -> None:
+        """Inside the request's transaction: refuse a nonce seen before, then record it and
+        the peer's contact (they commit with what the request changed, in one fsync)."""
+        store = self.node.store
         now = int(_time.time())
-        with store.transaction():
-            if store.query("SELECT 1 FROM nonces WHERE node = ? AND nonce = ?", (node_id, nonce)):
-                raise RefusedError("request.replayed")
-            store.execute("DELETE FROM nonces WHERE seen < ?", (now - 4 * MAX_SKEW_SECONDS,))
-            store.execute(
-                "INSERT INTO nonces (node, nonce, seen) VALUES (?, ?, ?)", (node_id, nonce, now)
-            )
-            store.execute(
-                "INSERT INTO peers (node_id, last_contact, skew_seconds) VALUES (?, ?, ?) "
-                "ON CONFLICT(node_id) DO UPDATE SET last_contact=excluded.last_contact, "
-                "skew_seconds=excluded.skew_seconds",
-                (node_id, self.node.clock.stamp(), int(skew)),
-            )
-        return node_id, body
+        if store.query("SELECT 1 FROM nonces WHERE node = ? AND nonce = ?", (node_id, nonce)):
+            raise RefusedError("request.replayed")
+        store.execute("DELETE FROM nonces WHERE seen < ?", (now - 4 * MAX_SKEW_SECONDS,))
+        store.execute(
+            "INSERT INTO nonces (node, nonce, seen) VALUES (?, ?, ?)", (node_id, nonce, now)
+        )
+        store.execute(
+            "INSERT INTO peers (node_id, last_contact, skew_seconds) VALUES (?, ?, ?) "
+            "ON CONFLICT(node_id) DO UPDATE SET last_contact=excluded.last_contact, "
+            "skew_seconds=excluded.skew_seconds",
+            (node_id, self.node.clock.stamp(), skew),
+        )
 
     async def _guarded(self, request: Request, handler: Any) -> Response:
         try:
-            sender, body = await self._authenticate(request)
-            return handler(sender, body)
+            sender, body, nonce, skew = await self._authenticate(request)
+            # one transaction: the nonce, then what the handler writes; the answer (and any
+            # receipt in it) leaves only after this commit
+            with self.node.store.transaction():
+                self._remember(sender, nonce, skew)
+                response: Response = handler(sender, body)
+            return response
         except RefusedError as exc:
             status = 409 if exc.key == "request.replayed" else 403
             if exc.key in ("request.clock",):

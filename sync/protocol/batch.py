@@ -93,14 +93,17 @@ def decode_batch(data: bytes) -> list[Run]:
         pos += size
     if len(plain) - pos != total * SIGNATURE_BYTES or any(len(r) == 0 for r in raws):
         raise _bad("truncated")
+    sigs = [plain[at : at + SIGNATURE_BYTES] for at in range(pos, len(plain), SIGNATURE_BYTES)]
     out: list[Run] = []
     index = 0
     for origin, first, count in runs:
-        items = [
-            (raws[index + k], plain[pos + (index + k) * 64 : pos + (index + k + 1) * 64])
-            for k in range(count)
-        ]
-        out.append(Run(origin, first, items))
+        out.append(
+            Run(
+                origin,
+                first,
+                list(zip(raws[index : index + count], sigs[index : index + count], strict=True)),
+            )
+        )
         index += count
     return out
 

@@ -12,10 +12,22 @@ TIERS = ("city", "town", "village")
 _LENGTHS = frozenset(TIER_LENGTH.values())
 
 
+_SEEN: set[str] = set()  # ids found well formed: a network has a few thousand at most
+_SEEN_MAX = 100_000
+
+
 def is_node_id(value: object) -> bool:
-    """True for a well-formed id: 6, 9 or 12 ASCII digits (checked for every entry received,
-    so string methods rather than a regular expression, which costs several times more)."""
-    return type(value) is str and len(value) in _LENGTHS and value.isascii() and value.isdigit()
+    """True for a well-formed id: 6, 9 or 12 ASCII digits. Checked several times for every
+    entry received, so string methods rather than a regular expression (several times
+    dearer), and ids already seen are looked up."""
+    if type(value) is not str:  # JSON may hold anything here, unhashable lists included
+        return False
+    if value in _SEEN:  # hashing a str is cached on the object
+        return True
+    ok = len(value) in _LENGTHS and value.isascii() and value.isdigit()
+    if ok and len(_SEEN) < _SEEN_MAX:
+        _SEEN.add(value)
+    return ok
 
 
 def tier_of(node_id: str) -> str:
