@@ -59,6 +59,7 @@ class NodeApp:
         node.store.defer_projections()
         self._last_push = 0.0
         self._projecting = False
+        self._stopped = False
         self.app = Starlette(
             routes=[
                 Route("/v1/time", self.time, methods=["GET"]),
@@ -190,8 +191,16 @@ class NodeApp:
             asyncio.get_running_loop().call_later(IDLE_SECONDS, self._project_when_idle)
         return response
 
+    def stop(self) -> None:
+        """No more idle projection steps (call on the serving loop, before closing the node:
+        a step already scheduled then does nothing)."""
+        self._stopped = True
+
     def _project_when_idle(self) -> None:
         """Catch the projections up, a step at a time, while no push is coming in."""
+        if self._stopped:
+            self._projecting = False
+            return
         loop = asyncio.get_running_loop()
         quiet = _time.monotonic() - self._last_push
         if quiet < IDLE_SECONDS:

@@ -6,6 +6,7 @@ every socket, pipe and connection closed, when their `with` block ends.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import selectors
 import shutil
@@ -111,8 +112,10 @@ class Switchboard:
 
     def __init__(self) -> None:
         self._app: ASGIApp | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._loop = asyncio.get_running_loop()
         if self._app is None:
             raise RuntimeError("the switchboard serves no node right now")
         await self._app(scope, receive, send)
@@ -121,12 +124,21 @@ class Switchboard:
     def serving(self, home: Path, url: str) -> Iterator[str]:
         """Serve the node at `home` at `url` (this switchboard's) until the block ends."""
         node = open_home(home)
-        self._app = NodeApp(node).app
+        served = NodeApp(node)
+        self._app = served.app
         try:
             yield url
         finally:
             self._app = None
-            node.close()
+            if self._loop is None:  # it never served a request: nothing runs on the loop
+                node.close()
+            else:  # on the serving loop, so no idle projection step is using the connection
+                asyncio.run_coroutine_threadsafe(_retire(served, node), self._loop).result(10)
+
+
+async def _retire(served: NodeApp, node: Node) -> None:
+    served.stop()
+    node.close()
 
 
 @contextmanager
