@@ -52,7 +52,12 @@ def _error(status: int, key: str, **params: Any) -> JSONResponse:
 
 
 class NodeApp:
-    """Request handling for one node; `app` is the ASGI application."""
+    """Request handling for one node; `app` is the ASGI application.
+
+    It switches the node's store to deferred projection for good, and while it serves, its
+    loop may use the node's connection on its own (idle projection): close the node only
+    after the loop has stopped, or on the loop after `stop()`.
+    """
 
     def __init__(self, node: Node) -> None:
         self.node = node

@@ -88,7 +88,8 @@ def serve_in_thread(home: Path | None = None, *, node: Node | None = None) -> It
     """Serve a node with uvicorn in a background thread; yield its URL.
 
     Pass `node` to serve an already opened node (its connection is then used from the
-    server thread; touch it only while no request is in flight); else `home` is opened.
+    server thread, also by idle projection after a push: touch it only once the block has
+    ended; it stays in deferred-projection mode); else `home` is opened.
     """
     if node is None:
         assert home is not None
