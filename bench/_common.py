@@ -32,12 +32,13 @@ from sync import trust  # noqa: E402
 from sync.clock import ZONE  # noqa: E402
 from sync.node import Node  # noqa: E402
 from sync.protocol.batch import decode_batch  # noqa: E402
+from sync.store import UNPROJECTED_SQL  # noqa: E402
 from tiers.catalogue import parse_catalogue  # noqa: E402
 from tiers.node import create_home, open_home  # noqa: E402
 from tiers.published import publish_items  # noqa: E402
 
 ZHIBAO = ROOT / ".venv" / "bin" / "zhibao"
-CATALOGUE = Path("/work/shared/data/catalogue.csv")
+CATALOGUE = ROOT / "tiers" / "data" / "catalogue.csv"  # the shared catalogue, as shipped
 CITY, TOWN, VILLAGE = "330782", "330782001", "330782001201"
 NAMES = {CITY: "义乌市行政服务中心", TOWN: "稠城街道便民服务中心", VILLAGE: "下骆宅村便民服务室"}
 
@@ -326,13 +327,7 @@ def count_rows(home: Path, sql: str, params: tuple[Any, ...] = ()) -> Any:
 
 def unprojected(home: Path) -> int:
     """Entries `zhibao serve` has acknowledged but not projected yet (sync.store.PROJECTED)."""
-    return int(
-        count_rows(
-            home,
-            "SELECT coalesce(max(id), 0) - coalesce((SELECT CAST(value AS INTEGER) FROM meta "
-            "WHERE key = 'projected'), 0) FROM entries",
-        )
-    )
+    return max(0, int(count_rows(home, UNPROJECTED_SQL)))
 
 
 def wait_projected(home: Path, timeout: float = 600.0) -> float:

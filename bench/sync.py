@@ -338,8 +338,8 @@ def slow_line(
     figure(
         "slow_overhead_seconds",
         seconds - ideal,
-        "s (mostly: batches are sent one after another, "
-        "so the line idles while each batch is verified and applied)",
+        "s (what bytes and round trips do not explain: preparing the first batch, "
+        "applying the last, proxy scheduling)",
     )
 
 

@@ -34,6 +34,10 @@ BUSY_TIMEOUT_MS = 10_000
 WAL_CHECKPOINT_PAGES = 8192
 PROJECTED = "projected"  # meta key: entries.id up to which the lazy extensions have seen
 PROJECT_CHUNK = 2000  # entries held in memory at once while catching up
+UNPROJECTED_SQL = (  # entries stored but not yet seen by the lazy extensions
+    "SELECT coalesce(max(id), 0) - coalesce((SELECT CAST(value AS INTEGER) FROM meta "
+    f"WHERE key = '{PROJECTED}'), 0) FROM entries"
+)
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -144,14 +148,17 @@ class Store:
         """From now on, store entries without projecting them; `catch_up` projects them."""
         self.deferring = True
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
         """One atomic write; nested use joins the outer transaction (a savepoint).
 
         The outermost takes the write lock at once (BEGIN IMMEDIATE), so nothing it reads
         (a head, a case's state, the projection cursor) can change before it writes; unless
         this connection defers projections, it first brings them up to date.
         """
+        return self._write(catch_up=bool(self._lazy) and not self.deferring)
+
+    @contextlib.contextmanager
+    def _write(self, *, catch_up: bool) -> Iterator[None]:
         outer = self._depth == 0
         try:
             if outer:
@@ -160,8 +167,8 @@ class Store:
                 with self.conn:
                     self._depth += 1
                     try:
-                        if outer and self._lazy and not self.deferring:
-                            self._project()
+                        if outer and catch_up:  # then project inline from the cursor
+                            _, self._projected = self._project()
                         yield
                         if outer:
                             self._finish()
@@ -195,11 +202,7 @@ class Store:
         """How many stored entries the lazy extensions have not seen yet."""
         if not self._lazy:
             return 0
-        rows = self.query(
-            "SELECT coalesce(max(id), 0) - coalesce((SELECT CAST(value AS INTEGER) FROM meta "
-            "WHERE key = ?), 0) FROM entries",
-            (PROJECTED,),
-        )
+        rows = self.query(UNPROJECTED_SQL)
         return max(0, int(rows[0][0]))  # ids are never reused: entries are never deleted
 
     def catch_up(self, limit: int | None = None) -> int:
@@ -210,15 +213,11 @@ class Store:
         keeps every chunk it finished."""
         left = limit if limit is not None else 2**62
         remaining = self.unprojected()
-        deferring, self.deferring = self.deferring, True  # no catch-up on entering
-        try:
-            while remaining and left > 0:
-                with self.transaction():
-                    done = self._project(min(left, PROJECT_CHUNK))
-                left -= done
-                remaining = self.unprojected() if done else 0
-        finally:
-            self.deferring = deferring
+        while remaining and left > 0:
+            with self._write(catch_up=False):
+                done, _ = self._project(min(left, PROJECT_CHUNK))
+            left -= done
+            remaining = self.unprojected() if done else 0
         return remaining
 
     def checkpoint(self) -> None:
@@ -228,9 +227,9 @@ class Store:
         except apsw.Error as exc:
             raise _translate(exc) from exc
 
-    def _project(self, limit: int | None = None) -> int:
-        """Inside a transaction: let the lazy extensions see entries past the cursor; returns
-        how many entries it went through."""
+    def _project(self, limit: int | None = None) -> tuple[int, int]:
+        """Inside a transaction: let the lazy extensions see entries past the cursor, moving
+        it with them; returns (entries gone through, the cursor now)."""
         rows = self.query("SELECT value FROM meta WHERE key = ?", (PROJECTED,))
         cursor = int(rows[0][0]) if rows else 0
         left = limit if limit is not None else 2**62
@@ -252,9 +251,7 @@ class Store:
             left -= len(chunk)
             done += len(chunk)
             self.set_meta(PROJECTED, str(cursor))
-        self._projected = None if self.deferring else cursor
-        self._moved = False
-        return done
+        return done, cursor
 
     def _apply(
         self, ext: Extension, entries: Sequence[SignedEntry], parsed: dict[int, Any]

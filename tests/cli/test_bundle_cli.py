@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from tests.support.servers import zhibao, zhibao_serve
+from tests.support.topology import SHIPPED_CATALOGUE as CATALOGUE
 
-CATALOGUE = Path(__file__).resolve().parents[2] / "tiers" / "data" / "catalogue.csv"
 CITY, TOWN, VILLAGE, VILLAGE_2 = "330782", "330782001", "330782001201", "330782001202"
 APPLICANT = "司马秀英"
 

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.servers import zhibao
-
-SHARED_CATALOGUE = Path(__file__).resolve().parents[2] / "tiers" / "data" / "catalogue.csv"
+from tests.support.topology import SHIPPED_CATALOGUE as SHARED_CATALOGUE
 
 BAD_CSV = (
     "code,name,department,kind,promised_days,fee\n"

@@ -24,6 +24,9 @@ from sync.protocol.batch import decode_batch, encode_batch
 from sync.protocol.ids import parent_of, tier_of
 from tiers.node import create_home, open_home
 
+# the shared service catalogue, as shipped with the package (tests import it by path)
+SHIPPED_CATALOGUE = Path(__file__).resolve().parents[2] / "tiers" / "data" / "catalogue.csv"
+
 CITY = "330782"
 TOWN = "330782001"
 TOWN_B = "330782002"

@@ -26,13 +26,23 @@ from sync.protocol.errors import BundleError
 from sync.protocol.keys import Signer
 from sync.status import node_status
 from tests.support.state import snapshot
-from tests.support.topology import CITY, TOWN, VILLAGE, VILLAGE_2, append_notes, create_node, enrol
+from tests.support.topology import (
+    CITY,
+    TOWN,
+    VILLAGE,
+    VILLAGE_2,
+    append_notes,
+    create_node,
+    enrol,
+)
+from tests.support.topology import (
+    SHIPPED_CATALOGUE as CATALOGUE,
+)
 from tiers.cases.service import Applicant, receive
 from tiers.catalogue import parse_catalogue
 from tiers.node import open_home
 from tiers.published import list_items, publish_items
 
-CATALOGUE = Path(__file__).resolve().parents[2] / "tiers" / "data" / "catalogue.csv"
 APPLICANT = "欧阳秀英"
 PHONE = "13905791234"
 
