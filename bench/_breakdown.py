@@ -178,7 +178,12 @@ def breakdown(
     line("sender_read", read.cpu, read.wall, "village: SELECT the entries to push")
     line("sender_compress", compress.cpu, compress.wall, "encode_batch (zstd level 1)")
     line("decompress", decompress.cpu, decompress.wall, "decode_batch")
-    line("json_parse", parse.cpu, parse.wall, "orjson of each entry (part of envelope_chain)")
+    line(
+        "json_parse",
+        parse.cpu,
+        parse.wall,
+        "msgspec decode of each entry, any JSON (part of envelope_chain)",
+    )
     line(
         "envelope_chain",
         chain.cpu,

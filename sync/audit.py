@@ -70,7 +70,7 @@ def _verify(store: Store, origin: str | None) -> AuditReport:
                 _problem(report, current, entry.seq, "changed")
             try:
                 fields = parse_envelope(entry.raw, current, entry.seq)
-                if prev is not None and fields["prev"] != prev.hex():
+                if prev is not None and fields.prev != prev.hex():
                     _problem(report, current, entry.seq, "chain")
             except EntryError as exc:
                 _problem(report, current, entry.seq, "malformed", reason=exc.params["reason"])

@@ -87,9 +87,7 @@ def _fork(
         fields = parse_envelope(raw, origin, seq)
     except EntryError:
         return False
-    store.record_fork(
-        origin, seq, held, SignedEntry(raw, sig, other, origin, seq, fields["type"]), at
-    )
+    store.record_fork(origin, seq, held, SignedEntry(raw, sig, other, origin, seq, fields.type), at)
     result.forks.append(
         {"origin": origin, "seq": seq, "held_hash": held.hex(), "other_hash": other.hex()}
     )
@@ -157,9 +155,7 @@ def _ingest_part(store: Store, run: Run, key: bytes, result: IngestResult, at: s
             _fork(store, result, run.origin, seq, held, raw, sig, key, at)
             result.refuse(_entry_error(run.origin, seq, "entry.fork"))
             return
-        store.insert(
-            [SignedEntry(raw, sig, digest, run.origin, seq, fields["type"])], at, whole=False
-        )
+        store.insert([SignedEntry(raw, sig, digest, run.origin, seq, fields.type)], at, whole=False)
         result.applied[run.origin] = result.applied.get(run.origin, 0) + 1
 
 

@@ -15,11 +15,16 @@ _encoder = json.JSONEncoder(
 )
 
 
-def _check(value: Any, path: str) -> None:
+MAX_INT = 2**63 - 1  # integers within 64 bits: what SQLite and most JSON readers take
+
+
+def check_value(value: Any, path: str = "$") -> None:
+    """TypeError unless `canonical` could write `value` (no floats, integers within 64
+    bits, string keys): a reader applies it to what it decoded from someone else."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return
     if isinstance(value, int):
-        if not -(2**63) <= value < 2**63:  # what every reader (orjson) takes back
+        if not -MAX_INT - 1 <= value <= MAX_INT:
             raise TypeError(f"integer at {path} does not fit in 64 bits")
         return
     if isinstance(value, float):
@@ -28,16 +33,16 @@ def _check(value: Any, path: str) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise TypeError(f"non-string key at {path}")
-            _check(item, f"{path}.{key}")
+            check_value(item, f"{path}.{key}")
         return
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            _check(item, f"{path}[{index}]")
+            check_value(item, f"{path}[{index}]")
         return
     raise TypeError(f"{type(value).__name__} at {path} is not JSON")
 
 
 def canonical(value: Any) -> bytes:
     """The canonical bytes of `value`; TypeError for floats or non-JSON values."""
-    _check(value, "$")
+    check_value(value)
     return _encoder.encode(value).encode("utf-8")

@@ -8,9 +8,12 @@ Money is integer fen; ratings are 1 (非常满意) … 5 (非常不满意) as in
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Annotated, ClassVar, Literal
 
+import msgspec
+from msgspec import Meta
+
+from sync.protocol.canonical import MAX_INT
 from sync.protocol.entry import register_body_check
 from sync.protocol.ids import is_node_id
 
@@ -49,152 +52,140 @@ def is_case_id(value: object) -> bool:
     return len(parts[1]) == 8 and len(parts[2]) >= 4 and digits.isascii() and digits.isdigit()
 
 
-def _text(body: dict[str, Any], key: str, *, optional: bool = False) -> None:
-    value = body.get(key)
-    if value is None and optional:
-        return
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT:
-        raise ValueError(f"{key} must be non-empty text")
+Text = Annotated[str, Meta(min_length=1, max_length=MAX_TEXT)]
+Texts = Annotated[list[Text], Meta(max_length=MAX_LIST)]
+Days = Annotated[int, Meta(ge=1, le=10_000)]
+Fen = Annotated[int, Meta(ge=1, le=MAX_INT)]
+Seq = Annotated[int, Meta(ge=1, le=MAX_INT)]
 
 
-def _texts(body: dict[str, Any], key: str, *, nonempty: bool = False) -> None:
-    value = body.get(key)
-    if not isinstance(value, list) or len(value) > MAX_LIST or (nonempty and not value):
-        raise ValueError(f"{key} must be a list of text")
-    for item in value:
-        if not isinstance(item, str) or not item.strip() or len(item) > MAX_TEXT:
-            raise ValueError(f"{key} must be a list of non-empty text")
+def _blank(value: str | None) -> bool:
+    return value is not None and value.isspace()  # empty is refused by Meta(min_length=1)
 
 
-def _int(body: dict[str, Any], key: str, low: int, high: int | None = None) -> None:
-    value = body.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{key} must be an integer of at least {low}")
-    if high is not None and value > high:
-        raise ValueError(f"{key} must be at most {high}")
+class CaseBody(msgspec.Struct, kw_only=True):
+    """What every case body has. The shape (types, lengths, ranges, choices; other keys are
+    let through) is checked by msgspec as the body is decoded; `__post_init__` checks what a
+    shape cannot say: ids, and that text is more than white space (`blank` names them)."""
+
+    case_id: str
+    after: tuple[str, Seq]  # [origin, seq] of the latest event of this case its author knew
+
+    blank: ClassVar[tuple[str, ...]] = ()  # text fields
+    blank_lists: ClassVar[tuple[str, ...]] = ()  # lists of text
+
+    def __post_init__(self) -> None:
+        if not is_case_id(self.case_id):
+            raise ValueError("case_id is malformed")
+        after = self.after
+        if after is not None and not is_node_id(after[0]):
+            raise ValueError("after must be [origin, seq]")
+        for name in self.blank:
+            if _blank(getattr(self, name)):
+                raise ValueError(f"{name} must be non-empty text")
+        for name in self.blank_lists:
+            if any(map(str.isspace, getattr(self, name))):
+                raise ValueError(f"{name} must be a list of non-empty text")
 
 
-def _choice(body: dict[str, Any], key: str, choices: tuple[str, ...]) -> None:
-    if body.get(key) not in choices:
-        raise ValueError(f"{key} must be one of {', '.join(choices)}")
+class Applicant(msgspec.Struct, forbid_unknown_fields=True):
+    name: Text
+    id_no: Text | None = None
+    phone: Text | None = None
+
+    def __post_init__(self) -> None:
+        if _blank(self.name) or _blank(self.id_no) or _blank(self.phone):
+            raise ValueError("applicant's name, id_no and phone must be non-empty text")
 
 
-def _envelope(body: dict[str, Any], *, first: bool) -> None:
-    case_id = body.get("case_id")
-    if not is_case_id(case_id):
-        raise ValueError("case_id is malformed")
-    after = body.get("after")
-    if first:
-        if after is not None:
-            raise ValueError("the first event of a case has after = null")
-        return
-    if not (
-        isinstance(after, list)
-        and len(after) == 2
-        and is_node_id(after[0])
-        and isinstance(after[1], int)
-        and not isinstance(after[1], bool)
-        and after[1] >= 1
-    ):
-        raise ValueError("after must be [origin, seq]")
+class Received(CaseBody, kw_only=True):
+    after: None = None  # type: ignore[assignment]  # the first event of a case has none
+    item_code: Text
+    applicant: Applicant
+    materials: Texts
+    blank = ("item_code",)
+    blank_lists = ("materials",)
 
 
-def _received(body: dict[str, Any]) -> None:
-    _envelope(body, first=True)
-    _text(body, "item_code")
-    applicant = body.get("applicant")
-    if not isinstance(applicant, dict) or set(applicant) - {"name", "id_no", "phone"}:
-        raise ValueError("applicant must be an object with name, id_no, phone")
-    _text(applicant, "name")
-    _text(applicant, "id_no", optional=True)
-    _text(applicant, "phone", optional=True)
-    _texts(body, "materials")
+class Accepted(CaseBody):
+    promised_days: Annotated[int, Meta(ge=0, le=100_000)]
 
 
-def _accepted(body: dict[str, Any]) -> None:
-    _envelope(body, first=False)
-    _int(body, "promised_days", 0, 100_000)
+class WithReason(CaseBody):
+    reason: Text
+    blank = ("reason",)
 
 
-def _with_reason(body: dict[str, Any]) -> None:
-    _envelope(body, first=False)
-    _text(body, "reason")
+class SupplementRequested(CaseBody):
+    missing: Annotated[list[Text], Meta(min_length=1, max_length=MAX_LIST)]
+    blank_lists = ("missing",)
 
 
-def _supplement(body: dict[str, Any]) -> None:
-    _envelope(body, first=False)
-    _texts(body, "missing", nonempty=True)
+class Extended(WithReason):
+    days: Days
 
 
-def _plain(body: dict[str, Any]) -> None:
-    _envelope(body, first=False)
+class Forwarded(CaseBody):
+    to: str
+    note: Text | None = None
+    blank = ("note",)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not is_node_id(self.to):
+            raise ValueError("to must be a node id")
 
 
-def _extended(body: dict[str, Any]) -> None:
-    _with_reason(body)
-    _int(body, "days", 1, 10_000)
+class Completed(CaseBody):
+    result: Literal["approved", "denied"]
+    note: Text | None = None
+    blank = ("note",)
 
 
-def _forwarded(body: dict[str, Any]) -> None:
-    _envelope(body, first=False)
-    to = body.get("to")
-    if not is_node_id(to):
-        raise ValueError("to must be a node id")
-    _text(body, "note", optional=True)
+class Delivered(CaseBody):
+    method: Literal["window", "mail", "sms"]
 
 
-def _completed(body: dict[str, Any]) -> None:
-    _envelope(body, first=False)
-    _choice(body, "result", RESULTS)
-    _text(body, "note", optional=True)
+class FeeAssessed(CaseBody):
+    fee_fen: Fen
 
 
-def _delivered(body: dict[str, Any]) -> None:
-    _envelope(body, first=False)
-    _choice(body, "method", DELIVERY_METHODS)
+class FeePaid(CaseBody):
+    receipt: Text
+    fee_fen: Fen
+    blank = ("receipt",)
 
 
-def _fee_assessed(body: dict[str, Any]) -> None:
-    _envelope(body, first=False)
-    _int(body, "fee_fen", 1)
+class Rated(CaseBody):
+    score: Annotated[int, Meta(ge=1, le=5)]
+    comment: Text | None = None
+    blank = ("comment",)
 
 
-def _fee_paid(body: dict[str, Any]) -> None:
-    _envelope(body, first=False)
-    _text(body, "receipt")
-    _int(body, "fee_fen", 1)
+class Withdrawn(CaseBody):
+    reason: Text | None = None
+    blank = ("reason",)
 
 
-def _rated(body: dict[str, Any]) -> None:
-    _envelope(body, first=False)
-    _int(body, "score", 1, 5)
-    _text(body, "comment", optional=True)
-
-
-def _withdrawn(body: dict[str, Any]) -> None:
-    _envelope(body, first=False)
-    _text(body, "reason", optional=True)
-
-
-BODY_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
-    RECEIVED: _received,
-    ACCEPTED: _accepted,
-    REJECTED: _with_reason,
-    SUPPLEMENT_REQUESTED: _supplement,
-    SUPPLIED: _plain,
-    SUSPENDED: _with_reason,
-    RESUMED: _plain,
-    EXTENDED: _extended,
-    FORWARDED: _forwarded,
-    TAKEN: _plain,
-    COMPLETED: _completed,
-    DELIVERED: _delivered,
-    FEE_ASSESSED: _fee_assessed,
-    FEE_PAID: _fee_paid,
-    RATED: _rated,
-    WITHDRAWN: _withdrawn,
+BODIES: dict[str, type[CaseBody]] = {
+    RECEIVED: Received,
+    ACCEPTED: Accepted,
+    REJECTED: WithReason,
+    SUPPLEMENT_REQUESTED: SupplementRequested,
+    SUPPLIED: CaseBody,
+    SUSPENDED: WithReason,
+    RESUMED: CaseBody,
+    EXTENDED: Extended,
+    FORWARDED: Forwarded,
+    TAKEN: CaseBody,
+    COMPLETED: Completed,
+    DELIVERED: Delivered,
+    FEE_ASSESSED: FeeAssessed,
+    FEE_PAID: FeePaid,
+    RATED: Rated,
+    WITHDRAWN: Withdrawn,
 }
-TYPES = frozenset(BODY_CHECKS)
+TYPES = frozenset(BODIES)
 
-for _type, _check in BODY_CHECKS.items():
-    register_body_check(_type, _check)
+for _type, _body in BODIES.items():
+    register_body_check(_type, _body)
