@@ -67,7 +67,8 @@ def _batches(node: Node, plan: list[tuple[str, int, int]]) -> Any:
     for origin, after, through in plan:
         cursor = after
         while cursor < through:
-            chunk = node.store.entries(origin, cursor, BATCH_ENTRIES, through)
+            # read what fills the batch being made: the small first one leaves at once
+            chunk = node.store.entries(origin, cursor, limit - len(pending), through)
             if not chunk:
                 break
             for entry in chunk:
