@@ -10,18 +10,19 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import msgspec
 
 from sync.protocol import i18n
 from sync.protocol.canonical import MAX_INT, canonical, check_value
-from sync.protocol.errors import EntryError
+from sync.protocol.errors import EntryError, ZhibaoError
 from sync.protocol.ids import is_node_id
 from sync.protocol.keys import Signer, verify
 
@@ -38,49 +39,53 @@ _decode_any = msgspec.json.Decoder().decode
 
 
 class Envelope(msgspec.Struct, forbid_unknown_fields=True):
-    """An entry's fields as decoded for checking: exactly these keys, any values (each is
-    checked where a refusal can name it); `at` and `body` stay JSON, checked on their own."""
+    """An entry's fields as decoded for checking: exactly these keys, any JSON values, each
+    checked where a refusal can name it. The whole entry is decoded here, unknown body keys
+    included, so what is accepted is exactly what `entry_fields` (the projections) reads."""
 
     v: Any
     origin: Any
     seq: Any
     prev: Any
-    at: msgspec.Raw
+    at: Any
     type: Any
-    body: msgspec.Raw
+    body: Any
 
 
 _decode_envelope = msgspec.json.Decoder(Envelope).decode
-# RFC 3339 with an offset, as `datetime.isoformat` writes every `at` (msgspec, in C)
-_decode_at = msgspec.json.Decoder(Annotated[datetime, msgspec.Meta(tz=True)]).decode
-_BODY_CHECKS: dict[str, Callable[[msgspec.Raw], object]] = {}
+_BODY_CHECKS: dict[str, Callable[[dict[str, Any]], object]] = {}
 
 
 def register_body_check(entry_type: str, check: type[msgspec.Struct] | BodyCheck) -> None:
     """Let a layer above check the body of its own entry types.
 
-    `check` is a `msgspec.Struct` type, whose decoding checks the body's shape in C (and
-    its `__post_init__`, what a shape cannot say); or, for bodies whose check needs code
-    of its own, a function given the decoded object that raises ValueError to refuse.
+    `check` is a `msgspec.Struct` type: the body must convert to it (shape, types, ranges,
+    checked in C; its `__post_init__` says what a shape cannot). Or, for bodies whose check
+    needs code of its own, a function on the body that raises ValueError to refuse; such
+    bodies must also hold only what `canonical` writes (no floats, integers within 64 bits).
     """
     if isinstance(check, type) and issubclass(check, msgspec.Struct):
-        _BODY_CHECKS[entry_type] = msgspec.json.Decoder(check).decode
+        _BODY_CHECKS[entry_type] = functools.partial(msgspec.convert, type=check)
     else:
         _BODY_CHECKS[entry_type] = _calling(cast(BodyCheck, check))
 
 
-def _calling(check: BodyCheck) -> Callable[[msgspec.Raw], None]:
-    def run(body: msgspec.Raw) -> None:
-        value = _decode_any(body)  # not JSON: ValueError, said so by the caller
+def _calling(check: BodyCheck) -> Callable[[dict[str, Any]], None]:
+    def run(body: dict[str, Any]) -> None:
         try:
-            if type(value) is not dict:
-                raise ValueError("the body is not an object")
-            check_value(value, "body")  # no floats, no integers SQLite could not hold
-            check(value)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise msgspec.ValidationError(str(exc)) from None
+            check_value(body, "body")  # no floats, no integers SQLite could not hold
+            check(body)
+        except (ValueError, TypeError, KeyError, ZhibaoError) as exc:
+            raise msgspec.ValidationError(_say(exc)) from None
 
     return run
+
+
+def _say(exc: Exception) -> str:
+    """A check's complaint as text (a project error in the locale's words)."""
+    if isinstance(exc, ZhibaoError):
+        return i18n.t(exc.key, **exc.params)
+    return str(exc)
 
 
 class SignedEntry(NamedTuple):
@@ -170,8 +175,10 @@ def _load(raw: bytes, origin: str | None, seq: int | None) -> Envelope:
 
 def _check_content(fields: Envelope, o: str, s: int) -> None:
     """`at`, `type` and `body` of an entry whose identity (origin, seq, prev, v) is checked."""
-    try:
-        _decode_at(fields.at)
+    at = fields.at
+    try:  # the rule the projections read `at` by (C); any ISO 8601 time with an offset
+        if type(at) is not str or datetime.fromisoformat(at).utcoffset() is None:
+            raise ValueError
     except ValueError:
         raise _refuse(o, s, "entry.bad_field", field="at") from None
     kind = fields.type
@@ -181,15 +188,11 @@ def _check_content(fields: Envelope, o: str, s: int) -> None:
             raise _refuse(o, s, "entry.bad_field", field="type")
         check = _ANY_BODY  # a type no layer here knows: any object `canonical` could write
     body = fields.body
+    if type(body) is not dict:
+        raise _refuse(o, s, "entry.bad_field", field="body")
     try:
         check(body)
-    except ValueError as exc:  # strings inside the body are checked only here (UTF-8)
-        try:
-            value = _decode_any(body)
-        except ValueError:
-            raise _refuse(o, s, "entry.not_json") from None
-        if type(value) is not dict:
-            raise _refuse(o, s, "entry.bad_field", field="body") from None
+    except msgspec.ValidationError as exc:
         raise _refuse(o, s, "entry.schema", type=kind, detail=str(exc)) from None
 
 

@@ -42,7 +42,7 @@ def use_locale(name: str | None) -> None:
     _forced = name
 
 
-def t(key: str, **params: object) -> str:
+def t(key: str, /, **params: object) -> str:
     """The sentence for `key` in the current locale, with `params` filled in."""
     pair = _CATALOGUE.get(key)
     if pair is None:

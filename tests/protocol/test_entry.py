@@ -200,8 +200,9 @@ IDENTITY = "01" + "00" * 31
 )
 def test_small_order_keys_are_refused(key: str) -> None:
     assert has_small_order(bytes.fromhex(key))
-    with pytest.raises(EnrolmentError):
+    with pytest.raises(EnrolmentError) as caught:
         check_identity_key(key)
+    assert key[:16] in str(caught.value)  # says which key (its `key` param once broke `t`)
 
 
 def test_real_keys_are_not_small_order() -> None:

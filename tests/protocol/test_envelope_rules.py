@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
+from sync.clock import Clock, local_date
 from sync.protocol import i18n
 from sync.protocol.canonical import canonical
 from sync.protocol.entry import MAX_ENTRY_BYTES, encode_entry, entry_fields, parse_envelope
 from sync.protocol.errors import EntryError
+from sync.protocol.keys import Signer
 
 ORIGIN = "330782001201"
 AT = "2025-10-09T09:30:00+08:00"
@@ -349,3 +351,40 @@ def test_seq_beyond_signed_64_bits_written_by_hand_is_refused(seq: int) -> None:
 def test_body_number_canonical_would_not_write_is_refused(value: bytes) -> None:
     # a type no layer knows: its body is still only what `canonical` could have written
     assert _reason_key(_raw().replace(b'"n":1', b'"n":' + value)) == "entry.schema"
+
+
+# -- `at` is read by the rule the projections use ------------------------------------------
+
+
+@pytest.mark.parametrize("when", ["1900-01-01", "1025-10-09T14:30", "2025-10-09", "9999-12-31"])
+def test_every_at_zhibao_writes_is_accepted_and_readable(when: str) -> None:
+    # `clock.stamp` of a user's --at: before 1901 Asia/Shanghai is local mean time, and
+    # `isoformat` writes its offset with seconds (+08:05:43); a peer must still take it
+    at = Clock().stamp(when)
+    assert _accepted(_raw(at=at))["at"] == at
+    local_date(at)  # what the projections do with it
+
+
+@pytest.mark.parametrize("at", ["2025-10-09T14:30:00z", "2025-10-09T14:30:00+08"])
+def test_at_the_projections_could_not_read_is_refused_or_readable(at: str) -> None:
+    try:
+        parse_envelope(_raw(at=at))
+    except EntryError as exc:
+        assert exc.params["reason_key"] == "entry.bad_field"
+    else:
+        local_date(at)
+
+
+# -- bodies checked by a function ----------------------------------------------------------
+
+
+def test_enrolment_with_a_small_order_key_is_refused_not_a_crash() -> None:
+    from sync import trust
+
+    body = trust.enrolment_body("330782001", "稠城", Signer.generate().public.hex(), None)
+    body["public_key"] = "01" + "00" * 31  # the identity point: written by hand
+    raw = encode_entry("330782", 2, PREV, AT, trust.ENROLLED, body)
+    with pytest.raises(EntryError) as caught:
+        parse_envelope(raw, "330782", 2)
+    assert caught.value.params["reason_key"] == "entry.schema"
+    assert "0100000000000000" in caught.value.params["reason"]  # which key, in words

@@ -507,3 +507,14 @@ def test_integer_beyond_64_bits_is_refused(entry_type: str, before: bytes) -> No
     with pytest.raises(EntryError) as caught:
         parse_envelope(raw)
     assert caught.value.params["reason_key"] == SCHEMA, caught.value.params
+
+
+@pytest.mark.parametrize("value", [b'"\xff"', b'"\xe4\xb8"', b"1e999", b"-1e400"])
+@pytest.mark.parametrize("entry_type", [e.RECEIVED, e.TAKEN])
+def test_unknown_key_is_still_checked_as_json(entry_type: str, value: bytes) -> None:
+    # unknown keys are let through, but they must be JSON the projections can read back
+    body = dict(VALID[entry_type], extra=1)
+    raw = _raw(entry_type, body).replace(b'"extra":1', b'"extra":' + value)
+    with pytest.raises(EntryError) as caught:
+        parse_envelope(raw)
+    assert caught.value.params["reason_key"] == "entry.not_json"
