@@ -10,9 +10,9 @@ Invariants:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,9 +39,8 @@ _decode_any = msgspec.json.Decoder().decode
 
 
 class Envelope(msgspec.Struct, forbid_unknown_fields=True):
-    """An entry's fields as decoded for checking: exactly these keys, any JSON values, each
-    checked where a refusal can name it. The whole entry is decoded here, unknown body keys
-    included, so what is accepted is exactly what `entry_fields` (the projections) reads."""
+    """An entry's fields as decoded for checking: exactly these keys, each value checked
+    where a refusal can name it; the body stays JSON until its type's check reads it."""
 
     v: Any
     origin: Any
@@ -49,32 +48,69 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True):
     prev: Any
     at: Any
     type: Any
-    body: Any
+    body: msgspec.Raw
 
 
 _decode_envelope = msgspec.json.Decoder(Envelope).decode
-_BODY_CHECKS: dict[str, Callable[[dict[str, Any]], object]] = {}
+_BODY_CHECKS: dict[str, Callable[[msgspec.Raw], None]] = {}
+
+
+class _BodyFault(Exception):
+    """A body that is not a JSON object at all (reason key and params for the refusal)."""
+
+    def __init__(self, reason_key: str, **params: object) -> None:
+        super().__init__(reason_key)
+        self.reason_key, self.params = reason_key, params
 
 
 def register_body_check(entry_type: str, check: type[msgspec.Struct] | BodyCheck) -> None:
     """Let a layer above check the body of its own entry types.
 
     `check` is a `msgspec.Struct` type: the body must convert to it (shape, types, ranges,
-    checked in C; its `__post_init__` says what a shape cannot). Or, for bodies whose check
-    needs code of its own, a function on the body that raises ValueError to refuse; such
-    bodies must also hold only what `canonical` writes (no floats, integers within 64 bits).
+    checked in C; its `__post_init__` says what a shape cannot; other keys are let through).
+    Or, for bodies whose check needs code of its own, a function on the body that raises
+    ValueError to refuse; such bodies must also hold only what `canonical` writes (no
+    floats, integers within 64 bits). A check raises msgspec.ValidationError or _BodyFault.
     """
     if isinstance(check, type) and issubclass(check, msgspec.Struct):
-        _BODY_CHECKS[entry_type] = functools.partial(msgspec.convert, type=check)
+        _BODY_CHECKS[entry_type] = _converting(check)
     else:
         _BODY_CHECKS[entry_type] = _calling(cast(BodyCheck, check))
 
 
-def _calling(check: BodyCheck) -> Callable[[dict[str, Any]], None]:
-    def run(body: dict[str, Any]) -> None:
+def _whole(body: msgspec.Raw) -> dict[str, Any]:
+    """The body decoded whole, as `entry_fields` (the projections) will read it."""
+    try:
+        value = _decode_any(body)
+    except ValueError:
+        raise _BodyFault("entry.not_json") from None
+    if type(value) is not dict:
+        raise _BodyFault("entry.bad_field", field="body")
+    return value
+
+
+def _converting(schema: type[msgspec.Struct]) -> Callable[[msgspec.Raw], None]:
+    """Usually one pass in C: decode into `schema` closed to other keys, which reads every
+    byte. Should that fail (another key, or anything wrong), the verdict is the body
+    decoded whole and converted to `schema` open to other keys."""
+    closed = types.new_class(f"Closed{schema.__name__}", (schema,), {"forbid_unknown_fields": True})
+    decode_closed: Callable[[msgspec.Raw], object] = msgspec.json.Decoder(closed).decode
+
+    def run(body: msgspec.Raw) -> None:
         try:
-            check_value(body, "body")  # no floats, no integers SQLite could not hold
-            check(body)
+            decode_closed(body)
+        except ValueError:
+            msgspec.convert(_whole(body), schema)
+
+    return run
+
+
+def _calling(check: BodyCheck) -> Callable[[msgspec.Raw], None]:
+    def run(body: msgspec.Raw) -> None:
+        value = _whole(body)
+        try:
+            check_value(value, "body")  # no floats, no integers SQLite could not hold
+            check(value)
         except (ValueError, TypeError, KeyError, ZhibaoError) as exc:
             raise msgspec.ValidationError(_say(exc)) from None
 
@@ -176,8 +212,9 @@ def _load(raw: bytes, origin: str | None, seq: int | None) -> Envelope:
 def _check_content(fields: Envelope, o: str, s: int) -> None:
     """`at`, `type` and `body` of an entry whose identity (origin, seq, prev, v) is checked."""
     at = fields.at
-    try:  # the rule the projections read `at` by (C); any ISO 8601 time with an offset
-        if type(at) is not str or datetime.fromisoformat(at).utcoffset() is None:
+    try:  # the rule the projections read `at` by (C): ISO 8601 with an offset (fixed, so
+        # a tzinfo is one)
+        if type(at) is not str or datetime.fromisoformat(at).tzinfo is None:
             raise ValueError
     except ValueError:
         raise _refuse(o, s, "entry.bad_field", field="at") from None
@@ -187,13 +224,12 @@ def _check_content(fields: Envelope, o: str, s: int) -> None:
         if type(kind) is not str or not _TYPE.fullmatch(kind):
             raise _refuse(o, s, "entry.bad_field", field="type")
         check = _ANY_BODY  # a type no layer here knows: any object `canonical` could write
-    body = fields.body
-    if type(body) is not dict:
-        raise _refuse(o, s, "entry.bad_field", field="body")
     try:
-        check(body)
+        check(fields.body)
     except msgspec.ValidationError as exc:
         raise _refuse(o, s, "entry.schema", type=kind, detail=str(exc)) from None
+    except _BodyFault as fault:
+        raise _refuse(o, s, fault.reason_key, **fault.params) from None
 
 
 _ANY_BODY = _calling(lambda body: None)

@@ -518,3 +518,24 @@ def test_unknown_key_is_still_checked_as_json(entry_type: str, value: bytes) -> 
     with pytest.raises(EntryError) as caught:
         parse_envelope(raw)
     assert caught.value.params["reason_key"] == "entry.not_json"
+
+
+@pytest.mark.parametrize("value", ["", "  ", 5, None])
+@pytest.mark.parametrize(("entry_type", "path"), REQUIRED_TEXT, ids=_ids(REQUIRED_TEXT))
+def test_another_key_does_not_change_the_verdict(
+    entry_type: str, path: Path, value: object
+) -> None:
+    # a body with keys the schema does not know takes the slower, whole-body path: it must
+    # refuse what the one-pass path refuses, for the same reason
+    body = _changed(entry_type, path, value)
+    assert _refusal(entry_type, body) == SCHEMA
+    assert _refusal(entry_type, dict(body, later_key={"any": ["thing", 1]})) == SCHEMA
+
+
+def test_a_repeated_key_counts_as_the_projections_read_it() -> None:
+    # last one wins, as `entry_fields` reads it, whichever path decides
+    raw = _raw(e.RATED, _changed(e.RATED, ("score",), 3)).replace(
+        b'"score":3', b'"score":9,"score":3'
+    )
+    parse_envelope(raw)
+    assert entry_fields(raw)["body"]["score"] == 3
