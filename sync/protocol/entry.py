@@ -30,7 +30,6 @@ ENTRY_DOMAIN = b"zhibao/entry/v1\0"
 FORMAT_VERSION = 1
 MAX_ENTRY_BYTES = 32 * 1024
 SIGNATURE_BYTES = 64
-MAX_SEQ = MAX_INT
 _TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")  # fullmatch: no "\n" after
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -56,7 +55,7 @@ _BODY_CHECKS: dict[str, Callable[[msgspec.Raw], None]] = {}
 
 
 class _BodyFault(Exception):
-    """A body that is not a JSON object at all (reason key and params for the refusal)."""
+    """A body that is not JSON, or not an object (reason key and params for the refusal)."""
 
     def __init__(self, reason_key: str, **params: object) -> None:
         super().__init__(reason_key)
@@ -111,17 +110,10 @@ def _calling(check: BodyCheck) -> Callable[[msgspec.Raw], None]:
         try:
             check_value(value, "body")  # no floats, no integers SQLite could not hold
             check(value)
-        except (ValueError, TypeError, KeyError, ZhibaoError) as exc:
-            raise msgspec.ValidationError(_say(exc)) from None
+        except (ValueError, TypeError, KeyError, ZhibaoError) as exc:  # a ZhibaoError's
+            raise msgspec.ValidationError(str(exc)) from None  # str is in the locale's words
 
     return run
-
-
-def _say(exc: Exception) -> str:
-    """A check's complaint as text (a project error in the locale's words)."""
-    if isinstance(exc, ZhibaoError):
-        return i18n.t(exc.key, **exc.params)
-    return str(exc)
 
 
 _new_tuple = tuple.__new__  # SignedEntry(...) without the named tuple's Python-level __new__
@@ -244,7 +236,7 @@ def parse_envelope(raw: bytes, origin: str | None = None, seq: int | None = None
     o, s, prev = fields.origin, fields.seq, fields.prev
     if not is_node_id(o):
         raise _refuse(origin, seq, "entry.bad_field", field="origin")
-    if type(s) is not int or not 1 <= s <= MAX_SEQ:
+    if type(s) is not int or not 1 <= s <= MAX_INT:
         raise _refuse(o, seq, "entry.bad_field", field="seq")
     if type(fields.v) is not int or fields.v != FORMAT_VERSION:
         raise _refuse(o, s, "entry.version", version=fields.v)

@@ -8,7 +8,7 @@ Money is integer fen; ratings are 1 (非常满意) … 5 (非常不满意) as in
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, get_args
 
 import msgspec
 from msgspec import Meta
@@ -34,8 +34,10 @@ FEE_PAID = "case.fee_paid"
 RATED = "case.rated"
 WITHDRAWN = "case.withdrawn"
 
-RESULTS = ("approved", "denied")
-DELIVERY_METHODS = ("window", "mail", "sms")
+Result = Literal["approved", "denied"]
+DeliveryMethod = Literal["window", "mail", "sms"]
+RESULTS: tuple[str, ...] = get_args(Result)
+DELIVERY_METHODS: tuple[str, ...] = get_args(DeliveryMethod)
 SCORES = range(1, 6)
 MAX_TEXT = 2000
 MAX_LIST = 100
@@ -137,13 +139,13 @@ class Forwarded(CaseBody):
 
 
 class Completed(CaseBody):
-    result: Literal["approved", "denied"]
+    result: Result
     note: Text | None = None
     blank = ("note",)
 
 
 class Delivered(CaseBody):
-    method: Literal["window", "mail", "sms"]
+    method: DeliveryMethod
 
 
 class FeeAssessed(CaseBody):
@@ -157,7 +159,7 @@ class FeePaid(CaseBody):
 
 
 class Rated(CaseBody):
-    score: Annotated[int, Meta(ge=1, le=5)]
+    score: Annotated[int, Meta(ge=SCORES.start, le=SCORES.stop - 1)]
     comment: Text | None = None
     blank = ("comment",)
 
