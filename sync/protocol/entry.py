@@ -116,6 +116,9 @@ def _calling(check: BodyCheck) -> Callable[[msgspec.Raw], None]:
     return run
 
 
+_ANY_BODY = _calling(lambda body: None)  # a type no layer knows: any canonical object
+
+
 _new_tuple = tuple.__new__  # SignedEntry(...) without the named tuple's Python-level __new__
 
 
@@ -227,9 +230,6 @@ def _check_content(fields: Envelope, o: str, s: int) -> None:
         raise _refuse(o, s, fault.reason_key, **fault.params) from None
 
 
-_ANY_BODY = _calling(lambda body: None)
-
-
 def parse_envelope(raw: bytes, origin: str | None = None, seq: int | None = None) -> Envelope:
     """Parse and check the envelope and body of `raw` (size, fields, types, schema)."""
     fields = _load(raw, origin, seq)
@@ -302,7 +302,7 @@ def verify_run(
         except EntryError as exc:
             error = exc
             break
-        digest = hashlib.sha256(raw).digest()
+        digest = entry_hash(raw)
         chained.append(_new_tuple(SignedEntry, (raw, sig, digest, origin, expected, fields.type)))
         expected += 1
         want_prev = digest.hex()
