@@ -149,7 +149,6 @@ def breakdown(
                         me=TOWN,
                         sender=VILLAGE,
                         received_at="2025-10-09T10:00:00+08:00",
-                        authenticated=True,  # as `zhibao serve` does for a signed push
                     )
                 if profiler:
                     profiler.disable()

@@ -263,7 +263,7 @@ def sync_up(year: Year, city_home: Path, received_at: datetime) -> tuple[int, fl
                 batch = encode_batch(entries[start : start + MAX_BATCH_ENTRIES])
                 began = time.perf_counter()
                 result = ingest(city.store, decode_batch(batch), me=CITY, sender=town,
-                                received_at=stamp(received_at), authenticated=True)  # fmt: skip
+                                received_at=stamp(received_at))  # fmt: skip
                 seconds += time.perf_counter() - began
                 assert not result.rejected, result.rejected[:3]
                 count += result.applied_total

@@ -37,6 +37,10 @@ i18n.register(
             "连接问题：{error}；{seconds:.0f} 秒后重试",
         ),
         "status.network": ("network:", "网络状况："),
+        "status.quarantined": (
+            "SET ASIDE {origin}#{seq} ({type}), received {at}: {detail}",
+            "未采用 {origin}#{seq}（{type}），{at} 收到：{detail}",
+        ),
         "sync.pushing": ("pushing entries", "正在上传条目"),
     }
 )
@@ -184,6 +188,8 @@ def status_command(home: Path | None, as_json: bool) -> None:
         )
     for fork in info["forks"]:
         click.echo(f"FORK {fork['origin']}#{fork['seq']} detected {fork['detected_at']}")
+    for held in info["quarantined"]:
+        click.echo(i18n.t("status.quarantined", **held))
     network = info.get("network")
     if network:
         click.echo(i18n.t("status.network"))

@@ -174,7 +174,6 @@ def import_bundle(node: Node, data: bytes) -> Imported:
                 me=me,
                 sender=bundle.sender,
                 received_at=stamp,
-                authenticated=True,  # the bundle's signature is checked below, same transaction
             )
             # The sender's key may have arrived in this very bundle (a first bundle from a
             # parent): check the signature now, and roll everything back if it fails.

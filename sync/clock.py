@@ -11,6 +11,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sync.protocol import i18n
+from sync.protocol.entry import AT_EARLIEST, AT_LATEST, in_range
 from sync.protocol.errors import ZhibaoError
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -58,6 +59,10 @@ def parse_time(value: str | datetime) -> datetime:
             raise ZhibaoError("time.bad", value=value) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=ZONE)
+    if not in_range(moment):
+        raise ZhibaoError(
+            "time.range", value=value, first=AT_EARLIEST.year, last=AT_LATEST.year - 1
+        )
     return moment.astimezone(ZONE)
 
 
@@ -71,6 +76,10 @@ i18n.register(
         "time.bad": (
             "'{value}' is not a time: use e.g. 2025-10-09T14:30 or 2025-10-09.",
             "“{value}”不是有效时间，例如 2025-10-09T14:30 或 2025-10-09。",
+        ),
+        "time.range": (
+            "'{value}' is outside the years {first}-{last} zhibao records.",
+            "“{value}”超出 zhibao 可记录的 {first}—{last} 年范围。",
         ),
     }
 )

@@ -9,6 +9,15 @@ Invariants: a batch is applied in one transaction (all of it or none of what it
 applied); re-sending a batch applies nothing twice; two validly signed entries for one
 (origin, seq) are kept as evidence and freeze the origin; nothing after a refused entry
 of an origin is applied for that origin in the same batch.
+
+Signatures: a whole log is proved by the hash chain up to an entry whose own signature
+verifies (`verify_run`), on every way in alike, so one Ed25519 check per run. An inner
+entry's stored signature may then be anything (a relay, or its author, may have sent
+garbage there): the entry is proved all the same, `log verify` says so, and the accepted
+run's last entry — whose signature was checked — is recorded (`Store.mark_signed`) so this
+node, relaying the log, cuts its batches where a signature proves them (sync.proofs).
+Entries of a log held in part are not chained here: each one's own signature is checked,
+and one that fails costs that entry alone.
 """
 
 from __future__ import annotations
@@ -94,9 +103,7 @@ def _fork(
     return True
 
 
-def _ingest_whole(
-    store: Store, run: Run, key: bytes, result: IngestResult, at: str, authenticated: bool
-) -> None:
+def _ingest_whole(store: Store, run: Run, key: bytes, result: IngestResult, at: str) -> None:
     head_seq, head_hash = store.head(run.origin)
     fresh = run.items
     if run.first <= head_seq:
@@ -116,20 +123,10 @@ def _ingest_whole(
         fresh = run.items[overlap:]
     if not fresh:
         return
-    # When the sender signed these very bytes (a push request, a bundle), nothing on the way
-    # can have changed them, and the tip's signature proves every entry below it: one Ed25519
-    # check per run. Bytes nobody signed in transit (a restore's pull answer) could carry a
-    # signature flipped on the line, so there every stored (raw, sig) pair is checked.
-    checked = verify_run(
-        run.origin,
-        fresh,
-        head_seq=head_seq,
-        head_hash=head_hash,
-        public_key=key,
-        check_every_signature=not authenticated,
-    )
+    checked = verify_run(run.origin, fresh, head_seq=head_seq, head_hash=head_hash, public_key=key)
     if checked.accepted:
         store.insert(checked.accepted, at)
+        store.mark_signed(run.origin, checked.accepted[-1].seq)
         result.applied[run.origin] = result.applied.get(run.origin, 0) + len(checked.accepted)
     if checked.error is not None:
         result.refuse(checked.error)
@@ -150,13 +147,29 @@ def _ingest_part(store: Store, run: Run, key: bytes, result: IngestResult, at: s
             continue
         if not verify(key, signing_message(digest), sig):
             result.refuse(_entry_error(run.origin, seq, "entry.signature"))
-            return
+            continue  # no chain ties it to the next: that one may still prove itself
         if held is not None:
             _fork(store, result, run.origin, seq, held, raw, sig, key, at)
             result.refuse(_entry_error(run.origin, seq, "entry.fork"))
             return
         store.insert([SignedEntry(raw, sig, digest, run.origin, seq, fields.type)], at, whole=False)
         result.applied[run.origin] = result.applied.get(run.origin, 0) + 1
+
+
+def _joined(runs: list[Run]) -> list[Run]:
+    """`runs` (sorted) with each run that continues the one before it merged into it."""
+    out: list[Run] = []
+    for run in runs:
+        last = out[-1] if out else None
+        if (
+            last is not None
+            and last.origin == run.origin
+            and last.first + len(last.items) == run.first
+        ):
+            out[-1] = Run(last.origin, last.first, [*last.items, *run.items])
+        else:
+            out.append(run)
+    return out
 
 
 def ingest(
@@ -166,21 +179,17 @@ def ingest(
     me: str,
     sender: str,
     received_at: str,
-    authenticated: bool = False,
 ) -> IngestResult:
     """Verify and apply `runs` sent by `sender` to node `me`, in one transaction.
 
-    `authenticated`: the batch's bytes carry the sender's signature (a signed push request,
-    a bundle whose signature is checked in the same transaction), so a valid signature on
-    the last entry of each run vouches for the run; otherwise every signature is checked.
-
     A child may send only logs of its own subtree; anything else sent from below is
     refused. Runs are taken in tier order (city, town, village) so an enrolment arrives
-    before the entries it vouches for.
+    before the entries it vouches for; consecutive runs of one origin (a bundle's frames
+    cut a log anywhere) are taken as one, so the signature that proves them is the last.
     """
     result = IngestResult()
     from_below = is_within(sender, me) and sender != me
-    ordered = sorted(runs, key=lambda r: (len(r.origin), r.origin, r.first))
+    ordered = _joined(sorted(runs, key=lambda r: (len(r.origin), r.origin, r.first)))
     with store.transaction():
         frozen = store.frozen()
         for run in ordered:
@@ -204,7 +213,7 @@ def ingest(
                 )
                 continue
             if whole:
-                _ingest_whole(store, run, key, result, received_at, authenticated)
+                _ingest_whole(store, run, key, result, received_at)
             else:
                 _ingest_part(store, run, key, result, received_at)
             if (

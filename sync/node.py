@@ -111,7 +111,7 @@ class Node:
                 self.node_id, seq + 1, prev, at or self.clock.stamp(), entry_type, body
             )
             entry = sign_entry(self.signer, raw)
-            self.store.insert([entry], self.clock.stamp())
+            self.store.insert([entry], self.clock.stamp(), strict=True)
         return entry
 
     def set_clock_offset(self, offset: timedelta) -> None:
@@ -161,7 +161,7 @@ def init_node(
     )
     _write_secret(home / NODE_KEY, signer.seed.hex().encode() + b"\n")
     _write_secret(home / SEAL_KEY, seal.private_bytes_raw().hex().encode() + b"\n")
-    store = Store(home / NODE_DB, extensions=[trust.Trust(), *extensions])
+    store = Store(home / NODE_DB, extensions=[trust.Trust(), *extensions], owner=node_id)
     trust.pin_root(
         store, city_of(node_id), bytes.fromhex(config.root_key), name if tier == "city" else ""
     )
@@ -194,7 +194,7 @@ def open_node(
     lost = not (home / NODE_DB).exists()
     if lost and config.tier == "city":
         raise HomeError("node.city_db_lost", home=str(home))
-    store = Store(home / NODE_DB, extensions=[trust.Trust(), *extensions])
+    store = Store(home / NODE_DB, extensions=[trust.Trust(), *extensions], owner=config.node_id)
     if lost:  # the disk died: never append under this key before learning how far the log got
         trust.pin_root(store, city_of(config.node_id), bytes.fromhex(config.root_key))
         with store.transaction():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sync import proofs
 from sync.protocol.entry import SignedEntry
 from sync.protocol.ids import ancestors_of, is_within
 from sync.store import Store
@@ -69,17 +70,15 @@ def select_for(
 def subtree_for(
     store: Store, client: str, cursors: dict[str, int], limit: int
 ) -> tuple[list[SignedEntry], bool]:
-    """The client's own subtree, whole, above its cursors (for `restore`)."""
-    out: list[SignedEntry] = []
-    for origin in sorted(
-        (o for o in store.heads() if is_within(o, client)), key=lambda o: (len(o), o)
-    ):
-        room = limit - len(out)
-        if room <= 0:
-            return out, True
-        batch = store.entries(origin, cursors.get(origin, 0), room + 1)
-        if len(batch) > room:
-            out.extend(batch[:room])
-            return out, True
-        out.extend(batch)
-    return out, False
+    """The client's own subtree, whole, above its cursors (for `restore`): about `limit`
+    entries, each log's run ending where a signature proves it (sync.proofs)."""
+    plan = sorted(
+        (
+            (origin, cursors.get(origin, 0), seq)
+            for origin, (seq, _) in store.heads().items()
+            if is_within(origin, client) and seq > cursors.get(origin, 0)
+        ),
+        key=lambda p: (len(p[0]), p[0]),
+    )
+    batch = next(proofs.batches(store, plan, first=limit, size=limit), [])
+    return batch, len(batch) < sum(through - after for _, after, through in plan)

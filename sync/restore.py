@@ -55,7 +55,9 @@ def begin_restore(node: Node, *, force: bool = False) -> None:
 
 
 def _pull(node: Node, client: PeerClient, peer_id: str, mode: str, summary: RestoreSummary) -> None:
-    """Pull in `mode` until the peer has nothing more; refused entries stop the restore."""
+    """Pull in `mode` until the peer has nothing more. A refused entry of this node's own
+    subtree stops the restore; one of a log held in part (what concerns it from above, each
+    entry proved by its own signature) costs that entry alone, and is listed."""
     while True:
         if mode == "subtree":
             cursors = {o: s for o, (s, _) in node.store.heads().items()}
@@ -71,8 +73,9 @@ def _pull(node: Node, client: PeerClient, peer_id: str, mode: str, summary: Rest
         )
         summary.pulled += result.applied_total
         summary.rejected.extend(result.rejected)
-        if result.rejected:
-            first = result.rejected[0]
+        mine = [r for r in result.rejected if is_within(str(r["origin"]), node.node_id)]
+        if mine or (result.rejected and mode == "subtree"):
+            first = (mine or result.rejected)[0]
             raise SyncError("restore.refused", url=client.url, **first)
         if not more:
             return

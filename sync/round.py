@@ -8,7 +8,7 @@ the peer reports, so nothing is sent twice on purpose and nothing applied twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,12 +16,12 @@ from typing import Any
 
 import httpx
 
-from sync import receipts
+from sync import proofs, receipts
 from sync.client import PeerClient
 from sync.ingest import ingest
 from sync.node import RESTORING, Node
 from sync.protocol import i18n
-from sync.protocol.batch import BATCH_BYTES, BATCH_ENTRIES, decode_batch, encode_batch
+from sync.protocol.batch import decode_batch, encode_batch
 from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import SyncError
 from sync.protocol.ids import is_within
@@ -58,28 +58,10 @@ def _push_plan(node: Node, have: dict[str, int]) -> list[tuple[str, int, int]]:
     return sorted(plan, key=lambda p: (len(p[0]), p[0]))
 
 
-def _batches(node: Node, plan: list[tuple[str, int, int]]) -> Any:
-    """The entries of `plan` in batches; the first is small so the peer starts at once
-    while the next, full-sized one is prepared."""
-    pending: list[SignedEntry] = []
-    size = 0
-    limit = FIRST_BATCH_ENTRIES
-    for origin, after, through in plan:
-        cursor = after
-        while cursor < through:
-            # read what fills the batch being made: the small first one leaves at once
-            chunk = node.store.entries(origin, cursor, limit - len(pending), through)
-            if not chunk:
-                break
-            for entry in chunk:
-                pending.append(entry)
-                size += len(entry.raw) + 64
-                if len(pending) >= limit or size >= BATCH_BYTES:
-                    yield pending
-                    pending, size, limit = [], 0, BATCH_ENTRIES
-            cursor = chunk[-1].seq
-    if pending:
-        yield pending
+def _batches(node: Node, plan: list[tuple[str, int, int]]) -> Iterator[list[SignedEntry]]:
+    """The entries of `plan` in batches, each run ending where a signature proves it; the
+    first is small so the peer starts at once while the next, full-sized one is prepared."""
+    return proofs.batches(node.store, plan, first=FIRST_BATCH_ENTRIES)
 
 
 def correct_clock(node: Node, client: PeerClient, summary: RoundSummary) -> str:

@@ -185,7 +185,6 @@ class NodeApp:
                 me=self.node.node_id,
                 sender=sender,
                 received_at=self.node.clock.stamp(),
-                authenticated=True,  # _authenticate checked the sender's signature on the body
             )
             return JSONResponse({"result": result.to_json(), "receipt": self._receipt(sender)})
 

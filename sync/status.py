@@ -29,6 +29,7 @@ def node_status(node: Node) -> dict[str, Any]:
         "acknowledged": acknowledged,
         "unacknowledged": max(0, own - acknowledged.get(node.node_id, 0)) if parent else 0,
         "forks": store.forks(),
+        "quarantined": store.quarantined(),
         "last_sync": store.get_meta("last_sync"),
         "last_sync_peer": store.get_meta("last_sync_peer"),
         "clock_offset_seconds": int(node.clock.offset.total_seconds()),

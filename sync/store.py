@@ -15,6 +15,15 @@ Invariants:
   move the cursor with the projection. Any other writer catches up before it starts, and
   readers catch up when they open the node, so nobody sees a projection behind the log
   and a projection always equals the log up to its cursor.
+- One bad entry costs one entry, never the node. Before any extension sees an entry, the
+  rule registered for its type (sync.authority) may refuse it; and an entry an extension
+  raises on is rolled back alone. Either way it is kept (it is part of its author's signed
+  chain) but quarantined with its reason, and never projected; every later entry goes on.
+  An entry this node appends itself (`strict`) is refused instead, so the node never
+  writes what it could not use, and never chains its next entry after it.
+- `signed_tips` names the entries whose own signature was checked here (the last entry of
+  every run ingest accepted); each vouches for every entry of its origin below it through
+  the hash chain, so a relay cuts its batches there (sync.proofs).
 """
 
 from __future__ import annotations
@@ -22,22 +31,26 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import apsw
 
+from sync._projecting import (
+    PROJECT_CHUNK,  # noqa: F401  (re-exported: the store's public constants)
+    PROJECTED,
+    UNPROJECTED_SQL,  # noqa: F401
+    UNUSABLE,
+    Extension,
+    Projecting,
+    about_the_store,
+    why,
+)
 from sync.protocol import i18n
-from sync.protocol.entry import SignedEntry, entry_fields
+from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import DiskFullError, StoreError
 
 BUSY_TIMEOUT_MS = 10_000
 WAL_CHECKPOINT_PAGES = 8192
-PROJECTED = "projected"  # meta key: entries.id up to which the lazy extensions have seen
-PROJECT_CHUNK = 2000  # entries held in memory at once while catching up
-UNPROJECTED_SQL = (  # entries stored but not yet seen by the lazy extensions
-    "SELECT coalesce(max(id), 0) - coalesce((SELECT CAST(value AS INTEGER) FROM meta "
-    f"WHERE key = '{PROJECTED}'), 0) FROM entries"
-)
 
 _MAX_SEQS_SQL = """
 WITH RECURSIVE o(origin) AS (
@@ -86,19 +99,15 @@ CREATE TABLE IF NOT EXISTS nonces (
 CREATE TABLE IF NOT EXISTS peers (
     node_id TEXT PRIMARY KEY, last_contact TEXT NOT NULL, skew_seconds INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (
+    origin TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, reason TEXT NOT NULL,
+    params TEXT NOT NULL, received_at TEXT NOT NULL, PRIMARY KEY (origin, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS signed_tips (
+    origin TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (origin, seq)
+) WITHOUT ROWID;
 """
 
-
-class Extension(Protocol):
-    """A projection kept by a layer above (see the module doc for eager and lazy)."""
-
-    ddl: str
-    types: frozenset[str] | None  # entry types it wants; None for all
-    lazy: bool  # may see entries after the transaction that stored them
-
-    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None: ...
-
-    def flush(self, store: Store) -> None: ...
 
 
 def _translate(exc: apsw.Error) -> StoreError:
@@ -113,14 +122,19 @@ def _translate(exc: apsw.Error) -> StoreError:
         return StoreError("store.constraint", detail=str(exc))
     if isinstance(exc, apsw.BusyError):
         return StoreError("store.busy")
+    if isinstance(exc, apsw.IOError):
+        return StoreError("store.io", detail=str(exc))
     return StoreError("store.failed", detail=str(exc))
 
 
-class Store:
+class Store(Projecting):
     """A node's database. Owns its connection; close it (or use `with`)."""
 
-    def __init__(self, path: str | Path, *, extensions: Sequence[Extension] = ()) -> None:
+    def __init__(
+        self, path: str | Path, *, extensions: Sequence[Extension] = (), owner: str | None = None
+    ) -> None:
         self.path = str(path)
+        self.owner = owner  # this node's id: what the authority rules judge from
         try:
             self.conn = apsw.Connection(self.path)
             self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
@@ -141,10 +155,21 @@ class Store:
         self.extensions = list(extensions)
         self._eager = [ext for ext in self.extensions if not ext.lazy]
         self._lazy = [ext for ext in self.extensions if ext.lazy]
+        # the types some extension asks for by name: only those are judged (sync.authority)
+        self._named: frozenset[str] = frozenset().union(
+            *(ext.types for ext in self.extensions if ext.types is not None)
+        )
+        self._eager_types: frozenset[str] | None = frozenset()  # what some eager one wants
+        for ext in self._eager:
+            wanted = ext.types
+            self._eager_types = (
+                None if wanted is None or self._eager_types is None else self._eager_types | wanted
+            )
         self.deferring = False  # see defer_projections
         self._depth = 0
         self._projected: int | None = None  # the cursor, while a transaction projects inline
         self._moved = False  # entries were projected inline since the cursor was written
+        self._pending = False  # entries inserted in this transaction wait for `_finish`
 
     def close(self) -> None:
         self.conn.close()
@@ -187,6 +212,7 @@ class Store:
                         self._depth -= 1
                         if outer:
                             self._projected, self._moved = None, False
+                            self._pending = False
                 if outer:
                     self.conn.execute("COMMIT")
             except BaseException:
@@ -198,38 +224,18 @@ class Store:
             raise _translate(exc) from exc
 
     def _finish(self) -> None:
-        """End of the outermost transaction: flush what was applied, move the cursor."""
+        """End of the outermost transaction: flush what was applied, project what waits for
+        it (entries ingest stored in this transaction), move the cursor."""
         for ext in self._eager:
             ext.flush(self)
-        if self._moved and self._projected is not None:
-            for ext in self._lazy:
-                ext.flush(self)
+        if self._projected is None:
+            return
+        if self._pending:
+            self._catch_up_inline()
+        elif self._moved:
+            self._flush_inline()
             self.set_meta(PROJECTED, str(self._projected))
             self._moved = False
-
-    # --- lazy projections ----------------------------------------------------------------
-
-    def unprojected(self) -> int:
-        """How many stored entries the lazy extensions have not seen yet."""
-        if not self._lazy:
-            return 0
-        rows = self.query(UNPROJECTED_SQL)
-        return max(0, int(rows[0][0]))  # ids are never reused: entries are never deleted
-
-    def catch_up(self, limit: int | None = None) -> int:
-        """Project up to `limit` (else all) entries not projected yet; returns how many remain.
-
-        One transaction per chunk of PROJECT_CHUNK entries, each moving the cursor with the
-        projection, so a long catch-up never holds the write lock for long and a crash
-        keeps every chunk it finished."""
-        left = limit if limit is not None else 2**62
-        remaining = self.unprojected()
-        while remaining and left > 0:
-            with self._write(catch_up=False):
-                done, _ = self._project(min(left, PROJECT_CHUNK))
-            left -= done
-            remaining = self.unprojected() if done else 0
-        return remaining
 
     def checkpoint(self) -> None:
         """Copy what the WAL holds into the database file, as far as readers allow."""
@@ -238,43 +244,6 @@ class Store:
         except apsw.Error as exc:
             raise _translate(exc) from exc
 
-    def _project(self, limit: int | None = None) -> tuple[int, int]:
-        """Inside a transaction: let the lazy extensions see entries past the cursor, moving
-        it with them; returns (entries gone through, the cursor now)."""
-        rows = self.query("SELECT value FROM meta WHERE key = ?", (PROJECTED,))
-        cursor = int(rows[0][0]) if rows else 0
-        left = limit if limit is not None else 2**62
-        done = 0
-        while left > 0:
-            chunk = self.query(
-                "SELECT id, origin, seq, hash, sig, raw, type FROM entries WHERE id > ? "
-                "ORDER BY id LIMIT ?",
-                (cursor, min(left, PROJECT_CHUNK)),
-            )
-            if not chunk:
-                break
-            entries = [SignedEntry(raw, sig, h, o, s, t) for _, o, s, h, sig, raw, t in chunk]
-            parsed: dict[int, Any] = {}
-            for ext in self._lazy:
-                self._apply(ext, entries, parsed)
-                ext.flush(self)
-            cursor = chunk[-1][0]
-            left -= len(chunk)
-            done += len(chunk)
-            self.set_meta(PROJECTED, str(cursor))
-        return done, cursor
-
-    def _apply(
-        self, ext: Extension, entries: Sequence[SignedEntry], parsed: dict[int, Any]
-    ) -> None:
-        """Show `ext` the entries it wants; `parsed` caches their fields by position."""
-        wanted = ext.types
-        for index, entry in enumerate(entries):
-            if wanted is None or entry.type in wanted:
-                fields = parsed.get(index)
-                if fields is None:
-                    fields = parsed[index] = entry_fields(entry.raw)
-                ext.apply(self, entry, fields)
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -350,18 +319,28 @@ class Store:
             yield SignedEntry(raw, sig, h, o, seq, kind)
 
     def insert(
-        self, entries: Sequence[SignedEntry], received_at: str, *, whole: bool = True
+        self,
+        entries: Sequence[SignedEntry],
+        received_at: str,
+        *,
+        whole: bool = True,
+        strict: bool = False,
     ) -> None:
         """Append verified entries of one origin and run the extensions.
 
         Call inside `transaction()`. With `whole` the caller has proved they extend the
         origin's head (a log this node holds whole); without it they are single entries of
         a log held in part (what flowed down), each checked on its own, and no head moves.
-        Entries are parsed again only for the extensions that want them: keeping every
-        parsed body of a batch alive costs more (garbage collection) than parsing twice.
+        `strict` (this node's own appends): an entry the authority rules or a projection
+        refuse raises StoreError, so the whole transaction appends nothing; otherwise such
+        an entry is quarantined (see module doc). Entries are parsed again only for the
+        extensions that want them: keeping every parsed body of a batch alive costs more
+        (garbage collection) than parsing twice.
         """
         if not entries:
             return
+        if strict and self._pending:  # what ingest stored earlier in this transaction first
+            self._catch_up_inline()
         try:
             self.conn.executemany(
                 "INSERT INTO entries (origin, seq, hash, sig, raw, type, received_at) "
@@ -378,13 +357,25 @@ class Store:
         except apsw.Error as exc:
             raise _translate(exc) from exc
         parsed: dict[int, Any] = {}
-        for ext in self._eager:
-            self._apply(ext, entries, parsed)
-        if self._projected is not None:  # this transaction projects inline (not deferring)
-            for ext in self._lazy:
-                self._apply(ext, entries, parsed)
-            self._projected = self.conn.last_insert_rowid()
-            self._moved = True
+        if strict:
+            self._insert_strict(entries, parsed)
+            return
+        eager = self._eager_types
+        admitted = (
+            self._admit(entries, parsed, [received_at] * len(entries), eager)
+            if eager is None or eager
+            else set()
+        )
+        for index in sorted(admitted):  # eager extensions see few entries: one at a time
+            try:
+                with self.conn:
+                    self._show(self._eager, entries, {index}, parsed, flush=False)
+            except Exception as exc:
+                if about_the_store(exc):
+                    raise
+                self.quarantine(entries[index], UNUSABLE, why(exc), received_at)
+        if self._projected is not None:  # this transaction projects: at its end, isolated
+            self._pending = True
 
     # --- forks ---------------------------------------------------------------------------
 
@@ -448,5 +439,10 @@ i18n.register(
             "数据库正忙（另一个 zhibao 进程在写入），请重试。",
         ),
         "store.failed": ("Database error: {detail}", "数据库错误：{detail}"),
+        "store.io": (
+            "The disk could not be read or written: {detail}",
+            "磁盘读写失败：{detail}",
+        ),
+
     }
 )

@@ -7,8 +7,11 @@ author is the enrolled node's parent; the `nodes` table is a projection of those
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from sync import authority
+from sync.authority import Refusal
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry, register_body_check
 from sync.protocol.errors import EnrolmentError
@@ -73,12 +76,7 @@ class Trust:
     lazy = False  # ingest checks keys against it: always in step
 
     def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
-        body = fields["body"]
-        root = body["node_id"] == entry.origin and body["tier"] == "city"
-        if root and public_key(store, entry.origin) != bytes.fromhex(body["public_key"]):
-            raise EnrolmentError("enrol.not_parent", origin=entry.origin, node_id=body["node_id"])
-        if not root and body["parent_id"] != entry.origin:
-            raise EnrolmentError("enrol.not_parent", origin=entry.origin, node_id=body["node_id"])
+        body = fields["body"]  # admitted by `_enrolment_authority`: written by the parent
         store.execute(
             "INSERT INTO nodes (node_id, tier, name, parent_id, public_key, seal_key, "
             "enrolled_by, enrolled_seq, enrolled_at) VALUES (?,?,?,?,?,?,?,?,?) "
@@ -100,6 +98,27 @@ class Trust:
 
     def flush(self, store: Store) -> None:
         pass
+
+    def discard(self) -> None:
+        pass
+
+
+def _enrolment_authority(
+    store: Store, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
+) -> Refusal | None:
+    """An enrolment counts only when the enrolled node's parent wrote it, or, for the city,
+    when the city enrols itself with the key pinned at `init`."""
+    body = fields["body"]
+    node_id = body["node_id"]
+    if node_id == entry.origin and body["tier"] == "city":
+        if public_key(store, entry.origin) == bytes.fromhex(body["public_key"]):
+            return None
+    elif body["parent_id"] == entry.origin:
+        return None
+    return "enrol.not_parent", {"node_id": node_id}
+
+
+authority.register(ENROLLED, _enrolment_authority)
 
 
 def pin_root(store: Store, city_id: str, root_key: bytes, name: str = "") -> None:

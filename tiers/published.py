@@ -23,18 +23,21 @@ from __future__ import annotations
 
 import json
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from typing import Any
 
 import chinese_calendar
 
+from sync import authority
+from sync.authority import Refusal
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.canonical import canonical
 from sync.protocol.entry import SignedEntry, register_body_check
 from sync.protocol.errors import CatalogueError, ZhibaoError
+from sync.protocol.ids import tier_of
 from sync.store import Store
 from tiers.calendar import CalendarOverrides, WorkCalendar, YearArrangement
 from tiers.catalogue import CatalogueItem
@@ -83,6 +86,20 @@ def _check_calendar_body(body: dict[str, Any]) -> None:
 
 register_body_check(CATALOGUE_ITEM, _check_item_body)
 register_body_check(CALENDAR_OVERRIDE, _check_calendar_body)
+
+
+def _published_authority(
+    store: Store, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
+) -> Refusal | None:
+    """The catalogue and the calendar count only from the city. A town's or village's own
+    import (standalone use) counts on that node alone: it never changes what others use."""
+    if tier_of(entry.origin) == "city" or entry.origin == owner:
+        return None
+    return "published.not_city", {}
+
+
+authority.register(CATALOGUE_ITEM, _published_authority)
+authority.register(CALENDAR_OVERRIDE, _published_authority)
 # Published entries flow down from every ancestor to every node below it.
 
 
@@ -100,6 +117,9 @@ class Published:
             self._apply_calendar(store, entry, fields["body"])
 
     def flush(self, store: Store) -> None:
+        pass
+
+    def discard(self) -> None:
         pass
 
     @staticmethod
@@ -417,6 +437,10 @@ def parse_overrides(data: bytes, filename: str = "") -> CalendarOverrides:
 
 i18n.register(
     {
+        "published.not_city": (
+            "{origin} is not the city: what it publishes counts only on {origin} itself",
+            "{origin} 不是市级节点：其发布的目录或日历只在 {origin} 本节点有效",
+        ),
         "published.calendar_encoding": ("{file} is not UTF-8 text", "{file} 不是 UTF-8 编码的文本"),
         "published.calendar_json": (
             "{file} line {line}, column {column}: not valid JSON ({reason})",

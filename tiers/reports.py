@@ -368,6 +368,10 @@ class FigureProjection:
                 (entry.origin, entry.seq, body["period"], at, json.dumps(body)),
             )
 
+    def discard(self) -> None:
+        self._fresh.clear()
+        self._latest.clear()
+
     def flush(self, store: Store) -> None:
         refold = _advance(store, self._fresh) if self._fresh else set()
         _refresh(store, sorted(refold))

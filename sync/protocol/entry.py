@@ -15,7 +15,7 @@ import re
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
 import msgspec
@@ -30,9 +30,15 @@ ENTRY_DOMAIN = b"zhibao/entry/v1\0"
 FORMAT_VERSION = 1
 MAX_ENTRY_BYTES = 32 * 1024
 SIGNATURE_BYTES = 64
+LOOK_BACK = 64  # signatures tried below a tip whose own signature fails (see verify_run)
 _TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")  # fullmatch: no "\n" after
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
+# The instants an entry's `at` may name: every tier can represent them in Asia/Shanghai and
+# count working days from them without leaving what `datetime` holds (a year-9999 stamp with
+# a negative offset once stopped every projection). [AT_EARLIEST, AT_LATEST)
+AT_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+AT_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 BodyCheck = Callable[[dict[str, Any]], None]
 _decode_any = msgspec.json.Decoder().decode
 
@@ -212,10 +218,16 @@ def _check_content(fields: Envelope, o: str, s: int) -> None:
     at = fields.at
     try:  # the rule the projections read `at` by (C): ISO 8601 with an offset (fixed, so
         # a tzinfo is one)
-        if type(at) is not str or datetime.fromisoformat(at).tzinfo is None:
+        if type(at) is not str:
+            raise ValueError
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None:
             raise ValueError
     except ValueError:
         raise _refuse(o, s, "entry.bad_field", field="at") from None
+    if not in_range(moment):
+        first, last = AT_EARLIEST.year, AT_LATEST.year - 1
+        raise _refuse(o, s, "entry.at_range", at=at, first=first, last=last)
     kind = fields.type
     check = _BODY_CHECKS.get(kind) if type(kind) is str else None
     if check is None:
@@ -228,6 +240,12 @@ def _check_content(fields: Envelope, o: str, s: int) -> None:
         raise _refuse(o, s, "entry.schema", type=kind, detail=str(exc)) from None
     except _BodyFault as fault:
         raise _refuse(o, s, fault.reason_key, **fault.params) from None
+
+
+def in_range(moment: datetime) -> bool:
+    """Whether an aware `moment` lies in [AT_EARLIEST, AT_LATEST). Its own year is looked at
+    first: comparing a moment near year 1 or 9999 across offsets could overflow."""
+    return 1969 <= moment.year <= 2100 and AT_EARLIEST <= moment < AT_LATEST
 
 
 def parse_envelope(raw: bytes, origin: str | None = None, seq: int | None = None) -> Envelope:
@@ -267,9 +285,12 @@ def verify_run(
 ) -> RunResult:
     """Verify consecutive entries of `origin` that follow (head_seq, head_hash).
 
-    Every size limit, envelope, sequence number and hash link is checked; signatures are
-    checked on the last entry of the chained prefix (which vouches for all below it) and,
-    only if that fails or `check_every_signature`, one by one to find the first bad one.
+    Every size limit, envelope, sequence number and hash link is checked. Signatures: the
+    last entry of the chained prefix is checked, and vouches for every entry below it; if
+    its own signature fails, the entries below it are tried from the top, at most
+    `LOOK_BACK` of them, and the first that verifies vouches for itself and all below it
+    (the rest is refused). With `check_every_signature`, each is checked and the run stops
+    at the first bad one.
     An entry whose origin, seq, prev and version are exactly the ones expected next has a
     well-formed identity by that alone; any other goes through `parse_envelope`, which
     names what is wrong with it.
@@ -309,8 +330,16 @@ def verify_run(
     if not chained:
         return RunResult([], error)
     tip = chained[-1]
-    if not check_every_signature and verify(public_key, signing_message(tip.hash), tip.sig):
-        return RunResult(chained, error)
+    if not check_every_signature:
+        if verify(public_key, signing_message(tip.hash), tip.sig):
+            return RunResult(chained, error)
+        for index in range(len(chained) - 2, max(-1, len(chained) - 2 - LOOK_BACK), -1):
+            entry = chained[index]
+            if verify(public_key, signing_message(entry.hash), entry.sig):
+                return RunResult(
+                    chained[: index + 1], _refuse(origin, entry.seq + 1, "entry.signature")
+                )
+        return RunResult([], _refuse(origin, chained[0].seq, "entry.signature"))
     for index, entry in enumerate(chained):
         if not verify(public_key, signing_message(entry.hash), entry.sig):
             bad = _refuse(origin, entry.seq, "entry.signature")
@@ -328,6 +357,10 @@ i18n.register(
         "entry.fields": ("wrong set of fields", "字段不符合格式"),
         "entry.bad_field": ("field '{field}' is malformed", "字段 {field} 格式错误"),
         "entry.version": ("unknown format version {version}", "未知格式版本 {version}"),
+        "entry.at_range": (
+            "time {at} is outside the years {first}-{last} an entry may name",
+            "时间 {at} 超出条目允许的 {first}—{last} 年范围",
+        ),
         "entry.mislabelled": ("labelled as another entry ({got})", "与所标条目不符（实为 {got}）"),
         "entry.schema": ("body of {type} is invalid: {detail}", "{type} 的内容无效：{detail}"),
         "entry.seq_gap": (

@@ -51,7 +51,7 @@ def _receive(net: Network, count: int) -> list[str]:
 def _push_deferred(store: Store, village: Store) -> int:
     """Ingest the village's log into `store` as `serve` does; the count applied."""
     runs = decode_batch(encode_batch(list(village.iter_all(VILLAGE))))
-    result = ingest(store, runs, me=TOWN, sender=VILLAGE, received_at=AT, authenticated=True)
+    result = ingest(store, runs, me=TOWN, sender=VILLAGE, received_at=AT)
     assert not result.rejected, result.rejected
     return result.applied_total
 

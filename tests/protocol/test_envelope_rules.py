@@ -17,7 +17,7 @@ from sync.clock import Clock, local_date
 from sync.protocol import i18n
 from sync.protocol.canonical import canonical
 from sync.protocol.entry import MAX_ENTRY_BYTES, encode_entry, entry_fields, parse_envelope
-from sync.protocol.errors import EntryError
+from sync.protocol.errors import EntryError, ZhibaoError
 from sync.protocol.keys import Signer
 
 ORIGIN = "330782001201"
@@ -356,13 +356,33 @@ def test_body_number_canonical_would_not_write_is_refused(value: bytes) -> None:
 # -- `at` is read by the rule the projections use ------------------------------------------
 
 
-@pytest.mark.parametrize("when", ["1900-01-01", "1025-10-09T14:30", "2025-10-09", "9999-12-31"])
+@pytest.mark.parametrize("when", ["1970-01-01T08:00", "2025-10-09", "2099-12-31T23:59"])
 def test_every_at_zhibao_writes_is_accepted_and_readable(when: str) -> None:
-    # `clock.stamp` of a user's --at: before 1901 Asia/Shanghai is local mean time, and
-    # `isoformat` writes its offset with seconds (+08:05:43); a peer must still take it
     at = Clock().stamp(when)
     assert _accepted(_raw(at=at))["at"] == at
     local_date(at)  # what the projections do with it
+
+
+@pytest.mark.parametrize("when", ["1900-01-01", "1025-10-09T14:30", "9999-12-31", "2100-01-01"])
+def test_at_outside_the_years_an_entry_may_name_is_refused_when_typed(when: str) -> None:
+    with pytest.raises(ZhibaoError) as refused:
+        Clock().stamp(when)
+    assert refused.value.key == "time.range"
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        "9999-12-31T23:59:59-12:00",  # once stopped every projection (OverflowError)
+        "0001-01-01T00:00:00+14:00",
+        "1900-01-01T09:00:00+08:05:43",  # what an --at before 1901 used to write
+        "1969-12-31T23:59:59+00:00",
+        "2100-01-01T00:00:00+00:00",
+        "2100-01-01T08:00:00+08:00",
+    ],
+)
+def test_at_outside_the_years_an_entry_may_name_is_refused(at: str) -> None:
+    assert _reason_key(_raw(at=at)) == "entry.at_range"
 
 
 @pytest.mark.parametrize("at", ["2025-10-09T14:30:00z", "2025-10-09T14:30:00+08"])

@@ -81,10 +81,16 @@ def test_audit_clean_log_is_ok(tmp_path: Path) -> None:
         ),
         pytest.param(["DELETE FROM entries WHERE seq = 4"], (), {(4, "missing")}, id="dropped"),
         pytest.param(
-            ["UPDATE entries SET sig = ? WHERE seq = 2"],
+            ["UPDATE entries SET sig = ? WHERE seq = 5"],
             (Signer.generate().sign(b"zhibao"),),
-            {(2, "signature")},
-            id="foreign-signature",
+            {(5, "signature")},
+            id="foreign-signature-on-the-head",
+        ),
+        pytest.param(
+            ["UPDATE entries SET sig = ? WHERE seq = 2", "DELETE FROM entries WHERE seq = 3"],
+            (Signer.generate().sign(b"zhibao"),),
+            {(2, "signature"), (3, "missing")},
+            id="foreign-signature-before-a-gap",
         ),
     ],
 )
@@ -98,6 +104,16 @@ def test_audit_names_tampering(
     _tamper(home, *statements, params=params)
     found = set(_problems(home))
     assert expected <= found, found
+
+
+def test_audit_inner_signature_vouched_by_the_chain_is_no_problem(tmp_path: Path) -> None:
+    """A relay or a hostile author may store garbage in an inner entry's signature: the
+    chain up to a valid signature proves the entry, as it did at ingest (docs/protocol.md)."""
+    home = _town(tmp_path)
+    _tamper(home, "UPDATE entries SET sig = ? WHERE seq IN (2, 3)", params=(b"\x07" * 64,))
+    assert _problems(home) == []
+    with Store(home / "node.db") as store:
+        assert verify_log(store).vouched == {TOWN: 2}
 
 
 def test_audit_cli_reports_json_and_exit_1(tmp_path: Path) -> None:

@@ -210,18 +210,24 @@ def test_published_entries_flow_down_to_nodes_below(
     assert not more
 
 
-def test_published_town_wins_over_village_when_both_local(
+def test_published_town_import_never_changes_what_a_village_uses(
     make_node: NodeFactory, shared_items: list[CatalogueItem]
 ) -> None:
+    """Only the city publishes for others: a town's own import (standalone use) counts at
+    the town alone; arriving at a village it is set aside, and the village keeps its own."""
     make_node(CITY)
     town, village = make_node(TOWN), make_node(VILLAGE)
     publish_items(village, [renamed(shared_items[0], "（本村）")])
     publish_items(town, [renamed(shared_items[0], "（本镇）"), shared_items[1]])
     arrive(town, village)
-    assert [item.name for item in list_items(village.store)] == [
+    assert [item.name for item in list_items(village.store)] == [shared_items[0].name + "（本村）"]
+    assert [item.name for item in list_items(town.store)] == [
         shared_items[0].name + "（本镇）",
         shared_items[1].name,
     ]
+    assert {(q["origin"], q["reason"]) for q in village.store.quarantined()} == {
+        (TOWN, "published.not_city")
+    }
 
 
 def test_published_local_import_works_without_city(

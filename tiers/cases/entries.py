@@ -8,13 +8,17 @@ Money is integer fen; ratings are 1 (非常满意) … 5 (非常不满意) as in
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, get_args
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import msgspec
 from msgspec import Meta
 
+from sync import authority
+from sync.authority import Refusal
+from sync.protocol import i18n
 from sync.protocol.canonical import MAX_INT
-from sync.protocol.entry import register_body_check
+from sync.protocol.entry import SignedEntry, register_body_check
 from sync.protocol.ids import is_node_id
 
 RECEIVED = "case.received"
@@ -191,3 +195,25 @@ TYPES = frozenset(BODIES)
 
 for _type, _body in BODIES.items():
     register_body_check(_type, _body)
+
+
+def _received_authority(
+    store: Any, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
+) -> Refusal | None:
+    """A case is created only by the node whose id its case id starts with: anyone else's
+    `case.received` for that id is a claim on somebody else's case, never the case."""
+    case_id = fields["body"]["case_id"]
+    if case_id.split("-", 1)[0] == entry.origin:
+        return None
+    return "case.not_origin", {"case_id": case_id}
+
+
+authority.register(RECEIVED, _received_authority)
+i18n.register(
+    {
+        "case.not_origin": (
+            "{origin} may not create case {case_id}: only the node whose id it starts with can",
+            "{origin} 无权创建办件 {case_id}：只有编号前缀所指的节点可以创建",
+        ),
+    }
+)

@@ -89,10 +89,12 @@ class Violation:
 class CaseState:
     """A case as folded from its events. Times are the events' `at` strings.
 
-    `tip` is the last event in causal order (applied or refused): a new event names it as
-    its `after`. `applied` counts the events that took effect; `events` lists them when the
-    state comes from `fold` (a state rebuilt from the projection's row has only the events
-    folded onto it since).
+    `tip` is the last event in causal order (applied or refused); `anchor` the last one that
+    took effect, which a new event names as its `after`: never an event the machine refused,
+    which a node further down the tree may not hold (a hostile village's claim on another's
+    case) and would then wait for for ever. `applied` counts the events that took effect;
+    `events` lists them when the state comes from `fold` (a state rebuilt from the
+    projection's row has only the events folded onto it since).
     """
 
     case_id: str
@@ -127,6 +129,7 @@ class CaseState:
     closed_at: str | None = None
     reason: str | None = None
     tip: Ref | None = None
+    anchor: Ref | None = None
     applied: int = 0
     violations: list[Violation] = field(default_factory=list)
     events: list[Event] = field(default_factory=list, repr=False, compare=False)
@@ -288,7 +291,8 @@ def _start(event: Event) -> CaseState:
     return CaseState(
         case_id=body["case_id"], item_code=body["item_code"], origin=event.origin,
         applicant=dict(body["applicant"]), materials=list(body["materials"]),
-        received_at=event.at, holder=event.origin, tip=event.ref, applied=1, events=[event],
+        received_at=event.at, holder=event.origin, tip=event.ref, anchor=event.ref, applied=1,
+        events=[event],
     )  # fmt: skip
 
 
@@ -308,6 +312,7 @@ def step(state: CaseState, event: Event) -> None:
         state.violations.append(Violation(event.origin, event.seq, event.type, exc.key))
         return
     _transition(state, event)
+    state.anchor = event.ref
     state.applied += 1
     state.events.append(event)
 

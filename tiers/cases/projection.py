@@ -181,9 +181,16 @@ def _stored(row: tuple[Any, ...]) -> _Stored:
         rating=rating, comment=comment,
         tip=(last_origin, last_seq) if last_origin is not None else None, applied=applied,
         violations=[Violation(*v) for v in texts["violations"][0]],
-        **{name: list(v) if isinstance(v, list) else v for name, v in values.items()},  # type: ignore[arg-type]
+        **{name: _restored(name, v) for name, v in values.items()},
     )  # fmt: skip
     return _Stored(state, held, waiting, texts)
+
+
+def _restored(name: str, value: Any) -> Any:
+    """A `state` column value as the CaseState field wants it (JSON has lists only)."""
+    if name == "anchor":
+        return tuple(value) if value is not None else None
+    return list(value) if isinstance(value, list) else value
 
 
 def _row(
@@ -372,6 +379,10 @@ class CaseProjection:
         else:
             return set()
         return {r[0] for r in rows}
+
+    def discard(self) -> None:
+        self._fresh.clear()
+        self._span, self._all_accepted = None, False
 
     def flush(self, store: Store) -> None:
         writer = _Writer(store)

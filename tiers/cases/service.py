@@ -2,7 +2,7 @@
 
 Invariants: each function checks everything inside `node.store.transaction()` and only
 then appends (the append joins that transaction), so a refusal appends nothing. Every
-event names the case's latest event known here as its `after`. Case ids are
+event names the case's latest event known here that took effect as its `after`. Case ids are
 `<node-id>-<YYYYMMDD>-<NNNN>`, numbered per node per day of `at` (China time).
 """
 
@@ -71,7 +71,7 @@ def _stamp(node: Node, state: CaseState, at: str | None) -> str:
 
 
 def _append(node: Node, state: CaseState, kind: str, stamp: str, **fields: Any) -> None:
-    after = state.tip
+    after = state.anchor  # the last event that took effect, never one the machine refused
     body = {"case_id": state.case_id, "after": list(after) if after else None, **fields}
     node.append(kind, body, at=stamp)
 

@@ -14,6 +14,8 @@ evidence (entries by origin and seq, hashes, times), so an admin can act on it:
     clock_skew         an entry stamped ahead of its arrival here, or a peer's clock off,
                        by more than `skew_seconds`
     custody_violation  an event (in the month) from a node that did not hold the case
+    quarantined_entry  an entry held here but set aside (its author may not write it, or a
+                       projection could not use it): counted nowhere, whatever the month
 
 Invariant: findings depend only on what is held here and on `now`; the same store and the
 same `now` give the same findings in the same order.
@@ -41,7 +43,7 @@ from tiers.reports import backfill, latest_reports, node_counts
 
 KINDS = (
     "report_mismatch", "missing_report", "fork", "gap", "stale_node", "orphan_forward",
-    "clock_skew", "custody_violation",
+    "clock_skew", "custody_violation", "quarantined_entry",
 )  # fmt: skip
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
 
@@ -236,6 +238,14 @@ def _custody(store: Store, period: Period) -> list[Finding]:
     return found
 
 
+def _quarantined(store: Store) -> list[Finding]:
+    return [
+        _find("quarantined_entry", q["origin"], seq=q["seq"], type=q["type"], reason=q["reason"],
+              why=q["detail"], received_at=q["at"])
+        for q in store.quarantined()
+    ]  # fmt: skip
+
+
 def reconcile(
     node: Node, period_text: str, *, limits: Thresholds | None = None,
     now: datetime | None = None,
@@ -258,6 +268,7 @@ def reconcile(
         *_orphans(store, period, now, limits),
         *_skew(store, period, limits),
         *_custody(store, period),
+        *_quarantined(store),
     ]
     findings.sort(key=lambda f: (KINDS.index(f.kind), f.node_id, json.dumps(f.evidence)))
     counts = {kind: sum(f.kind == kind for f in findings) for kind in KINDS}
@@ -306,6 +317,9 @@ def network_health(
     newest = {origin: (at, received) for origin, at, received in store.query(
         "SELECT h.origin, json_extract(CAST(e.raw AS TEXT), '$.at'), e.received_at FROM heads h "
         "JOIN entries e ON e.origin = h.origin AND e.seq = h.seq")}  # fmt: skip
+    quarantined: dict[str, int] = {}
+    for q in store.quarantined():
+        quarantined[q["origin"]] = quarantined.get(q["origin"], 0) + 1
     forks: dict[str, int] = {}
     for f in store.forks():
         if not f["resolved"]:
@@ -335,6 +349,7 @@ def network_health(
             "entries_held": heads.get(node_id, 0), "last_entry_at": at,
             "lag_seconds": lag, "open_forwards_in": transit_in.get(node_id, 0),
             "open_forwards_out": transit_out.get(node_id, 0), "forks": forks.get(node_id, 0),
+            "quarantined": quarantined.get(node_id, 0),
             "warnings": colours.get(node_id, {"yellow": 0, "red": 0}),
             "stale": node_id != node.node_id and (
                 when is None or _since(now, when) > limits.stale_days),
@@ -344,6 +359,7 @@ def network_health(
         "nodes": nodes,
         "stale": sum(n["stale"] for n in nodes),
         "forks": sum(forks.values()),
+        "quarantined": sum(quarantined.values()),
         "warnings": {c: sum(n["warnings"][c] for n in nodes) for c in ("yellow", "red")},
     }
 
@@ -382,6 +398,10 @@ i18n.register(
         "finding.clock_skew": (
             "{node_id}'s clock is off by {seconds} s (at {at}).",
             "{node_id} 的时钟偏差 {seconds} 秒（{at}）。",
+        ),
+        "finding.quarantined_entry": (
+            "{node_id}'s entry #{seq} ({type}) is held but set aside: {why}.",
+            "{node_id} 的第 {seq} 号条目（{type}）已保存但未采用：{why}。",
         ),
         "finding.custody_violation": (
             "{node_id} recorded {type} on case {case_id} (#{seq}, {at}) without holding it"

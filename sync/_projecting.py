@@ -1,0 +1,329 @@
+"""How a store shows its entries to the projections kept above it (see sync.store).
+
+The mixin `Projecting` is the part of `Store` that decides what an extension sees: the
+authority rules first (sync.authority), then each extension in turn, and what happens when
+one of them raises — the entry alone is quarantined, every other goes on — or, for this
+node's own appends (`strict`), the append is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import apsw
+
+from sync import authority
+from sync.protocol import i18n
+from sync.protocol.entry import SignedEntry, entry_fields
+from sync.protocol.errors import StoreError, ZhibaoError
+
+if TYPE_CHECKING:
+    from sync.store import Store
+
+PROJECTED = "projected"  # meta key: entries.id up to which the lazy extensions have seen
+PROJECT_CHUNK = 2000  # entries held in memory at once while catching up
+UNPROJECTED_SQL = (  # entries stored but not yet seen by the lazy extensions
+    "SELECT coalesce(max(id), 0) - coalesce((SELECT CAST(value AS INTEGER) FROM meta "
+    f"WHERE key = '{PROJECTED}'), 0) FROM entries"
+)
+UNUSABLE = "projection.failed"  # the reason of an entry an extension raised on
+# Errors that say nothing about the entry being projected: never a reason to quarantine it.
+_NOT_THE_ENTRY = frozenset({"store.full", "store.busy", "store.io"})
+
+
+class Extension(Protocol):
+    """A projection kept by a layer above (see the module doc for eager and lazy)."""
+
+    ddl: str
+    types: frozenset[str] | None  # entry types it wants; None for all
+    lazy: bool  # may see entries after the transaction that stored them
+
+    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None: ...
+
+    def flush(self, store: Store) -> None: ...
+
+    def discard(self) -> None:
+        """Forget what `apply` noted since the last `flush` (its writes were rolled back)."""
+
+
+def about_the_store(exc: BaseException) -> bool:
+    """Whether `exc` is the database failing (full, busy, I/O), not an entry it was given."""
+    return isinstance(exc, StoreError) and exc.key in _NOT_THE_ENTRY
+
+
+def why(exc: BaseException) -> dict[str, Any]:
+    """The params of a `projection.failed` quarantine: what was raised, in one line."""
+    text = str(exc).replace("\n", " ")[:300]
+    return {"error": f"{type(exc).__name__}: {text}" if text else type(exc).__name__}
+
+
+def params_text(params: dict[str, Any]) -> str:
+    return json.dumps({k: str(v) for k, v in params.items()}, ensure_ascii=False, sort_keys=True)
+
+class Projecting:
+    """The projection half of `Store` (a mixin: it uses the store's connection and state)."""
+
+    conn: apsw.Connection
+    owner: str | None
+    _eager: list[Extension]
+    _lazy: list[Extension]
+    _named: frozenset[str]
+    _projected: int | None
+    _moved: bool
+    _pending: bool
+
+    if TYPE_CHECKING:
+
+        def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]: ...
+        def execute(self, sql: str, params: Any = ()) -> None: ...
+        def set_meta(self, key: str, value: str) -> None: ...
+        def _write(self, *, catch_up: bool) -> Any: ...
+
+    def unprojected(self) -> int:
+        """How many stored entries the lazy extensions have not seen yet."""
+        if not self._lazy:
+            return 0
+        rows = self.query(UNPROJECTED_SQL)
+        return max(0, int(rows[0][0]))  # ids are never reused: entries are never deleted
+
+    def catch_up(self, limit: int | None = None) -> int:
+        """Project up to `limit` (else all) entries not projected yet; returns how many remain.
+
+        One transaction per chunk of PROJECT_CHUNK entries, each moving the cursor with the
+        projection, so a long catch-up never holds the write lock for long and a crash
+        keeps every chunk it finished."""
+        left = limit if limit is not None else 2**62
+        remaining = self.unprojected()
+        while remaining and left > 0:
+            with self._write(catch_up=False):
+                done, _ = self._project(min(left, PROJECT_CHUNK))
+            left -= done
+            remaining = self.unprojected() if done else 0
+        return remaining
+
+    def _project(self, limit: int | None = None) -> tuple[int, int]:
+        """Inside a transaction: let the lazy extensions see entries past the cursor, moving
+        it with them; returns (entries gone through, the cursor now)."""
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (PROJECTED,))
+        cursor = int(rows[0][0]) if rows else 0
+        left = limit if limit is not None else 2**62
+        done = 0
+        while left > 0:
+            chunk = self.query(
+                "SELECT id, origin, seq, hash, sig, raw, type, received_at FROM entries "
+                "WHERE id > ? ORDER BY id LIMIT ?",
+                (cursor, min(left, PROJECT_CHUNK)),
+            )
+            if not chunk:
+                break
+            entries = [SignedEntry(raw, sig, h, o, s, t) for _, o, s, h, sig, raw, t, _ in chunk]
+            set_aside = {
+                row[0]
+                for row in self.query(
+                    "SELECT e.id FROM quarantine q JOIN entries e ON e.origin = q.origin "
+                    "AND e.seq = q.seq WHERE e.id > ? AND e.id <= ?",
+                    (cursor, chunk[-1][0]),
+                )
+            }
+            self._project_isolated(
+                entries,
+                [row[7] for row in chunk],
+                {i for i, row in enumerate(chunk) if row[0] in set_aside},
+            )
+            cursor = chunk[-1][0]
+            left -= len(chunk)
+            done += len(chunk)
+            self.set_meta(PROJECTED, str(cursor))
+        return done, cursor
+
+    def _project_isolated(
+        self, entries: Sequence[SignedEntry], received: Sequence[str], set_aside: set[int]
+    ) -> None:
+        """Show `entries` (but those `set_aside`: quarantined already) to the lazy extensions
+        and flush them. Usually in one go; should an extension raise, the attempt is rolled
+        back and the entries are shown one at a time, so the one it raises on is quarantined
+        alone and the others go on."""
+        parsed: dict[int, Any] = {}
+        admitted = self._admit(entries, parsed, received) - set_aside
+        try:
+            with self.conn:  # a savepoint
+                self._show(self._lazy, entries, admitted, parsed, flush=True)
+            return
+        except Exception as exc:
+            self._discard(self._lazy)
+            if about_the_store(exc):
+                raise
+        for index in sorted(admitted):
+            try:
+                with self.conn:
+                    self._show(self._lazy, entries, {index}, parsed, flush=True)
+            except Exception as exc:
+                self._discard(self._lazy)
+                if about_the_store(exc):
+                    raise
+                self.quarantine(entries[index], UNUSABLE, why(exc), received[index])
+
+    def _admit(
+        self,
+        entries: Sequence[SignedEntry],
+        parsed: dict[int, Any],
+        received: Sequence[str],
+        types: frozenset[str] | None = None,
+    ) -> set[int]:
+        """Positions of the entries (of `types`, if given) the authority rules admit; the
+        others are quarantined. Only types some extension here names are judged: a store
+        that keeps no projection of a type has nothing a rule about it could protect."""
+        admitted = set()
+        for index, entry in enumerate(entries):
+            if types is not None and entry.type not in types:
+                continue
+            if entry.type in self._named and authority.governs(entry.type):
+                fields = parsed.get(index)
+                if fields is None:
+                    fields = parsed[index] = entry_fields(entry.raw)
+                refused = authority.verdict(self, self.owner, entry, fields)
+                if refused is not None:
+                    self.quarantine(entry, refused[0], refused[1], received[index])
+                    continue
+            admitted.add(index)
+        return admitted
+
+    def _show(
+        self,
+        exts: Sequence[Extension],
+        entries: Sequence[SignedEntry],
+        admitted: set[int],
+        parsed: dict[int, Any],
+        *,
+        flush: bool,
+    ) -> None:
+        """Show each extension the admitted entries it wants (`parsed` caches their fields
+        by position), in order; then flush it if asked."""
+        store = cast("Store", self)
+        for ext in exts:
+            wanted = ext.types
+            for index, entry in enumerate(entries):
+                if index in admitted and (wanted is None or entry.type in wanted):
+                    fields = parsed.get(index)
+                    if fields is None:
+                        fields = parsed[index] = entry_fields(entry.raw)
+                    ext.apply(store, entry, fields)
+            if flush:
+                ext.flush(store)
+
+    @staticmethod
+    def _discard(exts: Sequence[Extension]) -> None:
+        for ext in exts:
+            discard = getattr(ext, "discard", None)
+            if discard is not None:
+                discard()
+
+    # --- quarantine --------------------------------------------------------------------
+
+    def quarantine(
+        self, entry: SignedEntry, reason: str, params: dict[str, Any], received_at: str
+    ) -> None:
+        """Set `entry` aside: kept in the log, never projected, reported with its reason."""
+        self.execute(
+            "INSERT OR IGNORE INTO quarantine (origin, seq, type, reason, params, received_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (entry.origin, entry.seq, entry.type, reason, params_text(params), received_at),
+        )
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """Every quarantined entry, by origin and seq, with its reason in the reader's words."""
+        rows = self.query(
+            "SELECT origin, seq, type, reason, params, received_at FROM quarantine "
+            "ORDER BY origin, seq"
+        )
+        out = []
+        for origin, seq, kind, reason, params, received in rows:
+            values = json.loads(params)
+            out.append(
+                {
+                    "origin": origin,
+                    "seq": seq,
+                    "type": kind,
+                    "reason": reason,
+                    "detail": i18n.t(reason, **{"origin": origin, "seq": seq, **values}),
+                    "at": received,
+                }
+            )
+        return out
+
+    # --- signatures checked here -------------------------------------------------------
+
+    def mark_signed(self, origin: str, seq: int) -> None:
+        """Record that (origin, seq)'s own signature was checked here (see module doc)."""
+        self.execute("INSERT OR IGNORE INTO signed_tips (origin, seq) VALUES (?, ?)", (origin, seq))
+
+    def signed_seqs(self, origin: str, after: int, through: int) -> list[int]:
+        """The seqs of `origin` in (after, through] whose signature was checked here."""
+        rows = self.query(
+            "SELECT seq FROM signed_tips WHERE origin = ? AND seq > ? AND seq <= ? ORDER BY seq",
+            (origin, after, through),
+        )
+        return [r[0] for r in rows]
+
+    def last_signed(self, origin: str) -> int:
+        rows = self.query("SELECT max(seq) FROM signed_tips WHERE origin = ?", (origin,))
+        return rows[0][0] or 0
+
+    def _insert_strict(self, entries: Sequence[SignedEntry], parsed: dict[int, Any]) -> None:
+        """This node's own entries: every extension sees them now, and a refusal raises."""
+        for index, entry in enumerate(entries):
+            fields = parsed[index] = entry_fields(entry.raw)
+            refused = authority.verdict(self, self.owner, entry, fields)
+            if refused is not None:
+                reason, params = refused
+                raise StoreError(
+                    "store.refused_own",
+                    reason=i18n.t(reason, **{"origin": entry.origin, "seq": entry.seq, **params}),
+                )
+        everyone = set(range(len(entries)))
+        try:
+            self._show(self._eager, entries, everyone, parsed, flush=False)
+            if self._projected is not None:  # this transaction projects inline
+                self._show(self._lazy, entries, everyone, parsed, flush=False)
+                self._projected = self.conn.last_insert_rowid()
+                self._moved = True
+        except ZhibaoError:
+            raise
+        except Exception as exc:
+            raise StoreError("store.refused_own", reason=why(exc)["error"]) from exc
+
+    def _flush_inline(self) -> None:
+        """Flush what this node's own appends showed the lazy extensions: whatever fails
+        here refuses the appends (the transaction rolls back)."""
+        try:
+            for ext in self._lazy:
+                ext.flush(cast("Store", self))
+        except ZhibaoError:
+            raise
+        except Exception as exc:
+            raise StoreError("store.refused_own", reason=why(exc)["error"]) from exc
+
+    def _catch_up_inline(self) -> None:
+        """Flush what was projected inline, then project what ingest left pending."""
+        if self._moved and self._projected is not None:
+            self._flush_inline()
+            self.set_meta(PROJECTED, str(self._projected))
+        self._pending = False
+        _, self._projected = self._project()
+        self._moved = False
+
+
+i18n.register(
+    {
+        "store.refused_own": (
+            "Not recorded: this node could not use the entry ({reason}); nothing was written.",
+            "未记录：本节点无法使用该条目（{reason}）；未写入任何内容。",
+        ),
+        UNUSABLE: (
+            "a projection could not use it ({error})",
+            "无法纳入统计与办件视图（{error}）",
+        ),
+    }
+)

@@ -1,0 +1,86 @@
+"""Signatures below a proved tip: stored as sent, and never a way to stall a relay.
+
+A hostile village signs only the last entry of each push with its real key and sends
+garbage in every signature below it. The hash chain proves those entries all the same, so
+the town takes them; it must then relay them (in batches it cuts itself, smaller than the
+village's) to the city, which must take them too, `log verify` must be ok at both, and a
+restore of the village from the city must complete.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from sync import proofs
+from sync.audit import verify_log
+from sync.ingest import ingest
+from sync.node import Node
+from sync.protocol.batch import decode_batch, encode_batch
+from sync.protocol.entry import SignedEntry
+from sync.restore import restore_node
+from sync.round import sync_round
+from tests.support.servers import serve_in_thread
+from tests.support.topology import CITY, TOWN, VILLAGE, VILLAGE_2, append_notes, build_topology
+from tiers.node import open_home
+
+AT = "2026-11-20T10:00:00+08:00"
+GARBAGE = b"\x07" * 64
+TIPS = (300, 700, 1200)  # where the village's three pushes ended
+
+
+def _garbled(entries: list[SignedEntry]) -> list[SignedEntry]:
+    """Every signature garbage but on the entries ending the village's pushes."""
+    return [e if e.seq in TIPS else e._replace(sig=GARBAGE) for e in entries]
+
+
+def _push(store_node: Node, sender: str, entries: list[SignedEntry]) -> dict[str, object]:
+    return ingest(
+        store_node.store,
+        decode_batch(encode_batch(entries)),
+        me=store_node.node_id,
+        sender=sender,
+        received_at=AT,
+    ).to_json()
+
+
+def test_a_relay_cuts_batches_where_signatures_prove_them(tmp_path: Path) -> None:
+    net = build_topology(tmp_path / "net", [CITY, TOWN, VILLAGE, VILLAGE_2])
+    with net.open(VILLAGE) as village, net.open(VILLAGE_2) as other:
+        append_notes(village, 1200 - village.store.head(VILLAGE)[0], tag="hostile")
+        sent = _garbled(village.store.entries(VILLAGE))
+        append_notes(other, 50, tag="honest")
+        honest = other.store.entries(VILLAGE_2)
+    with net.open(TOWN) as town:
+        first = 0
+        for tip in TIPS:  # three pushes, each proved by its last signature
+            answer = _push(town, VILLAGE, sent[first:tip])
+            assert answer["rejected"] == [], answer
+            first = tip
+        assert _push(town, VILLAGE_2, honest)["rejected"] == []
+        town_report = verify_log(town.store)
+        assert town_report.ok, town_report.problems
+        assert town_report.vouched[VILLAGE] == 1200 - len(TIPS)
+        plan = [(VILLAGE, 0, 1200)]
+        ends = [b[-1].seq for b in proofs.batches(town.store, plan, first=500, size=500)]
+        assert ends == [300, 700, 1200]  # never where a garbage signature would end a run
+    with serve_in_thread(net.home(CITY)) as city_url, net.open(TOWN) as town:
+        summary = sync_round(town, city_url)  # batches of 500, then 4,000: cut back to tips
+        assert summary.rejected == []
+    with net.open(CITY) as city:
+        assert city.store.head(VILLAGE)[0] == 1200
+        assert city.store.head(VILLAGE_2)[0] == len(honest)  # the honest village got through
+        report = verify_log(city.store)
+        assert report.ok, report.problems
+    (net.home(VILLAGE) / "node.db").unlink()  # the hostile village's disk dies
+    for extra in net.home(VILLAGE).glob("node.db-*"):
+        extra.unlink()
+    shutil.rmtree(net.home(TOWN))  # and its town is gone: restore from the city
+    with serve_in_thread(net.home(CITY)) as city_url:
+        node = open_home(net.home(VILLAGE))
+        try:
+            restored = restore_node(node, city_url)
+            assert restored.heads[VILLAGE] == 1200
+            assert verify_log(node.store).ok
+        finally:
+            node.close()
