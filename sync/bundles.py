@@ -1,6 +1,12 @@
 """Bundles at a node: what to put in one for a peer, and importing one whole or not at all.
 
-The file format is in `sync.protocol.bundle`; see its docstring.
+The file format and its limits are in `sync.protocol.bundle`; see its docstring. Bundles
+are sealed to the recipient's enrolled seal key unless the caller asks otherwise.
+
+Import checks the sender's signature before it opens anything when the sender's key is
+known here; only a first bundle from the parent (whose key arrives in it, vouched for by
+the enrolment records it carries) is opened and applied first, inside the transaction, and
+its signature checked before the commit.
 """
 
 from __future__ import annotations
@@ -16,10 +22,14 @@ from sync.node import Node
 from sync.protocol.batch import BATCH_ENTRIES, Run
 from sync.protocol.bundle import (
     MAX_BUNDLE_BYTES,
+    MAX_RECEIPT_BYTES,
+    RECEIPT_MAGIC,
     BundleFile,
     encode_bundle,
     encode_receipt_file,
+    export_limit_error,
     is_receipt,
+    iter_frames,
     open_payload,
     read_bundle,
     read_receipt_file,
@@ -66,9 +76,10 @@ class Exported:
 
 
 def export_bundle(
-    node: Node, to: str, *, seal: bool = False, seal_key: bytes | None = None, full: bool = False
+    node: Node, to: str, *, seal: bool = True, seal_key: bytes | None = None, full: bool = False
 ) -> Exported:
-    """A signed bundle for `to` (an ancestor or a descendant of this node)."""
+    """A signed bundle for `to` (an ancestor or a descendant of this node), sealed to its
+    enrolled seal key (or `seal_key`) unless `seal` is False; BundleError if none is known."""
     tier_of(to)
     if not _related(to, node.node_id):
         raise BundleError("bundle.unrelated", node_id=to, me=node.node_id)
@@ -81,7 +92,7 @@ def export_bundle(
     entries = bundle_entries(node, to, full=full)
     data = encode_bundle(node.signer, node.node_id, to, node.clock.stamp(), entries, target)
     if len(data) > MAX_BUNDLE_BYTES:
-        raise BundleError("bundle.too_big", size=len(data) // 2**20)
+        raise export_limit_error()
     return Exported(data, read_bundle(data).header)
 
 
@@ -108,15 +119,33 @@ class Imported:
 
 
 class _Refused(Exception):
-    def __init__(self, error: BundleError, result: IngestResult | None = None) -> None:
-        self.error, self.result = error, result
+    def __init__(
+        self, error: BundleError, runs: list[Run] | None = None, result: IngestResult | None = None
+    ) -> None:
+        self.error, self.runs, self.result = error, runs, result
 
 
-def _authentic(node: Node, bundle: BundleFile) -> bool:
-    key = trust.public_key(node.store, bundle.sender)
+def _signed_by(key: bytes | None, bundle: BundleFile) -> bool:
     return key is not None and verify(
         key, bundle_message(bundle.header_raw, bundle.payload), bundle.sig
     )
+
+
+def _unsigned(node: Node, bundle: BundleFile) -> BundleError | None:
+    """Why the bundle is not the sender's, judged by the keys held now; None if it is."""
+    key = trust.public_key(node.store, bundle.sender)
+    if _signed_by(key, bundle):
+        return None
+    kind = "bundle.unknown_sender" if key is None else "bundle.forged"
+    return BundleError(kind, node_id=bundle.sender)
+
+
+def _add(total: IngestResult, part: IngestResult) -> None:
+    for origin, count in part.applied.items():
+        total.applied[origin] = total.applied.get(origin, 0) + count
+    total.duplicates += part.duplicates
+    total.rejected.extend(part.rejected)
+    total.forks.extend(part.forks)
 
 
 def _receipt_for(node: Node, sender: str) -> Receipt:
@@ -151,43 +180,43 @@ def _keep_fork_evidence(node: Node, runs: list[Run], forks: list[dict[str, Any]]
 
 
 def import_bundle(node: Node, data: bytes) -> Imported:
-    """Verify and apply a bundle addressed to this node, whole or not at all."""
+    """Verify and apply a bundle addressed to this node, whole or not at all.
+
+    When the sender's key is known here, a bundle it did not sign is refused before its
+    payload is decrypted or unpacked. Otherwise (a first bundle from the parent) frames are
+    applied one at a time inside the transaction and the signature is checked, against the
+    key the bundle itself brought, before the commit; anything wrong rolls everything back.
+    """
     bundle = read_bundle(data)
     me = node.node_id
     if bundle.recipient != me:
         raise BundleError("bundle.wrong_recipient", to=bundle.recipient, me=me)
     if not _related(bundle.sender, me):
         raise BundleError("bundle.unrelated", node_id=bundle.sender, me=me)
-    signed_before = _authentic(node, bundle)
-    try:
-        runs = open_payload(bundle, node.seal)
-    except BundleError:
-        if trust.public_key(node.store, bundle.sender) is None or signed_before:
-            raise
-        raise BundleError("bundle.forged", node_id=bundle.sender) from None
+    checked = trust.public_key(node.store, bundle.sender) is not None
+    if checked and (forged := _unsigned(node, bundle)) is not None:
+        raise forged
     stamp = node.clock.stamp()
+    result = IngestResult()
     try:
         with node.store.transaction():
-            result = ingest(
-                node.store,
-                runs,
-                me=me,
-                sender=bundle.sender,
-                received_at=stamp,
-                authenticated=True,  # the bundle's signature is checked below, same transaction
-            )
-            # The sender's key may have arrived in this very bundle (a first bundle from a
-            # parent): check the signature now, and roll everything back if it fails.
-            if not (signed_before or _authentic(node, bundle)):
-                known = trust.public_key(node.store, bundle.sender) is not None
-                raise _Refused(
-                    BundleError(
-                        "bundle.forged" if known else "bundle.unknown_sender", node_id=bundle.sender
-                    )
+            for runs in iter_frames(bundle, node.seal):
+                part = ingest(
+                    node.store,
+                    runs,
+                    me=me,
+                    sender=bundle.sender,
+                    received_at=stamp,
+                    authenticated=True,  # signed by the sender: checked above, or below
                 )
-            if result.rejected:
-                first = result.rejected[0]
-                raise _Refused(BundleError("bundle.entry_refused", **first), result)
+                _add(result, part)
+                if part.rejected:
+                    if not checked and (forged := _unsigned(node, bundle)) is not None:
+                        raise _Refused(forged)
+                    raise _Refused(BundleError("bundle.entry_refused", **part.rejected[0]), runs,
+                                   part)  # fmt: skip
+            if not checked and (forged := _unsigned(node, bundle)) is not None:
+                raise _Refused(forged)
             if result.applied_total:
                 node.store.set_meta("last_sync", stamp)
                 node.store.set_meta("last_sync_peer", f"bundle:{bundle.sender}")
@@ -197,8 +226,8 @@ def import_bundle(node: Node, data: bytes) -> Imported:
                     (bundle.sender, stamp),
                 )
     except _Refused as refused:
-        if refused.result is not None and refused.result.forks:
-            _keep_fork_evidence(node, runs, refused.result.forks)
+        if refused.runs is not None and refused.result is not None and refused.result.forks:
+            _keep_fork_evidence(node, refused.runs, refused.result.forks)
         raise refused.error from None
     receipt = _receipt_for(node, bundle.sender)
     total = int(bundle.header["entries"])
@@ -225,6 +254,8 @@ def import_receipt(node: Node, data: bytes) -> Receipt:
 
 __all__ = [
     "MAX_BUNDLE_BYTES",
+    "MAX_RECEIPT_BYTES",
+    "RECEIPT_MAGIC",
     "BundleFile",
     "Exported",
     "Imported",
@@ -234,5 +265,6 @@ __all__ = [
     "import_bundle",
     "import_receipt",
     "is_receipt",
+    "open_payload",
     "read_bundle",
 ]
