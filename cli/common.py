@@ -1,11 +1,11 @@
 """Options and output shared by every command: --home, --json, --at, printing, and files.
 
-What a person reads is inert: every human print path goes through `terminal_safe` (via
-`echo` and `print_table`), which shows control characters, ESC, DEL, C1 and the Unicode
-bidi override/isolate characters as visible escapes (`\\x1b`, `\\u202e`), so names,
-reasons and notes written on another node cannot drive or disguise the terminal. JSON
-stays exact: `print_json` escapes the same characters as JSON `\\u` escapes, which parse
-back to the very same strings.
+What a person reads is inert: every human print path goes through `terminal_safe`
+(`tiers.inert`; here via `echo`, `warn` and `print_table`), which shows control characters,
+ESC, DEL, C1 and the Unicode bidi override/isolate characters as visible escapes (`\\x1b`,
+`\\u202e`), so names, reasons and notes written on another node cannot drive or disguise
+the terminal. JSON stays exact: `print_json` writes the same characters as JSON `\\u`
+escapes, which parse back to the very same strings.
 
 Files an operator names are read and written here, each failure one clear line: a missing
 folder, a directory given as a file, a file too big, a permission refused.
@@ -29,6 +29,7 @@ import click
 from sync.node import Node, exposure_warning, resolve_home
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
+from tiers.inert import UNSAFE, terminal_safe
 from tiers.node import open_home
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,17 +88,7 @@ _ERRNO_KEYS = {
 
 # --- text a person reads -------------------------------------------------------------------
 
-_BIDI = (*range(0x202A, 0x202F), *range(0x2066, 0x206A))  # embeddings, overrides, isolates
-_UNSAFE = (*range(0x20), 0x7F, *range(0x80, 0xA0), *_BIDI)
-_SHOWN = {c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in _UNSAFE}
-_SHOWN_LINES = {c: shown for c, shown in _SHOWN.items() if c != 0x0A}
-_JSON_ESCAPED = {c: f"\\u{c:04x}" for c in (0x7F, *range(0x80, 0xA0), *_BIDI)}
-
-
-def terminal_safe(text: object, *, lines: bool = False) -> str:
-    """`text` with every character that could drive or disguise a terminal shown as a
-    visible escape; with `lines`, newlines are kept (a block meant to span lines)."""
-    return str(text).translate(_SHOWN_LINES if lines else _SHOWN)
+_JSON_ESCAPED = {c: f"\\u{c:04x}" for c in UNSAFE if c >= 0x7F}  # json.dumps does the rest
 
 
 def echo(text: object = "", *, err: bool = False, lines: bool = False) -> None:
@@ -180,15 +171,20 @@ def unreadable(path: Path, exc: OSError) -> ZhibaoError:
 
 @contextmanager
 def input_file(path: Path) -> Iterator[tuple[IO[bytes], int]]:
-    """A regular file opened for reading, with its size; one clear error if it cannot be."""
+    """A regular file opened for reading, with its size; one clear error if it cannot be.
+    Opened without blocking, so a FIFO named by mistake is refused, not waited on."""
     try:
-        handle = path.open("rb")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise unreadable(path, exc) from None
-    with handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):  # a FIFO or a device could be endless
-            raise ZhibaoError("cli.unreadable", path=str(path), detail=i18n.t("cli.not_a_file"))
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # a directory; a FIFO or a device could be endless
+        os.close(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise unreadable(path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)))
+        raise ZhibaoError("cli.unreadable", path=str(path), detail=i18n.t("cli.not_a_file"))
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as handle:
         try:
             yield handle, info.st_size
         except OSError as exc:

@@ -90,7 +90,7 @@ def _os_error(exc: OSError) -> str:
     from cli.common import describe_os_error
 
     detail = describe_os_error(exc)
-    if exc.filename is not None:
+    if isinstance(exc.filename, str | bytes | os.PathLike):
         return i18n.t("cli.os_error", path=os.fsdecode(exc.filename), detail=detail)
     return i18n.t("cli.os_error_bare", detail=detail)
 

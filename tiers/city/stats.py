@@ -3,7 +3,7 @@
 Every figure comes from `tiers.figures` (the one definition, in docs/statistics.md); this
 module only chooses the rows and renders them: JSON-ready dicts, a terminal table, CSV
 (UTF-8 with a byte-order mark, so Excel shows the Chinese) and XLSX (xlsxwriter), both with
-inert cells (`tiers.sheets`): a name from another node is never run as a formula.
+inert cells (`tiers.inert`): a name from another node is never run as a formula.
 It runs on whatever logs the node holds: at the city, every log of the network.
 """
 
@@ -24,9 +24,9 @@ from sync.protocol.ids import tier_of
 from sync.store import Store
 from tiers.catalogue import tier_label, yuan_from_fen
 from tiers.figures import Facts, KeyOf, Period, derive, node_key, tally, total
+from tiers.inert import WORKBOOK_OPTIONS, csv_row
 from tiers.published import list_items, work_calendar
 from tiers.reports import backfill, load_facts
-from tiers.sheets import WORKBOOK_OPTIONS, csv_row
 
 BY = ("node", "tier", "item", "department")
 FORMATS = ("table", "json", "csv", "xlsx")
