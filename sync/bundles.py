@@ -213,8 +213,8 @@ def import_bundle(node: Node, data: bytes) -> Imported:
                 if part.rejected:
                     if not checked and (forged := _unsigned(node, bundle)) is not None:
                         raise _Refused(forged)
-                    raise _Refused(BundleError("bundle.entry_refused", **part.rejected[0]), runs,
-                                   part)  # fmt: skip
+                    refusal = BundleError("bundle.entry_refused", **part.rejected[0])
+                    raise _Refused(refusal, runs, part)
             if not checked and (forged := _unsigned(node, bundle)) is not None:
                 raise _Refused(forged)
             if result.applied_total:

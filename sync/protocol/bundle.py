@@ -261,33 +261,40 @@ def _unsealed(bundle: BundleFile, seal: X25519PrivateKey) -> bytes | memoryview:
         raise BundleError("bundle.cannot_open") from None
 
 
-def _frame_sizes(plain: memoryview, most: int) -> list[tuple[int, int, int]]:
-    """(offset, length, declared unpacked size) of every frame, from the frame headers
-    alone: nothing is unpacked. BundleError if the declared sizes exceed the limits."""
-    frames: list[tuple[int, int, int]] = []
-    pos = unpacked = 0
+def _walk(plain: memoryview) -> Iterator[tuple[memoryview, int]]:
+    """Each frame, with the unpacked size it declares, read from its zstd frame header
+    alone: nothing is unpacked. BundleError for a frame cut short, not zstd, not sized, or
+    declaring more than a batch may hold."""
+    pos = 0
     while pos < len(plain):
-        if len(frames) >= most:
-            raise _malformed("more frames than entries")
         if pos + 4 > len(plain):
             raise BundleError("bundle.truncated")
         (size,) = _U32.unpack_from(plain, pos)
         if pos + 4 + size > len(plain):
             raise BundleError("bundle.truncated")
+        frame = plain[pos + 4 : pos + 4 + size]
         try:
-            declared = zstandard.frame_content_size(plain[pos + 4 : pos + 4 + size])
+            declared = zstandard.frame_content_size(frame)
         except zstandard.ZstdError:
             raise _malformed("a frame is not zstd") from None
         if declared < 0:
             raise _malformed("a frame does not declare its size")
         if declared > MAX_BATCH_BYTES:
             raise _malformed(f"a frame unpacks to more than {MAX_BATCH_BYTES // _MIB} MiB")
+        yield frame, declared
+        pos += 4 + size
+
+
+def _check_declared(plain: memoryview, entries: int) -> None:
+    """All frames together declare no more than the limit, and are no more than the
+    entries (each holds one at least): checked before any frame is unpacked."""
+    unpacked = 0
+    for frames, (_, declared) in enumerate(_walk(plain), start=1):
+        if frames > entries:
+            raise _malformed("more frames than entries")
         unpacked += declared
         if unpacked > MAX_BUNDLE_PLAIN_BYTES:
             raise BundleError("bundle.unpacks_too_big", limit=MAX_BUNDLE_PLAIN_BYTES // _MIB)
-        frames.append((pos + 4, size, declared))
-        pos += 4 + size
-    return frames
 
 
 def _check_unpacked_size(frame: memoryview, declared: int) -> None:
@@ -315,10 +322,9 @@ def iter_frames(bundle: BundleFile, seal: X25519PrivateKey) -> Iterator[list[Run
     """
     plain = memoryview(_unsealed(bundle, seal))
     expected = {str(o): int(n) for o, n in bundle.header["counts"].items()}
-    frames = _frame_sizes(plain, int(bundle.header["entries"]))
+    _check_declared(plain, int(bundle.header["entries"]))
     counts: dict[str, int] = {}
-    for offset, size, declared in frames:
-        frame = plain[offset : offset + size]
+    for frame, declared in _walk(plain):
         _check_unpacked_size(frame, declared)
         try:
             runs = decode_batch(bytes(frame))

@@ -225,3 +225,10 @@ def test_bundle_export_refuses_what_an_import_would(
     with pytest.raises(BundleError) as refused_export:
         export_bundle(net.village, TOWN, seal=False)
     assert refused_export.value.key == "bundle.export_too_big"
+
+
+def test_bundle_with_more_frames_than_entries_is_refused_unopened(net: Net) -> None:
+    """Each frame holds an entry at least: a million tiny frames cannot hide behind one."""
+    data = craft(net.village.signer, VILLAGE, TOWN, {VILLAGE: 3}, bomb(16, 4))
+    error = refused(net.town, data)
+    assert error.key == "bundle.malformed" and "more frames than entries" in str(error)
