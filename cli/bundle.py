@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import click
 
-from cli.common import home_option, json_option, node_at, print_json
+from cli.common import (
+    check_writable,
+    echo,
+    home_option,
+    input_file,
+    json_option,
+    node_at,
+    print_json,
+    warn,
+    write_atomically,
+)
 from sync import bundles
 from sync.protocol import i18n
-from sync.protocol.errors import BundleError
+from sync.protocol.errors import BundleError, ZhibaoError
 from sync.protocol.keys import check_seal_key
 
 i18n.register(
@@ -42,13 +50,17 @@ i18n.register(
             "已记录 {issuer} 的回执：其已持有 {heads}。",
         ),
         "bundle.receipt_unwritable": (
-            "the bundle was imported, but {reason}; import it again to write the receipt",
-            "数据包已导入，但{reason}；请再次导入以写出回执",
+            "the bundle was imported, but its receipt could not be written to {path} "
+            "({detail}); import it again to write the receipt",
+            "数据包已导入，但回执无法写入 {path}（{detail}）；请再次导入以写出回执",
         ),
-        "bundle.unreadable": ("cannot read {path}: {detail}", "无法读取 {path}：{detail}"),
-        "bundle.unwritable": (
-            "cannot write {path}: {detail}; nothing was written",
-            "无法写入 {path}：{detail}；未写入任何内容",
+        "bundle.unsealed": (
+            "warning: {out} is not sealed: it carries personal data in the clear",
+            "警告：{out} 未加密：其中的个人信息为明文",
+        ),
+        "bundle.seal_conflict": (
+            "--seal-key and --no-seal contradict each other",
+            "--seal-key 与 --no-seal 相互矛盾",
         ),
         "restore.done": (
             "Restored {node_id} from {peer}: {pulled} entries pulled, own log up to #{seq}. "
@@ -60,30 +72,19 @@ i18n.register(
 
 
 def read_file(path: Path) -> bytes:
-    """A bundle or receipt file's bytes; BundleError if it cannot be read or is too big."""
-    try:
-        if path.stat().st_size > bundles.MAX_BUNDLE_BYTES:
-            raise BundleError("bundle.too_big", size=path.stat().st_size // 2**20)
-        return path.read_bytes()
-    except OSError as exc:
-        raise BundleError("bundle.unreadable", path=str(path), detail=exc.strerror) from None
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Write all of `data` or nothing: a temporary file beside `path`, synced, renamed."""
-    try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise BundleError("bundle.unwritable", path=str(path), detail=exc.strerror) from None
+    """A bundle or receipt file's bytes, reading no more than its kind may hold (a receipt
+    is small); BundleError if it is bigger, ZhibaoError if it cannot be read."""
+    with input_file(path) as (handle, size):
+        limit = bundles.MAX_BUNDLE_BYTES
+        if handle.read(len(bundles.RECEIPT_MAGIC)) == bundles.RECEIPT_MAGIC:
+            limit = bundles.MAX_RECEIPT_BYTES
+        if size <= limit:
+            handle.seek(0)
+            data = handle.read(limit + 1)  # one more: a file that grew is still caught
+            if len(data) <= limit:
+                return data
+            size = len(data)
+    raise BundleError("bundle.too_big", path=str(path), size=size // 2**20, limit=limit // 2**20)
 
 
 @click.group("bundle")
@@ -93,13 +94,18 @@ def bundle_group() -> None:
 
 @bundle_group.command("export")
 @click.option("--to", "to", required=True, metavar="NODE", help="The node the bundle is for.")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--seal", is_flag=True, help="Encrypt to the recipient's seal key (HPKE).")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--seal/--no-seal",
+    default=True,
+    help="Encrypt to the recipient's seal key (HPKE; the default). --no-seal writes personal "
+    "data in the clear.",
+)
 @click.option(
     "--seal-key",
     default=None,
     metavar="HEX",
-    help="The recipient's seal key when it is not enrolled here, e.g. the city's (implies --seal).",
+    help="The recipient's seal key when it is not enrolled here, e.g. the city's.",
 )
 @click.option("--full", is_flag=True, help="Ignore receipts: send everything (after a restore).")
 @home_option
@@ -113,28 +119,30 @@ def export_command(
     home: Path | None,
     as_json: bool,
 ) -> None:
-    """Write what NODE is not known to hold (this subtree up, what concerns it down)."""
+    """Write what NODE is not known to hold (this subtree up, what concerns it down),
+    sealed to NODE's key unless --no-seal is given."""
+    if seal_key and not seal:
+        raise click.UsageError(i18n.t("bundle.seal_conflict"))
     key = check_seal_key(seal_key) if seal_key else None
+    check_writable(out)
     with node_at(home) as node:
-        made = bundles.export_bundle(
-            node, to, seal=seal or key is not None, seal_key=key, full=full
-        )
-    write_file(out, made.data)
+        made = bundles.export_bundle(node, to, seal=seal, seal_key=key, full=full)
+    write_atomically(out, made.data)
+    if not made.header["sealed"]:
+        warn(i18n.t("bundle.unsealed", out=out))
     if as_json:
         print_json({"out": str(out), "bytes": len(made.data), **made.header})
         return
     note = i18n.t("bundle.sealed_note") if made.header["sealed"] else ""
-    click.echo(
-        i18n.t("bundle.exported", entries=made.header["entries"], to=to, out=out, sealed=note)
-    )
+    echo(i18n.t("bundle.exported", entries=made.header["entries"], to=to, out=out, sealed=note))
 
 
 @bundle_group.command("import")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path))
 @click.option(
     "--receipt-out",
     default=None,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Where to write the receipt for the sender (default: FILE.receipt).",
 )
 @home_option
@@ -142,6 +150,9 @@ def export_command(
 def import_command(file: Path, receipt_out: Path | None, home: Path | None, as_json: bool) -> None:
     """Verify and apply a bundle whole (or record a receipt file that came back)."""
     data = read_file(file)
+    target = receipt_out or file.with_name(file.name + ".receipt")
+    if not bundles.is_receipt(data):
+        check_writable(target)  # before the import, so a wrong --receipt-out changes nothing
     with node_at(home) as node:
         if bundles.is_receipt(data):
             receipt = bundles.import_receipt(node, data)
@@ -150,14 +161,14 @@ def import_command(file: Path, receipt_out: Path | None, home: Path | None, as_j
                 print_json({"kind": "receipt", "issuer": receipt.issuer, "heads": heads})
             else:
                 text = ", ".join(f"{o}#{s}" for o, s in heads.items()) or "-"
-                click.echo(i18n.t("bundle.receipt_recorded", issuer=receipt.issuer, heads=text))
+                echo(i18n.t("bundle.receipt_recorded", issuer=receipt.issuer, heads=text))
             return
         done = bundles.import_bundle(node, data)
-    target = receipt_out or file.with_name(file.name + ".receipt")
     try:
-        write_file(target, done.receipt_file)
-    except BundleError as exc:
-        raise BundleError("bundle.receipt_unwritable", reason=str(exc)) from None
+        write_atomically(target, done.receipt_file)
+    except ZhibaoError as exc:
+        detail = exc.params.get("detail", str(exc))
+        raise BundleError("bundle.receipt_unwritable", path=str(target), detail=detail) from None
     if as_json:
         print_json({**done.to_json(), "receipt": str(target)})
         return
@@ -165,7 +176,7 @@ def import_command(file: Path, receipt_out: Path | None, home: Path | None, as_j
     if not done.entries:
         key = "bundle.empty"
     applied = sum(done.applied.values())
-    click.echo(
+    echo(
         i18n.t(
             key,
             sender=done.sender,
@@ -190,11 +201,9 @@ def restore_command(url: str | None, force: bool, home: Path | None, as_json: bo
         summary = restore_node(node, url, force=force)
         node_id = node.node_id
     for warning in summary.warnings:
-        click.echo(f"zhibao: {warning}", err=True)
+        warn(warning)
     if as_json:
         print_json(summary.to_json())
         return
     seq = summary.heads.get(node_id, 0)
-    click.echo(
-        i18n.t("restore.done", node_id=node_id, peer=summary.peer, pulled=summary.pulled, seq=seq)
-    )
+    echo(i18n.t("restore.done", node_id=node_id, peer=summary.peer, pulled=summary.pulled, seq=seq))

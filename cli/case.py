@@ -14,6 +14,7 @@ import click
 from cli.common import (
     at_option,
     display_width,
+    echo,
     home_option,
     json_option,
     node_at,
@@ -71,7 +72,7 @@ def _done(home: Path | None, as_json: bool, work: Callable[[Node], str]) -> None
         if as_json:
             print_json(views.show(node, case_id))
             return
-    click.echo(case_id)
+    echo(case_id)
 
 
 def _applicant_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -306,8 +307,8 @@ def _print_case(case: dict[str, Any]) -> None:
     width = max(display_width(label) for label in labels)
     for label, value in zip(labels, values, strict=True):
         if value not in (None, ""):
-            click.echo(f"{label}{' ' * (width - display_width(label))}  {value}")
-    click.echo(i18n.t("cli.case.events"))
+            echo(f"{label}{' ' * (width - display_width(label))}  {value}")
+    echo(i18n.t("cli.case.events"))
     rows = []
     for ev in case["events"]:
         note = ""
@@ -348,7 +349,7 @@ def list_command(status: str | None, warning: str | None, home: Path | None,
         print_json(cases)
         return
     if not cases:
-        click.echo(i18n.t("cli.case.none"))
+        echo(i18n.t("cli.case.none"))
         return
     rows = [
         [c["case_id"], c["item_code"], status_label(c["status"]), c["holder"], c["applicant"],

@@ -7,7 +7,16 @@ from typing import Any
 
 import click
 
-from cli.common import at_option, home_option, json_option, node_at, print_json, print_table
+from cli.common import (
+    at_option,
+    echo,
+    home_option,
+    json_option,
+    node_at,
+    print_json,
+    print_table,
+    read_input,
+)
 from sync.protocol import i18n
 from tiers.catalogue import kind_label, parse_catalogue, tier_label, yuan_from_fen
 from tiers.published import (
@@ -85,19 +94,19 @@ def catalogue_group() -> None:
 
 
 @catalogue_group.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path))
 @at_option
 @home_option
 @json_option
 def import_command(file: Path, at: str | None, home: Path | None, as_json: bool) -> None:
     """Publish a CSV or JSON catalogue: one entry per new or changed item, or none at all."""
-    items = parse_catalogue(file.read_bytes(), str(file))
+    items = parse_catalogue(read_input(file), str(file))
     with node_at(home) as node:
         result = publish_items(node, items, at=at)
     if as_json:
         print_json(result.to_json())
         return
-    click.echo(
+    echo(
         i18n.t(
             "cli.catalogue.imported",
             added=result.added,
@@ -106,7 +115,7 @@ def import_command(file: Path, at: str | None, home: Path | None, as_json: bool)
         )
     )
     if result.overridden:
-        click.echo(i18n.t("cli.catalogue.overridden", count=result.overridden))
+        echo(i18n.t("cli.catalogue.overridden", count=result.overridden))
 
 
 def _item_json(entry: PublishedItem) -> dict[str, Any]:
@@ -139,7 +148,7 @@ def list_command(home: Path | None, as_json: bool) -> None:
         print_json([_item_json(entry) for entry in entries])
         return
     if not entries:
-        click.echo(i18n.t("cli.catalogue.none"))
+        echo(i18n.t("cli.catalogue.none"))
         return
     sep = "、" if i18n.locale() == "zh" else ", "
     rows = [
@@ -165,22 +174,22 @@ def calendar_group() -> None:
 
 
 @calendar_group.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path))
 @at_option
 @home_option
 @json_option
 def calendar_import_command(file: Path, at: str | None, home: Path | None, as_json: bool) -> None:
     """Publish calendar overrides from JSON: whole years and single days."""
-    overrides = parse_overrides(file.read_bytes(), str(file))
+    overrides = parse_overrides(read_input(file), str(file))
     with node_at(home) as node:
         result = publish_calendar(node, overrides, at=at)
     if as_json:
         print_json(result.to_json())
         return
     if result.seq is None:
-        click.echo(i18n.t("cli.calendar.nothing_new"))
+        echo(i18n.t("cli.calendar.nothing_new"))
     else:
-        click.echo(
+        echo(
             i18n.t(
                 "cli.calendar.published",
                 seq=result.seq,
@@ -189,7 +198,7 @@ def calendar_import_command(file: Path, at: str | None, home: Path | None, as_js
             )
         )
     if result.overridden:
-        click.echo(i18n.t("cli.calendar.overridden", years=", ".join(map(str, result.overridden))))
+        echo(i18n.t("cli.calendar.overridden", years=", ".join(map(str, result.overridden))))
 
 
 @calendar_group.command("show")
@@ -223,20 +232,20 @@ def calendar_show_command(year: int | None, home: Path | None, as_json: bool) ->
             }
         )
         return
-    click.echo(i18n.t("cli.calendar.package", first=known[0], last=known[-1]))
-    click.echo(i18n.t("cli.calendar.overrides"))
+    echo(i18n.t("cli.calendar.package", first=known[0], last=known[-1]))
+    echo(i18n.t("cli.calendar.overrides"))
     for y, source in sorted(state.years.items()):
-        click.echo(f"  {y}  " + i18n.t("cli.calendar.from", origin=source.origin, seq=source.seq))
+        echo(f"  {y}  " + i18n.t("cli.calendar.from", origin=source.origin, seq=source.seq))
     if not state.years:
-        click.echo(i18n.t("cli.calendar.none"))
-    click.echo(i18n.t("cli.calendar.days"))
+        echo(i18n.t("cli.calendar.none"))
+    echo(i18n.t("cli.calendar.days"))
     for d, source in sorted(state.days.items()):
         label = i18n.t("cli.calendar.working" if state.overrides.days[d] else "cli.calendar.rest")
-        click.echo(
+        echo(
             f"  {d}  {label}  " + i18n.t("cli.calendar.from", origin=source.origin, seq=source.seq)
         )
     if not state.days:
-        click.echo(i18n.t("cli.calendar.none"))
+        echo(i18n.t("cli.calendar.none"))
 
 
 def _show_year(home: Path | None, year: int, as_json: bool) -> None:
@@ -246,7 +255,7 @@ def _show_year(home: Path | None, year: int, as_json: bool) -> None:
         print_json(view.to_json())
         return
     origin = view.origin
-    click.echo(
+    echo(
         i18n.t(
             f"cli.calendar.source.{view.source}",
             year=year,
@@ -258,13 +267,9 @@ def _show_year(home: Path | None, year: int, as_json: bool) -> None:
         ("cli.calendar.holidays", view.holidays),
         ("cli.calendar.workdays", view.workdays),
     ):
-        click.echo(i18n.t(key))
-        click.echo(
-            "  " + (" ".join(d.isoformat() for d in days) or i18n.t("cli.calendar.none").strip())
-        )
+        echo(i18n.t(key))
+        echo("  " + (" ".join(d.isoformat() for d in days) or i18n.t("cli.calendar.none").strip()))
     if view.days:
-        click.echo(i18n.t("cli.calendar.days"))
+        echo(i18n.t("cli.calendar.days"))
         for d, working in sorted(view.days.items()):
-            click.echo(
-                f"  {d}  " + i18n.t("cli.calendar.working" if working else "cli.calendar.rest")
-            )
+            echo(f"  {d}  " + i18n.t("cli.calendar.working" if working else "cli.calendar.rest"))

@@ -1,20 +1,39 @@
-"""Options and output shared by every command: --home, --json, --at, and printing."""
+"""Options and output shared by every command: --home, --json, --at, printing, and files.
+
+What a person reads is inert: every human print path goes through `terminal_safe`
+(`tiers.inert`; here via `echo`, `warn` and `print_table`), which shows control characters,
+ESC, DEL, C1 and the Unicode bidi override/isolate characters as visible escapes (`\\x1b`,
+`\\u202e`), so names, reasons and notes written on another node cannot drive or disguise
+the terminal. JSON stays exact: `print_json` writes the same characters as JSON `\\u`
+escapes, which parse back to the very same strings.
+
+Files an operator names are read and written here, each failure one clear line: a missing
+folder, a directory given as a file, a file too big, a permission refused.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
+import tempfile
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 
-from sync.node import Node, resolve_home
+from sync.node import Node, exposure_warning, resolve_home
+from sync.protocol import i18n
+from sync.protocol.errors import ZhibaoError
+from tiers.inert import UNSAFE, terminal_safe
 from tiers.node import open_home
 
 F = TypeVar("F", bound=Callable[..., Any])
+MAX_INPUT_BYTES = 64 * 1024 * 1024  # a catalogue or calendar file; far above any real one
 
 home_option = click.option(
     "--home",
@@ -33,19 +52,60 @@ at_option = click.option(
     help="When it happened, for records entered later (补录); default now.",
 )
 
+i18n.register(
+    {
+        "cli.unreadable": ("cannot read {path}: {detail}", "无法读取 {path}：{detail}"),
+        "cli.unwritable": (
+            "cannot write {path}: {detail}; nothing was written",
+            "无法写入 {path}：{detail}；未写入任何内容",
+        ),
+        "cli.too_big": (
+            "{path} is too big ({size} MiB; at most {limit} MiB)",
+            "{path} 过大（{size} MiB，上限 {limit} MiB）",
+        ),
+        "cli.not_a_file": ("it is not a regular file", "不是普通文件"),
+        "os.ENOENT": ("no such file or directory", "文件或目录不存在"),
+        "os.EACCES": ("permission denied", "没有权限"),
+        "os.EISDIR": ("it is a directory", "这是一个目录"),
+        "os.ENOTDIR": ("a part of the path is not a directory", "路径中有一部分不是目录"),
+        "os.ENOSPC": ("the disk is full", "磁盘已满"),
+        "os.EROFS": ("the file system is read-only", "文件系统为只读"),
+        "os.EEXIST": ("it already exists", "已存在"),
+    }
+)
+_ERRNO_KEYS = {
+    errno.ENOENT: "os.ENOENT",
+    errno.EACCES: "os.EACCES",
+    errno.EPERM: "os.EACCES",
+    errno.EISDIR: "os.EISDIR",
+    errno.ENOTDIR: "os.ENOTDIR",
+    errno.ENOSPC: "os.ENOSPC",
+    errno.EDQUOT: "os.ENOSPC",
+    errno.EROFS: "os.EROFS",
+    errno.EEXIST: "os.EEXIST",
+}
 
-@contextmanager
-def node_at(home: Path | None) -> Iterator[Node]:
-    """Open the node at --home for one command and close it afterwards."""
-    node = open_home(resolve_home(home))
-    try:
-        yield node
-    finally:
-        node.close()
+
+# --- text a person reads -------------------------------------------------------------------
+
+_JSON_ESCAPED = {c: f"\\u{c:04x}" for c in UNSAFE if c >= 0x7F}  # json.dumps does the rest
+
+
+def echo(text: object = "", *, err: bool = False, lines: bool = False) -> None:
+    """Print one line (or, with `lines`, a block) for a person, made terminal-safe."""
+    click.echo(terminal_safe(text, lines=lines), err=err)
+
+
+def warn(text: str) -> None:
+    """A one-line `zhibao: …` on standard error."""
+    echo(f"zhibao: {text}", err=True)
 
 
 def print_json(value: Any) -> None:
-    click.echo(json.dumps(value, ensure_ascii=False, indent=2, sort_keys=False))
+    """JSON for tools: exact values; C1, DEL and bidi controls written as `\\u` escapes
+    (control characters below U+0020 are escaped by json.dumps itself)."""
+    text = json.dumps(value, ensure_ascii=False, indent=2, sort_keys=False)
+    click.echo(text.translate(_JSON_ESCAPED))
 
 
 def display_width(text: str) -> int:
@@ -54,10 +114,11 @@ def display_width(text: str) -> int:
 
 
 def print_table(headers: list[str], rows: list[list[Any]]) -> None:
-    """A plain aligned table, CJK text included."""
+    """A plain aligned table, CJK text included; every cell made terminal-safe."""
     width = display_width
-    cells = [[str(c) if c is not None else "" for c in row] for row in rows]
-    widths = [width(h) for h in headers]
+    heads = [terminal_safe(h) for h in headers]
+    cells = [[terminal_safe(c) if c is not None else "" for c in row] for row in rows]
+    widths = [width(h) for h in heads]
     for row in cells:
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], width(cell))
@@ -65,7 +126,117 @@ def print_table(headers: list[str], rows: list[list[Any]]) -> None:
     def line(row: list[str]) -> str:
         return "  ".join(c + " " * (widths[i] - width(c)) for i, c in enumerate(row)).rstrip()
 
-    click.echo(line(headers))
+    click.echo(line(heads))
     click.echo("  ".join("-" * w for w in widths))
     for row in cells:
         click.echo(line(row))
+
+
+# --- the node a command works on ------------------------------------------------------------
+
+
+@contextmanager
+def node_at(home: Path | None) -> Iterator[Node]:
+    """Open the node at --home for one command and close it afterwards; warn (once, on
+    stderr) when other users can read or change its data."""
+    where = resolve_home(home)
+    node = open_home(where)
+    try:
+        warn_if_exposed(where)
+        yield node
+    finally:
+        node.close()
+
+
+def warn_if_exposed(home: Path) -> None:
+    warning = exposure_warning(home)
+    if warning is not None:
+        warn(warning)
+
+
+# --- files an operator names -------------------------------------------------------------
+
+
+def describe_os_error(exc: OSError) -> str:
+    """The reason of an OSError in the reader's language (the system's words otherwise)."""
+    key = _ERRNO_KEYS.get(exc.errno or 0)
+    if key is not None:
+        return i18n.t(key)
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def unreadable(path: Path, exc: OSError) -> ZhibaoError:
+    return ZhibaoError("cli.unreadable", path=str(path), detail=describe_os_error(exc))
+
+
+@contextmanager
+def input_file(path: Path) -> Iterator[tuple[IO[bytes], int]]:
+    """A regular file opened for reading, with its size; one clear error if it cannot be.
+    Opened without blocking, so a FIFO named by mistake is refused, not waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise unreadable(path, exc) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # a directory; a FIFO or a device could be endless
+        os.close(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise unreadable(path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)))
+        raise ZhibaoError("cli.unreadable", path=str(path), detail=i18n.t("cli.not_a_file"))
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            yield handle, info.st_size
+        except OSError as exc:
+            raise unreadable(path, exc) from None
+
+
+def too_big(path: Path, size: int, limit: int) -> ZhibaoError:
+    return ZhibaoError("cli.too_big", path=str(path), size=size // 2**20, limit=limit // 2**20)
+
+
+def read_input(path: Path, limit: int = MAX_INPUT_BYTES) -> bytes:
+    """The bytes of an input file, reading no more than `limit` (+1 to see it is bigger)."""
+    with input_file(path) as (handle, size):
+        if size > limit:
+            raise too_big(path, size, limit)
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise too_big(path, len(data), limit)
+    return data
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write all of `data` to `path` or nothing: a temporary file beside it (readable by its
+    owner only), synced, renamed over `path`. One clear error if it cannot be written."""
+    temp: str | None = None
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+        temp = None
+    except OSError as exc:
+        raise ZhibaoError("cli.unwritable", path=str(path), detail=describe_os_error(exc)) from None
+    finally:
+        if temp is not None:
+            Path(temp).unlink(missing_ok=True)
+
+
+def check_writable(path: Path) -> None:
+    """Refuse now, before any work, an output path whose folder is missing or that is a
+    directory (the write itself may still fail, and says so)."""
+    if path.is_dir():
+        code = errno.EISDIR
+    elif path.parent.exists() and not path.parent.is_dir():
+        code = errno.ENOTDIR
+    elif not path.parent.is_dir():
+        code = errno.ENOENT
+    else:
+        return
+    exc = OSError(code, os.strerror(code))
+    raise ZhibaoError("cli.unwritable", path=str(path), detail=describe_os_error(exc))

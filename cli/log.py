@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import home_option, json_option, node_at, print_json
+from cli.common import echo, home_option, json_option, node_at, print_json
 from sync.audit import verify_log
 from sync.protocol import i18n
 
@@ -58,7 +58,7 @@ def show_command(origin: str | None, limit: int | None, home: Path | None, as_js
         return
     for row in rows:
         body = json.dumps(row["body"], ensure_ascii=False)
-        click.echo(
+        echo(
             f"{row['origin']}#{row['seq']:<6} {row['at']}  {row['type']:<22} "
             f"{row['hash'][:12]}  {body[:80]}"
         )
@@ -75,10 +75,10 @@ def verify_command(origin: str | None, home: Path | None, as_json: bool) -> None
     if as_json:
         print_json(report.to_json())
     elif report.ok:
-        click.echo(i18n.t("log.verified", entries=report.entries, origins=report.origins))
+        echo(i18n.t("log.verified", entries=report.entries, origins=report.origins))
     else:
-        click.echo(i18n.t("log.problems", count=len(report.problems), entries=report.entries))
+        echo(i18n.t("log.problems", count=len(report.problems), entries=report.entries))
         for p in report.problems:
-            click.echo(f"  {p['origin']}#{p['seq']}: {p['detail']}")
+            echo(f"  {p['origin']}#{p['seq']}: {p['detail']}")
     if not report.ok:
         raise SystemExit(1)

@@ -1,5 +1,9 @@
 """The `zhibao` command: one place turns every project error into one line and exit 1.
 
+Messages carry data from other nodes (names, reasons, case ids), so the line is made
+terminal-safe here as well; an OSError that no command caught (a file the operator named)
+becomes "cannot access PATH: reason", not an internal error.
+
 Commands load lazily (click's documented LazyGroup pattern): a clerk's `case accept` does
 not pay for importing the HTTP server, the bundle code or the spreadsheet writer.
 """
@@ -40,6 +44,8 @@ i18n.register(
             "internal error: {detail} (set ZHIBAO_DEBUG=1 for details)",
             "内部错误：{detail}（设置 ZHIBAO_DEBUG=1 查看详情）",
         ),
+        "cli.os_error": ("cannot access {path}: {detail}", "无法访问 {path}：{detail}"),
+        "cli.os_error_bare": ("the system refused: {detail}", "系统拒绝：{detail}"),
         "cli.interrupted": (
             "interrupted; nothing half-written was kept",
             "已中断；未保留任何写了一半的内容",
@@ -73,6 +79,29 @@ def cli() -> None:
     """zhibao (直报): signed, replicated case logs for the city's service network."""
 
 
+def warn(text: str) -> None:
+    """One terminal-safe line on stderr (cli.common loads only when there is one to say)."""
+    from cli import common
+
+    common.warn(text)
+
+
+def _os_error(exc: OSError) -> str:
+    from cli.common import describe_os_error
+
+    detail = describe_os_error(exc)
+    if isinstance(exc.filename, str | bytes | os.PathLike):
+        return i18n.t("cli.os_error", path=os.fsdecode(exc.filename), detail=detail)
+    return i18n.t("cli.os_error_bare", detail=detail)
+
+
+def _quiet_stdout() -> None:
+    """The reader went away (`zhibao … | head`): send what is left to /dev/null, so the
+    interpreter's final flush does not complain either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="zhibao", standalone_mode=False)
@@ -85,16 +114,23 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(i18n.t("cli.interrupted"), err=True)
         sys.exit(1)
     except ZhibaoError as exc:
-        click.echo(f"zhibao: {exc}", err=True)
+        warn(str(exc))
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo(i18n.t("cli.interrupted"), err=True)
         sys.exit(130)
+    except BrokenPipeError:
+        _quiet_stdout()
+        sys.exit(1)
+    except OSError as exc:
+        if os.environ.get("ZHIBAO_DEBUG"):
+            raise
+        warn(_os_error(exc))
+        sys.exit(1)
     except Exception as exc:
         if os.environ.get("ZHIBAO_DEBUG"):
             raise
-        detail = f"{type(exc).__name__}: {exc}"
-        click.echo("zhibao: " + i18n.t("cli.internal", detail=detail), err=True)
+        warn(i18n.t("cli.internal", detail=f"{type(exc).__name__}: {exc}"))
         sys.exit(1)
     sys.exit(0)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import home_option, json_option, node_at, print_json
+from cli.common import echo, home_option, json_option, node_at, print_json, warn_if_exposed
 from sync import trust
 from sync.node import resolve_home
 from sync.protocol import i18n
@@ -74,9 +74,10 @@ def init_command(
     )
     node.close()
     if as_json:
-        print_json(_show(where))
+        print_json(_show(where))  # node_at warns if the home existed before, open to others
     else:
-        click.echo(i18n.t("node.created", tier=tier, node_id=node_id, name=name, home=where))
+        warn_if_exposed(where)
+        echo(i18n.t("node.created", tier=tier, node_id=node_id, name=name, home=where))
 
 
 @click.group("node")
@@ -96,7 +97,7 @@ def show_command(home: Path | None, as_json: bool) -> None:
         )
         return
     for key, value in info.items():
-        click.echo(f"{key:11} {value if value is not None else '-'}")
+        echo(f"{key:11} {value if value is not None else '-'}")
 
 
 @node_group.command("enroll")
@@ -125,4 +126,4 @@ def enroll_command(
     if as_json:
         print_json({"node_id": node_id, "seq": entry.seq, **body})
     else:
-        click.echo(i18n.t("node.enrolled", node_id=node_id, name=name, seq=entry.seq))
+        echo(i18n.t("node.enrolled", node_id=node_id, name=name, seq=entry.seq))

@@ -4,14 +4,23 @@ over tiers.reports, tiers.city.stats and tiers.city.reconcile."""
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
-from cli.common import at_option, home_option, json_option, node_at, print_json, print_table
+from cli.common import (
+    at_option,
+    check_writable,
+    echo,
+    home_option,
+    json_option,
+    node_at,
+    print_json,
+    print_table,
+    terminal_safe,
+    write_atomically,
+)
 from sync.protocol import i18n
 from sync.protocol.errors import ReportError
 from tiers.city import stats as city_stats
@@ -49,19 +58,6 @@ i18n.register(
 )
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file, so a failure leaves no half file."""
-    folder = path.resolve().parent
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 @click.group("report")
 def report_group() -> None:
     """Monthly reports (办件月报表) signed into this node's log."""
@@ -81,12 +77,12 @@ def monthly_command(period: str, at: str | None, home: Path | None, as_json: boo
         return
     report = done.report
     if not done.appended:
-        click.echo(i18n.t("cli.report.unchanged", period=report.period, seq=report.seq))
+        echo(i18n.t("cli.report.unchanged", period=report.period, seq=report.seq))
         return
     c = report.counts
-    click.echo(i18n.t("cli.report.appended", period=report.period, seq=report.seq,
+    echo(i18n.t("cli.report.appended", period=report.period, seq=report.seq,
                       accepted=c.accepted, completed=c.completed, on_time=c.on_time,
-                      overdue=c.overdue, rated=c.rated))  # fmt: skip
+                overdue=c.overdue, rated=c.rated))  # fmt: skip
 
 
 @click.command("stats")
@@ -107,7 +103,7 @@ def monthly_command(period: str, at: str | None, home: Path | None, as_json: boo
 @click.option(
     "--out",
     "out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     default=None,
     help="Write to FILE instead of standard output.",
 )
@@ -119,6 +115,8 @@ def stats_command(period: str | None, by: str, fmt: str | None, out: Path | None
     fmt = fmt or ("json" if as_json else "table")
     if fmt == "xlsx" and out is None:
         raise ReportError("cli.stats.xlsx_out")
+    if out is not None:
+        check_writable(out)
     with node_at(home) as node:
         today = node.clock.now().date()
         chosen = parse_period(period) if period else month_of(today)
@@ -132,19 +130,18 @@ def stats_command(period: str | None, by: str, fmt: str | None, out: Path | None
         data = city_stats.to_xlsx(result)
     else:
         if out is None:
-            click.echo(i18n.t("stats.title", period=result["period"], start=result["from"],
-                              end=result["to"], by=by))  # fmt: skip
+            echo(i18n.t("stats.title", period=result["period"], start=result["from"],
+                        end=result["to"], by=by))  # fmt: skip
             print_table(city_stats.headers(), city_stats.table_rows(result))
             return
-        data = "\n".join(
-            "\t".join(r) for r in [city_stats.headers(), *city_stats.table_rows(result)]
-        ).encode()
+        rows = [city_stats.headers(), *city_stats.table_rows(result)]
+        data = "\n".join("\t".join(terminal_safe(c) for c in r) for r in rows).encode()
     if out is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
     write_atomically(out, data)
-    click.echo(i18n.t("cli.stats.written", path=str(out), rows=len(result["rows"]) + 1), err=True)
+    echo(i18n.t("cli.stats.written", path=str(out), rows=len(result["rows"]) + 1), err=True)
 
 
 @click.command("reconcile")
@@ -187,9 +184,9 @@ def reconcile_command(
         return
     findings = result["findings"]
     if not findings:
-        click.echo(i18n.t("cli.reconcile.none", period=result["period"], reports=result["reports"]))
+        echo(i18n.t("cli.reconcile.none", period=result["period"], reports=result["reports"]))
         return
     print_table(i18n.t("cli.reconcile.headers").split("|"),
                 [[f["kind"], f["node_id"], f["detail"]] for f in findings])  # fmt: skip
-    click.echo(i18n.t("cli.reconcile.summary", period=result["period"], count=len(findings),
-                      reports=result["reports"]))  # fmt: skip
+    echo(i18n.t("cli.reconcile.summary", period=result["period"], count=len(findings),
+                reports=result["reports"]))  # fmt: skip

@@ -1,6 +1,12 @@
 """Bundles at a node: what to put in one for a peer, and importing one whole or not at all.
 
-The file format is in `sync.protocol.bundle`; see its docstring.
+The file format and its limits are in `sync.protocol.bundle`; see its docstring. Bundles
+are sealed to the recipient's enrolled seal key unless the caller asks otherwise.
+
+Import checks the sender's signature before it opens anything when the sender's key is
+known here; only a first bundle from the parent (whose key arrives in it, vouched for by
+the enrolment records it carries) is opened and applied first, inside the transaction, and
+its signature checked before the commit.
 """
 
 from __future__ import annotations
@@ -10,16 +16,21 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync import receipts, relevance, trust
+from sync import proofs, receipts, relevance, trust
 from sync.ingest import IngestResult, ingest
 from sync.node import Node
 from sync.protocol.batch import BATCH_ENTRIES, Run
 from sync.protocol.bundle import (
     MAX_BUNDLE_BYTES,
+    MAX_RECEIPT_BYTES,
+    RECEIPT_MAGIC,
     BundleFile,
+    cut,
     encode_bundle,
     encode_receipt_file,
+    export_limit_error,
     is_receipt,
+    iter_frames,
     open_payload,
     read_bundle,
     read_receipt_file,
@@ -38,16 +49,29 @@ def _related(a: str, b: str) -> bool:
 
 
 def bundle_entries(node: Node, to: str, *, full: bool = False) -> list[SignedEntry]:
-    """Everything `to` is not known to hold (see module doc), in tier order.
+    """Everything `to` is not known to hold (see module doc), in tier order."""
+    return [entry for frame in bundle_frames(node, to, full=full) for entry in frame]
 
-    Up to an ancestor: this node's subtree above what `to` has receipted (all with `full`).
-    Down to a descendant: what concerns it above what it has receipted.
+
+def bundle_frames(node: Node, to: str, *, full: bool = False) -> list[list[SignedEntry]]:
+    """Everything `to` is not known to hold, in tier order, cut into a bundle's frames.
+
+    Up to an ancestor: this node's subtree above what `to` has receipted (all with `full`),
+    each log's runs ending where a signature proves them (sync.proofs). Down to a
+    descendant: what concerns it above what it has receipted (each entry proves itself).
     """
     store, me = node.store, node.node_id
     known = {} if full else receipts.acknowledged(store, to)
     if is_within(me, to):
-        origins = sorted((o for o in store.heads() if is_within(o, me)), key=lambda o: (len(o), o))
-        return [e for o in origins for e in store.entries(o, known.get(o, 0))]
+        plan = sorted(
+            (
+                (origin, known.get(origin, 0), seq)
+                for origin, (seq, _) in store.heads().items()
+                if is_within(origin, me) and seq > known.get(origin, 0)
+            ),
+            key=lambda p: (len(p[0]), p[0]),
+        )
+        return list(proofs.batches(store, plan))
     cursors = dict(known)
     chosen: list[SignedEntry] = []
     while True:
@@ -56,7 +80,7 @@ def bundle_entries(node: Node, to: str, *, full: bool = False) -> list[SignedEnt
         for entry in batch:
             cursors[entry.origin] = max(cursors.get(entry.origin, 0), entry.seq)
         if not more or not batch:
-            return sorted(chosen, key=lambda e: (len(e.origin), e.origin, e.seq))
+            return cut(sorted(chosen, key=lambda e: (len(e.origin), e.origin, e.seq)))
 
 
 @dataclass(frozen=True)
@@ -66,9 +90,10 @@ class Exported:
 
 
 def export_bundle(
-    node: Node, to: str, *, seal: bool = False, seal_key: bytes | None = None, full: bool = False
+    node: Node, to: str, *, seal: bool = True, seal_key: bytes | None = None, full: bool = False
 ) -> Exported:
-    """A signed bundle for `to` (an ancestor or a descendant of this node)."""
+    """A signed bundle for `to` (an ancestor or a descendant of this node), sealed to its
+    enrolled seal key (or `seal_key`) unless `seal` is False; BundleError if none is known."""
     tier_of(to)
     if not _related(to, node.node_id):
         raise BundleError("bundle.unrelated", node_id=to, me=node.node_id)
@@ -78,10 +103,13 @@ def export_bundle(
         if target is None:
             raise BundleError("bundle.no_seal_key", node_id=to)
         check_seal_key(target.hex())
-    entries = bundle_entries(node, to, full=full)
-    data = encode_bundle(node.signer, node.node_id, to, node.clock.stamp(), entries, target)
+    frames = bundle_frames(node, to, full=full)
+    entries = [entry for frame in frames for entry in frame]
+    data = encode_bundle(
+        node.signer, node.node_id, to, node.clock.stamp(), entries, target, frames=frames
+    )
     if len(data) > MAX_BUNDLE_BYTES:
-        raise BundleError("bundle.too_big", size=len(data) // 2**20)
+        raise export_limit_error()
     return Exported(data, read_bundle(data).header)
 
 
@@ -108,15 +136,33 @@ class Imported:
 
 
 class _Refused(Exception):
-    def __init__(self, error: BundleError, result: IngestResult | None = None) -> None:
-        self.error, self.result = error, result
+    def __init__(
+        self, error: BundleError, runs: list[Run] | None = None, result: IngestResult | None = None
+    ) -> None:
+        self.error, self.runs, self.result = error, runs, result
 
 
-def _authentic(node: Node, bundle: BundleFile) -> bool:
-    key = trust.public_key(node.store, bundle.sender)
+def _signed_by(key: bytes | None, bundle: BundleFile) -> bool:
     return key is not None and verify(
         key, bundle_message(bundle.header_raw, bundle.payload), bundle.sig
     )
+
+
+def _unsigned(node: Node, bundle: BundleFile) -> BundleError | None:
+    """Why the bundle is not the sender's, judged by the keys held now; None if it is."""
+    key = trust.public_key(node.store, bundle.sender)
+    if _signed_by(key, bundle):
+        return None
+    kind = "bundle.unknown_sender" if key is None else "bundle.forged"
+    return BundleError(kind, node_id=bundle.sender)
+
+
+def _add(total: IngestResult, part: IngestResult) -> None:
+    for origin, count in part.applied.items():
+        total.applied[origin] = total.applied.get(origin, 0) + count
+    total.duplicates += part.duplicates
+    total.rejected.extend(part.rejected)
+    total.forks.extend(part.forks)
 
 
 def _receipt_for(node: Node, sender: str) -> Receipt:
@@ -151,42 +197,42 @@ def _keep_fork_evidence(node: Node, runs: list[Run], forks: list[dict[str, Any]]
 
 
 def import_bundle(node: Node, data: bytes) -> Imported:
-    """Verify and apply a bundle addressed to this node, whole or not at all."""
+    """Verify and apply a bundle addressed to this node, whole or not at all.
+
+    When the sender's key is known here, a bundle it did not sign is refused before its
+    payload is decrypted or unpacked. Otherwise (a first bundle from the parent) frames are
+    applied one at a time inside the transaction and the signature is checked, against the
+    key the bundle itself brought, before the commit; anything wrong rolls everything back.
+    """
     bundle = read_bundle(data)
     me = node.node_id
     if bundle.recipient != me:
         raise BundleError("bundle.wrong_recipient", to=bundle.recipient, me=me)
     if not _related(bundle.sender, me):
         raise BundleError("bundle.unrelated", node_id=bundle.sender, me=me)
-    signed_before = _authentic(node, bundle)
-    try:
-        runs = open_payload(bundle, node.seal)
-    except BundleError:
-        if trust.public_key(node.store, bundle.sender) is None or signed_before:
-            raise
-        raise BundleError("bundle.forged", node_id=bundle.sender) from None
+    checked = trust.public_key(node.store, bundle.sender) is not None
+    if checked and (forged := _unsigned(node, bundle)) is not None:
+        raise forged
     stamp = node.clock.stamp()
+    result = IngestResult()
     try:
         with node.store.transaction():
-            result = ingest(
-                node.store,
-                runs,
-                me=me,
-                sender=bundle.sender,
-                received_at=stamp,
-            )
-            # The sender's key may have arrived in this very bundle (a first bundle from a
-            # parent): check the signature now, and roll everything back if it fails.
-            if not (signed_before or _authentic(node, bundle)):
-                known = trust.public_key(node.store, bundle.sender) is not None
-                raise _Refused(
-                    BundleError(
-                        "bundle.forged" if known else "bundle.unknown_sender", node_id=bundle.sender
-                    )
+            for runs in iter_frames(bundle, node.seal):
+                part = ingest(
+                    node.store,
+                    runs,
+                    me=me,
+                    sender=bundle.sender,
+                    received_at=stamp,
                 )
-            if result.rejected:
-                first = result.rejected[0]
-                raise _Refused(BundleError("bundle.entry_refused", **first), result)
+                _add(result, part)
+                if part.rejected:
+                    if not checked and (forged := _unsigned(node, bundle)) is not None:
+                        raise _Refused(forged)
+                    refusal = BundleError("bundle.entry_refused", **part.rejected[0])
+                    raise _Refused(refusal, runs, part)
+            if not checked and (forged := _unsigned(node, bundle)) is not None:
+                raise _Refused(forged)
             if result.applied_total:
                 node.store.set_meta("last_sync", stamp)
                 node.store.set_meta("last_sync_peer", f"bundle:{bundle.sender}")
@@ -196,8 +242,8 @@ def import_bundle(node: Node, data: bytes) -> Imported:
                     (bundle.sender, stamp),
                 )
     except _Refused as refused:
-        if refused.result is not None and refused.result.forks:
-            _keep_fork_evidence(node, runs, refused.result.forks)
+        if refused.runs is not None and refused.result is not None and refused.result.forks:
+            _keep_fork_evidence(node, refused.runs, refused.result.forks)
         raise refused.error from None
     receipt = _receipt_for(node, bundle.sender)
     total = int(bundle.header["entries"])
@@ -224,6 +270,8 @@ def import_receipt(node: Node, data: bytes) -> Receipt:
 
 __all__ = [
     "MAX_BUNDLE_BYTES",
+    "MAX_RECEIPT_BYTES",
+    "RECEIPT_MAGIC",
     "BundleFile",
     "Exported",
     "Imported",
@@ -233,5 +281,6 @@ __all__ = [
     "import_bundle",
     "import_receipt",
     "is_receipt",
+    "open_payload",
     "read_bundle",
 ]

@@ -3,11 +3,17 @@
 Invariants: a node only ever appends to its own origin, one entry per transaction (joined
 with whatever the caller checks in the same transaction), and refuses to append while a
 restore has not caught up, so it can never fork itself.
+
+Data at rest is its owner's: the home is created 0700, node.db 0600 before SQLite opens it
+(SQLite gives the -wal and -shm files the database's mode), key files 0600. A key file that
+others can read is refused; a database or home they can read or change is reported by
+`exposure_warning` (the CLI prints it), not refused.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 import tomllib
 from collections.abc import Sequence
@@ -30,6 +36,7 @@ from sync.store import Extension, Store
 
 NODE_DB, NODE_KEY, SEAL_KEY, NODE_TOML = "node.db", "node.key", "seal.key", "node.toml"
 RESTORING = "restoring"
+_OTHERS_MAY = stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,25 @@ def _write_secret(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+
+
+def _create_database_file(path: Path) -> None:
+    """node.db, empty and readable by its owner only, unless it exists (then it is kept)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
+def exposure_warning(home: Path) -> str | None:
+    """A one-line warning when other users may read or change the home or the database
+    (node.db, -wal, -shm), naming the fix; None when only the owner may."""
+    paths = [home, *(home / (NODE_DB + suffix) for suffix in ("", "-wal", "-shm"))]
+    for path in paths:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue
+        if mode & _OTHERS_MAY:
+            return i18n.t("home.too_open", home=shlex.quote(str(home)))
+    return None
 
 
 def _read_secret(path: Path) -> bytes:
@@ -148,7 +174,7 @@ def init_node(
     elif not root_key:
         raise HomeError("node.root_required")
     check_identity_key(root_key)
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     seal = X25519PrivateKey.generate()
     config = NodeConfig(
         node_id=node_id,
@@ -161,6 +187,7 @@ def init_node(
     )
     _write_secret(home / NODE_KEY, signer.seed.hex().encode() + b"\n")
     _write_secret(home / SEAL_KEY, seal.private_bytes_raw().hex().encode() + b"\n")
+    _create_database_file(home / NODE_DB)
     store = Store(home / NODE_DB, extensions=[trust.Trust(), *extensions], owner=node_id)
     trust.pin_root(
         store, city_of(node_id), bytes.fromhex(config.root_key), name if tier == "city" else ""
@@ -194,6 +221,8 @@ def open_node(
     lost = not (home / NODE_DB).exists()
     if lost and config.tier == "city":
         raise HomeError("node.city_db_lost", home=str(home))
+    if lost:
+        _create_database_file(home / NODE_DB)
     store = Store(home / NODE_DB, extensions=[trust.Trust(), *extensions], owner=config.node_id)
     if lost:  # the disk died: never append under this key before learning how far the log got
         trust.pin_root(store, city_of(config.node_id), bytes.fromhex(config.root_key))
@@ -246,6 +275,12 @@ i18n.register(
             "{home} 缺少 node.db：请放回最近的 node.db 备份（市级节点没有上级可供恢复）。",
         ),
         "key.missing": ("Key file {path} is missing.", "密钥文件 {path} 不存在。"),
+        "home.too_open": (
+            "warning: other users can read or change the node's data at {home}: run "
+            "`chmod 700 {home}; chmod 600 {home}/node.db*`",
+            "警告：其他用户可以读取或修改 {home} 中的节点数据：请运行 "
+            "`chmod 700 {home}; chmod 600 {home}/node.db*`",
+        ),
         "key.too_open": (
             "Key file {path} is readable by others: run `chmod 600 {path}`.",
             "密钥文件 {path} 可被他人读取：请运行 `chmod 600 {path}`。",

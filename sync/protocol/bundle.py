@@ -12,11 +12,12 @@ A bundle file, all integers big-endian:
     8 bytes  payload length P, P bytes payload
     64 bytes Ed25519 signature by "from" over `bundle_message(header, payload)`
 
-The plain payload is a sequence of frames (4-byte length + one `encode_batch` batch), so a
-bundle of any size is made of bounded batches. Sealed, the payload is HPKE (RFC 9180,
-base mode: X25519 KEM, HKDF-SHA256, ChaCha20-Poly1305) to the recipient's enrolled seal
-key, with `SEAL_DOMAIN + SHA-256(header)` as `info`, so a sealed payload cannot be moved
-under another header. The signature covers the stored (sealed) payload.
+The plain payload is a sequence of frames (4-byte length + one `encode_batch` batch, a zstd
+frame that declares its unpacked size), so a bundle of any size is made of bounded batches.
+Sealed, the payload is HPKE (RFC 9180, base mode: X25519 KEM, HKDF-SHA256,
+ChaCha20-Poly1305) to the recipient's enrolled seal key, with `SEAL_DOMAIN + SHA-256(header)`
+as `info`, so a sealed payload cannot be moved under another header. The signature covers
+the stored (sealed) payload.
 
 A receipt file, carried back to the sender: b"ZBRC", 1 byte version (1), then canonical
 JSON `{"for": sender, "bundle": SHA-256 of the bundle file, "raw": receipt, "sig": hex}`
@@ -29,10 +30,23 @@ usual one (heads of the sender's subtree); for a bundle from above, what this no
 of every log — whole within its subtree, in part (highest seq) above it — which is exactly
 the pull cursor, so the sender's next bundle leaves out what arrived.
 
-Invariants: a bundle is imported whole or not at all — every entry and the sender's
-signature are checked inside one transaction that is rolled back on any failure, so a
-truncated, altered, misaddressed or forged file changes nothing. Importing twice applies
-nothing twice. A receipt is issued only after the import committed.
+Limits, so no file makes a receiver hold or unpack more than a real bundle would:
+- MAX_BUNDLE_BYTES (512 MiB): the file, and so the payload;
+- MAX_BUNDLE_ENTRIES (4,000,000): the entries the header declares, checked before the
+  payload is opened (and the frames must hold exactly what the header counts);
+- MAX_BUNDLE_PLAIN_BYTES (2 GiB): all frames unpacked, summed from the sizes the frames
+  declare before the first one is unpacked; each frame must declare at most
+  MAX_BATCH_BYTES and unpack to exactly what it declares (counted in chunks and dropped).
+Frames are unpacked and handed over one at a time (`iter_frames`), never all kept. A
+receipt file is at most MAX_RECEIPT_BYTES. Export refuses to write what import would refuse.
+
+Invariants: when the receiver knows the sender's key, the signature is checked before the
+payload is decrypted or unpacked, so a forged file is refused unopened (see
+`sync.bundles.import_bundle`). A bundle is imported whole or not at all: every entry (and,
+for a first bundle from the parent, the signature) is checked inside one transaction that
+is rolled back on any failure, so a truncated, altered, misaddressed or forged file
+changes nothing. Importing twice applies nothing twice. A receipt is issued only after the
+import committed.
 """
 
 from __future__ import annotations
@@ -40,16 +54,24 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from sync.protocol import i18n
-from sync.protocol.batch import BATCH_BYTES, BATCH_ENTRIES, Run, decode_batch, encode_batch
+from sync.protocol.batch import (
+    BATCH_BYTES,
+    BATCH_ENTRIES,
+    MAX_BATCH_BYTES,
+    Run,
+    decode_batch,
+    encode_batch,
+)
 from sync.protocol.canonical import canonical
 from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import BundleError, NodeIdError, RefusedError
@@ -61,7 +83,12 @@ MAGIC, RECEIPT_MAGIC, VERSION = b"ZBDL", b"ZBRC", 1
 SEAL_DOMAIN = b"zhibao/bundle-seal/v1\0"
 SUITE_NAME = "X25519-HKDF-SHA256-ChaCha20Poly1305"
 MAX_HEADER_BYTES = 1024 * 1024
-MAX_BUNDLE_BYTES = 512 * 1024 * 1024
+MAX_BUNDLE_BYTES = 512 * 1024 * 1024  # the file
+MAX_BUNDLE_PLAIN_BYTES = 2 * 1024 * 1024 * 1024  # all frames unpacked
+MAX_BUNDLE_ENTRIES = 4_000_000
+MAX_RECEIPT_BYTES = 1024 * 1024
+_MIB = 1024 * 1024
+_CHUNK = 1024 * 1024
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
 _U32, _U64 = struct.Struct(">I"), struct.Struct(">Q")
 _SIG = 64
@@ -73,7 +100,7 @@ class BundleFile:
 
     header_raw: bytes
     header: dict[str, Any]
-    payload: bytes
+    payload: bytes | memoryview  # a view into the file's bytes: a big payload is not copied
     sig: bytes
 
     @property
@@ -85,19 +112,45 @@ class BundleFile:
         return str(self.header["to"])
 
 
-def _frames(entries: Sequence[SignedEntry]) -> bytes:
-    out: list[bytes] = []
+def cut(entries: Sequence[SignedEntry]) -> list[list[SignedEntry]]:
+    """`entries` in frames of at most BATCH_ENTRIES entries / BATCH_BYTES, cut anywhere."""
+    out: list[list[SignedEntry]] = []
     chunk: list[SignedEntry] = []
     size = 0
     for entry in entries:
         chunk.append(entry)
         size += len(entry.raw) + _SIG
         if len(chunk) >= BATCH_ENTRIES or size >= BATCH_BYTES:
-            out.append(encode_batch(chunk))
+            out.append(chunk)
             chunk, size = [], 0
     if chunk:
-        out.append(encode_batch(chunk))
-    return b"".join(_U32.pack(len(batch)) + batch for batch in out)
+        out.append(chunk)
+    return out
+
+
+def _frames(frames: Sequence[Sequence[SignedEntry]]) -> bytes:
+    """The payload of `frames`; BundleError if they exceed what an import accepts."""
+    if sum(map(len, frames)) > MAX_BUNDLE_ENTRIES:
+        raise export_limit_error()
+    out: list[bytes] = []
+    unpacked = 0
+    for frame in frames:
+        batch = encode_batch(frame)
+        unpacked += zstandard.frame_content_size(batch)
+        if unpacked > MAX_BUNDLE_PLAIN_BYTES:
+            raise export_limit_error()
+        out.append(_U32.pack(len(batch)) + batch)
+    return b"".join(out)
+
+
+def export_limit_error() -> BundleError:
+    """What export says when there is more to send than an import would accept."""
+    return BundleError(
+        "bundle.export_too_big",
+        entries=f"{MAX_BUNDLE_ENTRIES:,}",
+        plain=MAX_BUNDLE_PLAIN_BYTES // _MIB,
+        size=MAX_BUNDLE_BYTES // _MIB,
+    )
 
 
 def encode_bundle(
@@ -107,8 +160,15 @@ def encode_bundle(
     created: str,
     entries: Sequence[SignedEntry],
     seal_to: bytes | None = None,
+    *,
+    frames: Sequence[Sequence[SignedEntry]] | None = None,
 ) -> bytes:
-    """The bytes of a bundle of `entries` signed by `signer`, sealed when `seal_to` is given."""
+    """The bytes of a bundle of `entries` signed by `signer`, sealed when `seal_to` is given.
+
+    `frames`: `entries` cut into frames already (a node relaying logs ends each run where a
+    signature proves it, sync.proofs); by default they are cut every BATCH_ENTRIES."""
+    if frames is None:
+        frames = cut(entries)
     counts: dict[str, int] = {}
     for entry in entries:
         counts[entry.origin] = counts.get(entry.origin, 0) + 1
@@ -125,7 +185,7 @@ def encode_bundle(
     if seal_to is not None:
         header["suite"] = SUITE_NAME
     header_raw = canonical(header)
-    payload = _frames(entries)
+    payload = _frames(frames)
     if seal_to is not None:
         public = X25519PublicKey.from_public_bytes(seal_to)
         payload = _SUITE.encrypt(payload, public, info=_seal_info(header_raw))
@@ -161,7 +221,7 @@ def _check_header(header: Any) -> None:
         raise ValueError("created/sealed")
     if not isinstance(counts, dict) or not all(isinstance(n, int) for n in counts.values()):
         raise ValueError("counts")
-    if sum(counts.values()) != header["entries"]:
+    if sum(counts.values()) != header["entries"] or any(n < 1 for n in counts.values()):
         raise ValueError("counts do not add up")
 
 
@@ -195,18 +255,27 @@ def read_bundle(data: bytes) -> BundleFile:
             raise ValueError("not canonical JSON")
     except (ValueError, KeyError, TypeError, AttributeError, NodeIdError) as exc:
         raise _malformed(f"bad header: {exc}") from None
-    return BundleFile(header_raw, header, data[pos : pos + length], data[pos + length :])
+    if header["entries"] > MAX_BUNDLE_ENTRIES:
+        raise BundleError(
+            "bundle.too_many_entries", entries=header["entries"], limit=f"{MAX_BUNDLE_ENTRIES:,}"
+        )
+    payload = memoryview(data)[pos : pos + length]
+    return BundleFile(header_raw, header, payload, bytes(data[pos + length :]))
 
 
-def open_payload(bundle: BundleFile, seal: X25519PrivateKey) -> list[Run]:
-    """The runs of a bundle, unsealed with `seal` if needed; header counts are re-checked."""
-    plain = bundle.payload
-    if bundle.header["sealed"]:
-        try:
-            plain = _SUITE.decrypt(plain, seal, info=_seal_info(bundle.header_raw))
-        except (InvalidTag, ValueError):
-            raise BundleError("bundle.cannot_open") from None
-    runs: list[Run] = []
+def _unsealed(bundle: BundleFile, seal: X25519PrivateKey) -> bytes | memoryview:
+    if not bundle.header["sealed"]:
+        return bundle.payload
+    try:
+        return _SUITE.decrypt(bundle.payload, seal, info=_seal_info(bundle.header_raw))
+    except (InvalidTag, ValueError):
+        raise BundleError("bundle.cannot_open") from None
+
+
+def _walk(plain: memoryview) -> Iterator[tuple[memoryview, int]]:
+    """Each frame, with the unpacked size it declares, read from its zstd frame header
+    alone: nothing is unpacked. BundleError for a frame cut short, not zstd, not sized, or
+    declaring more than a batch may hold."""
     pos = 0
     while pos < len(plain):
         if pos + 4 > len(plain):
@@ -214,17 +283,78 @@ def open_payload(bundle: BundleFile, seal: X25519PrivateKey) -> list[Run]:
         (size,) = _U32.unpack_from(plain, pos)
         if pos + 4 + size > len(plain):
             raise BundleError("bundle.truncated")
+        frame = plain[pos + 4 : pos + 4 + size]
         try:
-            runs.extend(decode_batch(plain[pos + 4 : pos + 4 + size]))
+            declared = zstandard.frame_content_size(frame)
+        except zstandard.ZstdError:
+            raise _malformed("a frame is not zstd") from None
+        if declared < 0:
+            raise _malformed("a frame does not declare its size")
+        if declared > MAX_BATCH_BYTES:
+            raise _malformed(f"a frame unpacks to more than {MAX_BATCH_BYTES // _MIB} MiB")
+        yield frame, declared
+        pos += 4 + size
+
+
+def _check_declared(plain: memoryview, entries: int) -> None:
+    """All frames together declare no more than the limit, and are no more than the
+    entries (each holds one at least): checked before any frame is unpacked."""
+    unpacked = 0
+    for frames, (_, declared) in enumerate(_walk(plain), start=1):
+        if frames > entries:
+            raise _malformed("more frames than entries")
+        unpacked += declared
+        if unpacked > MAX_BUNDLE_PLAIN_BYTES:
+            raise BundleError("bundle.unpacks_too_big", limit=MAX_BUNDLE_PLAIN_BYTES // _MIB)
+
+
+def _check_unpacked_size(frame: memoryview, declared: int) -> None:
+    """The frame unpacks to exactly `declared` bytes, all its zstd frames together: counted
+    in chunks and dropped, so a lie costs at most `declared` bytes of work."""
+    reader = zstandard.ZstdDecompressor().stream_reader(frame, read_across_frames=True)
+    seen = 0
+    try:
+        while chunk := reader.read(_CHUNK):
+            seen += len(chunk)
+            if seen > declared:
+                break
+    except zstandard.ZstdError:
+        raise _malformed("a frame is not valid zstd") from None
+    if seen != declared:
+        raise _malformed("a frame does not unpack to the size it declares")
+
+
+def iter_frames(bundle: BundleFile, seal: X25519PrivateKey) -> Iterator[list[Run]]:
+    """The runs of a bundle, one frame at a time, unsealed with `seal` if needed.
+
+    Every limit on sizes is checked before the first frame is unpacked; the entries are
+    checked against the header's counts as they come, and the last step (after the last
+    frame) raises BundleError if any origin fell short. Check the signature first.
+    """
+    plain = memoryview(_unsealed(bundle, seal))
+    expected = {str(o): int(n) for o, n in bundle.header["counts"].items()}
+    _check_declared(plain, int(bundle.header["entries"]))
+    counts: dict[str, int] = {}
+    for frame, declared in _walk(plain):
+        _check_unpacked_size(frame, declared)
+        try:
+            runs = decode_batch(bytes(frame))
         except RefusedError as exc:
             raise _malformed(str(exc)) from None
-        pos += 4 + size
-    counts: dict[str, int] = {}
-    for run in runs:
-        counts[run.origin] = counts.get(run.origin, 0) + len(run.items)
-    if counts != {str(o): int(n) for o, n in bundle.header["counts"].items()}:
+        if not runs:
+            raise _malformed("an empty frame")
+        for run in runs:
+            counts[run.origin] = counts.get(run.origin, 0) + len(run.items)
+            if counts[run.origin] > expected.get(run.origin, 0):
+                raise _malformed("entries do not match the header's counts")
+        yield runs
+    if counts != expected:
         raise _malformed("entries do not match the header's counts")
-    return runs
+
+
+def open_payload(bundle: BundleFile, seal: X25519PrivateKey) -> list[Run]:
+    """All the runs of a bundle at once (for tools and tests; imports use `iter_frames`)."""
+    return [run for runs in iter_frames(bundle, seal) for run in runs]
 
 
 def encode_receipt_file(receipt: Receipt, for_node: str, bundle_digest: bytes) -> bytes:
@@ -300,11 +430,30 @@ i18n.register(
         ),
         "bundle.no_seal_key": (
             "no seal key is known for {node_id}: give --seal-key HEX (from `zhibao node show` "
-            "there), or export without --seal",
+            "there), or --no-seal to write personal data in the clear",
             "不知道 {node_id} 的加密公钥：请用 --seal-key 提供（在对方运行 `zhibao node show` "
-            "查看），或不加 --seal 导出",
+            "查看），或用 --no-seal 以明文写出个人信息",
         ),
-        "bundle.too_big": ("the bundle is too big ({size} MiB)", "数据包过大（{size} MiB）"),
+        "bundle.too_big": (
+            "{path} is too big for a bundle or receipt ({size} MiB; at most {limit} MiB); "
+            "nothing was imported",
+            "{path} 作为数据包或回执过大（{size} MiB，上限 {limit} MiB）；未导入任何内容",
+        ),
+        "bundle.too_many_entries": (
+            "the bundle declares {entries} entries, more than a bundle may hold ({limit}); "
+            "nothing was imported",
+            "数据包声明含 {entries} 条条目，超过数据包上限（{limit}）；未导入任何内容",
+        ),
+        "bundle.unpacks_too_big": (
+            "the bundle would unpack to more than a bundle may ({limit} MiB); nothing was imported",
+            "数据包解压后将超过数据包上限（{limit} MiB）；未导入任何内容",
+        ),
+        "bundle.export_too_big": (
+            "there is more to send than one bundle may hold ({entries} entries, {plain} MiB "
+            "unpacked, {size} MiB on file); nothing was written: sync over the network instead",
+            "待发送内容超过单个数据包上限（{entries} 条条目、解压后 {plain} MiB、文件 {size} "
+            "MiB）；未写入任何内容：请改用网络同步",
+        ),
         "bundle.receipt_malformed": ("the receipt file is damaged", "回执文件已损坏"),
         "bundle.receipt_not_ours": (
             "this receipt is for {to}, not for this node ({me})",

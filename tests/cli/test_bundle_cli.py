@@ -98,6 +98,7 @@ def test_bundle_cli_round_trip_up_and_down(homes: Homes) -> None:
 
     exported = ok_json(h.town, "bundle", "export", "--to", CITY, "--out", str(stick / "up.zb"))
     assert exported["counts"] == {TOWN: 1, VILLAGE: village["heads"][VILLAGE]}
+    assert exported["sealed"]  # by default, to the city's key that came down
     imported = ok_json(h.city, "bundle", "import", str(stick / "up.zb"),
                        "--receipt-out", str(stick / "back.receipt"))  # fmt: skip
     assert imported["applied"] == exported["counts"]

@@ -71,8 +71,9 @@ def net(tmp_path: Path) -> Iterator[Net]:
             node.close()
 
 
-def carry(sender: Node, recipient: Node, *, seal: bool = False) -> Imported:
-    """Export, import at the recipient, and carry its receipt back to the sender."""
+def carry(sender: Node, recipient: Node, *, seal: bool = True) -> Imported:
+    """Export (sealed, as by default), import at the recipient, and carry its receipt back
+    to the sender."""
     data = export_bundle(sender, recipient.node_id, seal=seal).data
     done = import_bundle(recipient, data)
     import_receipt(sender, done.receipt_file)
@@ -156,8 +157,8 @@ def test_bundle_first_bundle_teaches_the_village_its_town_key(net: Net) -> None:
 def test_bundle_sealed_round_trip_leaks_no_personal_data(net: Net) -> None:
     published(net)
     case_id = village_case(net)
-    plain = export_bundle(net.village, TOWN).data
-    sealed = export_bundle(net.village, TOWN, seal=True)
+    plain = export_bundle(net.village, TOWN, seal=False).data
+    sealed = export_bundle(net.village, TOWN)  # sealed by default
     assert sealed.header["sealed"] and not read_bundle(plain).header["sealed"]
     opened = open_payload(read_bundle(plain), net.town.seal)
     assert any(APPLICANT.encode() in raw for run in opened for raw, _ in run.items)
@@ -189,8 +190,9 @@ def test_bundle_export_refuses_unrelated_nodes_and_unknown_seal_keys(net: Net) -
         export_bundle(net.village, VILLAGE_2)
     assert unrelated.value.key == "bundle.unrelated"
     with pytest.raises(BundleError) as unknown:
-        export_bundle(net.town, CITY, seal=True)  # the city's seal key is enrolled nowhere
+        export_bundle(net.town, CITY)  # the city's seal key has not come down yet
     assert unknown.value.key == "bundle.no_seal_key"
+    assert export_bundle(net.town, CITY, seal=False).header["sealed"] is False
 
 
 def _flip(data: bytes, at: int) -> bytes:

@@ -84,3 +84,26 @@ def test_a_relay_cuts_batches_where_signatures_prove_them(tmp_path: Path) -> Non
             assert verify_log(node.store).ok
         finally:
             node.close()
+
+
+def test_a_bundle_up_cuts_its_frames_where_signatures_prove_them(tmp_path: Path) -> None:
+    """The same by USB stick: the town's bundle to the city holds frames of up to 4,000
+    entries; the village's runs of 3,000 (garbage below each tip) must not be cut inside."""
+    from sync.bundles import export_bundle, import_bundle
+
+    tips = (3000, 6000)
+    net = build_topology(tmp_path / "net", [CITY, TOWN, VILLAGE])
+    with net.open(VILLAGE) as village:
+        append_notes(village, 6000 - village.store.head(VILLAGE)[0], tag="hostile")
+        sent = [
+            e if e.seq in tips else e._replace(sig=GARBAGE)
+            for e in village.store.entries(VILLAGE)
+        ]
+    with net.open(TOWN) as town:
+        assert _push(town, VILLAGE, sent[:3000])["rejected"] == []
+        assert _push(town, VILLAGE, sent[3000:])["rejected"] == []
+        data = export_bundle(town, CITY).data
+    with net.open(CITY) as city:
+        done = import_bundle(city, data)
+        assert done.applied[VILLAGE] == 6000
+        assert verify_log(city.store).ok

@@ -2,7 +2,8 @@
 
 Every figure comes from `tiers.figures` (the one definition, in docs/statistics.md); this
 module only chooses the rows and renders them: JSON-ready dicts, a terminal table, CSV
-(UTF-8 with a byte-order mark, so Excel shows the Chinese) and XLSX (xlsxwriter).
+(UTF-8 with a byte-order mark, so Excel shows the Chinese) and XLSX (xlsxwriter), both with
+inert cells (`tiers.inert`): a name from another node is never run as a formula.
 It runs on whatever logs the node holds: at the city, every log of the network.
 """
 
@@ -23,6 +24,7 @@ from sync.protocol.ids import tier_of
 from sync.store import Store
 from tiers.catalogue import tier_label, yuan_from_fen
 from tiers.figures import Facts, KeyOf, Period, derive, node_key, tally, total
+from tiers.inert import WORKBOOK_OPTIONS, csv_row
 from tiers.published import list_items, work_calendar
 from tiers.reports import backfill, load_facts
 
@@ -113,11 +115,10 @@ def to_csv(result: dict[str, Any]) -> bytes:
     (rates as fractions to 4 places, money in fen), empty cells where a rate is undefined."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["period", *COLUMNS])
+    writer.writerow(csv_row(["period", *COLUMNS]))
     for row in _all_rows(result):
-        writer.writerow(
-            [result["period"], *("" if row.get(c) is None else row[c] for c in COLUMNS)]
-        )
+        cells = [result["period"], *("" if row.get(c) is None else row[c] for c in COLUMNS)]
+        writer.writerow(csv_row(cells))
     return b"\xef\xbb\xbf" + out.getvalue().encode("utf-8")
 
 
@@ -125,7 +126,7 @@ def to_xlsx(result: dict[str, Any]) -> bytes:
     """An XLSX workbook: one sheet named for the period, headers in the reader's language,
     rates as percentages and money in yuan (number formats, so Excel can sum them)."""
     buffer = io.BytesIO()
-    book = xlsxwriter.Workbook(buffer, {"in_memory": True})
+    book = xlsxwriter.Workbook(buffer, WORKBOOK_OPTIONS)
     sheet = book.add_worksheet(result["period"][:31])
     bold = book.add_format({"bold": True})
     percent = book.add_format({"num_format": "0.0%"})
