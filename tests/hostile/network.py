@@ -10,12 +10,11 @@ the towns' logs at the city) and copied for each test or module.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from subprocess import CompletedProcess
 from typing import Any
@@ -119,7 +118,7 @@ def server_rss(served: Served) -> int:
 # --- the command line --------------------------------------------------------------------
 
 
-def zb(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+def zb(home: Path, *args: str, ok: bool = True) -> CompletedProcess[str]:
     """`zhibao ARGS --home HOME`; with `ok`, it must exit 0."""
     done = zhibao(home, *args)
     if ok:
@@ -132,7 +131,7 @@ def zj(home: Path, *args: str) -> Any:
     return json.loads(zb(home, *args, "--json").stdout)
 
 
-def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
+def one_line_error(done: CompletedProcess[str]) -> str:
     """The single `zhibao: ...` line of a command that failed cleanly (exit 1)."""
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1, (done.returncode, done.stderr)
@@ -147,11 +146,6 @@ def today() -> date:
 
 def period_now() -> str:
     return f"{today():%Y-%m}"
-
-
-def day(offset: int) -> date:
-    """A day relative to today (China time)."""
-    return today() + timedelta(days=offset)
 
 
 # --- what must hold after every attack ---------------------------------------------------
