@@ -286,11 +286,11 @@ def test_a_claim_on_a_case_never_becomes_what_the_holder_builds_on(
     case_id = service.receive(victim, "330782-WS-001", service.Applicant("王五"), [], at=AT)
     service.forward(victim, case_id, at=AT)
     hand_up(victim, town)
-    [_, forwarded] = [ev.ref for ev in load_case(town.store, case_id).ordered]
-    forge(hostile, "case.completed", {"case_id": case_id, "after": list(forwarded),
+    service.accept(town, case_id, at=AT)  # takes custody
+    taken = load_case(town.store, case_id).ordered[-1].ref
+    forge(hostile, "case.completed", {"case_id": case_id, "after": list(taken),
                                       "result": "denied"})  # fmt: skip
     hand_up(hostile, town)
-    service.accept(town, case_id, at=AT)
     service.complete(town, case_id, "approved", at=AT)
     state = load_case(town.store, case_id).state
     assert state is not None and state.result == "approved" and state.holder == TOWN
@@ -299,3 +299,24 @@ def test_a_claim_on_a_case_never_becomes_what_the_holder_builds_on(
     held = load_case(victim.store, case_id)
     assert held.waiting == [] and held.state is not None and held.state.status == "completed"
     service.deliver(victim, case_id, at=AT)  # the village hands the result over
+
+
+def test_an_event_naming_what_its_author_cannot_hold_blames_its_author(
+    opened: dict[str, Node],
+) -> None:
+    """Beyond the issue's list: a village names `[neighbour, 999999]` as the `after` of an
+    event on the neighbour's case. It would wait for ever, and the city's reconcile blamed
+    the neighbour for a gap in its log. A village can only ever hold its own, its
+    ancestors' and (a town, a city) its subtree's entries: such an event is set aside."""
+    from tiers.cases import service
+
+    town, hostile, victim = opened[TOWN], opened[VILLAGE], opened[VILLAGE_2]
+    case_id = service.receive(victim, "330782-WS-001", service.Applicant("赵六"), [], at=AT)
+    hand_up(victim, town)
+    forge(hostile, "case.supplied", {"case_id": case_id, "after": [VILLAGE_2, 999999]})
+    hand_up(hostile, town)
+    hand_up(town, opened[CITY])
+    assert quarantined(town)[-1][2] == "case.after_unreachable"
+    found = reconcile(opened[CITY], "2026-11")["findings"]
+    assert not [f for f in found if f["kind"] == "gap" and f["node_id"] == VILLAGE_2]
+    assert [f["node_id"] for f in found if f["kind"] == "quarantined_entry"] == [VILLAGE]

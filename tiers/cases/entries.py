@@ -19,7 +19,7 @@ from sync.authority import Refusal
 from sync.protocol import i18n
 from sync.protocol.canonical import MAX_INT
 from sync.protocol.entry import SignedEntry, register_body_check
-from sync.protocol.ids import is_node_id
+from sync.protocol.ids import is_node_id, is_within
 
 RECEIVED = "case.received"
 ACCEPTED = "case.accepted"
@@ -208,9 +208,28 @@ def _received_authority(
     return "case.not_origin", {"case_id": case_id}
 
 
+def _after_authority(
+    store: Any, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
+) -> Refusal | None:
+    """An event may name as its `after` only an entry its author can hold: its own, its
+    ancestors' (what flows down) or its subtree's. A village naming a sibling's entry names
+    what it never saw — e.g. `[neighbour, 999999]`, which would wait for ever and make the
+    city blame the neighbour for a gap in its log."""
+    after = fields["body"]["after"]
+    if after is None or is_within(after[0], entry.origin) or is_within(entry.origin, after[0]):
+        return None
+    return "case.after_unreachable", {"after": f"{after[0]}#{after[1]}"}
+
+
 authority.register(RECEIVED, _received_authority)
+for _type in BODIES.keys() - {RECEIVED}:
+    authority.register(_type, _after_authority)
 i18n.register(
     {
+        "case.after_unreachable": (
+            "{origin} names {after} as what its event follows, an entry it cannot hold",
+            "{origin} 声称其事项接续 {after}，但它不可能持有该条目",
+        ),
         "case.not_origin": (
             "{origin} may not create case {case_id}: only the node whose id it starts with can",
             "{origin} 无权创建办件 {case_id}：只有编号前缀所指的节点可以创建",
