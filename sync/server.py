@@ -1,9 +1,17 @@
 """The node's HTTP endpoint (Starlette, served by uvicorn): time, hello, push, pull.
 
 Every request but `/v1/time` is signed by an enrolled node (method, path, body digest,
-time, nonce); a stale time or a nonce seen before is refused, so a captured request
-cannot be replayed. Handlers run on the event loop thread, one at a time, so the node's
-single apsw connection is never used from two threads.
+sender, the server it is for, time, nonce); a stale time, a nonce seen before or a request
+signed for another server is refused, so a captured request cannot be replayed. Handlers
+run on the event loop thread, one at a time, so the node's single apsw connection is never
+used from two threads.
+
+Nothing is trusted before it is checked, and memory is spent only on who passed: the
+headers (sender enrolled here and allowed on this endpoint, server, time, nonce) are
+checked before a byte of the body is read; a body is then read within a deadline and a
+byte budget shared by all requests (`Limits`), and its signature checked last. Every
+refusal is JSON `{"error": key, "message": ...}` with a 4xx status (503 when busy); an
+unexpected exception is answered 500 and logged as one line, and the server goes on.
 
 A push is answered (and its receipt signed) once its entries are verified and durable;
 the tiers' projections of them are deferred (sync.store) and caught up on the same loop
@@ -15,13 +23,19 @@ checkpointed, so that work too falls in quiet time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import re
+import sys
 import time as _time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -31,24 +45,129 @@ from sync.ingest import ingest
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.batch import decode_batch, encode_batch
+from sync.protocol.canonical import MAX_INT
 from sync.protocol.errors import RefusedError, ZhibaoError
-from sync.protocol.ids import is_within
+from sync.protocol.ids import is_node_id, is_within, parent_of
 from sync.protocol.keys import verify
-from sync.protocol.messages import request_message
+from sync.protocol.messages import request_message, time_message
 
-MAX_BODY = 24 * 1024 * 1024
+MAX_BODY = 24 * 1024 * 1024  # a push: one compressed batch
+MAX_SMALL_BODY = 1024 * 1024  # a hello or a pull: cursors
 MAX_SKEW_SECONDS = 600
 PULL_LIMIT = 5000
 BATCH_TYPE = "application/x-zhibao-batch"
 IDLE_SECONDS = 0.5  # project deferred entries once no push has come for this long
 PROJECT_STEP = 500  # entries projected between two looks at the request queue
+FAILURE_BACKOFF_MAX = 60.0  # longest pause of idle projection after an unexpected error
+NONCE = re.compile(r"[0-9a-f]{16,64}")  # what a client may choose as a nonce or a challenge
+SIGNATURE = re.compile(r"[0-9a-f]{128}")
+SENDER, TIME, NONCE_HEADER, SIGNATURE_HEADER, SERVER = (
+    "x-zhibao-node",
+    "x-zhibao-time",
+    "x-zhibao-nonce",
+    "x-zhibao-signature",
+    "x-zhibao-server",
+)
+_STATUS = {
+    "request.replayed": 409,
+    "request.clock": 401,
+    "request.too_big": 413,
+    "request.bad_length": 400,
+    "request.bad_time": 400,
+    "request.timeout": 408,
+    "batch.malformed": 400,
+    "time.bad_nonce": 400,
+    "server.busy": 503,
+}  # any other refusal: 403
 
 
-def _error(status: int, key: str, **params: Any) -> JSONResponse:
+@dataclass(frozen=True)
+class Limits:
+    """What one server spends on request bodies before and while it trusts them.
+
+    A body must come at `min_rate` bytes/s or better after `grace_seconds`, with no pause
+    longer than `idle_seconds`; all bodies being read or held at once fit in `body_budget`
+    bytes (a body without a length counts as its endpoint's maximum). A refused body is
+    drained up to `drain_bytes` (so the client reads the answer), else the connection is
+    closed.
+    """
+
+    max_body: int = MAX_BODY
+    max_small_body: int = MAX_SMALL_BODY
+    body_budget: int = 64 * 1024 * 1024
+    idle_seconds: float = 30.0
+    grace_seconds: float = 30.0
+    min_rate: int = 8 * 1024
+    drain_bytes: int = 64 * 1024
+    drain_seconds: float = 1.0
+
+
+Rule = Callable[[str, str], bool]  # (sender, this node) -> may the sender call here?
+
+
+def _pushes_here(sender: str, me: str) -> bool:
+    return parent_of(sender) == me
+
+
+def _below(sender: str, me: str) -> bool:
+    return sender != me and is_within(sender, me)
+
+
+@dataclass(frozen=True)
+class _Caller:
+    """What the headers of a request say, checked: who, with which key, when, which nonce."""
+
+    node_id: str
+    key: bytes
+    stamp: str
+    nonce: str
+    sig: bytes
+    skew: int
+
+
+def log_line(key: str, **params: object) -> None:
+    """One line on stderr, stamped with the local time: what an operator reads in the log.
+    Callers pass no personal data (no exception messages from the tiers, no bodies)."""
+    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    print(f"{stamp} zhibao: {i18n.t(key, **params)}", file=sys.stderr, flush=True)
+
+
+def describe(exc: BaseException) -> str:
+    """An exception's type and where it was raised (file:line), never its message, which
+    may quote personal data."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return type(exc).__name__ + where
+
+
+def _error(status: int, key: str, *, close: bool = False, **params: Any) -> JSONResponse:
+    headers = {"connection": "close"} if close else None
+    if status == 503:
+        headers = {**(headers or {}), "retry-after": "5"}
     return JSONResponse(
         {"error": key, "message": i18n.t(key, **params), **{k: str(v) for k, v in params.items()}},
         status_code=status,
+        headers=headers,
     )
+
+
+def _refusal(exc: RefusedError, *, close: bool = False) -> JSONResponse:
+    return _error(_STATUS.get(exc.key, 403), exc.key, close=close, **exc.params)
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return "transfer-encoding" in request.headers or (length is not None and length != "0")
+
+
+async def _not_routed(request: Request, exc: Exception) -> Response:
+    """404 and 405 from the router, as JSON like every other refusal."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 400
+    key = {404: "request.no_route", 405: "request.bad_method"}.get(status, "request.bad")
+    response = _error(status, key, close=_has_body(request), path=request.url.path)
+    if isinstance(exc, HTTPException) and exc.headers:
+        response.headers.update(exc.headers)
+    return response
 
 
 class NodeApp:
@@ -59,60 +178,127 @@ class NodeApp:
     after the loop has stopped, or on the loop after `stop()`.
     """
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, *, limits: Limits | None = None) -> None:
         self.node = node
+        self.limits = limits or Limits()
         node.store.defer_projections()
         self._last_push = 0.0
         self._projecting = False
         self._stopped = False
+        self._failures = 0  # unexpected errors of idle projection in a row
+        self._budget = self.limits.body_budget  # bytes of bodies that may still be taken in
         self.app = Starlette(
             routes=[
-                Route("/v1/time", self.time, methods=["GET"]),
-                Route("/v1/hello", self.hello, methods=["POST"]),
-                Route("/v1/push", self.push, methods=["POST"]),
-                Route("/v1/pull", self.pull, methods=["POST"]),
-            ]
+                Route("/v1/time", self._safe(self.time), methods=["GET"]),
+                Route("/v1/hello", self._safe(self.hello), methods=["POST"]),
+                Route("/v1/push", self._safe(self.push), methods=["POST"]),
+                Route("/v1/pull", self._safe(self.pull), methods=["POST"]),
+            ],
+            exception_handlers={HTTPException: _not_routed},
         )
 
-    async def _authenticate(self, request: Request) -> tuple[str, bytes, str, int]:
-        """The sender's id, the body, the nonce and the clock skew in seconds, or
-        RefusedError saying why not. Writes nothing: see `_remember`."""
-        length = int(request.headers.get("content-length") or 0)
-        if length > MAX_BODY:
-            raise RefusedError("request.too_big", size=length)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():  # a body without a length is cut off at MAX_BODY
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise RefusedError("request.too_big", size=size)
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        node_id = request.headers.get("x-zhibao-node", "")
-        stamp = request.headers.get("x-zhibao-time", "")
-        nonce = request.headers.get("x-zhibao-nonce", "")
-        signature = request.headers.get("x-zhibao-signature", "")
-        if not (node_id and stamp and nonce and signature) or len(nonce) > 64:
-            raise RefusedError("request.unsigned")
-        store = self.node.store
-        key = trust.public_key(store, node_id)
-        if key is None:
-            raise RefusedError("request.unknown_node", node_id=node_id)
-        message = request_message(request.method, request.url.path, body, node_id, stamp, nonce)
-        try:
-            sig = bytes.fromhex(signature)
-        except ValueError:
-            raise RefusedError("request.bad_signature") from None
-        if not verify(key, message, sig):
+    # --- admission -------------------------------------------------------------------
+
+    def _safe(
+        self, endpoint: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """`endpoint`, answering 500 (and logging one line) for an unexpected exception
+        rather than letting it reach uvicorn."""
+
+        async def run(request: Request) -> Response:
+            try:
+                return await endpoint(request)
+            except Exception as exc:  # a bug: one request fails, the server goes on
+                log_line(
+                    "server.internal_logged",
+                    method=request.method,
+                    path=request.url.path,
+                    error=describe(exc),
+                )
+                return _error(500, "server.internal", close=True)
+
+        return run
+
+    def _admit(self, request: Request, rule: Rule, refusal: str, cap: int) -> _Caller:
+        """Check everything the headers say, before any of the body is read; RefusedError
+        saying why not. Reads the database only to look the sender's key up."""
+        headers = request.headers
+        length = headers.get("content-length")
+        if length is not None:
+            if not (length.isascii() and length.isdigit()):
+                raise RefusedError("request.bad_length")
+            if int(length) > cap:
+                raise RefusedError("request.too_big", size=int(length), limit=cap)
+        values = {name: headers.get(name, "") for name in (SENDER, TIME, NONCE_HEADER, SERVER)}
+        signature = headers.get(SIGNATURE_HEADER, "")
+        for name, value in (*values.items(), (SIGNATURE_HEADER, signature)):
+            if not value:
+                raise RefusedError("request.unsigned", header=name)
+        node_id, stamp, nonce, server = values.values()
+        if not is_node_id(node_id):
+            raise RefusedError("request.unsigned", header=SENDER)
+        if not NONCE.fullmatch(nonce):
+            raise RefusedError("request.unsigned", header=NONCE_HEADER)
+        if not SIGNATURE.fullmatch(signature):
             raise RefusedError("request.bad_signature")
+        me = self.node.node_id
+        if server != me:
+            raise RefusedError("request.wrong_server", server=server[:20], node_id=me)
         try:
             sent = datetime.fromisoformat(stamp)
             skew = (sent - self.node.clock.now()).total_seconds()
-        except (ValueError, TypeError):
+        except (ValueError, TypeError):  # TypeError: a time without its offset
             raise RefusedError("request.bad_time") from None
         if abs(skew) > MAX_SKEW_SECONDS:
             raise RefusedError("request.clock", skew=int(skew), time=self.node.clock.stamp())
-        return node_id, body, nonce, int(skew)
+        if not rule(node_id, me):
+            raise RefusedError(refusal, node_id=node_id, me=me)
+        key = trust.public_key(self.node.store, node_id)
+        if key is None:
+            raise RefusedError("request.unknown_node", node_id=node_id)
+        return _Caller(node_id, key, stamp, nonce, bytes.fromhex(signature), int(skew))
+
+    async def _drain(self, request: Request) -> bool:
+        """Read (and drop) what is left of a refused body, a little and briefly: True when
+        it all came, so the connection can serve the client's next request."""
+        if not _has_body(request):
+            return True
+        left = self.limits.drain_bytes
+        try:
+            async with asyncio.timeout(self.limits.drain_seconds):
+                while True:
+                    message = await request.receive()
+                    if message["type"] != "http.request":
+                        return False
+                    left -= len(message.get("body", b""))
+                    if left < 0:
+                        return False
+                    if not message.get("more_body", False):
+                        return True
+        except TimeoutError:
+            return False
+
+    async def _read_body(self, request: Request, cap: int, expected: int) -> bytes:
+        """The body, within the deadline its size allows; RefusedError when it is too big,
+        too slow or stalls (it is then left unread and the connection closed)."""
+        loop = asyncio.get_running_loop()
+        limits = self.limits
+        deadline = loop.time() + limits.grace_seconds + expected / limits.min_rate
+        body = bytearray()
+        while True:
+            wait = min(limits.idle_seconds, deadline - loop.time())
+            try:
+                async with asyncio.timeout(max(wait, 0)):
+                    message = await request.receive()
+            except TimeoutError:
+                raise RefusedError("request.timeout", size=len(body)) from None
+            if message["type"] != "http.request":  # the client went away
+                raise RefusedError("request.disconnected")
+            body += message.get("body", b"")
+            if len(body) > cap:
+                raise RefusedError("request.too_big", size=len(body), limit=cap)
+            if not message.get("more_body", False):
+                return bytes(body)
 
     def _remember(self, node_id: str, nonce: str, skew: int) -> None:
         """Inside the request's transaction: refuse a nonce seen before, then record it and
@@ -132,29 +318,74 @@ class NodeApp:
             (node_id, self.node.clock.stamp(), skew),
         )
 
-    async def _guarded(self, request: Request, handler: Any) -> Response:
+    async def _guarded(
+        self,
+        request: Request,
+        handler: Callable[[str, bytes], Response],
+        *,
+        rule: Rule,
+        refusal: str,
+        cap: int,
+    ) -> Response:
+        """Admit the request on its headers, read its body within the budget and the
+        deadline, verify its signature, then run `handler` in one transaction."""
         try:
-            sender, body, nonce, skew = await self._authenticate(request)
+            caller = self._admit(request, rule, refusal, cap)
+        except RefusedError as exc:
+            return _refusal(exc, close=not await self._drain(request))
+        length = request.headers.get("content-length")
+        reserved = int(length) if length is not None else cap
+        if reserved > self._budget:
+            return _error(503, "server.busy", close=not await self._drain(request))
+        self._budget -= reserved
+        try:
+            try:
+                body = await self._read_body(request, cap, reserved)
+            except RefusedError as exc:
+                return _refusal(exc, close=True)
+            return self._answer(request, caller, body, handler)
+        finally:
+            self._budget += reserved
+
+    def _answer(
+        self,
+        request: Request,
+        caller: _Caller,
+        body: bytes,
+        handler: Callable[[str, bytes], Response],
+    ) -> Response:
+        me = self.node.node_id
+        message = request_message(
+            request.method, request.url.path, body, caller.node_id, caller.stamp, caller.nonce,
+            server=me,
+        )  # fmt: skip
+        try:
+            if not verify(caller.key, message, caller.sig):
+                raise RefusedError("request.bad_signature")
             # one transaction: the nonce, then what the handler writes; the answer (and any
             # receipt in it) leaves only after this commit
             with self.node.store.transaction():
-                self._remember(sender, nonce, skew)
-                response: Response = handler(sender, body)
-            return response
+                self._remember(caller.node_id, caller.nonce, caller.skew)
+                return handler(caller.node_id, body)
         except RefusedError as exc:
-            status = 409 if exc.key == "request.replayed" else 403
-            if exc.key in ("request.clock",):
-                status = 401
-            if exc.key in ("request.too_big",):
-                status = 413
-            if exc.key == "batch.malformed":
-                status = 400
-            return _error(status, exc.key, **exc.params)
+            return _refusal(exc)
         except ZhibaoError as exc:
             return _error(500, exc.key, **exc.params)
 
+    # --- endpoints -------------------------------------------------------------------
+
     async def time(self, request: Request) -> Response:
-        return JSONResponse({"time": self.node.clock.stamp(), "node_id": self.node.node_id})
+        """The time; with `?nonce=HEX` (a client's fresh challenge) signed by this node's
+        key, so a client adopts an offset only from a server it can authenticate."""
+        me, stamp = self.node.node_id, self.node.clock.stamp()
+        answer = {"time": stamp, "node_id": me}
+        nonce = request.query_params.get("nonce")
+        if nonce is not None:
+            if not NONCE.fullmatch(nonce):
+                return _error(400, "time.bad_nonce", close=_has_body(request))
+            sig = self.node.signer.sign(time_message(me, stamp, nonce))
+            answer.update(nonce=nonce, sig=sig.hex())
+        return JSONResponse(answer, headers={"connection": "close"} if _has_body(request) else None)
 
     def _receipt(self, sender: str) -> dict[str, str]:
         made = receipts.issue(
@@ -174,7 +405,13 @@ class NodeApp:
                 }
             )
 
-        return await self._guarded(request, handle)
+        return await self._guarded(
+            request,
+            handle,
+            rule=_below,
+            refusal="request.not_below",
+            cap=self.limits.max_small_body,
+        )
 
     async def push(self, request: Request) -> Response:
         def handle(sender: str, body: bytes) -> Response:
@@ -185,56 +422,26 @@ class NodeApp:
                 me=self.node.node_id,
                 sender=sender,
                 received_at=self.node.clock.stamp(),
-                authenticated=True,  # _authenticate checked the sender's signature on the body
+                authenticated=True,  # the sender's signature on the body was checked
             )
             return JSONResponse({"result": result.to_json(), "receipt": self._receipt(sender)})
 
-        response = await self._guarded(request, handle)
+        response = await self._guarded(
+            request,
+            handle,
+            rule=_pushes_here,
+            refusal="request.not_child",
+            cap=self.limits.max_body,
+        )
         self._last_push = _time.monotonic()
         if not self._projecting:
             self._projecting = True
             asyncio.get_running_loop().call_later(IDLE_SECONDS, self._project_when_idle)
         return response
 
-    def stop(self) -> None:
-        """No more idle projection steps (call on the serving loop, before closing the node:
-        a step already scheduled then does nothing)."""
-        self._stopped = True
-
-    def _project_when_idle(self) -> None:
-        """Catch the projections up, a step at a time, while no push is coming in."""
-        if self._stopped:
-            self._projecting = False
-            return
-        loop = asyncio.get_running_loop()
-        quiet = _time.monotonic() - self._last_push
-        if quiet < IDLE_SECONDS:
-            loop.call_later(IDLE_SECONDS - quiet, self._project_when_idle)
-            return
-        try:
-            remaining = self.node.store.catch_up(PROJECT_STEP)
-        except ZhibaoError:  # busy (a clerk's command is writing): look again later
-            loop.call_later(IDLE_SECONDS, self._project_when_idle)
-            return
-        except Exception:  # a bug: let the loop report it; the next push tries again
-            self._projecting = False
-            raise
-        if remaining:
-            loop.call_soon(self._project_when_idle)  # requests waiting are served first
-            return
-        self._projecting = False
-        with contextlib.suppress(ZhibaoError):
-            self.node.store.checkpoint()
-
     async def pull(self, request: Request) -> Response:
         def handle(sender: str, body: bytes) -> Response:
-            try:
-                ask = json.loads(body)
-                cursors = {str(o): int(s) for o, s in ask.get("cursors", {}).items()}
-                limit = max(1, min(int(ask.get("limit", PULL_LIMIT)), PULL_LIMIT))
-                mode = ask.get("mode", "concerns")
-            except (ValueError, TypeError, AttributeError):
-                raise RefusedError("batch.malformed", reason="bad pull request") from None
+            cursors, limit, mode = _pull_request(body)
             select = relevance.subtree_for if mode == "subtree" else relevance.select_for
             self.node.store.catch_up()  # what concerns the client is read from projections
             entries, more = select(self.node.store, sender, cursors, limit)
@@ -247,13 +454,88 @@ class NodeApp:
                 },
             )
 
-        return await self._guarded(request, handle)
+        return await self._guarded(
+            request,
+            handle,
+            rule=_below,
+            refusal="request.not_below",
+            cap=self.limits.max_small_body,
+        )
+
+    # --- idle projection -------------------------------------------------------------
+
+    def stop(self) -> None:
+        """No more idle projection steps (call on the serving loop, before closing the node:
+        a step already scheduled then does nothing)."""
+        self._stopped = True
+
+    def _project_when_idle(self) -> None:
+        """Catch the projections up, a step at a time, while no push is coming in. Any
+        failure waits and tries again: the entries are durable, only their projection is
+        late, and a server must not stop projecting for good over one bad moment."""
+        if self._stopped:
+            self._projecting = False
+            return
+        loop = asyncio.get_running_loop()
+        quiet = _time.monotonic() - self._last_push
+        if quiet < IDLE_SECONDS:
+            loop.call_later(IDLE_SECONDS - quiet, self._project_when_idle)
+            return
+        try:
+            remaining = self.node.store.catch_up(PROJECT_STEP)
+            if not remaining:
+                self.node.store.checkpoint()
+        except ZhibaoError:  # busy (a clerk's command is writing): look again later
+            loop.call_later(IDLE_SECONDS, self._project_when_idle)
+            return
+        except Exception as exc:  # a bug: say so, wait longer each time, try again
+            self._failures += 1
+            wait = min(IDLE_SECONDS * 2**self._failures, FAILURE_BACKOFF_MAX)
+            log_line("server.projection_failed", error=describe(exc), seconds=wait)
+            loop.call_later(wait, self._project_when_idle)
+            return
+        self._failures = 0
+        if remaining:
+            loop.call_soon(self._project_when_idle)  # requests waiting are served first
+            return
+        self._projecting = False
+
+
+def _pull_request(body: bytes) -> tuple[dict[str, int], int, str]:
+    """(cursors, limit, mode) of a pull request; RefusedError for anything else."""
+    try:
+        ask = json.loads(body)
+    except (ValueError, RecursionError):
+        raise RefusedError("batch.malformed", reason="pull request is not JSON") from None
+    cursors = ask.get("cursors", {}) if isinstance(ask, dict) else None
+    limit = ask.get("limit", PULL_LIMIT) if isinstance(ask, dict) else None
+    mode = ask.get("mode", "concerns") if isinstance(ask, dict) else None
+    ok = (
+        isinstance(cursors, dict)
+        and all(is_node_id(o) and type(s) is int and 0 <= s <= MAX_INT for o, s in cursors.items())
+        and type(limit) is int
+        and mode in ("concerns", "subtree")
+    )
+    if not ok:
+        raise RefusedError("batch.malformed", reason="bad pull request")
+    assert isinstance(cursors, dict) and isinstance(limit, int) and isinstance(mode, str)
+    return cursors, max(1, min(limit, PULL_LIMIT)), mode
 
 
 i18n.register(
     {
-        "request.too_big": ("request body of {size} bytes is too big", "请求体 {size} 字节，过大"),
-        "request.unsigned": ("request is not signed", "请求未签名"),
+        "request.too_big": (
+            "request body of {size} bytes is too big (at most {limit} here)",
+            "请求体 {size} 字节，过大（此处上限 {limit} 字节）",
+        ),
+        "request.bad_length": (
+            "request Content-Length is malformed",
+            "请求的 Content-Length 格式错误",
+        ),
+        "request.unsigned": (
+            "request is not signed (header {header} missing or malformed)",
+            "请求未签名（请求头 {header} 缺失或格式错误）",
+        ),
         "request.unknown_node": (
             "node {node_id} is not enrolled here",
             "节点 {node_id} 未在此登记",
@@ -267,6 +549,46 @@ i18n.register(
         "request.replayed": (
             "request was replayed (nonce seen before)",
             "重放的请求（随机数已用过）",
+        ),
+        "request.wrong_server": (
+            "request was signed for node {server}, but this is node {node_id}",
+            "请求是为节点 {server} 签名的，本节点是 {node_id}",
+        ),
+        "request.not_child": (
+            "node {node_id} may not push to {me}: only its direct children can",
+            "节点 {node_id} 不能向 {me} 上传：只有其直属下级可以",
+        ),
+        "request.not_below": (
+            "node {node_id} may not sync with {me}: only nodes below it can",
+            "节点 {node_id} 不能与 {me} 同步：只有其下级节点可以",
+        ),
+        "request.timeout": (
+            "request body came too slowly and was cut after {size} bytes; nothing was applied",
+            "请求体传输过慢，已在 {size} 字节处中断；未应用任何内容",
+        ),
+        "request.disconnected": ("the client went away", "客户端已断开"),
+        "request.no_route": ("no such endpoint: {path}", "没有这个接口：{path}"),
+        "request.bad_method": ("method not allowed on {path}", "{path} 不允许此请求方法"),
+        "request.bad": ("bad request", "错误的请求"),
+        "time.bad_nonce": (
+            "the time challenge must be 16 to 64 hex digits",
+            "时间质询须为 16 至 64 位十六进制数字",
+        ),
+        "server.busy": (
+            "the server is busy with other uploads; try again shortly",
+            "服务器正忙于接收其他上传，请稍后重试",
+        ),
+        "server.internal": (
+            "internal error on the server; it has been logged",
+            "服务器内部错误，已记录",
+        ),
+        "server.internal_logged": (
+            "internal error answering {method} {path}: {error}",
+            "处理 {method} {path} 时发生内部错误：{error}",
+        ),
+        "server.projection_failed": (
+            "projecting received entries failed ({error}); trying again in {seconds:.0f} s",
+            "处理已接收条目的投影失败（{error}）；{seconds:.0f} 秒后重试",
         ),
     }
 )
