@@ -173,7 +173,7 @@ def sync_round(
         hello = client.hello()
         if pull:  # first: it brings down the enrolments that vouch for the peer's key
             _pull_all(node, client, peer_id, summary, progress, mode="concerns")
-            confirm_clock(node, client, summary)
+        confirm_clock(node, client, summary)
         held_there = receipts.accept(
             node.store,
             hello["receipt"]["raw"].encode(),
