@@ -28,11 +28,12 @@ import tomli_w
 import zstandard
 
 from sync import relevance
+from sync.admission import MAX_BODY, Limits
 from sync.clock import Clock, system_now
 from sync.protocol.batch import MAGIC, MAX_BATCH_BYTES, decode_batch
 from sync.protocol.errors import LinkDownError, RefusedError
 from sync.round import sync_round
-from sync.server import MAX_BODY, Limits, NodeApp
+from sync.server import NodeApp
 from tests.conftest import MakeTopology
 from tests.support.frames import rle_frame, wide_window_frame
 from tests.support.servers import _uvicorn, serve_in_thread
