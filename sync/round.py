@@ -122,6 +122,8 @@ def _adopt(
 ) -> None:
     """Take the offset of a time answer signed by `key`, when ours is off by more than a
     few minutes (and back to none when it is right again), warning the operator."""
+    if answer.sig is None:  # an older server, or one that cannot sign for that id
+        raise RefusedError("sync.time_unsigned", url=client.url, peer=answer.node_id)
     if not answer.signed_by(key):
         raise RefusedError("sync.time_forged", url=client.url, peer=answer.node_id)
     offset = _bounded(answer.time - node.clock.base_now(), client.url)
@@ -330,6 +332,11 @@ i18n.register(
             "the time answer of {url} is not signed by node {peer}'s key: is that URL "
             "really {peer}? The clock was not changed",
             "{url} 的时间应答未经节点 {peer} 的密钥签名：该地址确实是 {peer} 吗？时钟未作更改",
+        ),
+        "sync.time_unsigned": (
+            "{url} (node {peer}) did not sign its time answer: is it an older zhibao, or not "
+            "{peer}? The clock was not changed",
+            "{url}（节点 {peer}）的时间应答未签名：是旧版 zhibao，还是并非 {peer}？时钟未作更改",
         ),
         "sync.restore_needed": (
             "{url} holds this node's own log up to #{have} but this database only up to "

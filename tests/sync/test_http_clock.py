@@ -95,6 +95,20 @@ def test_fake_time_server_cannot_move_the_clock(net: Topology) -> None:
     assert _stored_offset(net, VILLAGE) is None
 
 
+def test_unsigned_time_answer_is_not_adopted(net: Topology, town_url: str) -> None:
+    """A server (an older zhibao, or an impostor) that answers the time without a
+    signature: the village says so and keeps its clock."""
+    captured = httpx.get(f"{town_url}/v1/time").json()  # {"time", "node_id"}: no signature
+    captured["time"] = (datetime.fromisoformat(captured["time"]) + timedelta(days=3)).isoformat()
+    fake = _fake_time_server(TOWN, datetime.now().astimezone(), answer=captured)
+    with _uvicorn(fake, "unsigned") as url, net.open(VILLAGE) as village:
+        with pytest.raises(RefusedError) as refused:
+            sync_round(village, url)
+        assert refused.value.key == "sync.time_unsigned"
+        assert "older zhibao" in str(refused.value)
+    assert _stored_offset(net, VILLAGE) is None
+
+
 def test_replayed_signed_time_answer_is_refused(net: Topology, town_url: str) -> None:
     """The town's genuine signed answer, captured for another challenge and served again
     by a fake server, proves nothing about now."""
