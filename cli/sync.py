@@ -100,18 +100,19 @@ def _report(summary: RoundSummary, as_json: bool) -> None:
 @home_option
 def serve_command(host: str, port: int, interval: float, home: Path | None) -> None:
     """Serve this node's sync endpoint; sync upward in the background if it has a parent."""
+    from sync.server import log_line
     from sync.service import bind, serve  # the server stack loads only for `serve`
 
     where = resolve_home(home)
     with node_at(home) as node:
         node_id, parent_url = node.node_id, node.config.parent_url
-    sock = bind(host, port)
+    sock = bind(host, port)  # a busy port or a bad host: ZhibaoError, one line, exit 1
     bound = sock.getsockname()
     click.echo(i18n.t("serve.listening", node_id=node_id, url=f"http://{host}:{bound[1]}"))
     sys.stdout.flush()
 
-    def on_error(exc: Exception, seconds: float) -> None:
-        click.echo(i18n.t("sync.retrying", error=str(exc), seconds=seconds), err=True)
+    def on_error(exc: Exception, seconds: float) -> None:  # a server's log: stamped lines
+        log_line("sync.retrying", error=str(exc), seconds=seconds)
 
     serve(
         lambda: open_home(where), sock, parent_url=parent_url, interval=interval, on_error=on_error

@@ -1,14 +1,19 @@
 """The HTTP client side of sync: signed requests to a peer over an httpx transport.
 
+Every request names the server it is for (`server_id`: the parent's id, or what the
+server says it is in its time answer), so it cannot be replayed to another server.
 Every library exception becomes the project's own (LinkDownError, RefusedError), so the
-round and the tiers never see httpx. Tests inject any `httpx.BaseTransport`.
+round and the tiers never see httpx: a 408, 429, 502, 503 or 504, or any 5xx without the
+server's JSON reason, is a link problem (try again later); any other refusal is a
+RefusedError with the server's reason. Tests inject any `httpx.BaseTransport`.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -16,9 +21,29 @@ import httpx
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import LinkDownError, RefusedError
-from sync.protocol.messages import request_message
+from sync.protocol.ids import is_node_id
+from sync.protocol.keys import verify
+from sync.protocol.messages import request_message, time_message
 
 BATCH_TYPE = "application/x-zhibao-batch"
+_TRY_LATER = frozenset({408, 429, 502, 503, 504})  # the link or the load, not the request
+
+
+@dataclass(frozen=True)
+class TimeAnswer:
+    """A server's answer to `GET /v1/time?nonce=...`: what it says, and its signature over
+    the challenge this client chose (None when it sent none)."""
+
+    time: datetime
+    stamp: str
+    node_id: str
+    nonce: str
+    sig: bytes | None
+
+    def signed_by(self, public_key: bytes) -> bool:
+        """True when the node holding `public_key` said this, in answer to our challenge."""
+        message = time_message(self.node_id, self.stamp, self.nonce)
+        return self.sig is not None and verify(public_key, message, self.sig)
 
 
 class PeerClient:
@@ -31,9 +56,14 @@ class PeerClient:
         *,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
+        server_id: str | None = None,
     ) -> None:
         self.node = node
         self.url = url.rstrip("/")
+        self.server_id = server_id  # learnt from the time answer when not known before
+        # added to the node's clock on request stamps only: the server's word on the time
+        # while it cannot be checked yet (sync.round.correct_clock)
+        self.stamp_offset = timedelta()
         self.http = httpx.Client(
             base_url=self.url,
             transport=transport,
@@ -61,12 +91,15 @@ class PeerClient:
     ) -> httpx.Response:
         headers = {"content-type": content_type}
         if signed:
-            stamp = self.node.clock.stamp()
+            server = self.server_id or self.server_time().node_id
+            stamp = (self.node.clock.now() + self.stamp_offset).isoformat()
             nonce = secrets.token_hex(16)
-            to_sign = request_message(method, path, body, self.node.node_id, stamp, nonce)
+            me = self.node.node_id
+            to_sign = request_message(method, path, body, me, stamp, nonce, server=server)
             headers.update(
                 {
-                    "x-zhibao-node": self.node.node_id,
+                    "x-zhibao-node": me,
+                    "x-zhibao-server": server,
                     "x-zhibao-time": stamp,
                     "x-zhibao-nonce": nonce,
                     "x-zhibao-signature": self.node.signer.sign(to_sign).hex(),
@@ -83,12 +116,11 @@ class PeerClient:
                 data = response.json()
                 key, message = str(data["error"]), str(data["message"])
             except (ValueError, KeyError, TypeError):
-                if response.status_code >= 500 or response.status_code in (408, 429):
-                    raise LinkDownError(
-                        "link.down", url=self.url, detail=f"HTTP {response.status_code}"
-                    ) from None
                 key, message = "http", f"HTTP {response.status_code}"
-            if response.status_code >= 500 and key == "http":
+            if response.status_code in _TRY_LATER or (
+                response.status_code >= 500 and key == "http"
+            ):
+                # busy, cut or a proxy's error page: nothing was applied, try again later
                 raise LinkDownError("link.down", url=self.url, detail=message)
             raise RefusedError(
                 "peer.refused",
@@ -108,15 +140,31 @@ class PeerClient:
             raise LinkDownError("link.down", url=self.url, detail="garbled response")
         return data
 
-    def server_time(self) -> tuple[datetime, str]:
-        data = self._json(self._send("GET", "/v1/time", signed=False))
+    def server_time(self) -> TimeAnswer:
+        """The server's time and id, signed over a fresh challenge (check it with
+        `TimeAnswer.signed_by`). Learns `server_id` if not known; RefusedError when the
+        server is another node than the one expected."""
+        challenge = secrets.token_hex(16)
+        data = self._json(self._send("GET", f"/v1/time?nonce={challenge}", signed=False))
         try:
-            moment = datetime.fromisoformat(str(data["time"]))
-            if moment.tzinfo is None:
-                raise ValueError("no offset")
-            return moment, str(data["node_id"])
-        except (KeyError, ValueError):
+            stamp, node_id = str(data["time"]), str(data["node_id"])
+            moment = datetime.fromisoformat(stamp)
+            if moment.tzinfo is None or not is_node_id(node_id):
+                raise ValueError("no offset, or not a node id")
+            sig = data.get("sig")  # checked against our challenge, whatever `nonce` it gives
+            signed = isinstance(sig, str) and _is_hex(sig)
+            answer = TimeAnswer(
+                moment, stamp, node_id, challenge, bytes.fromhex(str(sig)) if signed else None
+            )
+        except (KeyError, ValueError, TypeError):
             raise LinkDownError("link.down", url=self.url, detail="garbled time") from None
+        if self.server_id is None:
+            self.server_id = node_id
+        elif node_id != self.server_id:
+            raise RefusedError(
+                "peer.wrong_node", url=self.url, node_id=node_id[:20], expected=self.server_id
+            )
+        return answer
 
     def _answer(self, response: httpx.Response, *, result: bool) -> dict[str, Any]:
         """The JSON of a hello (or, with `result`, a push) answer, its shape checked.
@@ -176,5 +224,9 @@ i18n.register(
             "无法连接 {url}（{detail}）；数据未丢失，请稍后重试",
         ),
         "peer.refused": ("{url} refused: {detail}", "{url} 拒绝：{detail}"),
+        "peer.wrong_node": (
+            "{url} is node {node_id}, not {expected}: check the URL",
+            "{url} 是节点 {node_id}，不是 {expected}：请检查地址",
+        ),
     }
 )

@@ -25,7 +25,7 @@ from sync.protocol import i18n
 from sync.protocol.batch import decode_batch
 from sync.protocol.errors import HomeError, SyncError
 from sync.protocol.ids import city_of, is_within
-from sync.round import RoundSummary, correct_clock
+from sync.round import RoundSummary, confirm_clock, correct_clock
 
 
 @dataclass
@@ -102,11 +102,12 @@ def restore_node(
     with PeerClient(node, url, transport=transport, timeout=timeout) as client:
         clock = RoundSummary(peer=url)
         peer_id = correct_clock(node, client, clock)
-        summary.warnings.extend(clock.warnings)
         if peer_id == node.node_id or not is_within(node.node_id, peer_id):
             raise SyncError("restore.not_ancestor", url=url, peer=peer_id)
         hello = client.hello()
         _pull(node, client, peer_id, "concerns", summary)  # brings the keys first
+        confirm_clock(node, client, clock)  # the peer's time, checked with its key now
+        summary.warnings.extend(clock.warnings)
         _pull(node, client, peer_id, "subtree", summary)
         there = receipts.accept(
             node.store,

@@ -16,18 +16,20 @@ from typing import Any
 
 import httpx
 
-from sync import proofs, receipts
-from sync.client import PeerClient
+from sync import proofs, receipts, trust
+from sync.client import PeerClient, TimeAnswer
 from sync.ingest import ingest
 from sync.node import RESTORING, Node
 from sync.protocol import i18n
 from sync.protocol.batch import decode_batch, encode_batch
 from sync.protocol.entry import SignedEntry
-from sync.protocol.errors import SyncError
+from sync.protocol.errors import RefusedError, SyncError
 from sync.protocol.ids import is_within
 
 FIRST_BATCH_ENTRIES = 500
-SKEW_WARN = timedelta(minutes=5)
+SKEW_WARN = timedelta(minutes=5)  # a clock off by more is corrected, with a warning
+SKEW_FAR = timedelta(days=1)  # ... with a louder one
+SKEW_MAX = timedelta(days=400)  # a clock off by more is refused: the operator must set it
 
 Progress = Callable[[str, int, int], None]
 
@@ -65,16 +67,73 @@ def _batches(node: Node, plan: list[tuple[str, int, int]]) -> Iterator[list[Sign
 
 
 def correct_clock(node: Node, client: PeerClient, summary: RoundSummary) -> str:
-    """Learn the peer's time; adopt its offset when ours is off by more than a few minutes."""
-    server_time, peer_id = client.server_time()
-    offset = server_time - node.clock.base_now()
+    """Learn who the peer is and its time; returns its id.
+
+    Its offset is adopted (kept by this node) only when its answer is signed, over the
+    challenge we chose, by the key enrolled here for that peer. While the peer's key is not
+    known yet (a new node's first round), its time only stamps this round's requests, and
+    `confirm_clock` checks it once the pull has brought the enrolments.
+    """
+    answer = client.server_time()
+    key = trust.public_key(node.store, answer.node_id)
+    if key is None:
+        offset = _bounded(answer.time - node.clock.base_now(), client.url)
+        if abs(offset - node.clock.offset) > SKEW_WARN:
+            client.stamp_offset = offset - node.clock.offset
+        return answer.node_id
+    _adopt(node, client, answer, key, summary)
+    return answer.node_id
+
+
+def confirm_clock(node: Node, client: PeerClient, summary: RoundSummary) -> None:
+    """After the pull: adopt the peer's time that `correct_clock` could not check, now that
+    its key may be known, or say that this node's clock stays uncorrected."""
+    if not client.stamp_offset:
+        return
+    answer = client.server_time()
+    key = trust.public_key(node.store, answer.node_id)
+    if key is None:
+        seconds = int((answer.time - node.clock.now()).total_seconds())
+        summary.warnings.append(i18n.t("sync.clock_unchecked", url=client.url, seconds=seconds))
+        return
+    _adopt(node, client, answer, key, summary)
+
+
+def _adopt(
+    node: Node, client: PeerClient, answer: TimeAnswer, key: bytes, summary: RoundSummary
+) -> None:
+    """Take the offset of a time answer signed by `key`, when ours is off by more than a
+    few minutes (and back to none when it is right again), warning the operator."""
+    if answer.sig is None:  # an older server, or one that cannot sign for that id
+        raise RefusedError("sync.time_unsigned", url=client.url, peer=answer.node_id)
+    if not answer.signed_by(key):
+        raise RefusedError("sync.time_forged", url=client.url, peer=answer.node_id)
+    offset = _bounded(answer.time - node.clock.base_now(), client.url)
     if abs(offset - node.clock.offset) > SKEW_WARN:
-        node.set_clock_offset(timedelta(seconds=round(offset.total_seconds())))
-        summary.warnings.append(i18n.t("sync.clock_off", seconds=int(offset.total_seconds())))
+        node.set_clock_offset(offset)
+        seconds = int(offset.total_seconds())
+        far = abs(offset) > SKEW_FAR
+        summary.warnings.append(
+            i18n.t("sync.clock_far" if far else "sync.clock_off", seconds=seconds,
+                   days=round(seconds / 86400, 1))
+        )  # fmt: skip
     elif abs(offset) < SKEW_WARN and node.clock.offset:
         node.set_clock_offset(timedelta())
+    client.stamp_offset = timedelta()
     summary.clock_offset_seconds = int(node.clock.offset.total_seconds())
-    return peer_id
+
+
+def _bounded(offset: timedelta, url: str) -> timedelta:
+    """`offset` in whole seconds; SyncError when it is too far to be a wrong clock that a
+    correction should paper over (a dead clock battery: the operator must set it)."""
+    if abs(offset) > SKEW_MAX:
+        raise SyncError("sync.clock_absurd", url=url, days=int(offset.total_seconds() // 86400))
+    return timedelta(seconds=round(offset.total_seconds()))
+
+
+def _is_parent_url(node: Node, url: str) -> bool:
+    parent_url = node.config.parent_url
+    return parent_url is not None and parent_url.rstrip("/") == url.rstrip("/")
 
 
 def sync_round(
@@ -87,13 +146,18 @@ def sync_round(
     push: bool = True,
     timeout: float = 30.0,
 ) -> RoundSummary:
-    """Run one round with the peer at `url`; raises LinkDownError/RefusedError on failure."""
+    """Run one round with the peer at `url`; raises LinkDownError/RefusedError on failure.
+
+    Requests are signed for the parent's id when `url` is the parent's URL, otherwise for
+    the id the peer gives in its time answer."""
     summary = RoundSummary(peer=url)
-    with PeerClient(node, url, transport=transport, timeout=timeout) as client:
+    server_id = node.config.parent_id if _is_parent_url(node, url) else None
+    with PeerClient(node, url, transport=transport, timeout=timeout, server_id=server_id) as client:
         peer_id = correct_clock(node, client, summary)
         hello = client.hello()
         if pull:  # first: it brings down the enrolments that vouch for the peer's key
             _pull_all(node, client, peer_id, summary, progress, mode="concerns")
+        confirm_clock(node, client, summary)
         held_there = receipts.accept(
             node.store,
             hello["receipt"]["raw"].encode(),
@@ -228,6 +292,33 @@ i18n.register(
             "this computer's clock is {seconds} s off the parent's; zhibao uses the parent's "
             "time — please set the clock right",
             "本机时钟与上级相差 {seconds} 秒；zhibao 已改用上级时间，请校正本机时钟",
+        ),
+        "sync.clock_far": (
+            "this computer's clock is {days} days ({seconds} s) off the parent's; zhibao "
+            "now uses the parent's time (checked against its key) — please set the clock right",
+            "本机时钟与上级相差 {days} 天（{seconds} 秒）；zhibao 已改用上级时间"
+            "（已用其密钥核验），请校正本机时钟",
+        ),
+        "sync.clock_absurd": (
+            "this computer's clock is {days} days off {url}'s: too far to correct "
+            "automatically; set this computer's date and time right, then sync again",
+            "本机时钟与 {url} 相差 {days} 天，相差过大，无法自动校正；"
+            "请先校正本机日期和时间，再同步",
+        ),
+        "sync.clock_unchecked": (
+            "{url} says this computer's clock is {seconds} s off, but its key is not known "
+            "here, so the clock is not corrected; please check the clock",
+            "{url} 表示本机时钟相差 {seconds} 秒，但本机尚不知其密钥，未校正时钟；请检查本机时钟",
+        ),
+        "sync.time_forged": (
+            "the time answer of {url} is not signed by node {peer}'s key: is that URL "
+            "really {peer}? The clock was not changed",
+            "{url} 的时间应答未经节点 {peer} 的密钥签名：该地址确实是 {peer} 吗？时钟未作更改",
+        ),
+        "sync.time_unsigned": (
+            "{url} (node {peer}) did not sign its time answer: is it an older zhibao, or not "
+            "{peer}? The clock was not changed",
+            "{url}（节点 {peer}）的时间应答未签名：是旧版 zhibao，还是并非 {peer}？时钟未作更改",
         ),
         "sync.restore_needed": (
             "{url} holds this node's own log up to #{have} but this database only up to "

@@ -1,54 +1,93 @@
 """The node's HTTP endpoint (Starlette, served by uvicorn): time, hello, push, pull.
 
 Every request but `/v1/time` is signed by an enrolled node (method, path, body digest,
-time, nonce); a stale time or a nonce seen before is refused, so a captured request
-cannot be replayed. Handlers run on the event loop thread, one at a time, so the node's
-single apsw connection is never used from two threads.
+sender, the server it is for, time, nonce); a stale time, a nonce seen before or a request
+signed for another server is refused, so a captured request cannot be replayed. What a
+request must show before the server reads its body, and how much body it may send, is
+sync.admission. Every refusal is a JSON 4xx with a reason (503 when busy); an unexpected
+exception is answered 500 and logged as one line, and the server goes on. Handlers run
+on the event loop thread, one at a time, so the node's single apsw connection is never
+used from two threads.
 
 A push is answered (and its receipt signed) once its entries are verified and durable;
 the tiers' projections of them are deferred (sync.store) and caught up on the same loop
 once no push has come for `IDLE_SECONDS`, a few hundred entries at a time so a request
 never waits long, or at once before a pull, which reads them. Then the WAL is
-checkpointed, so that work too falls in quiet time.
+checkpointed, so that work too falls in quiet time. Any failure there is logged and
+tried again later.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import sys
 import time as _time
+import traceback
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sync import receipts, relevance, trust
+from sync import admission, receipts, relevance
+from sync.admission import (
+    NONCE,
+    Caller,
+    Gate,
+    Limits,
+    Rule,
+    error_response,
+    has_body,
+    may_push,
+    may_sync,
+    refusal,
+)
 from sync.ingest import ingest
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.batch import decode_batch, encode_batch
+from sync.protocol.canonical import MAX_INT
 from sync.protocol.errors import RefusedError, ZhibaoError
-from sync.protocol.ids import is_within
+from sync.protocol.ids import is_node_id, is_within
 from sync.protocol.keys import verify
-from sync.protocol.messages import request_message
+from sync.protocol.messages import request_message, time_message
 
-MAX_BODY = 24 * 1024 * 1024
-MAX_SKEW_SECONDS = 600
+MAX_BODY, MAX_SKEW_SECONDS = admission.MAX_BODY, admission.MAX_SKEW_SECONDS
 PULL_LIMIT = 5000
 BATCH_TYPE = "application/x-zhibao-batch"
 IDLE_SECONDS = 0.5  # project deferred entries once no push has come for this long
 PROJECT_STEP = 500  # entries projected between two looks at the request queue
+FAILURE_BACKOFF_MAX = 60.0  # longest pause of idle projection after an unexpected error
 
 
-def _error(status: int, key: str, **params: Any) -> JSONResponse:
-    return JSONResponse(
-        {"error": key, "message": i18n.t(key, **params), **{k: str(v) for k, v in params.items()}},
-        status_code=status,
-    )
+def log_line(key: str, **params: object) -> None:
+    """One line on stderr, stamped with the local time: what an operator reads in the log.
+    Callers pass no personal data (no exception messages from the tiers, no bodies)."""
+    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    print(f"{stamp} zhibao: {i18n.t(key, **params)}", file=sys.stderr, flush=True)
+
+
+def describe(exc: BaseException) -> str:
+    """An exception's type and where it was raised (file:line), never its message, which
+    may quote personal data."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return type(exc).__name__ + where
+
+
+async def _not_routed(request: Request, exc: Exception) -> Response:
+    """404 and 405 from the router, as JSON like every other refusal."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 400
+    key = {404: "request.no_route", 405: "request.bad_method"}.get(status, "request.bad")
+    response = error_response(status, key, close=has_body(request), path=request.url.path)
+    if isinstance(exc, HTTPException) and exc.headers:
+        response.headers.update(exc.headers)
+    return response
 
 
 class NodeApp:
@@ -59,60 +98,45 @@ class NodeApp:
     after the loop has stopped, or on the loop after `stop()`.
     """
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, *, limits: Limits | None = None) -> None:
         self.node = node
+        self.gate = Gate(node, limits or Limits())
         node.store.defer_projections()
         self._last_push = 0.0
         self._projecting = False
         self._stopped = False
+        self._failures = 0  # unexpected errors of idle projection in a row
         self.app = Starlette(
             routes=[
-                Route("/v1/time", self.time, methods=["GET"]),
-                Route("/v1/hello", self.hello, methods=["POST"]),
-                Route("/v1/push", self.push, methods=["POST"]),
-                Route("/v1/pull", self.pull, methods=["POST"]),
-            ]
+                Route("/v1/time", self._safe(self.time), methods=["GET"]),
+                Route("/v1/hello", self._safe(self.hello), methods=["POST"]),
+                Route("/v1/push", self._safe(self.push), methods=["POST"]),
+                Route("/v1/pull", self._safe(self.pull), methods=["POST"]),
+            ],
+            exception_handlers={HTTPException: _not_routed},
         )
 
-    async def _authenticate(self, request: Request) -> tuple[str, bytes, str, int]:
-        """The sender's id, the body, the nonce and the clock skew in seconds, or
-        RefusedError saying why not. Writes nothing: see `_remember`."""
-        length = int(request.headers.get("content-length") or 0)
-        if length > MAX_BODY:
-            raise RefusedError("request.too_big", size=length)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():  # a body without a length is cut off at MAX_BODY
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise RefusedError("request.too_big", size=size)
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        node_id = request.headers.get("x-zhibao-node", "")
-        stamp = request.headers.get("x-zhibao-time", "")
-        nonce = request.headers.get("x-zhibao-nonce", "")
-        signature = request.headers.get("x-zhibao-signature", "")
-        if not (node_id and stamp and nonce and signature) or len(nonce) > 64:
-            raise RefusedError("request.unsigned")
-        store = self.node.store
-        key = trust.public_key(store, node_id)
-        if key is None:
-            raise RefusedError("request.unknown_node", node_id=node_id)
-        message = request_message(request.method, request.url.path, body, node_id, stamp, nonce)
-        try:
-            sig = bytes.fromhex(signature)
-        except ValueError:
-            raise RefusedError("request.bad_signature") from None
-        if not verify(key, message, sig):
-            raise RefusedError("request.bad_signature")
-        try:
-            sent = datetime.fromisoformat(stamp)
-            skew = (sent - self.node.clock.now()).total_seconds()
-        except (ValueError, TypeError):
-            raise RefusedError("request.bad_time") from None
-        if abs(skew) > MAX_SKEW_SECONDS:
-            raise RefusedError("request.clock", skew=int(skew), time=self.node.clock.stamp())
-        return node_id, body, nonce, int(skew)
+    # --- admission -------------------------------------------------------------------
+
+    def _safe(
+        self, endpoint: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """`endpoint`, answering 500 (and logging one line) for an unexpected exception
+        rather than letting it reach uvicorn."""
+
+        async def run(request: Request) -> Response:
+            try:
+                return await endpoint(request)
+            except Exception as exc:  # a bug: one request fails, the server goes on
+                log_line(
+                    "server.internal_logged",
+                    method=request.method,
+                    path=request.url.path,
+                    error=describe(exc),
+                )
+                return error_response(500, "server.internal", close=True)
+
+        return run
 
     def _remember(self, node_id: str, nonce: str, skew: int) -> None:
         """Inside the request's transaction: refuse a nonce seen before, then record it and
@@ -132,29 +156,73 @@ class NodeApp:
             (node_id, self.node.clock.stamp(), skew),
         )
 
-    async def _guarded(self, request: Request, handler: Any) -> Response:
+    async def _guarded(
+        self,
+        request: Request,
+        handler: Callable[[str, bytes], Response],
+        *,
+        rule: Rule,
+        refused_as: str,
+        cap: int,
+    ) -> Response:
+        """Admit the request on its headers, read its body within the budget and the
+        deadline, verify its signature, then run `handler` in one transaction."""
+        gate = self.gate
         try:
-            sender, body, nonce, skew = await self._authenticate(request)
+            caller = gate.admit(request, rule, refused_as, cap)
+        except RefusedError as exc:
+            return refusal(exc, close=not await gate.drain(request))
+        reserved = gate.reserve(request, cap)
+        if reserved is None:
+            return error_response(503, "server.busy", close=not await gate.drain(request))
+        try:
+            try:
+                body = await gate.read_body(request, cap, reserved)
+            except RefusedError as exc:
+                return refusal(exc, close=True)
+            return self._answer(request, caller, body, handler)
+        finally:
+            gate.release(reserved)
+
+    def _answer(
+        self,
+        request: Request,
+        caller: Caller,
+        body: bytes,
+        handler: Callable[[str, bytes], Response],
+    ) -> Response:
+        me = self.node.node_id
+        message = request_message(
+            request.method, request.url.path, body, caller.node_id, caller.stamp, caller.nonce,
+            server=me,
+        )  # fmt: skip
+        try:
+            if not verify(caller.key, message, caller.sig):
+                raise RefusedError("request.bad_signature")
             # one transaction: the nonce, then what the handler writes; the answer (and any
             # receipt in it) leaves only after this commit
             with self.node.store.transaction():
-                self._remember(sender, nonce, skew)
-                response: Response = handler(sender, body)
-            return response
+                self._remember(caller.node_id, caller.nonce, caller.skew)
+                return handler(caller.node_id, body)
         except RefusedError as exc:
-            status = 409 if exc.key == "request.replayed" else 403
-            if exc.key in ("request.clock",):
-                status = 401
-            if exc.key in ("request.too_big",):
-                status = 413
-            if exc.key == "batch.malformed":
-                status = 400
-            return _error(status, exc.key, **exc.params)
+            return refusal(exc)
         except ZhibaoError as exc:
-            return _error(500, exc.key, **exc.params)
+            return error_response(500, exc.key, **exc.params)
+
+    # --- endpoints -------------------------------------------------------------------
 
     async def time(self, request: Request) -> Response:
-        return JSONResponse({"time": self.node.clock.stamp(), "node_id": self.node.node_id})
+        """The time; with `?nonce=HEX` (a client's fresh challenge) signed by this node's
+        key, so a client adopts an offset only from a server it can authenticate."""
+        me, stamp = self.node.node_id, self.node.clock.stamp()
+        answer = {"time": stamp, "node_id": me}
+        nonce = request.query_params.get("nonce")
+        if nonce is not None:
+            if not NONCE.fullmatch(nonce):
+                return error_response(400, "time.bad_nonce", close=has_body(request))
+            sig = self.node.signer.sign(time_message(me, stamp, nonce))
+            answer.update(nonce=nonce, sig=sig.hex())
+        return JSONResponse(answer, headers={"connection": "close"} if has_body(request) else None)
 
     def _receipt(self, sender: str) -> dict[str, str]:
         made = receipts.issue(
@@ -174,7 +242,13 @@ class NodeApp:
                 }
             )
 
-        return await self._guarded(request, handle)
+        return await self._guarded(
+            request,
+            handle,
+            rule=may_sync,
+            refused_as="request.not_below",
+            cap=self.gate.limits.max_small_body,
+        )
 
     async def push(self, request: Request) -> Response:
         def handle(sender: str, body: bytes) -> Response:
@@ -188,12 +262,43 @@ class NodeApp:
             )
             return JSONResponse({"result": result.to_json(), "receipt": self._receipt(sender)})
 
-        response = await self._guarded(request, handle)
+        response = await self._guarded(
+            request,
+            handle,
+            rule=may_push,
+            refused_as="request.not_child",
+            cap=self.gate.limits.max_body,
+        )
         self._last_push = _time.monotonic()
         if not self._projecting:
             self._projecting = True
             asyncio.get_running_loop().call_later(IDLE_SECONDS, self._project_when_idle)
         return response
+
+    async def pull(self, request: Request) -> Response:
+        def handle(sender: str, body: bytes) -> Response:
+            cursors, limit, mode = _pull_request(body)
+            select = relevance.subtree_for if mode == "subtree" else relevance.select_for
+            self.node.store.catch_up()  # what concerns the client is read from projections
+            entries, more = select(self.node.store, sender, cursors, limit)
+            return Response(
+                encode_batch(entries),
+                media_type=BATCH_TYPE,
+                headers={
+                    "x-zhibao-more": "1" if more else "0",
+                    "x-zhibao-count": str(len(entries)),
+                },
+            )
+
+        return await self._guarded(
+            request,
+            handle,
+            rule=may_sync,
+            refused_as="request.not_below",
+            cap=self.gate.limits.max_small_body,
+        )
+
+    # --- idle projection -------------------------------------------------------------
 
     def stop(self) -> None:
         """No more idle projection steps (call on the serving loop, before closing the node:
@@ -201,7 +306,9 @@ class NodeApp:
         self._stopped = True
 
     def _project_when_idle(self) -> None:
-        """Catch the projections up, a step at a time, while no push is coming in."""
+        """Catch the projections up, a step at a time, while no push is coming in. Any
+        failure waits and tries again: the entries are durable, only their projection is
+        late, and a server must not stop projecting for good over one bad moment."""
         if self._stopped:
             self._projecting = False
             return
@@ -215,57 +322,70 @@ class NodeApp:
         except ZhibaoError:  # busy (a clerk's command is writing): look again later
             loop.call_later(IDLE_SECONDS, self._project_when_idle)
             return
-        except Exception:  # a bug: let the loop report it; the next push tries again
-            self._projecting = False
-            raise
+        except Exception as exc:  # a bug: say so, wait longer each time, try again
+            self._failures += 1
+            wait = min(IDLE_SECONDS * 2**self._failures, FAILURE_BACKOFF_MAX)
+            log_line("server.projection_failed", error=describe(exc), seconds=wait)
+            loop.call_later(wait, self._project_when_idle)
+            return
+        self._failures = 0
         if remaining:
             loop.call_soon(self._project_when_idle)  # requests waiting are served first
             return
         self._projecting = False
-        with contextlib.suppress(ZhibaoError):
+        try:
             self.node.store.checkpoint()
+        except ZhibaoError:  # busy: the next quiet time will do it
+            pass
+        except Exception as exc:
+            log_line("server.checkpoint_failed", error=describe(exc))
 
-    async def pull(self, request: Request) -> Response:
-        def handle(sender: str, body: bytes) -> Response:
-            try:
-                ask = json.loads(body)
-                cursors = {str(o): int(s) for o, s in ask.get("cursors", {}).items()}
-                limit = max(1, min(int(ask.get("limit", PULL_LIMIT)), PULL_LIMIT))
-                mode = ask.get("mode", "concerns")
-            except (ValueError, TypeError, AttributeError):
-                raise RefusedError("batch.malformed", reason="bad pull request") from None
-            select = relevance.subtree_for if mode == "subtree" else relevance.select_for
-            self.node.store.catch_up()  # what concerns the client is read from projections
-            entries, more = select(self.node.store, sender, cursors, limit)
-            return Response(
-                encode_batch(entries),
-                media_type=BATCH_TYPE,
-                headers={
-                    "x-zhibao-more": "1" if more else "0",
-                    "x-zhibao-count": str(len(entries)),
-                },
-            )
 
-        return await self._guarded(request, handle)
+def _pull_request(body: bytes) -> tuple[dict[str, int], int, str]:
+    """(cursors, limit, mode) of a pull request; RefusedError for anything else."""
+    try:
+        ask = json.loads(body)
+    except (ValueError, RecursionError):
+        raise RefusedError("batch.malformed", reason="pull request is not JSON") from None
+    cursors = ask.get("cursors", {}) if isinstance(ask, dict) else None
+    limit = ask.get("limit", PULL_LIMIT) if isinstance(ask, dict) else None
+    mode = ask.get("mode", "concerns") if isinstance(ask, dict) else None
+    ok = (
+        isinstance(cursors, dict)
+        and all(is_node_id(o) and type(s) is int and 0 <= s <= MAX_INT for o, s in cursors.items())
+        and type(limit) is int
+        and mode in ("concerns", "subtree")
+    )
+    if not ok:
+        raise RefusedError("batch.malformed", reason="bad pull request")
+    assert isinstance(cursors, dict) and isinstance(limit, int) and isinstance(mode, str)
+    return cursors, max(1, min(limit, PULL_LIMIT)), mode
 
 
 i18n.register(
     {
-        "request.too_big": ("request body of {size} bytes is too big", "请求体 {size} 字节，过大"),
-        "request.unsigned": ("request is not signed", "请求未签名"),
-        "request.unknown_node": (
-            "node {node_id} is not enrolled here",
-            "节点 {node_id} 未在此登记",
+        "request.no_route": ("no such endpoint: {path}", "没有这个接口：{path}"),
+        "request.bad_method": ("method not allowed on {path}", "{path} 不允许此请求方法"),
+        "request.bad": ("bad request", "错误的请求"),
+        "time.bad_nonce": (
+            "the time challenge must be 16 to 64 hex digits",
+            "时间质询须为 16 至 64 位十六进制数字",
         ),
-        "request.bad_signature": ("request signature does not verify", "请求签名无效"),
-        "request.bad_time": ("request time is malformed", "请求时间格式错误"),
-        "request.clock": (
-            "request time is {skew} s off the server's clock ({time})",
-            "请求时间与服务器时钟相差 {skew} 秒（服务器时间 {time}）",
+        "server.internal": (
+            "internal error on the server; it has been logged",
+            "服务器内部错误，已记录",
         ),
-        "request.replayed": (
-            "request was replayed (nonce seen before)",
-            "重放的请求（随机数已用过）",
+        "server.internal_logged": (
+            "internal error answering {method} {path}: {error}",
+            "处理 {method} {path} 时发生内部错误：{error}",
+        ),
+        "server.checkpoint_failed": (
+            "checkpointing the database failed ({error}); the next quiet time tries again",
+            "数据库检查点失败（{error}）；下次空闲时重试",
+        ),
+        "server.projection_failed": (
+            "projecting received entries failed ({error}); trying again in {seconds:.0f} s",
+            "处理已接收条目的投影失败（{error}）；{seconds:.0f} 秒后重试",
         ),
     }
 )

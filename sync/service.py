@@ -1,39 +1,77 @@
 """Running a node: `serve` (uvicorn + background upward sync) and `sync --watch`.
 
 Retries use tenacity: exponential backoff with jitter, forever while watching, so a
-village line that drops every few minutes is retried without hammering the town.
+village line that drops every few minutes is retried without hammering the town. Any
+other failure of a round (a bug, a locked database) is logged as one line and retried
+the same way: a background sync never dies silently.
 """
 
 from __future__ import annotations
 
+import errno
 import gc
 import socket
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
 from sync.node import Node
-from sync.protocol.errors import SyncError
+from sync.protocol import i18n
+from sync.protocol.errors import SyncError, ZhibaoError
 from sync.round import RoundSummary, sync_round
-from sync.server import NodeApp
+from sync.server import NodeApp, describe, log_line
 
 OpenNode = Callable[[], Node]
 GC_THRESHOLD = 20_000  # allocations between young-generation collections (default 700)
+# uvicorn: connections and requests at once before it answers 503 itself (the app caps
+# the bodies it reads: sync.server.Limits), and seconds an idle keep-alive connection stays
+LIMIT_CONCURRENCY = 200
+TIMEOUT_KEEP_ALIVE = 5
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening socket (port 0 picks a free one; read it back from getsockname)."""
+    """A listening socket (port 0 picks a free one; read it back from getsockname).
+    ZhibaoError, in the reader's words, when the address cannot be had."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on accepted sockets that say
     # so, and without it every answer's body waits ~40 ms behind its headers (Nagle meets
     # the peer's delayed ACK)
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(128)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OverflowError:  # a port outside 0-65535
+        sock.close()
+        raise ZhibaoError("serve.bad_port", port=port) from None
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ZhibaoError("serve.port_busy", host=host, port=port) from None
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            raise ZhibaoError("serve.bad_host", host=host) from None
+        if exc.errno == errno.EACCES:
+            raise ZhibaoError("serve.port_denied", host=host, port=port) from None
+        raise ZhibaoError(
+            "serve.cannot_listen", host=host, port=port, detail=exc.strerror or type(exc).__name__
+        ) from None
     return sock
+
+
+def server_config(app: Any, *, log_level: str, timeout_graceful_shutdown: int) -> uvicorn.Config:
+    """uvicorn's settings for a node: no access log, bounded connections, short keep-alive."""
+    return uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=timeout_graceful_shutdown,
+        limit_concurrency=LIMIT_CONCURRENCY,
+        timeout_keep_alive=TIMEOUT_KEEP_ALIVE,
+    )
 
 
 def watch(
@@ -45,21 +83,33 @@ def watch(
     on_round: Callable[[RoundSummary], None] | None = None,
     on_error: Callable[[Exception, float], None] | None = None,
     max_wait: float = 300.0,
+    multiplier: float = 1.0,
 ) -> None:
-    """Sync with `url` every `interval` seconds until `stop`; back off with jitter on failure."""
+    """Sync with `url` every `interval` seconds until `stop`; back off with jitter on failure.
+
+    A SyncError (link down, refused) goes to `on_error`; any other exception is logged as
+    one line on stderr (its type and place, no message: it may quote personal data). Both
+    are retried, waiting up to `multiplier` × 2^attempt seconds (at most `max_wait`)."""
 
     def before_sleep(state: RetryCallState) -> None:
-        if on_error and state.outcome is not None and state.next_action is not None:
-            exc = state.outcome.exception()
-            if isinstance(exc, Exception):
-                on_error(exc, state.next_action.sleep)
+        if state.outcome is None or state.next_action is None:
+            return
+        exc = state.outcome.exception()
+        wait = state.next_action.sleep
+        if isinstance(exc, SyncError):
+            if on_error:
+                on_error(exc, wait)
+        elif isinstance(exc, ZhibaoError):
+            log_line("service.round_failed", error=str(exc), seconds=wait)
+        elif isinstance(exc, Exception):
+            log_line("service.round_failed", error=describe(exc), seconds=wait)
 
     def pause(seconds: float) -> None:  # wakes at once when asked to stop
         stop.wait(seconds)
 
     retrying = Retrying(
-        retry=retry_if_exception_type(SyncError),
-        wait=wait_random_exponential(multiplier=1, max=max_wait),
+        retry=retry_if_exception_type(Exception),
+        wait=wait_random_exponential(multiplier=multiplier, max=max_wait),
         sleep=pause,
         before_sleep=before_sleep,
         reraise=True,
@@ -77,9 +127,10 @@ def watch(
                         node.close()
                     if on_round:
                         on_round(summary)
-        except SyncError:
+        except Exception:  # only when stopping: the retries above never give up
             if stop.is_set():
                 return
+            raise
         stop.wait(interval)
 
 
@@ -109,10 +160,7 @@ def serve(
     """Serve the node on `sock` until interrupted; sync upward in the background."""
     node = open_node()
     app = NodeApp(node).app
-    config = uvicorn.Config(
-        app, log_level=log_level, access_log=False, lifespan="off", timeout_graceful_shutdown=5
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(app, log_level=log_level, timeout_graceful_shutdown=5))
     stop = threading.Event()
     worker = None
     if parent_url:
@@ -150,13 +198,7 @@ class ServerThread:
 
     def start(self) -> ServerThread:
         node = self._open()
-        config = uvicorn.Config(
-            NodeApp(node).app,
-            log_level="error",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=2,
-        )
+        config = server_config(NodeApp(node).app, log_level="error", timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
 
         def run() -> None:
@@ -186,3 +228,38 @@ class ServerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+i18n.register(
+    {
+        "serve.port_busy": (
+            "cannot serve on {host}:{port}: the port is already in use (is another zhibao "
+            "serve running?); stop it or choose another --port",
+            "无法在 {host}:{port} 提供服务：端口已被占用（是否已有 zhibao serve 在运行？）；"
+            "请先停止它或换一个 --port",
+        ),
+        "serve.bad_host": (
+            "cannot serve on host '{host}': it is not an address of this computer; give "
+            "--host 127.0.0.1, 0.0.0.0 or one of its addresses",
+            "无法在主机“{host}”上提供服务：它不是本机地址；"
+            "请用 --host 127.0.0.1、0.0.0.0 或本机地址",
+        ),
+        "serve.bad_port": (
+            "--port {port} is not a port: use 1-65535 (0 picks a free one)",
+            "--port {port} 不是有效端口：请用 1-65535（0 表示任选空闲端口）",
+        ),
+        "serve.port_denied": (
+            "cannot serve on {host}:{port}: permission denied (ports below 1024 need "
+            "privileges); choose another --port",
+            "无法在 {host}:{port} 提供服务：权限不足（1024 以下端口需要特权）；请换一个 --port",
+        ),
+        "serve.cannot_listen": (
+            "cannot serve on {host}:{port}: {detail}",
+            "无法在 {host}:{port} 提供服务：{detail}",
+        ),
+        "service.round_failed": (
+            "background sync failed ({error}); trying again in {seconds:.0f} s",
+            "后台同步失败（{error}）；{seconds:.0f} 秒后重试",
+        ),
+    }
+)

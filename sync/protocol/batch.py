@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import zstandard
 
 from sync.protocol import i18n
-from sync.protocol.canonical import canonical
+from sync.protocol.canonical import MAX_INT, canonical
 from sync.protocol.entry import MAX_ENTRY_BYTES, SIGNATURE_BYTES, SignedEntry
 from sync.protocol.errors import RefusedError
 
@@ -61,12 +61,36 @@ def _bad(reason: str) -> RefusedError:
     return RefusedError("batch.malformed", reason=reason)
 
 
-def decode_batch(data: bytes) -> list[Run]:
-    """The runs of a batch; RefusedError for anything truncated, oversized or malformed."""
+def _decompress(data: bytes) -> bytes:
+    """The frame's content, never more than MAX_BATCH_BYTES, whatever its header claims.
+
+    python-zstandard allocates the content size a frame header states and ignores
+    `max_output_size` then; so a frame claiming more than the limit is refused from its
+    header alone, one claiming less gets a buffer of that size (bounded) and fails if its
+    data runs over, and one claiming nothing gets at most the limit and fails past it.
+    """
     try:
-        plain = zstandard.ZstdDecompressor().decompress(data, max_output_size=MAX_BATCH_BYTES)
+        claimed = zstandard.frame_content_size(data)
+    except zstandard.ZstdError:
+        raise _bad("not a zstd frame") from None
+    if claimed > MAX_BATCH_BYTES:
+        raise _bad(f"frame claims {claimed} bytes, more than {MAX_BATCH_BYTES}")
+    try:
+        # one per call: an instance must not be used by two threads at once (a server
+        # decodes pushes while its background sync decodes pulls); a window bigger than a
+        # whole batch is refused rather than allocated
+        decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_BATCH_BYTES)
+        return decompressor.decompress(data, max_output_size=MAX_BATCH_BYTES)
     except zstandard.ZstdError:
         raise _bad("not a zstd frame, truncated or too large") from None
+
+
+def decode_batch(data: bytes) -> list[Run]:
+    """The runs of a batch; RefusedError for anything truncated, oversized or malformed.
+
+    Memory stays bounded by MAX_BATCH_BYTES (plus the runs made from them) for any input.
+    """
+    plain = _decompress(data)
     if not plain.startswith(MAGIC):
         raise _bad("bad magic")
     end = plain.find(b"\n", len(MAGIC))
@@ -74,11 +98,13 @@ def decode_batch(data: bytes) -> list[Run]:
         raise _bad("no header")
     try:
         header = json.loads(plain[len(MAGIC) : end])
-        runs = [(str(o), int(f), int(c)) for o, f, c in header["runs"]]
-    except (ValueError, KeyError, TypeError):
+        runs = [(o, f, c) for o, f, c in header["runs"]]
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise _bad("bad header") from None
+    if not all(type(o) is str and type(f) is int and type(c) is int for o, f, c in runs):
+        raise _bad("bad header")
     total = sum(c for _, _, c in runs)
-    if total > MAX_BATCH_ENTRIES or any(c < 1 or f < 1 for _, f, c in runs):
+    if total > MAX_BATCH_ENTRIES or any(c < 1 or f < 1 or f > MAX_INT - c for _, f, c in runs):
         raise _bad("bad run counts")
     raws: list[bytes] = []
     pos = end + 1

@@ -1,4 +1,5 @@
-"""Signed statements besides entries: receipts and request signatures (DESIGN §2, §4).
+"""Signed statements besides entries: receipts, request signatures and time answers
+(DESIGN §2, §4).
 
 Each has its own domain prefix, so a signature made for one kind of message can never be
 replayed as another. Messages are canonical JSON, signed once, verified from the bytes.
@@ -16,8 +17,9 @@ from sync.protocol.errors import RefusedError
 from sync.protocol.keys import Signer, verify
 
 RECEIPT_DOMAIN = b"zhibao/receipt/v1\0"
-REQUEST_DOMAIN = b"zhibao/request/v1\0"
+REQUEST_DOMAIN = b"zhibao/request/v2\0"  # v2: the request names the server it is for
 BUNDLE_DOMAIN = b"zhibao/bundle/v1\0"
+TIME_DOMAIN = b"zhibao/time/v1\0"
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,20 @@ def read_receipt(raw: bytes, sig: bytes, public_key: bytes) -> Receipt:
         raise RefusedError("receipt.malformed") from None
 
 
-def request_message(method: str, path: str, body: bytes, node: str, time: str, nonce: str) -> bytes:
-    """What a node signs for one HTTP request: method, path, body digest, time, nonce."""
+def request_message(
+    method: str, path: str, body: bytes, node: str, time: str, nonce: str, *, server: str
+) -> bytes:
+    """What a node signs for one HTTP request: method, path, body digest, sender, time,
+    nonce, and the server it is for, so a request made for one server is refused by any
+    other (it cannot be replayed there)."""
     digest = hashlib.sha256(body).hexdigest()
-    return REQUEST_DOMAIN + canonical([method.upper(), path, digest, node, time, nonce])
+    return REQUEST_DOMAIN + canonical([method.upper(), path, digest, node, server, time, nonce])
+
+
+def time_message(server: str, time: str, nonce: str) -> bytes:
+    """What a server signs when it tells the time: its id, the time and the client's fresh
+    challenge, so an answer cannot be replayed to another client or later."""
+    return TIME_DOMAIN + canonical([server, time, nonce])
 
 
 def bundle_message(header: bytes, payload: bytes) -> bytes:

@@ -16,6 +16,7 @@ from sync.clock import Clock
 from sync.protocol.batch import MAGIC, encode_batch
 from sync.protocol.canonical import canonical
 from sync.protocol.entry import SignedEntry, entry_hash
+from sync.protocol.ids import parent_of
 from sync.protocol.keys import Signer
 from sync.protocol.messages import request_message
 
@@ -46,14 +47,18 @@ def sign_request(
     method: str = "POST",
     clock: Clock | None = None,
     nonce: str | None = None,
+    server: str | None = None,
 ) -> SignedRequest:
-    """What `PeerClient` sends, signed by `signer` on behalf of `node_id`."""
+    """What `PeerClient` sends, signed by `signer` on behalf of `node_id`, for `server`
+    (by default the parent of `node_id`)."""
     stamp = (clock or Clock()).stamp()
     nonce = nonce or secrets.token_hex(16)
-    message = request_message(method, path, body, node_id, stamp, nonce)
+    server = server or parent_of(node_id) or node_id
+    message = request_message(method, path, body, node_id, stamp, nonce, server=server)
     headers = {
         "content-type": content_type,
         "x-zhibao-node": node_id,
+        "x-zhibao-server": server,
         "x-zhibao-time": stamp,
         "x-zhibao-nonce": nonce,
         "x-zhibao-signature": signer.sign(message).hex(),

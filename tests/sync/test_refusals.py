@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import ExitStack
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -445,7 +445,13 @@ def _mangle_headers(net: Topology, url: str, change: Change) -> httpx.Response:
 
 def _other_key(headers: dict[str, str], body: bytes) -> bytes:
     message = request_message(
-        "POST", "/v1/push", body, VILLAGE, headers["x-zhibao-time"], headers["x-zhibao-nonce"]
+        "POST",
+        "/v1/push",
+        body,
+        VILLAGE,
+        headers["x-zhibao-time"],
+        headers["x-zhibao-nonce"],
+        server=TOWN,
     )
     headers["x-zhibao-signature"] = Signer.generate().sign(message).hex()
     return body
@@ -454,6 +460,18 @@ def _other_key(headers: dict[str, str], body: bytes) -> bytes:
 def _set(header: str, value: str) -> Callable[[dict[str, str], bytes], bytes]:
     def change(headers: dict[str, str], body: bytes) -> bytes:
         headers[header] = value
+        return body
+
+    return change
+
+
+def _later(header: str) -> Callable[[dict[str, str], bytes], bytes]:
+    """The time header one second later (still within the skew allowed)."""
+
+    def change(headers: dict[str, str], body: bytes) -> bytes:
+        headers[header] = (
+            datetime.fromisoformat(headers[header]) + timedelta(seconds=1)
+        ).isoformat()
         return body
 
     return change
@@ -484,15 +502,14 @@ def _drop(header: str) -> Callable[[dict[str, str], bytes], bytes]:
         pytest.param(
             _set("x-zhibao-nonce", "f" * 32), 403, "request.bad_signature", id="nonce-changed"
         ),
+        pytest.param(_later("x-zhibao-time"), 403, "request.bad_signature", id="time-changed"),
         pytest.param(
-            _set("x-zhibao-time", "2025-01-01T00:00:00+08:00"),
+            _set("x-zhibao-node", VILLAGE_2),
             403,
             "request.bad_signature",
-            id="time-changed",
+            id="claims-to-be-sibling-village",
         ),
-        pytest.param(
-            _set("x-zhibao-node", TOWN), 403, "request.bad_signature", id="claims-to-be-town"
-        ),
+        pytest.param(_set("x-zhibao-node", TOWN), 403, "request.not_child", id="claims-to-be-town"),
         pytest.param(_drop("x-zhibao-signature"), 403, "request.unsigned", id="unsigned"),
         pytest.param(
             _set("x-zhibao-nonce", "a" * 65), 403, "request.unsigned", id="nonce-too-long"

@@ -1,0 +1,277 @@
+"""What a request must show before a server spends anything on it (sync.server).
+
+Order, so that memory and time go only to a sender that has passed everything the
+headers can prove: the declared length fits the endpoint; the zhibao headers are present
+and well formed; the request is for this server; its time is within the skew; its sender
+may call this endpoint (`may_push`: a direct child; `may_sync`: any node below); its
+sender is enrolled here. Only then is the body read, within a byte budget shared by all
+requests and a deadline that grows with its length; its signature is checked after (it
+covers the body digest). A refused body is drained a little so an honest client reads
+the answer, else its connection is closed unread.
+
+Every refusal is JSON `{"error": key, "message": ...}` (`error_response`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from sync import trust
+from sync.node import Node
+from sync.protocol import i18n
+from sync.protocol.errors import RefusedError
+from sync.protocol.ids import is_node_id, is_within, parent_of
+
+MAX_BODY = 24 * 1024 * 1024  # a push: one compressed batch
+MAX_SMALL_BODY = 1024 * 1024  # a hello or a pull: cursors
+MAX_SKEW_SECONDS = 600
+NONCE = re.compile(r"[0-9a-f]{16,64}")  # what a client may choose as a nonce or a challenge
+SIGNATURE = re.compile(r"[0-9a-f]{128}")
+SENDER, SERVER, TIME, NONCE_HEADER, SIGNATURE_HEADER = (
+    "x-zhibao-node",
+    "x-zhibao-server",
+    "x-zhibao-time",
+    "x-zhibao-nonce",
+    "x-zhibao-signature",
+)
+STATUS = {
+    "request.replayed": 409,
+    "request.clock": 401,
+    "request.too_big": 413,
+    "request.bad_length": 400,
+    "request.bad_time": 400,
+    "request.timeout": 408,
+    "batch.malformed": 400,
+    "time.bad_nonce": 400,
+    "server.busy": 503,
+}  # any other refusal: 403
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one server spends on request bodies before and while it trusts them.
+
+    A body must come at `min_rate` bytes/s or better after `grace_seconds`, with no pause
+    longer than `idle_seconds`; all bodies being read or held at once fit in `body_budget`
+    bytes (a body without a length counts as its endpoint's maximum). A refused body is
+    drained up to `drain_bytes` for at most `drain_seconds`, else its connection closed.
+    """
+
+    max_body: int = MAX_BODY
+    max_small_body: int = MAX_SMALL_BODY
+    body_budget: int = 64 * 1024 * 1024
+    idle_seconds: float = 30.0
+    grace_seconds: float = 30.0
+    min_rate: int = 8 * 1024
+    drain_bytes: int = 64 * 1024
+    drain_seconds: float = 1.0
+
+
+Rule = Callable[[str, str], bool]  # (sender, this node) -> may the sender call here?
+
+
+def may_push(sender: str, me: str) -> bool:
+    """Pushes come only from direct children: a log reaches its parent from below."""
+    return parent_of(sender) == me
+
+
+def may_sync(sender: str, me: str) -> bool:
+    """Hello and pull: any node below (a restore may pull from a grandparent)."""
+    return sender != me and is_within(sender, me)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """What the headers of a request say, checked: who, with which key, when, which nonce."""
+
+    node_id: str
+    key: bytes
+    stamp: str
+    nonce: str
+    sig: bytes
+    skew: int
+
+
+def error_response(status: int, key: str, *, close: bool = False, **params: Any) -> JSONResponse:
+    """A refusal: `{"error": key, "message": ..., **params}`; `close` ends the connection
+    (its request body was left unread); a 503 says when to come back."""
+    headers = {"connection": "close"} if close else {}
+    if status == 503:
+        headers["retry-after"] = "5"
+    return JSONResponse(
+        {"error": key, "message": i18n.t(key, **params), **{k: str(v) for k, v in params.items()}},
+        status_code=status,
+        headers=headers or None,
+    )
+
+
+def refusal(exc: RefusedError, *, close: bool = False) -> JSONResponse:
+    return error_response(STATUS.get(exc.key, 403), exc.key, close=close, **exc.params)
+
+
+def has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return "transfer-encoding" in request.headers or (length is not None and length != "0")
+
+
+class Gate:
+    """Admission for one server: the header checks, then bodies within the budget and
+    their deadline. Used on the server's event loop only (the budget is a plain int)."""
+
+    def __init__(self, node: Node, limits: Limits) -> None:
+        self.node = node
+        self.limits = limits
+        self.free = limits.body_budget  # bytes of bodies that may still be taken in
+
+    def admit(self, request: Request, rule: Rule, refused_as: str, cap: int) -> Caller:
+        """Check everything the headers say, before any of the body is read; RefusedError
+        saying why not. Reads the database only to look the sender's key up."""
+        headers = request.headers
+        length = headers.get("content-length")
+        if length is not None:
+            if not (length.isascii() and length.isdigit()):
+                raise RefusedError("request.bad_length")
+            if int(length) > cap:
+                raise RefusedError("request.too_big", size=int(length), limit=cap)
+        names = (SENDER, SERVER, TIME, NONCE_HEADER, SIGNATURE_HEADER)
+        node_id, server, stamp, nonce, signature = (headers.get(name, "") for name in names)
+        for name, value in zip(names, (node_id, server, stamp, nonce, signature), strict=True):
+            if not value:
+                raise RefusedError("request.unsigned", header=name)
+        if not is_node_id(node_id):
+            raise RefusedError("request.unsigned", header=SENDER)
+        if not NONCE.fullmatch(nonce):
+            raise RefusedError("request.unsigned", header=NONCE_HEADER)
+        if not SIGNATURE.fullmatch(signature):
+            raise RefusedError("request.bad_signature")
+        me = self.node.node_id
+        if server != me:
+            raise RefusedError("request.wrong_server", server=server[:20], node_id=me)
+        try:
+            skew = (datetime.fromisoformat(stamp) - self.node.clock.now()).total_seconds()
+        except (ValueError, TypeError):  # TypeError: a time without its offset
+            raise RefusedError("request.bad_time") from None
+        if abs(skew) > MAX_SKEW_SECONDS:
+            raise RefusedError("request.clock", skew=int(skew), time=self.node.clock.stamp())
+        if not rule(node_id, me):
+            raise RefusedError(refused_as, node_id=node_id, me=me)
+        key = trust.public_key(self.node.store, node_id)
+        if key is None:
+            raise RefusedError("request.unknown_node", node_id=node_id)
+        return Caller(node_id, key, stamp, nonce, bytes.fromhex(signature), int(skew))
+
+    def reserve(self, request: Request, cap: int) -> int | None:
+        """Take the body's declared length (else `cap`) from the budget: what to give back
+        with `release`, or None when the budget cannot hold it now."""
+        length = request.headers.get("content-length")
+        size = int(length) if length is not None else cap  # admit checked it is a number
+        if size > self.free:
+            return None
+        self.free -= size
+        return size
+
+    def release(self, size: int) -> None:
+        self.free += size
+
+    async def drain(self, request: Request) -> bool:
+        """Read (and drop) what is left of a refused body, a little and briefly: True when
+        it all came, so the connection can serve the client's next request."""
+        if not has_body(request):
+            return True
+        left = self.limits.drain_bytes
+        try:
+            async with asyncio.timeout(self.limits.drain_seconds):
+                while True:
+                    message = await request.receive()
+                    if message["type"] != "http.request":
+                        return False
+                    left -= len(message.get("body", b""))
+                    if left < 0:
+                        return False
+                    if not message.get("more_body", False):
+                        return True
+        except TimeoutError:
+            return False
+
+    async def read_body(self, request: Request, cap: int, expected: int) -> bytes:
+        """The body, within the deadline its size allows; RefusedError when it is too big,
+        too slow or stalls (the rest is then left unread: close the connection)."""
+        loop = asyncio.get_running_loop()
+        limits = self.limits
+        deadline = loop.time() + limits.grace_seconds + expected / limits.min_rate
+        body = bytearray()
+        while True:
+            wait = min(limits.idle_seconds, deadline - loop.time())
+            try:
+                async with asyncio.timeout(max(wait, 0)):
+                    message = await request.receive()
+            except TimeoutError:
+                raise RefusedError("request.timeout", size=len(body)) from None
+            if message["type"] != "http.request":  # the client went away
+                raise RefusedError("request.disconnected")
+            body += message.get("body", b"")
+            if len(body) > cap:
+                raise RefusedError("request.too_big", size=len(body), limit=cap)
+            if not message.get("more_body", False):
+                return bytes(body)
+
+
+i18n.register(
+    {
+        "request.too_big": (
+            "request body of {size} bytes is too big (at most {limit} here)",
+            "请求体 {size} 字节，过大（此处上限 {limit} 字节）",
+        ),
+        "request.bad_length": (
+            "request Content-Length is malformed",
+            "请求的 Content-Length 格式错误",
+        ),
+        "request.unsigned": (
+            "request is not signed (header {header} missing or malformed)",
+            "请求未签名（请求头 {header} 缺失或格式错误）",
+        ),
+        "request.unknown_node": (
+            "node {node_id} is not enrolled here",
+            "节点 {node_id} 未在此登记",
+        ),
+        "request.bad_signature": ("request signature does not verify", "请求签名无效"),
+        "request.bad_time": ("request time is malformed", "请求时间格式错误"),
+        "request.clock": (
+            "request time is {skew} s off the server's clock ({time})",
+            "请求时间与服务器时钟相差 {skew} 秒（服务器时间 {time}）",
+        ),
+        "request.replayed": (
+            "request was replayed (nonce seen before)",
+            "重放的请求（随机数已用过）",
+        ),
+        "request.wrong_server": (
+            "request was signed for node {server}, but this is node {node_id}",
+            "请求是为节点 {server} 签名的，本节点是 {node_id}",
+        ),
+        "request.not_child": (
+            "node {node_id} may not push to {me}: only its direct children can",
+            "节点 {node_id} 不能向 {me} 上传：只有其直属下级可以",
+        ),
+        "request.not_below": (
+            "node {node_id} may not sync with {me}: only nodes below it can",
+            "节点 {node_id} 不能与 {me} 同步：只有其下级节点可以",
+        ),
+        "request.timeout": (
+            "request body came too slowly and was cut after {size} bytes; nothing was applied",
+            "请求体传输过慢，已在 {size} 字节处中断；未应用任何内容",
+        ),
+        "request.disconnected": ("the client went away", "客户端已断开"),
+        "server.busy": (
+            "the server is busy with other uploads; try again shortly",
+            "服务器正忙于接收其他上传，请稍后重试",
+        ),
+    }
+)
