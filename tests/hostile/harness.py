@@ -5,16 +5,13 @@ program never would: appends entries to its own log without any check (straight 
 its database with `Store.insert`), signs entries the real `sign_entry` refuses, builds
 batches and bundles by hand and pushes them with requests it signs itself.
 
-Request signatures are made in one place, `signed_headers`. It adapts to the signature of
-`sync.protocol.messages.request_message`: when that function takes one parameter beyond
-(method, path, body, node, time, nonce) — the target server's node id, which issue #9
-adds — the server's id is passed by that name; otherwise it is left out.
+Request signatures are made in one place, `signed_headers`, bound to the server they are
+for (`x-zhibao-server`), as `PeerClient` makes them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import select
@@ -48,7 +45,6 @@ from tests.support.wire import SignedRequest
 
 BATCH_TYPE = "application/x-zhibao-batch"
 JSON_TYPE = "application/json"
-_REQUEST_PARTS = ("method", "path", "body", "node", "time", "nonce")
 
 
 def stamp_now() -> str:
@@ -62,20 +58,8 @@ def stamp_now() -> str:
 def request_bytes(
     method: str, path: str, body: bytes, node_id: str, stamp: str, nonce: str, server_id: str
 ) -> bytes:
-    """What the sender signs, by whatever form `request_message` has in this checkout."""
-    params = list(inspect.signature(request_message).parameters)
-    given: dict[str, Any] = dict(
-        zip(_REQUEST_PARTS, (method, path, body, node_id, stamp, nonce), strict=True)
-    )
-    extra = [name for name in params if name not in given]
-    if not set(given) <= set(params) or len(extra) > 1:
-        raise RuntimeError(
-            f"request_message{tuple(params)} changed shape: adapt tests/hostile/harness.py "
-            "request_bytes"
-        )
-    if extra:
-        given[extra[0]] = server_id  # the target server's node id (issue #9)
-    return request_message(**given)
+    """What the sender signs: the request bound to the server it is for (issue #9)."""
+    return request_message(method, path, body, node_id, stamp, nonce, server=server_id)
 
 
 def signed_headers(
@@ -98,6 +82,7 @@ def signed_headers(
     return {
         "content-type": content_type,
         "x-zhibao-node": node_id,
+        "x-zhibao-server": server_id,
         "x-zhibao-time": stamp,
         "x-zhibao-nonce": nonce,
         "x-zhibao-signature": signer.sign(message).hex(),
