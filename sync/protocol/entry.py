@@ -39,6 +39,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 # a negative offset once stopped every projection). [AT_EARLIEST, AT_LATEST)
 AT_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 AT_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+_SAFE_FIRST, _SAFE_LAST = AT_EARLIEST.year + 1, AT_LATEST.year - 2  # whatever the offset
 BodyCheck = Callable[[dict[str, Any]], None]
 _decode_any = msgspec.json.Decoder().decode
 
@@ -243,9 +244,13 @@ def _check_content(fields: Envelope, o: str, s: int) -> None:
 
 
 def in_range(moment: datetime) -> bool:
-    """Whether an aware `moment` lies in [AT_EARLIEST, AT_LATEST). Its own year is looked at
-    first: comparing a moment near year 1 or 9999 across offsets could overflow."""
-    return 1969 <= moment.year <= 2100 and AT_EARLIEST <= moment < AT_LATEST
+    """Whether an aware `moment` lies in [AT_EARLIEST, AT_LATEST). Its own year decides
+    alone away from the edges (an offset is less than a day; comparing across offsets costs
+    ~1.7 µs, on every entry received) and before any comparison (one near year 1 or 9999
+    could overflow)."""
+    if _SAFE_FIRST <= moment.year <= _SAFE_LAST:
+        return True
+    return _SAFE_FIRST - 2 <= moment.year <= _SAFE_LAST + 2 and AT_EARLIEST <= moment < AT_LATEST
 
 
 def parse_envelope(raw: bytes, origin: str | None = None, seq: int | None = None) -> Envelope:

@@ -20,9 +20,7 @@ from subprocess import CompletedProcess
 from typing import Any
 
 from sync.clock import Clock
-from sync.ingest import ingest
 from sync.node import Node
-from sync.protocol.batch import decode_batch, encode_batch
 from sync.protocol.ids import is_within
 from tests.hostile.harness import Actor, peak_rss
 from tests.support.servers import Served, zhibao, zhibao_serve
@@ -32,6 +30,7 @@ from tests.support.topology import (
     build_topology,
     copy_topology,
     hand_down,
+    hand_up,
 )
 from tiers.catalogue import parse_catalogue
 from tiers.published import publish_items
@@ -53,20 +52,8 @@ MAX_RSS = 200 * 2**20  # a generous bound on any process's peak resident set
 
 def relay_up(child: Node, parent: Node) -> None:
     """Give `parent` the logs of `child`'s subtree, as a push would (in process)."""
-    entries = [
-        entry
-        for origin in sorted(child.store.heads(), key=lambda o: (len(o), o))
-        if is_within(origin, child.node_id)
-        for entry in child.store.entries(origin)
-    ]
-    result = ingest(
-        parent.store,
-        decode_batch(encode_batch(entries)),
-        me=parent.node_id,
-        sender=child.node_id,
-        received_at=parent.clock.stamp(),
-    )
-    assert not result.rejected, result.rejected
+    result = hand_up(child, parent)
+    assert not result["rejected"], result["rejected"]
 
 
 def build_network(base: Path) -> Topology:

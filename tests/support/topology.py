@@ -21,7 +21,7 @@ from sync.clock import Clock
 from sync.ingest import ingest
 from sync.node import Node
 from sync.protocol.batch import decode_batch, encode_batch
-from sync.protocol.ids import parent_of, tier_of
+from sync.protocol.ids import is_within, parent_of, tier_of
 from tiers.node import create_home, open_home
 
 # the shared service catalogue, as shipped with the package (tests import it by path)
@@ -89,6 +89,25 @@ def hand_down(parent: Node, child: Node) -> int:
         applied += result.applied_total
         if not more:
             return applied
+
+
+def hand_up(child: Node, parent: Node) -> dict[str, object]:
+    """Give `parent` what it lacks of `child`'s subtree, as a push would (in process); the
+    ingest result as JSON (nothing refused is asserted: hostile tests look at it)."""
+    entries = [
+        entry
+        for origin in sorted(child.store.heads(), key=lambda o: (len(o), o))
+        if is_within(origin, child.node_id)
+        for entry in child.store.entries(origin, parent.store.head(origin)[0])
+    ]
+    result = ingest(
+        parent.store,
+        decode_batch(encode_batch(entries)),
+        me=parent.node_id,
+        sender=child.node_id,
+        received_at=parent.clock.stamp(),
+    )
+    return result.to_json()
 
 
 def create_node(base: Path, node_id: str, root_key: str | None) -> Node:

@@ -37,6 +37,8 @@ from tests.support.topology import (
     VILLAGE_2,
     Topology,
     build_topology,
+    hand_down,
+    hand_up,
 )
 from tiers.catalogue import parse_catalogue
 from tiers.city.reconcile import reconcile
@@ -62,24 +64,6 @@ def forge(node: Node, entry_type: str, body: dict[str, Any], at: str = AT) -> Si
     return entry
 
 
-def hand_up(child: Node, parent: Node) -> dict[str, Any]:
-    """Everything `child` holds of its subtree that `parent` lacks, ingested as a push."""
-    entries = [
-        e
-        for origin in sorted(child.store.heads())
-        if origin.startswith(child.node_id)
-        for e in child.store.entries(origin, parent.store.head(origin)[0])
-    ]
-    result = ingest(
-        parent.store,
-        decode_batch(encode_batch(entries)),
-        me=parent.node_id,
-        sender=child.node_id,
-        received_at=AT,
-    )
-    return result.to_json()
-
-
 @pytest.fixture
 def opened(net: Topology) -> Iterator[dict[str, Node]]:
     nodes = {n: open_home(net.home(n)) for n in (CITY, TOWN, VILLAGE, VILLAGE_2)}
@@ -95,8 +79,6 @@ def opened(net: Topology) -> Iterator[dict[str, Node]]:
 
 
 def _hand_down(nodes: dict[str, Node], node_id: str) -> None:
-    from tests.support.topology import hand_down
-
     hand_down(nodes[node_id[: len(node_id) - 3]], nodes[node_id])
 
 
@@ -278,7 +260,6 @@ def test_a_claim_on_a_case_never_becomes_what_the_holder_builds_on(
     """A hostile village records `case.completed` on its neighbour's case (a custody
     violation at the town). The town's next event on the case must not name it as `after`:
     the neighbour never holds the hostile village's log and would wait for it for ever."""
-    from tests.support.topology import hand_down
     from tiers.cases import service
     from tiers.cases.projection import load_case
 
