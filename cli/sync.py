@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli.common import home_option, json_option, node_at, print_json, print_table
+from cli.common import echo, home_option, json_option, node_at, print_json, print_table, warn
 from sync import trust
 from sync.node import resolve_home
 from sync.protocol import i18n
@@ -38,8 +38,9 @@ i18n.register(
         ),
         "status.network": ("network:", "网络状况："),
         "status.quarantined": (
-            "SET ASIDE {origin}#{seq} ({type}), received {at}: {detail}",
-            "未采用 {origin}#{seq}（{type}），{at} 收到：{detail}",
+            "SET ASIDE {count} from {origin} (#{first_seq}-#{last_seq}), latest {last_at}:"
+            " {detail}",
+            "未采用 {origin} 的 {count} 条（#{first_seq}—#{last_seq}），最近 {last_at}：{detail}",
         ),
         "sync.pushing": ("pushing entries", "正在上传条目"),
     }
@@ -70,11 +71,11 @@ class _Progress:
 
 def _report(summary: RoundSummary, as_json: bool) -> None:
     for warning in summary.warnings:
-        click.echo(f"zhibao: {warning}", err=True)
+        warn(warning)
     if as_json:
         print_json(summary.to_json())
         return
-    click.echo(
+    echo(
         i18n.t(
             "sync.done",
             peer=summary.peer,
@@ -84,7 +85,7 @@ def _report(summary: RoundSummary, as_json: bool) -> None:
         )
     )
     for r in summary.rejected:
-        click.echo(i18n.t("sync.rejected", **r), err=True)
+        echo(i18n.t("sync.rejected", **r), err=True)
 
 
 @click.command("serve")
@@ -149,7 +150,7 @@ def sync_command(
             return
 
     def on_error(exc: Exception, seconds: float) -> None:
-        click.echo(i18n.t("sync.retrying", error=str(exc), seconds=seconds), err=True)
+        echo(i18n.t("sync.retrying", error=str(exc), seconds=seconds), err=True)
 
     stop = threading.Event()
     try:
@@ -180,17 +181,17 @@ def status_command(home: Path | None, as_json: bool) -> None:
         print_json(info)
         return
     for key in ("node_id", "tier", "name", "last_sync", "clock_offset_seconds", "unacknowledged"):
-        click.echo(f"{key:<22} {info[key] if info[key] is not None else '-'}")
-    click.echo("heads:")
+        echo(f"{key:<22} {info[key] if info[key] is not None else '-'}")
+    echo("heads:")
     for origin, seq in info["heads"].items():
         ack = info["acknowledged"].get(origin)
-        click.echo(
+        echo(
             f"  {origin:<14} {seq:>8}" + (f"  (acknowledged {ack})" if ack is not None else "")
         )
     for fork in info["forks"]:
-        click.echo(f"FORK {fork['origin']}#{fork['seq']} detected {fork['detected_at']}")
-    for held in info["quarantined"]:
-        click.echo(i18n.t("status.quarantined", **held))
+        echo(f"FORK {fork['origin']}#{fork['seq']} detected {fork['detected_at']}")
+    for held in info["quarantined_counts"]:
+        echo(i18n.t("status.quarantined", **held))
     network = info.get("network")
     if network:
         click.echo(i18n.t("status.network"))

@@ -17,7 +17,7 @@ import apsw
 from sync import authority
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry, entry_fields
-from sync.protocol.errors import StoreError, ZhibaoError
+from sync.protocol.errors import StoreError, ZhibaoError, describe
 
 if TYPE_CHECKING:
     from sync.store import Store
@@ -54,9 +54,9 @@ def about_the_store(exc: BaseException) -> bool:
 
 
 def why(exc: BaseException) -> dict[str, Any]:
-    """The params of a `projection.failed` quarantine: what was raised, in one line."""
-    text = str(exc).replace("\n", " ")[:300]
-    return {"error": f"{type(exc).__name__}: {text}" if text else type(exc).__name__}
+    """The params of a `projection.failed` quarantine: what was raised and where, never its
+    message (it may quote personal data, and status and reconcile show it)."""
+    return {"error": describe(exc)}
 
 
 def params_text(params: dict[str, Any]) -> str:
@@ -232,11 +232,13 @@ class Projecting:
             (entry.origin, entry.seq, entry.type, reason, params_text(params), received_at),
         )
 
-    def quarantined(self) -> list[dict[str, Any]]:
-        """Every quarantined entry, by origin and seq, with its reason in the reader's words."""
+    def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest `limit` quarantined entries (a hostile node may have sent a million),
+        by origin and seq, with the reason in the reader's words."""
         rows = self.query(
-            "SELECT origin, seq, type, reason, params, received_at FROM quarantine "
-            "ORDER BY origin, seq"
+            "SELECT * FROM (SELECT origin, seq, type, reason, params, received_at FROM "
+            "quarantine ORDER BY received_at DESC, origin, seq DESC LIMIT ?) ORDER BY origin, seq",
+            (limit,),
         )
         out = []
         for origin, seq, kind, reason, params, received in rows:
@@ -251,6 +253,28 @@ class Projecting:
                     "at": received,
                 }
             )
+        return out
+
+    def quarantine_counts(self) -> list[dict[str, Any]]:
+        """Per origin and reason: how many entries are set aside, their first and last seq
+        and the last one's detail (what status and reconcile summarise, at any number)."""
+        rows = self.query(
+            "SELECT origin, reason, count(*), min(seq), max(seq), max(received_at) "
+            "FROM quarantine GROUP BY origin, reason ORDER BY origin, reason"
+        )
+        out = []
+        for origin, reason, count, first, last, received in rows:
+            [(kind, params)] = self.query(
+                "SELECT type, params FROM quarantine WHERE origin = ? AND seq = ?", (origin, last)
+            )
+            values = {"origin": origin, "seq": last, **json.loads(params)}
+            out.append(
+                {
+                    "origin": origin, "reason": reason, "count": count, "first_seq": first,
+                    "last_seq": last, "type": kind, "detail": i18n.t(reason, **values),
+                    "last_at": received,
+                }
+            )  # fmt: skip
         return out
 
     # --- signatures checked here -------------------------------------------------------

@@ -1,13 +1,15 @@
 """What a request must show before a server spends anything on it (sync.server).
 
 Order, so that memory and time go only to a sender that has passed everything the
-headers can prove: the declared length fits the endpoint; the zhibao headers are present
-and well formed; the request is for this server; its time is within the skew; its sender
-may call this endpoint (`may_push`: a direct child; `may_sync`: any node below); its
-sender is enrolled here. Only then is the body read, within a byte budget shared by all
-requests and a deadline that grows with its length; its signature is checked after (it
-covers the body digest). A refused body is drained a little so an honest client reads
-the answer, else its connection is closed unread.
+headers can prove: the declared length is given and fits the endpoint; the zhibao headers
+are present and well formed; the request is for this server; its time is within the skew;
+its sender may call this endpoint (`may_push`: a direct child; `may_sync`: any node below);
+its sender is enrolled here; its signature verifies — over the body's digest, which travels
+in a header, so no body is read before the sender is proved — and its nonce is new. Only
+then is the body read, one at a time per sender, within a byte budget shared by all
+requests, at a minimum rate from the start; it must be exactly as long as declared and
+have the digest that was signed. A refused body is drained a little so an honest client
+reads the answer, else its connection is closed unread.
 
 Every refusal is JSON `{"error": key, "message": ...}` (`error_response`).
 """
@@ -29,20 +31,30 @@ from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import RefusedError
 from sync.protocol.ids import is_node_id, is_within, parent_of
+from sync.protocol.keys import verify
+from sync.protocol.messages import (
+    DIGEST,
+    SENDER,
+    SERVER,
+    TIME,
+    body_digest,
+    digest_message,
+)
+from sync.protocol.messages import (
+    NONCE as NONCE_HEADER,
+)
+from sync.protocol.messages import (
+    SIGNATURE as SIGNATURE_HEADER,
+)
 
 MAX_BODY = 24 * 1024 * 1024  # a push: one compressed batch
 MAX_SMALL_BODY = 1024 * 1024  # a hello or a pull: cursors
 MAX_SKEW_SECONDS = 600
 NONCE = re.compile(r"[0-9a-f]{16,64}")  # what a client may choose as a nonce or a challenge
 SIGNATURE = re.compile(r"[0-9a-f]{128}")
-SENDER, SERVER, TIME, NONCE_HEADER, SIGNATURE_HEADER = (
-    "x-zhibao-node",
-    "x-zhibao-server",
-    "x-zhibao-time",
-    "x-zhibao-nonce",
-    "x-zhibao-signature",
-)
+DIGEST_HEX = re.compile(r"[0-9a-f]{64}")
 STATUS = {
+    "request.no_length": 411,
     "request.replayed": 409,
     "request.clock": 401,
     "request.too_big": 413,
@@ -93,10 +105,10 @@ class Caller:
     """What the headers of a request say, checked: who, with which key, when, which nonce."""
 
     node_id: str
-    key: bytes
     stamp: str
     nonce: str
-    sig: bytes
+    digest: str
+    length: int
     skew: int
 
 
@@ -130,26 +142,32 @@ class Gate:
         self.node = node
         self.limits = limits
         self.free = limits.body_budget  # bytes of bodies that may still be taken in
+        self.reading: set[str] = set()  # senders whose body is being read or held
 
     def admit(self, request: Request, rule: Rule, refused_as: str, cap: int) -> Caller:
-        """Check everything the headers say, before any of the body is read; RefusedError
-        saying why not. Reads the database only to look the sender's key up."""
+        """Check everything the headers say, signature and nonce included, before any of the
+        body is read; RefusedError saying why not. Reads the database only to look the
+        sender's key and the nonce up."""
         headers = request.headers
         length = headers.get("content-length")
-        if length is not None:
-            if not (length.isascii() and length.isdigit()):
-                raise RefusedError("request.bad_length")
-            if int(length) > cap:
-                raise RefusedError("request.too_big", size=int(length), limit=cap)
-        names = (SENDER, SERVER, TIME, NONCE_HEADER, SIGNATURE_HEADER)
-        node_id, server, stamp, nonce, signature = (headers.get(name, "") for name in names)
-        for name, value in zip(names, (node_id, server, stamp, nonce, signature), strict=True):
+        if length is None:
+            raise RefusedError("request.no_length")
+        if not (length.isascii() and length.isdigit()):
+            raise RefusedError("request.bad_length")
+        if int(length) > cap:
+            raise RefusedError("request.too_big", size=int(length), limit=cap)
+        names = (SENDER, SERVER, TIME, NONCE_HEADER, DIGEST, SIGNATURE_HEADER)
+        values = [headers.get(name, "") for name in names]
+        for name, value in zip(names, values, strict=True):
             if not value:
                 raise RefusedError("request.unsigned", header=name)
+        node_id, server, stamp, nonce, digest, signature = values
         if not is_node_id(node_id):
             raise RefusedError("request.unsigned", header=SENDER)
         if not NONCE.fullmatch(nonce):
             raise RefusedError("request.unsigned", header=NONCE_HEADER)
+        if not DIGEST_HEX.fullmatch(digest):
+            raise RefusedError("request.unsigned", header=DIGEST)
         if not SIGNATURE.fullmatch(signature):
             raise RefusedError("request.bad_signature")
         me = self.node.node_id
@@ -166,20 +184,29 @@ class Gate:
         key = trust.public_key(self.node.store, node_id)
         if key is None:
             raise RefusedError("request.unknown_node", node_id=node_id)
-        return Caller(node_id, key, stamp, nonce, bytes.fromhex(signature), int(skew))
+        message = digest_message(
+            request.method, request.url.path, digest, node_id, stamp, nonce, server=me
+        )
+        if not verify(key, message, bytes.fromhex(signature)):
+            raise RefusedError("request.bad_signature")
+        if self.node.store.query(
+            "SELECT 1 FROM nonces WHERE node = ? AND nonce = ?", (node_id, nonce)
+        ):  # seen before: checked again in the request's transaction, which records it
+            raise RefusedError("request.replayed")
+        return Caller(node_id, stamp, nonce, digest, int(length), int(skew))
 
-    def reserve(self, request: Request, cap: int) -> int | None:
-        """Take the body's declared length (else `cap`) from the budget: what to give back
-        with `release`, or None when the budget cannot hold it now."""
-        length = request.headers.get("content-length")
-        size = int(length) if length is not None else cap  # admit checked it is a number
-        if size > self.free:
-            return None
-        self.free -= size
-        return size
+    def reserve(self, caller: Caller) -> bool:
+        """Take the caller's body from the budget, one body at a time per sender: False
+        when it cannot be held now (the sender is answered 503 and comes back)."""
+        if caller.node_id in self.reading or caller.length > self.free:
+            return False
+        self.reading.add(caller.node_id)
+        self.free -= caller.length
+        return True
 
-    def release(self, size: int) -> None:
-        self.free += size
+    def release(self, caller: Caller) -> None:
+        self.reading.discard(caller.node_id)
+        self.free += caller.length
 
     async def drain(self, request: Request) -> bool:
         """Read (and drop) what is left of a refused body, a little and briefly: True when
@@ -201,26 +228,35 @@ class Gate:
         except TimeoutError:
             return False
 
-    async def read_body(self, request: Request, cap: int, expected: int) -> bytes:
-        """The body, within the deadline its size allows; RefusedError when it is too big,
-        too slow or stalls (the rest is then left unread: close the connection)."""
+    async def read_body(self, request: Request, caller: Caller) -> bytes:
+        """The body, exactly as long as declared and with the digest that was signed, coming
+        at `min_rate` or better once `grace_seconds` have passed (checked as it comes, not
+        only at the end); RefusedError otherwise (the rest is then left unread: close the
+        connection)."""
         loop = asyncio.get_running_loop()
         limits = self.limits
-        deadline = loop.time() + limits.grace_seconds + expected / limits.min_rate
+        start = loop.time()
+        expected = caller.length
         body = bytearray()
         while True:
-            wait = min(limits.idle_seconds, deadline - loop.time())
+            owed = (loop.time() - start - limits.grace_seconds) * limits.min_rate
+            if len(body) < owed:
+                raise RefusedError("request.timeout", size=len(body))
+            behind = start + limits.grace_seconds + (len(body) + 1) / limits.min_rate
+            wait = min(limits.idle_seconds, behind - loop.time())
             try:
-                async with asyncio.timeout(max(wait, 0)):
+                async with asyncio.timeout(max(wait, 0.001)):
                     message = await request.receive()
             except TimeoutError:
                 raise RefusedError("request.timeout", size=len(body)) from None
             if message["type"] != "http.request":  # the client went away
                 raise RefusedError("request.disconnected")
             body += message.get("body", b"")
-            if len(body) > cap:
-                raise RefusedError("request.too_big", size=len(body), limit=cap)
+            if len(body) > expected:
+                raise RefusedError("request.too_big", size=len(body), limit=expected)
             if not message.get("more_body", False):
+                if len(body) != expected or body_digest(bytes(body)) != caller.digest:
+                    raise RefusedError("request.bad_signature")
                 return bytes(body)
 
 
@@ -229,6 +265,10 @@ i18n.register(
         "request.too_big": (
             "request body of {size} bytes is too big (at most {limit} here)",
             "请求体 {size} 字节，过大（此处上限 {limit} 字节）",
+        ),
+        "request.no_length": (
+            "request has no Content-Length: a signed request must declare its size",
+            "请求缺少 Content-Length：签名请求须声明其长度",
         ),
         "request.bad_length": (
             "request Content-Length is malformed",

@@ -37,7 +37,7 @@ from sync.protocol.bundle import (
 )
 from sync.protocol.entry import SignedEntry, entry_hash
 from sync.protocol.errors import BundleError, RefusedError
-from sync.protocol.ids import is_within, tier_of
+from sync.protocol.ids import is_within, parent_of, tier_of
 from sync.protocol.keys import check_seal_key, verify
 from sync.protocol.messages import Receipt, bundle_message, make_receipt
 
@@ -63,15 +63,7 @@ def bundle_frames(node: Node, to: str, *, full: bool = False) -> list[list[Signe
     store, me = node.store, node.node_id
     known = {} if full else receipts.acknowledged(store, to)
     if is_within(me, to):
-        plan = sorted(
-            (
-                (origin, known.get(origin, 0), seq)
-                for origin, (seq, _) in store.heads().items()
-                if is_within(origin, me) and seq > known.get(origin, 0)
-            ),
-            key=lambda p: (len(p[0]), p[0]),
-        )
-        return list(proofs.batches(store, plan))
+        return list(proofs.batches(store, proofs.plan(store, me, known)))
     cursors = dict(known)
     chosen: list[SignedEntry] = []
     while True:
@@ -213,6 +205,8 @@ def import_bundle(node: Node, data: bytes) -> Imported:
     checked = trust.public_key(node.store, bundle.sender) is not None
     if checked and (forged := _unsigned(node, bundle)) is not None:
         raise forged
+    if not checked and bundle.sender != parent_of(me):  # only a parent's first bundle may
+        raise BundleError("bundle.unknown_sender", node_id=bundle.sender)  # bring its key
     stamp = node.clock.stamp()
     result = IngestResult()
     try:

@@ -23,7 +23,7 @@ from sync.protocol import i18n
 from sync.protocol.errors import LinkDownError, RefusedError
 from sync.protocol.ids import is_node_id
 from sync.protocol.keys import verify
-from sync.protocol.messages import request_message, time_message
+from sync.protocol.messages import request_headers, time_message
 
 BATCH_TYPE = "application/x-zhibao-batch"
 _TRY_LATER = frozenset({408, 429, 502, 503, 504})  # the link or the load, not the request
@@ -94,17 +94,11 @@ class PeerClient:
             server = self.server_id or self.server_time().node_id
             stamp = (self.node.clock.now() + self.stamp_offset).isoformat()
             nonce = secrets.token_hex(16)
-            me = self.node.node_id
-            to_sign = request_message(method, path, body, me, stamp, nonce, server=server)
-            headers.update(
-                {
-                    "x-zhibao-node": me,
-                    "x-zhibao-server": server,
-                    "x-zhibao-time": stamp,
-                    "x-zhibao-nonce": nonce,
-                    "x-zhibao-signature": self.node.signer.sign(to_sign).hex(),
-                }
-            )
+            proof = request_headers(
+                self.node.signer, method, path, body, node=self.node.node_id,
+                server=server, time=stamp, nonce=nonce,
+            )  # fmt: skip
+            headers.update(proof)
         try:
             response = self.http.request(method, path, content=body, headers=headers)
             response.read()

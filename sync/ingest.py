@@ -25,7 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync import trust
+from sync import proofs, trust
+from sync.protocol import i18n
 from sync.protocol.batch import Run
 from sync.protocol.entry import (
     SignedEntry,
@@ -70,8 +71,6 @@ class IngestResult:
 
 
 def _entry_error(origin: str, seq: int | None, key: str, /, **params: Any) -> EntryError:
-    from sync.protocol import i18n
-
     return EntryError(
         "entry.rejected", origin=origin, seq=seq, reason=i18n.t(key, **params), reason_key=key
     )
@@ -124,12 +123,20 @@ def _ingest_whole(store: Store, run: Run, key: bytes, result: IngestResult, at: 
     if not fresh:
         return
     checked = verify_run(run.origin, fresh, head_seq=head_seq, head_hash=head_hash, public_key=key)
-    if checked.accepted:
-        store.insert(checked.accepted, at)
-        store.mark_signed(run.origin, checked.accepted[-1].seq)
-        result.applied[run.origin] = result.applied.get(run.origin, 0) + len(checked.accepted)
-    if checked.error is not None:
-        result.refuse(checked.error)
+    accepted, error = checked.accepted, checked.error
+    taken, points = proofs.checkpoints(accepted, key)
+    if taken < len(accepted):  # signatures too far apart to relay: the rest is refused
+        error = _entry_error(
+            run.origin, accepted[taken].seq, "entry.unproved", count=proofs.SPAN_MAX[0]
+        )
+        accepted = accepted[:taken]
+    if accepted:
+        store.insert(accepted, at)
+        for seq in points:
+            store.mark_signed(run.origin, seq)
+        result.applied[run.origin] = result.applied.get(run.origin, 0) + len(accepted)
+    if error is not None:
+        result.refuse(error)
 
 
 def _ingest_part(store: Store, run: Run, key: bytes, result: IngestResult, at: str) -> None:
@@ -166,9 +173,9 @@ def _joined(runs: list[Run]) -> list[Run]:
             and last.origin == run.origin
             and last.first + len(last.items) == run.first
         ):
-            out[-1] = Run(last.origin, last.first, [*last.items, *run.items])
+            last.items.extend(run.items)  # a list made for this batch by decode_batch
         else:
-            out.append(run)
+            out.append(Run(run.origin, run.first, list(run.items)))
     return out
 
 
@@ -223,3 +230,13 @@ def ingest(
             ):
                 frozen.add(run.origin)
     return result
+
+
+i18n.register(
+    {
+        "entry.unproved": (
+            "no signature verifies within {count} entries from here: they could not be relayed",
+            "自此起 {count} 条条目内没有可验证的签名：无法转发",
+        ),
+    }
+)

@@ -72,13 +72,6 @@ def subtree_for(
 ) -> tuple[list[SignedEntry], bool]:
     """The client's own subtree, whole, above its cursors (for `restore`): about `limit`
     entries, each log's run ending where a signature proves it (sync.proofs)."""
-    plan = sorted(
-        (
-            (origin, cursors.get(origin, 0), seq)
-            for origin, (seq, _) in store.heads().items()
-            if is_within(origin, client) and seq > cursors.get(origin, 0)
-        ),
-        key=lambda p: (len(p[0]), p[0]),
-    )
-    batch = next(proofs.batches(store, plan, first=limit, size=limit), [])
-    return batch, len(batch) < sum(through - after for _, after, through in plan)
+    wanted = proofs.plan(store, client, cursors)
+    batch = next(proofs.batches(store, wanted, first=limit, size=limit), [])
+    return batch, len(batch) < sum(through - after for _, after, through in wanted)

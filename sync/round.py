@@ -51,15 +51,6 @@ class RoundSummary:
         return dict(self.__dict__)
 
 
-def _push_plan(node: Node, have: dict[str, int]) -> list[tuple[str, int, int]]:
-    """(origin, after, through) for every log of this subtree the peer lacks, tier order."""
-    plan = []
-    for origin, (seq, _) in node.store.heads().items():
-        if is_within(origin, node.node_id) and seq > have.get(origin, 0):
-            plan.append((origin, have.get(origin, 0), seq))
-    return sorted(plan, key=lambda p: (len(p[0]), p[0]))
-
-
 def _batches(node: Node, plan: list[tuple[str, int, int]]) -> Iterator[list[SignedEntry]]:
     """The entries of `plan` in batches, each run ending where a signature proves it; the
     first is small so the peer starts at once while the next, full-sized one is prepared."""
@@ -168,7 +159,8 @@ def sync_round(
         have = {str(o): int(s) for o, s in hello.get("have", {}).items()}
         _push_from_divergence(node, held_there.heads, have)
         if push:
-            _push_all(node, client, peer_id, _push_plan(node, have), summary, progress)
+            plan = proofs.plan(node.store, node.node_id, have)
+            _push_all(node, client, peer_id, plan, summary, progress)
         with node.store.transaction():
             node.store.set_meta("last_sync", node.clock.stamp())
             node.store.set_meta("last_sync_peer", url)

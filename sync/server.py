@@ -23,10 +23,8 @@ import asyncio
 import json
 import sys
 import time as _time
-import traceback
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -52,10 +50,9 @@ from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.batch import decode_batch, encode_batch
 from sync.protocol.canonical import MAX_INT
-from sync.protocol.errors import RefusedError, ZhibaoError
+from sync.protocol.errors import RefusedError, ZhibaoError, describe
 from sync.protocol.ids import is_node_id, is_within
-from sync.protocol.keys import verify
-from sync.protocol.messages import request_message, time_message
+from sync.protocol.messages import time_message
 
 MAX_BODY, MAX_SKEW_SECONDS = admission.MAX_BODY, admission.MAX_SKEW_SECONDS
 PULL_LIMIT = 5000
@@ -70,14 +67,6 @@ def log_line(key: str, **params: object) -> None:
     Callers pass no personal data (no exception messages from the tiers, no bodies)."""
     stamp = datetime.now().astimezone().isoformat(timespec="seconds")
     print(f"{stamp} zhibao: {i18n.t(key, **params)}", file=sys.stderr, flush=True)
-
-
-def describe(exc: BaseException) -> str:
-    """An exception's type and where it was raised (file:line), never its message, which
-    may quote personal data."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
-    return type(exc).__name__ + where
 
 
 async def _not_routed(request: Request, exc: Exception) -> Response:
@@ -166,39 +155,28 @@ class NodeApp:
         cap: int,
     ) -> Response:
         """Admit the request on its headers, read its body within the budget and the
-        deadline, verify its signature, then run `handler` in one transaction."""
+        deadline, then run `handler` in one transaction."""
         gate = self.gate
         try:
             caller = gate.admit(request, rule, refused_as, cap)
         except RefusedError as exc:
             return refusal(exc, close=not await gate.drain(request))
-        reserved = gate.reserve(request, cap)
-        if reserved is None:
+        if not gate.reserve(caller):
             return error_response(503, "server.busy", close=not await gate.drain(request))
         try:
             try:
-                body = await gate.read_body(request, cap, reserved)
+                body = await gate.read_body(request, caller)
             except RefusedError as exc:
                 return refusal(exc, close=True)
-            return self._answer(request, caller, body, handler)
+            return self._answer(caller, body, handler)
         finally:
-            gate.release(reserved)
+            gate.release(caller)
 
     def _answer(
-        self,
-        request: Request,
-        caller: Caller,
-        body: bytes,
-        handler: Callable[[str, bytes], Response],
+        self, caller: Caller, body: bytes, handler: Callable[[str, bytes], Response]
     ) -> Response:
-        me = self.node.node_id
-        message = request_message(
-            request.method, request.url.path, body, caller.node_id, caller.stamp, caller.nonce,
-            server=me,
-        )  # fmt: skip
+        """`admit` proved the sender and `read_body` that the body is the one it signed."""
         try:
-            if not verify(caller.key, message, caller.sig):
-                raise RefusedError("request.bad_signature")
             # one transaction: the nonce, then what the handler writes; the answer (and any
             # receipt in it) leaves only after this commit
             with self.node.store.transaction():

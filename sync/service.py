@@ -8,6 +8,7 @@ the same way: a background sync never dies silently.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import gc
 import socket
@@ -17,12 +18,13 @@ from typing import Any
 
 import uvicorn
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from sync.node import Node
 from sync.protocol import i18n
-from sync.protocol.errors import SyncError, ZhibaoError
+from sync.protocol.errors import SyncError, ZhibaoError, describe
 from sync.round import RoundSummary, sync_round
-from sync.server import NodeApp, describe, log_line
+from sync.server import NodeApp, log_line
 
 OpenNode = Callable[[], Node]
 GC_THRESHOLD = 20_000  # allocations between young-generation collections (default 700)
@@ -30,6 +32,37 @@ GC_THRESHOLD = 20_000  # allocations between young-generation collections (defau
 # the bodies it reads: sync.server.Limits), and seconds an idle keep-alive connection stays
 LIMIT_CONCURRENCY = 200
 TIMEOUT_KEEP_ALIVE = 5
+HEADER_SECONDS = 10.0  # from connecting (or the last answer) to a request's whole headers
+
+
+class _HeadersInTime(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for a request's headers.
+
+    uvicorn starts no timer when a connection opens, and its keep-alive timer stops at the
+    first byte: 200 sockets that send nothing (or a byte now and then) held every slot of
+    `limit_concurrency`, and every honest client got 503. Here a connection whose next
+    request has not begun (its headers all in) within HEADER_SECONDS is closed."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def _arm(self) -> None:
+        self._waiting_since = self.cycle  # a new cycle starts once a request's headers are in
+        self._deadline = self.loop.call_later(HEADER_SECONDS, self._expire)
+
+    def _expire(self) -> None:
+        if self.cycle is self._waiting_since and not self.transport.is_closing():
+            self.transport.close()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._deadline.cancel()
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._deadline.cancel()
+        super().connection_lost(exc)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -71,6 +104,7 @@ def server_config(app: Any, *, log_level: str, timeout_graceful_shutdown: int) -
         timeout_graceful_shutdown=timeout_graceful_shutdown,
         limit_concurrency=LIMIT_CONCURRENCY,
         timeout_keep_alive=TIMEOUT_KEEP_ALIVE,
+        http=_HeadersInTime,
     )
 
 

@@ -29,7 +29,8 @@ def node_status(node: Node) -> dict[str, Any]:
         "acknowledged": acknowledged,
         "unacknowledged": max(0, own - acknowledged.get(node.node_id, 0)) if parent else 0,
         "forks": store.forks(),
-        "quarantined": store.quarantined(),
+        "quarantined": store.quarantined(),  # the latest 100
+        "quarantined_counts": store.quarantine_counts(),
         "last_sync": store.get_meta("last_sync"),
         "last_sync_peer": store.get_meta("last_sync_peer"),
         "clock_offset_seconds": int(node.clock.offset.total_seconds()),

@@ -103,6 +103,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
     origin TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, reason TEXT NOT NULL,
     params TEXT NOT NULL, received_at TEXT NOT NULL, PRIMARY KEY (origin, seq)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS quarantine_received ON quarantine (received_at);
 CREATE TABLE IF NOT EXISTS signed_tips (
     origin TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (origin, seq)
 ) WITHOUT ROWID;
@@ -216,6 +217,8 @@ class Store(Projecting):
                 if outer:
                     self.conn.execute("COMMIT")
             except BaseException:
+                if outer:  # what the extensions noted of the writes rolled back goes too
+                    self._discard(self.extensions)
                 if outer and not self.conn.get_autocommit():
                     with contextlib.suppress(apsw.Error):
                         self.conn.execute("ROLLBACK")

@@ -286,7 +286,6 @@ def verify_run(
     head_seq: int,
     head_hash: bytes | None,
     public_key: bytes,
-    check_every_signature: bool = False,
 ) -> RunResult:
     """Verify consecutive entries of `origin` that follow (head_seq, head_hash).
 
@@ -294,8 +293,7 @@ def verify_run(
     last entry of the chained prefix is checked, and vouches for every entry below it; if
     its own signature fails, the entries below it are tried from the top, at most
     `LOOK_BACK` of them, and the first that verifies vouches for itself and all below it
-    (the rest is refused). With `check_every_signature`, each is checked and the run stops
-    at the first bad one.
+    (the rest is refused).
     An entry whose origin, seq, prev and version are exactly the ones expected next has a
     well-formed identity by that alone; any other goes through `parse_envelope`, which
     names what is wrong with it.
@@ -335,21 +333,14 @@ def verify_run(
     if not chained:
         return RunResult([], error)
     tip = chained[-1]
-    if not check_every_signature:
-        if verify(public_key, signing_message(tip.hash), tip.sig):
-            return RunResult(chained, error)
-        for index in range(len(chained) - 2, max(-1, len(chained) - 2 - LOOK_BACK), -1):
-            entry = chained[index]
-            if verify(public_key, signing_message(entry.hash), entry.sig):
-                return RunResult(
-                    chained[: index + 1], _refuse(origin, entry.seq + 1, "entry.signature")
-                )
-        return RunResult([], _refuse(origin, chained[0].seq, "entry.signature"))
-    for index, entry in enumerate(chained):
-        if not verify(public_key, signing_message(entry.hash), entry.sig):
-            bad = _refuse(origin, entry.seq, "entry.signature")
-            return RunResult(chained[:index], bad)
-    return RunResult(chained, error)
+    if verify(public_key, signing_message(tip.hash), tip.sig):
+        return RunResult(chained, error)
+    for index in range(len(chained) - 2, max(-1, len(chained) - 2 - LOOK_BACK), -1):
+        entry = chained[index]
+        if verify(public_key, signing_message(entry.hash), entry.sig):
+            bad = _refuse(origin, entry.seq + 1, "entry.signature")
+            return RunResult(chained[: index + 1], bad)
+    return RunResult([], _refuse(origin, chained[0].seq, "entry.signature"))
 
 
 i18n.register(

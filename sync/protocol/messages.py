@@ -62,14 +62,52 @@ def read_receipt(raw: bytes, sig: bytes, public_key: bytes) -> Receipt:
         raise RefusedError("receipt.malformed") from None
 
 
+SENDER, SERVER, TIME, NONCE, DIGEST, SIGNATURE = (
+    "x-zhibao-node",
+    "x-zhibao-server",
+    "x-zhibao-time",
+    "x-zhibao-nonce",
+    "x-zhibao-digest",
+    "x-zhibao-signature",
+)
+
+
+def body_digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
 def request_message(
     method: str, path: str, body: bytes, node: str, time: str, nonce: str, *, server: str
 ) -> bytes:
     """What a node signs for one HTTP request: method, path, body digest, sender, time,
     nonce, and the server it is for, so a request made for one server is refused by any
     other (it cannot be replayed there)."""
-    digest = hashlib.sha256(body).hexdigest()
+    return digest_message(method, path, body_digest(body), node, time, nonce, server=server)
+
+
+def digest_message(
+    method: str, path: str, digest: str, node: str, time: str, nonce: str, *, server: str
+) -> bytes:
+    """`request_message` from the body's digest (what a server checks before the body)."""
     return REQUEST_DOMAIN + canonical([method.upper(), path, digest, node, server, time, nonce])
+
+
+def request_headers(
+    signer: Signer, method: str, path: str, body: bytes, *, node: str, server: str, time: str,
+    nonce: str,
+) -> dict[str, str]:  # fmt: skip
+    """The headers of a signed request. The body's digest travels in one of them, so the
+    server checks the signature before it reads a byte of the body."""
+    digest = body_digest(body)
+    message = digest_message(method, path, digest, node, time, nonce, server=server)
+    return {
+        SENDER: node,
+        SERVER: server,
+        TIME: time,
+        NONCE: nonce,
+        DIGEST: digest,
+        SIGNATURE: signer.sign(message).hex(),
+    }
 
 
 def time_message(server: str, time: str, nonce: str) -> bytes:

@@ -38,7 +38,7 @@ from sync.protocol.bundle import VERSION as BUNDLE_VERSION
 from sync.protocol.canonical import canonical
 from sync.protocol.entry import SignedEntry, encode_entry, entry_hash, signing_message
 from sync.protocol.keys import Signer
-from sync.protocol.messages import bundle_message, request_message
+from sync.protocol.messages import bundle_message, request_headers
 from sync.store import Store
 from tests.support.servers import ZHIBAO, cli_env
 from tests.support.wire import SignedRequest
@@ -53,13 +53,6 @@ def stamp_now() -> str:
 
 
 # --- request signatures ------------------------------------------------------------------
-
-
-def request_bytes(
-    method: str, path: str, body: bytes, node_id: str, stamp: str, nonce: str, server_id: str
-) -> bytes:
-    """What the sender signs: the request bound to the server it is for (issue #9)."""
-    return request_message(method, path, body, node_id, stamp, nonce, server=server_id)
 
 
 def signed_headers(
@@ -78,14 +71,11 @@ def signed_headers(
     server whose node id is `server_id` (the one place request signatures are made)."""
     stamp = stamp or stamp_now()
     nonce = nonce or os.urandom(16).hex()
-    message = request_bytes(method, path, body, node_id, stamp, nonce, server_id)
     return {
         "content-type": content_type,
-        "x-zhibao-node": node_id,
-        "x-zhibao-server": server_id,
-        "x-zhibao-time": stamp,
-        "x-zhibao-nonce": nonce,
-        "x-zhibao-signature": signer.sign(message).hex(),
+        **request_headers(
+            signer, method, path, body, node=node_id, server=server_id, time=stamp, nonce=nonce
+        ),
     }
 
 

@@ -123,21 +123,22 @@ def test_verify_run_changed_byte_at_tip_fails_signature() -> None:
 
 
 def test_verify_run_tip_signature_vouches_for_chain_below() -> None:
-    """Documented trade-off: one valid tip signature proves the bytes of every entry below."""
+    """One valid tip signature proves the bytes of every entry below (docs/protocol.md)."""
     signer = Signer(SEED)
     items = [(e.raw, e.sig) for e in _chain(signer, 3)]
     items[1] = (items[1][0], bytes(64))
-    lazy = verify_run("330782001", items, head_seq=0, head_hash=None, public_key=signer.public)
-    strict = verify_run(
-        "330782001",
-        items,
-        head_seq=0,
-        head_hash=None,
-        public_key=signer.public,
-        check_every_signature=True,
-    )
-    assert len(lazy.accepted) == 3
-    assert [e.seq for e in strict.accepted] == [1]
+    result = verify_run("330782001", items, head_seq=0, head_hash=None, public_key=signer.public)
+    assert len(result.accepted) == 3 and result.error is None
+
+
+def test_verify_run_looks_back_from_a_bad_tip_for_a_signature_that_proves_the_rest() -> None:
+    signer = Signer(SEED)
+    items = [(e.raw, e.sig) for e in _chain(signer, 4)]
+    items[1] = (items[1][0], bytes(64))
+    items[3] = (items[3][0], bytes(64))
+    result = verify_run("330782001", items, head_seq=0, head_hash=None, public_key=signer.public)
+    assert [e.seq for e in result.accepted] == [1, 2, 3]  # #3 vouches for #2
+    assert result.error is not None and result.error.params["seq"] == 4
 
 
 def test_verify_run_refuses_other_key() -> None:

@@ -18,7 +18,7 @@ from sync.protocol.canonical import canonical
 from sync.protocol.entry import SignedEntry, entry_hash
 from sync.protocol.ids import parent_of
 from sync.protocol.keys import Signer
-from sync.protocol.messages import request_message
+from sync.protocol.messages import request_headers
 
 BATCH_TYPE = "application/x-zhibao-batch"
 
@@ -54,14 +54,11 @@ def sign_request(
     stamp = (clock or Clock()).stamp()
     nonce = nonce or secrets.token_hex(16)
     server = server or parent_of(node_id) or node_id
-    message = request_message(method, path, body, node_id, stamp, nonce, server=server)
     headers = {
         "content-type": content_type,
-        "x-zhibao-node": node_id,
-        "x-zhibao-server": server,
-        "x-zhibao-time": stamp,
-        "x-zhibao-nonce": nonce,
-        "x-zhibao-signature": signer.sign(message).hex(),
+        **request_headers(
+            signer, method, path, body, node=node_id, server=server, time=stamp, nonce=nonce
+        ),
     }
     return SignedRequest(method, path, body, headers)
 

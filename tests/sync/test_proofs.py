@@ -17,7 +17,8 @@ from sync.audit import verify_log
 from sync.ingest import ingest
 from sync.node import Node
 from sync.protocol.batch import decode_batch, encode_batch
-from sync.protocol.entry import SignedEntry
+from sync.protocol.entry import SignedEntry, encode_entry, sign_entry
+from sync.protocol.keys import Signer
 from sync.restore import restore_node
 from sync.round import sync_round
 from tests.support.servers import serve_in_thread
@@ -107,3 +108,51 @@ def test_a_bundle_up_cuts_its_frames_where_signatures_prove_them(tmp_path: Path)
         done = import_bundle(city, data)
         assert done.applied[VILLAGE] == 6000
         assert verify_log(city.store).ok
+
+
+def _run(
+    count: int, pad: int = 0, good: set[int] | None = None, signer: Signer | None = None
+) -> tuple[list[SignedEntry], bytes]:
+    """`count` chained entries of one village; only the seqs in `good` (default: all) keep
+    their own valid signature, the others carry garbage."""
+    signer, prev, out = signer or Signer.generate(), None, []
+    for seq in range(1, count + 1):
+        body = {"n": seq, "pad": "x" * pad}
+        entry = sign_entry(signer, encode_entry(VILLAGE, seq, prev, AT, "test.note", body))
+        out.append(entry if good is None or seq in good else entry._replace(sig=GARBAGE))
+        prev = entry.hash
+    return out, signer.public
+
+
+def test_checkpoints_every_span_of_an_honest_run() -> None:
+    run, key = _run(12_000)
+    assert proofs.checkpoints(run, key) == (12_000, [5_000, 10_000, 12_000])
+
+
+def test_checkpoints_move_past_a_garbage_signature() -> None:
+    run, key = _run(6_000, good={5_003, 6_000})
+    assert proofs.checkpoints(run, key) == (6_000, [5_003, 6_000])
+
+
+def test_a_run_whose_signatures_are_too_far_apart_is_taken_only_to_the_last_checked() -> None:
+    """The reviewer's attack: one push of ~16 MB whose only valid signature is its last. A
+    town that took it whole could never relay it (a relay batch must end on a checked
+    signature, and the run is bigger than what the town may send in one): it is refused
+    past the last checked entry, here the head, so the town's relay goes on."""
+    run, key = _run(550, pad=29_000, good={550})
+    assert proofs.checkpoints(run, key)[0] == 0
+    honest, key2 = _run(550, pad=29_000)
+    taken, points = proofs.checkpoints(honest, key2)
+    assert taken == 550 and points[-1] == 550 and len(points) >= 4
+
+
+def test_a_village_cannot_push_a_run_its_town_could_not_relay(tmp_path: Path) -> None:
+    net = build_topology(tmp_path / "net", [CITY, TOWN, VILLAGE])
+    with net.open(VILLAGE) as village:
+        signer = village.signer
+    run, _ = _run(550, pad=29_000, good={550}, signer=signer)
+    with net.open(TOWN) as town:
+        answer = _push(town, VILLAGE, run)
+        assert answer["applied"] == {} and answer["rejected"][0]["seq"] == 1
+        assert "relayed" in answer["rejected"][0]["reason"]
+        assert town.store.head(VILLAGE)[0] == 0

@@ -301,3 +301,18 @@ def test_an_event_naming_what_its_author_cannot_hold_blames_its_author(
     found = reconcile(opened[CITY], "2026-11")["findings"]
     assert not [f for f in found if f["kind"] == "gap" and f["node_id"] == VILLAGE_2]
     assert [f["node_id"] for f in found if f["kind"] == "quarantined_entry"] == [VILLAGE]
+
+
+def test_an_event_naming_its_town_s_entry_that_never_was_is_set_aside_at_the_town(
+    opened: dict[str, Node],
+) -> None:
+    """The town knows what it wrote: `[town, 999999]` from a village (its ancestor, so not
+    unreachable) named an entry that never was; the town would have waited for it."""
+    from tiers.cases import service
+
+    town, hostile = opened[TOWN], opened[VILLAGE]
+    case_id = service.receive(hostile, "330782-WS-001", service.Applicant("钱七"), [], at=AT)
+    forge(hostile, "case.supplied", {"case_id": case_id, "after": [TOWN, 999999]})
+    hand_up(hostile, town)
+    seq = hostile.store.head(VILLAGE)[0]
+    assert quarantined(town) == [(VILLAGE, seq, "case.after_unreachable")]

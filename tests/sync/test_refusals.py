@@ -559,8 +559,8 @@ def test_request_over_max_body_is_refused(net: Topology, town_url: str) -> None:
 
 
 def test_request_over_max_body_without_length_is_read_no_further(net: Topology) -> None:
-    """A body without Content-Length (chunked) is refused once past MAX_BODY, before the
-    rest is read into memory: driven at the ASGI level to count what the app pulled."""
+    """A body without Content-Length (chunked) is refused before it is read: a signed
+    request declares its size (driven at the ASGI level to count what the app pulled)."""
     chunk, pulled = 1 << 20, 0
     sent: list[MutableMapping[str, Any]] = []
 
@@ -591,9 +591,9 @@ def test_request_over_max_body_without_length_is_read_no_further(net: Topology) 
     before = _town(net)
     with net.open(TOWN) as town:
         asyncio.run(NodeApp(town).app(scope, receive, send))
-    assert sent[0]["status"] == 413
-    assert json.loads(sent[1]["body"])["error"] == "request.too_big"
-    assert pulled <= MAX_BODY + chunk
+    assert sent[0]["status"] == 411
+    assert json.loads(sent[1]["body"])["error"] == "request.no_length"
+    assert pulled <= chunk  # at most one piece, drained so an honest client reads the answer
     assert _town(net) == before
 
 
@@ -743,3 +743,38 @@ def test_round_with_clock_three_days_off_syncs_and_corrects_offset(
         assert abs(reopened.clock.offset + timedelta(days=3)) < timedelta(minutes=1)
     assert _town(net).heads[VILLAGE][0] == HELD + NEW + 1
     assert _audit(net, TOWN) == []
+
+
+def test_request_with_a_forged_signature_is_refused_before_its_body(net: Topology) -> None:
+    """Node ids are public (every case id starts with one): a keyless attacker who names an
+    enrolled village and declares a 20 MiB body must be refused on its headers, before the
+    server reserves or reads anything — else three such slow uploads held the whole body
+    budget for 45 minutes and every honest child got 503."""
+    pulled = 0
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled
+        pulled += 1 << 16
+        return {"type": "http.request", "body": bytes(1 << 16), "more_body": True}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    signed = push_request(Signer.generate(), VILLAGE, b"x" * (20 << 20))  # not its key
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/push", "raw_path": b"/v1/push", "query_string": b"",
+        "root_path": "", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 50000),
+        "headers": [
+            *((k.encode(), v.encode()) for k, v in signed.headers.items()),
+            (b"content-length", str(20 << 20).encode()),
+        ],
+    }  # fmt: skip
+    with net.open(TOWN) as town:
+        app = NodeApp(town)
+        asyncio.run(app.app(scope, receive, send))
+        assert app.gate.free == app.gate.limits.body_budget  # nothing was reserved
+    assert sent[0]["status"] == 403
+    assert json.loads(sent[1]["body"])["error"] == "request.bad_signature"
+    assert pulled <= 2 * (1 << 16)  # drained a little at most

@@ -239,3 +239,31 @@ def test_serve_memory_stays_bounded_under_attack(net: Topology) -> None:
         peak_mib = _peak_kib(served.proc.pid) / 1024
     assert peak_mib < 300, f"zhibao serve peaked at {peak_mib:.0f} MiB"
     assert "Traceback" not in served.errors()
+
+
+def test_connections_that_send_nothing_are_closed_and_free_their_slots(
+    net: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn starts no timer when a connection opens: sockets that never send a request
+    held every slot of `limit_concurrency`, and every honest client got 503 for as long as
+    they stayed open (no key needed). Their headers must come within a deadline."""
+    import httpx
+
+    import sync.service as service
+
+    monkeypatch.setattr(service, "LIMIT_CONCURRENCY", 20)
+    monkeypatch.setattr(service, "HEADER_SECONDS", 0.5)
+    with service.ServerThread(lambda: open_home(net.home(TOWN))) as served:
+        port = int(served.url.rsplit(":", 1)[1])
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        try:
+            with httpx.Client(base_url=served.url, timeout=5) as client:
+                assert client.get("/v1/time").status_code == 503  # every slot held
+                deadline = time.monotonic() + 10
+                while client.get("/v1/time").status_code == 503:
+                    assert time.monotonic() < deadline, "idle connections were never closed"
+                    time.sleep(0.1)
+            assert all(s.recv(1) == b"" for s in idle)  # the server closed them
+        finally:
+            for s in idle:
+                s.close()

@@ -214,11 +214,17 @@ def _after_authority(
     """An event may name as its `after` only an entry its author can hold: its own, its
     ancestors' (what flows down) or its subtree's. A village naming a sibling's entry names
     what it never saw — e.g. `[neighbour, 999999]`, which would wait for ever and make the
-    city blame the neighbour for a gap in its log."""
+    city blame the neighbour for a gap in its log. And the node named knows what it wrote:
+    an entry of its own beyond its head was never there to be seen."""
     after = fields["body"]["after"]
-    if after is None or is_within(after[0], entry.origin) or is_within(entry.origin, after[0]):
+    if after is None:
         return None
-    return "case.after_unreachable", {"after": f"{after[0]}#{after[1]}"}
+    named, seq = after
+    if not (is_within(named, entry.origin) or is_within(entry.origin, named)):
+        return "case.after_unreachable", {"after": f"{named}#{seq}"}
+    if named == owner and named != entry.origin and store.head(named)[0] < seq:
+        return "case.after_unreachable", {"after": f"{named}#{seq}"}
+    return None
 
 
 authority.register(RECEIVED, _received_authority)

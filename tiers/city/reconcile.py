@@ -239,10 +239,12 @@ def _custody(store: Store, period: Period) -> list[Finding]:
 
 
 def _quarantined(store: Store) -> list[Finding]:
+    """One finding per node and reason, however many entries (seq = the latest of them)."""
     return [
-        _find("quarantined_entry", q["origin"], seq=q["seq"], type=q["type"], reason=q["reason"],
-              why=q["detail"], received_at=q["at"])
-        for q in store.quarantined()
+        _find("quarantined_entry", q["origin"], seq=q["last_seq"], first_seq=q["first_seq"],
+              count=q["count"], type=q["type"], reason=q["reason"], why=q["detail"],
+              received_at=q["last_at"])
+        for q in store.quarantine_counts()
     ]  # fmt: skip
 
 
@@ -318,8 +320,8 @@ def network_health(
         "SELECT h.origin, json_extract(CAST(e.raw AS TEXT), '$.at'), e.received_at FROM heads h "
         "JOIN entries e ON e.origin = h.origin AND e.seq = h.seq")}  # fmt: skip
     quarantined: dict[str, int] = {}
-    for q in store.quarantined():
-        quarantined[q["origin"]] = quarantined.get(q["origin"], 0) + 1
+    for q in store.quarantine_counts():
+        quarantined[q["origin"]] = quarantined.get(q["origin"], 0) + q["count"]
     forks: dict[str, int] = {}
     for f in store.forks():
         if not f["resolved"]:
@@ -400,8 +402,10 @@ i18n.register(
             "{node_id} 的时钟偏差 {seconds} 秒（{at}）。",
         ),
         "finding.quarantined_entry": (
-            "{node_id}'s entry #{seq} ({type}) is held but set aside: {why}.",
-            "{node_id} 的第 {seq} 号条目（{type}）已保存但未采用：{why}。",
+            "{count} of {node_id}'s entries (#{first_seq}–#{seq}) are held but set aside; the"
+            " latest ({type}): {why}.",
+            "{node_id} 有 {count} 条条目（#{first_seq}—#{seq}）已保存但未采用；最近一条"
+            "（{type}）：{why}。",
         ),
         "finding.custody_violation": (
             "{node_id} recorded {type} on case {case_id} (#{seq}, {at}) without holding it"
