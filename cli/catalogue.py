@@ -16,6 +16,7 @@ from cli.common import (
     print_json,
     print_table,
     read_input,
+    warn,
 )
 from sync.protocol import i18n
 from tiers.catalogue import kind_label, parse_catalogue, tier_label, yuan_from_fen
@@ -47,6 +48,11 @@ i18n.register(
         "cli.catalogue.headers": (
             "code|name|department|kind|promised|statutory|fee (yuan)|accepting tiers|deciding tier",
             "事项编码|事项名称|部门|类型|承诺时限|法定时限|收费（元）|受理层级|决定层级",
+        ),
+        "cli.published.local": (
+            "this node is not the city: what it publishes counts here only, never at other"
+            " nodes (the city publishes for the network)",
+            "本节点不是市级节点：其发布内容只在本节点有效，不影响其他节点（全网以市级发布为准）",
         ),
         "cli.calendar.published": (
             "Published as entry #{seq}: {years} year(s), {days} single day(s).",
@@ -103,9 +109,12 @@ def import_command(file: Path, at: str | None, home: Path | None, as_json: bool)
     items = parse_catalogue(read_input(file), str(file))
     with node_at(home) as node:
         result = publish_items(node, items, at=at)
+        local = node.config.tier != "city"
     if as_json:
         print_json(result.to_json())
         return
+    if local and result.added + result.changed:
+        warn(i18n.t("cli.published.local"))
     echo(
         i18n.t(
             "cli.catalogue.imported",
@@ -183,9 +192,12 @@ def calendar_import_command(file: Path, at: str | None, home: Path | None, as_js
     overrides = parse_overrides(read_input(file), str(file))
     with node_at(home) as node:
         result = publish_calendar(node, overrides, at=at)
+        local = node.config.tier != "city"
     if as_json:
         print_json(result.to_json())
         return
+    if local and result.seq is not None:
+        warn(i18n.t("cli.published.local"))
     if result.seq is None:
         echo(i18n.t("cli.calendar.nothing_new"))
     else:

@@ -140,3 +140,13 @@ def test_calendar_import_malformed_names_file(city: Path, tmp_path: Path) -> Non
     assert done.stderr.startswith(f"zhibao: {bad}: malformed calendar override")
     assert len(done.stderr.splitlines()) == 1
     assert ok_json(city, "log", "show") == before
+
+
+def test_catalogue_import_at_a_town_says_it_counts_there_only(tmp_path: Path) -> None:
+    """A town's own import (standalone use) is kept local (#9): the clerk is told so."""
+    from tests.support.topology import TOWN, build_topology
+
+    net = build_topology(tmp_path, [TOWN])
+    done = zhibao(net.home(TOWN), "catalogue", "import", str(SHARED_CATALOGUE))
+    assert done.returncode == 0, done.stderr
+    assert "counts here only" in done.stderr
