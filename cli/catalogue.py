@@ -16,7 +16,6 @@ from cli.common import (
     print_json,
     print_table,
     read_input,
-    warn,
 )
 from sync.protocol import i18n
 from tiers.catalogue import kind_label, parse_catalogue, tier_label, yuan_from_fen
@@ -114,7 +113,7 @@ def import_command(file: Path, at: str | None, home: Path | None, as_json: bool)
         print_json(result.to_json())
         return
     if local and result.added + result.changed:
-        warn(i18n.t("cli.published.local"))
+        echo(i18n.t("cli.published.local"))
     echo(
         i18n.t(
             "cli.catalogue.imported",
@@ -197,7 +196,7 @@ def calendar_import_command(file: Path, at: str | None, home: Path | None, as_js
         print_json(result.to_json())
         return
     if local and result.seq is not None:
-        warn(i18n.t("cli.published.local"))
+        echo(i18n.t("cli.published.local"))
     if result.seq is None:
         echo(i18n.t("cli.calendar.nothing_new"))
     else:
