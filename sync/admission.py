@@ -87,9 +87,6 @@ class Limits:
     drain_seconds: float = 1.0
 
 
-Rule = Callable[[str, str], bool]  # (sender, this node) -> may the sender call here?
-
-
 def may_push(sender: str, me: str) -> bool:
     """Pushes come only from direct children: a log reaches its parent from below."""
     return parent_of(sender) == me
@@ -98,6 +95,23 @@ def may_push(sender: str, me: str) -> bool:
 def may_sync(sender: str, me: str) -> bool:
     """Hello and pull: any node below (a restore may pull from a grandparent)."""
     return sender != me and is_within(sender, me)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Who may call an endpoint (`allows(sender, this node)`), what a refusal says, and
+    whether its body is small (a hello, a pull) or a batch (a push)."""
+
+    allows: Callable[[str, str], bool]
+    refusal: str
+    small: bool
+
+    def cap(self, limits: Limits) -> int:
+        return limits.max_small_body if self.small else limits.max_body
+
+
+PUSH = Endpoint(may_push, "request.not_child", small=False)
+SYNC = Endpoint(may_sync, "request.not_below", small=True)  # hello and pull
 
 
 @dataclass(frozen=True)
@@ -144,10 +158,11 @@ class Gate:
         self.free = limits.body_budget  # bytes of bodies that may still be taken in
         self.reading: set[str] = set()  # senders whose body is being read or held
 
-    def admit(self, request: Request, rule: Rule, refused_as: str, cap: int) -> Caller:
+    def admit(self, request: Request, endpoint: Endpoint) -> Caller:
         """Check everything the headers say, signature and nonce included, before any of the
         body is read; RefusedError saying why not. Reads the database only to look the
         sender's key and the nonce up."""
+        cap = endpoint.cap(self.limits)
         headers = request.headers
         length = headers.get("content-length")
         if length is None:
@@ -179,8 +194,8 @@ class Gate:
             raise RefusedError("request.bad_time") from None
         if abs(skew) > MAX_SKEW_SECONDS:
             raise RefusedError("request.clock", skew=int(skew), time=self.node.clock.stamp())
-        if not rule(node_id, me):
-            raise RefusedError(refused_as, node_id=node_id, me=me)
+        if not endpoint.allows(node_id, me):
+            raise RefusedError(endpoint.refusal, node_id=node_id, me=me)
         key = trust.public_key(self.node.store, node_id)
         if key is None:
             raise RefusedError("request.unknown_node", node_id=node_id)

@@ -35,14 +35,14 @@ from starlette.routing import Route
 from sync import admission, receipts, relevance
 from sync.admission import (
     NONCE,
+    PUSH,
+    SYNC,
     Caller,
+    Endpoint,
     Gate,
     Limits,
-    Rule,
     error_response,
     has_body,
-    may_push,
-    may_sync,
     refusal,
 )
 from sync.ingest import ingest
@@ -149,16 +149,13 @@ class NodeApp:
         self,
         request: Request,
         handler: Callable[[str, bytes], Response],
-        *,
-        rule: Rule,
-        refused_as: str,
-        cap: int,
+        endpoint: Endpoint,
     ) -> Response:
         """Admit the request on its headers, read its body within the budget and the
         deadline, then run `handler` in one transaction."""
         gate = self.gate
         try:
-            caller = gate.admit(request, rule, refused_as, cap)
+            caller = gate.admit(request, endpoint)
         except RefusedError as exc:
             return refusal(exc, close=not await gate.drain(request))
         if not gate.reserve(caller):
@@ -220,13 +217,7 @@ class NodeApp:
                 }
             )
 
-        return await self._guarded(
-            request,
-            handle,
-            rule=may_sync,
-            refused_as="request.not_below",
-            cap=self.gate.limits.max_small_body,
-        )
+        return await self._guarded(request, handle, SYNC)
 
     async def push(self, request: Request) -> Response:
         def handle(sender: str, body: bytes) -> Response:
@@ -240,13 +231,7 @@ class NodeApp:
             )
             return JSONResponse({"result": result.to_json(), "receipt": self._receipt(sender)})
 
-        response = await self._guarded(
-            request,
-            handle,
-            rule=may_push,
-            refused_as="request.not_child",
-            cap=self.gate.limits.max_body,
-        )
+        response = await self._guarded(request, handle, PUSH)
         self._last_push = _time.monotonic()
         if not self._projecting:
             self._projecting = True
@@ -268,13 +253,7 @@ class NodeApp:
                 },
             )
 
-        return await self._guarded(
-            request,
-            handle,
-            rule=may_sync,
-            refused_as="request.not_below",
-            cap=self.gate.limits.max_small_body,
-        )
+        return await self._guarded(request, handle, SYNC)
 
     # --- idle projection -------------------------------------------------------------
 

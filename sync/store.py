@@ -160,12 +160,10 @@ class Store(Projecting):
         self._named: frozenset[str] = frozenset().union(
             *(ext.types for ext in self.extensions if ext.types is not None)
         )
-        self._eager_types: frozenset[str] | None = frozenset()  # what some eager one wants
-        for ext in self._eager:
-            wanted = ext.types
-            self._eager_types = (
-                None if wanted is None or self._eager_types is None else self._eager_types | wanted
-            )
+        eager = [ext.types for ext in self._eager]  # what some eager one wants (None: all)
+        self._eager_types: frozenset[str] | None = (
+            None if None in eager else frozenset().union(*(t for t in eager if t is not None))
+        )
         self.deferring = False  # see defer_projections
         self._depth = 0
         self._projected: int | None = None  # the cursor, while a transaction projects inline
