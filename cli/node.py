@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cli.common import echo, home_option, json_option, node_at, print_json, warn_if_exposed
-from sync import trust
+from sync import rekey, revocation, trust
 from sync.node import resolve_home
 from sync.protocol import i18n
 from sync.protocol.errors import EnrolmentError
@@ -105,6 +105,14 @@ def show_command(home: Path | None, as_json: bool) -> None:
 @click.option("--name", required=True)
 @click.option("--public-key", required=True, help="The child's identity key (hex).")
 @click.option("--seal-key", default=None, help="The child's seal key (hex), for sealed bundles.")
+@click.option(
+    "--continue-from",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="SEQ",
+    help="A new key for a node already enrolled (its key lost or stolen): the new key "
+    "signs its entries after SEQ; after a revocation, SEQ is the revocation's cut-off.",
+)
 @click.option("--at", "at", default=None, metavar="ISO-TIME")
 @home_option
 @json_option
@@ -113,17 +121,66 @@ def enroll_command(
     name: str,
     public_key: str,
     seal_key: str | None,
+    continue_from: int | None,
     at: str | None,
     home: Path | None,
     as_json: bool,
 ) -> None:
     """Enrol a node directly below this one (signed into this node's log)."""
     with node_at(home) as node:
-        body = trust.enrolment_body(node_id, name, public_key, seal_key)
+        body = trust.enrolment_body(node_id, name, public_key, seal_key, continue_from)
         if parent_of(node_id) != node.node_id:
             raise EnrolmentError("enrol.not_below", origin=node.node_id, node_id=node_id)
-        entry = node.append(trust.ENROLLED, body, at=node.clock.stamp(at) if at else None)
+        with node.store.transaction():
+            revocation.check_replacement(node, node_id, public_key, continue_from)
+            entry = node.append(trust.ENROLLED, body, at=node.clock.stamp(at) if at else None)
     if as_json:
         print_json({"node_id": node_id, "seq": entry.seq, **body})
     else:
         echo(i18n.t("node.enrolled", node_id=node_id, name=name, seq=entry.seq))
+
+
+@node_group.command("revoke")
+@click.option("--node-id", required=True, help="The node whose key is revoked (below this one).")
+@click.option("--reason", required=True, help="Why (a stolen PC, a leaked key …); kept in the log.")
+@click.option(
+    "--after-seq",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Entries it signs after seq N are refused (default: what this node holds of its log).",
+)
+@click.option("--at", "at", default=None, metavar="ISO-TIME")
+@home_option
+@json_option
+def revoke_command(
+    node_id: str,
+    reason: str,
+    after_seq: int | None,
+    at: str | None,
+    home: Path | None,
+    as_json: bool,
+) -> None:
+    """Revoke a node's key: nothing it signs after the cut-off is accepted anywhere."""
+    with node_at(home) as node:
+        entry, body = revocation.revoke(
+            node, node_id, reason, after_seq, at=node.clock.stamp(at) if at else None
+        )
+    if as_json:
+        print_json({"seq": entry.seq, **body})
+    else:
+        echo(i18n.t("revoke.done", node_id=node_id, cut=body["after_seq"], seq=entry.seq))
+
+
+@node_group.command("rekey")
+@home_option
+@json_option
+def rekey_command(home: Path | None, as_json: bool) -> None:
+    """Rotate this node's key: the old key vouches for the new one in the log."""
+    with node_at(home) as node:
+        public = rekey.rotate(node)
+        seq = node.store.head(node.node_id)[0]
+    if as_json:
+        print_json({"node_id": node.node_id, "public_key": public, "seq": seq})
+    else:
+        echo(i18n.t("rekey.done", public_key=public, seq=seq))

@@ -37,6 +37,14 @@ i18n.register(
             "连接问题：{error}；{seconds:.0f} 秒后重试",
         ),
         "status.network": ("network:", "网络状况："),
+        "status.revoked": (
+            "revoked: {node_id} after seq {after_seq}, by {by} ({reason})",
+            "已吊销：{node_id}，序号 {after_seq} 之后，由 {by} 吊销（{reason}）",
+        ),
+        "status.revoked_used": (
+            "REVOKED KEY USED: {node_id} {count}× ({how}, via {via}), last {last_at}",
+            "已吊销密钥被使用：{node_id} {count} 次（{how}，经由 {via}），最近 {last_at}",
+        ),
         "status.quarantined": (
             "SET ASIDE {count} from {origin} (#{first_seq}-#{last_seq}), latest {last_at}:"
             " {detail}",
@@ -192,6 +200,10 @@ def status_command(home: Path | None, as_json: bool) -> None:
         echo(f"FORK {fork['origin']}#{fork['seq']} detected {fork['detected_at']}")
     for held in info["quarantined_counts"]:
         echo(i18n.t("status.quarantined", **held))
+    for cut in info["revocations"]:
+        echo(i18n.t("status.revoked", **cut))
+    for use in info["revoked_key_used"]:
+        echo(i18n.t("status.revoked_used", **use))
     network = info.get("network")
     if network:
         click.echo(i18n.t("status.network"))

@@ -26,7 +26,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from sync import trust
+from sync import keyring, trust
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import RefusedError
@@ -196,19 +196,36 @@ class Gate:
             raise RefusedError("request.clock", skew=int(skew), time=self.node.clock.stamp())
         if not endpoint.allows(node_id, me):
             raise RefusedError(endpoint.refusal, node_id=node_id, me=me)
-        key = trust.public_key(self.node.store, node_id)
-        if key is None:
-            raise RefusedError("request.unknown_node", node_id=node_id)
+        store = self.node.store
+        keys = trust.wire_keys(store, node_id)
         message = digest_message(
             request.method, request.url.path, digest, node_id, stamp, nonce, server=me
         )
-        if not verify(key, message, bytes.fromhex(signature)):
+        if not any(verify(key, message, bytes.fromhex(signature)) for key in keys):
+            if self._revoked_key(node_id, message, bytes.fromhex(signature)):
+                raise RefusedError("request.revoked", node_id=node_id)
+            if not keys:
+                raise RefusedError("request.unknown_node", node_id=node_id)
             raise RefusedError("request.bad_signature")
         if self.node.store.query(
             "SELECT 1 FROM nonces WHERE node = ? AND nonce = ?", (node_id, nonce)
         ):  # seen before: checked again in the request's transaction, which records it
             raise RefusedError("request.replayed")
         return Caller(node_id, stamp, nonce, digest, int(length), int(skew))
+
+    def _revoked_key(self, node_id: str, message: bytes, signature: bytes) -> bool:
+        """Whether a key `node_id` was enrolled with, now revoked, signed this request:
+        then it is refused as such and counted (`revoked_key_used`)."""
+        store = self.node.store
+        ring = keyring.ring(store, node_id)
+        if not ring.cuts:
+            return False
+        old = {key for _, key in ring.enrols} | {key for _, key, _ in ring.rotations}
+        if not any(verify(key, message, signature) for key in old):
+            return False
+        with store.transaction():
+            keyring.record_use(store, node_id, node_id, "request", None, self.node.clock.stamp())
+        return True
 
     def reserve(self, caller: Caller) -> bool:
         """Take the caller's body from the budget, one body at a time per sender: False
@@ -292,6 +309,10 @@ i18n.register(
         "request.unsigned": (
             "request is not signed (header {header} missing or malformed)",
             "请求未签名（请求头 {header} 缺失或格式错误）",
+        ),
+        "request.revoked": (
+            "the key of node {node_id} has been revoked: it may not sync any more",
+            "节点 {node_id} 的密钥已被吊销：不能再同步",
         ),
         "request.unknown_node": (
             "node {node_id} is not enrolled here",

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sync import trust
+from sync.keyring import Answer, KeyRing
 from sync.protocol import i18n
 from sync.protocol.entry import entry_hash, parse_envelope, signing_message
 from sync.protocol.errors import EntryError
@@ -66,9 +66,10 @@ def _verify(store: Store, origin: str | None) -> AuditReport:
     origins = [origin] if origin else sorted(store.heads())
     for current in origins:
         report.origins += 1
-        key = trust.public_key(store, current)
-        if key is None:
+        ring = KeyRing.load(store, current)
+        if not ring.enrols:
             _problem(report, current, 0, "unknown_key")
+        answer: Answer | None = None  # the key for this seq, and how far it holds
         expected, prev = 1, None
         unproved: list[int] = []  # seqs whose signature failed, since the chain was whole
         for entry in store.iter_all(current):
@@ -92,7 +93,12 @@ def _verify(store: Store, origin: str | None) -> AuditReport:
                 linked = False
             if not linked:  # nothing from here on vouches for what came before
                 _unproved(report, current, unproved)
-            if key is not None and not verify(key, signing_message(actual), entry.sig):
+            if answer is None or (answer.through is not None and entry.seq > answer.through):
+                answer = ring.span(entry.seq)
+            key = answer.key
+            if key is None and answer.why == "entry.revoked":
+                _problem(report, current, entry.seq, "revoked", cut=answer.cut)
+            elif key is not None and not verify(key, signing_message(actual), entry.sig):
                 unproved.append(entry.seq)
             elif unproved:
                 report.vouched[current] = report.vouched.get(current, 0) + len(unproved)
@@ -108,6 +114,10 @@ def _verify(store: Store, origin: str | None) -> AuditReport:
 i18n.register(
     {
         "audit.unknown_key": ("no enrolled key for this origin", "此来源没有已登记的密钥"),
+        "audit.revoked": (
+            "held, but signed after the revocation of its key (cut-off seq {cut})",
+            "已持有，但签名时间在其密钥吊销（截止序号 {cut}）之后",
+        ),
         "audit.missing": ("entries {first}..{last} are missing", "缺少条目 {first}..{last}"),
         "audit.changed": (
             "stored bytes were changed (hash mismatch)",

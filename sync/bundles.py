@@ -16,9 +16,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync import proofs, receipts, relevance, trust
+from sync import keyring, proofs, receipts, relevance, trust
 from sync.ingest import IngestResult, ingest
 from sync.node import Node
+from sync.protocol import i18n
 from sync.protocol.batch import BATCH_ENTRIES, Run
 from sync.protocol.bundle import (
     MAX_BUNDLE_BYTES,
@@ -98,7 +99,7 @@ def export_bundle(
     frames = bundle_frames(node, to, full=full)
     entries = [entry for frame in frames for entry in frame]
     data = encode_bundle(
-        node.signer, node.node_id, to, node.clock.stamp(), entries, target, frames=frames
+        node.wire_signer, node.node_id, to, node.clock.stamp(), entries, target, frames=frames
     )
     if len(data) > MAX_BUNDLE_BYTES:
         raise export_limit_error()
@@ -141,11 +142,20 @@ def _signed_by(key: bytes | None, bundle: BundleFile) -> bool:
 
 
 def _unsigned(node: Node, bundle: BundleFile) -> BundleError | None:
-    """Why the bundle is not the sender's, judged by the keys held now; None if it is."""
-    key = trust.public_key(node.store, bundle.sender)
-    if _signed_by(key, bundle):
+    """Why the bundle is not the sender's, judged by the keys held now; None if it is.
+    A bundle signed by a key of the sender's that was revoked is counted as such."""
+    keys = trust.wire_keys(node.store, bundle.sender)
+    if any(_signed_by(key, bundle) for key in keys):
         return None
-    kind = "bundle.unknown_sender" if key is None else "bundle.forged"
+    ring = keyring.ring(node.store, bundle.sender)
+    retired = [k for _, k in ring.enrols] + [k for _, k, _ in ring.rotations]
+    if ring.cuts and any(_signed_by(key, bundle) for key in retired):
+        with node.store.transaction():
+            keyring.record_use(
+                node.store, bundle.sender, bundle.sender, "bundle", None, node.clock.stamp()
+            )
+        return BundleError("bundle.revoked", node_id=bundle.sender)
+    kind = "bundle.unknown_sender" if not keys and not ring.enrols else "bundle.forged"
     return BundleError(kind, node_id=bundle.sender)
 
 
@@ -162,7 +172,7 @@ def _receipt_for(node: Node, sender: str) -> Receipt:
     log (whole within this node, in part above it), so the sender can use it as cursors."""
     store, me = node.store, node.node_id
     if is_within(sender, me):
-        return receipts.issue(store, node.signer, me, node.clock, sender)
+        return receipts.issue(store, node.wire_signer, me, node.clock, sender)
     heads: dict[str, tuple[int, bytes]] = {
         o: h for o, h in store.heads().items() if is_within(o, me)
     }
@@ -170,7 +180,7 @@ def _receipt_for(node: Node, sender: str) -> Receipt:
         digest = store.hash_at(origin, seq)
         if origin not in heads and digest is not None:
             heads[origin] = (seq, digest)
-    return make_receipt(node.signer, me, node.clock.stamp(), heads)
+    return make_receipt(node.wire_signer, me, node.clock.stamp(), heads)
 
 
 def _keep_fork_evidence(node: Node, runs: list[Run], forks: list[dict[str, Any]]) -> None:
@@ -202,7 +212,7 @@ def import_bundle(node: Node, data: bytes) -> Imported:
         raise BundleError("bundle.wrong_recipient", to=bundle.recipient, me=me)
     if not _related(bundle.sender, me):
         raise BundleError("bundle.unrelated", node_id=bundle.sender, me=me)
-    checked = trust.public_key(node.store, bundle.sender) is not None
+    checked = bool(keyring.ring(node.store, bundle.sender).enrols)
     if checked and (forged := _unsigned(node, bundle)) is not None:
         raise forged
     if not checked and bundle.sender != parent_of(me):  # only a parent's first bundle may
@@ -261,6 +271,15 @@ def import_receipt(node: Node, data: bytes) -> Receipt:
     except RefusedError as exc:
         raise BundleError("bundle.receipt_refused", reason=str(exc)) from None
 
+
+i18n.register(
+    {
+        "bundle.revoked": (
+            "This bundle is signed by a revoked key of {node_id}: refused, nothing applied.",
+            "此数据包由 {node_id} 已吊销的密钥签名：已拒绝，未导入任何内容。",
+        ),
+    }
+)
 
 __all__ = [
     "MAX_BUNDLE_BYTES",

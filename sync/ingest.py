@@ -25,7 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync import proofs, trust
+from sync import keyring, proofs
+from sync.keyring import KeyRing
 from sync.protocol import i18n
 from sync.protocol.batch import Run
 from sync.protocol.entry import (
@@ -102,7 +103,9 @@ def _fork(
     return True
 
 
-def _ingest_whole(store: Store, run: Run, key: bytes, result: IngestResult, at: str) -> None:
+def _ingest_whole(
+    store: Store, run: Run, ring: KeyRing, result: IngestResult, at: str, sender: str
+) -> None:
     head_seq, head_hash = store.head(run.origin)
     fresh = run.items
     if run.first <= head_seq:
@@ -114,32 +117,87 @@ def _ingest_whole(store: Store, run: Run, key: bytes, result: IngestResult, at: 
             if held == entry_hash(raw):
                 result.duplicates += 1
                 continue
-            if held is not None and _fork(store, result, run.origin, seq, held, raw, sig, key, at):
+            key = ring.key_at(seq)
+            if (
+                held is not None
+                and key is not None
+                and _fork(store, result, run.origin, seq, held, raw, sig, key, at)
+            ):
                 result.refuse(_entry_error(run.origin, seq, "entry.fork"))
             else:
                 result.refuse(_entry_error(run.origin, seq, "entry.signature"))
             return
         fresh = run.items[overlap:]
-    if not fresh:
-        return
-    checked = verify_run(run.origin, fresh, head_seq=head_seq, head_hash=head_hash, public_key=key)
+    while fresh:  # in pieces, each signed by one key (a rotation or a cut-off ends one)
+        first = head_seq + 1
+        answer = ring.span(first)
+        if answer.key is None:
+            _refuse_keyless(store, result, run.origin, first, len(fresh), answer, at, sender)
+            return
+        count = len(fresh) if answer.through is None else min(len(fresh), answer.through - head_seq)
+        for index in range(count):
+            if keyring.REKEY_MARK in fresh[index][0]:
+                count = index + 1
+                break
+        piece, fresh = fresh[:count], fresh[count:]
+        if not _ingest_piece(store, run.origin, piece, head_seq, head_hash, answer.key, result, at):
+            return
+        head_seq, head_hash = store.head(run.origin)
+        if fresh:
+            ring = KeyRing.load(store, run.origin)  # a rotation in the piece changed it
+
+
+def _ingest_piece(
+    store: Store,
+    origin: str,
+    items: list[tuple[bytes, bytes]],
+    head_seq: int,
+    head_hash: bytes | None,
+    key: bytes,
+    result: IngestResult,
+    at: str,
+) -> bool:
+    """Verify and apply consecutive entries signed by one key; False if one was refused."""
+    checked = verify_run(origin, items, head_seq=head_seq, head_hash=head_hash, public_key=key)
     accepted, error = checked.accepted, checked.error
     taken, points = proofs.checkpoints(accepted, key)
     if taken < len(accepted):  # signatures too far apart to relay: the rest is refused
-        error = _entry_error(
-            run.origin, accepted[taken].seq, "entry.unproved", count=proofs.SPAN_MAX[0]
-        )
+        seq, limit = accepted[taken].seq, proofs.SPAN_MAX[0]
+        error = _entry_error(origin, seq, "entry.unproved", count=limit)
         accepted = accepted[:taken]
     if accepted:
         store.insert(accepted, at)
         for seq in points:
-            store.mark_signed(run.origin, seq)
-        result.applied[run.origin] = result.applied.get(run.origin, 0) + len(accepted)
+            store.mark_signed(origin, seq)
+        result.applied[origin] = result.applied.get(origin, 0) + len(accepted)
     if error is not None:
         result.refuse(error)
+        return False
+    return len(accepted) == len(items)
 
 
-def _ingest_part(store: Store, run: Run, key: bytes, result: IngestResult, at: str) -> None:
+def _refuse_keyless(
+    store: Store,
+    result: IngestResult,
+    origin: str,
+    seq: int,
+    count: int,
+    answer: keyring.Answer,
+    at: str,
+    sender: str,
+) -> None:
+    """Nothing may sign `seq` of `origin` here: refuse it (and what follows), and count
+    it when a revoked key signed it (`revoked_key_used`)."""
+    if answer.why == "entry.revoked":
+        keyring.record_use(store, origin, sender, "entry", seq + count - 1, at, count)
+        result.refuse(_entry_error(origin, seq, "entry.revoked", origin=origin, cut=answer.cut))
+    else:
+        result.refuse(_entry_error(origin, seq, "entry.unknown_key", origin=origin))
+
+
+def _ingest_part(
+    store: Store, run: Run, ring: KeyRing, result: IngestResult, at: str, sender: str
+) -> None:
     for offset, (raw, sig) in enumerate(run.items):
         seq = run.first + offset
         try:
@@ -152,15 +210,21 @@ def _ingest_part(store: Store, run: Run, key: bytes, result: IngestResult, at: s
         if held == digest:
             result.duplicates += 1
             continue
-        if not verify(key, signing_message(digest), sig):
+        answer = ring.span(seq)
+        if answer.key is None:
+            _refuse_keyless(store, result, run.origin, seq, 1, answer, at, sender)
+            continue
+        if not verify(answer.key, signing_message(digest), sig):
             result.refuse(_entry_error(run.origin, seq, "entry.signature"))
             continue  # no chain ties it to the next: that one may still prove itself
         if held is not None:
-            _fork(store, result, run.origin, seq, held, raw, sig, key, at)
+            _fork(store, result, run.origin, seq, held, raw, sig, answer.key, at)
             result.refuse(_entry_error(run.origin, seq, "entry.fork"))
             return
         store.insert([SignedEntry(raw, sig, digest, run.origin, seq, fields.type)], at, whole=False)
         result.applied[run.origin] = result.applied.get(run.origin, 0) + 1
+        if fields.type == keyring.REKEYED:
+            ring = KeyRing.load(store, run.origin)
 
 
 def _joined(runs: list[Run]) -> list[Run]:
@@ -213,16 +277,16 @@ def ingest(
                     _entry_error(run.origin, run.first, "entry.frozen", origin=run.origin)
                 )
                 continue
-            key = trust.public_key(store, run.origin)
-            if key is None:
+            ring = KeyRing.load(store, run.origin)
+            if not ring.enrols:
                 result.refuse(
                     _entry_error(run.origin, run.first, "entry.unknown_key", origin=run.origin)
                 )
                 continue
             if whole:
-                _ingest_whole(store, run, key, result, received_at)
+                _ingest_whole(store, run, ring, result, received_at, sender)
             else:
-                _ingest_part(store, run, key, result, received_at)
+                _ingest_part(store, run, ring, result, received_at, sender)
             if (
                 run.origin not in frozen
                 and result.forks
@@ -234,6 +298,10 @@ def ingest(
 
 i18n.register(
     {
+        "entry.revoked": (
+            "the key of {origin} was revoked after seq {cut}: nothing it signs later counts",
+            "{origin} 的密钥已在序号 {cut} 之后吊销：其后签名的内容一律不予接受",
+        ),
         "entry.unproved": (
             "no signature verifies within {count} entries from here: they could not be relayed",
             "自此起 {count} 条条目内没有可验证的签名：无法转发",

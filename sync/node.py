@@ -12,21 +12,23 @@ others can read is refused; a database or home they can read or change is report
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import stat
 import tomllib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sync import trust
+from sync import keyring, receipts, trust
 from sync.clock import Clock
+from sync.keyring import REKEYED
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry, encode_entry, sign_entry
 from sync.protocol.errors import HomeError, KeyFileError
@@ -35,6 +37,8 @@ from sync.protocol.keys import Signer, check_identity_key
 from sync.store import Extension, Store
 
 NODE_DB, NODE_KEY, SEAL_KEY, NODE_TOML = "node.db", "node.key", "seal.key", "node.toml"
+NEXT_KEY, OLD_KEY = "node.key.next", "node.key.old"  # a key rotation under way (sync.rekey)
+GRACE_DAYS = 14.0
 RESTORING = "restoring"
 _OTHERS_MAY = stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH
 
@@ -54,7 +58,7 @@ class NodeConfig:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def _write_secret(path: Path, data: bytes) -> None:
+def write_secret(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
@@ -79,7 +83,7 @@ def exposure_warning(home: Path) -> str | None:
     return None
 
 
-def _read_secret(path: Path) -> bytes:
+def read_secret(path: Path) -> bytes:
     try:
         mode = path.stat().st_mode
         text = path.read_text("ascii").strip()
@@ -109,6 +113,13 @@ class Node:
     ) -> None:
         self.home, self.config, self.store, self.signer = home, config, store, signer
         self.seal, self.clock = seal, clock
+        self.retiring: Signer | None = None  # a rotated-out key still used on the wire
+
+    @property
+    def wire_signer(self) -> Signer:
+        """The key this node's requests, receipts, time answers and bundles are signed
+        with: the retired one for a while after a rotation (sync.rekey), else its own."""
+        return self.retiring or self.signer
 
     @property
     def node_id(self) -> str:
@@ -133,6 +144,11 @@ class Node:
             if self.node_id in self.store.frozen():
                 raise HomeError("node.self_frozen")
             seq, prev = self.store.head(self.node_id)
+            answer = keyring.ring(self.store, self.node_id).span(seq + 1)
+            if answer.why == "entry.revoked":
+                raise HomeError("node.revoked", cut=answer.cut)
+            if answer.key is not None and answer.key != self.signer.public:
+                raise HomeError("node.key_not_enrolled", seq=seq + 1)
             raw = encode_entry(
                 self.node_id, seq + 1, prev, at or self.clock.stamp(), entry_type, body
             )
@@ -185,8 +201,8 @@ def init_node(
         parent_id=parent_id,
         parent_url=parent_url,
     )
-    _write_secret(home / NODE_KEY, signer.seed.hex().encode() + b"\n")
-    _write_secret(home / SEAL_KEY, seal.private_bytes_raw().hex().encode() + b"\n")
+    write_secret(home / NODE_KEY, signer.seed.hex().encode() + b"\n")
+    write_secret(home / SEAL_KEY, seal.private_bytes_raw().hex().encode() + b"\n")
     _create_database_file(home / NODE_DB)
     store = Store(home / NODE_DB, extensions=[trust.Trust(), *extensions], owner=node_id)
     trust.pin_root(
@@ -214,10 +230,13 @@ def open_node(
         config = NodeConfig(**data)
     except (tomllib.TOMLDecodeError, TypeError, UnicodeDecodeError) as exc:
         raise HomeError("node.bad_config", home=str(home), detail=str(exc)) from None
-    signer = Signer(_read_secret(home / NODE_KEY))
-    if signer.public.hex() != config.public_key:
+    rotating = (home / NEXT_KEY).exists() or (home / OLD_KEY).exists()
+    signer = Signer(read_secret(home / NODE_KEY)) if (home / NODE_KEY).exists() else None
+    if not rotating and (signer is None or signer.public.hex() != config.public_key):
+        if signer is None:
+            raise KeyFileError("key.missing", path=str(home / NODE_KEY))
         raise KeyFileError("key.wrong", path=str(home / NODE_KEY))
-    seal = X25519PrivateKey.from_private_bytes(_read_secret(home / SEAL_KEY))
+    seal = X25519PrivateKey.from_private_bytes(read_secret(home / SEAL_KEY))
     lost = not (home / NODE_DB).exists()
     if lost and config.tier == "city":
         raise HomeError("node.city_db_lost", home=str(home))
@@ -228,11 +247,77 @@ def open_node(
         trust.pin_root(store, city_of(config.node_id), bytes.fromhex(config.root_key))
         with store.transaction():
             store.set_meta(RESTORING, "1")
+    if rotating:  # finish (or undo) a key rotation that stopped half-way
+        finish_rotation(home, store)
+        config = NodeConfig(**tomllib.loads(path.read_text("utf-8")))
+        signer = Signer(read_secret(home / NODE_KEY))
+        if signer.public.hex() != config.public_key:
+            store.close()
+            raise KeyFileError("key.wrong", path=str(home / NODE_KEY))
     clock = clock or Clock()
     offset = store.get_meta("clock_offset")
     if offset:
         clock.offset = timedelta(seconds=int(offset))
-    return Node(home, config, store, signer, seal, clock)
+    if signer is None:  # only while a rotation was under way, and then finished above
+        raise KeyFileError("key.missing", path=str(home / NODE_KEY))
+    node = Node(home, config, store, signer, seal, clock)
+    node.retiring = retiring_signer(node)
+    return node
+
+
+def _rotation_target(store: Store, node_id: str) -> str | None:
+    rows = store.query(
+        "SELECT raw FROM entries WHERE origin = ? AND type = ? ORDER BY seq DESC LIMIT 1",
+        (node_id, REKEYED),
+    )
+    return str(json.loads(rows[0][0])["body"]["public_key"]) if rows else None
+
+
+def finish_rotation(home: Path, store: Store) -> None:
+    """Complete (or undo) a rotation that stopped half-way; nothing when there is none."""
+    config_path = _config_path(home)
+    config = NodeConfig(**tomllib.loads(config_path.read_text("utf-8")))
+    target = _rotation_target(store, config.node_id)
+    nxt, key, old = home / NEXT_KEY, home / NODE_KEY, home / OLD_KEY
+    if nxt.exists():
+        if Signer(read_secret(nxt)).public.hex() != target:
+            nxt.unlink()  # the entry was never appended: the old key stays
+            return
+        if key.exists() and not old.exists():
+            os.replace(key, old)
+        os.replace(nxt, key)
+    if (
+        target is not None
+        and key.exists()
+        and config.public_key != target
+        and Signer(read_secret(key)).public.hex() == target
+    ):
+        tmp = config_path.with_suffix(".toml.tmp")
+        tmp.write_text(tomli_w.dumps(replace(config, public_key=target).to_toml()), "utf-8")
+        os.replace(tmp, config_path)
+
+
+def retiring_signer(node: Node) -> Signer | None:
+    """The retired key while it is still used on the wire (see module doc), else None;
+    deletes it once the parent has receipted the rotation and the grace period is over."""
+    path = node.home / OLD_KEY
+    if not path.exists():
+        return None
+    old = Signer(read_secret(path))
+    rows = node.store.query(
+        "SELECT seq FROM entries WHERE origin = ? AND type = ? ORDER BY seq DESC LIMIT 1",
+        (node.node_id, REKEYED),
+    )
+    seq = rows[0][0] if rows else 0
+    parent = node.config.parent_id
+    acked = parent is None or receipts.acknowledged(node.store, parent).get(node.node_id, 0) >= seq
+    stamp = node.store.get_meta("rekeyed_at")
+    grace = float(node.config.settings.get("rekey_grace_days", GRACE_DAYS))
+    since = node.clock.now() - datetime.fromisoformat(stamp) if stamp else timedelta(0)
+    if acked and since >= timedelta(days=grace):
+        path.unlink()
+        return None
+    return old
 
 
 def resolve_home(home: str | os.PathLike[str] | None) -> Path:
@@ -264,6 +349,19 @@ i18n.register(
             "This node is being restored and may not record anything until it has caught up "
             "with its parent: run `zhibao restore`.",
             "本节点正在恢复，追平上级数据前不能记录：请运行 `zhibao restore`。",
+        ),
+        "node.revoked": (
+            "This node's key was revoked after seq {cut}: nothing it signs now is accepted. "
+            "Ask the parent to enrol a new key (`node enroll … --continue-from {cut}`), then "
+            "restore onto it.",
+            "本节点密钥已在序号 {cut} 之后被吊销：现在签名的内容不会被接受。"
+            "请上级登记新密钥（`node enroll … --continue-from {cut}`），再用新密钥恢复。",
+        ),
+        "node.key_not_enrolled": (
+            "This node's key is not the one enrolled for its next entry (#{seq}): run "
+            "`zhibao restore` with the key the parent enrolled.",
+            "本节点密钥不是为下一条目（#{seq}）登记的密钥："
+            "请用上级登记的密钥运行 `zhibao restore`。",
         ),
         "node.self_frozen": (
             "This node's own log has a fork on record; an admin must resolve it first.",

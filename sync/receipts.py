@@ -32,10 +32,17 @@ def accept(store: Store, raw: bytes, sig: bytes, *, expected_issuer: str | None 
         raise RefusedError("receipt.malformed") from None
     if expected_issuer is not None and issuer != expected_issuer:
         raise RefusedError("receipt.wrong_issuer", issuer=issuer, expected=expected_issuer)
-    key = trust.public_key(store, issuer)
-    if key is None:
+    keys = trust.wire_keys(store, issuer)
+    if not keys:
         raise RefusedError("receipt.unknown_issuer", issuer=issuer)
-    receipt = read_receipt(raw, sig, key)
+    for key in keys[1:]:  # after a rotation, the issuer may still sign with its old key
+        try:
+            receipt = read_receipt(raw, sig, key)
+            break
+        except RefusedError:
+            continue
+    else:
+        receipt = read_receipt(raw, sig, keys[0])
     with store.transaction():
         for origin, (seq, digest) in receipt.heads.items():
             store.execute(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sync import receipts
+from sync import keyring, receipts
 from sync.node import Node
 
 
@@ -31,6 +31,8 @@ def node_status(node: Node) -> dict[str, Any]:
         "forks": store.forks(),
         "quarantined": store.quarantined(),  # the latest 100
         "quarantined_counts": store.quarantine_counts(),
+        "revocations": keyring.revocations(store),
+        "revoked_key_used": keyring.revoked_uses(store),
         "last_sync": store.get_meta("last_sync"),
         "last_sync_peer": store.get_meta("last_sync_peer"),
         "clock_offset_seconds": int(node.clock.offset.total_seconds()),

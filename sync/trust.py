@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sync import authority
+from sync import authority, keyring
 from sync.authority import Refusal
+from sync.keyring import REKEYED, REVOKED
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry, register_body_check
 from sync.protocol.errors import EnrolmentError
@@ -31,7 +32,11 @@ CREATE TABLE IF NOT EXISTS nodes (
 
 
 def enrolment_body(
-    node_id: str, name: str, public_key_hex: str, seal_key_hex: str | None
+    node_id: str,
+    name: str,
+    public_key_hex: str,
+    seal_key_hex: str | None,
+    continue_from: int | None = None,
 ) -> dict[str, Any]:
     """The body of a `node.enrolled` entry, after every check a parent must make."""
     tier = tier_of(node_id)
@@ -42,7 +47,7 @@ def enrolment_body(
         check_seal_key(seal_key_hex)
     if not name.strip():
         raise EnrolmentError("enrol.name_required")
-    return {
+    body: dict[str, Any] = {
         "node_id": node_id,
         "tier": tier,
         "name": name.strip(),
@@ -50,6 +55,9 @@ def enrolment_body(
         "public_key": public_key_hex.lower(),
         "seal_key": seal_key_hex.lower() if seal_key_hex else None,
     }
+    if continue_from is not None:
+        body["continue_from"] = continue_from
+    return body
 
 
 def _check_body(body: dict[str, Any]) -> None:
@@ -63,20 +71,32 @@ def _check_body(body: dict[str, Any]) -> None:
     check_identity_key(body["public_key"])
     if body.get("seal_key") is not None:
         check_seal_key(body["seal_key"])
+    start = body.get("continue_from")
+    if start is not None and (type(start) is not int or not 0 < start < 1 << 62):
+        raise ValueError("continue_from must be a seq")
 
 
 register_body_check(ENROLLED, _check_body)
+register_body_check(REKEYED, keyring.check_rotation_body)
+register_body_check(REVOKED, keyring.check_revocation_body)
 
 
 class Trust:
     """The `nodes` projection as a store extension, and key lookups on it."""
 
-    ddl = _DDL
-    types: frozenset[str] | None = frozenset({ENROLLED})
+    ddl = _DDL + keyring.DDL
+    types: frozenset[str] | None = frozenset({ENROLLED, REKEYED, REVOKED})
     lazy = False  # ingest checks keys against it: always in step
 
     def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
-        body = fields["body"]  # admitted by `_enrolment_authority`: written by the parent
+        body = fields["body"]  # admitted by the rules below
+        if entry.type == REKEYED:
+            keyring.record_rotation(store, entry, body)
+            keyring.refresh_current(store, entry.origin)
+            return
+        if entry.type == REVOKED:
+            keyring.record_revocation(store, entry, fields)
+            return
         store.execute(
             "INSERT INTO nodes (node_id, tier, name, parent_id, public_key, seal_key, "
             "enrolled_by, enrolled_seq, enrolled_at) VALUES (?,?,?,?,?,?,?,?,?) "
@@ -95,6 +115,8 @@ class Trust:
                 fields["at"],
             ),
         )
+        keyring.record_enrolment(store, entry, body)
+        keyring.refresh_current(store, body["node_id"])
 
     def flush(self, store: Store) -> None:
         pass
@@ -111,14 +133,16 @@ def _enrolment_authority(
     body = fields["body"]
     node_id = body["node_id"]
     if node_id == entry.origin and body["tier"] == "city":
-        if public_key(store, entry.origin) == bytes.fromhex(body["public_key"]):
-            return None
+        if keyring.ring(store, node_id).key_at(entry.seq) == bytes.fromhex(body["public_key"]):
+            return keyring.enrolment_key_authority(store, entry, body)
     elif body["parent_id"] == entry.origin:
-        return None
+        return keyring.enrolment_key_authority(store, entry, body)
     return "enrol.not_parent", {"node_id": node_id}
 
 
 authority.register(ENROLLED, _enrolment_authority)
+authority.register(REKEYED, keyring.rotation_authority)
+authority.register(REVOKED, keyring.revocation_authority)
 
 
 def pin_root(store: Store, city_id: str, root_key: bytes, name: str = "") -> None:
@@ -129,11 +153,34 @@ def pin_root(store: Store, city_id: str, root_key: bytes, name: str = "") -> Non
             "VALUES (?, 'city', ?, NULL, ?)",
             (city_of(city_id), name, root_key),
         )
+        store.execute(
+            "INSERT OR IGNORE INTO node_keys (node_id, kind, from_seq, public_key, base) "
+            "VALUES (?, ?, 0, ?, 0)",
+            (city_of(city_id), keyring.ENROL, root_key),
+        )
 
 
 def public_key(store: Store, origin: str) -> bytes | None:
-    rows = store.query("SELECT public_key FROM nodes WHERE node_id = ?", (origin,))
-    return rows[0][0] if rows else None
+    """The key `origin` signs with now; None when unknown here, or revoked and not
+    replaced (`revoked` tells which)."""
+    return keyring.ring(store, origin).current()
+
+
+def key_at(store: Store, origin: str, seq: int) -> bytes | None:
+    """The key enrolled for `origin` at `seq` (DESIGN §2); None if none may sign it."""
+    return keyring.ring(store, origin).key_at(seq)
+
+
+def wire_keys(store: Store, origin: str) -> list[bytes]:
+    """Keys whose signature on a request, receipt, time answer or bundle is `origin`'s:
+    the current one and, after a planned rotation, the one it retired."""
+    ring = keyring.ring(store, origin)
+    return [k for k in (ring.current(), ring.previous()) if k is not None]
+
+
+def revoked(store: Store, node_id: str) -> bool:
+    """True when an ancestor revoked `node_id`'s key and no new one was enrolled since."""
+    return keyring.ring(store, node_id).revoked()
 
 
 def seal_key(store: Store, node_id: str) -> bytes | None:
@@ -173,6 +220,20 @@ i18n.register(
         "enrol.not_parent": (
             "{origin} may not enrol {node_id}: only its parent can.",
             "{origin} 无权登记 {node_id}：只有其直接上级可以登记。",
+        ),
+        "enrol.key_changed": (
+            "{node_id} is already enrolled with another key: a new key needs --continue-from "
+            "SEQ (the seq after which it signs)",
+            "{node_id} 已用另一密钥登记：更换密钥须用 --continue-from SEQ"
+            "（新密钥从该序号之后签名）",
+        ),
+        "key.reused": (
+            "{node_id} may not rotate to a key it has already used",
+            "{node_id} 不能轮换回已用过的密钥",
+        ),
+        "revoke.not_ancestor": (
+            "{origin} may not revoke {node_id}: only a node above it can",
+            "{origin} 无权吊销 {node_id}：只有其上级节点可以",
         ),
         "enrol.not_below": (
             "This node ({origin}) can only enrol nodes directly below it, not {node_id}.",

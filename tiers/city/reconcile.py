@@ -16,6 +16,8 @@ evidence (entries by origin and seq, hashes, times), so an admin can act on it:
     custody_violation  an event (in the month) from a node that did not hold the case
     quarantined_entry  an entry held here but set aside (its author may not write it, or a
                        projection could not use it): counted nowhere, whatever the month
+    revoked_key_used   a revoked key tried to sign something here (entries, requests or
+                       bundles, refused): one finding per node, sender and way in
 
 Invariant: findings depend only on what is held here and on `now`; the same store and the
 same `now` give the same findings in the same order.
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sync import trust
+from sync import keyring, trust
 from sync.clock import local_date
 from sync.node import Node
 from sync.protocol import i18n
@@ -43,7 +45,7 @@ from tiers.reports import backfill, latest_reports, node_counts
 
 KINDS = (
     "report_mismatch", "missing_report", "fork", "gap", "stale_node", "orphan_forward",
-    "clock_skew", "custody_violation", "quarantined_entry",
+    "clock_skew", "custody_violation", "quarantined_entry", "revoked_key_used",
 )  # fmt: skip
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
 
@@ -238,6 +240,15 @@ def _custody(store: Store, period: Period) -> list[Finding]:
     return found
 
 
+def _revoked_uses(store: Store) -> list[Finding]:
+    """Every attempt a revoked key made here, refused: who, through whom, how, how often."""
+    return [
+        _find("revoked_key_used", u["node_id"], via=u["via"], how=u["how"], count=u["count"],
+              max_seq=u["max_seq"], first_at=u["first_at"], last_at=u["last_at"])
+        for u in keyring.revoked_uses(store)
+    ]  # fmt: skip
+
+
 def _quarantined(store: Store) -> list[Finding]:
     """One finding per node and reason, however many entries (seq = the latest of them)."""
     return [
@@ -271,6 +282,7 @@ def reconcile(
         *_skew(store, period, limits),
         *_custody(store, period),
         *_quarantined(store),
+        *_revoked_uses(store),
     ]
     findings.sort(key=lambda f: (KINDS.index(f.kind), f.node_id, json.dumps(f.evidence)))
     counts = {kind: sum(f.kind == kind for f in findings) for kind in KINDS}
@@ -400,6 +412,12 @@ i18n.register(
         "finding.clock_skew": (
             "{node_id}'s clock is off by {seconds} s (at {at}).",
             "{node_id} 的时钟偏差 {seconds} 秒（{at}）。",
+        ),
+        "finding.revoked_key_used": (
+            "{node_id}'s revoked key was used {count} times ({how}, via {via}, last "
+            "{last_at}); everything it signed was refused.",
+            "{node_id} 已吊销的密钥被使用 {count} 次（{how}，经由 {via}，最近 {last_at}）；"
+            "其签名内容已全部拒收。",
         ),
         "finding.quarantined_entry": (
             "{count} of {node_id}'s entries (#{first_seq}–#{seq}) are held but set aside; the"

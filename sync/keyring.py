@@ -1,0 +1,290 @@
+"""Which key signs an origin's entry at a given seq: enrolments, rotations, revocations
+(DESIGN §2 "the key enrolled for `origin` (at that seq)").
+
+A node's log is signed by a succession of keys, each from a seq on:
+- an **enrolment** by the node's parent (`node.enrolled`): the first from seq 1, a
+  replacement after a loss (`continue_from` C) for the seqs after C;
+- a **rotation** by the node itself (`node.rekeyed` at seq K, signed by the key in force at
+  K): the new key signs the seqs after K. A rotation belongs to the enrolment in force where
+  it was written (its `base`), so a later replacement overrides it;
+- a **revocation** by any ancestor (`node.revoked`, cut-off N): no key enrolled before N
+  signs anything after N — neither the revoked key nor a rotation it made. Only a
+  replacement enrolment from a seq >= N brings the log back.
+
+So for (origin, seq): base = the latest enrolment from below seq; key = the latest rotation
+on that base from below seq, else the base's; refused when a cut-off below seq lies above
+the base. `KeyRing.span` also says up to which seq that answer holds, so a run is verified
+in pieces with one key each (sync.ingest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sync.protocol.entry import SignedEntry
+from sync.protocol.ids import is_node_id, is_within
+from sync.protocol.keys import check_identity_key
+from sync.store import Store
+
+REKEYED = "node.rekeyed"
+REVOKED = "node.revoked"
+REKEY_MARK = b'"type":"node.rekeyed"'  # where a run must be cut: the key may change after it
+REASON_MAX = 500
+
+DDL = """
+CREATE TABLE IF NOT EXISTS node_keys (
+    node_id TEXT NOT NULL, kind TEXT NOT NULL, from_seq INTEGER NOT NULL,
+    public_key BLOB NOT NULL, base INTEGER NOT NULL, by_origin TEXT, by_seq INTEGER,
+    PRIMARY KEY (node_id, kind, from_seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS revocations (
+    node_id TEXT NOT NULL, after_seq INTEGER NOT NULL, by_origin TEXT NOT NULL,
+    by_seq INTEGER NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (by_origin, by_seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS revocations_node ON revocations (node_id);
+CREATE TABLE IF NOT EXISTS revoked_uses (
+    node_id TEXT NOT NULL, via TEXT NOT NULL, how TEXT NOT NULL, count INTEGER NOT NULL,
+    max_seq INTEGER, first_at TEXT NOT NULL, last_at TEXT NOT NULL,
+    PRIMARY KEY (node_id, via, how)
+) WITHOUT ROWID;
+"""
+
+ENROL, ROTATE = "enrol", "rekey"
+
+
+@dataclass(frozen=True)
+class Answer:
+    key: bytes | None  # None: nothing here may sign that seq
+    through: int | None  # the answer holds for every seq up to this one (None: for ever)
+    why: str | None = None  # "entry.revoked" or "entry.unknown_key" when key is None
+    cut: int | None = None  # the revocation's cut-off, when revoked
+
+
+@dataclass
+class KeyRing:
+    """The keys of one origin, read once (a few rows) and asked per seq."""
+
+    enrols: list[tuple[int, bytes]]  # (from_seq, key), sorted
+    rotations: list[tuple[int, bytes, int]]  # (from_seq, key, base), sorted
+    cuts: list[int]  # revocation cut-offs, sorted
+
+    @classmethod
+    def load(cls, store: Store, node_id: str) -> KeyRing:
+        enrols: list[tuple[int, bytes]] = []
+        rotations: list[tuple[int, bytes, int]] = []
+        for kind, start, key, base in store.query(
+            "SELECT kind, from_seq, public_key, base FROM node_keys WHERE node_id = ? "
+            "ORDER BY from_seq",
+            (node_id,),
+        ):
+            if kind == ENROL:
+                enrols.append((start, key))
+            else:
+                rotations.append((start, key, base))
+        if not enrols:  # held before key epochs existed, or the pinned root alone
+            rows = store.query("SELECT public_key FROM nodes WHERE node_id = ?", (node_id,))
+            if rows:
+                enrols.append((0, rows[0][0]))
+        cuts = [
+            r[0]
+            for r in store.query(
+                "SELECT after_seq FROM revocations WHERE node_id = ? ORDER BY after_seq",
+                (node_id,),
+            )
+        ]
+        return cls(enrols, rotations, cuts)
+
+    def _base(self, seq: int) -> tuple[int, bytes] | None:
+        found = None
+        for start, key in self.enrols:
+            if start < seq:
+                found = (start, key)
+        return found
+
+    def span(self, seq: int) -> Answer:
+        """The key for `seq`, and up to which seq the same answer holds."""
+        base = self._base(seq)
+        later = [s for s, _ in self.enrols if s >= seq]
+        through = min(later) if later else None
+        if base is None:
+            return Answer(None, through, "entry.unknown_key")
+        start, key = base
+        for cut in self.cuts:
+            if start < cut < seq:
+                return Answer(None, through, "entry.revoked", cut)
+        for rot_start, rot_key, rot_base in self.rotations:
+            if rot_base != start:
+                continue
+            if rot_start < seq:
+                key = rot_key
+            elif through is None or rot_start < through:
+                through = rot_start
+                break
+        for cut in self.cuts:
+            if cut >= seq and start < cut and (through is None or cut < through):
+                through = cut
+        return Answer(key, through)
+
+    def key_at(self, seq: int) -> bytes | None:
+        return self.span(seq).key
+
+    def current(self) -> bytes | None:
+        """The key the node signs with now (its next entry, whatever its seq)."""
+        return self.span(1 << 62).key
+
+    def previous(self) -> bytes | None:
+        """The key a planned rotation retired, still used on the wire for a while (the
+        node's requests, receipts and bundles) until everyone has its rotation."""
+        answer = self.span(1 << 62)
+        base = self._base(1 << 62)
+        if answer.key is None or base is None:
+            return None
+        mine = [(s, k) for s, k, b in self.rotations if b == base[0]]
+        if not mine:
+            return None
+        return mine[-2][1] if len(mine) > 1 else base[1]
+
+    def revoked(self) -> bool:
+        return self.span(1 << 62).why == "entry.revoked"
+
+    def base_of(self, seq: int) -> int:
+        base = self._base(seq)
+        return base[0] if base is not None else 0
+
+
+def ring(store: Store, node_id: str) -> KeyRing:
+    return KeyRing.load(store, node_id)
+
+
+# --- projection (applied by sync.trust.Trust) ----------------------------------------------
+
+
+def record_enrolment(store: Store, entry: SignedEntry, body: Mapping[str, Any]) -> None:
+    start = int(body.get("continue_from") or 0)
+    store.execute(
+        "INSERT INTO node_keys (node_id, kind, from_seq, public_key, base, by_origin, by_seq) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (body["node_id"], ENROL, start, bytes.fromhex(body["public_key"]), start, entry.origin,
+         entry.seq),
+    )  # fmt: skip
+
+
+def record_rotation(store: Store, entry: SignedEntry, body: Mapping[str, Any]) -> None:
+    base = KeyRing.load(store, entry.origin).base_of(entry.seq)
+    store.execute(
+        "INSERT INTO node_keys (node_id, kind, from_seq, public_key, base, by_origin, by_seq) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (entry.origin, ROTATE, entry.seq, bytes.fromhex(body["public_key"]), base, entry.origin,
+         entry.seq),
+    )  # fmt: skip
+
+
+def record_revocation(store: Store, entry: SignedEntry, fields: Mapping[str, Any]) -> None:
+    body = fields["body"]
+    store.execute(
+        "INSERT OR IGNORE INTO revocations (node_id, after_seq, by_origin, by_seq, reason, at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (body["node_id"], body["after_seq"], entry.origin, entry.seq, body["reason"],
+         fields["at"]),
+    )  # fmt: skip
+
+
+def refresh_current(store: Store, node_id: str) -> None:
+    """Keep `nodes.public_key` the key the node signs with now (when it has one)."""
+    key = KeyRing.load(store, node_id).current()
+    if key is not None:
+        store.execute("UPDATE nodes SET public_key = ? WHERE node_id = ?", (key, node_id))
+
+
+# --- who may write what ----------------------------------------------------------------------
+
+
+def check_rotation_body(body: dict[str, Any]) -> None:
+    if not isinstance(body.get("public_key"), str):
+        raise ValueError("public_key missing")
+    check_identity_key(body["public_key"])
+
+
+def check_revocation_body(body: dict[str, Any]) -> None:
+    node_id, after, reason = body.get("node_id"), body.get("after_seq"), body.get("reason")
+    if not isinstance(node_id, str) or not is_node_id(node_id):
+        raise ValueError("node_id missing")
+    if type(after) is not int or after < 0:
+        raise ValueError("after_seq must be a whole number >= 0")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > REASON_MAX:
+        raise ValueError("reason missing or too long")
+
+
+def rotation_authority(
+    store: Store, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]] | None:
+    """A node rotates only its own key, and never back to a key it has used."""
+    new = bytes.fromhex(fields["body"]["public_key"])
+    used = {r[0] for r in store.query(
+        "SELECT public_key FROM node_keys WHERE node_id = ?", (entry.origin,))}  # fmt: skip
+    if new in used or new == KeyRing.load(store, entry.origin).key_at(entry.seq):
+        return "key.reused", {"node_id": entry.origin}
+    return None
+
+
+def revocation_authority(
+    store: Store, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]] | None:
+    """Only an ancestor revokes (the node's parent, a town above a village, the city)."""
+    node_id = fields["body"]["node_id"]
+    if node_id != entry.origin and is_within(node_id, entry.origin):
+        return None
+    return "revoke.not_ancestor", {"node_id": node_id}
+
+
+def enrolment_key_authority(
+    store: Store, entry: SignedEntry, body: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]] | None:
+    """A second enrolment of a node may not swap its key silently: a new key comes with
+    the seq it continues from (`continue_from`), and once per seq."""
+    start = int(body.get("continue_from") or 0)
+    rows = store.query(
+        "SELECT public_key FROM node_keys WHERE node_id = ? AND kind = ? AND from_seq = ?",
+        (body["node_id"], ENROL, start),
+    )
+    if rows and rows[0][0] != bytes.fromhex(body["public_key"]):
+        return "enrol.key_changed", {"node_id": body["node_id"]}
+    return None
+
+
+def record_use(
+    store: Store, node_id: str, via: str, how: str, seq: int | None, at: str, count: int = 1
+) -> None:
+    """Count what a revoked key tried (`revoked_key_used`): per node, sender and way in."""
+    store.execute(
+        "INSERT INTO revoked_uses (node_id, via, how, count, max_seq, first_at, last_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(node_id, via, how) DO UPDATE SET "
+        "count = count + excluded.count, max_seq = MAX(COALESCE(max_seq, 0), "
+        "COALESCE(excluded.max_seq, 0)), last_at = excluded.last_at",
+        (node_id, via, how, count, seq, at, at),
+    )
+
+
+def revoked_uses(store: Store) -> list[dict[str, Any]]:
+    rows = store.query(
+        "SELECT node_id, via, how, count, max_seq, first_at, last_at FROM revoked_uses "
+        "ORDER BY node_id, via, how"
+    )
+    return [
+        {"node_id": n, "via": v, "how": h, "count": c, "max_seq": m, "first_at": f, "last_at": la}
+        for n, v, h, c, m, f, la in rows
+    ]
+
+
+def revocations(store: Store) -> list[dict[str, Any]]:
+    rows = store.query(
+        "SELECT node_id, after_seq, by_origin, by_seq, reason, at FROM revocations "
+        "ORDER BY node_id, after_seq"
+    )
+    return [
+        {"node_id": n, "after_seq": a, "by": b, "seq": s, "reason": r, "at": at}
+        for n, a, b, s, r, at in rows
+    ]

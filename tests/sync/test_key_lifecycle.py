@@ -1,0 +1,232 @@
+"""Key epochs (sync.keyring): revocation, replacement after a loss, planned rotation —
+checked on real homes and real SQLite files, with the thief's copy signing with the real
+stolen key."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sync import keyring, rekey, revocation, trust
+from sync.audit import verify_log
+from sync.ingest import ingest
+from sync.node import NODE_KEY, OLD_KEY, read_secret
+from sync.protocol.batch import decode_batch, encode_batch
+from sync.protocol.errors import EnrolmentError, HomeError
+from sync.protocol.keys import Signer
+from sync.restore import restore_node
+from sync.round import sync_round
+from tests.hostile.harness import Actor
+from tests.support.servers import serve_in_thread
+from tests.support.topology import (
+    CITY,
+    TOWN,
+    VILLAGE,
+    Topology,
+    append_notes,
+    build_topology,
+    create_node,
+    hand_down,
+    hand_up,
+)
+from tiers.node import open_home
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Topology:
+    topology = build_topology(tmp_path / "net")
+    with topology.open(VILLAGE) as village:
+        append_notes(village, 3, tag="legit")
+    with topology.open(TOWN) as town, topology.open(VILLAGE) as village:
+        assert not hand_up(village, town)["rejected"]
+    with topology.open(CITY) as city, topology.open(TOWN) as town:
+        assert not hand_up(town, city)["rejected"]
+    return topology
+
+
+def steal(topology: Topology, where: Path) -> Actor:
+    """A copy of the village's home, as a thief takes it: same key, same log."""
+    return Actor.of(Path(shutil.copytree(topology.home(VILLAGE), where)))
+
+
+def reasons(result: dict[str, object]) -> list[str]:
+    return [str(r["reason"]) for r in result["rejected"]]  # type: ignore[attr-defined]
+
+
+def test_revoked_key_signs_nothing_after_the_cut_off(net: Topology, tmp_path: Path) -> None:
+    thief = steal(net, tmp_path / "thief")
+    with net.open(TOWN) as town:
+        _, body = revocation.revoke(town, VILLAGE, "PC stolen from the village office")
+        assert body["after_seq"] == town.store.head(VILLAGE)[0] == 3  # 3 notes
+        assert trust.revoked(town.store, VILLAGE)
+    thief.forge("test.note", {"n": 99, "tag": "thief"})
+    with net.open(TOWN) as town:
+        result = ingest(
+            town.store,
+            decode_batch(encode_batch(thief.log(after=3))),
+            me=TOWN,
+            sender=VILLAGE,
+            received_at=town.clock.stamp(),
+        ).to_json()
+        assert not result["applied"]
+        assert "revoked" in reasons(result)[0]
+        assert town.store.head(VILLAGE)[0] == 3
+        uses = keyring.revoked_uses(town.store)
+        assert uses and uses[0]["node_id"] == VILLAGE and uses[0]["max_seq"] == 4
+    # the revocation reaches the city with the town's log; the thief's entry relayed by a
+    # town that did not know (any relay) is refused there too
+    with net.open(CITY) as city, net.open(TOWN) as town:
+        assert not hand_up(town, city)["rejected"]
+        result = ingest(
+            city.store,
+            decode_batch(encode_batch(thief.log(after=3))),
+            me=CITY,
+            sender=TOWN,
+            received_at=city.clock.stamp(),
+        ).to_json()
+        assert not result["applied"] and "revoked" in reasons(result)[0]
+        assert city.store.head(VILLAGE)[0] == 3
+        assert verify_log(city.store).ok
+
+
+def test_revoked_node_refuses_to_append_once_it_knows(net: Topology) -> None:
+    with net.open(TOWN) as town:
+        revocation.revoke(town, VILLAGE, "stolen")
+    with net.open(TOWN) as town, net.open(VILLAGE) as village:
+        hand_down(town, village)
+        with pytest.raises(HomeError) as refused:
+            append_notes(village, 1)
+        assert refused.value.key == "node.revoked"
+
+
+def test_revoke_refuses_what_would_unsay_held_entries(net: Topology) -> None:
+    with net.open(TOWN) as town:
+        with pytest.raises(EnrolmentError) as below:
+            revocation.revoke(town, VILLAGE, "stolen", after_seq=2)
+        assert below.value.key == "revoke.below_held"
+        with pytest.raises(EnrolmentError) as not_below:
+            revocation.revoke(town, CITY, "coup")
+        assert not_below.value.key == "revoke.not_below"
+        assert town.store.head(TOWN)[0] == 1  # nothing written
+
+
+def test_a_new_key_continues_the_log_after_a_revocation(net: Topology, tmp_path: Path) -> None:
+    thief = steal(net, tmp_path / "thief")
+    with net.open(TOWN) as town:
+        revocation.revoke(town, VILLAGE, "stolen")
+    replacement = create_node(tmp_path / "new-pc", VILLAGE, net.keys[CITY])
+    new_key = replacement.signer.public.hex()
+    replacement.close()
+    with net.open(TOWN) as town:
+        with pytest.raises(EnrolmentError) as silent_swap:
+            revocation.check_replacement(town, VILLAGE, new_key, None)
+        assert silent_swap.value.key == "enrol.revoked_needs_continue"
+        with pytest.raises(EnrolmentError) as wrong_seq:
+            revocation.check_replacement(town, VILLAGE, new_key, 5)
+        assert wrong_seq.value.key == "enrol.continue_cut"
+        revocation.check_replacement(town, VILLAGE, new_key, 3)
+        body = trust.enrolment_body(VILLAGE, "下骆宅村", new_key, None, 3)
+        town.append(trust.ENROLLED, body)
+        assert trust.public_key(town.store, VILLAGE) == bytes.fromhex(new_key)
+        assert not trust.revoked(town.store, VILLAGE)
+    with (
+        serve_in_thread(net.home(TOWN)) as town_url,
+        open_home(tmp_path / "new-pc" / VILLAGE) as village,
+    ):
+        restore_node(village, town_url)  # a fresh home with the new key: nothing forked
+        assert village.store.head(VILLAGE)[0] == 3
+        append_notes(village, 2, tag="after")
+        summary = sync_round(village, town_url)
+        assert not summary.to_json().get("rejected"), summary.to_json()
+    thief.forge("test.note", {"n": 7, "tag": "thief"})
+    with net.open(TOWN) as town:
+        assert town.store.head(VILLAGE)[0] == 5
+        result = ingest(
+            town.store,
+            decode_batch(encode_batch(thief.log(after=3))),
+            me=TOWN,
+            sender=VILLAGE,
+            received_at=town.clock.stamp(),
+        ).to_json()
+        assert not result["applied"]
+        assert town.store.head(VILLAGE)[0] == 5
+        report = verify_log(town.store)
+        assert report.ok, report.problems
+    with net.open(CITY) as city, net.open(TOWN) as town:
+        assert not hand_up(town, city)["rejected"]
+        assert city.store.head(VILLAGE)[0] == 5
+        assert verify_log(city.store).ok
+
+
+def test_planned_rotation_is_followed_by_every_receiver(net: Topology) -> None:
+    with net.open(VILLAGE) as village:
+        old = village.signer.public.hex()
+        new = rekey.rotate(village)
+        assert village.signer.public.hex() == new != old
+        assert village.config.public_key == new
+        assert village.wire_signer.public.hex() == old  # until the town has it
+        append_notes(village, 2, tag="rotated")
+    with open_home(net.home(VILLAGE)) as village:  # reopened: the new key, checked
+        assert village.signer.public.hex() == new
+    with net.open(TOWN) as town, net.open(VILLAGE) as village:
+        assert not hand_up(village, town)["rejected"]
+        assert town.store.head(VILLAGE)[0] == 6
+        assert trust.public_key(town.store, VILLAGE) == bytes.fromhex(new)
+        assert trust.key_at(town.store, VILLAGE, 4) == bytes.fromhex(old)
+        assert verify_log(town.store).ok
+    with net.open(CITY) as city, net.open(TOWN) as town:
+        assert not hand_up(town, city)["rejected"]
+        assert city.store.head(VILLAGE)[0] == 6 and verify_log(city.store).ok
+
+
+def test_old_key_signs_nothing_after_its_rotation(net: Topology, tmp_path: Path) -> None:
+    with net.open(VILLAGE) as village:
+        rekey.rotate(village)
+    with net.open(TOWN) as town, net.open(VILLAGE) as village:
+        assert not hand_up(village, town)["rejected"]
+    # someone who kept the retired key signs the next entry, chained after the rotation
+    thief = steal(net, tmp_path / "old-copy")
+    thief.signer = Signer(read_secret(thief.home / OLD_KEY))
+    thief.forge("test.note", {"n": 1})
+    with net.open(TOWN) as town:
+        result = ingest(
+            town.store,
+            decode_batch(encode_batch(thief.log(after=4))),
+            me=TOWN,
+            sender=VILLAGE,
+            received_at=town.clock.stamp(),
+        ).to_json()
+        assert not result["applied"] and result["rejected"]
+        assert town.store.head(VILLAGE)[0] == 4
+
+
+def test_interrupted_rotation_is_finished_when_the_home_is_opened(net: Topology) -> None:
+    home = net.home(VILLAGE)
+    with net.open(VILLAGE) as village:
+        new = rekey.rotate(village)
+    # as if the process died after the entry, before the files moved
+    (home / NODE_KEY).replace(home / "node.key.next")
+    (home / OLD_KEY).replace(home / NODE_KEY)
+    with open_home(home) as village:
+        assert village.signer.public.hex() == new
+        append_notes(village, 1)
+
+
+def test_a_member_may_not_revoke_or_rekey_for_another(net: Topology, tmp_path: Path) -> None:
+    net2 = build_topology(tmp_path / "two", (CITY, TOWN, VILLAGE, "330782001202"))
+    sibling = Actor.of(net2.home("330782001202"))
+    sibling.forge(keyring.REVOKED, {"node_id": VILLAGE, "after_seq": 0, "reason": "spite"})
+    with net2.open(TOWN) as town:
+        result = ingest(
+            town.store,
+            decode_batch(encode_batch(sibling.log())),
+            me=TOWN,
+            sender="330782001202",
+            received_at=town.clock.stamp(),
+        ).to_json()
+        assert result["applied"]  # kept as evidence …
+        assert not trust.revoked(town.store, VILLAGE)  # … and obeyed by nobody
+        reasons_held = {q["reason"] for q in town.store.quarantined()}
+        assert "revoke.not_ancestor" in reasons_held
