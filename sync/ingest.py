@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync import proofs, trust
+from sync import forks, proofs, trust
 from sync.protocol import i18n
 from sync.protocol.batch import Run
 from sync.protocol.entry import (
@@ -86,20 +86,24 @@ def _fork(
     sig: bytes,
     key: bytes,
     at: str,
-) -> bool:
-    """Record (origin, seq) as forked if the other entry is validly signed; True if so."""
+) -> tuple[str, dict[str, Any]]:
+    """Record (origin, seq) as forked if the other entry is validly signed and not from a
+    branch a decision dropped (sync.forks); the refusal of the other entry."""
     other = entry_hash(raw)
     if not verify(key, signing_message(other), sig):
-        return False
+        return "entry.signature", {}
     try:
         fields = parse_envelope(raw, origin, seq)
     except EntryError:
-        return False
+        return "entry.signature", {}
+    dropped = forks.off_kept(store, origin, seq, fields.prev)
+    if dropped is not None:
+        return "fork.off_kept", dropped
     store.record_fork(origin, seq, held, SignedEntry(raw, sig, other, origin, seq, fields.type), at)
     result.forks.append(
         {"origin": origin, "seq": seq, "held_hash": held.hex(), "other_hash": other.hex()}
     )
-    return True
+    return "entry.fork", {}
 
 
 def _ingest_whole(store: Store, run: Run, key: bytes, result: IngestResult, at: str) -> None:
@@ -114,10 +118,12 @@ def _ingest_whole(store: Store, run: Run, key: bytes, result: IngestResult, at: 
             if held == entry_hash(raw):
                 result.duplicates += 1
                 continue
-            if held is not None and _fork(store, result, run.origin, seq, held, raw, sig, key, at):
-                result.refuse(_entry_error(run.origin, seq, "entry.fork"))
-            else:
-                result.refuse(_entry_error(run.origin, seq, "entry.signature"))
+            why, params = (
+                _fork(store, result, run.origin, seq, held, raw, sig, key, at)
+                if held is not None
+                else ("entry.signature", {})
+            )
+            result.refuse(_entry_error(run.origin, seq, why, **params))
             return
         fresh = run.items[overlap:]
     if not fresh:
@@ -156,8 +162,8 @@ def _ingest_part(store: Store, run: Run, key: bytes, result: IngestResult, at: s
             result.refuse(_entry_error(run.origin, seq, "entry.signature"))
             continue  # no chain ties it to the next: that one may still prove itself
         if held is not None:
-            _fork(store, result, run.origin, seq, held, raw, sig, key, at)
-            result.refuse(_entry_error(run.origin, seq, "entry.fork"))
+            why, params = _fork(store, result, run.origin, seq, held, raw, sig, key, at)
+            result.refuse(_entry_error(run.origin, seq, why, **params))
             return
         store.insert([SignedEntry(raw, sig, digest, run.origin, seq, fields.type)], at, whole=False)
         result.applied[run.origin] = result.applied.get(run.origin, 0) + 1
@@ -198,7 +204,6 @@ def ingest(
     from_below = is_within(sender, me) and sender != me
     ordered = _joined(sorted(runs, key=lambda r: (len(r.origin), r.origin, r.first)))
     with store.transaction():
-        frozen = store.frozen()
         for run in ordered:
             whole = is_within(run.origin, me)
             if from_below and not is_within(run.origin, sender):
@@ -208,11 +213,20 @@ def ingest(
                     )
                 )
                 continue
-            if run.origin in frozen:
+            if run.origin in store.frozen():  # asked per run: a decision may just have come
                 result.refuse(
                     _entry_error(run.origin, run.first, "entry.frozen", origin=run.origin)
                 )
                 continue
+            dropped = forks.screen(store, run.origin, run.first, run.items)
+            if dropped is not None:  # an entry a fork decision dropped, and all after it
+                cut, params = dropped
+                result.refuse(
+                    _entry_error(run.origin, run.first + cut, "fork.decided_away", **params)
+                )
+                run = Run(run.origin, run.first, run.items[:cut])
+                if not run.items:
+                    continue
             key = trust.public_key(store, run.origin)
             if key is None:
                 result.refuse(
@@ -223,12 +237,6 @@ def ingest(
                 _ingest_whole(store, run, key, result, received_at)
             else:
                 _ingest_part(store, run, key, result, received_at)
-            if (
-                run.origin not in frozen
-                and result.forks
-                and any(f["origin"] == run.origin for f in result.forks)
-            ):
-                frozen.add(run.origin)
     return result
 
 
