@@ -36,6 +36,7 @@ COMMANDS = {
     "stats": "cli.report:stats_command",
     "reconcile": "cli.report:reconcile_command",
     "demo": "cli.demo:demo_command",
+    "fork": "cli.fork:fork_group",
 }
 
 i18n.register(

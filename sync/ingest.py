@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync import keyring, proofs
+from sync import forks, keyring, proofs
 from sync.keyring import KeyRing
 from sync.protocol import i18n
 from sync.protocol.batch import Run
@@ -87,20 +87,24 @@ def _fork(
     sig: bytes,
     key: bytes,
     at: str,
-) -> bool:
-    """Record (origin, seq) as forked if the other entry is validly signed; True if so."""
+) -> tuple[str, dict[str, Any]]:
+    """Record (origin, seq) as forked if the other entry is validly signed and not from a
+    branch a decision dropped (sync.forks); the refusal of the other entry."""
     other = entry_hash(raw)
     if not verify(key, signing_message(other), sig):
-        return False
+        return "entry.signature", {}
     try:
         fields = parse_envelope(raw, origin, seq)
     except EntryError:
-        return False
+        return "entry.signature", {}
+    dropped = forks.off_kept(store, origin, seq, fields.prev)
+    if dropped is not None:
+        return "fork.off_kept", dropped
     store.record_fork(origin, seq, held, SignedEntry(raw, sig, other, origin, seq, fields.type), at)
     result.forks.append(
         {"origin": origin, "seq": seq, "held_hash": held.hex(), "other_hash": other.hex()}
     )
-    return True
+    return "entry.fork", {}
 
 
 def _ingest_whole(
@@ -118,14 +122,12 @@ def _ingest_whole(
                 result.duplicates += 1
                 continue
             key = ring.key_at(seq)
-            if (
-                held is not None
-                and key is not None
-                and _fork(store, result, run.origin, seq, held, raw, sig, key, at)
-            ):
-                result.refuse(_entry_error(run.origin, seq, "entry.fork"))
-            else:
-                result.refuse(_entry_error(run.origin, seq, "entry.signature"))
+            why, params = (
+                _fork(store, result, run.origin, seq, held, raw, sig, key, at)
+                if held is not None and key is not None
+                else ("entry.signature", {})
+            )
+            result.refuse(_entry_error(run.origin, seq, why, **params))
             return
         fresh = run.items[overlap:]
     while fresh:  # in pieces, each signed by one key (a rotation or a cut-off ends one)
@@ -218,8 +220,8 @@ def _ingest_part(
             result.refuse(_entry_error(run.origin, seq, "entry.signature"))
             continue  # no chain ties it to the next: that one may still prove itself
         if held is not None:
-            _fork(store, result, run.origin, seq, held, raw, sig, answer.key, at)
-            result.refuse(_entry_error(run.origin, seq, "entry.fork"))
+            why, params = _fork(store, result, run.origin, seq, held, raw, sig, answer.key, at)
+            result.refuse(_entry_error(run.origin, seq, why, **params))
             return
         store.insert([SignedEntry(raw, sig, digest, run.origin, seq, fields.type)], at, whole=False)
         result.applied[run.origin] = result.applied.get(run.origin, 0) + 1
@@ -262,7 +264,6 @@ def ingest(
     from_below = is_within(sender, me) and sender != me
     ordered = _joined(sorted(runs, key=lambda r: (len(r.origin), r.origin, r.first)))
     with store.transaction():
-        frozen = store.frozen()
         for run in ordered:
             whole = is_within(run.origin, me)
             if from_below and not is_within(run.origin, sender):
@@ -272,11 +273,20 @@ def ingest(
                     )
                 )
                 continue
-            if run.origin in frozen:
+            if run.origin in store.frozen():  # asked per run: a decision may just have come
                 result.refuse(
                     _entry_error(run.origin, run.first, "entry.frozen", origin=run.origin)
                 )
                 continue
+            dropped = forks.screen(store, run.origin, run.first, run.items)
+            if dropped is not None:  # an entry a fork decision dropped, and all after it
+                cut, params = dropped
+                result.refuse(
+                    _entry_error(run.origin, run.first + cut, "fork.decided_away", **params)
+                )
+                run = Run(run.origin, run.first, run.items[:cut])
+                if not run.items:
+                    continue
             ring = KeyRing.load(store, run.origin)
             if not ring.enrols:
                 result.refuse(
@@ -287,12 +297,6 @@ def ingest(
                 _ingest_whole(store, run, ring, result, received_at, sender)
             else:
                 _ingest_part(store, run, ring, result, received_at, sender)
-            if (
-                run.origin not in frozen
-                and result.forks
-                and any(f["origin"] == run.origin for f in result.forks)
-            ):
-                frozen.add(run.origin)
     return result
 
 

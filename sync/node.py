@@ -26,7 +26,7 @@ from typing import Any
 import tomli_w
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sync import keyring, receipts, trust
+from sync import forks, keyring, receipts, trust
 from sync.clock import Clock
 from sync.keyring import REKEYED
 from sync.protocol import i18n
@@ -204,7 +204,11 @@ def init_node(
     write_secret(home / NODE_KEY, signer.seed.hex().encode() + b"\n")
     write_secret(home / SEAL_KEY, seal.private_bytes_raw().hex().encode() + b"\n")
     _create_database_file(home / NODE_DB)
-    store = Store(home / NODE_DB, extensions=[trust.Trust(), *extensions], owner=node_id)
+    store = Store(
+        home / NODE_DB,
+        extensions=[trust.Trust(), forks.ForkDecisions(), *extensions],
+        owner=node_id,
+    )
     trust.pin_root(
         store, city_of(node_id), bytes.fromhex(config.root_key), name if tier == "city" else ""
     )
@@ -242,7 +246,11 @@ def open_node(
         raise HomeError("node.city_db_lost", home=str(home))
     if lost:
         _create_database_file(home / NODE_DB)
-    store = Store(home / NODE_DB, extensions=[trust.Trust(), *extensions], owner=config.node_id)
+    store = Store(
+        home / NODE_DB,
+        extensions=[trust.Trust(), forks.ForkDecisions(), *extensions],
+        owner=config.node_id,
+    )
     if lost:  # the disk died: never append under this key before learning how far the log got
         trust.pin_root(store, city_of(config.node_id), bytes.fromhex(config.root_key))
         with store.transaction():

@@ -15,7 +15,7 @@ from sync.protocol.entry import SignedEntry
 from sync.protocol.ids import ancestors_of, is_within
 from sync.store import Store
 
-BROADCAST_PREFIXES: list[str] = ["node."]
+BROADCAST_PREFIXES: list[str] = ["node.", "fork."]  # enrolments; fork decisions (sync.forks)
 
 # (store, client id, cursors origin → highest seq the client holds) → (origin, seq) pairs
 Selector = Callable[[Store, str, dict[str, int]], list[tuple[str, int]]]

@@ -88,6 +88,11 @@ CREATE TABLE IF NOT EXISTS forks (
     detected_at TEXT NOT NULL, resolved INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (origin, seq, other_hash)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fork_decisions (
+    origin TEXT NOT NULL, seq INTEGER NOT NULL, author TEXT NOT NULL, author_seq INTEGER NOT NULL,
+    kept_hash BLOB NOT NULL, other_hash BLOB NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (origin, seq, author, author_seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS receipts (
     issuer TEXT NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL,
@@ -379,6 +384,9 @@ class Store(Projecting):
             self._pending = True
 
     # --- forks ---------------------------------------------------------------------------
+    # A fork row is evidence (both entries are kept: the held one in `entries`, the other
+    # here). `resolved` follows the decision in force for (origin, seq) (sync.forks): set
+    # when this node holds the entry the decision keeps, so the origin unfreezes.
 
     def record_fork(self, origin: str, seq: int, held: bytes, other: SignedEntry, at: str) -> None:
         self.execute(
@@ -386,26 +394,60 @@ class Store(Projecting):
             "other_sig, detected_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (origin, seq, held, other.hash, other.raw, other.sig, at),
         )
+        self.settle_fork(origin, seq)
 
     def frozen(self) -> set[str]:
         return {r[0] for r in self.query("SELECT DISTINCT origin FROM forks WHERE resolved = 0")}
 
-    def forks(self) -> list[dict[str, Any]]:
+    def fork_decision(self, origin: str, seq: int) -> dict[str, Any] | None:
+        """The decision in force for (origin, seq): the highest author's (the city's over a
+        town's), of those its latest; whatever order they arrived in. None if there is none."""
         rows = self.query(
-            "SELECT origin, seq, held_hash, other_hash, detected_at, resolved FROM forks "
-            "ORDER BY origin, seq"
+            "SELECT author, author_seq, kept_hash, other_hash, reason, at FROM fork_decisions "
+            "WHERE origin = ? AND seq = ? ORDER BY length(author), author_seq DESC LIMIT 1",
+            (origin, seq),
         )
-        return [
-            {
-                "origin": o,
-                "seq": s,
-                "held_hash": h.hex(),
-                "other_hash": x.hex(),
-                "detected_at": d,
-                "resolved": bool(r),
-            }
-            for o, s, h, x, d, r in rows
-        ]
+        if not rows:
+            return None
+        by, by_seq, kept, other, reason, at = rows[0]
+        return {"by": by, "entry_seq": by_seq, "kept_hash": kept.hex(),
+                "other_hash": other.hex(), "reason": reason, "at": at}  # fmt: skip
+
+    def settle_fork(self, origin: str, seq: int) -> None:
+        """Mark the forks at (origin, seq) resolved when the decision in force keeps the
+        entry held here; unresolved otherwise (this node holds the entry it drops)."""
+        decision = self.fork_decision(origin, seq)
+        if decision is not None:
+            self.execute(
+                "UPDATE forks SET resolved = (held_hash = ?) WHERE origin = ? AND seq = ?",
+                (bytes.fromhex(decision["kept_hash"]), origin, seq),
+            )
+
+    def forks(self) -> list[dict[str, Any]]:
+        """Every fork held here, with what is known of both entries and the decision in
+        force (None until there is one). `state`: `unresolved`, `resolved`, or
+        `switch_needed` (decided for the entry this node does not hold)."""
+        rows = self.query(
+            "SELECT f.origin, f.seq, f.held_hash, f.other_hash, f.detected_at, f.resolved, "
+            "e.type, json_extract(CAST(e.raw AS TEXT), '$.at'), "
+            "json_extract(CAST(f.other_raw AS TEXT), '$.type'), "
+            "json_extract(CAST(f.other_raw AS TEXT), '$.at') FROM forks f "
+            "LEFT JOIN entries e ON e.origin = f.origin AND e.seq = f.seq AND e.hash = f.held_hash "
+            "ORDER BY f.origin, f.seq, f.other_hash"
+        )
+        out = []
+        for o, s, h, x, d, r, held_type, held_at, other_type, other_at in rows:
+            decision = self.fork_decision(o, s)
+            state = "resolved" if r else "unresolved" if decision is None else "switch_needed"
+            out.append(
+                {
+                    "origin": o, "seq": s, "held_hash": h.hex(), "other_hash": x.hex(),
+                    "held_type": held_type, "held_at": held_at,
+                    "other_type": other_type, "other_at": other_at,
+                    "detected_at": d, "resolved": bool(r), "state": state, "decision": decision,
+                }
+            )  # fmt: skip
+        return out
 
     # --- meta ----------------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ evidence (entries by origin and seq, hashes, times), so an admin can act on it:
 
     report_mismatch    a report's count differs from the recomputed one (one per field)
     missing_report     an enrolled town or village has no report for a month that is over
-    fork               two signed entries for one (origin, seq) are held (unresolved)
+    fork               two signed entries for one (origin, seq) are held: unresolved (the
+                       origin is frozen), resolved (by whom, the kept hash, the reason), or
+                       decided for the entry not held here (still frozen here)
     gap                part of a log is missing here: a reporter held more of it than we
                        do, or an event here waits for an entry of it we do not hold
     stale_node         not heard from (no contact, no new entry arrived) for `stale_days`
@@ -73,9 +75,11 @@ class Finding:
     kind: str
     node_id: str
     evidence: dict[str, Any] = field(default_factory=dict)
+    message: str | None = None  # the detail's i18n key, when not `finding.<kind>`
 
     def to_json(self) -> dict[str, Any]:
-        detail = i18n.t(f"finding.{self.kind}", node_id=self.node_id, **self.evidence)
+        key = self.message or f"finding.{self.kind}"
+        detail = i18n.t(key, node_id=self.node_id, **self.evidence)
         return {"kind": self.kind, "node_id": self.node_id, "detail": detail,
                 "evidence": self.evidence}  # fmt: skip
 
@@ -130,11 +134,20 @@ def _reports(
 
 
 def _forks(store: Store) -> list[Finding]:
-    return [
-        _find("fork", f["origin"], seq=f["seq"], held_hash=f["held_hash"],
-              other_hash=f["other_hash"], detected_at=f["detected_at"])
-        for f in store.forks() if not f["resolved"]
-    ]  # fmt: skip
+    """Every fork held here; once decided, with the decision in force (sync.forks)."""
+    found = []
+    for f in store.forks():
+        evidence = {"seq": f["seq"], "held_hash": f["held_hash"], "other_hash": f["other_hash"],
+                    "detected_at": f["detected_at"], "resolved": f["resolved"]}  # fmt: skip
+        decision = f["decision"]
+        if decision is not None:
+            evidence |= {"resolved_by": decision["by"], "decision_seq": decision["entry_seq"],
+                         "kept_hash": decision["kept_hash"], "reason": decision["reason"],
+                         "resolved_at": decision["at"]}  # fmt: skip
+        message = {"resolved": "finding.fork_resolved",
+                   "switch_needed": "finding.fork_switch_needed"}.get(f["state"])  # fmt: skip
+        found.append(Finding("fork", f["origin"], evidence, message))
+    return found
 
 
 def _waiting_gaps(store: Store) -> list[Finding]:
@@ -395,6 +408,19 @@ i18n.register(
             " frozen until an admin resolves it.",
             "{node_id} 的第 {seq} 号条目存在两个不同版本（{detected_at} 发现），"
             "日志已冻结，需管理员处理。",
+        ),
+        "finding.fork_resolved": (
+            "{node_id} wrote two different entries #{seq} (detected {detected_at}); resolved by"
+            " {resolved_by} on {resolved_at}: kept {kept_hash} ({reason}).",
+            "{node_id} 的第 {seq} 号条目存在两个不同版本（{detected_at} 发现）；已由"
+            " {resolved_by} 于 {resolved_at} 处理：保留 {kept_hash}（{reason}）。",
+        ),
+        "finding.fork_switch_needed": (
+            "{node_id} wrote two different entries #{seq} (detected {detected_at}); {resolved_by}"
+            " decided to keep {kept_hash} ({reason}), which is not the entry held here: the log"
+            " stays frozen here.",
+            "{node_id} 的第 {seq} 号条目存在两个不同版本（{detected_at} 发现）；{resolved_by}"
+            " 裁定保留 {kept_hash}（{reason}），与本处持有的条目不同：本处日志仍冻结。",
         ),
         "finding.gap": (
             "Part of {node_id}'s log is missing here (held up to #{held_here}).",

@@ -1,0 +1,117 @@
+"""`zhibao fork list|resolve` (DESIGN §8): the forks held here, and an admin's decision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.common import echo, home_option, json_option, node_at, print_json, print_table
+from sync import forks
+from sync.protocol import i18n
+
+i18n.register(
+    {
+        "fork.col.origin": ("origin", "来源"),
+        "fork.col.seq": ("seq", "序号"),
+        "fork.col.held": ("held here", "本处持有"),
+        "fork.col.other": ("other", "另一条目"),
+        "fork.col.detected": ("detected", "发现时间"),
+        "fork.col.state": ("state", "状态"),
+        "fork.col.decision": ("decision", "裁定"),
+        "fork.state.unresolved": ("unresolved (frozen)", "未处理（已冻结）"),
+        "fork.state.resolved": ("resolved", "已处理"),
+        "fork.state.switch_needed": (
+            "decided for the other entry (still frozen here)",
+            "裁定保留另一条目（本处仍冻结）",
+        ),
+        "fork.decision_text": (
+            "{by} #{entry_seq} at {at}: keep {kept}; {reason}",
+            "{by} #{entry_seq}（{at}）：保留 {kept}；{reason}",
+        ),
+        "fork.none_held": ("No forks are held here.", "本处没有分叉记录。"),
+        "fork.pending_decisions": (
+            "Decisions held for forks not seen here: {count}",
+            "针对本处未见分叉的裁定：{count} 条",
+        ),
+        "fork.resolved_done": (
+            "Resolved the fork of {origin} at #{seq}: kept {kept} (entry #{entry_seq}).",
+            "已处理 {origin} 第 {seq} 号分叉：保留 {kept}（条目 #{entry_seq}）。",
+        ),
+    }
+)
+
+
+def _entry_text(digest: str, kind: str | None, at: str | None) -> str:
+    return " ".join(part for part in (digest[:12], kind, at) if part)
+
+
+def _decision_text(decision: dict[str, Any] | None) -> str:
+    if decision is None:
+        return "-"
+    return i18n.t(
+        "fork.decision_text",
+        by=decision["by"], entry_seq=decision["entry_seq"], at=decision["at"],
+        kept=decision["kept_hash"][:12], reason=decision["reason"],
+    )  # fmt: skip
+
+
+@click.group("fork")
+def fork_group() -> None:
+    """Forks (two signed entries for one origin and seq) held here, and their resolution."""
+
+
+@fork_group.command("list")
+@home_option
+@json_option
+def list_command(home: Path | None, as_json: bool) -> None:
+    """Every fork held here: both entries, when it was found, and the decision if any."""
+    with node_at(home) as node:
+        held = node.store.forks()
+        known = forks.decisions(node.store)
+    if as_json:
+        print_json({"forks": held, "decisions": known})
+        return
+    seen = {(f["origin"], f["seq"]) for f in held}
+    pending = [d for d in known if (d["origin"], d["seq"]) not in seen]
+    if not held:
+        echo(i18n.t("fork.none_held"))
+    else:
+        print_table(
+            [i18n.t(f"fork.col.{c}") for c in
+             ("origin", "seq", "held", "other", "detected", "state", "decision")],
+            [
+                [f["origin"], f["seq"], _entry_text(f["held_hash"], f["held_type"], f["held_at"]),
+                 _entry_text(f["other_hash"], f["other_type"], f["other_at"]), f["detected_at"],
+                 i18n.t(f"fork.state.{f['state']}"), _decision_text(f["decision"])]
+                for f in held
+            ],
+        )  # fmt: skip
+    if pending:
+        echo(i18n.t("fork.pending_decisions", count=len(pending)))
+
+
+@fork_group.command("resolve")
+@click.argument("origin")
+@click.option("--keep", type=click.Choice(["held", "other"]), required=True,
+              help="Keep the entry held here, or the other one.")  # fmt: skip
+@click.option("--reason", required=True, help="Why: kept with the decision, shown everywhere.")
+@click.option("--seq", type=int, default=None, help="The fork's seq (default: the lowest).")
+@home_option
+@json_option
+def resolve_command(
+    origin: str, keep: str, reason: str, seq: int | None, home: Path | None, as_json: bool
+) -> None:
+    """Decide a fork of ORIGIN (at the city or ORIGIN's parent): a signed decision that
+    flows through the tree and unfreezes ORIGIN wherever the kept entry is held."""
+    with node_at(home) as node:
+        entry = forks.resolve(node, origin, keep, reason, seq=seq)
+        body = entry.fields()["body"]
+    if as_json:
+        print_json({"origin": origin, "seq": body["seq"], "kept_hash": body["kept_hash"],
+                    "other_hash": body["other_hash"], "reason": body["reason"],
+                    "by": entry.origin, "entry_seq": entry.seq})  # fmt: skip
+    else:
+        echo(i18n.t("fork.resolved_done", origin=origin, seq=body["seq"],
+                    kept=body["kept_hash"][:12], entry_seq=entry.seq))  # fmt: skip
