@@ -230,3 +230,27 @@ def test_a_member_may_not_revoke_or_rekey_for_another(net: Topology, tmp_path: P
         assert not trust.revoked(town.store, VILLAGE)  # … and obeyed by nobody
         reasons_held = {q["reason"] for q in town.store.quarantined()}
         assert "revoke.not_ancestor" in reasons_held
+
+
+def test_the_city_rotates_and_a_town_enrolled_later_still_follows(
+    net: Topology, tmp_path: Path
+) -> None:
+    with net.open(CITY) as city:
+        root = city.config.root_key
+        new = rekey.rotate(city)
+        assert city.config.root_key == root != new  # what new nodes pin stays the root
+        newcomer = create_node(tmp_path / "later", "330782009", root)
+        try:
+            body = trust.enrolment_body(
+                newcomer.node_id, "新镇", newcomer.signer.public.hex(), None
+            )
+            city.append(trust.ENROLLED, body)  # signed with the city's new key
+            hand_down(city, newcomer)
+            assert trust.public_key(newcomer.store, CITY) == bytes.fromhex(new)
+            assert trust.public_key(newcomer.store, newcomer.node_id) is not None
+        finally:
+            newcomer.close()
+    with net.open(CITY) as city, net.open(TOWN) as town:
+        hand_down(city, town)  # the town pinned the root before: it follows the rotation
+        assert trust.public_key(town.store, CITY) == bytes.fromhex(new)
+        assert not hand_up(town, city)["rejected"]
