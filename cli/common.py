@@ -37,7 +37,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 MAX_INPUT_BYTES = 64 * 1024 * 1024  # a catalogue or calendar file; far above any real one
 
 
-
 def global_home(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
     """A command's --home: its own when given on the command line, else `zhibao --home DIR`
     (the same thing written before the command), else $ZHIBAO_HOME or the default."""
