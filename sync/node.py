@@ -25,7 +25,7 @@ from typing import Any
 import tomli_w
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sync import trust
+from sync import liveness, trust  # noqa: F401  (liveness: the heartbeat's body check)
 from sync.clock import Clock
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry, encode_entry, sign_entry
