@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from sync.node import Node, exposure_warning, resolve_home
 from sync.protocol import i18n
@@ -35,13 +36,28 @@ from tiers.node import open_home
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_INPUT_BYTES = 64 * 1024 * 1024  # a catalogue or calendar file; far above any real one
 
+
+def global_home(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A command's --home: its own when given on the command line, else `zhibao --home DIR`
+    (the same thing written before the command), else $ZHIBAO_HOME or the default."""
+    from cli.main import GLOBAL_HOME
+
+    source = ctx.get_parameter_source(param.name or "")
+    if source is ParameterSource.COMMANDLINE:
+        return value
+    given: Path | None = ctx.meta.get(GLOBAL_HOME)
+    return given if given is not None else value
+
+
 home_option = click.option(
     "--home",
     "home",
     envvar="ZHIBAO_HOME",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="The node's home directory (default: $ZHIBAO_HOME, else .).",
+    callback=global_home,
+    help="The node's home directory (default: `zhibao --home DIR`, else $ZHIBAO_HOME, else "
+    "the current directory). Given here, it wins over `zhibao --home`.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for other tools.")
 at_option = click.option(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import print_json
+from cli.common import global_home, print_json
 
 
 @click.command("demo")
@@ -18,8 +18,9 @@ from cli.common import print_json
     "where",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where to build the demo city and keep it (default: a temporary directory, removed "
-    "after). Not read from $ZHIBAO_HOME.",
+    callback=global_home,
+    help="Where to build the demo city and keep it (default: `zhibao --home DIR`, else a "
+    "temporary directory, removed after). Not read from $ZHIBAO_HOME.",
 )
 @click.option(
     "--catalogue",

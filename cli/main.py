@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -38,6 +39,8 @@ COMMANDS = {
     "demo": "cli.demo:demo_command",
     "fork": "cli.fork:fork_group",
 }
+# ctx.meta key: `zhibao --home DIR`, for the command that follows (cli.common.home_option)
+GLOBAL_HOME = "zhibao.global_home"
 
 i18n.register(
     {
@@ -75,9 +78,22 @@ class LazyGroup(click.Group):
     cls=LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
+@click.option(
+    "--home",
+    "home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="The node's home for the command that follows, as if given to it (`zhibao --home "
+    "DIR case list` = `zhibao case list --home DIR`); the command's own --home wins if both "
+    "are given. Before $ZHIBAO_HOME.",
+)
 @click.version_option(package_name="zhibao")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None) -> None:
     """zhibao (直报): signed, replicated case logs for the city's service network."""
+    if home is not None:
+        ctx.meta[GLOBAL_HOME] = home
 
 
 def warn(text: str) -> None:

@@ -45,6 +45,13 @@ i18n.register(
             "REVOKED KEY USED: {node_id} {count}× ({how}, via {via}), last {last_at}",
             "已吊销密钥被使用：{node_id} {count} 次（{how}，经由 {via}），最近 {last_at}",
         ),
+        "status.network_limits": (
+            "quiet: no case for {quiet_days} days; silent: nothing heard for {stale_days} days",
+            "无办件：{quiet_days} 天内没有办件记录；失联：{stale_days} 天内没有任何消息",
+        ),
+        "liveness.alive": ("alive", "正常"),
+        "liveness.quiet": ("quiet", "无办件"),
+        "liveness.silent": ("silent", "失联"),
         "status.quarantined": (
             "SET ASIDE {count} from {origin} (#{first_seq}-#{last_seq}), latest {last_at}:"
             " {detail}",
@@ -211,7 +218,9 @@ def status_command(home: Path | None, as_json: bool) -> None:
             [
                 "node",
                 "name",
+                "state",
                 "last heard",
+                "last case",
                 "entries",
                 "lag s",
                 "forwards in/out",
@@ -222,14 +231,16 @@ def status_command(home: Path | None, as_json: bool) -> None:
                 [
                     n["node_id"],
                     n["name"],
+                    i18n.t(f"liveness.{n['liveness']}"),
                     n["last_heard"] or "-",
+                    n["last_case_at"] or "-",
                     n["entries_held"],
                     n["lag_seconds"] if n["lag_seconds"] is not None else "-",
                     f"{n['open_forwards_in']}/{n['open_forwards_out']}",
                     n["forks"],
-                    f"{n['warnings']['yellow']}/{n['warnings']['red']}"
-                    + (" STALE" if n["stale"] else ""),
+                    f"{n['warnings']['yellow']}/{n['warnings']['red']}",
                 ]
                 for n in network["nodes"]
             ],
         )
+        echo(i18n.t("status.network_limits", **network["limits"]))

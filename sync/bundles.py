@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync import keyring, proofs, receipts, relevance, trust
+from sync import keyring, liveness, proofs, receipts, relevance, trust
 from sync.ingest import IngestResult, ingest
 from sync.node import Node
 from sync.protocol import i18n
@@ -96,6 +96,8 @@ def export_bundle(
         if target is None:
             raise BundleError("bundle.no_seal_key", node_id=to)
         check_seal_key(target.hex())
+    if is_within(node.node_id, to):  # up to an ancestor: a village on a USB stick is alive
+        liveness.beat(node, liveness.VIA_BUNDLE)
     frames = bundle_frames(node, to, full=full)
     entries = [entry for frame in frames for entry in frame]
     data = encode_bundle(

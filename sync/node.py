@@ -26,7 +26,7 @@ from typing import Any
 import tomli_w
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sync import forks, keyring, receipts, trust
+from sync import forks, keyring, liveness, receipts, trust  # noqa: F401  (liveness: the heartbeat's body check)
 from sync.clock import Clock
 from sync.keyring import REKEYED
 from sync.protocol import i18n

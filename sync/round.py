@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from sync import proofs, receipts, trust
+from sync import liveness, proofs, receipts, trust
 from sync.client import PeerClient, TimeAnswer
 from sync.ingest import ingest
 from sync.node import RESTORING, Node
@@ -159,6 +159,7 @@ def sync_round(
         have = {str(o): int(s) for o, s in hello.get("have", {}).items()}
         _push_from_divergence(node, held_there.heads, have)
         if push:
+            liveness.beat(node)  # not behind our own log (checked above): cannot fork it
             plan = proofs.plan(node.store, node.node_id, have)
             _push_all(node, client, peer_id, plan, summary, progress)
         with node.store.transaction():

@@ -11,7 +11,8 @@ evidence (entries by origin and seq, hashes, times), so an admin can act on it:
                        decided for the entry not held here (still frozen here)
     gap                part of a log is missing here: a reporter held more of it than we
                        do, or an event here waits for an entry of it we do not hold
-    stale_node         not heard from (no contact, no new entry arrived) for `stale_days`
+    stale_node         not heard from (no contact, no new entry arrived, no heartbeat) for
+                       `stale_days`
     orphan_forward     a case forwarded to the node `forward_days` ago, never taken up
     clock_skew         an entry stamped ahead of its arrival here, or a peer's clock off,
                        by more than `skew_seconds`
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sync import keyring, trust
+from sync import keyring, liveness, trust
 from sync.clock import local_date
 from sync.node import Node
 from sync.protocol import i18n
@@ -54,18 +55,20 @@ _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
 
 @dataclass(frozen=True)
 class Thresholds:
-    """When silence, a pending forward or a clock difference becomes a finding."""
+    """When silence, a pending forward or a clock difference becomes a finding; when a
+    node heard from recently but recording no case counts as quiet (`quiet_days`)."""
 
     stale_days: float = 7.0
     forward_days: float = 3.0
     skew_seconds: int = 600
+    quiet_days: float = 5.0
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any], **given: float | None) -> Thresholds:
-        """node.toml settings (`stale_days`, `forward_days`, `skew_seconds`), then options."""
-        values: dict[str, Any] = {
-            k: settings[k] for k in ("stale_days", "forward_days", "skew_seconds") if k in settings
-        }
+        """node.toml settings (`stale_days`, `forward_days`, `skew_seconds`, `quiet_days`),
+        then options."""
+        names = ("stale_days", "forward_days", "skew_seconds", "quiet_days")
+        values: dict[str, Any] = {k: settings[k] for k in names if k in settings}
         values |= {k: v for k, v in given.items() if v is not None}
         return cls(**values)
 
@@ -163,15 +166,18 @@ def _waiting_gaps(store: Store) -> list[Finding]:
 
 
 def last_heard(store: Store) -> dict[str, tuple[str, str]]:
-    """node id → (when last heard from, how): a direct contact, or the arrival here of
-    its newest entry (relayed or not), whichever is later."""
+    """node id → (when last heard from, how): a direct contact ("contact"), the arrival
+    here of its newest entry, relayed or not ("entry"), or, when that entry is its
+    heartbeat, the heartbeat's own time capped by its arrival ("heartbeat"), whichever is
+    later. A node that syncs writes a heartbeat when it has written nothing for a day
+    (sync.liveness), so a quiet node is heard through its newest entry."""
     heard: dict[str, tuple[str, str]] = {}
     rows = store.query(
-        "SELECT h.origin, e.received_at FROM heads h JOIN entries e "
-        "ON e.origin = h.origin AND e.seq = h.seq"
+        "SELECT h.origin, e.type, json_extract(CAST(e.raw AS TEXT), '$.at'), e.received_at "
+        "FROM heads h JOIN entries e ON e.origin = h.origin AND e.seq = h.seq"
     )
-    for origin, received in rows:
-        heard[origin] = (received, "entry")
+    for origin, kind, at, received in rows:
+        heard[origin] = liveness.heard_at(kind, at, received)
     for node_id, contact, _ in store.query("SELECT node_id, last_contact, skew_seconds FROM peers"):
         known = heard.get(node_id)
         if known is None or datetime.fromisoformat(contact) > datetime.fromisoformat(known[0]):
@@ -328,12 +334,42 @@ def _warnings(store: Store, today: date, threshold: int) -> dict[str, dict[str, 
     return out
 
 
+def last_case_at(store: Store, node_id: str) -> str | None:
+    """When `node_id` last recorded a case event held here: the `at` of its newest (by
+    seq) case event, capped by that entry's arrival here; None if it recorded none.
+    Heartbeats are not case events, so they never count as activity."""
+    rows = store.query(
+        "SELECT c.at, e.received_at FROM case_events c JOIN entries e "
+        "ON e.origin = c.origin AND e.seq = c.seq WHERE c.origin = ? "
+        "ORDER BY c.seq DESC LIMIT 1", (node_id,))  # fmt: skip
+    if not rows:
+        return None
+    at, received = rows[0]
+    return at if datetime.fromisoformat(at) < datetime.fromisoformat(received) else received
+
+
+LIVENESS = ("alive", "quiet", "silent")
+
+
+def liveness_of(
+    heard: str | None, case_at: str | None, now: datetime, limits: Thresholds, *, me: bool
+) -> str:
+    """`silent`: nothing heard for `stale_days` (never, for this node itself); `quiet`:
+    heard, but no case recorded for `quiet_days`; `alive`: heard and recording cases."""
+    if not me and (heard is None or _since(now, heard) > limits.stale_days):
+        return "silent"
+    if case_at is None or _since(now, case_at) > limits.quiet_days:
+        return "quiet"
+    return "alive"
+
+
 def network_health(
     node: Node, *, limits: Thresholds | None = None, now: datetime | None = None
 ) -> dict[str, Any]:
     """The city's view for `status --json` (key `network`): every enrolled node below this
-    one with last contact, entries held, how late its newest entry arrived, open forwards,
-    forks and warnings by colour."""
+    one with last contact, when and how last heard from (a heartbeat counts), its last
+    case, its liveness (`alive`, `quiet`, `silent`; see `liveness_of`), entries held, how
+    late its newest entry arrived, open forwards, forks and warnings by colour."""
     limits = limits or Thresholds.from_settings(node.config.settings)
     now = now or node.clock.now()
     store = node.store
@@ -363,7 +399,9 @@ def network_health(
         node_id = n["node_id"]
         if not is_within(node_id, node.node_id):
             continue
-        when = heard.get(node_id, (None, None))[0]
+        when, how = heard.get(node_id, (None, None))
+        case_at = last_case_at(store, node_id)
+        state = liveness_of(when, case_at, now, limits, me=node_id == node.node_id)
         at, received = newest.get(node_id, (None, None))
         lag = None
         if at is not None and received is not None:
@@ -372,19 +410,21 @@ def network_health(
             )
         nodes.append({
             "node_id": node_id, "tier": n["tier"], "name": n["name"], "parent_id": n["parent_id"],
-            "last_contact": contacts.get(node_id), "last_heard": when,
+            "last_contact": contacts.get(node_id), "last_heard": when, "heard_how": how,
+            "last_case_at": case_at, "liveness": state,
             "entries_held": heads.get(node_id, 0), "last_entry_at": at,
             "lag_seconds": lag, "open_forwards_in": transit_in.get(node_id, 0),
             "open_forwards_out": transit_out.get(node_id, 0), "forks": forks.get(node_id, 0),
             "quarantined": quarantined.get(node_id, 0),
             "warnings": colours.get(node_id, {"yellow": 0, "red": 0}),
-            "stale": node_id != node.node_id and (
-                when is None or _since(now, when) > limits.stale_days),
+            "stale": state == "silent",
         })  # fmt: skip
     return {
         "as_of": now.isoformat(),
         "nodes": nodes,
         "stale": sum(n["stale"] for n in nodes),
+        "liveness": {s: sum(n["liveness"] == s for n in nodes) for s in LIVENESS},
+        "limits": {"stale_days": limits.stale_days, "quiet_days": limits.quiet_days},
         "forks": sum(forks.values()),
         "quarantined": sum(quarantined.values()),
         "warnings": {c: sum(n["warnings"][c] for n in nodes) for c in ("yellow", "red")},
