@@ -52,6 +52,7 @@ i18n.register(
         "liveness.alive": ("alive", "正常"),
         "liveness.quiet": ("quiet", "无办件"),
         "liveness.silent": ("silent", "失联"),
+        "liveness.revoked": ("REVOKED", "已吊销"),
         "status.quarantined": (
             "SET ASIDE {count} from {origin} (#{first_seq}-#{last_seq}), latest {last_at}:"
             " {detail}",
@@ -204,7 +205,8 @@ def status_command(home: Path | None, as_json: bool) -> None:
             f"  {origin:<14} {seq:>8}" + (f"  (acknowledged {ack})" if ack is not None else "")
         )
     for fork in info["forks"]:
-        echo(f"FORK {fork['origin']}#{fork['seq']} detected {fork['detected_at']}")
+        state = fork.get("state") or "unresolved"  # `zhibao fork list` tells more
+        echo(f"FORK {fork['origin']}#{fork['seq']} detected {fork['detected_at']} ({state})")
     for held in info["quarantined_counts"]:
         echo(i18n.t("status.quarantined", **held))
     for cut in info["revocations"]:
@@ -231,7 +233,7 @@ def status_command(home: Path | None, as_json: bool) -> None:
                 [
                     n["node_id"],
                     n["name"],
-                    i18n.t(f"liveness.{n['liveness']}"),
+                    i18n.t("liveness.revoked" if n["revoked"] else f"liveness.{n['liveness']}"),
                     n["last_heard"] or "-",
                     n["last_case_at"] or "-",
                     n["entries_held"],

@@ -380,6 +380,11 @@ def network_health(
     newest = {origin: (at, received) for origin, at, received in store.query(
         "SELECT h.origin, json_extract(CAST(e.raw AS TEXT), '$.at'), e.received_at FROM heads h "
         "JOIN entries e ON e.origin = h.origin AND e.seq = h.seq")}  # fmt: skip
+    revoked = {r["node_id"] for r in keyring.revocations(store)
+               if trust.revoked(store, r["node_id"])}  # fmt: skip
+    used: dict[str, int] = {}
+    for u in keyring.revoked_uses(store):
+        used[u["node_id"]] = used.get(u["node_id"], 0) + u["count"]
     quarantined: dict[str, int] = {}
     for q in store.quarantine_counts():
         quarantined[q["origin"]] = quarantined.get(q["origin"], 0) + q["count"]
@@ -417,7 +422,8 @@ def network_health(
             "open_forwards_out": transit_out.get(node_id, 0), "forks": forks.get(node_id, 0),
             "quarantined": quarantined.get(node_id, 0),
             "warnings": colours.get(node_id, {"yellow": 0, "red": 0}),
-            "stale": state == "silent",
+            "stale": state == "silent", "revoked": node_id in revoked,
+            "revoked_key_used": used.get(node_id, 0),
         })  # fmt: skip
     return {
         "as_of": now.isoformat(),
@@ -427,6 +433,7 @@ def network_health(
         "limits": {"stale_days": limits.stale_days, "quiet_days": limits.quiet_days},
         "forks": sum(forks.values()),
         "quarantined": sum(quarantined.values()),
+        "revoked": len(revoked),
         "warnings": {c: sum(n["warnings"][c] for n in nodes) for c in ("yellow", "red")},
     }
 
