@@ -95,7 +95,7 @@ class PeerClient:
             stamp = (self.node.clock.now() + self.stamp_offset).isoformat()
             nonce = secrets.token_hex(16)
             proof = request_headers(
-                self.node.signer, method, path, body, node=self.node.node_id,
+                self.node.wire_signer, method, path, body, node=self.node.node_id,
                 server=server, time=stamp, nonce=nonce,
             )  # fmt: skip
             headers.update(proof)

@@ -66,13 +66,13 @@ def correct_clock(node: Node, client: PeerClient, summary: RoundSummary) -> str:
     `confirm_clock` checks it once the pull has brought the enrolments.
     """
     answer = client.server_time()
-    key = trust.public_key(node.store, answer.node_id)
-    if key is None:
+    keys = trust.wire_keys(node.store, answer.node_id)
+    if not keys:
         offset = _bounded(answer.time - node.clock.base_now(), client.url)
         if abs(offset - node.clock.offset) > SKEW_WARN:
             client.stamp_offset = offset - node.clock.offset
         return answer.node_id
-    _adopt(node, client, answer, key, summary)
+    _adopt(node, client, answer, keys, summary)
     return answer.node_id
 
 
@@ -82,22 +82,22 @@ def confirm_clock(node: Node, client: PeerClient, summary: RoundSummary) -> None
     if not client.stamp_offset:
         return
     answer = client.server_time()
-    key = trust.public_key(node.store, answer.node_id)
-    if key is None:
+    keys = trust.wire_keys(node.store, answer.node_id)
+    if not keys:
         seconds = int((answer.time - node.clock.now()).total_seconds())
         summary.warnings.append(i18n.t("sync.clock_unchecked", url=client.url, seconds=seconds))
         return
-    _adopt(node, client, answer, key, summary)
+    _adopt(node, client, answer, keys, summary)
 
 
 def _adopt(
-    node: Node, client: PeerClient, answer: TimeAnswer, key: bytes, summary: RoundSummary
+    node: Node, client: PeerClient, answer: TimeAnswer, keys: list[bytes], summary: RoundSummary
 ) -> None:
-    """Take the offset of a time answer signed by `key`, when ours is off by more than a
+    """Take the offset of a time answer signed by one of `keys`, when ours is off by more than a
     few minutes (and back to none when it is right again), warning the operator."""
     if answer.sig is None:  # an older server, or one that cannot sign for that id
         raise RefusedError("sync.time_unsigned", url=client.url, peer=answer.node_id)
-    if not answer.signed_by(key):
+    if not any(answer.signed_by(key) for key in keys):
         raise RefusedError("sync.time_forged", url=client.url, peer=answer.node_id)
     offset = _bounded(answer.time - node.clock.base_now(), client.url)
     if abs(offset - node.clock.offset) > SKEW_WARN:

@@ -195,13 +195,13 @@ class NodeApp:
         if nonce is not None:
             if not NONCE.fullmatch(nonce):
                 return error_response(400, "time.bad_nonce", close=has_body(request))
-            sig = self.node.signer.sign(time_message(me, stamp, nonce))
+            sig = self.node.wire_signer.sign(time_message(me, stamp, nonce))
             answer.update(nonce=nonce, sig=sig.hex())
         return JSONResponse(answer, headers={"connection": "close"} if has_body(request) else None)
 
     def _receipt(self, sender: str) -> dict[str, str]:
         made = receipts.issue(
-            self.node.store, self.node.signer, self.node.node_id, self.node.clock, sender
+            self.node.store, self.node.wire_signer, self.node.node_id, self.node.clock, sender
         )
         return {"raw": made.raw.decode(), "sig": made.sig.hex()}
 

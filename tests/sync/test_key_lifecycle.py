@@ -254,3 +254,24 @@ def test_the_city_rotates_and_a_town_enrolled_later_still_follows(
         hand_down(city, town)  # the town pinned the root before: it follows the rotation
         assert trust.public_key(town.store, CITY) == bytes.fromhex(new)
         assert not hand_up(town, city)["rejected"]
+
+
+def test_rotations_over_http_keep_every_round_working(net: Topology) -> None:
+    with net.open(VILLAGE) as village:
+        rekey.rotate(village)
+        append_notes(village, 1, tag="after-rotation")
+    with net.open(TOWN) as town:
+        rekey.rotate(town)  # the town too: its villages learn it from their next pull
+    with serve_in_thread(net.home(CITY)) as city_url, serve_in_thread(net.home(TOWN)) as town_url:
+        for _ in range(2):  # the second round: each side has the other's rotation
+            with net.open(VILLAGE) as village:
+                done = sync_round(village, town_url).to_json()
+                assert not done.get("rejected"), done
+            with net.open(TOWN) as town:
+                done = sync_round(town, city_url).to_json()
+                assert not done.get("rejected"), done
+    with net.open(CITY) as city, net.open(VILLAGE) as village, net.open(TOWN) as town:
+        assert city.store.head(VILLAGE)[0] == village.store.head(VILLAGE)[0] == 5
+        assert city.store.head(TOWN)[0] == town.store.head(TOWN)[0]
+        assert trust.public_key(village.store, TOWN) == town.signer.public
+        assert verify_log(city.store).ok and verify_log(village.store).ok
