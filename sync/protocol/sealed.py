@@ -52,16 +52,12 @@ def open_sealed(sealed: bytes | memoryview, private: X25519PrivateKey, info: byt
         raise SealError("does not open with this key and context") from None
 
 
-def request_info(
-    method: str, path: str, sender: str, server: str, time: str, nonce: str
-) -> bytes:
+def request_info(method: str, path: str, sender: str, server: str, time: str, nonce: str) -> bytes:
     """The context of a request body: the signed request it is the body of."""
     return WIRE_REQUEST_DOMAIN + canonical([method.upper(), path, sender, server, time, nonce])
 
 
-def answer_info(
-    method: str, path: str, sender: str, server: str, nonce: str, digest: str
-) -> bytes:
+def answer_info(method: str, path: str, sender: str, server: str, nonce: str, digest: str) -> bytes:
     """The context of an answer body: the request (and its body's digest) it answers."""
     return WIRE_ANSWER_DOMAIN + canonical([method.upper(), path, sender, server, nonce, digest])
 
