@@ -23,6 +23,7 @@ from typing import Any
 
 import apsw
 import httpx
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -32,6 +33,8 @@ from sync import trust  # noqa: E402
 from sync.clock import ZONE  # noqa: E402
 from sync.node import Node  # noqa: E402
 from sync.protocol.batch import decode_batch  # noqa: E402
+from sync.protocol.messages import DIGEST, NONCE, SENDER, SERVER, TIME  # noqa: E402
+from sync.protocol.sealed import answer_info, is_sealed, open_body, request_info  # noqa: E402
 from sync.store import UNPROJECTED_SQL  # noqa: E402
 from tiers.catalogue import parse_catalogue  # noqa: E402
 from tiers.node import create_home, open_home  # noqa: E402
@@ -295,8 +298,14 @@ def make_network(base: Path) -> dict[str, Path]:
     enrol(city, town)
     enrol(town, village)
     for node in (city, town, village):
+        SEALS[node.node_id] = node.seal
         node.close()
     return homes
+
+
+# every bench node's private seal key, so the counting transport can open what it counts
+# (bodies are sealed on the wire: sync.protocol.sealed)
+SEALS: dict[str, X25519PrivateKey] = {}
 
 
 def enrol(parent: Node, child: Node) -> None:
@@ -428,8 +437,10 @@ class Wire:
     paths: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # waiting for answers, by path
 
-    push_bodies: list[bytes] = field(default_factory=list)  # counted after the round
+    # counted after the round: (body, the server it was for, its seal context)
+    push_bodies: list[tuple[bytes, str, bytes]] = field(default_factory=list)
     _counted: tuple[int, int] = (0, 0)  # (bodies decoded so far, entries in them)
+    open_seconds: float = 0.0  # opening the sealed push bodies (what a receiver adds)
 
     @property
     def body_bytes(self) -> int:
@@ -441,7 +452,11 @@ class Wire:
         asked, rather than on the way out: decoding a batch in the sender's wire thread
         would delay every push by work zhibao does not do."""
         done, entries = self._counted
-        for body in self.push_bodies[done:]:
+        for body, server, info in self.push_bodies[done:]:
+            if is_sealed(body):
+                started = time.perf_counter()
+                body = open_body(body, SEALS[server], info)
+                self.open_seconds += time.perf_counter() - started
             entries += sum(len(run.items) for run in decode_batch(body))
         self._counted = (len(self.push_bodies), entries)
         return entries
@@ -463,9 +478,14 @@ class CountingTransport(httpx.BaseTransport):
         w.paths[request.url.path] = w.paths.get(request.url.path, 0) + 1
         w.request_body += len(body)
         w.header_bytes += sum(len(k) + len(v) + 4 for k, v in request.headers.raw) + 40
+        headers = request.headers
         if request.url.path == "/v1/push":
             w.pushes += 1
-            w.push_bodies.append(body)
+            info = request_info(
+                "POST", "/v1/push", headers[SENDER], headers[SERVER], headers[TIME],
+                headers[NONCE],
+            )  # fmt: skip
+            w.push_bodies.append((body, headers[SERVER], info))
             w.pushed_body += len(body)
         started = time.perf_counter()
         response = self.inner.handle_request(request)
@@ -477,7 +497,14 @@ class CountingTransport(httpx.BaseTransport):
         if request.url.path == "/v1/push" and response.status_code == 200:
             import json
 
-            result = json.loads(content)["result"]
+            answer = content
+            if is_sealed(content):
+                info = answer_info(
+                    "POST", "/v1/push", headers[SENDER], headers[SERVER], headers[NONCE],
+                    headers[DIGEST],
+                )  # fmt: skip
+                answer = open_body(content, SEALS[headers[SENDER]], info)
+            result = json.loads(answer)["result"]
             w.applied += sum(int(v) for v in result["applied"].values())
             w.duplicates += int(result["duplicates"])
         return httpx.Response(

@@ -161,6 +161,12 @@ def report_hop(
         (entry_bytes + 64) / (summary.pushed_bytes / pushed),
         "(raw+sig : batch)",
     )
+    if wire.pushed_entries and wire.open_seconds:
+        figure(
+            f"{name}_unseal_ms",
+            wire.open_seconds * 1000,
+            "ms (opening every sealed push body once, in this process: what the receiver adds)",
+        )
     figure(f"{name}_receiver_cpu_seconds", cpu, "s")
     figure(f"{name}_receiver_cpu_per_entry", cpu / pushed * 1e6, "µs")
     figure(f"{name}_receiver_rss_before", rss_before / MIB, "MiB")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import echo, home_option, json_option, node_at, print_json, warn_if_exposed
+from cli.common import echo, home_option, json_option, node_at, print_json, warn, warn_if_exposed
 from sync import rekey, revocation, trust
 from sync.node import resolve_home
 from sync.protocol import i18n
@@ -19,6 +19,13 @@ i18n.register(
         "node.created": (
             "Created {tier} node {node_id} ({name}) at {home}.",
             "已在 {home} 创建{tier}节点 {node_id}（{name}）。",
+        ),
+        "node.enrolled_unsealed": (
+            "warning: {node_id} is enrolled without a seal key: nothing can be sent to it "
+            "sealed (sync, bundles) — enrol it again with --seal-key (from its `zhibao node "
+            "show`), or it must sync with --plain.",
+            "警告：{node_id} 登记时没有加密密钥：无法向其发送加密数据（同步、数据包）——请用 "
+            "--seal-key（见其 `zhibao node show`）重新登记，否则只能用 --plain 同步。",
         ),
         "node.enrolled": (
             "Enrolled {node_id} ({name}) as entry #{seq}.",
@@ -134,6 +141,8 @@ def enroll_command(
         with node.store.transaction():
             revocation.check_replacement(node, node_id, public_key, continue_from)
             entry = node.append(trust.ENROLLED, body, at=node.clock.stamp(at) if at else None)
+    if not seal_key:
+        warn(i18n.t("node.enrolled_unsealed", node_id=node_id))
     if as_json:
         print_json({"node_id": node_id, "seq": entry.seq, **body})
     else:

@@ -59,6 +59,12 @@ i18n.register(
             "未采用 {origin} 的 {count} 条（#{first_seq}—#{last_seq}），最近 {last_at}：{detail}",
         ),
         "sync.pushing": ("pushing entries", "正在上传条目"),
+        "serve.plain": (
+            "--plain: this node takes and sends sync bodies in the clear (names, ID numbers, "
+            "phone numbers readable on the line); use it only on a trusted link",
+            "--plain：本节点以明文收发同步数据（线路上可读取姓名、身份证号、电话）；"
+            "仅在可信线路上使用",
+        ),
     }
 )
 
@@ -114,8 +120,14 @@ def _report(summary: RoundSummary, as_json: bool) -> None:
     show_default=True,
     help="Seconds between background syncs with the parent.",
 )
+@click.option(
+    "--plain",
+    is_flag=True,
+    help="Take plain (unsealed) bodies and sync upward in the clear: personal data readable "
+    "on the line.",
+)
 @home_option
-def serve_command(host: str, port: int, interval: float, home: Path | None) -> None:
+def serve_command(host: str, port: int, interval: float, plain: bool, home: Path | None) -> None:
     """Serve this node's sync endpoint; sync upward in the background if it has a parent."""
     from sync.server import log_line
     from sync.service import bind, serve  # the server stack loads only for `serve`
@@ -127,12 +139,19 @@ def serve_command(host: str, port: int, interval: float, home: Path | None) -> N
     bound = sock.getsockname()
     click.echo(i18n.t("serve.listening", node_id=node_id, url=f"http://{host}:{bound[1]}"))
     sys.stdout.flush()
+    if plain:
+        log_line("serve.plain")
 
     def on_error(exc: Exception, seconds: float) -> None:  # a server's log: stamped lines
         log_line("sync.retrying", error=str(exc), seconds=seconds)
 
     serve(
-        lambda: open_home(where), sock, parent_url=parent_url, interval=interval, on_error=on_error
+        lambda: open_home(where),
+        sock,
+        parent_url=parent_url,
+        interval=interval,
+        on_error=on_error,
+        plain=plain,
     )
 
 
@@ -140,10 +159,20 @@ def serve_command(host: str, port: int, interval: float, home: Path | None) -> N
 @click.option("--peer", default=None, help="Sync with this URL instead of the parent.")
 @click.option("--watch", "keep_going", is_flag=True, help="Keep syncing, retrying with backoff.")
 @click.option("--interval", default=30.0, type=float, show_default=True)
+@click.option(
+    "--plain",
+    is_flag=True,
+    help="Send bodies unsealed (the peer must serve --plain): personal data readable on the line.",
+)
 @home_option
 @json_option
 def sync_command(
-    peer: str | None, keep_going: bool, interval: float, home: Path | None, as_json: bool
+    peer: str | None,
+    keep_going: bool,
+    interval: float,
+    plain: bool,
+    home: Path | None,
+    as_json: bool,
 ) -> None:
     """Run one round with the parent (or --peer): push what it lacks, pull what concerns us."""
     from sync.round import sync_round
@@ -157,7 +186,7 @@ def sync_command(
         if not keep_going:
             progress = _Progress()
             try:
-                summary = sync_round(node, url, progress=progress)
+                summary = sync_round(node, url, progress=progress, plain=plain)
             finally:
                 progress.close()
             _report(summary, as_json)
@@ -177,6 +206,7 @@ def sync_command(
             stop=stop,
             on_round=lambda s: _report(s, as_json),
             on_error=on_error,
+            plain=plain,
         )
     except KeyboardInterrupt:
         stop.set()

@@ -6,6 +6,12 @@ Every library exception becomes the project's own (LinkDownError, RefusedError),
 round and the tiers never see httpx: a 408, 429, 502, 503 or 504, or any 5xx without the
 server's JSON reason, is a link problem (try again later); any other refusal is a
 RefusedError with the server's reason. Tests inject any `httpx.BaseTransport`.
+
+Bodies are sealed (sync.protocol.sealed): a request's to the server's enrolled seal key,
+bound to that request; the answer comes sealed to this node's. A hello or pull goes plain
+only while the server's seal key is not known here (a first round, a restore: heads and
+cursors, no personal data; the answer still comes sealed); a push never does unless
+`plain` (sync --plain) was asked for, which sends every body in the clear.
 """
 
 from __future__ import annotations
@@ -18,15 +24,33 @@ from typing import Any
 
 import httpx
 
+from sync import trust
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import LinkDownError, RefusedError
 from sync.protocol.ids import is_node_id
 from sync.protocol.keys import verify
-from sync.protocol.messages import request_headers, time_message
+from sync.protocol.messages import DIGEST, WIRE, request_headers, time_message
+from sync.protocol.sealed import (
+    SEALED_TYPE,
+    SealError,
+    answer_info,
+    is_sealed,
+    open_body,
+    request_info,
+    seal_body,
+)
 
 BATCH_TYPE = "application/x-zhibao-batch"
 _TRY_LATER = frozenset({408, 429, 502, 503, 504})  # the link or the load, not the request
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A 2xx answer: its body (opened when it came sealed) and its headers."""
+
+    content: bytes
+    headers: httpx.Headers
 
 
 @dataclass(frozen=True)
@@ -57,9 +81,11 @@ class PeerClient:
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
         server_id: str | None = None,
+        plain: bool = False,
     ) -> None:
         self.node = node
         self.url = url.rstrip("/")
+        self.plain = plain  # sync --plain: bodies in the clear (the caller warns)
         self.server_id = server_id  # learnt from the time answer when not known before
         # added to the node's clock on request stamps only: the server's word on the time
         # while it cannot be checked yet (sync.round.correct_clock)
@@ -88,17 +114,26 @@ class PeerClient:
         body: bytes = b"",
         content_type: str = "application/json",
         signed: bool = True,
-    ) -> httpx.Response:
+    ) -> Reply:
         headers = {"content-type": content_type}
+        opener: bytes | None = None  # the answer's context, when it must come sealed
         if signed:
             server = self.server_id or self.server_time().node_id
             stamp = (self.node.clock.now() + self.stamp_offset).isoformat()
             nonce = secrets.token_hex(16)
+            me = self.node.node_id
+            seal_to = self._seal_key(server, path)
+            if seal_to is not None:
+                info = request_info(method, path, me, server, stamp, nonce)
+                body, headers["content-type"] = seal_body(body, seal_to, info), SEALED_TYPE
             proof = request_headers(
-                self.node.wire_signer, method, path, body, node=self.node.node_id,
-                server=server, time=stamp, nonce=nonce,
+                self.node.wire_signer, method, path, body, node=me, server=server, time=stamp,
+                nonce=nonce,
             )  # fmt: skip
             headers.update(proof)
+            if self.plain:
+                headers[WIRE] = "plain"
+            opener = answer_info(method, path, me, server, nonce, proof[DIGEST])
         try:
             response = self.http.request(method, path, content=body, headers=headers)
             response.read()
@@ -123,11 +158,44 @@ class PeerClient:
                 code=key,
                 server_time=data.get("time") if isinstance(data, dict) else None,
             )
-        return response
+        return Reply(self._opened(response.content, opener), response.headers)
 
-    def _json(self, response: httpx.Response) -> dict[str, Any]:
+    def _seal_key(self, server: str, path: str) -> bytes | None:
+        """The server's enrolled seal key to seal a request body to; None to send it plain:
+        when asked (`plain`), or for a hello or pull while the server's seal key is not
+        known here (a first round, a restore: the pull brings the enrolments). A push is
+        never sent plain unasked: RefusedError saying how to fix it."""
+        if self.plain:
+            return None
+        key = trust.seal_key(self.node.store, server)
+        if key is not None:
+            return key
+        if path != "/v1/push":  # heads and cursors: no personal data
+            return None
+        known = trust.public_key(self.node.store, server) is not None
+        why = "wire.peer_no_seal_key" if known else "wire.peer_unknown"
+        raise RefusedError(why, url=self.url, node_id=server)
+
+    def _opened(self, content: bytes, opener: bytes | None) -> bytes:
+        """The answer's plain body. A sealed answer must open with this node's seal key in
+        the context of the request it answers (else the line garbled it: try again); a
+        plain one is taken only with `plain` (or unsigned, the time)."""
+        if opener is None:
+            return content
+        if is_sealed(content):
+            try:
+                return open_body(content, self.node.seal, opener)
+            except SealError:
+                raise LinkDownError(
+                    "link.down", url=self.url, detail="sealed answer does not open"
+                ) from None
+        if not self.plain:
+            raise RefusedError("wire.plain_answer", url=self.url)
+        return content
+
+    def _json(self, reply: Reply) -> dict[str, Any]:
         try:
-            data = response.json()
+            data = json.loads(reply.content)
         except ValueError:
             raise LinkDownError("link.down", url=self.url, detail="garbled response") from None
         if not isinstance(data, dict):
@@ -160,7 +228,7 @@ class PeerClient:
             )
         return answer
 
-    def _answer(self, response: httpx.Response, *, result: bool) -> dict[str, Any]:
+    def _answer(self, response: Reply, *, result: bool) -> dict[str, Any]:
         """The JSON of a hello (or, with `result`, a push) answer, its shape checked.
 
         Answers are not signed as a whole (only the receipt in them is), so a line that
@@ -199,8 +267,8 @@ class PeerClient:
         self, cursors: dict[str, int], *, mode: str = "concerns", limit: int = 5000
     ) -> tuple[bytes, bool]:
         body = json.dumps({"cursors": cursors, "mode": mode, "limit": limit}).encode()
-        response = self._send("POST", "/v1/pull", body)
-        return response.content, response.headers.get("x-zhibao-more") == "1"
+        reply = self._send("POST", "/v1/pull", body)
+        return reply.content, reply.headers.get("x-zhibao-more") == "1"
 
 
 def _is_hex(value: object) -> bool:
@@ -218,6 +286,26 @@ i18n.register(
             "无法连接 {url}（{detail}）；数据未丢失，请稍后重试",
         ),
         "peer.refused": ("{url} refused: {detail}", "{url} 拒绝：{detail}"),
+        "wire.peer_no_seal_key": (
+            "node {node_id} ({url}) has no seal key enrolled, so nothing can be sent to it "
+            "sealed: its parent must enrol it again with `zhibao node enroll ... --seal-key` "
+            "(from `zhibao node show` there); or sync with --plain to send personal data in "
+            "the clear",
+            "节点 {node_id}（{url}）未登记加密公钥，无法加密发送：请其上级用 "
+            "`zhibao node enroll ... --seal-key` 重新登记（在该节点运行 `zhibao node show` "
+            "查看）；或用 --plain 以明文发送个人信息",
+        ),
+        "wire.peer_unknown": (
+            "the enrolment of node {node_id} ({url}) has not reached this node, so its seal "
+            "key is not known: sync (pull) first, or sync with --plain to send personal data "
+            "in the clear",
+            "节点 {node_id}（{url}）的登记尚未到达本节点，不知其加密公钥：请先同步（下载），"
+            "或用 --plain 以明文发送个人信息",
+        ),
+        "wire.plain_answer": (
+            "{url} answered in the clear (an older zhibao?); nothing was taken from it",
+            "{url} 以明文应答（旧版 zhibao？）；未采用其应答",
+        ),
         "peer.wrong_node": (
             "{url} is node {node_id}, not {expected}: check the URL",
             "{url} 是节点 {node_id}，不是 {expected}：请检查地址",

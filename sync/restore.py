@@ -90,8 +90,10 @@ def restore_node(
     force: bool = False,
     transport: httpx.BaseTransport | None = None,
     timeout: float = 30.0,
+    plain: bool = False,
 ) -> RestoreSummary:
-    """Catch this node up from its parent (or `url`) and only then allow appends again."""
+    """Catch this node up from its parent (or `url`) and only then allow appends again.
+    The pulls' answers come sealed to this node's seal key (sync.client) unless `plain`."""
     if node.config.parent_id is None:
         raise HomeError("restore.city")
     url = url or node.config.parent_url
@@ -99,7 +101,7 @@ def restore_node(
         raise HomeError("restore.no_url")
     begin_restore(node, force=force)
     summary = RestoreSummary(peer=url)
-    with PeerClient(node, url, transport=transport, timeout=timeout) as client:
+    with PeerClient(node, url, transport=transport, timeout=timeout, plain=plain) as client:
         clock = RoundSummary(peer=url)
         peer_id = correct_clock(node, client, clock)
         if peer_id == node.node_id or not is_within(node.node_id, peer_id):

@@ -136,14 +136,20 @@ def sync_round(
     pull: bool = True,
     push: bool = True,
     timeout: float = 30.0,
+    plain: bool = False,
 ) -> RoundSummary:
     """Run one round with the peer at `url`; raises LinkDownError/RefusedError on failure.
 
     Requests are signed for the parent's id when `url` is the parent's URL, otherwise for
-    the id the peer gives in its time answer."""
+    the id the peer gives in its time answer. Bodies are sealed both ways (sync.client)
+    unless `plain`, which sends them in the clear and says so in the warnings."""
     summary = RoundSummary(peer=url)
+    if plain:
+        summary.warnings.append(i18n.t("wire.plain_warning", url=url))
     server_id = node.config.parent_id if _is_parent_url(node, url) else None
-    with PeerClient(node, url, transport=transport, timeout=timeout, server_id=server_id) as client:
+    with PeerClient(
+        node, url, transport=transport, timeout=timeout, server_id=server_id, plain=plain
+    ) as client:
         peer_id = correct_clock(node, client, summary)
         hello = client.hello()
         if pull:  # first: it brings down the enrolments that vouch for the peer's key
@@ -281,6 +287,11 @@ def _pull_all(
 
 i18n.register(
     {
+        "wire.plain_warning": (
+            "--plain: this round with {url} sends names, ID numbers and phone numbers in the "
+            "clear, readable by anyone on the line",
+            "--plain：本次与 {url} 的同步以明文发送姓名、身份证号和电话，线路上任何人都可读取",
+        ),
         "sync.clock_off": (
             "this computer's clock is {seconds} s off the parent's; zhibao uses the parent's "
             "time — please set the clock right",

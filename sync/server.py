@@ -4,7 +4,10 @@ Every request but `/v1/time` is signed by an enrolled node (method, path, body d
 sender, the server it is for, time, nonce); a stale time, a nonce seen before or a request
 signed for another server is refused, so a captured request cannot be replayed. What a
 request must show before the server reads its body, and how much body it may send, is
-sync.admission. Every refusal is a JSON 4xx with a reason (503 when busy); an unexpected
+sync.admission. Bodies are sealed both ways (sync.protocol.sealed): a request's to this
+node's seal key, opened only after the request is admitted and its body read; an answer's
+to the caller's enrolled seal key. A plain push is refused unless the node serves plain
+(`serve --plain`). Every refusal is a JSON 4xx with a reason (503 when busy); an unexpected
 exception is answered 500 and logged as one line, and the server goes on. Handlers run
 on the event loop thread, one at a time, so the node's single apsw connection is never
 used from two threads.
@@ -32,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sync import admission, receipts, relevance
+from sync import admission, receipts, relevance, trust
 from sync.admission import (
     NONCE,
     PUSH,
@@ -52,7 +55,16 @@ from sync.protocol.batch import decode_batch, encode_batch
 from sync.protocol.canonical import MAX_INT
 from sync.protocol.errors import RefusedError, ZhibaoError, describe
 from sync.protocol.ids import is_node_id, is_within
-from sync.protocol.messages import time_message
+from sync.protocol.messages import WIRE, time_message
+from sync.protocol.sealed import (
+    SEALED_TYPE,
+    SealError,
+    answer_info,
+    is_sealed,
+    open_body,
+    request_info,
+    seal_body,
+)
 
 MAX_BODY, MAX_SKEW_SECONDS = admission.MAX_BODY, admission.MAX_SKEW_SECONDS
 PULL_LIMIT = 5000
@@ -87,8 +99,9 @@ class NodeApp:
     after the loop has stopped, or on the loop after `stop()`.
     """
 
-    def __init__(self, node: Node, *, limits: Limits | None = None) -> None:
+    def __init__(self, node: Node, *, limits: Limits | None = None, plain: bool = False) -> None:
         self.node = node
+        self.plain = plain  # serve --plain: take plain bodies, answer plain when asked
         self.gate = Gate(node, limits or Limits())
         node.store.defer_projections()
         self._last_push = 0.0
@@ -152,10 +165,12 @@ class NodeApp:
         endpoint: Endpoint,
     ) -> Response:
         """Admit the request on its headers, read its body within the budget and the
-        deadline, then run `handler` in one transaction."""
+        deadline, open it if sealed, then run `handler` in one transaction; its answer is
+        sealed to the caller's enrolled seal key."""
         gate = self.gate
         try:
             caller = gate.admit(request, endpoint)
+            seal_to = self._answer_key(request, caller)  # after the caller is proved
         except RefusedError as exc:
             return refusal(exc, close=not await gate.drain(request))
         if not gate.reserve(caller):
@@ -165,24 +180,73 @@ class NodeApp:
                 body = await gate.read_body(request, caller)
             except RefusedError as exc:
                 return refusal(exc, close=True)
-            return self._answer(caller, body, handler)
+            return self._answer(request, caller, body, handler, endpoint, seal_to)
         finally:
             gate.release(caller)
 
+    def _answer_key(self, request: Request, caller: Caller) -> bytes | None:
+        """The seal key this request's answer is sealed to: the caller's enrolled one. None
+        (a plain answer) only on a plain server, to a client that asked for plain or has no
+        seal key enrolled; a sealed server refuses such a caller before reading its body."""
+        if self.plain and request.headers.get(WIRE) == "plain":
+            return None
+        key = trust.seal_key(self.node.store, caller.node_id)
+        if key is None and not self.plain:
+            raise RefusedError("wire.no_seal_key", node_id=caller.node_id)
+        return key
+
+    def _opened(self, request: Request, caller: Caller, body: bytes, endpoint: Endpoint) -> bytes:
+        """The plain body: opened with this node's seal key in the context of this very
+        request, or as it came when plain is allowed — a push (entries) only on a plain
+        server; hello and pull bodies (heads, cursors) from a node whose first round does
+        not know this node's seal key yet."""
+        if is_sealed(body):
+            info = request_info(
+                request.method, request.url.path, caller.node_id, self.node.node_id,
+                caller.stamp, caller.nonce,
+            )  # fmt: skip
+            try:
+                return open_body(body, self.node.seal, info)
+            except SealError:
+                raise RefusedError("wire.cannot_open", node_id=caller.node_id) from None
+        if endpoint is PUSH and not self.plain:
+            raise RefusedError("wire.plain_refused", node_id=self.node.node_id)
+        return body
+
     def _answer(
-        self, caller: Caller, body: bytes, handler: Callable[[str, bytes], Response]
+        self,
+        request: Request,
+        caller: Caller,
+        body: bytes,
+        handler: Callable[[str, bytes], Response],
+        endpoint: Endpoint,
+        seal_to: bytes | None,
     ) -> Response:
         """`admit` proved the sender and `read_body` that the body is the one it signed."""
+        try:
+            plain = self._opened(request, caller, body, endpoint)
+        except RefusedError as exc:  # nothing recorded, not even the nonce
+            status = 403 if exc.key == "wire.plain_refused" else 400
+            return error_response(status, exc.key, **exc.params)
         try:
             # one transaction: the nonce, then what the handler writes; the answer (and any
             # receipt in it) leaves only after this commit
             with self.node.store.transaction():
                 self._remember(caller.node_id, caller.nonce, caller.skew)
-                return handler(caller.node_id, body)
+                response = handler(caller.node_id, plain)
         except RefusedError as exc:
             return refusal(exc)
         except ZhibaoError as exc:
             return error_response(500, exc.key, **exc.params)
+        if seal_to is None or response.status_code != 200:
+            return response
+        info = answer_info(
+            request.method, request.url.path, caller.node_id, self.node.node_id, caller.nonce,
+            caller.digest,
+        )  # fmt: skip
+        kept = {k: v for k, v in response.headers.items() if k.startswith("x-zhibao-")}
+        return Response(seal_body(response.body, seal_to, info), headers=kept,
+                        media_type=SEALED_TYPE)  # fmt: skip
 
     # --- endpoints -------------------------------------------------------------------
 
@@ -324,6 +388,25 @@ i18n.register(
         "request.no_route": ("no such endpoint: {path}", "没有这个接口：{path}"),
         "request.bad_method": ("method not allowed on {path}", "{path} 不允许此请求方法"),
         "request.bad": ("bad request", "错误的请求"),
+        "wire.plain_refused": (
+            "node {node_id} takes only sealed bodies: the push came in the clear (sync "
+            "without --plain, or serve --plain here to allow it)",
+            "节点 {node_id} 只接收加密的请求体：此次上传为明文（请勿用 --plain 同步，"
+            "或在此处用 serve --plain 允许明文）",
+        ),
+        "wire.cannot_open": (
+            "the sealed body from {node_id} does not open with this node's seal key in "
+            "this request's context (sealed to another key, for another request, or damaged)",
+            "{node_id} 发来的加密请求体无法用本节点的加密密钥在此请求中打开"
+            "（加密对象不是本节点、属于另一请求或已损坏）",
+        ),
+        "wire.no_seal_key": (
+            "node {node_id} has no seal key enrolled here, so nothing can be sent to it "
+            "sealed: its parent must enrol it again with --seal-key (from `zhibao node show` "
+            "there)",
+            "节点 {node_id} 在此未登记加密公钥，无法向其发送加密数据：请其上级用 --seal-key "
+            "重新登记（在该节点运行 `zhibao node show` 查看）",
+        ),
         "time.bad_nonce": (
             "the time challenge must be 16 to 64 hex digits",
             "时间质询须为 16 至 64 位十六进制数字",

@@ -118,6 +118,7 @@ def watch(
     on_error: Callable[[Exception, float], None] | None = None,
     max_wait: float = 300.0,
     multiplier: float = 1.0,
+    plain: bool = False,
 ) -> None:
     """Sync with `url` every `interval` seconds until `stop`; back off with jitter on failure.
 
@@ -156,7 +157,7 @@ def watch(
                         return
                     node = open_node()
                     try:
-                        summary = sync_round(node, url)
+                        summary = sync_round(node, url, plain=plain)
                     finally:
                         node.close()
                     if on_round:
@@ -190,10 +191,12 @@ def serve(
     interval: float = 30.0,
     on_error: Callable[[Exception, float], None] | None = None,
     log_level: str = "warning",
+    plain: bool = False,
 ) -> None:
-    """Serve the node on `sock` until interrupted; sync upward in the background."""
+    """Serve the node on `sock` until interrupted; sync upward in the background. `plain`
+    (serve --plain): take plain bodies, and sync upward in the clear."""
     node = open_node()
-    app = NodeApp(node).app
+    app = NodeApp(node, plain=plain).app
     server = uvicorn.Server(server_config(app, log_level=log_level, timeout_graceful_shutdown=5))
     stop = threading.Event()
     worker = None
@@ -201,7 +204,7 @@ def serve(
         worker = threading.Thread(
             target=watch,
             args=(open_node, parent_url),
-            kwargs={"interval": interval, "stop": stop, "on_error": on_error},
+            kwargs={"interval": interval, "stop": stop, "on_error": on_error, "plain": plain},
             daemon=True,
         )
         worker.start()
@@ -222,8 +225,11 @@ class ServerThread:
     server down gracefully and closes its own connection to the node's database.
     """
 
-    def __init__(self, open_node: OpenNode, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, open_node: OpenNode, host: str = "127.0.0.1", port: int = 0, *, plain: bool = False
+    ) -> None:
         self._open = open_node
+        self.plain = plain
         self.sock = bind(host, port)
         self.url = f"http://{host}:{self.sock.getsockname()[1]}"
         self._server: uvicorn.Server | None = None
@@ -232,7 +238,8 @@ class ServerThread:
 
     def start(self) -> ServerThread:
         node = self._open()
-        config = server_config(NodeApp(node).app, log_level="error", timeout_graceful_shutdown=2)
+        app = NodeApp(node, plain=self.plain).app
+        config = server_config(app, log_level="error", timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
 
         def run() -> None:

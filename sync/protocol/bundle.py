@@ -59,9 +59,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import zstandard
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hpke
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sync.protocol import i18n
 from sync.protocol.batch import (
@@ -78,10 +76,10 @@ from sync.protocol.errors import BundleError, NodeIdError, RefusedError
 from sync.protocol.ids import tier_of
 from sync.protocol.keys import Signer
 from sync.protocol.messages import Receipt, bundle_message
+from sync.protocol.sealed import SUITE_NAME, SealError, open_sealed, seal
 
 MAGIC, RECEIPT_MAGIC, VERSION = b"ZBDL", b"ZBRC", 1
 SEAL_DOMAIN = b"zhibao/bundle-seal/v1\0"
-SUITE_NAME = "X25519-HKDF-SHA256-ChaCha20Poly1305"
 MAX_HEADER_BYTES = 1024 * 1024
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024  # the file
 MAX_BUNDLE_PLAIN_BYTES = 2 * 1024 * 1024 * 1024  # all frames unpacked
@@ -89,7 +87,6 @@ MAX_BUNDLE_ENTRIES = 4_000_000
 MAX_RECEIPT_BYTES = 1024 * 1024
 _MIB = 1024 * 1024
 _CHUNK = 1024 * 1024
-_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
 _U32, _U64 = struct.Struct(">I"), struct.Struct(">Q")
 _SIG = 64
 
@@ -187,8 +184,7 @@ def encode_bundle(
     header_raw = canonical(header)
     payload = _frames(frames)
     if seal_to is not None:
-        public = X25519PublicKey.from_public_bytes(seal_to)
-        payload = _SUITE.encrypt(payload, public, info=_seal_info(header_raw))
+        payload = seal(payload, seal_to, _seal_info(header_raw))
     sig = signer.sign(bundle_message(header_raw, payload))
     return b"".join(
         [
@@ -267,8 +263,8 @@ def _unsealed(bundle: BundleFile, seal: X25519PrivateKey) -> bytes | memoryview:
     if not bundle.header["sealed"]:
         return bundle.payload
     try:
-        return _SUITE.decrypt(bundle.payload, seal, info=_seal_info(bundle.header_raw))
-    except (InvalidTag, ValueError):
+        return open_sealed(bundle.payload, seal, _seal_info(bundle.header_raw))
+    except SealError:
         raise BundleError("bundle.cannot_open") from None
 
 

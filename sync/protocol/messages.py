@@ -70,6 +70,9 @@ SENDER, SERVER, TIME, NONCE, DIGEST, SIGNATURE = (
     "x-zhibao-digest",
     "x-zhibao-signature",
 )
+# "plain" from a client asked for the clear wire: a server serving plain then answers plain
+# (docs/protocol.md "Private wire"); not signed, it cannot make a sealed server send clear
+WIRE = "x-zhibao-wire"
 
 
 def body_digest(body: bytes) -> str:

@@ -9,6 +9,9 @@ handshake itself is local, so latency first shows on the request, not on connect
 
     with FaultProxy("127.0.0.1", port, schedule=Schedule.flaky(), seed=7) as proxy:
         httpx.get(proxy.url + "/heads")
+
+With ``record=True`` it also keeps every byte it delivers (``proxy.recorded("c2s")``), so a
+test can look at exactly what crossed the line.
 """
 
 from __future__ import annotations
@@ -129,8 +132,11 @@ class FaultProxy:
         schedule: Schedule | None = None,
         seed: int | None = None,
         io_timeout: float = 30.0,
+        record: bool = False,
     ) -> None:
         self.target = (target_host, target_port)
+        self.record = record  # keep every byte delivered, each way (`recorded`)
+        self._recorded: dict[Direction, bytearray] = {"c2s": bytearray(), "s2c": bytearray()}
         self.schedule = schedule or Schedule.clean()
         self.io_timeout = io_timeout
         self._rng = random.Random(seed)
@@ -171,6 +177,12 @@ class FaultProxy:
         """The faults planned for each connection so far, in order of acceptance."""
         with self._lock:
             return list(self._history)
+
+    def recorded(self, direction: Direction) -> bytes:
+        """Every byte delivered in `direction` so far, all connections in delivery order
+        (with `record=True`; else nothing): what a wiretap on the line would have seen."""
+        with self._lock:
+            return bytes(self._recorded[direction])
 
     def force(self, *faults: Fault) -> None:
         """Give the next accepted connection exactly these faults instead of drawing them."""
@@ -446,6 +458,8 @@ class FaultProxy:
                 self._stats.bytes_c2s += len(data)
             else:
                 self._stats.bytes_s2c += len(data)
+            if self.record:
+                self._recorded[direction] += data
         if direction == "c2s" and conn.has("duplicate"):
             conn.carried += data
         elif direction == "s2c" and conn.followers:

@@ -202,7 +202,11 @@ def test_files_bundles_are_sealed_unless_asked_otherwise(
 def test_files_no_seal_key_known_names_both_ways_out(topology: Topology, tmp_path: Path) -> None:
     town, out = topology.home(TOWN), tmp_path / "b.zb"
     key = Signer.generate().public.hex()
-    ok(town, "node", "enroll", "--node-id", VILLAGE_2, "--name", "后宅村", "--public-key", key)
+    enrolled = zhibao(
+        town, "node", "enroll", "--node-id", VILLAGE_2, "--name", "后宅村", "--public-key", key
+    )
+    assert enrolled.returncode == 0  # said at once: nothing can be sealed to it
+    assert enrolled.stderr.count("\n") == 1 and "--seal-key" in enrolled.stderr
     said = one_line_error(export(town, "--to", VILLAGE_2, "--out", str(out)))  # no --seal-key
     assert "--seal-key" in said and "zhibao node show" in said and "--no-seal" in said
     assert not out.exists()

@@ -30,15 +30,17 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from sync import trust
 from sync.clock import Clock
-from sync.node import NODE_DB, NODE_KEY, NODE_TOML
+from sync.node import NODE_DB, NODE_KEY, NODE_TOML, SEAL_KEY
 from sync.protocol.batch import encode_batch
 from sync.protocol.bundle import MAGIC as BUNDLE_MAGIC
 from sync.protocol.bundle import VERSION as BUNDLE_VERSION
 from sync.protocol.canonical import canonical
 from sync.protocol.entry import SignedEntry, encode_entry, entry_hash, signing_message
 from sync.protocol.keys import Signer
-from sync.protocol.messages import bundle_message, request_headers
+from sync.protocol.messages import DIGEST, SENDER, bundle_message, request_headers
+from sync.protocol.sealed import SEALED_TYPE, answer_info, request_info, seal_body
 from sync.store import Store
 from tests.support.servers import ZHIBAO, cli_env
 from tests.support.wire import SignedRequest
@@ -147,11 +149,26 @@ class Actor:
         content_type: str = BATCH_TYPE,
         method: str = "POST",
     ) -> SignedRequest:
-        """A request signed with this node's key for the server `to` (a node id)."""
+        """A request signed with this node's key for the server `to` (a node id). A push
+        body is sealed to `to`'s seal key when this node knows it, as `PeerClient` seals
+        it; the answer is opened with this node's seal key when it comes sealed."""
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+        stamp, nonce = stamp_now(), os.urandom(16).hex()
+        with self.store() as store:
+            seal_to = trust.seal_key(store, to)
+        if seal_to is not None and path == "/v1/push":
+            info = request_info(method, path, self.node_id, to, stamp, nonce)
+            body, content_type = seal_body(body, seal_to, info), SEALED_TYPE
         headers = signed_headers(
-            self.signer, self.node_id, method, path, body, server_id=to, content_type=content_type
+            self.signer, self.node_id, method, path, body, server_id=to,
+            content_type=content_type, stamp=stamp, nonce=nonce,
+        )  # fmt: skip
+        seal = X25519PrivateKey.from_private_bytes(
+            bytes.fromhex((self.home / SEAL_KEY).read_text("ascii").strip())
         )
-        return SignedRequest(method, path, body, headers)
+        context = answer_info(method, path, headers[SENDER], to, nonce, headers[DIGEST])
+        return SignedRequest(method, path, body, headers, (seal, context))
 
     def push(self, url: str, entries: Sequence[SignedEntry]) -> httpx.Response:
         """Push `entries` (any, as given) to the server at `url` in one signed batch."""

@@ -5,20 +5,31 @@ from __future__ import annotations
 import json
 import secrets
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import zstandard
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from sync import trust
 from sync.clock import Clock
+from sync.node import Node
 from sync.protocol.batch import MAGIC, encode_batch
 from sync.protocol.canonical import canonical
 from sync.protocol.entry import SignedEntry, entry_hash
 from sync.protocol.ids import parent_of
 from sync.protocol.keys import Signer
-from sync.protocol.messages import request_headers
+from sync.protocol.messages import DIGEST, NONCE, SENDER, SERVER, request_headers
+from sync.protocol.sealed import (
+    SEALED_TYPE,
+    answer_info,
+    is_sealed,
+    open_body,
+    request_info,
+    seal_body,
+)
 
 BATCH_TYPE = "application/x-zhibao-batch"
 
@@ -31,14 +42,48 @@ class SignedRequest:
     path: str
     body: bytes
     headers: dict[str, str]
+    # the sender's seal key and the answer's context, to open a sealed answer (as PeerClient)
+    opener: tuple[X25519PrivateKey, bytes] | None = None
 
     def send(self, url: str) -> httpx.Response:
+        """The answer, opened when it came sealed and the sender's seal key is known."""
         with httpx.Client(base_url=url, timeout=30) as client:
-            return client.request(self.method, self.path, content=self.body, headers=self.headers)
+            answer = client.request(self.method, self.path, content=self.body, headers=self.headers)
+        return opened(answer, self.opener)
+
+
+def opened(answer: httpx.Response, opener: tuple[X25519PrivateKey, bytes] | None) -> httpx.Response:
+    """`answer` with its sealed body opened (as PeerClient opens it), else as it came."""
+    if opener is None or not is_sealed(answer.content):
+        return answer
+    plain = open_body(answer.content, opener[0], opener[1])
+    headers = {k: v for k, v in answer.headers.items() if k.startswith("x-zhibao-")}
+    return httpx.Response(answer.status_code, headers=headers, content=plain)
+
+
+def garbled_sealed(
+    content: bytes,
+    request: httpx.Request,
+    seal: X25519PrivateKey,
+    garble: Callable[[bytes], bytes],
+) -> bytes:
+    """A sealed answer to `request` (from the node whose seal key is `seal`) opened, its
+    plain body passed through `garble`, and sealed again as a server could (a hostile
+    server, or anyone holding the node's public seal key: answers are not signed as a
+    whole, only the receipts and entries in them). Plain content is garbled as it is."""
+    if not is_sealed(content):
+        return garble(content)
+    headers = request.headers
+    info = answer_info(
+        request.method, request.url.path, headers[SENDER], headers[SERVER], headers[NONCE],
+        headers[DIGEST],
+    )  # fmt: skip
+    plain = open_body(content, seal, info)
+    return seal_body(garble(plain), seal.public_key().public_bytes_raw(), info)
 
 
 def sign_request(
-    signer: Signer,
+    signer: Signer | Node,
     node_id: str,
     path: str,
     body: bytes,
@@ -50,20 +95,29 @@ def sign_request(
     server: str | None = None,
 ) -> SignedRequest:
     """What `PeerClient` sends, signed by `signer` on behalf of `node_id`, for `server`
-    (by default the parent of `node_id`)."""
+    (by default the parent of `node_id`). Given the sender's open `Node`, a push body is
+    sealed to the server's seal key as that node knows it, and the answer opened with the
+    node's seal key (a hello or pull body goes as given: a server takes them plain)."""
+    node = signer if isinstance(signer, Node) else None
+    key = signer.signer if isinstance(signer, Node) else signer
     stamp = (clock or Clock()).stamp()
     nonce = nonce or secrets.token_hex(16)
     server = server or parent_of(node_id) or node_id
-    headers = {
-        "content-type": content_type,
-        **request_headers(
-            signer, method, path, body, node=node_id, server=server, time=stamp, nonce=nonce
-        ),
-    }
-    return SignedRequest(method, path, body, headers)
+    seal_to = trust.seal_key(node.store, server) if node is not None else None
+    if seal_to is not None and path == "/v1/push":
+        info = request_info(method, path, node_id, server, stamp, nonce)
+        body, content_type = seal_body(body, seal_to, info), SEALED_TYPE
+    proof = request_headers(
+        key, method, path, body, node=node_id, server=server, time=stamp, nonce=nonce
+    )
+    headers = {"content-type": content_type, **proof}
+    opener = None
+    if node is not None:
+        opener = (node.seal, answer_info(method, path, node_id, server, nonce, proof[DIGEST]))
+    return SignedRequest(method, path, body, headers, opener)
 
 
-def push_request(signer: Signer, node_id: str, batch: bytes) -> SignedRequest:
+def push_request(signer: Signer | Node, node_id: str, batch: bytes) -> SignedRequest:
     return sign_request(signer, node_id, "/v1/push", batch)
 
 

@@ -393,7 +393,7 @@ def test_malformed_pull_is_refused_with_400(net: Topology, served: str, body: by
 )
 def test_malformed_push_is_refused_with_400(net: Topology, served: str, plain: bytes) -> None:
     with net.open(VILLAGE) as village:
-        request = push_request(village.signer, VILLAGE, zstandard.ZstdCompressor().compress(plain))
+        request = push_request(village, VILLAGE, zstandard.ZstdCompressor().compress(plain))
     response = request.send(served)
     assert (response.status_code, error_of(response)) == (400, "batch.malformed")
 
@@ -407,7 +407,7 @@ def test_push_of_a_bomb_signed_by_an_enrolled_village_is_refused(
     assert len(bomb) < 40 * KIB
     before = snapshot_home(net.home(TOWN))
     with net.open(VILLAGE) as village:
-        response = push_request(village.signer, VILLAGE, bomb).send(served)
+        response = push_request(village, VILLAGE, bomb).send(served)
         assert (response.status_code, error_of(response)) == (400, "batch.malformed")
         assert snapshot_home(net.home(TOWN)) == before
         append_notes(village, 3)

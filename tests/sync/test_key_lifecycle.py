@@ -118,6 +118,7 @@ def test_a_new_key_continues_the_log_after_a_revocation(net: Topology, tmp_path:
         revocation.revoke(town, VILLAGE, "stolen")
     replacement = create_node(tmp_path / "new-pc", VILLAGE, net.keys[CITY])
     new_key = replacement.signer.public.hex()
+    new_seal = replacement.seal.public_key().public_bytes_raw().hex()
     replacement.close()
     with net.open(TOWN) as town:
         with pytest.raises(EnrolmentError) as silent_swap:
@@ -127,7 +128,7 @@ def test_a_new_key_continues_the_log_after_a_revocation(net: Topology, tmp_path:
             revocation.check_replacement(town, VILLAGE, new_key, 5)
         assert wrong_seq.value.key == "enrol.continue_cut"
         revocation.check_replacement(town, VILLAGE, new_key, 3)
-        body = trust.enrolment_body(VILLAGE, "下骆宅村", new_key, None, 3)
+        body = trust.enrolment_body(VILLAGE, "下骆宅村", new_key, new_seal, 3)
         town.append(trust.ENROLLED, body)
         assert trust.public_key(town.store, VILLAGE) == bytes.fromhex(new_key)
         assert not trust.revoked(town.store, VILLAGE)

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import zstandard
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sync import receipts
 from sync.audit import verify_log
@@ -54,6 +55,7 @@ from tests.support.wire import (
     batch_of,
     encode_runs,
     error_of,
+    garbled_sealed,
     push_request,
     sign_request,
     tampered,
@@ -420,7 +422,7 @@ def test_request_signed_by_unenrolled_key_for_enrolled_id_is_refused(
 
 def test_replayed_request_is_refused(net: Topology, town_url: str) -> None:
     with net.open(VILLAGE) as village:
-        request = push_request(village.signer, VILLAGE, batch_of(_new_entries(net)))
+        request = push_request(village, VILLAGE, batch_of(_new_entries(net)))
     first = request.send(town_url)
     assert first.status_code == 200
     assert first.json()["result"]["applied"] == {VILLAGE: NEW}
@@ -620,7 +622,7 @@ def test_request_with_malformed_body_is_refused(
 ) -> None:
     before = _town(net)
     with net.open(VILLAGE) as village:
-        request = sign_request(village.signer, VILLAGE, path, body)
+        request = sign_request(village, VILLAGE, path, body)
     response = request.send(town_url)
     assert (response.status_code, error_of(response)) == (400, "batch.malformed")
     assert _town(net) == before
@@ -632,9 +634,11 @@ def test_request_with_malformed_body_is_refused(
 class GarblingTransport(httpx.BaseTransport):
     """Pass requests to the real server; rewrite the answer of one path with `garble`."""
 
-    def __init__(self, path: str, garble: Callable[[bytes], bytes]) -> None:
+    def __init__(
+        self, path: str, garble: Callable[[bytes], bytes], seal: X25519PrivateKey
+    ) -> None:
         self.inner = httpx.HTTPTransport()
-        self.path, self.garble = path, garble
+        self.path, self.garble, self.seal = path, garble, seal
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = self.inner.handle_request(request)
@@ -642,9 +646,8 @@ class GarblingTransport(httpx.BaseTransport):
             return response
         content = response.read()
         response.close()
-        return httpx.Response(
-            response.status_code, headers=response.headers, content=self.garble(content)
-        )
+        garbled = garbled_sealed(content, request, self.seal, self.garble)  # sealed again
+        return httpx.Response(response.status_code, headers=response.headers, content=garbled)
 
     def close(self) -> None:
         self.inner.close()
@@ -699,7 +702,7 @@ def test_round_treats_garbled_answer_as_broken_link(
     with net.open(VILLAGE) as village:
         before = snapshot_home(net.home(VILLAGE))
         with pytest.raises(LinkDownError):
-            sync_round(village, town_url, transport=GarblingTransport(path, garble))
+            sync_round(village, town_url, transport=GarblingTransport(path, garble, village.seal))
         assert snapshot_home(net.home(VILLAGE)) == before
         assert receipts.acknowledged(village.store, TOWN) == {VILLAGE: HELD}
         sync_round(village, town_url)  # the next round completes what this one began
@@ -717,7 +720,8 @@ def test_round_refuses_forged_receipt(net: Topology, town_url: str) -> None:
 
     with net.open(VILLAGE) as village:
         with pytest.raises(RefusedError):
-            sync_round(village, town_url, transport=GarblingTransport("/v1/hello", forge))
+            garbling = GarblingTransport("/v1/hello", forge, village.seal)
+            sync_round(village, town_url, transport=garbling)
         assert receipts.acknowledged(village.store, TOWN) == {VILLAGE: HELD}
 
 

@@ -231,7 +231,7 @@ def test_serve_memory_stays_bounded_under_attack(net: Topology) -> None:
         assert all(a.startswith(b"HTTP/1.1 403") or a == b"" for a in answers)
         assert any(a.startswith(b"HTTP/1.1 403") for a in answers)
         with net.open(VILLAGE) as village:
-            bomb = push_request(village.signer, VILLAGE, rle_frame(1 << 30, declared=1 << 30))
+            bomb = push_request(village, VILLAGE, rle_frame(1 << 30, declared=1 << 30))
             response = bomb.send(served.url)
             assert (response.status_code, error_of(response)) == (400, "batch.malformed")
             append_notes(village, 3)
