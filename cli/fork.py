@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from cli.common import echo, home_option, json_option, node_at, print_json, print_table
-from sync import forks
+from sync import fork_evidence, fork_switch, forks
 from sync.protocol import i18n
 
 i18n.register(
@@ -31,6 +31,10 @@ i18n.register(
             "{by} #{entry_seq}（{at}）：保留 {kept}；{reason}",
         ),
         "fork.none_held": ("No forks are held here.", "本处没有分叉记录。"),
+        "fork.abandoned_held": (
+            "Entries given up for a decision, kept as evidence: {count}",
+            "因裁定放弃、作为证据保留的条目：{count} 条",
+        ),
         "fork.pending_decisions": (
             "Decisions held for forks not seen here: {count}",
             "针对本处未见分叉的裁定：{count} 条",
@@ -70,8 +74,16 @@ def list_command(home: Path | None, as_json: bool) -> None:
     with node_at(home) as node:
         held = node.store.forks()
         known = forks.decisions(node.store)
+        given_up = fork_switch.abandoned(node.store)
+        reported = fork_evidence.reports(node.store)
+        me = node.node_id
+        lost = [  # decided for an entry this node's own log does not hold: restore it
+            d for d in known if d["origin"] == me and d["in_force"]
+            and node.store.hash_at(me, d["seq"]) not in (None, bytes.fromhex(d["kept_hash"]))
+        ]  # fmt: skip
     if as_json:
-        print_json({"forks": held, "decisions": known})
+        print_json({"forks": held, "decisions": known, "abandoned": given_up,
+                    "reports": reported, "self_lost": [d["seq"] for d in lost]})  # fmt: skip
         return
     seen = {(f["origin"], f["seq"]) for f in held}
     pending = [d for d in known if (d["origin"], d["seq"]) not in seen]
@@ -90,6 +102,10 @@ def list_command(home: Path | None, as_json: bool) -> None:
         )  # fmt: skip
     if pending:
         echo(i18n.t("fork.pending_decisions", count=len(pending)))
+    if given_up:
+        echo(i18n.t("fork.abandoned_held", count=len(given_up)))
+    for decision in lost:
+        echo(i18n.t("fork.switch_self", origin=me, seq=decision["seq"]))
 
 
 @fork_group.command("resolve")

@@ -220,6 +220,28 @@ class Projecting:
             if discard is not None:
                 discard()
 
+    def rebuild(self) -> None:
+        """Inside a transaction, after entries left the log (a fork switch, sync.fork_switch):
+        make every lazy projection again from the log. The tables each lazy extension's ddl
+        creates (found by running it in a scratch database) are emptied and the cursor goes
+        back to 0; the transaction then projects the whole log at its end, or, on a
+        connection that defers projections, `catch_up` does."""
+        scratch = apsw.Connection(":memory:")
+        try:
+            for ext in self._lazy:
+                scratch.execute(ext.ddl)
+            tables = [name for (name,) in scratch.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )]  # fmt: skip
+        finally:
+            scratch.close()
+        self._discard(self._lazy)
+        for name in tables:
+            self.execute(f'DELETE FROM "{name}"')
+        self.set_meta(PROJECTED, "0")
+        if self._projected is not None:  # projecting inline: all of it, at the end
+            self._projected, self._moved, self._pending = 0, False, True
+
     # --- quarantine --------------------------------------------------------------------
 
     def quarantine(

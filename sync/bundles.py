@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync import keyring, liveness, proofs, receipts, relevance, trust
+from sync import forks, keyring, liveness, proofs, receipts, relevance, trust
 from sync.ingest import IngestResult, ingest
 from sync.node import Node
 from sync.protocol import i18n
@@ -250,6 +250,7 @@ def import_bundle(node: Node, data: bytes) -> Imported:
     except _Refused as refused:
         if refused.runs is not None and refused.result is not None and refused.result.forks:
             _keep_fork_evidence(node, refused.runs, refused.result.forks)
+            forks.report(node)  # evidence travels up in this node's log (sync.fork_evidence)
         raise refused.error from None
     receipt = _receipt_for(node, bundle.sender)
     total = int(bundle.header["entries"])

@@ -20,8 +20,9 @@ stands, and what every node that gets it does.
 Several decisions for one (origin, seq): the highest author's counts (the city's over a
 town's), of those its latest (Store.fork_decision), so every node reaches the same verdict
 whatever order they arrived in. Where the decision in force keeps the entry this node does
-not hold, the fork stays unresolved here (`switch_needed`): switching a held branch is not
-implemented (see `resolve`).
+not hold (`switch_needed`), the held branch gives way (sync.fork_switch): ingest switches
+it in the transaction that brings the decision, `resolve --keep other` in the one that
+writes it; at the origin itself, or over key records, the fork stays `switch_needed`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sync import authority
+from sync import authority, fork_evidence, fork_switch
 from sync.authority import Refusal
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry, entry_hash, register_body_check
@@ -45,7 +46,14 @@ RESOLVED = "fork.resolved"
 MAX_REASON = 2000
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
-_DDL = "CREATE INDEX IF NOT EXISTS fork_decisions_author ON fork_decisions (author, author_seq)"
+_DDL = (
+    "CREATE INDEX IF NOT EXISTS fork_decisions_author ON fork_decisions (author, author_seq);"
+    + fork_evidence.DDL
+    + fork_switch.DDL
+)
+REPORTED = fork_evidence.REPORTED
+switch_decided = fork_switch.switch_decided  # what ingest asks (see sync.fork_switch)
+report = fork_evidence.report  # what every way in does after ingest (see sync.fork_evidence)
 
 
 def _check_body(body: dict[str, Any]) -> None:
@@ -87,13 +95,17 @@ authority.register(RESOLVED, _authority)
 
 
 class ForkDecisions:
-    """Remembers every admitted decision and settles the forks it is about."""
+    """Remembers every admitted decision and settles the forks it is about; records the
+    forks that reports from below prove (sync.fork_evidence)."""
 
     ddl = _DDL
-    types: frozenset[str] | None = frozenset({RESOLVED})
-    lazy = False  # ingest must see an origin unfreeze within the batch that brings it
+    types: frozenset[str] | None = frozenset({RESOLVED, REPORTED})
+    lazy = False  # ingest must see an origin unfreeze (or freeze) within the batch
 
     def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+        if entry.type == REPORTED:
+            fork_evidence.apply(store, entry, fields)
+            return
         body = fields["body"]
         store.execute(
             "INSERT OR IGNORE INTO fork_decisions (origin, seq, author, author_seq, kept_hash, "
@@ -207,19 +219,26 @@ def resolve(
         if not open_forks:
             raise ForkError("fork.none", origin=origin)
         fork = min(open_forks, key=lambda f: (f["seq"], f["other_hash"]))
-        if keep == "other":  # switching the held branch would rebuild every projection
-            raise ForkError("fork.keep_other", origin=origin, seq=fork["seq"])
         if fork["state"] == "switch_needed":
             raise ForkError("fork.switch_needed", origin=origin, seq=fork["seq"],
                             by=fork["decision"]["by"])  # fmt: skip
+        kept, other = fork["held_hash"], fork["other_hash"]
+        if keep == "other":
+            kept, other = other, kept
+            why = fork_switch.blocked(node.store, origin, fork["seq"])
+            if why is not None:
+                raise ForkError(why, origin=origin, seq=fork["seq"])
         body = {
             "origin": origin,
             "seq": fork["seq"],
-            "kept_hash": fork["held_hash"],
-            "other_hash": fork["other_hash"],
+            "kept_hash": kept,
+            "other_hash": other,
             "reason": reason.strip(),
         }
-        return node.append(RESOLVED, body, at=at)
+        entry = node.append(RESOLVED, body, at=at)
+        if keep == "other":  # in the same transaction: decided and switched, or neither
+            fork_switch.switch(node.store, origin, fork["seq"], node.clock.stamp())
+        return entry
 
 
 i18n.register(
@@ -248,13 +267,6 @@ i18n.register(
         "fork.reason_too_long": (
             "The --reason is too long (at most {limit} characters).",
             "--reason 过长（最多 {limit} 个字符）。",
-        ),
-        "fork.keep_other": (
-            "--keep other is not supported yet: this node would have to give up the entries it"
-            " holds of {origin} from #{seq} on; resolve with --keep held, or at a node that"
-            " holds the other entry.",
-            "暂不支持 --keep other：本节点须放弃已持有的 {origin} 自第 {seq} 号起的条目；"
-            "请用 --keep held，或在持有另一条目的节点处理。",
         ),
         "fork.switch_needed": (
             "{by} already decided the fork of {origin} at #{seq} for the entry this node does"

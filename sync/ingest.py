@@ -273,6 +273,7 @@ def ingest(
                     )
                 )
                 continue
+            forks.switch_decided(store, received_at)  # a decision that just came may ask it
             if run.origin in store.frozen():  # asked per run: a decision may just have come
                 result.refuse(
                     _entry_error(run.origin, run.first, "entry.frozen", origin=run.origin)
@@ -297,6 +298,7 @@ def ingest(
                 _ingest_whole(store, run, ring, result, received_at, sender)
             else:
                 _ingest_part(store, run, ring, result, received_at, sender)
+        forks.switch_decided(store, received_at)
     return result
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from sync import liveness, proofs, receipts, trust
+from sync import forks, liveness, proofs, receipts, trust
 from sync.client import PeerClient, TimeAnswer
 from sync.ingest import ingest
 from sync.node import RESTORING, Node
@@ -164,6 +164,7 @@ def sync_round(
         _stop_if_behind(node, held_there.heads, url)
         have = {str(o): int(s) for o, s in hello.get("have", {}).items()}
         _push_from_divergence(node, held_there.heads, have)
+        forks.report(node)  # forks found here go up with this push (sync.fork_evidence)
         if push:
             liveness.beat(node)  # not behind our own log (checked above): cannot fork it
             plan = proofs.plan(node.store, node.node_id, have)

@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sync import admission, receipts, relevance, trust
+from sync import admission, forks, receipts, relevance, trust
 from sync.admission import (
     NONCE,
     PUSH,
@@ -293,6 +293,8 @@ class NodeApp:
                 sender=sender,
                 received_at=self.node.clock.stamp(),
             )
+            if result.forks:  # evidence travels up in this node's log (sync.fork_evidence)
+                forks.report(self.node)
             return JSONResponse({"result": result.to_json(), "receipt": self._receipt(sender)})
 
         response = await self._guarded(request, handle, PUSH)

@@ -99,6 +99,13 @@ def make_fork(net: Topology, *, at: Sequence[str] = (TOWN, CITY)) -> Fork:
     return Fork(fork_seq, twin, held, copied[0].hash.hex())
 
 
+def push_to(net: Topology, node_id: str, entries: Sequence[SignedEntry], sender: str) -> (
+    IngestResult
+):  # fmt: skip
+    with net.open(node_id) as node:
+        return push(node, entries, sender)
+
+
 def zb(home: Path, *args: str) -> CompletedProcess[str]:
     done = zhibao(home, *args)
     assert done.returncode == 0, done.stderr
@@ -266,13 +273,64 @@ def test_fork_resolve_refused_without_an_unresolved_fork(net: Topology) -> None:
     assert log_of(net, CITY) == twice == [*before, twice[-1]]
 
 
-def test_fork_resolve_keep_other_is_refused_and_writes_nothing(net: Topology) -> None:
-    make_fork(net, at=(CITY,))
-    before = log_of(net, CITY)
-    line = one_line_error(resolve(net.home(CITY), "--keep", "other", "--reason", "x"))
-    assert "--keep other is not supported" in line
-    assert log_of(net, CITY) == before
-    assert fork_list(net.home(CITY))["forks"][0]["state"] == "unresolved"
+def test_fork_resolve_keep_other_switches_the_held_branch(net: Topology) -> None:
+    fork = make_fork(net, at=(CITY,))  # the city holds the original's seq and seq + 1
+    with net.open(CITY) as city:
+        losing = [e.hash.hex() for e in city.store.entries(VILLAGE, fork.seq - 1)]
+        before = city.store.unprojected()
+    assert len(losing) == 2 and before == 0
+    done = zb(net.home(CITY), "fork", "resolve", VILLAGE, "--keep", "other",
+              "--reason", "原件为旧备份", "--json")  # fmt: skip
+    decided = json.loads(done.stdout)
+    assert (decided["kept_hash"], decided["other_hash"]) == (fork.other, fork.held)
+    listed = fork_list(net.home(CITY))
+    [row] = listed["forks"]
+    assert (row["held_hash"], row["other_hash"], row["state"]) == (fork.other, fork.held,
+                                                                   "resolved")  # fmt: skip
+    assert [(a["seq"], a["hash"], a["by"]) for a in listed["abandoned"]] == [
+        (fork.seq, losing[0], CITY), (fork.seq + 1, losing[1], CITY)
+    ]  # fmt: skip
+    with net.open(CITY) as city, open_home(fork.twin) as copy:
+        assert city.store.head(VILLAGE) == (fork.seq, bytes.fromhex(fork.other))
+        assert city.store.frozen() == set() and city.store.unprojected() == 0
+        rest = push(city, copy.store.entries(VILLAGE, fork.seq), VILLAGE)  # the kept branch
+        assert not rest.rejected and rest.applied == {VILLAGE: 2}
+        assert city.store.head(VILLAGE) == copy.store.head(VILLAGE)
+    with net.open(VILLAGE) as village:  # the original's branch is refused, never a new fork
+        again = push_to(net, CITY, village.store.entries(VILLAGE, COMMON), VILLAGE)
+    assert again.forks == [] and [r["seq"] for r in again.rejected] == [fork.seq]
+    assert json.loads(zb(net.home(CITY), "log", "verify", "--json").stdout)["ok"] is True
+
+
+def test_fork_keep_other_decision_switches_the_town_when_it_flows_down(net: Topology) -> None:
+    fork = make_fork(net)  # town and city hold the original's entries
+    zb(net.home(CITY), "fork", "resolve", VILLAGE, "--keep", "other", "--reason", "r")
+    with net.open(CITY) as city, net.open(TOWN) as town:
+        assert town.store.frozen() == {VILLAGE}
+        hand_down(city, town)  # the decision: the town gives up its branch in that ingest
+        assert town.store.frozen() == set()
+        assert town.store.hash_at(VILLAGE, fork.seq) == bytes.fromhex(fork.other)
+        assert town.store.head(VILLAGE) == (fork.seq, bytes.fromhex(fork.other))
+        assert town.store.forks()[0]["state"] == "resolved"
+    listed = fork_list(net.home(TOWN))
+    assert [a["seq"] for a in listed["abandoned"]] == [fork.seq, fork.seq + 1]
+    assert json.loads(zb(net.home(TOWN), "log", "verify", "--json").stdout)["ok"] is True
+
+
+def test_fork_keep_other_refused_at_the_origin_itself(net: Topology) -> None:
+    fork = make_fork(net, at=(CITY,))
+    zb(net.home(CITY), "fork", "resolve", VILLAGE, "--keep", "other", "--reason", "r")
+    with net.open(CITY) as city, net.open(TOWN) as town:
+        hand_down(city, town)
+    with net.open(TOWN) as town, net.open(VILLAGE) as village:
+        hand_down(town, village)
+        head = village.store.head(VILLAGE)
+        assert village.store.hash_at(VILLAGE, fork.seq) == bytes.fromhex(fork.held)
+    listed = fork_list(net.home(VILLAGE))
+    assert listed["self_lost"] == [fork.seq] and listed["abandoned"] == []
+    assert "restore" in zb(net.home(VILLAGE), "fork", "list").stdout
+    with net.open(VILLAGE) as village:
+        assert village.store.head(VILLAGE) == head
 
 
 def test_fork_resolve_usage_errors_exit_2(net: Topology) -> None:
@@ -286,7 +344,7 @@ def test_fork_resolve_usage_errors_exit_2(net: Topology) -> None:
 def test_fork_list_json_keys(net: Topology) -> None:
     fork = make_fork(net, at=(CITY,))
     listed = fork_list(net.home(CITY))
-    assert set(listed) == {"forks", "decisions"}
+    assert set(listed) == {"forks", "decisions", "abandoned", "reports", "self_lost"}
     [row] = listed["forks"]
     assert set(row) == {
         "origin", "seq", "held_hash", "other_hash", "held_type", "held_at", "other_type",
