@@ -187,8 +187,7 @@ def revoke_command(
 def rekey_command(home: Path | None, as_json: bool) -> None:
     """Rotate this node's key: the old key vouches for the new one in the log."""
     with node_at(home) as node:
-        public = rekey.rotate(node)
-        seq = node.store.head(node.node_id)[0]
+        public, seq = rekey.rotate(node)
     if as_json:
         print_json({"node_id": node.node_id, "public_key": public, "seq": seq})
     else:

@@ -223,7 +223,7 @@ def import_bundle(node: Node, data: bytes) -> Imported:
     result = IngestResult()
     try:
         with node.store.transaction():
-            for runs in iter_frames(bundle, node.seal):
+            for runs in iter_frames(bundle, node.seals):
                 part = ingest(
                     node.store,
                     runs,

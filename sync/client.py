@@ -184,7 +184,7 @@ class PeerClient:
             return content
         if is_sealed(content):
             try:
-                return open_body(content, self.node.seal, opener)
+                return open_body(content, self.node.seals, opener)
             except SealError:
                 raise LinkDownError(
                     "link.down", url=self.url, detail="sealed answer does not open"

@@ -25,7 +25,7 @@ from typing import Any
 
 from sync.protocol.entry import SignedEntry
 from sync.protocol.ids import is_node_id, is_within
-from sync.protocol.keys import check_identity_key
+from sync.protocol.keys import check_identity_key, check_seal_key
 from sync.store import Store
 
 REKEYED = "node.rekeyed"
@@ -206,6 +206,11 @@ def check_rotation_body(body: dict[str, Any]) -> None:
     if not isinstance(body.get("public_key"), str):
         raise ValueError("public_key missing")
     check_identity_key(body["public_key"])
+    seal = body.get("seal_key")
+    if seal is not None:
+        if not isinstance(seal, str):
+            raise ValueError("seal_key must be hex")
+        check_seal_key(seal)
 
 
 def check_revocation_body(body: dict[str, Any]) -> None:

@@ -12,23 +12,32 @@ others can read is refused; a database or home they can read or change is report
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import stat
 import tomllib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sync import forks, keyring, liveness, receipts, trust  # noqa: F401  (liveness: the heartbeat's body check)
+from sync import forks, keyring, liveness, rekey, trust  # noqa: F401  (liveness: the heartbeat's body check)
 from sync.clock import Clock
-from sync.keyring import REKEYED
+from sync.keyfiles import (
+    NEXT_KEY,
+    NEXT_SEAL,
+    NODE_KEY,
+    OLD_KEY,
+    OLD_SEAL,
+    SEAL_KEY,
+    read_seal,
+    read_signer,
+    write_secret,
+)
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry, encode_entry, sign_entry
 from sync.protocol.errors import HomeError, KeyFileError
@@ -36,9 +45,7 @@ from sync.protocol.ids import check_node_id, city_of
 from sync.protocol.keys import Signer, check_identity_key
 from sync.store import Extension, Store
 
-NODE_DB, NODE_KEY, SEAL_KEY, NODE_TOML = "node.db", "node.key", "seal.key", "node.toml"
-NEXT_KEY, OLD_KEY = "node.key.next", "node.key.old"  # a key rotation under way (sync.rekey)
-GRACE_DAYS = 14.0
+NODE_DB, NODE_TOML = "node.db", "node.toml"
 RESTORING = "restoring"
 _OTHERS_MAY = stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH
 
@@ -56,12 +63,6 @@ class NodeConfig:
 
     def to_toml(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
-
-
-def write_secret(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
 
 
 def _create_database_file(path: Path) -> None:
@@ -83,22 +84,6 @@ def exposure_warning(home: Path) -> str | None:
     return None
 
 
-def read_secret(path: Path) -> bytes:
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text("ascii").strip()
-    except FileNotFoundError:
-        raise KeyFileError("key.missing", path=str(path)) from None
-    except (OSError, UnicodeDecodeError):
-        raise KeyFileError("key.file_bad") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError("key.too_open", path=str(path))
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        raise KeyFileError("key.file_bad") from None
-
-
 class Node:
     """An opened home. Use as a context manager, or close() it."""
 
@@ -114,6 +99,13 @@ class Node:
         self.home, self.config, self.store, self.signer = home, config, store, signer
         self.seal, self.clock = seal, clock
         self.retiring: Signer | None = None  # a rotated-out key still used on the wire
+        self.retiring_seal: X25519PrivateKey | None = None  # … and its seal key
+
+    @property
+    def seals(self) -> list[X25519PrivateKey]:
+        """The keys a body sealed to this node may be opened with: its own, and for a
+        while after a rotation the retired one (a sender may not know the new one yet)."""
+        return [self.seal] + ([self.retiring_seal] if self.retiring_seal is not None else [])
 
     @property
     def wire_signer(self) -> Signer:
@@ -234,13 +226,11 @@ def open_node(
         config = NodeConfig(**data)
     except (tomllib.TOMLDecodeError, TypeError, UnicodeDecodeError) as exc:
         raise HomeError("node.bad_config", home=str(home), detail=str(exc)) from None
-    rotating = (home / NEXT_KEY).exists() or (home / OLD_KEY).exists()
-    signer = Signer(read_secret(home / NODE_KEY)) if (home / NODE_KEY).exists() else None
-    if not rotating and (signer is None or signer.public.hex() != config.public_key):
-        if signer is None:
-            raise KeyFileError("key.missing", path=str(home / NODE_KEY))
-        raise KeyFileError("key.wrong", path=str(home / NODE_KEY))
-    seal = X25519PrivateKey.from_private_bytes(read_secret(home / SEAL_KEY))
+    rotating = any((home / name).exists() for name in (NEXT_KEY, OLD_KEY, NEXT_SEAL, OLD_SEAL))
+    if not rotating:
+        signer = read_signer(home / NODE_KEY)
+        if signer.public.hex() != config.public_key:
+            raise KeyFileError("key.wrong", path=str(home / NODE_KEY))
     lost = not (home / NODE_DB).exists()
     if lost and config.tier == "city":
         raise HomeError("node.city_db_lost", home=str(home))
@@ -256,9 +246,9 @@ def open_node(
         with store.transaction():
             store.set_meta(RESTORING, "1")
     if rotating:  # finish (or undo) a key rotation that stopped half-way
-        finish_rotation(home, store)
+        rekey.finish(home, store)
         config = NodeConfig(**tomllib.loads(path.read_text("utf-8")))
-        signer = Signer(read_secret(home / NODE_KEY))
+        signer = read_signer(home / NODE_KEY)
         if signer.public.hex() != config.public_key:
             store.close()
             raise KeyFileError("key.wrong", path=str(home / NODE_KEY))
@@ -266,66 +256,9 @@ def open_node(
     offset = store.get_meta("clock_offset")
     if offset:
         clock.offset = timedelta(seconds=int(offset))
-    if signer is None:  # only while a rotation was under way, and then finished above
-        raise KeyFileError("key.missing", path=str(home / NODE_KEY))
-    node = Node(home, config, store, signer, seal, clock)
-    node.retiring = retiring_signer(node)
+    node = Node(home, config, store, signer, read_seal(home / SEAL_KEY), clock)
+    node.retiring, node.retiring_seal = rekey.retiring(node)
     return node
-
-
-def _rotation_target(store: Store, node_id: str) -> str | None:
-    rows = store.query(
-        "SELECT raw FROM entries WHERE origin = ? AND type = ? ORDER BY seq DESC LIMIT 1",
-        (node_id, REKEYED),
-    )
-    return str(json.loads(rows[0][0])["body"]["public_key"]) if rows else None
-
-
-def finish_rotation(home: Path, store: Store) -> None:
-    """Complete (or undo) a rotation that stopped half-way; nothing when there is none."""
-    config_path = _config_path(home)
-    config = NodeConfig(**tomllib.loads(config_path.read_text("utf-8")))
-    target = _rotation_target(store, config.node_id)
-    nxt, key, old = home / NEXT_KEY, home / NODE_KEY, home / OLD_KEY
-    if nxt.exists():
-        if Signer(read_secret(nxt)).public.hex() != target:
-            nxt.unlink()  # the entry was never appended: the old key stays
-            return
-        if key.exists() and not old.exists():
-            os.replace(key, old)
-        os.replace(nxt, key)
-    if (
-        target is not None
-        and key.exists()
-        and config.public_key != target
-        and Signer(read_secret(key)).public.hex() == target
-    ):
-        tmp = config_path.with_suffix(".toml.tmp")
-        tmp.write_text(tomli_w.dumps(replace(config, public_key=target).to_toml()), "utf-8")
-        os.replace(tmp, config_path)
-
-
-def retiring_signer(node: Node) -> Signer | None:
-    """The retired key while it is still used on the wire (see module doc), else None;
-    deletes it once the parent has receipted the rotation and the grace period is over."""
-    path = node.home / OLD_KEY
-    if not path.exists():
-        return None
-    old = Signer(read_secret(path))
-    rows = node.store.query(
-        "SELECT seq FROM entries WHERE origin = ? AND type = ? ORDER BY seq DESC LIMIT 1",
-        (node.node_id, REKEYED),
-    )
-    seq = rows[0][0] if rows else 0
-    parent = node.config.parent_id
-    acked = parent is None or receipts.acknowledged(node.store, parent).get(node.node_id, 0) >= seq
-    stamp = node.store.get_meta("rekeyed_at")
-    grace = float(node.config.settings.get("rekey_grace_days", GRACE_DAYS))
-    since = node.clock.now() - datetime.fromisoformat(stamp) if stamp else timedelta(0)
-    if acked and since >= timedelta(days=grace):
-        path.unlink()
-        return None
-    return old
 
 
 def resolve_home(home: str | os.PathLike[str] | None) -> Path:

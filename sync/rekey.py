@@ -1,68 +1,157 @@
-"""`zhibao node rekey`: a planned rotation of a node's identity key (DESIGN §8).
+"""`zhibao node rekey`: a planned rotation of a node's keys (DESIGN §8).
 
-The old key vouches for the new one: the node appends `node.rekeyed` (naming the new public
-key) signed by the old key, and signs every later entry with the new one. Its ancestors,
-holding its log whole, learn the new key from that entry; nodes below it get the entry with
-the enrolment records that flow down (sync.relevance: every `node.` type).
+The old identity key vouches for the new one: the node appends `node.rekeyed` (naming the
+new identity key and the new seal key) signed by the old key, and signs every later entry
+with the new one. Its ancestors, holding its log whole, learn the new keys from that entry;
+nodes below it get the entry with the enrolment records that flow down (sync.relevance:
+every `node.` type). The seal key turns over with it: whoever later steals the old
+`seal.key` reads nothing sealed after the rotation.
 
-On the wire the old key is still used for a while (`node.key.old`): the parent learns the
-new key only from the push that carries the rotation, and the node's children only from
-their next pull. So requests, receipts, time answers and bundles are signed with the old key
-until the parent has receipted the rotation and `rekey_grace_days` (node.toml, default 14)
-have passed; then the old key file is deleted. Receivers accept either meanwhile
+On the wire the old keys stay in use for a while (`node.key.old`, `seal.key.old`): the
+parent learns the new keys only from the push that carries the rotation, the node's
+children only from their next pull. So requests, receipts, time answers and bundles are
+signed with the old identity key, and bodies sealed to the old seal key still open, until
+the parent has receipted the rotation and `rekey_grace_days` (node.toml, default 14) have
+passed; then both old files are deleted. Receivers accept either identity key meanwhile
 (`trust.wire_keys`).
 
-Crash safety, file by file: the new key is written to `node.key.next` first; the entry is
-appended; then node.key → node.key.old, node.key.next → node.key, node.toml updated. Opening
-a home finishes (or, if the entry was never appended, undoes) an interrupted rotation.
+Crash safety, file by file: the new keys are written to `*.next` first; the entry is
+appended; then each key → `*.old`, `*.next` → key, node.toml updated. Opening a home
+(`finish`) completes an interrupted rotation when the entry is in the log, and drops the
+`*.next` files when it is not.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import tomllib
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sync.keyring import REKEYED
-from sync.node import (
+import tomli_w
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from sync import receipts
+from sync.keyfiles import (
     NEXT_KEY,
+    NEXT_SEAL,
     NODE_KEY,
-    NODE_TOML,
     OLD_KEY,
-    Node,
-    NodeConfig,
-    finish_rotation,
-    read_secret,
-    retiring_signer,
+    OLD_SEAL,
+    SEAL_KEY,
+    read_seal,
+    read_signer,
+    seal_public_hex,
     write_secret,
 )
+from sync.keyring import REKEYED
 from sync.protocol import i18n
 from sync.protocol.errors import HomeError
 from sync.protocol.keys import Signer
+from sync.store import Store
+
+if TYPE_CHECKING:
+    from sync.node import Node
+
+GRACE_DAYS = 14.0
+_CONFIG = "node.toml"
+# (key file, its .next, its .old, the public key of a file, the rotation body's field)
+_PAIRS: list[tuple[str, str, str, Callable[[Path], str], str]] = [
+    (NODE_KEY, NEXT_KEY, OLD_KEY, lambda p: read_signer(p).public.hex(), "public_key"),
+    (SEAL_KEY, NEXT_SEAL, OLD_SEAL, lambda p: seal_public_hex(read_seal(p)), "seal_key"),
+]
 
 
-def rotate(node: Node) -> str:
-    """Rotate this node's key; returns the new public key (hex)."""
+def rotate(node: Node) -> tuple[str, int]:
+    """Rotate this node's identity and seal keys; (the new public key, the rotation's seq)."""
     home = node.home
-    if (home / OLD_KEY).exists():
-        raise HomeError("rekey.pending", path=str(home / OLD_KEY))
-    (home / NEXT_KEY).unlink(missing_ok=True)  # an attempt that never got appended
-    new = Signer.generate()
-    write_secret(home / NEXT_KEY, new.seed.hex().encode() + b"\n")
+    for _, _, old, _, _ in _PAIRS:
+        if (home / old).exists():
+            raise HomeError("rekey.pending", path=str(home / old))
+    for _, nxt, _, _, _ in _PAIRS:
+        (home / nxt).unlink(missing_ok=True)  # an attempt that never got appended
+    signer, seal = Signer.generate(), X25519PrivateKey.generate()
+    write_secret(home / NEXT_KEY, signer.seed.hex().encode() + b"\n")
+    write_secret(home / NEXT_SEAL, seal.private_bytes_raw().hex().encode() + b"\n")
+    body = {"public_key": signer.public.hex(), "seal_key": seal_public_hex(seal)}
     try:
         with node.store.transaction():
-            node.append(REKEYED, {"public_key": new.public.hex()})
+            entry = node.append(REKEYED, body)
             node.store.set_meta("rekeyed_at", node.clock.stamp())
     except BaseException:
-        (home / NEXT_KEY).unlink(missing_ok=True)
+        for _, nxt, _, _, _ in _PAIRS:
+            (home / nxt).unlink(missing_ok=True)
         raise
-    finish_rotation(node.home, node.store)
-    _reload(node)
-    return new.public.hex()
+    finish(home, node.store)
+    node.config = type(node.config)(**tomllib.loads((home / _CONFIG).read_text("utf-8")))
+    node.signer, node.seal = read_signer(home / NODE_KEY), read_seal(home / SEAL_KEY)
+    node.retiring, node.retiring_seal = retiring(node)
+    return signer.public.hex(), entry.seq
 
 
-def _reload(node: Node) -> None:
-    node.config = NodeConfig(**tomllib.loads((node.home / NODE_TOML).read_text("utf-8")))
-    node.signer = Signer(read_secret(node.home / NODE_KEY))
-    node.retiring = retiring_signer(node)
+def _rotation(store: Store, node_id: str) -> dict[str, str] | None:
+    """The body of this node's latest rotation in its own log, if any."""
+    rows = store.query(
+        "SELECT raw FROM entries WHERE origin = ? AND type = ? ORDER BY seq DESC LIMIT 1",
+        (node_id, REKEYED),
+    )
+    return dict(json.loads(rows[0][0])["body"]) if rows else None
+
+
+def finish(home: Path, store: Store) -> None:
+    """Complete (or undo) a rotation that stopped half-way; nothing when there is none."""
+    config = tomllib.loads((home / _CONFIG).read_text("utf-8"))
+    body = _rotation(store, str(config["node_id"])) or {}
+    for key_name, next_name, old_name, public_of, field in _PAIRS:
+        key, nxt, old = home / key_name, home / next_name, home / old_name
+        if not nxt.exists():
+            continue
+        if public_of(nxt) != body.get(field):
+            nxt.unlink()  # the entry was never appended: the old key stays
+            continue
+        if key.exists() and not old.exists():
+            os.replace(key, old)
+        os.replace(nxt, key)
+    target = body.get("public_key")
+    key = home / NODE_KEY
+    if target and key.exists() and config["public_key"] != target and public_of_key(key) == target:
+        config["public_key"] = target
+        tmp = home / (_CONFIG + ".tmp")
+        tmp.write_text(tomli_w.dumps(config), "utf-8")
+        os.replace(tmp, home / _CONFIG)
+
+
+def public_of_key(path: Path) -> str:
+    return read_signer(path).public.hex()
+
+
+def retiring(node: Node) -> tuple[Signer | None, X25519PrivateKey | None]:
+    """The retired keys while they are still used on the wire (see module doc); deletes
+    them once the parent has receipted the rotation and the grace period is over."""
+    old_key, old_seal = node.home / OLD_KEY, node.home / OLD_SEAL
+    if not old_key.exists() and not old_seal.exists():
+        return None, None
+    rows = node.store.query(
+        "SELECT seq FROM entries WHERE origin = ? AND type = ? ORDER BY seq DESC LIMIT 1",
+        (node.node_id, REKEYED),
+    )
+    seq = rows[0][0] if rows else 0
+    parent = node.config.parent_id
+    acked = parent is None or receipts.acknowledged(node.store, parent).get(node.node_id, 0) >= seq
+    stamp = node.store.get_meta("rekeyed_at")
+    grace = float(node.config.settings.get("rekey_grace_days", GRACE_DAYS))
+    since = node.clock.now() - datetime.fromisoformat(stamp) if stamp else timedelta(0)
+    if acked and since >= timedelta(days=grace):
+        old_key.unlink(missing_ok=True)
+        old_seal.unlink(missing_ok=True)
+        return None, None
+    return (
+        read_signer(old_key) if old_key.exists() else None,
+        read_seal(old_seal) if old_seal.exists() else None,
+    )
 
 
 i18n.register(

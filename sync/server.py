@@ -206,7 +206,7 @@ class NodeApp:
                 caller.stamp, caller.nonce,
             )  # fmt: skip
             try:
-                return open_body(body, self.node.seal, info)
+                return open_body(body, self.node.seals, info)
             except SealError:
                 raise RefusedError("wire.cannot_open", node_id=caller.node_id) from None
         if endpoint is PUSH and not self.plain:

@@ -93,6 +93,11 @@ class Trust:
         if entry.type == REKEYED:
             keyring.record_rotation(store, entry, body)
             keyring.refresh_current(store, entry.origin)
+            if body.get("seal_key"):
+                store.execute(
+                    "UPDATE nodes SET seal_key = ? WHERE node_id = ?",
+                    (bytes.fromhex(body["seal_key"]), entry.origin),
+                )
             return
         if entry.type == REVOKED:
             keyring.record_revocation(store, entry, fields)

@@ -76,7 +76,7 @@ from sync.protocol.errors import BundleError, NodeIdError, RefusedError
 from sync.protocol.ids import tier_of
 from sync.protocol.keys import Signer
 from sync.protocol.messages import Receipt, bundle_message
-from sync.protocol.sealed import SUITE_NAME, SealError, open_sealed, seal
+from sync.protocol.sealed import SUITE_NAME, SealError, open_with_any, seal
 
 MAGIC, RECEIPT_MAGIC, VERSION = b"ZBDL", b"ZBRC", 1
 SEAL_DOMAIN = b"zhibao/bundle-seal/v1\0"
@@ -259,11 +259,11 @@ def read_bundle(data: bytes) -> BundleFile:
     return BundleFile(header_raw, header, payload, bytes(data[pos + length :]))
 
 
-def _unsealed(bundle: BundleFile, seal: X25519PrivateKey) -> bytes | memoryview:
+def _unsealed(bundle: BundleFile, seals: Sequence[X25519PrivateKey]) -> bytes | memoryview:
     if not bundle.header["sealed"]:
         return bundle.payload
     try:
-        return open_sealed(bundle.payload, seal, _seal_info(bundle.header_raw))
+        return open_with_any(bundle.payload, seals, _seal_info(bundle.header_raw))
     except SealError:
         raise BundleError("bundle.cannot_open") from None
 
@@ -320,14 +320,14 @@ def _check_unpacked_size(frame: memoryview, declared: int) -> None:
         raise _malformed("a frame does not unpack to the size it declares")
 
 
-def iter_frames(bundle: BundleFile, seal: X25519PrivateKey) -> Iterator[list[Run]]:
+def iter_frames(bundle: BundleFile, seals: Sequence[X25519PrivateKey]) -> Iterator[list[Run]]:
     """The runs of a bundle, one frame at a time, unsealed with `seal` if needed.
 
     Every limit on sizes is checked before the first frame is unpacked; the entries are
     checked against the header's counts as they come, and the last step (after the last
     frame) raises BundleError if any origin fell short. Check the signature first.
     """
-    plain = memoryview(_unsealed(bundle, seal))
+    plain = memoryview(_unsealed(bundle, seals))
     expected = {str(o): int(n) for o, n in bundle.header["counts"].items()}
     _check_declared(plain, int(bundle.header["entries"]))
     counts: dict[str, int] = {}
@@ -348,9 +348,9 @@ def iter_frames(bundle: BundleFile, seal: X25519PrivateKey) -> Iterator[list[Run
         raise _malformed("entries do not match the header's counts")
 
 
-def open_payload(bundle: BundleFile, seal: X25519PrivateKey) -> list[Run]:
+def open_payload(bundle: BundleFile, seals: Sequence[X25519PrivateKey]) -> list[Run]:
     """All the runs of a bundle at once (for tools and tests; imports use `iter_frames`)."""
-    return [run for runs in iter_frames(bundle, seal) for run in runs]
+    return [run for runs in iter_frames(bundle, seals) for run in runs]
 
 
 def encode_receipt_file(receipt: Receipt, for_node: str, bundle_digest: bytes) -> bytes:

@@ -20,6 +20,8 @@ The request signature covers the sealed bytes (their digest), as it covers a pla
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -71,8 +73,23 @@ def seal_body(plain: bytes | memoryview, public: bytes, info: bytes) -> bytes:
     return WIRE_MAGIC + seal(plain, public, info)
 
 
-def open_body(body: bytes | memoryview, private: X25519PrivateKey, info: bytes) -> bytes:
-    """The plain bytes of a sealed wire body; SealError if it is not one or does not open."""
+def open_body(
+    body: bytes | memoryview, privates: Sequence[X25519PrivateKey], info: bytes
+) -> bytes:
+    """The plain bytes of a sealed wire body, opened with the first of `privates` that can
+    (a node's seal key, and its retired one for a while after a rotation); SealError if it
+    is not one or opens with none."""
     if not is_sealed(body):
         raise SealError("not a sealed body")
-    return open_sealed(memoryview(body)[len(WIRE_MAGIC) :], private, info)
+    return open_with_any(memoryview(body)[len(WIRE_MAGIC) :], privates, info)
+
+
+def open_with_any(
+    sealed: bytes | memoryview, privates: Sequence[X25519PrivateKey], info: bytes
+) -> bytes:
+    for private in privates[:-1]:
+        try:
+            return open_sealed(sealed, private, info)
+        except SealError:
+            continue
+    return open_sealed(sealed, privates[-1], info)

@@ -56,7 +56,7 @@ def opened(answer: httpx.Response, opener: tuple[X25519PrivateKey, bytes] | None
     """`answer` with its sealed body opened (as PeerClient opens it), else as it came."""
     if opener is None or not is_sealed(answer.content):
         return answer
-    plain = open_body(answer.content, opener[0], opener[1])
+    plain = open_body(answer.content, [opener[0]], opener[1])
     headers = {k: v for k, v in answer.headers.items() if k.startswith("x-zhibao-")}
     return httpx.Response(answer.status_code, headers=headers, content=plain)
 
@@ -78,7 +78,7 @@ def garbled_sealed(
         request.method, request.url.path, headers[SENDER], headers[SERVER], headers[NONCE],
         headers[DIGEST],
     )  # fmt: skip
-    plain = open_body(content, seal, info)
+    plain = open_body(content, [seal], info)
     return seal_body(garble(plain), seal.public_key().public_bytes_raw(), info)
 
 

@@ -190,7 +190,7 @@ def test_bundle_of_many_frames_is_applied_whole_or_not_at_all(net: Net) -> None:
     entries = list(net.village.store.iter_all(VILLAGE))
     small = [encode_batch(entries[i : i + 3]) for i in range(0, len(entries), 3)]
     good = craft(net.village.signer, VILLAGE, TOWN, {VILLAGE: len(entries)}, frames(*small))
-    opened = bundle_format.iter_frames(bundle_format.read_bundle(good), net.town.seal)
+    opened = bundle_format.iter_frames(bundle_format.read_bundle(good), net.town.seals)
     assert [sum(len(run.items) for run in runs) for runs in opened] == [3, 3, 3, 1]
     bad = [*entries[:-2], tampered(entries[-2], 10), entries[-1]]  # in the third frame
     batches = [encode_batch(bad[i : i + 3]) for i in range(0, len(bad), 3)]

@@ -131,7 +131,7 @@ def test_bundle_down_to_a_child_carries_the_catalogue(net: Net) -> None:
     publish_items(net.city, items)
     made = export_bundle(net.city, TOWN)
     assert made.header["counts"][CITY] == net.city.store.head(CITY)[0]  # enrolment + items
-    runs = open_payload(read_bundle(made.data), net.town.seal)
+    runs = open_payload(read_bundle(made.data), [net.town.seal])
     kinds = {json.loads(raw)["type"] for run in runs for raw, _ in run.items}
     assert kinds == {"node.enrolled", "catalogue.item"}
     done = import_bundle(net.town, made.data)
@@ -160,12 +160,12 @@ def test_bundle_sealed_round_trip_leaks_no_personal_data(net: Net) -> None:
     plain = export_bundle(net.village, TOWN, seal=False).data
     sealed = export_bundle(net.village, TOWN)  # sealed by default
     assert sealed.header["sealed"] and not read_bundle(plain).header["sealed"]
-    opened = open_payload(read_bundle(plain), net.town.seal)
+    opened = open_payload(read_bundle(plain), [net.town.seal])
     assert any(APPLICANT.encode() in raw for run in opened for raw, _ in run.items)
     for secret in (APPLICANT, PHONE, case_id):
         assert secret.encode() not in sealed.data
     with pytest.raises(BundleError) as refused:
-        open_payload(read_bundle(sealed.data), X25519PrivateKey.generate())
+        open_payload(read_bundle(sealed.data), [X25519PrivateKey.generate()])
     assert refused.value.key == "bundle.cannot_open"
 
     done = import_bundle(net.town, sealed.data)
@@ -264,7 +264,7 @@ def test_bundle_first_bundle_with_a_forged_signature_leaves_nothing(net: Net) ->
     bundle = read_bundle(good)
     entries = [
         entry
-        for run in open_payload(bundle, net.village.seal)
+        for run in open_payload(bundle, [net.village.seal])
         for entry in net.town.store.entries(run.origin, run.first - 1, len(run.items))
     ]
     forged = encode_bundle(Signer.generate(), TOWN, VILLAGE, bundle.header["created"], entries)

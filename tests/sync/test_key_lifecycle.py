@@ -12,7 +12,7 @@ import pytest
 from sync import keyring, rekey, revocation, trust
 from sync.audit import verify_log
 from sync.ingest import ingest
-from sync.node import NODE_KEY, OLD_KEY, read_secret
+from sync.keyfiles import NODE_KEY, OLD_KEY, read_secret
 from sync.protocol.batch import decode_batch, encode_batch
 from sync.protocol.errors import EnrolmentError, HomeError
 from sync.protocol.keys import Signer
@@ -164,7 +164,7 @@ def test_a_new_key_continues_the_log_after_a_revocation(net: Topology, tmp_path:
 def test_planned_rotation_is_followed_by_every_receiver(net: Topology) -> None:
     with net.open(VILLAGE) as village:
         old = village.signer.public.hex()
-        new = rekey.rotate(village)
+        new, _ = rekey.rotate(village)
         assert village.signer.public.hex() == new != old
         assert village.config.public_key == new
         assert village.wire_signer.public.hex() == old  # until the town has it
@@ -176,6 +176,8 @@ def test_planned_rotation_is_followed_by_every_receiver(net: Topology) -> None:
         assert town.store.head(VILLAGE)[0] == 6
         assert trust.public_key(town.store, VILLAGE) == bytes.fromhex(new)
         assert trust.key_at(town.store, VILLAGE, 4) == bytes.fromhex(old)
+        assert trust.seal_key(town.store, VILLAGE) == village.seal.public_key().public_bytes_raw()
+        assert village.retiring_seal is not None  # bodies sealed to the old one still open
         assert verify_log(town.store).ok
     with net.open(CITY) as city, net.open(TOWN) as town:
         assert not hand_up(town, city)["rejected"]
@@ -206,7 +208,7 @@ def test_old_key_signs_nothing_after_its_rotation(net: Topology, tmp_path: Path)
 def test_interrupted_rotation_is_finished_when_the_home_is_opened(net: Topology) -> None:
     home = net.home(VILLAGE)
     with net.open(VILLAGE) as village:
-        new = rekey.rotate(village)
+        new, _ = rekey.rotate(village)
     # as if the process died after the entry, before the files moved
     (home / NODE_KEY).replace(home / "node.key.next")
     (home / OLD_KEY).replace(home / NODE_KEY)
@@ -238,7 +240,7 @@ def test_the_city_rotates_and_a_town_enrolled_later_still_follows(
 ) -> None:
     with net.open(CITY) as city:
         root = city.config.root_key
-        new = rekey.rotate(city)
+        new, _ = rekey.rotate(city)
         assert city.config.root_key == root != new  # what new nodes pin stays the root
         newcomer = create_node(tmp_path / "later", "330782009", root)
         try:
