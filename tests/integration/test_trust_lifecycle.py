@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
+from sync.node import NODE_TOML, OLD_KEY
 from tests.hostile.network import (
     CITY,
     ITEM,
@@ -272,3 +275,24 @@ def test_planned_rotation_goes_through_town_and_city(net: Net) -> None:
         for key in ("revocations", "revoked_key_used", "forks", "quarantined"):
             assert status[key] == [], (home.name, key, status[key])
     assert_works(village, town, city)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a village that did not sync while its town's retired key was still in use is "
+    "refused the town's time answer before the pull that would bring the rotation",
+)
+def test_a_village_that_missed_its_towns_rotation_still_syncs(net: Net) -> None:
+    village, town = net.home(VILLAGE_C), net.home(TOWN)
+    config = tomllib.loads((town / NODE_TOML).read_text("utf-8"))
+    config.setdefault("settings", {})["rekey_grace_days"] = 0  # the grace over at once
+    (town / NODE_TOML).write_text(tomli_w.dumps(config), "utf-8")
+    zb(town, "node", "rekey")
+    with net.serving(CITY) as served:
+        zb(town, "sync", "--peer", served[CITY].url)  # the city receipts the rotation
+    zb(town, "status")  # opening the home retires the old key for good
+    assert not (town / OLD_KEY).exists()
+    with net.serving(TOWN) as served:
+        _accept(village, "郑十")
+        zb(village, "sync", "--peer", served[TOWN].url)
+    assert heads(town)[VILLAGE_C] == heads(village)[VILLAGE_C]
