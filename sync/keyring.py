@@ -228,8 +228,10 @@ def rotation_authority(
 ) -> tuple[str, dict[str, Any]] | None:
     """A node rotates only its own key, and never back to a key it has used."""
     new = bytes.fromhex(fields["body"]["public_key"])
-    used = {r[0] for r in store.query(
-        "SELECT public_key FROM node_keys WHERE node_id = ?", (entry.origin,))}  # fmt: skip
+    used = {r[0] for r in store.query(  # but the one this entry recorded (judged again later)
+        "SELECT public_key FROM node_keys WHERE node_id = ? "
+        "AND NOT (by_origin IS ? AND by_seq IS ?)",
+        (entry.origin, entry.origin, entry.seq))}  # fmt: skip
     if new in used or new == KeyRing.load(store, entry.origin).key_at(entry.seq):
         return "key.reused", {"node_id": entry.origin}
     return None
