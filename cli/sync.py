@@ -241,7 +241,7 @@ def status_command(home: Path | None, as_json: bool) -> None:
         echo(i18n.t("status.quarantined", **held))
     for cut in info["revocations"]:
         echo(i18n.t("status.revoked", **cut))
-    for use in info["revoked_key_used"]:
+    for use in info["revoked_key_used"] + info["revoked_key_used_reported"]:
         echo(i18n.t("status.revoked_used", **use))
     network = info.get("network")
     if network:

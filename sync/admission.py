@@ -197,14 +197,14 @@ class Gate:
         if not endpoint.allows(node_id, me):
             raise RefusedError(endpoint.refusal, node_id=node_id, me=me)
         store = self.node.store
-        keys = trust.wire_keys(store, node_id)
         message = digest_message(
             request.method, request.url.path, digest, node_id, stamp, nonce, server=me
         )
-        if not any(verify(key, message, bytes.fromhex(signature)) for key in keys):
-            if self._revoked_key(node_id, message, bytes.fromhex(signature)):
+        sig = bytes.fromhex(signature)
+        if trust.verify_wire(store, node_id, lambda key: verify(key, message, sig)) is None:
+            if self._revoked_key(node_id, message, sig):
                 raise RefusedError("request.revoked", node_id=node_id)
-            if not keys:
+            if trust.public_key(store, node_id) is None:
                 raise RefusedError("request.unknown_node", node_id=node_id)
             raise RefusedError("request.bad_signature")
         if self.node.store.query(

@@ -30,6 +30,8 @@ from sync.store import Store
 
 REKEYED = "node.rekeyed"
 REVOKED = "node.revoked"
+USES_REPORT = "evidence.revoked_key_used"  # a node's counts, relayed up in its own log
+REPORT_ROWS = 200
 REKEY_MARK = b'"type":"node.rekeyed"'  # where a run must be cut: the key may change after it
 REASON_MAX = 500
 
@@ -45,6 +47,11 @@ CREATE TABLE IF NOT EXISTS revocations (
     PRIMARY KEY (by_origin, by_seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS revocations_node ON revocations (node_id);
+CREATE TABLE IF NOT EXISTS revoked_reports (
+    reporter TEXT NOT NULL, node_id TEXT NOT NULL, via TEXT NOT NULL, how TEXT NOT NULL,
+    count INTEGER NOT NULL, max_seq INTEGER, first_at TEXT NOT NULL, last_at TEXT NOT NULL,
+    by_seq INTEGER NOT NULL, PRIMARY KEY (reporter, node_id, via, how)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS revoked_uses (
     node_id TEXT NOT NULL, via TEXT NOT NULL, how TEXT NOT NULL, count INTEGER NOT NULL,
     max_seq INTEGER, first_at TEXT NOT NULL, last_at TEXT NOT NULL,
@@ -182,7 +189,11 @@ def record_rotation(store: Store, entry: SignedEntry, body: Mapping[str, Any]) -
     )  # fmt: skip
 
 
-def record_revocation(store: Store, entry: SignedEntry, fields: Mapping[str, Any]) -> None:
+def record_revocation(
+    store: Store, entry: SignedEntry, fields: Mapping[str, Any], received_at: str
+) -> None:
+    """Keep the revocation; entries of the revoked log already held here past its cut-off
+    (taken before it arrived) are counted as the revoked key's use (`how` "held")."""
     body = fields["body"]
     store.execute(
         "INSERT OR IGNORE INTO revocations (node_id, after_seq, by_origin, by_seq, reason, at) "
@@ -190,6 +201,11 @@ def record_revocation(store: Store, entry: SignedEntry, fields: Mapping[str, Any
         (body["node_id"], body["after_seq"], entry.origin, entry.seq, body["reason"],
          fields["at"]),
     )  # fmt: skip
+    node_id, ring = body["node_id"], KeyRing.load(store, body["node_id"])
+    held = store.head(node_id)[0]
+    late = [s for s in range(body["after_seq"] + 1, held + 1) if ring.key_at(s) is None]
+    if late:
+        record_use(store, node_id, node_id, "held", max(late), received_at, len(late))
 
 
 def refresh_current(store: Store, node_id: str) -> None:
@@ -269,8 +285,8 @@ def record_use(
     store.execute(
         "INSERT INTO revoked_uses (node_id, via, how, count, max_seq, first_at, last_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(node_id, via, how) DO UPDATE SET "
-        "count = count + excluded.count, max_seq = MAX(COALESCE(max_seq, 0), "
-        "COALESCE(excluded.max_seq, 0)), last_at = excluded.last_at",
+        "count = count + excluded.count, max_seq = NULLIF(MAX(COALESCE(max_seq, 0), "
+        "COALESCE(excluded.max_seq, 0)), 0), last_at = excluded.last_at",
         (node_id, via, how, count, seq, at, at),
     )
 
@@ -295,3 +311,58 @@ def revocations(store: Store) -> list[dict[str, Any]]:
         {"node_id": n, "after_seq": a, "by": b, "seq": s, "reason": r, "at": at}
         for n, a, b, s, r, at in rows
     ]
+
+
+def uses_body(store: Store) -> dict[str, Any]:
+    """The body of a `evidence.revoked_key_used` report: this node's own counts."""
+    return {"uses": revoked_uses(store)[:REPORT_ROWS]}
+
+
+def check_uses_body(body: dict[str, Any]) -> None:
+    uses = body.get("uses")
+    if not isinstance(uses, list) or len(uses) > REPORT_ROWS:
+        raise ValueError(f"uses must be a list of at most {REPORT_ROWS}")
+    for use in uses:
+        if not isinstance(use, dict) or not all(
+            isinstance(use.get(k), str) for k in ("node_id", "via", "how", "first_at", "last_at")
+        ):
+            raise ValueError("a use needs node_id, via, how, first_at, last_at")
+        if type(use.get("count")) is not int or use["count"] < 1:
+            raise ValueError("count must be a whole number >= 1")
+        if use.get("max_seq") is not None and type(use["max_seq"]) is not int:
+            raise ValueError("max_seq must be a whole number")
+
+
+def uses_authority(
+    store: Store, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]] | None:
+    """A node reports only what was tried on its own subtree."""
+    for use in fields["body"]["uses"]:
+        if not is_within(use["node_id"], entry.origin) or use["node_id"] == entry.origin:
+            return "revoke.report_not_below", {"node_id": use["node_id"]}
+    return None
+
+
+def record_report(store: Store, entry: SignedEntry, body: Mapping[str, Any]) -> None:
+    """Keep the reporter's latest counts (each report carries its totals, not increments)."""
+    for use in body["uses"]:
+        store.execute(
+            "INSERT INTO revoked_reports (reporter, node_id, via, how, count, max_seq, first_at,"
+            " last_at, by_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+            "count = excluded.count, max_seq = excluded.max_seq, last_at = excluded.last_at, "
+            "by_seq = excluded.by_seq WHERE excluded.by_seq > revoked_reports.by_seq",
+            (entry.origin, use["node_id"], use["via"], use["how"], use["count"],
+             use.get("max_seq"), use["first_at"], use["last_at"], entry.seq),
+        )  # fmt: skip
+
+
+def reported_uses(store: Store) -> list[dict[str, Any]]:
+    rows = store.query(
+        "SELECT reporter, node_id, via, how, count, max_seq, first_at, last_at "
+        "FROM revoked_reports ORDER BY node_id, reporter, via, how"
+    )
+    return [
+        {"reported_by": r, "node_id": n, "via": v, "how": h, "count": c, "max_seq": m,
+         "first_at": f, "last_at": la}
+        for r, n, v, h, c, m, f, la in rows
+    ]  # fmt: skip

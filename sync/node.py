@@ -102,6 +102,14 @@ class Node:
         self.retiring_seal: X25519PrivateKey | None = None  # … and its seal key
 
     @property
+    def request_signer(self) -> Signer:
+        """The key this node's requests are signed with: the retired one only until the
+        parent has receipted the rotation (then the parent knows the new one)."""
+        if self.retiring is None or rekey.parent_has_rotation(self):
+            return self.signer
+        return self.retiring
+
+    @property
     def seals(self) -> list[X25519PrivateKey]:
         """The keys a body sealed to this node may be opened with: its own, and for a
         while after a rotation the retired one (a sender may not know the new one yet)."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
+from sync.keyring import KeyRing
 from sync.protocol.batch import BATCH_BYTES, BATCH_ENTRIES, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
 from sync.protocol.entry import SIGNATURE_BYTES, SignedEntry, signing_message
 from sync.protocol.ids import is_within
@@ -63,15 +64,25 @@ def checkpoints(run: Sequence[SignedEntry], key: bytes) -> tuple[int, list[int]]
 
 def plan(store: Store, subtree: str, held: Mapping[str, int]) -> list[tuple[str, int, int]]:
     """(origin, after, through) for every log of `subtree` held here whole beyond what the
-    peer `held` (origin -> seq), in tier order (an enrolment before what it vouches for)."""
-    return sorted(
-        (
-            (origin, held.get(origin, 0), seq)
-            for origin, (seq, _) in store.heads().items()
-            if is_within(origin, subtree) and seq > held.get(origin, 0)
-        ),
-        key=lambda p: (len(p[0]), p[0]),
-    )
+    peer `held` (origin -> seq), in tier order (an enrolment before what it vouches for).
+    Never past a revocation's cut-off that no new key follows: entries a revoked key signed
+    that this node took before it knew are kept here, but nobody else takes them."""
+    revoked = {r[0] for r in store.query("SELECT DISTINCT node_id FROM revocations")}
+    out = []
+    for origin, (seq, _) in store.heads().items():
+        if origin in revoked:
+            seq = _signable(KeyRing.load(store, origin), seq)
+        if is_within(origin, subtree) and seq > held.get(origin, 0):
+            out.append((origin, held.get(origin, 0), seq))
+    return sorted(out, key=lambda p: (len(p[0]), p[0]))
+
+
+def _signable(ring: KeyRing, head: int) -> int:
+    """The last seq up to `head` from which on no key is missing."""
+    for cut in ring.cuts:
+        if cut < head and ring.span(cut + 1).key is None:
+            return cut
+    return head
 
 
 def cut_points(store: Store, origin: str, after: int, through: int) -> Callable[[int], bool]:

@@ -11,8 +11,8 @@ from sync import trust
 from sync.clock import Clock
 from sync.protocol.errors import RefusedError
 from sync.protocol.ids import is_within
-from sync.protocol.keys import Signer
-from sync.protocol.messages import Receipt, make_receipt, read_receipt
+from sync.protocol.keys import Signer, verify
+from sync.protocol.messages import RECEIPT_DOMAIN, Receipt, make_receipt, read_receipt
 from sync.store import Store
 
 
@@ -32,17 +32,12 @@ def accept(store: Store, raw: bytes, sig: bytes, *, expected_issuer: str | None 
         raise RefusedError("receipt.malformed") from None
     if expected_issuer is not None and issuer != expected_issuer:
         raise RefusedError("receipt.wrong_issuer", issuer=issuer, expected=expected_issuer)
-    keys = trust.wire_keys(store, issuer)
-    if not keys:
+    if trust.public_key(store, issuer) is None:
         raise RefusedError("receipt.unknown_issuer", issuer=issuer)
-    for key in keys[1:]:  # after a rotation, the issuer may still sign with its old key
-        try:
-            receipt = read_receipt(raw, sig, key)
-            break
-        except RefusedError:
-            continue
-    else:
-        receipt = read_receipt(raw, sig, keys[0])
+    key = trust.verify_wire(store, issuer, lambda k: verify(k, RECEIPT_DOMAIN + raw, sig))
+    if key is None:
+        raise RefusedError("receipt.forged")
+    receipt = read_receipt(raw, sig, key)
     with store.transaction():
         for origin, (seq, digest) in receipt.heads.items():
             store.execute(

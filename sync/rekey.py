@@ -9,11 +9,12 @@ every `node.` type). The seal key turns over with it: whoever later steals the o
 
 On the wire the old keys stay in use for a while (`node.key.old`, `seal.key.old`): the
 parent learns the new keys only from the push that carries the rotation, the node's
-children only from their next pull. So requests, receipts, time answers and bundles are
-signed with the old identity key, and bodies sealed to the old seal key still open, until
-the parent has receipted the rotation and `rekey_grace_days` (node.toml, default 14) have
-passed; then both old files are deleted. Receivers accept either identity key meanwhile
-(`trust.wire_keys`).
+children only from their next pull. So requests are signed with the old identity key
+until the parent has receipted the rotation (`Node.request_signer`); receipts, time
+answers and bundles until, in addition, `rekey_grace_days` (node.toml, default 14) have
+passed (`Node.wire_signer`); bodies sealed to the old seal key open until then too, and
+then both old files are deleted. A receiver accepts the retired key only until it has seen
+the new one in use (`trust.verify_wire`).
 
 Crash safety, file by file: the new keys are written to `*.next` first; the entry is
 appended; then each key → `*.old`, `*.next` → key, node.toml updated. Opening a home
@@ -128,19 +129,24 @@ def public_of_key(path: Path) -> str:
     return read_signer(path).public.hex()
 
 
-def retiring(node: Node) -> tuple[Signer | None, X25519PrivateKey | None]:
-    """The retired keys while they are still used on the wire (see module doc); deletes
-    them once the parent has receipted the rotation and the grace period is over."""
-    old_key, old_seal = node.home / OLD_KEY, node.home / OLD_SEAL
-    if not old_key.exists() and not old_seal.exists():
-        return None, None
+def parent_has_rotation(node: Node) -> bool:
+    """Whether the parent has receipted this node's latest rotation (a city: always)."""
     rows = node.store.query(
         "SELECT seq FROM entries WHERE origin = ? AND type = ? ORDER BY seq DESC LIMIT 1",
         (node.node_id, REKEYED),
     )
     seq = rows[0][0] if rows else 0
     parent = node.config.parent_id
-    acked = parent is None or receipts.acknowledged(node.store, parent).get(node.node_id, 0) >= seq
+    return parent is None or receipts.acknowledged(node.store, parent).get(node.node_id, 0) >= seq
+
+
+def retiring(node: Node) -> tuple[Signer | None, X25519PrivateKey | None]:
+    """The retired keys while they are still used on the wire (see module doc); deletes
+    them once the parent has receipted the rotation and the grace period is over."""
+    old_key, old_seal = node.home / OLD_KEY, node.home / OLD_SEAL
+    if not old_key.exists() and not old_seal.exists():
+        return None, None
+    acked = parent_has_rotation(node)
     stamp = node.store.get_meta("rekeyed_at")
     grace = float(node.config.settings.get("rekey_grace_days", GRACE_DAYS))
     since = node.clock.now() - datetime.fromisoformat(stamp) if stamp else timedelta(0)

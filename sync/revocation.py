@@ -11,14 +11,18 @@ revocation, exactly at its cut-off (the seqs between could be signed by no key a
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from sync import keyring
 from sync.node import Node
 from sync.protocol import i18n
+from sync.protocol.canonical import canonical
 from sync.protocol.entry import SignedEntry
-from sync.protocol.errors import EnrolmentError
+from sync.protocol.errors import EnrolmentError, HomeError
 from sync.protocol.ids import is_within
+
+_REPORTED = "revoked_uses_reported"  # meta: digest of the counts last relayed up
 
 
 def revoke(
@@ -50,6 +54,26 @@ def revoke(
         }
         entry = node.append(keyring.REVOKED, body, at=at)
     return entry, body
+
+
+def report(node: Node) -> None:
+    """Relay this node's counts of what revoked keys tried here up in its own log
+    (`evidence.revoked_key_used`), when they changed since the last report: the city sees
+    what was refused at a town, not only what it refused itself."""
+    if node.config.parent_id is None:
+        return
+    body = keyring.uses_body(node.store)
+    if not body["uses"]:
+        return
+    digest = hashlib.sha256(canonical(body)).hexdigest()
+    if node.store.get_meta(_REPORTED) == digest:
+        return
+    try:
+        with node.store.transaction():
+            node.append(keyring.USES_REPORT, body)
+            node.store.set_meta(_REPORTED, digest)
+    except HomeError:  # restoring, frozen or revoked: it cannot write, and says so elsewhere
+        return
 
 
 def check_replacement(node: Node, node_id: str, public_key: str, continue_from: int | None) -> None:

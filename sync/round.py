@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from sync import forks, liveness, proofs, receipts, trust
+from sync import forks, liveness, proofs, receipts, revocation, trust
 from sync.client import PeerClient, TimeAnswer
 from sync.ingest import ingest
 from sync.node import RESTORING, Node
@@ -66,14 +66,24 @@ def correct_clock(node: Node, client: PeerClient, summary: RoundSummary) -> str:
     `confirm_clock` checks it once the pull has brought the enrolments.
     """
     answer = client.server_time()
-    keys = trust.wire_keys(node.store, answer.node_id)
-    if not keys:
+    if trust.public_key(node.store, answer.node_id) is None or (
+        _unproved(node, answer) and _close(node, answer)
+    ):  # an unknown peer; or one whose key rotated unseen here, and our clocks agree
         offset = _bounded(answer.time - node.clock.base_now(), client.url)
         if abs(offset - node.clock.offset) > SKEW_WARN:
             client.stamp_offset = offset - node.clock.offset
         return answer.node_id
-    _adopt(node, client, answer, keys, summary)
+    _adopt(node, client, answer, summary)
     return answer.node_id
+
+
+def _unproved(node: Node, answer: TimeAnswer) -> bool:
+    return trust.verify_wire(node.store, answer.node_id, answer.signed_by) is None
+
+
+def _close(node: Node, answer: TimeAnswer) -> bool:
+    """Whether the peer's time is within a few minutes of ours (nothing to adopt)."""
+    return abs(answer.time - node.clock.now()) <= SKEW_WARN
 
 
 def confirm_clock(node: Node, client: PeerClient, summary: RoundSummary) -> None:
@@ -82,22 +92,19 @@ def confirm_clock(node: Node, client: PeerClient, summary: RoundSummary) -> None
     if not client.stamp_offset:
         return
     answer = client.server_time()
-    keys = trust.wire_keys(node.store, answer.node_id)
-    if not keys:
+    if trust.public_key(node.store, answer.node_id) is None:
         seconds = int((answer.time - node.clock.now()).total_seconds())
         summary.warnings.append(i18n.t("sync.clock_unchecked", url=client.url, seconds=seconds))
         return
-    _adopt(node, client, answer, keys, summary)
+    _adopt(node, client, answer, summary)
 
 
-def _adopt(
-    node: Node, client: PeerClient, answer: TimeAnswer, keys: list[bytes], summary: RoundSummary
-) -> None:
-    """Take the offset of a time answer signed by one of `keys`, when ours is off by more than a
+def _adopt(node: Node, client: PeerClient, answer: TimeAnswer, summary: RoundSummary) -> None:
+    """Take the offset of a time answer signed by the peer's key, when ours is off by more than a
     few minutes (and back to none when it is right again), warning the operator."""
     if answer.sig is None:  # an older server, or one that cannot sign for that id
         raise RefusedError("sync.time_unsigned", url=client.url, peer=answer.node_id)
-    if not any(answer.signed_by(key) for key in keys):
+    if _unproved(node, answer):
         raise RefusedError("sync.time_forged", url=client.url, peer=answer.node_id)
     offset = _bounded(answer.time - node.clock.base_now(), client.url)
     if abs(offset - node.clock.offset) > SKEW_WARN:
@@ -167,6 +174,7 @@ def sync_round(
         forks.report(node)  # forks found here go up with this push (sync.fork_evidence)
         if push:
             liveness.beat(node)  # not behind our own log (checked above): cannot fork it
+            revocation.report(node)  # what revoked keys tried here goes up with this push
             plan = proofs.plan(node.store, node.node_id, have)
             _push_all(node, client, peer_id, plan, summary, progress)
         with node.store.transaction():

@@ -33,6 +33,7 @@ def node_status(node: Node) -> dict[str, Any]:
         "quarantined_counts": store.quarantine_counts(),
         "revocations": keyring.revocations(store),
         "revoked_key_used": keyring.revoked_uses(store),
+        "revoked_key_used_reported": keyring.reported_uses(store),
         "last_sync": store.get_meta("last_sync"),
         "last_sync_peer": store.get_meta("last_sync_peer"),
         "clock_offset_seconds": int(node.clock.offset.total_seconds()),

@@ -7,7 +7,7 @@ author is the enrolled node's parent; the `nodes` table is a projection of those
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sync import authority, keyring
@@ -79,13 +79,14 @@ def _check_body(body: dict[str, Any]) -> None:
 register_body_check(ENROLLED, _check_body)
 register_body_check(REKEYED, keyring.check_rotation_body)
 register_body_check(REVOKED, keyring.check_revocation_body)
+register_body_check(keyring.USES_REPORT, keyring.check_uses_body)
 
 
 class Trust:
     """The `nodes` projection as a store extension, and key lookups on it."""
 
     ddl = _DDL + keyring.DDL
-    types: frozenset[str] | None = frozenset({ENROLLED, REKEYED, REVOKED})
+    types: frozenset[str] | None = frozenset({ENROLLED, REKEYED, REVOKED, keyring.USES_REPORT})
     lazy = False  # ingest checks keys against it: always in step
 
     def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
@@ -100,7 +101,10 @@ class Trust:
                 )
             return
         if entry.type == REVOKED:
-            keyring.record_revocation(store, entry, fields)
+            keyring.record_revocation(store, entry, fields, fields["at"])
+            return
+        if entry.type == keyring.USES_REPORT:
+            keyring.record_report(store, entry, body)
             return
         store.execute(
             "INSERT INTO nodes (node_id, tier, name, parent_id, public_key, seal_key, "
@@ -148,6 +152,7 @@ def _enrolment_authority(
 authority.register(ENROLLED, _enrolment_authority)
 authority.register(REKEYED, keyring.rotation_authority)
 authority.register(REVOKED, keyring.revocation_authority)
+authority.register(keyring.USES_REPORT, keyring.uses_authority)
 
 
 def pin_root(store: Store, city_id: str, root_key: bytes, name: str = "") -> None:
@@ -176,11 +181,26 @@ def key_at(store: Store, origin: str, seq: int) -> bytes | None:
     return keyring.ring(store, origin).key_at(seq)
 
 
-def wire_keys(store: Store, origin: str) -> list[bytes]:
-    """Keys whose signature on a request, receipt, time answer or bundle is `origin`'s:
-    the current one and, after a planned rotation, the one it retired."""
+_SEEN = "wire_key_seen:"  # meta: origin's current key has signed something here
+
+
+def verify_wire(store: Store, origin: str, check: Callable[[bytes], bool]) -> bytes | None:
+    """The key of `origin`'s that `check` accepts on a request, receipt, time answer or
+    bundle (None if none): its current key, or the one a planned rotation retired — but
+    only until the current one has been seen in use here. Then the retired key is dead."""
     ring = keyring.ring(store, origin)
-    return [k for k in (ring.current(), ring.previous()) if k is not None]
+    current, previous = ring.current(), ring.previous()
+    if current is None:
+        return None
+    seen = store.get_meta(_SEEN + origin) == current.hex()
+    if check(current):
+        if previous is not None and not seen:
+            with store.transaction():
+                store.set_meta(_SEEN + origin, current.hex())
+        return current
+    if previous is not None and not seen and check(previous):
+        return previous
+    return None
 
 
 def revoked(store: Store, node_id: str) -> bool:
@@ -235,6 +255,10 @@ i18n.register(
         "key.reused": (
             "{node_id} may not rotate to a key it has already used",
             "{node_id} 不能轮换回已用过的密钥",
+        ),
+        "revoke.report_not_below": (
+            "{origin} may not report on {node_id}: a node reports only on nodes below it",
+            "{origin} 无权报告 {node_id}：只能报告其下级节点",
         ),
         "revoke.not_ancestor": (
             "{origin} may not revoke {node_id}: only a node above it can",

@@ -32,7 +32,8 @@ import httpx
 
 from sync import trust
 from sync.clock import Clock
-from sync.node import NODE_DB, NODE_KEY, NODE_TOML, SEAL_KEY
+from sync.keyfiles import NODE_KEY, SEAL_KEY
+from sync.node import NODE_DB, NODE_TOML
 from sync.protocol.batch import encode_batch
 from sync.protocol.bundle import MAGIC as BUNDLE_MAGIC
 from sync.protocol.bundle import VERSION as BUNDLE_VERSION

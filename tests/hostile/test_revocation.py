@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sync.node import OLD_KEY, read_secret
+from sync.keyfiles import OLD_KEY, read_secret
 from sync.protocol.batch import encode_batch
 from sync.protocol.keys import Signer
 from tests.hostile.harness import JSON_TYPE, Actor, bundle_bytes, server_id, stamp_now

@@ -259,12 +259,15 @@ def _custody(store: Store, period: Period) -> list[Finding]:
     return found
 
 
-def _revoked_uses(store: Store) -> list[Finding]:
-    """Every attempt a revoked key made here, refused: who, through whom, how, how often."""
+def _revoked_uses(store: Store, me: str) -> list[Finding]:
+    """Every attempt a revoked key made here, refused — and those the nodes below reported
+    (`reported_by`): who, through whom, how, how often."""
+    own = [dict(u, reported_by=me) for u in keyring.revoked_uses(store)]
     return [
         _find("revoked_key_used", u["node_id"], via=u["via"], how=u["how"], count=u["count"],
-              max_seq=u["max_seq"], first_at=u["first_at"], last_at=u["last_at"])
-        for u in keyring.revoked_uses(store)
+              max_seq=u["max_seq"], first_at=u["first_at"], last_at=u["last_at"],
+              reported_by=u["reported_by"])
+        for u in own + keyring.reported_uses(store)
     ]  # fmt: skip
 
 
@@ -301,7 +304,7 @@ def reconcile(
         *_skew(store, period, limits),
         *_custody(store, period),
         *_quarantined(store),
-        *_revoked_uses(store),
+        *_revoked_uses(store, node.node_id),
     ]
     findings.sort(key=lambda f: (KINDS.index(f.kind), f.node_id, json.dumps(f.evidence)))
     counts = {kind: sum(f.kind == kind for f in findings) for kind in KINDS}
@@ -488,9 +491,9 @@ i18n.register(
         ),
         "finding.revoked_key_used": (
             "{node_id}'s revoked key was used {count} times ({how}, via {via}, last "
-            "{last_at}); everything it signed was refused.",
-            "{node_id} 已吊销的密钥被使用 {count} 次（{how}，经由 {via}，最近 {last_at}）；"
-            "其签名内容已全部拒收。",
+            "{last_at}, seen by {reported_by}); everything it signed was refused.",
+            "{node_id} 已吊销的密钥被使用 {count} 次（{how}，经由 {via}，最近 {last_at}，"
+            "由 {reported_by} 发现）；其签名内容已全部拒收。",
         ),
         "finding.quarantined_entry": (
             "{count} of {node_id}'s entries (#{first_seq}–#{seq}) are held but set aside; the"
