@@ -231,6 +231,14 @@ i18n.register(
             "{node_id} may not rotate to a key it has already used",
             "{node_id} 不能轮换回已用过的密钥",
         ),
+        "key.too_many": (
+            "{node_id} may not rotate its key more than {limit} times under one enrolment",
+            "{node_id} 在同一次登记下轮换密钥不能超过 {limit} 次",
+        ),
+        "enrol.too_many": (
+            "{node_id} may not be enrolled with more than {limit} keys",
+            "{node_id} 登记的密钥不能超过 {limit} 个",
+        ),
         "revoke.not_ancestor": (
             "{origin} may not revoke {node_id}: only a node above it can",
             "{origin} 无权吊销 {node_id}：只有其上级节点可以",

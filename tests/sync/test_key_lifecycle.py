@@ -182,6 +182,21 @@ def test_planned_rotation_is_followed_by_every_receiver(net: Topology) -> None:
         assert city.store.head(VILLAGE)[0] == 6 and verify_log(city.store).ok
 
 
+def test_a_rotation_is_never_set_aside_as_a_reused_key(net: Topology) -> None:
+    # the rule is asked again after the rotation took effect (the lazy projections' pass):
+    # its own record is no earlier use of the key
+    with net.open(VILLAGE) as village:
+        rekey.rotate(village)
+        append_notes(village, 1, tag="rotated")
+        assert village.store.quarantined() == []
+    with net.open(TOWN) as town, net.open(VILLAGE) as village:
+        assert not hand_up(village, town)["rejected"]
+        assert town.store.quarantined() == []
+    with net.open(CITY) as city, net.open(TOWN) as town:
+        assert not hand_up(town, city)["rejected"]
+        assert city.store.quarantined() == []
+
+
 def test_old_key_signs_nothing_after_its_rotation(net: Topology, tmp_path: Path) -> None:
     with net.open(VILLAGE) as village:
         rekey.rotate(village)
