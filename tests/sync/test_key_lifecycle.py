@@ -197,6 +197,22 @@ def test_a_rotation_is_never_set_aside_as_a_reused_key(net: Topology) -> None:
         assert city.store.quarantined() == []
 
 
+def test_a_database_from_before_key_epochs_follows_a_rotation(net: Topology) -> None:
+    # a town whose database was made before key records existed: only `nodes` knows keys
+    with net.open(TOWN) as town, town.store.transaction():
+        town.store.execute("DELETE FROM node_keys")
+    with net.open(VILLAGE) as village:
+        old = village.signer.public
+        rekey.rotate(village)
+        append_notes(village, 1, tag="rotated")
+    with net.open(TOWN) as town, net.open(VILLAGE) as village:
+        assert not hand_up(village, town)["rejected"]
+        assert town.store.head(VILLAGE)[0] == 5
+        assert trust.key_at(town.store, VILLAGE, 3) == old  # not the new key from seq 1
+        # the village signs its requests with the old key until the town has the rotation
+        assert old in trust.wire_keys(town.store, VILLAGE)
+
+
 def test_old_key_signs_nothing_after_its_rotation(net: Topology, tmp_path: Path) -> None:
     with net.open(VILLAGE) as village:
         rekey.rotate(village)
