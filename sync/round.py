@@ -63,7 +63,9 @@ def correct_clock(node: Node, client: PeerClient, summary: RoundSummary) -> str:
     Its offset is adopted (kept by this node) only when its answer is signed, over the
     challenge we chose, by the key enrolled here for that peer. While the peer's key is not
     known yet (a new node's first round), its time only stamps this round's requests, and
-    `confirm_clock` checks it once the pull has brought the enrolments.
+    `confirm_clock` checks it once the pull has brought the enrolments. An answer signed
+    by a key not known here that agrees with our clock is passed over (the peer's new key,
+    after a rotation this node has not pulled yet).
     """
     answer = client.server_time()
     keys = trust.wire_keys(node.store, answer.node_id)
@@ -72,6 +74,14 @@ def correct_clock(node: Node, client: PeerClient, summary: RoundSummary) -> str:
         if abs(offset - node.clock.offset) > SKEW_WARN:
             client.stamp_offset = offset - node.clock.offset
         return answer.node_id
+    if answer.sig is not None and not any(answer.signed_by(key) for key in keys):
+        skew = answer.time - node.clock.base_now() - node.clock.offset
+        if abs(skew) <= SKEW_WARN:  # it would change nothing: nothing is taken from it
+            # A key not held here yet: the peer rotated and dropped the retired key while
+            # this node was away (sync.rekey); this round's pull brings the rotation, and
+            # the receipt is checked after it. An answer that would move the clock is
+            # still refused below.
+            return answer.node_id
     _adopt(node, client, answer, keys, summary)
     return answer.node_id
 

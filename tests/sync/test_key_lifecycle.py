@@ -5,14 +5,16 @@ stolen key."""
 from __future__ import annotations
 
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from sync import keyring, rekey, revocation, trust
 from sync.audit import verify_log
 from sync.ingest import ingest
-from sync.node import NODE_KEY, OLD_KEY, read_secret
+from sync.node import NODE_KEY, NODE_TOML, OLD_KEY, read_secret
 from sync.protocol.batch import decode_batch, encode_batch
 from sync.protocol.errors import EnrolmentError, HomeError
 from sync.protocol.keys import Signer
@@ -307,3 +309,27 @@ def test_rotations_over_http_keep_every_round_working(net: Topology) -> None:
         assert city.store.head(TOWN)[0] == town.store.head(TOWN)[0]
         assert trust.public_key(village.store, TOWN) == town.signer.public
         assert verify_log(city.store).ok and verify_log(village.store).ok
+
+
+def test_a_child_that_missed_its_parents_rotation_still_syncs(net: Topology) -> None:
+    # the town rotates, the city receipts it, the grace period (0 days here) is over: the
+    # town signs time answers and receipts with its new key only. Its village, off line
+    # all that time, learns the rotation only from its next pull.
+    toml = net.home(TOWN) / NODE_TOML
+    config = tomllib.loads(toml.read_text("utf-8"))
+    config.setdefault("settings", {})["rekey_grace_days"] = 0
+    toml.write_text(tomli_w.dumps(config), "utf-8")
+    with net.open(TOWN) as town:
+        rekey.rotate(town)
+    with serve_in_thread(net.home(CITY)) as city_url, net.open(TOWN) as town:
+        sync_round(town, city_url)
+    with net.open(TOWN) as town:
+        assert town.retiring is None and not (net.home(TOWN) / OLD_KEY).exists()
+    with serve_in_thread(net.home(TOWN)) as town_url, net.open(VILLAGE) as village:
+        done = sync_round(village, town_url).to_json()
+        assert not done.get("rejected"), done
+        assert trust.public_key(village.store, TOWN) == town_key(net)
+
+
+def town_key(net: Topology) -> bytes:
+    return Signer(read_secret(net.home(TOWN) / NODE_KEY)).public
