@@ -21,7 +21,7 @@ from sync.protocol.keys import Signer
 from sync.restore import restore_node
 from sync.round import sync_round
 from tests.hostile.harness import Actor
-from tests.support.servers import serve_in_thread
+from tests.support.servers import serve_in_thread, zhibao
 from tests.support.topology import (
     CITY,
     TOWN,
@@ -213,6 +213,26 @@ def test_a_database_from_before_key_epochs_follows_a_rotation(net: Topology) -> 
         assert trust.key_at(town.store, VILLAGE, 3) == old  # not the new key from seq 1
         # the village signs its requests with the old key until the town has the rotation
         assert old in trust.wire_keys(town.store, VILLAGE)
+
+
+def test_a_rotated_node_can_be_enrolled_again_with_its_enrolled_key(net: Topology) -> None:
+    # a new name or seal key for a child that rotated: the enrolment names the key it was
+    # enrolled with (what every node compares it with), not the rotated one
+    with net.open(VILLAGE) as village:
+        first = village.signer.public.hex()
+        rekey.rotate(village)
+        seal = village.seal.public_key().public_bytes_raw().hex()
+    with net.open(TOWN) as town, net.open(VILLAGE) as village:
+        assert not hand_up(village, town)["rejected"]
+    done = zhibao(
+        net.home(TOWN), "node", "enroll", "--node-id", VILLAGE, "--name", "renamed",
+        "--public-key", first, "--seal-key", seal,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with net.open(TOWN) as town, net.open(VILLAGE) as village:
+        [row] = [n for n in trust.enrolled_nodes(town.store) if n["node_id"] == VILLAGE]
+        assert row["name"] == "renamed" and row["public_key"] == village.signer.public.hex()
+        assert town.store.quarantined() == []
 
 
 def test_old_key_signs_nothing_after_its_rotation(net: Topology, tmp_path: Path) -> None:
