@@ -50,11 +50,6 @@ CREATE TABLE IF NOT EXISTS revocations (
     PRIMARY KEY (by_origin, by_seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS revocations_node ON revocations (node_id);
--- a database made before key records: each node's key as enrolled, from seq 1 (nodes
--- .public_key turns into the key in force with the first rotation or replacement)
-INSERT OR IGNORE INTO node_keys (node_id, kind, from_seq, public_key, base, by_origin, by_seq)
-SELECT node_id, 'enrol', 0, public_key, 0, enrolled_by, enrolled_seq FROM nodes
-WHERE node_id NOT IN (SELECT node_id FROM node_keys);
 CREATE TABLE IF NOT EXISTS revoked_uses (
     node_id TEXT NOT NULL, via TEXT NOT NULL, how TEXT NOT NULL, count INTEGER NOT NULL,
     max_seq INTEGER, first_at TEXT NOT NULL, last_at TEXT NOT NULL,
@@ -94,6 +89,10 @@ class KeyRing:
                 enrols.append((start, key))
             else:
                 rotations.append((start, key, base))
+        if not enrols:  # enrolled before key records existed (see `pin_legacy`)
+            rows = store.query("SELECT public_key FROM nodes WHERE node_id = ?", (node_id,))
+            if rows:
+                enrols.append((0, rows[0][0]))
         cuts = [
             r[0]
             for r in store.query(
@@ -166,6 +165,18 @@ def ring(store: Store, node_id: str) -> KeyRing:
 
 
 # --- projection (applied by sync.trust.Trust) ----------------------------------------------
+
+
+def pin_legacy(store: Store, node_id: str) -> None:
+    """A node enrolled before key records existed has none: record its key as enrolled,
+    from seq 1, before a rotation or a replacement changes `nodes.public_key` (which
+    `KeyRing.load` falls back to, and which turns into the key in force)."""
+    store.execute(
+        "INSERT OR IGNORE INTO node_keys (node_id, kind, from_seq, public_key, base, by_origin, "
+        "by_seq) SELECT node_id, ?, 0, public_key, 0, enrolled_by, enrolled_seq FROM nodes "
+        "WHERE node_id = ? AND NOT EXISTS (SELECT 1 FROM node_keys WHERE node_id = ?)",
+        (ENROL, node_id, node_id),
+    )
 
 
 def record_enrolment(store: Store, entry: SignedEntry, body: Mapping[str, Any]) -> None:

@@ -91,12 +91,14 @@ class Trust:
     def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
         body = fields["body"]  # admitted by the rules below
         if entry.type == REKEYED:
+            keyring.pin_legacy(store, entry.origin)
             keyring.record_rotation(store, entry, body)
             keyring.refresh_current(store, entry.origin)
             return
         if entry.type == REVOKED:
             keyring.record_revocation(store, entry, fields)
             return
+        keyring.pin_legacy(store, body["node_id"])
         store.execute(
             "INSERT INTO nodes (node_id, tier, name, parent_id, public_key, seal_key, "
             "enrolled_by, enrolled_seq, enrolled_at) VALUES (?,?,?,?,?,?,?,?,?) "
