@@ -171,12 +171,15 @@ class Projecting:
         parsed: dict[int, Any],
         received: Sequence[str],
         types: frozenset[str] | None = None,
+        only: int | None = None,
     ) -> set[int]:
-        """Positions of the entries (of `types`, if given) the authority rules admit; the
-        others are quarantined. Only types some extension here names are judged: a store
-        that keeps no projection of a type has nothing a rule about it could protect."""
+        """Positions of the entries (of `types`, if given; the one at `only`, if given) the
+        authority rules admit; the others are quarantined. Only types some extension here
+        names are judged: a store that keeps no projection of a type has nothing a rule
+        about it could protect."""
         admitted = set()
-        for index, entry in enumerate(entries):
+        for index in range(len(entries)) if only is None else (only,):
+            entry = entries[index]
             if types is not None and entry.type not in types:
                 continue
             if entry.type in self._named and authority.governs(entry.type):

@@ -73,18 +73,32 @@ def waiting(store: Store) -> list[tuple[str, int, dict[str, Any]]]:
     return out
 
 
-def switch_decided(store: Store, at: str) -> list[tuple[str, int]]:
+def switch_decided(
+    store: Store, at: str, passed: set[tuple[str, int, str, int]] | None = None
+) -> list[tuple[str, int]]:
     """Inside a transaction: every switch a decision asks for that this node may make
-    (see `blocked`); (origin, seq) of each made."""
+    (see `blocked`); (origin, seq) of each made. `passed` (one per ingest, which asks
+    before every run) remembers the (origin, seq, decision) found blocked: while its fork
+    is unresolved the origin is frozen, no entry of it comes in, and `blocked` (a scan of
+    its log from seq on) would say the same again."""
     done: list[tuple[str, int]] = []
-    for origin, seq, _ in waiting(store):
-        if any(o == origin for o, _ in done) or blocked(store, origin, seq) is not None:
+    for origin, seq, decision in waiting(store):
+        if any(o == origin for o, _ in done):
+            continue
+        key = (origin, seq, str(decision["by"]), int(decision["entry_seq"]))
+        if passed is not None and key in passed:
+            continue
+        if blocked(store, origin, seq) is not None:
+            if passed is not None:
+                passed.add(key)
             continue
         try:
             switch(store, origin, seq, at)
         except ForkError:  # the kept entry does not prove itself: stay frozen
             continue
         done.append((origin, seq))
+        if passed is not None:  # its log changed: ask again
+            passed.difference_update({k for k in passed if k[0] == origin})
     return done
 
 

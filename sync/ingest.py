@@ -263,6 +263,7 @@ def ingest(
     result = IngestResult()
     from_below = is_within(sender, me) and sender != me
     ordered = _joined(sorted(runs, key=lambda r: (len(r.origin), r.origin, r.first)))
+    passed: set[tuple[str, int, str, int]] = set()  # forks found blocked (fork_switch)
     with store.transaction():
         for run in ordered:
             whole = is_within(run.origin, me)
@@ -273,7 +274,7 @@ def ingest(
                     )
                 )
                 continue
-            forks.switch_decided(store, received_at)  # a decision that just came may ask it
+            forks.switch_decided(store, received_at, passed)  # a decision just come may ask
             if run.origin in store.frozen():  # asked per run: a decision may just have come
                 result.refuse(
                     _entry_error(run.origin, run.first, "entry.frozen", origin=run.origin)
@@ -298,7 +299,7 @@ def ingest(
                 _ingest_whole(store, run, ring, result, received_at, sender)
             else:
                 _ingest_part(store, run, ring, result, received_at, sender)
-        forks.switch_decided(store, received_at)
+        forks.switch_decided(store, received_at, passed)
     return result
 
 

@@ -34,6 +34,11 @@ USES_REPORT = "evidence.revoked_key_used"  # a node's counts, relayed up in its 
 REPORT_ROWS = 200
 REKEY_MARK = b'"type":"node.rekeyed"'  # where a run must be cut: the key may change after it
 REASON_MAX = 500
+# Every check of an origin's keys reads all its records (a few rows), so a member may not
+# pile them up with its own real key: 4,000 self-rotations in one push cost its parent two
+# minutes inside one transaction. Beyond these, the entry is kept but quarantined.
+MAX_ROTATIONS = 100  # per enrolment (a replacement starts a new count)
+MAX_ENROLMENTS = 100  # per node: the first, and replacements after a loss
 
 DDL = """
 CREATE TABLE IF NOT EXISTS node_keys (
@@ -91,7 +96,7 @@ class KeyRing:
                 enrols.append((start, key))
             else:
                 rotations.append((start, key, base))
-        if not enrols:  # held before key epochs existed, or the pinned root alone
+        if not enrols:  # enrolled before key records existed (see `pin_legacy`)
             rows = store.query("SELECT public_key FROM nodes WHERE node_id = ?", (node_id,))
             if rows:
                 enrols.append((0, rows[0][0]))
@@ -169,6 +174,18 @@ def ring(store: Store, node_id: str) -> KeyRing:
 # --- projection (applied by sync.trust.Trust) ----------------------------------------------
 
 
+def pin_legacy(store: Store, node_id: str) -> None:
+    """A node enrolled before key records existed has none: record its key as enrolled,
+    from seq 1, before a rotation or a replacement changes `nodes.public_key` (which
+    `KeyRing.load` falls back to, and which turns into the key in force)."""
+    store.execute(
+        "INSERT OR IGNORE INTO node_keys (node_id, kind, from_seq, public_key, base, by_origin, "
+        "by_seq) SELECT node_id, ?, 0, public_key, 0, enrolled_by, enrolled_seq FROM nodes "
+        "WHERE node_id = ? AND NOT EXISTS (SELECT 1 FROM node_keys WHERE node_id = ?)",
+        (ENROL, node_id, node_id),
+    )
+
+
 def record_enrolment(store: Store, entry: SignedEntry, body: Mapping[str, Any]) -> None:
     start = int(body.get("continue_from") or 0)
     store.execute(
@@ -242,14 +259,21 @@ def check_revocation_body(body: dict[str, Any]) -> None:
 def rotation_authority(
     store: Store, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any]] | None:
-    """A node rotates only its own key, and never back to a key it has used."""
+    """A node rotates only its own key, never back to a key it has used, and at most
+    MAX_ROTATIONS times per enrolment. Judged again after the rotation was recorded (the
+    lazy projections' pass, sync._projecting): its own record is not a use."""
     new = bytes.fromhex(fields["body"]["public_key"])
-    used = {r[0] for r in store.query(  # but the one this entry recorded (judged again later)
-        "SELECT public_key FROM node_keys WHERE node_id = ? "
-        "AND NOT (by_origin IS ? AND by_seq IS ?)",
-        (entry.origin, entry.origin, entry.seq))}  # fmt: skip
-    if new in used or new == KeyRing.load(store, entry.origin).key_at(entry.seq):
+    rows = store.query(
+        "SELECT kind, public_key, base FROM node_keys WHERE node_id = ? "
+        "AND NOT (kind = ? AND from_seq = ?)",
+        (entry.origin, ROTATE, entry.seq),
+    )
+    ring = KeyRing.load(store, entry.origin)
+    if new in {key for _, key, _ in rows} or new == ring.key_at(entry.seq):
         return "key.reused", {"node_id": entry.origin}
+    base = ring.base_of(entry.seq)
+    if sum(kind == ROTATE and on == base for kind, _, on in rows) >= MAX_ROTATIONS:
+        return "key.too_many", {"node_id": entry.origin, "limit": MAX_ROTATIONS}
     return None
 
 
@@ -267,14 +291,18 @@ def enrolment_key_authority(
     store: Store, entry: SignedEntry, body: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any]] | None:
     """A second enrolment of a node may not swap its key silently: a new key comes with
-    the seq it continues from (`continue_from`), and once per seq."""
+    the seq it continues from (`continue_from`), once per seq, and at most MAX_ENROLMENTS
+    seqs per node."""
     start = int(body.get("continue_from") or 0)
     rows = store.query(
-        "SELECT public_key FROM node_keys WHERE node_id = ? AND kind = ? AND from_seq = ?",
-        (body["node_id"], ENROL, start),
+        "SELECT from_seq, public_key FROM node_keys WHERE node_id = ? AND kind = ?",
+        (body["node_id"], ENROL),
     )
-    if rows and rows[0][0] != bytes.fromhex(body["public_key"]):
+    same = [key for seq, key in rows if seq == start]
+    if same and same[0] != bytes.fromhex(body["public_key"]):
         return "enrol.key_changed", {"node_id": body["node_id"]}
+    if not same and len(rows) >= MAX_ENROLMENTS:
+        return "enrol.too_many", {"node_id": body["node_id"], "limit": MAX_ENROLMENTS}
     return None
 
 

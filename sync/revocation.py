@@ -86,8 +86,10 @@ def check_replacement(node: Node, node_id: str, public_key: str, continue_from: 
             raise EnrolmentError(
                 "enrol.revoked_needs_continue", node_id=node_id, cut=max(ring.cuts)
             )
-        current = ring.current()
-        if ring.enrols and current is not None and current.hex() != public_key.lower():
+        # what every node compares it with (keyring.enrolment_key_authority): the key
+        # enrolled from seq 1 — not the key in force, which a rotation may have changed
+        first = next((key for start, key in ring.enrols if start == 0), None)
+        if first is not None and first.hex() != public_key.lower():
             raise EnrolmentError("enrol.key_changed", node_id=node_id)
         return
     if not ring.enrols:

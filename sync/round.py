@@ -63,7 +63,9 @@ def correct_clock(node: Node, client: PeerClient, summary: RoundSummary) -> str:
     Its offset is adopted (kept by this node) only when its answer is signed, over the
     challenge we chose, by the key enrolled here for that peer. While the peer's key is not
     known yet (a new node's first round), its time only stamps this round's requests, and
-    `confirm_clock` checks it once the pull has brought the enrolments.
+    `confirm_clock` checks it once the pull has brought the enrolments. An answer signed
+    by a key not known here that agrees with our clock is passed over (the peer's new key,
+    after a rotation this node has not pulled yet).
     """
     answer = client.server_time()
     if trust.public_key(node.store, answer.node_id) is None or (

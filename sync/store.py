@@ -367,12 +367,11 @@ class Store(Projecting):
             self._insert_strict(entries, parsed)
             return
         eager = self._eager_types
-        admitted = (
-            self._admit(entries, parsed, [received_at] * len(entries), eager)
-            if eager is None or eager
-            else set()
-        )
-        for index in sorted(admitted):  # eager extensions see few entries: one at a time
+        received = [received_at] * len(entries) if eager is None or eager else []
+        for index in range(len(received)):  # eager extensions see few entries: one at a time,
+            # each judged after those before it took effect (the rules on keys count them)
+            if not self._admit(entries, parsed, received, eager, only=index):
+                continue
             try:
                 with self.conn:
                     self._show(self._eager, entries, {index}, parsed, flush=False)

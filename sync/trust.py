@@ -92,6 +92,7 @@ class Trust:
     def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
         body = fields["body"]  # admitted by the rules below
         if entry.type == REKEYED:
+            keyring.pin_legacy(store, entry.origin)
             keyring.record_rotation(store, entry, body)
             keyring.refresh_current(store, entry.origin)
             if body.get("seal_key"):
@@ -106,6 +107,7 @@ class Trust:
         if entry.type == keyring.USES_REPORT:
             keyring.record_report(store, entry, body)
             return
+        keyring.pin_legacy(store, body["node_id"])
         store.execute(
             "INSERT INTO nodes (node_id, tier, name, parent_id, public_key, seal_key, "
             "enrolled_by, enrolled_seq, enrolled_at) VALUES (?,?,?,?,?,?,?,?,?) "
@@ -259,6 +261,14 @@ i18n.register(
         "revoke.report_not_below": (
             "{origin} may not report on {node_id}: a node reports only on nodes below it",
             "{origin} 无权报告 {node_id}：只能报告其下级节点",
+        ),
+        "key.too_many": (
+            "{node_id} may not rotate its key more than {limit} times under one enrolment",
+            "{node_id} 在同一次登记下轮换密钥不能超过 {limit} 次",
+        ),
+        "enrol.too_many": (
+            "{node_id} may not be enrolled with more than {limit} keys",
+            "{node_id} 登记的密钥不能超过 {limit} 个",
         ),
         "revoke.not_ancestor": (
             "{origin} may not revoke {node_id}: only a node above it can",

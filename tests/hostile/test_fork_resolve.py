@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from sync import fork_switch, rekey
 from sync.forks import RESOLVED
 from sync.ingest import ingest
 from sync.protocol.batch import decode_batch, encode_batch
+from tests.hostile.harness import Actor
 from tests.hostile.network import (
     CITY,
     ITEM,
@@ -27,6 +32,7 @@ from tests.hostile.network import (
     zb,
     zj,
 )
+from tests.support.topology import VILLAGE, append_notes, build_topology, hand_up
 from tiers.node import open_home
 
 
@@ -100,3 +106,53 @@ def test_forged_fork_decisions_are_quarantined_and_change_nothing(net: Net) -> N
             [decision] = zj(home, "fork", "list")["decisions"]
             assert (decision["by"], decision["kept_hash"]) == (CITY, held)
     assert_works(town, city)
+
+
+def test_a_blocked_decision_is_examined_once_per_push_not_per_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A town decides (its own real key, no `fork resolve` checks) to keep the copy's entry
+    where the city holds a rotation: the city cannot give its branch up (switch_eager) and
+    stays frozen. Looking again scans the village's log from the fork on; a push of many
+    runs must not make the city scan it once per run."""
+    net = build_topology(tmp_path / "net", (CITY, TOWN, VILLAGE))
+    with net.open(VILLAGE) as village:
+        append_notes(village, 2, tag="common")
+    twin = Path(shutil.copytree(net.home(VILLAGE), tmp_path / "copy"))
+    with net.open(VILLAGE) as village:
+        rekey.rotate(village)  # the original's seq 3: a key record
+    with net.open(VILLAGE) as village, net.open(TOWN) as town, net.open(CITY) as city:
+        assert not hand_up(village, town)["rejected"]
+        assert not hand_up(town, city)["rejected"]
+        held = city.store.hash_at(VILLAGE, 3)
+    with open_home(twin) as copy:
+        append_notes(copy, 1, tag="copy")
+        [other] = copy.store.entries(VILLAGE, 2)
+    assert held is not None
+    town = Actor.of(net.home(TOWN))
+    with town.store() as store:
+        after = store.head(TOWN)[0]
+    town.forge(RESOLVED, {"origin": VILLAGE, "seq": 3, "kept_hash": other.hash.hex(),
+                          "other_hash": held.hex(), "reason": "keep the copy"})  # fmt: skip
+    looked: list[tuple[str, int]] = []
+    real = fork_switch.blocked
+
+    def counted(store: Any, origin: str, seq: int) -> str | None:
+        looked.append((origin, seq))
+        return real(store, origin, seq)
+
+    monkeypatch.setattr(fork_switch, "blocked", counted)
+    with net.open(CITY) as city, net.open(VILLAGE) as village:
+        runs = [other, *town.log(after=after)]  # the fork, then the decision
+        sent = decode_batch(encode_batch(runs))
+        ingest(city.store, sent, me=CITY, sender=TOWN, received_at=city.clock.stamp())
+        assert [f["state"] for f in city.store.forks()] == ["switch_needed"]
+        looked.clear()
+        # then many runs: the village's seqs one by one, each its own run (not consecutive)
+        again = [e for e in village.store.entries(VILLAGE) if e.seq % 2]
+        again += town.log()[:1]
+        sent = decode_batch(encode_batch(again))
+        assert len(sent) >= 3
+        ingest(city.store, sent, me=CITY, sender=TOWN, received_at=city.clock.stamp())
+        assert looked == [(VILLAGE, 3)]
+        assert city.store.frozen() == {VILLAGE}

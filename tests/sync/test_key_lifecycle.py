@@ -5,21 +5,24 @@ stolen key."""
 from __future__ import annotations
 
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from sync import keyring, rekey, revocation, trust
 from sync.audit import verify_log
 from sync.ingest import ingest
 from sync.keyfiles import NODE_KEY, OLD_KEY, read_secret
+from sync.node import NODE_TOML
 from sync.protocol.batch import decode_batch, encode_batch
 from sync.protocol.errors import EnrolmentError, HomeError
 from sync.protocol.keys import Signer
 from sync.restore import restore_node
 from sync.round import sync_round
 from tests.hostile.harness import Actor
-from tests.support.servers import serve_in_thread
+from tests.support.servers import serve_in_thread, zhibao
 from tests.support.topology import (
     CITY,
     TOWN,
@@ -184,6 +187,57 @@ def test_planned_rotation_is_followed_by_every_receiver(net: Topology) -> None:
         assert city.store.head(VILLAGE)[0] == 6 and verify_log(city.store).ok
 
 
+def test_a_rotation_is_never_set_aside_as_a_reused_key(net: Topology) -> None:
+    # the rule is asked again after the rotation took effect (the lazy projections' pass):
+    # its own record is no earlier use of the key
+    with net.open(VILLAGE) as village:
+        rekey.rotate(village)
+        append_notes(village, 1, tag="rotated")
+        assert village.store.quarantined() == []
+    with net.open(TOWN) as town, net.open(VILLAGE) as village:
+        assert not hand_up(village, town)["rejected"]
+        assert town.store.quarantined() == []
+    with net.open(CITY) as city, net.open(TOWN) as town:
+        assert not hand_up(town, city)["rejected"]
+        assert city.store.quarantined() == []
+
+
+def test_a_database_from_before_key_epochs_follows_a_rotation(net: Topology) -> None:
+    # a town whose database was made before key records existed: only `nodes` knows keys
+    with net.open(TOWN) as town, town.store.transaction():
+        town.store.execute("DELETE FROM node_keys")
+    with net.open(VILLAGE) as village:
+        old = village.signer.public
+        rekey.rotate(village)
+        append_notes(village, 1, tag="rotated")
+    with net.open(TOWN) as town, net.open(VILLAGE) as village:
+        assert not hand_up(village, town)["rejected"]
+        assert town.store.head(VILLAGE)[0] == 5
+        assert trust.key_at(town.store, VILLAGE, 3) == old  # not the new key from seq 1
+        # the village signs its requests with the old key until the town has the rotation
+        assert trust.verify_wire(town.store, VILLAGE, lambda key: key == old) == old
+
+
+def test_a_rotated_node_can_be_enrolled_again_with_its_enrolled_key(net: Topology) -> None:
+    # a new name or seal key for a child that rotated: the enrolment names the key it was
+    # enrolled with (what every node compares it with), not the rotated one
+    with net.open(VILLAGE) as village:
+        first = village.signer.public.hex()
+        rekey.rotate(village)
+        seal = village.seal.public_key().public_bytes_raw().hex()
+    with net.open(TOWN) as town, net.open(VILLAGE) as village:
+        assert not hand_up(village, town)["rejected"]
+    done = zhibao(
+        net.home(TOWN), "node", "enroll", "--node-id", VILLAGE, "--name", "renamed",
+        "--public-key", first, "--seal-key", seal,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with net.open(TOWN) as town, net.open(VILLAGE) as village:
+        [row] = [n for n in trust.enrolled_nodes(town.store) if n["node_id"] == VILLAGE]
+        assert row["name"] == "renamed" and row["public_key"] == village.signer.public.hex()
+        assert town.store.quarantined() == []
+
+
 def test_old_key_signs_nothing_after_its_rotation(net: Topology, tmp_path: Path) -> None:
     with net.open(VILLAGE) as village:
         rekey.rotate(village)
@@ -278,3 +332,27 @@ def test_rotations_over_http_keep_every_round_working(net: Topology) -> None:
         assert city.store.head(TOWN)[0] == town.store.head(TOWN)[0]
         assert trust.public_key(village.store, TOWN) == town.signer.public
         assert verify_log(city.store).ok and verify_log(village.store).ok
+
+
+def test_a_child_that_missed_its_parents_rotation_still_syncs(net: Topology) -> None:
+    # the town rotates, the city receipts it, the grace period (0 days here) is over: the
+    # town signs time answers and receipts with its new key only. Its village, off line
+    # all that time, learns the rotation only from its next pull.
+    toml = net.home(TOWN) / NODE_TOML
+    config = tomllib.loads(toml.read_text("utf-8"))
+    config.setdefault("settings", {})["rekey_grace_days"] = 0
+    toml.write_text(tomli_w.dumps(config), "utf-8")
+    with net.open(TOWN) as town:
+        rekey.rotate(town)
+    with serve_in_thread(net.home(CITY)) as city_url, net.open(TOWN) as town:
+        sync_round(town, city_url)
+    with net.open(TOWN) as town:
+        assert town.retiring is None and not (net.home(TOWN) / OLD_KEY).exists()
+    with serve_in_thread(net.home(TOWN)) as town_url, net.open(VILLAGE) as village:
+        done = sync_round(village, town_url).to_json()
+        assert not done.get("rejected"), done
+        assert trust.public_key(village.store, TOWN) == town_key(net)
+
+
+def town_key(net: Topology) -> bytes:
+    return Signer(read_secret(net.home(TOWN) / NODE_KEY)).public
