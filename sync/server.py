@@ -223,6 +223,8 @@ class NodeApp:
         seal_to: bytes | None,
     ) -> Response:
         """`admit` proved the sender and `read_body` that the body is the one it signed."""
+        if seal_to is None and is_sealed(body):  # the plain header is not signed: a sealed
+            seal_to = trust.seal_key(self.node.store, caller.node_id)  # request, a sealed answer
         try:
             plain = self._opened(request, caller, body, endpoint)
         except RefusedError as exc:  # nothing recorded, not even the nonce

@@ -17,6 +17,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 import zstandard
 
@@ -234,3 +235,25 @@ def test_sealed_server_refuses_a_node_without_a_seal_key(
             assert "--seal-key" in str(refused.value)
     finally:
         village.close()
+
+
+class AskingPlain(httpx.HTTPTransport):
+    """A man in the middle who adds the (unsigned) "plain, please" header to every request."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.headers["x-zhibao-wire"] = "plain"
+        return super().handle_request(request)
+
+
+def test_a_sealed_request_gets_a_sealed_answer_whatever_a_header_says(net: Topology) -> None:
+    """Even a server started --plain answers a sealed request sealed: the header asking for
+    plain is not signed, and a man in the middle could add it."""
+    with (
+        ServerThread(lambda: open_home(net.home(TOWN)), plain=True) as served,
+        tapped(served.url) as proxy,
+        net.open(VILLAGE) as village,
+    ):
+        summary = sync_round(village, proxy.url, transport=AskingPlain())
+        assert summary.pushed >= 1 and summary.pulled >= 2, summary
+        down = proxy.recorded("s2c")
+    assert seen(down) == set()
