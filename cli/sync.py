@@ -37,6 +37,10 @@ i18n.register(
             "连接问题：{error}；{seconds:.0f} 秒后重试",
         ),
         "status.network": ("network:", "网络状况："),
+        "status.fork": (
+            "FORK {origin}#{seq} detected {detected_at} ({state}; see `zhibao fork list`)",
+            "分叉 {origin}#{seq}，{detected_at} 发现（{state}；见 `zhibao fork list`）",
+        ),
         "status.revoked": (
             "revoked: {node_id} after seq {after_seq}, by {by} ({reason})",
             "已吊销：{node_id}，序号 {after_seq} 之后，由 {by} 吊销（{reason}）",
@@ -236,7 +240,7 @@ def status_command(home: Path | None, as_json: bool) -> None:
         )
     for fork in info["forks"]:
         state = fork.get("state") or "unresolved"  # `zhibao fork list` tells more
-        echo(f"FORK {fork['origin']}#{fork['seq']} detected {fork['detected_at']} ({state})")
+        echo(i18n.t("status.fork", state=state, **fork))
     for held in info["quarantined_counts"]:
         echo(i18n.t("status.quarantined", **held))
     for cut in info["revocations"]:

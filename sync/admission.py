@@ -67,6 +67,9 @@ STATUS = {
 }  # any other refusal: 403
 
 
+REVOKED_REMEMBERED = 4096  # revoked-key requests counted lately, by (node, nonce)
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one server spends on request bodies before and while it trusts them.
@@ -155,6 +158,7 @@ class Gate:
     def __init__(self, node: Node, limits: Limits) -> None:
         self.node = node
         self.limits = limits
+        self._revoked_seen: set[tuple[str, str]] = set()  # (node, nonce) counted already
         self.free = limits.body_budget  # bytes of bodies that may still be taken in
         self.reading: set[str] = set()  # senders whose body is being read or held
 
@@ -202,7 +206,7 @@ class Gate:
         )
         sig = bytes.fromhex(signature)
         if trust.verify_wire(store, node_id, lambda key: verify(key, message, sig)) is None:
-            if self._revoked_key(node_id, message, sig):
+            if self._revoked_key(node_id, nonce, message, sig):
                 raise RefusedError("request.revoked", node_id=node_id)
             if trust.public_key(store, node_id) is None:
                 raise RefusedError("request.unknown_node", node_id=node_id)
@@ -213,16 +217,20 @@ class Gate:
             raise RefusedError("request.replayed")
         return Caller(node_id, stamp, nonce, digest, int(length), int(skew))
 
-    def _revoked_key(self, node_id: str, message: bytes, signature: bytes) -> bool:
+    def _revoked_key(self, node_id: str, nonce: str, message: bytes, signature: bytes) -> bool:
         """Whether a key `node_id` was enrolled with, now revoked, signed this request:
-        then it is refused as such and counted (`revoked_key_used`)."""
+        then it is refused as such and counted (`revoked_key_used`) — once per request, so
+        replaying one refused request costs no write per copy."""
         store = self.node.store
-        ring = keyring.ring(store, node_id)
-        if not ring.cuts:
+        if not keyring.signed_by_revoked(
+            store, node_id, lambda key: verify(key, message, signature)
+        ):
             return False
-        old = {key for _, key in ring.enrols} | {key for _, key, _ in ring.rotations}
-        if not any(verify(key, message, signature) for key in old):
-            return False
+        if (node_id, nonce) in self._revoked_seen:
+            return True
+        if len(self._revoked_seen) >= REVOKED_REMEMBERED:
+            self._revoked_seen.clear()
+        self._revoked_seen.add((node_id, nonce))
         with store.transaction():
             keyring.record_use(store, node_id, node_id, "request", None, self.node.clock.stamp())
         return True

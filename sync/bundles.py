@@ -150,8 +150,7 @@ def _unsigned(node: Node, bundle: BundleFile) -> BundleError | None:
         return None
     keys = [k for k in (trust.public_key(node.store, bundle.sender),) if k is not None]
     ring = keyring.ring(node.store, bundle.sender)
-    retired = [k for _, k in ring.enrols] + [k for _, k, _ in ring.rotations]
-    if ring.cuts and any(_signed_by(key, bundle) for key in retired):
+    if keyring.signed_by_revoked(node.store, bundle.sender, lambda key: _signed_by(key, bundle)):
         with node.store.transaction():
             keyring.record_use(
                 node.store, bundle.sender, bundle.sender, "bundle", None, node.clock.stamp()

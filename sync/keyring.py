@@ -19,7 +19,7 @@ in pieces with one key each (sync.ingest).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -317,6 +317,16 @@ def record_use(
         "COALESCE(excluded.max_seq, 0)), 0), last_at = excluded.last_at",
         (node_id, via, how, count, seq, at, at),
     )
+
+
+def signed_by_revoked(store: Store, node_id: str, check: Callable[[bytes], bool]) -> bool:
+    """Whether `check` accepts one of the keys `node_id` ever had, and it was revoked: a
+    request or bundle signed with a stolen key (counted by the caller as such)."""
+    ring = KeyRing.load(store, node_id)
+    if not ring.cuts:
+        return False
+    every = {key for _, key in ring.enrols} | {key for _, key, _ in ring.rotations}
+    return any(check(key) for key in every)
 
 
 def revoked_uses(store: Store) -> list[dict[str, Any]]:
