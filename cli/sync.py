@@ -224,7 +224,7 @@ def status_command(home: Path | None, as_json: bool) -> None:
     with node_at(home) as node:
         info = node_status(node)
         if trust.children(node.store, node.node_id):
-            from tiers.city.reconcile import network_health
+            from tiers.city.network import network_health
 
             info["network"] = network_health(node)
     if as_json:

@@ -33,7 +33,8 @@ from tests.hostile.network import (
     zb,
     zj,
 )
-from tiers.city.reconcile import network_health, reconcile
+from tiers.city.network import network_health
+from tiers.city.reconcile import reconcile
 
 
 def network_of(net: Net, node_id: str = CITY) -> dict[str, dict[str, Any]]:

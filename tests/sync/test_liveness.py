@@ -31,7 +31,8 @@ from tests.support.servers import ZHIBAO, cli_env, serve_in_thread
 from tests.support.topology import CITY, TOWN, VILLAGE, VILLAGE_2, hand_down
 from tests.tiers.test_figures import PERSON, push, small_city, t
 from tiers.cases import service
-from tiers.city.reconcile import Thresholds, last_heard, network_health, reconcile
+from tiers.city.network import network_health
+from tiers.city.reconcile import Thresholds, last_heard, reconcile
 from tiers.city.stats import compute_stats
 from tiers.figures import parse_period
 from tiers.node import open_home

@@ -15,7 +15,8 @@ from sync.protocol.batch import decode_batch, encode_batch
 from tests.support.topology import CITY, TOWN, VILLAGE, hand_down
 from tests.tiers.test_figures import PERSON, City, fixed, push, small_city, t, up
 from tiers.cases import service
-from tiers.city.reconcile import Thresholds, network_health, reconcile
+from tiers.city.network import network_health
+from tiers.city.reconcile import Thresholds, reconcile
 from tiers.node import open_home
 from tiers.reports import submit_monthly
 
