@@ -367,9 +367,12 @@ class Store(Projecting):
             self._insert_strict(entries, parsed)
             return
         eager = self._eager_types
-        received = [received_at] * len(entries) if eager is None or eager else []
-        for index in range(len(received)):  # eager extensions see few entries: one at a time,
-            # each judged after those before it took effect (the rules on keys count them)
+        if eager is not None and not eager:
+            return self._mark_pending()
+        received = [received_at] * len(entries)
+        wanted = [i for i, e in enumerate(entries) if eager is None or e.type in eager]
+        for index in wanted:  # eager extensions see few entries: one at a time, each
+            # judged after those before it took effect (the rules on keys count them)
             if not self._admit(entries, parsed, received, eager, only=index):
                 continue
             try:
@@ -379,6 +382,9 @@ class Store(Projecting):
                 if about_the_store(exc):
                     raise
                 self.quarantine(entries[index], UNUSABLE, why(exc), received_at)
+        return self._mark_pending()
+
+    def _mark_pending(self) -> None:
         if self._projected is not None:  # this transaction projects: at its end, isolated
             self._pending = True
 
