@@ -149,7 +149,7 @@ def _unsigned(node: Node, bundle: BundleFile) -> BundleError | None:
     if trust.verify_wire(node.store, bundle.sender, lambda key: _signed_by(key, bundle)):
         return None
     keys = [k for k in (trust.public_key(node.store, bundle.sender),) if k is not None]
-    ring = keyring.ring(node.store, bundle.sender)
+    ring = keyring.KeyRing.load(node.store, bundle.sender)
     if keyring.signed_by_revoked(node.store, bundle.sender, lambda key: _signed_by(key, bundle)):
         with node.store.transaction():
             keyring.record_use(
@@ -213,7 +213,7 @@ def import_bundle(node: Node, data: bytes) -> Imported:
         raise BundleError("bundle.wrong_recipient", to=bundle.recipient, me=me)
     if not _related(bundle.sender, me):
         raise BundleError("bundle.unrelated", node_id=bundle.sender, me=me)
-    checked = bool(keyring.ring(node.store, bundle.sender).enrols)
+    checked = bool(keyring.KeyRing.load(node.store, bundle.sender).enrols)
     if checked and (forged := _unsigned(node, bundle)) is not None:
         if forged.key != "bundle.forged" or bundle.sender != parent_of(me):
             raise forged

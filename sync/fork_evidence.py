@@ -129,7 +129,7 @@ def _entries(store: Store, author: str, author_seq: int, body: Mapping[str, Any]
     if len(data) != size_a + size_b:
         return "data"
     origin, seq = body["origin"], body["seq"]
-    key = keyring.ring(store, origin).key_at(seq)
+    key = keyring.KeyRing.load(store, origin).key_at(seq)
     if key is None:
         return "key"
     out = []

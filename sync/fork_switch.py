@@ -118,7 +118,7 @@ def _evidence(store: Store, origin: str, seq: int, digest: bytes) -> tuple[bytes
 def _verified(store: Store, origin: str, seq: int, raw: bytes, sig: bytes) -> SignedEntry:
     """The kept entry, proved again here: envelope, and signature by the key in force."""
     digest = entry_hash(raw)
-    key = keyring.ring(store, origin).key_at(seq)
+    key = keyring.KeyRing.load(store, origin).key_at(seq)
     try:
         fields = parse_envelope(raw, origin, seq)
     except EntryError:

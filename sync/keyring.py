@@ -167,10 +167,6 @@ class KeyRing:
         return base[0] if base is not None else 0
 
 
-def ring(store: Store, node_id: str) -> KeyRing:
-    return KeyRing.load(store, node_id)
-
-
 # --- projection (applied by sync.trust.Trust) ----------------------------------------------
 
 

@@ -96,11 +96,14 @@ def heard_at(entry_type: str, at: str | None, received_at: str) -> tuple[str, st
     """(when, how) an entry held here says its author was last heard from: a heartbeat at
     its own `at`, capped by its arrival here; any other entry at its arrival."""
     if entry_type == ALIVE and at is not None:
-        try:
-            stamped = datetime.fromisoformat(at)
-        except ValueError:
-            return received_at, "heartbeat"
-        if stamped < datetime.fromisoformat(received_at):
-            return at, "heartbeat"
-        return received_at, "heartbeat"
+        return capped(at, received_at), "heartbeat"
     return received_at, "entry"
+
+
+def capped(at: str, received_at: str) -> str:
+    """An author's `at`, never later than the entry's arrival here (nor unreadable)."""
+    try:
+        stamped = datetime.fromisoformat(at)
+    except ValueError:
+        return received_at
+    return at if stamped < datetime.fromisoformat(received_at) else received_at

@@ -144,7 +144,7 @@ class Node:
             if self.node_id in self.store.frozen():
                 raise HomeError("node.self_frozen")
             seq, prev = self.store.head(self.node_id)
-            answer = keyring.ring(self.store, self.node_id).span(seq + 1)
+            answer = keyring.KeyRing.load(self.store, self.node_id).span(seq + 1)
             if answer.why == "entry.revoked":
                 raise HomeError("node.revoked", cut=answer.cut)
             if answer.key is not None and answer.key != self.signer.public:

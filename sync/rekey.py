@@ -60,8 +60,12 @@ if TYPE_CHECKING:
 GRACE_DAYS = 14.0
 _CONFIG = "node.toml"
 # (key file, its .next, its .old, the public key of a file, the rotation body's field)
+def _identity_public(path: Path) -> str:
+    return read_signer(path).public.hex()
+
+
 _PAIRS: list[tuple[str, str, str, Callable[[Path], str], str]] = [
-    (NODE_KEY, NEXT_KEY, OLD_KEY, lambda p: read_signer(p).public.hex(), "public_key"),
+    (NODE_KEY, NEXT_KEY, OLD_KEY, _identity_public, "public_key"),
     (SEAL_KEY, NEXT_SEAL, OLD_SEAL, lambda p: seal_public_hex(read_seal(p)), "seal_key"),
 ]
 
@@ -93,19 +97,19 @@ def rotate(node: Node) -> tuple[str, int]:
     return signer.public.hex(), entry.seq
 
 
-def _rotation(store: Store, node_id: str) -> dict[str, str] | None:
-    """The body of this node's latest rotation in its own log, if any."""
+def _latest_rotation(store: Store, node_id: str) -> tuple[int, dict[str, str]]:
+    """(seq, body) of this node's latest rotation in its own log; (0, {}) if none."""
     rows = store.query(
-        "SELECT raw FROM entries WHERE origin = ? AND type = ? ORDER BY seq DESC LIMIT 1",
+        "SELECT seq, raw FROM entries WHERE origin = ? AND type = ? ORDER BY seq DESC LIMIT 1",
         (node_id, REKEYED),
     )
-    return dict(json.loads(rows[0][0])["body"]) if rows else None
+    return (rows[0][0], dict(json.loads(rows[0][1])["body"])) if rows else (0, {})
 
 
 def finish(home: Path, store: Store) -> None:
     """Complete (or undo) a rotation that stopped half-way; nothing when there is none."""
     config = tomllib.loads((home / _CONFIG).read_text("utf-8"))
-    body = _rotation(store, str(config["node_id"])) or {}
+    _, body = _latest_rotation(store, str(config["node_id"]))
     for key_name, next_name, old_name, public_of, field in _PAIRS:
         key, nxt, old = home / key_name, home / next_name, home / old_name
         if not nxt.exists():
@@ -116,26 +120,18 @@ def finish(home: Path, store: Store) -> None:
         if key.exists() and not old.exists():
             os.replace(key, old)
         os.replace(nxt, key)
-    target = body.get("public_key")
-    key = home / NODE_KEY
-    if target and key.exists() and config["public_key"] != target and public_of_key(key) == target:
+    target, key = body.get("public_key"), home / NODE_KEY
+    moved = target and key.exists() and config["public_key"] != target
+    if moved and _identity_public(key) == target:
         config["public_key"] = target
         tmp = home / (_CONFIG + ".tmp")
         tmp.write_text(tomli_w.dumps(config), "utf-8")
         os.replace(tmp, home / _CONFIG)
 
 
-def public_of_key(path: Path) -> str:
-    return read_signer(path).public.hex()
-
-
 def parent_has_rotation(node: Node) -> bool:
     """Whether the parent has receipted this node's latest rotation (a city: always)."""
-    rows = node.store.query(
-        "SELECT seq FROM entries WHERE origin = ? AND type = ? ORDER BY seq DESC LIMIT 1",
-        (node.node_id, REKEYED),
-    )
-    seq = rows[0][0] if rows else 0
+    seq, _ = _latest_rotation(node.store, node.node_id)
     parent = node.config.parent_id
     return parent is None or receipts.acknowledged(node.store, parent).get(node.node_id, 0) >= seq
 

@@ -36,7 +36,7 @@ def revoke(
     if not reason or len(reason) > keyring.REASON_MAX:
         raise EnrolmentError("revoke.reason", limit=keyring.REASON_MAX)
     with store.transaction():
-        ring = keyring.ring(store, node_id)
+        ring = keyring.KeyRing.load(store, node_id)
         if not ring.enrols:
             raise EnrolmentError("revoke.unknown", node_id=node_id)
         if ring.revoked():
@@ -80,7 +80,7 @@ def check_replacement(node: Node, node_id: str, public_key: str, continue_from: 
     """Refuse an enrolment that would swap an enrolled node's key in a way that forks
     its log or leaves seqs no key may sign."""
     store = node.store
-    ring = keyring.ring(store, node_id)
+    ring = keyring.KeyRing.load(store, node_id)
     if continue_from is None:
         if ring.revoked():
             raise EnrolmentError(

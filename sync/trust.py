@@ -144,7 +144,8 @@ def _enrolment_authority(
     body = fields["body"]
     node_id = body["node_id"]
     if node_id == entry.origin and body["tier"] == "city":
-        if keyring.ring(store, node_id).key_at(entry.seq) == bytes.fromhex(body["public_key"]):
+        pinned = keyring.KeyRing.load(store, node_id).key_at(entry.seq)
+        if pinned == bytes.fromhex(body["public_key"]):
             return keyring.enrolment_key_authority(store, entry, body)
     elif body["parent_id"] == entry.origin:
         return keyring.enrolment_key_authority(store, entry, body)
@@ -175,12 +176,12 @@ def pin_root(store: Store, city_id: str, root_key: bytes, name: str = "") -> Non
 def public_key(store: Store, origin: str) -> bytes | None:
     """The key `origin` signs with now; None when unknown here, or revoked and not
     replaced (`revoked` tells which)."""
-    return keyring.ring(store, origin).current()
+    return keyring.KeyRing.load(store, origin).current()
 
 
 def key_at(store: Store, origin: str, seq: int) -> bytes | None:
     """The key enrolled for `origin` at `seq` (DESIGN §2); None if none may sign it."""
-    return keyring.ring(store, origin).key_at(seq)
+    return keyring.KeyRing.load(store, origin).key_at(seq)
 
 
 _SEEN = "wire_key_seen:"  # meta: origin's current key has signed something here
@@ -190,7 +191,7 @@ def verify_wire(store: Store, origin: str, check: Callable[[bytes], bool]) -> by
     """The key of `origin`'s that `check` accepts on a request, receipt, time answer or
     bundle (None if none): its current key, or the one a planned rotation retired — but
     only until the current one has been seen in use here. Then the retired key is dead."""
-    ring = keyring.ring(store, origin)
+    ring = keyring.KeyRing.load(store, origin)
     current, previous = ring.current(), ring.previous()
     if current is None:
         return None
@@ -207,7 +208,7 @@ def verify_wire(store: Store, origin: str, check: Callable[[bytes], bool]) -> by
 
 def revoked(store: Store, node_id: str) -> bool:
     """True when an ancestor revoked `node_id`'s key and no new one was enrolled since."""
-    return keyring.ring(store, node_id).revoked()
+    return keyring.KeyRing.load(store, node_id).revoked()
 
 
 def seal_key(store: Store, node_id: str) -> bytes | None:

@@ -64,4 +64,4 @@ def test_replacement_enrolments_beyond_the_limit_are_quarantined(topology: Topol
     with topology.open(CITY) as city:
         held = [(q["seq"], q["reason"]) for q in city.store.quarantined()]
         assert held == [(first + keyring.MAX_ENROLMENTS - 1, "enrol.too_many")]
-        assert len(keyring.ring(city.store, VILLAGE).enrols) == keyring.MAX_ENROLMENTS
+        assert len(keyring.KeyRing.load(city.store, VILLAGE).enrols) == keyring.MAX_ENROLMENTS

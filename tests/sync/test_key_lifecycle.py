@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tomli_w
@@ -15,8 +16,9 @@ from sync import keyring, rekey, revocation, trust
 from sync.audit import verify_log
 from sync.ingest import ingest
 from sync.keyfiles import NODE_KEY, OLD_KEY, read_secret
-from sync.node import NODE_TOML
+from sync.node import NODE_TOML, Node
 from sync.protocol.batch import decode_batch, encode_batch
+from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import EnrolmentError, HomeError
 from sync.protocol.keys import Signer
 from sync.restore import restore_node
@@ -54,6 +56,15 @@ def steal(topology: Topology, where: Path) -> Actor:
     return Actor.of(Path(shutil.copytree(topology.home(VILLAGE), where)))
 
 
+def offer(node: Node, entries: list[SignedEntry], *, sender: str) -> dict[str, Any]:
+    """`entries` arriving at `node` from `sender` in one batch (as a push or relay would);
+    the ingest result as JSON."""
+    batch = decode_batch(encode_batch(entries))
+    return ingest(
+        node.store, batch, me=node.node_id, sender=sender, received_at=node.clock.stamp()
+    ).to_json()
+
+
 def reasons(result: dict[str, object]) -> list[str]:
     return [str(r["reason"]) for r in result["rejected"]]  # type: ignore[attr-defined]
 
@@ -66,13 +77,7 @@ def test_revoked_key_signs_nothing_after_the_cut_off(net: Topology, tmp_path: Pa
         assert trust.revoked(town.store, VILLAGE)
     thief.forge("test.note", {"n": 99, "tag": "thief"})
     with net.open(TOWN) as town:
-        result = ingest(
-            town.store,
-            decode_batch(encode_batch(thief.log(after=3))),
-            me=TOWN,
-            sender=VILLAGE,
-            received_at=town.clock.stamp(),
-        ).to_json()
+        result = offer(town, thief.log(after=3), sender=VILLAGE)
         assert not result["applied"]
         assert "revoked" in reasons(result)[0]
         assert town.store.head(VILLAGE)[0] == 3
@@ -82,13 +87,7 @@ def test_revoked_key_signs_nothing_after_the_cut_off(net: Topology, tmp_path: Pa
     # town that did not know (any relay) is refused there too
     with net.open(CITY) as city, net.open(TOWN) as town:
         assert not hand_up(town, city)["rejected"]
-        result = ingest(
-            city.store,
-            decode_batch(encode_batch(thief.log(after=3))),
-            me=CITY,
-            sender=TOWN,
-            received_at=city.clock.stamp(),
-        ).to_json()
+        result = offer(city, thief.log(after=3), sender=TOWN)
         assert not result["applied"] and "revoked" in reasons(result)[0]
         assert city.store.head(VILLAGE)[0] == 3
         assert verify_log(city.store).ok
@@ -147,13 +146,7 @@ def test_a_new_key_continues_the_log_after_a_revocation(net: Topology, tmp_path:
     thief.forge("test.note", {"n": 7, "tag": "thief"})
     with net.open(TOWN) as town:
         assert town.store.head(VILLAGE)[0] == 5
-        result = ingest(
-            town.store,
-            decode_batch(encode_batch(thief.log(after=3))),
-            me=TOWN,
-            sender=VILLAGE,
-            received_at=town.clock.stamp(),
-        ).to_json()
+        result = offer(town, thief.log(after=3), sender=VILLAGE)
         assert not result["applied"]
         assert town.store.head(VILLAGE)[0] == 5
         report = verify_log(town.store)
@@ -248,13 +241,7 @@ def test_old_key_signs_nothing_after_its_rotation(net: Topology, tmp_path: Path)
     thief.signer = Signer(read_secret(thief.home / OLD_KEY))
     thief.forge("test.note", {"n": 1})
     with net.open(TOWN) as town:
-        result = ingest(
-            town.store,
-            decode_batch(encode_batch(thief.log(after=4))),
-            me=TOWN,
-            sender=VILLAGE,
-            received_at=town.clock.stamp(),
-        ).to_json()
+        result = offer(town, thief.log(after=4), sender=VILLAGE)
         assert not result["applied"] and result["rejected"]
         assert town.store.head(VILLAGE)[0] == 4
 
@@ -276,13 +263,7 @@ def test_a_member_may_not_revoke_or_rekey_for_another(net: Topology, tmp_path: P
     sibling = Actor.of(net2.home("330782001202"))
     sibling.forge(keyring.REVOKED, {"node_id": VILLAGE, "after_seq": 0, "reason": "spite"})
     with net2.open(TOWN) as town:
-        result = ingest(
-            town.store,
-            decode_batch(encode_batch(sibling.log())),
-            me=TOWN,
-            sender="330782001202",
-            received_at=town.clock.stamp(),
-        ).to_json()
+        result = offer(town, sibling.log(), sender="330782001202")
         assert result["applied"]  # kept as evidence …
         assert not trust.revoked(town.store, VILLAGE)  # … and obeyed by nobody
         reasons_held = {q["reason"] for q in town.store.quarantined()}
@@ -356,3 +337,20 @@ def test_a_child_that_missed_its_parents_rotation_still_syncs(net: Topology) -> 
 
 def town_key(net: Topology) -> bytes:
     return Signer(read_secret(net.home(TOWN) / NODE_KEY)).public
+
+
+def test_a_member_cannot_report_revoked_key_use_of_others(net: Topology) -> None:
+    """A village signs `evidence.revoked_key_used` naming its town and its city (not below
+    it), with an absurd count: kept as evidence, quarantined, counted nowhere."""
+    liar = Actor.of(net.home(VILLAGE))
+    at = "2026-12-01T00:00:00+08:00"
+    use = {"via": VILLAGE, "how": "request", "count": 2**62, "max_seq": None,
+           "first_at": at, "last_at": at}  # fmt: skip
+    liar.forge(keyring.USES_REPORT, {"uses": [dict(use, node_id=TOWN)]})
+    liar.forge(keyring.USES_REPORT, {"uses": [dict(use, node_id=CITY)]})
+    with net.open(TOWN) as town:
+        result = offer(town, liar.log(after=3), sender=VILLAGE)
+        assert result["applied"] == {VILLAGE: 2}
+        assert keyring.reported_uses(town.store) == []
+        held = {(q["seq"], q["reason"]) for q in town.store.quarantined()}
+        assert held == {(4, "revoke.report_not_below"), (5, "revoke.report_not_below")}

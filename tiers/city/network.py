@@ -8,7 +8,7 @@ import json
 from datetime import date, datetime
 from typing import Any
 
-from sync import keyring, trust
+from sync import keyring, liveness, trust
 from sync.node import Node
 from sync.protocol.ids import is_within
 from sync.store import Store
@@ -45,8 +45,7 @@ def last_case_at(store: Store, node_id: str) -> str | None:
         "ORDER BY c.seq DESC LIMIT 1", (node_id,))  # fmt: skip
     if not rows:
         return None
-    at, received = rows[0]
-    return at if datetime.fromisoformat(at) < datetime.fromisoformat(received) else received
+    return liveness.capped(*rows[0])
 
 
 LIVENESS = ("alive", "quiet", "silent")
