@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from cli import materials as materials_commands
 from cli.common import (
     at_option,
     display_width,
@@ -357,3 +358,6 @@ def list_command(status: str | None, warning: str | None, home: Path | None,
         for c in cases
     ]  # fmt: skip
     print_table(i18n.t("cli.case.list_headers").split("|"), rows)
+
+
+materials_commands.register(case_group, case_argument)

@@ -25,7 +25,7 @@ from typing import Any
 import tomli_w
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sync import forks, keyring, liveness, rekey, trust  # noqa: F401  (liveness: the heartbeat's body check)
+from sync import blobs, forks, keyring, liveness, rekey, trust  # noqa: F401  (liveness: the heartbeat's body check)
 from sync.clock import Clock
 from sync.keyfiles import (
     NEXT_KEY,
@@ -125,6 +125,11 @@ class Node:
     def node_id(self) -> str:
         return self.config.node_id
 
+    @property
+    def blobs(self) -> blobs.BlobStore:
+        """The materials held in this home (sync.blobs)."""
+        return blobs.BlobStore(self.home, self.store)
+
     def close(self) -> None:
         self.store.close()
 
@@ -206,7 +211,13 @@ def init_node(
     _create_database_file(home / NODE_DB)
     store = Store(
         home / NODE_DB,
-        extensions=[trust.Trust(), forks.ForkDecisions(), *extensions],
+        extensions=[
+            trust.Trust(),
+            forks.ForkDecisions(),
+            blobs.BlobState(),
+            blobs.BlobRefs(),
+            *extensions,
+        ],
         owner=node_id,
     )
     trust.pin_root(
@@ -246,7 +257,13 @@ def open_node(
         _create_database_file(home / NODE_DB)
     store = Store(
         home / NODE_DB,
-        extensions=[trust.Trust(), forks.ForkDecisions(), *extensions],
+        extensions=[
+            trust.Trust(),
+            forks.ForkDecisions(),
+            blobs.BlobState(),
+            blobs.BlobRefs(),
+            *extensions,
+        ],
         owner=config.node_id,
     )
     if lost:  # the disk died: never append under this key before learning how far the log got

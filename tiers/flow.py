@@ -9,7 +9,7 @@ Cases travel along the tree, so only ancestors' logs are searched for such event
 
 from __future__ import annotations
 
-from sync import relevance
+from sync import blobs, relevance
 from sync.protocol.ids import ancestors_of
 from sync.store import Store
 
@@ -38,3 +38,37 @@ def case_events_for(store: Store, client: str, cursors: dict[str, int]) -> list[
 
 
 relevance.register_selector(case_events_for)
+
+
+def materials_for(store: Store, client: str, cursors: dict[str, int]) -> list[tuple[str, int]]:
+    """(origin, seq) of ancestors' `case.attached` about cases that concern `client`: the
+    results a deciding node attached travel down to the case's origin for 送达."""
+    low, high = client, _upper_bound(client)
+    out: list[tuple[str, int]] = []
+    for origin in ancestors_of(client):
+        rows = store.query(
+            "SELECT DISTINCT m.seq FROM case_materials m WHERE m.origin = ? AND m.seq > ? AND "
+            "m.case_id IN (SELECT case_id FROM cases WHERE (case_id >= ? AND case_id < ?)"
+            " OR (forward_to >= ? AND forward_to < ?) OR (holder >= ? AND holder < ?))",
+            (origin, cursors.get(origin, 0), low, high, low, high, low, high),
+        )
+        out.extend((origin, seq) for (seq,) in rows)
+    return out
+
+
+def may_fetch_material(store: Store, client: str, sha256: str) -> bool:
+    """A node may be sent a material named for a case that concerns it (as above)."""
+    low, high = client, _upper_bound(client)
+    return bool(
+        store.query(
+            "SELECT 1 FROM case_materials m JOIN cases c ON c.case_id = m.case_id "
+            "WHERE m.sha256 = ? AND ((c.case_id >= ? AND c.case_id < ?) OR "
+            "(c.forward_to >= ? AND c.forward_to < ?) OR (c.holder >= ? AND c.holder < ?)) "
+            "LIMIT 1",
+            (sha256, low, high, low, high, low, high),
+        )
+    )
+
+
+relevance.register_selector(materials_for)
+blobs.register_access(may_fetch_material)

@@ -9,13 +9,14 @@ from sync.node import Node, init_node, open_node
 from sync.store import Extension
 from tiers import flow  # noqa: F401  (registers what flows down)
 from tiers.cases.projection import CaseProjection
+from tiers.materials import MaterialProjection
 from tiers.published import Published
 from tiers.reports import FigureProjection
 
 
 def extensions() -> list[Extension]:
     """The tier projections every node keeps, in the order they must see entries."""
-    return [Published(), CaseProjection(), FigureProjection()]
+    return [Published(), CaseProjection(), FigureProjection(), MaterialProjection()]
 
 
 def open_home(home: Path, *, clock: Clock | None = None) -> Node:

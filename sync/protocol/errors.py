@@ -18,6 +18,7 @@
     │   ├── LinkDownError            the peer could not be reached or the link broke
     │   └── RefusedError             the peer (or we) refused a request, with its reason
     ├── BundleError                  a bundle or receipt file that cannot be used
+    ├── BlobError                    a material's bytes: too big, not whole, not as named
     └── ReportError                  statistics, reports and reconciliation
 
 The CLI turns any of these into one line on stderr and exit status 1 (cli/main.py).
@@ -125,6 +126,10 @@ class RefusedError(SyncError):
 
 
 class BundleError(ZhibaoError):
+    pass
+
+
+class BlobError(ZhibaoError):
     pass
 
 

@@ -14,6 +14,7 @@ from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import CaseError, CaseNotFoundError
 from sync.store import Store
+from tiers import materials
 from tiers.calendar import WorkCalendar
 from tiers.cases.machine import OPEN, STATUSES, allowed_actions
 from tiers.cases.projection import deadline_of, load_case
@@ -168,7 +169,9 @@ def list_cases(
 def show(node: Node, case_id: str) -> dict[str, Any]:
     """`case_view` for today at this node."""
     today, threshold = judging_day(node)
-    return case_view(node.store, case_id, today, threshold)
+    view = case_view(node.store, case_id, today, threshold)
+    view["attachments"] = [m.to_json() for m in materials.materials_of(node, case_id)]
+    return view
 
 
 def list_at(

@@ -1,0 +1,132 @@
+"""`zhibao case attach|materials|material` (DESIGN §8): a case's scans and results."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.common import (
+    at_option,
+    check_writable,
+    echo,
+    home_option,
+    input_file,
+    json_option,
+    node_at,
+    print_json,
+    print_table,
+)
+from sync import blobs
+from sync.protocol import i18n
+from sync.protocol.errors import BlobError
+from tiers import materials
+
+i18n.register(
+    {
+        "cli.material.headers": (
+            "material|file|size|type|where|attached by|attached at",
+            "材料|文件|大小|类型|位置|添加节点|添加时间",
+        ),
+        "cli.material.none": ("No materials for {case_id}.", "办件 {case_id} 没有材料。"),
+        "cli.material.title": ("Materials:", "材料："),
+        "cli.material.state.here": ("here", "本机已有"),
+        "cli.material.state.on_the_way": ("on the way", "传输中"),
+        "cli.material.state.missing": ("MISSING", "缺失"),
+        "cli.material.state.dropped": ("handed up (copy let go)", "已上交（本机副本已清理）"),
+        "cli.material.written": (
+            "Wrote {name} ({size}) of case {case_id} to {out}.",
+            "已将办件 {case_id} 的 {name}（{size}）写入 {out}。",
+        ),
+        "cli.material.attached": (
+            "{case_id}: attached {name} ({size}, sha256 {short})",
+            "{case_id}：已添加 {name}（{size}，sha256 {short}）",
+        ),
+    }
+)
+
+
+def human_size(size: int) -> str:
+    for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def print_materials(case_id: str, listed: list[dict[str, Any]]) -> None:
+    if not listed:
+        echo(i18n.t("cli.material.none", case_id=case_id))
+        return
+    rows = [
+        [m["name"], m["file"], human_size(m["size"]), m["media_type"],
+         i18n.t(f"cli.material.state.{m['state']}"), m["attached_by"], m["attached_at"]]
+        for m in listed
+    ]  # fmt: skip
+    print_table(i18n.t("cli.material.headers").split("|"), rows)
+
+
+def register(case_group: click.Group, case_argument: Any) -> None:
+    """Add the material commands to `zhibao case`."""
+
+    @case_group.command("attach")
+    @case_argument
+    @click.argument("files", metavar="FILE…", nargs=-1, required=True,
+                    type=click.Path(path_type=Path, dir_okay=True))  # fmt: skip
+    @click.option("--material", default=None, metavar="NAME",
+                  help="The material these files stand for (default: matched to the "
+                  "catalogue's list by file name).")  # fmt: skip
+    @at_option
+    @home_option
+    @json_option
+    def attach_command(case_id: str, files: tuple[Path, ...], material: str | None,
+                       at: str | None, home: Path | None, as_json: bool) -> None:  # fmt: skip
+        """Scan(s) for a case: stored here, signed into the log, sent with the case."""
+        with node_at(home) as node, ExitStack() as stack:
+            limit = blobs.limit_bytes(node.config.settings)
+            opened = []
+            for path in files:
+                handle, size = stack.enter_context(input_file(path))
+                if size > limit:
+                    raise BlobError("blob.too_big", limit_mb=f"{limit / 2**20:g}")
+                opened.append((path, handle))
+            named = materials.attach(node, case_id, opened, material=material, at=at)
+        if as_json:
+            print_json(named)
+            return
+        for m in named:
+            echo(i18n.t("cli.material.attached", case_id=case_id, name=m["name"],
+                        size=human_size(m["size"]), short=m["sha256"][:12]))  # fmt: skip
+
+    @case_group.command("materials")
+    @case_argument
+    @home_option
+    @json_option
+    def materials_command(case_id: str, home: Path | None, as_json: bool) -> None:
+        """A case's materials and where each is (here, on the way, missing)."""
+        with node_at(home) as node:
+            listed = [m.to_json() for m in materials.materials_of(node, case_id)]
+        if as_json:
+            print_json(listed)
+        else:
+            print_materials(case_id, listed)
+
+    @case_group.command("material")
+    @case_argument
+    @click.argument("wanted", metavar="NAME|SHA256")
+    @click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+                  help="Where to write the file.")  # fmt: skip
+    @home_option
+    @json_option
+    def material_command(case_id: str, wanted: str, out: Path, home: Path | None,
+                         as_json: bool) -> None:  # fmt: skip
+        """Write one material of a case to a file (checked against its SHA-256)."""
+        check_writable(out)
+        with node_at(home) as node:
+            found = materials.write_out(node, case_id, wanted, out)
+        if as_json:
+            print_json(found.to_json() | {"out": str(out)})
+        else:
+            echo(i18n.t("cli.material.written", name=found.name, size=human_size(found.size),
+                        case_id=case_id, out=str(out)))  # fmt: skip

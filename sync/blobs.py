@@ -1,0 +1,443 @@
+"""The blobs a node holds (a case's materials): bytes on disk, named by signed entries.
+
+Sync knows nothing about cases: the domain registers, per entry type, which blobs an entry
+names (`register_refs`) and who may fetch a blob (`register_access`). The engine keeps:
+
+- `blob_refs` (a lazy projection of admitted entries): every blob an entry held here
+  names, with the entry and when it arrived. A quarantined entry names nothing.
+- `blobs`: the blobs held here whole, each checked against its SHA-256 before it was
+  recorded; `blob_dropped`: those let go on purpose (`drop`), so nobody fetches them back;
+  `blob_receipts`: the peers that have signed that they hold a blob whole.
+- the bytes, under the home's `materials/`: `ab/<sha256>` whole, `partial/<sha256>` a
+  transfer under way (only chunks checked against the signed chunk list are ever kept
+  there), and `partial/<sha256>.list` its chunk list.
+
+Invariants: a blob is recorded held only after its bytes are whole, fsynced and match its
+SHA-256; no blob is read out without being checked against it again (`read`); a file is
+read and written in chunks, never whole in memory; a disk that fills mid-write leaves the
+partial file at its last whole checked chunk and says so (`blob.disk_full`).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from sync.protocol import i18n
+from sync.protocol.blobs import (
+    CHUNK,
+    BlobRef,
+    Hasher,
+    check_chunk,
+    check_list,
+    chunk_size,
+)
+from sync.protocol.entry import SignedEntry
+from sync.protocol.errors import BlobError
+from sync.protocol.ids import is_within
+from sync.store import Store
+
+MATERIALS = "materials"
+DEFAULT_LIMIT_MB = 64  # a scanned 户口簿 at 300 dpi is a few MB; a long PDF tens
+_FSYNC_EVERY = 8 * 1024 * 1024
+
+# entry fields (decoded, admitted) -> the blobs it names
+RefsOf = Callable[[dict[str, Any]], list[BlobRef]]
+# (store, client id, sha256) -> whether the client may be sent this blob
+Access = Callable[[Store, str, str], bool]
+_REFS: dict[str, RefsOf] = {}
+_ACCESS: list[Access] = []
+
+_REFS_DDL = """
+CREATE TABLE IF NOT EXISTS blob_refs (
+    sha256 TEXT NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL, size INTEGER NOT NULL,
+    root TEXT NOT NULL, received_at TEXT NOT NULL, PRIMARY KEY (sha256, origin, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blob_refs_origin ON blob_refs (origin, seq);
+"""
+_STATE_DDL = """
+CREATE TABLE IF NOT EXISTS blobs (
+    sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, root TEXT NOT NULL, held_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blob_dropped (sha256 TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blob_receipts (
+    peer TEXT NOT NULL, sha256 TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (peer, sha256)
+) WITHOUT ROWID;
+"""
+
+
+def register_refs(entry_type: str, refs: RefsOf) -> None:
+    """Let the domain that owns `entry_type` say which blobs such an entry names."""
+    _REFS[entry_type] = refs
+
+
+def register_access(rule: Access) -> None:
+    """Let the domain grant a client a blob (the default: blobs its own subtree named)."""
+    if rule not in _ACCESS:
+        _ACCESS.append(rule)
+
+
+class BlobRefs:
+    """`blob_refs` as a lazy store extension over the entry types that name blobs."""
+
+    ddl = _REFS_DDL
+    lazy = True
+
+    def __init__(self) -> None:
+        self.types: frozenset[str] | None = frozenset(_REFS)  # registered before a store opens
+
+    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+        refs = _REFS[entry.type](fields)
+        if not refs:
+            return
+        (received,) = store.query(
+            "SELECT received_at FROM entries WHERE origin = ? AND seq = ?",
+            (entry.origin, entry.seq),
+        )[0]
+        for ref in refs:
+            store.execute(
+                "INSERT OR IGNORE INTO blob_refs (sha256, origin, seq, size, root, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (ref.sha256, entry.origin, entry.seq, ref.size, ref.root, received),
+            )
+
+    def flush(self, store: Store) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
+class BlobState:
+    """The tables of what is held, dropped and receipted (never rebuilt from the log)."""
+
+    ddl = _STATE_DDL
+    types: frozenset[str] | None = frozenset()
+    lazy = False
+
+    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+        pass
+
+    def flush(self, store: Store) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
+def ref_of(store: Store, sha256: str) -> BlobRef | None:
+    """The blob an admitted entry held here names by `sha256` (the first such entry's
+    size and root; entries naming one hash with another size or root are not believed:
+    a blob is held only if its bytes match everything the entry used says)."""
+    rows = store.query(
+        "SELECT size, root FROM blob_refs WHERE sha256 = ? ORDER BY received_at, origin, seq "
+        "LIMIT 1",
+        (sha256,),
+    )
+    return BlobRef(sha256, rows[0][0], rows[0][1]) if rows else None
+
+
+def may_fetch(store: Store, client: str, sha256: str) -> bool:
+    """Whether `client` may be sent blob `sha256`: an entry of its own subtree names it,
+    or a domain rule grants it."""
+    own = store.query("SELECT origin FROM blob_refs WHERE sha256 = ?", (sha256,))
+    if any(is_within(origin, client) for (origin,) in own):
+        return True
+    return any(rule(store, client, sha256) for rule in _ACCESS)
+
+
+def limit_bytes(settings: dict[str, Any]) -> int:
+    """The largest blob this node takes (`material_max_mb` in node.toml)."""
+    value = settings.get("material_max_mb", DEFAULT_LIMIT_MB)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        value = DEFAULT_LIMIT_MB
+    return int(value * 1024 * 1024)
+
+
+class BlobStore:
+    """The bytes of the blobs of one home, and the tables that say what is held."""
+
+    def __init__(self, home: Path, store: Store) -> None:
+        self.root = home / MATERIALS
+        self.partial_dir = self.root / "partial"
+        self.store = store
+
+    # --- paths -----------------------------------------------------------------------
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    def _partial(self, sha256: str) -> Path:
+        return self.partial_dir / sha256
+
+    def _list_path(self, sha256: str) -> Path:
+        return self.partial_dir / (sha256 + ".list")
+
+    # --- what is held ----------------------------------------------------------------
+
+    def has(self, sha256: str) -> bool:
+        return bool(self.store.query("SELECT 1 FROM blobs WHERE sha256 = ?", (sha256,)))
+
+    def dropped(self, sha256: str) -> bool:
+        return bool(self.store.query("SELECT 1 FROM blob_dropped WHERE sha256 = ?", (sha256,)))
+
+    def _record(self, ref: BlobRef, at: str) -> None:
+        with self.store.transaction():
+            self.store.execute(
+                "INSERT OR REPLACE INTO blobs (sha256, size, root, held_at) VALUES (?, ?, ?, ?)",
+                (ref.sha256, ref.size, ref.root, at),
+            )
+            self.store.execute("DELETE FROM blob_dropped WHERE sha256 = ?", (ref.sha256,))
+
+    # --- adding a local file ---------------------------------------------------------
+
+    def add_file(self, source: IO[bytes], limit: int, at: str) -> BlobRef:
+        """Stream `source` into the store (checked, fsynced, deduplicated): its ref.
+        Refused with `blob.too_big` as soon as it passes `limit` bytes."""
+        self.partial_dir.mkdir(parents=True, exist_ok=True)
+        hasher = Hasher()
+        tmp = self.partial_dir / f"add-{os.getpid()}-{id(hasher)}.tmp"
+        try:
+            with _disk_full_is_an_error(), open(tmp, "wb") as out:
+                while piece := source.read(CHUNK):
+                    hasher.update(piece)
+                    if hasher.size > limit:
+                        raise BlobError("blob.too_big", limit_mb=_mb(limit))
+                    out.write(piece)
+                out.flush()
+                os.fsync(out.fileno())
+            ref = hasher.ref()
+            self._settle(tmp, ref, at)
+            return ref
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def chunk_list(self, ref: BlobRef) -> bytes:
+        """The chunk list of a held blob (read and hashed from its bytes)."""
+        hasher = Hasher()
+        for piece in self.read(ref.sha256):
+            hasher.update(piece)
+        return hasher.chunk_list()
+
+    def _settle(self, path: Path, ref: BlobRef, at: str) -> None:
+        """Move a whole, checked file into place (or drop it: the blob is held already)."""
+        final = self.path(ref.sha256)
+        if not self.has(ref.sha256) or not final.exists():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, final)
+            _fsync_dir(final.parent)
+        self._record(ref, at)
+
+    # --- reading ---------------------------------------------------------------------
+
+    def read(self, sha256: str) -> Iterator[bytes]:
+        """The bytes of a held blob in chunks; the last step checks them against its hash
+        and raises `blob.corrupt` (the disk changed them), so a reader writes to a scratch
+        file and keeps it only when the iteration ended without error."""
+        if not self.has(sha256):
+            raise BlobError("blob.not_held", sha256=sha256)
+        digest = hashlib.sha256()
+        try:
+            with open(self.path(sha256), "rb") as src:
+                while piece := src.read(CHUNK):
+                    digest.update(piece)
+                    yield piece
+        except FileNotFoundError:
+            raise BlobError("blob.corrupt", sha256=sha256) from None
+        if digest.hexdigest() != sha256:
+            raise BlobError("blob.corrupt", sha256=sha256)
+
+    def read_chunk(self, sha256: str, index: int) -> bytes:
+        """Chunk `index` of a held blob, unchecked (the receiver checks it)."""
+        with open(self.path(sha256), "rb") as src:
+            src.seek(index * CHUNK)
+            return src.read(CHUNK)
+
+    def write_out(self, sha256: str, out: Path) -> int:
+        """Copy a held blob to `out`, checked; nothing is left at `out` on any failure."""
+        tmp = out.with_name(out.name + ".part")
+        written = 0
+        try:
+            with _disk_full_is_an_error(), open(tmp, "wb") as dst:
+                for piece in self.read(sha256):
+                    dst.write(piece)
+                    written += len(piece)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return written
+
+    # --- receiving in chunks ---------------------------------------------------------
+
+    def receiving(self, ref: BlobRef) -> Receiving:
+        self.partial_dir.mkdir(parents=True, exist_ok=True)
+        return Receiving(self, ref)
+
+    def drop(self, sha256: str, at: str) -> None:
+        """Let a held blob go on purpose (its hash stays in the entries that name it)."""
+        with self.store.transaction():
+            self.store.execute("DELETE FROM blobs WHERE sha256 = ?", (sha256,))
+            self.store.execute(
+                "INSERT OR REPLACE INTO blob_dropped (sha256, at) VALUES (?, ?)", (sha256, at)
+            )
+        self.path(sha256).unlink(missing_ok=True)
+
+
+class Receiving:
+    """A blob arriving chunk by chunk, from a wire or a bundle, resumable across cuts and
+    restarts: `have` is how many chunks are held checked; `chunk_list` must be given once
+    (checked against the ref) before any chunk; chunks come in order from `have`."""
+
+    def __init__(self, blobs: BlobStore, ref: BlobRef) -> None:
+        self.blobs, self.ref = blobs, ref
+        self.path = blobs._partial(ref.sha256)
+        self.digests: bytes | None = None
+        listed = blobs._list_path(ref.sha256)
+        if listed.exists():
+            try:
+                self.set_list(listed.read_bytes(), save=False)
+            except BlobError:
+                listed.unlink(missing_ok=True)
+        self.have = self._verified_prefix() if self.digests is not None else 0
+        self._unsynced = 0
+
+    @property
+    def whole(self) -> bool:
+        return self.blobs.has(self.ref.sha256)
+
+    def set_list(self, digests: bytes, *, save: bool = True) -> None:
+        check_list(self.ref, digests)
+        self.digests = digests
+        if save:
+            with _disk_full_is_an_error():
+                _write_synced(self.blobs._list_path(self.ref.sha256), digests)
+
+    def _verified_prefix(self) -> int:
+        """Chunks at the start of the partial file that match the list; the rest is cut."""
+        assert self.digests is not None
+        good = 0
+        if self.path.exists():
+            with open(self.path, "rb") as src:
+                while good < self.ref.chunks:
+                    piece = src.read(chunk_size(self.ref.size, good))
+                    try:
+                        check_chunk(self.ref, self.digests, good, piece)
+                    except BlobError:
+                        break
+                    good += 1
+            with open(self.path, "r+b") as out:
+                out.truncate(sum(chunk_size(self.ref.size, i) for i in range(good)))
+        return good
+
+    def add(self, index: int, data: bytes | memoryview) -> None:
+        """Keep chunk `index` (it must be the next one) if it matches the list."""
+        if self.digests is None:
+            raise BlobError("blob.bad_list", sha256=self.ref.sha256)
+        if index != self.have:
+            raise BlobError("blob.bad_chunk", sha256=self.ref.sha256, index=index)
+        check_chunk(self.ref, self.digests, index, data)
+        offset = index * CHUNK
+        try:
+            with _disk_full_is_an_error(), open(self.path, "ab") as out:
+                out.truncate(offset)
+                out.write(data)
+                self._unsynced += len(data)
+                if self._unsynced >= _FSYNC_EVERY:
+                    out.flush()
+                    os.fsync(out.fileno())
+                    self._unsynced = 0
+        except BlobError:
+            with open(self.path, "r+b") as out:
+                out.truncate(offset)
+            raise
+        self.have += 1
+
+    def finish(self, at: str) -> bool:
+        """When every chunk is in: check the whole against its SHA-256 and hold it.
+        A whole that does not match (an entry naming a root and a hash of different
+        bytes) is thrown away and refused. False while chunks are missing."""
+        if self.have < self.ref.chunks:
+            return False
+        digest = hashlib.sha256()
+        with open(self.path, "rb") as src:
+            while piece := src.read(CHUNK):
+                digest.update(piece)
+            os.fsync(src.fileno())
+        if digest.hexdigest() != self.ref.sha256:
+            self.abandon()
+            raise BlobError("blob.hash_mismatch", sha256=self.ref.sha256)
+        self.blobs._settle(self.path, self.ref, at)
+        self.blobs._list_path(self.ref.sha256).unlink(missing_ok=True)
+        return True
+
+    def abandon(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.blobs._list_path(self.ref.sha256).unlink(missing_ok=True)
+        self.have, self.digests = 0, None
+
+
+class _DiskFull:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise BlobError("blob.disk_full") from None
+
+
+def _disk_full_is_an_error() -> _DiskFull:
+    return _DiskFull()
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _mb(limit: int) -> str:
+    return f"{limit / (1024 * 1024):g}"
+
+
+i18n.register(
+    {
+        "blob.too_big": (
+            "the file is larger than this node takes ({limit_mb} MB, material_max_mb in "
+            "node.toml): nothing was attached",
+            "文件超过本节点的上限（{limit_mb} MB，见 node.toml 的 material_max_mb），未添加",
+        ),
+        "blob.not_held": (
+            "material {sha256} is not held here",
+            "本机没有材料 {sha256}",
+        ),
+        "blob.corrupt": (
+            "material {sha256} on this disk no longer matches its hash: fetch it again",
+            "本机磁盘上的材料 {sha256} 与其哈希不符，请重新获取",
+        ),
+        "blob.hash_mismatch": (
+            "material {sha256} arrived whole but its bytes do not match its SHA-256: refused",
+            "材料 {sha256} 已收齐，但内容与其 SHA-256 不符，已拒收",
+        ),
+        "blob.disk_full": (
+            "the disk is full: the material was not written (what had arrived checked is kept)",
+            "磁盘已满：材料未写入（已校验收到的部分保留）",
+        ),
+    }
+)
