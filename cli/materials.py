@@ -19,7 +19,7 @@ from cli.common import (
     print_json,
     print_table,
 )
-from sync import blobs
+from sync import blob_index
 from sync.protocol import i18n
 from sync.protocol.errors import BlobError
 from tiers import materials
@@ -84,7 +84,7 @@ def register(case_group: click.Group, case_argument: Any) -> None:
                        at: str | None, home: Path | None, as_json: bool) -> None:  # fmt: skip
         """Scan(s) for a case: stored here, signed into the log, sent with the case."""
         with node_at(home) as node, ExitStack() as stack:
-            limit = blobs.limit_bytes(node.config.settings)
+            limit = blob_index.limit_bytes(node.config.settings)
             opened = []
             for path in files:
                 handle, size = stack.enter_context(input_file(path))

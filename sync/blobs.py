@@ -1,13 +1,8 @@
-"""The blobs a node holds (a case's materials): bytes on disk, named by signed entries.
+"""The bytes of the blobs a node holds (a case's materials), named by signed entries
+(sync.blob_index says which entries name which blobs, and where they should go).
 
-Sync knows nothing about cases: the domain registers, per entry type, which blobs an entry
-names (`register_refs`) and who may fetch a blob (`register_access`). The engine keeps:
-
-- `blob_refs` (a lazy projection of admitted entries): every blob an entry held here
-  names, with the entry and when it arrived. A quarantined entry names nothing.
-- `blobs`: the blobs held here whole, each checked against its SHA-256 before it was
-  recorded; `blob_dropped`: those let go on purpose (`drop`), so nobody fetches them back;
-  `blob_receipts`: the peers that have signed that they hold a blob whole.
+- the table `blobs` lists the blobs held whole, each checked against its SHA-256 before it
+  was recorded; `drop` lets one go on purpose (recorded in `blob_dropped`).
 - the bytes, under the home's `materials/`: `ab/<sha256>` whole, `partial/<sha256>` a
   transfer under way (only chunks checked against the signed chunk list are ever kept
   there), and `partial/<sha256>.list` its chunk list.
@@ -23,7 +18,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,127 +31,11 @@ from sync.protocol.blobs import (
     check_list,
     chunk_size,
 )
-from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import BlobError
-from sync.protocol.ids import is_within
 from sync.store import Store
 
 MATERIALS = "materials"
-DEFAULT_LIMIT_MB = 64  # a scanned 户口簿 at 300 dpi is a few MB; a long PDF tens
 _FSYNC_EVERY = 8 * 1024 * 1024
-
-# entry fields (decoded, admitted) -> the blobs it names
-RefsOf = Callable[[dict[str, Any]], list[BlobRef]]
-# (store, client id, sha256) -> whether the client may be sent this blob
-Access = Callable[[Store, str, str], bool]
-_REFS: dict[str, RefsOf] = {}
-_ACCESS: list[Access] = []
-
-_REFS_DDL = """
-CREATE TABLE IF NOT EXISTS blob_refs (
-    sha256 TEXT NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL, size INTEGER NOT NULL,
-    root TEXT NOT NULL, received_at TEXT NOT NULL, PRIMARY KEY (sha256, origin, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS blob_refs_origin ON blob_refs (origin, seq);
-"""
-_STATE_DDL = """
-CREATE TABLE IF NOT EXISTS blobs (
-    sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, root TEXT NOT NULL, held_at TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS blob_dropped (sha256 TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS blob_receipts (
-    peer TEXT NOT NULL, sha256 TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (peer, sha256)
-) WITHOUT ROWID;
-"""
-
-
-def register_refs(entry_type: str, refs: RefsOf) -> None:
-    """Let the domain that owns `entry_type` say which blobs such an entry names."""
-    _REFS[entry_type] = refs
-
-
-def register_access(rule: Access) -> None:
-    """Let the domain grant a client a blob (the default: blobs its own subtree named)."""
-    if rule not in _ACCESS:
-        _ACCESS.append(rule)
-
-
-class BlobRefs:
-    """`blob_refs` as a lazy store extension over the entry types that name blobs."""
-
-    ddl = _REFS_DDL
-    lazy = True
-
-    def __init__(self) -> None:
-        self.types: frozenset[str] | None = frozenset(_REFS)  # registered before a store opens
-
-    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
-        refs = _REFS[entry.type](fields)
-        if not refs:
-            return
-        (received,) = store.query(
-            "SELECT received_at FROM entries WHERE origin = ? AND seq = ?",
-            (entry.origin, entry.seq),
-        )[0]
-        for ref in refs:
-            store.execute(
-                "INSERT OR IGNORE INTO blob_refs (sha256, origin, seq, size, root, received_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (ref.sha256, entry.origin, entry.seq, ref.size, ref.root, received),
-            )
-
-    def flush(self, store: Store) -> None:
-        pass
-
-    def discard(self) -> None:
-        pass
-
-
-class BlobState:
-    """The tables of what is held, dropped and receipted (never rebuilt from the log)."""
-
-    ddl = _STATE_DDL
-    types: frozenset[str] | None = frozenset()
-    lazy = False
-
-    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
-        pass
-
-    def flush(self, store: Store) -> None:
-        pass
-
-    def discard(self) -> None:
-        pass
-
-
-def ref_of(store: Store, sha256: str) -> BlobRef | None:
-    """The blob an admitted entry held here names by `sha256` (the first such entry's
-    size and root; entries naming one hash with another size or root are not believed:
-    a blob is held only if its bytes match everything the entry used says)."""
-    rows = store.query(
-        "SELECT size, root FROM blob_refs WHERE sha256 = ? ORDER BY received_at, origin, seq "
-        "LIMIT 1",
-        (sha256,),
-    )
-    return BlobRef(sha256, rows[0][0], rows[0][1]) if rows else None
-
-
-def may_fetch(store: Store, client: str, sha256: str) -> bool:
-    """Whether `client` may be sent blob `sha256`: an entry of its own subtree names it,
-    or a domain rule grants it."""
-    own = store.query("SELECT origin FROM blob_refs WHERE sha256 = ?", (sha256,))
-    if any(is_within(origin, client) for (origin,) in own):
-        return True
-    return any(rule(store, client, sha256) for rule in _ACCESS)
-
-
-def limit_bytes(settings: dict[str, Any]) -> int:
-    """The largest blob this node takes (`material_max_mb` in node.toml)."""
-    value = settings.get("material_max_mb", DEFAULT_LIMIT_MB)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        value = DEFAULT_LIMIT_MB
-    return int(value * 1024 * 1024)
-
 
 class BlobStore:
     """The bytes of the blobs of one home, and the tables that say what is held."""

@@ -25,7 +25,7 @@ from typing import Any
 import tomli_w
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sync import blobs, forks, keyring, liveness, rekey, trust  # noqa: F401  (liveness: the heartbeat's body check)
+from sync import blob_index, blobs, forks, keyring, liveness, rekey, trust  # noqa: F401  (liveness: the heartbeat's body check)
 from sync.clock import Clock
 from sync.keyfiles import (
     NEXT_KEY,
@@ -214,8 +214,8 @@ def init_node(
         extensions=[
             trust.Trust(),
             forks.ForkDecisions(),
-            blobs.BlobState(),
-            blobs.BlobRefs(),
+            blob_index.BlobState(),
+            blob_index.BlobRefs(),
             *extensions,
         ],
         owner=node_id,
@@ -260,8 +260,8 @@ def open_node(
         extensions=[
             trust.Trust(),
             forks.ForkDecisions(),
-            blobs.BlobState(),
-            blobs.BlobRefs(),
+            blob_index.BlobState(),
+            blob_index.BlobRefs(),
             *extensions,
         ],
         owner=config.node_id,

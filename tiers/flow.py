@@ -9,7 +9,7 @@ Cases travel along the tree, so only ancestors' logs are searched for such event
 
 from __future__ import annotations
 
-from sync import blobs, relevance
+from sync import blob_index, relevance
 from sync.protocol.ids import ancestors_of
 from sync.store import Store
 
@@ -71,4 +71,4 @@ def may_fetch_material(store: Store, client: str, sha256: str) -> bool:
 
 
 relevance.register_selector(materials_for)
-blobs.register_access(may_fetch_material)
+blob_index.register_access(may_fetch_material)

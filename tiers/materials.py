@@ -28,7 +28,7 @@ from typing import IO, Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from sync import authority, blobs
+from sync import authority, blob_index
 from sync.authority import Refusal
 from sync.clock import parse_time
 from sync.node import Node
@@ -79,7 +79,7 @@ def _refs(fields: dict[str, Any]) -> list[BlobRef]:
     return [BlobRef(m["sha256"], m["size"], m["root"]) for m in fields["body"]["materials"]]
 
 
-blobs.register_refs(ATTACHED, _refs)
+blob_index.register_refs(ATTACHED, _refs)
 
 
 def _attach_authority(
@@ -169,7 +169,7 @@ def attach(
     assert state is not None
     item = get_item(node.store, state.item_code)
     listed = item.materials if item is not None else ()
-    limit = blobs.limit_bytes(node.config.settings)
+    limit = blob_index.limit_bytes(node.config.settings)
     stamp = node.clock.stamp(at)
     named: list[dict[str, Any]] = []
     for path, source in files:

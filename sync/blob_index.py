@@ -1,0 +1,200 @@
+"""Which blobs (a case's materials) the entries held here name, and where they should go.
+
+Sync knows nothing about cases: the domain registers, per entry type, which blobs an entry
+names (`register_refs`) and who may fetch a blob (`register_access`). Tables:
+
+- `blob_refs` (a lazy projection of admitted entries): every blob an entry held here names,
+  with the entry and when it arrived. A quarantined entry names nothing.
+- `blobs`: the blobs held here whole (sync.blobs writes it); `blob_dropped`: those let go on
+  purpose, so nobody fetches them back; `blob_receipts`: the peers that signed that they
+  hold a blob whole. These are state, not projections: a rebuild leaves them alone.
+
+Selections: `up_for` (what a parent still needs from this subtree), `down_for` (what a
+descendant may be sent), `wanted` (what this node should fetch from above).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sync.protocol.blobs import BlobRef
+from sync.protocol.entry import SignedEntry
+from sync.protocol.ids import is_within
+from sync.store import Store
+
+DEFAULT_LIMIT_MB = 64  # a scanned 户口簿 at 300 dpi is a few MB; a long PDF tens
+
+# entry fields (decoded, admitted) -> the blobs it names
+RefsOf = Callable[[dict[str, Any]], list[BlobRef]]
+# (store, client id, sha256) -> whether the client may be sent this blob
+Access = Callable[[Store, str, str], bool]
+_REFS: dict[str, RefsOf] = {}
+_ACCESS: list[Access] = []
+
+_REFS_DDL = """
+CREATE TABLE IF NOT EXISTS blob_refs (
+    sha256 TEXT NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL, size INTEGER NOT NULL,
+    root TEXT NOT NULL, received_at TEXT NOT NULL, PRIMARY KEY (sha256, origin, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blob_refs_origin ON blob_refs (origin, seq);
+"""
+_STATE_DDL = """
+CREATE TABLE IF NOT EXISTS blobs (
+    sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, root TEXT NOT NULL, held_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blob_dropped (sha256 TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blob_receipts (
+    peer TEXT NOT NULL, sha256 TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (peer, sha256)
+) WITHOUT ROWID;
+"""
+
+
+def register_refs(entry_type: str, refs: RefsOf) -> None:
+    """Let the domain that owns `entry_type` say which blobs such an entry names."""
+    _REFS[entry_type] = refs
+
+
+def register_access(rule: Access) -> None:
+    """Let the domain grant a client a blob (the default: blobs its own subtree named)."""
+    if rule not in _ACCESS:
+        _ACCESS.append(rule)
+
+
+class BlobRefs:
+    """`blob_refs` as a lazy store extension over the entry types that name blobs."""
+
+    ddl = _REFS_DDL
+    lazy = True
+
+    def __init__(self) -> None:
+        self.types: frozenset[str] | None = frozenset(_REFS)  # registered before a store opens
+
+    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+        refs = _REFS[entry.type](fields)
+        if not refs:
+            return
+        (received,) = store.query(
+            "SELECT received_at FROM entries WHERE origin = ? AND seq = ?",
+            (entry.origin, entry.seq),
+        )[0]
+        for ref in refs:
+            store.execute(
+                "INSERT OR IGNORE INTO blob_refs (sha256, origin, seq, size, root, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (ref.sha256, entry.origin, entry.seq, ref.size, ref.root, received),
+            )
+
+    def flush(self, store: Store) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
+class BlobState:
+    """The tables of what is held, dropped and receipted (never rebuilt from the log)."""
+
+    ddl = _STATE_DDL
+    types: frozenset[str] | None = frozenset()
+    lazy = False
+
+    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+        pass
+
+    def flush(self, store: Store) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
+def ref_of(store: Store, sha256: str) -> BlobRef | None:
+    """The blob an admitted entry held here names by `sha256` (the first such entry's
+    size and root; entries naming one hash with another size or root are not believed:
+    a blob is held only if its bytes match everything the entry used says)."""
+    rows = store.query(
+        "SELECT size, root FROM blob_refs WHERE sha256 = ? ORDER BY received_at, origin, seq "
+        "LIMIT 1",
+        (sha256,),
+    )
+    return BlobRef(sha256, rows[0][0], rows[0][1]) if rows else None
+
+
+def may_fetch(store: Store, client: str, sha256: str) -> bool:
+    """Whether `client` may be sent blob `sha256`: an entry of its own subtree names it,
+    or a domain rule grants it."""
+    own = store.query("SELECT origin FROM blob_refs WHERE sha256 = ?", (sha256,))
+    if any(is_within(origin, client) for (origin,) in own):
+        return True
+    return any(rule(store, client, sha256) for rule in _ACCESS)
+
+
+def up_for(store: Store, me: str, peer: str) -> list[BlobRef]:
+    """Blobs held here that `peer` (an ancestor) should hold and has not receipted: those
+    named by entries of this node's subtree (they go up with the logs), oldest first."""
+    rows = store.query(
+        "SELECT r.sha256, r.size, r.root, MIN(r.received_at) AS first FROM blob_refs r "
+        "JOIN blobs b ON b.sha256 = r.sha256 WHERE r.origin >= ? AND r.origin < ? AND "
+        "NOT EXISTS (SELECT 1 FROM blob_receipts p WHERE p.peer = ? AND p.sha256 = r.sha256) "
+        "GROUP BY r.sha256 ORDER BY first, r.sha256",
+        (me, _upper_bound(me), peer),
+    )
+    return [BlobRef(sha, size, root) for sha, size, root, _ in rows]
+
+
+def down_for(store: Store, client: str) -> list[BlobRef]:
+    """Blobs held here that `client` (a descendant) may be sent and has not receipted:
+    named by entries from outside its subtree that a domain rule grants it."""
+    rows = store.query(
+        "SELECT r.sha256, r.size, r.root, MIN(r.received_at) AS first FROM blob_refs r "
+        "JOIN blobs b ON b.sha256 = r.sha256 WHERE NOT (r.origin >= ? AND r.origin < ?) AND "
+        "NOT EXISTS (SELECT 1 FROM blob_receipts p WHERE p.peer = ? AND p.sha256 = r.sha256) "
+        "GROUP BY r.sha256 ORDER BY first, r.sha256",
+        (client, _upper_bound(client), client),
+    )
+    return [
+        BlobRef(sha, size, root) for sha, size, root, _ in rows if may_fetch(store, client, sha)
+    ]
+
+
+def wanted(store: Store, me: str) -> list[BlobRef]:
+    """Blobs named by entries held here from outside this node's subtree (results from
+    above) that are neither held nor let go: what a pull fetches from the parent."""
+    rows = store.query(
+        "SELECT r.sha256, r.size, r.root, MIN(r.received_at) AS first FROM blob_refs r "
+        "WHERE NOT (r.origin >= ? AND r.origin < ?) "
+        "AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = r.sha256) "
+        "AND NOT EXISTS (SELECT 1 FROM blob_dropped d WHERE d.sha256 = r.sha256) "
+        "GROUP BY r.sha256 ORDER BY first, r.sha256",
+        (me, _upper_bound(me)),
+    )
+    return [BlobRef(sha, size, root) for sha, size, root, _ in rows]
+
+
+def record_receipt(store: Store, peer: str, sha256: str, at: str) -> None:
+    """`peer` signed that it holds blob `sha256` whole (call inside a transaction)."""
+    store.execute(
+        "INSERT OR IGNORE INTO blob_receipts (peer, sha256, at) VALUES (?, ?, ?)",
+        (peer, sha256, at),
+    )
+
+
+def receipted(store: Store, peer: str, sha256: str) -> bool:
+    return bool(
+        store.query(
+            "SELECT 1 FROM blob_receipts WHERE peer = ? AND sha256 = ?", (peer, sha256)
+        )
+    )
+
+
+def _upper_bound(prefix: str) -> str:
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def limit_bytes(settings: dict[str, Any]) -> int:
+    """The largest blob this node takes (`material_max_mb` in node.toml)."""
+    value = settings.get("material_max_mb", DEFAULT_LIMIT_MB)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        value = DEFAULT_LIMIT_MB
+    return int(value * 1024 * 1024)
