@@ -319,6 +319,9 @@ def _print_case(case: dict[str, Any]) -> None:
             note = i18n.t("cli.case.refused." + violation_kind(ev["problem"]))
         rows.append([ev["node_id"], ev["seq"], ev["at"], event_label(ev["type"]), note])
     print_table(i18n.t("cli.case.event_headers").split("|"), rows)
+    if case["attachments"]:
+        echo(i18n.t("cli.material.title"))
+        materials_commands.print_materials(case["case_id"], case["attachments"])
 
 
 @case_group.command("show")

@@ -15,6 +15,7 @@ from sync.node import resolve_home
 from sync.protocol import i18n
 from sync.protocol.errors import HomeError
 from sync.status import node_status
+from tiers import materials
 from tiers.node import open_home
 
 if TYPE_CHECKING:
@@ -48,6 +49,12 @@ i18n.register(
         "status.revoked_used": (
             "REVOKED KEY USED: {node_id} {count}× ({how}, via {via}), last {last_at}",
             "已吊销密钥被使用：{node_id} {count} 次（{how}，经由 {via}），最近 {last_at}",
+        ),
+        "status.materials": (
+            "materials: {here} here, {on_the_way} on the way, {missing} MISSING, {dropped} "
+            "handed up; {not_receipted_by_parent} not receipted by the parent yet",
+            "材料：本机 {here} 份，传输中 {on_the_way} 份，缺失 {missing} 份，已上交 {dropped} 份；"
+            "上级尚未回执 {not_receipted_by_parent} 份",
         ),
         "status.network_limits": (
             "quiet: no case for {quiet_days} days; silent: nothing heard for {stale_days} days",
@@ -223,6 +230,7 @@ def status_command(home: Path | None, as_json: bool) -> None:
     """This node's heads, what the parent acknowledged, forks and last sync."""
     with node_at(home) as node:
         info = node_status(node)
+        info["materials"] = materials.summary(node)
         if trust.children(node.store, node.node_id):
             from tiers.city.network import network_health
 
@@ -247,6 +255,9 @@ def status_command(home: Path | None, as_json: bool) -> None:
         echo(i18n.t("status.revoked", **cut))
     for use in info["revoked_key_used"] + info["revoked_key_used_reported"]:
         echo(i18n.t("status.revoked_used", **use))
+    held = info["materials"]
+    if any(held[k] for k in ("here", "on_the_way", "missing", "dropped")):
+        echo(i18n.t("status.materials", **held))
     network = info.get("network")
     if network:
         click.echo(i18n.t("status.network"))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import mimetypes
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -272,12 +272,41 @@ def write_out(node: Node, case_id: str, wanted: str, out: Path) -> Listed:
     return material
 
 
-def counts(node: Node) -> dict[str, int]:
-    """How many materials named here are in each state (for `status`)."""
+def overdue(store: Store, now: datetime, after: timedelta) -> list[dict[str, Any]]:
+    """Materials named by entries held here for longer than `after` whose bytes are not
+    here (nor let go here on purpose): what `reconcile` reports as `missing_material`."""
+    rows = store.query(
+        "SELECT m.origin, m.seq, m.case_id, m.name, m.sha256, m.size, r.received_at "
+        "FROM case_materials m JOIN blob_refs r ON r.sha256 = m.sha256 AND r.origin = m.origin"
+        " AND r.seq = m.seq WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = m.sha256)"
+        " AND NOT EXISTS (SELECT 1 FROM blob_dropped d WHERE d.sha256 = m.sha256) "
+        "ORDER BY m.origin, m.seq, m.position"
+    )
+    out = []
+    for origin, seq, case_id, name, sha, size, received in rows:
+        waited = now - parse_time(received)
+        if waited >= after:
+            out.append(
+                {"node_id": origin, "case_id": case_id, "name": name, "sha256": sha,
+                 "size": size, "seq": seq, "received_at": received,
+                 "hours": int(waited.total_seconds() // 3600)}
+            )  # fmt: skip
+    return out
+
+
+def summary(node: Node) -> dict[str, Any]:
+    """`status --json` "materials": how many distinct materials named here are in each
+    state, the bytes held, and how many the parent has not receipted yet."""
     now = node.clock.stamp()
-    out = dict.fromkeys(STATES, 0)
+    out: dict[str, Any] = dict.fromkeys(STATES, 0)
     for (sha,) in node.store.query("SELECT DISTINCT sha256 FROM case_materials"):
         out[state_of(node, sha, now)] += 1
+    (held_bytes,) = node.store.query("SELECT COALESCE(SUM(size), 0) FROM blobs")[0]
+    parent = node.config.parent_id
+    out["bytes_here"] = held_bytes
+    out["not_receipted_by_parent"] = (
+        len(blob_index.up_for(node.store, node.node_id, parent)) if parent else 0
+    )
     return out
 
 

@@ -21,6 +21,8 @@ evidence (entries by origin and seq, hashes, times), so an admin can act on it:
                        projection could not use it): counted nowhere, whatever the month
     revoked_key_used   a revoked key tried to sign something here (entries, requests or
                        bundles, refused): one finding per node, sender and way in
+    missing_material   a material an entry held here names has not arrived whole after
+                       `material_missing_hours` (named by the node that attached it)
 
 Invariant: findings depend only on what is held here and on `now`; the same store and the
 same `now` give the same findings in the same order.
@@ -40,6 +42,7 @@ from sync.protocol import i18n
 from sync.protocol.errors import ReportError
 from sync.protocol.ids import is_within
 from sync.store import Store
+from tiers import materials
 from tiers.cases.machine import IN_TRANSIT, OPEN, violation_kind
 from tiers.figures import COUNT_FIELDS, Counts, Period, parse_period
 from tiers.published import work_calendar
@@ -48,6 +51,7 @@ from tiers.reports import backfill, latest_reports, node_counts
 KINDS = (
     "report_mismatch", "missing_report", "fork", "gap", "stale_node", "orphan_forward",
     "clock_skew", "custody_violation", "quarantined_entry", "revoked_key_used",
+    "missing_material",
 )  # fmt: skip
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
 
@@ -280,6 +284,14 @@ def _quarantined(store: Store) -> list[Finding]:
     ]  # fmt: skip
 
 
+def _missing_materials(node: Node, now: datetime) -> list[Finding]:
+    after = materials.missing_after(node.config.settings)
+    return [
+        _find("missing_material", m.pop("node_id"), **m)
+        for m in materials.overdue(node.store, now, after)
+    ]
+
+
 def reconcile(
     node: Node, period_text: str, *, limits: Thresholds | None = None,
     now: datetime | None = None,
@@ -304,6 +316,7 @@ def reconcile(
         *_custody(store, period),
         *_quarantined(store),
         *_revoked_uses(store, node.node_id),
+        *_missing_materials(node, now),
     ]
     findings.sort(key=lambda f: (KINDS.index(f.kind), f.node_id, json.dumps(f.evidence)))
     counts = {kind: sum(f.kind == kind for f in findings) for kind in KINDS}
@@ -374,6 +387,12 @@ i18n.register(
             " latest ({type}): {why}.",
             "{node_id} 有 {count} 条条目（#{first_seq}—#{seq}）已保存但未采用；最近一条"
             "（{type}）：{why}。",
+        ),
+        "finding.missing_material": (
+            "{name} of case {case_id}, attached by {node_id} (#{seq}), has not arrived whole"
+            " here {hours} hours after its entry (sha256 {sha256}).",
+            "{node_id} 为办件 {case_id} 添加的 {name}（#{seq}）在条目到达 {hours} 小时后"
+            "仍未完整到达本处（sha256 {sha256}）。",
         ),
         "finding.custody_violation": (
             "{node_id} recorded {type} on case {case_id} (#{seq}, {at}) without holding it"
