@@ -197,12 +197,26 @@ class Receiving:
             with _disk_full_is_an_error():
                 _write_synced(self.blobs._list_path(self.ref.sha256), digests)
 
+    def _marker(self) -> Path:
+        return self.path.with_name(self.path.name + ".have")
+
+    def _synced_chunks(self) -> int:
+        """Chunks known fsynced and checked (the marker `add` writes after each fsync), so
+        a resume re-reads only what came after: not the whole partial file per cut."""
+        try:
+            value = int(self._marker().read_text("ascii"))
+        except (OSError, ValueError):
+            return 0
+        size = self.path.stat().st_size if self.path.exists() else 0
+        return max(0, min(value, self.ref.chunks - 1, size // CHUNK))
+
     def _verified_prefix(self) -> int:
         """Chunks at the start of the partial file that match the list; the rest is cut."""
         assert self.digests is not None
-        good = 0
+        good = self._synced_chunks()
         if self.path.exists():
             with open(self.path, "rb") as src:
+                src.seek(good * CHUNK)
                 while good < self.ref.chunks:
                     piece = src.read(chunk_size(self.ref.size, good))
                     try:
@@ -231,6 +245,7 @@ class Receiving:
                     out.flush()
                     os.fsync(out.fileno())
                     self._unsynced = 0
+                    self._marker().write_text(str(index + 1), "ascii")
         except BlobError:
             with open(self.path, "r+b") as out:
                 out.truncate(offset)
@@ -253,11 +268,13 @@ class Receiving:
             raise BlobError("blob.hash_mismatch", sha256=self.ref.sha256)
         self.blobs._settle(self.path, self.ref, at)
         self.blobs._list_path(self.ref.sha256).unlink(missing_ok=True)
+        self._marker().unlink(missing_ok=True)
         return True
 
     def abandon(self) -> None:
         self.path.unlink(missing_ok=True)
         self.blobs._list_path(self.ref.sha256).unlink(missing_ok=True)
+        self._marker().unlink(missing_ok=True)
         self.have, self.digests = 0, None
 
 
