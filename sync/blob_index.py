@@ -121,6 +121,18 @@ def ref_of(store: Store, sha256: str) -> BlobRef | None:
     return BlobRef(sha256, rows[0][0], rows[0][1]) if rows else None
 
 
+def ref_named_by(store: Store, sha256: str, subtree: str) -> BlobRef | None:
+    """The blob an admitted entry of `subtree` (a node and those below it) names by
+    `sha256`: what a node of that subtree may send up (its first such entry's size and
+    root; an entry from elsewhere naming the same hash otherwise cannot hold it back)."""
+    rows = store.query(
+        "SELECT size, root FROM blob_refs WHERE sha256 = ? AND origin >= ? AND origin < ? "
+        "ORDER BY received_at, origin, seq LIMIT 1",
+        (sha256, subtree, _upper_bound(subtree)),
+    )
+    return BlobRef(sha256, rows[0][0], rows[0][1]) if rows else None
+
+
 def may_fetch(store: Store, client: str, sha256: str) -> bool:
     """Whether `client` may be sent blob `sha256`: an entry of its own subtree names it,
     or a domain rule grants it."""
