@@ -184,6 +184,20 @@ def wanted(store: Store, me: str) -> list[BlobRef]:
     return [BlobRef(sha, size, root) for sha, size, root, _ in rows]
 
 
+def droppable(store: Store, me: str, parent: str) -> list[str]:
+    """Blobs held here that `parent` receipted whole, named by entries of this node's
+    subtree and by no entry from outside it (a result from above stays until delivered)."""
+    low, high = me, _upper_bound(me)
+    rows = store.query(
+        "SELECT b.sha256 FROM blobs b WHERE EXISTS (SELECT 1 FROM blob_receipts p WHERE "
+        "p.peer = ? AND p.sha256 = b.sha256) AND EXISTS (SELECT 1 FROM blob_refs r WHERE "
+        "r.sha256 = b.sha256 AND r.origin >= ? AND r.origin < ?) AND NOT EXISTS (SELECT 1 "
+        "FROM blob_refs r WHERE r.sha256 = b.sha256 AND NOT (r.origin >= ? AND r.origin < ?))",
+        (parent, low, high, low, high),
+    )
+    return [sha for (sha,) in rows]
+
+
 def record_receipt(store: Store, peer: str, sha256: str, at: str) -> None:
     """`peer` signed that it holds blob `sha256` whole (call inside a transaction)."""
     store.execute(

@@ -295,6 +295,15 @@ class PeerClient:
             raise RefusedError("wire.plain_answer", url=self.url)
         return content
 
+    def post_json(self, path: str, body: bytes) -> dict[str, Any]:
+        """POST a small JSON body (sealed when the server's seal key is known); the JSON
+        object it answers."""
+        return self._json(self._send("POST", path, body))
+
+    def json_of(self, reply: Reply) -> dict[str, Any]:
+        """The JSON object of an answer; LinkDownError when it is not one (garbled)."""
+        return self._json(reply)
+
     def _json(self, reply: Reply) -> dict[str, Any]:
         try:
             data = json.loads(reply.content)
