@@ -63,6 +63,7 @@ PUT_SECONDS = 5.0  # what one put aims to last, at the rate seen so far
 FIRST_PUT_CHUNKS = 4  # before any rate is known: 256 KiB (2 s at 1 Mbit/s)
 MAX_PUT_CHUNKS = 64  # 4 MiB: the most one put carries (this side holds it to sign it)
 FAILURES = 3  # link failures in a row without progress before the step stops
+PAUSE = 0.25  # seconds after such a failure, times how many in a row
 HAVE_MAX = 256  # as sync.blob_wire takes
 STREAM_TYPE = "application/x-zhibao-blobs"
 Clock = Callable[[], float]
@@ -92,6 +93,7 @@ class _Mover:
     summary: RoundSummary
     deadline: float
     now: Clock
+    pause: Callable[[float], None] = time.sleep
     failures: int = 0
     fetched: list[str] = field(default_factory=list)
 
@@ -100,9 +102,13 @@ class _Mover:
         return self.now() >= self.deadline
 
     def _failed(self, progress: bool) -> None:
+        """After a failure of the link: give up after `FAILURES` in a row without progress,
+        else pause a moment (the server may not have seen the cut yet: it answers 503 while
+        it still reads the cut body) and go on."""
         self.failures = 0 if progress else self.failures + 1
         if self.failures >= FAILURES:
             raise _GiveUp
+        self.pause(PAUSE * self.failures)
 
     def _garbled(self, detail: str) -> LinkDownError:
         """An answer a line broke (answers are not signed as a whole): try again."""

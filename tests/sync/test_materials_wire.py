@@ -148,3 +148,202 @@ def test_materials_go_up_to_the_city_and_a_result_comes_down_to_the_village(
         assert sync(net, VILLAGE, town_url).materials_received == 1
     assert states(net, VILLAGE, case_id) == {"申请表.pdf": "here", "许可证.pdf": "here"}
     assert written(net, VILLAGE, case_id, "许可证", tmp_path / "at-village") == licence
+
+
+# --- a bad line ------------------------------------------------------------------------------
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def _resent_chunks(data: bytes, wire: bytes) -> int:
+    """How many chunks of `data` crossed the line more than once (each recognised by its
+    first 64 bytes, random so they occur nowhere else)."""
+    starts = range(0, len(data), CHUNK)
+    return sum(max(0, wire.count(data[at : at + 64]) - 1) for at in starts)
+
+
+def test_materials_through_cuts_mid_chunk_converge_resending_the_chunk_in_flight(
+    net: Topology, tmp_path: Path
+) -> None:
+    data = scan(tmp_path / "户口簿.jpg", 3 * MB + 999, seed=3)
+    case_id = new_case(net)
+    zb(net.home(VILLAGE), "case", "attach", case_id, str(tmp_path / "户口簿.jpg"))
+    with (
+        served(net, TOWN, plain=True) as town_url,
+        FaultProxy("127.0.0.1", _port(town_url), record=True) as proxy,
+    ):
+        for n in range(4):  # each connection is cut mid-chunk, some way into a put
+            proxy.force(Fault("cut", "c2s", offset=(5 + 3 * n) * CHUNK + CHUNK // 2 + 7 * n))
+        rounds = []
+        while not rounds or rounds[-1].materials_sent == 0:
+            rounds.append(sync(net, VILLAGE, proxy.url, plain=True))
+            assert len(rounds) < 10, rounds
+        wire = proxy.recorded("c2s")
+        cuts = proxy.stats.faults["cut"]
+    assert cuts == 4
+    assert states(net, TOWN, case_id) == {"户口簿.jpg": "here"}
+    assert written(net, TOWN, case_id, "户口簿", tmp_path / "out") == data
+    assert all(wire.count(data[at : at + 64]) >= 1 for at in range(0, len(data), CHUNK))
+    assert _resent_chunks(data, wire) <= cuts
+    assert sum(r.materials_sent_bytes for r in rounds) == len(data)
+
+
+def test_a_result_through_cuts_mid_chunk_comes_down_resending_the_chunk_in_flight(
+    net: Topology, tmp_path: Path
+) -> None:
+    village, town, city = (net.home(n) for n in (VILLAGE, TOWN, CITY))
+    case_id = new_case(net)
+    zb(village, "case", "forward", case_id)
+    result = scan(tmp_path / "批文.pdf", 2 * MB + 5, seed=9)
+    with served(net, CITY, plain=True) as city_url, served(net, TOWN) as town_url:
+        sync(net, VILLAGE, town_url)
+        zb(town, "case", "accept", case_id)
+        zb(town, "case", "forward", case_id)
+        sync(net, TOWN, city_url, plain=True)
+        zb(city, "case", "attach", case_id, str(tmp_path / "批文.pdf"))
+        with FaultProxy("127.0.0.1", _port(city_url), record=True) as proxy:
+            for n in range(3):  # each connection is cut some way into the answer to a get
+                proxy.force(Fault("cut", "s2c", offset=(6 + 4 * n) * CHUNK + 5_000 * n + 11))
+            rounds = [sync(net, TOWN, proxy.url, plain=True) for _ in range(2)]
+            wire, cuts = proxy.recorded("s2c"), proxy.stats.faults["cut"]
+    assert cuts == 3
+    assert [r.materials_received for r in rounds] in ([1, 0], [0, 1])
+    assert sum(r.materials_received_bytes for r in rounds) == len(result)
+    assert written(net, TOWN, case_id, "批文", tmp_path / "out") == result
+    assert _resent_chunks(result, wire) <= cuts
+
+
+def _wait_for(condition: Any, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        threading.Event().wait(0.02)
+
+
+def test_materials_resume_after_the_town_is_killed_mid_put(net: Topology, tmp_path: Path) -> None:
+    data = scan(tmp_path / "平面图.png", 4 * MB, seed=4)
+    case_id = new_case(net)
+    listed = zj(net.home(VILLAGE), "case", "attach", case_id, str(tmp_path / "平面图.png"))
+    partial = net.home(TOWN) / "materials" / "partial" / listed[0]["sha256"]
+    cut: dict[str, RoundSummary] = {}
+    with zhibao_serve(net.home(TOWN)) as town:
+        slow = Schedule(bandwidth=MB)
+        with FaultProxy("127.0.0.1", _port(town.url), schedule=slow) as proxy:
+            worker = threading.Thread(target=lambda: cut.update(s=sync(net, VILLAGE, proxy.url)))
+            worker.start()
+            _wait_for(lambda: partial.exists() and partial.stat().st_size >= MB)
+            town.kill9()
+            worker.join(60)
+    assert cut["s"].materials_sent == 0 and cut["s"].materials_left == 1, cut["s"]
+    kept = partial.stat().st_size
+    assert kept >= MB and kept % CHUNK == 0
+    with (
+        zhibao_serve(net.home(TOWN)) as town,
+        FaultProxy("127.0.0.1", _port(town.url), record=True) as proxy,
+    ):
+        summary = sync(net, VILLAGE, proxy.url)
+        on_the_line = len(proxy.recorded("c2s"))
+    assert summary.materials_sent == 1
+    assert summary.materials_sent_bytes == len(data) - kept
+    assert on_the_line < len(data) - kept + 256 * 1024  # went on from the chunks kept
+    assert states(net, TOWN, case_id) == {"平面图.png": "here"}
+    assert written(net, TOWN, case_id, "平面图", tmp_path / "out") == data
+
+
+# --- entries first ---------------------------------------------------------------------------
+
+
+def test_a_case_event_recorded_while_a_material_moves_reaches_the_town_next_round(
+    net: Topology, tmp_path: Path
+) -> None:
+    village = net.home(VILLAGE)
+    settings(village, material_seconds_per_round=1)
+    data = scan(tmp_path / "卫生检测报告.pdf", 2 * MB, seed=5)
+    case_id = new_case(net)
+    zb(village, "case", "attach", case_id, str(tmp_path / "卫生检测报告.pdf"))
+    with (
+        served(net, TOWN) as town_url,
+        FaultProxy("127.0.0.1", _port(town_url), schedule=Schedule(bandwidth=512 * 1024)) as line,
+    ):
+        first = sync(net, VILLAGE, line.url)
+        assert (first.materials_sent, first.materials_left, first.again) == (0, 1, True)
+        zb(village, "case", "forward", case_id)  # recorded while the scan is on its way
+        second = sync(net, VILLAGE, line.url)
+        assert second.pushed == 1 and second.materials_sent == 0
+        assert zj(net.home(TOWN), "case", "show", case_id)["status"] == "in_transit"
+        assert states(net, TOWN, case_id) == {"卫生检测报告.pdf": "on_the_way"}
+
+        # a watching loop goes on at once while materials are left (the interval is an hour)
+        stop, seen = threading.Event(), []
+
+        def on_round(summary: RoundSummary) -> None:
+            seen.append(summary)
+            if summary.materials_sent:
+                stop.set()
+
+        loop = threading.Thread(
+            target=watch, args=(lambda: open_home(village), line.url),
+            kwargs={"interval": 3600.0, "stop": stop, "on_round": on_round},
+        )  # fmt: skip
+        loop.start()
+        loop.join(120)
+        stop.set()
+        loop.join(10)
+    assert seen and seen[-1].materials_sent == 1, seen
+    assert all(s.again for s in seen[:-1]) and not seen[-1].again
+    assert written(net, TOWN, case_id, "卫生检测报告", tmp_path / "out") == data
+
+
+# --- sealed, receipted, let go -------------------------------------------------------------
+
+
+def test_a_sealed_wire_carries_no_byte_of_a_material_in_clear(
+    net: Topology, tmp_path: Path
+) -> None:
+    village, town, city = (net.home(n) for n in (VILLAGE, TOWN, CITY))
+    form = scan(tmp_path / "营业执照.jpg", MB + 3, seed=6)
+    licence = scan(tmp_path / "许可证.pdf", 300_001, seed=7)
+    case_id = new_case(net)
+    zb(village, "case", "attach", case_id, str(tmp_path / "营业执照.jpg"))
+    zb(village, "case", "forward", case_id)
+    with (
+        served(net, CITY) as city_url,
+        served(net, TOWN) as town_url,
+        FaultProxy("127.0.0.1", _port(town_url), record=True) as to_town,
+        FaultProxy("127.0.0.1", _port(city_url), record=True) as to_city,
+    ):
+        sync(net, VILLAGE, to_town.url)
+        zb(town, "case", "accept", case_id)
+        zb(town, "case", "forward", case_id)
+        sync(net, TOWN, to_city.url)
+        zb(city, "case", "accept", case_id)
+        zb(city, "case", "attach", case_id, str(tmp_path / "许可证.pdf"))
+        sync(net, TOWN, to_city.url)
+        sync(net, VILLAGE, to_town.url)
+        line = b"".join(p.recorded(d) for p in (to_town, to_city) for d in ("c2s", "s2c"))
+    assert states(net, VILLAGE, case_id) == {"营业执照.jpg": "here", "许可证.pdf": "here"}
+    assert states(net, CITY, case_id) == {"营业执照.jpg": "here", "许可证.pdf": "here"}
+    assert len(line) > 2 * len(form) + 2 * len(licence)  # all of it crossed these lines
+    for data in (form, licence):
+        for at in range(0, len(data) - 64, len(data) // 50):
+            assert data[at : at + 64] not in line, at
+
+
+def test_a_village_lets_its_copy_go_once_the_town_receipted_it(
+    net: Topology, tmp_path: Path
+) -> None:
+    village = net.home(VILLAGE)
+    settings(village, drop_materials_after_receipt=True)
+    data = scan(tmp_path / "申请表.pdf", 200_000, seed=8)
+    case_id = new_case(net)
+    sha = zj(village, "case", "attach", case_id, str(tmp_path / "申请表.pdf"))[0]["sha256"]
+    with served(net, TOWN) as town_url:
+        first = sync(net, VILLAGE, town_url)
+        again = sync(net, VILLAGE, town_url)
+    assert (first.materials_sent, first.materials_dropped) == (1, 1)
+    assert (again.materials_sent, again.materials_dropped, again.materials_refused) == (0, 0, [])
+    assert states(net, VILLAGE, case_id) == {"申请表.pdf": "dropped"}
+    assert not (village / "materials" / sha[:2] / sha).exists()
+    assert written(net, TOWN, case_id, "申请表", tmp_path / "out") == data
