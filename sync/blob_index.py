@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from sync.protocol import i18n
 from sync.protocol.blobs import BlobRef
 from sync.protocol.entry import SignedEntry
 from sync.protocol.ids import is_within
@@ -224,3 +225,39 @@ def limit_bytes(settings: dict[str, Any]) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         value = DEFAULT_LIMIT_MB
     return int(value * 1024 * 1024)
+
+
+# why a node will not take or give a material (the wire's refusals, shown by both sides)
+i18n.register(
+    {
+        "blob.bad_request": (
+            "the material request is malformed",
+            "材料请求格式错误",
+        ),
+        "blob.not_named": (
+            "no entry of the sender's subtree held here names material {sha256}: it is not "
+            "taken from this sender",
+            "本节点所存该发送方下属的条目均未提及材料 {sha256}：不接收其上传",
+        ),
+        "blob.too_big_here": (
+            "material {sha256} is larger than this node takes (material_max_mb in node.toml)",
+            "材料 {sha256} 超过本节点的大小上限（见 node.toml 的 material_max_mb）",
+        ),
+        "blob.dropped_here": (
+            "material {sha256} was let go here on purpose",
+            "本节点已按设置清理材料 {sha256}",
+        ),
+        "blob.wrong_start": (
+            "material {sha256}: this node holds its chunks up to {next}; send from there",
+            "材料 {sha256}：本节点已有前 {next} 块，请从该处续传",
+        ),
+        "blob.beyond_end": (
+            "material {sha256}: more was sent than its size: refused",
+            "材料 {sha256}：发送的数据超出其大小，已拒收",
+        ),
+        "blob.not_yours": (
+            "material {sha256} is not one this node may send you",
+            "材料 {sha256} 不在本节点可向您发送的范围内",
+        ),
+    }
+)

@@ -259,7 +259,7 @@ class _Mover:
                 self.summary.materials_left += len(wanted) - position
                 return
             if ref.size > limit:
-                self._refused(ref.sha256, "blob.too_big")
+                self._refused(ref.sha256, "blob.too_big_here")
                 continue
             with blobs.claim(ref.sha256) as mine:
                 if mine and not blobs.has(ref.sha256):  # else `serve` is taking it

@@ -59,7 +59,6 @@ from sync.admission import (
     target,
 )
 from sync.blobs import Receiving
-from sync.protocol import i18n
 from sync.protocol.blobs import (
     CHUNK,
     DATA,
@@ -464,38 +463,3 @@ class _Frames(StreamingResponse):
             close = getattr(self.frames, "close", None)
             if close is not None:
                 close()
-
-
-i18n.register(
-    {
-        "blob.bad_request": (
-            "the material request is malformed",
-            "材料请求格式错误",
-        ),
-        "blob.not_named": (
-            "no entry of the sender's subtree held here names material {sha256}: it is not "
-            "taken from this sender",
-            "本节点所存该发送方下属的条目均未提及材料 {sha256}：不接收其上传",
-        ),
-        "blob.too_big_here": (
-            "material {sha256} is larger than this node takes (material_max_mb in node.toml)",
-            "材料 {sha256} 超过本节点的大小上限（见 node.toml 的 material_max_mb）",
-        ),
-        "blob.dropped_here": (
-            "material {sha256} was let go here on purpose",
-            "本节点已按设置清理材料 {sha256}",
-        ),
-        "blob.wrong_start": (
-            "material {sha256}: this node holds its chunks up to {next}; send from there",
-            "材料 {sha256}：本节点已有前 {next} 块，请从该处续传",
-        ),
-        "blob.beyond_end": (
-            "material {sha256}: more was sent than its size: refused",
-            "材料 {sha256}：发送的数据超出其大小，已拒收",
-        ),
-        "blob.not_yours": (
-            "material {sha256} is not one this node may send you",
-            "材料 {sha256} 不在本节点可向您发送的范围内",
-        ),
-    }
-)
