@@ -329,8 +329,8 @@ class _Mover:
                         receiving.set_list(payload)
                     continue
                 receiving.add(frame.index, payload)
-                if receiving.have == ref.chunks or self.out_of_time:
-                    return
+                if self.out_of_time and receiving.have < ref.chunks:
+                    return  # at a chunk boundary; the answer's end is read when whole
 
     def tell_held(self) -> None:
         """Tell the parent what arrived whole from it (its record of this node's receipt)."""
