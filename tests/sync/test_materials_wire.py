@@ -9,8 +9,10 @@ fault proxy between them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+import secrets
 import threading
 import time
 import tomllib
@@ -23,8 +25,14 @@ from typing import Any
 import pytest
 import tomli_w
 
-from sync.protocol.blobs import CHUNK
+from sync import trust
+from sync.admission import Limits
+from sync.clock import Clock
+from sync.protocol.blobs import CHUNK, DATA, LIST, Hasher, chunk_info, encode_frame
+from sync.protocol.messages import request_headers
+from sync.protocol.sealed import WIRE_MAGIC, request_info, seal
 from sync.round import RoundSummary, sync_round
+from sync.server import NodeApp
 from sync.service import ServerThread, watch
 from sync.testing.proxy import Fault, FaultProxy, Schedule
 from tests.support.servers import zhibao, zhibao_serve
@@ -347,3 +355,78 @@ def test_a_village_lets_its_copy_go_once_the_town_receipted_it(
     assert states(net, VILLAGE, case_id) == {"申请表.pdf": "dropped"}
     assert not (village / "materials" / sha[:2] / sha).exists()
     assert written(net, TOWN, case_id, "申请表", tmp_path / "out") == data
+
+
+# --- a put that stalls -----------------------------------------------------------------------
+
+
+def _frames_of(data: bytes, seal_to: bytes, context: bytes, sha: str) -> list[bytes]:
+    """A client's sealed stream of the whole of `data`: magic, chunk list, every chunk."""
+    hasher = Hasher()
+    hasher.update(data)
+    parts = [(LIST, 0, hasher.chunk_list())]
+    parts += [(DATA, i, data[at : at + CHUNK]) for i, at in enumerate(range(0, len(data), CHUNK))]
+    return [WIRE_MAGIC] + [
+        encode_frame(kind, index, seal(payload, seal_to, chunk_info(context, sha, kind, index)))
+        for kind, index, payload in parts
+    ]
+
+
+def test_a_put_that_stalls_is_cut_keeping_its_whole_chunks(net: Topology, tmp_path: Path) -> None:
+    """The gate's deadline ends a put whose body stops coming; what came checked stays."""
+    village = net.home(VILLAGE)
+    settings(village, material_seconds_per_round=0)  # the entries go up, the bytes not
+    data = scan(tmp_path / "申请书.pdf", 5 * CHUNK, seed=10)
+    case_id = new_case(net)
+    sha = zj(village, "case", "attach", case_id, str(tmp_path / "申请书.pdf"))[0]["sha256"]
+    with served(net, TOWN) as town_url:
+        assert sync(net, VILLAGE, town_url).materials_left == 1
+    path = f"/v1/blobs/put?sha256={sha}&from=0"
+    stamp, nonce = Clock().stamp(), secrets.token_hex(16)
+    with net.open(VILLAGE) as node:
+        seal_to = trust.seal_key(node.store, TOWN)
+        assert seal_to is not None
+        context = request_info("POST", path, VILLAGE, TOWN, stamp, nonce)
+        frames = _frames_of(data, seal_to, context, sha)
+        body = b"".join(frames)
+        headers = request_headers(node.signer, "POST", path, body, node=VILLAGE, server=TOWN,
+                                  time=stamp, nonce=nonce)  # fmt: skip
+    given = b"".join(frames[:4]) + frames[4][:1000]  # list, chunks 0 and 1, part of 2
+    answer: dict[str, Any] = {}
+
+    async def drive(app: NodeApp) -> None:
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                await asyncio.Event().wait()  # the line stalls for good
+            sent = True
+            return {"type": "http.request", "body": given, "more_body": True}
+
+        async def send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+            else:
+                answer["body"] = answer.get("body", b"") + message.get("body", b"")
+
+        raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        raw.append((b"content-length", str(len(body)).encode()))
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+            "scheme": "http", "path": path.split("?")[0], "raw_path": path.split("?")[0].encode(),
+            "query_string": path.split("?")[1].encode(), "root_path": "", "headers": raw,
+            "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5555),
+        }  # fmt: skip
+        await app.app(scope, receive, send)
+
+    with net.open(TOWN) as town:
+        asyncio.run(drive(NodeApp(town, limits=Limits(idle_seconds=0.3))))
+    assert (answer["status"], json.loads(answer["body"])["error"]) == (408, "request.timeout")
+    partial = net.home(TOWN) / "materials" / "partial" / sha
+    assert partial.stat().st_size == 2 * CHUNK  # chunks 0 and 1: checked, kept
+    settings(village, material_seconds_per_round=20)
+    with served(net, TOWN) as town_url:
+        summary = sync(net, VILLAGE, town_url)
+    assert (summary.materials_sent, summary.materials_sent_bytes) == (1, 3 * CHUNK)
+    assert written(net, TOWN, case_id, "申请书", tmp_path / "out") == data
