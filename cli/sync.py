@@ -33,6 +33,22 @@ i18n.register(
             "已与 {peer} 同步：上传 {pushed} 条，下载 {pulled} 条（传输 {kb} KB）。",
         ),
         "sync.rejected": ("refused {origin}#{seq}: {reason}", "被拒绝 {origin}#{seq}：{reason}"),
+        "sync.materials": (
+            "Materials: sent {sent} ({sent_kb} KB), received {received} ({received_kb} KB).",
+            "材料：上传 {sent} 份（{sent_kb} KB），接收 {received} 份（{received_kb} KB）。",
+        ),
+        "sync.materials_left": (
+            "{left} material(s) still on the way: the next round goes on where this one stopped.",
+            "尚有 {left} 份材料在传输中：下一轮从本轮停止处继续。",
+        ),
+        "sync.materials_dropped": (
+            "{dropped} material(s) receipted by the parent: the copies here were let go.",
+            "{dropped} 份材料已获上级回执：本机副本已清理。",
+        ),
+        "sync.material_refused": (
+            "material {short} not moved: {reason}",
+            "材料 {short} 未传输：{reason}",
+        ),
         "sync.retrying": (
             "link problem: {error}; retrying in {seconds:.0f} s",
             "连接问题：{error}；{seconds:.0f} 秒后重试",
@@ -119,6 +135,30 @@ def _report(summary: RoundSummary, as_json: bool) -> None:
     )
     for r in summary.rejected:
         echo(i18n.t("sync.rejected", **r), err=True)
+    _report_materials(summary)
+
+
+def _report_materials(summary: RoundSummary) -> None:
+    """What moved of the materials, when any did or could not (only receipted ones count as
+    sent)."""
+    sent, received = summary.materials_sent, summary.materials_received
+    moved = summary.materials_sent_bytes + summary.materials_received_bytes
+    if sent or received or moved:
+        echo(
+            i18n.t(
+                "sync.materials", sent=sent, received=received,
+                sent_kb=summary.materials_sent_bytes // 1024,
+                received_kb=summary.materials_received_bytes // 1024,
+            )
+        )  # fmt: skip
+    if summary.materials_left:
+        echo(i18n.t("sync.materials_left", left=summary.materials_left))
+    if summary.materials_dropped:
+        echo(i18n.t("sync.materials_dropped", dropped=summary.materials_dropped))
+    for refused in summary.materials_refused:
+        sha = refused["sha256"]
+        reason = i18n.t(refused["reason"], sha256=sha[:12])
+        echo(i18n.t("sync.material_refused", short=sha[:12], reason=reason), err=True)
 
 
 @click.command("serve")

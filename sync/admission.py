@@ -4,11 +4,14 @@ Order, so that memory and time go only to a sender that has passed everything th
 headers can prove: the declared length is given and fits the endpoint; the zhibao headers
 are present and well formed; the request is for this server; its time is within the skew;
 its sender may call this endpoint (`may_push`: a direct child; `may_sync`: any node below);
-its sender is enrolled here; its signature verifies — over the body's digest, which travels
-in a header, so no body is read before the sender is proved — and its nonce is new. Only
-then is the body read, one at a time per sender, within a byte budget shared by all
-requests, at a minimum rate from the start; it must be exactly as long as declared and
-have the digest that was signed. A refused body is drained a little so an honest client
+its sender is enrolled here; its signature verifies — over the path and its query string
+and the body's digest, which travels in a header, so no body is read before the sender is
+proved — and its nonce is new. Only then is the body read, one at a time per sender,
+within a byte budget shared by all requests, at a minimum rate from the start; it must be
+exactly as long as declared and have the digest that was signed. A streamed body (a
+material's chunks, sync.blob_wire) is handed over piece by piece as it comes
+(`stream_body`) and costs the budget one frame, not its length; its digest can only be
+checked at its end. A refused body is drained a little so an honest client
 reads the answer, else its connection is closed unread.
 
 Every refusal is JSON `{"error": key, "message": ...}` (`error_response`).
@@ -17,8 +20,9 @@ Every refusal is JSON `{"error": key, "message": ...}` (`error_response`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -37,7 +41,6 @@ from sync.protocol.messages import (
     SENDER,
     SERVER,
     TIME,
-    body_digest,
     digest_message,
 )
 from sync.protocol.messages import (
@@ -64,6 +67,18 @@ STATUS = {
     "batch.malformed": 400,
     "time.bad_nonce": 400,
     "server.busy": 503,
+    "blob.bad_request": 400,
+    "blob.bad_list": 400,
+    "blob.bad_chunk": 400,
+    "blob.bad_frame": 400,
+    "blob.beyond_end": 400,
+    "blob.hash_mismatch": 400,
+    "blob.wrong_start": 409,
+    "blob.too_big_here": 413,
+    "blob.not_held": 404,
+    "blob.disk_full": 507,
+    "wire.cannot_open": 400,
+    "wire.plain_refused": 403,
 }  # any other refusal: 403
 
 
@@ -103,11 +118,13 @@ def may_sync(sender: str, me: str) -> bool:
 @dataclass(frozen=True)
 class Endpoint:
     """Who may call an endpoint (`allows(sender, this node)`), what a refusal says, and
-    whether its body is small (a hello, a pull) or a batch (a push)."""
+    whether its body is small (a hello, a pull) or a batch (a push); a `streamed` body is
+    handed to its handler as it comes, never held whole."""
 
     allows: Callable[[str, str], bool]
     refusal: str
     small: bool
+    streamed: bool = False
 
     def cap(self, limits: Limits) -> int:
         return limits.max_small_body if self.small else limits.max_body
@@ -115,6 +132,18 @@ class Endpoint:
 
 PUSH = Endpoint(may_push, "request.not_child", small=False)
 SYNC = Endpoint(may_sync, "request.not_below", small=True)  # hello and pull
+# materials (sync.blob_wire): what a parent holds of some, and their chunks, go up only
+# from direct children, like a push; any node below may fetch what it may be sent
+BLOB_HAVE = Endpoint(may_push, "request.not_child", small=True)
+BLOB_PUT = Endpoint(may_push, "request.not_child", small=False, streamed=True)
+BLOB_GET = Endpoint(may_sync, "request.not_below", small=True)
+
+
+def target(request: Request) -> str:
+    """What a request signature (and a sealed body's context) names of the URL: the path
+    and, when there is one, the query string as sent."""
+    query = request.url.query
+    return f"{request.url.path}?{query}" if query else request.url.path
 
 
 @dataclass(frozen=True)
@@ -160,7 +189,7 @@ class Gate:
         self.limits = limits
         self._revoked_seen: set[tuple[str, str]] = set()  # (node, nonce) counted already
         self.free = limits.body_budget  # bytes of bodies that may still be taken in
-        self.reading: set[str] = set()  # senders whose body is being read or held
+        self.reading: dict[str, int] = {}  # senders whose body is being read or held: bytes
 
     def admit(self, request: Request, endpoint: Endpoint) -> Caller:
         """Check everything the headers say, signature and nonce included, before any of the
@@ -202,7 +231,7 @@ class Gate:
             raise RefusedError(endpoint.refusal, node_id=node_id, me=me)
         store = self.node.store
         message = digest_message(
-            request.method, request.url.path, digest, node_id, stamp, nonce, server=me
+            request.method, target(request), digest, node_id, stamp, nonce, server=me
         )
         sig = bytes.fromhex(signature)
         if trust.verify_wire(store, node_id, lambda key: verify(key, message, sig)) is None:
@@ -235,18 +264,19 @@ class Gate:
             keyring.record_use(store, node_id, node_id, "request", None, self.node.clock.stamp())
         return True
 
-    def reserve(self, caller: Caller) -> bool:
-        """Take the caller's body from the budget, one body at a time per sender: False
-        when it cannot be held now (the sender is answered 503 and comes back)."""
-        if caller.node_id in self.reading or caller.length > self.free:
+    def reserve(self, caller: Caller, size: int | None = None) -> bool:
+        """Take the caller's body (or `size` bytes of it, for a streamed body) from the
+        budget, one body at a time per sender: False when it cannot be held now (the sender
+        is answered 503 and comes back)."""
+        size = caller.length if size is None else min(size, caller.length)
+        if caller.node_id in self.reading or size > self.free:
             return False
-        self.reading.add(caller.node_id)
-        self.free -= caller.length
+        self.reading[caller.node_id] = size
+        self.free -= size
         return True
 
     def release(self, caller: Caller) -> None:
-        self.reading.discard(caller.node_id)
-        self.free += caller.length
+        self.free += self.reading.pop(caller.node_id, 0)
 
     async def drain(self, request: Request) -> bool:
         """Read (and drop) what is left of a refused body, a little and briefly: True when
@@ -273,31 +303,45 @@ class Gate:
         at `min_rate` or better once `grace_seconds` have passed (checked as it comes, not
         only at the end); RefusedError otherwise (the rest is then left unread: close the
         connection)."""
+        body = bytearray()
+        async for piece in self.stream_body(request, caller):
+            body += piece
+        return bytes(body)
+
+    async def stream_body(self, request: Request, caller: Caller) -> AsyncIterator[bytes]:
+        """The body piece by piece as it comes, under the rules of `read_body`; the digest
+        is checked once the last piece is in (RefusedError then, after every piece was
+        given: a streamed body's handler must check what it takes on its own)."""
         loop = asyncio.get_running_loop()
         limits = self.limits
         start = loop.time()
         expected = caller.length
-        body = bytearray()
+        digest = hashlib.sha256()
+        got = 0
         while True:
             owed = (loop.time() - start - limits.grace_seconds) * limits.min_rate
-            if len(body) < owed:
-                raise RefusedError("request.timeout", size=len(body))
-            behind = start + limits.grace_seconds + (len(body) + 1) / limits.min_rate
+            if got < owed:
+                raise RefusedError("request.timeout", size=got)
+            behind = start + limits.grace_seconds + (got + 1) / limits.min_rate
             wait = min(limits.idle_seconds, behind - loop.time())
             try:
                 async with asyncio.timeout(max(wait, 0.001)):
                     message = await request.receive()
             except TimeoutError:
-                raise RefusedError("request.timeout", size=len(body)) from None
+                raise RefusedError("request.timeout", size=got) from None
             if message["type"] != "http.request":  # the client went away
                 raise RefusedError("request.disconnected")
-            body += message.get("body", b"")
-            if len(body) > expected:
-                raise RefusedError("request.too_big", size=len(body), limit=expected)
+            piece = message.get("body", b"")
+            got += len(piece)
+            if got > expected:
+                raise RefusedError("request.too_big", size=got, limit=expected)
+            digest.update(piece)
+            if piece:
+                yield piece
             if not message.get("more_body", False):
-                if len(body) != expected or body_digest(bytes(body)) != caller.digest:
+                if got != expected or digest.hexdigest() != caller.digest:
                     raise RefusedError("request.bad_signature")
-                return bytes(body)
+                return
 
 
 i18n.register(

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from sync.protocol import i18n
 from sync.protocol.blobs import BlobRef
 from sync.protocol.entry import SignedEntry
 from sync.protocol.ids import is_within
@@ -121,6 +122,18 @@ def ref_of(store: Store, sha256: str) -> BlobRef | None:
     return BlobRef(sha256, rows[0][0], rows[0][1]) if rows else None
 
 
+def ref_named_by(store: Store, sha256: str, subtree: str) -> BlobRef | None:
+    """The blob an admitted entry of `subtree` (a node and those below it) names by
+    `sha256`: what a node of that subtree may send up (its first such entry's size and
+    root; an entry from elsewhere naming the same hash otherwise cannot hold it back)."""
+    rows = store.query(
+        "SELECT size, root FROM blob_refs WHERE sha256 = ? AND origin >= ? AND origin < ? "
+        "ORDER BY received_at, origin, seq LIMIT 1",
+        (sha256, subtree, _upper_bound(subtree)),
+    )
+    return BlobRef(sha256, rows[0][0], rows[0][1]) if rows else None
+
+
 def may_fetch(store: Store, client: str, sha256: str) -> bool:
     """Whether `client` may be sent blob `sha256`: an entry of its own subtree names it,
     or a domain rule grants it."""
@@ -172,6 +185,20 @@ def wanted(store: Store, me: str) -> list[BlobRef]:
     return [BlobRef(sha, size, root) for sha, size, root, _ in rows]
 
 
+def droppable(store: Store, me: str, parent: str) -> list[str]:
+    """Blobs held here that `parent` receipted whole, named by entries of this node's
+    subtree and by no entry from outside it (a result from above stays until delivered)."""
+    low, high = me, _upper_bound(me)
+    rows = store.query(
+        "SELECT b.sha256 FROM blobs b WHERE EXISTS (SELECT 1 FROM blob_receipts p WHERE "
+        "p.peer = ? AND p.sha256 = b.sha256) AND EXISTS (SELECT 1 FROM blob_refs r WHERE "
+        "r.sha256 = b.sha256 AND r.origin >= ? AND r.origin < ?) AND NOT EXISTS (SELECT 1 "
+        "FROM blob_refs r WHERE r.sha256 = b.sha256 AND NOT (r.origin >= ? AND r.origin < ?))",
+        (parent, low, high, low, high),
+    )
+    return [sha for (sha,) in rows]
+
+
 def record_receipt(store: Store, peer: str, sha256: str, at: str) -> None:
     """`peer` signed that it holds blob `sha256` whole (call inside a transaction)."""
     store.execute(
@@ -198,3 +225,39 @@ def limit_bytes(settings: dict[str, Any]) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         value = DEFAULT_LIMIT_MB
     return int(value * 1024 * 1024)
+
+
+# why a node will not take or give a material (the wire's refusals, shown by both sides)
+i18n.register(
+    {
+        "blob.bad_request": (
+            "the material request is malformed",
+            "材料请求格式错误",
+        ),
+        "blob.not_named": (
+            "no entry of the sender's subtree held here names material {sha256}: it is not "
+            "taken from this sender",
+            "本节点所存该发送方下属的条目均未提及材料 {sha256}：不接收其上传",
+        ),
+        "blob.too_big_here": (
+            "material {sha256} is larger than this node takes (material_max_mb in node.toml)",
+            "材料 {sha256} 超过本节点的大小上限（见 node.toml 的 material_max_mb）",
+        ),
+        "blob.dropped_here": (
+            "material {sha256} was let go here on purpose",
+            "本节点已按设置清理材料 {sha256}",
+        ),
+        "blob.wrong_start": (
+            "material {sha256}: this node holds its chunks up to {next}; send from there",
+            "材料 {sha256}：本节点已有前 {next} 块，请从该处续传",
+        ),
+        "blob.beyond_end": (
+            "material {sha256}: more was sent than its size: refused",
+            "材料 {sha256}：发送的数据超出其大小，已拒收",
+        ),
+        "blob.not_yours": (
+            "material {sha256} is not one this node may send you",
+            "材料 {sha256} 不在本节点可向您发送的范围内",
+        ),
+    }
+)

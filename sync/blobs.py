@@ -15,7 +15,9 @@ partial file at its last whole checked chunk and says so (`blob.disk_full`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 from collections.abc import Iterator
@@ -60,6 +62,11 @@ class BlobStore:
 
     def has(self, sha256: str) -> bool:
         return bool(self.store.query("SELECT 1 FROM blobs WHERE sha256 = ?", (sha256,)))
+
+    def held(self, sha256: str) -> BlobRef | None:
+        """The ref of a blob held whole here (as it was checked when it was recorded)."""
+        rows = self.store.query("SELECT size, root FROM blobs WHERE sha256 = ?", (sha256,))
+        return BlobRef(sha256, rows[0][0], rows[0][1]) if rows else None
 
     def dropped(self, sha256: str) -> bool:
         return bool(self.store.query("SELECT 1 FROM blob_dropped WHERE sha256 = ?", (sha256,)))
@@ -157,6 +164,26 @@ class BlobStore:
     def receiving(self, ref: BlobRef) -> Receiving:
         self.partial_dir.mkdir(parents=True, exist_ok=True)
         return Receiving(self, ref)
+
+    @contextlib.contextmanager
+    def claim(self, sha256: str) -> Iterator[bool]:
+        """Whether this process may write `sha256`'s partial file now: an advisory lock
+        (flock), so a server taking a blob from a child and a round fetching the same blob
+        from above — two processes — never write one partial file at once. Never waits."""
+        self.partial_dir.mkdir(parents=True, exist_ok=True)
+        lock = self.partial_dir / (sha256 + ".lock")
+        with open(lock, "a+b") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                if self.has(sha256):  # nobody writes its partial again
+                    lock.unlink(missing_ok=True)
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def drop(self, sha256: str, at: str) -> None:
         """Let a held blob go on purpose (its hash stays in the entries that name it)."""

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,6 +44,7 @@ from sync.protocol.sealed import (
 )
 
 BATCH_TYPE = "application/x-zhibao-batch"
+PRIVATE_PATHS = frozenset({"/v1/push", "/v1/blobs/put"})
 _TRY_LATER = frozenset({408, 429, 502, 503, 504})  # the link or the load, not the request
 
 
@@ -51,6 +54,27 @@ class Reply:
 
     content: bytes
     headers: httpx.Headers
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A signed request being made: what it signs (method, path with its query, sender,
+    server, time, nonce) and the seal key its body goes sealed to (None: plain)."""
+
+    method: str
+    path: str
+    sender: str
+    server: str
+    stamp: str
+    nonce: str
+    seal_to: bytes | None
+
+    @property
+    def context(self) -> bytes:
+        """The context its body (or each of its frames' payloads) is sealed in."""
+        return request_info(
+            self.method, self.path, self.sender, self.server, self.stamp, self.nonce
+        )
 
 
 @dataclass(frozen=True)
@@ -121,7 +145,7 @@ class PeerClient:
             # a hello or pull sealed to a seal key the server has rotated away (this node
             # has not pulled the rotation yet): cursors only, so sent again plain — the
             # answer still comes back sealed, and the pull brings the rotation
-            if exc.params.get("code") != "wire.cannot_open" or path == "/v1/push":
+            if exc.params.get("code") != "wire.cannot_open" or _private(path):
                 raise
             return self._send_once(method, path, body, content_type, signed, seal=False)
 
@@ -135,62 +159,120 @@ class PeerClient:
         *,
         seal: bool = True,
     ) -> Reply:
-        headers = {"content-type": content_type}
-        opener: bytes | None = None  # the answer's context, when it must come sealed
-        if signed:
-            server = self.server_id or self.server_time().node_id
-            stamp = (self.node.clock.now() + self.stamp_offset).isoformat()
-            nonce = secrets.token_hex(16)
-            me = self.node.node_id
-            seal_to = self._seal_key(server, path) if seal else None
-            if seal_to is not None:
-                info = request_info(method, path, me, server, stamp, nonce)
-                body, headers["content-type"] = seal_body(body, seal_to, info), SEALED_TYPE
-            proof = request_headers(
-                self.node.request_signer, method, path, body, node=me, server=server, time=stamp,
-                nonce=nonce,
-            )  # fmt: skip
-            headers.update(proof)
-            if self.plain:
-                headers[WIRE] = "plain"
-            opener = answer_info(method, path, me, server, nonce, proof[DIGEST])
+        if not signed:
+            response = self._request(method, path, body, {"content-type": content_type})
+            return Reply(self._opened(response.content, None), response.headers)
+        out = self.outgoing(method, path, seal=seal)
+        if out.seal_to is not None:
+            body, content_type = seal_body(body, out.seal_to, out.context), SEALED_TYPE
+        return self.send(out, body, content_type)
+
+    def outgoing(self, method: str, path: str, *, seal: bool = True) -> Outgoing:
+        """A signed request about to be made to the server: its time, nonce, and the seal
+        key its body goes sealed to (None: plain, see `_seal_key`)."""
+        server = self.server_id or self.server_time().node_id
+        stamp = (self.node.clock.now() + self.stamp_offset).isoformat()
+        seal_to = self._seal_key(server, path) if seal else None
+        return Outgoing(
+            method, path, self.node.node_id, server, stamp, secrets.token_hex(16), seal_to
+        )
+
+    def _signed_headers(
+        self, out: Outgoing, body: bytes, content_type: str
+    ) -> tuple[dict[str, str], bytes]:
+        """The headers of `out` with `body` (as it goes on the wire), and the context its
+        answer is sealed in."""
+        proof = request_headers(
+            self.node.request_signer, out.method, out.path, body, node=out.sender,
+            server=out.server, time=out.stamp, nonce=out.nonce,
+        )  # fmt: skip
+        headers = {"content-type": content_type, **proof}
+        if self.plain:
+            headers[WIRE] = "plain"
+        opener = answer_info(out.method, out.path, out.sender, out.server, out.nonce, proof[DIGEST])
+        return headers, opener
+
+    def send(self, out: Outgoing, body: bytes, content_type: str) -> Reply:
+        """Send `out` with `body` (sealed or not, as the caller made it); the answer, opened."""
+        headers, opener = self._signed_headers(out, body, content_type)
+        response = self._request(out.method, out.path, body, headers)
+        return Reply(self._opened(response.content, opener), response.headers)
+
+    @contextmanager
+    def stream(
+        self, out: Outgoing, body: bytes, content_type: str
+    ) -> Iterator[tuple[Iterator[bytes], bytes]]:
+        """Send `out` and give its 2xx answer's bytes as they come, with the context its
+        answer is sealed in (the caller opens what it reads); a refusal is raised as by
+        `send`. Leaving the block early closes the connection."""
+        headers, opener = self._signed_headers(out, body, content_type)
+        try:
+            request = self.http.build_request(out.method, out.path, content=body, headers=headers)
+            response = self.http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise LinkDownError("link.down", url=self.url, detail=type(exc).__name__) from exc
+        try:
+            if response.status_code >= 400:
+                try:
+                    response.read()
+                except httpx.HTTPError as exc:
+                    raise LinkDownError(
+                        "link.down", url=self.url, detail=type(exc).__name__
+                    ) from exc
+                self._check(response)
+            yield self._pieces(response), opener
+        finally:
+            response.close()
+
+    def _pieces(self, response: httpx.Response) -> Iterator[bytes]:
+        try:
+            yield from response.iter_raw()
+        except httpx.HTTPError as exc:
+            raise LinkDownError("link.down", url=self.url, detail=type(exc).__name__) from exc
+
+    def _request(
+        self, method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> httpx.Response:
         try:
             response = self.http.request(method, path, content=body, headers=headers)
             response.read()
         except httpx.HTTPError as exc:
             raise LinkDownError("link.down", url=self.url, detail=type(exc).__name__) from exc
-        if response.status_code >= 400:
-            data: Any = None  # stays None when the error body is not JSON (a proxy's page)
-            try:
-                data = response.json()
-                key, message = str(data["error"]), str(data["message"])
-            except (ValueError, KeyError, TypeError):
-                key, message = "http", f"HTTP {response.status_code}"
-            if response.status_code in _TRY_LATER or (
-                response.status_code >= 500 and key == "http"
-            ):
-                # busy, cut or a proxy's error page: nothing was applied, try again later
-                raise LinkDownError("link.down", url=self.url, detail=message)
-            raise RefusedError(
-                "peer.refused",
-                url=self.url,
-                detail=message,
-                code=key,
-                server_time=data.get("time") if isinstance(data, dict) else None,
-            )
-        return Reply(self._opened(response.content, opener), response.headers)
+        self._check(response)
+        return response
+
+    def _check(self, response: httpx.Response) -> None:
+        """Nothing for a 2xx; LinkDownError (try later) or RefusedError (the reason) else."""
+        if response.status_code < 400:
+            return
+        data: Any = None  # stays None when the error body is not JSON (a proxy's page)
+        try:
+            data = response.json()
+            key, message = str(data["error"]), str(data["message"])
+        except (ValueError, KeyError, TypeError):
+            key, message = "http", f"HTTP {response.status_code}"
+        if response.status_code in _TRY_LATER or (response.status_code >= 500 and key == "http"):
+            # busy, cut or a proxy's error page: nothing was applied, try again later
+            raise LinkDownError("link.down", url=self.url, detail=message)
+        raise RefusedError(
+            "peer.refused",
+            url=self.url,
+            detail=message,
+            code=key,
+            server_time=data.get("time") if isinstance(data, dict) else None,
+        )
 
     def _seal_key(self, server: str, path: str) -> bytes | None:
         """The server's enrolled seal key to seal a request body to; None to send it plain:
         when asked (`plain`), or for a hello or pull while the server's seal key is not
-        known here (a first round, a restore: the pull brings the enrolments). A push is
-        never sent plain unasked: RefusedError saying how to fix it."""
+        known here (a first round, a restore: the pull brings the enrolments). A push or a
+        material's chunks are never sent plain unasked: RefusedError saying how to fix it."""
         if self.plain:
             return None
         key = trust.seal_key(self.node.store, server)
         if key is not None:
             return key
-        if path != "/v1/push":  # heads and cursors: no personal data
+        if not _private(path):  # heads, cursors, which material: no personal data
             return None
         known = trust.public_key(self.node.store, server) is not None
         why = "wire.peer_no_seal_key" if known else "wire.peer_unknown"
@@ -212,6 +294,15 @@ class PeerClient:
         if not self.plain:
             raise RefusedError("wire.plain_answer", url=self.url)
         return content
+
+    def post_json(self, path: str, body: bytes) -> dict[str, Any]:
+        """POST a small JSON body (sealed when the server's seal key is known); the JSON
+        object it answers."""
+        return self._json(self._send("POST", path, body))
+
+    def json_of(self, reply: Reply) -> dict[str, Any]:
+        """The JSON object of an answer; LinkDownError when it is not one (garbled)."""
+        return self._json(reply)
 
     def _json(self, reply: Reply) -> dict[str, Any]:
         try:
@@ -289,6 +380,11 @@ class PeerClient:
         body = json.dumps({"cursors": cursors, "mode": mode, "limit": limit}).encode()
         reply = self._send("POST", "/v1/pull", body)
         return reply.content, reply.headers.get("x-zhibao-more") == "1"
+
+
+def _private(path: str) -> bool:
+    """Whether a request to `path` carries personal data (entries, a material's bytes)."""
+    return path.split("?", 1)[0] in PRIVATE_PATHS
 
 
 def _is_hex(value: object) -> bool:

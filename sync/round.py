@@ -1,9 +1,12 @@
-"""One sync round against a peer (DESIGN §4): time, hello, push, pull, receipts.
+"""One sync round against a peer (DESIGN §4): time, hello, push, pull, receipts, then
+materials.
 
 A round pushes, in bounded compressed batches, what the peer lacks of this node's
 subtree, then pulls what concerns this node. Each batch is one transaction on each side;
 a cut link loses at most the batch in flight, and the next round resumes from the heads
-the peer reports, so nothing is sent twice on purpose and nothing applied twice.
+the peer reports, so nothing is sent twice on purpose and nothing applied twice. With the
+parent, the entries done, the round moves materials for a bounded time
+(sync.blob_transfer): never before the entries, so a material never holds them back.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from sync import forks, liveness, proofs, receipts, revocation, trust
+from sync import blob_transfer, forks, liveness, proofs, receipts, revocation, trust
 from sync.client import PeerClient, TimeAnswer
 from sync.ingest import ingest
 from sync.node import RESTORING, Node
@@ -46,9 +49,23 @@ class RoundSummary:
     forks: list[dict[str, Any]] = field(default_factory=list)
     clock_offset_seconds: int = 0
     warnings: list[str] = field(default_factory=list)
+    materials_sent: int = 0  # receipted whole by the peer in this round
+    materials_sent_bytes: int = 0  # of chunks the peer holds checked now, not before
+    materials_received: int = 0  # arrived whole and checked in this round
+    materials_received_bytes: int = 0
+    materials_left: int = 0  # still to move when the round's time for them ran out
+    materials_refused: list[dict[str, str]] = field(default_factory=list)  # sha256, reason
+    materials_dropped: int = 0  # copies let go once the parent receipted them
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    @property
+    def again(self) -> bool:
+        """Whether the next round should start at once: materials are left and this one
+        moved some (a link that moves nothing waits like any other failure)."""
+        moved = self.materials_sent_bytes + self.materials_received_bytes
+        return self.materials_left > 0 and (moved > 0 or self.materials_sent > 0)
 
 
 def _batches(node: Node, plan: list[tuple[str, int, int]]) -> Iterator[list[SignedEntry]]:
@@ -182,6 +199,8 @@ def sync_round(
         with node.store.transaction():
             node.store.set_meta("last_sync", node.clock.stamp())
             node.store.set_meta("last_sync_peer", url)
+        if peer_id == node.config.parent_id and (push or pull):
+            blob_transfer.move_materials(node, client, peer_id, summary, up=push, down=pull)
     return summary
 
 

@@ -1,4 +1,5 @@
-"""The node's HTTP endpoint (Starlette, served by uvicorn): time, hello, push, pull.
+"""The node's HTTP endpoint (Starlette, served by uvicorn): time, hello, push, pull, and
+the materials' endpoints (sync.blob_wire).
 
 Every request but `/v1/time` is signed by an enrolled node (method, path, body digest,
 sender, the server it is for, time, nonce); a stale time, a nonce seen before or a request
@@ -48,6 +49,7 @@ from sync.admission import (
     has_body,
     refusal,
 )
+from sync.blob_wire import BlobWire
 from sync.ingest import ingest
 from sync.node import Node
 from sync.protocol import i18n
@@ -108,12 +110,17 @@ class NodeApp:
         self._projecting = False
         self._stopped = False
         self._failures = 0  # unexpected errors of idle projection in a row
+        self.blob_wire = BlobWire(self)
         self.app = Starlette(
             routes=[
                 Route("/v1/time", self._safe(self.time), methods=["GET"]),
                 Route("/v1/hello", self._safe(self.hello), methods=["POST"]),
                 Route("/v1/push", self._safe(self.push), methods=["POST"]),
                 Route("/v1/pull", self._safe(self.pull), methods=["POST"]),
+                *(
+                    Route(path, self._safe(handler), methods=["POST"])
+                    for path, handler in self.blob_wire.routes()
+                ),
             ],
             exception_handlers={HTTPException: _not_routed},
         )
@@ -202,7 +209,7 @@ class NodeApp:
         not know this node's seal key yet."""
         if is_sealed(body):
             info = request_info(
-                request.method, request.url.path, caller.node_id, self.node.node_id,
+                request.method, admission.target(request), caller.node_id, self.node.node_id,
                 caller.stamp, caller.nonce,
             )  # fmt: skip
             try:
@@ -240,11 +247,18 @@ class NodeApp:
             return refusal(exc)
         except ZhibaoError as exc:
             return error_response(500, exc.key, **exc.params)
+        return self.sealed(request, caller, response, seal_to)
+
+    def sealed(
+        self, request: Request, caller: Caller, response: Response, seal_to: bytes | None
+    ) -> Response:
+        """A 200 answer sealed to `seal_to` in the context of the request it answers (as
+        it is when `seal_to` is None, or for a refusal)."""
         if seal_to is None or response.status_code != 200:
             return response
         info = answer_info(
-            request.method, request.url.path, caller.node_id, self.node.node_id, caller.nonce,
-            caller.digest,
+            request.method, admission.target(request), caller.node_id, self.node.node_id,
+            caller.nonce, caller.digest,
         )  # fmt: skip
         kept = {k: v for k, v in response.headers.items() if k.startswith("x-zhibao-")}
         return Response(seal_body(response.body, seal_to, info), headers=kept,

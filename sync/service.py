@@ -149,6 +149,7 @@ def watch(
         before_sleep=before_sleep,
         reraise=True,
     )
+    summary = RoundSummary()
     while not stop.is_set():
         try:
             for attempt in retrying:
@@ -166,7 +167,9 @@ def watch(
             if stop.is_set():
                 return
             raise
-        stop.wait(interval)
+        # materials left when the round's time for them ran out: go on at once (the next
+        # round sends what was recorded meanwhile first)
+        stop.wait(0 if summary.again else interval)
 
 
 def tune_collector() -> None:

@@ -1,5 +1,5 @@
-"""Signed statements besides entries: receipts, request signatures and time answers
-(DESIGN §2, §4).
+"""Signed statements besides entries: receipts (of entries and of materials), request
+signatures and time answers (DESIGN §2, §4).
 
 Each has its own domain prefix, so a signature made for one kind of message can never be
 replayed as another. Messages are canonical JSON, signed once, verified from the bytes.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ RECEIPT_DOMAIN = b"zhibao/receipt/v1\0"
 REQUEST_DOMAIN = b"zhibao/request/v2\0"  # v2: the request names the server it is for
 BUNDLE_DOMAIN = b"zhibao/bundle/v1\0"
 TIME_DOMAIN = b"zhibao/time/v1\0"
+BLOB_RECEIPT_DOMAIN = b"zhibao/blob-receipt/v1\0"
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,48 @@ def read_receipt(raw: bytes, sig: bytes, public_key: bytes) -> Receipt:
         raise RefusedError("receipt.malformed") from None
 
 
+@dataclass(frozen=True)
+class BlobReceipt:
+    """ "`issuer` holds each of `held` whole, checked against its SHA-256" — said to `to`,
+    the node that sent (or asked about) them: the acknowledgement of a material."""
+
+    raw: bytes
+    sig: bytes
+    issuer: str
+    to: str
+    at: str
+    held: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"raw": self.raw.decode(), "sig": self.sig.hex()}
+
+
+def make_blob_receipt(
+    signer: Signer, issuer: str, to: str, at: str, held: Sequence[str]
+) -> BlobReceipt:
+    body = {"issuer": issuer, "to": to, "at": at, "held": sorted(set(held))}
+    raw = canonical(body)
+    return BlobReceipt(
+        raw, signer.sign(BLOB_RECEIPT_DOMAIN + raw), issuer, to, at, tuple(body["held"])
+    )
+
+
+def read_blob_receipt(raw: bytes, sig: bytes, public_key: bytes) -> BlobReceipt:
+    """Verify and parse a material receipt; RefusedError if forged or malformed."""
+    if not verify(public_key, BLOB_RECEIPT_DOMAIN + raw, sig):
+        raise RefusedError("receipt.forged")
+    try:
+        body = json.loads(raw)
+        held = body["held"]
+        if not isinstance(held, list) or not all(isinstance(h, str) for h in held):
+            raise TypeError("held")
+        return BlobReceipt(
+            raw, sig, str(body["issuer"]), str(body["to"]), str(body["at"]), tuple(held)
+        )
+    except (ValueError, KeyError, TypeError):
+        raise RefusedError("receipt.malformed") from None
+
+
 SENDER, SERVER, TIME, NONCE, DIGEST, SIGNATURE = (
     "x-zhibao-node",
     "x-zhibao-server",
@@ -82,9 +126,9 @@ def body_digest(body: bytes) -> str:
 def request_message(
     method: str, path: str, body: bytes, node: str, time: str, nonce: str, *, server: str
 ) -> bytes:
-    """What a node signs for one HTTP request: method, path, body digest, sender, time,
-    nonce, and the server it is for, so a request made for one server is refused by any
-    other (it cannot be replayed there)."""
+    """What a node signs for one HTTP request: method, path (with its query string, if
+    any), body digest, sender, time, nonce, and the server it is for, so a request made
+    for one server is refused by any other (it cannot be replayed there)."""
     return digest_message(method, path, body_digest(body), node, time, nonce, server=server)
 
 
