@@ -24,6 +24,7 @@ from sync.protocol.errors import HomeError, SyncError
 from sync.round import sync_round
 from sync.service import ServerThread
 from sync.testing.proxy import FaultProxy, Schedule
+from tiers import demo_materials
 from tiers.cases import service as case
 from tiers.cases.labels import status_label
 from tiers.cases.service import Applicant
@@ -270,6 +271,9 @@ def _story(city: City, say: Say) -> dict[str, Any]:
             cid = case.receive(
                 village, items[link], _person(20 + n), at="2025-10-09T09:30:00+08:00"
             )
+            if link == "flaky":  # decided by the city, on the scans the village sends up
+                names = demo_materials.village_scans(village, cid, "2025-10-09T09:35:00+08:00")
+                say(i18n.t("demo.scanned", village=node_id, case_id=cid, names="、".join(names)))
             case.forward(village, cid, at="2025-10-09T09:40:00+08:00")
             forwarded[link] = cid
     say(i18n.t("demo.villages", count=len(forwarded)))
@@ -286,12 +290,22 @@ def _story(city: City, say: Say) -> dict[str, Any]:
     with city.open(CITY[0]) as top:
         cid = forwarded["flaky"]
         case.accept(top, cid, at="2025-10-11T09:00:00+08:00")  # an adjusted working Saturday
+        folder = city.root / "opened-at-city"
+        opened = demo_materials.open_all(top, cid, folder)
+        decision = demo_materials.city_decides(top, cid, "2025-10-17T15:55:00+08:00")
         case.complete(top, cid, "approved", note="卫生检测合格", at="2025-10-17T16:00:00+08:00")
     say(i18n.t("demo.city_decided", case_id=forwarded["flaky"]))
+    say(i18n.t("demo.city_opened", case_id=cid, names="、".join(opened), folder=str(folder),
+               decision=decision))  # fmt: skip
     sync_all(city, say)
     for n, (node_id, _, _) in enumerate(VILLAGES):
         with city.open(node_id) as village:
             cid = next(c for c in forwarded.values() if c.startswith(node_id))
+            if cid == forwarded["flaky"]:  # the licence came down with the decision
+                folder = city.root / "printed-at-village"
+                names = demo_materials.open_all(village, cid, folder)
+                say(i18n.t("demo.village_printed", village=node_id, case_id=cid,
+                           names="、".join(names), folder=str(folder)))  # fmt: skip
             case.deliver(village, cid, "window", at="2025-10-20T10:00:00+08:00")
             case.rate(village, cid, 1 + n % 2, comment="办事方便", at="2025-10-20T10:05:00+08:00")
     say(i18n.t("demo.delivered", count=len(VILLAGES)))
@@ -301,7 +315,7 @@ def _story(city: City, say: Say) -> dict[str, Any]:
             submit_monthly(centre, PERIOD)
     say(i18n.t("demo.reports", period=PERIOD))
     sync_all(city, say)
-    return _summary(city, say)
+    return _summary(city, say) | {"forwarded": sorted(forwarded.values())}
 
 
 def _summary(city: City, say: Say) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -36,6 +37,23 @@ def test_demo_runs_a_whole_city(tmp_path: Path) -> None:
     assert "USB stick" in run.stdout
     assert summary["findings"] == []  # every centre reported, and the reports reconcile
     assert summary["stats"]["accepted"] == 21 and summary["stats"]["rated"] == 11
+    # the village's two scans were opened at the city, the city's licence printed at the
+    # village: each byte for byte what the other side attached, over the cutting line
+    opened = tmp_path / "city" / "opened-at-city"
+    printed = tmp_path / "city" / "printed-at-village"
+    assert sorted(p.name for p in opened.iterdir()) == ["卫生检测报告.pdf", "申请表.jpg"]
+    assert [p.name for p in printed.iterdir()] == ["公共场所卫生许可证.pdf"]
+    village = tmp_path / "city" / "330782001202"
+    case_id = next(c for c in summary["forwarded"] if c.startswith("330782001202"))
+    listed = subprocess.run(
+        [sys.executable, "-m", "cli.main", "case", "materials", case_id, "--home", str(village),
+         "--json"],
+        capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    held = {m["file"]: m for m in json.loads(listed.stdout)}
+    assert {m["state"] for m in held.values()} == {"here"}
+    for path in [*opened.iterdir(), *printed.iterdir()]:
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == held[path.name]["sha256"]
     again = subprocess.run(  # a previous demo city is rebuilt, not refused
         [sys.executable, "-m", "cli.main", "demo", "--home", str(tmp_path / "city"), "--json"],
         capture_output=True,
