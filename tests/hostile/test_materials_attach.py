@@ -136,7 +136,7 @@ def test_materials_attach_off_path_is_quarantined_and_never_indexed(net: Net, vi
 # --- bodies no honest program writes ------------------------------------------------------
 
 HEX = "ab" * 32
-BAD_BODIES: list[tuple[str, dict[str, Any] | None]] = [  # (id, how the material differs)
+BAD_BODIES: list[tuple[str, dict[str, Any] | None]] = [  # (id, change; None: no material)
     ("sha_not_hex", {"sha256": "not-a-hash"}),
     ("sha_upper_case", {"sha256": HEX.upper()}),
     ("sha_short", {"sha256": HEX[:-1]}),
