@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from sync.node import NODE_DB
+from sync.store import Store
 from tests.hostile.harness import zhibao_measured
 from tests.hostile.network import one_line_error
 from tests.support.servers import ZHIBAO, cli_env, zhibao
@@ -85,9 +87,11 @@ def refused(home: Path, *args: str, lang: str = "en") -> str:
     return line
 
 
-def snapshot(home: Path) -> tuple[dict[str, int], list[str]]:
-    """The heads of the logs held at `home`, and every file of its blob store."""
-    return ok_json(home, "status")["heads"], blob_files(home)
+def snapshot(home: Path) -> tuple[dict[str, tuple[int, bytes]], list[str]]:
+    """The head of every log held at `home` (read from its database: a refused command
+    must not have appended, nor received, anything), and every file of its blob store."""
+    with Store(home / NODE_DB) as store:
+        return store.heads(), blob_files(home)
 
 
 def blob_files(home: Path) -> list[str]:
