@@ -27,6 +27,7 @@ from typing import IO, Any
 from sync.protocol import i18n
 from sync.protocol.blobs import (
     CHUNK,
+    SHA256,
     BlobRef,
     Hasher,
     check_chunk,
@@ -50,13 +51,13 @@ class BlobStore:
     # --- paths -----------------------------------------------------------------------
 
     def path(self, sha256: str) -> Path:
-        return self.root / sha256[:2] / sha256
+        return self.root / _named(sha256)[:2] / sha256
 
     def _partial(self, sha256: str) -> Path:
-        return self.partial_dir / sha256
+        return self.partial_dir / _named(sha256)
 
     def _list_path(self, sha256: str) -> Path:
-        return self.partial_dir / (sha256 + ".list")
+        return self.partial_dir / (_named(sha256) + ".list")
 
     # --- what is held ----------------------------------------------------------------
 
@@ -187,12 +188,13 @@ class BlobStore:
 
     def drop(self, sha256: str, at: str) -> None:
         """Let a held blob go on purpose (its hash stays in the entries that name it)."""
+        path = self.path(sha256)
         with self.store.transaction():
             self.store.execute("DELETE FROM blobs WHERE sha256 = ?", (sha256,))
             self.store.execute(
                 "INSERT OR REPLACE INTO blob_dropped (sha256, at) VALUES (?, ?)", (sha256, at)
             )
-        self.path(sha256).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
 
 class Receiving:
@@ -333,6 +335,14 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _named(sha256: str) -> str:
+    """`sha256` if it is one (64 lower-case hex digits), so it can name a file under the
+    store and nowhere else; else `blob.not_held` (no such blob can be held)."""
+    if SHA256.fullmatch(sha256) is None:
+        raise BlobError("blob.not_held", sha256=sha256[:80])
+    return sha256
 
 
 def _mb(limit: int) -> str:

@@ -46,8 +46,10 @@ ATTACHED = "case.attached"
 DEFAULT_MISSING_HOURS = 72
 STATES = ("here", "on_the_way", "missing", "dropped")
 
-Hex64 = Annotated[str, Meta(pattern=SHA256.pattern)]
-MediaType = Annotated[str, Meta(min_length=3, max_length=200, pattern=r"^[\w.+-]+/[\w.+-]+$")]
+# msgspec matches a pattern anywhere in the string (re.search), and `$` lets a final line
+# break through: anchored at both ends, or "../x" + 64 hex digits would pass as a hash
+Hex64 = Annotated[str, Meta(pattern=rf"^{SHA256.pattern}\Z")]
+MediaType = Annotated[str, Meta(min_length=3, max_length=200, pattern=r"^[\w.+-]+/[\w.+-]+\Z")]
 
 
 class Material(msgspec.Struct, forbid_unknown_fields=True):
