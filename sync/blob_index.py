@@ -42,7 +42,8 @@ CREATE INDEX IF NOT EXISTS blob_refs_origin ON blob_refs (origin, seq);
 """
 _STATE_DDL = """
 CREATE TABLE IF NOT EXISTS blobs (
-    sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, root TEXT NOT NULL, held_at TEXT NOT NULL
+    sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, root TEXT NOT NULL, held_at TEXT NOT NULL,
+    source TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blob_dropped (sha256 TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blob_receipts (
@@ -135,10 +136,12 @@ def ref_named_by(store: Store, sha256: str, subtree: str) -> BlobRef | None:
 
 
 def may_fetch(store: Store, client: str, sha256: str) -> bool:
-    """Whether `client` may be sent blob `sha256`: an entry of its own subtree names it,
-    or a domain rule grants it."""
-    own = store.query("SELECT origin FROM blob_refs WHERE sha256 = ?", (sha256,))
-    if any(is_within(origin, client) for (origin,) in own):
+    """Whether `client` may be sent blob `sha256`: it came here from `client`'s subtree
+    (so its bytes are that subtree's already: a village that let its copy go may fetch it
+    back), or a domain rule grants it. Naming a hash grants nothing: a member that learns
+    the hash of another's scan and names it on its own case gets no byte of it."""
+    rows = store.query("SELECT source FROM blobs WHERE sha256 = ?", (sha256,))
+    if rows and rows[0][0] is not None and is_within(rows[0][0], client):
         return True
     return any(rule(store, client, sha256) for rule in _ACCESS)
 

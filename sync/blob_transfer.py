@@ -291,7 +291,7 @@ class _Mover:
                 self.summary.materials_received_bytes += _bytes(ref, before, receiving.have)
             if receiving.have == ref.chunks:
                 try:
-                    receiving.finish(self.node.clock.stamp())
+                    receiving.finish(self.node.clock.stamp(), source=self.peer)
                 except BlobError as exc:
                     self._refused(ref.sha256, exc.key)
                     return

@@ -261,7 +261,7 @@ class BlobWire:
         try:
             await self._stream_in(request, caller, receiving, context)
             if receiving.have == ref.chunks:
-                receiving.finish(node.clock.stamp())
+                receiving.finish(node.clock.stamp(), source=caller.node_id)
         except (RefusedError, BlobError) as exc:
             if isinstance(exc, BlobError) and exc.key == "blob.hash_mismatch":
                 self.partials.pop(ref.sha256, None)

@@ -72,11 +72,14 @@ class BlobStore:
     def dropped(self, sha256: str) -> bool:
         return bool(self.store.query("SELECT 1 FROM blob_dropped WHERE sha256 = ?", (sha256,)))
 
-    def _record(self, ref: BlobRef, at: str) -> None:
+    def _record(self, ref: BlobRef, at: str, source: str | None) -> None:
+        """Held: since `at`, from `source` (the peer it came from; None: attached here).
+        A blob held already keeps where it first came from."""
         with self.store.transaction():
             self.store.execute(
-                "INSERT OR REPLACE INTO blobs (sha256, size, root, held_at) VALUES (?, ?, ?, ?)",
-                (ref.sha256, ref.size, ref.root, at),
+                "INSERT INTO blobs (sha256, size, root, held_at, source) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(sha256) DO NOTHING",
+                (ref.sha256, ref.size, ref.root, at, source),
             )
             self.store.execute("DELETE FROM blob_dropped WHERE sha256 = ?", (ref.sha256,))
 
@@ -110,14 +113,14 @@ class BlobStore:
             hasher.update(piece)
         return hasher.chunk_list()
 
-    def _settle(self, path: Path, ref: BlobRef, at: str) -> None:
+    def _settle(self, path: Path, ref: BlobRef, at: str, source: str | None = None) -> None:
         """Move a whole, checked file into place (or drop it: the blob is held already)."""
         final = self.path(ref.sha256)
         if not self.has(ref.sha256) or not final.exists():
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, final)
             _fsync_dir(final.parent)
-        self._record(ref, at)
+        self._record(ref, at, source)
 
     # --- reading ---------------------------------------------------------------------
 
@@ -281,8 +284,9 @@ class Receiving:
             raise
         self.have += 1
 
-    def finish(self, at: str) -> bool:
-        """When every chunk is in: check the whole against its SHA-256 and hold it.
+    def finish(self, at: str, source: str | None = None) -> bool:
+        """When every chunk is in: check the whole against its SHA-256 and hold it (as
+        come from `source`, the peer that sent it; see blob_index.may_fetch).
         A whole that does not match (an entry naming a root and a hash of different
         bytes) is thrown away and refused. False while chunks are missing."""
         if self.have < self.ref.chunks:
@@ -295,7 +299,7 @@ class Receiving:
         if digest.hexdigest() != self.ref.sha256:
             self.abandon()
             raise BlobError("blob.hash_mismatch", sha256=self.ref.sha256)
-        self.blobs._settle(self.path, self.ref, at)
+        self.blobs._settle(self.path, self.ref, at, source)
         self.blobs._list_path(self.ref.sha256).unlink(missing_ok=True)
         self._marker().unlink(missing_ok=True)
         return True

@@ -57,15 +57,17 @@ def materials_for(store: Store, client: str, cursors: dict[str, int]) -> list[tu
 
 
 def may_fetch_material(store: Store, client: str, sha256: str) -> bool:
-    """A node may be sent a material named for a case that concerns it (as above)."""
+    """A node may be sent a material attached above it (a result, by a node outside its
+    subtree) to a case that concerns it (as above). What its own subtree attached it
+    holds already; naming a hash on its own case opens nothing (sync.blob_index)."""
     low, high = client, _upper_bound(client)
     return bool(
         store.query(
             "SELECT 1 FROM case_materials m JOIN cases c ON c.case_id = m.case_id "
-            "WHERE m.sha256 = ? AND ((c.case_id >= ? AND c.case_id < ?) OR "
-            "(c.forward_to >= ? AND c.forward_to < ?) OR (c.holder >= ? AND c.holder < ?)) "
-            "LIMIT 1",
-            (sha256, low, high, low, high, low, high),
+            "WHERE m.sha256 = ? AND NOT (m.origin >= ? AND m.origin < ?) AND "
+            "((c.case_id >= ? AND c.case_id < ?) OR (c.forward_to >= ? AND c.forward_to < ?)"
+            " OR (c.holder >= ? AND c.holder < ?)) LIMIT 1",
+            (sha256, low, high, low, high, low, high, low, high),
         )
     )
 

@@ -271,11 +271,6 @@ def test_materials_attach_bytes_that_never_come_go_missing(net: Net, tmp_path: P
 # --- a hash named is not a key to the bytes -----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="blob_index.may_fetch grants a blob to any client whose subtree names its hash: "
-    "a village that learns another case's hash names it on its own case and may fetch it",
-)
 def test_materials_attach_naming_anothers_hash_does_not_open_its_bytes(net: Net) -> None:
     hostile, b = net.actor(VILLAGE_A), net.home(VILLAGE_B)
     secret = b"B's household register, scanned " * 3000
