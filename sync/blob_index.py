@@ -123,14 +123,19 @@ def ref_of(store: Store, sha256: str) -> BlobRef | None:
     return BlobRef(sha256, rows[0][0], rows[0][1]) if rows else None
 
 
-def ref_named_by(store: Store, sha256: str, subtree: str) -> BlobRef | None:
+def ref_named_by(
+    store: Store, sha256: str, subtree: str, root: str | None = None
+) -> BlobRef | None:
     """The blob an admitted entry of `subtree` (a node and those below it) names by
     `sha256`: what a node of that subtree may send up (its first such entry's size and
-    root; an entry from elsewhere naming the same hash otherwise cannot hold it back)."""
+    root; an entry from elsewhere naming the same hash otherwise cannot hold it back).
+    With `root`: only an entry naming that chunk list — the one the sender sent, so a
+    member of the subtree naming a shared hash (a blank form) with a wrong list first
+    cannot hold the honest copy back."""
     rows = store.query(
         "SELECT size, root FROM blob_refs WHERE sha256 = ? AND origin >= ? AND origin < ? "
-        "ORDER BY received_at, origin, seq LIMIT 1",
-        (sha256, subtree, _upper_bound(subtree)),
+        "AND (? IS NULL OR root = ?) ORDER BY received_at, origin, seq LIMIT 1",
+        (sha256, subtree, _upper_bound(subtree), root, root),
     )
     return BlobRef(sha256, rows[0][0], rows[0][1]) if rows else None
 
@@ -150,7 +155,7 @@ def up_for(store: Store, me: str, peer: str) -> list[BlobRef]:
     """Blobs held here that `peer` (an ancestor) should hold and has not receipted: those
     named by entries of this node's subtree (they go up with the logs), oldest first."""
     rows = store.query(
-        "SELECT r.sha256, r.size, r.root, MIN(r.received_at) AS first FROM blob_refs r "
+        "SELECT r.sha256, b.size, b.root, MIN(r.received_at) AS first FROM blob_refs r "
         "JOIN blobs b ON b.sha256 = r.sha256 WHERE r.origin >= ? AND r.origin < ? AND "
         "NOT EXISTS (SELECT 1 FROM blob_receipts p WHERE p.peer = ? AND p.sha256 = r.sha256) "
         "GROUP BY r.sha256 ORDER BY first, r.sha256",
@@ -163,7 +168,7 @@ def down_for(store: Store, client: str) -> list[BlobRef]:
     """Blobs held here that `client` (a descendant) may be sent and has not receipted:
     named by entries from outside its subtree that a domain rule grants it."""
     rows = store.query(
-        "SELECT r.sha256, r.size, r.root, MIN(r.received_at) AS first FROM blob_refs r "
+        "SELECT r.sha256, b.size, b.root, MIN(r.received_at) AS first FROM blob_refs r "
         "JOIN blobs b ON b.sha256 = r.sha256 WHERE NOT (r.origin >= ? AND r.origin < ?) AND "
         "NOT EXISTS (SELECT 1 FROM blob_receipts p WHERE p.peer = ? AND p.sha256 = r.sha256) "
         "GROUP BY r.sha256 ORDER BY first, r.sha256",

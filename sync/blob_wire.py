@@ -38,6 +38,7 @@ gate's idle time, else the answer stops. The caller checks every chunk as it arr
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
@@ -259,7 +260,8 @@ class BlobWire:
             caller.nonce,
         )  # fmt: skip
         try:
-            await self._stream_in(request, caller, receiving, context)
+            receiving = await self._stream_in(request, caller, receiving, context)
+            ref = receiving.ref
             if receiving.have == ref.chunks:
                 receiving.finish(node.clock.stamp(), source=caller.node_id)
         except (RefusedError, BlobError) as exc:
@@ -272,7 +274,7 @@ class BlobWire:
 
     async def _stream_in(
         self, request: Request, caller: Caller, receiving: Receiving, context: bytes
-    ) -> None:
+    ) -> Receiving:
         """Check and write each frame of the body as it comes (see the module doc)."""
         ref, node = receiving.ref, self.node
         reader = FrameReader(max_frame(ref.size))
@@ -300,7 +302,8 @@ class BlobWire:
                     if not first or frame.index != 0:
                         raise BlobError("blob.bad_frame")
                     if receiving.digests is None:
-                        receiving.set_list(payload)
+                        receiving = self._named_list(caller.node_id, receiving, payload)
+                        ref = receiving.ref
                     else:
                         check_list(ref, payload)
                 elif receiving.have >= ref.chunks:
@@ -312,6 +315,25 @@ class BlobWire:
             raise BlobError("blob.bad_frame")
         if reader.pending:
             raise BlobError("blob.bad_frame")
+        return receiving
+
+    def _named_list(self, caller: str, receiving: Receiving, digests: bytes) -> Receiving:
+        """Take the chunk list sent: against the ref chosen, else against another entry of
+        the caller's subtree naming this hash with exactly this list (the first entry to
+        name a shared hash may have named a wrong list; it must not hold the bytes back)."""
+        try:
+            receiving.set_list(digests)
+            return receiving
+        except BlobError:
+            root = hashlib.sha256(digests).hexdigest()
+            other = blob_index.ref_named_by(self.node.store, receiving.ref.sha256, caller, root)
+            if other is None or other == receiving.ref:
+                raise
+        switched = self._receiving(other)
+        if switched.have != receiving.have:
+            raise RefusedError("blob.wrong_start", sha256=other.sha256, next=switched.have)
+        switched.set_list(digests)
+        return switched
 
     def _put_answer(
         self, request: Request, caller: Caller, ref: BlobRef, receiving: Receiving | None,
