@@ -262,8 +262,12 @@ class BlobWire:
         try:
             receiving = await self._stream_in(request, caller, receiving, context)
             ref = receiving.ref
-            if receiving.have == ref.chunks:
-                receiving.finish(node.clock.stamp(), source=caller.node_id)
+            if receiving.have == ref.chunks:  # hashing 200 MB must not stall the loop
+                checked = await asyncio.to_thread(receiving.whole_matches)
+                if not checked:
+                    receiving.abandon()
+                    raise BlobError("blob.hash_mismatch", sha256=ref.sha256)
+                receiving.finish(node.clock.stamp(), source=caller.node_id, checked=True)
         except (RefusedError, BlobError) as exc:
             if isinstance(exc, BlobError) and exc.key == "blob.hash_mismatch":
                 self.partials.pop(ref.sha256, None)
