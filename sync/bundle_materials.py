@@ -1,0 +1,407 @@
+"""Materials in bundles at a node: which to carry, writing them out, taking them in.
+
+The format is in `sync.protocol.bundle_materials`. Up to an ancestor a bundle carries the
+materials of this subtree it has not receipted (`blob_index.up_for`), down to a descendant
+those it may be sent (`blob_index.down_for`), oldest first, each from the chunk the
+recipient's last materials statement said it had (else from 0), within the bundle's size
+bound: the first material that does not fit whole is carried in part, the rest left for
+the next bundle. Entries are never left out for materials.
+
+Taking them in (after the entries part committed, so the entries that name them are
+admitted): each material is checked against the admitted entry that names it, streamed
+from the file chunk by chunk into `sync.blobs.Receiving` (a chunk in memory at a time),
+held only when whole and matching its SHA-256. A material refused (not named by an
+admitted entry here, not as named, over `material_max_mb`, a chunk that does not open or
+match) is stepped over and the rest taken; a file cut short keeps every whole checked
+chunk it brought and holds nothing partial.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from sync import blob_index, trust
+from sync.node import Node
+from sync.protocol import i18n
+from sync.protocol.blobs import (
+    CHUNK,
+    DATA,
+    LIST,
+    BlobRef,
+    check_chunk,
+    check_list,
+    chunk_size,
+    encode_frame,
+)
+from sync.protocol.bundle import BundleFile
+from sync.protocol.bundle_materials import (
+    FRAME_HEAD,
+    LENGTH,
+    MAX_HEAD_BYTES,
+    OPENING,
+    SEALED_EXTRA,
+    Part,
+    Statement,
+    check_opening,
+    chunks_within,
+    context_of,
+    damaged,
+    encode_head,
+    make_statement,
+    open_payload,
+    opening,
+    part_bytes,
+    payload_length,
+    read_head,
+    read_statement,
+    seal_payload,
+    statement_message,
+)
+from sync.protocol.errors import BlobError, BundleError, ZhibaoError
+from sync.protocol.ids import is_within
+from sync.protocol.keys import verify
+
+DEFAULT_BUNDLE_MAX_MB = 1024  # well under FAT32's 4 GiB per file, the common USB stick
+_MIB = 1024 * 1024
+
+
+def max_bytes(settings: dict[str, Any], given_mb: float | None = None) -> int:
+    """The size bound of a bundle: `given_mb`, else `bundle_max_mb` in node.toml."""
+    value: Any = given_mb if given_mb is not None else settings.get("bundle_max_mb")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        value = DEFAULT_BUNDLE_MAX_MB
+    return int(value * _MIB)
+
+
+# --- export --------------------------------------------------------------------------------
+
+
+@dataclass
+class Carried:
+    """The materials a bundle carries (each with its checked chunk list) and those left."""
+
+    parts: list[Part] = field(default_factory=list)
+    lists: list[bytes] = field(default_factory=list)
+    left: int = 0
+    left_bytes: int = 0
+    unreadable: list[BlobError] = field(default_factory=list)  # held here but damaged
+
+    @property
+    def size(self) -> int:
+        """The material bytes carried (chunks, before sealing)."""
+        return sum(chunk_size(p.ref.size, i) for p in self.parts for i in range(p.first, p.end))
+
+    @property
+    def partial(self) -> int:
+        """Materials carried not to their last chunk (the size bound cut them)."""
+        return sum(1 for p in self.parts if p.end < p.ref.chunks)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "carried": len(self.parts),
+            "bytes": self.size,
+            "partial": self.partial,
+            "left": self.left,
+            "left_bytes": self.left_bytes,
+            "unreadable": [exc.params.get("sha256", "") for exc in self.unreadable],
+        }
+
+
+def to_send(node: Node, to: str) -> list[BlobRef]:
+    """The materials `to` should get from here and has not receipted, oldest first."""
+    store, me = node.store, node.node_id
+    if is_within(me, to):
+        return blob_index.up_for(store, me, to)
+    return blob_index.down_for(store, to)
+
+
+def plan(node: Node, to: str, budget: int, *, sealed: bool) -> Carried:
+    """What fits in `budget` bytes of materials part (see module doc)."""
+    carried = Carried()
+    refs = to_send(node, to)
+    started = blob_index.progress(node.store, to)
+    used = OPENING
+    for n, ref in enumerate(refs):
+        first = min(started.get(ref.sha256, 0), ref.chunks - 1)
+        part = Part(ref, first, ref.chunks)
+        if used + part_bytes(part, sealed) <= budget:
+            if _listed(node, ref, carried):
+                carried.parts.append(part)
+                used += part_bytes(part, sealed)
+            continue
+        end = chunks_within(ref, first, budget - used, sealed)  # the first that does not fit
+        if end > first and _listed(node, ref, carried):
+            carried.parts.append(Part(ref, first, end))
+            n += 1
+        rest = refs[n:]
+        carried.left, carried.left_bytes = len(rest), sum(r.size for r in rest)
+        break
+    return carried
+
+
+def _listed(node: Node, ref: BlobRef, carried: Carried) -> bool:
+    """Read `ref`'s chunk list into `carried`; False (noted) if the copy here is damaged."""
+    try:
+        digests = node.blobs.chunk_list(ref)
+        check_list(ref, digests)
+    except BlobError:
+        carried.unreadable.append(BlobError("blob.corrupt", sha256=ref.sha256))
+        return False
+    carried.lists.append(digests)
+    return True
+
+
+def write(
+    node: Node, carried: Carried, header_raw: bytes, seal_to: bytes | None, out: IO[bytes]
+) -> int:
+    """Stream the materials part to `out`, a chunk at a time; the bytes written.
+    BlobError if a copy here changed since it was planned (write nothing then)."""
+    if not carried.parts:
+        return 0
+    context = context_of(header_raw)
+    written = out.write(opening())
+    for position, (part, digests) in enumerate(zip(carried.parts, carried.lists, strict=True)):
+        ref = part.ref
+        written += out.write(encode_head(part, position, context, seal_to))
+        listed = seal_payload(digests, seal_to, context, ref.sha256, LIST, 0)
+        written += out.write(encode_frame(LIST, 0, listed))
+        try:
+            with open(node.blobs.path(ref.sha256), "rb") as src:
+                src.seek(part.first * CHUNK)
+                for index in range(part.first, part.end):
+                    data = src.read(chunk_size(ref.size, index))
+                    check_chunk(ref, digests, index, data)
+                    sealed = seal_payload(data, seal_to, context, ref.sha256, DATA, index)
+                    written += out.write(encode_frame(DATA, index, sealed))
+        except (OSError, BlobError):
+            raise BlobError("blob.corrupt", sha256=ref.sha256) from None
+    return written
+
+
+# --- import --------------------------------------------------------------------------------
+
+
+class _Cut(Exception):
+    """The file ended before the materials part did."""
+
+
+class _Source:
+    """The materials part of a file: exact reads, and steps over bytes not wanted."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        here = handle.tell()
+        self.end = handle.seek(0, os.SEEK_END)
+        handle.seek(here)
+
+    def read(self, size: int) -> bytes:
+        data = self.handle.read(size)
+        if len(data) < size:
+            raise _Cut
+        return data
+
+    def skip(self, size: int) -> None:
+        if self.handle.tell() + size > self.end:
+            self.handle.seek(0, os.SEEK_END)
+            raise _Cut
+        self.handle.seek(size, os.SEEK_CUR)
+
+
+@dataclass
+class Taken:
+    """What an import did with a bundle's materials (JSON keys stable)."""
+
+    declared: int = 0
+    held: list[str] = field(default_factory=list)  # whole here now
+    new: int = 0  # of those, made whole by this import
+    partial: dict[str, int] = field(default_factory=dict)  # sha256 → chunks kept, checked
+    refused: list[tuple[str, ZhibaoError]] = field(default_factory=list)
+    cut: bool = False
+
+    @property
+    def not_whole(self) -> int:
+        """Declared materials neither held nor refused: partial or never reached."""
+        return self.declared - len(self.held) - len(self.refused)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "declared": self.declared,
+            "held": len(self.held),
+            "new": self.new,
+            "partial": self.not_whole,
+            "refused": len(self.refused),
+            "cut_short": self.cut,
+            "refusals": [
+                {"sha256": sha, "reason": exc.key, "message": str(exc)} for sha, exc in self.refused
+            ],
+            "chunks_kept": dict(self.partial),
+        }
+
+
+def take(node: Node, handle: IO[bytes], bundle: BundleFile, at: str) -> Taken:
+    """Take in the materials part from `handle` (at its first byte), one chunk at a time."""
+    taken = Taken(declared=bundle.blobs)
+    if not bundle.blobs:
+        return taken
+    node.store.catch_up()  # the entries just imported name what comes
+    sealed = bool(bundle.header["sealed"])
+    source = _Source(handle)
+    context = context_of(bundle.header_raw)
+    position = 0
+    try:
+        check_opening(source.read(OPENING))
+        for position in range(bundle.blobs):
+            length = LENGTH.unpack(source.read(LENGTH.size))[0]
+            if length > MAX_HEAD_BYTES + SEALED_EXTRA:
+                raise damaged(position, "a material's head is too long")
+            seals = node.seals if sealed else None
+            part = read_head(source.read(length), position, context, seals)
+            if not _material(node, source, part, position, context, sealed, taken, at):
+                break
+    except _Cut:
+        taken.cut = True
+    except BundleError as exc:
+        taken.refused.append((f"#{position + 1}", exc))
+    return taken
+
+
+def _frames(source: _Source, part: Part, position: int) -> Iterator[tuple[bytes, int, int]]:
+    """The frames of `part` in the order they must come: (kind, index, payload length);
+    the caller reads or skips each payload. BundleError if they do not come so."""
+    expected = [(LIST, 0), *((DATA, i) for i in range(part.first, part.end))]
+    for kind, index in expected:
+        got_kind, got_index, length = FRAME_HEAD.unpack(source.read(FRAME_HEAD.size))
+        if (got_kind, got_index) != (kind, index):
+            raise damaged(position, "a material's frames are out of order")
+        yield kind, index, length
+
+
+def _judge(node: Node, ref: BlobRef) -> ZhibaoError | None:
+    """Why this node refuses `ref` from a bundle; None if it takes it."""
+    named = blob_index.ref_of(node.store, ref.sha256)
+    if named is None:
+        return BlobError("bundle.material_unnamed", sha256=ref.sha256)
+    if named != ref:
+        return BlobError("bundle.material_not_as_named", sha256=ref.sha256)
+    limit = blob_index.limit_bytes(node.config.settings)
+    if ref.size > limit:
+        return BlobError(
+            "bundle.material_too_big", sha256=ref.sha256, size_mb=_mb(ref.size),
+            limit_mb=_mb(limit),
+        )  # fmt: skip
+    return None
+
+
+def _material(
+    node: Node, source: _Source, part: Part, position: int, context: bytes, sealed: bool,
+    taken: Taken, at: str,
+) -> bool:  # fmt: skip
+    """Take in (or step over) one material; False when the rest cannot be taken (the
+    disk is full). _Cut and BundleError (damaged) propagate."""
+    ref = part.ref
+    refusal = _judge(node, ref)
+    done = refusal is None and node.blobs.has(ref.sha256)
+    receiving = node.blobs.receiving(ref) if refusal is None and not done else None
+    seals = node.seals if sealed else None
+    try:
+        for kind, index, length in _frames(source, part, position):
+            if (
+                receiving is None
+                or refusal is not None
+                or (receiving.have != index if kind == DATA else receiving.digests is not None)
+            ):  # refused or held; a chunk held already, or after a gap; a list known
+                source.skip(length)
+                continue
+            if length != payload_length(kind, ref, index, sealed):
+                refusal = BlobError("blob.bad_chunk", sha256=ref.sha256, index=index)
+                source.skip(length)
+                continue
+            payload = source.read(length)
+            try:
+                plain = open_payload(payload, seals, context, ref.sha256, kind, index)
+                if kind == LIST:
+                    receiving.set_list(plain)
+                else:
+                    receiving.add(index, plain)
+            except BlobError as exc:
+                refusal = exc
+        if receiving is not None and refusal is None:
+            try:
+                done = receiving.finish(at)
+                taken.new += done
+            except BlobError as exc:
+                refusal = exc
+    finally:
+        if receiving is not None and not done:
+            taken.partial[ref.sha256] = receiving.have
+    if refusal is not None:
+        taken.refused.append((ref.sha256, refusal))
+    elif done:
+        taken.held.append(ref.sha256)
+    return refusal is None or refusal.key != "blob.disk_full"
+
+
+def _mb(size: int) -> str:
+    return f"{size / _MIB:.1f}"
+
+
+def from_memory(data: bytes | memoryview, start: int) -> IO[bytes]:
+    """The materials part of a bundle held in memory, as a file (tools and tests)."""
+    return io.BytesIO(bytes(memoryview(data)[start:]))
+
+
+# --- the receipt's materials statement -----------------------------------------------------
+
+
+def statement(node: Node, sender: str, taken: Taken) -> tuple[bytes, bytes]:
+    """The signed materials statement for `sender` of what `taken` left here."""
+    return make_statement(
+        node.wire_signer, node.node_id, sender, node.clock.stamp(), taken.held, taken.partial
+    )
+
+
+def accept_statement(node: Node, raw: bytes, sig: bytes, issuer: str) -> Statement:
+    """Check a materials statement `issuer` signed for this node; record what it holds."""
+    st = read_statement(raw)
+    signed = trust.verify_wire(
+        node.store, st.issuer, lambda key: verify(key, statement_message(raw), sig)
+    )
+    if signed is None or st.issuer != issuer:
+        raise BundleError("bundle.receipt_refused", reason=i18n.t("bundle.statement_forged"))
+    if st.for_node != node.node_id:
+        raise BundleError("bundle.receipt_not_ours", to=st.for_node, me=node.node_id)
+    with node.store.transaction():
+        for sha in st.held:
+            blob_index.record_receipt(node.store, issuer, sha, st.at)
+        for sha, chunks in st.partial.items():
+            blob_index.record_progress(node.store, issuer, sha, chunks, st.at)
+    return st
+
+
+i18n.register(
+    {
+        "bundle.material_unnamed": (
+            "material {sha256}: no entry admitted here names it (a case this sender may not "
+            "write?): refused",
+            "材料 {sha256}：本机已接收的条目中没有引用它的（发送方无权写该办件？），已拒收",
+        ),
+        "bundle.material_not_as_named": (
+            "material {sha256}: its size or chunk list is not what its entry says: refused",
+            "材料 {sha256}：大小或分块清单与其条目所记不符，已拒收",
+        ),
+        "bundle.material_too_big": (
+            "material {sha256} is {size_mb} MB, more than this node takes ({limit_mb} MB, "
+            "material_max_mb in node.toml): refused",
+            "材料 {sha256} 为 {size_mb} MB，超过本节点上限（{limit_mb} MB，见 node.toml 的 "
+            "material_max_mb），已拒收",
+        ),
+        "bundle.statement_forged": (
+            "its materials statement is not signed by the receipt's issuer",
+            "其材料说明并非回执签发方所签",
+        ),
+    }
+)
