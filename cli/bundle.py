@@ -36,12 +36,12 @@ i18n.register(
         ),
         "bundle.sealed_note": (" (sealed to its key)", "（已按对方密钥加密）"),
         "bundle.exported_materials": (
-            "It carries {materials} materials ({mb} MB){partial}.",
-            "其中附带 {materials} 份材料（{mb} MB）{partial}。",
+            "Materials carried: {materials} ({mb} MB){partial}.",
+            "附带材料：{materials} 份（{mb} MB）{partial}。",
         ),
         "bundle.exported_partial": (
-            ", {count} of them in part: the rest follows once the receipt is back",
-            "，其中 {count} 份只带了一部分：回执带回后，下一个数据包接着带",
+            ", {count} of them in part: the next bundle continues where the receipt says",
+            "，其中 {count} 份只带了一部分：下一个数据包从回执所记之处接着带",
         ),
         "bundle.materials_left": (
             "{left} materials ({mb} MB) did not fit within {max_mb} MB (--max-mb): they go "
@@ -70,8 +70,8 @@ i18n.register(
             "来自 {sender} 的数据包只附带材料。请把回执带回 {sender}：{receipt}",
         ),
         "bundle.receipt_materials": (
-            "{issuer} also holds {held} materials whole ({partial} in part).",
-            "{issuer} 另已完整持有 {held} 份材料（{partial} 份不完整）。",
+            "Materials {issuer} holds whole from that bundle: {held}; in part: {partial}.",
+            "{issuer} 已完整收下该数据包中的材料：{held} 份；不完整：{partial} 份。",
         ),
         "bundle.imported": (
             "Imported {applied} new entries from {sender} ({duplicates} already held). "

@@ -290,8 +290,8 @@ def _judge(node: Node, ref: BlobRef) -> ZhibaoError | None:
     limit = blob_index.limit_bytes(node.config.settings)
     if ref.size > limit:
         return BlobError(
-            "bundle.material_too_big", sha256=ref.sha256, size_mb=_mb(ref.size),
-            limit_mb=_mb(limit),
+            "bundle.material_too_big", sha256=ref.sha256, size_mb=f"{ref.size / _MIB:.1f}",
+            limit_mb=f"{limit / _MIB:g}",
         )  # fmt: skip
     return None
 
@@ -343,10 +343,6 @@ def _material(
     elif done:
         taken.held.append(ref.sha256)
     return refusal is None or refusal.key != "blob.disk_full"
-
-
-def _mb(size: int) -> str:
-    return f"{size / _MIB:.1f}"
 
 
 def from_memory(data: bytes | memoryview, start: int) -> IO[bytes]:
