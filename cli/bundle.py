@@ -264,7 +264,7 @@ def import_command(file: Path, receipt_out: Path | None, home: Path | None, as_j
     if as_json:
         print_json({**done.to_json(), "receipt": str(target)})
         return
-    key = "bundle.already" if done.already else "bundle.imported"
+    key = "bundle.already" if done.already and not done.materials.new else "bundle.imported"
     if not done.entries:
         key = "bundle.empty"
     if done.entries or not done.materials.declared:
