@@ -169,17 +169,29 @@ def write(
         written += out.write(encode_head(part, position, context, seal_to))
         listed = seal_payload(digests, seal_to, context, ref.sha256, LIST, 0)
         written += out.write(encode_frame(LIST, 0, listed))
-        try:
-            with open(node.blobs.path(ref.sha256), "rb") as src:
-                src.seek(part.first * CHUNK)
-                for index in range(part.first, part.end):
-                    data = src.read(chunk_size(ref.size, index))
-                    check_chunk(ref, digests, index, data)
-                    sealed = seal_payload(data, seal_to, context, ref.sha256, DATA, index)
-                    written += out.write(encode_frame(DATA, index, sealed))
-        except (OSError, BlobError):
-            raise BlobError("blob.corrupt", sha256=ref.sha256) from None
+        for index, data in _chunks(node, part, digests):
+            sealed = seal_payload(data, seal_to, context, ref.sha256, DATA, index)
+            written += out.write(encode_frame(DATA, index, sealed))
     return written
+
+
+def _chunks(node: Node, part: Part, digests: bytes) -> Iterator[tuple[int, bytes]]:
+    """The chunks of `part` read from the copy here, each checked against its list;
+    BlobError (`blob.corrupt`) if it cannot be read or no longer matches."""
+    ref = part.ref
+    try:
+        src = open(node.blobs.path(ref.sha256), "rb")  # noqa: SIM115 (closed below)
+    except OSError:
+        raise BlobError("blob.corrupt", sha256=ref.sha256) from None
+    with src:
+        src.seek(part.first * CHUNK)
+        for index in range(part.first, part.end):
+            try:
+                data = src.read(chunk_size(ref.size, index))
+                check_chunk(ref, digests, index, data)
+            except (OSError, BlobError):
+                raise BlobError("blob.corrupt", sha256=ref.sha256) from None
+            yield index, data
 
 
 # --- import --------------------------------------------------------------------------------
