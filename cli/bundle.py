@@ -246,10 +246,11 @@ def import_command(file: Path, receipt_out: Path | None, home: Path | None, as_j
     """Verify and apply a bundle: its entries whole or not at all, then each material it
     carries (or record a receipt file that came back)."""
     target = receipt_out or file.with_name(file.name + ".receipt")
-    with input_file(file) as (handle, _size):
+    with input_file(file) as (handle, size):
         if handle.read(len(bundles.RECEIPT_MAGIC)) == bundles.RECEIPT_MAGIC:
             handle.seek(0)
-            _import_receipt(file, handle.read(bundles.MAX_RECEIPT_BYTES + 1), home, as_json)
+            data = handle.read(bundles.MAX_RECEIPT_BYTES + 1)  # one more: a file that grew
+            _import_receipt(file, data, max(size, len(data)), home, as_json)
             return
         check_writable(target)  # before the import, so a wrong --receipt-out changes nothing
         handle.seek(0)
@@ -294,11 +295,12 @@ def _echo_taken(taken: Taken) -> None:
         echo(i18n.t("bundle.materials_cut"))
 
 
-def _import_receipt(file: Path, data: bytes, home: Path | None, as_json: bool) -> None:
+def _import_receipt(file: Path, data: bytes, size: int, home: Path | None, as_json: bool) -> None:
     limit = bundles.MAX_RECEIPT_BYTES
     if len(data) > limit:
-        size = len(data) // 2**20
-        raise BundleError("bundle.too_big", path=str(file), size=size, limit=limit // 2**20)
+        raise BundleError(
+            "bundle.too_big", path=str(file), size=size // 2**20, limit=limit // 2**20
+        )
     with node_at(home) as node:
         receipt, statement = bundles.import_receipt_file(node, data)
     heads = {o: seq for o, (seq, _) in sorted(receipt.heads.items())}

@@ -372,22 +372,26 @@ def statement(node: Node, sender: str, taken: Taken) -> tuple[bytes, bytes]:
     )
 
 
-def accept_statement(node: Node, raw: bytes, sig: bytes, issuer: str) -> Statement:
-    """Check a materials statement `issuer` signed for this node; record what it holds."""
+def check_statement(node: Node, raw: bytes, sig: bytes) -> Statement:
+    """A materials statement signed by its issuer's key for this node; BundleError if not."""
     st = read_statement(raw)
     signed = trust.verify_wire(
         node.store, st.issuer, lambda key: verify(key, statement_message(raw), sig)
     )
-    if signed is None or st.issuer != issuer:
+    if signed is None:
         raise BundleError("bundle.receipt_refused", reason=i18n.t("bundle.statement_forged"))
     if st.for_node != node.node_id:
         raise BundleError("bundle.receipt_not_ours", to=st.for_node, me=node.node_id)
+    return st
+
+
+def record_statement(node: Node, st: Statement) -> None:
+    """Record what a checked statement says its issuer holds, whole and in part."""
     with node.store.transaction():
         for sha in st.held:
-            blob_index.record_receipt(node.store, issuer, sha, st.at)
+            blob_index.record_receipt(node.store, st.issuer, sha, st.at)
         for sha, chunks in st.partial.items():
-            blob_index.record_progress(node.store, issuer, sha, chunks, st.at)
-    return st
+            blob_index.record_progress(node.store, st.issuer, sha, chunks, st.at)
 
 
 i18n.register(

@@ -120,8 +120,11 @@ def export_bundle(
     carried = bundle_materials.Carried()
     if materials:
         bound = bundle_materials.max_bytes(node.config.settings) if max_bytes is None else max_bytes
-        counts = {e.origin: 0 for e in entries}  # the header's size, with room to spare
-        entries_part = len(payload) + len(canonical(counts)) + 2048
+        counts: dict[str, int] = {}
+        for entry in entries:
+            counts[entry.origin] = counts.get(entry.origin, 0) + 1
+        entries_part = len(payload) + len(canonical(counts)) + 2048  # the rest of the header,
+        # the seal, the framing and the signature take well under 2 KiB
         carried = bundle_materials.plan(node, to, bound - entries_part, sealed=seal)
     data = encode_bundle(
         node.wire_signer, node.node_id, to, node.clock.stamp(), entries, target, frames=frames,
@@ -345,14 +348,16 @@ def import_receipt_file(
     for_node, raw, sig = read_receipt_file(data)
     if for_node != node.node_id:
         raise BundleError("bundle.receipt_not_ours", to=for_node, me=node.node_id)
-    statement = read_statement_file(data)
+    signed = read_statement_file(data)
+    statement = bundle_materials.check_statement(node, *signed) if signed else None
+    issuer = statement.issuer if statement is not None else None
     try:
-        receipt = receipts.accept(node.store, raw, sig)
+        receipt = receipts.accept(node.store, raw, sig, expected_issuer=issuer)
     except RefusedError as exc:
         raise BundleError("bundle.receipt_refused", reason=str(exc)) from None
-    if statement is None:
-        return receipt, None
-    return receipt, bundle_materials.accept_statement(node, *statement, receipt.issuer)
+    if statement is not None:
+        bundle_materials.record_statement(node, statement)
+    return receipt, statement
 
 
 i18n.register(

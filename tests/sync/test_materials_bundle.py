@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import tomli_w
 
-from sync import blob_index
+from sync import blob_index, receipts
 from sync.bundles import (
     Exported,
     Imported,
@@ -28,6 +28,7 @@ from sync.node import NODE_TOML, Node
 from sync.protocol.blobs import CHUNK, DATA
 from sync.protocol.bundle import read_bundle
 from sync.protocol.bundle_materials import FRAME_HEAD, LENGTH, OPENING
+from sync.protocol.errors import BundleError
 from tests.support.servers import zhibao
 from tests.support.topology import (
     CITY,
@@ -413,3 +414,29 @@ def test_materials_bundle_text_in_chinese(net: Topology, tmp_path: Path) -> None
     assert "附带材料：1 份" in said.stdout
     said = zhibao(net.home(TOWN), "bundle", "import", str(stick), lang="zh")
     assert "材料：1 份中 1 份已完整收下" in said.stdout
+
+
+def test_materials_bundle_receipt_with_an_altered_statement_is_refused(
+    net: Topology, tmp_path: Path
+) -> None:
+    with net.open(VILLAGE) as village:
+        case_id = new_case(village, {"a.pdf": scan(10_000, 50), "b.pdf": scan(10_000, 51)})
+        held = sorted(sha_of(village, case_id, name) for name in ("a", "b"))
+        bundle_file(village, TOWN, tmp_path / "b.zbb")
+    with net.open(TOWN) as town:
+        receipt = import_file(town, tmp_path / "b.zbb").receipt_file
+    body = json.loads(receipt[5:])
+    statement = json.loads(body["materials"]["raw"])
+    assert statement["held"] == held and statement["for"] == VILLAGE
+    statement["held"] = [*held[:1], "0" * 64]  # claims another material, drops one
+    body["materials"]["raw"] = json.dumps(statement, separators=(",", ":"), sort_keys=True)
+    forged = receipt[:5] + json.dumps(body).encode() + b"\n"
+    with net.open(VILLAGE) as village:
+        with pytest.raises(BundleError, match="materials statement is not signed"):
+            import_receipt(village, forged)
+        assert not blob_index.receipted(village.store, TOWN, "0" * 64)
+        assert receipts.acknowledged(village.store, TOWN) == {}  # nothing of it recorded
+        assert {r.sha256 for r in blob_index.up_for(village.store, VILLAGE, TOWN)} == set(held)
+        import_receipt(village, receipt)
+        assert blob_index.up_for(village.store, VILLAGE, TOWN) == []
+        assert receipts.acknowledged(village.store, TOWN)[VILLAGE] > 0
