@@ -302,9 +302,9 @@ def _import_receipt(file: Path, data: bytes, size: int, home: Path | None, as_js
             "bundle.too_big", path=str(file), size=size // 2**20, limit=limit // 2**20
         )
     with node_at(home) as node:
-        receipt, statement = bundles.import_receipt_file(node, data)
+        receipt, said = bundles.import_receipt_file(node, data)
     heads = {o: seq for o, (seq, _) in sorted(receipt.heads.items())}
-    held, partial = (len(statement.held), len(statement.partial)) if statement else (0, 0)
+    held, partial = (len(said.held), len(said.partial)) if said else (0, 0)
     if as_json:
         materials = {"held": held, "partial": partial}
         print_json(
@@ -313,7 +313,7 @@ def _import_receipt(file: Path, data: bytes, size: int, home: Path | None, as_js
         return
     text = ", ".join(f"{o}#{s}" for o, s in heads.items()) or "-"
     echo(i18n.t("bundle.receipt_recorded", issuer=receipt.issuer, heads=text))
-    if statement is not None:
+    if said is not None:
         echo(i18n.t("bundle.receipt_materials", issuer=receipt.issuer, held=held, partial=partial))
 
 

@@ -3,12 +3,13 @@
 The format is in `sync.protocol.bundle_materials`. Up to an ancestor a bundle carries the
 materials of this subtree it has not receipted (`blob_index.up_for`), down to a descendant
 those it may be sent (`blob_index.down_for`), oldest first, each from the chunk the
-recipient's last materials statement said it had (else from 0), within the bundle's size
+recipient's last receipt said it had (else from 0), within the bundle's size
 bound: the first material that does not fit whole is carried in part, the rest left for
 the next bundle. Entries are never left out for materials.
 
 Taking them in (after the entries part committed, so the entries that name them are
-admitted): each material is checked against the admitted entry that names it, streamed
+admitted): each material is checked against the admitted entry that names it (from below,
+an entry of the sender's subtree, as over the wire: sync.blob_wire), streamed
 from the file chunk by chunk into `sync.blobs.Receiving` (a chunk in memory at a time),
 held only when whole and matching its SHA-256. A material refused (not named by an
 admitted entry here, not as named, over `material_max_mb`, a chunk that does not open or
@@ -19,6 +20,7 @@ chunk it brought and holds nothing partial.
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from sync.protocol.blobs import (
     CHUNK,
     DATA,
     LIST,
+    SHA256,
     BlobRef,
     check_chunk,
     check_list,
@@ -45,25 +48,25 @@ from sync.protocol.bundle_materials import (
     OPENING,
     SEALED_EXTRA,
     Part,
-    Statement,
     check_opening,
     chunks_within,
     context_of,
     damaged,
     encode_head,
-    make_statement,
+    make_progress,
     open_payload,
     opening,
     part_bytes,
     payload_length,
+    progress_message,
     read_head,
-    read_statement,
+    read_progress,
     seal_payload,
-    statement_message,
 )
-from sync.protocol.errors import BlobError, BundleError, ZhibaoError
+from sync.protocol.errors import BlobError, BundleError, RefusedError, ZhibaoError
 from sync.protocol.ids import is_within
 from sync.protocol.keys import verify
+from sync.protocol.messages import BLOB_RECEIPT_DOMAIN, make_blob_receipt, read_blob_receipt
 
 DEFAULT_BUNDLE_MAX_MB = 1024  # well under FAT32's 4 GiB per file, the common USB stick
 _MIB = 1024 * 1024
@@ -272,7 +275,8 @@ def take(node: Node, handle: IO[bytes], bundle: BundleFile, at: str) -> Taken:
                 raise damaged(position, "a material's head is too long")
             seals = node.seals if sealed else None
             part = read_head(source.read(length), position, context, seals)
-            if not _material(node, source, part, position, context, sealed, taken, at):
+            args = (part, position, context, sealed, taken, at)
+            if not _material(node, bundle.sender, source, *args):
                 break
     except _Cut:
         taken.cut = True
@@ -292,9 +296,16 @@ def _frames(source: _Source, part: Part, position: int) -> Iterator[tuple[bytes,
         yield kind, index, length
 
 
-def _judge(node: Node, ref: BlobRef) -> ZhibaoError | None:
-    """Why this node refuses `ref` from a bundle; None if it takes it."""
-    named = blob_index.ref_of(node.store, ref.sha256)
+def _judge(node: Node, sender: str, ref: BlobRef) -> ZhibaoError | None:
+    """Why this node refuses `ref` from a bundle of `sender`; None if it takes it.
+    From below, an entry of the sender's subtree must name it (as over the wire, so an
+    entry from elsewhere naming the hash cannot hold it back); from above, any entry."""
+    if is_within(sender, node.node_id):
+        named = blob_index.ref_named_by(node.store, ref.sha256, sender)
+        if named is None:
+            return BlobError("blob.not_named", sha256=ref.sha256)
+    else:
+        named = blob_index.ref_of(node.store, ref.sha256)
     if named is None:
         return BlobError("bundle.material_unnamed", sha256=ref.sha256)
     if named != ref:
@@ -309,13 +320,13 @@ def _judge(node: Node, ref: BlobRef) -> ZhibaoError | None:
 
 
 def _material(
-    node: Node, source: _Source, part: Part, position: int, context: bytes, sealed: bool,
-    taken: Taken, at: str,
+    node: Node, sender: str, source: _Source, part: Part, position: int, context: bytes,
+    sealed: bool, taken: Taken, at: str,
 ) -> bool:  # fmt: skip
     """Take in (or step over) one material; False when the rest cannot be taken (the
     disk is full). _Cut and BundleError (damaged) propagate."""
     ref = part.ref
-    refusal = _judge(node, ref)
+    refusal = _judge(node, sender, ref)
     done = refusal is None and node.blobs.has(ref.sha256)
     receiving = node.blobs.receiving(ref) if refusal is None and not done else None
     seals = node.seals if sealed else None
@@ -362,44 +373,81 @@ def from_memory(data: bytes | memoryview, start: int) -> IO[bytes]:
     return io.BytesIO(bytes(memoryview(data)[start:]))
 
 
-# --- the receipt's materials statement -----------------------------------------------------
+# --- what the receipt says of them ---------------------------------------------------------
 
 
-def statement(node: Node, sender: str, taken: Taken) -> tuple[bytes, bytes]:
-    """The signed materials statement for `sender` of what `taken` left here."""
-    return make_statement(
-        node.wire_signer, node.node_id, sender, node.clock.stamp(), taken.held, taken.partial
-    )
+@dataclass(frozen=True)
+class Acknowledged:
+    """What a receipt file's issuer signed of one bundle's materials: held whole, and how
+    many chunks of the others it holds checked."""
+
+    issuer: str
+    held: tuple[str, ...]
+    partial: dict[str, int]
+    at: str
 
 
-def check_statement(node: Node, raw: bytes, sig: bytes) -> Statement:
-    """A materials statement signed by its issuer's key for this node; BundleError if not."""
-    st = read_statement(raw)
-    signed = trust.verify_wire(
-        node.store, st.issuer, lambda key: verify(key, statement_message(raw), sig)
-    )
-    if signed is None:
-        raise BundleError("bundle.receipt_refused", reason=i18n.t("bundle.statement_forged"))
-    if st.for_node != node.node_id:
-        raise BundleError("bundle.receipt_not_ours", to=st.for_node, me=node.node_id)
-    return st
+def receipt_parts(node: Node, sender: str, taken: Taken) -> dict[str, tuple[bytes, bytes]]:
+    """The signed parts a receipt file for `sender` carries about `taken`."""
+    me, stamp = node.node_id, node.clock.stamp()
+    made = make_blob_receipt(node.wire_signer, me, sender, stamp, taken.held)
+    parts = {"materials": (made.raw, made.sig)}
+    if taken.partial:
+        parts["progress"] = make_progress(node.wire_signer, me, sender, stamp, taken.partial)
+    return parts
 
 
-def record_statement(node: Node, st: Statement) -> None:
-    """Record what a checked statement says its issuer holds, whole and in part."""
+def check_parts(node: Node, parts: dict[str, tuple[bytes, bytes]]) -> Acknowledged | None:
+    """The materials a receipt file's signed parts acknowledge, checked against the
+    issuer's key and addressed to this node; BundleError if they are not."""
+    if "materials" not in parts:
+        return None
+    raw, sig = parts["materials"]
+    issuer = _issuer(raw)
+    key = trust.verify_wire(node.store, issuer, lambda k: verify(k, BLOB_RECEIPT_DOMAIN + raw, sig))
+    try:
+        if key is None:
+            raise RefusedError("receipt.forged")
+        made = read_blob_receipt(raw, sig, key)
+    except RefusedError:
+        raise BundleError("bundle.receipt_refused", reason=i18n.t("bundle.parts_forged")) from None
+    if made.to != node.node_id:
+        raise BundleError("bundle.receipt_not_ours", to=made.to, me=node.node_id)
+    partial: dict[str, int] = {}
+    if "progress" in parts:
+        raw, sig = parts["progress"]
+        said = read_progress(raw)
+        signed = trust.verify_wire(
+            node.store, issuer, lambda k: verify(k, progress_message(raw), sig)
+        )
+        if signed is None or said.issuer != issuer or said.to != node.node_id:
+            raise BundleError("bundle.receipt_refused", reason=i18n.t("bundle.parts_forged"))
+        partial = said.chunks
+    held = tuple(sha for sha in made.held if SHA256.fullmatch(sha))
+    return Acknowledged(issuer, held, partial, made.at)
+
+
+def _issuer(raw: bytes) -> str:
+    try:
+        return str(json.loads(raw)["issuer"])
+    except (ValueError, KeyError, TypeError):
+        raise BundleError("bundle.receipt_malformed") from None
+
+
+def record(node: Node, said: Acknowledged) -> None:
+    """Record what a checked receipt file says its issuer holds, whole and in part."""
     with node.store.transaction():
-        for sha in st.held:
-            blob_index.record_receipt(node.store, st.issuer, sha, st.at)
-        for sha, chunks in st.partial.items():
-            blob_index.record_progress(node.store, st.issuer, sha, chunks, st.at)
+        for sha in said.held:
+            blob_index.record_receipt(node.store, said.issuer, sha, said.at)
+        for sha, chunks in said.partial.items():
+            blob_index.record_progress(node.store, said.issuer, sha, chunks, said.at)
 
 
 i18n.register(
     {
         "bundle.material_unnamed": (
-            "material {sha256}: no entry admitted here names it (a case this sender may not "
-            "write?): refused",
-            "材料 {sha256}：本机已接收的条目中没有引用它的（发送方无权写该办件？），已拒收",
+            "material {sha256}: no entry admitted here names it: refused",
+            "材料 {sha256}：本机已接收的条目中没有引用它的，已拒收",
         ),
         "bundle.material_not_as_named": (
             "material {sha256}: its size or chunk list is not what its entry says: refused",
@@ -411,9 +459,9 @@ i18n.register(
             "材料 {sha256} 为 {size_mb} MB，超过本节点上限（{limit_mb} MB，见 node.toml 的 "
             "material_max_mb），已拒收",
         ),
-        "bundle.statement_forged": (
-            "its materials statement is not signed by the receipt's issuer",
-            "其材料说明并非回执签发方所签",
+        "bundle.parts_forged": (
+            "what it says of materials is not signed by its issuer for this node",
+            "其中关于材料的内容并非签发方为本节点所签",
         ),
     }
 )

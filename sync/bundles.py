@@ -40,7 +40,7 @@ from sync.protocol.bundle import (
     read_bundle,
     read_receipt_file,
 )
-from sync.protocol.bundle_materials import entries_size, needed_to_size, read_statement_file
+from sync.protocol.bundle_materials import entries_size, needed_to_size, read_signed_parts
 from sync.protocol.canonical import canonical
 from sync.protocol.entry import SignedEntry, entry_hash
 from sync.protocol.errors import BundleError, RefusedError
@@ -298,11 +298,11 @@ def import_bundle(node: Node, data: bytes, materials: IO[bytes] | None = None) -
         raise refused.error from None
     receipt = _receipt_for(node, bundle.sender)
     taken = bundle_materials.Taken()
-    statement = None
+    parts = None
     if bundle.blobs:
         source = materials or bundle_materials.from_memory(data, bundle.size)
         taken = bundle_materials.take(node, source, bundle, stamp)
-        statement = bundle_materials.statement(node, bundle.sender, taken)
+        parts = bundle_materials.receipt_parts(node, bundle.sender, taken)
     digest = hashlib.sha256(memoryview(data)[: bundle.size]).digest()
     total = int(bundle.header["entries"])
     return Imported(
@@ -311,7 +311,7 @@ def import_bundle(node: Node, data: bytes, materials: IO[bytes] | None = None) -
         applied=result.applied,
         duplicates=result.duplicates,
         already=total > 0 and not result.applied_total,
-        receipt_file=encode_receipt_file(receipt, bundle.sender, digest, statement),
+        receipt_file=encode_receipt_file(receipt, bundle.sender, digest, parts),
         materials=taken,
     )
 
@@ -343,21 +343,20 @@ def import_receipt(node: Node, data: bytes) -> Receipt:
 
 def import_receipt_file(
     node: Node, data: bytes
-) -> tuple[Receipt, bundle_materials.Statement | None]:
-    """`import_receipt`, and the materials statement the file brought, if any."""
+) -> tuple[Receipt, bundle_materials.Acknowledged | None]:
+    """`import_receipt`, and what the file says of materials, if anything."""
     for_node, raw, sig = read_receipt_file(data)
     if for_node != node.node_id:
         raise BundleError("bundle.receipt_not_ours", to=for_node, me=node.node_id)
-    signed = read_statement_file(data)
-    statement = bundle_materials.check_statement(node, *signed) if signed else None
-    issuer = statement.issuer if statement is not None else None
+    said = bundle_materials.check_parts(node, read_signed_parts(data))
+    issuer = said.issuer if said is not None else None
     try:
         receipt = receipts.accept(node.store, raw, sig, expected_issuer=issuer)
     except RefusedError as exc:
         raise BundleError("bundle.receipt_refused", reason=str(exc)) from None
-    if statement is not None:
-        bundle_materials.record_statement(node, statement)
-    return receipt, statement
+    if said is not None:
+        bundle_materials.record(node, said)
+    return receipt, said
 
 
 i18n.register(

@@ -26,7 +26,7 @@ the stored (sealed) payload.
 
 A receipt file, carried back to the sender: b"ZBRC", 1 byte version (1), then canonical
 JSON `{"for": sender, "bundle": SHA-256 of the entries part, "raw": receipt, "sig": hex}`
-(and, for a bundle with materials, `"materials": {"raw", "sig"}`, the materials statement)
+(and, for a bundle with materials, `"materials"` and `"progress"`, each `{"raw", "sig"}`)
 and a newline; only the signed parts are trusted (checked by `receipts.accept`).
 
 What goes in (`bundle_entries`): up to an ancestor, this node's subtree above what that
@@ -380,17 +380,17 @@ def open_payload(bundle: BundleFile, seals: Sequence[X25519PrivateKey]) -> list[
 
 def encode_receipt_file(
     receipt: Receipt, for_node: str, bundle_digest: bytes,
-    materials: tuple[bytes, bytes] | None = None,
+    parts: dict[str, tuple[bytes, bytes]] | None = None,
 ) -> bytes:  # fmt: skip
-    """A receipt file; `materials`: the materials statement (raw, signature), if any."""
+    """A receipt file; `parts`: what it says of materials, by name (raw, signature)."""
     body: dict[str, Any] = {
         "for": for_node,
         "bundle": bundle_digest.hex(),
         "raw": receipt.raw.decode(),
         "sig": receipt.sig.hex(),
     }
-    if materials is not None:
-        body["materials"] = {"raw": materials[0].decode(), "sig": materials[1].hex()}
+    for name, (raw, sig) in (parts or {}).items():
+        body[name] = {"raw": raw.decode(), "sig": sig.hex()}
     return RECEIPT_MAGIC + bytes([VERSION]) + canonical(body) + b"\n"
 
 

@@ -1,4 +1,4 @@
-"""The materials part of a bundle, and the materials statement of its receipt: pure bytes.
+"""The materials part of a bundle, and what its receipt says of them: pure bytes.
 
 A bundle (sync.protocol.bundle) whose header declares `"blobs": N` (N ≥ 1) carries, after
 the signature of its entries part, the materials part; all integers big-endian:
@@ -29,11 +29,12 @@ each chunk against the list and the whole against the SHA-256 (sync.blobs.Receiv
 changed byte costs the importer that material, never a wrong file. The header's signed
 count says how many materials follow, so a file cut short is told from a whole one.
 
-A receipt file (sync.protocol.bundle) for a bundle with materials adds the materials
-statement, signed by the importer with its own domain: canonical JSON
-`{"issuer", "for", "at", "held": [sha256 …], "partial": {sha256: chunks held}}` — the
-materials of that bundle held whole, and how far the others got. The sender stops carrying
-what is held and starts the others where they stopped.
+A receipt file (sync.protocol.bundle) for a bundle with materials adds two signed parts:
+`"materials"`, a blob receipt (sync.protocol.messages, the wire's acknowledgement of
+materials: `{"issuer", "to", "at", "held": [sha256 …]}`), naming the bundle's materials held
+whole; and, when some are not, `"progress"`, signed with PROGRESS_DOMAIN: canonical JSON
+`{"issuer", "to", "at", "chunks": {sha256: chunks held}}`. The sender stops carrying what is
+held and starts the others where they stopped.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ from sync.protocol.sealed import SealError, open_with_any, seal
 
 MAGIC, VERSION = b"ZBMT", 1
 HEAD_DOMAIN = b"zhibao/bundle-material-head/v1\0"
-STATEMENT_DOMAIN = b"zhibao/material-receipt/v1\0"
+PROGRESS_DOMAIN = b"zhibao/material-progress/v1\0"
 MAX_HEAD_BYTES = 4096
 SEALED_EXTRA = 32 + 16  # HPKE: the encapsulated key and the AEAD tag
 FRAME_HEAD = struct.Struct(">cII")  # a sync.protocol.blobs frame: kind, index, length
@@ -213,60 +214,56 @@ def damaged(position: int, reason: str) -> BundleError:
     return BundleError("bundle.materials_damaged", position=position + 1, reason=reason)
 
 
-# --- the materials statement of a receipt --------------------------------------------------
+# --- what a receipt file says of materials -------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Statement:
-    """What an importer signed of the materials of one bundle from `for_node`."""
+class Progress:
+    """`issuer` signed to `to` that it holds the first `chunks[sha256]` chunks of each
+    material named, checked, not yet whole: where the next bundle starts it."""
 
     issuer: str
-    for_node: str
+    to: str
     at: str
-    held: tuple[str, ...]
-    partial: dict[str, int]
+    chunks: dict[str, int]
 
 
-def read_statement_file(data: bytes) -> tuple[bytes, bytes] | None:
-    """(raw, signature) of a receipt file's materials statement; None if it has none."""
+def make_progress(
+    signer: Signer, issuer: str, to: str, at: str, chunks: dict[str, int]
+) -> tuple[bytes, bytes]:
+    """(raw, signature) of a progress statement."""
+    raw = canonical({"issuer": issuer, "to": to, "at": at, "chunks": dict(sorted(chunks.items()))})
+    return raw, signer.sign(PROGRESS_DOMAIN + raw)
+
+
+def progress_message(raw: bytes) -> bytes:
+    return PROGRESS_DOMAIN + raw
+
+
+def read_progress(raw: bytes) -> Progress:
+    """Parse a progress statement (check its signature first); BundleError if malformed."""
     try:
-        part = json.loads(data[5:]).get("materials")
-        if part is None:
-            return None
-        return str(part["raw"]).encode(), bytes.fromhex(str(part["sig"]))
+        body = json.loads(raw)
+        chunks = {str(k): v for k, v in body["chunks"].items()}
+        top = chunk_count(MAX_BLOB_BYTES)
+        if not all(SHA256.fullmatch(k) and type(n) is int and 0 <= n <= top
+                   for k, n in chunks.items()):  # fmt: skip
+            raise ValueError("not a hash and a count")
+        return Progress(str(body["issuer"]), str(body["to"]), str(body["at"]), chunks)
     except (ValueError, KeyError, TypeError, AttributeError):
         raise BundleError("bundle.receipt_malformed") from None
 
 
-def make_statement(
-    signer: Signer, issuer: str, for_node: str, at: str, held: Sequence[str],
-    partial: dict[str, int],
-) -> tuple[bytes, bytes]:  # fmt: skip
-    """(raw, signature) of a materials statement."""
-    raw = canonical(
-        {"issuer": issuer, "for": for_node, "at": at, "held": sorted(set(held)),
-         "partial": dict(sorted(partial.items()))}
-    )  # fmt: skip
-    return raw, signer.sign(STATEMENT_DOMAIN + raw)
-
-
-def statement_message(raw: bytes) -> bytes:
-    return STATEMENT_DOMAIN + raw
-
-
-def read_statement(raw: bytes) -> Statement:
-    """Parse a statement (check its signature first); BundleError if malformed."""
+def read_signed_parts(data: bytes) -> dict[str, tuple[bytes, bytes]]:
+    """A receipt file's signed parts about materials, by name ("materials": a blob receipt,
+    sync.protocol.messages; "progress": a progress statement): (raw, signature) each."""
     try:
-        body = json.loads(raw)
-        held = tuple(body["held"])
-        partial = {str(k): v for k, v in body["partial"].items()}
-        names = [*held, *partial]
-        if not all(isinstance(s, str) and SHA256.fullmatch(s) for s in names):
-            raise ValueError("not a hash")
-        if not all(type(n) is int and 0 <= n <= chunk_count(MAX_BLOB_BYTES) for n in
-                   partial.values()):  # fmt: skip
-            raise ValueError("not a count")
-        return Statement(str(body["issuer"]), str(body["for"]), str(body["at"]), held, partial)
+        body = json.loads(data[5:])
+        return {
+            name: (str(body[name]["raw"]).encode(), bytes.fromhex(str(body[name]["sig"])))
+            for name in ("materials", "progress")
+            if name in body
+        }
     except (ValueError, KeyError, TypeError, AttributeError):
         raise BundleError("bundle.receipt_malformed") from None
 

@@ -137,7 +137,7 @@ def test_material_for_a_case_it_may_not_write_is_refused_at_import(
     materials = done["materials"]
     assert materials["held"] == 0 and materials["refused"] == 1 and not materials["cut_short"]
     (refusal,) = materials["refusals"]
-    assert refusal["sha256"] == ref.sha256 and refusal["reason"] == "bundle.material_unnamed"
+    assert refusal["sha256"] == ref.sha256 and refusal["reason"] == "blob.not_named"
     said = zb(town, "bundle", "import", str(stick)).stdout
     refused = [line for line in said.splitlines() if line.startswith("refused: ")]
     assert len(refused) == 1 and ref.sha256 in refused[0], said
@@ -195,3 +195,31 @@ def test_lying_materials_part_refused_piece_by_piece(net: Net, tmp_path: Path) -
         zb(town, "case", "material", case_a, Path(name).stem, "--out", str(out))
         assert out.read_bytes() == data
     assert chunk_count(len(scans["s4.pdf"])) == 3
+
+
+def test_sibling_naming_the_same_hash_wrongly_does_not_hold_the_scan_back(
+    net: Net, tmp_path: Path
+) -> None:
+    """Village B names A's scan's hash (a wrong size and root) on its own case and reaches
+    the town first; A's honest bundle still delivers the scan."""
+    town, a, b = net.home(TOWN), net.home(VILLAGE_A), net.home(VILLAGE_B)
+    data = _scan(3 * CHUNK + 5, 60)
+    (tmp_path / "户口簿.pdf").write_bytes(data)
+    ref = _honest(data).head.ref
+    case_b = zb(b, "case", "receive", "--item", ITEM, "--applicant", "王五").stdout.strip()
+    net.actor(VILLAGE_B).forge(
+        "case.attached",
+        {"case_id": case_b, "materials": [
+            {"name": "户口簿", "file": "x.pdf", "sha256": ref.sha256, "size": ref.size + 1,
+             "root": "0" * 64, "media_type": "application/pdf"}]},
+    )  # fmt: skip
+    zb(b, "bundle", "export", "--to", TOWN, "--out", str(tmp_path / "b.zbb"))
+    zb(town, "bundle", "import", str(tmp_path / "b.zbb"))
+
+    case_a = zb(a, "case", "receive", "--item", ITEM, "--applicant", "李四").stdout.strip()
+    zb(a, "case", "attach", case_a, str(tmp_path / "户口簿.pdf"))
+    zb(a, "bundle", "export", "--to", TOWN, "--out", str(tmp_path / "a.zbb"))
+    done = zj(town, "bundle", "import", str(tmp_path / "a.zbb"))
+    assert done["materials"]["held"] == 1 and done["materials"]["refused"] == 0
+    zb(town, "case", "material", case_a, "户口簿", "--out", str(tmp_path / "out.pdf"))
+    assert (tmp_path / "out.pdf").read_bytes() == data

@@ -416,7 +416,7 @@ def test_materials_bundle_text_in_chinese(net: Topology, tmp_path: Path) -> None
     assert "材料：1 份中 1 份已完整收下" in said.stdout
 
 
-def test_materials_bundle_receipt_with_an_altered_statement_is_refused(
+def test_materials_bundle_receipt_with_altered_materials_is_refused(
     net: Topology, tmp_path: Path
 ) -> None:
     with net.open(VILLAGE) as village:
@@ -427,12 +427,12 @@ def test_materials_bundle_receipt_with_an_altered_statement_is_refused(
         receipt = import_file(town, tmp_path / "b.zbb").receipt_file
     body = json.loads(receipt[5:])
     statement = json.loads(body["materials"]["raw"])
-    assert statement["held"] == held and statement["for"] == VILLAGE
+    assert statement["held"] == held and statement["to"] == VILLAGE  # the wire's blob receipt
     statement["held"] = [*held[:1], "0" * 64]  # claims another material, drops one
     body["materials"]["raw"] = json.dumps(statement, separators=(",", ":"), sort_keys=True)
     forged = receipt[:5] + json.dumps(body).encode() + b"\n"
     with net.open(VILLAGE) as village:
-        with pytest.raises(BundleError, match="materials statement is not signed"):
+        with pytest.raises(BundleError, match="what it says of materials is not signed"):
             import_receipt(village, forged)
         assert not blob_index.receipted(village.store, TOWN, "0" * 64)
         assert receipts.acknowledged(village.store, TOWN) == {}  # nothing of it recorded
