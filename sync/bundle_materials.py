@@ -19,6 +19,7 @@ chunk it brought and holds nothing partial.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from sync import blob_index, trust
+from sync.blobs import Receiving
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.blobs import (
@@ -263,20 +265,12 @@ def take(node: Node, handle: IO[bytes], bundle: BundleFile, at: str) -> Taken:
     if not bundle.blobs:
         return taken
     node.store.catch_up()  # the entries just imported name what comes
-    sealed = bool(bundle.header["sealed"])
-    source = _Source(handle)
-    context = context_of(bundle.header_raw)
+    intake = _Intake(node, bundle, _Source(handle), taken, at)
     position = 0
     try:
-        check_opening(source.read(OPENING))
+        check_opening(intake.source.read(OPENING))
         for position in range(bundle.blobs):
-            length = LENGTH.unpack(source.read(LENGTH.size))[0]
-            if length > MAX_HEAD_BYTES + SEALED_EXTRA:
-                raise damaged(position, "a material's head is too long")
-            seals = node.seals if sealed else None
-            part = read_head(source.read(length), position, context, seals)
-            args = (part, position, context, sealed, taken, at)
-            if not _material(node, bundle.sender, source, *args):
+            if not intake.material(position):
                 break
     except _Cut:
         taken.cut = True
@@ -319,53 +313,77 @@ def _judge(node: Node, sender: str, ref: BlobRef) -> ZhibaoError | None:
     return None
 
 
-def _material(
-    node: Node, sender: str, source: _Source, part: Part, position: int, context: bytes,
-    sealed: bool, taken: Taken, at: str,
-) -> bool:  # fmt: skip
-    """Take in (or step over) one material; False when the rest cannot be taken (the
-    disk is full). _Cut and BundleError (damaged) propagate."""
-    ref = part.ref
-    refusal = _judge(node, sender, ref)
-    done = refusal is None and node.blobs.has(ref.sha256)
-    receiving = node.blobs.receiving(ref) if refusal is None and not done else None
-    seals = node.seals if sealed else None
-    try:
-        for kind, index, length in _frames(source, part, position):
+class _Intake:
+    """One bundle's materials part being taken in, material by material."""
+
+    def __init__(
+        self, node: Node, bundle: BundleFile, source: _Source, taken: Taken, at: str
+    ) -> None:
+        self.node, self.source, self.taken, self.at = node, source, taken, at
+        self.sender = bundle.sender
+        self.context = context_of(bundle.header_raw)
+        self.seals = node.seals if bundle.header["sealed"] else None
+
+    def material(self, position: int) -> bool:
+        """Take in (or step over) the material at `position`; False when the rest cannot
+        be taken (the disk is full). _Cut and BundleError (damaged) propagate. A material
+        another process is writing (`serve` taking it from a child, a round fetching it)
+        is stepped over: it stays partial here."""
+        (length,) = LENGTH.unpack(self.source.read(LENGTH.size))
+        if length > MAX_HEAD_BYTES + SEALED_EXTRA:
+            raise damaged(position, "a material's head is too long")
+        part = read_head(self.source.read(length), position, self.context, self.seals)
+        sha = part.ref.sha256
+        refusal = _judge(self.node, self.sender, part.ref)
+        done = refusal is None and self.node.blobs.has(sha)
+        with contextlib.ExitStack() as stack:
+            receiving = None
+            if refusal is None and not done and stack.enter_context(self.node.blobs.claim(sha)):
+                receiving = self.node.blobs.receiving(part.ref)
+            try:
+                refusal = self._frames_into(part, position, receiving) or refusal
+                if receiving is not None and refusal is None:
+                    done = receiving.finish(self.at)
+                    self.taken.new += done
+            except BlobError as exc:  # a whole that does not match its hash
+                refusal = exc
+            finally:
+                if receiving is not None and not done:
+                    self.taken.partial[sha] = receiving.have
+        if refusal is not None:
+            self.taken.refused.append((sha, refusal))
+        elif done:
+            self.taken.held.append(sha)
+        return refusal is None or refusal.key != "blob.disk_full"
+
+    def _frames_into(
+        self, part: Part, position: int, receiving: Receiving | None
+    ) -> ZhibaoError | None:
+        """Read the frames of `part` into `receiving` (None: step over them all); the
+        first refusal, after which the rest are stepped over."""
+        ref, refusal = part.ref, None
+        for kind, index, length in _frames(self.source, part, position):
             if (
                 receiving is None
                 or refusal is not None
                 or (receiving.have != index if kind == DATA else receiving.digests is not None)
             ):  # refused or held; a chunk held already, or after a gap; a list known
-                source.skip(length)
+                self.source.skip(length)
                 continue
-            if length != payload_length(kind, ref, index, sealed):
+            if length != payload_length(kind, ref, index, self.seals is not None):
                 refusal = BlobError("blob.bad_chunk", sha256=ref.sha256, index=index)
-                source.skip(length)
+                self.source.skip(length)
                 continue
-            payload = source.read(length)
+            payload = self.source.read(length)
             try:
-                plain = open_payload(payload, seals, context, ref.sha256, kind, index)
+                plain = open_payload(payload, self.seals, self.context, ref.sha256, kind, index)
                 if kind == LIST:
                     receiving.set_list(plain)
                 else:
                     receiving.add(index, plain)
             except BlobError as exc:
                 refusal = exc
-        if receiving is not None and refusal is None:
-            try:
-                done = receiving.finish(at)
-                taken.new += done
-            except BlobError as exc:
-                refusal = exc
-    finally:
-        if receiving is not None and not done:
-            taken.partial[ref.sha256] = receiving.have
-    if refusal is not None:
-        taken.refused.append((ref.sha256, refusal))
-    elif done:
-        taken.held.append(ref.sha256)
-    return refusal is None or refusal.key != "blob.disk_full"
+        return refusal
 
 
 def from_memory(data: bytes | memoryview, start: int) -> IO[bytes]:

@@ -43,6 +43,7 @@ from tests.support.topology import (
 from tiers.cases.service import Applicant, forward, receive
 from tiers.catalogue import parse_catalogue
 from tiers.materials import attach
+from tiers.node import open_home
 from tiers.published import publish_items
 
 ITEM = "330782-MZ-002"  # received at villages, decided by the town
@@ -440,3 +441,25 @@ def test_materials_bundle_receipt_with_altered_materials_is_refused(
         import_receipt(village, receipt)
         assert blob_index.up_for(village.store, VILLAGE, TOWN) == []
         assert receipts.acknowledged(village.store, TOWN)[VILLAGE] > 0
+
+
+def test_materials_bundle_steps_over_a_material_another_process_is_writing(
+    net: Topology, tmp_path: Path
+) -> None:
+    data = scan(2 * CHUNK, 70)
+    with net.open(VILLAGE) as village:
+        case_id = new_case(village, {"a.pdf": data, "b.pdf": scan(1000, 71)})
+        busy = sha_of(village, case_id, "a")
+        bundle_file(village, TOWN, tmp_path / "b.zbb")
+    with net.open(TOWN) as town, town.blobs.claim(busy) as mine:  # as `serve` would hold it
+        assert mine
+        other = open_home(net.home(TOWN))  # another process's view of the same home
+        try:
+            taken = import_file(other, tmp_path / "b.zbb").materials
+        finally:
+            other.close()
+        assert taken.to_json()["held"] == 1 and taken.to_json()["partial"] == 1
+        assert not taken.refused and not town.blobs.has(busy)
+    with net.open(TOWN) as town:
+        assert import_file(town, tmp_path / "b.zbb").materials.new == 1
+        assert b"".join(town.blobs.read(busy)) == data
