@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import click
 
 from cli.common import (
     check_writable,
+    describe_os_error,
     echo,
     home_option,
     input_file,
@@ -18,6 +23,7 @@ from cli.common import (
     write_atomically,
 )
 from sync import bundles
+from sync.bundle_materials import Carried, Taken, max_bytes
 from sync.protocol import i18n
 from sync.protocol.errors import BundleError, ZhibaoError
 from sync.protocol.keys import check_seal_key
@@ -29,6 +35,44 @@ i18n.register(
             "已将发往 {to} 的 {entries} 条条目写入 {out}{sealed}。",
         ),
         "bundle.sealed_note": (" (sealed to its key)", "（已按对方密钥加密）"),
+        "bundle.exported_materials": (
+            "Materials carried: {materials} ({mb} MB){partial}.",
+            "附带材料：{materials} 份（{mb} MB）{partial}。",
+        ),
+        "bundle.exported_partial": (
+            ", {count} of them in part: the next bundle continues where the receipt says",
+            "，其中 {count} 份只带了一部分：下一个数据包从回执所记之处接着带",
+        ),
+        "bundle.materials_left": (
+            "{left} materials ({mb} MB) did not fit within {max_mb} MB (--max-mb): they go "
+            "in the next bundle",
+            "{left} 份材料（{mb} MB）超出 {max_mb} MB 上限（--max-mb）：将随下一个数据包带出",
+        ),
+        "bundle.material_unreadable": (
+            "warning: material {sha256} is damaged on this disk and was left out",
+            "警告：本机磁盘上的材料 {sha256} 已损坏，未带出",
+        ),
+        "bundle.imported_materials": (
+            "Materials: {held} of {declared} held whole here ({new} new), {partial} partial, "
+            "{refused} refused.",
+            "材料：{declared} 份中 {held} 份已完整收下（新收 {new} 份），{partial} 份不完整，"
+            "{refused} 份被拒收。",
+        ),
+        "bundle.materials_cut": (
+            "The bundle was cut short: every whole checked chunk is kept and nothing partial "
+            "counts as held; the next bundle completes it.",
+            "数据包不完整：已校验的完整分块均已保留，不完整的材料不算收下；下一个数据包会补齐。",
+        ),
+        "bundle.material_refused": ("refused: {message}", "拒收：{message}"),
+        "bundle.materials_only": (
+            "The bundle from {sender} carries materials only. Carry the receipt back to "
+            "{sender}: {receipt}",
+            "来自 {sender} 的数据包只附带材料。请把回执带回 {sender}：{receipt}",
+        ),
+        "bundle.receipt_materials": (
+            "Materials {issuer} holds whole from that bundle: {held}; in part: {partial}.",
+            "{issuer} 已完整收下该数据包中的材料：{held} 份；不完整：{partial} 份。",
+        ),
         "bundle.imported": (
             "Imported {applied} new entries from {sender} ({duplicates} already held). "
             "Carry the receipt back to {sender}: {receipt}",
@@ -71,22 +115,6 @@ i18n.register(
 )
 
 
-def read_file(path: Path) -> bytes:
-    """A bundle or receipt file's bytes, reading no more than its kind may hold (a receipt
-    is small); BundleError if it is bigger, ZhibaoError if it cannot be read."""
-    with input_file(path) as (handle, size):
-        limit = bundles.MAX_BUNDLE_BYTES
-        if handle.read(len(bundles.RECEIPT_MAGIC)) == bundles.RECEIPT_MAGIC:
-            limit = bundles.MAX_RECEIPT_BYTES
-        if size <= limit:
-            handle.seek(0)
-            data = handle.read(limit + 1)  # one more: a file that grew is still caught
-            if len(data) <= limit:
-                return data
-            size = len(data)
-    raise BundleError("bundle.too_big", path=str(path), size=size // 2**20, limit=limit // 2**20)
-
-
 @click.group("bundle")
 def bundle_group() -> None:
     """Carry logs on a file (USB stick) when the link is down."""
@@ -108,6 +136,19 @@ def bundle_group() -> None:
     help="The recipient's seal key when it is not enrolled here, e.g. the city's.",
 )
 @click.option("--full", is_flag=True, help="Ignore receipts: send everything (after a restore).")
+@click.option(
+    "--materials/--no-materials",
+    default=True,
+    help="Carry the materials NODE lacks after the entries (the default).",
+)
+@click.option(
+    "--max-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="MB",
+    help="Bound the file's size: materials that do not fit wait for the next bundle, "
+    "entries never do (default: bundle_max_mb in node.toml, else 1024).",
+)
 @home_option
 @json_option
 def export_command(
@@ -116,25 +157,79 @@ def export_command(
     seal: bool,
     seal_key: str | None,
     full: bool,
+    materials: bool,
+    max_mb: float | None,
     home: Path | None,
     as_json: bool,
 ) -> None:
-    """Write what NODE is not known to hold (this subtree up, what concerns it down),
-    sealed to NODE's key unless --no-seal is given."""
+    """Write what NODE is not known to hold (this subtree up, what concerns it down, and
+    the materials it lacks), sealed to NODE's key unless --no-seal is given."""
     if seal_key and not seal:
         raise click.UsageError(i18n.t("bundle.seal_conflict"))
     key = check_seal_key(seal_key) if seal_key else None
     check_writable(out)
     with node_at(home) as node:
-        made = bundles.export_bundle(node, to, seal=seal, seal_key=key, full=full)
-    write_atomically(out, made.data)
+        bound = max_bytes(node.config.settings, max_mb)
+        made = bundles.export_bundle(
+            node, to, seal=seal, seal_key=key, full=full, materials=materials, max_bytes=bound
+        )
+        size = write_streamed(out, lambda handle: bundles.write_bundle(node, made, handle))
+    carried = made.carried
+    for damaged in carried.unreadable:
+        warn(i18n.t("bundle.material_unreadable", sha256=damaged.params["sha256"]))
     if not made.header["sealed"]:
         warn(i18n.t("bundle.unsealed", out=out))
     if as_json:
-        print_json({"out": str(out), "bytes": len(made.data), **made.header})
+        print_json({"out": str(out), "bytes": size, **made.header, "materials": carried.to_json()})
         return
     note = i18n.t("bundle.sealed_note") if made.header["sealed"] else ""
     echo(i18n.t("bundle.exported", entries=made.header["entries"], to=to, out=out, sealed=note))
+    _echo_carried(carried, bound)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:.1f}"
+
+
+def _echo_carried(carried: Carried, bound: int) -> None:
+    if carried.parts:
+        partial = (
+            i18n.t("bundle.exported_partial", count=carried.partial) if carried.partial else ""
+        )
+        echo(
+            i18n.t(
+                "bundle.exported_materials", materials=len(carried.parts),
+                mb=_mb(carried.size), partial=partial,
+            )
+        )  # fmt: skip
+    if carried.left:
+        echo(
+            i18n.t(
+                "bundle.materials_left", left=carried.left, mb=_mb(carried.left_bytes),
+                max_mb=f"{bound / 2**20:g}",
+            )
+        )  # fmt: skip
+
+
+def write_streamed(path: Path, write: Callable[[IO[bytes]], int]) -> int:
+    """`write_atomically` for what is streamed rather than held: `write` writes into a
+    temporary file beside `path` (owner-only), synced and renamed over `path`, or nothing
+    is left; the bytes written."""
+    temp: str | None = None
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "wb") as handle:
+            size = write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+        temp = None
+        return size
+    except OSError as exc:
+        raise ZhibaoError("cli.unwritable", path=str(path), detail=describe_os_error(exc)) from None
+    finally:
+        if temp is not None:
+            Path(temp).unlink(missing_ok=True)
 
 
 @bundle_group.command("import")
@@ -148,22 +243,20 @@ def export_command(
 @home_option
 @json_option
 def import_command(file: Path, receipt_out: Path | None, home: Path | None, as_json: bool) -> None:
-    """Verify and apply a bundle whole (or record a receipt file that came back)."""
-    data = read_file(file)
+    """Verify and apply a bundle: its entries whole or not at all, then each material it
+    carries (or record a receipt file that came back)."""
     target = receipt_out or file.with_name(file.name + ".receipt")
-    if not bundles.is_receipt(data):
-        check_writable(target)  # before the import, so a wrong --receipt-out changes nothing
-    with node_at(home) as node:
-        if bundles.is_receipt(data):
-            receipt = bundles.import_receipt(node, data)
-            heads = {o: seq for o, (seq, _) in sorted(receipt.heads.items())}
-            if as_json:
-                print_json({"kind": "receipt", "issuer": receipt.issuer, "heads": heads})
-            else:
-                text = ", ".join(f"{o}#{s}" for o, s in heads.items()) or "-"
-                echo(i18n.t("bundle.receipt_recorded", issuer=receipt.issuer, heads=text))
+    with input_file(file) as (handle, size):
+        if handle.read(len(bundles.RECEIPT_MAGIC)) == bundles.RECEIPT_MAGIC:
+            handle.seek(0)
+            data = handle.read(bundles.MAX_RECEIPT_BYTES + 1)  # one more: a file that grew
+            _import_receipt(file, data, max(size, len(data)), home, as_json)
             return
-        done = bundles.import_bundle(node, data)
+        check_writable(target)  # before the import, so a wrong --receipt-out changes nothing
+        handle.seek(0)
+        data = bundles.read_entries_part(handle, str(file))
+        with node_at(home) as node:
+            done = bundles.import_bundle(node, data, handle)
     try:
         write_atomically(target, done.receipt_file)
     except ZhibaoError as exc:
@@ -172,20 +265,56 @@ def import_command(file: Path, receipt_out: Path | None, home: Path | None, as_j
     if as_json:
         print_json({**done.to_json(), "receipt": str(target)})
         return
-    key = "bundle.already" if done.already else "bundle.imported"
+    key = "bundle.already" if done.already and not done.materials.new else "bundle.imported"
     if not done.entries:
         key = "bundle.empty"
-    applied = sum(done.applied.values())
+    if done.entries or not done.materials.declared:
+        echo(
+            i18n.t(
+                key, sender=done.sender, applied=sum(done.applied.values()),
+                duplicates=done.duplicates, entries=done.entries, receipt=target,
+            )
+        )  # fmt: skip
+    else:
+        echo(i18n.t("bundle.materials_only", sender=done.sender, receipt=target))
+    _echo_taken(done.materials)
+
+
+def _echo_taken(taken: Taken) -> None:
+    if not taken.declared:
+        return
     echo(
         i18n.t(
-            key,
-            sender=done.sender,
-            applied=applied,
-            duplicates=done.duplicates,
-            entries=done.entries,
-            receipt=target,
+            "bundle.imported_materials", declared=taken.declared, held=len(taken.held),
+            new=taken.new, partial=taken.not_whole, refused=len(taken.refused),
         )
-    )
+    )  # fmt: skip
+    for _, refusal in taken.refused:
+        echo(i18n.t("bundle.material_refused", message=str(refusal)))
+    if taken.cut:
+        echo(i18n.t("bundle.materials_cut"))
+
+
+def _import_receipt(file: Path, data: bytes, size: int, home: Path | None, as_json: bool) -> None:
+    limit = bundles.MAX_RECEIPT_BYTES
+    if len(data) > limit:
+        raise BundleError(
+            "bundle.too_big", path=str(file), size=size // 2**20, limit=limit // 2**20
+        )
+    with node_at(home) as node:
+        receipt, said = bundles.import_receipt_file(node, data)
+    heads = {o: seq for o, (seq, _) in sorted(receipt.heads.items())}
+    held, partial = (len(said.held), len(said.partial)) if said else (0, 0)
+    if as_json:
+        materials = {"held": held, "partial": partial}
+        print_json(
+            {"kind": "receipt", "issuer": receipt.issuer, "heads": heads, "materials": materials}
+        )
+        return
+    text = ", ".join(f"{o}#{s}" for o, s in heads.items()) or "-"
+    echo(i18n.t("bundle.receipt_recorded", issuer=receipt.issuer, heads=text))
+    if said is not None:
+        echo(i18n.t("bundle.receipt_materials", issuer=receipt.issuer, held=held, partial=partial))
 
 
 @click.command("restore")

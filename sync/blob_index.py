@@ -7,7 +7,9 @@ names (`register_refs`) and who may fetch a blob (`register_access`). Tables:
   with the entry and when it arrived. A quarantined entry names nothing.
 - `blobs`: the blobs held here whole (sync.blobs writes it); `blob_dropped`: those let go on
   purpose, so nobody fetches them back; `blob_receipts`: the peers that signed that they
-  hold a blob whole. These are state, not projections: a rebuild leaves them alone.
+  hold a blob whole; `blob_progress`: how many chunks of a blob a peer signed it holds
+  checked, not yet whole (a bundle resumes there). These are state, not projections: a
+  rebuild leaves them alone.
 
 Selections: `up_for` (what a parent still needs from this subtree), `down_for` (what a
 descendant may be sent), `wanted` (what this node should fetch from above).
@@ -48,6 +50,10 @@ CREATE TABLE IF NOT EXISTS blobs (
 CREATE TABLE IF NOT EXISTS blob_dropped (sha256 TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blob_receipts (
     peer TEXT NOT NULL, sha256 TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (peer, sha256)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blob_progress (
+    peer TEXT NOT NULL, sha256 TEXT NOT NULL, chunks INTEGER NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (peer, sha256)
 ) WITHOUT ROWID;
 """
 
@@ -213,6 +219,23 @@ def record_receipt(store: Store, peer: str, sha256: str, at: str) -> None:
         "INSERT OR IGNORE INTO blob_receipts (peer, sha256, at) VALUES (?, ?, ?)",
         (peer, sha256, at),
     )
+
+
+def record_progress(store: Store, peer: str, sha256: str, chunks: int, at: str) -> None:
+    """`peer` signed that it holds the first `chunks` chunks of `sha256` (call inside a
+    transaction); the newest statement wins, even when it says less (a partial let go)."""
+    store.execute(
+        "INSERT INTO blob_progress (peer, sha256, chunks, at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(peer, sha256) DO UPDATE SET chunks = excluded.chunks, at = excluded.at "
+        "WHERE excluded.at >= blob_progress.at",
+        (peer, sha256, chunks, at),
+    )
+
+
+def progress(store: Store, peer: str) -> dict[str, int]:
+    """sha256 → chunks `peer` last said it holds of a blob it does not hold whole."""
+    rows = store.query("SELECT sha256, chunks FROM blob_progress WHERE peer = ?", (peer,))
+    return {sha: chunks for sha, chunks in rows}
 
 
 def receipted(store: Store, peer: str, sha256: str) -> bool:

@@ -1,7 +1,8 @@
 """Bundles at a node: what to put in one for a peer, and importing one whole or not at all.
 
 The file format and its limits are in `sync.protocol.bundle`; see its docstring. Bundles
-are sealed to the recipient's enrolled seal key unless the caller asks otherwise.
+are sealed to the recipient's enrolled seal key unless the caller asks otherwise. The
+materials a bundle carries after its entries: `sync.bundle_materials`.
 
 Import checks the sender's signature before it opens anything when the sender's key is
 known here; only a first bundle from the parent (whose key arrives in it, vouched for by
@@ -13,15 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
-from sync import forks, keyring, liveness, proofs, receipts, relevance, trust
+from sync import bundle_materials, forks, keyring, liveness, proofs, receipts, relevance, trust
 from sync.ingest import IngestResult, ingest
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.batch import BATCH_ENTRIES, Run
 from sync.protocol.bundle import (
+    MAGIC,
     MAX_BUNDLE_BYTES,
     MAX_RECEIPT_BYTES,
     RECEIPT_MAGIC,
@@ -33,9 +36,12 @@ from sync.protocol.bundle import (
     is_receipt,
     iter_frames,
     open_payload,
+    payload_of,
     read_bundle,
     read_receipt_file,
 )
+from sync.protocol.bundle_materials import entries_size, needed_to_size, read_signed_parts
+from sync.protocol.canonical import canonical
 from sync.protocol.entry import SignedEntry, entry_hash
 from sync.protocol.errors import BundleError, RefusedError
 from sync.protocol.ids import is_within, parent_of, tier_of
@@ -78,15 +84,25 @@ def bundle_frames(node: Node, to: str, *, full: bool = False) -> list[list[Signe
 
 @dataclass(frozen=True)
 class Exported:
+    """A bundle made: `data` its entries part (the whole bundle when it carries no
+    materials), `carried` the materials `write_bundle` streams after it."""
+
     data: bytes
     header: dict[str, Any]
+    carried: bundle_materials.Carried = field(default_factory=bundle_materials.Carried)
+    seal_to: bytes | None = None
 
 
 def export_bundle(
-    node: Node, to: str, *, seal: bool = True, seal_key: bytes | None = None, full: bool = False
-) -> Exported:
+    node: Node, to: str, *, seal: bool = True, seal_key: bytes | None = None, full: bool = False,
+    materials: bool = False, max_bytes: int | None = None,
+) -> Exported:  # fmt: skip
     """A signed bundle for `to` (an ancestor or a descendant of this node), sealed to its
-    enrolled seal key (or `seal_key`) unless `seal` is False; BundleError if none is known."""
+    enrolled seal key (or `seal_key`) unless `seal` is False; BundleError if none is known.
+
+    With `materials`, it also carries the materials `to` lacks, within `max_bytes` (default:
+    `bundle_max_mb`) for the whole file: what does not fit is left for the next bundle,
+    never an entry. Write it with `write_bundle`."""
     tier_of(to)
     if not _related(to, node.node_id):
         raise BundleError("bundle.unrelated", node_id=to, me=node.node_id)
@@ -100,12 +116,31 @@ def export_bundle(
         liveness.beat(node, liveness.VIA_BUNDLE)
     frames = bundle_frames(node, to, full=full)
     entries = [entry for frame in frames for entry in frame]
+    payload = payload_of(frames)
+    carried = bundle_materials.Carried()
+    if materials:
+        bound = bundle_materials.max_bytes(node.config.settings) if max_bytes is None else max_bytes
+        counts: dict[str, int] = {}
+        for entry in entries:
+            counts[entry.origin] = counts.get(entry.origin, 0) + 1
+        entries_part = len(payload) + len(canonical(counts)) + 2048  # the rest of the header,
+        # the seal, the framing and the signature take well under 2 KiB
+        carried = bundle_materials.plan(node, to, bound - entries_part, sealed=seal)
     data = encode_bundle(
-        node.wire_signer, node.node_id, to, node.clock.stamp(), entries, target, frames=frames
-    )
+        node.wire_signer, node.node_id, to, node.clock.stamp(), entries, target, frames=frames,
+        payload=payload, blobs=len(carried.parts),
+    )  # fmt: skip
     if len(data) > MAX_BUNDLE_BYTES:
         raise export_limit_error()
-    return Exported(data, read_bundle(data).header)
+    return Exported(data, read_bundle(data).header, carried, target)
+
+
+def write_bundle(node: Node, made: Exported, out: IO[bytes]) -> int:
+    """Write the whole bundle to `out`: its entries part, then its materials streamed a
+    chunk at a time; the bytes written. BlobError if a material here changed meanwhile."""
+    written = out.write(made.data)
+    header_raw = read_bundle(made.data).header_raw
+    return written + bundle_materials.write(node, made.carried, header_raw, made.seal_to, out)
 
 
 @dataclass
@@ -118,6 +153,7 @@ class Imported:
     duplicates: int = 0
     already: bool = False
     receipt_file: bytes = b""
+    materials: bundle_materials.Taken = field(default_factory=bundle_materials.Taken)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -127,6 +163,7 @@ class Imported:
             "applied": self.applied,
             "duplicates": self.duplicates,
             "already_imported": self.already,
+            "materials": self.materials.to_json(),
         }
 
 
@@ -199,8 +236,10 @@ def _keep_fork_evidence(node: Node, runs: list[Run], forks: list[dict[str, Any]]
                     node.store.record_fork(run.origin, seq, held, other, at)
 
 
-def import_bundle(node: Node, data: bytes) -> Imported:
-    """Verify and apply a bundle addressed to this node, whole or not at all.
+def import_bundle(node: Node, data: bytes, materials: IO[bytes] | None = None) -> Imported:
+    """Verify and apply a bundle's entries part, whole or not at all, then take in the
+    materials that follow it one by one (from `materials`, a file at the first byte after
+    the entries part; by default from the rest of `data`).
 
     When the sender's key is known here, a bundle it did not sign is refused before its
     payload is decrypted or unpacked. Otherwise (a first bundle from the parent) frames are
@@ -208,6 +247,8 @@ def import_bundle(node: Node, data: bytes) -> Imported:
     key the bundle itself brought, before the commit; anything wrong rolls everything back.
     """
     bundle = read_bundle(data)
+    if not bundle.blobs and materials is not None and materials.read(1):
+        raise BundleError("bundle.malformed", reason="bytes after the signature")
     me = node.node_id
     if bundle.recipient != me:
         raise BundleError("bundle.wrong_recipient", to=bundle.recipient, me=me)
@@ -256,6 +297,13 @@ def import_bundle(node: Node, data: bytes) -> Imported:
             forks.report(node)  # evidence travels up in this node's log (sync.fork_evidence)
         raise refused.error from None
     receipt = _receipt_for(node, bundle.sender)
+    taken = bundle_materials.Taken()
+    parts = None
+    if bundle.blobs:
+        source = materials or bundle_materials.from_memory(data, bundle.size)
+        taken = bundle_materials.take(node, source, bundle, stamp)
+        parts = bundle_materials.receipt_parts(node, bundle.sender, taken)
+    digest = hashlib.sha256(memoryview(data)[: bundle.size]).digest()
     total = int(bundle.header["entries"])
     return Imported(
         sender=bundle.sender,
@@ -263,19 +311,52 @@ def import_bundle(node: Node, data: bytes) -> Imported:
         applied=result.applied,
         duplicates=result.duplicates,
         already=total > 0 and not result.applied_total,
-        receipt_file=encode_receipt_file(receipt, bundle.sender, hashlib.sha256(data).digest()),
+        receipt_file=encode_receipt_file(receipt, bundle.sender, digest, parts),
+        materials=taken,
     )
 
 
+def read_entries_part(handle: IO[bytes], name: str) -> bytes:
+    """A bundle file's entries part (or as much of it as there is: `read_bundle` says what
+    is wrong with it), leaving `handle` at the first byte of its materials part; BundleError
+    if the entries part is over MAX_BUNDLE_BYTES."""
+    prefix = handle.read(9)
+    if prefix.startswith(MAGIC):
+        prefix += handle.read(max(0, needed_to_size(prefix) - len(prefix)))
+        total = entries_size(prefix)
+    else:  # not a bundle: `read_bundle` says so, unless it is too big to be one anyway
+        total = handle.seek(0, os.SEEK_END)
+    if total > MAX_BUNDLE_BYTES:
+        raise BundleError(
+            "bundle.too_big", path=name, size=total // 2**20, limit=MAX_BUNDLE_BYTES // 2**20
+        )
+    if not prefix.startswith(MAGIC):
+        return prefix
+    return prefix + handle.read(total - len(prefix))
+
+
 def import_receipt(node: Node, data: bytes) -> Receipt:
-    """Verify a receipt file against its issuer's enrolled key and record it."""
+    """Verify a receipt file against its issuer's enrolled key and record it, with the
+    materials it says the issuer holds whole (or in part) when it says so."""
+    return import_receipt_file(node, data)[0]
+
+
+def import_receipt_file(
+    node: Node, data: bytes
+) -> tuple[Receipt, bundle_materials.Acknowledged | None]:
+    """`import_receipt`, and what the file says of materials, if anything."""
     for_node, raw, sig = read_receipt_file(data)
     if for_node != node.node_id:
         raise BundleError("bundle.receipt_not_ours", to=for_node, me=node.node_id)
+    said = bundle_materials.check_parts(node, read_signed_parts(data))
+    issuer = said.issuer if said is not None else None
     try:
-        return receipts.accept(node.store, raw, sig)
+        receipt = receipts.accept(node.store, raw, sig, expected_issuer=issuer)
     except RefusedError as exc:
         raise BundleError("bundle.receipt_refused", reason=str(exc)) from None
+    if said is not None:
+        bundle_materials.record(node, said)
+    return receipt, said
 
 
 i18n.register(
@@ -299,7 +380,10 @@ __all__ = [
     "export_bundle",
     "import_bundle",
     "import_receipt",
+    "import_receipt_file",
     "is_receipt",
     "open_payload",
     "read_bundle",
+    "read_entries_part",
+    "write_bundle",
 ]

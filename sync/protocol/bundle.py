@@ -8,9 +8,14 @@ A bundle file, all integers big-endian:
     4 bytes  header length H,  H bytes header: canonical JSON
              {"v": 1, "kind": "bundle", "from", "to", "created", "sealed": bool,
               "suite": "X25519-HKDF-SHA256-ChaCha20Poly1305" (sealed only),
-              "entries": total, "counts": {origin: entries}}
+              "entries": total, "counts": {origin: entries},
+              "blobs": materials that follow (only when there are any)}
     8 bytes  payload length P, P bytes payload
     64 bytes Ed25519 signature by "from" over `bundle_message(header, payload)`
+    (only when "blobs"): the materials part, streamed (sync.protocol.bundle_materials)
+
+Everything up to the signature is the entries part: a bundle without materials is exactly
+what it was before materials existed, and every limit below is the entries part's.
 
 The plain payload is a sequence of frames (4-byte length + one `encode_batch` batch, a zstd
 frame that declares its unpacked size), so a bundle of any size is made of bounded batches.
@@ -20,8 +25,9 @@ as `info`, so a sealed payload cannot be moved under another header. The signatu
 the stored (sealed) payload.
 
 A receipt file, carried back to the sender: b"ZBRC", 1 byte version (1), then canonical
-JSON `{"for": sender, "bundle": SHA-256 of the bundle file, "raw": receipt, "sig": hex}`
-and a newline; only `raw` and `sig` are trusted (checked by `receipts.accept`).
+JSON `{"for": sender, "bundle": SHA-256 of the entries part, "raw": receipt, "sig": hex}`
+(and, for a bundle with materials, `"materials"` and `"progress"`, each `{"raw", "sig"}`)
+and a newline; only the signed parts are trusted (checked by `receipts.accept`).
 
 What goes in (`bundle_entries`): up to an ancestor, this node's subtree above what that
 ancestor has receipted; down to a descendant, what concerns it (`relevance.select_for`)
@@ -31,7 +37,7 @@ of every log — whole within its subtree, in part (highest seq) above it — wh
 the pull cursor, so the sender's next bundle leaves out what arrived.
 
 Limits, so no file makes a receiver hold or unpack more than a real bundle would:
-- MAX_BUNDLE_BYTES (512 MiB): the file, and so the payload;
+- MAX_BUNDLE_BYTES (512 MiB): the entries part, and so the payload;
 - MAX_BUNDLE_ENTRIES (4,000,000): the entries the header declares, checked before the
   payload is opened (and the frames must hold exactly what the header counts);
 - MAX_BUNDLE_PLAIN_BYTES (2 GiB): all frames unpacked, summed from the sizes the frames
@@ -46,7 +52,8 @@ payload is decrypted or unpacked, so a forged file is refused unopened (see
 for a first bundle from the parent, the signature) is checked inside one transaction that
 is rolled back on any failure, so a truncated, altered, misaddressed or forged file
 changes nothing. Importing twice applies nothing twice. A receipt is issued only after the
-import committed.
+import committed. (The materials that follow are taken after that, one by one: see
+sync.protocol.bundle_materials.)
 """
 
 from __future__ import annotations
@@ -84,11 +91,12 @@ MAX_HEADER_BYTES = 1024 * 1024
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024  # the file
 MAX_BUNDLE_PLAIN_BYTES = 2 * 1024 * 1024 * 1024  # all frames unpacked
 MAX_BUNDLE_ENTRIES = 4_000_000
+MAX_BUNDLE_BLOBS = 100_000  # materials one bundle may declare
 MAX_RECEIPT_BYTES = 1024 * 1024
 _MIB = 1024 * 1024
 _CHUNK = 1024 * 1024
 _U32, _U64 = struct.Struct(">I"), struct.Struct(">Q")
-_SIG = 64
+SIG = _SIG = 64
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,12 @@ class BundleFile:
     header: dict[str, Any]
     payload: bytes | memoryview  # a view into the file's bytes: a big payload is not copied
     sig: bytes
+    size: int = 0  # of the entries part: where the materials part starts
+
+    @property
+    def blobs(self) -> int:
+        """How many materials follow the entries part (the header says, signed)."""
+        return int(self.header.get("blobs", 0))
 
     @property
     def sender(self) -> str:
@@ -125,7 +139,7 @@ def cut(entries: Sequence[SignedEntry]) -> list[list[SignedEntry]]:
     return out
 
 
-def _frames(frames: Sequence[Sequence[SignedEntry]]) -> bytes:
+def payload_of(frames: Sequence[Sequence[SignedEntry]]) -> bytes:
     """The payload of `frames`; BundleError if they exceed what an import accepts."""
     if sum(map(len, frames)) > MAX_BUNDLE_ENTRIES:
         raise export_limit_error()
@@ -159,11 +173,15 @@ def encode_bundle(
     seal_to: bytes | None = None,
     *,
     frames: Sequence[Sequence[SignedEntry]] | None = None,
+    payload: bytes | None = None,
+    blobs: int = 0,
 ) -> bytes:
-    """The bytes of a bundle of `entries` signed by `signer`, sealed when `seal_to` is given.
+    """The bytes of a bundle of `entries` signed by `signer`, sealed when `seal_to` is given
+    (its entries part, which declares `blobs` materials to follow when there are any).
 
     `frames`: `entries` cut into frames already (a node relaying logs ends each run where a
-    signature proves it, sync.proofs); by default they are cut every BATCH_ENTRIES."""
+    signature proves it, sync.proofs); by default they are cut every BATCH_ENTRIES.
+    `payload`: `payload_of(frames)`, when the caller has it already."""
     if frames is None:
         frames = cut(entries)
     counts: dict[str, int] = {}
@@ -181,8 +199,11 @@ def encode_bundle(
     }
     if seal_to is not None:
         header["suite"] = SUITE_NAME
+    if blobs:
+        header["blobs"] = blobs
     header_raw = canonical(header)
-    payload = _frames(frames)
+    if payload is None:
+        payload = payload_of(frames)
     if seal_to is not None:
         payload = seal(payload, seal_to, _seal_info(header_raw))
     sig = signer.sign(bundle_message(header_raw, payload))
@@ -219,6 +240,9 @@ def _check_header(header: Any) -> None:
         raise ValueError("counts")
     if sum(counts.values()) != header["entries"] or any(n < 1 for n in counts.values()):
         raise ValueError("counts do not add up")
+    blobs = header.get("blobs", 1)
+    if type(blobs) is not int or not 1 <= blobs <= MAX_BUNDLE_BLOBS:
+        raise ValueError("blobs")
 
 
 def read_bundle(data: bytes) -> BundleFile:
@@ -242,8 +266,6 @@ def read_bundle(data: bytes) -> BundleFile:
     pos += 8
     if pos + length + _SIG > len(data):
         raise BundleError("bundle.truncated")
-    if pos + length + _SIG < len(data):
-        raise _malformed("bytes after the signature")
     try:
         header = json.loads(header_raw)
         _check_header(header)
@@ -251,12 +273,15 @@ def read_bundle(data: bytes) -> BundleFile:
             raise ValueError("not canonical JSON")
     except (ValueError, KeyError, TypeError, AttributeError, NodeIdError) as exc:
         raise _malformed(f"bad header: {exc}") from None
+    if pos + length + _SIG < len(data) and "blobs" not in header:
+        raise _malformed("bytes after the signature")
     if header["entries"] > MAX_BUNDLE_ENTRIES:
         raise BundleError(
             "bundle.too_many_entries", entries=header["entries"], limit=f"{MAX_BUNDLE_ENTRIES:,}"
         )
     payload = memoryview(data)[pos : pos + length]
-    return BundleFile(header_raw, header, payload, bytes(data[pos + length :]))
+    end = pos + length + _SIG
+    return BundleFile(header_raw, header, payload, bytes(data[pos + length : end]), end)
 
 
 def _unsealed(bundle: BundleFile, seals: Sequence[X25519PrivateKey]) -> bytes | memoryview:
@@ -353,13 +378,19 @@ def open_payload(bundle: BundleFile, seals: Sequence[X25519PrivateKey]) -> list[
     return [run for runs in iter_frames(bundle, seals) for run in runs]
 
 
-def encode_receipt_file(receipt: Receipt, for_node: str, bundle_digest: bytes) -> bytes:
-    body = {
+def encode_receipt_file(
+    receipt: Receipt, for_node: str, bundle_digest: bytes,
+    parts: dict[str, tuple[bytes, bytes]] | None = None,
+) -> bytes:  # fmt: skip
+    """A receipt file; `parts`: what it says of materials, by name (raw, signature)."""
+    body: dict[str, Any] = {
         "for": for_node,
         "bundle": bundle_digest.hex(),
         "raw": receipt.raw.decode(),
         "sig": receipt.sig.hex(),
     }
+    for name, (raw, sig) in (parts or {}).items():
+        body[name] = {"raw": raw.decode(), "sig": sig.hex()}
     return RECEIPT_MAGIC + bytes([VERSION]) + canonical(body) + b"\n"
 
 
