@@ -19,6 +19,7 @@ its copy of what its own subtree attached (never of what came from above).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import time
@@ -94,6 +95,7 @@ class _Mover:
     deadline: float
     now: Clock
     pause: Callable[[float], None] = time.sleep
+    between: Callable[[], None] = lambda: None  # entries recorded meanwhile go up first
     failures: int = 0
     fetched: list[str] = field(default_factory=list)
 
@@ -184,6 +186,7 @@ class _Mover:
             self._refused(ref.sha256, exc.key)
             return True
         chunks, rate = FIRST_PUT_CHUNKS, 0.0
+        body = b""
         while True:
             if self.out_of_time:
                 return False
@@ -191,6 +194,10 @@ class _Mover:
                 chunks = max(1, min(MAX_PUT_CHUNKS, int(rate * PUT_SECONDS / CHUNK)))
                 chunks = max(1, min(chunks, int(rate * (self.deadline - self.now()) / CHUNK)))
             end = min(ref.chunks, start + chunks)
+            self.between()  # a clerk's event recorded meanwhile never waits for the scan
+            if len(body) > FIRST_PUT_CHUNKS * CHUNK:  # httpx keeps each request in a
+                body = b""  # reference cycle: free the last body (up to 4 MiB) first
+                gc.collect()
             out = self.client.outgoing("POST", f"/v1/blobs/put?sha256={ref.sha256}&from={start}")
             body = _put_body(self.node, out.seal_to, out.context, ref, digests, start, end)
             began = self.now()
@@ -258,6 +265,7 @@ class _Mover:
             if self.out_of_time:
                 self.summary.materials_left += len(wanted) - position
                 return
+            self.between()
             if ref.size > limit:
                 self._refused(ref.sha256, "blob.too_big_here")
                 continue
@@ -391,13 +399,15 @@ def move_materials(
     up: bool = True,
     down: bool = True,
     now: Clock = time.monotonic,
+    between: Callable[[], None] = lambda: None,
 ) -> None:
     """The materials step of a round with the parent `peer` (see the module doc). A
     link that keeps failing, or a refusal of the whole step, ends it with a warning; the
     round's entries are not affected."""
     mover = _Mover(
-        node, client, peer, summary, now() + seconds_per_round(node.config.settings), now
-    )
+        node, client, peer, summary, now() + seconds_per_round(node.config.settings), now,
+        between=between,
+    )  # fmt: skip
     try:
         if up:
             mover.send_up()

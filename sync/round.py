@@ -200,8 +200,23 @@ def sync_round(
             node.store.set_meta("last_sync", node.clock.stamp())
             node.store.set_meta("last_sync_peer", url)
         if peer_id == node.config.parent_id and (push or pull):
-            blob_transfer.move_materials(node, client, peer_id, summary, up=push, down=pull)
+            blob_transfer.move_materials(
+                node, client, peer_id, summary, up=push, down=pull,
+                between=(lambda: _push_new(node, client, peer_id, summary, progress))
+                if push else (lambda: None),
+            )  # fmt: skip
     return summary
+
+
+def _push_new(
+    node: Node, client: PeerClient, peer_id: str, summary: RoundSummary,
+    progress: Progress | None,
+) -> None:  # fmt: skip
+    """Between two pieces of a material: push what was recorded since the peer's last
+    receipt (a clerk's event while a scan moves reaches the parent in the same round)."""
+    plan = proofs.plan(node.store, node.node_id, receipts.acknowledged(node.store, peer_id))
+    if plan:
+        _push_all(node, client, peer_id, plan, summary, progress)
 
 
 def _push_all(

@@ -304,6 +304,39 @@ def test_a_case_event_recorded_while_a_material_moves_reaches_the_town_next_roun
     assert written(net, TOWN, case_id, "卫生检测报告", tmp_path / "out") == data
 
 
+def test_a_case_event_recorded_while_a_material_moves_reaches_the_town_in_the_same_round(
+    net: Topology, tmp_path: Path
+) -> None:
+    """The issue's words: an event recorded while a scan is uploading reaches the town in
+    the same round — pushed between two pieces of the scan, not after it."""
+    village = net.home(VILLAGE)
+    settings(village, material_seconds_per_round=0)
+    scan(tmp_path / "卫生检测报告.pdf", 2 * MB, seed=6)
+    case_id = new_case(net)
+    zb(village, "case", "attach", case_id, str(tmp_path / "卫生检测报告.pdf"))
+    with served(net, TOWN) as town_url:
+        assert sync(net, VILLAGE, town_url).materials_left == 1  # the entries only
+    settings(village, material_seconds_per_round=600)
+    line_rate = 160 * 1024  # the first piece (4 chunks) takes about 1.6 s on this line
+    with (
+        served(net, TOWN) as town_url,
+        FaultProxy("127.0.0.1", _port(town_url), schedule=Schedule(bandwidth=line_rate),
+                   record=True) as line,
+    ):  # fmt: skip
+        done: list[RoundSummary] = []
+        syncing = threading.Thread(target=lambda: done.append(sync(net, VILLAGE, line.url)))
+        syncing.start()
+        deadline = time.monotonic() + 60
+        while len(line.recorded("c2s")) < 2 * CHUNK and time.monotonic() < deadline:
+            time.sleep(0.05)  # the scan's first piece is on the line
+        zb(village, "case", "forward", case_id)
+        syncing.join(120)
+    [summary] = done
+    assert summary.materials_sent == 1 and summary.materials_left == 0
+    assert summary.pushed == 1  # the forward, in this very round
+    assert zj(net.home(TOWN), "case", "show", case_id)["status"] == "in_transit"
+
+
 # --- sealed, receipted, let go -------------------------------------------------------------
 
 
