@@ -183,6 +183,7 @@ def line_report(
         "have bodies)",
     )
     figure("line_busy_seconds", busy, "s (bytes crossing ÷ bandwidth)")
+    figure("line_utilisation", busy / seconds * 100, "% (line busy ÷ materials step)")
     figure(
         "line_idle_seconds",
         seconds - busy,
