@@ -455,7 +455,7 @@ class Wire:
         for body, server, info in self.push_bodies[done:]:
             if is_sealed(body):
                 started = time.perf_counter()
-                body = open_body(body, SEALS[server], info)
+                body = open_body(body, [SEALS[server]], info)
                 self.open_seconds += time.perf_counter() - started
             entries += sum(len(run.items) for run in decode_batch(body))
         self._counted = (len(self.push_bodies), entries)
@@ -503,7 +503,7 @@ class CountingTransport(httpx.BaseTransport):
                     "POST", "/v1/push", headers[SENDER], headers[SERVER], headers[NONCE],
                     headers[DIGEST],
                 )  # fmt: skip
-                answer = open_body(content, SEALS[headers[SENDER]], info)
+                answer = open_body(content, [SEALS[headers[SENDER]]], info)
             result = json.loads(answer)["result"]
             w.applied += sum(int(v) for v in result["applied"].values())
             w.duplicates += int(result["duplicates"])
