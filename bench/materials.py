@@ -248,26 +248,28 @@ def event(homes: dict[str, Path], base: Path, args: argparse.Namespace) -> None:
         try:
             moving = wait_for(lambda: partial.exists() and partial.stat().st_size >= 4 * 65536)
             node = open_home(h[VILLAGE])
+            waiting: list[tuple[int, float]] = []
+            seen: dict[int, float] = {}
+
+            def look() -> None:  # every event is watched for from its append on, at once
+                for seq, _ in waiting:
+                    if seq not in seen and count_rows(
+                        h[TOWN], "SELECT COUNT(*) FROM entries WHERE origin = ? AND seq = ?",
+                        (VILLAGE, seq),
+                    ):  # fmt: skip
+                        seen[seq] = time.perf_counter()
+
             try:
-                waiting: list[tuple[int, float]] = []
                 for offset, other in zip(args.event_at, others, strict=True):
-                    time.sleep(max(0.0, moving + offset - time.perf_counter()))
+                    while time.perf_counter() < moving + offset:
+                        look()
+                        time.sleep(0.05)
                     service.accept(node, other)  # 受理: one signed entry, committed here
                     waiting.append((node.store.head(VILLAGE)[0], time.perf_counter()))
             finally:
                 node.close()
-            for seq, appended in waiting:
-                at = wait_for(
-                    lambda seq=seq: bool(  # type: ignore[misc]
-                        count_rows(
-                            h[TOWN],
-                            "SELECT COUNT(*) FROM entries WHERE origin = ? AND seq = ?",
-                            (VILLAGE, seq),
-                        )
-                    ),
-                    timeout=600.0,
-                )
-                arrivals.append(at - appended)
+            wait_for(lambda: (look(), len(seen) == len(waiting))[1], timeout=600.0)
+            arrivals.extend(seen[seq] - appended for seq, appended in waiting)
             got = partial.stat().st_size if partial.exists() else held(h[TOWN], sha) * size
         finally:
             watch.send_signal(signal.SIGINT)

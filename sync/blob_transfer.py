@@ -190,8 +190,10 @@ class _Mover:
         while True:
             if self.out_of_time:
                 return False
-            if rate:
-                chunks = max(1, min(MAX_PUT_CHUNKS, int(rate * PUT_SECONDS / CHUNK)))
+            if rate:  # at most double the last put: one fast first answer (a line's
+                # buffers) must not make a put that holds a clerk's next event back for long
+                aim = int(rate * PUT_SECONDS / CHUNK)
+                chunks = max(1, min(MAX_PUT_CHUNKS, 2 * chunks, aim))
                 chunks = max(1, min(chunks, int(rate * (self.deadline - self.now()) / CHUNK)))
             end = min(ref.chunks, start + chunks)
             self.between()  # a clerk's event recorded meanwhile never waits for the scan
