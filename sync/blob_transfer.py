@@ -31,6 +31,7 @@ from sync.blobs import Receiving
 from sync.client import PeerClient
 from sync.node import Node
 from sync.protocol import i18n
+from sync.protocol.blob_asks import HAVE_MAX, STREAM_TYPE
 from sync.protocol.blobs import (
     CHUNK,
     DATA,
@@ -64,8 +65,6 @@ FIRST_PUT_CHUNKS = 4  # before any rate is known: 256 KiB (2 s at 1 Mbit/s)
 MAX_PUT_CHUNKS = 64  # 4 MiB: the most one put carries (this side holds it to sign it)
 FAILURES = 3  # link failures in a row without progress before the step stops
 PAUSE = 0.25  # seconds after such a failure, times how many in a row
-HAVE_MAX = 256  # as sync.blob_wire takes
-STREAM_TYPE = "application/x-zhibao-blobs"
 Clock = Callable[[], float]
 
 
@@ -126,7 +125,7 @@ class _Mover:
             if self.out_of_time:
                 self.summary.materials_left += len(ups) - first
                 return
-            states, reasons = self._have([ref.sha256 for ref in batch])
+            states, reasons = self._have(batch)
             for position, ref in enumerate(batch):
                 state = states.get(ref.sha256)
                 if state == "held":
@@ -140,10 +139,12 @@ class _Mover:
                     self._refused(ref.sha256, reasons.get(ref.sha256, "blob.not_named"))
 
     def _have(
-        self, shas: list[str], held: list[str] | None = None
+        self, refs: list[BlobRef], held: list[str] | None = None
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        """The parent's state of each of `shas` (receipts recorded for those it holds)."""
-        body = json.dumps({"sha256": shas, "held": held or []}).encode()
+        """The parent's state of each of `refs` (receipts recorded for those it holds)."""
+        shas = [ref.sha256 for ref in refs]
+        said = {ref.sha256: {"size": ref.size, "root": ref.root} for ref in refs}
+        body = json.dumps({"sha256": shas, "held": held or [], "refs": said}).encode()
         data = self.client.post_json("/v1/blobs/have", body)
         states, reasons = data.get("blobs"), data.get("reasons", {})
         if not isinstance(states, dict) or not isinstance(reasons, dict):
@@ -191,7 +192,10 @@ class _Mover:
                 chunks = max(1, min(MAX_PUT_CHUNKS, int(rate * PUT_SECONDS / CHUNK)))
                 chunks = max(1, min(chunks, int(rate * (self.deadline - self.now()) / CHUNK)))
             end = min(ref.chunks, start + chunks)
-            out = self.client.outgoing("POST", f"/v1/blobs/put?sha256={ref.sha256}&from={start}")
+            out = self.client.outgoing(
+                "POST", f"/v1/blobs/put?sha256={ref.sha256}&from={start}&size={ref.size}"
+                f"&root={ref.root}",
+            )  # fmt: skip
             body = _put_body(self.node, out.seal_to, out.context, ref, digests, start, end)
             began = self.now()
             try:
@@ -232,7 +236,7 @@ class _Mover:
         """After a cut: how far the parent got (None: it holds it now, or refuses it)."""
         while True:
             try:
-                states, reasons = self._have([ref.sha256])
+                states, reasons = self._have([ref])
                 break
             except LinkDownError:
                 self._failed(progress=False)
