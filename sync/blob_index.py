@@ -117,14 +117,17 @@ class BlobState:
         pass
 
 
-def ref_of(store: Store, sha256: str) -> BlobRef | None:
+def ref_of(
+    store: Store, sha256: str, root: str | None = None, size: int | None = None
+) -> BlobRef | None:
     """The blob an admitted entry held here names by `sha256` (the first such entry's
-    size and root; entries naming one hash with another size or root are not believed:
-    a blob is held only if its bytes match everything the entry used says)."""
+    size and root, or with `root` and `size` the first naming exactly those; entries naming
+    one hash with another size or root are not believed: a blob is held only if its bytes
+    match everything the entry used says)."""
     rows = store.query(
-        "SELECT size, root FROM blob_refs WHERE sha256 = ? ORDER BY received_at, origin, seq "
-        "LIMIT 1",
-        (sha256,),
+        "SELECT size, root FROM blob_refs WHERE sha256 = ? AND (? IS NULL OR root = ?) "
+        "AND (? IS NULL OR size = ?) ORDER BY received_at, origin, seq LIMIT 1",
+        (sha256, root, root, size, size),
     )
     return BlobRef(sha256, rows[0][0], rows[0][1]) if rows else None
 

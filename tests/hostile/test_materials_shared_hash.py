@@ -66,3 +66,35 @@ def test_materials_a_wrong_ref_named_first_does_not_hold_an_honest_copy_back(
         out = tmp_path / "at-city.pdf"
         zb(net.home(CITY), "case", "material", case_id.strip(), "申请表", "--out", str(out))
         assert out.read_bytes() == template
+
+
+@pytest.mark.parametrize(
+    "lie",
+    [
+        pytest.param({"root": LYING_ROOT}, id="lying_root"),
+        pytest.param({"size": len(TEMPLATE) - 1}, id="true_list_size_off_by_one"),
+    ],
+)
+def test_materials_a_wrong_ref_named_first_does_not_hold_a_bundled_copy_back(
+    net: Net, tmp_path: Path, lie: dict[str, object]
+) -> None:
+    """The same, with the honest copy carried from the town to the city in a bundle."""
+    hostile = net.actor(VILLAGE_A)
+    own = zb(net.home(VILLAGE_A), "case", "receive", "--item", ITEM, "--applicant", "甲")
+    honest, town, city = net.home(VILLAGE_C), net.home(TOWN), net.home(CITY)
+    with net.serving(CITY, TOWN) as served:
+        town_url, city_url = served[TOWN].url, served[CITY].url
+        hostile.forge(ATTACHED, {"case_id": own.stdout.strip(),
+                                 "materials": [material(TEMPLATE, **lie)]})  # fmt: skip
+        assert not pushed(hostile, town_url)["rejected"]
+        zb(town, "sync", "--peer", city_url)  # A's entry is at the city first
+        case_id = zb(honest, "case", "receive", "--item", ITEM, "--applicant", "丙").stdout
+        form = tmp_path / "申请表.pdf"
+        form.write_bytes(TEMPLATE)
+        zb(honest, "case", "attach", case_id.strip(), str(form))
+        zb(honest, "sync", "--peer", town_url)
+    stick = tmp_path / "to-city.zbb"
+    zb(town, "bundle", "export", "--to", CITY, "--out", str(stick))
+    zb(city, "bundle", "import", str(stick))
+    listed = zj(city, "case", "materials", case_id.strip(), "--json")
+    assert [m["state"] for m in listed] == ["here"]
