@@ -306,12 +306,17 @@ class _Mover:
         self.summary.materials_left += 1
 
     def _take(self, pieces: Iterator[bytes], context: bytes, receiving: Receiving) -> None:
-        """Check and keep each chunk as it arrives; stop at a chunk boundary on time."""
+        """Check and keep each chunk as it arrives; stop at a chunk boundary on time, or
+        mid-chunk `PUT_SECONDS` later (an answer that drips). A chunk list comes first or
+        not at all: an answer of lists without end is refused (`blob.bad_frame`)."""
         ref = receiving.ref
         reader = FrameReader(max_frame(ref.size))
         head = bytearray()
         sealed: bool | None = None
+        first = True
         for piece in pieces:
+            if self.now() >= self.deadline + PUT_SECONDS:
+                return  # the chunk in flight is lost; the next get asks from `have`
             if sealed is None:
                 head += piece
                 if len(head) < len(WIRE_MAGIC):
@@ -329,9 +334,13 @@ class _Mover:
                     except SealError:
                         raise self._garbled("sealed answer does not open") from None
                 if frame.kind == LIST:
+                    if not first:
+                        raise BlobError("blob.bad_frame")
                     if receiving.digests is None:
                         receiving.set_list(payload)
+                    first = False
                     continue
+                first = False
                 receiving.add(frame.index, payload)
                 if self.out_of_time and receiving.have < ref.chunks:
                     return  # at a chunk boundary; the answer's end is read when whole
