@@ -120,6 +120,8 @@ class BlobStore:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, final)
             _fsync_dir(final.parent)
+        else:
+            path.unlink(missing_ok=True)
         self._record(ref, at, source)
 
     # --- reading ---------------------------------------------------------------------

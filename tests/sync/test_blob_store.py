@@ -158,3 +158,18 @@ def test_frame_reader_gives_whole_frames_from_any_pieces_and_bounds_a_frame() ->
         )
     with pytest.raises(BlobError):
         list(FrameReader(max_frame(CHUNK)).feed(b"Z" + bytes(8)))
+
+
+def test_receiving_a_blob_attached_meanwhile_leaves_no_partial_behind(blobs: BlobStore) -> None:
+    """The same bytes attached here while they arrive (or taken another way): the arrival
+    settles on the copy held, and its partial file goes."""
+    data = os.urandom(2 * CHUNK + 9)
+    ref, digests = ref_and_list(data)
+    arriving = blobs.receiving(ref)
+    arriving.set_list(digests)
+    for index in range(ref.chunks):
+        arriving.add(index, data[index * CHUNK : (index + 1) * CHUNK])
+    assert blobs.add_file(io.BytesIO(data), limit=10 * CHUNK, at=AT) == ref
+    assert arriving.finish(AT) and blobs.has(ref.sha256)
+    assert b"".join(blobs.read(ref.sha256)) == data
+    assert list(blobs.partial_dir.iterdir()) == []
