@@ -117,31 +117,35 @@ class BlobState:
         pass
 
 
-def ref_of(store: Store, sha256: str) -> BlobRef | None:
+def ref_of(
+    store: Store, sha256: str, root: str | None = None, size: int | None = None
+) -> BlobRef | None:
     """The blob an admitted entry held here names by `sha256` (the first such entry's
-    size and root; entries naming one hash with another size or root are not believed:
-    a blob is held only if its bytes match everything the entry used says)."""
+    size and root, or with `root` and `size` the first naming exactly those; entries naming
+    one hash with another size or root are not believed: a blob is held only if its bytes
+    match everything the entry used says)."""
     rows = store.query(
-        "SELECT size, root FROM blob_refs WHERE sha256 = ? ORDER BY received_at, origin, seq "
-        "LIMIT 1",
-        (sha256,),
+        "SELECT size, root FROM blob_refs WHERE sha256 = ? AND (? IS NULL OR root = ?) "
+        "AND (? IS NULL OR size = ?) ORDER BY received_at, origin, seq LIMIT 1",
+        (sha256, root, root, size, size),
     )
     return BlobRef(sha256, rows[0][0], rows[0][1]) if rows else None
 
 
 def ref_named_by(
-    store: Store, sha256: str, subtree: str, root: str | None = None
+    store: Store, sha256: str, subtree: str, root: str | None = None, size: int | None = None
 ) -> BlobRef | None:
     """The blob an admitted entry of `subtree` (a node and those below it) names by
     `sha256`: what a node of that subtree may send up (its first such entry's size and
     root; an entry from elsewhere naming the same hash otherwise cannot hold it back).
-    With `root`: only an entry naming that chunk list — the one the sender sent, so a
-    member of the subtree naming a shared hash (a blank form) with a wrong list first
-    cannot hold the honest copy back."""
+    With `root` (and `size`): only an entry naming that chunk list (and size) — the ones
+    the sender holds, so a member of the subtree naming a shared hash (a blank form) with
+    a wrong list or size first cannot hold the honest copy back."""
     rows = store.query(
         "SELECT size, root FROM blob_refs WHERE sha256 = ? AND origin >= ? AND origin < ? "
-        "AND (? IS NULL OR root = ?) ORDER BY received_at, origin, seq LIMIT 1",
-        (sha256, subtree, _upper_bound(subtree), root, root),
+        "AND (? IS NULL OR root = ?) AND (? IS NULL OR size = ?) "
+        "ORDER BY received_at, origin, seq LIMIT 1",
+        (sha256, subtree, _upper_bound(subtree), root, root, size, size),
     )
     return BlobRef(sha256, rows[0][0], rows[0][1]) if rows else None
 

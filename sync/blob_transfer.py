@@ -32,6 +32,7 @@ from sync.blobs import Receiving
 from sync.client import PeerClient
 from sync.node import Node
 from sync.protocol import i18n
+from sync.protocol.blob_asks import HAVE_MAX, STREAM_TYPE
 from sync.protocol.blobs import (
     CHUNK,
     DATA,
@@ -65,8 +66,6 @@ FIRST_PUT_CHUNKS = 4  # before any rate is known: 256 KiB (2 s at 1 Mbit/s)
 MAX_PUT_CHUNKS = 64  # 4 MiB: the most one put carries (this side holds it to sign it)
 FAILURES = 3  # link failures in a row without progress before the step stops
 PAUSE = 0.25  # seconds after such a failure, times how many in a row
-HAVE_MAX = 256  # as sync.blob_wire takes
-STREAM_TYPE = "application/x-zhibao-blobs"
 Clock = Callable[[], float]
 
 
@@ -128,7 +127,7 @@ class _Mover:
             if self.out_of_time:
                 self.summary.materials_left += len(ups) - first
                 return
-            states, reasons = self._have([ref.sha256 for ref in batch])
+            states, reasons = self._have(batch)
             for position, ref in enumerate(batch):
                 state = states.get(ref.sha256)
                 if state == "held":
@@ -142,10 +141,12 @@ class _Mover:
                     self._refused(ref.sha256, reasons.get(ref.sha256, "blob.not_named"))
 
     def _have(
-        self, shas: list[str], held: list[str] | None = None
+        self, refs: list[BlobRef], held: list[str] | None = None
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        """The parent's state of each of `shas` (receipts recorded for those it holds)."""
-        body = json.dumps({"sha256": shas, "held": held or []}).encode()
+        """The parent's state of each of `refs` (receipts recorded for those it holds)."""
+        shas = [ref.sha256 for ref in refs]
+        said = {ref.sha256: {"size": ref.size, "root": ref.root} for ref in refs}
+        body = json.dumps({"sha256": shas, "held": held or [], "refs": said}).encode()
         data = self.client.post_json("/v1/blobs/have", body)
         states, reasons = data.get("blobs"), data.get("reasons", {})
         if not isinstance(states, dict) or not isinstance(reasons, dict):
@@ -200,7 +201,10 @@ class _Mover:
             if len(body) > FIRST_PUT_CHUNKS * CHUNK:  # httpx keeps each request in a
                 body = b""  # reference cycle: free the last body (up to 4 MiB) first
                 gc.collect()
-            out = self.client.outgoing("POST", f"/v1/blobs/put?sha256={ref.sha256}&from={start}")
+            out = self.client.outgoing(
+                "POST", f"/v1/blobs/put?sha256={ref.sha256}&from={start}&size={ref.size}"
+                f"&root={ref.root}",
+            )  # fmt: skip
             body = _put_body(self.node, out.seal_to, out.context, ref, digests, start, end)
             began = self.now()
             try:
@@ -241,7 +245,7 @@ class _Mover:
         """After a cut: how far the parent got (None: it holds it now, or refuses it)."""
         while True:
             try:
-                states, reasons = self._have([ref.sha256])
+                states, reasons = self._have([ref])
                 break
             except LinkDownError:
                 self._failed(progress=False)
@@ -312,12 +316,17 @@ class _Mover:
         self.summary.materials_left += 1
 
     def _take(self, pieces: Iterator[bytes], context: bytes, receiving: Receiving) -> None:
-        """Check and keep each chunk as it arrives; stop at a chunk boundary on time."""
+        """Check and keep each chunk as it arrives; stop at a chunk boundary on time, or
+        mid-chunk `PUT_SECONDS` later (an answer that drips). A chunk list comes first or
+        not at all: an answer of lists without end is refused (`blob.bad_frame`)."""
         ref = receiving.ref
         reader = FrameReader(max_frame(ref.size))
         head = bytearray()
         sealed: bool | None = None
+        first = True
         for piece in pieces:
+            if self.now() >= self.deadline + PUT_SECONDS:
+                return  # the chunk in flight is lost; the next get asks from `have`
             if sealed is None:
                 head += piece
                 if len(head) < len(WIRE_MAGIC):
@@ -335,9 +344,13 @@ class _Mover:
                     except SealError:
                         raise self._garbled("sealed answer does not open") from None
                 if frame.kind == LIST:
+                    if not first:
+                        raise BlobError("blob.bad_frame")
                     if receiving.digests is None:
                         receiving.set_list(payload)
+                    first = False
                     continue
+                first = False
                 receiving.add(frame.index, payload)
                 if self.out_of_time and receiving.have < ref.chunks:
                     return  # at a chunk boundary; the answer's end is read when whole

@@ -1,9 +1,9 @@
 """Materials over HTTP, the server's side (sync.blob_transfer is the client's).
 
-    POST /v1/blobs/have   {"sha256": [...], "held": [...]}          from a direct child
+    POST /v1/blobs/have   {"sha256": [...], "held": [...], "refs": {sha: {"size", "root"}}}
         -> {"blobs": {sha: "held" | "refused" | {"next": N}}, "reasons": {sha: key},
-            "receipt": {"raw", "sig"} | null}
-    POST /v1/blobs/put?sha256=S&from=N   a blob stream (sync.protocol.blobs)   direct child
+            "receipt": {"raw", "sig"} | null}                           from a direct child
+    POST /v1/blobs/put?sha256=S&from=N[&size=Z&root=R]   a blob stream   direct child
         -> {"sha256": S, "state": "held" | {"next": N}, "receipt": {...} | null}
     POST /v1/blobs/get    {"sha256": S, "from": N, "list": bool}    any node below
         -> 200, a blob stream: the chunk list when asked, then chunks N, N+1, … to the end
@@ -12,8 +12,10 @@
 names it: sync.protocol.messages.make_blob_receipt), how many chunks of it are held checked,
 or that it will not take it from this caller: no admitted entry of the caller's subtree
 names it (a material goes up only from the subtree whose entries name it), it is larger
-than `material_max_mb` here, or it was let go here. `held` lists what the caller says it
-holds of what it was sent from above (recorded as its receipt, so nothing sends it again).
+than `material_max_mb` here, or it was let go here. The size and root the caller holds
+(`refs`; a put's `size`, `root`) pick the entry among those naming one hash, so one naming
+it first with a wrong size or list cannot hold the honest copy back. `held` lists what the
+caller says it holds of what it was sent from above (recorded as its receipt).
 
 A put's body is processed as it streams: each frame is opened (a sealed stream starts with
 `ZBW1`, each payload sealed separately to this node's seal key with `chunk_info` over the
@@ -39,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -60,11 +61,11 @@ from sync.admission import (
     target,
 )
 from sync.blobs import Receiving
+from sync.protocol.blob_asks import STREAM_TYPE, get_ask, have_ask, put_ask
 from sync.protocol.blobs import (
     CHUNK,
     DATA,
     LIST,
-    SHA256,
     BlobRef,
     FrameReader,
     Hasher,
@@ -73,7 +74,6 @@ from sync.protocol.blobs import (
     encode_frame,
     max_frame,
 )
-from sync.protocol.canonical import MAX_INT
 from sync.protocol.errors import BlobError, RefusedError, ZhibaoError
 from sync.protocol.messages import make_blob_receipt
 from sync.protocol.sealed import (
@@ -88,45 +88,7 @@ from sync.protocol.sealed import (
 if TYPE_CHECKING:
     from sync.server import NodeApp
 
-HAVE_MAX = 256  # materials one `have` may ask about (and say it holds)
 PARTIALS_KEPT = 32  # blobs being received whose checked state stays in memory between puts
-STREAM_TYPE = "application/x-zhibao-blobs"
-
-
-def _sha(value: object) -> str:
-    if not isinstance(value, str) or SHA256.fullmatch(value) is None:
-        raise RefusedError("blob.bad_request")
-    return value
-
-
-def _shas(value: object) -> list[str]:
-    if not isinstance(value, list) or len(value) > HAVE_MAX:
-        raise RefusedError("blob.bad_request")
-    return list(dict.fromkeys(_sha(v) for v in value))
-
-
-def _json(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise RefusedError("blob.bad_request") from None
-    if not isinstance(data, dict):
-        raise RefusedError("blob.bad_request")
-    return data
-
-
-def _index(value: object) -> int:
-    if type(value) is not int or not 0 <= value <= MAX_INT:
-        raise RefusedError("blob.bad_request")
-    return value
-
-
-def _put_query(request: Request) -> tuple[str, int]:
-    params = request.query_params
-    start = params.get("from", "")
-    if not (start.isascii() and start.isdigit() and len(start) <= 12):
-        raise RefusedError("blob.bad_request")
-    return _sha(params.get("sha256")), int(start)
 
 
 class BlobWire:
@@ -160,9 +122,14 @@ class BlobWire:
             self.partials.popitem(last=False)
         return receiving
 
-    def _refusal(self, caller: str, sha256: str) -> tuple[BlobRef | None, str | None]:
-        """The ref `caller` may send up for `sha256`, or why not (an i18n key)."""
-        ref = blob_index.ref_named_by(self.node.store, sha256, caller)
+    def _refusal(
+        self, caller: str, sha256: str, said: BlobRef | None = None
+    ) -> tuple[BlobRef | None, str | None]:
+        """The ref `caller` may send up for `sha256` (the one it `said` it holds, when an
+        entry of its subtree names exactly that), or why not (an i18n key)."""
+        store = self.node.store
+        ref = said and blob_index.ref_named_by(store, sha256, caller, said.root, said.size)
+        ref = ref or blob_index.ref_named_by(store, sha256, caller)
         if ref is None:
             return None, "blob.not_named"
         if ref.size > blob_index.limit_bytes(self.node.config.settings):
@@ -175,23 +142,20 @@ class BlobWire:
         if not held:
             return None
         node = self.node
-        made = make_blob_receipt(
-            node.wire_signer, node.node_id, caller, node.clock.stamp(), held
-        )
+        made = make_blob_receipt(node.wire_signer, node.node_id, caller, node.clock.stamp(), held)
         return made.to_json()
 
     # --- have --------------------------------------------------------------------------
 
     async def have(self, request: Request) -> Response:
         def handle(sender: str, body: bytes) -> Response:
-            ask = _json(body)
-            wanted, held_there = _shas(ask.get("sha256", [])), _shas(ask.get("held", []))
+            wanted, held_there, said = have_ask(body)
             store, blobs = self.node.store, self.node.blobs
             store.catch_up()  # blob_refs and the cases are projections
             states: dict[str, Any] = {}
             reasons: dict[str, str] = {}
             for sha in wanted:
-                ref, why = self._refusal(sender, sha)
+                ref, why = self._refusal(sender, sha, said.get(sha))
                 if why is not None or ref is None:
                     states[sha], reasons[sha] = "refused", why or "blob.not_named"
                 elif blobs.has(sha):
@@ -214,9 +178,9 @@ class BlobWire:
         try:
             caller = gate.admit(request, BLOB_PUT)
             seal_to = app._answer_key(request, caller)
-            sha, start = _put_query(request)
+            sha, start, said = put_ask(request.query_params)
             self.node.store.catch_up()  # blob_refs is a projection
-            ref, why = self._refusal(caller.node_id, sha)
+            ref, why = self._refusal(caller.node_id, sha, said)
             if why is not None or ref is None:
                 raise RefusedError(why or "blob.not_named", sha256=sha)
         except RefusedError as exc:
@@ -401,11 +365,7 @@ class BlobWire:
         return _Frames(frames, gate.limits.idle_seconds)
 
     def _may_get(self, caller: str, body: bytes) -> tuple[BlobRef, int, bool]:
-        ask = _json(body)
-        sha, start = _sha(ask.get("sha256")), _index(ask.get("from", 0))
-        with_list = ask.get("list", start == 0)
-        if type(with_list) is not bool:
-            raise RefusedError("blob.bad_request")
+        sha, start, with_list = get_ask(body)
         store = self.node.store
         store.catch_up()  # blob_refs and the cases are projections
         if not blob_index.may_fetch(store, caller, sha):
@@ -473,9 +433,7 @@ class _Frames(StreamingResponse):
 
         watcher = asyncio.create_task(watch())
         try:
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-            )
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             for frame in self.frames:
                 if gone.is_set():
                     return

@@ -120,6 +120,8 @@ class BlobStore:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, final)
             _fsync_dir(final.parent)
+        else:
+            path.unlink(missing_ok=True)
         self._record(ref, at, source)
 
     # --- reading ---------------------------------------------------------------------
@@ -203,7 +205,10 @@ class BlobStore:
 class Receiving:
     """A blob arriving chunk by chunk, from a wire or a bundle, resumable across cuts and
     restarts: `have` is how many chunks are held checked; `chunk_list` must be given once
-    (checked against the ref) before any chunk; chunks come in order from `have`."""
+    (checked against the ref) before any chunk; chunks come in order from `have`.
+    Opening one only reads (a `have` for the same hash named with another size or list
+    must not cut a partial a put is settling); only `set_list`, `add`, `finish` and
+    `abandon` write, under `BlobStore.claim`."""
 
     def __init__(self, blobs: BlobStore, ref: BlobRef) -> None:
         self.blobs, self.ref = blobs, ref
@@ -211,10 +216,8 @@ class Receiving:
         self.digests: bytes | None = None
         listed = blobs._list_path(ref.sha256)
         if listed.exists():
-            try:
+            with contextlib.suppress(BlobError):  # another ref's: the next set_list replaces it
                 self.set_list(listed.read_bytes(), save=False)
-            except BlobError:
-                listed.unlink(missing_ok=True)
         self.have = self._verified_prefix() if self.digests is not None else 0
         self._unsynced = 0
 
@@ -243,7 +246,8 @@ class Receiving:
         return max(0, min(value, self.ref.chunks - 1, size // CHUNK))
 
     def _verified_prefix(self) -> int:
-        """Chunks at the start of the partial file that match the list; the rest is cut."""
+        """Chunks at the start of the partial file that match the list (what follows is
+        cut by the next `add`, which writes at its chunk's offset)."""
         assert self.digests is not None
         good = self._synced_chunks()
         if self.path.exists():
@@ -256,8 +260,6 @@ class Receiving:
                     except BlobError:
                         break
                     good += 1
-            with open(self.path, "r+b") as out:
-                out.truncate(sum(chunk_size(self.ref.size, i) for i in range(good)))
         return good
 
     def add(self, index: int, data: bytes | memoryview) -> None:
@@ -288,7 +290,8 @@ class Receiving:
         """Whether the partial file, whole, is the blob's SHA-256 (fsynced first). Pure file
         work, no database: a server runs it off its event loop, then `finish(checked=True)`."""
         digest = hashlib.sha256()
-        with open(self.path, "rb") as src:
+        with open(self.path, "r+b") as src:
+            src.truncate(self.ref.size)  # anything after the last chunk is no part of it
             while piece := src.read(CHUNK):
                 digest.update(piece)
             os.fsync(src.fileno())

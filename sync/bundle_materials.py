@@ -294,16 +294,17 @@ def _judge(node: Node, sender: str, ref: BlobRef) -> ZhibaoError | None:
     """Why this node refuses `ref` from a bundle of `sender`; None if it takes it.
     From below, an entry of the sender's subtree must name it (as over the wire, so an
     entry from elsewhere naming the hash cannot hold it back); from above, any entry."""
+    store, sha = node.store, ref.sha256
     if is_within(sender, node.node_id):
-        named = blob_index.ref_named_by(node.store, ref.sha256, sender)
-        if named is None:
-            return BlobError("blob.not_named", sha256=ref.sha256)
-    else:
-        named = blob_index.ref_of(node.store, ref.sha256)
-    if named is None:
-        return BlobError("bundle.material_unnamed", sha256=ref.sha256)
-    if named != ref:
-        return BlobError("bundle.material_not_as_named", sha256=ref.sha256)
+        if blob_index.ref_named_by(store, sha, sender) is None:
+            return BlobError("blob.not_named", sha256=sha)
+        exact = blob_index.ref_named_by(store, sha, sender, ref.root, ref.size)
+    elif blob_index.ref_of(store, sha) is None:
+        return BlobError("bundle.material_unnamed", sha256=sha)
+    else:  # any entry naming exactly this: one naming the hash first otherwise holds it back
+        exact = blob_index.ref_of(store, sha, ref.root, ref.size)
+    if exact != ref:
+        return BlobError("bundle.material_not_as_named", sha256=sha)
     limit = blob_index.limit_bytes(node.config.settings)
     if ref.size > limit:
         return BlobError(

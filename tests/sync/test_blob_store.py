@@ -94,8 +94,7 @@ def test_receiving_resumes_at_the_last_checked_chunk(blobs: BlobStore) -> None:
     with open(arriving.path, "ab") as f:  # a cut mid-chunk left half a chunk behind
         f.write(data[3 * CHUNK : 3 * CHUNK + 999])
     resumed = blobs.receiving(ref)  # a new process: the list and the partial file are kept
-    assert resumed.have == 3
-    assert arriving.path.stat().st_size == 3 * CHUNK
+    assert resumed.have == 3  # the half chunk is cut by the next add (opening only reads)
     with pytest.raises(BlobError):  # out of order
         resumed.add(4, data[4 * CHUNK : 5 * CHUNK])
     with pytest.raises(BlobError):  # not the bytes the list names
@@ -158,3 +157,40 @@ def test_frame_reader_gives_whole_frames_from_any_pieces_and_bounds_a_frame() ->
         )
     with pytest.raises(BlobError):
         list(FrameReader(max_frame(CHUNK)).feed(b"Z" + bytes(8)))
+
+
+def test_receiving_a_blob_attached_meanwhile_leaves_no_partial_behind(blobs: BlobStore) -> None:
+    """The same bytes attached here while they arrive (or taken another way): the arrival
+    settles on the copy held, and its partial file goes."""
+    data = os.urandom(2 * CHUNK + 9)
+    ref, digests = ref_and_list(data)
+    arriving = blobs.receiving(ref)
+    arriving.set_list(digests)
+    for index in range(ref.chunks):
+        arriving.add(index, data[index * CHUNK : (index + 1) * CHUNK])
+    assert blobs.add_file(io.BytesIO(data), limit=10 * CHUNK, at=AT) == ref
+    assert arriving.finish(AT) and blobs.has(ref.sha256)
+    assert b"".join(blobs.read(ref.sha256)) == data
+    assert list(blobs.partial_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("other", ["size_off_by_one", "another_list"])
+def test_receiving_opened_for_another_ref_of_the_hash_leaves_the_partial_alone(
+    blobs: BlobStore, other: str
+) -> None:
+    """Opening an arrival only reads: a `have` for the same hash named otherwise (a member
+    naming a shared file with a wrong size or list) must not cut or unlist the partial that
+    a put is about to settle (the server hashes it off its loop, then settles it unread)."""
+    data = os.urandom(3 * CHUNK + 10)
+    ref, digests = ref_and_list(data)
+    arriving = blobs.receiving(ref)
+    arriving.set_list(digests)
+    for index in range(ref.chunks):
+        arriving.add(index, data[index * CHUNK : (index + 1) * CHUNK])
+    lie = {"size_off_by_one": BlobRef(ref.sha256, ref.size - 1, ref.root),
+           "another_list": BlobRef(ref.sha256, ref.size, "ab" * 32)}[other]  # fmt: skip
+    assert blobs.receiving(lie).have < ref.chunks
+    assert blobs.receiving(ref).have == ref.chunks  # the list and every chunk still there
+    assert arriving.whole_matches()
+    assert arriving.finish(AT, checked=True)
+    assert b"".join(blobs.read(ref.sha256)) == data

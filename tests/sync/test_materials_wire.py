@@ -22,11 +22,14 @@ from pathlib import Path
 from subprocess import CompletedProcess
 from typing import Any
 
+import httpx
 import pytest
 import tomli_w
 
 from sync import trust
 from sync.admission import Limits
+from sync.blob_transfer import move_materials
+from sync.client import PeerClient
 from sync.clock import Clock
 from sync.protocol.blobs import CHUNK, DATA, LIST, Hasher, chunk_info, encode_frame
 from sync.protocol.messages import request_headers
@@ -463,3 +466,100 @@ def test_a_put_that_stalls_is_cut_keeping_its_whole_chunks(net: Topology, tmp_pa
         summary = sync(net, VILLAGE, town_url)
     assert (summary.materials_sent, summary.materials_sent_bytes) == (1, 3 * CHUNK)
     assert written(net, TOWN, case_id, "申请书", tmp_path / "out") == data
+
+
+EDGE_SIZES = (0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 4 * CHUNK, 70 * CHUNK)
+
+
+def test_materials_of_edge_sizes_go_up_and_come_down_whole(net: Topology, tmp_path: Path) -> None:
+    """Empty, one byte, a chunk less one, exactly one chunk, one more, exact multiples
+    (one beyond a put's 64 chunks): each held whole at the town, the city and back down."""
+    village, town, city = (net.home(n) for n in (VILLAGE, TOWN, CITY))
+    case_id = new_case(net)
+    files = {
+        f"up-{size}.bin": scan(tmp_path / f"up-{size}.bin", size, seed=size) for size in EDGE_SIZES
+    }
+    zb(village, "case", "attach", case_id, *(str(tmp_path / name) for name in files))
+    zb(village, "case", "forward", case_id)
+    with served(net, CITY) as city_url, served(net, TOWN) as town_url:
+        assert sync(net, VILLAGE, town_url).materials_sent == len(files)
+        zb(town, "case", "accept", case_id)
+        zb(town, "case", "forward", case_id)
+        assert sync(net, TOWN, city_url).materials_sent == len(files)
+        zb(city, "case", "accept", case_id)
+        results = {
+            f"down-{size}.bin": scan(tmp_path / f"down-{size}.bin", size, seed=size + 1)
+            for size in EDGE_SIZES
+        }
+        zb(city, "case", "attach", case_id, *(str(tmp_path / name) for name in results))
+        assert (
+            sync(net, TOWN, city_url).materials_received == len(EDGE_SIZES) - 1
+        )  # b"" is held already
+        sync(net, VILLAGE, town_url)
+    for node_id in (TOWN, CITY, VILLAGE):
+        assert set(states(net, node_id, case_id).values()) == {"here"}, node_id
+    for name, data in {**files, **results}.items():
+        out = tmp_path / f"out-{name}"
+        zb(village, "case", "material", case_id, name.removesuffix(".bin"), "--out", str(out))
+        assert out.read_bytes() == data, name
+
+
+# --- a parent whose answer never ends ------------------------------------------------------
+
+
+def _town_wanting_a_result(net: Topology, tmp_path: Path) -> tuple[str, bytes]:
+    """The town holds the city's `case.attached` naming a result, not its bytes."""
+    village, town, city = (net.home(n) for n in (VILLAGE, TOWN, CITY))
+    case_id = new_case(net)
+    zb(village, "case", "forward", case_id)
+    settings(town, material_seconds_per_round=0)
+    result = scan(tmp_path / "批文.pdf", 3 * CHUNK + 5, seed=11)
+    with served(net, CITY) as city_url, served(net, TOWN) as town_url:
+        sync(net, VILLAGE, town_url)
+        zb(town, "case", "accept", case_id)
+        zb(town, "case", "forward", case_id)
+        sync(net, TOWN, city_url)
+        zb(city, "case", "accept", case_id)
+        zb(city, "case", "attach", case_id, str(tmp_path / "批文.pdf"))
+        sync(net, TOWN, city_url)
+    assert states(net, TOWN, case_id) == {"批文.pdf": "on_the_way"}
+    settings(town, material_seconds_per_round=20)
+    return case_id, result
+
+
+@pytest.mark.parametrize("how", ["lists_without_end", "one_byte_a_second"])
+def test_a_get_whose_answer_never_ends_stops_the_step_in_bounded_time(
+    net: Topology, tmp_path: Path, how: str
+) -> None:
+    """A hostile parent answers a get with chunk lists again and again, or drips a chunk a
+    byte a second (on a clock the test moves): the step stops, the round ends."""
+    _, result = _town_wanting_a_result(net, tmp_path)
+    hasher = Hasher()
+    hasher.update(result)
+    clock, taken = [0.0], [0]
+
+    def answer() -> Iterator[bytes]:
+        yield encode_frame(LIST, 0, hasher.chunk_list())
+        if how == "lists_without_end":
+            for _ in range(100_000):
+                taken[0] += 1
+                yield encode_frame(LIST, 0, hasher.chunk_list())
+        else:
+            for byte in encode_frame(DATA, 0, result[:CHUNK]):
+                taken[0] += 1
+                clock[0] += 1.0
+                yield bytes([byte])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/blobs/get"
+        return httpx.Response(200, content=answer())
+
+    summary = RoundSummary()
+    with net.open(TOWN) as town:
+        client = PeerClient(town, "http://city.test", transport=httpx.MockTransport(handler),
+                            server_id=CITY, plain=True)  # fmt: skip
+        with client:
+            move_materials(town, client, CITY, summary, up=False, now=lambda: clock[0])
+        assert not town.blobs.has(hasher.ref().sha256)
+    assert taken[0] < 100, (taken[0], summary)
+    assert summary.materials_received == 0
