@@ -34,7 +34,7 @@ from sync.clock import parse_time
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.blobs import MAX_BLOB_BYTES, SHA256, BlobRef
-from sync.protocol.entry import SignedEntry, register_body_check
+from sync.protocol.entry import SignedEntry, encode_entry, parse_envelope, register_body_check
 from sync.protocol.errors import CaseError, CaseNotFoundError, CustodyError
 from sync.protocol.ids import is_within
 from sync.store import Store
@@ -158,6 +158,20 @@ def _may_attach(node: Node, case_id: str) -> None:
         raise CustodyError("material.not_holder", case_id=case_id, holder=state.holder)
 
 
+def _named(path: Path, material: str | None, listed: Sequence[str], ref: BlobRef) -> dict[str, Any]:
+    return {"name": material_name(path, material, listed), "file": path.name,
+            "sha256": ref.sha256, "size": ref.size, "root": ref.root,
+            "media_type": media_type(path)}  # fmt: skip
+
+
+def _check_draft(node: Node, case_id: str, named: list[dict[str, Any]], at: str) -> None:
+    """Refuse, before a byte is stored, an entry the log would refuse (more files than one
+    names, a name too long, too big an entry): the same check, on refs of the longest size."""
+    body = {"case_id": case_id, "materials": named}
+    seq, prev = node.store.head(node.node_id)
+    parse_envelope(encode_entry(node.node_id, seq + 1, prev, at, ATTACHED, body))
+
+
 def attach(
     node: Node, case_id: str, files: Sequence[tuple[Path, IO[bytes]]], *,
     material: str | None = None, at: str | None = None,
@@ -173,17 +187,15 @@ def attach(
     listed = item.materials if item is not None else ()
     limit = blob_index.limit_bytes(node.config.settings)
     stamp = node.clock.stamp(at)
+    longest = BlobRef("0" * 64, MAX_BLOB_BYTES, "0" * 64)
+    _check_draft(node, case_id, [_named(p, material, listed, longest) for p, _ in files], stamp)
     named: list[dict[str, Any]] = []
     for path, source in files:
         try:
             ref = node.blobs.add_file(source, limit, stamp)
         except OSError as exc:
             raise CaseError("material.unreadable", path=str(path), detail=exc.strerror) from None
-        named.append(
-            {"name": material_name(path, material, listed), "file": path.name,
-             "sha256": ref.sha256, "size": ref.size, "root": ref.root,
-             "media_type": media_type(path)}
-        )  # fmt: skip
+        named.append(_named(path, material, listed, ref))
     with node.store.transaction():
         _may_attach(node, case_id)
         node.append(ATTACHED, {"case_id": case_id, "materials": named}, at=stamp)

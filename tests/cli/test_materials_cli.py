@@ -278,6 +278,24 @@ def test_materials_cli_attach_refuses_what_is_not_a_file(
     assert blob_files(village) == []
 
 
+@pytest.mark.parametrize("mistake", ["more_files_than_an_entry_names", "material_name_too_long"])
+def test_materials_cli_attach_the_log_would_refuse_stores_nothing(
+    village: Path, tmp_path: Path, mistake: str
+) -> None:
+    """An attach whose entry the log refuses (101 files; a name over 2,000 characters) is
+    refused before a byte is stored, like any other refusal."""
+    case_id = receive(village)
+    if mistake == "more_files_than_an_entry_names":
+        files = [str(scan(tmp_path, f"页{n}.jpg", 1000)) for n in range(101)]
+        line = refused(village, "case", "attach", case_id, *files)
+    else:
+        path = str(scan(tmp_path, "申请表.pdf"))
+        line = refused(village, "case", "attach", case_id, path, "--material", "名" * 2001)
+    assert "case.attached" in line, line
+    assert blob_files(village) == []
+    assert ok_json(village, "case", "materials", case_id) == []
+
+
 def test_materials_cli_unknown_case_or_material_is_one_line(village: Path, tmp_path: Path) -> None:
     case_id = receive(village)
     path = scan(tmp_path, "申请表.pdf")

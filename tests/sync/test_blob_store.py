@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sync.blob_index import BlobState
-from sync.blobs import BlobStore
+from sync.blobs import BlobStore, Receiving
 from sync.protocol.blobs import (
     CHUNK,
     DATA,
@@ -159,15 +159,21 @@ def test_frame_reader_gives_whole_frames_from_any_pieces_and_bounds_a_frame() ->
         list(FrameReader(max_frame(CHUNK)).feed(b"Z" + bytes(8)))
 
 
-def test_receiving_a_blob_attached_meanwhile_leaves_no_partial_behind(blobs: BlobStore) -> None:
-    """The same bytes attached here while they arrive (or taken another way): the arrival
-    settles on the copy held, and its partial file goes."""
-    data = os.urandom(2 * CHUNK + 9)
+def every_chunk_in(blobs: BlobStore, data: bytes) -> tuple[BlobRef, Receiving]:
+    """`data` arriving, its list and every chunk in, not settled yet."""
     ref, digests = ref_and_list(data)
     arriving = blobs.receiving(ref)
     arriving.set_list(digests)
     for index in range(ref.chunks):
         arriving.add(index, data[index * CHUNK : (index + 1) * CHUNK])
+    return ref, arriving
+
+
+def test_receiving_a_blob_attached_meanwhile_leaves_no_partial_behind(blobs: BlobStore) -> None:
+    """The same bytes attached here while they arrive (or taken another way): the arrival
+    settles on the copy held, and its partial file goes."""
+    data = os.urandom(2 * CHUNK + 9)
+    ref, arriving = every_chunk_in(blobs, data)
     assert blobs.add_file(io.BytesIO(data), limit=10 * CHUNK, at=AT) == ref
     assert arriving.finish(AT) and blobs.has(ref.sha256)
     assert b"".join(blobs.read(ref.sha256)) == data
@@ -182,11 +188,7 @@ def test_receiving_opened_for_another_ref_of_the_hash_leaves_the_partial_alone(
     naming a shared file with a wrong size or list) must not cut or unlist the partial that
     a put is about to settle (the server hashes it off its loop, then settles it unread)."""
     data = os.urandom(3 * CHUNK + 10)
-    ref, digests = ref_and_list(data)
-    arriving = blobs.receiving(ref)
-    arriving.set_list(digests)
-    for index in range(ref.chunks):
-        arriving.add(index, data[index * CHUNK : (index + 1) * CHUNK])
+    ref, arriving = every_chunk_in(blobs, data)
     lie = {"size_off_by_one": BlobRef(ref.sha256, ref.size - 1, ref.root),
            "another_list": BlobRef(ref.sha256, ref.size, "ab" * 32)}[other]  # fmt: skip
     assert blobs.receiving(lie).have < ref.chunks
