@@ -27,17 +27,13 @@ from tests.hostile.network import one_line_error
 from tests.support.servers import ZHIBAO, cli_env, zhibao
 from tests.support.topology import (
     CITY,
-    SHIPPED_CATALOGUE,
     TOWN,
     VILLAGE,
     Topology,
-    build_topology,
+    build_catalogued,
     copy_topology,
-    hand_down,
     hand_up,
 )
-from tiers.catalogue import parse_catalogue
-from tiers.published import publish_items
 
 ITEM = "330782-MZ-002"  # materials 申请表;残疾人证;户口簿; received at villages, town decides
 LISTED_KEYS = ["name", "sha256", "size", "media_type", "state"]  # DESIGN §8, fixed
@@ -49,13 +45,7 @@ MB = 2**20
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Topology:
-    net = build_topology(tmp_path_factory.mktemp("materials-cli"), (CITY, TOWN, VILLAGE))
-    items = parse_catalogue(SHIPPED_CATALOGUE.read_bytes(), SHIPPED_CATALOGUE.name)
-    with net.open(CITY) as city, net.open(TOWN) as town, net.open(VILLAGE) as village:
-        publish_items(city, items)
-        hand_down(city, town)
-        hand_down(town, village)
-    return net
+    return build_catalogued(tmp_path_factory.mktemp("materials-cli"))
 
 
 @pytest.fixture

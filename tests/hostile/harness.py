@@ -11,6 +11,7 @@ for (`x-zhibao-server`), as `PeerClient` makes them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 import tomllib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -252,14 +254,21 @@ def zhibao_measured(home: Path, *args: str) -> tuple[subprocess.CompletedProcess
         proc = subprocess.Popen(
             [ZHIBAO, *args, "--home", str(home)], stdout=out, stderr=err, env=cli_env()
         )
-        _, status, usage = os.wait4(proc.pid, 0)
+        peak = 0  # VmHWM, sampled while it runs: wait4's ru_maxrss may carry this (big)
+        while True:  # test process's resident set, copied at the fork, across the exec
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            with contextlib.suppress(OSError, RuntimeError):  # exiting: its memory is gone
+                peak = max(peak, peak_rss(proc.pid))
+            time.sleep(0.005)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         done = subprocess.CompletedProcess(
             proc.args, proc.returncode, out.read().decode(), err.read().decode()
         )
-    return done, usage.ru_maxrss * 1024  # ru_maxrss is in KiB on Linux
+    return done, peak
 
 
 def stream_body(

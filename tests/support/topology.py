@@ -22,7 +22,9 @@ from sync.ingest import ingest
 from sync.node import Node
 from sync.protocol.batch import decode_batch, encode_batch
 from sync.protocol.ids import is_within, parent_of, tier_of
+from tiers.catalogue import parse_catalogue
 from tiers.node import create_home, open_home
+from tiers.published import publish_items
 
 # the shared service catalogue, as shipped with the package (tests import it by path)
 SHIPPED_CATALOGUE = Path(__file__).resolve().parents[2] / "tiers" / "data" / "catalogue.csv"
@@ -177,3 +179,15 @@ def copy_topology(template: Topology, base: Path) -> Topology:
     for node_id, home in template.homes.items():
         copy.homes[node_id] = Path(shutil.copytree(home, base / node_id))
     return copy
+
+
+def build_catalogued(base: Path) -> Topology:
+    """City, town and village enrolled and introduced, the shipped catalogue published by
+    the city and handed down (what the materials tests start from)."""
+    net = build_topology(base, (CITY, TOWN, VILLAGE))
+    items = parse_catalogue(SHIPPED_CATALOGUE.read_bytes(), SHIPPED_CATALOGUE.name)
+    with net.open(CITY) as city, net.open(TOWN) as town, net.open(VILLAGE) as village:
+        publish_items(city, items)
+        hand_down(city, town)
+        hand_down(town, village)
+    return net

@@ -31,20 +31,15 @@ from sync.protocol.bundle_materials import FRAME_HEAD, LENGTH, OPENING
 from sync.protocol.errors import BundleError
 from tests.support.servers import zhibao
 from tests.support.topology import (
-    CITY,
-    SHIPPED_CATALOGUE,
     TOWN,
     VILLAGE,
     Topology,
-    build_topology,
+    build_catalogued,
     copy_topology,
-    hand_down,
 )
 from tiers.cases.service import Applicant, forward, receive
-from tiers.catalogue import parse_catalogue
 from tiers.materials import attach
 from tiers.node import open_home
-from tiers.published import publish_items
 
 ITEM = "330782-MZ-002"  # received at villages, decided by the town
 
@@ -52,13 +47,7 @@ ITEM = "330782-MZ-002"  # received at villages, decided by the town
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Topology:
     """City, town, village, enrolled and introduced, the shipped catalogue everywhere."""
-    net = build_topology(tmp_path_factory.mktemp("materials-bundle"))
-    items = parse_catalogue(SHIPPED_CATALOGUE.read_bytes(), SHIPPED_CATALOGUE.name)
-    with net.open(CITY) as city, net.open(TOWN) as town, net.open(VILLAGE) as village:
-        publish_items(city, items)
-        hand_down(city, town)
-        hand_down(town, village)
-    return net
+    return build_catalogued(tmp_path_factory.mktemp("materials-bundle"))
 
 
 @pytest.fixture

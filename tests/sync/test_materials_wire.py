@@ -41,17 +41,13 @@ from sync.testing.proxy import Fault, FaultProxy, Schedule
 from tests.support.servers import zhibao, zhibao_serve
 from tests.support.topology import (
     CITY,
-    SHIPPED_CATALOGUE,
     TOWN,
     VILLAGE,
     Topology,
-    build_topology,
+    build_catalogued,
     copy_topology,
-    hand_down,
 )
-from tiers.catalogue import parse_catalogue
 from tiers.node import open_home
-from tiers.published import publish_items
 
 ITEM = "330782-WS-002"  # 公共场所卫生许可: 上报, received at villages, decided by the city
 MB = 1024 * 1024
@@ -63,13 +59,7 @@ MB = 1024 * 1024
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Topology:
     """City, town, village, enrolled, the shipped catalogue everywhere: built once."""
-    net = build_topology(tmp_path_factory.mktemp("materials"), (CITY, TOWN, VILLAGE))
-    items = parse_catalogue(SHIPPED_CATALOGUE.read_bytes(), SHIPPED_CATALOGUE.name)
-    with net.open(CITY) as city, net.open(TOWN) as town, net.open(VILLAGE) as village:
-        publish_items(city, items)
-        hand_down(city, town)
-        hand_down(town, village)
-    return net
+    return build_catalogued(tmp_path_factory.mktemp("materials"))
 
 
 @pytest.fixture
