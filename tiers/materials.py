@@ -357,9 +357,10 @@ i18n.register(
             "办件 {case_id} 的 {name} 未到达（sha256 {sha256}）：请联系添加它的节点同步",
         ),
         "material.dropped": (
-            "{name} of case {case_id} was handed up and its copy here let go; fetch it from "
-            "the parent",
-            "办件 {case_id} 的 {name} 已上交，本机副本已清理；请向上级调取",
+            "{name} of case {case_id} was handed up and its copy here let go: open it at the "
+            "parent (zhibao case material there)",
+            "办件 {case_id} 的 {name} 已上交，本机副本已清理：请在上级节点打开（在该处运行 "
+            "zhibao case material）",
         ),
     }
 )
