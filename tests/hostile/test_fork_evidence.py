@@ -19,6 +19,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sync.fork_evidence import REPORTED, bodies
 from sync.protocol.entry import encode_entry
 from sync.store import Store
@@ -89,6 +91,7 @@ def test_fork_found_at_town_reaches_city_and_keep_held_unfreezes(net: Net) -> No
     assert_works(town, city)
 
 
+@pytest.mark.soak  # CI keeps the others of this file (15-minute bound)
 def test_fork_keep_other_at_city_switches_city_and_town(net: Net) -> None:
     village, town, city = net.home(VILLAGE_A), net.home(TOWN), net.home(CITY)
     twin = Path(shutil.copytree(village, village.parent / "copy-of-a"))

@@ -72,6 +72,7 @@ def _town_case(net: Net, city_url: str) -> str:
     return case_id
 
 
+@pytest.mark.soak  # CI keeps the others of this file (15-minute bound)
 @pytest.mark.slow
 def test_village_calendar_and_catalogue_imports_count_only_at_the_village(
     net: Net, tmp_path: Path

@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sync.keyfiles import OLD_KEY, read_secret
 from sync.protocol.batch import encode_batch
 from sync.protocol.keys import Signer
@@ -94,6 +96,7 @@ def test_stolen_key_is_refused_on_every_way_in(net: Net, tmp_path: Path) -> None
     assert_works(town, city)
 
 
+@pytest.mark.soak  # CI keeps the others of this file (15-minute bound)
 def test_a_rotation_the_thief_made_is_cut_off_with_the_stolen_key(net: Net, tmp_path: Path) -> None:
     village, town, city = net.home(VILLAGE_A), net.home(TOWN), net.home(CITY)
     stolen = Path(shutil.copytree(village, tmp_path / "stolen"))
@@ -123,6 +126,7 @@ def test_a_rotation_the_thief_made_is_cut_off_with_the_stolen_key(net: Net, tmp_
     assert_works(town, city)
 
 
+@pytest.mark.soak  # CI keeps the others of this file (15-minute bound)
 def test_the_retired_key_signs_no_entry_after_a_rotation(net: Net, tmp_path: Path) -> None:
     village, town, city = net.home(VILLAGE_C), net.home(TOWN), net.home(CITY)
     with net.serving(CITY, TOWN) as served:

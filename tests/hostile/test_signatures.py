@@ -70,6 +70,7 @@ def test_relay_bad_signatures_never_reach_the_city_log(net: Net) -> None:
     assert_works(town, city)
 
 
+@pytest.mark.soak  # CI keeps the others of this file (15-minute bound)
 @pytest.mark.slow
 def test_author_bad_signatures_stay_out_and_the_town_relays_the_rest(net: Net) -> None:
     hostile, town, city = net.actor(VILLAGE_A), net.home(TOWN), net.home(CITY)

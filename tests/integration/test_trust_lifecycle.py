@@ -172,6 +172,7 @@ def test_stolen_laptop_revoked_refused_and_rebuilt(net: Net, tmp_path: Path) -> 
     assert_works(town, city)
 
 
+@pytest.mark.soak  # CI keeps the others of this file (15-minute bound)
 def test_relayed_thief_entries_refused_at_the_city_after_an_ancestor_revocation(
     net: Net, tmp_path: Path
 ) -> None:
@@ -266,6 +267,7 @@ def test_enroll_and_revoke_refusals_write_nothing(net: Net, tmp_path: Path) -> N
     assert zj(town, "status")["revocations"] == []
 
 
+@pytest.mark.soak  # CI keeps the others of this file (15-minute bound)
 def test_planned_rotation_goes_through_town_and_city(net: Net) -> None:
     village, town, city = net.home(VILLAGE_C), net.home(TOWN), net.home(CITY)
     with net.serving(CITY, TOWN) as served:
