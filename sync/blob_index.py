@@ -23,7 +23,7 @@ from typing import Any
 from sync.protocol import i18n
 from sync.protocol.blobs import BlobRef
 from sync.protocol.entry import SignedEntry
-from sync.protocol.ids import is_within
+from sync.protocol.ids import is_within, subtree_end
 from sync.store import Store
 
 DEFAULT_LIMIT_MB = 64  # a scanned 户口簿 at 300 dpi is a few MB; a long PDF tens
@@ -145,7 +145,7 @@ def ref_named_by(
         "SELECT size, root FROM blob_refs WHERE sha256 = ? AND origin >= ? AND origin < ? "
         "AND (? IS NULL OR root = ?) AND (? IS NULL OR size = ?) "
         "ORDER BY received_at, origin, seq LIMIT 1",
-        (sha256, subtree, _upper_bound(subtree), root, root, size, size),
+        (sha256, subtree, subtree_end(subtree), root, root, size, size),
     )
     return BlobRef(sha256, rows[0][0], rows[0][1]) if rows else None
 
@@ -169,7 +169,7 @@ def up_for(store: Store, me: str, peer: str) -> list[BlobRef]:
         "JOIN blobs b ON b.sha256 = r.sha256 WHERE r.origin >= ? AND r.origin < ? AND "
         "NOT EXISTS (SELECT 1 FROM blob_receipts p WHERE p.peer = ? AND p.sha256 = r.sha256) "
         "GROUP BY r.sha256 ORDER BY first, r.sha256",
-        (me, _upper_bound(me), peer),
+        (me, subtree_end(me), peer),
     )
     return [BlobRef(sha, size, root) for sha, size, root, _ in rows]
 
@@ -182,7 +182,7 @@ def down_for(store: Store, client: str) -> list[BlobRef]:
         "JOIN blobs b ON b.sha256 = r.sha256 WHERE NOT (r.origin >= ? AND r.origin < ?) AND "
         "NOT EXISTS (SELECT 1 FROM blob_receipts p WHERE p.peer = ? AND p.sha256 = r.sha256) "
         "GROUP BY r.sha256 ORDER BY first, r.sha256",
-        (client, _upper_bound(client), client),
+        (client, subtree_end(client), client),
     )
     return [
         BlobRef(sha, size, root) for sha, size, root, _ in rows if may_fetch(store, client, sha)
@@ -198,7 +198,7 @@ def wanted(store: Store, me: str) -> list[BlobRef]:
         "AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = r.sha256) "
         "AND NOT EXISTS (SELECT 1 FROM blob_dropped d WHERE d.sha256 = r.sha256) "
         "GROUP BY r.sha256 ORDER BY first, r.sha256",
-        (me, _upper_bound(me)),
+        (me, subtree_end(me)),
     )
     return [BlobRef(sha, size, root) for sha, size, root, _ in rows]
 
@@ -206,7 +206,7 @@ def wanted(store: Store, me: str) -> list[BlobRef]:
 def droppable(store: Store, me: str, parent: str) -> list[str]:
     """Blobs held here that `parent` receipted whole, named by entries of this node's
     subtree and by no entry from outside it (a result from above stays until delivered)."""
-    low, high = me, _upper_bound(me)
+    low, high = me, subtree_end(me)
     rows = store.query(
         "SELECT b.sha256 FROM blobs b WHERE EXISTS (SELECT 1 FROM blob_receipts p WHERE "
         "p.peer = ? AND p.sha256 = b.sha256) AND EXISTS (SELECT 1 FROM blob_refs r WHERE "
@@ -248,10 +248,6 @@ def receipted(store: Store, peer: str, sha256: str) -> bool:
             "SELECT 1 FROM blob_receipts WHERE peer = ? AND sha256 = ?", (peer, sha256)
         )
     )
-
-
-def _upper_bound(prefix: str) -> str:
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 def limit_bytes(settings: dict[str, Any]) -> int:

@@ -10,22 +10,18 @@ Cases travel along the tree, so only ancestors' logs are searched for such event
 from __future__ import annotations
 
 from sync import blob_index, relevance
-from sync.protocol.ids import ancestors_of
+from sync.protocol.ids import ancestors_of, subtree_end
 from sync.store import Store
 
 relevance.register_broadcast("catalogue.")
 relevance.register_broadcast("calendar.")
 
 
-def _upper_bound(prefix: str) -> str:
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
-
-
 def case_events_for(store: Store, client: str, cursors: dict[str, int]) -> list[tuple[str, int]]:
     """(origin, seq) of ancestors' case events about cases that concern `client`."""
     origins = ancestors_of(client)
     out: list[tuple[str, int]] = []
-    low, high = client, _upper_bound(client)
+    low, high = client, subtree_end(client)
     for origin in origins:
         rows = store.query(
             "SELECT e.seq FROM case_events e WHERE e.origin = ? AND e.seq > ? AND e.case_id IN ("
@@ -43,7 +39,7 @@ relevance.register_selector(case_events_for)
 def materials_for(store: Store, client: str, cursors: dict[str, int]) -> list[tuple[str, int]]:
     """(origin, seq) of ancestors' `case.attached` about cases that concern `client`: the
     results a deciding node attached travel down to the case's origin for 送达."""
-    low, high = client, _upper_bound(client)
+    low, high = client, subtree_end(client)
     out: list[tuple[str, int]] = []
     for origin in ancestors_of(client):
         rows = store.query(
@@ -60,7 +56,7 @@ def may_fetch_material(store: Store, client: str, sha256: str) -> bool:
     """A node may be sent a material attached above it (a result, by a node outside its
     subtree) to a case that concerns it (as above). What its own subtree attached it
     holds already; naming a hash on its own case opens nothing (sync.blob_index)."""
-    low, high = client, _upper_bound(client)
+    low, high = client, subtree_end(client)
     return bool(
         store.query(
             "SELECT 1 FROM case_materials m JOIN cases c ON c.case_id = m.case_id "

@@ -79,6 +79,12 @@ def is_within(node_id: str, ancestor: str) -> bool:
     return node_id.startswith(ancestor)
 
 
+def subtree_end(prefix: str) -> str:
+    """The first string past every id (and case id) starting with `prefix`: a subtree is
+    `prefix <= x < subtree_end(prefix)` in SQL, so an index serves it."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
 i18n.register(
     {
         "id.malformed": (
