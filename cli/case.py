@@ -24,6 +24,7 @@ from cli.common import (
 )
 from sync.node import Node
 from sync.protocol import i18n
+from tiers.calendar import provisional_note
 from tiers.cases import service, views
 from tiers.cases.labels import describe_actions, event_label, status_label
 from tiers.cases.machine import STATUSES, violation_kind
@@ -355,12 +356,17 @@ def list_command(status: str | None, warning: str | None, home: Path | None,
     if not cases:
         echo(i18n.t("cli.case.none"))
         return
+    mark = " (" + i18n.t("provisional.list_mark") + ")"
     rows = [
         [c["case_id"], c["item_code"], status_label(c["status"]), c["holder"], c["applicant"],
-         c["deadline"], i18n.t(f"cli.case.warning.{c['warning']}") if c["warning"] else ""]
+         (c["deadline"] or "") + (mark if c["provisional"] else ""),
+         i18n.t(f"cli.case.warning.{c['warning']}") if c["warning"] else ""]
         for c in cases
     ]  # fmt: skip
     print_table(i18n.t("cli.case.list_headers").split("|"), rows)
+    guessed = {year for c in cases for year in c["provisional_years"]}
+    if guessed:
+        echo(provisional_note(guessed))
 
 
 materials_commands.register(case_group, case_argument)

@@ -18,17 +18,9 @@ from cli.common import (
     read_input,
 )
 from sync.protocol import i18n
+from tiers.calendar_publish import package_years, parse_overrides, publish_calendar, year_view
 from tiers.catalogue import kind_label, parse_catalogue, tier_label, yuan_from_fen
-from tiers.published import (
-    PublishedItem,
-    calendar_state,
-    list_published,
-    package_years,
-    parse_overrides,
-    publish_calendar,
-    publish_items,
-    year_view,
-)
+from tiers.published import PublishedItem, calendar_state, list_published, publish_items
 
 i18n.register(
     {
@@ -56,6 +48,20 @@ i18n.register(
         "cli.calendar.published": (
             "Published as entry #{seq}: {years} year(s), {days} single day(s).",
             "已发布为条目 #{seq}：{years} 个年度安排，{days} 个单日调整。",
+        ),
+        "cli.calendar.whole": (
+            "Whole year(s), deadlines in them no longer provisional: {years}.",
+            "全年安排（其中的期限不再是临时期限）：{years}。",
+        ),
+        "cli.calendar.partial": (
+            "Some days only, still provisional until the whole year is published: {years}.",
+            "仅部分日期，在发布全年安排前仍为临时期限：{years}。",
+        ),
+        "cli.calendar.whole_mark": ("whole year", "全年"),
+        "cli.calendar.partial_mark": ("some days only (provisional)", "仅部分日期（临时）"),
+        "cli.calendar.undeclared_mark": (
+            "some days only: published without saying whether it is the whole year (provisional)",
+            "仅部分日期：发布时未注明是否为全年安排（临时）",
         ),
         "cli.calendar.nothing_new": (
             "Nothing new: these calendar overrides are already in force here.",
@@ -86,6 +92,12 @@ i18n.register(
         "cli.calendar.source.guessed": (
             "{year}: not known; weekends only until the city publishes it",
             "{year} 年：尚无安排，在市里发布前仅按周末计算",
+        ),
+        "cli.calendar.source.partial": (
+            "{year}: not known whole; weekends plus the days {origin} published (entry #{seq})"
+            " until the city publishes the whole year: provisional",
+            "{year} 年：尚无全年安排，在市里发布全年安排前按周末及 {origin} 发布的部分日期"
+            "（条目 #{seq}）计算：临时",
         ),
         "cli.calendar.holidays": ("Weekdays off:", "工作日放假："),
         "cli.calendar.workdays": ("Weekend days worked (调休):", "周末上班（调休）："),
@@ -187,7 +199,8 @@ def calendar_group() -> None:
 @home_option
 @json_option
 def calendar_import_command(file: Path, at: str | None, home: Path | None, as_json: bool) -> None:
-    """Publish calendar overrides from JSON: whole years and single days."""
+    """Publish calendar overrides from JSON: years (each "complete": true for the whole
+    year of the State Council's notice, false for some days) and single days."""
     overrides = parse_overrides(read_input(file), str(file))
     with node_at(home) as node:
         result = publish_calendar(node, overrides, at=at)
@@ -208,6 +221,13 @@ def calendar_import_command(file: Path, at: str | None, home: Path | None, as_js
                 days=len(result.days),
             )
         )
+        partial = [y for y in result.years if y not in result.complete]
+        for key, years in (
+            ("cli.calendar.whole", result.complete),
+            ("cli.calendar.partial", partial),
+        ):
+            if years:
+                echo(i18n.t(key, years=", ".join(map(str, years))))
     if result.overridden:
         echo(i18n.t("cli.calendar.overridden", years=", ".join(map(str, result.overridden))))
 
@@ -229,7 +249,11 @@ def calendar_show_command(year: int | None, home: Path | None, as_json: bool) ->
             {
                 "package_years": list(known),
                 "override_years": {
-                    str(y): {"origin": s.origin, "seq": s.seq}
+                    str(y): {
+                        "origin": s.origin,
+                        "seq": s.seq,
+                        "complete": state.overrides.years[y].complete,
+                    }
                     for y, s in sorted(state.years.items())
                 },
                 "days": {
@@ -246,7 +270,14 @@ def calendar_show_command(year: int | None, home: Path | None, as_json: bool) ->
     echo(i18n.t("cli.calendar.package", first=known[0], last=known[-1]))
     echo(i18n.t("cli.calendar.overrides"))
     for y, source in sorted(state.years.items()):
-        echo(f"  {y}  " + i18n.t("cli.calendar.from", origin=source.origin, seq=source.seq))
+        complete = state.overrides.years[y].complete
+        mark = {True: "whole", False: "partial", None: "undeclared"}[complete]
+        echo(
+            f"  {y}  "
+            + i18n.t("cli.calendar.from", origin=source.origin, seq=source.seq)
+            + "  "
+            + i18n.t(f"cli.calendar.{mark}_mark")
+        )
     if not state.years:
         echo(i18n.t("cli.calendar.none"))
     echo(i18n.t("cli.calendar.days"))
@@ -266,9 +297,10 @@ def _show_year(home: Path | None, year: int, as_json: bool) -> None:
         print_json(view.to_json())
         return
     origin = view.origin
+    source = "partial" if view.source == "guessed" and origin else view.source
     echo(
         i18n.t(
-            f"cli.calendar.source.{view.source}",
+            f"cli.calendar.source.{source}",
             year=year,
             origin=origin.origin if origin else "",
             seq=origin.seq if origin else "",

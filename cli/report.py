@@ -26,6 +26,7 @@ from sync.protocol.errors import ReportError
 from tiers.city import stats as city_stats
 from tiers.city.reconcile import Thresholds, reconcile
 from tiers.figures import month_of, parse_period
+from tiers.provisional import period_years, provisional_figures
 from tiers.reports import submit_monthly
 
 i18n.register(
@@ -72,17 +73,21 @@ def monthly_command(period: str, at: str | None, home: Path | None, as_json: boo
     """Count this node's figures for a finished month and sign them into its log."""
     with node_at(home) as node:
         done = submit_monthly(node, period, at=at)
+        guessed = period_years(node.store, parse_period(done.report.period),
+                               node.clock.now().date(), node.node_id)  # fmt: skip
     if as_json:
-        print_json(done.to_json())
+        print_json(done.to_json() | {"provisional": guessed})
         return
     report = done.report
     if not done.appended:
         echo(i18n.t("cli.report.unchanged", period=report.period, seq=report.seq))
-        return
-    c = report.counts
-    echo(i18n.t("cli.report.appended", period=report.period, seq=report.seq,
-                      accepted=c.accepted, completed=c.completed, on_time=c.on_time,
-                overdue=c.overdue, rated=c.rated))  # fmt: skip
+    else:
+        c = report.counts
+        echo(i18n.t("cli.report.appended", period=report.period, seq=report.seq,
+                    accepted=c.accepted, completed=c.completed, on_time=c.on_time,
+                    overdue=c.overdue, rated=c.rated))  # fmt: skip
+    if guessed:
+        echo(provisional_figures(guessed))
 
 
 @click.command("stats")
@@ -133,6 +138,8 @@ def stats_command(period: str | None, by: str, fmt: str | None, out: Path | None
             echo(i18n.t("stats.title", period=result["period"], start=result["from"],
                         end=result["to"], by=by))  # fmt: skip
             print_table(city_stats.headers(), city_stats.table_rows(result))
+            if result["provisional"]:
+                echo(provisional_figures(result["provisional"]))
             return
         rows = [city_stats.headers(), *city_stats.table_rows(result)]
         data = "\n".join("\t".join(terminal_safe(c) for c in r) for r in rows).encode()
@@ -185,8 +192,10 @@ def reconcile_command(
     findings = result["findings"]
     if not findings:
         echo(i18n.t("cli.reconcile.none", period=result["period"], reports=result["reports"]))
-        return
-    print_table(i18n.t("cli.reconcile.headers").split("|"),
-                [[f["kind"], f["node_id"], f["detail"]] for f in findings])  # fmt: skip
-    echo(i18n.t("cli.reconcile.summary", period=result["period"], count=len(findings),
-                reports=result["reports"]))  # fmt: skip
+    else:
+        print_table(i18n.t("cli.reconcile.headers").split("|"),
+                    [[f["kind"], f["node_id"], f["detail"]] for f in findings])  # fmt: skip
+        echo(i18n.t("cli.reconcile.summary", period=result["period"], count=len(findings),
+                    reports=result["reports"]))  # fmt: skip
+    if result["provisional"]:
+        echo(provisional_figures(result["provisional"]))

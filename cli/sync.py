@@ -15,7 +15,7 @@ from sync.node import resolve_home
 from sync.protocol import i18n
 from sync.protocol.errors import HomeError
 from sync.status import node_status
-from tiers import materials
+from tiers import materials, provisional
 from tiers.node import open_home
 
 if TYPE_CHECKING:
@@ -271,6 +271,7 @@ def status_command(home: Path | None, as_json: bool) -> None:
     with node_at(home) as node:
         info = node_status(node)
         info["materials"] = materials.summary(node)
+        info["calendar"] = provisional.calendar_status(node)
         if trust.children(node.store, node.node_id):
             from tiers.city.network import network_health
 
@@ -295,6 +296,7 @@ def status_command(home: Path | None, as_json: bool) -> None:
         echo(i18n.t("status.revoked", **cut))
     for use in info["revoked_key_used"] + info["revoked_key_used_reported"]:
         echo(i18n.t("status.revoked_used", **use))
+    echo(provisional.status_line(info["calendar"]))
     held = info["materials"]
     if any(held[k] for k in ("here", "on_the_way", "missing", "dropped")):
         echo(i18n.t("status.materials", **held))

@@ -3,11 +3,19 @@
 A day is a working day by the first rule that applies:
 
 1. a single-day override (date -> working or not) published by the city;
-2. the city's whole-year arrangement for that year (it wins over the package, so nodes
-   running different package versions agree once the city has spoken);
-3. the `chinesecalendar` package, for the years it knows (with 调休 adjusted working days);
-4. otherwise weekends alone (Mon-Fri work); such a year is *guessed*, and every count that
-   touched a guessed day names the year so callers can mark the result provisional.
+2. a day listed in the city's arrangement for that year;
+3. for a year the city declared *complete* (the whole of the 国务院办公厅 notice for it),
+   weekends alone: the arrangement wins over the package, so nodes running different
+   package versions agree once the city has spoken;
+4. the `chinesecalendar` package, for the years it knows (with 调休 adjusted working days);
+5. otherwise weekends alone (Mon-Fri work).
+
+A year is *known* when the city published it complete or the package knows it; any other
+year is *guessed* (even with some days published: an arrangement that is not declared
+complete, such as New Year's Day alone, leaves 春节 counted as working days), and every
+count that touched a guessed day names the year so callers can mark it provisional.
+An arrangement from before the declaration existed (`complete` absent) counts as the days
+it lists, not as a whole year: a partial one must not silence "provisional".
 
 Pure: no clock, no I/O. Overrides travel as `calendar.override` log entries (`to_body`).
 """
@@ -32,6 +40,19 @@ register(
         "calendar.provisional": (
             "provisional: publish the {years} calendar override",
             "临时期限：请发布 {years} 年的节假日安排",
+        ),
+        "calendar.not_whole_year": (
+            "{year} is declared complete but clearly is not the whole year: no weekday off for"
+            " {missing} (the State Council's notice gives every festival its days off). Publish"
+            ' the whole arrangement, or say "complete": false for these days alone',
+            "{year} 年声明为全年安排，但显然不完整：{missing} 没有工作日放假（国务院办公厅的"
+            "节假日安排通知为每个节日安排放假）。请发布全年安排，"
+            '或对这些日期注明 "complete": false',
+        ),
+        "calendar.odd_workdays": (
+            "{year} is declared complete but lists weekdays as 调休 working days: {days} (a 调休"
+            " working day is a Saturday or Sunday)",
+            "{year} 年声明为全年安排，但把工作日列为调休上班日：{days}（调休上班日应为周六或周日）",
         ),
         "calendar.bad_override": (
             "Malformed calendar override: {reason}",
@@ -70,10 +91,16 @@ def _date_list(value: Any, where: str) -> frozenset[date]:
 
 @dataclass(frozen=True)
 class YearArrangement:
-    """One year's official arrangement: days off on weekdays, and 调休 working weekend days."""
+    """One year's official arrangement: days off on weekdays, and 调休 working weekend days.
+
+    `complete`: True when it is the whole year (the year is then known), False when it
+    lists only some days, None when its publisher did not say (an entry from before the
+    declaration existed; read as False).
+    """
 
     holidays: frozenset[date] = frozenset()
     workdays: frozenset[date] = frozenset()
+    complete: bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "holidays", frozenset(self.holidays))
@@ -112,11 +139,7 @@ class CalendarOverrides:
         """A JSON-able dict (sorted ISO date strings, booleans; no floats)."""
         return {
             "years": {
-                str(year): {
-                    "holidays": sorted(d.isoformat() for d in arr.holidays),
-                    "workdays": sorted(d.isoformat() for d in arr.workdays),
-                }
-                for year, arr in sorted(self.years.items())
+                str(year): _arrangement_body(arr) for year, arr in sorted(self.years.items())
             },
             "days": {d.isoformat(): self.days[d] for d in sorted(self.days)},
         }
@@ -136,9 +159,13 @@ class CalendarOverrides:
                 raise _bad(f"year {key!r} is not a four-digit year")
             if not isinstance(arr, Mapping):
                 raise _bad(f"years.{key}: expected an object")
+            complete = arr.get("complete")
+            if complete is not None and not isinstance(complete, bool):
+                raise _bad(f"years.{key}.complete: expected true or false, got {complete!r}")
             years[int(key)] = YearArrangement(
                 _date_list(arr.get("holidays", []), f"years.{key}.holidays"),
                 _date_list(arr.get("workdays", []), f"years.{key}.workdays"),
+                complete,
             )
         days: dict[date, bool] = {}
         for key, working in raw_days.items():
@@ -146,6 +173,57 @@ class CalendarOverrides:
                 raise _bad(f"days.{key}: expected true or false, got {working!r}")
             days[_parse_date(key, "days")] = working
         return cls(years, days)
+
+
+def _arrangement_body(arr: YearArrangement) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "holidays": sorted(d.isoformat() for d in arr.holidays),
+        "workdays": sorted(d.isoformat() for d in arr.workdays),
+    }
+    if arr.complete is not None:  # absent in entries from before the declaration existed
+        body["complete"] = arr.complete
+    return body
+
+
+# The 国务院办公厅关于某年部分节假日安排的通知 has one paragraph per festival of the
+# 全国年节及纪念日放假办法 (一、元旦 二、春节 三、清明节 四、劳动节 五、端午节 六、中秋节
+# 七、国庆节), each "M月D日至D日放假调休，共N天" with its 调休 working days. So a whole
+# year has weekday days off in each festival's window. Windows: 元旦 is 1 January (or the
+# Monday after a weekend New Year); 正月初一 falls between 21 January and 20 February and
+# 春节 gives at least seven days off from 除夕 or 初一, five of them weekdays; 清明 (solar
+# term, 4-6 April); 劳动节 from 1 May (29 April when bridged); 端午 (五月初五, 28 May - 25
+# June); 中秋 (八月十五, 8 September - 7 October); 国庆 1-7 October (8 with 中秋), five
+# weekdays. 清明, 端午 and 中秋 are holidays since 2008 (国务院令第513号). Every year the
+# chinesecalendar package knows (2004-2026) passes; the minimums are lower than any of them
+# so a local bridge or a short year is never refused, while New Year's Day alone is.
+# (name, first (month, day), last (month, day), weekdays off at least, first year)
+_FESTIVALS = (
+    ("元旦", (1, 1), (1, 3), 1, 0),
+    ("春节", (1, 20), (2, 28), 3, 0),
+    ("清明节", (4, 2), (4, 7), 1, 2008),
+    ("劳动节", (4, 29), (5, 6), 1, 0),
+    ("端午节", (5, 27), (6, 26), 1, 2008),
+    ("中秋节", (9, 7), (10, 8), 1, 2008),
+    ("国庆节", (10, 1), (10, 8), 3, 0),
+)
+
+
+def whole_year_problem(year: int, arrangement: YearArrangement) -> tuple[str, dict[str, Any]]:
+    """Why an arrangement declared complete clearly is not the whole of `year`'s notice:
+    an i18n key and its params, or ("", {}) when it is plausible. Pure, so every node that
+    checks a received arrangement reaches the same verdict."""
+    off = {d for d in arrangement.holidays if d.weekday() < 5}
+    missing = [
+        name
+        for name, first, last, need, since in _FESTIVALS
+        if year >= since and sum(date(year, *first) <= d <= date(year, *last) for d in off) < need
+    ]
+    if missing:
+        return "calendar.not_whole_year", {"year": year, "missing": "、".join(missing)}
+    odd = sorted(d.isoformat() for d in arrangement.workdays if d.weekday() < 5)
+    if odd:
+        return "calendar.odd_workdays", {"year": year, "days": ", ".join(odd)}
+    return "", {}
 
 
 @cache
@@ -179,20 +257,22 @@ class WorkCalendar:
         first = date(year, 1, 1)
         span = range(first.toordinal(), date(year, 12, 31).toordinal() + 1)
         arrangement = self.overrides.years.get(year)
-        package = None if arrangement is not None else _package_year(year)
-        if arrangement is not None:
-            working = {o for o in span if arrangement.is_workday(date.fromordinal(o))}
-        elif package is not None:
+        whole = arrangement is not None and arrangement.complete is True
+        package = None if whole else _package_year(year)
+        if package is not None:
             working = set(package)
         else:
             working = {o for o in span if date.fromordinal(o).weekday() < 5}
+        if arrangement is not None:
+            working -= {d.toordinal() for d in arrangement.holidays}
+            working |= {d.toordinal() for d in arrangement.workdays}
         pinned = sorted(d.toordinal() for d in self.overrides.days if d.year == year)
         for o in pinned:
             if self.overrides.days[date.fromordinal(o)]:
                 working.add(o)
             else:
                 working.discard(o)
-        known = arrangement is not None or package is not None
+        known = whole or package is not None
         result = _Year(tuple(sorted(working)), known, tuple(pinned))
         self._years[year] = result
         return result
@@ -206,6 +286,10 @@ class WorkCalendar:
     def is_known(self, d: date) -> bool:
         """Whether `d` is settled by an override or a known year rather than guessed."""
         return d in self.overrides.days or self._year(d.year).known
+
+    def knows_year(self, year: int) -> bool:
+        """Whether `year` is known whole: published complete, or known to the package."""
+        return self._year(year).known
 
     def guessed_years(self, after: date, through: date) -> frozenset[int]:
         """Years with a guessed day d, after < d <= through."""

@@ -1,8 +1,9 @@
 """What the city publishes and every node keeps: the catalogue and the calendar overrides.
 
 Both travel as log entries (`catalogue.item`, one item per entry; `calendar.override`, a
-`CalendarOverrides.to_body()`), and `Published` keeps their projections inside the
-transaction that applies them, for local appends and synced arrivals alike.
+`CalendarOverrides.to_body()`, published by `tiers.calendar_publish`), and `Published`
+keeps their projections inside the transaction that applies them, for local appends and
+synced arrivals alike.
 
 Invariants:
 - Precedence depends only on the entries, never on arrival order: a publisher with a
@@ -11,7 +12,10 @@ Invariants:
   fall back to the smaller id; within one origin the later seq wins.
 - The catalogue resolves per item code. The calendar resolves per year: the strongest
   origin that says anything about a year (its arrangement or single days in it) decides
-  that whole year, so a node never mixes the city's calendar with a local one.
+  that whole year, so a node never mixes the city's calendar with a local one. A later
+  arrangement of a year by the same origin replaces the earlier one whole.
+- A `calendar.override` declaring a year complete that clearly is not (no days off for
+  春节 …, `tiers.calendar.whole_year_problem`) is quarantined on every way in.
 - Bodies are refused at verification unless they are exactly what `to_body()` writes.
 - Publishing appends only what is new or changed, all in one transaction, so importing the
   same file twice appends nothing.
@@ -25,10 +29,8 @@ import json
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
-
-import chinese_calendar
 
 from sync import authority
 from sync.authority import Refusal
@@ -36,10 +38,10 @@ from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.canonical import canonical
 from sync.protocol.entry import SignedEntry, register_body_check
-from sync.protocol.errors import CatalogueError, ZhibaoError
+from sync.protocol.errors import CatalogueError
 from sync.protocol.ids import tier_of
 from sync.store import Store
-from tiers.calendar import CalendarOverrides, WorkCalendar, YearArrangement
+from tiers.calendar import CalendarOverrides, WorkCalendar, YearArrangement, whole_year_problem
 from tiers.catalogue import CatalogueItem
 
 CATALOGUE_ITEM = "catalogue.item"
@@ -92,10 +94,23 @@ def _published_authority(
     store: Store, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
 ) -> Refusal | None:
     """The catalogue and the calendar count only from the city. A town's or village's own
-    import (standalone use) counts on that node alone: it never changes what others use."""
-    if tier_of(entry.origin) == "city" or entry.origin == owner:
-        return None
-    return "published.not_city", {}
+    import (standalone use) counts on that node alone: it never changes what others use.
+    A calendar that declares a year complete must plausibly be the whole year (the check
+    `publish_calendar` makes), whoever signed it: a year wrongly counted as known would
+    silence "provisional" on every deadline in it."""
+    if tier_of(entry.origin) != "city" and entry.origin != owner:
+        return "published.not_city", {}
+    if entry.type == CALENDAR_OVERRIDE:
+        try:
+            overrides = CalendarOverrides.from_body(fields["body"])
+        except CatalogueError as exc:
+            return "calendar.bad_override", {"reason": exc.params.get("reason", str(exc))}
+        for year, arrangement in sorted(overrides.years.items()):
+            if arrangement.complete:
+                key, params = whole_year_problem(year, arrangement)
+                if key:
+                    return key, params
+    return None
 
 
 authority.register(CATALOGUE_ITEM, _published_authority)
@@ -240,24 +255,6 @@ def list_published(store: Store) -> list[PublishedItem]:
 # --- the calendar --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CalendarResult:
-    """What `publish_calendar` appended (`seq` None: nothing new) and what it left out."""
-
-    seq: int | None
-    years: tuple[int, ...]
-    days: tuple[date, ...]
-    overridden: tuple[int, ...]  # years a stronger publisher already decides
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "years": list(self.years),
-            "days": [d.isoformat() for d in self.days],
-            "overridden": list(self.overridden),
-        }
-
-
 _Row = tuple[Any, ...]  # (origin, unit, year, seq, value) of calendar_overrides
 
 
@@ -274,35 +271,6 @@ def _deciders(rows: list[_Row]) -> dict[int, str]:
         if year not in deciders or _strength(origin) < _strength(deciders[year]):
             deciders[year] = origin
     return deciders
-
-
-def publish_calendar(
-    node: Node, overrides: CalendarOverrides, at: str | None = None
-) -> CalendarResult:
-    """Append one `calendar.override` entry with the parts not already published (or none)."""
-    with node.store.transaction():
-        rows = _calendar_rows(node.store)
-        deciders = _deciders(rows)
-        mine = {unit: value for origin, unit, _y, _s, value in rows if origin == node.node_id}
-        stronger = {y for y, o in deciders.items() if _strength(o) < _strength(node.node_id)}
-        body = overrides.to_body()
-        years = {
-            int(unit): overrides.years[int(unit)]
-            for unit, value in body["years"].items()
-            if int(unit) not in stronger and mine.get(unit) != canonical(value).decode()
-        }
-        days = {
-            d: working
-            for d, working in overrides.days.items()
-            if d.year not in stronger and mine.get(d.isoformat()) != canonical(working).decode()
-        }
-        left_out = {int(u) for u in body["years"]} | {d.year for d in overrides.days}
-        skipped = tuple(sorted(left_out & stronger))
-        if not years and not days:
-            return CalendarResult(None, (), (), skipped)
-        fresh = CalendarOverrides(years, days)
-        entry = node.append(CALENDAR_OVERRIDE, fresh.to_body(), at=_stamp(node, at))
-    return CalendarResult(entry.seq, tuple(sorted(years)), tuple(sorted(days)), skipped)
 
 
 @dataclass(frozen=True)
@@ -363,98 +331,11 @@ def work_calendar(store: Store) -> WorkCalendar:
     return calendar
 
 
-def package_years() -> range:
-    """The years the installed `chinesecalendar` package knows."""
-    known = chinese_calendar.holidays
-    return range(min(known).year, max(known).year + 1)
-
-
-@dataclass(frozen=True)
-class YearView:
-    """One year as this node counts it: where it comes from and its non-weekday rules."""
-
-    year: int
-    source: str  # "override", "package" or "guessed"
-    origin: OverrideSource | None
-    holidays: tuple[date, ...]  # weekdays off
-    workdays: tuple[date, ...]  # weekend days worked (调休)
-    days: dict[date, bool]  # single-day overrides in force
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "year": self.year,
-            "source": self.source,
-            "origin": self.origin.origin if self.origin else None,
-            "seq": self.origin.seq if self.origin else None,
-            "holidays": [d.isoformat() for d in self.holidays],
-            "workdays": [d.isoformat() for d in self.workdays],
-            "days": {d.isoformat(): w for d, w in sorted(self.days.items())},
-        }
-
-
-def year_view(store: Store, year: int) -> YearView:
-    """How `year` is counted here, day by day, with where its rules come from."""
-    state = calendar_state(store)
-    calendar = work_calendar(store)
-    if year in state.overrides.years:
-        source = "override"
-    elif year in package_years():
-        source = "package"
-    else:
-        source = "guessed"
-    first = date(year, 1, 1)
-    span = [first + timedelta(i) for i in range((date(year, 12, 31) - first).days + 1)]
-    return YearView(
-        year,
-        source,
-        state.years.get(year),
-        tuple(d for d in span if d.weekday() < 5 and not calendar.is_workday(d)),
-        tuple(d for d in span if d.weekday() >= 5 and calendar.is_workday(d)),
-        {d: w for d, w in state.overrides.days.items() if d.year == year},
-    )
-
-
-def parse_overrides(data: bytes, filename: str = "") -> CalendarOverrides:
-    """A calendar override file (JSON: {"years": {...}, "days": {...}}), or CatalogueError."""
-    file = filename or "calendar"
-    try:
-        doc = json.loads(data.decode("utf-8").removeprefix("\ufeff"))
-    except UnicodeDecodeError:
-        raise CatalogueError("published.calendar_encoding", file=file) from None
-    except json.JSONDecodeError as exc:
-        raise CatalogueError(
-            "published.calendar_json", file=file, line=exc.lineno, column=exc.colno, reason=exc.msg
-        ) from None
-    if not isinstance(doc, dict) or not set(doc) <= {"years", "days"}:
-        raise CatalogueError("published.calendar_shape", file=file)
-    try:
-        return CalendarOverrides.from_body(doc)
-    except ZhibaoError as exc:
-        raise CatalogueError(
-            "published.calendar_bad", file=file, reason=exc.params.get("reason", str(exc))
-        ) from None
-
-
 i18n.register(
     {
         "published.not_city": (
             "{origin} is not the city: what it publishes counts only on {origin} itself",
             "{origin} 不是市级节点：其发布的目录或日历只在 {origin} 本节点有效",
-        ),
-        "published.calendar_encoding": ("{file} is not UTF-8 text", "{file} 不是 UTF-8 编码的文本"),
-        "published.calendar_json": (
-            "{file} line {line}, column {column}: not valid JSON ({reason})",
-            "{file} 第 {line} 行 {column} 列：不是有效的 JSON（{reason}）",
-        ),
-        "published.calendar_shape": (
-            '{file}: expected {{"years": {{"2027": {{"holidays": [...], "workdays": [...]}}}},'
-            ' "days": {{"2027-05-06": true}}}}',
-            '{file}：格式应为 {{"years": {{"2027": {{"holidays": [...], "workdays": [...]}}}},'
-            ' "days": {{"2027-05-06": true}}}}',
-        ),
-        "published.calendar_bad": (
-            "{file}: malformed calendar override: {reason}",
-            "{file}：日历调整格式有误：{reason}",
         ),
     }
 )

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.calendars import HOLIDAYS_2027, WORKDAYS_2027, whole_2027_file
 from tests.support.servers import zhibao
 from tests.support.topology import SHIPPED_CATALOGUE as SHARED_CATALOGUE
 
@@ -111,29 +112,26 @@ def test_catalogue_usage_error_exits_2(city: Path, args: tuple[str, ...]) -> Non
 
 def test_calendar_import_then_show(city: Path, tmp_path: Path) -> None:
     overrides = tmp_path / "calendar.json"
-    overrides.write_text(
-        json.dumps({"years": {"2027": {"holidays": ["2027-01-01", "2027-02-08"],
-                                       "workdays": ["2027-02-06"]}},
-                    "days": {"2027-05-06": True}}),
-        "utf-8",
-    )  # fmt: skip
+    overrides.write_text(json.dumps(whole_2027_file() | {"days": {"2027-05-06": True}}), "utf-8")
     seq = ok_json(city, "status")["heads"]["330782"] + 1
-    assert f"entry #{seq}:" in ok(city, "calendar", "import", str(overrides))
+    out = ok(city, "calendar", "import", str(overrides))
+    assert f"entry #{seq}:" in out and "Whole year(s), deadlines in them" in out
     assert "Nothing new" in ok(city, "calendar", "import", str(overrides))
     shown = ok_json(city, "calendar", "show")
     assert 2026 in shown["package_years"] and 2027 not in shown["package_years"]
-    assert shown["override_years"] == {"2027": {"origin": "330782", "seq": seq}}
+    assert shown["override_years"] == {"2027": {"origin": "330782", "seq": seq, "complete": True}}
     assert shown["days"] == {"2027-05-06": {"working": True, "origin": "330782", "seq": seq}}
     year = ok_json(city, "calendar", "show", "--year", "2027")
     assert (year["source"], year["origin"], year["seq"]) == ("override", "330782", seq)
-    assert year["holidays"] == ["2027-01-01", "2027-02-08"]
-    assert year["workdays"] == ["2027-02-06"]
+    assert (year["known"], year["complete"]) == (True, True)
+    assert year["holidays"] == sorted(HOLIDAYS_2027)
+    assert year["workdays"] == sorted(WORKDAYS_2027)
     assert ok_json(city, "calendar", "show", "--year", "2026")["source"] == "package"
 
 
 def test_calendar_import_malformed_names_file(city: Path, tmp_path: Path) -> None:
     bad = tmp_path / "calendar.json"
-    bad.write_text('{"years": {"2027": {"holidays": ["2027-13-01"]}}}', "utf-8")
+    bad.write_text('{"years": {"2027": {"complete": false, "holidays": ["2027-13-01"]}}}', "utf-8")
     before = ok_json(city, "log", "show")
     done = zhibao(city, "calendar", "import", str(bad))
     assert done.returncode == 1

@@ -13,15 +13,28 @@ from hypothesis import strategies as st
 from sync.protocol.canonical import canonical
 from sync.protocol.errors import CatalogueError
 from sync.protocol.i18n import use_locale
-from tiers.calendar import CalendarOverrides, WorkCalendar, YearArrangement, provisional_note
+from tests.support.calendars import (
+    NEW_YEAR_ONLY_2027,
+    NEW_YEAR_ONLY_2027_UNDECLARED,
+    WHOLE_2027,
+)
+from tiers.calendar import (
+    CalendarOverrides,
+    WorkCalendar,
+    YearArrangement,
+    provisional_note,
+    whole_year_problem,
+)
 
 D = date.fromisoformat
 
 # A made-up 2027 arrangement (the official one is not published yet): New Year's Day on a
-# Friday with the weekend off, and a working Saturday on 2027-01-09.
+# Friday with the weekend off, and a working Saturday on 2027-01-09; declared the whole
+# year (the counting tests here need no more; publishing checks more, see below).
 ARRANGEMENT_2027 = YearArrangement(
     holidays=frozenset({D("2027-01-01"), D("2027-01-02"), D("2027-01-03")}),
     workdays=frozenset({D("2027-01-09")}),
+    complete=True,
 )
 
 
@@ -71,8 +84,40 @@ def test_is_known_covers_package_years_only() -> None:
 def test_is_known_after_year_or_day_override() -> None:
     cal = WorkCalendar(CalendarOverrides({2027: ARRANGEMENT_2027}, {D("2028-03-01"): True}))
     assert cal.is_known(D("2027-06-01"))
+    assert cal.knows_year(2027)
     assert cal.is_known(D("2028-03-01"))
     assert not cal.is_known(D("2028-03-02"))
+    assert not cal.knows_year(2028)
+
+
+@pytest.mark.parametrize(
+    "arrangement",
+    [
+        pytest.param(NEW_YEAR_ONLY_2027, id="declared-partial"),
+        pytest.param(NEW_YEAR_ONLY_2027_UNDECLARED, id="undeclared-old-entry"),
+    ],
+)
+def test_partial_year_counts_its_days_and_stays_guessed(arrangement: YearArrangement) -> None:
+    # Issue #12: an override publishing only New Year's Day for 2027 marked the whole year
+    # known while 春节 was counted as working days. Not complete: New Year's Day is off,
+    # 春节 (Mon 2027-02-08) is still a guessed working day, and every count names 2027.
+    cal = WorkCalendar(CalendarOverrides({2027: arrangement}))
+    assert not cal.is_workday(D("2027-01-01"))
+    assert cal.is_workday(D("2027-02-08"))
+    assert not cal.knows_year(2027) and not cal.is_known(D("2027-06-01"))
+    # Thu 2026-12-31, Fri 01-01 off, Mon 01-04.
+    assert cal.add_workdays(D("2026-12-30"), 2) == (D("2027-01-04"), frozenset({2027}))
+
+
+def test_whole_year_counts_spring_festival_off_and_is_known() -> None:
+    cal = WorkCalendar(CalendarOverrides({2027: WHOLE_2027}))
+    assert not cal.is_workday(D("2027-02-08"))  # 春节
+    assert cal.is_workday(D("2027-02-20"))  # a 调休 Saturday
+    assert cal.knows_year(2027)
+    # Mon 2026-12-28 + 10 working days: Dec 29, 30, 31, (Jan 1 off) Jan 4-8, 11, 12.
+    assert cal.add_workdays(D("2026-12-28"), 10) == (D("2027-01-12"), frozenset())
+    # On weekends alone Jan 1 was counted: the guessed deadline was a day earlier.
+    assert WorkCalendar().add_workdays(D("2026-12-28"), 10) == (D("2027-01-11"), frozenset({2027}))
 
 
 def test_add_workdays_zero_is_start_even_on_holiday() -> None:
@@ -106,15 +151,27 @@ def test_add_workdays_with_year_override_is_settled() -> None:
     assert cal.add_workdays(D("2027-01-07"), 2) == (D("2027-01-09"), frozenset())
 
 
-def test_year_override_wins_over_package() -> None:
+def test_whole_year_override_wins_over_package() -> None:
     # A city correction of a year the package knows: Mon 2026-03-02 off, Sun 03-01 working.
-    fix = YearArrangement(frozenset({D("2026-03-02")}), frozenset({D("2026-03-01")}))
+    fix = YearArrangement(frozenset({D("2026-03-02")}), frozenset({D("2026-03-01")}), True)
     cal = WorkCalendar(CalendarOverrides({2026: fix}))
     assert cal.is_workday(D("2026-03-01"))
     assert not cal.is_workday(D("2026-03-02"))
-    # The override replaces the whole year: what it does not list falls back to weekdays.
+    # The whole year is replaced: what it does not list falls back to weekdays.
     assert cal.is_workday(D("2026-02-16"))
     assert not cal.is_workday(D("2026-02-14"))
+
+
+@pytest.mark.parametrize("complete", [pytest.param(False, id="partial"),
+                                      pytest.param(None, id="undeclared")])  # fmt: skip
+def test_partial_override_of_a_package_year_keeps_the_package(complete: bool | None) -> None:
+    fix = YearArrangement(frozenset({D("2026-03-02")}), frozenset({D("2026-03-01")}), complete)
+    cal = WorkCalendar(CalendarOverrides({2026: fix}))
+    assert cal.is_workday(D("2026-03-01"))
+    assert not cal.is_workday(D("2026-03-02"))
+    assert not cal.is_workday(D("2026-02-16"))  # 春节, from the package
+    assert cal.is_workday(D("2026-02-14"))  # the package's 调休 Saturday
+    assert cal.knows_year(2026)
 
 
 def test_day_override_wins_over_everything() -> None:
@@ -151,6 +208,7 @@ def test_overrides_body_round_trip_is_canonical_json() -> None:
     assert body == {
         "years": {
             "2027": {
+                "complete": True,
                 "holidays": ["2027-01-01", "2027-01-02", "2027-01-03"],
                 "workdays": ["2027-01-09"],
             }
@@ -159,6 +217,14 @@ def test_overrides_body_round_trip_is_canonical_json() -> None:
     }
     assert canonical(body)
     assert CalendarOverrides.from_body(body) == overrides
+
+
+def test_overrides_body_without_complete_round_trips_unchanged() -> None:
+    # An entry signed before the declaration existed must still verify: its exact bytes.
+    old = {"years": {"2027": {"holidays": ["2027-01-01"], "workdays": []}}, "days": {}}
+    overrides = CalendarOverrides.from_body(old)
+    assert overrides.years[2027].complete is None
+    assert overrides.to_body() == old
 
 
 @pytest.mark.parametrize(
@@ -176,6 +242,8 @@ def test_overrides_body_round_trip_is_canonical_json() -> None:
             {"years": {"2027": {"holidays": ["2027-01-09"], "workdays": ["2027-01-09"]}}},
             id="holiday-and-workday",
         ),
+        pytest.param({"years": {"2027": {"complete": "yes"}}}, id="complete-not-bool"),
+        pytest.param({"years": {"2027": {"complete": 1}}}, id="complete-number"),
     ],
 )
 def test_overrides_from_body_rejects_malformed(body: object) -> None:
@@ -187,7 +255,7 @@ def test_overrides_merged_later_publication_wins() -> None:
     first = CalendarOverrides(
         {2027: ARRANGEMENT_2027}, {D("2026-05-06"): False, D("2026-05-07"): False}
     )
-    fix = YearArrangement(frozenset({D("2027-02-08")}))
+    fix = YearArrangement(frozenset({D("2027-02-08")}), complete=False)
     later = CalendarOverrides({2027: fix}, {D("2026-05-06"): True})
     merged = first.merged(later)
     assert merged.years == {2027: fix}
@@ -236,11 +304,89 @@ def test_workdays_in_is_additive(days: list[date]) -> None:
         st.sampled_from(["holiday", "workday"]),
     ),
     st.dictionaries(st.dates(min_value=D("2000-01-01"), max_value=D("2099-12-31")), st.booleans()),
+    st.sampled_from([True, False, None]),
 )
-def test_overrides_body_round_trips(kinds: dict[date, str], days: dict[date, bool]) -> None:
+def test_overrides_body_round_trips(
+    kinds: dict[date, str], days: dict[date, bool], complete: bool | None
+) -> None:
     arrangement = YearArrangement(
         frozenset(d for d, k in kinds.items() if k == "holiday"),
         frozenset(d for d, k in kinds.items() if k == "workday"),
+        complete,
     )
     overrides = CalendarOverrides({2027: arrangement}, days)
     assert CalendarOverrides.from_body(overrides.to_body()) == overrides
+
+
+# --- whole_year_problem: what "complete" must plausibly mean --------------------------------
+
+
+def _package_arrangement(year: int) -> YearArrangement:
+    first = date(year, 1, 1)
+    span = [first + timedelta(i) for i in range((date(year, 12, 31) - first).days + 1)]
+    return YearArrangement(
+        frozenset(d for d in span if d.weekday() < 5 and not chinese_calendar.is_workday(d)),
+        frozenset(d for d in span if d.weekday() >= 5 and chinese_calendar.is_workday(d)),
+        complete=True,
+    )
+
+
+@pytest.mark.parametrize("year", range(2004, 2027))
+def test_whole_year_problem_accepts_every_year_the_package_knows(year: int) -> None:
+    # Every 国务院办公厅 notice 2004-2026, as the package carries it, is plausibly whole.
+    assert whole_year_problem(year, _package_arrangement(year)) == ("", {})
+
+
+def test_whole_year_problem_accepts_the_illustrative_2027() -> None:
+    assert whole_year_problem(2027, WHOLE_2027) == ("", {})
+
+
+@pytest.mark.parametrize(
+    ("holidays", "missing"),
+    [
+        pytest.param((), "元旦、春节、清明节、劳动节、端午节、中秋节、国庆节", id="no-holidays"),
+        pytest.param(
+            ("2027-01-01",), "春节、清明节、劳动节、端午节、中秋节、国庆节", id="new-year-only"
+        ),
+        pytest.param(
+            tuple(h for h in WHOLE_2027.holidays if h.month != 2), "春节", id="no-spring-festival"
+        ),
+        pytest.param(
+            tuple(h for h in WHOLE_2027.holidays if h.month != 10), "国庆节", id="no-national-day"
+        ),
+        pytest.param(  # 国庆 1-7 October gives five weekdays off; one is clearly not it
+            (*(h for h in WHOLE_2027.holidays if h.month != 10), D("2027-10-01")),
+            "国庆节",
+            id="national-day-one-day",
+        ),
+        pytest.param(  # weekend days off are no arrangement at all
+            (*(h for h in WHOLE_2027.holidays if h.month != 2), D("2027-02-06"), D("2027-02-07")),
+            "春节",
+            id="spring-festival-on-weekend-only",
+        ),
+    ],
+)
+def test_whole_year_problem_names_missing_festivals(
+    holidays: tuple[date | str, ...], missing: str
+) -> None:
+    days = frozenset(D(h) if isinstance(h, str) else h for h in holidays)
+    arrangement = YearArrangement(days, WHOLE_2027.workdays, complete=True)
+    assert whole_year_problem(2027, arrangement) == (
+        "calendar.not_whole_year",
+        {"year": 2027, "missing": missing},
+    )
+
+
+def test_whole_year_problem_before_2008_needs_no_qingming() -> None:
+    # 清明, 端午 and 中秋 became holidays in 2008 (国务院令第513号): 2007 had none.
+    arrangement = _package_arrangement(2007)
+    assert not any(D("2007-04-02") <= d <= D("2007-04-07") for d in arrangement.holidays)
+    assert whole_year_problem(2007, arrangement) == ("", {})
+
+
+def test_whole_year_problem_refuses_a_weekday_as_adjusted_working_day() -> None:
+    odd = YearArrangement(WHOLE_2027.holidays, WHOLE_2027.workdays | {D("2027-03-03")}, True)
+    assert whole_year_problem(2027, odd) == (
+        "calendar.odd_workdays",
+        {"year": 2027, "days": "2027-03-03"},
+    )

@@ -25,11 +25,12 @@ from tests.helpers_cases import (
     network,
     town_node,
 )
-from tiers.calendar import CalendarOverrides, YearArrangement
+from tests.support.calendars import NEW_YEAR_ONLY_2027, WHOLE_2027
+from tiers.calendar import CalendarOverrides
+from tiers.calendar_publish import publish_calendar
 from tiers.cases import service
 from tiers.cases.projection import recompute
 from tiers.cases.views import case_view
-from tiers.published import publish_calendar
 
 _VOLATILE = {"remaining_days", "warning"}
 
@@ -193,8 +194,14 @@ def test_projection_provisional_deadline_recomputed_after_override(tmp_path: Pat
         view = case_view(town.store, case_id, date.fromisoformat("2026-12-29"), 1)
         assert view["provisional"] is True
         assert "2027" in view["provisional_note"]
-        arrangement = YearArrangement(holidays=frozenset({date.fromisoformat("2027-01-01")}))
-        publish_calendar(net.city, CalendarOverrides({2027: arrangement}), at="2026-12-29T09:00")
+        # Issue #12: New Year's Day alone is not the whole year: counted, still provisional.
+        partial = CalendarOverrides({2027: NEW_YEAR_ONLY_2027})
+        publish_calendar(net.city, partial, at="2026-12-29T09:00")
+        copy_logs(net.city.store, town.store)
+        row = case_row(town.store, case_id)
+        assert row["deadline"] == "2027-01-05"
+        assert row["provisional_years"] == "[2027]"
+        publish_calendar(net.city, CalendarOverrides({2027: WHOLE_2027}), at="2026-12-29T10:00")
         copy_logs(net.city.store, town.store)
         row = case_row(town.store, case_id)
         view = case_view(town.store, case_id, date.fromisoformat("2026-12-29"), 1)

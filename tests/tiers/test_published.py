@@ -16,7 +16,9 @@ from sync.protocol.entry import encode_entry, parse_envelope
 from sync.protocol.errors import CatalogueError, EntryError
 from sync.protocol.i18n import use_locale
 from sync.relevance import select_for
+from tests.support.calendars import NEW_YEAR_ONLY_2027, WHOLE_2027
 from tiers.calendar import CalendarOverrides, YearArrangement
+from tiers.calendar_publish import parse_overrides, publish_calendar
 from tiers.catalogue import CatalogueItem, parse_catalogue
 from tiers.node import create_home
 from tiers.published import (
@@ -27,8 +29,6 @@ from tiers.published import (
     get_item,
     list_items,
     list_published,
-    parse_overrides,
-    publish_calendar,
     publish_items,
     work_calendar,
 )
@@ -36,9 +36,7 @@ from tiers.published import (
 SHARED_CATALOGUE = Path(__file__).resolve().parents[2] / "tiers" / "data" / "catalogue.csv"
 CITY, TOWN, VILLAGE = "330782", "330782001", "330782001201"
 D = date.fromisoformat
-ARRANGEMENT_2027 = YearArrangement(
-    holidays=frozenset({D("2027-01-01"), D("2027-02-08")}), workdays=frozenset({D("2027-02-06")})
-)
+ARRANGEMENT_2027 = WHOLE_2027  # illustrative: Mon 02-08 off (春节), Sat 02-20 worked
 
 NodeFactory = Callable[..., Node]
 
@@ -297,7 +295,7 @@ def test_work_calendar_override_makes_2027_known(make_node: NodeFactory) -> None
     calendar = work_calendar(city.store)
     assert calendar.is_known(D("2027-03-01"))
     assert not calendar.is_workday(D("2027-02-08"))  # a Monday off
-    assert calendar.is_workday(D("2027-02-06"))  # a Saturday worked
+    assert calendar.is_workday(D("2027-02-20"))  # a Saturday worked
 
 
 def test_work_calendar_is_reused_until_overrides_change(make_node: NodeFactory) -> None:
@@ -331,7 +329,8 @@ def test_calendar_city_decides_a_year_whatever_the_order(
 ) -> None:
     city, town = make_node(CITY), make_node(TOWN)
     local = CalendarOverrides(
-        {2027: YearArrangement(holidays=frozenset({D("2027-03-01")}))}, {D("2027-03-02"): False}
+        {2027: YearArrangement(holidays=frozenset({D("2027-03-01")}), complete=False)},
+        {D("2027-03-02"): False},
     )
     publish_calendar(city, CalendarOverrides({2027: ARRANGEMENT_2027}))
     if city_first:
@@ -361,7 +360,10 @@ def test_parse_overrides_refuses_unknown_keys() -> None:
 
 
 def test_parse_overrides_reads_years_and_days() -> None:
-    data = b'{"years": {"2027": {"holidays": ["2027-01-01"]}}, "days": {"2026-06-01": true}}'
+    data = (
+        b'{"years": {"2027": {"complete": false, "holidays": ["2027-01-01"]}},'
+        b' "days": {"2026-06-01": true}}'
+    )
     overrides = parse_overrides(data, "cal.json")
-    assert overrides.years[2027].holidays == frozenset({D("2027-01-01")})
+    assert overrides.years[2027] == NEW_YEAR_ONLY_2027
     assert overrides.days == {D("2026-06-01"): True}

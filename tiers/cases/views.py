@@ -20,6 +20,7 @@ from tiers.cases.machine import OPEN, STATUSES, allowed_actions
 from tiers.cases.projection import deadline_of, load_case
 from tiers.catalogue import yuan_from_fen
 from tiers.deadlines import Deadline, remaining_workdays, warning
+from tiers.provisional import case_years
 from tiers.published import get_item, work_calendar
 
 WARNINGS = ("yellow", "red")
@@ -120,7 +121,7 @@ def case_view(store: Store, case_id: str, today: date, threshold: int) -> dict[s
 
 _LIST_COLUMNS = (
     "case_id, item_code, status, holder, origin, applicant, accepted_at, deadline, "
-    "provisional, provisional_years, paused_since, remaining_when_paused, completed_at, result"
+    "accepted_on, paused_since, remaining_when_paused, completed_at, result"
 )
 
 
@@ -141,13 +142,17 @@ def list_cases(
     cal = work_calendar(store)
     result = []
     for row in store.query(sql + " ORDER BY received_at DESC, case_id DESC", params):
-        (case_id, item_code, st, holder, origin, applicant, accepted_at, due, provisional,
-         years, paused_since, remaining, completed_at, outcome) = row  # fmt: skip
+        (case_id, item_code, st, holder, origin, applicant, accepted_at, due,
+         accepted_on, paused_since, remaining, completed_at, outcome) = row  # fmt: skip
+        years: list[int] = []
         deadline = None
         if accepted_at is not None:
+            # read again on the calendar in force (tiers.provisional): a year published whole
+            # since, or an old arrangement read as the days it lists, counts at once
+            years = case_years(cal, accepted_on, due, paused_since)
             deadline = Deadline(
                 date.fromisoformat(due) if due else None,
-                frozenset(json.loads(years or "[]")),
+                frozenset(years),
                 date.fromisoformat(paused_since) if paused_since else None,
                 remaining,
             )
@@ -159,8 +164,8 @@ def list_cases(
                 "case_id": case_id, "item_code": item_code, "status": st, "holder": holder,
                 "origin": origin, "applicant": json.loads(applicant).get("name"),
                 "accepted_at": accepted_at, "deadline": due, "warning": colour,
-                "provisional": bool(provisional), "completed_at": completed_at,
-                "result": outcome,
+                "provisional": bool(years), "completed_at": completed_at,
+                "result": outcome, "provisional_years": years,
             }
         )  # fmt: skip
     return result

@@ -23,6 +23,9 @@ evidence (entries by origin and seq, hashes, times), so an admin can act on it:
                        bundles, refused): one finding per node, sender and way in
     missing_material   a material an entry held here names has not arrived whole after
                        `material_missing_hours` (named by the node that attached it)
+    calendar_missing   a year needed and not known (tiers.provisional.years_needed): this
+                       year, next year from `calendar_notice_month`, or one an open case's
+                       deadline is counted in; named by the city, which publishes it
 
 Invariant: findings depend only on what is held here and on `now`; the same store and the
 same `now` give the same findings in the same order.
@@ -45,13 +48,14 @@ from sync.store import Store
 from tiers import materials
 from tiers.cases.machine import IN_TRANSIT, OPEN, violation_kind
 from tiers.figures import COUNT_FIELDS, Counts, Period, parse_period
+from tiers.provisional import calendar_missing, period_years
 from tiers.published import work_calendar
 from tiers.reports import backfill, latest_reports, node_counts
 
 KINDS = (
     "report_mismatch", "missing_report", "fork", "gap", "stale_node", "orphan_forward",
     "clock_skew", "custody_violation", "quarantined_entry", "revoked_key_used",
-    "missing_material",
+    "missing_material", "calendar_missing",
 )  # fmt: skip
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
 
@@ -317,6 +321,7 @@ def reconcile(
         *_quarantined(store),
         *_revoked_uses(store, node.node_id),
         *_missing_materials(node, now),
+        *(Finding("calendar_missing", *f) for f in calendar_missing(node, now.date())),
     ]
     findings.sort(key=lambda f: (KINDS.index(f.kind), f.node_id, json.dumps(f.evidence)))
     counts = {kind: sum(f.kind == kind for f in findings) for kind in KINDS}
@@ -325,6 +330,7 @@ def reconcile(
         "findings": [f.to_json() for f in findings],
         "reports": len(latest_reports(store, period.label)),
         "counts": counts,
+        "provisional": period_years(store, period, now.date()),
     }
 
 

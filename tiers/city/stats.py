@@ -25,6 +25,7 @@ from sync.store import Store
 from tiers.catalogue import tier_label, yuan_from_fen
 from tiers.figures import Facts, KeyOf, Period, derive, node_key, tally, total
 from tiers.inert import WORKBOOK_OPTIONS, csv_row
+from tiers.provisional import period_years, provisional_figures
 from tiers.published import list_items, work_calendar
 from tiers.reports import backfill, load_facts
 
@@ -84,6 +85,7 @@ def compute_stats(store: Store, period: Period, by: str, today: date) -> dict[st
             for key, counts in sorted(rows.items())
         ],
         "total": {"key": TOTAL_KEY, "label": i18n.t("stats.total"), **derive(total(rows))},
+        "provisional": period_years(store, period, today),
     }
 
 
@@ -115,10 +117,11 @@ def to_csv(result: dict[str, Any]) -> bytes:
     (rates as fractions to 4 places, money in fen), empty cells where a rate is undefined."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(csv_row(["period", *COLUMNS]))
+    writer.writerow(csv_row(["period", *COLUMNS, "provisional"]))
+    guessed = ";".join(str(year) for year in result.get("provisional", []))
     for row in _all_rows(result):
         cells = [result["period"], *("" if row.get(c) is None else row[c] for c in COLUMNS)]
-        writer.writerow(csv_row(cells))
+        writer.writerow(csv_row([*cells, guessed]))
     return b"\xef\xbb\xbf" + out.getvalue().encode("utf-8")
 
 
@@ -148,6 +151,10 @@ def to_xlsx(result: dict[str, Any]) -> bytes:
                 sheet.write_number(r, c, value)
             else:
                 sheet.write_string(r, c, str(value))
+    if result.get("provisional"):
+        sheet.write_string(
+            len(_all_rows(result)) + 2, 0, provisional_figures(result["provisional"])
+        )
     sheet.freeze_panes(1, 2)
     sheet.set_column(0, 0, 14)
     sheet.set_column(1, 1, 24)
