@@ -36,6 +36,7 @@ CAL_2027 = WorkCalendar(
             2027: YearArrangement(
                 holidays=frozenset({D("2027-01-01"), D("2027-01-02"), D("2027-01-03")}),
                 workdays=frozenset({D("2027-01-09")}),
+                complete=True,  # published as the whole year (issue #12): 2027 is known
             )
         }
     )
