@@ -191,15 +191,13 @@ def parse_overrides(data: bytes, filename: str = "") -> CalendarOverrides:
     if not isinstance(doc, dict) or not set(doc) <= {"years", "days"}:
         raise CatalogueError("published.calendar_shape", file=file)
     years = doc.get("years")
-    if isinstance(years, dict):
-        for year, arrangement in years.items():
-            unknown = set(arrangement) - {"complete", "holidays", "workdays"} if isinstance(
-                arrangement, dict) else set()  # fmt: skip
-            if unknown:
-                raise CatalogueError(
-                    "published.calendar_bad", file=file,
-                    reason=f"years.{year}: unknown key {sorted(unknown)[0]!r}",
-                )  # fmt: skip
+    for year, arrangement in years.items() if isinstance(years, dict) else ():
+        # a misspelt "complete" must not pass for an undeclared year
+        unknown = sorted(set(arrangement) - {"complete", "holidays", "workdays"}) if isinstance(
+            arrangement, dict) else []  # fmt: skip
+        if unknown:
+            reason = f"years.{year}: unknown key {unknown[0]!r}"
+            raise CatalogueError("published.calendar_bad", file=file, reason=reason)
     try:
         return CalendarOverrides.from_body(doc)
     except ZhibaoError as exc:

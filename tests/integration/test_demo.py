@@ -35,7 +35,9 @@ def test_demo_runs_a_whole_city(tmp_path: Path) -> None:
     assert summary["statuses"]["delivered"] >= 3  # the three villages' forwarded cases
     assert {"rejected", "withdrawn", "completed"} <= set(summary["statuses"])
     assert "USB stick" in run.stdout
-    assert summary["findings"] == []  # every centre reported, and the reports reconcile
+    # every centre reported, and the reports reconcile; whether the city still has to publish
+    # a calendar year (calendar_missing) depends on the day the demo runs, not on the demo
+    assert [f for f in summary["findings"] if f["kind"] != "calendar_missing"] == []
     assert summary["stats"]["accepted"] == 21 and summary["stats"]["rated"] == 11
     # the village's two scans were opened at the city, the city's licence printed at the
     # village: each byte for byte what the other side attached, over the cutting line
