@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -29,12 +29,14 @@ from sync.protocol.entry import SignedEntry, register_body_check
 from sync.protocol.errors import ReportError
 from sync.protocol.ids import is_within, tier_of
 from sync.store import Store
+from tiers import report_parts as parts_
 from tiers.calendar import WorkCalendar
 from tiers.cases import entries as e
 from tiers.cases.projection import load_case
 from tiers.figures import (
     COUNT_FIELDS,
     FACT_COLUMNS,
+    LEGACY_FIELDS,
     Counts,
     Facts,
     Period,
@@ -44,11 +46,13 @@ from tiers.figures import (
     parse_period,
     tally,
 )
-from tiers.published import work_calendar
+from tiers.published import list_items, work_calendar
+from tiers.steps import Step, advance
 
 REPORT_MONTHLY = "report.monthly"
 SCOPE = "node"
 _MONTH = re.compile(r"^\d{4}-\d{2}$")
+_COUNT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class Report:
     period: str
     counts: Counts
     held: dict[str, int]
+    stated: frozenset[str] = frozenset(COUNT_FIELDS)  # the counts the report states
+    parts: dict[str, parts_.Rows] = field(default_factory=dict)  # as the body carries them
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,6 +76,10 @@ class Report:
             "period": self.period,
             "figures": derive(self.counts),
             "held": self.held,
+            "parts": {
+                part: {key: derive(Counts.from_body(row)) for key, row in rows.items()}
+                for part, rows in self.parts.items()
+            },
         }
 
 
@@ -100,28 +110,51 @@ def own_counts(store: Store, node_id: str, period: Period, today: date) -> Count
     return rows.get(node_id, Counts())
 
 
+def own_parts_all(
+    store: Store, period: Period, today: date
+) -> dict[str, dict[str, dict[str, Counts]]]:
+    """Every node's parts for `period` from the entries held here (what its report carries)."""
+    items = {item.code: item for item in list_items(store)}
+    facts = load_facts(store, period)
+    return parts_.computed_parts(facts, period, work_calendar(store), today, items)
+
+
+def own_parts(store: Store, node_id: str, period: Period, today: date) -> dict[str, parts_.Rows]:
+    """The parts a report by `node_id` carries (`tiers.report_parts`), as body rows."""
+    items = {item.code: item for item in list_items(store)}
+    facts = load_facts(store, period)
+    computed = parts_.computed_parts(facts, period, work_calendar(store), today, items, node_id)
+    return parts_.to_body(computed.get(node_id, {}))
+
+
 def submit_monthly(node: Node, period_text: str, at: str | None = None) -> Submitted:
     """Count the node's own figures for a finished month and sign them into its log."""
     if tier_of(node.node_id) == "city":
         raise ReportError("report.city")
     today = node.clock.now().date()
     period = report_period(period_text, today)
+    backfill(node.store)  # a home made by an earlier zhibao
     with node.store.transaction():
         counts = own_counts(node.store, node.node_id, period, today)
+        parts = own_parts(node.store, node.node_id, period, today)
         standing = latest_reports(node.store, period.label).get(node.node_id)
-        if standing is not None and standing.counts == counts:
+        if (standing is not None and standing.counts == counts and standing.parts == parts
+                and standing.stated == frozenset(COUNT_FIELDS)):  # fmt: skip
             return Submitted(standing, appended=False)
         held = {o: s for o, (s, _) in node.store.heads().items() if is_within(o, node.node_id)}
-        body = {"period": period.label, "scope": SCOPE, "figures": counts.to_body(), "held": held}
+        body = {"period": period.label, "scope": SCOPE, "figures": counts.to_body(), "held": held,
+                "parts": parts}  # fmt: skip
         entry = node.append(REPORT_MONTHLY, body, at=node.clock.stamp(at) if at else None)
     return Submitted(Report(node.node_id, entry.seq, entry.fields()["at"], period.label, counts,
-                            held), appended=True)  # fmt: skip
+                            held, frozenset(COUNT_FIELDS), parts), appended=True)  # fmt: skip
 
 
 def _report(origin: str, seq: int, at: str, text: str) -> Report:
     body = json.loads(text)
-    return Report(origin, seq, at, body["period"], Counts.from_body(body["figures"]),
-                  dict(body.get("held", {})))  # fmt: skip
+    figures = body["figures"]
+    return Report(origin, seq, at, body["period"], Counts.from_body(figures),
+                  dict(body.get("held", {})), frozenset(COUNT_FIELDS) & set(figures),
+                  dict(body.get("parts", {})))  # fmt: skip
 
 
 def latest_reports(store: Store, period: str) -> dict[str, Report]:
@@ -144,25 +177,27 @@ def reports_of(store: Store, origin: str) -> list[Report]:
 
 def node_counts(store: Store, period: Period, cal: WorkCalendar, today: date) -> dict[str, Counts]:
     """Every node's counts for `period` from the entries held here (what a report states)."""
-    return tally(load_facts(store, period), period, cal, today, node_key)
+    items = {item.code: item for item in list_items(store)}
+    return tally(load_facts(store, period), period, cal, today, node_key, items)
 
 
 # --- the projection -------------------------------------------------------------------------
 
 _DDL = """
-CREATE TABLE IF NOT EXISTS case_figures (
+DROP TABLE IF EXISTS case_figures;  -- the facts table before 环节 (steps): refilled by backfill
+CREATE TABLE IF NOT EXISTS case_facts (
     case_id TEXT PRIMARY KEY, origin TEXT NOT NULL, node TEXT, item_code TEXT NOT NULL,
     received_on TEXT NOT NULL, accepted_on TEXT, promised_days INTEGER, completed_on TEXT,
     ended_on TEXT, pauses TEXT NOT NULL, extensions TEXT NOT NULL, rating INTEGER,
     rated_on TEXT, fee_fen INTEGER, fee_on TEXT, paid_fen INTEGER, paid_on TEXT,
-    events INTEGER NOT NULL
+    steps TEXT NOT NULL, events INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS case_figures_received ON case_figures (received_on);
-CREATE INDEX IF NOT EXISTS case_figures_accepted ON case_figures (accepted_on);
-CREATE INDEX IF NOT EXISTS case_figures_ended_accepted ON case_figures (ended_on, accepted_on);
-CREATE INDEX IF NOT EXISTS case_figures_rated ON case_figures (rated_on);
-CREATE INDEX IF NOT EXISTS case_figures_fee ON case_figures (fee_on);
-CREATE INDEX IF NOT EXISTS case_figures_paid ON case_figures (paid_on);
+CREATE INDEX IF NOT EXISTS case_facts_received ON case_facts (received_on);
+CREATE INDEX IF NOT EXISTS case_facts_accepted ON case_facts (accepted_on);
+CREATE INDEX IF NOT EXISTS case_facts_ended_accepted ON case_facts (ended_on, accepted_on);
+CREATE INDEX IF NOT EXISTS case_facts_rated ON case_facts (rated_on);
+CREATE INDEX IF NOT EXISTS case_facts_fee ON case_facts (fee_on);
+CREATE INDEX IF NOT EXISTS case_facts_paid ON case_facts (paid_on);
 CREATE TABLE IF NOT EXISTS case_gaps (
     case_id TEXT NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL, at TEXT NOT NULL,
     after_origin TEXT NOT NULL, after_seq INTEGER NOT NULL, PRIMARY KEY (case_id, origin, seq)
@@ -179,12 +214,13 @@ CREATE TABLE IF NOT EXISTS clock_leads (
 ) WITHOUT ROWID;
 """
 _UPSERT = (
-    f"INSERT OR REPLACE INTO case_figures ({', '.join(FACT_COLUMNS)}, events) "
+    f"INSERT OR REPLACE INTO case_facts ({', '.join(FACT_COLUMNS)}, events) "
     f"VALUES ({', '.join('?' for _ in FACT_COLUMNS)}, ?)"
 )
 
 
 _PAUSES, _EXTENSIONS = FACT_COLUMNS.index("pauses"), FACT_COLUMNS.index("extensions")
+_STEPS = FACT_COLUMNS.index("steps")
 
 
 def _pairs_text(pairs: tuple[Any, ...]) -> str:
@@ -195,6 +231,7 @@ def _row(f: Facts) -> tuple[Any, ...]:
     values = [getattr(f, name) for name in FACT_COLUMNS]
     values[_PAUSES] = _pairs_text(f.pauses)
     values[_EXTENSIONS] = _pairs_text(f.extensions)
+    values[_STEPS] = json.dumps(f.steps)
     return tuple(values)
 
 
@@ -206,18 +243,19 @@ def _facts(row: tuple[Any, ...]) -> Facts:
     values = list(row)
     values[_PAUSES] = _pairs(values[_PAUSES])
     values[_EXTENSIONS] = _pairs(values[_EXTENSIONS])
+    values[_STEPS] = tuple(tuple(step) for step in json.loads(values[_STEPS]))
     return Facts(*values)
 
 
 def load_facts(store: Store, period: Period) -> list[Facts]:
     """Every case with something to count in `period`: received, accepted, ended, rated or
-    charged in it, or accepted before it and not ended before it. Each term of the query
-    has an index, so a month costs what it holds, not what the year holds."""
+    charged in it, or received before it and not ended before it (a step may end in it).
+    Each term of the query has an index, so a month costs what it holds, not the year."""
     sql = (
-        f"SELECT {', '.join(FACT_COLUMNS)} FROM case_figures WHERE "
+        f"SELECT {', '.join(FACT_COLUMNS)} FROM case_facts WHERE "
         "received_on BETWEEN :s AND :e OR accepted_on BETWEEN :s AND :e "
-        "OR ended_on BETWEEN :s AND :e OR (ended_on > :e AND accepted_on < :s) "
-        "OR (ended_on IS NULL AND accepted_on < :s) "
+        "OR ended_on BETWEEN :s AND :e OR (ended_on > :e AND received_on < :s) "
+        "OR (ended_on IS NULL AND received_on < :s) "
         "OR rated_on BETWEEN :s AND :e OR fee_on BETWEEN :s AND :e OR paid_on BETWEEN :s AND :e"
     )
     rows = store.query(sql, {"s": period.start.isoformat(), "e": period.end.isoformat()})
@@ -225,12 +263,12 @@ def load_facts(store: Store, period: Period) -> list[Facts]:
 
 
 def _refresh(store: Store, case_ids: Iterable[str]) -> None:
-    """Refold each case into its `case_figures` row and its `case_gaps` (events waiting for
+    """Refold each case into its `case_facts` row and its `case_gaps` (events waiting for
     an `after` that is not held here: evidence that part of some log is missing)."""
     for case_id in case_ids:
         folded = load_case(store, case_id)
         if folded.state is None:
-            store.execute("DELETE FROM case_figures WHERE case_id = ?", (case_id,))
+            store.execute("DELETE FROM case_facts WHERE case_id = ?", (case_id,))
         else:
             # The events its facts account for; -1 while some wait, so `_advance` refolds.
             known = -1 if folded.waiting else len(folded.ordered)
@@ -253,19 +291,21 @@ def _day(stamp: str | None) -> str | None:
     return local_date(stamp).isoformat() if stamp else None
 
 
+Fresh = tuple[str, str, dict[str, Any], str]  # (type, at, body, origin) of a new case event
 _ONCE = (e.RATED, e.FEE_ASSESSED, e.FEE_PAID)
+_CUSTODY = frozenset({e.FORWARDED, e.TAKEN, e.COMPLETED, e.REJECTED, e.WITHDRAWN})
 
 
 _FACT_SOURCES = (
     "SELECT c.case_id, c.origin, c.accepted_by, c.item_code, c.received_at, c.accepted_at, "
     "c.promised_days, c.completed_at, c.closed_at, c.pauses, c.rating, c.fee_fen, c.held, "
     "c.waiting, c.violations, f.events, f.extensions, f.rated_on, f.fee_on, f.paid_fen, "
-    "f.paid_on FROM cases c LEFT JOIN case_figures f USING (case_id) "
+    "f.paid_on, f.steps FROM cases c LEFT JOIN case_facts f USING (case_id) "
     "WHERE c.case_id IN (SELECT value FROM json_each(?))"
 )
 
 
-def _advance(store: Store, fresh: dict[str, list[tuple[str, str, dict[str, Any]]]]) -> set[str]:
+def _advance(store: Store, fresh: dict[str, list[Fresh]]) -> set[str]:
     """Bring each case's facts up to date without refolding it: from the `cases` row the case
     projection has just written (it flushes first) and the fresh events' own dates; the
     cases this could not do, for the caller to refold.
@@ -290,18 +330,24 @@ def _advance(store: Store, fresh: dict[str, list[tuple[str, str, dict[str, Any]]
     return set(fresh) - done
 
 
-def _advanced(row: tuple[Any, ...], fresh: list[tuple[str, str, dict[str, Any]]]) -> Facts | None:
+def _advanced(row: tuple[Any, ...], fresh: list[Fresh]) -> Facts | None:
     """The facts of one case from its `cases` row and fresh events, or None (see `_advance`)."""
     (case_id, origin, by, item, received, accepted, promised, completed, closed, pauses, rating,
      fee, held, waiting, violations, known, extensions, rated_on, fee_on, paid_fen,
-     paid_on) = row  # fmt: skip
-    kinds = [kind for kind, _, _ in fresh]
+     paid_on, steps_text) = row  # fmt: skip
+    kinds = [kind for kind, _, _, _ in fresh]
     if waiting or violations != "[]" or (known or 0) + len(fresh) != held:
         return None
     if any(kinds.count(kind) > 1 for kind in _ONCE):
         return None
+    if sum(kind in _CUSTODY for kind in kinds) > 1:
+        return None  # two custody moves among fresh events: their order is the fold's
+    steps: list[Step] = (
+        [tuple(step) for step in json.loads(steps_text)]
+        if steps_text is not None else [(origin, local_date(received).isoformat(), None, "")]
+    )  # fmt: skip
     added = list(_pairs(extensions or "[]"))
-    for kind, at, body in fresh:
+    for kind, at, body, actor in fresh:
         if kind == e.EXTENDED:
             added.append((local_date(at).isoformat(), int(body["days"])))
         elif kind == e.RATED:
@@ -310,23 +356,25 @@ def _advanced(row: tuple[Any, ...], fresh: list[tuple[str, str, dict[str, Any]]]
             fee_on = _day(at)
         elif kind == e.FEE_PAID:
             paid_on, paid_fen = _day(at), int(body["fee_fen"])
+        elif kind in _CUSTODY:
+            advance(steps, kind, at, actor)
     done = _day(completed)
     return Facts(
         case_id, origin, by, item, local_date(received).isoformat(), _day(accepted), promised,
         done, done or _day(closed),
         tuple((local_date(a).isoformat(), _day(b)) for a, b in _pairs(pauses)),
-        tuple(added), rating, rated_on, fee, fee_on, paid_fen, paid_on,
+        tuple(added), rating, rated_on, fee, fee_on, paid_fen, paid_on, tuple(steps),
     )  # fmt: skip
 
 
 def backfill(store: Store) -> int:
-    """Fill `case_figures` for cases projected before this projection existed (a home made
+    """Fill `case_facts` for cases projected before this projection existed (a home made
     by an earlier zhibao); the number of cases filled in."""
-    counts = store.query("SELECT (SELECT COUNT(*) FROM cases), (SELECT COUNT(*) FROM case_figures)")
+    counts = store.query("SELECT (SELECT COUNT(*) FROM cases), (SELECT COUNT(*) FROM case_facts)")
     if counts[0][0] == counts[0][1]:
         return 0
     rows = store.query(
-        "SELECT case_id FROM cases WHERE case_id NOT IN (SELECT case_id FROM case_figures)"
+        "SELECT case_id FROM cases WHERE case_id NOT IN (SELECT case_id FROM case_facts)"
     )
     with store.transaction():
         _refresh(store, [r[0] for r in rows])
@@ -334,7 +382,7 @@ def backfill(store: Store) -> int:
 
 
 class FigureProjection:
-    """Store extension keeping `case_figures`, `case_gaps`, `monthly_reports` and
+    """Store extension keeping `case_facts`, `case_gaps`, `monthly_reports` and
     `clock_leads`.
 
     `clock_leads` keeps, per origin and month of arrival, the entry whose `at` lay furthest
@@ -348,7 +396,7 @@ class FigureProjection:
     lazy = True
 
     def __init__(self) -> None:
-        self._fresh: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+        self._fresh: dict[str, list[Fresh]] = {}
         self._latest: dict[str, tuple[datetime, int, str]] = {}
 
     def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
@@ -359,7 +407,7 @@ class FigureProjection:
             self._latest[entry.origin] = (moment, entry.seq, at)
         if entry.type in e.TYPES:
             body = fields["body"]
-            self._fresh.setdefault(body["case_id"], []).append((entry.type, at, body))
+            self._fresh.setdefault(body["case_id"], []).append((entry.type, at, body, entry.origin))
         elif entry.type == REPORT_MONTHLY:
             body = fields["body"]
             store.execute(
@@ -394,24 +442,37 @@ class FigureProjection:
         self._latest.clear()
 
 
+def _count(where: str, name: Any, value: Any) -> None:
+    if not isinstance(name, str) or not _COUNT_NAME.match(name):
+        raise ValueError(f"{where} must name counts in snake_case")
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{where}.{name} must be a whole number of at least 0")
+
+
 def _check_report_body(body: dict[str, Any]) -> None:
-    """A `report.monthly` body: period (YYYY-MM), scope, and every count as an integer ≥ 0."""
+    """A `report.monthly` body: period (YYYY-MM), scope, every count of the first report
+    format (`LEGACY_FIELDS`) and any newer ones as integers ≥ 0, optional `parts`.
+
+    Counts a later zhibao adds are let through (snake_case names, integers ≥ 0) and
+    ignored here, so a town that upgrades before its city does not break its log there;
+    reconciliation compares only the counts a report states."""
     period = body.get("period")
     if not isinstance(period, str) or not _MONTH.match(period):
         raise ValueError("period must be YYYY-MM")
     if body.get("scope") != SCOPE:
         raise ValueError(f"scope must be {SCOPE}")
     counts = body.get("figures")
-    if not isinstance(counts, dict) or set(counts) != set(COUNT_FIELDS):
-        raise ValueError("figures must hold exactly the report's counts")
+    if not isinstance(counts, dict) or not set(LEGACY_FIELDS) <= set(counts):
+        raise ValueError("figures must hold every count of the report")
     for name, value in counts.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"figures.{name} must be a whole number of at least 0")
+        _count("figures", name, value)
     held = body.get("held", {})
     if not isinstance(held, dict) or not all(
         isinstance(v, int) and not isinstance(v, bool) for v in held.values()
     ):
         raise ValueError("held must map origins to seqs")
+    if "parts" in body:
+        parts_.check(body["parts"], _count)
 
 
 register_body_check(REPORT_MONTHLY, _check_report_body)

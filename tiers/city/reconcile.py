@@ -23,6 +23,8 @@ evidence (entries by origin and seq, hashes, times), so an admin can act on it:
                        bundles, refused): one finding per node, sender and way in
     missing_material   a material an entry held here names has not arrived whole after
                        `material_missing_hours` (named by the node that attached it)
+    report_inconsistent  a report's part (by item, by kind) does not add up to its own
+                       total (one per part and count)
 
 Invariant: findings depend only on what is held here and on `now`; the same store and the
 same `now` give the same findings in the same order.
@@ -42,16 +44,16 @@ from sync.protocol import i18n
 from sync.protocol.errors import ReportError
 from sync.protocol.ids import is_within
 from sync.store import Store
-from tiers import materials
+from tiers import materials, report_parts
 from tiers.cases.machine import IN_TRANSIT, OPEN, violation_kind
 from tiers.figures import COUNT_FIELDS, Counts, Period, parse_period
 from tiers.published import work_calendar
-from tiers.reports import backfill, latest_reports, node_counts
+from tiers.reports import Report, backfill, latest_reports, node_counts, own_parts_all
 
 KINDS = (
     "report_mismatch", "missing_report", "fork", "gap", "stale_node", "orphan_forward",
     "clock_skew", "custody_violation", "quarantined_entry", "revoked_key_used",
-    "missing_material",
+    "missing_material", "report_inconsistent",
 )  # fmt: skip
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
 
@@ -114,15 +116,19 @@ def _reports(
     found: list[Finding] = []
     computed = node_counts(store, period, work_calendar(store), today)
     reports = latest_reports(store, period.label)
+    parts = own_parts_all(store, period, today) if any(r.parts for r in reports.values()) else {}
     for origin, report in sorted(reports.items()):
         mine = computed.get(origin, Counts())
         where = {"report_seq": report.seq, "report_at": report.at,
                  "report_hash": _entry_hash(store, origin, report.seq)}  # fmt: skip
         for name in COUNT_FIELDS:
+            if name not in report.stated:
+                continue  # a report made before this count existed does not state it
             reported, recomputed = getattr(report.counts, name), getattr(mine, name)
             if reported != recomputed:
                 found.append(_find("report_mismatch", origin, field=name, reported=reported,
-                                   computed=recomputed, **where))  # fmt: skip
+                                   computed=recomputed, part="total", **where))  # fmt: skip
+        found += _part_findings(origin, report, parts.get(origin, {}), where)
         for held_origin, seq in sorted(report.held.items()):
             here = store.head(held_origin)[0]
             if here < seq:
@@ -137,6 +143,23 @@ def _reports(
                 found.append(_find("missing_report", node["node_id"], period=period.label,
                                    held_seq=store.head(node["node_id"])[0]))  # fmt: skip
     return found
+
+
+def _part_findings(
+    origin: str, report: Report, computed: dict[str, Any], where: dict[str, Any]
+) -> list[Finding]:
+    """A report's parts (by item, by kind): rows that do not add up to its own total, and
+    rows that differ from the recomputation, each naming its part and row."""
+    sums = report_parts.inconsistent(report.stated, report.counts, report.parts)
+    wrong = report_parts.compare(report.stated, report.parts, computed)
+    return [
+        *(_find("report_inconsistent", origin, part=s.part, field=s.field,
+                parts_sum=s.parts_sum, total=s.total, **where) for s in sums),
+        *(Finding("report_mismatch", origin,
+                  {"field": m.field, "reported": m.reported, "computed": m.computed,
+                   "part": m.part, "key": m.key, **where},
+                  "finding.report_mismatch_part") for m in wrong),
+    ]  # fmt: skip
 
 
 def _forks(store: Store) -> list[Finding]:
@@ -335,6 +358,18 @@ i18n.register(
             " (report #{report_seq}).",
             "{node_id} 月报中 {field} 为 {reported}，"
             "按日志重算为 {computed}（报表 #{report_seq}）。",
+        ),
+        "finding.report_mismatch_part": (
+            "{node_id} reported {field} = {reported} for {part} {key}; the entries give"
+            " {computed} (report #{report_seq}).",
+            "{node_id} 月报按{part}分列的 {key} 中 {field} 为 {reported}，"
+            "按日志重算为 {computed}（报表 #{report_seq}）。",
+        ),
+        "finding.report_inconsistent": (
+            "{node_id}'s report by {part} adds up to {field} = {parts_sum}, but its total"
+            " states {total} (report #{report_seq}).",
+            "{node_id} 月报按{part}分列的 {field} 合计为 {parts_sum}，"
+            "与其总计 {total} 不符（报表 #{report_seq}）。",
         ),
         "finding.missing_report": (
             "{node_id} has not reported {period} (its log is held here up to #{held_seq}).",
