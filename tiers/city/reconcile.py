@@ -25,6 +25,8 @@ evidence (entries by origin and seq, hashes, times), so an admin can act on it:
                        `material_missing_hours` (named by the node that attached it)
     report_inconsistent  a report's part (by item, by kind) does not add up to its own
                        total (one per part and count)
+    backdated_step     a node's step on a case (环节) ends, by its own signed time, before it
+                       began: counted nowhere (`tiers.steps`), named here
 
 Invariant: findings depend only on what is held here and on `now`; the same store and the
 same `now` give the same findings in the same order.
@@ -44,16 +46,16 @@ from sync.protocol import i18n
 from sync.protocol.errors import ReportError
 from sync.protocol.ids import is_within
 from sync.store import Store
-from tiers import materials, report_parts
+from tiers import materials, report_parts, steps
 from tiers.cases.machine import IN_TRANSIT, OPEN, violation_kind
 from tiers.figures import COUNT_FIELDS, Counts, Period, parse_period
 from tiers.published import work_calendar
-from tiers.reports import Report, backfill, latest_reports, node_counts, own_parts_all
+from tiers.reports import Report, backfill, latest_reports, load_facts, node_counts, own_parts_all
 
 KINDS = (
     "report_mismatch", "missing_report", "fork", "gap", "stale_node", "orphan_forward",
     "clock_skew", "custody_violation", "quarantined_entry", "revoked_key_used",
-    "missing_material", "report_inconsistent",
+    "missing_material", "report_inconsistent", "backdated_step",
 )  # fmt: skip
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
 
@@ -159,6 +161,18 @@ def _part_findings(
                   {"field": m.field, "reported": m.reported, "computed": m.computed,
                    "part": m.part, "key": m.key, **where},
                   "finding.report_mismatch_part") for m in wrong),
+    ]  # fmt: skip
+
+
+def _backdated(store: Store, period: Period) -> list[Finding]:
+    """Steps (环节) that end in the month, by their signed times, before they began."""
+    s, e_ = period.start.isoformat(), period.end.isoformat()
+    return [
+        _find("backdated_step", node, case_id=f.case_id, began_on=began, ended_on=ended,
+              accepted_on=f.accepted_on, how=how)
+        for f in load_facts(store, period)
+        for node, began, ended, how in steps.backdated(f.steps, f.accepted_on, f.node)
+        if ended is not None and s <= ended <= e_
     ]  # fmt: skip
 
 
@@ -331,6 +345,7 @@ def reconcile(
     reporters = _reporters(store, node.node_id)
     findings = [
         *_reports(store, node.node_id, period, now.date(), reporters),
+        *_backdated(store, period),
         *_forks(store),
         *_waiting_gaps(store),
         *_stale(store, reporters, now, limits),
@@ -370,6 +385,12 @@ i18n.register(
             " states {total} (report #{report_seq}).",
             "{node_id} 月报按{part}分列的 {field} 合计为 {parts_sum}，"
             "与其总计 {total} 不符（报表 #{report_seq}）。",
+        ),
+        "finding.backdated_step": (
+            "{node_id}'s step on case {case_id} ({how}) is stamped {ended_on}, before it began"
+            " ({began_on}); it is counted nowhere.",
+            "{node_id} 在办件 {case_id} 上的环节（{how}）时间为 {ended_on}，早于其开始"
+            "（{began_on}），不予统计。",
         ),
         "finding.missing_report": (
             "{node_id} has not reported {period} (its log is held here up to #{held_seq}).",
