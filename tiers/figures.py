@@ -284,6 +284,18 @@ class _Deadlines:
             self._due[key] = self.cal.add_workdays(date.fromisoformat(f.accepted_on), days)[0]
         return self._due[key]
 
+    def span(self, start: str, end: str, pauses: list[Pause]) -> int:
+        """Working days after `start` through `end`, pauses excluded (memoised unpaused)."""
+        if pauses:
+            return workdays_used(self.cal, date.fromisoformat(start), date.fromisoformat(end),
+                                 pauses)[0]  # fmt: skip
+        key = (start, end)
+        if key not in self._used:
+            self._used[key] = workdays_used(
+                self.cal, date.fromisoformat(start), date.fromisoformat(end)
+            )[0]
+        return self._used[key]
+
     def used(self, f: Facts) -> int:
         assert f.accepted_on is not None and f.completed_on is not None
         accepted, done = date.fromisoformat(f.accepted_on), date.fromisoformat(f.completed_on)
@@ -338,7 +350,7 @@ def tally(
         if (last is not None and last[3] == REJECTED and last[2] is not None
                 and s <= last[2] <= e_ and (r := counts(f, last[0])) is not None):  # fmt: skip
             r.rejected += 1
-        _count_steps(f, catalogue.get(f.item_code), cal, s, e_, as_of, counts)
+        _count_steps(f, catalogue.get(f.item_code), deadlines, s, e_, as_of, counts)
         acc = f.accepted_on
         if acc is None or (c := counts(f, f.node)) is None:
             continue
@@ -393,7 +405,7 @@ def _promised(f: Facts, item: CatalogueItem | None) -> int:
 
 
 def _count_steps(
-    f: Facts, item: CatalogueItem | None, cal: WorkCalendar, s: str, e_: str, as_of: str,
+    f: Facts, item: CatalogueItem | None, deadlines: _Deadlines, s: str, e_: str, as_of: str,
     counts: Callable[[Facts, str | None], Counts | None],
 ) -> None:  # fmt: skip
     """环节: each step that ended in the period, for its node; each step open at the close
@@ -403,7 +415,8 @@ def _count_steps(
     def judged(extension_days: int, as_of: str | None = None) -> list[Judged]:
         return judge(f.steps, accepted_on=f.accepted_on, accepted_by=f.node,
                      promised=_promised(f, item), extension_days=extension_days,
-                     pauses=f.pauses, item=item, cal=cal, as_of=as_of)  # fmt: skip
+                     pauses=f.pauses, item=item, cal=deadlines.cal, as_of=as_of,
+                     used_days=deadlines.span)  # fmt: skip
 
     for step in judged(sum(n for _, n in f.extensions)):
         if step.ended_on is not None and s <= step.ended_on <= e_:

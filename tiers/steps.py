@@ -29,7 +29,7 @@ Pure: a step is a tuple of ISO days; `tiers.figures.tally` judges and counts the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -141,11 +141,13 @@ def judge(
     item: CatalogueItem | None,
     cal: WorkCalendar,
     as_of: str | None = None,
+    used_days: Callable[[str, str, list[Pause]], int] | None = None,
 ) -> list[Judged]:
     """Every counted step (handed on or completed, and open ones) with its working days
     used and allowed. With `as_of`, as known at the close of that day: steps begun later
     are left out, one that ended later is open then, and an acceptance after it has not
-    happened. Rejected, withdrawn and back-dated steps are left out."""
+    happened. Rejected, withdrawn and back-dated steps are left out. `used_days(start, end,
+    pauses)` counts working days (default: `workdays_used` on `cal`; a caller may memoise)."""
     review = review_limit(item, promised)
     running_reviews = 0
     out: list[Judged] = []
@@ -171,8 +173,11 @@ def judge(
             for s, e in pauses
             if as_of is None or s <= as_of
         ]  # fmt: skip
-        used = workdays_used(cal, date.fromisoformat(start), date.fromisoformat(max(last, start)),
-                             cut)[0]  # fmt: skip
+        if used_days is not None:
+            used = used_days(start, max(last, start), cut)
+        else:
+            used = workdays_used(cal, date.fromisoformat(start),
+                                 date.fromisoformat(max(last, start)), cut)[0]  # fmt: skip
         if _decides(node, how, item):
             allowed = max(0, promised + extension_days - review * running_reviews)
         else:
