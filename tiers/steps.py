@@ -36,6 +36,7 @@ from datetime import date
 from sync.clock import local_date
 from sync.protocol.ids import tier_of
 from tiers.calendar import WorkCalendar
+from tiers.cases import entries as e
 from tiers.catalogue import TIERS, CatalogueItem
 from tiers.deadlines import Pause, workdays_used
 
@@ -43,13 +44,10 @@ from tiers.deadlines import Pause, workdays_used
 FORWARDED, IN_TRANSIT, COMPLETED, REJECTED, WITHDRAWN, OPEN = (
     "forwarded", "in_transit", "completed", "rejected", "withdrawn", "",
 )  # fmt: skip
-HANDED_ON = frozenset({FORWARDED, IN_TRANSIT})  # the node's work on it is done
 REVIEW_SHARE = 4  # a review step may use 1/REVIEW_SHARE of the promised days …
 MIN_REVIEW_DAYS = 1  # … and at least this many
 
 Step = tuple[str, str, str | None, str]  # (node, began_on, ended_on, how)
-
-_CASE = "case."
 
 
 def _day(stamp: str) -> str:
@@ -62,15 +60,15 @@ def advance(steps: list[Step], kind: str, at: str, actor: str) -> None:
     node, began, ended, how = steps[-1]
     if how not in (OPEN, IN_TRANSIT):
         return
-    if kind == "case.forwarded":
+    if kind == e.FORWARDED:
         steps[-1] = (node, began, _day(at), IN_TRANSIT)
-    elif kind == "case.taken":
+    elif kind == e.TAKEN:
         steps[-1] = (node, began, ended, FORWARDED)
         steps.append((actor, _day(at), None, OPEN))
-    elif kind == "case.completed":
+    elif kind == e.COMPLETED:
         steps[-1] = (node, began, _day(at), COMPLETED)
-    elif kind in ("case.rejected", "case.withdrawn"):
-        steps[-1] = (node, began, _day(at), REJECTED if kind == "case.rejected" else WITHDRAWN)
+    elif kind in (e.REJECTED, e.WITHDRAWN):
+        steps[-1] = (node, began, _day(at), REJECTED if kind == e.REJECTED else WITHDRAWN)
 
 
 def steps_of(origin: str, received_at: str, events: Iterable[tuple[str, str, str]]) -> tuple[
