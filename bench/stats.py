@@ -95,6 +95,7 @@ class Year:
         self.scale = scale
         self.cal = WorkCalendar()
         items = parse_catalogue(CATALOGUE.read_bytes(), CATALOGUE.name)
+        self.catalogue = {item.code: item for item in items}
         local = [i for i in items if i.decide_tier != "city"]
         self.town_items = [i for i in local if "town" in i.accept_tiers]
         self.village_items = [i for i in local if "village" in i.accept_tiers]
@@ -221,13 +222,13 @@ class Year:
             elif case.facts is not None:
                 facts.append(case.facts)
         period = parse_period(month)
-        rows = tally(facts, period, self.cal, day, node_key)
+        rows = tally(facts, period, self.cal, day, node_key, self.catalogue)
         at = stamp(self._at(day, 8, 30))
         for town in TOWNS:
             for node in [town, *VILLAGES[town]]:
                 held = ({n: self.logs[n].seq for n in [town, *VILLAGES[town]]} if node == town
                         else {node: self.logs[node].seq})  # fmt: skip
-                body = {"period": month, "scope": SCOPE,
+                body = {"period": month, "scope": SCOPE,  # no parts: as older reports
                         "figures": rows.get(node, Counts()).to_body(), "held": held}  # fmt: skip
                 self.logs[node].append(REPORT_MONTHLY, body, at)
 

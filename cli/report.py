@@ -125,7 +125,7 @@ def stats_command(period: str | None, by: str, fmt: str | None, out: Path | None
     with node_at(home) as node:
         today = node.clock.now().date()
         chosen = parse_period(period) if period else month_of(today)
-        result = city_stats.compute_stats(node.store, chosen, by, today)
+        result = city_stats.compute_stats(node.store, chosen, by, today, node.config.settings)
     if fmt == "json":
         text = json.dumps(result, ensure_ascii=False, indent=2) + "\n"
         data = text.encode("utf-8")

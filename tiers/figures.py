@@ -22,7 +22,7 @@ Invariants:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import date, timedelta
 from typing import Any
@@ -33,7 +33,9 @@ from sync.protocol.errors import ReportError
 from tiers.calendar import WorkCalendar
 from tiers.cases import entries as e
 from tiers.cases.machine import CaseState
+from tiers.catalogue import CatalogueItem
 from tiers.deadlines import Pause, compute_deadline, workdays_used
+from tiers.steps import REJECTED, WITHDRAWN, Judged, Step, judge, steps_of
 
 SATISFIED_SCORES = (1, 2, 3)  # 非常满意, 满意, 基本满意; 4 and 5 are complaints (差评)
 
@@ -105,6 +107,20 @@ class Counts:
     complaints: int = 0  # … of 4 or 5 (差评)
     fees_assessed_fen: int = 0  # fees assessed in the period
     fees_paid_fen: int = 0  # payments recorded in the period
+    # Newer counts (a report made before they existed lacks them: they read as 0 there and
+    # reconciliation compares only what a report stated; `LEGACY_FIELDS` are always stated).
+    rejected: int = 0  # 不予受理 in the period, for the node that rejected the case
+    withdrawn: int = 0  # accepted cases withdrawn (撤件) in the period
+    carried_out: int = 0  # 结转下月: accepted by the period's end, not ended by it
+    statutory_completed: int = 0  # 承诺件 completed in the period whose item has a statutory limit
+    statutory_days_used: int = 0  # their working days used
+    statutory_days_promised: int = 0  # their promised working days
+    statutory_days_total: int = 0  # their statutory working days
+    steps: int = 0  # 环节: this node's steps ended (handed on or completed) in the period
+    steps_on_time: int = 0  # … within the step's own limit
+    step_days_used: int = 0  # their working days used
+    step_days_allowed: int = 0  # their limits
+    steps_open_late: int = 0  # steps open at the period's close, past their limit then
 
     def add(self, other: Counts) -> None:
         for f in COUNT_FIELDS:
@@ -115,22 +131,30 @@ class Counts:
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Counts:
-        return cls(**{f: int(body[f]) for f in COUNT_FIELDS})
+        """Counts from a report body: a count it does not state is 0, one this version does
+        not know is ignored (a report from a newer zhibao)."""
+        return cls(**{f: int(body[f]) for f in COUNT_FIELDS if f in body})
 
 
 COUNT_FIELDS = tuple(f.name for f in fields(Counts))
+# The counts every report states: those of the first report format (zhibao ≤ 0.x, before
+# the monthly report carried parts, 不予受理 and 环节).
+LEGACY_FIELDS = COUNT_FIELDS[: COUNT_FIELDS.index("fees_paid_fen") + 1]
 
 
 def _ratio(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def derive(c: Counts) -> dict[str, Any]:
-    """The figures of DESIGN §7 from counts: rates rounded to 4 places, None when undefined."""
+def derive(c: Counts, *, withdrawn_in_base: bool = True) -> dict[str, Any]:
+    """The figures of DESIGN §7 from counts: rates rounded to 4 places, None when undefined;
+    then every count behind them. `withdrawn_in_base`: whether accepted cases the applicant
+    withdrew stay in 办结率's denominator (setting `completion_counts_withdrawn`)."""
+    base = c.open_at_start + c.accepted - (0 if withdrawn_in_base else c.withdrawn)
     return {
         "accepted": c.accepted,
         "completed": c.completed,
-        "completion_rate": _ratio(c.completed, c.open_at_start + c.accepted),
+        "completion_rate": _ratio(c.completed, base),
         "on_time": c.on_time,
         "early": c.early,
         "overdue": c.overdue,
@@ -155,7 +179,17 @@ def derive(c: Counts) -> dict[str, Any]:
         "days_used_total": c.days_used_total,
         "days_promised_total": c.days_promised_total,
         "satisfied": c.satisfied,
+        "overdue_total": c.overdue + c.open_overdue,
+        "speedup_statutory": _rest(c.statutory_days_used, c.statutory_days_total),
+        "promise_compression": _rest(c.statutory_days_promised, c.statutory_days_total),
+        "step_on_time_rate": _ratio(c.steps_on_time, c.steps),
+        **{f: getattr(c, f) for f in COUNT_FIELDS[len(LEGACY_FIELDS) :]},
     }
+
+
+def _rest(part: int, whole: int) -> float | None:
+    """1 − part ÷ whole, to 4 places (a speed-up or a compression)."""
+    return round(1 - part / whole, 4) if whole else None
 
 
 # --- the facts of one case ------------------------------------------------------------------
@@ -182,6 +216,7 @@ class Facts:
     fee_on: str | None
     paid_fen: int | None
     paid_on: str | None
+    steps: tuple[Step, ...] = ()  # (node, began_on, ended_on, how): `tiers.steps`
 
 
 FACT_COLUMNS = tuple(f.name for f in fields(Facts))
@@ -210,12 +245,15 @@ def facts_of(state: CaseState) -> Facts:
         state.promised_days, completed_on, completed_on or _day(state.closed_at),
         tuple((local_date(s).isoformat(), _day(end)) for s, end in state.pauses),
         tuple(extensions), state.rating, rated_on, state.fee_fen, fee_on, paid_fen, paid_on,
+        steps_of(state.origin, state.received_at,
+                 ((ev.type, ev.at, ev.origin) for ev in state.events[1:])),
     )  # fmt: skip
 
 
 # --- counting ---------------------------------------------------------------------------------
 
-KeyOf = Callable[[Facts, str], str | None]  # (facts, "received" | "handled") → row key
+# (facts, the node the figure counts for) → row key, or None to leave the case out
+KeyOf = Callable[[Facts, str], str | None]
 
 
 class _Deadlines:
@@ -246,6 +284,18 @@ class _Deadlines:
             self._due[key] = self.cal.add_workdays(date.fromisoformat(f.accepted_on), days)[0]
         return self._due[key]
 
+    def span(self, start: str, end: str, pauses: list[Pause]) -> int:
+        """Working days after `start` through `end`, pauses excluded (memoised unpaused)."""
+        if pauses:
+            return workdays_used(self.cal, date.fromisoformat(start), date.fromisoformat(end),
+                                 pauses)[0]  # fmt: skip
+        key = (start, end)
+        if key not in self._used:
+            self._used[key] = workdays_used(
+                self.cal, date.fromisoformat(start), date.fromisoformat(end)
+            )[0]
+        return self._used[key]
+
     def used(self, f: Facts) -> int:
         assert f.accepted_on is not None and f.completed_on is not None
         accepted, done = date.fromisoformat(f.accepted_on), date.fromisoformat(f.completed_on)
@@ -268,31 +318,51 @@ def judged_as_of(period: Period, today: date) -> str:
 
 
 def tally(
-    facts: Iterable[Facts], period: Period, cal: WorkCalendar, today: date, key_of: KeyOf
+    facts: Iterable[Facts],
+    period: Period,
+    cal: WorkCalendar,
+    today: date,
+    key_of: KeyOf,
+    items: Mapping[str, CatalogueItem] | None = None,
 ) -> dict[str, Counts]:
-    """Count every figure of `period` per key. `key_of(f, role)` gives a case's row key for
-    its reception ("received") and for everything else ("handled"); None leaves it out."""
+    """Count every figure of `period` per key. `key_of(f, node)` gives a case's row key for
+    a figure that counts for `node`: the receiving node for `received`, the rejecting one
+    for `rejected`, the node of each step for the 环节 counts, the accepting node for the
+    rest; None leaves it out. `items` (the catalogue in force, by code) gives statutory
+    limits and the review limit of steps; without it they count as unknown."""
     s, e_, as_of = period.start.isoformat(), period.end.isoformat(), judged_as_of(period, today)
     deadlines = _Deadlines(cal)
+    catalogue = items or {}
     rows: dict[str, Counts] = {}
 
-    def counts(key: str) -> Counts:
+    def counts(f: Facts, node: str | None) -> Counts | None:
+        key = key_of(f, node) if node is not None else None
+        if key is None:
+            return None
         if key not in rows:
             rows[key] = Counts()
         return rows[key]
 
     for f in facts:
-        if s <= f.received_on <= e_ and (key := key_of(f, "received")) is not None:
-            counts(key).received += 1
+        if s <= f.received_on <= e_ and (r := counts(f, f.origin)) is not None:
+            r.received += 1
+        last = f.steps[-1] if f.steps else None
+        if (last is not None and last[3] == REJECTED and last[2] is not None
+                and s <= last[2] <= e_ and (r := counts(f, last[0])) is not None):  # fmt: skip
+            r.rejected += 1
+        _count_steps(f, catalogue.get(f.item_code), deadlines, s, e_, as_of, counts)
         acc = f.accepted_on
-        if acc is None or (key := key_of(f, "handled")) is None:
+        if acc is None or (c := counts(f, f.node)) is None:
             continue
-        c = counts(key)
         ended = f.ended_on
         if s <= acc <= e_:
             c.accepted += 1
         elif acc < s and (ended is None or ended >= s):
             c.open_at_start += 1
+        if acc <= e_ and (ended is None or ended > e_):
+            c.carried_out += 1
+        if last is not None and last[3] == WITHDRAWN and ended is not None and s <= ended <= e_:
+            c.withdrawn += 1
         done = f.completed_on
         if done is not None and s <= done <= e_:
             c.completed += 1
@@ -303,9 +373,16 @@ def tally(
                 c.on_time += 1
                 c.early += date.fromisoformat(done) < due
             if f.promised_days:
+                used = deadlines.used(f)
                 c.promised_completed += 1
-                c.days_used_total += deadlines.used(f)
+                c.days_used_total += used
                 c.days_promised_total += f.promised_days
+                item = catalogue.get(f.item_code)
+                if item is not None and item.statutory_days:
+                    c.statutory_completed += 1
+                    c.statutory_days_used += used
+                    c.statutory_days_promised += f.promised_days
+                    c.statutory_days_total += item.statutory_days
         if acc <= as_of and (ended is None or ended > as_of):
             due = deadlines.due(f, as_of)
             c.open_overdue += due is not None and due.isoformat() <= as_of
@@ -320,9 +397,48 @@ def tally(
     return rows
 
 
-def node_key(f: Facts, role: str) -> str | None:
-    """By node: the receiving node for `received`, the accepting node for the rest."""
-    return f.origin if role == "received" else f.node
+def _promised(f: Facts, item: CatalogueItem | None) -> int:
+    """The promise a case's steps share: recorded at acceptance, else the catalogue's."""
+    if f.promised_days is not None:
+        return f.promised_days
+    return item.promised_days if item is not None else 0
+
+
+def _count_steps(
+    f: Facts, item: CatalogueItem | None, deadlines: _Deadlines, s: str, e_: str, as_of: str,
+    counts: Callable[[Facts, str | None], Counts | None],
+) -> None:  # fmt: skip
+    """环节: each step that ended in the period, for its node; each step open at the close
+    of `as_of` and past its limit then."""
+    if not any(step[2] is None or step[2] >= s for step in f.steps):
+        return
+    def judged(extension_days: int, as_of: str | None = None) -> list[Judged]:
+        return judge(f.steps, accepted_on=f.accepted_on, accepted_by=f.node,
+                     promised=_promised(f, item), extension_days=extension_days,
+                     pauses=f.pauses, item=item, cal=deadlines.cal, as_of=as_of,
+                     used_days=deadlines.span)  # fmt: skip
+
+    for step in judged(sum(n for _, n in f.extensions)):
+        if step.ended_on is not None and s <= step.ended_on <= e_:
+            c = counts(f, step.node)
+            if c is not None:
+                c.steps += 1
+                c.steps_on_time += step.on_time
+                c.step_days_used += step.used
+                c.step_days_allowed += step.allowed
+    if not any(began <= as_of and (ended is None or ended > as_of)
+               for _, began, ended, _ in f.steps):  # fmt: skip
+        return
+    for step in judged(sum(n for d, n in f.extensions if d <= as_of), as_of):
+        if step.ended_on is None and not step.on_time:
+            c = counts(f, step.node)
+            if c is not None:
+                c.steps_open_late += 1
+
+
+def node_key(f: Facts, node: str) -> str | None:
+    """By node: the node the figure counts for."""
+    return node
 
 
 def total(rows: dict[str, Counts]) -> Counts:

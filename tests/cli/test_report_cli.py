@@ -95,6 +95,34 @@ def test_stats_csv_reads_back_with_bom_and_chinese(homes: dict[str, Path], tmp_p
     assert all(row["period"] == "2025-10" for row in rows)
 
 
+@pytest.mark.parametrize("by", ["node", "tier", "item", "department", "kind"])
+def test_stats_csv_carries_every_json_key(homes: dict[str, Path], by: str) -> None:
+    printed = json.loads(ok(homes[CITY], "stats", "--period", "2025-10", "--by", by, "--json"))
+    data = ok(homes[CITY], "stats", "--period", "2025-10", "--by", by, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+    assert [row["key"] for row in rows] == [r["key"] for r in printed["rows"]] + ["total"]
+    for row, shown in zip(rows, [*printed["rows"], printed["total"]], strict=True):
+        # every key of the JSON row, and the result's period and guessed calendar years
+        assert set(row) == {"period", *shown, "provisional"}
+        assert {k: row[k] for k in shown} == {
+            k: "" if v is None else str(v) for k, v in shown.items()
+        }
+
+
+def test_stats_by_kind_shares_and_rates(homes: dict[str, Path]) -> None:
+    result = json.loads(ok(homes[CITY], "stats", "--period", "2025-10", "--by", "kind",
+                           "--json", lang="zh"))  # fmt: skip
+    kinds = {row["key"]: row for row in result["rows"]}
+    # A1 (承诺): 1–5, 11, 14; B2 (上报): 7; C3 (即办): 6 — 9 accepted in all
+    assert {k: r["accepted"] for k, r in kinds.items()} == {
+        "promised": 7, "forward": 1, "immediate": 1}
+    assert kinds["promised"]["accepted_share"] == 0.7778  # 7 ÷ 9
+    assert kinds["immediate"]["accepted_share"] == 0.1111 and kinds["immediate"]["label"] == "即办"
+    assert kinds["forward"]["label"] == "上报" and kinds["forward"]["speedup"] == 0.3
+    assert kinds["promised"]["on_time_rate"] == 0.8333  # 5 of 6 (3 was late)
+    assert result["total"]["accepted_share"] == 1.0
+
+
 def test_stats_csv_to_stdout_is_the_same_bytes(homes: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "stats.csv"
     ok(homes[CITY], "stats", "--period", "2025-10", "--format", "csv", "--out", str(out))
@@ -110,7 +138,7 @@ def test_stats_xlsx_reads_back_with_openpyxl(homes: dict[str, Path], tmp_path: P
     rows = list(sheet.iter_rows(values_only=True))
     assert rows[0][:5] == ("编码", "名称", "收件量", "受理量", "办结量")
     by_key = {row[0]: row for row in rows[1:]}
-    assert set(by_key) == {TOWN, VILLAGE, "total"}
+    assert set(by_key) == {CITY, TOWN, VILLAGE, "total"}  # the city: its step on case 7
     town = dict(zip(rows[0], by_key[TOWN], strict=True))
     assert town["名称"] == "稠城街道便民服务中心"
     assert (town["受理量"], town["办结量"], town["办结率"]) == (9, 8, 0.8)

@@ -209,6 +209,21 @@ TOWN_OCTOBER = Counts(
     complaints=1,
     fees_assessed_fen=3050,  # 1050 + 2000
     fees_paid_fen=1050,  # case 3 paid in November
+    rejected=1,  # 12 (不予受理 10-09)
+    withdrawn=0,
+    carried_out=2,  # 11, 14: 1 open at the start + 9 accepted − 8 completed
+    statutory_completed=7,  # the 承诺件 completed: A1 has a statutory 20 days, B2 30
+    statutory_days_used=32,
+    statutory_days_promised=40,
+    statutory_days_total=150,  # 6 × 20 + 30
+    # 环节: the town's own steps ended in October: 1, 2, 3, 4, 5, 6, 10 (it decided them)
+    # and 7 (its 初审, taken, accepted and forwarded on 10-10: 0 days of the 2 a review may
+    # take, a quarter of B2's 10); 3 used 7 of its 5 days.
+    steps=8,
+    steps_on_time=7,
+    step_days_used=25,  # 5 + 3 + 7 + 2 + 5 + 0 + 3 + 0
+    step_days_allowed=32,  # 6 × 5 + 0 (即办 6) + 2
+    steps_open_late=1,  # 11: accepted 10-20, 9 working days used by 10-31, 5 allowed
 )
 
 
@@ -217,7 +232,7 @@ def test_figures_hand_built_month_by_node(tmp_path: Path) -> None:
         hand_built_month(net)
         result = compute_stats(net.city.store, OCTOBER, "node", AFTER)
     rows = {row["key"]: row for row in result["rows"]}
-    assert set(rows) == {TOWN, VILLAGE}
+    assert set(rows) == {CITY, TOWN, VILLAGE}  # the city has a row for its step on 7
     town = rows[TOWN]
     assert town["label"] == "稠城街道便民服务中心"
     assert {k: town[k] for k in ("accepted", "completed", "on_time", "early", "overdue",
@@ -245,7 +260,11 @@ def test_figures_counts_match_hand_count_exactly(tmp_path: Path) -> None:
         hand_built_month(net)
         rows = node_counts(net.city.store, OCTOBER, work_calendar(net.city.store), AFTER)
     assert rows[TOWN] == TOWN_OCTOBER
-    assert CITY not in rows  # the city decided case 7, but the town accepted it
+    # The city decided case 7, which the town accepted: only its own step counts for it,
+    # taken 10-11 and completed 10-20 (13–17, 20: 6 working days) of its 8 (10 − the 2 of
+    # the town's 初审, during which the clock ran); the village relayed it the day it came.
+    assert rows[CITY] == Counts(steps=1, steps_on_time=1, step_days_used=6, step_days_allowed=8)
+    assert rows[VILLAGE] == Counts(received=1, steps=1, steps_on_time=1, step_days_allowed=2)
 
 
 def test_figures_projection_equals_a_refold_at_every_node(tmp_path: Path) -> None:
@@ -308,7 +327,8 @@ def test_figures_by_item_tier_and_department(tmp_path: Path) -> None:
     assert by_item["B2"]["avg_days"] == 7.0 and by_item["B2"]["speedup"] == 0.3  # 1 − 7 ÷ 10
     assert by_item["C3"]["avg_days"] is None and by_item["C3"]["on_time"] == 1
     assert by_tier["town"]["accepted"] == 9 and by_tier["village"]["received"] == 1
-    assert by_tier["village"]["accepted"] == 0 and "city" not in by_tier
+    assert by_tier["village"]["accepted"] == 0
+    assert (by_tier["city"]["accepted"], by_tier["city"]["steps"]) == (0, 1)  # its step on 7
     assert by_dept["公安"]["accepted"] == 7 and by_dept["民政"]["accepted"] == 2
 
 

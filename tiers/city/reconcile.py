@@ -26,6 +26,10 @@ evidence (entries by origin and seq, hashes, times), so an admin can act on it:
     calendar_missing   a year needed and not known (tiers.provisional.years_needed): this
                        year, next year from `calendar_notice_month`, or one an open case's
                        deadline is counted in; named by the city, which publishes it
+    report_inconsistent  a report's part (by item, by kind) does not add up to its own
+                       total (one per part and count)
+    backdated_step     a node's step on a case (环节) ends, by its own signed time, before it
+                       began: counted nowhere (`tiers.steps`), named here
 
 Invariant: findings depend only on what is held here and on `now`; the same store and the
 same `now` give the same findings in the same order.
@@ -45,17 +49,17 @@ from sync.protocol import i18n
 from sync.protocol.errors import ReportError
 from sync.protocol.ids import is_within
 from sync.store import Store
-from tiers import materials
+from tiers import materials, report_parts, steps
 from tiers.cases.machine import IN_TRANSIT, OPEN, violation_kind
 from tiers.figures import COUNT_FIELDS, Counts, Period, parse_period
 from tiers.provisional import calendar_missing, period_years
 from tiers.published import work_calendar
-from tiers.reports import backfill, latest_reports, node_counts
+from tiers.reports import Report, backfill, latest_reports, load_facts, node_counts, own_parts_all
 
 KINDS = (
     "report_mismatch", "missing_report", "fork", "gap", "stale_node", "orphan_forward",
     "clock_skew", "custody_violation", "quarantined_entry", "revoked_key_used",
-    "missing_material", "calendar_missing",
+    "missing_material", "calendar_missing", "report_inconsistent", "backdated_step",
 )  # fmt: skip
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
 
@@ -118,15 +122,19 @@ def _reports(
     found: list[Finding] = []
     computed = node_counts(store, period, work_calendar(store), today)
     reports = latest_reports(store, period.label)
+    parts = own_parts_all(store, period, today) if any(r.parts for r in reports.values()) else {}
     for origin, report in sorted(reports.items()):
         mine = computed.get(origin, Counts())
         where = {"report_seq": report.seq, "report_at": report.at,
                  "report_hash": _entry_hash(store, origin, report.seq)}  # fmt: skip
         for name in COUNT_FIELDS:
+            if name not in report.stated:
+                continue  # a report made before this count existed does not state it
             reported, recomputed = getattr(report.counts, name), getattr(mine, name)
             if reported != recomputed:
                 found.append(_find("report_mismatch", origin, field=name, reported=reported,
-                                   computed=recomputed, **where))  # fmt: skip
+                                   computed=recomputed, part="total", **where))  # fmt: skip
+        found += _part_findings(origin, report, parts.get(origin, {}), where)
         for held_origin, seq in sorted(report.held.items()):
             here = store.head(held_origin)[0]
             if here < seq:
@@ -141,6 +149,35 @@ def _reports(
                 found.append(_find("missing_report", node["node_id"], period=period.label,
                                    held_seq=store.head(node["node_id"])[0]))  # fmt: skip
     return found
+
+
+def _part_findings(
+    origin: str, report: Report, computed: dict[str, Any], where: dict[str, Any]
+) -> list[Finding]:
+    """A report's parts (by item, by kind): rows that do not add up to its own total, and
+    rows that differ from the recomputation, each naming its part and row."""
+    sums = report_parts.inconsistent(report.stated, report.counts, report.parts)
+    wrong = report_parts.compare(report.stated, report.parts, computed)
+    return [
+        *(_find("report_inconsistent", origin, part=s.part, field=s.field,
+                parts_sum=s.parts_sum, total=s.total, **where) for s in sums),
+        *(Finding("report_mismatch", origin,
+                  {"field": m.field, "reported": m.reported, "computed": m.computed,
+                   "part": m.part, "key": m.key, **where},
+                  "finding.report_mismatch_part") for m in wrong),
+    ]  # fmt: skip
+
+
+def _backdated(store: Store, period: Period) -> list[Finding]:
+    """Steps (环节) that end in the month, by their signed times, before they began."""
+    s, e_ = period.start.isoformat(), period.end.isoformat()
+    return [
+        _find("backdated_step", node, case_id=f.case_id, began_on=began, ended_on=ended,
+              accepted_on=f.accepted_on, how=how)
+        for f in load_facts(store, period)
+        for node, began, ended, how in steps.backdated(f.steps, f.accepted_on, f.node)
+        if ended is not None and s <= ended <= e_
+    ]  # fmt: skip
 
 
 def _forks(store: Store) -> list[Finding]:
@@ -312,6 +349,7 @@ def reconcile(
     reporters = _reporters(store, node.node_id)
     findings = [
         *_reports(store, node.node_id, period, now.date(), reporters),
+        *_backdated(store, period),
         *_forks(store),
         *_waiting_gaps(store),
         *_stale(store, reporters, now, limits),
@@ -341,6 +379,24 @@ i18n.register(
             " (report #{report_seq}).",
             "{node_id} 月报中 {field} 为 {reported}，"
             "按日志重算为 {computed}（报表 #{report_seq}）。",
+        ),
+        "finding.report_mismatch_part": (
+            "{node_id} reported {field} = {reported} for {part} {key}; the entries give"
+            " {computed} (report #{report_seq}).",
+            "{node_id} 月报按{part}分列的 {key} 中 {field} 为 {reported}，"
+            "按日志重算为 {computed}（报表 #{report_seq}）。",
+        ),
+        "finding.report_inconsistent": (
+            "{node_id}'s report by {part} adds up to {field} = {parts_sum}, but its total"
+            " states {total} (report #{report_seq}).",
+            "{node_id} 月报按{part}分列的 {field} 合计为 {parts_sum}，"
+            "与其总计 {total} 不符（报表 #{report_seq}）。",
+        ),
+        "finding.backdated_step": (
+            "{node_id}'s step on case {case_id} ({how}) is stamped {ended_on}, before it began"
+            " ({began_on}); it is counted nowhere.",
+            "{node_id} 在办件 {case_id} 上的环节（{how}）时间为 {ended_on}，早于其开始"
+            "（{began_on}），不予统计。",
         ),
         "finding.missing_report": (
             "{node_id} has not reported {period} (its log is held here up to #{held_seq}).",

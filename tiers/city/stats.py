@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any
 
@@ -22,79 +22,123 @@ from sync.protocol import i18n
 from sync.protocol.errors import ReportError
 from sync.protocol.ids import tier_of
 from sync.store import Store
-from tiers.catalogue import tier_label, yuan_from_fen
-from tiers.figures import Facts, KeyOf, Period, derive, node_key, tally, total
+from tiers.catalogue import kind_label, tier_label, yuan_from_fen
+from tiers.figures import Counts, Facts, KeyOf, Period, derive, node_key, tally, total
 from tiers.inert import WORKBOOK_OPTIONS, csv_row
 from tiers.provisional import period_years, provisional_figures
 from tiers.published import list_items, work_calendar
+from tiers.report_parts import UNKNOWN_KIND, node_part_key
 from tiers.reports import backfill, load_facts
 
-BY = ("node", "tier", "item", "department")
+BY = ("node", "tier", "item", "department", "kind")
 FORMATS = ("table", "json", "csv", "xlsx")
 TOTAL_KEY = "total"
 
-# The columns of the table, CSV and XLSX, in order (JSON keys; labels via i18n "stats.col.*").
+# The columns of the table (JSON keys; labels via i18n "stats.col.*").
 COLUMNS = (
     "key", "label", "received", "accepted", "completed", "completion_rate", "on_time", "early",
     "overdue", "open_overdue", "on_time_rate", "avg_days", "speedup", "rated",
-    "satisfaction_rate", "complaints", "fees_assessed_fen", "fees_paid_fen",
+    "satisfaction_rate", "complaints", "fees_assessed_fen", "fees_paid_fen", "step_on_time_rate",
 )  # fmt: skip
-RATES = frozenset({"completion_rate", "on_time_rate", "speedup", "satisfaction_rate"})
+# CSV and XLSX carry every key of a JSON row, the table's first, in the same order.
+FILE_COLUMNS = (
+    *COLUMNS,
+    *(k for k in ("accepted_share", *derive(Counts())) if k not in COLUMNS),
+)
+RATES = frozenset({"completion_rate", "on_time_rate", "speedup", "satisfaction_rate",
+                   "step_on_time_rate", "speedup_statutory", "promise_compression",
+                   "accepted_share"})  # fmt: skip
 MONEY = frozenset({"fees_assessed_fen", "fees_paid_fen"})
+DAYS = frozenset({"avg_days"})
+WITHDRAWN_SETTING = "completion_counts_withdrawn"
 _TIER_BY_LENGTH = {len(node_id): tier_of(node_id) for node_id in ("330782", "330782001",
                                                                    "330782001001")}  # fmt: skip
 
 
 def _key_of(store: Store, by: str) -> tuple[KeyOf, Callable[[str], str]]:
-    """How a case maps to a row for `by`, and the row's human label."""
+    """How a case maps to a row for `by`, and the row's human label. `node` is the node a
+    figure counts for (`tiers.figures.tally`)."""
     if by == "node":
         names = {n["node_id"]: n["name"] for n in trust.enrolled_nodes(store)}
         return node_key, lambda key: names.get(key, "")
     if by == "tier":
-
-        def tier(f: Facts, role: str) -> str | None:
-            node = f.origin if role == "received" else f.node
-            return _TIER_BY_LENGTH.get(len(node)) if node is not None else None
-
-        return tier, tier_label
+        return (lambda f, node: _TIER_BY_LENGTH.get(len(node))), tier_label
     items = {item.code: item for item in list_items(store)}
     if by == "item":
-        return (lambda f, role: f.item_code), lambda key: items[key].name if key in items else ""
+        return (lambda f, node: f.item_code), lambda key: items[key].name if key in items else ""
+    if by == "kind":
+        return node_part_key("kind", items), lambda key: (
+            kind_label(key) if key != UNKNOWN_KIND else key
+        )
 
-    def department(f: Facts, role: str) -> str | None:
+    def department(f: Facts, node: str) -> str | None:
         item = items.get(f.item_code)
         return item.department if item is not None else "?"
 
     return department, lambda key: key
 
 
-def compute_stats(store: Store, period: Period, by: str, today: date) -> dict[str, Any]:
-    """`stats --json`: {"period", "by", "rows": [{"key", "label", figures…}], "total"}."""
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def compute_stats(
+    store: Store, period: Period, by: str, today: date, settings: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """`stats --json`: {"period", "by", "rows": [{"key", "label", figures…}], "total"}.
+
+    `settings` (node.toml): `completion_counts_withdrawn` (default true) keeps accepted
+    cases the applicant withdrew in 办结率's denominator."""
     if by not in BY:
         raise ReportError("stats.bad_by", by=by, allowed=", ".join(BY))
     backfill(store)
     key_of, label = _key_of(store, by)
-    rows = tally(load_facts(store, period), period, work_calendar(store), today, key_of)
+    items = {item.code: item for item in list_items(store)}
+    rows = tally(load_facts(store, period), period, work_calendar(store), today, key_of, items)
+    withdrawn_in_base = completion_counts_withdrawn(settings or {})
+    whole = total(rows)
+
+    def figures(counts: Counts) -> dict[str, Any]:
+        shown = derive(counts, withdrawn_in_base=withdrawn_in_base)
+        return shown | {"accepted_share": _share(counts.accepted, whole.accepted)}
+
     return {
         "period": period.label,
         "by": by,
         "from": period.start.isoformat(),
         "to": period.end.isoformat(),
         "rows": [
-            {"key": key, "label": label(key), **derive(counts)}
+            {"key": key, "label": label(key), **figures(counts)}
             for key, counts in sorted(rows.items())
         ],
-        "total": {"key": TOTAL_KEY, "label": i18n.t("stats.total"), **derive(total(rows))},
+        "total": {"key": TOTAL_KEY, "label": i18n.t("stats.total"), **figures(whole)},
         "provisional": period_years(store, period, today),
     }
+
+
+def completion_counts_withdrawn(settings: Mapping[str, Any]) -> bool:
+    """The `completion_counts_withdrawn` setting (default true: a withdrawal is recorded by
+    the centre itself, so leaving withdrawn cases out would let it raise its 办结率 by
+    recording them; `withdrawn` is shown beside the rate either way)."""
+    value = settings.get(WITHDRAWN_SETTING, True)
+    if not isinstance(value, bool):
+        raise ReportError("stats.bad_setting", name=WITHDRAWN_SETTING, value=str(value))
+    return value
 
 
 def _all_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [*result["rows"], result["total"]]
 
 
-def headers() -> list[str]:
-    return [i18n.t("stats.col." + column) for column in COLUMNS]
+def _file_columns(result: dict[str, Any]) -> tuple[str, ...]:
+    """Every key the JSON rows carry: `FILE_COLUMNS`, then any other a row has."""
+    extra = {k for row in _all_rows(result) for k in row} - set(FILE_COLUMNS)
+    return (*FILE_COLUMNS, *sorted(extra))
+
+
+def headers(columns: tuple[str, ...] = COLUMNS) -> list[str]:
+    """Column labels in the reader's language (the JSON key where none is registered)."""
+    return [i18n.t("stats.col." + c) if i18n.has("stats.col." + c) else c for c in columns]
 
 
 def _shown(column: str, value: Any) -> str:
@@ -117,10 +161,11 @@ def to_csv(result: dict[str, Any]) -> bytes:
     (rates as fractions to 4 places, money in fen), empty cells where a rate is undefined."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(csv_row(["period", *COLUMNS, "provisional"]))
+    columns = _file_columns(result)
+    writer.writerow(csv_row(["period", *columns, "provisional"]))
     guessed = ";".join(str(year) for year in result.get("provisional", []))
     for row in _all_rows(result):
-        cells = [result["period"], *("" if row.get(c) is None else row[c] for c in COLUMNS)]
+        cells = [result["period"], *("" if row.get(c) is None else row[c] for c in columns)]
         writer.writerow(csv_row([*cells, guessed]))
     return b"\xef\xbb\xbf" + out.getvalue().encode("utf-8")
 
@@ -135,9 +180,10 @@ def to_xlsx(result: dict[str, Any]) -> bytes:
     percent = book.add_format({"num_format": "0.0%"})
     money = book.add_format({"num_format": "#,##0.00"})
     days = book.add_format({"num_format": "0.00"})
-    sheet.write_row(0, 0, headers(), bold)
+    columns = _file_columns(result)
+    sheet.write_row(0, 0, headers(columns), bold)
     for r, row in enumerate(_all_rows(result), start=1):
-        for c, column in enumerate(COLUMNS):
+        for c, column in enumerate(columns):
             value = row.get(column)
             if value is None:
                 sheet.write_blank(r, c, None)
@@ -145,7 +191,7 @@ def to_xlsx(result: dict[str, Any]) -> bytes:
                 sheet.write_number(r, c, value, percent)
             elif column in MONEY:
                 sheet.write_number(r, c, value / 100, money)
-            elif column == "avg_days":
+            elif column in DAYS:
                 sheet.write_number(r, c, value, days)
             elif isinstance(value, int):
                 sheet.write_number(r, c, value)
@@ -158,7 +204,7 @@ def to_xlsx(result: dict[str, Any]) -> bytes:
     sheet.freeze_panes(1, 2)
     sheet.set_column(0, 0, 14)
     sheet.set_column(1, 1, 24)
-    sheet.set_column(2, len(COLUMNS) - 1, 10)
+    sheet.set_column(2, len(columns) - 1, 10)
     book.close()
     return buffer.getvalue()
 
@@ -174,11 +220,34 @@ _COLUMN_LABELS = {
     "complaints": ("complaints", "差评数"),
     "fees_assessed_fen": ("fees assessed (yuan)", "核定收费（元）"),
     "fees_paid_fen": ("fees paid (yuan)", "实缴费用（元）"),
+    "step_on_time_rate": ("own step on time", "环节按时率"),
+    "accepted_share": ("share of accepted", "受理占比"),
+    "promised_completed": ("promised cases completed", "承诺件办结"),
+    "days_used_total": ("working days used", "用时合计"),
+    "days_promised_total": ("working days promised", "承诺时限合计"),
+    "satisfied": ("satisfied", "满意数"),
+    "overdue_total": ("overdue, all", "超期合计"),
+    "speedup_statutory": ("speed-up vs statutory", "提速率（法定）"),
+    "promise_compression": ("promise compression", "承诺压缩率"),
+    "rejected": ("rejected", "不予受理"), "withdrawn": ("withdrawn", "撤件"),
+    "carried_out": ("carried out", "结转下月"),
+    "statutory_completed": ("completed with statutory limit", "有法定时限办结"),
+    "statutory_days_used": ("their days used", "其用时"),
+    "statutory_days_promised": ("their days promised", "其承诺时限"),
+    "statutory_days_total": ("their statutory days", "其法定时限"),
+    "steps": ("own steps", "环节数"), "steps_on_time": ("steps on time", "环节按时"),
+    "step_days_used": ("step days used", "环节用时"),
+    "step_days_allowed": ("step days allowed", "环节时限"),
+    "steps_open_late": ("steps open late", "环节在办超时"),
 }  # fmt: skip
 i18n.register(
     {f"stats.col.{k}": v for k, v in _COLUMN_LABELS.items()}
     | {
         "stats.total": ("total", "合计"),
+        "stats.bad_setting": (
+            "node.toml setting {name} must be true or false, not {value}.",
+            "node.toml 设置 {name} 须为 true 或 false，不能是 {value}。",
+        ),
         "stats.bad_by": (
             "--by must be one of {allowed}, not {by}.", "--by 须为 {allowed} 之一，不能是 {by}。"
         ),

@@ -1,0 +1,284 @@
+"""The facts of every case, kept current as entries are applied (`FigureProjection`), and
+the monthly reports held (`monthly_reports`): what `tiers.figures.tally` counts from.
+
+`case_facts` holds one row of `tiers.figures.Facts` per case; a period's statistics read the
+rows of the cases with something in the period (`load_facts`). `case_gaps` lists events
+waiting for an entry not held here; `clock_leads` the entries stamped furthest ahead of
+their arrival. Invariant: a row equals `facts_of` on the case's fold (a test checks it at
+every node, in any order of arrival).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sync.clock import local_date
+from sync.protocol.entry import SignedEntry
+from sync.store import Store
+from tiers.cases import entries as e
+from tiers.cases.projection import load_case
+from tiers.figures import FACT_COLUMNS, Facts, Period, facts_of
+from tiers.steps import Step, advance
+
+REPORT_MONTHLY = "report.monthly"
+
+_DDL = """
+DROP TABLE IF EXISTS case_figures;  -- the facts table before 环节 (steps): refilled by backfill
+CREATE TABLE IF NOT EXISTS case_facts (
+    case_id TEXT PRIMARY KEY, origin TEXT NOT NULL, node TEXT, item_code TEXT NOT NULL,
+    received_on TEXT NOT NULL, accepted_on TEXT, promised_days INTEGER, completed_on TEXT,
+    ended_on TEXT, pauses TEXT NOT NULL, extensions TEXT NOT NULL, rating INTEGER,
+    rated_on TEXT, fee_fen INTEGER, fee_on TEXT, paid_fen INTEGER, paid_on TEXT,
+    steps TEXT NOT NULL, events INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS case_facts_received ON case_facts (received_on);
+CREATE INDEX IF NOT EXISTS case_facts_accepted ON case_facts (accepted_on);
+CREATE INDEX IF NOT EXISTS case_facts_ended_accepted ON case_facts (ended_on, accepted_on);
+CREATE INDEX IF NOT EXISTS case_facts_rated ON case_facts (rated_on);
+CREATE INDEX IF NOT EXISTS case_facts_fee ON case_facts (fee_on);
+CREATE INDEX IF NOT EXISTS case_facts_paid ON case_facts (paid_on);
+CREATE TABLE IF NOT EXISTS case_gaps (
+    case_id TEXT NOT NULL, origin TEXT NOT NULL, seq INTEGER NOT NULL, at TEXT NOT NULL,
+    after_origin TEXT NOT NULL, after_seq INTEGER NOT NULL, PRIMARY KEY (case_id, origin, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS monthly_reports (
+    origin TEXT NOT NULL, seq INTEGER NOT NULL, period TEXT NOT NULL, at TEXT NOT NULL,
+    body TEXT NOT NULL, PRIMARY KEY (origin, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS monthly_reports_period ON monthly_reports (period, origin);
+CREATE TABLE IF NOT EXISTS clock_leads (
+    origin TEXT NOT NULL, month TEXT NOT NULL, lead_seconds INTEGER NOT NULL,
+    seq INTEGER NOT NULL, at TEXT NOT NULL, received_at TEXT NOT NULL,
+    PRIMARY KEY (origin, month)
+) WITHOUT ROWID;
+"""
+_UPSERT = (
+    f"INSERT OR REPLACE INTO case_facts ({', '.join(FACT_COLUMNS)}, events) "
+    f"VALUES ({', '.join('?' for _ in FACT_COLUMNS)}, ?)"
+)
+
+
+_PAUSES, _EXTENSIONS = FACT_COLUMNS.index("pauses"), FACT_COLUMNS.index("extensions")
+_STEPS = FACT_COLUMNS.index("steps")
+
+
+def _pairs_text(pairs: tuple[Any, ...]) -> str:
+    return json.dumps(pairs) if pairs else "[]"
+
+
+def _row(f: Facts) -> tuple[Any, ...]:
+    values = [getattr(f, name) for name in FACT_COLUMNS]
+    values[_PAUSES] = _pairs_text(f.pauses)
+    values[_EXTENSIONS] = _pairs_text(f.extensions)
+    values[_STEPS] = json.dumps(f.steps)
+    return tuple(values)
+
+
+def _pairs(text: str) -> tuple[Any, ...]:
+    return () if text == "[]" else tuple(tuple(pair) for pair in json.loads(text))
+
+
+def _facts(row: tuple[Any, ...]) -> Facts:
+    values = list(row)
+    values[_PAUSES] = _pairs(values[_PAUSES])
+    values[_EXTENSIONS] = _pairs(values[_EXTENSIONS])
+    values[_STEPS] = tuple(tuple(step) for step in json.loads(values[_STEPS]))
+    return Facts(*values)
+
+
+def load_facts(store: Store, period: Period) -> list[Facts]:
+    """Every case with something to count in `period`: received, accepted, ended, rated or
+    charged in it, or received before it and not ended before it (a step may end in it).
+    Each term of the query has an index, so a month costs what it holds, not the year."""
+    sql = (
+        f"SELECT {', '.join(FACT_COLUMNS)} FROM case_facts WHERE "
+        "received_on BETWEEN :s AND :e OR accepted_on BETWEEN :s AND :e "
+        "OR ended_on BETWEEN :s AND :e OR (ended_on > :e AND received_on < :s) "
+        "OR (ended_on IS NULL AND received_on < :s) "
+        "OR rated_on BETWEEN :s AND :e OR fee_on BETWEEN :s AND :e OR paid_on BETWEEN :s AND :e"
+    )
+    rows = store.query(sql, {"s": period.start.isoformat(), "e": period.end.isoformat()})
+    return [_facts(r) for r in rows]
+
+
+def _refresh(store: Store, case_ids: Iterable[str]) -> None:
+    """Refold each case into its `case_facts` row and its `case_gaps` (events waiting for
+    an `after` that is not held here: evidence that part of some log is missing)."""
+    for case_id in case_ids:
+        folded = load_case(store, case_id)
+        if folded.state is None:
+            store.execute("DELETE FROM case_facts WHERE case_id = ?", (case_id,))
+        else:
+            # The events its facts account for; -1 while some wait, so `_advance` refolds.
+            known = -1 if folded.waiting else len(folded.ordered)
+            store.execute(_UPSERT, (*_row(facts_of(folded.state)), known))
+        store.execute("DELETE FROM case_gaps WHERE case_id = ?", (case_id,))
+        if not folded.waiting:
+            continue
+        held = {ev.ref for ev in folded.ordered} | {ev.ref for ev in folded.waiting}
+        for ev in folded.waiting:
+            after = ev.after
+            if after is not None and after not in held:
+                store.execute(
+                    "INSERT OR IGNORE INTO case_gaps (case_id, origin, seq, at, after_origin, "
+                    "after_seq) VALUES (?, ?, ?, ?, ?, ?)",
+                    (case_id, ev.origin, ev.seq, ev.at, after[0], after[1]),
+                )
+
+
+def _day(stamp: str | None) -> str | None:
+    return local_date(stamp).isoformat() if stamp else None
+
+
+Fresh = tuple[str, str, dict[str, Any], str]  # (type, at, body, origin) of a new case event
+_ONCE = (e.RATED, e.FEE_ASSESSED, e.FEE_PAID)
+_CUSTODY = frozenset({e.FORWARDED, e.TAKEN, e.COMPLETED, e.REJECTED, e.WITHDRAWN})
+
+
+_FACT_SOURCES = (
+    "SELECT c.case_id, c.origin, c.accepted_by, c.item_code, c.received_at, c.accepted_at, "
+    "c.promised_days, c.completed_at, c.closed_at, c.pauses, c.rating, c.fee_fen, c.held, "
+    "c.waiting, c.violations, f.events, f.extensions, f.rated_on, f.fee_on, f.paid_fen, "
+    "f.paid_on, f.steps FROM cases c LEFT JOIN case_facts f USING (case_id) "
+    "WHERE c.case_id IN (SELECT value FROM json_each(?))"
+)
+
+
+def _advance(store: Store, fresh: dict[str, list[Fresh]]) -> set[str]:
+    """Bring each case's facts up to date without refolding it: from the `cases` row the case
+    projection has just written (it flushes first) and the fresh events' own dates; the
+    cases this could not do, for the caller to refold.
+
+    Exact, not a guess: only when the stored facts account for every event held but the
+    fresh ones (the counts prove it; an event that waited is never counted as accounted
+    for) and all of them took effect (none waits, none was refused); else the caller
+    refolds the case, as `facts_of` on its fold would give.
+    """
+    ids = json.dumps(sorted(fresh))
+    done = set()
+    for row in store.query(_FACT_SOURCES, (ids,)):
+        facts = _advanced(row, fresh[row[0]])
+        if facts is not None:
+            store.execute(_UPSERT, (*_row(facts), row[12]))
+            done.add(row[0])
+    if done:
+        store.execute(
+            "DELETE FROM case_gaps WHERE case_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(done)),),
+        )
+    return set(fresh) - done
+
+
+def _advanced(row: tuple[Any, ...], fresh: list[Fresh]) -> Facts | None:
+    """The facts of one case from its `cases` row and fresh events, or None (see `_advance`)."""
+    (case_id, origin, by, item, received, accepted, promised, completed, closed, pauses, rating,
+     fee, held, waiting, violations, known, extensions, rated_on, fee_on, paid_fen,
+     paid_on, steps_text) = row  # fmt: skip
+    kinds = [kind for kind, _, _, _ in fresh]
+    if waiting or violations != "[]" or (known or 0) + len(fresh) != held:
+        return None
+    if any(kinds.count(kind) > 1 for kind in _ONCE):
+        return None
+    if sum(kind in _CUSTODY for kind in kinds) > 1:
+        return None  # two custody moves among fresh events: their order is the fold's
+    steps: list[Step] = (
+        [tuple(step) for step in json.loads(steps_text)]
+        if steps_text is not None else [(origin, local_date(received).isoformat(), None, "")]
+    )  # fmt: skip
+    added = list(_pairs(extensions or "[]"))
+    for kind, at, body, actor in fresh:
+        if kind == e.EXTENDED:
+            added.append((local_date(at).isoformat(), int(body["days"])))
+        elif kind == e.RATED:
+            rated_on = _day(at)
+        elif kind == e.FEE_ASSESSED:
+            fee_on = _day(at)
+        elif kind == e.FEE_PAID:
+            paid_on, paid_fen = _day(at), int(body["fee_fen"])
+        elif kind in _CUSTODY:
+            advance(steps, kind, at, actor)
+    done = _day(completed)
+    return Facts(
+        case_id, origin, by, item, local_date(received).isoformat(), _day(accepted), promised,
+        done, done or _day(closed),
+        tuple((local_date(a).isoformat(), _day(b)) for a, b in _pairs(pauses)),
+        tuple(added), rating, rated_on, fee, fee_on, paid_fen, paid_on, tuple(steps),
+    )  # fmt: skip
+
+
+def backfill(store: Store) -> int:
+    """Fill `case_facts` for cases projected before this projection existed (a home made
+    by an earlier zhibao); the number of cases filled in."""
+    counts = store.query("SELECT (SELECT COUNT(*) FROM cases), (SELECT COUNT(*) FROM case_facts)")
+    if counts[0][0] == counts[0][1]:
+        return 0
+    rows = store.query(
+        "SELECT case_id FROM cases WHERE case_id NOT IN (SELECT case_id FROM case_facts)"
+    )
+    with store.transaction():
+        _refresh(store, [r[0] for r in rows])
+    return len(rows)
+
+
+class FigureProjection:
+    """Store extension keeping `case_facts`, `case_gaps`, `monthly_reports` and
+    `clock_leads`.
+
+    `clock_leads` keeps, per origin and month of arrival, the entry whose `at` lay furthest
+    ahead of the time it was stored here: a clock running fast (reconciliation's clock_skew).
+    It must come after `CaseProjection` in `tiers.node.extensions()`: its flush reads the
+    `cases` rows that one has just brought up to date.
+    """
+
+    ddl = _DDL
+    types: frozenset[str] | None = None
+    lazy = True
+
+    def __init__(self) -> None:
+        self._fresh: dict[str, list[Fresh]] = {}
+        self._latest: dict[str, tuple[datetime, int, str]] = {}
+
+    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+        at = fields["at"]
+        moment = datetime.fromisoformat(at)
+        held = self._latest.get(entry.origin)
+        if held is None or moment > held[0]:
+            self._latest[entry.origin] = (moment, entry.seq, at)
+        if entry.type in e.TYPES:
+            body = fields["body"]
+            self._fresh.setdefault(body["case_id"], []).append((entry.type, at, body, entry.origin))
+        elif entry.type == REPORT_MONTHLY:
+            body = fields["body"]
+            store.execute(
+                "INSERT OR IGNORE INTO monthly_reports (origin, seq, period, at, body) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (entry.origin, entry.seq, body["period"], at, json.dumps(body)),
+            )
+
+    def discard(self) -> None:
+        self._fresh.clear()
+        self._latest.clear()
+
+    def flush(self, store: Store) -> None:
+        refold = _advance(store, self._fresh) if self._fresh else set()
+        _refresh(store, sorted(refold))
+        self._fresh.clear()
+        for origin, (moment, seq, at) in self._latest.items():
+            rows = store.query(
+                "SELECT received_at FROM entries WHERE origin = ? AND seq = ?", (origin, seq)
+            )
+            if not rows:
+                continue
+            received = rows[0][0]
+            lead = int((moment - datetime.fromisoformat(received)).total_seconds())
+            store.execute(
+                "INSERT INTO clock_leads (origin, month, lead_seconds, seq, at, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(origin, month) DO UPDATE SET "
+                "lead_seconds = excluded.lead_seconds, seq = excluded.seq, at = excluded.at, "
+                "received_at = excluded.received_at WHERE excluded.lead_seconds > lead_seconds",
+                (origin, local_date(received).strftime("%Y-%m"), lead, seq, at, received),
+            )
+        self._latest.clear()
