@@ -95,7 +95,7 @@ class Folded:
 def load_case(store: Store, case_id: str) -> Folded:
     """Fold `case_id` from the events held here (sees this transaction's appends)."""
     ordered, waiting = causal_order(load_events(store, case_id))
-    return Folded(fold(ordered), ordered, waiting)
+    return Folded(fold(ordered, work_calendar(store)), ordered, waiting)
 
 
 def pauses_of(state: CaseState) -> list[Pause]:
@@ -138,6 +138,8 @@ _IN_COLUMNS = frozenset(
     }
 )  # fmt: skip
 _REST = tuple(f.name for f in fields(CaseState) if f.name not in _IN_COLUMNS)
+_BLANK = CaseState("-", "-", "-", {}, [], "", "-")
+_DEFAULTS = {name: getattr(_BLANK, name) for name in _REST}
 _LOAD = (
     "case_id, item_code, origin, holder, status, forward_to, applicant, received_at, "
     "accepted_at, accepted_by, promised_days, extension_days, pauses, completed_at, "
@@ -168,7 +170,8 @@ def _stored(row: tuple[Any, ...]) -> _Stored:
         "violations": (json.loads(violations), violations),
     }
     data = json.loads(rest)
-    values: dict[str, Any] = {name: data[name] for name in _REST}
+    # a row written before a field existed lacks it: the field's default (a fresh case's)
+    values: dict[str, Any] = {name: data.get(name, _DEFAULTS[name]) for name in _REST}
     texts["state"] = (values, rest)
     state = CaseState(
         case_id=case_id, item_code=item_code, origin=origin, holder=holder, status=status,
@@ -190,6 +193,8 @@ def _restored(name: str, value: Any) -> Any:
     """A `state` column value as the CaseState field wants it (JSON has lists only)."""
     if name == "anchor":
         return tuple(value) if value is not None else None
+    if isinstance(value, dict):
+        return dict(value)  # never the shared default's
     return list(value) if isinstance(value, list) else value
 
 
@@ -242,10 +247,13 @@ class _Writer:
     ) -> None:
         deadline = None
         if state.accepted_at is not None:
-            if self._calendar is None:
-                self._calendar = work_calendar(self.store)
-            deadline = deadline_of(state, self._calendar)
+            deadline = deadline_of(state, self.calendar())
         self.store.execute(_UPSERT, _row(state, held, waiting, deadline, texts or {}))
+
+    def calendar(self) -> WorkCalendar:
+        if self._calendar is None:
+            self._calendar = work_calendar(self.store)
+        return self._calendar
 
     def refold(self, case_id: str) -> None:
         """Recompute one case from all its events (or drop a row no event supports)."""
@@ -292,7 +300,7 @@ class _Writer:
     ) -> bool:
         texts = None
         if row is None:
-            state = fold(fresh[:1]) if fresh[0].after is None else None
+            state = fold(fresh[:1], self.calendar()) if fresh[0].after is None else None
             if state is None or count != len(fresh):
                 return False
             rest = fresh[1:]
@@ -304,7 +312,7 @@ class _Writer:
         for event in rest:
             if event.after is None or event.after != state.tip:
                 return False
-            step(state, event)
+            step(state, event, self.calendar())
         self.write(state, count, 0, texts)
         return True
 

@@ -23,6 +23,7 @@ evidence (entries by origin and seq, hashes, times), so an admin can act on it:
                        bundles, refused): one finding per node, sender and way in
     missing_material   a material an entry held here names has not arrived whole after
                        `material_missing_hours` (named by the node that attached it)
+    fee_override, guard_violation, backdated: the legal guards' (tiers.city.supervision)
 
 Invariant: findings depend only on what is held here and on `now`; the same store and the
 same `now` give the same findings in the same order.
@@ -44,6 +45,7 @@ from sync.protocol.ids import is_within
 from sync.store import Store
 from tiers import materials
 from tiers.cases.machine import IN_TRANSIT, OPEN, violation_kind
+from tiers.city import supervision
 from tiers.figures import COUNT_FIELDS, Counts, Period, parse_period
 from tiers.published import work_calendar
 from tiers.reports import backfill, latest_reports, node_counts
@@ -51,7 +53,7 @@ from tiers.reports import backfill, latest_reports, node_counts
 KINDS = (
     "report_mismatch", "missing_report", "fork", "gap", "stale_node", "orphan_forward",
     "clock_skew", "custody_violation", "quarantined_entry", "revoked_key_used",
-    "missing_material",
+    "missing_material", *supervision.KINDS,
 )  # fmt: skip
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
 
@@ -317,6 +319,7 @@ def reconcile(
         *_quarantined(store),
         *_revoked_uses(store, node.node_id),
         *_missing_materials(node, now),
+        *(Finding(*raw) for raw in supervision.findings(store, period)),
     ]
     findings.sort(key=lambda f: (KINDS.index(f.kind), f.node_id, json.dumps(f.evidence)))
     counts = {kind: sum(f.kind == kind for f in findings) for kind in KINDS}
