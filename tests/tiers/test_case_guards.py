@@ -331,3 +331,33 @@ def test_guards_at_is_refused_in_the_future_and_before_the_floor(net: Network) -
     _refused(town, lambda: service.receive(town, "A1", WHO, at="2024-12-31"), "time.floor")
     _refused(town, lambda: service.receive(town, "A1", WHO, at="1901-06-01T09:00+08:05:43"),
              "time.offset")  # fmt: skip
+
+
+# --- the catalogue's extension_days column (default: 第四十二条's 10) ------------------------
+
+
+def test_guards_catalogue_extension_days_in_csv_and_json() -> None:
+    from tiers.catalogue import parse_catalogue
+    from tiers.published import _check_item_body
+
+    csv = (
+        "code,name,department,kind,promised_days,extension_days\n"
+        "D4,特种许可,交通,承诺,5,3\nD5,一般许可,交通,承诺,5,\n"
+    ).encode()
+    d4, d5 = parse_catalogue(csv, "c.csv")
+    assert (d4.extension_days, d5.extension_days) == (3, 10)
+    doc = b'[{"code":"D4","name":"n","department":"d","kind":"promised","promised_days":5,' \
+          b'"extension_days":0}]'  # fmt: skip
+    (json_item,) = parse_catalogue(doc, "c.json")
+    assert json_item.extension_days == 0
+    # the body carries it only when it is not the default, so older nodes verify the rest
+    assert d4.to_body()["extension_days"] == 3 and "extension_days" not in d5.to_body()
+    assert CatalogueItem.from_body(d4.to_body()) == d4
+    _check_item_body(d4.to_body())
+    with pytest.raises(ValueError):
+        _check_item_body(d5.to_body() | {"extension_days": 10})  # not canonical
+    from sync.protocol.errors import CatalogueError
+
+    with pytest.raises(CatalogueError) as bad:
+        parse_catalogue(csv.replace(b",3\n", b",-1\n"), "c.csv")
+    assert bad.value.params["column"] == "extension_days"

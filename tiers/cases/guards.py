@@ -7,8 +7,12 @@
   item's `extension_days`), and only while the time limit runs.
 - 第四十四条: the decision is served (送达) within ten working days of being made.
 - 第八十二条: the law's periods are working days (no public holidays).
-- Back-dating: a suspension or an extension dated before an event its own author already
-  recorded on the case (an origin writes its log in seq order) cannot move a deadline.
+- Back-dating: an origin writes its log in seq order, so a suspension, extension or 补正
+  notice dated before an event its author already recorded on the case, or dated on or
+  before the deadline but written after a case event (any case) its author dated past the
+  deadline, was back-dated: it cannot move the deadline. "Written after" reads the author's
+  previous `LOOK_BACK` case events held here (`written` below): the author and its
+  ancestors, whose figures count the case, hold all of them.
 
 Every rule is checked twice: by the commands (`tiers.cases.service`) before they append, with
 today as the node knows it; and by the fold (`tiers.cases.machine.step`) on every event from
@@ -37,7 +41,8 @@ SUPPLEMENT_NOTICE_DAYS = 5  # 第三十二条: 补正 notice within five days of
 DELIVERY_DAYS = 10  # 第四十四条: 送达 within ten days of the decision
 DEFAULT_UNACCEPTED_DAYS = 5  # 第三十二条 again: accept, reject or notify within five days
 UNACCEPTED, UNDELIVERED = "unaccepted", "undelivered"
-_BACKDATING = frozenset({e.SUSPENDED, e.EXTENDED, e.SUPPLEMENT_REQUESTED})
+BACKDATING = frozenset({e.SUSPENDED, e.EXTENDED, e.SUPPLEMENT_REQUESTED})
+LOOK_BACK = 64  # previous case events of the author read to date a pausing event's writing
 
 
 def supplement_is_late(cal: WorkCalendar, received_at: str, requested_at: str) -> bool:
@@ -94,9 +99,25 @@ def check_pause_not_backdated(
         )
 
 
-def check_event(state: CaseState, event: Event, cal: WorkCalendar) -> None:
-    """The fold's guards on an event from any node (a refusal makes it a violation)."""
-    if event.type not in _BACKDATING:
+def check_written(state: CaseState, on: date, written: str | None, cal: WorkCalendar) -> None:
+    """A pausing event dated `on`, on or before the deadline, written after its author dated
+    a case event `written`, past the deadline: back-dated across it."""
+    if written is None:
+        return
+    due = due_now(state, cal)
+    if due is not None and on <= due < date.fromisoformat(written):
+        raise IllegalTransitionError(
+            "case.backdated_deadline", case_id=state.case_id, at=on.isoformat(),
+            due=due.isoformat(), written=written,
+        )  # fmt: skip
+
+
+def check_event(
+    state: CaseState, event: Event, cal: WorkCalendar, written: str | None = None
+) -> None:
+    """The fold's guards on an event from any node (a refusal makes it a violation).
+    `written`: the latest day its author dated one of its previous case events."""
+    if event.type not in BACKDATING:
         return
     on = local_date(event.at)
     latest = state.latest_by_origin.get(event.origin)
@@ -104,6 +125,7 @@ def check_event(state: CaseState, event: Event, cal: WorkCalendar) -> None:
         raise IllegalTransitionError(
             "case.backdated", case_id=state.case_id, at=on.isoformat(), latest=latest
         )
+    check_written(state, on, written, cal)
     if event.type == e.EXTENDED:
         check_extension(state, event.body["days"], on, cal)
 
@@ -171,6 +193,13 @@ i18n.register(
             " back-dated across it and cannot be recorded now.",
             "办件 {case_id} 的办理期限已于 {due} 届满；日期为 {at} 的中止属于倒签，跨越了期限，"
             "现在不能记录。",
+        ),
+        "case.backdated_deadline": (
+            "Case {case_id}'s time limit ran out on {due}, and this node has since recorded"
+            " an event dated {written}; a suspension, extension or 补正 notice dated {at} would"
+            " be back-dated across the deadline.",
+            "办件 {case_id} 的办理期限已于 {due} 届满，本节点此后已记录日期为 {written} 的事项；"
+            "日期为 {at} 的中止、延长或补正告知属于跨越期限的倒签。",
         ),
         "case.backdated": (
             "On case {case_id} this node already recorded an event dated {latest}; a"

@@ -13,7 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -321,11 +321,16 @@ def _default_calendar() -> WorkCalendar:
     return _PACKAGE_CALENDAR[0]
 
 
-def step(state: CaseState, event: Event, cal: WorkCalendar | None = None) -> None:
+def step(
+    state: CaseState, event: Event, cal: WorkCalendar | None = None,
+    written: Mapping[Ref, str] | None = None,
+) -> None:  # fmt: skip
     """Fold one more event, which comes after `state.tip` in causal order; never raises.
 
     A refused event lands in `violations` with its message key and changes nothing else.
-    `cal` is the node's working calendar (the legal guards count working days).
+    `cal` is the node's working calendar (the legal guards count working days); `written`,
+    for pausing events, the latest day their author dated a previous case event
+    (`tiers.cases.guards`).
     """
     cal = cal or _default_calendar()
     state.tip = event.ref
@@ -337,7 +342,7 @@ def step(state: CaseState, event: Event, cal: WorkCalendar | None = None) -> Non
         check(state, ACTION_OF[event.type], event.origin)
         if event.type == e.DELIVERED and state.fee_fen is not None and not state.paid:
             raise IllegalTransitionError("case.deliver_unpaid", case_id=state.case_id)
-        guards.check_event(state, event, cal)
+        guards.check_event(state, event, cal, (written or {}).get(event.ref))
     except CaseError as exc:
         state.violations.append(Violation(event.origin, event.seq, event.type, exc.key))
         return
@@ -350,7 +355,10 @@ def step(state: CaseState, event: Event, cal: WorkCalendar | None = None) -> Non
     state.events.append(event)
 
 
-def fold(events: Iterable[Event], cal: WorkCalendar | None = None) -> CaseState | None:
+def fold(
+    events: Iterable[Event], cal: WorkCalendar | None = None,
+    written: Mapping[Ref, str] | None = None,
+) -> CaseState | None:  # fmt: skip
     """The state after `events` (already in causal order); None if no case was received.
 
     Events before the `case.received` (which causal order never yields) are violations.
@@ -364,7 +372,7 @@ def fold(events: Iterable[Event], cal: WorkCalendar | None = None) -> CaseState 
             else:
                 orphans.append(Violation(event.origin, event.seq, event.type, "case.not_found"))
             continue
-        step(state, event, cal)
+        step(state, event, cal, written)
     if state is not None:
         state.violations[:0] = orphans
     return state

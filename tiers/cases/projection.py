@@ -29,8 +29,9 @@ from sync.protocol.entry import SignedEntry
 from sync.store import Store
 from tiers.calendar import WorkCalendar
 from tiers.cases import entries
+from tiers.cases.guards import BACKDATING, LOOK_BACK
 from tiers.cases.machine import OPEN, CaseState, Violation, fold, step
-from tiers.cases.order import Event, causal_order
+from tiers.cases.order import Event, Ref, causal_order
 from tiers.deadlines import Deadline, Pause, compute_deadline
 from tiers.published import CALENDAR_OVERRIDE, work_calendar
 
@@ -95,7 +96,27 @@ class Folded:
 def load_case(store: Store, case_id: str) -> Folded:
     """Fold `case_id` from the events held here (sees this transaction's appends)."""
     ordered, waiting = causal_order(load_events(store, case_id))
-    return Folded(fold(ordered, work_calendar(store)), ordered, waiting)
+    return Folded(fold(ordered, work_calendar(store), written_after(store, ordered)), ordered,
+                  waiting)  # fmt: skip
+
+
+def latest_written(store: Store, origin: str, seq: int) -> str | None:
+    """The latest day `origin` dated one of its `LOOK_BACK` case events before `seq` held
+    here: its seq-ordered log was written no earlier (tiers.cases.guards)."""
+    rows = store.query(
+        "SELECT at FROM case_events WHERE origin = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+        (origin, seq, LOOK_BACK),
+    )
+    return max(local_date(r[0]) for r in rows).isoformat() if rows else None
+
+
+def written_after(store: Store, events: Iterable[Event]) -> dict[Ref, str]:
+    """`latest_written` for each suspension, extension and 补正 notice among `events`."""
+    out = {}
+    for ev in events:
+        if ev.type in BACKDATING and (day := latest_written(store, ev.origin, ev.seq)):
+            out[ev.ref] = day
+    return out
 
 
 def pauses_of(state: CaseState) -> list[Pause]:
@@ -312,7 +333,7 @@ class _Writer:
         for event in rest:
             if event.after is None or event.after != state.tip:
                 return False
-            step(state, event, self.calendar())
+            step(state, event, self.calendar(), written_after(self.store, [event]))
         self.write(state, count, 0, texts)
         return True
 

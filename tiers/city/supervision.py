@@ -27,7 +27,7 @@ from tiers.cases import entries as e
 from tiers.cases import guards
 from tiers.cases.machine import fold
 from tiers.cases.order import causal_order
-from tiers.cases.projection import load_events
+from tiers.cases.projection import load_events, written_after
 from tiers.catalogue import yuan_from_fen
 from tiers.figures import Period
 from tiers.published import get_item, work_calendar
@@ -37,7 +37,7 @@ Raw = tuple[str, str, dict[str, Any], str | None]
 _GUARDED = frozenset(
     {
         "case.extend_twice", "case.extend_limit", "case.extend_late", "case.backdated",
-        "case.deliver_unpaid",
+        "case.backdated_deadline", "case.deliver_unpaid",
     }
 )  # fmt: skip
 _PAUSING = (e.SUSPENDED, e.EXTENDED, e.SUPPLEMENT_REQUESTED)
@@ -130,8 +130,9 @@ def _due_before(store: Store, case_id: str, ref: tuple[str, int], cal: Any) -> d
     refs = [ev.ref for ev in ordered]
     if ref not in refs:
         return None
-    before = fold(ordered[: refs.index(ref)], cal)
-    after = fold(ordered[: refs.index(ref) + 1], cal)
+    written = written_after(store, ordered)
+    before = fold(ordered[: refs.index(ref)], cal, written)
+    after = fold(ordered[: refs.index(ref) + 1], cal, written)
     if before is None or after is None or after.anchor != ref:
         return None  # refused by the machine: a guard_violation already, counted nowhere
     return guards.due_now(before, cal)
