@@ -361,3 +361,46 @@ def test_guards_catalogue_extension_days_in_csv_and_json() -> None:
     with pytest.raises(CatalogueError) as bad:
         parse_catalogue(csv.replace(b",3\n", b",-1\n"), "c.csv")
     assert bad.value.params["column"] == "extension_days"
+
+
+def test_guards_fee_totals_by_department(net: Network) -> None:
+    # 票款分离: assessed at the window, paid at the bank; both totals per department
+    from tiers.city.stats import compute_stats, table_rows
+    from tiers.figures import parse_period
+
+    town = net.town
+    paid = _accepted_a1(net)  # 公安, 10.50
+    service.assess_fee(town, paid, "10.50")
+    service.pay(town, paid, "R-1")
+    unpaid = _accepted_a1(net)
+    service.assess_fee(town, unpaid, "500", override_reason="加急（批文）")
+    free = service.accept(town, item_code="C3", applicant=WHO)  # 民政, free
+    service.complete(town, free, "approved")
+    net.sync((town, net.city))
+    result = compute_stats(net.city.store, parse_period("2025-10"), "department",
+                           datetime(2025, 10, 9).date())  # fmt: skip
+    rows = {r["key"]: r for r in result["rows"]}
+    assert (rows["公安"]["fees_assessed_fen"], rows["公安"]["fees_paid_fen"]) == (51050, 1050)
+    assert (rows["民政"]["fees_assessed_fen"], rows["民政"]["fees_paid_fen"]) == (0, 0)
+    assert (result["total"]["fees_assessed_fen"], result["total"]["fees_paid_fen"]) == (
+        51050, 1050,
+    )  # fmt: skip
+    shown = [row for row in table_rows(result) if "510.50" in row]
+    assert shown and "10.50" in shown[0]  # the table shows yuan
+
+
+def test_guards_reconcile_lists_fee_override_with_its_reason(net: Network) -> None:
+    from tiers.city.reconcile import reconcile
+
+    town = net.town
+    case_id = _accepted_a1(net)
+    service.assess_fee(town, case_id, "500", override_reason="加急（物价局批文）")
+    honest = _accepted_a1(net)
+    service.assess_fee(town, honest, "10.50")
+    net.sync((town, net.city))
+    found = [f for f in reconcile(net.city, "2025-10", now=datetime(2025, 11, 3, tzinfo=ZONE))[
+        "findings"] if f["kind"] == "fee_override"]  # fmt: skip
+    assert [(f["node_id"], f["evidence"]["case_id"], f["evidence"]["reason"]) for f in found] == [
+        (TOWN, case_id, "加急（物价局批文）")
+    ]
+    assert "500.00" in found[0]["detail"] and "10.50" in found[0]["detail"]
