@@ -227,7 +227,8 @@ def extend_command(case_id: str, days: int, reason: str, approved_by: str, at: s
                    home: Path | None, as_json: bool) -> None:  # fmt: skip
     """延长 the time limit by N working days: once, at most the item's limit (default 10),
     before the deadline has passed."""
-    _done(home, as_json, lambda n: service.extend(n, case_id, days, reason, approved_by, at=at))
+    _done(home, as_json, lambda n: service.extend(n, case_id, days, reason, at=at,
+                                                     approved_by=approved_by))
 
 
 @case_group.command("forward")
@@ -343,6 +344,8 @@ def _print_case(case: dict[str, Any]) -> None:
         _yes(case["paid"]) if case["fee"] else None, case["rating"],
         describe_actions(case["allowed"]),
     ]  # fmt: skip
+    labels.append(i18n.t("cli.case.approved_by"))
+    values.append(case.get("approved_by"))
     width = max(display_width(label) for label in labels)
     for label, value in zip(labels, values, strict=True):
         if value not in (None, ""):

@@ -61,6 +61,7 @@ def test_guards_cli_extension_art42(town: Path) -> None:  # noqa: F811
     extended = ok_json(town, "case", "extend", cid, "--days", "10", "--reason", "核查",
                        "--approved-by", "王局长")  # fmt: skip
     assert (extended["approved_by"], extended["extensions"]) == ("王局长", 1)
+    assert "延长批准人" in ok(town, "case", "show", cid, lang="zh")
     said = refused(town, "case", "extend", cid, "--days", "1", "--reason", "再延",
                    "--approved-by", "王局长", lang="zh")  # fmt: skip
     assert "只能延长一次" in said

@@ -67,9 +67,9 @@ def test_guards_extension_once_within_the_limit_art42(net: Network) -> None:
     case_id = _accepted_a1(net)
     assert _view(town, case_id, "2025-10-09")["deadline"] == "2025-10-15"
     _on(town, "2025-10-14")
-    _refused(town, lambda: service.extend(town, case_id, 11, "入户核查", "局长"),
+    _refused(town, lambda: service.extend(town, case_id, 11, "核查", approved_by="局长"),
              "case.extend_limit")  # fmt: skip
-    service.extend(town, case_id, 10, "入户核查", "王局长")
+    service.extend(town, case_id, 10, "入户核查", approved_by="王局长")
     shown = _view(town, case_id, "2025-10-14")
     # 10 more working days after the 15th: 16 17 20 21 22 23 24 27 28 29
     assert shown["deadline"] == "2025-10-29"
@@ -77,7 +77,8 @@ def test_guards_extension_once_within_the_limit_art42(net: Network) -> None:
     assert shown["approved_by"] == "王局长"
     extended = [ev for ev in shown["events"] if ev["type"] == "case.extended"]
     assert extended[0]["body"]["approved_by"] == "王局长"
-    _refused(town, lambda: service.extend(town, case_id, 1, "再延", "局长"), "case.extend_twice")
+    _refused(town, lambda: service.extend(town, case_id, 1, "再延", approved_by="局长"),
+             "case.extend_twice")  # fmt: skip
 
 
 def test_guards_extension_limit_comes_from_the_catalogue_art42(net: Network) -> None:
@@ -88,10 +89,11 @@ def test_guards_extension_limit_comes_from_the_catalogue_art42(net: Network) -> 
     case_id = service.accept(net.town, item_code="D4", applicant=WHO)
     accepted = load_case(net.town.store, case_id).state
     assert accepted is not None and accepted.extension_limit == 3
-    error = _refused(net.town, lambda: service.extend(net.town, case_id, 4, "核查", "局长"),
+    error = _refused(net.town,
+                     lambda: service.extend(net.town, case_id, 4, "核查", approved_by="局长"),
                      "case.extend_limit")  # fmt: skip
     assert "at most 3 working days, not 4" in str(error)
-    service.extend(net.town, case_id, 3, "核查", "局长")
+    service.extend(net.town, case_id, 3, "核查", approved_by="局长")
 
 
 def test_guards_no_extension_once_the_deadline_has_passed_art42(net: Network) -> None:
@@ -99,12 +101,14 @@ def test_guards_no_extension_once_the_deadline_has_passed_art42(net: Network) ->
     case_id = _accepted_a1(net)
     _on(town, "2025-10-16")  # due the 15th: red
     # neither dated now nor back-dated to before the deadline
-    _refused(town, lambda: service.extend(town, case_id, 5, "补救", "局长"), "case.extend_late")
-    _refused(town, lambda: service.extend(town, case_id, 5, "补救", "局长", at="2025-10-14"),
+    _refused(town, lambda: service.extend(town, case_id, 5, "补救", approved_by="局长"),
+             "case.extend_late")  # fmt: skip
+    _refused(town,
+             lambda: service.extend(town, case_id, 5, "补救", at="2025-10-14", approved_by="局长"),
              "case.extend_late")  # fmt: skip
     use_locale("zh")
     try:
-        error = _refused(town, lambda: service.extend(town, case_id, 5, "补救", "局长"),
+        error = _refused(town, lambda: service.extend(town, case_id, 5, "补救", approved_by="局长"),
                          "case.extend_late")  # fmt: skip
         assert "2025-10-15" in str(error) and "期限内批准" in str(error)
     finally:
@@ -113,7 +117,8 @@ def test_guards_no_extension_once_the_deadline_has_passed_art42(net: Network) ->
 
 def test_guards_extension_needs_who_approved_it_art42(net: Network) -> None:
     case_id = _accepted_a1(net)
-    _refused(net.town, lambda: service.extend(net.town, case_id, 5, "核查", " "), "case.blank")
+    _refused(net.town, lambda: service.extend(net.town, case_id, 5, "核查", approved_by=" "),
+             "case.blank")  # fmt: skip
 
 
 # --- suspensions are not back-dated across a passed deadline --------------------------------

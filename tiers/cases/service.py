@@ -285,14 +285,18 @@ def resume(node: Node, case_id: str, at: str | None = None) -> str:
 
 
 def extend(
-    node: Node, case_id: str, days: int, reason: str, approved_by: str,
-    at: str | None = None,
+    node: Node, case_id: str, days: int, reason: str, at: str | None = None, *,
+    approved_by: str | None = None,
 ) -> str:  # fmt: skip
     """延长 (第四十二条): add `days` working days to the time limit, approved by the organ's
-    head: once, at most the item's limit, and only before the deadline has passed."""
+    head (`case extend --approved-by` requires it; recorded when given): once, at most the
+    item's limit, and only before the deadline has passed."""
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 10_000:
         raise CaseError("case.bad_days", days=days)
-    reason, approver = _text(reason, "reason"), _text(approved_by, "approved-by")
+    reason = _text(reason, "reason")
+    fields: dict[str, Any] = {"days": days, "reason": reason}
+    if approved_by is not None:
+        fields["approved_by"] = _text(approved_by, "approved-by")
 
     def guard(state: CaseState, stamp: str) -> None:
         today = node.clock.now().date()
@@ -300,10 +304,7 @@ def extend(
         guards.check_extension(state, days, local_date(stamp), cal, today=today)
         _written_guard(node, state, stamp, cal)
 
-    return _act(
-        node, case_id, "extend", e.EXTENDED, at, guard=guard, days=days, reason=reason,
-        approved_by=approver,
-    )  # fmt: skip
+    return _act(node, case_id, "extend", e.EXTENDED, at, guard=guard, **fields)
 
 
 def forward(
