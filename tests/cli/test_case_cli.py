@@ -234,7 +234,8 @@ def test_case_cli_list_json_with_warnings(town: Path) -> None:
     assert by_id[due_today]["warning"] == "yellow"
     assert by_id[future]["warning"] is None
     assert by_id[future]["provisional"] is True  # nobody knows that year's calendar
-    assert by_id[done]["warning"] is None  # completed: no longer watched
+    # completed and never delivered: ten working days are long over (行政许可法 第四十四条)
+    assert by_id[done]["warning"] == "undelivered"
     assert [r["case_id"] for r in ok_json(town, "case", "list", "--warning", "red")] == [overdue]
     assert [r["case_id"] for r in ok_json(town, "case", "list", "--warning", "yellow")] == [
         due_today

@@ -137,6 +137,19 @@ def test_guards_suspension_back_dated_across_the_deadline_is_refused(net: Networ
     assert _view(town, case_id, "2025-10-20")["deadline"] == "2025-10-15"
 
 
+def test_guards_paper_history_entered_after_the_deadline_goes_in(net: Network) -> None:
+    # 补录 (DESIGN §8): a case first recorded here after its deadline was never watched
+    # here; its suspension and extension, dated before the deadline, are its history
+    town = net.town
+    _on(town, "2025-10-20")
+    case_id = service.accept(town, item_code="A1", applicant=WHO, at="2025-10-09T09:00")
+    service.suspend(town, case_id, "专家评审", at="2025-10-14")
+    service.resume(town, case_id, at="2025-10-16")
+    service.extend(town, case_id, 2, "复杂", at="2025-10-16T10:00", approved_by="局长")
+    # 10 11 13 14 used; paused (14, 16]; 1 + 2 left: 17 20 21
+    assert _view(town, case_id, "2025-10-20")["deadline"] == "2025-10-21"
+
+
 def test_guards_suspension_before_the_deadline_moves_it(net: Network) -> None:
     town = net.town
     case_id = _accepted_a1(net)

@@ -10,9 +10,11 @@
 - Back-dating: an origin writes its log in seq order, so a suspension, extension or 补正
   notice dated before an event its author already recorded on the case, or dated on or
   before the deadline but written after a case event (any case) its author dated past the
-  deadline, was back-dated: it cannot move the deadline. "Written after" reads the author's
-  previous `LOOK_BACK` case events held here (`written` below): the author and its
-  ancestors, whose figures count the case, hold all of them.
+  deadline since it first wrote on this case, was back-dated: it cannot move the deadline.
+  "Written after" reads the author's previous `LOOK_BACK` case events held here (`written`
+  below): the author and its ancestors, whose figures count the case, hold all of them. A
+  whole paper history entered case by case (补录) is not caught: each case's events are
+  written before the next case's.
 
 Every rule is checked twice: by the commands (`tiers.cases.service`) before they append, with
 today as the node knows it; and by the fold (`tiers.cases.machine.step`) on every event from
@@ -71,11 +73,19 @@ def due_now(state: CaseState, cal: WorkCalendar) -> date | None:
     ).due
 
 
+def _seen_late(due: date, today: date | None, seen: date | None) -> bool:
+    """At a command: the deadline has passed `today` on a case this node recorded by then
+    (`seen`: the day it first stored an event of the case). A case entered only after its
+    deadline (补录 of a whole paper history) was never watched here: its records go in."""
+    return today is not None and today > due and seen is not None and seen <= due
+
+
 def check_extension(
-    state: CaseState, days: int, on: date, cal: WorkCalendar, *, today: date | None = None
-) -> None:
+    state: CaseState, days: int, on: date, cal: WorkCalendar, *, today: date | None = None,
+    seen: date | None = None,
+) -> None:  # fmt: skip
     """第四十二条: once, at most the item's limit, and not after the deadline (dated `on`;
-    at a command also `today`). IllegalTransitionError with what the limit is."""
+    at a command also `today`, see `_seen_late`). IllegalTransitionError with the limit."""
     case_id = state.case_id
     if state.extensions:
         raise IllegalTransitionError("case.extend_twice", case_id=case_id)
@@ -83,17 +93,17 @@ def check_extension(
     if days > limit:
         raise IllegalTransitionError("case.extend_limit", case_id=case_id, days=days, limit=limit)
     due = due_now(state, cal)
-    if due is not None and (on > due or (today is not None and today > due)):
+    if due is not None and (on > due or _seen_late(due, today, seen)):
         raise IllegalTransitionError("case.extend_late", case_id=case_id, due=due.isoformat())
 
 
 def check_pause_not_backdated(
-    state: CaseState, on: date, today: date, cal: WorkCalendar
+    state: CaseState, on: date, today: date, cal: WorkCalendar, seen: date | None
 ) -> None:
-    """At a command: once the deadline has passed, a suspension dated on or before it would
-    make an overdue case on time (a pause from then moves the deadline); refused."""
+    """At a command: once the deadline has passed (`_seen_late`), a suspension dated on or
+    before it would make an overdue case on time (a pause then moves the deadline)."""
     due = due_now(state, cal)
-    if due is not None and today > due and on <= due:
+    if due is not None and on <= due and _seen_late(due, today, seen):
         raise IllegalTransitionError(
             "case.pause_backdated", case_id=state.case_id, due=due.isoformat(), at=on.isoformat()
         )

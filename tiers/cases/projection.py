@@ -100,12 +100,14 @@ def load_case(store: Store, case_id: str) -> Folded:
                   waiting)  # fmt: skip
 
 
-def latest_written(store: Store, origin: str, seq: int) -> str | None:
-    """The latest day `origin` dated one of its `LOOK_BACK` case events before `seq` held
-    here: its seq-ordered log was written no earlier (tiers.cases.guards)."""
+def latest_written(store: Store, origin: str, seq: int, case_id: str) -> str | None:
+    """The latest day `origin` dated one of its `LOOK_BACK` case events (any case) held here
+    between its first event on `case_id` and `seq`: its seq-ordered log was written no
+    earlier (tiers.cases.guards)."""
     rows = store.query(
-        "SELECT at FROM case_events WHERE origin = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
-        (origin, seq, LOOK_BACK),
+        "SELECT at FROM case_events WHERE origin = ?1 AND seq < ?2 AND seq >= (SELECT min(seq)"
+        " FROM case_events WHERE case_id = ?3 AND origin = ?1) ORDER BY seq DESC LIMIT ?4",
+        (origin, seq, case_id, LOOK_BACK),
     )
     return max(local_date(r[0]) for r in rows).isoformat() if rows else None
 
@@ -114,9 +116,20 @@ def written_after(store: Store, events: Iterable[Event]) -> dict[Ref, str]:
     """`latest_written` for each suspension, extension and 补正 notice among `events`."""
     out = {}
     for ev in events:
-        if ev.type in BACKDATING and (day := latest_written(store, ev.origin, ev.seq)):
+        if ev.type not in BACKDATING:
+            continue
+        if day := latest_written(store, ev.origin, ev.seq, ev.body["case_id"]):
             out[ev.ref] = day
     return out
+
+
+def first_recorded(store: Store, case_id: str) -> date | None:
+    """The day (this node's clock) it first stored an event of `case_id`."""
+    rows = store.query(
+        "SELECT min(e.received_at) FROM case_events c JOIN entries e ON e.origin = c.origin"
+        " AND e.seq = c.seq WHERE c.case_id = ?", (case_id,),
+    )  # fmt: skip
+    return local_date(rows[0][0]) if rows and rows[0][0] else None
 
 
 def pauses_of(state: CaseState) -> list[Pause]:

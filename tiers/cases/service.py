@@ -25,7 +25,7 @@ from sync.protocol.ids import parent_of, tier_of
 from tiers.cases import entries as e
 from tiers.cases import guards
 from tiers.cases.machine import IN_TRANSIT, TAKE, CaseState, check, check_receive
-from tiers.cases.projection import latest_written, load_case
+from tiers.cases.projection import first_recorded, latest_written, load_case
 from tiers.catalogue import DEFAULT_EXTENSION_DAYS, CatalogueItem, fen_from_yuan, yuan_from_fen
 from tiers.published import get_item, work_calendar
 
@@ -241,7 +241,8 @@ def _pause_guard(node: Node) -> Guard:
     def guard(state: CaseState, stamp: str) -> None:
         today = node.clock.now().date()
         cal = work_calendar(node.store)
-        guards.check_pause_not_backdated(state, local_date(stamp), today, cal)
+        seen = first_recorded(node.store, state.case_id)
+        guards.check_pause_not_backdated(state, local_date(stamp), today, cal, seen)
         _written_guard(node, state, stamp, cal)
 
     return guard
@@ -251,7 +252,7 @@ def _written_guard(node: Node, state: CaseState, stamp: str, cal: Any) -> None:
     """What the fold checks on every node: not dated on or before the deadline after this
     node dated a case event past it (so a log written here folds clean everywhere)."""
     seq = node.store.head(node.node_id)[0] + 1
-    written = latest_written(node.store, node.node_id, seq)
+    written = latest_written(node.store, node.node_id, seq, state.case_id)
     guards.check_written(state, local_date(stamp), written, cal)
 
 
@@ -301,7 +302,8 @@ def extend(
     def guard(state: CaseState, stamp: str) -> None:
         today = node.clock.now().date()
         cal = work_calendar(node.store)
-        guards.check_extension(state, days, local_date(stamp), cal, today=today)
+        seen = first_recorded(node.store, state.case_id)
+        guards.check_extension(state, days, local_date(stamp), cal, today=today, seen=seen)
         _written_guard(node, state, stamp, cal)
 
     return _act(node, case_id, "extend", e.EXTENDED, at, guard=guard, **fields)
