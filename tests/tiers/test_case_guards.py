@@ -205,6 +205,26 @@ def test_guards_late_supplement_accepts_as_of_receipt_art32(net: Network) -> Non
     assert _view(city, case_id, "2025-10-17")["deadline"] == "2025-10-15"
 
 
+def test_guards_late_supplement_counts_in_the_figures_from_receipt_art32(net: Network) -> None:
+    from tiers.city.stats import compute_stats
+    from tiers.figures import parse_period
+
+    town = net.town
+    _on(town, "2025-10-09")
+    case_id = service.receive(town, "A1", WHO, at="2025-10-09T09:00")
+    _on(town, "2025-10-16")
+    service.request_supplement(town, case_id, ["照片"])
+    _on(town, "2025-10-17")
+    service.supply(town, case_id)
+    service.complete(town, case_id, "approved")
+    net.sync((town, net.city))
+    result = compute_stats(net.city.store, parse_period("2025-10"), "node",
+                           datetime(2025, 10, 31).date())  # fmt: skip
+    row = {r["key"]: r for r in result["rows"]}[TOWN]
+    # accepted 10-09 (as of receipt), due 10-15, completed 10-17: late, not "on time"
+    assert (row["accepted"], row["completed"], row["on_time"], row["overdue"]) == (1, 1, 0, 1)
+
+
 def _event(seq: int, kind: str, at: str, after: int | None, **extra: Any) -> Event:
     case_id = f"{TOWN}-20251009-0001"
     body = {"case_id": case_id, "after": [TOWN, after] if after else None, **extra}
