@@ -50,6 +50,10 @@ i18n.register(
             "refused: not allowed in the case's status then",
             "无效：当时的办件状态不允许",
         ),
+        "cli.case.refused.guard": (
+            "refused: not allowed by law (limits, back-dating, unpaid fee)",
+            "无效：不符合法定要求（期限、倒签或未缴费）",
+        ),
         "cli.case.list_headers": (
             "case|item|status|holder|applicant|deadline|warning",
             "办件编号|事项|状态|经办节点|申请人|办结期限|预警",

@@ -79,7 +79,9 @@ def test_hostile_town_cannot_game_extensions_suspensions_and_fees(net: Net) -> N
     assert late["extension_days"] == 0
     fee_case = zj(city, "case", "show", n.case_id)
     assert fee_case["status"] == "completed"  # the unpaid delivery did not happen
-    assert [v["problem"] for v in fee_case["violations"]] == ["case.deliver_unpaid"]
+    assert [(v["problem"], v["kind"]) for v in fee_case["violations"]] == [
+        ("case.deliver_unpaid", "guard")
+    ]
 
     def found(period: str, kind: str) -> set[tuple[str, int, Any]]:
         listed = zj(city, "reconcile", "--period", period)["findings"]

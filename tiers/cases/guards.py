@@ -44,6 +44,13 @@ DELIVERY_DAYS = 10  # 第四十四条: 送达 within ten days of the decision
 DEFAULT_UNACCEPTED_DAYS = 5  # 第三十二条 again: accept, reject or notify within five days
 UNACCEPTED, UNDELIVERED = "unaccepted", "undelivered"
 BACKDATING = frozenset({e.SUSPENDED, e.EXTENDED, e.SUPPLEMENT_REQUESTED})
+# what the fold refuses under these rules (and an unpaid delivery, tiers.cases.machine)
+FOLD_KEYS = frozenset(
+    {
+        "case.extend_twice", "case.extend_limit", "case.extend_late", "case.backdated",
+        "case.backdated_deadline", "case.deliver_unpaid",
+    }
+)  # fmt: skip
 LOOK_BACK = 64  # previous case events of the author read to date a pausing event's writing
 
 

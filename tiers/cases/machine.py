@@ -172,8 +172,11 @@ def _rank(tier: str) -> int:
 
 
 def violation_kind(key: str) -> str:
-    """'custody' for an event by a node without custody, else 'illegal'."""
-    return "custody" if key in ("case.not_holder", "case.not_target") else "illegal"
+    """'custody' for an event by a node without custody, 'guard' for one the legal guards
+    refused (tiers.cases.guards, an unpaid delivery), else 'illegal'."""
+    if key in ("case.not_holder", "case.not_target"):
+        return "custody"
+    return "guard" if key in guards.FOLD_KEYS else "illegal"
 
 
 def check(state: CaseState, action: str, actor: str, *, item: CatalogueItem | None = None) -> None:

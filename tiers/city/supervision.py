@@ -34,12 +34,6 @@ from tiers.published import get_item, work_calendar
 
 KINDS = ("fee_override", "guard_violation", "backdated")
 Raw = tuple[str, str, dict[str, Any], str | None]
-_GUARDED = frozenset(
-    {
-        "case.extend_twice", "case.extend_limit", "case.extend_late", "case.backdated",
-        "case.backdated_deadline", "case.deliver_unpaid",
-    }
-)  # fmt: skip
 _PAUSING = (e.SUSPENDED, e.EXTENDED, e.SUPPLEMENT_REQUESTED)
 
 
@@ -79,7 +73,7 @@ def guard_violations(store: Store, period: Period) -> list[Raw]:
         "SELECT case_id, violations FROM cases WHERE violations != '[]' ORDER BY case_id"
     ):
         for origin, seq, kind, key in json.loads(text):
-            if key not in _GUARDED:
+            if key not in guards.FOLD_KEYS:
                 continue
             rows = store.query(
                 "SELECT at FROM case_events WHERE origin = ? AND seq = ?", (origin, seq)
