@@ -68,13 +68,18 @@ def test_guards_cli_extension_art42(town: Path) -> None:  # noqa: F811
 
 
 def test_guards_cli_late_extension_and_back_dated_suspension(town: Path) -> None:  # noqa: F811
+    # due 2025-10-15 (10, 11, 13, 14, 15); then the town records another case on the 20th
     cid = case(town, "accept", "--item", "A1", "--applicant", "甲", "--at", "2025-10-09")
+    case(town, "receive", "--item", "A1", "--applicant", "乙", "--at", "2025-10-20")
     said = refused(town, "case", "extend", cid, "--days", "5", "--reason", "补救",
-                   "--approved-by", "王局长", "--at", "2025-10-14")  # fmt: skip
+                   "--approved-by", "王局长", "--at", "2025-10-16")  # fmt: skip
     assert "ran out on 2025-10-15" in said
     said = refused(town, "case", "suspend", cid, "--reason", "专家评审", "--at", "2025-10-14",
                    lang="zh")  # fmt: skip
-    assert "倒签" in said and "2025-10-15" in said
+    assert "倒签" in said and "2025-10-15" in said and "2025-10-20" in said
+    said = refused(town, "case", "extend", cid, "--days", "5", "--reason", "补救",
+                   "--approved-by", "王局长", "--at", "2025-10-14")  # fmt: skip
+    assert "back-dated across the deadline" in said
     assert ok_json(town, "case", "show", cid)["warning"] == "red"
 
 
