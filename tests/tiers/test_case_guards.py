@@ -442,3 +442,23 @@ def test_guards_reconcile_lists_fee_override_with_its_reason(net: Network) -> No
         (TOWN, case_id, "加急（物价局批文）")
     ]
     assert "500.00" in found[0]["detail"] and "10.50" in found[0]["detail"]
+
+
+def test_guards_reconcile_names_a_suspension_written_after_a_later_dated_entry(
+    net: Network,
+) -> None:
+    # the fold reads case events only; the city's reconcile reads the whole log: a
+    # heartbeat the town dated 10-20, then a suspension it dated 10-14 (due 10-15)
+    from tiers.city.reconcile import reconcile
+
+    town = net.town
+    case_id = _accepted_a1(net)
+    beat = town.append("sync.alive", {"via": "sync"}, at="2025-10-20T09:00:00+08:00")
+    _on(town, "2025-10-14")
+    service.suspend(town, case_id, "检测", at="2025-10-14T10:00")
+    suspended = town.store.head(TOWN)[0]
+    net.sync((town, net.city))
+    found = [f for f in reconcile(net.city, "2025-10", now=datetime(2025, 11, 3, tzinfo=ZONE))[
+        "findings"] if f["kind"] == "backdated"]  # fmt: skip
+    assert [(f["node_id"], f["evidence"]["seq"], f["evidence"]["written_after_seq"],
+             f["evidence"]["due"]) for f in found] == [(TOWN, suspended, beat.seq, "2025-10-15")]

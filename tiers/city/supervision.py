@@ -6,9 +6,11 @@
     guard_violation  an event the legal guards refused (a second or too long or late
                      extension, a suspension or extension back-dated on its case, a
                      delivery before the assessed fee was paid): it counts nowhere
-    backdated        a suspension or extension dated on or before the case's deadline but
-                     written after an entry its author dated past that deadline (an origin
-                     writes its log in seq order); evidence names both entries
+    backdated        a suspension, extension or 补正 notice dated on or before the case's
+                     deadline but written (since its author's first event on the case) after
+                     an entry of any type its author dated past it (an origin writes its log
+                     in seq order), which the fold's window of case events did not catch;
+                     evidence names both entries
 
 Each is `(kind, node_id, evidence, message key or None)`, for the period's events; the
 reconcile wraps them in its `Finding`. Depends only on what is held here.
@@ -86,35 +88,34 @@ def guard_violations(store: Store, period: Period) -> list[Raw]:
 
 
 def backdated(store: Store, period: Period) -> list[Raw]:
-    """Suspensions and extensions (applied, in the period) dated on or before their case's
-    deadline but written after an entry their author dated past it."""
-    candidates: dict[str, list[tuple[int, str, str]]] = {}
+    """Suspensions, extensions and 补正 notices (applied, in the period) dated on or before
+    their case's deadline but written, since their author's first event on the case, after
+    an entry (any type, the whole log held here) their author dated past it."""
+    cal = work_calendar(store)
+    found: list[Raw] = []
     for origin, seq, case_id, at in store.query(
         "SELECT origin, seq, case_id, at FROM case_events WHERE type IN (?, ?, ?) "
         "ORDER BY origin, seq", _PAUSING,
     ):  # fmt: skip
-        if _in(period, at):
-            candidates.setdefault(origin, []).append((seq, case_id, at))
-    cal = work_calendar(store)
-    found: list[Raw] = []
-    for origin, events in candidates.items():
-        latest: tuple[date, int, str] | None = None  # the latest day dated so far, by seq
-        cursor = 0
-        for seq, case_id, at in events:
-            for prior, stamp in store.query(
-                "SELECT seq, json_extract(CAST(raw AS TEXT), '$.at') FROM entries "
-                "WHERE origin = ? AND seq > ? AND seq < ? ORDER BY seq", (origin, cursor, seq),
-            ):  # fmt: skip
-                day = local_date(stamp)
-                if latest is None or day > latest[0]:
-                    latest = (day, prior, stamp)
-            cursor = seq - 1
-            due = _due_before(store, case_id, (origin, seq), cal)
-            if due is None or latest is None or local_date(at) > due or latest[0] <= due:
-                continue
-            found.append(("backdated", origin, {
-                "case_id": case_id, "seq": seq, "at": at, "due": due.isoformat(),
-                "written_after_seq": latest[1], "written_after_at": latest[2]}, None))  # fmt: skip
+        if not _in(period, at):
+            continue
+        latest: tuple[date, int, str] | None = None
+        for prior, stamp in store.query(
+            "SELECT seq, json_extract(CAST(raw AS TEXT), '$.at') FROM entries WHERE origin = ?1"
+            " AND seq < ?2 AND seq >= (SELECT min(seq) FROM case_events WHERE origin = ?1 AND"
+            " case_id = ?3) ORDER BY seq", (origin, seq, case_id),
+        ):  # fmt: skip
+            day = local_date(stamp)
+            if latest is None or day > latest[0]:
+                latest = (day, prior, stamp)
+        if latest is None or local_date(at) > latest[0]:
+            continue
+        due = _due_before(store, case_id, (origin, seq), cal)
+        if due is None or local_date(at) > due or latest[0] <= due:
+            continue
+        found.append(("backdated", origin, {
+            "case_id": case_id, "seq": seq, "at": at, "due": due.isoformat(),
+            "written_after_seq": latest[1], "written_after_at": latest[2]}, None))  # fmt: skip
     return found
 
 
