@@ -21,6 +21,7 @@ from cli.common import (
     node_at,
     print_json,
     print_table,
+    warn,
 )
 from sync.node import Node
 from sync.protocol import i18n
@@ -50,6 +51,10 @@ i18n.register(
             "refused: not allowed in the case's status then",
             "无效：当时的办件状态不允许",
         ),
+        "cli.case.refused.guard": (
+            "refused: not allowed by law (limits, back-dating, unpaid fee)",
+            "无效：不符合法定要求（期限、倒签或未缴费）",
+        ),
         "cli.case.list_headers": (
             "case|item|status|holder|applicant|deadline|warning",
             "办件编号|事项|状态|经办节点|申请人|办结期限|预警",
@@ -59,6 +64,22 @@ i18n.register(
         "cli.case.no": ("no", "否"),
         "cli.case.warning.yellow": ("yellow", "黄灯"),
         "cli.case.warning.red": ("red (overdue)", "红灯（超期）"),
+        "cli.case.warning.unaccepted": (
+            "received, not accepted (行政许可法 第三十二条)",
+            "已收件未受理（《行政许可法》第三十二条）",
+        ),
+        "cli.case.warning.undelivered": (
+            "completed, not delivered within ten working days (行政许可法 第四十四条)",
+            "已办结，十个工作日内未送达（《行政许可法》第四十四条）",
+        ),
+        "cli.case.deemed_accepted": (
+            "note: this 补正 notice comes more than five working days after receipt, so case"
+            " {case_id} counts as accepted as of {received_at} (行政许可法 第三十二条); its"
+            " time limit runs from then.",
+            "注意：本次补正告知距收件已超过五个工作日，依《行政许可法》第三十二条，办件"
+            " {case_id} 自收件之日（{received_at}）起即为受理，办理期限自该日起算。",
+        ),
+        "cli.case.approved_by": ("extension approved by", "延长批准人"),
         "cli.case.result.approved": ("approved", "准予"),
         "cli.case.result.denied": ("denied", "不予"),
     }
@@ -147,8 +168,23 @@ def reject_command(case_id: str, reason: str, at: str | None, home: Path | None,
 @json_option
 def supplement_command(case_id: str, missing: tuple[str, ...], at: str | None,
                        home: Path | None, as_json: bool) -> None:  # fmt: skip
-    """一次性告知补正: list everything missing at once."""
-    _done(home, as_json, lambda n: service.request_supplement(n, case_id, missing, at=at))
+    """一次性告知补正: list everything missing at once.
+
+    More than five working days after receipt, the case counts as accepted as of receipt
+    (行政许可法 第三十二条): the notice is still recorded, and a note on stderr says so.
+    """
+    deemed: list[str] = []
+
+    def work(node: Node) -> str:
+        done = service.request_supplement(node, case_id, missing, at=at)
+        received = service.deemed_accepted(node, done)
+        if received is not None:
+            deemed.append(received)
+        return done
+
+    _done(home, as_json, work)
+    if deemed:
+        warn(i18n.t("cli.case.deemed_accepted", case_id=case_id, received_at=deemed[0]))
 
 
 @case_group.command("supply")
@@ -187,13 +223,17 @@ def resume_command(case_id: str, at: str | None, home: Path | None, as_json: boo
 @case_argument
 @click.option("--days", type=click.IntRange(min=1), required=True, help="Working days added.")
 @click.option("--reason", required=True)
+@click.option("--approved-by", "approved_by", required=True, metavar="NAME",
+              help="The head of the organ who approved it (行政许可法 第四十二条).")  # fmt: skip
 @at_option
 @home_option
 @json_option
-def extend_command(case_id: str, days: int, reason: str, at: str | None, home: Path | None,
-                   as_json: bool) -> None:  # fmt: skip
-    """延长 the time limit by N working days."""
-    _done(home, as_json, lambda n: service.extend(n, case_id, days, reason, at=at))
+def extend_command(case_id: str, days: int, reason: str, approved_by: str, at: str | None,
+                   home: Path | None, as_json: bool) -> None:  # fmt: skip
+    """延长 the time limit by N working days: once, at most the item's limit (default 10),
+    before the deadline has passed."""
+    _done(home, as_json, lambda n: service.extend(n, case_id, days, reason, at=at,
+                                                     approved_by=approved_by))
 
 
 @case_group.command("forward")
@@ -238,13 +278,16 @@ def deliver_command(case_id: str, method: str, at: str | None, home: Path | None
 @case_group.command("fee")
 @case_argument
 @click.option("--amount", required=True, metavar="YUAN", help="In yuan, e.g. 45 or 45.50.")
+@click.option("--override-reason", "override_reason", default=None, metavar="TEXT",
+              help="Why the amount differs from the catalogue's fee (recorded, reported).")
 @at_option
 @home_option
 @json_option
-def fee_command(case_id: str, amount: str, at: str | None, home: Path | None,
-                as_json: bool) -> None:  # fmt: skip
-    """核定收费 (票款分离: the bank window records the payment)."""
-    _done(home, as_json, lambda n: service.assess_fee(n, case_id, amount, at=at))
+def fee_command(case_id: str, amount: str, override_reason: str | None, at: str | None,
+                home: Path | None, as_json: bool) -> None:  # fmt: skip
+    """核定收费 the catalogue's fee (票款分离: the bank window records the payment)."""
+    _done(home, as_json, lambda n: service.assess_fee(
+        n, case_id, amount, at=at, override_reason=override_reason))  # fmt: skip
 
 
 @case_group.command("pay")
@@ -306,6 +349,8 @@ def _print_case(case: dict[str, Any]) -> None:
         _yes(case["paid"]) if case["fee"] else None, case["rating"],
         describe_actions(case["allowed"]),
     ]  # fmt: skip
+    labels.append(i18n.t("cli.case.approved_by"))
+    values.append(case.get("approved_by"))
     width = max(display_width(label) for label in labels)
     for label, value in zip(labels, values, strict=True):
         if value not in (None, ""):

@@ -152,6 +152,7 @@ def _item_json(entry: PublishedItem) -> dict[str, Any]:
         "materials": list(item.materials),
         "accept_tiers": list(item.accept_tiers),
         "decide_tier": item.decide_tier,
+        "extension_days": item.extension_days,
         "origin": entry.origin,
         "seq": entry.seq,
     }

@@ -30,7 +30,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from sync import keyring, trust
+from sync import clock, keyring, trust
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import RefusedError
@@ -52,7 +52,7 @@ from sync.protocol.messages import (
 
 MAX_BODY = 24 * 1024 * 1024  # a push: one compressed batch
 MAX_SMALL_BODY = 1024 * 1024  # a hello or a pull: cursors
-MAX_SKEW_SECONDS = 600
+MAX_SKEW_SECONDS = clock.MAX_SKEW_SECONDS  # one tolerance: requests and --at
 NONCE = re.compile(r"[0-9a-f]{16,64}")  # what a client may choose as a nonce or a challenge
 SIGNATURE = re.compile(r"[0-9a-f]{128}")
 DIGEST_HEX = re.compile(r"[0-9a-f]{64}")

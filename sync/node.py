@@ -224,7 +224,10 @@ def init_node(
         store, city_of(node_id), bytes.fromhex(config.root_key), name if tier == "city" else ""
     )
     _config_path(home).write_text(tomli_w.dumps(config.to_toml()), "utf-8")
-    node = Node(home, config, store, signer, seal, clock or Clock())
+    if clock is None:  # an injected clock (a test's, an embedding's) brings its own limits
+        clock = Clock()
+        clock.configure(config.settings)  # a person's --at: limits from node.toml
+    node = Node(home, config, store, signer, seal, clock)
     if tier == "city":  # the root enrols itself, so its seal key flows down with the rest
         seal_hex = seal.public_key().public_bytes_raw().hex()
         node.append(
@@ -277,7 +280,9 @@ def open_node(
         if signer.public.hex() != config.public_key:
             store.close()
             raise KeyFileError("key.wrong", path=str(home / NODE_KEY))
-    clock = clock or Clock()
+    if clock is None:  # an injected clock (a test's, an embedding's) brings its own limits
+        clock = Clock()
+        clock.configure(config.settings)  # a person's --at: limits from node.toml
     offset = store.get_meta("clock_offset")
     if offset:
         clock.offset = timedelta(seconds=int(offset))

@@ -25,10 +25,19 @@ from sync.protocol import i18n
 from sync.protocol.errors import CaseError, CatalogueError, ZhibaoError
 
 KINDS = ("immediate", "promised", "forward", "joint")
+# 行政许可法 第四十二条: 20 working days, which the organ's head may extend once by at most
+# 10. An item may say otherwise (`extension_days`, another law's limit; 0: no extension).
+DEFAULT_EXTENSION_DAYS = 10
 TIERS = ("village", "town", "city")  # lowest first: a tier's index is its rank
 REQUIRED = ("code", "name", "department", "kind", "promised_days")
-COLUMNS = (*REQUIRED, "statutory_days", "fee", "materials", "accept_tiers", "decide_tier")
+COLUMNS = (
+    *REQUIRED, "statutory_days", "fee", "materials", "accept_tiers", "decide_tier",
+    "extension_days",
+)  # fmt: skip
 BODY_KEYS = (*REQUIRED, "statutory_days", "fee_fen", "materials", "accept_tiers", "decide_tier")
+# Written only when not the default, so an item with the default has the body older nodes
+# verify (their check refuses a key it does not know).
+OPTIONAL_BODY_KEYS = ("extension_days",)
 
 _KIND_ZH = ("即办", "承诺", "上报", "联办")
 _TIER_ZH = ("村", "镇", "市")
@@ -43,6 +52,7 @@ _BODY_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "fee_fen": (int, "bad_fen"),
     "materials": (list, "not_list"),
     "accept_tiers": (list, "not_list"),
+    "extension_days": (int, "bad_days"),
 }
 
 _YUAN_HELP = (
@@ -144,10 +154,13 @@ class CatalogueItem:
     materials: tuple[str, ...]
     accept_tiers: tuple[str, ...]  # in TIERS order, lowest first
     decide_tier: str
+    extension_days: int = DEFAULT_EXTENSION_DAYS  # the most one extension (延长) may add
 
     def to_body(self) -> dict[str, Any]:
         """The body of a `catalogue.item` log entry: JSON types only, no floats."""
         body = {key: getattr(self, key) for key in BODY_KEYS}
+        if self.extension_days != DEFAULT_EXTENSION_DAYS:
+            body["extension_days"] = self.extension_days
         return body | {"materials": list(self.materials), "accept_tiers": list(self.accept_tiers)}
 
     @classmethod
@@ -157,8 +170,8 @@ class CatalogueItem:
             raise CatalogueError("catalogue.entry.not_object", line=None, column=None)
         code = body.get("code")
         w = _Where("catalogue.entry.", {"code": code if isinstance(code, str) else "?"})
-        _check_keys(body, BODY_KEYS, w, required=BODY_KEYS)
-        for key in BODY_KEYS:
+        _check_keys(body, BODY_KEYS + OPTIONAL_BODY_KEYS, w, required=BODY_KEYS)
+        for key in (*BODY_KEYS, *(k for k in OPTIONAL_BODY_KEYS if k in body)):
             types, problem = _BODY_TYPES.get(key, (str, "not_text"))
             if isinstance(body[key], bool) or not isinstance(body[key], types):
                 w.fail(problem, key, value=body[key])
@@ -173,6 +186,8 @@ class CatalogueItem:
             w.fail("blank", "accept_tiers")
         if body["fee_fen"] < 0:
             w.fail("bad_fen", "fee_fen", value=body["fee_fen"])
+        if body.get("extension_days", 0) < 0:
+            w.fail("bad_days", "extension_days", value=body["extension_days"])
         return _build(body, w, fee_fen=body["fee_fen"])
 
 
@@ -395,9 +410,13 @@ def _build(raw: Mapping[str, Any], w: _Where, fee_fen: int | None = None) -> Cat
     else:
         decide = lowest
     materials = _list(raw.get("materials"), w, "materials")
+    extension = DEFAULT_EXTENSION_DAYS
+    if not _blank(raw.get("extension_days")):
+        extension = _days(raw["extension_days"], w, "extension_days")
     return CatalogueItem(
-        code, name, department, kind, promised, statutory, fee_fen, materials, accept_tiers, decide
-    )
+        code, name, department, kind, promised, statutory, fee_fen, materials, accept_tiers,
+        decide, extension,
+    )  # fmt: skip
 
 
 def _blank(value: Any) -> bool:

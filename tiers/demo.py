@@ -219,7 +219,8 @@ def town_day(node: Node, n0: int) -> list[str]:
     cid = case.accept(
         node, item_code="330782-MZ-002", applicant=_person(n0 + 8), at=day("15:00:00")
     )
-    case.extend(node, cid, 5, "需入户核查", at="2025-10-20T09:00:00+08:00")
+    case.extend(node, cid, 5, "需入户核查", at="2025-10-20T09:00:00+08:00",
+                approved_by="民政局局长")
     cid = case.accept(
         node, item_code="330782-RS-001", applicant=_person(n0 + 9), at=day("15:30:00")
     )

@@ -79,7 +79,8 @@ def test_case_cli_whole_lifecycle(town: Path) -> None:
         ("supply", cid, "--at", "2025-10-09T09:00"),
         ("suspend", cid, "--reason", "实地勘察", "--at", "2025-10-09T10:00"),
         ("resume", cid, "--at", "2025-10-10T09:00"),
-        ("extend", cid, "--days", "2", "--reason", "情况复杂", "--at", "2025-10-10T10:00"),
+        ("extend", cid, "--days", "2", "--reason", "情况复杂", "--approved-by", "局长",
+         "--at", "2025-10-10T10:00"),
         ("fee", cid, "--amount", "10.50", "--at", "2025-10-10T11:00"),
         ("pay", cid, "--receipt", "R-0001", "--at", "2025-10-10T11:30"),
         ("complete", cid, "--result", "approved", "--note", "准予", "--at", "2025-10-16T15:00"),
@@ -190,7 +191,7 @@ def test_case_cli_usage_errors_exit_2(town: Path) -> None:
     for args in (
         ("rate", cid, "--score", "6"),
         ("complete", cid, "--result", "maybe"),
-        ("extend", cid, "--days", "0", "--reason", "x"),
+        ("extend", cid, "--days", "0", "--reason", "x", "--approved-by", "y"),
         ("accept",),
         ("list", "--warning", "green"),
     ):
@@ -216,7 +217,12 @@ def test_case_cli_chinese(town: Path) -> None:
 def test_case_cli_list_json_with_warnings(town: Path) -> None:
     overdue = case(town, "accept", "--item", "A1", "--applicant", "甲", "--at", "2025-10-09")
     due_today = case(town, "accept", "--item", "C3", "--applicant", "乙")  # 即办, accepted now
-    future = case(town, "accept", "--item", "A1", "--applicant", "丙", "--at", "2099-03-02")
+    # --at may not lie in the future (DESIGN §8): a deadline some 1000 working days away
+    # falls in a year no calendar is published for yet
+    long = town.parent / "long.csv"
+    long.write_text("code,name,department,kind,promised_days\nL9,长期,x,承诺,1000\n", "utf-8")
+    ok(town, "catalogue", "import", str(long))
+    future = case(town, "accept", "--item", "L9", "--applicant", "丙")
     done = case(town, "accept", "--item", "C3", "--applicant", "丁", "--at", "2025-10-09")
     case(town, "complete", done, "--result", "denied", "--at", "2025-10-09T17:00")
     listed = ok_json(town, "case", "list")
@@ -227,8 +233,9 @@ def test_case_cli_list_json_with_warnings(town: Path) -> None:
     assert by_id[overdue]["warning"] == "red"
     assert by_id[due_today]["warning"] == "yellow"
     assert by_id[future]["warning"] is None
-    assert by_id[future]["provisional"] is True  # nobody knows the 2099 calendar
-    assert by_id[done]["warning"] is None  # completed: no longer watched
+    assert by_id[future]["provisional"] is True  # nobody knows that year's calendar
+    # completed and never delivered: ten working days are long over (行政许可法 第四十四条)
+    assert by_id[done]["warning"] == "undelivered"
     assert [r["case_id"] for r in ok_json(town, "case", "list", "--warning", "red")] == [overdue]
     assert [r["case_id"] for r in ok_json(town, "case", "list", "--warning", "yellow")] == [
         due_today
@@ -236,7 +243,7 @@ def test_case_cli_list_json_with_warnings(town: Path) -> None:
     assert [r["case_id"] for r in ok_json(town, "case", "list", "--status", "completed")] == [done]
     shown = ok_json(town, "case", "show", future)
     assert shown["provisional"] is True
-    assert "2099" in shown["provisional_note"]
+    assert str(shown["provisional_years"][-1]) in shown["provisional_note"]
 
 
 def test_case_cli_unknown_item_and_case(town: Path) -> None:

@@ -57,7 +57,7 @@ def test_catalogue_list_json_shape(city: Path) -> None:
         "kind": "promised", "promised_days": 1, "statutory_days": 5, "fee": "45.00",
         "fee_fen": 4500, "materials": ["身份证", "体检表"],
         "accept_tiers": ["village", "town", "city"], "decide_tier": "town",
-        "origin": "330782", "seq": by_code["330782-WS-001"]["seq"],
+        "extension_days": 10, "origin": "330782", "seq": by_code["330782-WS-001"]["seq"],
     }  # fmt: skip
     assert {item["kind"] for item in items} == {"immediate", "promised", "forward", "joint"}
     published = [e for e in ok_json(city, "log", "show") if e["type"] == "catalogue.item"]

@@ -74,6 +74,6 @@ def test_interface_choices_are_as_designed() -> None:
     assert choices("init", "--tier") == {"city", "town", "village"}
     assert choices("case complete", "--result") == {"approved", "denied"}
     assert {"window", "mail", "sms"} <= choices("case deliver", "--method")
-    assert choices("case list", "--warning") == {"yellow", "red"}
+    assert choices("case list", "--warning") == {"yellow", "red", "unaccepted", "undelivered"}
     assert choices("stats", "--by") == {"node", "tier", "item", "department", "kind"}
     assert choices("stats", "--format") == {"table", "json", "csv", "xlsx"}

@@ -91,7 +91,7 @@ def test_stats_csv_reads_back_with_bom_and_chinese(homes: dict[str, Path], tmp_p
     assert set(by_key) == {"公安", "民政", "total"}
     assert by_key["公安"]["accepted"] == "7" and by_key["民政"]["accepted"] == "2"
     assert by_key["total"]["completion_rate"] == "0.8"
-    assert by_key["total"]["fees_assessed_fen"] == "3050"
+    assert by_key["total"]["fees_assessed_fen"] == "5150"
     assert all(row["period"] == "2025-10" for row in rows)
 
 
@@ -142,7 +142,7 @@ def test_stats_xlsx_reads_back_with_openpyxl(homes: dict[str, Path], tmp_path: P
     town = dict(zip(rows[0], by_key[TOWN], strict=True))
     assert town["名称"] == "稠城街道便民服务中心"
     assert (town["受理量"], town["办结量"], town["办结率"]) == (9, 8, 0.8)
-    assert town["核定收费（元）"] == 30.5 and town["满意率"] == 0.6667
+    assert town["核定收费（元）"] == 51.5 and town["满意率"] == 0.6667
     assert by_key[VILLAGE][rows[0].index("办结率")] is None  # undefined, left blank
 
 

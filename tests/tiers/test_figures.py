@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -134,6 +134,9 @@ def hand_built_month(net: City) -> dict[str, str]:
     service.complete(town, accept("10", "A1", t("09-29")), "approved", at=t("10-10"))
     # 1: accepted 10-09, due 10-15; completed on the deadline day: on time, 5 days used.
     service.complete(town, accept("1", "A1", t("10-09", "09:00")), "approved", at=t("10-15"))
+    # (票款分离: a fee item is delivered only once its fee is paid)
+    service.assess_fee(town, ids["1"], "10.50", at=t("10-15", "10:30"))
+    service.pay(town, ids["1"], "ICBC-0003", at=t("10-15", "10:40"))
     service.deliver(town, ids["1"], at=t("10-15", "11:00"))
     service.rate(town, ids["1"], 2, at=t("10-15", "11:05"))
     # 2: accepted 10-09, fee 10.50 assessed 10-09 and paid 10-10; completed 10-13: early,
@@ -142,18 +145,23 @@ def hand_built_month(net: City) -> dict[str, str]:
     service.assess_fee(town, ids["2"], "10.50", at=t("10-09", "09:20"))
     service.pay(town, ids["2"], "ICBC-0001", at=t("10-10"))
     service.complete(town, ids["2"], "approved", at=t("10-13"))
-    # 3: accepted 10-09, fee 20.00 assessed 10-09 but paid in November; completed 10-17:
-    # late, 7 days used; rated 5 (a complaint).
+    # 3: accepted 10-09, fee 20.00 assessed 10-09 (unlike the catalogue's: with a reason)
+    # and paid 10-17; completed 10-17: late, 7 days used; rated 5 (a complaint).
     accept("3", "A1", t("10-09", "09:20"))
-    service.assess_fee(town, ids["3"], "20.00", at=t("10-09", "09:30"))
+    service.assess_fee(town, ids["3"], "20.00", at=t("10-09", "09:30"),
+                       override_reason="加急工本费")  # fmt: skip
     service.complete(town, ids["3"], "denied", at=t("10-17"))
+    service.pay(town, ids["3"], "ICBC-0002", at=t("10-17", "10:30"))
     service.deliver(town, ids["3"], at=t("10-17", "11:00"))
     service.rate(town, ids["3"], 5, "太慢", at=t("10-17", "11:05"))
-    service.pay(town, ids["3"], "ICBC-0002", at=t("11-03"))
     # 4: accepted 10-13, 实地勘察 from 10-14 to 10-20 (15, 16, 17, 20 not counted): due
     # 10-24; completed 10-21: early, 2 days used (10-14, 10-21).
     accept("4", "A1", t("10-13"))
+    # recorded on the day: once the deadline has passed, a suspension dated before it would
+    # be back-dated across it (refused)
+    town.clock.offset = datetime.fromisoformat(t("10-14")) - town.clock.base_now()
     service.suspend(town, ids["4"], "实地勘察", at=t("10-14"))
+    town.clock.offset = timedelta()
     service.resume(town, ids["4"], at=t("10-20"))
     service.complete(town, ids["4"], "approved", at=t("10-21"))
     # 5: received 10-09, 补正 the same day, supplied 10-10 (accepted then): due 10-16;
@@ -167,8 +175,10 @@ def hand_built_month(net: City) -> dict[str, str]:
                      at=t("10-09", "14:10"))  # fmt: skip
     # 11: accepted 10-20, due 10-27, still open at the close of October: open overdue.
     accept("11", "A1", t("10-20"))
-    # 14: accepted 10-30, due 11-06: open, not overdue.
+    # 14: accepted 10-30, due 11-06: open, not overdue; fee assessed 10-30, paid 11-03.
     accept("14", "A1", t("10-30"))
+    service.assess_fee(town, ids["14"], "10.50", at=t("10-30", "10:00"))
+    service.pay(town, ids["14"], "ICBC-0004", at=t("11-03"))
     # 12: received 10-09 and rejected: received, never accepted.
     ids["12"] = service.receive(town, "A1", PERSON, at=t("10-09", "15:00"))
     service.reject(town, ids["12"], "不属于本中心受理范围", at=t("10-09", "15:10"))
@@ -207,8 +217,8 @@ TOWN_OCTOBER = Counts(
     rated=3,  # 1 (2), 3 (5), 7 (1)
     satisfied=2,
     complaints=1,
-    fees_assessed_fen=3050,  # 1050 + 2000
-    fees_paid_fen=1050,  # case 3 paid in November
+    fees_assessed_fen=5150,  # 1050 (1) + 1050 (2) + 2000 (3) + 1050 (14)
+    fees_paid_fen=4100,  # 1, 2, 3; case 14 paid in November
     rejected=1,  # 12 (不予受理 10-09)
     withdrawn=0,
     carried_out=2,  # 11, 14: 1 open at the start + 9 accepted − 8 completed
@@ -240,7 +250,7 @@ def test_figures_hand_built_month_by_node(tmp_path: Path) -> None:
                                  "complaints", "fees_assessed_fen", "fees_paid_fen")} == {
         "accepted": 9, "completed": 8, "on_time": 7, "early": 4, "overdue": 1, "rated": 3,
         "received": 9, "open_at_start": 1, "open_overdue": 1, "complaints": 1,
-        "fees_assessed_fen": 3050, "fees_paid_fen": 1050,
+        "fees_assessed_fen": 5150, "fees_paid_fen": 4100,
     }  # fmt: skip
     assert town["completion_rate"] == 0.8  # 8 ÷ (1 + 9)
     assert town["on_time_rate"] == 0.875  # 7 ÷ 8
@@ -307,7 +317,7 @@ def test_figures_november_counts_the_late_payment_only(tmp_path: Path) -> None:
     town = {row["key"]: row for row in november["rows"]}[TOWN]
     # 11 and 14 are open at the start of November; 11 (due 10-27) is still overdue.
     assert (town["accepted"], town["completed"], town["open_at_start"]) == (0, 0, 2)
-    assert town["fees_paid_fen"] == 2000 and town["fees_assessed_fen"] == 0
+    assert town["fees_paid_fen"] == 1050 and town["fees_assessed_fen"] == 0
     assert town["open_overdue"] == 2  # 14 fell due on 11-06 too
     assert town["completion_rate"] == 0.0
 

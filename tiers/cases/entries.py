@@ -113,8 +113,12 @@ class Received(CaseBody, kw_only=True):
     blank_lists = ("materials",)
 
 
+Limit = Annotated[int, Meta(ge=0, le=100_000)]
+
+
 class Accepted(CaseBody):
-    promised_days: Annotated[int, Meta(ge=0, le=100_000)]
+    promised_days: Limit
+    extension_limit: Limit | None = None  # the item's extension_days then (optional, #12)
 
 
 class WithReason(CaseBody):
@@ -124,11 +128,17 @@ class WithReason(CaseBody):
 
 class SupplementRequested(CaseBody):
     missing: Annotated[list[Text], Meta(min_length=1, max_length=MAX_LIST)]
+    # optional (#12): the item's limits, for a late notice that accepts the case (第三十二条)
+    promised_days: Limit | None = None
+    extension_limit: Limit | None = None
     blank_lists = ("missing",)
 
 
-class Extended(WithReason):
+class Extended(CaseBody):
+    reason: Text
     days: Days
+    approved_by: Text | None = None  # the head who approved it (第四十二条; optional, #12)
+    blank = ("reason", "approved_by")
 
 
 class Forwarded(CaseBody):
@@ -154,6 +164,8 @@ class Delivered(CaseBody):
 
 class FeeAssessed(CaseBody):
     fee_fen: Fen
+    override_reason: Text | None = None  # why it differs from the catalogue (optional, #12)
+    blank = ("override_reason",)
 
 
 class FeePaid(CaseBody):

@@ -13,14 +13,16 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sync.protocol import i18n
 from sync.protocol.errors import CaseError, CustodyError, IllegalTransitionError
 from sync.protocol.ids import tier_of
+from tiers.calendar import WorkCalendar
 from tiers.cases import entries as e
+from tiers.cases import guards
 from tiers.cases.labels import describe_actions, status_label
 from tiers.cases.order import Event, Ref
 from tiers.catalogue import TIERS, CatalogueItem
@@ -133,6 +135,12 @@ class CaseState:
     applied: int = 0
     violations: list[Violation] = field(default_factory=list)
     events: list[Event] = field(default_factory=list, repr=False, compare=False)
+    # legal guards (#12, tiers.cases.guards)
+    extensions: int = 0  # how many extensions took effect (the law allows one)
+    extension_limit: int | None = None  # as the acceptance recorded it; None: the law's 10
+    approved_by: str | None = None  # who approved the extension
+    deemed_accepted: bool = False  # a late 补正 notice: accepted as of receipt (第三十二条)
+    latest_by_origin: dict[str, str] = field(default_factory=dict)  # origin -> latest day
 
     @property
     def accepted(self) -> bool:
@@ -164,8 +172,11 @@ def _rank(tier: str) -> int:
 
 
 def violation_kind(key: str) -> str:
-    """'custody' for an event by a node without custody, else 'illegal'."""
-    return "custody" if key in ("case.not_holder", "case.not_target") else "illegal"
+    """'custody' for an event by a node without custody, 'guard' for one the legal guards
+    refused (tiers.cases.guards, an unpaid delivery), else 'illegal'."""
+    if key in ("case.not_holder", "case.not_target"):
+        return "custody"
+    return "guard" if key in guards.FOLD_KEYS else "illegal"
 
 
 def check(state: CaseState, action: str, actor: str, *, item: CatalogueItem | None = None) -> None:
@@ -238,8 +249,11 @@ def _transition(state: CaseState, event: Event) -> None:
     body, at = event.body, event.at
     kind = event.type
     if kind == e.ACCEPTED:
-        state.status, state.accepted_at, state.accepted_by = ACCEPTED, at, event.origin
+        state.status, state.accepted_by = ACCEPTED, event.origin
+        state.accepted_at = state.received_at if state.deemed_accepted else at
         state.promised_days = body["promised_days"]
+        if body.get("extension_limit") is not None:
+            state.extension_limit = body["extension_limit"]
     elif kind == e.REJECTED or kind == e.WITHDRAWN:
         _close_pause(state, at)
         state.status = REJECTED if kind == e.REJECTED else WITHDRAWN
@@ -266,6 +280,8 @@ def _transition(state: CaseState, event: Event) -> None:
         _close_pause(state, at)
     elif kind == e.EXTENDED:
         state.extension_days += body["days"]
+        state.extensions += 1
+        state.approved_by = body.get("approved_by")
     elif kind == e.FORWARDED:
         state.status_before_forward, state.status = state.status, IN_TRANSIT
         state.forward_to = body["to"]
@@ -288,19 +304,38 @@ def _transition(state: CaseState, event: Event) -> None:
 
 def _start(event: Event) -> CaseState:
     body = event.body
-    return CaseState(
+    state = CaseState(
         case_id=body["case_id"], item_code=body["item_code"], origin=event.origin,
         applicant=dict(body["applicant"]), materials=list(body["materials"]),
         received_at=event.at, holder=event.origin, tip=event.ref, anchor=event.ref, applied=1,
         events=[event],
     )  # fmt: skip
+    guards.note_applied(state, event)
+    return state
 
 
-def step(state: CaseState, event: Event) -> None:
+_PACKAGE_CALENDAR: list[WorkCalendar] = []
+
+
+def _default_calendar() -> WorkCalendar:
+    """The package's calendar without overrides, for a fold not given the node's."""
+    if not _PACKAGE_CALENDAR:
+        _PACKAGE_CALENDAR.append(WorkCalendar())
+    return _PACKAGE_CALENDAR[0]
+
+
+def step(
+    state: CaseState, event: Event, cal: WorkCalendar | None = None,
+    written: Mapping[Ref, str] | None = None,
+) -> None:  # fmt: skip
     """Fold one more event, which comes after `state.tip` in causal order; never raises.
 
     A refused event lands in `violations` with its message key and changes nothing else.
+    `cal` is the node's working calendar (the legal guards count working days); `written`,
+    for pausing events, the latest day their author dated a previous case event
+    (`tiers.cases.guards`).
     """
+    cal = cal or _default_calendar()
     state.tip = event.ref
     try:
         if event.type == e.ACCEPTED and state.status == IN_TRANSIT:
@@ -308,16 +343,25 @@ def step(state: CaseState, event: Event) -> None:
         if event.type == e.FEE_PAID and event.body["fee_fen"] != state.fee_fen:
             raise IllegalTransitionError("case.pay_mismatch", case_id=state.case_id)
         check(state, ACTION_OF[event.type], event.origin)
+        if event.type == e.DELIVERED and state.fee_fen is not None and not state.paid:
+            raise IllegalTransitionError("case.deliver_unpaid", case_id=state.case_id)
+        guards.check_event(state, event, cal, (written or {}).get(event.ref))
     except CaseError as exc:
         state.violations.append(Violation(event.origin, event.seq, event.type, exc.key))
         return
     _transition(state, event)
+    if event.type == e.SUPPLEMENT_REQUESTED:
+        guards.late_supplement_accepts(state, event, cal)
+    guards.note_applied(state, event)
     state.anchor = event.ref
     state.applied += 1
     state.events.append(event)
 
 
-def fold(events: Iterable[Event]) -> CaseState | None:
+def fold(
+    events: Iterable[Event], cal: WorkCalendar | None = None,
+    written: Mapping[Ref, str] | None = None,
+) -> CaseState | None:  # fmt: skip
     """The state after `events` (already in causal order); None if no case was received.
 
     Events before the `case.received` (which causal order never yields) are violations.
@@ -331,7 +375,7 @@ def fold(events: Iterable[Event]) -> CaseState | None:
             else:
                 orphans.append(Violation(event.origin, event.seq, event.type, "case.not_found"))
             continue
-        step(state, event)
+        step(state, event, cal, written)
     if state is not None:
         state.violations[:0] = orphans
     return state
@@ -380,6 +424,11 @@ i18n.register(
         "case.take_first": (
             "Case {case_id} is in transit; its receiver must take it before accepting it.",
             "办件 {case_id} 正在移交，接收方须先接收再受理。",
+        ),
+        "case.deliver_unpaid": (
+            "Case {case_id} has a fee assessed and not paid; record the payment before"
+            " delivering (票款分离).",
+            "办件 {case_id} 已核定收费但尚未缴费；请先登记缴费再送达（票款分离）。",
         ),
         "case.pay_mismatch": (
             "The payment on case {case_id} does not match the assessed fee.",

@@ -29,8 +29,9 @@ from sync.protocol.entry import SignedEntry
 from sync.store import Store
 from tiers.calendar import WorkCalendar
 from tiers.cases import entries
+from tiers.cases.guards import BACKDATING, LOOK_BACK
 from tiers.cases.machine import OPEN, CaseState, Violation, fold, step
-from tiers.cases.order import Event, causal_order
+from tiers.cases.order import Event, Ref, causal_order
 from tiers.deadlines import Deadline, Pause, compute_deadline
 from tiers.published import CALENDAR_OVERRIDE, work_calendar
 
@@ -95,7 +96,40 @@ class Folded:
 def load_case(store: Store, case_id: str) -> Folded:
     """Fold `case_id` from the events held here (sees this transaction's appends)."""
     ordered, waiting = causal_order(load_events(store, case_id))
-    return Folded(fold(ordered), ordered, waiting)
+    return Folded(fold(ordered, work_calendar(store), written_after(store, ordered)), ordered,
+                  waiting)  # fmt: skip
+
+
+def latest_written(store: Store, origin: str, seq: int, case_id: str) -> str | None:
+    """The latest day `origin` dated one of its `LOOK_BACK` case events (any case) held here
+    between its first event on `case_id` and `seq`: its seq-ordered log was written no
+    earlier (tiers.cases.guards)."""
+    rows = store.query(
+        "SELECT at FROM case_events WHERE origin = ?1 AND seq < ?2 AND seq >= (SELECT min(seq)"
+        " FROM case_events WHERE case_id = ?3 AND origin = ?1) ORDER BY seq DESC LIMIT ?4",
+        (origin, seq, case_id, LOOK_BACK),
+    )
+    return max(local_date(r[0]) for r in rows).isoformat() if rows else None
+
+
+def written_after(store: Store, events: Iterable[Event]) -> dict[Ref, str]:
+    """`latest_written` for each suspension, extension and 补正 notice among `events`."""
+    out = {}
+    for ev in events:
+        if ev.type not in BACKDATING:
+            continue
+        if day := latest_written(store, ev.origin, ev.seq, ev.body["case_id"]):
+            out[ev.ref] = day
+    return out
+
+
+def first_recorded(store: Store, case_id: str) -> date | None:
+    """The day (this node's clock) it first stored an event of `case_id`."""
+    rows = store.query(
+        "SELECT min(e.received_at) FROM case_events c JOIN entries e ON e.origin = c.origin"
+        " AND e.seq = c.seq WHERE c.case_id = ?", (case_id,),
+    )  # fmt: skip
+    return local_date(rows[0][0]) if rows and rows[0][0] else None
 
 
 def pauses_of(state: CaseState) -> list[Pause]:
@@ -138,6 +172,8 @@ _IN_COLUMNS = frozenset(
     }
 )  # fmt: skip
 _REST = tuple(f.name for f in fields(CaseState) if f.name not in _IN_COLUMNS)
+_BLANK = CaseState("-", "-", "-", {}, [], "", "-")
+_DEFAULTS = {name: getattr(_BLANK, name) for name in _REST}
 _LOAD = (
     "case_id, item_code, origin, holder, status, forward_to, applicant, received_at, "
     "accepted_at, accepted_by, promised_days, extension_days, pauses, completed_at, "
@@ -168,7 +204,8 @@ def _stored(row: tuple[Any, ...]) -> _Stored:
         "violations": (json.loads(violations), violations),
     }
     data = json.loads(rest)
-    values: dict[str, Any] = {name: data[name] for name in _REST}
+    # a row written before a field existed lacks it: the field's default (a fresh case's)
+    values: dict[str, Any] = {name: data.get(name, _DEFAULTS[name]) for name in _REST}
     texts["state"] = (values, rest)
     state = CaseState(
         case_id=case_id, item_code=item_code, origin=origin, holder=holder, status=status,
@@ -190,6 +227,8 @@ def _restored(name: str, value: Any) -> Any:
     """A `state` column value as the CaseState field wants it (JSON has lists only)."""
     if name == "anchor":
         return tuple(value) if value is not None else None
+    if isinstance(value, dict):
+        return dict(value)  # never the shared default's
     return list(value) if isinstance(value, list) else value
 
 
@@ -242,10 +281,13 @@ class _Writer:
     ) -> None:
         deadline = None
         if state.accepted_at is not None:
-            if self._calendar is None:
-                self._calendar = work_calendar(self.store)
-            deadline = deadline_of(state, self._calendar)
+            deadline = deadline_of(state, self.calendar())
         self.store.execute(_UPSERT, _row(state, held, waiting, deadline, texts or {}))
+
+    def calendar(self) -> WorkCalendar:
+        if self._calendar is None:
+            self._calendar = work_calendar(self.store)
+        return self._calendar
 
     def refold(self, case_id: str) -> None:
         """Recompute one case from all its events (or drop a row no event supports)."""
@@ -292,7 +334,7 @@ class _Writer:
     ) -> bool:
         texts = None
         if row is None:
-            state = fold(fresh[:1]) if fresh[0].after is None else None
+            state = fold(fresh[:1], self.calendar()) if fresh[0].after is None else None
             if state is None or count != len(fresh):
                 return False
             rest = fresh[1:]
@@ -304,7 +346,7 @@ class _Writer:
         for event in rest:
             if event.after is None or event.after != state.tip:
                 return False
-            step(state, event)
+            step(state, event, self.calendar(), written_after(self.store, [event]))
         self.write(state, count, 0, texts)
         return True
 

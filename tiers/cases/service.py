@@ -8,7 +8,7 @@ event names the case's latest event known here that took effect as its `after`. 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +23,13 @@ from sync.protocol.errors import (
 )
 from sync.protocol.ids import parent_of, tier_of
 from tiers.cases import entries as e
+from tiers.cases import guards
 from tiers.cases.machine import IN_TRANSIT, TAKE, CaseState, check, check_receive
-from tiers.cases.projection import load_case
-from tiers.catalogue import CatalogueItem, fen_from_yuan
-from tiers.published import get_item
+from tiers.cases.projection import first_recorded, latest_written, load_case
+from tiers.catalogue import DEFAULT_EXTENSION_DAYS, CatalogueItem, fen_from_yuan, yuan_from_fen
+from tiers.published import get_item, work_calendar
+
+Guard = Callable[[CaseState, str], None]  # (state, the event's stamp): raise to refuse
 
 
 @dataclass(frozen=True)
@@ -78,16 +81,28 @@ def _append(node: Node, state: CaseState, kind: str, stamp: str, **fields: Any) 
 
 def _act(
     node: Node, case_id: str, action: str, kind: str, at: str | None, *,
-    with_item: bool = False, **fields: Any,
+    with_item: bool = False, guard: Guard | None = None, **fields: Any,
 ) -> str:  # fmt: skip
-    """Check `action` on the case and append one `kind` event, in one transaction."""
+    """Check `action` on the case (and `guard`, the legal guards) and append one `kind`
+    event, in one transaction."""
     with node.store.transaction():
         state = _state(node, case_id)
         item = get_item(node.store, state.item_code) if with_item else None
         check(state, action, node.node_id, item=item)
         stamp = _stamp(node, state, at)
+        if guard is not None:
+            guard(state, stamp)
         _append(node, state, kind, stamp, **fields)
     return case_id
+
+
+def _limits(item: CatalogueItem) -> dict[str, Any]:
+    """The item's time limits an acceptance records (the extension limit only when it is
+    not the law's default, so the body stays what older nodes wrote)."""
+    fields: dict[str, Any] = {"promised_days": item.promised_days}
+    if item.extension_days != DEFAULT_EXTENSION_DAYS:
+        fields["extension_limit"] = item.extension_days
+    return fields
 
 
 def _text(value: str | None, what: str) -> str:
@@ -135,7 +150,7 @@ def receive(
 def _accept_body(item: CatalogueItem | None, state: CaseState) -> dict[str, Any]:
     if item is None:
         raise CaseError("case.unknown_item", item_code=state.item_code)
-    return {"promised_days": item.promised_days}
+    return _limits(item)
 
 
 def accept(
@@ -155,7 +170,7 @@ def accept(
             stamp = node.clock.stamp(at)
             check(_dry_state(new_item, node), "accept", node.node_id, item=new_item)
             state = _receive(node, new_item, applicant, materials, stamp)
-            _append(node, state, e.ACCEPTED, stamp, promised_days=new_item.promised_days)
+            _append(node, state, e.ACCEPTED, stamp, **_limits(new_item))
             return state.case_id
         state = _state(node, case_id)
         item = get_item(node.store, state.item_code)
@@ -187,11 +202,58 @@ def reject(node: Node, case_id: str, reason: str, at: str | None = None) -> str:
 def request_supplement(
     node: Node, case_id: str, missing: Sequence[str], at: str | None = None
 ) -> str:
-    """一次性告知补正: list everything missing at once (once before, once after acceptance)."""
+    """一次性告知补正: list everything missing at once (once before, once after acceptance).
+
+    After acceptance the notice pauses the clock, so it may not be back-dated across a
+    deadline that has passed. Before acceptance, a notice more than five working days after
+    receipt makes the case accepted as of receipt (第三十二条): it then carries the item's
+    limits where this tier accepts the item (see `deemed_accepted`).
+    """
     items = [m.strip() for m in missing if m and m.strip()]
     if not items:
         raise CaseError("case.blank", field="missing")
-    return _act(node, case_id, "request-supplement", e.SUPPLEMENT_REQUESTED, at, missing=items)
+    with node.store.transaction():
+        state = _state(node, case_id)
+        check(state, "request-supplement", node.node_id)
+        stamp = _stamp(node, state, at)
+        fields: dict[str, Any] = {"missing": items}
+        cal = work_calendar(node.store)
+        if state.accepted:
+            _pause_guard(node)(state, stamp)
+        elif guards.supplement_is_late(cal, state.received_at, stamp):
+            item = get_item(node.store, state.item_code)
+            if item is not None and tier_of(node.node_id) in item.accept_tiers:
+                fields |= _limits(item)
+        _append(node, state, e.SUPPLEMENT_REQUESTED, stamp, **fields)
+    return case_id
+
+
+def deemed_accepted(node: Node, case_id: str) -> str | None:
+    """When a late 补正 notice made the case accepted as of receipt (第三十二条): the
+    receipt's time, else None."""
+    state = _state(node, case_id)
+    return state.received_at if state.deemed_accepted else None
+
+
+def _pause_guard(node: Node) -> Guard:
+    """A pause may not be back-dated across a deadline that has already passed."""
+
+    def guard(state: CaseState, stamp: str) -> None:
+        today = node.clock.now().date()
+        cal = work_calendar(node.store)
+        seen = first_recorded(node.store, state.case_id)
+        guards.check_pause_not_backdated(state, local_date(stamp), today, cal, seen)
+        _written_guard(node, state, stamp, cal)
+
+    return guard
+
+
+def _written_guard(node: Node, state: CaseState, stamp: str, cal: Any) -> None:
+    """What the fold checks on every node: not dated on or before the deadline after this
+    node dated a case event past it (so a log written here folds clean everywhere)."""
+    seq = node.store.head(node.node_id)[0] + 1
+    written = latest_written(node.store, node.node_id, seq, state.case_id)
+    guards.check_written(state, local_date(stamp), written, cal)
 
 
 def supply(node: Node, case_id: str, at: str | None = None) -> str:
@@ -212,7 +274,10 @@ def supply(node: Node, case_id: str, at: str | None = None) -> str:
 
 def suspend(node: Node, case_id: str, reason: str, at: str | None = None) -> str:
     """Start a special procedure (实地勘察, 听证, 检验 …): the clock pauses until resume."""
-    return _act(node, case_id, "suspend", e.SUSPENDED, at, reason=_text(reason, "reason"))
+    return _act(
+        node, case_id, "suspend", e.SUSPENDED, at, guard=_pause_guard(node),
+        reason=_text(reason, "reason"),
+    )  # fmt: skip
 
 
 def resume(node: Node, case_id: str, at: str | None = None) -> str:
@@ -220,11 +285,28 @@ def resume(node: Node, case_id: str, at: str | None = None) -> str:
     return _act(node, case_id, "resume", e.RESUMED, at)
 
 
-def extend(node: Node, case_id: str, days: int, reason: str, at: str | None = None) -> str:
-    """延长: add `days` working days to the time limit."""
+def extend(
+    node: Node, case_id: str, days: int, reason: str, at: str | None = None, *,
+    approved_by: str | None = None,
+) -> str:  # fmt: skip
+    """延长 (第四十二条): add `days` working days to the time limit, approved by the organ's
+    head (`case extend --approved-by` requires it; recorded when given): once, at most the
+    item's limit, and only before the deadline has passed."""
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 10_000:
         raise CaseError("case.bad_days", days=days)
-    return _act(node, case_id, "extend", e.EXTENDED, at, days=days, reason=_text(reason, "reason"))
+    reason = _text(reason, "reason")
+    fields: dict[str, Any] = {"days": days, "reason": reason}
+    if approved_by is not None:
+        fields["approved_by"] = _text(approved_by, "approved-by")
+
+    def guard(state: CaseState, stamp: str) -> None:
+        today = node.clock.now().date()
+        cal = work_calendar(node.store)
+        seen = first_recorded(node.store, state.case_id)
+        guards.check_extension(state, days, local_date(stamp), cal, today=today, seen=seen)
+        _written_guard(node, state, stamp, cal)
+
+    return _act(node, case_id, "extend", e.EXTENDED, at, guard=guard, **fields)
 
 
 def forward(
@@ -263,15 +345,48 @@ def deliver(node: Node, case_id: str, method: str = "window", at: str | None = N
     """送达 the result, by the holder or by the village that received the case."""
     if method not in e.DELIVERY_METHODS:
         raise CaseError("case.bad_method", method=method)
-    return _act(node, case_id, "deliver", e.DELIVERED, at, method=method)
+
+    def guard(state: CaseState, stamp: str) -> None:
+        if state.paid:
+            return
+        if state.fee_fen is not None:
+            raise IllegalTransitionError("case.deliver_unpaid", case_id=case_id)
+        item = get_item(node.store, state.item_code)
+        if item is not None and item.fee_fen > 0:
+            raise IllegalTransitionError(
+                "case.deliver_unassessed", case_id=case_id, item_code=item.code,
+                fee=yuan_from_fen(item.fee_fen),
+            )  # fmt: skip
+
+    return _act(node, case_id, "deliver", e.DELIVERED, at, guard=guard, method=method)
 
 
-def assess_fee(node: Node, case_id: str, amount_yuan: str, at: str | None = None) -> str:
-    """核定收费 in yuan (two decimals at most), recorded in integer fen."""
+def assess_fee(
+    node: Node, case_id: str, amount_yuan: str, at: str | None = None,
+    override_reason: str | None = None,
+) -> str:  # fmt: skip
+    """核定收费 in yuan (two decimals at most), recorded in integer fen: the catalogue's fee
+    for the item, or another amount with `override_reason` (recorded; a finding at the city)."""
     fen = fen_from_yuan(amount_yuan)
     if fen <= 0:
         raise CaseError("case.fee_zero")
-    return _act(node, case_id, "fee", e.FEE_ASSESSED, at, fee_fen=fen)
+    reason = override_reason.strip() if override_reason and override_reason.strip() else None
+
+    def guard(state: CaseState, stamp: str) -> None:
+        item = get_item(node.store, state.item_code)
+        if item is None or item.fee_fen == fen or reason is not None:
+            return
+        key = "case.fee_free" if item.fee_fen == 0 else "case.fee_mismatch"
+        raise CaseError(
+            key, case_id=case_id, item_code=item.code, amount=yuan_from_fen(fen),
+            fee=yuan_from_fen(item.fee_fen),
+        )  # fmt: skip
+
+    fields: dict[str, Any] = {"fee_fen": fen}
+    item = get_item(node.store, _state(node, case_id).item_code)
+    if reason is not None and (item is None or item.fee_fen != fen):
+        fields["override_reason"] = reason
+    return _act(node, case_id, "fee", e.FEE_ASSESSED, at, guard=guard, **fields)
 
 
 def pay(node: Node, case_id: str, receipt: str, at: str | None = None) -> str:
@@ -349,6 +464,24 @@ i18n.register(
             "--method 须为 window、mail 或 sms，不能是 {method}。",
         ),
         "case.fee_zero": ("A fee must be more than 0 yuan.", "收费金额须大于 0 元。"),
+        "case.fee_mismatch": (
+            "Item {item_code} costs {fee} yuan in the catalogue, not {amount}; to charge"
+            " another amount on case {case_id}, give --override-reason.",
+            "事项 {item_code} 在目录中收费 {fee} 元，不是 {amount} 元；如需对办件 {case_id}"
+            " 收取其他金额，请用 --override-reason 说明理由。",
+        ),
+        "case.fee_free": (
+            "Item {item_code} is free in the catalogue; a fee of {amount} yuan on case"
+            " {case_id} needs --override-reason.",
+            "事项 {item_code} 在目录中不收费；对办件 {case_id} 收费 {amount} 元须用"
+            " --override-reason 说明理由。",
+        ),
+        "case.deliver_unassessed": (
+            "Item {item_code} has a fee of {fee} yuan; assess it and record the payment on"
+            " case {case_id} before delivering (票款分离).",
+            "事项 {item_code} 收费 {fee} 元；请先对办件 {case_id} 核定收费并登记缴费，再送达"
+            "（票款分离）。",
+        ),
         "case.bad_score": (
             "--score must be 1 (very satisfied) to 5 (very dissatisfied), not {score}.",
             "--score 须为 1（非常满意）到 5（非常不满意），不能是 {score}。",

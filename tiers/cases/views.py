@@ -1,7 +1,9 @@
 """Reading cases: `case show` and `case list` as JSON-ready dicts (DESIGN §7 keys).
 
 Warnings (电子监察) are judged for a given day and threshold: red past the deadline, yellow
-with `threshold` or fewer working days left. Only accepted cases still open are judged.
+with `threshold` or fewer working days left (accepted cases still open); `unaccepted` for a
+case received and not accepted after `unaccepted_days` working days (行政许可法 第三十二条),
+`undelivered` for one completed and not delivered within ten working days (第四十四条).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sync.protocol.errors import CaseError, CaseNotFoundError
 from sync.store import Store
 from tiers import materials
 from tiers.calendar import WorkCalendar
+from tiers.cases import guards
 from tiers.cases.machine import OPEN, STATUSES, allowed_actions
 from tiers.cases.projection import deadline_of, load_case
 from tiers.catalogue import yuan_from_fen
@@ -23,7 +26,7 @@ from tiers.deadlines import Deadline, remaining_workdays, warning
 from tiers.provisional import case_years
 from tiers.published import get_item, work_calendar
 
-WARNINGS = ("yellow", "red")
+WARNINGS = ("yellow", "red", guards.UNACCEPTED, guards.UNDELIVERED)
 DEFAULT_YELLOW_DAYS = 1
 
 
@@ -33,15 +36,33 @@ def judging_day(node: Node) -> tuple[date, int]:
     return node.clock.now().date(), int(threshold)
 
 
+def unaccepted_days(node: Node) -> int:
+    """Working days a received case may wait for acceptance before its warning (setting
+    `unaccepted_days`, default 5: 行政许可法 第三十二条's five days to accept or notify)."""
+    value = node.config.settings.get("unaccepted_days", guards.DEFAULT_UNACCEPTED_DAYS)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return guards.DEFAULT_UNACCEPTED_DAYS
+    return value
+
+
 def _warning(
-    cal: WorkCalendar, status: str, deadline: Deadline | None, today: date, threshold: int
-) -> str | None:
-    if deadline is None or status not in OPEN:
+    cal: WorkCalendar, status: str, deadline: Deadline | None, today: date, threshold: int,
+    late: tuple[str, str | None, bool, int] | None = None,
+) -> str | None:  # fmt: skip
+    """The deadline's yellow/red; else, with `late` (received_at, completed_at, accepted,
+    unaccepted_days), whether acceptance or delivery is late."""
+    if deadline is not None and status in OPEN:
+        return warning(cal, deadline, today, threshold)
+    if late is None:
         return None
-    return warning(cal, deadline, today, threshold)
+    received_at, completed_at, accepted, days = late
+    return guards.late_warning(cal, status, received_at, completed_at, accepted, today, days)
 
 
-def case_view(store: Store, case_id: str, today: date, threshold: int) -> dict[str, Any]:
+def case_view(
+    store: Store, case_id: str, today: date, threshold: int,
+    unaccepted: int = guards.DEFAULT_UNACCEPTED_DAYS,
+) -> dict[str, Any]:  # fmt: skip
     """Everything known here about one case, its events in causal order (CaseNotFoundError)."""
     folded = load_case(store, case_id)
     state = folded.state
@@ -91,7 +112,10 @@ def case_view(store: Store, case_id: str, today: date, threshold: int) -> dict[s
             deadline.paused_since.isoformat() if deadline and deadline.paused_since else None
         ),
         "remaining_days": remaining,
-        "warning": _warning(cal, state.status, deadline, today, threshold),
+        "warning": _warning(
+            cal, state.status, deadline, today, threshold,
+            (state.received_at, state.completed_at, state.accepted, unaccepted),
+        ),
         "provisional": bool(deadline and deadline.provisional),
         "provisional_years": sorted(deadline.provisional_years) if deadline else [],
         "provisional_note": deadline.note() if deadline else None,
@@ -116,18 +140,22 @@ def case_view(store: Store, case_id: str, today: date, threshold: int) -> dict[s
             for v in state.violations
         ],
         "events": events,
+        "extensions": state.extensions,
+        "extension_limit": guards.extension_limit(state),
+        "approved_by": state.approved_by,
+        "deemed_accepted": state.deemed_accepted,
     }
 
 
 _LIST_COLUMNS = (
     "case_id, item_code, status, holder, origin, applicant, accepted_at, deadline, "
-    "accepted_on, paused_since, remaining_when_paused, completed_at, result"
+    "accepted_on, paused_since, remaining_when_paused, completed_at, result, received_at"
 )
 
 
 def list_cases(
     store: Store, today: date, threshold: int, *, status: str | None = None,
-    warning_filter: str | None = None,
+    warning_filter: str | None = None, unaccepted: int = guards.DEFAULT_UNACCEPTED_DAYS,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Cases known here, newest first, optionally only one status or one warning colour."""
     if status is not None and status not in STATUSES:
@@ -142,8 +170,8 @@ def list_cases(
     cal = work_calendar(store)
     result = []
     for row in store.query(sql + " ORDER BY received_at DESC, case_id DESC", params):
-        (case_id, item_code, st, holder, origin, applicant, accepted_at, due,
-         accepted_on, paused_since, remaining, completed_at, outcome) = row  # fmt: skip
+        (case_id, item_code, st, holder, origin, applicant, accepted_at, due, accepted_on,
+         paused_since, remaining, completed_at, outcome, received_at) = row  # fmt: skip
         years: list[int] = []
         deadline = None
         if accepted_at is not None:
@@ -156,7 +184,8 @@ def list_cases(
                 date.fromisoformat(paused_since) if paused_since else None,
                 remaining,
             )
-        colour = _warning(cal, st, deadline, today, threshold)
+        late = (received_at, completed_at, accepted_at is not None, unaccepted)
+        colour = _warning(cal, st, deadline, today, threshold, late)
         if warning_filter is not None and colour != warning_filter:
             continue
         result.append(
@@ -174,7 +203,7 @@ def list_cases(
 def show(node: Node, case_id: str) -> dict[str, Any]:
     """`case_view` for today at this node."""
     today, threshold = judging_day(node)
-    view = case_view(node.store, case_id, today, threshold)
+    view = case_view(node.store, case_id, today, threshold, unaccepted_days(node))
     view["attachments"] = [m.to_json() for m in materials.materials_of(node, case_id)]
     return view
 
@@ -184,7 +213,10 @@ def list_at(
 ) -> list[dict[str, Any]]:
     """`list_cases` for today at this node."""
     today, threshold = judging_day(node)
-    return list_cases(node.store, today, threshold, status=status, warning_filter=warning_filter)
+    return list_cases(
+        node.store, today, threshold, status=status, warning_filter=warning_filter,
+        unaccepted=unaccepted_days(node),
+    )  # fmt: skip
 
 
 i18n.register(
@@ -194,8 +226,9 @@ i18n.register(
             "“{status}”不是办件状态；可用 {statuses}。",
         ),
         "case.bad_warning": (
-            "'{warning}' is not a warning; use yellow or red.",
-            "“{warning}”不是预警级别；可用 yellow（黄灯）或 red（红灯）。",
+            "'{warning}' is not a warning; use yellow, red, unaccepted or undelivered.",
+            "“{warning}”不是预警级别；可用 yellow（黄灯）、red（红灯）、unaccepted（未受理）"
+            "或 undelivered（未送达）。",
         ),
     }
 )

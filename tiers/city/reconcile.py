@@ -30,6 +30,7 @@ evidence (entries by origin and seq, hashes, times), so an admin can act on it:
                        total (one per part and count)
     backdated_step     a node's step on a case (环节) ends, by its own signed time, before it
                        began: counted nowhere (`tiers.steps`), named here
+    fee_override, guard_violation, backdated: the legal guards' (tiers.city.supervision)
 
 Invariant: findings depend only on what is held here and on `now`; the same store and the
 same `now` give the same findings in the same order.
@@ -51,6 +52,7 @@ from sync.protocol.ids import is_within
 from sync.store import Store
 from tiers import materials, report_parts, steps
 from tiers.cases.machine import IN_TRANSIT, OPEN, violation_kind
+from tiers.city import supervision
 from tiers.figures import COUNT_FIELDS, Counts, Period, parse_period
 from tiers.provisional import calendar_missing, period_years
 from tiers.published import work_calendar
@@ -60,6 +62,7 @@ KINDS = (
     "report_mismatch", "missing_report", "fork", "gap", "stale_node", "orphan_forward",
     "clock_skew", "custody_violation", "quarantined_entry", "revoked_key_used",
     "missing_material", "calendar_missing", "report_inconsistent", "backdated_step",
+    *supervision.KINDS,
 )  # fmt: skip
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
 
@@ -360,6 +363,7 @@ def reconcile(
         *_revoked_uses(store, node.node_id),
         *_missing_materials(node, now),
         *(Finding("calendar_missing", *f) for f in calendar_missing(node, now.date())),
+        *(Finding(*raw) for raw in supervision.findings(store, period)),
     ]
     findings.sort(key=lambda f: (KINDS.index(f.kind), f.node_id, json.dumps(f.evidence)))
     counts = {kind: sum(f.kind == kind for f in findings) for kind in KINDS}

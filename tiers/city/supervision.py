@@ -1,0 +1,169 @@
+"""The legal guards' findings for the city's reconcile (电子监察, tiers.cases.guards).
+
+    fee_override     a fee assessed unlike the catalogue's (票款分离): with the reason
+                     recorded (`case fee --override-reason`), or with none (written by a
+                     node that skipped the check)
+    guard_violation  an event the legal guards refused (a second or too long or late
+                     extension, a suspension or extension back-dated on its case, a
+                     delivery before the assessed fee was paid): it counts nowhere
+    backdated        a suspension, extension or 补正 notice dated on or before the case's
+                     deadline but written (since its author's first event on the case) after
+                     an entry of any type its author dated past it (an origin writes its log
+                     in seq order), which the fold's window of case events did not catch;
+                     evidence names both entries
+
+Each is `(kind, node_id, evidence, message key or None)`, for the period's events; the
+reconcile wraps them in its `Finding`. Depends only on what is held here.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any
+
+from sync.clock import local_date
+from sync.protocol import i18n
+from sync.store import Store
+from tiers.cases import entries as e
+from tiers.cases import guards
+from tiers.cases.machine import fold
+from tiers.cases.order import causal_order
+from tiers.cases.projection import load_events, written_after
+from tiers.catalogue import yuan_from_fen
+from tiers.figures import Period
+from tiers.published import get_item, work_calendar
+
+KINDS = ("fee_override", "guard_violation", "backdated")
+Raw = tuple[str, str, dict[str, Any], str | None]
+_PAUSING = (e.SUSPENDED, e.EXTENDED, e.SUPPLEMENT_REQUESTED)
+
+
+def _in(period: Period, at: str) -> bool:
+    return period.start <= local_date(at) <= period.end
+
+
+def fee_overrides(store: Store, period: Period) -> list[Raw]:
+    """Fees assessed in the period that differ from the item's catalogue fee."""
+    found: list[Raw] = []
+    for origin, seq, case_id, at, body in store.query(
+        "SELECT e.origin, e.seq, e.case_id, e.at, e.body FROM case_events e "
+        "WHERE e.type = ? ORDER BY e.origin, e.seq", (e.FEE_ASSESSED,)
+    ):  # fmt: skip
+        if not _in(period, at):
+            continue
+        fields = json.loads(body)
+        item_rows = store.query("SELECT item_code FROM cases WHERE case_id = ?", (case_id,))
+        item = get_item(store, item_rows[0][0]) if item_rows else None
+        if item is None or item.fee_fen == fields["fee_fen"]:
+            continue
+        reason = fields.get("override_reason")
+        found.append((
+            "fee_override", origin,
+            {"case_id": case_id, "seq": seq, "at": at, "item_code": item.code,
+             "fee": yuan_from_fen(fields["fee_fen"]), "catalogue_fee": yuan_from_fen(item.fee_fen),
+             "reason": reason},
+            None if reason is not None else "finding.fee_override_unstated",
+        ))  # fmt: skip
+    return found
+
+
+def guard_violations(store: Store, period: Period) -> list[Raw]:
+    """Events in the period that the legal guards refused when the case was folded."""
+    found: list[Raw] = []
+    for case_id, text in store.query(
+        "SELECT case_id, violations FROM cases WHERE violations != '[]' ORDER BY case_id"
+    ):
+        for origin, seq, kind, key in json.loads(text):
+            if key not in guards.FOLD_KEYS:
+                continue
+            rows = store.query(
+                "SELECT at FROM case_events WHERE origin = ? AND seq = ?", (origin, seq)
+            )
+            if rows and _in(period, rows[0][0]):
+                found.append(("guard_violation", origin, {
+                    "case_id": case_id, "seq": seq, "type": kind, "at": rows[0][0],
+                    "problem": key}, None))  # fmt: skip
+    return found
+
+
+def backdated(store: Store, period: Period) -> list[Raw]:
+    """Suspensions, extensions and 补正 notices (applied, in the period) dated on or before
+    their case's deadline but written, since their author's first event on the case, after
+    an entry (any type, the whole log held here) their author dated past it."""
+    cal = work_calendar(store)
+    found: list[Raw] = []
+    for origin, seq, case_id, at in store.query(
+        "SELECT origin, seq, case_id, at FROM case_events WHERE type IN (?, ?, ?) "
+        "ORDER BY origin, seq", _PAUSING,
+    ):  # fmt: skip
+        if not _in(period, at):
+            continue
+        latest: tuple[date, int, str] | None = None
+        for prior, stamp in store.query(
+            "SELECT seq, json_extract(CAST(raw AS TEXT), '$.at') FROM entries WHERE origin = ?1"
+            " AND seq < ?2 AND seq >= (SELECT min(seq) FROM case_events WHERE origin = ?1 AND"
+            " case_id = ?3) ORDER BY seq", (origin, seq, case_id),
+        ):  # fmt: skip
+            day = local_date(stamp)
+            if latest is None or day > latest[0]:
+                latest = (day, prior, stamp)
+        if latest is None or local_date(at) > latest[0]:
+            continue
+        due = _due_before(store, case_id, (origin, seq), cal)
+        if due is None or local_date(at) > due or latest[0] <= due:
+            continue
+        found.append(("backdated", origin, {
+            "case_id": case_id, "seq": seq, "at": at, "due": due.isoformat(),
+            "written_after_seq": latest[1], "written_after_at": latest[2]}, None))  # fmt: skip
+    return found
+
+
+def _due_before(store: Store, case_id: str, ref: tuple[str, int], cal: Any) -> date | None:
+    """The case's deadline from its events before `ref` in causal order, if it applied."""
+    ordered, _ = causal_order(load_events(store, case_id))
+    refs = [ev.ref for ev in ordered]
+    if ref not in refs:
+        return None
+    written = written_after(store, ordered)
+    before = fold(ordered[: refs.index(ref)], cal, written)
+    after = fold(ordered[: refs.index(ref) + 1], cal, written)
+    if before is None or after is None or after.anchor != ref:
+        return None  # refused by the machine: a guard_violation already, counted nowhere
+    return guards.due_now(before, cal)
+
+
+def findings(store: Store, period: Period) -> list[Raw]:
+    """Every finding of this module for the period."""
+    return [*fee_overrides(store, period), *guard_violations(store, period),
+            *backdated(store, period)]  # fmt: skip
+
+
+i18n.register(
+    {
+        "finding.fee_override": (
+            "{node_id} assessed {fee} yuan on case {case_id} (#{seq}, {at}); the catalogue"
+            " says {catalogue_fee} for item {item_code}. Reason given: {reason}",
+            "{node_id} 对办件 {case_id} 核定收费 {fee} 元（#{seq}，{at}）；目录中事项"
+            " {item_code} 收费 {catalogue_fee} 元。所述理由：{reason}",
+        ),
+        "finding.fee_override_unstated": (
+            "{node_id} assessed {fee} yuan on case {case_id} (#{seq}, {at}); the catalogue"
+            " says {catalogue_fee} for item {item_code}, and no reason was recorded.",
+            "{node_id} 对办件 {case_id} 核定收费 {fee} 元（#{seq}，{at}）；目录中事项"
+            " {item_code} 收费 {catalogue_fee} 元，且未记录理由。",
+        ),
+        "finding.guard_violation": (
+            "{node_id} wrote {type} #{seq} on case {case_id} ({at}), which the law does not"
+            " allow ({problem}); it counts nowhere.",
+            "{node_id} 在办件 {case_id} 上记录的 {type} #{seq}（{at}）不合法定要求（{problem}），"
+            "不计入任何统计。",
+        ),
+        "finding.backdated": (
+            "{node_id} dated #{seq} on case {case_id} {at}, on or before its deadline {due},"
+            " but wrote it after #{written_after_seq}, dated {written_after_at}: back-dated.",
+            "{node_id} 在办件 {case_id} 上的 #{seq} 日期为 {at}（不晚于期限 {due}），"
+            "却写在日期为 {written_after_at} 的 #{written_after_seq} 之后：属于倒签。",
+        ),
+    }
+)
