@@ -177,9 +177,7 @@ def list_command(open_only: bool, warning: str | None, subject: str | None,
                  home: Path | None, as_json: bool) -> None:  # fmt: skip
     """Complaints known here, newest first, with today's warnings (电子监察)."""
     with node_at(home) as node:
-        listed = service.list_at(
-            node, open_only=open_only, warning_filter=warning, subject=subject
-        )
+        listed = service.list_at(node, open_only=open_only, warning_filter=warning, subject=subject)
     if as_json:
         print_json(listed)
         return

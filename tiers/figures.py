@@ -35,7 +35,7 @@ from tiers.cases import entries as e
 from tiers.cases.machine import CaseState
 from tiers.deadlines import Pause, compute_deadline, workdays_used
 
-SATISFIED_SCORES = (1, 2, 3)  # 非常满意, 满意, 基本满意; 4 and 5 are complaints (差评)
+SATISFIED_SCORES = (1, 2, 3)  # 非常满意, 满意, 基本满意; 4 and 5 are bad ratings (差评)
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _QUARTER = re.compile(r"^(\d{4})-[Qq]([1-4])$")
@@ -102,9 +102,15 @@ class Counts:
     days_promised_total: int = 0  # their promised working days
     rated: int = 0  # ratings recorded in the period
     satisfied: int = 0  # … of 1 to 3
-    complaints: int = 0  # … of 4 or 5 (差评)
+    bad_ratings: int = 0  # … of 4 or 5 (差评数); `complaints` in reports before issue #12
     fees_assessed_fen: int = 0  # fees assessed in the period
     fees_paid_fen: int = 0  # payments recorded in the period
+    # Issue #12 (newer report bodies; an older body lacks them: read as 0, see from_body)
+    complaints: int = 0  # 投诉 filed in the period, for the node they are about
+    complaints_open_at_start: int = 0  # filed before the period, not closed before it
+    complaints_closed: int = 0  # 投诉 closed (办结) in the period
+    complaints_closed_on_time: int = 0  # … on or before their deadline day
+    completed_rated: int = 0  # cases completed in the period and rated by its last day
 
     def add(self, other: Counts) -> None:
         for f in COUNT_FIELDS:
@@ -115,7 +121,13 @@ class Counts:
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Counts:
-        return cls(**{f: int(body[f]) for f in COUNT_FIELDS})
+        """Counts from a report body; a count it lacks is 0. A body without `bad_ratings`
+        was written before issue #12, when `complaints` counted bad ratings (差评): it is
+        read as such (and as no 投诉, which were not recorded then)."""
+        values = {f: int(body.get(f, 0)) for f in COUNT_FIELDS}
+        if "bad_ratings" not in body:
+            values["bad_ratings"], values["complaints"] = values["complaints"], 0
+        return cls(**values)
 
 
 COUNT_FIELDS = tuple(f.name for f in fields(Counts))
@@ -148,13 +160,23 @@ def derive(c: Counts) -> dict[str, Any]:
         "open_at_start": c.open_at_start,
         "open_overdue": c.open_overdue,
         "on_time_rate": _ratio(c.on_time, c.completed),
-        "complaints": c.complaints,
+        "bad_ratings": c.bad_ratings,
         "fees_assessed_fen": c.fees_assessed_fen,
         "fees_paid_fen": c.fees_paid_fen,
         "promised_completed": c.promised_completed,
         "days_used_total": c.days_used_total,
         "days_promised_total": c.days_promised_total,
         "satisfied": c.satisfied,
+        "complaints": c.complaints,
+        "complaints_open_at_start": c.complaints_open_at_start,
+        "complaints_closed": c.complaints_closed,
+        "complaints_closed_on_time": c.complaints_closed_on_time,
+        "complaint_closure_rate": _ratio(
+            c.complaints_closed, c.complaints_open_at_start + c.complaints
+        ),  # 投诉办结率
+        "complaint_on_time_rate": _ratio(c.complaints_closed_on_time, c.complaints_closed),
+        "completed_rated": c.completed_rated,
+        "rating_rate": _ratio(c.completed_rated, c.completed),  # 评议率
     }
 
 
@@ -285,7 +307,11 @@ def tally(
         if s <= f.received_on <= e_ and (key := key_of(f, "received")) is not None:
             counts(key).received += 1
         acc = f.accepted_on
-        if acc is None or (key := key_of(f, "handled")) is None:
+        if acc is None:  # a case refused before acceptance (不予受理) is rated too
+            if (key := key_of(f, "received")) is not None:
+                _count_rating(counts(key), f, s, e_)
+            continue
+        if (key := key_of(f, "handled")) is None:
             continue
         c = counts(key)
         ended = f.ended_on
@@ -302,6 +328,7 @@ def tally(
             else:
                 c.on_time += 1
                 c.early += date.fromisoformat(done) < due
+            c.completed_rated += f.rated_on is not None and f.rated_on <= e_
             if f.promised_days:
                 c.promised_completed += 1
                 c.days_used_total += deadlines.used(f)
@@ -309,15 +336,20 @@ def tally(
         if acc <= as_of and (ended is None or ended > as_of):
             due = deadlines.due(f, as_of)
             c.open_overdue += due is not None and due.isoformat() <= as_of
-        if f.rated_on is not None and s <= f.rated_on <= e_ and f.rating is not None:
-            c.rated += 1
-            c.satisfied += f.rating in SATISFIED_SCORES
-            c.complaints += f.rating not in SATISFIED_SCORES
+        _count_rating(c, f, s, e_)
         if f.fee_on is not None and s <= f.fee_on <= e_:
             c.fees_assessed_fen += f.fee_fen or 0
         if f.paid_on is not None and s <= f.paid_on <= e_:
             c.fees_paid_fen += f.paid_fen or 0
     return rows
+
+
+def _count_rating(c: Counts, f: Facts, first: str, last: str) -> None:
+    """A rating recorded between the days `first` and `last` (ISO, inclusive)."""
+    if f.rated_on is not None and first <= f.rated_on <= last and f.rating is not None:
+        c.rated += 1
+        c.satisfied += f.rating in SATISFIED_SCORES
+        c.bad_ratings += f.rating not in SATISFIED_SCORES
 
 
 def node_key(f: Facts, role: str) -> str | None:

@@ -32,6 +32,7 @@ from sync.store import Store
 from tiers.calendar import WorkCalendar
 from tiers.cases import entries as e
 from tiers.cases.projection import load_case
+from tiers.complaints.figures import add_complaints
 from tiers.figures import (
     COUNT_FIELDS,
     FACT_COLUMNS,
@@ -144,7 +145,9 @@ def reports_of(store: Store, origin: str) -> list[Report]:
 
 def node_counts(store: Store, period: Period, cal: WorkCalendar, today: date) -> dict[str, Counts]:
     """Every node's counts for `period` from the entries held here (what a report states)."""
-    return tally(load_facts(store, period), period, cal, today, node_key)
+    rows = tally(load_facts(store, period), period, cal, today, node_key)
+    add_complaints(rows, store, period, "node")
+    return rows
 
 
 # --- the projection -------------------------------------------------------------------------

@@ -168,7 +168,8 @@ def _stored(row: tuple[Any, ...]) -> _Stored:
         "violations": (json.loads(violations), violations),
     }
     data = json.loads(rest)
-    values: dict[str, Any] = {name: data[name] for name in _REST}
+    # A row written by an older zhibao lacks the fields added since: they keep their defaults.
+    values: dict[str, Any] = {name: data[name] for name in _REST if name in data}
     texts["state"] = (values, rest)
     state = CaseState(
         case_id=case_id, item_code=item_code, origin=origin, holder=holder, status=status,

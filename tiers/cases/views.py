@@ -10,6 +10,7 @@ import json
 from datetime import date
 from typing import Any
 
+from sync.clock import local_date
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import CaseError, CaseNotFoundError
@@ -21,6 +22,7 @@ from tiers.cases.projection import deadline_of, load_case
 from tiers.catalogue import yuan_from_fen
 from tiers.deadlines import Deadline, remaining_workdays, warning
 from tiers.published import get_item, work_calendar
+from tiers.rectification import DEFAULT_RECTIFY_DAYS, rectification, rectify_days
 
 WARNINGS = ("yellow", "red")
 DEFAULT_YELLOW_DAYS = 1
@@ -40,7 +42,10 @@ def _warning(
     return warning(cal, deadline, today, threshold)
 
 
-def case_view(store: Store, case_id: str, today: date, threshold: int) -> dict[str, Any]:
+def case_view(
+    store: Store, case_id: str, today: date, threshold: int,
+    rectify_within: int = DEFAULT_RECTIFY_DAYS,
+) -> dict[str, Any]:  # fmt: skip
     """Everything known here about one case, its events in causal order (CaseNotFoundError)."""
     folded = load_case(store, case_id)
     state = folded.state
@@ -115,6 +120,19 @@ def case_view(store: Store, case_id: str, today: date, threshold: int) -> dict[s
             for v in state.violations
         ],
         "events": events,
+        "rated_at": state.rated_at,
+        "rating_channel": state.rating_channel,
+        "rectification": rectification(
+            cal,
+            state.rating,
+            local_date(state.rated_at) if state.rated_at else None,
+            state.rectified_at,
+            state.rectified_by,
+            state.rectify_note,
+            today,
+            rectify_within,
+            threshold,
+        ),
     }
 
 
@@ -169,7 +187,7 @@ def list_cases(
 def show(node: Node, case_id: str) -> dict[str, Any]:
     """`case_view` for today at this node."""
     today, threshold = judging_day(node)
-    view = case_view(node.store, case_id, today, threshold)
+    view = case_view(node.store, case_id, today, threshold, rectify_days(node.config.settings))
     view["attachments"] = [m.to_json() for m in materials.materials_of(node, case_id)]
     return view
 

@@ -23,6 +23,7 @@ from sync.protocol.errors import ReportError
 from sync.protocol.ids import tier_of
 from sync.store import Store
 from tiers.catalogue import tier_label, yuan_from_fen
+from tiers.complaints.figures import add_complaints
 from tiers.figures import Facts, KeyOf, Period, derive, node_key, tally, total
 from tiers.inert import WORKBOOK_OPTIONS, csv_row
 from tiers.published import list_items, work_calendar
@@ -36,9 +37,13 @@ TOTAL_KEY = "total"
 COLUMNS = (
     "key", "label", "received", "accepted", "completed", "completion_rate", "on_time", "early",
     "overdue", "open_overdue", "on_time_rate", "avg_days", "speedup", "rated",
-    "satisfaction_rate", "complaints", "fees_assessed_fen", "fees_paid_fen",
+    "satisfaction_rate", "complaints", "fees_assessed_fen", "fees_paid_fen", "bad_ratings",
+    "complaints_closed", "complaint_closure_rate", "rating_rate",
 )  # fmt: skip
-RATES = frozenset({"completion_rate", "on_time_rate", "speedup", "satisfaction_rate"})
+RATES = frozenset(
+    {"completion_rate", "on_time_rate", "speedup", "satisfaction_rate", "complaint_closure_rate",
+     "rating_rate"}
+)  # fmt: skip
 MONEY = frozenset({"fees_assessed_fen", "fees_paid_fen"})
 _TIER_BY_LENGTH = {len(node_id): tier_of(node_id) for node_id in ("330782", "330782001",
                                                                    "330782001001")}  # fmt: skip
@@ -74,6 +79,7 @@ def compute_stats(store: Store, period: Period, by: str, today: date) -> dict[st
     backfill(store)
     key_of, label = _key_of(store, by)
     rows = tally(load_facts(store, period), period, work_calendar(store), today, key_of)
+    add_complaints(rows, store, period, by)
     return {
         "period": period.label,
         "by": by,
@@ -164,7 +170,10 @@ _COLUMN_LABELS = {
     "open_overdue": ("open overdue", "在办超期"), "on_time_rate": ("on-time rate", "按时办结率"),
     "avg_days": ("avg days", "平均办结天数"), "speedup": ("speed-up", "提速率"),
     "rated": ("rated", "评价数"), "satisfaction_rate": ("satisfaction", "满意率"),
-    "complaints": ("complaints", "差评数"),
+    "complaints": ("complaints", "投诉数"), "bad_ratings": ("bad ratings", "差评数"),
+    "complaints_closed": ("complaints closed", "投诉办结数"),
+    "complaint_closure_rate": ("complaint closure rate", "投诉办结率"),
+    "rating_rate": ("rating rate", "评议率"),
     "fees_assessed_fen": ("fees assessed (yuan)", "核定收费（元）"),
     "fees_paid_fen": ("fees paid (yuan)", "实缴费用（元）"),
 }  # fmt: skip

@@ -177,8 +177,7 @@ i18n.register(
         ),
         "complaint.refused": ("The complaint work was refused.", "投诉处理被拒绝。"),
         "complaint.after_unreachable": (
-            "{origin} names {after} as what its complaint event follows, an entry it cannot"
-            " hold",
+            "{origin} names {after} as what its complaint event follows, an entry it cannot hold",
             "{origin} 声称其投诉记录接续 {after}，但它不可能持有该条目",
         ),
     }

@@ -134,7 +134,8 @@ def fold(events: Iterable[Event]) -> ComplaintState | None:
             if event.type == c.FILED:
                 state = _start(event)
             else:
-                orphans.append(Violation(event.origin, event.seq, event.type, "complaint.not_found"))
+                orphan = Violation(event.origin, event.seq, event.type, "complaint.not_found")
+                orphans.append(orphan)
             continue
         step(state, event)
     if state is not None:
