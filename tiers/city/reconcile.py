@@ -23,6 +23,8 @@ evidence (entries by origin and seq, hashes, times), so an admin can act on it:
                        bundles, refused): one finding per node, sender and way in
     missing_material   a material an entry held here names has not arrived whole after
                        `material_missing_hours` (named by the node that attached it)
+    complaint_violation  a complaint event (in the month) the complaint refused: a reply
+                       or closing naming another subject, after closing, a second filing
 
 Invariant: findings depend only on what is held here and on `now`; the same store and the
 same `now` give the same findings in the same order.
@@ -44,6 +46,7 @@ from sync.protocol.ids import is_within
 from sync.store import Store
 from tiers import materials
 from tiers.cases.machine import IN_TRANSIT, OPEN, violation_kind
+from tiers.complaints.projection import violations_in as complaint_violations
 from tiers.figures import COUNT_FIELDS, Counts, Period, parse_period
 from tiers.published import work_calendar
 from tiers.reports import backfill, latest_reports, node_counts
@@ -51,7 +54,7 @@ from tiers.reports import backfill, latest_reports, node_counts
 KINDS = (
     "report_mismatch", "missing_report", "fork", "gap", "stale_node", "orphan_forward",
     "clock_skew", "custody_violation", "quarantined_entry", "revoked_key_used",
-    "missing_material",
+    "missing_material", "complaint_violation",
 )  # fmt: skip
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
 
@@ -317,7 +320,9 @@ def reconcile(
         *_quarantined(store),
         *_revoked_uses(store, node.node_id),
         *_missing_materials(node, now),
-    ]
+        *(_find("complaint_violation", author, **evidence) for author, evidence in
+          complaint_violations(store, period.start.isoformat(), period.end.isoformat())),
+    ]  # fmt: skip
     findings.sort(key=lambda f: (KINDS.index(f.kind), f.node_id, json.dumps(f.evidence)))
     counts = {kind: sum(f.kind == kind for f in findings) for kind in KINDS}
     return {

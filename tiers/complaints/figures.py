@@ -73,9 +73,8 @@ def complaint_counts(store: Store, period: Period, by: str) -> dict[str, Counts]
     s, e = period.start.isoformat(), period.end.isoformat()
     cal = work_calendar(store)
     rows: dict[str, Counts] = {}
-    for subject, item, department, days, filed_on, closed_on in store.query(
-        _SQL, {"s": s, "e": e}
-    ):
+    held = store.query(_SQL, {"s": s, "e": e})
+    for subject, item, department, days, filed_on, closed_on in held:
         key = key_of(subject, item, department)
         if key is None:
             continue

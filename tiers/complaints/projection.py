@@ -274,3 +274,34 @@ i18n.register(
         ),
     }
 )
+
+
+def violations_in(store: Store, first: str, last: str) -> list[tuple[str, dict[str, Any]]]:
+    """Complaint events held here that the fold refused, dated between the days `first`
+    and `last` (ISO, inclusive): (author, evidence) for reconciliation's findings."""
+    found = []
+    rows = store.query("SELECT complaint_id, subject FROM complaints WHERE violations > 0")
+    for complaint_id, subject in rows:
+        state = load_complaint(store, complaint_id).state
+        for v in state.violations if state is not None else ():
+            at = store.query(
+                "SELECT at FROM complaint_events WHERE origin = ? AND seq = ?", (v.origin, v.seq)
+            )[0][0]
+            if first <= local_date(at).isoformat() <= last:
+                found.append(
+                    (v.origin, {"complaint_id": complaint_id, "seq": v.seq, "type": v.type,
+                                "at": at, "subject": subject, "problem": v.key})
+                )  # fmt: skip
+    return found
+
+
+i18n.register(
+    {
+        "finding.complaint_violation": (
+            "{node_id} wrote {type} #{seq} on complaint {complaint_id} (about {subject}), which"
+            " was refused ({problem}): it changes nothing and counts nowhere.",
+            "{node_id} 对投诉 {complaint_id}（针对 {subject}）的记录 {type} #{seq} 无效"
+            "（{problem}）：不改变投诉，也不计入统计。",
+        ),
+    }
+)
