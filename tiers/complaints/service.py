@@ -69,7 +69,10 @@ def next_complaint_id(node: Node, stamp: str) -> str:
 
 
 def _known_node(node: Node, node_id: str) -> bool:
+    """This node, its ancestors, and the nodes enrolled or whose log is held here."""
     if node_id == node.node_id or node_id in ancestors_of(node.node_id):
+        return True
+    if node_id in node.store.heads():
         return True
     return any(n["node_id"] == node_id for n in trust.enrolled_nodes(node.store))
 
