@@ -186,8 +186,10 @@ def test_complaint_warnings_yellow_then_red(net: Network) -> None:
     assert [colour(date(2025, 10, d)) for d in (13, 14, 15, 16)] == [
         None, "yellow", "yellow", "red",
     ]  # fmt: skip
-    assert [c["complaint_id"] for c in list_complaints(store, date(2025, 10, 16), 1,
-                                                       warning_filter="red")] == [complaint_id]
+    assert [
+        c["complaint_id"]
+        for c in list_complaints(store, date(2025, 10, 16), 1, warning_filter="red")
+    ] == [complaint_id]
     assert list_complaints(store, date(2025, 10, 13), 1, warning_filter="red") == []
     service.close(net.town, complaint_id, at="2025-10-20T09:00")  # late
     assert list_complaints(store, date(2025, 10, 20), 1, open_only=True) == []
@@ -222,8 +224,12 @@ def test_complaint_figures_hand_counted_month(net: Network) -> None:
     result = compute_stats(net.city.store, OCTOBER, "node", NOVEMBER.date())
     rows = {row["key"]: row for row in result["rows"]}
     town, village = rows[TOWN], rows[VILLAGE]
-    assert (town["complaints"], town["complaints_open_at_start"], town["complaints_closed"],
-            town["complaints_closed_on_time"]) == (2, 1, 2, 1)  # K2 K3; K1; K1 K2; K1
+    assert (
+        town["complaints"],
+        town["complaints_open_at_start"],
+        town["complaints_closed"],
+        town["complaints_closed_on_time"],
+    ) == (2, 1, 2, 1)  # K2 K3; K1; K1 K2; K1
     assert town["complaint_closure_rate"] == 0.6667  # 投诉办结率 2 ÷ (1 + 2)
     assert town["complaint_on_time_rate"] == 0.5
     assert (village["complaints"], village["complaints_closed"]) == (1, 1)  # K4
@@ -294,9 +300,7 @@ def test_complaint_events_flow_down_to_subject_and_filer(net: Network) -> None:
     }
     assert town_log == {about_village, about_town, from_village}
     entries, _ = relevance.select_for(net.town.store, VILLAGE, {}, 1000)
-    sent = {
-        e.fields()["body"]["complaint_id"] for e in entries if e.type.startswith("complaint.")
-    }
+    sent = {e.fields()["body"]["complaint_id"] for e in entries if e.type.startswith("complaint.")}
     assert sent == {about_village, from_village}  # not the town's complaint about itself
 
 
@@ -314,8 +318,13 @@ def test_complaint_fold_refuses_a_reply_naming_another_subject() -> None:
         "days": 5})  # fmt: skip
     hijack = Event(VILLAGE, 2, "complaint.closed", at,
                    {"complaint_id": cid, "subject": VILLAGE, "after": [VILLAGE, 1]})  # fmt: skip
-    answer = Event(TOWN, 7, "complaint.replied", at,
-                   {"complaint_id": cid, "subject": TOWN, "after": [VILLAGE, 1], "text": "已核实"})
+    answer = Event(
+        TOWN,
+        7,
+        "complaint.replied",
+        at,
+        {"complaint_id": cid, "subject": TOWN, "after": [VILLAGE, 1], "text": "已核实"},
+    )
     state = fold([filed, hijack, answer])
     assert state is not None and state.status == "open"
     assert [(v.origin, v.seq, v.key) for v in state.violations] == [
@@ -323,3 +332,64 @@ def test_complaint_fold_refuses_a_reply_naming_another_subject() -> None:
     ]
     assert [r["node_id"] for r in state.replies] == [TOWN]
     assert state.anchor == (TOWN, 7)  # the next event follows the reply, never the refusal
+
+
+_REPLY = {"complaint_id": f"{VILLAGE}-C20251009-0001", "subject": TOWN, "after": [VILLAGE, 1]}
+_FILED = {"complaint_id": f"{VILLAGE}-C20251009-0001", "subject": TOWN, "after": None,
+          "about": "node", "text": "推诿", "days": 5}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("entry_type", "change"),
+    [
+        pytest.param("complaint.filed", {"days": 0}, id="no days"),
+        pytest.param("complaint.filed", {"days": 61}, id="more than 60 days"),
+        pytest.param("complaint.filed", {"about": "case"}, id="case without case_id"),
+        pytest.param(
+            "complaint.filed",
+            {"case_id": "330782001-20251009-0001"},
+            id="case_id on a node complaint",
+        ),
+        pytest.param("complaint.filed", {"about": "department"}, id="no department"),
+        pytest.param("complaint.filed", {"text": "   "}, id="blank text"),
+        pytest.param(
+            "complaint.filed", {"complaint_id": f"{VILLAGE}-20251009-0001"}, id="a case id"
+        ),
+        pytest.param("complaint.filed", {"subject": "33078"}, id="not a node id"),
+        pytest.param("complaint.filed", {"after": [VILLAGE, 1]}, id="filing with after"),
+        pytest.param("complaint.replied", {"after": [VILLAGE, 1]}, id="reply without text"),
+        pytest.param("complaint.closed", {"after": None}, id="closing without after"),
+        pytest.param("complaint.closed", {"after": [VILLAGE, 1], "note": ""}, id="empty note"),
+    ],
+)
+def test_complaint_bodies_refused(entry_type: str, change: dict[str, object]) -> None:
+    from sync.protocol.entry import encode_entry, parse_envelope
+    from sync.protocol.errors import EntryError
+
+    base = dict(_FILED)
+    if entry_type != "complaint.filed":
+        base = {k: _FILED[k] for k in ("complaint_id", "subject")}
+    body = base | change
+    raw = encode_entry(VILLAGE, 2, bytes(32), "2025-10-09T09:00:00+08:00", entry_type, body)
+    with pytest.raises(EntryError):
+        parse_envelope(raw)
+
+
+@pytest.mark.parametrize(
+    ("entry_type", "body"),
+    [
+        pytest.param("complaint.filed", _FILED, id="filed"),
+        pytest.param(
+            "complaint.filed",
+            _FILED | {"about": "case", "case_id": "330782001-20251009-0001"},
+            id="filed about a case",
+        ),
+        pytest.param("complaint.replied", _REPLY | {"text": "已答复"}, id="replied"),
+        pytest.param("complaint.closed", _REPLY, id="closed"),
+    ],
+)
+def test_complaint_bodies_accepted(entry_type: str, body: dict[str, object]) -> None:
+    from sync.protocol.entry import encode_entry, parse_envelope
+
+    raw = encode_entry(VILLAGE, 2, bytes(32), "2025-10-09T09:00:00+08:00", entry_type, body)
+    assert parse_envelope(raw).type == entry_type

@@ -54,9 +54,10 @@ def test_rating_a_rejected_case_opens_a_rectification_due_in_15_working_days(
     # 10-10, 10-11 (Sat, worked), 13, 14, 15, 16, 17, 20, 21, 22, 23, 24, 27, 28, 29
     assert (r["opened_on"], r["due"], r["status"]) == ("2025-10-09", "2025-10-29", "open")
     assert r["warning"] is None and r["remaining_days"] == 15
-    assert case_view(net.town.store, case_id, date(2025, 10, 30), 1)["rectification"][
-        "warning"
-    ] == "red"
+    assert (
+        case_view(net.town.store, case_id, date(2025, 10, 30), 1)["rectification"]["warning"]
+        == "red"
+    )
 
 
 def test_rectify_closes_it_with_a_note_once(net: Network) -> None:
