@@ -8,7 +8,8 @@ Invariants:
 - `check` is the one place that says what is allowed; the service calls it before it
   appends and `fold` calls it on every event, so a log written by this code folds clean.
 - Exactly one node holds a case. A forward leaves the case `in_transit` and with the sender
-  until the receiver records `case.taken`. Delivery and rating may also come from the origin.
+  until the receiver records `case.taken`. Delivery and rating may also come from the origin,
+  and so may the 差评整改 (`case.rectified`) a rating of 4 or 5 opens (tiers.rectification).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ ACTION_OF = {
     e.DELIVERED: "deliver", e.FEE_ASSESSED: "fee", e.FEE_PAID: "pay", e.RATED: "rate",
     e.WITHDRAWN: "withdraw", e.RECTIFIED: "rectify",
 }  # fmt: skip
-_BY_ORIGIN = frozenset({"deliver", "rate", "rectify"})  # the origin (village) may record these too
+_BY_ORIGIN = frozenset({"deliver", "rate", "rectify"})  # the origin may record these too
 
 _STATUS_ACTIONS: dict[str, frozenset[str]] = {
     RECEIVED: frozenset({"accept", "reject", "request-supplement", "forward", "withdraw"}),
