@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from cli import materials as materials_commands
+from cli import rectify as rectify_commands
 from cli.common import (
     at_option,
     display_width,
@@ -27,6 +28,7 @@ from sync.node import Node
 from sync.protocol import i18n
 from tiers.calendar import provisional_note
 from tiers.cases import service, views
+from tiers.cases.entries import CHANNELS
 from tiers.cases.labels import describe_actions, event_label, status_label
 from tiers.cases.machine import STATUSES, violation_kind
 from tiers.cases.views import WARNINGS
@@ -307,13 +309,16 @@ def pay_command(case_id: str, receipt: str, at: str | None, home: Path | None,
 @click.option("--score", type=click.IntRange(1, 5), required=True,
               help="1 非常满意 … 5 非常不满意 (GB/T 39046).")  # fmt: skip
 @click.option("--comment", default=None)
+@click.option("--channel", type=click.Choice(CHANNELS), default=None,
+              help="Where the rating was given (好差评 channel).")  # fmt: skip
 @at_option
 @home_option
 @json_option
-def rate_command(case_id: str, score: int, comment: str | None, at: str | None,
-                 home: Path | None, as_json: bool) -> None:  # fmt: skip
-    """评价 after delivery."""
-    _done(home, as_json, lambda n: service.rate(n, case_id, score, comment, at=at))
+def rate_command(case_id: str, score: int, comment: str | None, channel: str | None,
+                 at: str | None, home: Path | None, as_json: bool) -> None:  # fmt: skip
+    """评价 after delivery or 不予受理; 4 or 5 opens a rectification (差评整改)."""
+    _done(home, as_json, lambda n: service.rate(n, case_id, score, comment, at=at,
+                                                channel=channel))  # fmt: skip
 
 
 @case_group.command("withdraw")
@@ -365,6 +370,8 @@ def _print_case(case: dict[str, Any]) -> None:
             note = i18n.t("cli.case.refused." + violation_kind(ev["problem"]))
         rows.append([ev["node_id"], ev["seq"], ev["at"], event_label(ev["type"]), note])
     print_table(i18n.t("cli.case.event_headers").split("|"), rows)
+    if (rectification := rectify_commands.describe(case)) is not None:
+        echo(rectification)
     if case["attachments"]:
         echo(i18n.t("cli.material.title"))
         materials_commands.print_materials(case["case_id"], case["attachments"])
@@ -415,3 +422,4 @@ def list_command(status: str | None, warning: str | None, home: Path | None,
 
 
 materials_commands.register(case_group, case_argument)
+rectify_commands.register(case_group, case_argument)

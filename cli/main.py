@@ -38,6 +38,7 @@ COMMANDS = {
     "reconcile": "cli.report:reconcile_command",
     "demo": "cli.demo:demo_command",
     "fork": "cli.fork:fork_group",
+    "complaint": "cli.complaint:complaint_group",
 }
 # ctx.meta key: `zhibao --home DIR`, for the command that follows (cli.common.home_option)
 GLOBAL_HOME = "zhibao.global_home"

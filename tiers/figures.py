@@ -37,7 +37,7 @@ from tiers.catalogue import CatalogueItem
 from tiers.deadlines import Pause, compute_deadline, workdays_used
 from tiers.steps import REJECTED, WITHDRAWN, Judged, Step, judge, steps_of
 
-SATISFIED_SCORES = (1, 2, 3)  # 非常满意, 满意, 基本满意; 4 and 5 are complaints (差评)
+SATISFIED_SCORES = (1, 2, 3)  # 非常满意, 满意, 基本满意; 4 and 5 are bad ratings (差评)
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _QUARTER = re.compile(r"^(\d{4})-[Qq]([1-4])$")
@@ -104,7 +104,7 @@ class Counts:
     days_promised_total: int = 0  # their promised working days
     rated: int = 0  # ratings recorded in the period
     satisfied: int = 0  # … of 1 to 3
-    complaints: int = 0  # … of 4 or 5 (差评)
+    bad_ratings: int = 0  # … of 4 or 5 (差评数); `complaints` in reports before issue #12
     fees_assessed_fen: int = 0  # fees assessed in the period
     fees_paid_fen: int = 0  # payments recorded in the period
     # Newer counts (a report made before they existed lacks them: they read as 0 there and
@@ -121,6 +121,12 @@ class Counts:
     step_days_used: int = 0  # their working days used
     step_days_allowed: int = 0  # their limits
     steps_open_late: int = 0  # steps open at the period's close, past their limit then
+    # Issue #12 (newer report bodies; an older body lacks them: read as 0, see from_body)
+    complaints: int = 0  # 投诉 filed in the period, for the node they are about
+    complaints_open_at_start: int = 0  # filed before the period, not closed before it
+    complaints_closed: int = 0  # 投诉 closed (办结) in the period
+    complaints_closed_on_time: int = 0  # … on or before their deadline day
+    completed_rated: int = 0  # cases completed in the period and rated by its last day
 
     def add(self, other: Counts) -> None:
         for f in COUNT_FIELDS:
@@ -132,14 +138,32 @@ class Counts:
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Counts:
         """Counts from a report body: a count it does not state is 0, one this version does
-        not know is ignored (a report from a newer zhibao)."""
-        return cls(**{f: int(body[f]) for f in COUNT_FIELDS if f in body})
+        not know is ignored (a report from a newer zhibao). A body without `bad_ratings`
+        was written before issue #12, when `complaints` counted bad ratings (差评): it is
+        read as such (and as no 投诉, which were not recorded then)."""
+        values = {f: int(body.get(f, 0)) for f in COUNT_FIELDS}
+        if "bad_ratings" not in body:
+            values["bad_ratings"], values["complaints"] = values["complaints"], 0
+        return cls(**values)
+
+    @staticmethod
+    def stated_in(body: dict[str, Any]) -> frozenset[str]:
+        """The counts a report body states, by today's names (see `from_body`)."""
+        stated = frozenset(COUNT_FIELDS) & set(body)
+        if "bad_ratings" not in body and "complaints" in body:
+            stated = (stated - {"complaints"}) | {"bad_ratings"}
+        return stated
 
 
 COUNT_FIELDS = tuple(f.name for f in fields(Counts))
 # The counts every report states: those of the first report format (zhibao ≤ 0.x, before
 # the monthly report carried parts, 不予受理 and 环节).
-LEGACY_FIELDS = COUNT_FIELDS[: COUNT_FIELDS.index("fees_paid_fen") + 1]
+# The counts every report states, by the names report bodies have always used: before
+# issue #12 `complaints` counted bad ratings (`from_body`), now 投诉 (and `bad_ratings` those).
+LEGACY_FIELDS = tuple(
+    "complaints" if f == "bad_ratings" else f
+    for f in COUNT_FIELDS[: COUNT_FIELDS.index("fees_paid_fen") + 1]
+)
 
 
 def _ratio(part: int, whole: int) -> float | None:
@@ -172,7 +196,7 @@ def derive(c: Counts, *, withdrawn_in_base: bool = True) -> dict[str, Any]:
         "open_at_start": c.open_at_start,
         "open_overdue": c.open_overdue,
         "on_time_rate": _ratio(c.on_time, c.completed),
-        "complaints": c.complaints,
+        "bad_ratings": c.bad_ratings,
         "fees_assessed_fen": c.fees_assessed_fen,
         "fees_paid_fen": c.fees_paid_fen,
         "promised_completed": c.promised_completed,
@@ -184,6 +208,11 @@ def derive(c: Counts, *, withdrawn_in_base: bool = True) -> dict[str, Any]:
         "promise_compression": _rest(c.statutory_days_promised, c.statutory_days_total),
         "step_on_time_rate": _ratio(c.steps_on_time, c.steps),
         **{f: getattr(c, f) for f in COUNT_FIELDS[len(LEGACY_FIELDS) :]},
+        "complaint_closure_rate": _ratio(
+            c.complaints_closed, c.complaints_open_at_start + c.complaints
+        ),  # 投诉办结率
+        "complaint_on_time_rate": _ratio(c.complaints_closed_on_time, c.complaints_closed),
+        "rating_rate": _ratio(c.completed_rated, c.completed),  # 评议率
     }
 
 
@@ -352,7 +381,13 @@ def tally(
             r.rejected += 1
         _count_steps(f, catalogue.get(f.item_code), deadlines, s, e_, as_of, counts)
         acc = f.accepted_on
-        if acc is None or (c := counts(f, f.node)) is None:
+        if acc is None:  # a case refused before acceptance (不予受理) is rated too: for the
+            # node that refused it (else, a rating on a case never accepted: its receiver)
+            by = last[0] if last is not None and last[3] == REJECTED else f.origin
+            if (r := counts(f, by)) is not None:
+                _count_rating(r, f, s, e_)
+            continue
+        if (c := counts(f, f.node)) is None:
             continue
         ended = f.ended_on
         if s <= acc <= e_:
@@ -372,6 +407,7 @@ def tally(
             else:
                 c.on_time += 1
                 c.early += date.fromisoformat(done) < due
+            c.completed_rated += f.rated_on is not None and f.rated_on <= e_
             if f.promised_days:
                 used = deadlines.used(f)
                 c.promised_completed += 1
@@ -386,10 +422,7 @@ def tally(
         if acc <= as_of and (ended is None or ended > as_of):
             due = deadlines.due(f, as_of)
             c.open_overdue += due is not None and due.isoformat() <= as_of
-        if f.rated_on is not None and s <= f.rated_on <= e_ and f.rating is not None:
-            c.rated += 1
-            c.satisfied += f.rating in SATISFIED_SCORES
-            c.complaints += f.rating not in SATISFIED_SCORES
+        _count_rating(c, f, s, e_)
         if f.fee_on is not None and s <= f.fee_on <= e_:
             c.fees_assessed_fen += f.fee_fen or 0
         if f.paid_on is not None and s <= f.paid_on <= e_:
@@ -439,6 +472,14 @@ def _count_steps(
 def node_key(f: Facts, node: str) -> str | None:
     """By node: the node the figure counts for."""
     return node
+def _count_rating(c: Counts, f: Facts, first: str, last: str) -> None:
+    """A rating recorded between the days `first` and `last` (ISO, inclusive)."""
+    if f.rated_on is not None and first <= f.rated_on <= last and f.rating is not None:
+        c.rated += 1
+        c.satisfied += f.rating in SATISFIED_SCORES
+        c.bad_ratings += f.rating not in SATISFIED_SCORES
+
+
 
 
 def total(rows: dict[str, Counts]) -> Counts:

@@ -9,6 +9,7 @@ from sync.node import Node, init_node, open_node
 from sync.store import Extension
 from tiers import flow  # noqa: F401  (registers what flows down)
 from tiers.cases.projection import CaseProjection
+from tiers.complaints.projection import ComplaintProjection
 from tiers.materials import MaterialProjection
 from tiers.published import Published
 from tiers.reports import FigureProjection
@@ -16,7 +17,10 @@ from tiers.reports import FigureProjection
 
 def extensions() -> list[Extension]:
     """The tier projections every node keeps, in the order they must see entries."""
-    return [Published(), CaseProjection(), FigureProjection(), MaterialProjection()]
+    return [
+        Published(), CaseProjection(), FigureProjection(), MaterialProjection(),
+        ComplaintProjection(),
+    ]  # fmt: skip
 
 
 def open_home(home: Path, *, clock: Clock | None = None) -> Node:

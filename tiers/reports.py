@@ -38,6 +38,7 @@ from tiers.case_facts import (  # noqa: F401  (FigureProjection: tiers.node list
     backfill,
     load_facts,
 )
+from tiers.complaints.figures import add_complaints
 from tiers.figures import (
     COUNT_FIELDS,
     LEGACY_FIELDS,
@@ -153,7 +154,7 @@ def _report(origin: str, seq: int, at: str, text: str) -> Report:
     body = json.loads(text)
     figures = body["figures"]
     return Report(origin, seq, at, body["period"], Counts.from_body(figures),
-                  dict(body.get("held", {})), frozenset(COUNT_FIELDS) & set(figures),
+                  dict(body.get("held", {})), Counts.stated_in(figures),
                   dict(body.get("parts", {})))  # fmt: skip
 
 
@@ -178,7 +179,9 @@ def reports_of(store: Store, origin: str) -> list[Report]:
 def node_counts(store: Store, period: Period, cal: WorkCalendar, today: date) -> dict[str, Counts]:
     """Every node's counts for `period` from the entries held here (what a report states)."""
     items = {item.code: item for item in list_items(store)}
-    return tally(load_facts(store, period), period, cal, today, node_key, items)
+    rows = tally(load_facts(store, period), period, cal, today, node_key, items)
+    add_complaints(rows, store, period, "node")
+    return rows
 
 
 def _count(where: str, name: Any, value: Any) -> None:

@@ -50,6 +50,7 @@ VALID: dict[str, dict[str, Any]] = {
     e.FEE_PAID: {"case_id": CASE_ID, "after": AFTER, "receipt": "R-0001", "fee_fen": 1050},
     e.RATED: {"case_id": CASE_ID, "after": AFTER, "score": 1, "comment": "很好"},
     e.WITHDRAWN: {"case_id": CASE_ID, "after": AFTER, "reason": "不办了"},
+    e.RECTIFIED: {"case_id": CASE_ID, "after": AFTER, "note": "已向申请人致歉并改进告知"},
 }
 ALL_TYPES = sorted(VALID)
 LATER_TYPES = [t for t in ALL_TYPES if t != e.RECEIVED]
@@ -107,7 +108,7 @@ def _refusal(entry_type: str, body: Any) -> str:
 
 def test_every_case_type_has_an_example_here() -> None:
     assert set(VALID) == set(e.TYPES)
-    assert len(VALID) == 16
+    assert len(VALID) == 17
 
 
 @pytest.mark.parametrize("entry_type", ALL_TYPES)

@@ -37,6 +37,7 @@ SUPPLY_T = ("supplied", TOWN, {})
 SUSPEND_T = ("suspended", TOWN, {"reason": "听证"})
 WITHDRAW_T = ("withdrawn", TOWN, {})
 REJECT_T = ("rejected", TOWN, {"reason": "不符合条件"})
+RATE_REJECTED_T = ("rated", TOWN, {"score": 2})  # 不予受理 is rated too (issue #12)
 
 AT_TOWN = [RECEIVE_V, FORWARD_V, TAKE_T]  # received at the village, now held by the town
 ACCEPTED = [*AT_TOWN, ACCEPT_T]
@@ -179,7 +180,7 @@ def test_machine_illegal_message_in_chinese() -> None:
     "steps",
     [
         pytest.param([RECEIVE_T, WITHDRAW_T], id="withdrawn"),
-        pytest.param([RECEIVE_T, REJECT_T], id="rejected"),
+        pytest.param([RECEIVE_T, REJECT_T, RATE_REJECTED_T], id="rejected-and-rated"),
         pytest.param([*ACCEPTED, WITHDRAW_T], id="withdrawn-after-acceptance"),
     ],
 )

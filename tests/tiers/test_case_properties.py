@@ -26,7 +26,7 @@ UNKNOWN_CASE = "330782001-20251009-9999"
 CREATE = ["receive", "accept-new"]
 ACT = [
     "accept", "reject", "request-supplement", "supply", "suspend", "resume", "extend",
-    "forward", "complete", "deliver", "fee", "pay", "rate", "withdraw",
+    "forward", "complete", "deliver", "fee", "pay", "rate", "withdraw", "rectify",
 ]  # fmt: skip
 
 
@@ -73,6 +73,7 @@ def _command(
         "pay": lambda n, t: service.pay(n, cid, _pick(rng, ["R1"], [""]), at=t),
         "rate": lambda n, t: service.rate(n, cid, _pick(rng, [1, 3, 5], [0, 6]), at=t),
         "withdraw": lambda n, t: service.withdraw(n, cid, at=t),
+        "rectify": lambda n, t: service.rectify(n, cid, text, at=t),
     }
     return name, commands[name]
 

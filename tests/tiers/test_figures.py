@@ -216,7 +216,7 @@ TOWN_OCTOBER = Counts(
     days_promised_total=40,  # 6 × 5 + 10
     rated=3,  # 1 (2), 3 (5), 7 (1)
     satisfied=2,
-    complaints=1,
+    bad_ratings=1,  # 3 (5)
     fees_assessed_fen=5150,  # 1050 (1) + 1050 (2) + 2000 (3) + 1050 (14)
     fees_paid_fen=4100,  # 1, 2, 3; case 14 paid in November
     rejected=1,  # 12 (不予受理 10-09)
@@ -234,6 +234,7 @@ TOWN_OCTOBER = Counts(
     step_days_used=25,  # 5 + 3 + 7 + 2 + 5 + 0 + 3 + 0
     step_days_allowed=32,  # 6 × 5 + 0 (即办 6) + 2
     steps_open_late=1,  # 11: accepted 10-20, 9 working days used by 10-31, 5 allowed
+    completed_rated=3,  # 1, 3 and 7: completed and rated in October
 )
 
 
@@ -247,9 +248,9 @@ def test_figures_hand_built_month_by_node(tmp_path: Path) -> None:
     assert town["label"] == "稠城街道便民服务中心"
     assert {k: town[k] for k in ("accepted", "completed", "on_time", "early", "overdue",
                                  "rated", "received", "open_at_start", "open_overdue",
-                                 "complaints", "fees_assessed_fen", "fees_paid_fen")} == {
+                                 "bad_ratings", "fees_assessed_fen", "fees_paid_fen")} == {
         "accepted": 9, "completed": 8, "on_time": 7, "early": 4, "overdue": 1, "rated": 3,
-        "received": 9, "open_at_start": 1, "open_overdue": 1, "complaints": 1,
+        "received": 9, "open_at_start": 1, "open_overdue": 1, "bad_ratings": 1,
         "fees_assessed_fen": 5150, "fees_paid_fen": 4100,
     }  # fmt: skip
     assert town["completion_rate"] == 0.8  # 8 ÷ (1 + 9)
@@ -257,6 +258,8 @@ def test_figures_hand_built_month_by_node(tmp_path: Path) -> None:
     assert town["avg_days"] == 4.57  # 32 ÷ 7
     assert town["speedup"] == 0.2  # 1 − 32 ÷ 40
     assert town["satisfaction_rate"] == 0.6667  # 2 ÷ 3
+    assert town["bad_ratings"] == 1 and town["complaints"] == 0  # 差评 are not 投诉 (#12)
+    assert town["rating_rate"] == 0.375  # 评议率: 3 of the 8 completed were rated (1, 3, 7)
     village = rows[VILLAGE]
     assert (village["received"], village["accepted"], village["completed"]) == (1, 0, 0)
     assert village["completion_rate"] is None and village["satisfaction_rate"] is None

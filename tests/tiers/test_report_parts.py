@@ -27,9 +27,12 @@ from tiers.reports import _check_report_body as check_body
 
 
 def legacy_body(counts: Counts) -> dict[str, Any]:
-    """A report body exactly as zhibao wrote them before parts and 环节 (the old count set)."""
+    """A report body exactly as zhibao wrote them before parts and 环节 (the old count set,
+    where `complaints` counted bad ratings)."""
+    figures = {f: getattr(counts, f) for f in LEGACY_FIELDS}
+    figures["complaints"] = counts.bad_ratings
     return {"period": "2025-10", "scope": "node", "held": {TOWN: 1},
-            "figures": {f: getattr(counts, f) for f in LEGACY_FIELDS}}  # fmt: skip
+            "figures": figures}  # fmt: skip
 
 
 def test_report_parts_by_item_and_kind_add_up_to_the_total(tmp_path: Path) -> None:
@@ -88,7 +91,10 @@ def test_report_old_format_entry_verifies_ingests_and_reconciles(tmp_path: Path)
         inconsistent = findings(net.city, "report_inconsistent")
         # Reporting again with today's zhibao appends a report stating every count.
         again = submit_monthly(net.town, "2025-10", at="2025-11-04T09:00")
-    assert held.stated == frozenset(LEGACY_FIELDS) and held.parts == {}
+    stated = (frozenset(LEGACY_FIELDS) - {"complaints"}) | {"bad_ratings"}
+    assert held.stated == stated and held.parts == {}
+    assert held.counts.bad_ratings == TOWN_OCTOBER.bad_ratings == 1  # read as bad ratings
+    assert held.counts.complaints == 0  # no 投诉 were recorded then
     assert held.counts.steps == 0 and held.counts.accepted == 9  # unstated: 0
     assert mismatches == [] and inconsistent == []
     assert again.appended and again.report.stated == frozenset(COUNT_FIELDS)

@@ -37,12 +37,16 @@ FEE_ASSESSED = "case.fee_assessed"
 FEE_PAID = "case.fee_paid"
 RATED = "case.rated"
 WITHDRAWN = "case.withdrawn"
+RECTIFIED = "case.rectified"  # 差评整改 closed, with a note (issue #12)
 
 Result = Literal["approved", "denied"]
 DeliveryMethod = Literal["window", "mail", "sms"]
 RESULTS: tuple[str, ...] = get_args(Result)
 DELIVERY_METHODS: tuple[str, ...] = get_args(DeliveryMethod)
 SCORES = range(1, 6)
+BAD_SCORES = frozenset({4, 5})  # 不满意, 非常不满意 (GB/T 39046): a 差评, which opens a 整改
+Channel = Literal["window", "pad", "sms", "web", "app", "phone"]  # where a rating was given
+CHANNELS: tuple[str, ...] = get_args(Channel)
 MAX_TEXT = 2000
 MAX_LIST = 100
 
@@ -177,7 +181,13 @@ class FeePaid(CaseBody):
 class Rated(CaseBody):
     score: Annotated[int, Meta(ge=SCORES.start, le=SCORES.stop - 1)]
     comment: Text | None = None
+    channel: Channel | None = None  # optional: logs written before issue #12 lack it
     blank = ("comment",)
+
+
+class Rectified(CaseBody):
+    note: Text
+    blank = ("note",)
 
 
 class Withdrawn(CaseBody):
@@ -202,6 +212,7 @@ BODIES: dict[str, type[CaseBody]] = {
     FEE_PAID: FeePaid,
     RATED: Rated,
     WITHDRAWN: Withdrawn,
+    RECTIFIED: Rectified,
 }
 TYPES = frozenset(BODIES)
 

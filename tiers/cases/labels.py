@@ -21,7 +21,7 @@ _ACTION_LABELS = {
     "accept": "受理", "reject": "不予受理", "request-supplement": "一次性告知补正",
     "supply": "补齐材料", "suspend": "启动特别程序", "resume": "恢复计时", "extend": "延长时限",
     "forward": "上报", "complete": "办结", "deliver": "送达", "fee": "核定收费",
-    "pay": "登记缴费", "rate": "评价", "withdraw": "撤回",
+    "pay": "登记缴费", "rate": "评价", "withdraw": "撤回", "rectify": "差评整改",
 }  # fmt: skip
 _EVENT_LABELS = {
     "received": ("received", "收件"), "accepted": ("accepted", "受理"),
@@ -34,7 +34,7 @@ _EVENT_LABELS = {
     "taken": ("taken over", "接收上报件"), "completed": ("completed", "办结"),
     "delivered": ("delivered", "送达"), "fee_assessed": ("fee assessed", "核定收费"),
     "fee_paid": ("fee paid", "缴费"), "rated": ("rated", "评价"),
-    "withdrawn": ("withdrawn", "撤回"),
+    "withdrawn": ("withdrawn", "撤回"), "rectified": ("bad rating rectified", "差评整改完成"),
 }  # fmt: skip
 i18n.register(
     {f"case.status.{k}": v for k, v in _STATUS_LABELS.items()}

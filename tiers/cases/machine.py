@@ -8,7 +8,8 @@ Invariants:
 - `check` is the one place that says what is allowed; the service calls it before it
   appends and `fold` calls it on every event, so a log written by this code folds clean.
 - Exactly one node holds a case. A forward leaves the case `in_transit` and with the sender
-  until the receiver records `case.taken`. Delivery and rating may also come from the origin.
+  until the receiver records `case.taken`. Delivery and rating may also come from the origin,
+  and so may the 差评整改 (`case.rectified`) a rating of 4 or 5 opens (tiers.rectification).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ OPEN = frozenset({RECEIVED, IN_TRANSIT, ACCEPTED, SUPPLEMENT_REQUESTED, SUSPENDE
 # `case accept` on a case forwarded to this node; it is shown as "accept".
 ACTIONS = (
     "accept", "reject", "request-supplement", "supply", "suspend", "resume", "extend",
-    "forward", "complete", "deliver", "fee", "pay", "rate", "withdraw",
+    "forward", "complete", "deliver", "fee", "pay", "rate", "withdraw", "rectify",
 )  # fmt: skip
 TAKE, RECEIVE = "take", "receive"
 ACTION_OF = {
@@ -50,9 +51,9 @@ ACTION_OF = {
     e.SUSPENDED: "suspend", e.RESUMED: "resume", e.EXTENDED: "extend",
     e.FORWARDED: "forward", e.TAKEN: TAKE, e.COMPLETED: "complete",
     e.DELIVERED: "deliver", e.FEE_ASSESSED: "fee", e.FEE_PAID: "pay", e.RATED: "rate",
-    e.WITHDRAWN: "withdraw",
+    e.WITHDRAWN: "withdraw", e.RECTIFIED: "rectify",
 }  # fmt: skip
-_BY_ORIGIN = frozenset({"deliver", "rate"})  # the origin (village) may record these too
+_BY_ORIGIN = frozenset({"deliver", "rate", "rectify"})  # the origin may record these too
 
 _STATUS_ACTIONS: dict[str, frozenset[str]] = {
     RECEIVED: frozenset({"accept", "reject", "request-supplement", "forward", "withdraw"}),
@@ -63,8 +64,8 @@ _STATUS_ACTIONS: dict[str, frozenset[str]] = {
     SUSPENDED: frozenset({"resume", "extend", "fee", "pay", "withdraw"}),
     IN_TRANSIT: frozenset({"accept", "withdraw"}),
     COMPLETED: frozenset({"deliver", "fee", "pay"}),
-    DELIVERED: frozenset({"rate", "fee", "pay"}),
-    REJECTED: frozenset(),
+    DELIVERED: frozenset({"rate", "fee", "pay", "rectify"}),
+    REJECTED: frozenset({"rate", "rectify"}),  # 不予受理 is rated too (好差评, 国办发〔2019〕51号)
     WITHDRAWN: frozenset(),
 }
 
@@ -141,6 +142,11 @@ class CaseState:
     approved_by: str | None = None  # who approved the extension
     deemed_accepted: bool = False  # a late 补正 notice: accepted as of receipt (第三十二条)
     latest_by_origin: dict[str, str] = field(default_factory=dict)  # origin -> latest day
+    rated_at: str | None = None
+    rating_channel: str | None = None
+    rectified_at: str | None = None  # a bad rating's 整改 closed (`case.rectified`)
+    rectified_by: str | None = None
+    rectify_note: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -156,6 +162,8 @@ def allowed_actions(state: CaseState) -> list[str]:
         allowed.discard("pay")
     if state.rating is not None:
         allowed.discard("rate")
+    if state.rating not in e.BAD_SCORES or state.rectified_at is not None:
+        allowed.discard("rectify")
     if state.accepted:
         allowed.discard("reject")
         if state.supplement_after_acceptance:
@@ -300,6 +308,10 @@ def _transition(state: CaseState, event: Event) -> None:
         state.paid, state.receipt = True, body["receipt"]
     elif kind == e.RATED:
         state.rating, state.comment = body["score"], body.get("comment")
+        state.rated_at, state.rating_channel = at, body.get("channel")
+    elif kind == e.RECTIFIED:
+        state.rectified_at, state.rectified_by = at, event.origin
+        state.rectify_note = body["note"]
 
 
 def _start(event: Event) -> CaseState:

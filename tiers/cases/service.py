@@ -403,15 +403,27 @@ def pay(node: Node, case_id: str, receipt: str, at: str | None = None) -> str:
 
 
 def rate(
-    node: Node, case_id: str, score: int, comment: str | None = None, at: str | None = None
-) -> str:
-    """评价 after delivery: 1 非常满意 … 5 非常不满意 (GB/T 39046)."""
+    node: Node, case_id: str, score: int, comment: str | None = None, at: str | None = None,
+    channel: str | None = None,
+) -> str:  # fmt: skip
+    """评价 after delivery or 不予受理: 1 非常满意 … 5 非常不满意 (GB/T 39046), and where it
+    was given (`channel`: window, pad, sms, web, app, phone)."""
     if isinstance(score, bool) or score not in e.SCORES:
         raise CaseError("case.bad_score", score=score)
+    if channel is not None and channel not in e.CHANNELS:
+        raise CaseError("case.bad_channel", channel=channel, channels=", ".join(e.CHANNELS))
     fields: dict[str, Any] = {"score": score}
     if comment and comment.strip():
         fields["comment"] = comment.strip()
+    if channel is not None:
+        fields["channel"] = channel
     return _act(node, case_id, "rate", e.RATED, at, **fields)
+
+
+def rectify(node: Node, case_id: str, note: str, at: str | None = None) -> str:
+    """差评整改 done: closes the rectification a bad rating (4 or 5) opened, with a note
+    saying what was put right (by the holder or the case's origin)."""
+    return _act(node, case_id, "rectify", e.RECTIFIED, at, note=_text(note, "note"))
 
 
 def withdraw(node: Node, case_id: str, reason: str | None = None, at: str | None = None) -> str:
@@ -481,6 +493,10 @@ i18n.register(
             " case {case_id} before delivering (票款分离).",
             "事项 {item_code} 收费 {fee} 元；请先对办件 {case_id} 核定收费并登记缴费，再送达"
             "（票款分离）。",
+        ),
+        "case.bad_channel": (
+            "--channel must be one of {channels}, not {channel}.",
+            "--channel 须为 {channels} 之一，不能是 {channel}。",
         ),
         "case.bad_score": (
             "--score must be 1 (very satisfied) to 5 (very dissatisfied), not {score}.",

@@ -12,6 +12,7 @@ import json
 from datetime import date
 from typing import Any
 
+from sync.clock import local_date
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import CaseError, CaseNotFoundError
@@ -25,6 +26,7 @@ from tiers.catalogue import yuan_from_fen
 from tiers.deadlines import Deadline, remaining_workdays, warning
 from tiers.provisional import case_years
 from tiers.published import get_item, work_calendar
+from tiers.rectification import DEFAULT_RECTIFY_DAYS, rectification, rectify_days
 
 WARNINGS = ("yellow", "red", guards.UNACCEPTED, guards.UNDELIVERED)
 DEFAULT_YELLOW_DAYS = 1
@@ -62,6 +64,7 @@ def _warning(
 def case_view(
     store: Store, case_id: str, today: date, threshold: int,
     unaccepted: int = guards.DEFAULT_UNACCEPTED_DAYS,
+    rectify_within: int = DEFAULT_RECTIFY_DAYS,
 ) -> dict[str, Any]:  # fmt: skip
     """Everything known here about one case, its events in causal order (CaseNotFoundError)."""
     folded = load_case(store, case_id)
@@ -144,6 +147,19 @@ def case_view(
         "extension_limit": guards.extension_limit(state),
         "approved_by": state.approved_by,
         "deemed_accepted": state.deemed_accepted,
+        "rated_at": state.rated_at,
+        "rating_channel": state.rating_channel,
+        "rectification": rectification(
+            cal,
+            state.rating,
+            local_date(state.rated_at) if state.rated_at else None,
+            state.rectified_at,
+            state.rectified_by,
+            state.rectify_note,
+            today,
+            rectify_within,
+            threshold,
+        ),
     }
 
 
@@ -203,7 +219,10 @@ def list_cases(
 def show(node: Node, case_id: str) -> dict[str, Any]:
     """`case_view` for today at this node."""
     today, threshold = judging_day(node)
-    view = case_view(node.store, case_id, today, threshold, unaccepted_days(node))
+    view = case_view(
+        node.store, case_id, today, threshold, unaccepted_days(node),
+        rectify_days(node.config.settings),
+    )  # fmt: skip
     view["attachments"] = [m.to_json() for m in materials.materials_of(node, case_id)]
     return view
 

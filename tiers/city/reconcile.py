@@ -31,6 +31,8 @@ evidence (entries by origin and seq, hashes, times), so an admin can act on it:
     backdated_step     a node's step on a case (环节) ends, by its own signed time, before it
                        began: counted nowhere (`tiers.steps`), named here
     fee_override, guard_violation, backdated: the legal guards' (tiers.city.supervision)
+    complaint_violation  a complaint event (in the month) the complaint refused: a reply
+                       or closing naming another subject, after closing, a second filing
 
 Invariant: findings depend only on what is held here and on `now`; the same store and the
 same `now` give the same findings in the same order.
@@ -53,6 +55,7 @@ from sync.store import Store
 from tiers import materials, report_parts, steps
 from tiers.cases.machine import IN_TRANSIT, OPEN, violation_kind
 from tiers.city import supervision
+from tiers.complaints.projection import violations_in as complaint_violations
 from tiers.figures import COUNT_FIELDS, Counts, Period, parse_period
 from tiers.provisional import calendar_missing, period_years
 from tiers.published import work_calendar
@@ -62,7 +65,7 @@ KINDS = (
     "report_mismatch", "missing_report", "fork", "gap", "stale_node", "orphan_forward",
     "clock_skew", "custody_violation", "quarantined_entry", "revoked_key_used",
     "missing_material", "calendar_missing", "report_inconsistent", "backdated_step",
-    *supervision.KINDS,
+    "complaint_violation", *supervision.KINDS,
 )  # fmt: skip
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
 
@@ -364,7 +367,9 @@ def reconcile(
         *_missing_materials(node, now),
         *(Finding("calendar_missing", *f) for f in calendar_missing(node, now.date())),
         *(Finding(*raw) for raw in supervision.findings(store, period)),
-    ]
+        *(_find("complaint_violation", author, **evidence) for author, evidence in
+          complaint_violations(store, period.start.isoformat(), period.end.isoformat())),
+    ]  # fmt: skip
     findings.sort(key=lambda f: (KINDS.index(f.kind), f.node_id, json.dumps(f.evidence)))
     counts = {kind: sum(f.kind == kind for f in findings) for kind in KINDS}
     return {

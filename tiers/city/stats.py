@@ -23,6 +23,7 @@ from sync.protocol.errors import ReportError
 from sync.protocol.ids import tier_of
 from sync.store import Store
 from tiers.catalogue import kind_label, tier_label, yuan_from_fen
+from tiers.complaints.figures import add_complaints
 from tiers.figures import Counts, Facts, KeyOf, Period, derive, node_key, tally, total
 from tiers.inert import WORKBOOK_OPTIONS, csv_row
 from tiers.provisional import period_years, provisional_figures
@@ -38,7 +39,8 @@ TOTAL_KEY = "total"
 COLUMNS = (
     "key", "label", "received", "accepted", "completed", "completion_rate", "on_time", "early",
     "overdue", "open_overdue", "on_time_rate", "avg_days", "speedup", "rated",
-    "satisfaction_rate", "complaints", "fees_assessed_fen", "fees_paid_fen", "step_on_time_rate",
+    "satisfaction_rate", "bad_ratings", "complaints", "complaint_closure_rate", "rating_rate",
+    "fees_assessed_fen", "fees_paid_fen", "step_on_time_rate",
 )  # fmt: skip
 # CSV and XLSX carry every key of a JSON row, the table's first, in the same order.
 FILE_COLUMNS = (
@@ -47,7 +49,8 @@ FILE_COLUMNS = (
 )
 RATES = frozenset({"completion_rate", "on_time_rate", "speedup", "satisfaction_rate",
                    "step_on_time_rate", "speedup_statutory", "promise_compression",
-                   "accepted_share"})  # fmt: skip
+                   "accepted_share", "complaint_closure_rate", "complaint_on_time_rate",
+                   "rating_rate"})  # fmt: skip
 MONEY = frozenset({"fees_assessed_fen", "fees_paid_fen"})
 DAYS = frozenset({"avg_days"})
 WITHDRAWN_SETTING = "completion_counts_withdrawn"
@@ -95,6 +98,7 @@ def compute_stats(
     key_of, label = _key_of(store, by)
     items = {item.code: item for item in list_items(store)}
     rows = tally(load_facts(store, period), period, work_calendar(store), today, key_of, items)
+    add_complaints(rows, store, period, by)
     withdrawn_in_base = completion_counts_withdrawn(settings or {})
     whole = total(rows)
 
@@ -217,7 +221,10 @@ _COLUMN_LABELS = {
     "open_overdue": ("open overdue", "在办超期"), "on_time_rate": ("on-time rate", "按时办结率"),
     "avg_days": ("avg days", "平均办结天数"), "speedup": ("speed-up", "提速率"),
     "rated": ("rated", "评价数"), "satisfaction_rate": ("satisfaction", "满意率"),
-    "complaints": ("complaints", "差评数"),
+    "complaints": ("complaints", "投诉数"), "bad_ratings": ("bad ratings", "差评数"),
+    "complaints_closed": ("complaints closed", "投诉办结数"),
+    "complaint_closure_rate": ("complaint closure rate", "投诉办结率"),
+    "rating_rate": ("rating rate", "评议率"),
     "fees_assessed_fen": ("fees assessed (yuan)", "核定收费（元）"),
     "fees_paid_fen": ("fees paid (yuan)", "实缴费用（元）"),
     "step_on_time_rate": ("own step on time", "环节按时率"),
