@@ -22,8 +22,8 @@ from cli.common import (
 )
 from sync.node import Node
 from sync.protocol import i18n
-from tiers.cases.views import WARNINGS
 from tiers.complaints import service
+from tiers.complaints.service import WARNINGS
 
 i18n.register(
     {

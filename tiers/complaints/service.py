@@ -24,7 +24,7 @@ from sync.protocol.ids import ancestors_of, subtree_end, tier_of
 from sync.store import Store
 from tiers.calendar import WorkCalendar
 from tiers.cases.projection import load_case
-from tiers.cases.views import WARNINGS, judging_day
+from tiers.cases.views import judging_day
 from tiers.complaints import entries as c
 from tiers.complaints.entries import ComplaintError
 from tiers.complaints.projection import (
@@ -35,7 +35,7 @@ from tiers.complaints.projection import (
     due_date,
     load_complaint,
 )
-from tiers.deadlines import remaining_workdays, warning
+from tiers.deadlines import RED, YELLOW, remaining_workdays, warning
 from tiers.published import list_items, work_calendar
 
 DEFAULT_COMPLAINT_DAYS = 5
@@ -224,6 +224,9 @@ def complaint_view(store: Store, complaint_id: str, today: date, threshold: int)
 def show(node: Node, complaint_id: str) -> dict[str, Any]:
     today, threshold = judging_day(node)
     return complaint_view(node.store, complaint_id.strip(), today, threshold)
+
+
+WARNINGS = (YELLOW, RED)  # a complaint's time limit; not a case's reception or delivery
 
 
 def list_complaints(
