@@ -154,9 +154,10 @@ def parse_time(value: str | datetime) -> datetime:
             raise ZhibaoError("time.bad", value=value) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=ZONE)
-    offset = moment.utcoffset()
-    if offset is not None and (offset.seconds % 60 or offset.microseconds):
-        raise ZhibaoError("time.offset", value=value, offset=str(offset))
+    else:  # an offset the person wrote: whole minutes, as every zone has had since 1928
+        offset = moment.utcoffset()
+        if offset is not None and (offset.seconds % 60 or offset.microseconds):
+            raise ZhibaoError("time.offset", value=value, offset=str(offset))
     if not in_range(moment):
         raise ZhibaoError(
             "time.range", value=value, first=AT_EARLIEST.year, last=AT_LATEST.year - 1
