@@ -74,6 +74,12 @@ i18n.register(
             "completed, not delivered within ten working days (行政许可法 第四十四条)",
             "已办结，十个工作日内未送达（《行政许可法》第四十四条）",
         ),
+        "cli.case.unapproved": (
+            "Note: the extension of case {case_id} is recorded without who approved it; the"
+            " law asks for the head's approval (行政许可法 第四十二条): give --approved-by NAME.",
+            "提示：办件 {case_id} 的延长未记录批准人；依《行政许可法》第四十二条须经本机关负责人"
+            "批准，请用 --approved-by 注明。",
+        ),
         "cli.case.deemed_accepted": (
             "note: this 补正 notice comes more than five working days after receipt, so case"
             " {case_id} counts as accepted as of {received_at} (行政许可法 第三十二条); its"
@@ -225,15 +231,17 @@ def resume_command(case_id: str, at: str | None, home: Path | None, as_json: boo
 @case_argument
 @click.option("--days", type=click.IntRange(min=1), required=True, help="Working days added.")
 @click.option("--reason", required=True)
-@click.option("--approved-by", "approved_by", required=True, metavar="NAME",
-              help="The head of the organ who approved it (行政许可法 第四十二条).")  # fmt: skip
+@click.option("--approved-by", "approved_by", metavar="NAME",
+              help="Who approved it: the head of the organ (行政许可法 第四十二条).")  # fmt: skip
 @at_option
 @home_option
 @json_option
-def extend_command(case_id: str, days: int, reason: str, approved_by: str, at: str | None,
-                   home: Path | None, as_json: bool) -> None:  # fmt: skip
+def extend_command(case_id: str, days: int, reason: str, approved_by: str | None,
+                   at: str | None, home: Path | None, as_json: bool) -> None:  # fmt: skip
     """延长 the time limit by N working days: once, at most the item's limit (default 10),
     before the deadline has passed."""
+    if approved_by is None:  # DESIGN §7 names no approver: scripts written to it still work
+        warn(i18n.t("cli.case.unapproved", case_id=case_id))
     _done(home, as_json, lambda n: service.extend(n, case_id, days, reason, at=at,
                                                      approved_by=approved_by))
 
