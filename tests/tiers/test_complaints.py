@@ -417,3 +417,23 @@ def test_complaint_close_backdated_before_its_filing_counts_nowhere(net: Network
     found = reconcile(net.city, "2025-09", now=NOVEMBER)["findings"]
     assert [(f["node_id"], f["evidence"]["problem"]) for f in found
             if f["kind"] == "complaint_violation"] == [(TOWN, "complaint.backdated")]  # fmt: skip
+
+
+def test_complaint_counts_are_not_in_the_report_parts_and_do_not_break_their_sums(
+    net: Network,
+) -> None:
+    """The parts by item and by kind split case counts; complaints (about a node or a
+    department as often as a case) are stated in the total only, so an honest report with
+    complaints and cases is consistent (no report_inconsistent) and matches (no
+    report_mismatch)."""
+    from tiers.city.reconcile import reconcile
+
+    _month_of_complaints(net)
+    cases.accept(net.town, item_code="A1", applicant=cases.Applicant("张三"),
+                 at="2025-10-09T09:00")  # fmt: skip
+    submitted = submit_monthly(net.town, "2025-10")
+    assert submitted.report.counts.complaints == 2 and submitted.report.parts
+    net.up()
+    found = reconcile(net.city, "2025-10", now=NOVEMBER)["findings"]
+    assert [f for f in found if f["node_id"] == TOWN
+            and f["kind"] in ("report_inconsistent", "report_mismatch")] == []  # fmt: skip
