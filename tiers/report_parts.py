@@ -4,10 +4,10 @@ A report body may carry, beside its total `figures`, `"parts": {"item": {code: {
 n}}, "kind": {kind: {count: n}}}`: the same counts of the same node, split by the case's
 item code and by the item's kind in the catalogue in force (`immediate`, `promised`,
 `forward`, `joint`; `?` for an item not in it). A row states the counts the total states
-but the 投诉 ones (`NOT_SPLIT`); one it leaves out is 0, and a row of zeros is left out. Every count of a case is counted
-under its item, so each part adds up to the total: a part that does not is wrong however
-many entries are missing here (`inconsistent`), and each part is also recomputed from the
-entries, like the total (`compare`).
+but the 投诉 ones (`NOT_SPLIT`); one it leaves out is 0, and a row of zeros is left out.
+Every count of a case is counted under its item, so each part adds up to the total: a
+part that does not is wrong however many entries are missing here (`inconsistent`), and
+each part is also recomputed from the entries, like the total (`compare`).
 
 Pure apart from `computed_parts`, which tallies what a store holds.
 """

@@ -407,8 +407,9 @@ def test_complaint_close_backdated_before_its_filing_counts_nowhere(net: Network
     filed = net.town.store.query(
         "SELECT seq FROM complaint_events WHERE complaint_id = ?", (complaint_id,)
     )[0][0]
-    net.town.append("complaint.closed", {"complaint_id": complaint_id, "subject": TOWN,
-                    "after": [VILLAGE, filed], "note": "已办结"}, at="2025-09-08T09:00:00+08:00")  # fmt: skip
+    closing = {"complaint_id": complaint_id, "subject": TOWN, "after": [VILLAGE, filed],
+               "note": "已办结"}  # fmt: skip
+    net.town.append("complaint.closed", closing, at="2025-09-08T09:00:00+08:00")
     net.up()
     row = compute_stats(net.city.store, OCTOBER, "node", NOVEMBER.date())["total"]
     assert (row["complaints"], row["complaints_closed"]) == (1, 0)
