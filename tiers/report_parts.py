@@ -3,11 +3,11 @@
 A report body may carry, beside its total `figures`, `"parts": {"item": {code: {count:
 n}}, "kind": {kind: {count: n}}}`: the same counts of the same node, split by the case's
 item code and by the item's kind in the catalogue in force (`immediate`, `promised`,
-`forward`, `joint`; `?` for an item not in it). A row states the counts the total states;
-one it leaves out is 0, and a row of zeros is left out. Every count of a case is counted
-under its item, so each part adds up to the total: a part that does not is wrong however
-many entries are missing here (`inconsistent`), and each part is also recomputed from the
-entries, like the total (`compare`).
+`forward`, `joint`; `?` for an item not in it). A row states the counts the total states
+but the 投诉 ones (`NOT_SPLIT`); one it leaves out is 0, and a row of zeros is left out.
+Every count of a case is counted under its item, so each part adds up to the total: a
+part that does not is wrong however many entries are missing here (`inconsistent`), and
+each part is also recomputed from the entries, like the total (`compare`).
 
 Pure apart from `computed_parts`, which tallies what a store holds.
 """
@@ -24,6 +24,12 @@ from tiers.catalogue import CatalogueItem
 from tiers.figures import COUNT_FIELDS, Counts, Facts, KeyOf, Period, tally
 
 PARTS = ("item", "kind")
+# 投诉 counts are the total's only (a complaint is about a node or a department as often as
+# a case: tiers.complaints.figures), so the parts neither state nor sum them.
+NOT_SPLIT = frozenset(
+    {"complaints", "complaints_open_at_start", "complaints_closed", "complaints_closed_on_time"}
+)
+SPLIT_FIELDS = tuple(f for f in COUNT_FIELDS if f not in NOT_SPLIT)
 UNKNOWN_KIND = "?"
 _SEP = "\x00"
 
@@ -108,7 +114,7 @@ def compare(
         mine = computed.get(part, {})
         for key in sorted(set(rows) | set(mine)):
             row, counts = rows.get(key, {}), mine.get(key, Counts())
-            for name in COUNT_FIELDS:
+            for name in SPLIT_FIELDS:
                 if name not in stated:
                     continue
                 reported, recomputed = int(row.get(name, 0)), getattr(counts, name)
@@ -131,7 +137,7 @@ def inconsistent(stated: frozenset[str], total: Counts, parts: Mapping[str, Rows
     """The counts of each part that do not add up to the report's own total."""
     found = []
     for part, rows in sorted(parts.items()):
-        for name in COUNT_FIELDS:
+        for name in SPLIT_FIELDS:
             if name not in stated:
                 continue
             summed = sum(int(row.get(name, 0)) for row in rows.values())

@@ -462,3 +462,31 @@ def test_guards_reconcile_names_a_suspension_written_after_a_later_dated_entry(
         "findings"] if f["kind"] == "backdated"]  # fmt: skip
     assert [(f["node_id"], f["evidence"]["seq"], f["evidence"]["written_after_seq"],
              f["evidence"]["due"]) for f in found] == [(TOWN, suspended, beat.seq, "2025-10-15")]
+
+
+def test_guards_reconcile_names_a_fee_item_delivered_with_no_fee_assessed(net: Network) -> None:
+    """票款分离: `case deliver` refuses a fee item (A1, 10.50 yuan) with no fee assessed; the
+    fold cannot (it has no catalogue). The town signs such a delivery with its real key; the
+    city's reconcile names it (fee_unassessed), and not the honest delivery after payment."""
+    from tiers.city.reconcile import reconcile
+
+    town = net.town
+    case_id = _accepted_a1(net)
+    _on(town, "2025-10-09", 18)
+    service.complete(town, case_id, "approved", at="2025-10-09T10:00")
+    _refused(town, lambda: service.deliver(town, case_id, at="2025-10-09T11:00"),
+             "case.deliver_unassessed")  # fmt: skip
+    anchor = load_case(town.store, case_id).state.anchor  # type: ignore[union-attr]
+    town.append("case.delivered", {"case_id": case_id, "after": list(anchor), "method": "window"},
+                at="2025-10-09T11:00:00+08:00")  # fmt: skip
+    honest = _accepted_a1(net)
+    _on(town, "2025-10-09", 18)
+    service.complete(town, honest, "approved", at="2025-10-09T10:00")
+    service.assess_fee(town, honest, "10.50", at="2025-10-09T10:10")
+    service.pay(town, honest, "R-1", at="2025-10-09T10:20")
+    service.deliver(town, honest, at="2025-10-09T11:00")
+    net.sync((town, net.city))
+    found = [f for f in reconcile(net.city, "2025-10", now=datetime(2025, 11, 3, tzinfo=ZONE))[
+        "findings"] if f["kind"] == "fee_unassessed"]  # fmt: skip
+    assert [(f["node_id"], f["evidence"]["case_id"]) for f in found] == [(TOWN, case_id)]
+    assert "10.50" in found[0]["detail"]

@@ -256,3 +256,29 @@ def test_projection_rolled_back_events_leave_no_trace(tmp_path: Path) -> None:
     assert row["pauses"] == "[]"
     assert row["extension_days"] == 2
     assert row["held"] == 3
+
+
+def test_projection_late_supplement_verdict_follows_a_published_calendar(tmp_path: Path) -> None:
+    """第三十二条: a 补正 notice more than five working days after receipt accepts the case as
+    of receipt. Received Monday 2026-12-28, notice Monday 2027-01-04 while 2027 is guessed:
+    12-29, 12-30, 12-31, 01-01, 01-04 = five days, not late. The city then publishes
+    Saturday 2027-01-02 as a working day (调休): six days, late. The town, whose case was not
+    accepted yet, must judge it as a fresh fold of the same events does: its acceptance
+    after the 补正 counts from receipt."""
+    from datetime import date as day
+
+    from tiers.cases.projection import load_case
+
+    with network(tmp_path) as net:
+        town = net.town
+        case_id = service.receive(town, "A1", service.Applicant("周九"), at="2026-12-28T09:00")
+        service.request_supplement(town, case_id, ["身份证"], at="2027-01-04T09:00")
+        publish_calendar(net.city, CalendarOverrides({}, {day(2027, 1, 2): True}),
+                         at="2026-12-29T09:00")  # fmt: skip
+        copy_logs(net.city.store, town.store)
+        service.supply(town, case_id, at="2027-01-05T09:00")
+        fresh = load_case(town.store, case_id).state
+        row = case_row(town.store, case_id)
+    assert fresh is not None and fresh.deemed_accepted
+    assert fresh.accepted_at == "2026-12-28T09:00:00+08:00"
+    assert row["accepted_at"] == fresh.accepted_at

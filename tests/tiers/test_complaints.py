@@ -393,3 +393,48 @@ def test_complaint_bodies_accepted(entry_type: str, body: dict[str, object]) -> 
 
     raw = encode_entry(VILLAGE, 2, bytes(32), "2025-10-09T09:00:00+08:00", entry_type, body)
     assert parse_envelope(raw).type == entry_type
+
+
+def test_complaint_close_backdated_before_its_filing_counts_nowhere(net: Network) -> None:
+    """The subject signs, with its real key and without `complaint close`'s --at check, a
+    close dated a month before the village filed the complaint about it. The fold refuses
+    it (so the complaint does not drop out of October's 投诉 count nor close on time), and
+    reconcile blames the town."""
+    from tiers.city.reconcile import reconcile
+
+    complaint_id = service.file(net.village, "镇窗口推诿", about_node=TOWN, at="2025-10-09T09:00")
+    net.up()
+    filed = net.town.store.query(
+        "SELECT seq FROM complaint_events WHERE complaint_id = ?", (complaint_id,)
+    )[0][0]
+    closing = {"complaint_id": complaint_id, "subject": TOWN, "after": [VILLAGE, filed],
+               "note": "已办结"}  # fmt: skip
+    net.town.append("complaint.closed", closing, at="2025-09-08T09:00:00+08:00")
+    net.up()
+    row = compute_stats(net.city.store, OCTOBER, "node", NOVEMBER.date())["total"]
+    assert (row["complaints"], row["complaints_closed"]) == (1, 0)
+    view = complaint_view(net.city.store, complaint_id, NOVEMBER.date(), 3)
+    assert view["status"] == "open"
+    found = reconcile(net.city, "2025-09", now=NOVEMBER)["findings"]
+    assert [(f["node_id"], f["evidence"]["problem"]) for f in found
+            if f["kind"] == "complaint_violation"] == [(TOWN, "complaint.backdated")]  # fmt: skip
+
+
+def test_complaint_counts_are_not_in_the_report_parts_and_do_not_break_their_sums(
+    net: Network,
+) -> None:
+    """The parts by item and by kind split case counts; complaints (about a node or a
+    department as often as a case) are stated in the total only, so an honest report with
+    complaints and cases is consistent (no report_inconsistent) and matches (no
+    report_mismatch)."""
+    from tiers.city.reconcile import reconcile
+
+    _month_of_complaints(net)
+    cases.accept(net.town, item_code="A1", applicant=cases.Applicant("张三"),
+                 at="2025-10-09T09:00")  # fmt: skip
+    submitted = submit_monthly(net.town, "2025-10")
+    assert submitted.report.counts.complaints == 2 and submitted.report.parts
+    net.up()
+    found = reconcile(net.city, "2025-10", now=NOVEMBER)["findings"]
+    assert [f for f in found if f["node_id"] == TOWN
+            and f["kind"] in ("report_inconsistent", "report_mismatch")] == []  # fmt: skip

@@ -175,3 +175,23 @@ def test_figures_count_ratings_of_rejected_cases_and_the_rating_rate(net: Networ
     assert town["complaints"] == 0  # a 差评 is not a 投诉
     assert VILLAGE not in {r["key"] for r in compute_stats(net.town.store, OCTOBER, "node",
                                                            NOVEMBER.date())["rows"]}  # fmt: skip
+
+
+def test_rectification_dated_before_its_bad_rating_is_refused_by_the_fold(net: Network) -> None:
+    """The holder signs, with its real key and without `case rectify`'s --at check, a
+    rectification dated three weeks before the 差评 it answers (so it would read as closed
+    on time). The fold refuses it: the rectification stays open and goes red, and the
+    case says why (a 'guard' violation, a guard_violation finding at the city)."""
+    from tiers.cases.projection import load_case
+
+    case_id = _rejected_at_town(net)
+    service.rate(net.town, case_id, 5, at="2025-10-30T09:40")
+    anchor = load_case(net.town.store, case_id).state.anchor  # type: ignore[union-attr]
+    net.town.append("case.rectified", {"case_id": case_id, "after": list(anchor),
+                    "note": "已整改"}, at="2025-10-09T10:00:00+08:00")  # fmt: skip
+    view = case_view(net.town.store, case_id, date(2025, 11, 30), 1)
+    assert view["rectification"]["status"] == "open"
+    assert view["rectification"]["warning"] == "red"  # due 2025-11-20
+    assert [(v["kind"], v["problem"]) for v in view["violations"]] == [
+        ("guard", "case.rectify_backdated")
+    ]

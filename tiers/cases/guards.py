@@ -48,7 +48,7 @@ BACKDATING = frozenset({e.SUSPENDED, e.EXTENDED, e.SUPPLEMENT_REQUESTED})
 FOLD_KEYS = frozenset(
     {
         "case.extend_twice", "case.extend_limit", "case.extend_late", "case.backdated",
-        "case.backdated_deadline", "case.deliver_unpaid",
+        "case.backdated_deadline", "case.deliver_unpaid", "case.rectify_backdated",
     }
 )  # fmt: skip
 LOOK_BACK = 64  # previous case events of the author read to date a pausing event's writing
@@ -134,6 +134,13 @@ def check_event(
 ) -> None:
     """The fold's guards on an event from any node (a refusal makes it a violation).
     `written`: the latest day its author dated one of its previous case events."""
+    if event.type == e.RECTIFIED and state.rated_at is not None:
+        rated = local_date(state.rated_at)
+        if local_date(event.at) < rated:  # on time however late: what `--at` refuses
+            raise IllegalTransitionError(
+                "case.rectify_backdated", case_id=state.case_id, at=event.at,
+                rated=rated.isoformat(),
+            )  # fmt: skip
     if event.type not in BACKDATING:
         return
     on = local_date(event.at)
@@ -217,6 +224,11 @@ i18n.register(
             " be back-dated across the deadline.",
             "办件 {case_id} 的办理期限已于 {due} 届满，本节点此后已记录日期为 {written} 的事项；"
             "日期为 {at} 的中止、延长或补正告知属于跨越期限的倒签。",
+        ),
+        "case.rectify_backdated": (
+            "Case {case_id} was rated on {rated}; a rectification dated {at} is before the"
+            " bad rating it answers (back-dated).",
+            "办件 {case_id} 于 {rated} 收到差评；日期为 {at} 的整改早于该差评（倒签）。",
         ),
         "case.backdated": (
             "On case {case_id} this node already recorded an event dated {latest}; a"

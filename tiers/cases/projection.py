@@ -408,15 +408,21 @@ class CaseProjection:
         self._span = (first, last)
 
     def _calendar_cases(self, store: Store) -> set[str]:
-        """Cases whose deadline a calendar override in this transaction may move."""
+        """Cases whose deadline a calendar override in this transaction may move, and those
+        with a 补正 notice before acceptance, whose lateness (第三十二条: accepted as of
+        receipt) the fold judges on the calendar, accepted or not."""
+        noticed = "json_extract(state, '$.supplement_before_acceptance') = 1"
         if self._all_accepted:
-            rows = store.query("SELECT case_id FROM cases WHERE accepted_at IS NOT NULL")
+            rows = store.query(
+                f"SELECT case_id FROM cases WHERE accepted_at IS NOT NULL OR {noticed}"
+            )
         elif self._span is not None:
             first, last = self._span
             rows = store.query(
                 "SELECT case_id FROM cases WHERE accepted_on IS NOT NULL AND accepted_on <= ? "
-                "AND (deadline IS NULL OR deadline >= ?)",
-                (last.isoformat(), first.isoformat()),
+                f"AND (deadline IS NULL OR deadline >= ?) OR {noticed} "
+                "AND substr(received_at, 1, 10) <= ?",
+                (last.isoformat(), first.isoformat(), last.isoformat()),
             )
         else:
             return set()

@@ -3,6 +3,8 @@
     fee_override     a fee assessed unlike the catalogue's (票款分离): with the reason
                      recorded (`case fee --override-reason`), or with none (written by a
                      node that skipped the check)
+    fee_unassessed   a case of an item with a fee delivered with no fee assessed (票款分离:
+                     what `case deliver` refuses; the fold, without the catalogue, cannot)
     guard_violation  an event the legal guards refused (a second or too long or late
                      extension, a suspension or extension back-dated on its case, a
                      delivery before the assessed fee was paid): it counts nowhere
@@ -27,14 +29,14 @@ from sync.protocol import i18n
 from sync.store import Store
 from tiers.cases import entries as e
 from tiers.cases import guards
-from tiers.cases.machine import fold
+from tiers.cases.machine import DELIVERED, fold
 from tiers.cases.order import causal_order
 from tiers.cases.projection import load_events, written_after
 from tiers.catalogue import yuan_from_fen
 from tiers.figures import Period
 from tiers.published import get_item, work_calendar
 
-KINDS = ("fee_override", "guard_violation", "backdated")
+KINDS = ("fee_override", "fee_unassessed", "guard_violation", "backdated")
 Raw = tuple[str, str, dict[str, Any], str | None]
 _PAUSING = (e.SUSPENDED, e.EXTENDED, e.SUPPLEMENT_REQUESTED)
 
@@ -65,6 +67,24 @@ def fee_overrides(store: Store, period: Period) -> list[Raw]:
              "reason": reason},
             None if reason is not None else "finding.fee_override_unstated",
         ))  # fmt: skip
+    return found
+
+
+def unassessed_deliveries(store: Store, period: Period) -> list[Raw]:
+    """Deliveries in the period, applied, of a case whose item has a fee in the catalogue
+    and that had no fee assessed (`case deliver` refuses them: 票款分离)."""
+    found: list[Raw] = []
+    for origin, seq, case_id, at, item_code in store.query(
+        "SELECT e.origin, e.seq, e.case_id, e.at, c.item_code FROM case_events e JOIN cases c"
+        " USING (case_id) WHERE e.type = ? AND c.fee_fen IS NULL AND c.status = ?"
+        " ORDER BY e.origin, e.seq", (e.DELIVERED, DELIVERED),
+    ):  # fmt: skip
+        item = get_item(store, item_code)
+        if not _in(period, at) or item is None or item.fee_fen == 0:
+            continue
+        found.append(("fee_unassessed", origin, {
+            "case_id": case_id, "seq": seq, "at": at, "item_code": item.code,
+            "catalogue_fee": yuan_from_fen(item.fee_fen)}, None))  # fmt: skip
     return found
 
 
@@ -135,8 +155,8 @@ def _due_before(store: Store, case_id: str, ref: tuple[str, int], cal: Any) -> d
 
 def findings(store: Store, period: Period) -> list[Raw]:
     """Every finding of this module for the period."""
-    return [*fee_overrides(store, period), *guard_violations(store, period),
-            *backdated(store, period)]  # fmt: skip
+    return [*fee_overrides(store, period), *unassessed_deliveries(store, period),
+            *guard_violations(store, period), *backdated(store, period)]  # fmt: skip
 
 
 i18n.register(
@@ -152,6 +172,12 @@ i18n.register(
             " says {catalogue_fee} for item {item_code}, and no reason was recorded.",
             "{node_id} 对办件 {case_id} 核定收费 {fee} 元（#{seq}，{at}）；目录中事项"
             " {item_code} 收费 {catalogue_fee} 元，且未记录理由。",
+        ),
+        "finding.fee_unassessed": (
+            "{node_id} delivered case {case_id} (#{seq}, {at}) with no fee assessed; the"
+            " catalogue says {catalogue_fee} yuan for item {item_code} (票款分离).",
+            "{node_id} 送达办件 {case_id}（#{seq}，{at}）时未核定收费；目录中事项 {item_code}"
+            " 收费 {catalogue_fee} 元（票款分离）。",
         ),
         "finding.guard_violation": (
             "{node_id} wrote {type} #{seq} on case {case_id} ({at}), which the law does not"

@@ -69,6 +69,7 @@ class ComplaintState:
     tip: Ref | None = None
     anchor: Ref | None = None  # the last event that took effect: a new event's `after`
     violations: list[Violation] = field(default_factory=list)
+    days_of: dict[Ref, str] = field(default_factory=dict, repr=False)  # event -> its day
 
 
 def due_date(cal: WorkCalendar, filed_at: str, days: int) -> Deadline:
@@ -107,11 +108,26 @@ def _start(event: Event) -> ComplaintState:
     )  # fmt: skip
 
 
+def _check_dated(state: ComplaintState, event: Event) -> None:
+    """An answer dated before the filing, or before the event its author names as known
+    (`after`), is back-dated (what `complaint reply|close --at` refuses): else a subject
+    could close a complaint about it on time, or before the month it was filed in."""
+    day = local_date(event.at).isoformat()
+    known = state.days_of.get(event.after) if event.after is not None else None
+    last = max(local_date(state.filed_at).isoformat(), known or "")
+    if day < last:
+        raise ComplaintError(
+            "complaint.backdated", complaint_id=state.complaint_id, at=event.at, last=last
+        )
+
+
 def step(state: ComplaintState, event: Event) -> None:
     """Fold one more event (after `state.tip` in causal order); a refused one is set aside."""
     state.tip = event.ref
+    state.days_of[event.ref] = local_date(event.at).isoformat()
     try:
         check(state, _ACTION_OF[event.type], event.origin, event.body["subject"])
+        _check_dated(state, event)
     except ComplaintError as exc:
         state.violations.append(Violation(event.origin, event.seq, event.type, exc.key))
         return
@@ -267,6 +283,12 @@ i18n.register(
             "Complaint {complaint_id} is about {subject}; an answer naming another subject is"
             " refused.",
             "投诉 {complaint_id} 针对 {subject}；指向其他对象的答复无效。",
+        ),
+        "complaint.backdated": (
+            "Complaint {complaint_id}: an answer dated {at} is before its filing or the event"
+            " it follows ({last}): back-dated, it changes nothing.",
+            "投诉 {complaint_id}：日期为 {at} 的答复或办结早于投诉登记或其接续的记录（{last}），"
+            "属于倒签，不产生效力。",
         ),
         "complaint.already_closed": (
             "Complaint {complaint_id} is closed; {action} is not allowed.",
