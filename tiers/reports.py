@@ -38,7 +38,7 @@ from tiers.case_facts import (  # noqa: F401  (FigureProjection: tiers.node list
     backfill,
     load_facts,
 )
-from tiers.complaints.figures import add_complaints
+from tiers.complaints.figures import add_complaints, complaint_parts
 from tiers.figures import (
     COUNT_FIELDS,
     LEGACY_FIELDS,
@@ -117,7 +117,9 @@ def own_parts_all(
     """Every node's parts for `period` from the entries held here (what its report carries)."""
     items = {item.code: item for item in list_items(store)}
     facts = load_facts(store, period)
-    return parts_.computed_parts(facts, period, work_calendar(store), today, items)
+    computed = parts_.computed_parts(facts, period, work_calendar(store), today, items)
+    _add_complaint_parts(computed, store, period)
+    return computed
 
 
 def own_parts(store: Store, node_id: str, period: Period, today: date) -> dict[str, parts_.Rows]:
@@ -125,7 +127,23 @@ def own_parts(store: Store, node_id: str, period: Period, today: date) -> dict[s
     items = {item.code: item for item in list_items(store)}
     facts = load_facts(store, period)
     computed = parts_.computed_parts(facts, period, work_calendar(store), today, items, node_id)
+    _add_complaint_parts(computed, store, period, node_id)
     return parts_.to_body(computed.get(node_id, {}))
+
+
+def _add_complaint_parts(
+    computed: dict[str, dict[str, dict[str, Counts]]], store: Store, period: Period,
+    only: str | None = None,
+) -> None:  # fmt: skip
+    """Complaints count in the total (`node_counts`), so in every part too, under the keys
+    `stats --by item|kind` gives them (the case's item, else `?`)."""
+    for part in parts_.PARTS:
+        for subject, rows in complaint_parts(store, period, part).items():
+            if only is not None and subject != only:
+                continue
+            target = computed.setdefault(subject, {}).setdefault(part, {})
+            for key, counts in rows.items():
+                target.setdefault(key, Counts()).add(counts)
 
 
 def submit_monthly(node: Node, period_text: str, at: str | None = None) -> Submitted:

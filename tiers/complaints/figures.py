@@ -26,6 +26,7 @@ from tiers.figures import Counts, Period
 from tiers.published import list_items, work_calendar
 
 UNKNOWN = "?"
+_SEP = "\x00"
 
 # (subject, case's item code or None, department or None) → the row key, or None
 ComplaintKey = Callable[[str, str | None, str | None], str | None]
@@ -65,11 +66,7 @@ _SQL = (
 )
 
 
-def complaint_counts(store: Store, period: Period, by: str) -> dict[str, Counts]:
-    """The complaint counts of `period` per row key of `stats --by BY` (only those fields)."""
-    key_of = _key_of(store, by)
-    if key_of is None:
-        return {}
+def _tally(store: Store, period: Period, key_of: ComplaintKey) -> dict[str, Counts]:
     s, e = period.start.isoformat(), period.end.isoformat()
     cal = work_calendar(store)
     rows: dict[str, Counts] = {}
@@ -88,6 +85,31 @@ def complaint_counts(store: Store, period: Period, by: str) -> dict[str, Counts]
             due, _ = cal.add_workdays(date.fromisoformat(filed_on), days)
             c.complaints_closed_on_time += date.fromisoformat(closed_on) <= due
     return rows
+
+
+def complaint_counts(store: Store, period: Period, by: str) -> dict[str, Counts]:
+    """The complaint counts of `period` per row key of `stats --by BY` (only those fields)."""
+    key_of = _key_of(store, by)
+    if key_of is None:
+        return {}
+    return _tally(store, period, key_of)
+
+
+def complaint_parts(store: Store, period: Period, part: str) -> dict[str, dict[str, Counts]]:
+    """subject → row key of a monthly report's `part` (`item` or `kind`, keyed as `stats
+    --by` keys it) → the complaint counts: a report's parts then add up to its total."""
+    key_of = _key_of(store, part)
+    assert key_of is not None, part
+
+    def joined(subject: str, item: str | None, department: str | None) -> str | None:
+        key = key_of(subject, item, department)
+        return None if key is None else subject + _SEP + key
+
+    out: dict[str, dict[str, Counts]] = {}
+    for both, counts in _tally(store, period, joined).items():
+        subject, key = both.split(_SEP, 1)
+        out.setdefault(subject, {})[key] = counts
+    return out
 
 
 def add_complaints(rows: dict[str, Counts], store: Store, period: Period, by: str) -> None:
