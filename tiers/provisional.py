@@ -82,11 +82,13 @@ def figure_years(
 
 
 def period_years(
-    store: Store, period: Period, today: date, node_id: str | None = None
-) -> list[int]:
+    store: Store, period: Period, today: date, node_id: str | None = None,
+    facts: list[Facts] | None = None,
+) -> list[int]:  # fmt: skip
     """`figure_years` of the facts held here for `period` (only `node_id`'s, if given: the
-    cases it accepted, as its monthly report counts them)."""
-    facts = load_facts(store, period)
+    cases it accepted, as its monthly report counts them); `facts`: already loaded."""
+    if facts is None:
+        facts = load_facts(store, period)
     if node_id is not None:
         facts = [f for f in facts if f.node == node_id]
     return figure_years(work_calendar(store), facts, period, today)

@@ -490,3 +490,28 @@ def test_guards_reconcile_names_a_fee_item_delivered_with_no_fee_assessed(net: N
         "findings"] if f["kind"] == "fee_unassessed"]  # fmt: skip
     assert [(f["node_id"], f["evidence"]["case_id"]) for f in found] == [(TOWN, case_id)]
     assert "10.50" in found[0]["detail"]
+
+
+def test_guards_reconcile_names_an_acceptance_unlike_the_catalogue_art42(net: Network) -> None:
+    """The fold trusts the promise an acceptance recorded (promised days, extension limit):
+    a town that skipped `case accept`'s catalogue lookup signs, with its real key, A1 (5
+    days, extension limit 10) accepted with 30 days and a limit of 100, then extends by 100.
+    The city's reconcile names the acceptance; the honest acceptance is not named."""
+    from tiers.city.reconcile import reconcile
+
+    town = net.town
+    _on(town, "2025-10-09")
+    case_id = service.receive(town, "A1", WHO, at="2025-10-09T09:00")
+    anchor = load_case(town.store, case_id).state.anchor  # type: ignore[union-attr]
+    town.append("case.accepted", {"case_id": case_id, "after": list(anchor),
+                                  "promised_days": 30, "extension_limit": 100},
+                at="2025-10-09T09:10:00+08:00")  # fmt: skip
+    honest = _accepted_a1(net)
+    net.sync((town, net.city))
+    found = [f for f in reconcile(net.city, "2025-10", now=datetime(2025, 11, 3, tzinfo=ZONE))[
+        "findings"] if f["kind"] == "acceptance_unlike_catalogue"]  # fmt: skip
+    assert [(f["node_id"], f["evidence"]["case_id"]) for f in found] == [(TOWN, case_id)]
+    evidence = found[0]["evidence"]
+    assert (evidence["promised_days"], evidence["extension_limit"]) == (30, 100)
+    assert (evidence["catalogue_promised_days"], evidence["catalogue_extension_days"]) == (5, 10)
+    assert honest != case_id

@@ -97,7 +97,8 @@ def compute_stats(
     backfill(store)
     key_of, label = _key_of(store, by)
     items = {item.code: item for item in list_items(store)}
-    rows = tally(load_facts(store, period), period, work_calendar(store), today, key_of, items)
+    facts = load_facts(store, period)
+    rows = tally(facts, period, work_calendar(store), today, key_of, items)
     add_complaints(rows, store, period, by)
     withdrawn_in_base = completion_counts_withdrawn(settings or {})
     whole = total(rows)
@@ -116,7 +117,7 @@ def compute_stats(
             for key, counts in sorted(rows.items())
         ],
         "total": {"key": TOTAL_KEY, "label": i18n.t("stats.total"), **figures(whole)},
-        "provisional": period_years(store, period, today),
+        "provisional": period_years(store, period, today, facts=facts),
     }
 
 

@@ -3,6 +3,10 @@
     fee_override     a fee assessed unlike the catalogue's (票款分离): with the reason
                      recorded (`case fee --override-reason`), or with none (written by a
                      node that skipped the check)
+    acceptance_unlike_catalogue  an acceptance (受理) whose promised days or extension limit
+                     differ from the catalogue item's in force: the fold trusts what the
+                     acceptance recorded (the promise made to the applicant), so a node that
+                     skipped the command's check could give itself a longer limit
     fee_unassessed   a case of an item with a fee delivered with no fee assessed (票款分离:
                      what `case deliver` refuses; the fold, without the catalogue, cannot)
     guard_violation  an event the legal guards refused (a second or too long or late
@@ -32,11 +36,14 @@ from tiers.cases import guards
 from tiers.cases.machine import DELIVERED, fold
 from tiers.cases.order import causal_order
 from tiers.cases.projection import load_events, written_after
-from tiers.catalogue import yuan_from_fen
+from tiers.catalogue import DEFAULT_EXTENSION_DAYS, yuan_from_fen
 from tiers.figures import Period
 from tiers.published import get_item, work_calendar
 
-KINDS = ("fee_override", "fee_unassessed", "guard_violation", "backdated")
+KINDS = (
+    "acceptance_unlike_catalogue", "fee_override", "fee_unassessed", "guard_violation",
+    "backdated",
+)  # fmt: skip
 Raw = tuple[str, str, dict[str, Any], str | None]
 _PAUSING = (e.SUSPENDED, e.EXTENDED, e.SUPPLEMENT_REQUESTED)
 
@@ -67,6 +74,33 @@ def fee_overrides(store: Store, period: Period) -> list[Raw]:
              "reason": reason},
             None if reason is not None else "finding.fee_override_unstated",
         ))  # fmt: skip
+    return found
+
+
+def unlike_catalogue(store: Store, period: Period) -> list[Raw]:
+    """Acceptances in the period whose `promised_days` or `extension_limit` (absent: the
+    law's 10) differ from the catalogue item's: what `case accept` never writes."""
+    found: list[Raw] = []
+    for origin, seq, case_id, at, body, item_code in store.query(
+        "SELECT e.origin, e.seq, e.case_id, e.at, e.body, c.item_code FROM case_events e "
+        "JOIN cases c USING (case_id) WHERE e.type IN (?, ?) ORDER BY e.origin, e.seq",
+        (e.ACCEPTED, e.SUPPLEMENT_REQUESTED),
+    ):  # fmt: skip
+        fields = json.loads(body)
+        if not _in(period, at) or "promised_days" not in fields:
+            continue  # a 补正 notice carries them only when it accepts (第三十二条)
+        item = get_item(store, item_code)
+        if item is None:
+            continue
+        recorded = (fields["promised_days"],
+                    fields.get("extension_limit", DEFAULT_EXTENSION_DAYS))  # fmt: skip
+        if recorded == (item.promised_days, item.extension_days):
+            continue
+        found.append(("acceptance_unlike_catalogue", origin, {
+            "case_id": case_id, "seq": seq, "at": at, "item_code": item.code,
+            "promised_days": recorded[0], "extension_limit": recorded[1],
+            "catalogue_promised_days": item.promised_days,
+            "catalogue_extension_days": item.extension_days}, None))  # fmt: skip
     return found
 
 
@@ -155,7 +189,8 @@ def _due_before(store: Store, case_id: str, ref: tuple[str, int], cal: Any) -> d
 
 def findings(store: Store, period: Period) -> list[Raw]:
     """Every finding of this module for the period."""
-    return [*fee_overrides(store, period), *unassessed_deliveries(store, period),
+    return [*unlike_catalogue(store, period), *fee_overrides(store, period),
+            *unassessed_deliveries(store, period),
             *guard_violations(store, period), *backdated(store, period)]  # fmt: skip
 
 
@@ -172,6 +207,14 @@ i18n.register(
             " says {catalogue_fee} for item {item_code}, and no reason was recorded.",
             "{node_id} 对办件 {case_id} 核定收费 {fee} 元（#{seq}，{at}）；目录中事项"
             " {item_code} 收费 {catalogue_fee} 元，且未记录理由。",
+        ),
+        "finding.acceptance_unlike_catalogue": (
+            "{node_id} accepted case {case_id} (#{seq}, {at}) with {promised_days} promised"
+            " days and an extension limit of {extension_limit}; the catalogue says"
+            " {catalogue_promised_days} and {catalogue_extension_days} for item {item_code}.",
+            "{node_id} 受理办件 {case_id}（#{seq}，{at}）时记录承诺时限 {promised_days} 天、"
+            "可延长 {extension_limit} 天；目录中事项 {item_code} 为 {catalogue_promised_days}"
+            " 天、{catalogue_extension_days} 天。",
         ),
         "finding.fee_unassessed": (
             "{node_id} delivered case {case_id} (#{seq}, {at}) with no fee assessed; the"
