@@ -29,6 +29,7 @@ from typing import Any
 
 from sync.node import Node
 from sync.protocol import i18n
+from sync.protocol.errors import ZhibaoError
 from sync.store import Store
 from tiers.calendar import WorkCalendar
 from tiers.calendar_publish import package_years
@@ -117,8 +118,13 @@ class YearNeeded:
 
 
 def notice_month(settings: dict[str, Any]) -> int:
-    """The month from which next year's calendar is expected (`calendar_notice_month`)."""
-    return int(settings.get("calendar_notice_month", NOTICE_MONTH))
+    """The month from which next year's calendar is expected (`calendar_notice_month`);
+    a value that is not a month is refused, naming the setting."""
+    value = settings.get("calendar_notice_month", NOTICE_MONTH)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 12:
+        raise ZhibaoError("setting.bad", name="calendar_notice_month", value=str(value),
+                          expected="1–12")  # fmt: skip
+    return value
 
 
 def years_needed(store: Store, today: date, month: int = NOTICE_MONTH) -> list[YearNeeded]:
@@ -203,6 +209,14 @@ def calendar_missing(node: Node, today: date) -> list[tuple[str, dict[str, Any],
     return found
 
 
+i18n.register(
+    {
+        "setting.bad": (
+            "node.toml setting {name} = {value} is not valid: expected {expected}.",
+            "node.toml 中的设置 {name} = {value} 无效：应为 {expected}。",
+        ),
+    }
+)
 i18n.register(
     {
         "provisional.status_known": (

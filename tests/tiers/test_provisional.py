@@ -212,3 +212,15 @@ def test_reconcile_next_year_without_open_cases_in_chinese(tmp_path: Path) -> No
         "330782 尚未发布 2027 年全年节假日安排；国务院办公厅的 2027 年节假日安排通知应已发布，"
         "期限跨入 2027 年的办件将为临时期限。"
     ]
+
+
+@pytest.mark.parametrize("value", ["eleven", 13, 0, True])
+def test_notice_month_setting_that_is_not_a_month_is_refused_by_name(value: Any) -> None:
+    from sync.protocol.errors import ZhibaoError
+    from tiers.provisional import notice_month
+
+    with pytest.raises(ZhibaoError) as refused:
+        notice_month({"calendar_notice_month": value})
+    assert refused.value.key == "setting.bad"
+    assert "calendar_notice_month" in str(refused.value) and "1–12" in str(refused.value)
+    assert notice_month({}) == 11 and notice_month({"calendar_notice_month": 10}) == 10
