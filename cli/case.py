@@ -22,6 +22,7 @@ from cli.common import (
     node_at,
     print_json,
     print_table,
+    record,
     warn,
 )
 from sync.node import Node
@@ -98,12 +99,7 @@ case_argument = click.argument("case_id", metavar="CASE")
 
 def _done(home: Path | None, as_json: bool, work: Callable[[Node], str]) -> None:
     """Run one recording command on the node and print the case id or the case."""
-    with node_at(home) as node:
-        case_id = work(node)
-        if as_json:
-            print_json(views.show(node, case_id))
-            return
-    echo(case_id)
+    record(home, as_json, work, views.show)
 
 
 def _applicant_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -164,6 +164,20 @@ def node_at(home: Path | None) -> Iterator[Node]:
         node.close()
 
 
+def record(
+    home: Path | None, as_json: bool, work: Callable[[Node], str],
+    show: Callable[[Node, str], Any],
+) -> None:  # fmt: skip
+    """Run one recording command on the node; print the id `work` returns, or with --json
+    what `show` says of it (read in the same opening, after the append)."""
+    with node_at(home) as node:
+        made = work(node)
+        if as_json:
+            print_json(show(node, made))
+            return
+    echo(made)
+
+
 def warn_if_exposed(home: Path) -> None:
     warning = exposure_warning(home)
     if warning is not None:

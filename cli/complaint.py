@@ -19,6 +19,7 @@ from cli.common import (
     node_at,
     print_json,
     print_table,
+    record,
 )
 from sync.node import Node
 from sync.protocol import i18n
@@ -62,12 +63,7 @@ complaint_argument = click.argument("complaint_id", metavar="ID")
 
 def _done(home: Path | None, as_json: bool, work: Callable[[Node], str]) -> None:
     """Run one recording command and print the complaint id or the complaint."""
-    with node_at(home) as node:
-        complaint_id = work(node)
-        if as_json:
-            print_json(service.show(node, complaint_id))
-            return
-    echo(complaint_id)
+    record(home, as_json, work, service.show)
 
 
 @click.group("complaint")
