@@ -4,8 +4,8 @@ A report body may carry, beside its total `figures`, `"parts": {"item": {code: {
 n}}, "kind": {kind: {count: n}}}`: the same counts of the same node, split by the case's
 item code and by the item's kind in the catalogue in force (`immediate`, `promised`,
 `forward`, `joint`; `?` for an item not in it). A row states the counts the total states
-but the 投诉 ones (`NOT_SPLIT`); one it leaves out is 0, and a row of zeros is left out.
-Every count of a case is counted under its item, so each part adds up to the total: a
+(投诉 under the case's item, else `?`); one it leaves out is 0, and a row of zeros is left
+out. Every count is counted under one key, so each part adds up to the total: a
 part that does not is wrong however many entries are missing here (`inconsistent`), and
 each part is also recomputed from the entries, like the total (`compare`).
 
@@ -24,12 +24,9 @@ from tiers.catalogue import CatalogueItem
 from tiers.figures import COUNT_FIELDS, Counts, Facts, KeyOf, Period, tally
 
 PARTS = ("item", "kind")
-# 投诉 counts are the total's only (a complaint is about a node or a department as often as
-# a case: tiers.complaints.figures), so the parts neither state nor sum them.
-NOT_SPLIT = frozenset(
-    {"complaints", "complaints_open_at_start", "complaints_closed", "complaints_closed_on_time"}
-)
-SPLIT_FIELDS = tuple(f for f in COUNT_FIELDS if f not in NOT_SPLIT)
+# Every count is split: 投诉 under the key `stats --by item|kind` gives them (the case's item
+# or kind, else "?": tiers.reports._add_complaint_parts), so the parts add up to the total.
+SPLIT_FIELDS = COUNT_FIELDS
 UNKNOWN_KIND = "?"
 _SEP = "\x00"
 

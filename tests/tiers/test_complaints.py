@@ -427,13 +427,10 @@ def test_complaint_close_backdated_before_its_filing_counts_nowhere(net: Network
             if f["kind"] == "complaint_violation"] == [(TOWN, "complaint.backdated")]  # fmt: skip
 
 
-def test_complaint_counts_are_not_in_the_report_parts_and_do_not_break_their_sums(
-    net: Network,
-) -> None:
-    """The parts by item and by kind split case counts; complaints (about a node or a
-    department as often as a case) are stated in the total only, so an honest report with
-    complaints and cases is consistent (no report_inconsistent) and matches (no
-    report_mismatch)."""
+def test_complaint_counts_in_the_report_parts_add_up_to_their_total(net: Network) -> None:
+    """The parts by item and by kind split complaints too (the case's item or kind, else
+    "?"), so an honest report with complaints and cases is consistent (no
+    report_inconsistent) and matches (no report_mismatch)."""
     from tiers.city.reconcile import reconcile
 
     _month_of_complaints(net)
