@@ -273,6 +273,8 @@ def test_a_claim_on_a_case_never_becomes_what_the_holder_builds_on(
                                       "result": "denied"})  # fmt: skip
     hand_up(hostile, town)
     service.complete(town, case_id, "approved", at=AT)
+    service.assess_fee(town, case_id, "45.00", at=AT)  # 票款分离: paid before delivery
+    service.pay(town, case_id, "R-0001", at=AT)
     state = load_case(town.store, case_id).state
     assert state is not None and state.result == "approved" and state.holder == TOWN
     assert [v.origin for v in state.violations] == [VILLAGE]

@@ -252,14 +252,16 @@ def test_connections_that_send_nothing_are_closed_and_free_their_slots(
     import sync.service as service
 
     monkeypatch.setattr(service, "LIMIT_CONCURRENCY", 20)
-    monkeypatch.setattr(service, "HEADER_SECONDS", 0.5)
+    # long enough that every idle socket is still open when the first request comes, on a
+    # loaded machine running other tests at once (0.5 s was not)
+    monkeypatch.setattr(service, "HEADER_SECONDS", 3.0)
     with service.ServerThread(lambda: open_home(net.home(TOWN))) as served:
         port = int(served.url.rsplit(":", 1)[1])
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
         try:
             with httpx.Client(base_url=served.url, timeout=5) as client:
                 assert client.get("/v1/time").status_code == 503  # every slot held
-                deadline = time.monotonic() + 10
+                deadline = time.monotonic() + 20
                 while client.get("/v1/time").status_code == 503:
                     assert time.monotonic() < deadline, "idle connections were never closed"
                     time.sleep(0.1)
