@@ -25,7 +25,7 @@ from sync.protocol.ids import parent_of, tier_of
 from tiers.cases import entries as e
 from tiers.cases import guards
 from tiers.cases.machine import IN_TRANSIT, TAKE, CaseState, check, check_receive
-from tiers.cases.projection import first_recorded, latest_written, load_case
+from tiers.cases.projection import first_recorded, latest_written, load_case, load_events
 from tiers.catalogue import DEFAULT_EXTENSION_DAYS, CatalogueItem, fen_from_yuan, yuan_from_fen
 from tiers.published import get_item, work_calendar
 
@@ -66,8 +66,8 @@ def _state(node: Node, case_id: str) -> CaseState:
 def _stamp(node: Node, state: CaseState, at: str | None) -> str:
     """The event's time; refuses a day before the case's latest event (a typo in --at)."""
     stamp = node.clock.stamp(at)
-    held = load_case(node.store, state.case_id)
-    last = max(local_date(ev.at) for ev in held.ordered + held.waiting)
+    # every event held (applied, refused or waiting): its times only, no second fold
+    last = max(local_date(ev.at) for ev in load_events(node.store, state.case_id))
     if local_date(stamp) < last:
         raise CaseError("case.at_before", case_id=state.case_id, at=stamp, last=last.isoformat())
     return stamp
