@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from cli.help import h, localise
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
 
@@ -72,11 +73,15 @@ class LazyGroup(click.Group):
         module, name = target.split(":")
         command = getattr(importlib.import_module(module), name)
         assert isinstance(command, click.Command)
-        return command
+        return localise(command)
 
 
 @click.group(
     cls=LazyGroup,
+    help=h(
+        "zhibao (直报): signed, replicated case logs for the city's service network.",
+        "zhibao（直报）：全市政务服务网络的签名办件日志，逐级同步。",
+    ),
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.option(
@@ -85,14 +90,18 @@ class LazyGroup(click.Group):
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     metavar="DIR",
-    help="The node's home for the command that follows, as if given to it (`zhibao --home "
-    "DIR case list` = `zhibao case list --home DIR`); the command's own --home wins if both "
-    "are given. Before $ZHIBAO_HOME.",
+    help=h(
+        "The node's home for the command that follows, as if given to it (`zhibao --home "
+        "DIR case list` = `zhibao case list --home DIR`); the command's own --home wins if both "
+        "are given. Before $ZHIBAO_HOME.",
+        "后面那条命令所用节点的主目录，等同于写在该命令上（`zhibao --home DIR case list` = "
+        "`zhibao case list --home DIR`）；两处都写时以命令自己的 --home 为准。"
+        "优先于 $ZHIBAO_HOME。",
+    ),
 )
 @click.version_option(package_name="zhibao")
 @click.pass_context
 def cli(ctx: click.Context, home: Path | None) -> None:
-    """zhibao (直报): signed, replicated case logs for the city's service network."""
     if home is not None:
         ctx.meta[GLOBAL_HOME] = home
 
@@ -122,6 +131,7 @@ def _quiet_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     try:
+        localise(cli)
         cli.main(args=argv, prog_name="zhibao", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
