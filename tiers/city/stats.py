@@ -9,23 +9,19 @@ It runs on whatever logs the node holds: at the city, every log of the network.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any
-
-import xlsxwriter
 
 from sync import trust
 from sync.protocol import i18n
 from sync.protocol.errors import ReportError
 from sync.protocol.ids import tier_of
 from sync.store import Store
+from tiers import export
 from tiers.catalogue import kind_label, tier_label, yuan_from_fen
 from tiers.complaints.figures import add_complaints
 from tiers.figures import Counts, Facts, KeyOf, Period, derive, node_key, tally, total
-from tiers.inert import WORKBOOK_OPTIONS, csv_row
 from tiers.provisional import period_years, provisional_figures
 from tiers.published import list_items, work_calendar
 from tiers.report_parts import UNKNOWN_KIND, node_part_key
@@ -70,9 +66,9 @@ def _key_of(store: Store, by: str) -> tuple[KeyOf, Callable[[str], str]]:
     if by == "item":
         return (lambda f, node: f.item_code), lambda key: items[key].name if key in items else ""
     if by == "kind":
-        return node_part_key("kind", items), lambda key: (
-            kind_label(key) if key != UNKNOWN_KIND else key
-        )
+        return node_part_key(
+            "kind", items
+        ), lambda key: kind_label(key) if key != UNKNOWN_KIND else key
 
     def department(f: Facts, node: str) -> str | None:
         item = items.get(f.item_code)
@@ -161,57 +157,34 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
     return [[_shown(c, row.get(c)) for c in COLUMNS] for row in _all_rows(result)]
 
 
-def to_csv(result: dict[str, Any]) -> bytes:
-    """CSV for Excel and for tools: a BOM, the JSON keys as header, numbers as numbers
-    (rates as fractions to 4 places, money in fen), empty cells where a rate is undefined."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
+def _table(result: dict[str, Any], *, for_tools: bool) -> export.Table:
+    """For tools (CSV) every row names its period first and the provisional years last; a
+    workbook has one sheet per period and says the provisional years under the table."""
     columns = _file_columns(result)
-    writer.writerow(csv_row(["period", *columns, "provisional"]))
-    guessed = ";".join(str(year) for year in result.get("provisional", []))
-    for row in _all_rows(result):
-        cells = [result["period"], *("" if row.get(c) is None else row[c] for c in columns)]
-        writer.writerow(csv_row([*cells, guessed]))
-    return b"\xef\xbb\xbf" + out.getvalue().encode("utf-8")
+    rows: list[dict[str, Any]] = _all_rows(result)
+    if for_tools:
+        guessed = ";".join(str(year) for year in result.get("provisional", []))
+        rows = [{"period": result["period"], **r, "provisional": guessed} for r in rows]
+        columns = ("period", *columns, "provisional")
+    formats = {c: export.PERCENT for c in RATES} | {c: export.MONEY for c in MONEY}
+    formats |= {c: export.DAYS for c in DAYS}
+    note = provisional_figures(result["provisional"]) if result.get("provisional") else None
+    return export.Table(
+        name=result["period"], columns=columns, headers=headers(columns), rows=rows,
+        formats=formats, note=note, widths={0: 14, 1: 24}, frozen_columns=2,
+    )  # fmt: skip
+
+
+def to_csv(result: dict[str, Any]) -> bytes:
+    """CSV for Excel and for tools (`tiers.export`): the JSON keys as header, with the period
+    first and the provisional years last."""
+    return export.to_csv(_table(result, for_tools=True))
 
 
 def to_xlsx(result: dict[str, Any]) -> bytes:
-    """An XLSX workbook: one sheet named for the period, headers in the reader's language,
-    rates as percentages and money in yuan (number formats, so Excel can sum them)."""
-    buffer = io.BytesIO()
-    book = xlsxwriter.Workbook(buffer, WORKBOOK_OPTIONS)
-    sheet = book.add_worksheet(result["period"][:31])
-    bold = book.add_format({"bold": True})
-    percent = book.add_format({"num_format": "0.0%"})
-    money = book.add_format({"num_format": "#,##0.00"})
-    days = book.add_format({"num_format": "0.00"})
-    columns = _file_columns(result)
-    sheet.write_row(0, 0, headers(columns), bold)
-    for r, row in enumerate(_all_rows(result), start=1):
-        for c, column in enumerate(columns):
-            value = row.get(column)
-            if value is None:
-                sheet.write_blank(r, c, None)
-            elif column in RATES:
-                sheet.write_number(r, c, value, percent)
-            elif column in MONEY:
-                sheet.write_number(r, c, value / 100, money)
-            elif column in DAYS:
-                sheet.write_number(r, c, value, days)
-            elif isinstance(value, int):
-                sheet.write_number(r, c, value)
-            else:
-                sheet.write_string(r, c, str(value))
-    if result.get("provisional"):
-        sheet.write_string(
-            len(_all_rows(result)) + 2, 0, provisional_figures(result["provisional"])
-        )
-    sheet.freeze_panes(1, 2)
-    sheet.set_column(0, 0, 14)
-    sheet.set_column(1, 1, 24)
-    sheet.set_column(2, len(columns) - 1, 10)
-    book.close()
-    return buffer.getvalue()
+    """An XLSX workbook (`tiers.export`): one sheet named for the period, headers in the
+    reader's language, rates as percentages and money in yuan."""
+    return export.to_xlsx(_table(result, for_tools=False))
 
 
 _COLUMN_LABELS = {
@@ -247,6 +220,7 @@ _COLUMN_LABELS = {
     "step_days_used": ("step days used", "环节用时"),
     "step_days_allowed": ("step days allowed", "环节时限"),
     "steps_open_late": ("steps open late", "环节在办超时"),
+    "period": ("period", "统计期"), "provisional": ("provisional years", "暂定年份"),
 }  # fmt: skip
 i18n.register(
     {f"stats.col.{k}": v for k, v in _COLUMN_LABELS.items()}

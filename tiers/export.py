@@ -1,0 +1,95 @@
+"""Tables as files: CSV for tools and Excel, XLSX for people (one writer for every table).
+
+`stats`, `case list` and the desk export through here, so every exported table behaves the
+same: CSV in UTF-8 with a byte-order mark (Excel then shows the Chinese), the JSON keys as
+its header, numbers as numbers (rates as fractions, money in fen), empty cells where a value
+is undefined; XLSX with headers in the reader's language, rates as percentages and money in
+yuan (number formats, so Excel can sum them). Cells are inert (`tiers.inert`): a name written
+on another node is never run as a formula, a link or a number.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import xlsxwriter
+
+from tiers.inert import WORKBOOK_OPTIONS, csv_row
+
+# How a column's numbers are shown in XLSX (CSV always carries the raw JSON value).
+PERCENT = "percent"  # a fraction, shown 12.3%
+MONEY = "money"  # fen, shown in yuan
+DAYS = "days"  # a number of days with two decimals
+_NUMBER_FORMATS = {PERCENT: "0.0%", MONEY: "#,##0.00", DAYS: "0.00"}
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows of JSON-ready dicts and how to write them.
+
+    `columns` are the JSON keys in order (the CSV header); `headers` their labels in the
+    reader's language (the XLSX header); `formats` maps a key to PERCENT, MONEY or DAYS;
+    `note` is a line written under the XLSX table (e.g. provisional figures)."""
+
+    name: str
+    columns: Sequence[str]
+    headers: Sequence[str]
+    rows: Sequence[Mapping[str, Any]]
+    formats: Mapping[str, str] = field(default_factory=dict)
+    note: str | None = None
+    widths: Mapping[int, int] = field(default_factory=dict)  # column index -> width
+    frozen_columns: int = 0
+
+
+def to_csv(table: Table) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(csv_row(table.columns))
+    for row in table.rows:
+        writer.writerow(csv_row("" if row.get(c) is None else row[c] for c in table.columns))
+    return b"\xef\xbb\xbf" + out.getvalue().encode("utf-8")
+
+
+def to_xlsx(table: Table) -> bytes:
+    buffer = io.BytesIO()
+    book = xlsxwriter.Workbook(buffer, WORKBOOK_OPTIONS)
+    sheet = book.add_worksheet(_sheet_name(table.name))
+    bold = book.add_format({"bold": True})
+    number_formats = {k: book.add_format({"num_format": f}) for k, f in _NUMBER_FORMATS.items()}
+    sheet.write_row(0, 0, list(table.headers), bold)
+    for r, row in enumerate(table.rows, start=1):
+        for c, column in enumerate(table.columns):
+            _write_cell(sheet, r, c, row.get(column), table.formats.get(column), number_formats)
+    if table.note:
+        sheet.write_string(len(table.rows) + 2, 0, table.note)
+    sheet.freeze_panes(1, table.frozen_columns)
+    for index, width in table.widths.items():
+        sheet.set_column(index, index, width)
+    book.close()
+    return buffer.getvalue()
+
+
+def _write_cell(sheet: Any, r: int, c: int, value: Any, kind: str | None,
+                formats: Mapping[str, Any]) -> None:  # fmt: skip
+    if value is None:
+        sheet.write_blank(r, c, None)
+    elif isinstance(value, bool):
+        sheet.write_boolean(r, c, value)
+    elif isinstance(value, int | float) and kind == MONEY:
+        sheet.write_number(r, c, value / 100, formats[MONEY])
+    elif isinstance(value, int | float) and kind is not None:
+        sheet.write_number(r, c, value, formats[kind])
+    elif isinstance(value, int | float):
+        sheet.write_number(r, c, value)
+    else:
+        sheet.write_string(r, c, str(value))
+
+
+def _sheet_name(name: str) -> str:
+    """Excel's limits: at most 31 characters, none of []:*?/\\ ."""
+    cleaned = "".join("_" if ch in "[]:*?/\\" else ch for ch in name).strip("'")
+    return (cleaned or "Sheet1")[:31]
