@@ -56,3 +56,10 @@ def t(key: str, /, **params: object) -> str:
 
 def has(key: str) -> bool:
     return key in _CATALOGUE
+
+
+def tn(key: str, count: int, /, **params: object) -> str:
+    """`t` for a sentence about `count` things: `key + ".one"` when there is exactly one and
+    it is registered ("1 entry"), else `key` ("0 entries", "3 entries"); `{count}` is filled."""
+    chosen = key + ".one" if count == 1 and has(key + ".one") else key
+    return t(chosen, count=count, **params)
