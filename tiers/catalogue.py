@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any, NoReturn
 
 from sync.protocol import i18n
+from sync.protocol import ids as _ids  # noqa: F401  (registers the tier words tier_label shows)
 from sync.protocol.errors import CaseError, CatalogueError, ZhibaoError
 
 KINDS = ("immediate", "promised", "forward", "joint")
@@ -136,7 +137,6 @@ i18n.register(
     | {prefix + k: (at_en + en, at_zh + zh) for prefix, (at_en, at_zh) in _PREFIXES.items()
        for k, (en, zh) in _PROBLEMS.items()}
     | {f"catalogue.kind.{en}": (en, zh) for zh, en in zip(_KIND_ZH, KINDS, strict=True)}
-    | {f"catalogue.tier.{en}": (en, zh) for zh, en in zip(_TIER_ZH, TIERS, strict=True)}
 )  # fmt: skip
 
 
@@ -199,10 +199,11 @@ def kind_label(kind: str) -> str:
 
 
 def tier_label(tier: str) -> str:
-    """The tier's name for display in the current locale (镇 or town …)."""
+    """The tier's name for display in the current locale (镇级 or town …; the words are
+    registered with the tier codes, in sync.protocol.ids)."""
     if tier.strip().lower() not in _TIERS:
         raise CatalogueError("catalogue.not_tier", line=None, column="tier", value=tier)
-    return i18n.t("catalogue.tier." + _TIERS[tier.strip().lower()])
+    return i18n.term("tier", _TIERS[tier.strip().lower()])
 
 
 def fen_from_yuan(text: str, *, error: type[ZhibaoError] = CaseError) -> int:

@@ -5,6 +5,13 @@ Messages live in catalogues registered by the module that uses them
 next to its code. The locale is Chinese when LC_ALL, LC_MESSAGES or LANG (first one set)
 starts with "zh", English otherwise; `ZHIBAO_LANG` overrides all three.
 JSON keys never go through here: they are English and stable.
+
+Terms are words a value stands for (a tier's code `town` is 镇级 to a Chinese reader):
+`register_terms(kind, params, {value: (english, chinese)})` names the parameters that
+hold such a value, and `t` shows a known value (or a ", "-joined list of them) in the
+reader's words; the value itself stays data (errors and the wire keep `town`).
+`render` fills a template that came from elsewhere (a server's refusal: key and params)
+and falls back to the text that came with it when the key or its params do not fit.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import os
 from collections.abc import Mapping
 
 _CATALOGUE: dict[str, tuple[str, str]] = {}
+_TERM_PARAMS: dict[str, str] = {}  # parameter name -> kind of term it holds
 _forced: str | None = None
 
 
@@ -42,6 +50,38 @@ def use_locale(name: str | None) -> None:
     _forced = name
 
 
+def register_terms(
+    kind: str, params: tuple[str, ...], values: Mapping[str, tuple[str, str]]
+) -> None:
+    """Words for the values of one kind (`tier`: city, town, village), and the parameter
+    names that hold such a value (`tier`, `tiers`, `decide_tier`)."""
+    register({f"term.{kind}.{value}": pair for value, pair in values.items()})
+    for name in params:
+        known = _TERM_PARAMS.setdefault(name, kind)
+        if known != kind:
+            raise ValueError(f"parameter {name!r} already holds terms of kind {known!r}")
+
+
+def term(kind: str, value: str) -> str:
+    """`value` in the reader's words if it is a known term of `kind`, else as it is."""
+    key = f"term.{kind}.{value}"
+    if key in _CATALOGUE:
+        return t(key)
+    parts = value.split(", ") if isinstance(value, str) else []
+    if len(parts) > 1 and all(f"term.{kind}.{p}" in _CATALOGUE for p in parts):
+        return ("、" if locale() == "zh" else ", ").join(t(f"term.{kind}.{p}") for p in parts)
+    return value
+
+
+def _terms(params: Mapping[str, object]) -> dict[str, object]:
+    return {
+        name: term(_TERM_PARAMS[name], value)
+        if name in _TERM_PARAMS and isinstance(value, str)
+        else value
+        for name, value in params.items()
+    }
+
+
 def t(key: str, /, **params: object) -> str:
     """The sentence for `key` in the current locale, with `params` filled in."""
     pair = _CATALOGUE.get(key)
@@ -49,9 +89,33 @@ def t(key: str, /, **params: object) -> str:
         return key + (" " + repr(params) if params else "")
     template = pair[1] if locale() == "zh" else pair[0]
     try:
-        return template.format(**params)
+        return template.format(**_terms(params))
     except (KeyError, IndexError):
         return template
+
+
+def render(key: object, params: object, fallback: str) -> str:
+    """A sentence that came from elsewhere (a server's refusal: its key and params) in
+    this reader's language; `fallback` (the text sent with it) when the key is not known
+    here or its params do not fill the template (missing, or not of the kind it formats)."""
+    if not isinstance(key, str) or key not in _CATALOGUE or not isinstance(params, Mapping):
+        return fallback
+    pair = _CATALOGUE[key]
+    template = pair[1] if locale() == "zh" else pair[0]
+    values = {str(k): v for k, v in params.items()}
+    try:
+        return template.format(**_terms(values))
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+        return fallback
+
+
+def template(key: str) -> str | None:
+    """The current locale's template for `key` as registered, unfilled (None if unknown):
+    for text another library formats itself (click's messages)."""
+    pair = _CATALOGUE.get(key)
+    if pair is None:
+        return None
+    return pair[1] if locale() == "zh" else pair[0]
 
 
 def has(key: str) -> bool:

@@ -85,6 +85,13 @@ def subtree_end(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+# A tier named to a person: 市级/镇级/村级 under zh; parameters with these names hold a
+# tier's code (or a ", "-joined list of codes), shown in the reader's words by i18n.t.
+i18n.register_terms(
+    "tier",
+    ("tier", "tiers", "decide_tier"),
+    {"city": ("city", "市级"), "town": ("town", "镇级"), "village": ("village", "村级")},
+)
 i18n.register(
     {
         "id.malformed": (
@@ -97,12 +104,12 @@ i18n.register(
         ),
         "id.wrong_tier": (
             "Id {node_id} does not fit tier {tier}: a {tier} id has {length} digits.",
-            "编码 {node_id} 与层级 {tier} 不符：{tier} 编码应为 {length} 位。",
+            "编码 {node_id} 与层级“{tier}”不符：{tier}编码应为 {length} 位。",
         ),
         "id.city_parent": ("A city has no parent.", "市级节点没有上级。"),
         "id.parent_required": (
             "A {tier} node needs --parent (the id of the node above it).",
-            "{tier} 节点需要 --parent（上级节点编码）。",
+            "{tier}节点需要 --parent（上级节点编码）。",
         ),
         "id.not_under": (
             "Id {node_id} does not start with its parent's id {parent_id} (or skips a tier).",

@@ -346,7 +346,7 @@ def test_kind_label_follows_locale(locale: None) -> None:
         "上报",
         "联办",
     ]
-    assert tier_label("town") == "镇"
+    assert tier_label("town") == "镇级"
     i18n.use_locale("en")
     assert kind_label("上报") == "forward"
     assert tier_label("市") == "city"
