@@ -159,16 +159,21 @@ class Caller:
 
 
 def error_response(status: int, key: str, *, close: bool = False, **params: Any) -> JSONResponse:
-    """A refusal: `{"error": key, "message": ..., **params}`; `close` ends the connection
+    """A refusal: `{"error": key, "message": ..., "params": {...}, **params}`; the client
+    renders `error` with `params` (numbers kept as numbers) in its own reader's language,
+    `message` (this server's) when it does not know the key. `close` ends the connection
     (its request body was left unread); a 503 says when to come back."""
     headers = {"connection": "close"} if close else {}
     if status == 503:
         headers["retry-after"] = "5"
+    typed = {k: v if v is None or isinstance(v, str | int | float) else str(v)
+             for k, v in params.items()}  # fmt: skip
     return JSONResponse(
-        {"error": key, "message": i18n.t(key, **params), **{k: str(v) for k, v in params.items()}},
+        {"error": key, "message": i18n.t(key, **params), **{k: str(v) for k, v in params.items()},
+         "params": typed},
         status_code=status,
         headers=headers or None,
-    )
+    )  # fmt: skip
 
 
 def refusal(exc: RefusedError, *, close: bool = False) -> JSONResponse:

@@ -251,6 +251,8 @@ class PeerClient:
             key, message = str(data["error"]), str(data["message"])
         except (ValueError, KeyError, TypeError):
             key, message = "http", f"HTTP {response.status_code}"
+        else:
+            message = _in_our_words(key, data, message)
         if response.status_code in _TRY_LATER or (response.status_code >= 500 and key == "http"):
             # busy, cut or a proxy's error page: nothing was applied, try again later
             raise LinkDownError("link.down", url=self.url, detail=message)
@@ -393,6 +395,17 @@ def _is_hex(value: object) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def _in_our_words(key: str, data: dict[str, Any], message: str) -> str:
+    """A server's refusal in this reader's language: its key rendered here with its params
+    (`params`, or the fields beside `error` from a server that does not send them); the
+    server's own text when the key is not known here or the params do not fit it. What
+    the server sent is data: the CLI prints it terminal-safe."""
+    params = data.get("params")
+    if not isinstance(params, dict):
+        params = {k: v for k, v in data.items() if k not in ("error", "message")}
+    return i18n.render(key, params, message)
 
 
 i18n.register(
