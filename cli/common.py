@@ -18,7 +18,6 @@ import json
 import os
 import stat
 import tempfile
-import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +26,8 @@ from typing import IO, Any, TypeVar
 import click
 from click.core import ParameterSource
 
+from cli.help import h
+from cli.help_format import display_width
 from sync.node import Node, exposure_warning, resolve_home
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
@@ -56,16 +57,26 @@ home_option = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     callback=global_home,
-    help="The node's home directory (default: `zhibao --home DIR`, else $ZHIBAO_HOME, else "
-    "the current directory). Given here, it wins over `zhibao --home`.",
+    help=h(
+        "The node's home directory (default: `zhibao --home DIR`, else $ZHIBAO_HOME, else "
+        "the current directory). Given here, it wins over `zhibao --home`.",
+        "节点的主目录（默认：`zhibao --home DIR`，否则 $ZHIBAO_HOME，否则当前目录）。"
+        "写在这里时优先于 `zhibao --home`。",
+    ),
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for other tools.")
+json_option = click.option(
+    "--json", "as_json", is_flag=True,
+    help=h("Print JSON for other tools.", "输出 JSON，供其他程序读取。"),
+)  # fmt: skip
 at_option = click.option(
     "--at",
     "at",
     default=None,
     metavar="ISO-TIME",
-    help="When it happened, for records entered later (补录); default now.",
+    help=h(
+        "When it happened, for records entered later (补录); default now.",
+        "事情发生的时间，用于补录；默认为现在。",
+    ),
 )
 
 i18n.register(
@@ -122,11 +133,6 @@ def print_json(value: Any) -> None:
     (control characters below U+0020 are escaped by json.dumps itself)."""
     text = json.dumps(value, ensure_ascii=False, indent=2, sort_keys=False)
     click.echo(text.translate(_JSON_ESCAPED))
-
-
-def display_width(text: str) -> int:
-    """Terminal columns `text` takes: wide and full-width (CJK) characters take two."""
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def print_table(headers: list[str], rows: list[list[Any]]) -> None:

@@ -14,10 +14,13 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from cli import click_i18n
 from cli.help import h, localise
+from cli.help_format import HelpContext
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
 
@@ -60,8 +63,24 @@ i18n.register(
 )
 
 
+click_i18n.install()  # click's own words (usage errors, "Usage:") in the reader's language
+
+
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported only when they are run (or listed)."""
+    """A group whose subcommands are imported only when they are run (or listed), each
+    with its help in the current locale (cli.help.localise)."""
+
+    context_class = HelpContext
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        localise(self)  # the top command too, however it is invoked (main, CliRunner)
+        return super().make_context(info_name, args, parent, **extra)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -77,6 +96,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(
+    "zhibao",
     cls=LazyGroup,
     help=h(
         "zhibao (直报): signed, replicated case logs for the city's service network.",
@@ -99,7 +119,9 @@ class LazyGroup(click.Group):
         "优先于 $ZHIBAO_HOME。",
     ),
 )
-@click.version_option(package_name="zhibao")
+@click.version_option(
+    package_name="zhibao", help=h("Show the version and exit.", "显示版本并退出。")
+)
 @click.pass_context
 def cli(ctx: click.Context, home: Path | None) -> None:
     if home is not None:
@@ -131,7 +153,6 @@ def _quiet_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        localise(cli)
         cli.main(args=argv, prog_name="zhibao", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
