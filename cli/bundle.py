@@ -22,6 +22,7 @@ from cli.common import (
     warn,
     write_atomically,
 )
+from cli.help import h
 from sync import bundles
 from sync.bundle_materials import Carried, Taken, max_bytes
 from sync.protocol import i18n
@@ -115,39 +116,68 @@ i18n.register(
 )
 
 
-@click.group("bundle")
+@click.group(
+    "bundle",
+    help=h("Carry logs on a file (USB stick) when the link is down.",
+           "链路不通时，用文件（U 盘）携带日志。"),
+)  # fmt: skip
 def bundle_group() -> None:
-    """Carry logs on a file (USB stick) when the link is down."""
+    pass
 
 
-@bundle_group.command("export")
-@click.option("--to", "to", required=True, metavar="NODE", help="The node the bundle is for.")
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path))
+@bundle_group.command(
+    "export",
+    help=h(
+        "Write what NODE is not known to hold (this subtree up, what concerns it down, and "
+        "the materials it lacks), sealed to NODE's key unless --no-seal is given.",
+        "写出 NODE 尚未确认持有的内容（本子树向上的、与其有关向下的，以及其缺少的材料），"
+        "除非给出 --no-seal，否则用 NODE 的加密公钥加密。",
+    ),
+)
+@click.option("--to", "to", required=True, metavar="NODE",
+              help=h("The node the bundle is for.", "数据包的接收节点。"))  # fmt: skip
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), metavar="FILE",
+              help=h("The bundle file to write.", "要写出的数据包文件。"))  # fmt: skip
 @click.option(
     "--seal/--no-seal",
     default=True,
-    help="Encrypt to the recipient's seal key (HPKE; the default). --no-seal writes personal "
-    "data in the clear.",
+    help=h(
+        "Encrypt to the recipient's seal key (HPKE; the default). --no-seal writes personal "
+        "data in the clear.",
+        "用接收方的加密公钥加密（HPKE，默认）。--no-seal 会以明文写出个人信息。",
+    ),
 )
 @click.option(
     "--seal-key",
     default=None,
     metavar="HEX",
-    help="The recipient's seal key when it is not enrolled here, e.g. the city's.",
+    help=h(
+        "The recipient's seal key when it is not enrolled here, e.g. the city's.",
+        "接收方未在此登记时所用的加密公钥，例如市级的。",
+    ),
 )
-@click.option("--full", is_flag=True, help="Ignore receipts: send everything (after a restore).")
+@click.option("--full", is_flag=True,
+              help=h("Ignore receipts: send everything (after a restore).",
+                     "不看回执：全部发送（用于恢复之后）。"))  # fmt: skip
 @click.option(
     "--materials/--no-materials",
     default=True,
-    help="Carry the materials NODE lacks after the entries (the default).",
+    help=h(
+        "Carry the materials NODE lacks after the entries (the default).",
+        "在条目之后携带 NODE 缺少的材料（默认）。",
+    ),
 )
 @click.option(
     "--max-mb",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     metavar="MB",
-    help="Bound the file's size: materials that do not fit wait for the next bundle, "
-    "entries never do (default: bundle_max_mb in node.toml, else 1024).",
+    help=h(
+        "Bound the file's size: materials that do not fit wait for the next bundle, "
+        "entries never do (default: bundle_max_mb in node.toml, else 1024).",
+        "限制文件大小：放不下的材料等下一个数据包，条目从不等待"
+        "（默认：node.toml 中的 bundle_max_mb，否则 1024）。",
+    ),
 )
 @home_option
 @json_option
@@ -162,8 +192,6 @@ def export_command(
     home: Path | None,
     as_json: bool,
 ) -> None:
-    """Write what NODE is not known to hold (this subtree up, what concerns it down, and
-    the materials it lacks), sealed to NODE's key unless --no-seal is given."""
     if seal_key and not seal:
         raise click.UsageError(i18n.t("bundle.seal_conflict"))
     key = check_seal_key(seal_key) if seal_key else None
@@ -232,19 +260,29 @@ def write_streamed(path: Path, write: Callable[[IO[bytes]], int]) -> int:
             Path(temp).unlink(missing_ok=True)
 
 
-@bundle_group.command("import")
+@bundle_group.command(
+    "import",
+    help=h(
+        "Verify and apply a bundle: its entries whole or not at all, then each material it "
+        "carries (or record a receipt file that came back).",
+        "校验并导入数据包：条目要么全部导入要么全不导入，然后逐个导入所带材料"
+        "（或记录传回的回执文件）。",
+    ),
+)
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option(
     "--receipt-out",
     default=None,
     type=click.Path(path_type=Path),
-    help="Where to write the receipt for the sender (default: FILE.receipt).",
+    metavar="FILE",
+    help=h(
+        "Where to write the receipt for the sender (default: FILE.receipt).",
+        "给发送方的回执写到哪里（默认：FILE.receipt）。",
+    ),
 )
 @home_option
 @json_option
 def import_command(file: Path, receipt_out: Path | None, home: Path | None, as_json: bool) -> None:
-    """Verify and apply a bundle: its entries whole or not at all, then each material it
-    carries (or record a receipt file that came back)."""
     target = receipt_out or file.with_name(file.name + ".receipt")
     with input_file(file) as (handle, size):
         if handle.read(len(bundles.RECEIPT_MAGIC)) == bundles.RECEIPT_MAGIC:
@@ -317,13 +355,22 @@ def _import_receipt(file: Path, data: bytes, size: int, home: Path | None, as_js
         echo(i18n.t("bundle.receipt_materials", issuer=receipt.issuer, held=held, partial=partial))
 
 
-@click.command("restore")
-@click.option("--from", "url", default=None, metavar="URL", help="Default: the parent's URL.")
-@click.option("--force", is_flag=True, help="Restore into a database that still holds entries.")
+@click.command(
+    "restore",
+    help=h(
+        "Rebuild this node's database from its parent's copy (its keys are kept).",
+        "用上级保存的副本重建本节点的数据库（保留本节点的密钥）。",
+    ),
+)
+@click.option("--from", "url", default=None, metavar="URL",
+              help=h("The parent to restore from (default: the parent's URL in node.toml).",
+                     "从哪个上级恢复（默认：node.toml 中的上级地址）。"))  # fmt: skip
+@click.option("--force", is_flag=True,
+              help=h("Restore into a database that still holds entries.",
+                     "即使数据库中仍有条目也恢复。"))  # fmt: skip
 @home_option
 @json_option
 def restore_command(url: str | None, force: bool, home: Path | None, as_json: bool) -> None:
-    """Rebuild this node's database from its parent's copy (its keys are kept)."""
     with node_at(home) as node:
         from sync.restore import restore_node  # the HTTP client loads only for restore
 

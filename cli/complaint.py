@@ -21,6 +21,7 @@ from cli.common import (
     print_table,
     record,
 )
+from cli.help import h
 from sync.node import Node
 from sync.protocol import i18n
 from tiers.complaints import service
@@ -55,6 +56,10 @@ i18n.register(
         "cli.complaint.warning.red": ("red (overdue)", "红灯（超期）"),
         "cli.complaint.yes": ("yes", "是"),
         "cli.complaint.no": ("no", "否"),
+        "cli.complaint.one_subject": (
+            "give exactly one of --case, --node or --department",
+            "--case、--node、--department 三者须给出且只给出一个",
+        ),
     }
 )
 
@@ -66,51 +71,61 @@ def _done(home: Path | None, as_json: bool, work: Callable[[Node], str]) -> None
     record(home, as_json, work, service.show)
 
 
-@click.group("complaint")
+@click.group("complaint", help=h("Complaints (投诉): file, reply, close, list.",
+                                 "投诉：登记、答复、办结、列表。"))  # fmt: skip
 def complaint_group() -> None:
-    """Complaints (投诉): file, reply, close, list."""
+    pass
 
 
-@complaint_group.command("file")
-@click.option("--case", "case_id", default=None, metavar="CASE", help="About a case.")
+@complaint_group.command("file", help=h(
+    "登记投诉 (file a complaint) about a case, a node or a department; prints the new "
+    "complaint's id.",
+    "登记投诉：针对办件、节点或部门；输出新投诉的编号。"))  # fmt: skip
+@click.option("--case", "case_id", default=None, metavar="CASE",
+              help=h("About a case.", "针对一个办件。"))  # fmt: skip
 @click.option("--node", "about_node", default=None, metavar="ID",
-              help="About a node (a centre or service room).")  # fmt: skip
+              help=h("About a node (a centre or service room).",
+                     "针对一个节点（中心或服务站）。"))  # fmt: skip
 @click.option("--department", default=None, metavar="NAME",
-              help="About a department of the catalogue, at this centre.")  # fmt: skip
-@click.option("--text", required=True, help="What the complainant says.")
+              help=h("About a department of the catalogue, at this centre.",
+                     "针对本中心事项目录中的一个部门。"))  # fmt: skip
+@click.option("--text", required=True,
+              help=h("What the complainant says.", "投诉人所述内容。"))  # fmt: skip
 @at_option
 @home_option
 @json_option
 def file_command(case_id: str | None, about_node: str | None, department: str | None,
                  text: str, at: str | None, home: Path | None, as_json: bool) -> None:  # fmt: skip
-    """登记投诉 about a case, a node or a department; prints the new complaint's id."""
     if sum(v is not None for v in (case_id, about_node, department)) != 1:
-        raise click.UsageError("give exactly one of --case, --node or --department")
+        raise click.UsageError(i18n.t("cli.complaint.one_subject"))
     _done(home, as_json, lambda n: service.file(
         n, text, case_id=case_id, about_node=about_node, department=department, at=at))  # fmt: skip
 
 
-@complaint_group.command("reply")
+@complaint_group.command("reply", help=h(
+    "答复 (reply): by the node the complaint is about, or a centre above it.",
+    "答复：由被投诉的节点或其上级中心作出。"))  # fmt: skip
 @complaint_argument
-@click.option("--text", required=True, help="The answer given to the complainant.")
+@click.option("--text", required=True,
+              help=h("The answer given to the complainant.", "给投诉人的答复。"))  # fmt: skip
 @at_option
 @home_option
 @json_option
 def reply_command(complaint_id: str, text: str, at: str | None, home: Path | None,
                   as_json: bool) -> None:  # fmt: skip
-    """答复: by the node the complaint is about, or a centre above it."""
     _done(home, as_json, lambda n: service.reply(n, complaint_id, text, at=at))
 
 
-@complaint_group.command("close")
+@complaint_group.command("close", help=h(
+    "办结 (close) the complaint: by the node it is about, or a centre above it.",
+    "办结投诉：由被投诉的节点或其上级中心办结。"))  # fmt: skip
 @complaint_argument
-@click.option("--note", default=None, help="How it was resolved.")
+@click.option("--note", default=None, help=h("How it was resolved.", "处理结果说明。"))
 @at_option
 @home_option
 @json_option
 def close_command(complaint_id: str, note: str | None, at: str | None, home: Path | None,
                   as_json: bool) -> None:  # fmt: skip
-    """办结 the complaint: by the node it is about, or a centre above it."""
     _done(home, as_json, lambda n: service.close(n, complaint_id, note, at=at))
 
 
@@ -147,12 +162,13 @@ def _print_complaint(c: dict[str, Any]) -> None:
         echo(i18n.t("cli.complaint.refused", count=len(c["violations"])))
 
 
-@complaint_group.command("show")
+@complaint_group.command("show", help=h(
+    "Everything known here about one complaint, with its replies.",
+    "本节点所知的一件投诉的全部情况及其答复。"))  # fmt: skip
 @complaint_argument
 @home_option
 @json_option
 def show_command(complaint_id: str, home: Path | None, as_json: bool) -> None:
-    """Everything known here about one complaint, with its replies."""
     with node_at(home) as node:
         complaint = service.show(node, complaint_id)
     if as_json:
@@ -161,17 +177,21 @@ def show_command(complaint_id: str, home: Path | None, as_json: bool) -> None:
         _print_complaint(complaint)
 
 
-@complaint_group.command("list")
-@click.option("--open", "open_only", is_flag=True, help="Only complaints not closed yet.")
+@complaint_group.command("list", help=h(
+    "Complaints known here, newest first, with today's warnings (电子监察).",
+    "本节点所知的投诉，最新的在前，附今日预警（电子监察）。"))  # fmt: skip
+@click.option("--open", "open_only", is_flag=True,
+              help=h("Only complaints not closed yet.", "只列未办结的投诉。"))  # fmt: skip
 @click.option("--warning", type=click.Choice(WARNINGS), default=None,
-              help="Only open complaints with this warning today.")  # fmt: skip
+              help=h("Only open complaints with this warning today.",
+                     "只列今日有此预警的未办结投诉。"))  # fmt: skip
 @click.option("--subject", default=None, metavar="ID",
-              help="Only complaints about this node or a node below it.")  # fmt: skip
+              help=h("Only complaints about this node or a node below it.",
+                     "只列针对此节点或其下级节点的投诉。"))  # fmt: skip
 @home_option
 @json_option
 def list_command(open_only: bool, warning: str | None, subject: str | None,
                  home: Path | None, as_json: bool) -> None:  # fmt: skip
-    """Complaints known here, newest first, with today's warnings (电子监察)."""
     with node_at(home) as node:
         listed = service.list_at(node, open_only=open_only, warning_filter=warning, subject=subject)
     if as_json:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from cli.common import echo, home_option, json_option, node_at, print_json, print_table
+from cli.help import h
 from sync import fork_evidence, fork_switch, forks
 from sync.protocol import i18n
 
@@ -61,16 +62,27 @@ def _decision_text(decision: dict[str, Any] | None) -> str:
     )  # fmt: skip
 
 
-@click.group("fork")
+@click.group(
+    "fork",
+    help=h(
+        "Forks (two signed entries for one origin and seq) held here, and their resolution.",
+        "本节点持有的分叉（同一来源、同一序号的两条签名条目）及其裁定。",
+    ),
+)
 def fork_group() -> None:
-    """Forks (two signed entries for one origin and seq) held here, and their resolution."""
+    pass
 
 
-@fork_group.command("list")
+@fork_group.command(
+    "list",
+    help=h(
+        "Every fork held here: both entries, when it was found, and the decision if any.",
+        "本节点持有的每个分叉：两条条目、发现时间，以及已有的裁定。",
+    ),
+)
 @home_option
 @json_option
 def list_command(home: Path | None, as_json: bool) -> None:
-    """Every fork held here: both entries, when it was found, and the decision if any."""
     with node_at(home) as node:
         held = node.store.forks()
         known = forks.decisions(node.store)
@@ -108,19 +120,30 @@ def list_command(home: Path | None, as_json: bool) -> None:
         echo(i18n.t("fork.switch_self", origin=me, seq=decision["seq"]))
 
 
-@fork_group.command("resolve")
+@fork_group.command(
+    "resolve",
+    help=h(
+        "Decide a fork of ORIGIN (at the city or ORIGIN's parent): a signed decision that "
+        "flows through the tree and unfreezes ORIGIN wherever the kept entry is held.",
+        "裁定 ORIGIN 的分叉（在市级或 ORIGIN 的上级进行）：签名的裁定沿网络传递，"
+        "凡持有被保留条目之处即解除对 ORIGIN 的冻结。",
+    ),
+)
 @click.argument("origin")
 @click.option("--keep", type=click.Choice(["held", "other"]), required=True,
-              help="Keep the entry held here, or the other one.")  # fmt: skip
-@click.option("--reason", required=True, help="Why: kept with the decision, shown everywhere.")
-@click.option("--seq", type=int, default=None, help="The fork's seq (default: the lowest).")
+              help=h("Keep the entry held here (held), or the other one (other).",
+                     "保留本节点持有的条目（held）或另一条（other）。"))  # fmt: skip
+@click.option("--reason", required=True,
+              help=h("Why: kept with the decision, shown everywhere.",
+                     "理由：随裁定保存，各处可见。"))  # fmt: skip
+@click.option("--seq", type=int, default=None,
+              help=h("The fork's seq (default: the lowest).",
+                     "分叉的序号（默认：最小的）。"))  # fmt: skip
 @home_option
 @json_option
 def resolve_command(
     origin: str, keep: str, reason: str, seq: int | None, home: Path | None, as_json: bool
 ) -> None:
-    """Decide a fork of ORIGIN (at the city or ORIGIN's parent): a signed decision that
-    flows through the tree and unfreezes ORIGIN wherever the kept entry is held."""
     with node_at(home) as node:
         entry = forks.resolve(node, origin, keep, reason, seq=seq)
         body = entry.fields()["body"]

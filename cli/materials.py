@@ -19,6 +19,7 @@ from cli.common import (
     print_json,
     print_table,
 )
+from cli.help import h
 from sync import blob_index
 from sync.protocol import i18n
 from sync.protocol.errors import BlobError
@@ -70,19 +71,22 @@ def print_materials(case_id: str, listed: list[dict[str, Any]]) -> None:
 def register(case_group: click.Group, case_argument: Any) -> None:
     """Add the material commands to `zhibao case`."""
 
-    @case_group.command("attach")
+    @case_group.command("attach", help=h(
+        "Scan(s) for a case: stored here, signed into the log, sent with the case.",
+        "办件的扫描件：存于本节点，签名记入日志，随办件传送。"))  # fmt: skip
     @case_argument
     @click.argument("files", metavar="FILE…", nargs=-1, required=True,
                     type=click.Path(path_type=Path, dir_okay=True))  # fmt: skip
     @click.option("--material", default=None, metavar="NAME",
-                  help="The material these files stand for (default: matched to the "
-                  "catalogue's list by file name).")  # fmt: skip
+                  help=h("The material these files stand for (default: matched to the "
+                         "catalogue's list by file name).",
+                         "这些文件对应的材料（默认：按文件名匹配事项目录中的"
+                         "材料清单）。"))  # fmt: skip
     @at_option
     @home_option
     @json_option
     def attach_command(case_id: str, files: tuple[Path, ...], material: str | None,
                        at: str | None, home: Path | None, as_json: bool) -> None:  # fmt: skip
-        """Scan(s) for a case: stored here, signed into the log, sent with the case."""
         with node_at(home) as node, ExitStack() as stack:
             limit = blob_index.limit_bytes(node.config.settings)
             opened = []
@@ -99,12 +103,13 @@ def register(case_group: click.Group, case_argument: Any) -> None:
             echo(i18n.t("cli.material.attached", case_id=case_id, name=m["name"],
                         size=human_size(m["size"]), short=m["sha256"][:12]))  # fmt: skip
 
-    @case_group.command("materials")
+    @case_group.command("materials", help=h(
+        "A case's materials and where each is (here, on the way, missing).",
+        "办件的材料及各自所在（在本节点、传送中、缺失）。"))  # fmt: skip
     @case_argument
     @home_option
     @json_option
     def materials_command(case_id: str, home: Path | None, as_json: bool) -> None:
-        """A case's materials and where each is (here, on the way, missing)."""
         with node_at(home) as node:
             listed = [m.to_json() for m in materials.materials_of(node, case_id)]
         if as_json:
@@ -112,16 +117,17 @@ def register(case_group: click.Group, case_argument: Any) -> None:
         else:
             print_materials(case_id, listed)
 
-    @case_group.command("material")
+    @case_group.command("material", help=h(
+        "Write one material of a case to a file (checked against its SHA-256).",
+        "把办件的一份材料写到文件（按其 SHA-256 核对）。"))  # fmt: skip
     @case_argument
     @click.argument("wanted", metavar="NAME|SHA256")
     @click.option("--out", "out", required=True, type=click.Path(path_type=Path),
-                  help="Where to write the file.")  # fmt: skip
+                  metavar="FILE", help=h("Where to write the file.", "文件写到哪里。"))  # fmt: skip
     @home_option
     @json_option
     def material_command(case_id: str, wanted: str, out: Path, home: Path | None,
                          as_json: bool) -> None:  # fmt: skip
-        """Write one material of a case to a file (checked against its SHA-256)."""
         check_writable(out)
         with node_at(home) as node:
             found = materials.write_out(node, case_id, wanted, out)

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from cli.common import at_option, echo, home_option, json_option, node_at, print_json, print_table
+from cli.help import h
 from sync.protocol import i18n
 from tiers.cases import service, views
 from tiers.cases.views import WARNINGS
@@ -61,15 +62,17 @@ def describe(case: dict[str, Any]) -> str | None:
 def register(case_group: click.Group, case_argument: Any) -> None:
     """Add the rectification commands to `zhibao case`."""
 
-    @case_group.command("rectify")
+    @case_group.command("rectify", help=h(
+        "差评整改 done: close the rectification a bad rating (4 or 5) opened.",
+        "差评整改完成：关闭差评（4 或 5 分）引起的整改。"))  # fmt: skip
     @case_argument
-    @click.option("--note", required=True, help="What was put right (整改情况).")
+    @click.option("--note", required=True,
+                  help=h("What was put right (整改情况).", "整改情况。"))  # fmt: skip
     @at_option
     @home_option
     @json_option
     def rectify_command(case_id: str, note: str, at: str | None, home: Path | None,
                         as_json: bool) -> None:  # fmt: skip
-        """差评整改 done: close the rectification a bad rating (4 or 5) opened."""
         with node_at(home) as node:
             service.rectify(node, case_id, note, at=at)
             if as_json:
@@ -77,15 +80,18 @@ def register(case_group: click.Group, case_argument: Any) -> None:
                 return
         echo(case_id)
 
-    @case_group.command("rectifications")
-    @click.option("--open", "open_only", is_flag=True, help="Only those not closed yet.")
+    @case_group.command("rectifications", help=h(
+        "Bad ratings (差评) and their rectification (整改), newest first.",
+        "差评及其整改，最新的在前。"))  # fmt: skip
+    @click.option("--open", "open_only", is_flag=True,
+                  help=h("Only those not closed yet.", "只列尚未关闭的。"))  # fmt: skip
     @click.option("--warning", type=click.Choice(WARNINGS), default=None,
-                  help="Only open ones with this warning today (red: overdue).")  # fmt: skip
+                  help=h("Only open ones with this warning today (red: overdue).",
+                         "只列今日有此预警的未关闭整改（red：超期）。"))  # fmt: skip
     @home_option
     @json_option
     def rectifications_command(open_only: bool, warning: str | None, home: Path | None,
                                as_json: bool) -> None:  # fmt: skip
-        """Bad ratings (差评) and their rectification (整改), newest first."""
         with node_at(home) as node:
             today, threshold = views.judging_day(node)
             days = rectify_days(node.config.settings)
