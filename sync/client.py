@@ -374,7 +374,13 @@ class PeerClient:
         return self._answer(self._send("POST", "/v1/hello", b"{}"), result=False)
 
     def push(self, batch: bytes) -> dict[str, Any]:
-        return self._answer(self._send("POST", "/v1/push", batch, BATCH_TYPE), result=True)
+        """The push's answer; each refused entry's reason in this reader's language."""
+        data = self._answer(self._send("POST", "/v1/push", batch, BATCH_TYPE), result=True)
+        for refused in data["result"]["rejected"]:
+            refused["reason"] = i18n.render(
+                refused.get("reason_key"), refused.get("reason_params"), str(refused.get("reason"))
+            )
+        return data
 
     def pull(
         self, cursors: dict[str, int], *, mode: str = "concerns", limit: int = 5000

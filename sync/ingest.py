@@ -54,13 +54,19 @@ class IngestResult:
         return sum(self.applied.values())
 
     def refuse(self, error: EntryError) -> None:
+        """Record a refused entry: its reason as text, and as key and params (JSON values)
+        so a client renders it in its own reader's language."""
+        params = error.params.get("reason_params") or {}
         self.rejected.append(
             {
                 "origin": error.params.get("origin"),
                 "seq": error.params.get("seq"),
                 "reason": str(error.params.get("reason", error)),
+                "reason_key": error.params.get("reason_key"),
+                "reason_params": {k: v if v is None or isinstance(v, str | int | float) else str(v)
+                                  for k, v in params.items()},
             }
-        )
+        )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,8 +79,9 @@ class IngestResult:
 
 def _entry_error(origin: str, seq: int | None, key: str, /, **params: Any) -> EntryError:
     return EntryError(
-        "entry.rejected", origin=origin, seq=seq, reason=i18n.t(key, **params), reason_key=key
-    )
+        "entry.rejected", origin=origin, seq=seq, reason=i18n.t(key, **params), reason_key=key,
+        reason_params=params,
+    )  # fmt: skip
 
 
 def _fork(

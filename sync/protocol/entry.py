@@ -196,6 +196,7 @@ def _refuse(origin: object, seq: object, reason_key: str, **params: object) -> E
         seq=seq,
         reason=i18n.t(reason_key, **params),
         reason_key=reason_key,
+        reason_params=params,
     )
 
 

@@ -9,6 +9,7 @@ against a hostile server that answers whatever it likes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,9 +20,11 @@ from typing import Any, ClassVar
 import httpx
 
 from sync.protocol import i18n
+from sync.protocol.entry import encode_entry
 from tests.conftest import MakeTopology
+from tests.hostile.harness import Actor, garbage_signature, sign_raw, stamp_now
 from tests.support.servers import serve_in_thread, zhibao
-from tests.support.topology import CITY
+from tests.support.topology import CITY, TOWN, VILLAGE
 from tiers.node import create_home
 
 STRANGER = "330782009"  # a town the city never enrolled
@@ -136,3 +139,31 @@ def test_render_fills_a_known_key_in_the_readers_language() -> None:
         i18n.use_locale(None)
     assert shown == "节点 330782009 未在此登记"
     assert unknown == "fallback"
+
+
+def test_push_rejections_shown_in_the_clients_language(make_topology: MakeTopology) -> None:
+    """A hostile village's own key signs nothing valid: the English town refuses the entry
+    and the village's clerk reads why in Chinese (reason_key + reason_params rendered here)."""
+    net = make_topology((CITY, TOWN, VILLAGE))
+    actor = Actor.of(net.homes[VILLAGE])
+    with actor.store() as store, store.transaction():
+        seq, prev = store.head(VILLAGE)
+        day = stamp_now()[:10].replace("-", "")
+        body = {"case_id": f"{VILLAGE}-{day}-0001", "after": None, "item_code": "330782-MZ-002",
+                "applicant": {"name": "村民"}, "materials": []}  # fmt: skip
+        raw = encode_entry(VILLAGE, seq + 1, prev, stamp_now(), "case.received", body)
+        entry = sign_raw(actor.signer, raw, VILLAGE, seq + 1, "case.received")
+        store.insert([garbage_signature(entry)], stamp_now())
+    i18n.use_locale("en")
+    try:
+        with serve_in_thread(net.homes[TOWN]) as url:
+            zh = zhibao(net.homes[VILLAGE], "sync", "--peer", url, lang="zh")
+            en = zhibao(net.homes[VILLAGE], "sync", "--peer", url, lang="en")
+    finally:
+        i18n.use_locale(None)
+    zh_line = [line for line in zh.stderr.splitlines() if f"{VILLAGE}#{seq + 1}" in line]
+    en_line = [line for line in en.stderr.splitlines() if f"{VILLAGE}#{seq + 1}" in line]
+    assert zh_line and en_line, (zh.stderr, en.stderr)
+    assert not re.search(r"[a-z]{4,}", zh_line[0].split("：", 1)[1]), zh_line
+    assert re.search(r"[\u4e00-\u9fff]", zh_line[0].split("：", 1)[1]), zh_line
+    assert not re.search(r"[\u4e00-\u9fff]", en_line[0]), en_line
