@@ -31,9 +31,15 @@ from sync.protocol.keys import check_seal_key
 
 i18n.register(
     {
+        "bundle.n_entries": ("{count} entries", "{count} 条条目"),
+        "bundle.n_entries.one": ("{count} entry", "{count} 条条目"),
+        "bundle.n_new_entries": ("{count} new entries", "{count} 条新条目"),
+        "bundle.n_new_entries.one": ("{count} new entry", "{count} 条新条目"),
+        "bundle.n_materials": ("{count} materials", "{count} 份材料"),
+        "bundle.n_materials.one": ("{count} material", "{count} 份材料"),
         "bundle.exported": (
-            "Wrote {entries} entries for {to} to {out}{sealed}.",
-            "已将发往 {to} 的 {entries} 条条目写入 {out}{sealed}。",
+            "Wrote {entries} for {to} to {out}{sealed}.",
+            "已将发往 {to} 的 {entries}写入 {out}{sealed}。",
         ),
         "bundle.sealed_note": (" (sealed to its key)", "（已按对方密钥加密）"),
         "bundle.exported_materials": (
@@ -45,9 +51,9 @@ i18n.register(
             "，其中 {count} 份只带了一部分：下一个数据包从回执所记之处接着带",
         ),
         "bundle.materials_left": (
-            "{left} materials ({mb} MB) did not fit within {max_mb} MB (--max-mb): they go "
-            "in the next bundle",
-            "{left} 份材料（{mb} MB）超出 {max_mb} MB 上限（--max-mb）：将随下一个数据包带出",
+            "{left} ({mb} MB) did not fit within {max_mb} MB (--max-mb): they go in the next "
+            "bundle",
+            "{left}（{mb} MB）超出 {max_mb} MB 上限（--max-mb）：将随下一个数据包带出",
         ),
         "bundle.material_unreadable": (
             "warning: material {sha256} is damaged on this disk and was left out",
@@ -75,15 +81,15 @@ i18n.register(
             "{issuer} 已完整收下该数据包中的材料：{held} 份；不完整：{partial} 份。",
         ),
         "bundle.imported": (
-            "Imported {applied} new entries from {sender} ({duplicates} already held). "
+            "Imported {applied} from {sender} ({duplicates} already held). "
             "Carry the receipt back to {sender}: {receipt}",
-            "已从 {sender} 导入 {applied} 条新条目（{duplicates} 条已有）。"
+            "已从 {sender} 导入 {applied}（{duplicates} 条已有）。"
             "请把回执带回 {sender}：{receipt}",
         ),
         "bundle.already": (
-            "Already imported: all {entries} entries from {sender} are held here; nothing "
+            "Already imported: every entry from {sender} ({entries}) is held here; nothing "
             "changed. Receipt written again: {receipt}",
-            "已导入过：来自 {sender} 的 {entries} 条条目本机均已持有，未作任何修改。"
+            "已导入过：来自 {sender} 的 {entries}本机均已持有，未作任何修改。"
             "已重新写出回执：{receipt}",
         ),
         "bundle.empty": (
@@ -108,9 +114,9 @@ i18n.register(
             "--seal-key 与 --no-seal 相互矛盾",
         ),
         "restore.done": (
-            "Restored {node_id} from {peer}: {pulled} entries pulled, own log up to #{seq}. "
+            "Restored {node_id} from {peer}: {pulled} pulled, own log up to #{seq}. "
             "Recording is allowed again.",
-            "已从 {peer} 恢复 {node_id}：下载 {pulled} 条条目，本节点日志至 #{seq}。已恢复记录。",
+            "已从 {peer} 恢复 {node_id}：下载 {pulled}，本节点日志至 #{seq}。已恢复记录。",
         ),
     }
 )
@@ -211,7 +217,8 @@ def export_command(
         print_json({"out": str(out), "bytes": size, **made.header, "materials": carried.to_json()})
         return
     note = i18n.t("bundle.sealed_note") if made.header["sealed"] else ""
-    echo(i18n.t("bundle.exported", entries=made.header["entries"], to=to, out=out, sealed=note))
+    entries = i18n.tn("bundle.n_entries", made.header["entries"])
+    echo(i18n.t("bundle.exported", entries=entries, to=to, out=out, sealed=note))
     _echo_carried(carried, bound)
 
 
@@ -233,7 +240,8 @@ def _echo_carried(carried: Carried, bound: int) -> None:
     if carried.left:
         echo(
             i18n.t(
-                "bundle.materials_left", left=carried.left, mb=_mb(carried.left_bytes),
+                "bundle.materials_left", left=i18n.tn("bundle.n_materials", carried.left),
+                mb=_mb(carried.left_bytes),
                 max_mb=f"{bound / 2**20:g}",
             )
         )  # fmt: skip
@@ -309,8 +317,10 @@ def import_command(file: Path, receipt_out: Path | None, home: Path | None, as_j
     if done.entries or not done.materials.declared:
         echo(
             i18n.t(
-                key, sender=done.sender, applied=sum(done.applied.values()),
-                duplicates=done.duplicates, entries=done.entries, receipt=target,
+                key, sender=done.sender,
+                applied=i18n.tn("bundle.n_new_entries", sum(done.applied.values())),
+                duplicates=done.duplicates, entries=i18n.tn("bundle.n_entries", done.entries),
+                receipt=target,
             )
         )  # fmt: skip
     else:
@@ -382,4 +392,5 @@ def restore_command(url: str | None, force: bool, home: Path | None, as_json: bo
         print_json(summary.to_json())
         return
     seq = summary.heads.get(node_id, 0)
-    echo(i18n.t("restore.done", node_id=node_id, peer=summary.peer, pulled=summary.pulled, seq=seq))
+    pulled = i18n.tn("bundle.n_entries", summary.pulled)
+    echo(i18n.t("restore.done", node_id=node_id, peer=summary.peer, pulled=pulled, seq=seq))

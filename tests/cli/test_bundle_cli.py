@@ -111,6 +111,19 @@ def test_bundle_cli_round_trip_up_and_down(homes: Homes) -> None:
 
 
 @pytest.mark.slow
+def test_bundle_cli_counts_one_entry_in_the_singular(homes: Homes) -> None:
+    h, out = homes, homes.base / "one.zb"
+    assert ok_json(h.town, "status")["heads"] == {TOWN: 1}
+    seal = ok_json(h.city, "node", "show")["seal_key"]
+    wrote = ok(h.town, "bundle", "export", "--to", CITY, "--out", str(out), "--seal-key", seal)
+    assert wrote.startswith(f"Wrote 1 entry for {CITY} to "), wrote
+    said = ok(h.city, "bundle", "import", str(out))
+    assert said.startswith(f"Imported 1 new entry from {TOWN} (0 already held)"), said
+    again = zhibao(h.city, "bundle", "import", str(out), lang="zh")
+    assert f"来自 {TOWN} 的 1 条条目本机均已持有" in again.stdout, again.stdout
+
+
+@pytest.mark.slow
 def test_bundle_cli_refusals_are_one_line(homes: Homes) -> None:
     h = homes
     bundle = h.base / "b.zb"
