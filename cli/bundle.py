@@ -324,7 +324,7 @@ def _import_receipt(file: Path, data: bytes, size: int, home: Path | None, as_js
 @json_option
 def restore_command(url: str | None, force: bool, home: Path | None, as_json: bool) -> None:
     """Rebuild this node's database from its parent's copy (its keys are kept)."""
-    with node_at(home) as node:
+    with node_at(home, rebuild=True) as node:
         from sync.restore import restore_node  # the HTTP client loads only for restore
 
         summary = restore_node(node, url, force=force)
