@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import MakeTopology
 from tests.support.calendars import HOLIDAYS_2027, WORKDAYS_2027, whole_2027_file
 from tests.support.servers import zhibao
+from tests.support.topology import CITY, TOWN, hand_down
 from tests.support.topology import SHIPPED_CATALOGUE as SHARED_CATALOGUE
 
 BAD_CSV = (
@@ -187,3 +189,28 @@ def test_catalogue_import_reads_a_chinese_list_copied_out_of_a_spreadsheet(
     done = zhibao(city, "catalogue", "import", str(bad), lang="zh")
     assert done.returncode == 1
     assert "第 2 行 承诺办结时限 列：“一天”不是工作日天数" in done.stderr
+
+
+def test_catalogue_from_a_hostile_spreadsheet_reaches_a_town_inert(
+    make_topology: MakeTopology, tmp_path: Path
+) -> None:
+    """A department's list (tab-separated, Chinese headers) carrying terminal escapes, a
+    bidi override and spreadsheet formulas: published by the city, handed down, listed at
+    the town as visible escapes; JSON keeps the exact text."""
+    net = make_topology([CITY, TOWN])
+    name = "健康证明\x1b]0;owned\x07\u202e<script>"
+    department = "=cmd|' /C calc'!A0"
+    listing = tmp_path / "清单.tsv"
+    listing.write_text(
+        f"事项编码\t事项名称\t部门\t办件类型\t承诺时限\nX-001\t{name}\t{department}\t承诺件\t1\n",
+        "utf-8",
+    )
+    ok(net.home(CITY), "catalogue", "import", str(listing))
+    with net.open(CITY) as city, net.open(TOWN) as town:
+        assert hand_down(city, town) >= 1
+    for lang in ("en", "zh"):
+        table = ok(net.home(TOWN), "catalogue", "list", lang=lang)
+        assert "\x1b" not in table and "\x07" not in table and "\u202e" not in table
+        assert "健康证明\\x1b]0;owned\\x07\\u202e<script>" in table
+    (item,) = ok_json(net.home(TOWN), "catalogue", "list")
+    assert (item["name"], item["department"]) == (name, department)
