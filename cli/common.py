@@ -27,6 +27,7 @@ from typing import IO, Any, TypeVar
 import click
 from click.core import ParameterSource
 
+from cli.help import h
 from sync.node import Node, exposure_warning, resolve_home
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
@@ -56,16 +57,28 @@ home_option = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     callback=global_home,
-    help="The node's home directory (default: `zhibao --home DIR`, else $ZHIBAO_HOME, else "
-    "the current directory). Given here, it wins over `zhibao --home`.",
+    help=h(
+        "The node's home directory (default: `zhibao --home DIR`, else $ZHIBAO_HOME, else "
+        "the current directory). Given here, it wins over `zhibao --home`.",
+        "节点目录（默认：`zhibao --home 目录`，否则为 $ZHIBAO_HOME，否则为当前目录）。"
+        "在此指定时优先于 `zhibao --home`。",
+    ),
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for other tools.")
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help=h("Print JSON for other tools.", "输出 JSON，供其他工具使用。"),
+)
 at_option = click.option(
     "--at",
     "at",
     default=None,
     metavar="ISO-TIME",
-    help="When it happened, for records entered later (补录); default now.",
+    help=h(
+        "When it happened, for records entered later (补录); default now.",
+        "发生时间，用于补录；默认为现在。",
+    ),
 )
 
 i18n.register(
