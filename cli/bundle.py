@@ -381,7 +381,7 @@ def _import_receipt(file: Path, data: bytes, size: int, home: Path | None, as_js
 @home_option
 @json_option
 def restore_command(url: str | None, force: bool, home: Path | None, as_json: bool) -> None:
-    with node_at(home) as node:
+    with node_at(home, rebuild=True) as node:
         from sync.restore import restore_node  # the HTTP client loads only for restore
 
         summary = restore_node(node, url, force=force)

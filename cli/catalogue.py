@@ -17,6 +17,7 @@ from cli.common import (
     print_table,
     read_input,
 )
+from cli.help import h
 from sync.protocol import i18n
 from tiers.calendar_publish import package_years, parse_overrides, publish_calendar, year_view
 from tiers.catalogue import kind_label, parse_catalogue, tier_label, yuan_from_fen
@@ -29,8 +30,12 @@ i18n.register(
             "新增 {added} 项，修改 {changed} 项，未变 {unchanged} 项",
         ),
         "cli.catalogue.overridden": (
-            "{count} item(s) left out: a higher tier's catalogue already sets them",
+            "{count} items left out: a higher tier's catalogue already sets them",
             "{count} 项未导入：上级发布的事项目录已有这些事项",
+        ),
+        "cli.catalogue.overridden.one": (
+            "{count} item left out: a higher tier's catalogue already sets it",
+            "{count} 项未导入：上级发布的事项目录已有该事项",
         ),
         "cli.catalogue.none": (
             "No catalogue items yet: run `zhibao catalogue import FILE`.",
@@ -46,11 +51,19 @@ i18n.register(
             "本节点不是市级节点：其发布内容只在本节点有效，不影响其他节点（全网以市级发布为准）",
         ),
         "cli.calendar.published": (
-            "Published as entry #{seq}: {years} year(s), {days} single day(s).",
-            "已发布为条目 #{seq}：{years} 个年度安排，{days} 个单日调整。",
+            "Published as entry #{seq}: {years}, {days}.",
+            "已发布为条目 #{seq}：{years}，{days}。",
         ),
+        "cli.calendar.years": ("{count} years", "{count} 个年度安排"),
+        "cli.calendar.years.one": ("{count} year", "{count} 个年度安排"),
+        "cli.calendar.single_days": ("{count} single days", "{count} 个单日调整"),
+        "cli.calendar.single_days.one": ("{count} single day", "{count} 个单日调整"),
         "cli.calendar.whole": (
-            "Whole year(s), deadlines in them no longer provisional: {years}.",
+            "Whole years, deadlines in them no longer provisional: {years}.",
+            "全年安排（其中的期限不再是临时期限）：{years}。",
+        ),
+        "cli.calendar.whole.one": (
+            "Whole year, deadlines in it no longer provisional: {years}.",
             "全年安排（其中的期限不再是临时期限）：{years}。",
         ),
         "cli.calendar.partial": (
@@ -105,18 +118,33 @@ i18n.register(
 )
 
 
-@click.group("catalogue")
+@click.group(
+    "catalogue",
+    help=h(
+        "The service-item catalogue (事项目录) in force on this node.",
+        "本节点现行的事项目录。",
+    ),
+)
 def catalogue_group() -> None:
-    """The service-item catalogue (事项目录) in force on this node."""
+    pass
 
 
-@catalogue_group.command("import")
+@catalogue_group.command(
+    "import",
+    help=h(
+        "Publish a catalogue: one entry per new or changed item, or none at all. CSV or "
+        "tab-separated text (headers in English, code,name,department,kind,promised_days …, "
+        "or as a 事项清单 writes them: 事项编码, 事项名称, 部门, 办件类型, 承诺时限 …), or JSON.",
+        "发布事项目录：每个新增或修改的事项一个条目，要么全部发布，要么都不发布。"
+        "CSV 或制表符分隔的文本（表头用英文 code,name,department,kind,promised_days……，"
+        "或按事项清单的写法：事项编码、事项名称、部门、办件类型、承诺时限……），或 JSON。",
+    ),
+)
 @click.argument("file", type=click.Path(path_type=Path))
 @at_option
 @home_option
 @json_option
 def import_command(file: Path, at: str | None, home: Path | None, as_json: bool) -> None:
-    """Publish a CSV or JSON catalogue: one entry per new or changed item, or none at all."""
     items = parse_catalogue(read_input(file), str(file))
     with node_at(home) as node:
         result = publish_items(node, items, at=at)
@@ -135,7 +163,7 @@ def import_command(file: Path, at: str | None, home: Path | None, as_json: bool)
         )
     )
     if result.overridden:
-        echo(i18n.t("cli.catalogue.overridden", count=result.overridden))
+        echo(i18n.tn("cli.catalogue.overridden", result.overridden))
 
 
 def _item_json(entry: PublishedItem) -> dict[str, Any]:
@@ -158,11 +186,16 @@ def _item_json(entry: PublishedItem) -> dict[str, Any]:
     }
 
 
-@catalogue_group.command("list")
+@catalogue_group.command(
+    "list",
+    help=h(
+        "List the items in force: code, name, department, kind, time limits, fee, tiers.",
+        "列出现行事项：编码、名称、部门、类型、时限、收费、层级。",
+    ),
+)
 @home_option
 @json_option
 def list_command(home: Path | None, as_json: bool) -> None:
-    """List the items in force: code, name, department, kind, time limits, fee, tiers."""
     with node_at(home) as node:
         entries = list_published(node.store)
     if as_json:
@@ -189,19 +222,31 @@ def list_command(home: Path | None, as_json: bool) -> None:
     print_table(i18n.t("cli.catalogue.headers").split("|"), rows)
 
 
-@click.group("calendar")
+@click.group(
+    "calendar",
+    help=h(
+        "The working-day calendar: the chinesecalendar package plus published overrides.",
+        "工作日日历：chinesecalendar 软件包加上发布的调整。",
+    ),
+)
 def calendar_group() -> None:
-    """The working-day calendar: the chinesecalendar package plus published overrides."""
+    pass
 
 
-@calendar_group.command("import")
+@calendar_group.command(
+    "import",
+    help=h(
+        'Publish calendar overrides from JSON: years (each "complete": true for the whole '
+        "year of the State Council's notice, false for some days) and single days.",
+        '从 JSON 发布日历调整：年度安排（"complete": true 表示国务院通知的全年安排，false 表示'
+        "部分日期）和单日调整。",
+    ),
+)
 @click.argument("file", type=click.Path(path_type=Path))
 @at_option
 @home_option
 @json_option
 def calendar_import_command(file: Path, at: str | None, home: Path | None, as_json: bool) -> None:
-    """Publish calendar overrides from JSON: years (each "complete": true for the whole
-    year of the State Council's notice, false for some days) and single days."""
     overrides = parse_overrides(read_input(file), str(file))
     with node_at(home) as node:
         result = publish_calendar(node, overrides, at=at)
@@ -218,8 +263,8 @@ def calendar_import_command(file: Path, at: str | None, home: Path | None, as_js
             i18n.t(
                 "cli.calendar.published",
                 seq=result.seq,
-                years=len(result.years),
-                days=len(result.days),
+                years=i18n.tn("cli.calendar.years", len(result.years)),
+                days=i18n.tn("cli.calendar.single_days", len(result.days)),
             )
         )
         partial = [y for y in result.years if y not in result.complete]
@@ -228,17 +273,27 @@ def calendar_import_command(file: Path, at: str | None, home: Path | None, as_js
             ("cli.calendar.partial", partial),
         ):
             if years:
-                echo(i18n.t(key, years=", ".join(map(str, years))))
+                echo(i18n.tn(key, len(years), years=", ".join(map(str, years))))
     if result.overridden:
         echo(i18n.t("cli.calendar.overridden", years=", ".join(map(str, result.overridden))))
 
 
-@calendar_group.command("show")
-@click.option("--year", type=click.IntRange(1, 9999), default=None, help="One year, day by day.")
+@calendar_group.command(
+    "show",
+    help=h(
+        "Which years come from the package and which from published overrides.",
+        "哪些年份来自软件包，哪些来自发布的调整。",
+    ),
+)
+@click.option(
+    "--year",
+    type=click.IntRange(1, 9999),
+    default=None,
+    help=h("One year, day by day.", "某一年，逐日列出。"),
+)
 @home_option
 @json_option
 def calendar_show_command(year: int | None, home: Path | None, as_json: bool) -> None:
-    """Which years come from the package and which from published overrides."""
     if year is not None:
         _show_year(home, year, as_json)
         return

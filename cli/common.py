@@ -158,11 +158,12 @@ def print_table(headers: list[str], rows: list[list[Any]]) -> None:
 
 
 @contextmanager
-def node_at(home: Path | None) -> Iterator[Node]:
+def node_at(home: Path | None, *, rebuild: bool = False) -> Iterator[Node]:
     """Open the node at --home for one command and close it afterwards; warn (once, on
-    stderr) when other users can read or change its data."""
+    stderr) when other users can read or change its data. `rebuild`: only for `restore`,
+    which may make a new node.db where the old one was lost."""
     where = resolve_home(home)
-    node = open_home(where)
+    node = open_home(where, rebuild=True) if rebuild else open_home(where)  # tests patch it
     try:
         warn_if_exposed(where)
         yield node

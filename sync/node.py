@@ -16,6 +16,7 @@ import os
 import shlex
 import stat
 import tomllib
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -187,6 +188,8 @@ def init_node(
     check_node_id(node_id, tier, parent_id)
     if not name.strip():
         raise HomeError("node.name_required")
+    if parent_url is not None:
+        check_parent_url(parent_url)
     if (home / NODE_DB).exists() or _config_path(home).exists():
         raise HomeError("node.exists", home=str(home))
     signer = Signer.generate()
@@ -236,10 +239,37 @@ def init_node(
     return node
 
 
+def check_parent_url(url: str) -> None:
+    """Refuse a parent URL no sync could use: it must be http:// or https://, name a host,
+    and carry nothing but an optional port and path (no user, query or fragment)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0  # .port raises on a bad port
+    except ValueError:
+        port_ok = False
+    if (
+        not port_ok
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "@" in parts.netloc
+        or parts.query
+        or parts.fragment
+        or any(c.isspace() for c in url)
+    ):
+        raise HomeError("node.bad_parent_url", url=url)
+
+
 def open_node(
-    home: Path, *, extensions: Sequence[Extension] = (), clock: Clock | None = None
+    home: Path,
+    *,
+    extensions: Sequence[Extension] = (),
+    clock: Clock | None = None,
+    rebuild: bool = False,
 ) -> Node:
-    """Open an existing home, checking that its key is the one it was created with."""
+    """Open an existing home, checking that its key is the one it was created with.
+
+    A home whose node.db is gone (the disk died, the keys were kept) is refused, unless
+    `rebuild` (`zhibao restore`): then a new, empty database is made, marked restoring."""
     path = _config_path(home)
     if not path.exists():
         raise HomeError("node.missing", home=str(home))
@@ -256,6 +286,8 @@ def open_node(
     lost = not (home / NODE_DB).exists()
     if lost and config.tier == "city":
         raise HomeError("node.city_db_lost", home=str(home))
+    if lost and not rebuild:
+        raise HomeError("node.db_lost", home=str(home))
     if lost:
         _create_database_file(home / NODE_DB)
     store = Store(
@@ -342,6 +374,18 @@ i18n.register(
             "node.db is missing at {home}: put the latest backup of node.db back (the city has "
             "no parent to restore from).",
             "{home} 缺少 node.db：请放回最近的 node.db 备份（市级节点没有上级可供恢复）。",
+        ),
+        "node.db_lost": (
+            "node.db is missing at {home} (the keys are there): put its latest backup back, "
+            "or rebuild it from the parent with `zhibao restore`.",
+            "{home} 缺少 node.db（密钥还在）：请放回最近的 node.db 备份，"
+            "或运行 `zhibao restore` 从上级重建。",
+        ),
+        "node.bad_parent_url": (
+            "--parent-url {url} is not an address a node can sync with: give the parent's "
+            "`zhibao serve` address, such as http://192.168.1.10:8750",
+            "--parent-url {url} 不是可以同步的地址：请填写上级 `zhibao serve` 的地址，"
+            "如 http://192.168.1.10:8750",
         ),
         "key.missing": ("Key file {path} is missing.", "密钥文件 {path} 不存在。"),
         "home.too_open": (

@@ -1,8 +1,11 @@
-"""The service-item catalogue (事项目录): the item model and a pure CSV/JSON parser.
+"""The service-item catalogue (事项目录): the item model and a pure CSV/TSV/JSON parser.
 
 Bytes in, items out. A file is accepted whole or refused whole with one `CatalogueError`
 whose params name the `file`, the `line` (1-based; the CSV header is line 1; in JSON, the
-line where the item's object starts) and the `column`. Money is integer fen, converted from
+line where the item's object starts) and the `column` (as the file's header names it).
+`tiers.catalogue_files` reads a file into rows (encodings, CSV or TSV, English or Chinese
+column names, JSON); here each row is checked and made an item. Values may be written as
+a 事项清单 writes them: 即办件, 镇级, "5个工作日", 不收费. Money is integer fen, converted from
 yuan with `decimal` only, by `fen_from_yuan`/`yuan_from_fen` here and nowhere else.
 
 When `decide_tier` is blank it defaults to the lowest accepting tier, except for a forward
@@ -12,29 +15,22 @@ below the lowest accepting tier, and a forward item may not be decided at it.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, NoReturn
+from typing import Any
 
 from sync.protocol import i18n
 from sync.protocol import ids as _ids  # noqa: F401  (registers the tier words tier_label shows)
 from sync.protocol.errors import CaseError, CatalogueError, ZhibaoError
+from tiers.catalogue_files import REQUIRED, Where, at, check_keys, read_rows
 
 KINDS = ("immediate", "promised", "forward", "joint")
 # 行政许可法 第四十二条: 20 working days, which the organ's head may extend once by at most
 # 10. An item may say otherwise (`extension_days`, another law's limit; 0: no extension).
 DEFAULT_EXTENSION_DAYS = 10
 TIERS = ("village", "town", "city")  # lowest first: a tier's index is its rank
-REQUIRED = ("code", "name", "department", "kind", "promised_days")
-COLUMNS = (
-    *REQUIRED, "statutory_days", "fee", "materials", "accept_tiers", "decide_tier",
-    "extension_days",
-)  # fmt: skip
 BODY_KEYS = (*REQUIRED, "statutory_days", "fee_fen", "materials", "accept_tiers", "decide_tier")
 # Written only when not the default, so an item with the default has the body older nodes
 # verify (their check refuses a key it does not know).
@@ -44,9 +40,14 @@ _KIND_ZH = ("即办", "承诺", "上报", "联办")
 _TIER_ZH = ("村", "镇", "市")
 _KINDS = dict(zip(_KIND_ZH, KINDS, strict=True)) | {k: k for k in KINDS}
 _TIERS = dict(zip(_TIER_ZH, TIERS, strict=True)) | {t: t for t in TIERS}
-_DAYS = re.compile(r"[0-9]{1,5}")
+# as a 事项清单 writes them, for an import: 即办件, 村级 …
+_KIND_WORDS = _KINDS | {zh + "件": kind for zh, kind in zip(_KIND_ZH, KINDS, strict=True)}
+_TIER_WORDS = _TIERS | {"村级": "village", "镇级": "town", "市级": "city"}
+_NO_FEE = ("不收费", "免费", "无")
+_DAYS = re.compile(r"([0-9]{1,5})\s*(?:个工作日|工作日)?")
 _YUAN = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,2})?")
 _SEPARATORS = re.compile(r"[;；]")
+_TIER_SEPARATORS = re.compile(r"[;；、]")
 _BODY_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "promised_days": (int, "bad_days"),
     "statutory_days": ((int, type(None)), "bad_days"),
@@ -112,6 +113,9 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     "catalogue.not_tier": _PROBLEMS["bad_tier"],
     "catalogue.encoding": ("{file} is not UTF-8 or GB18030 text; save it as “CSV UTF-8”",
                            "{file} 不是 UTF-8 或 GB18030 编码的文本；请另存为“CSV UTF-8”"),
+    "catalogue.no_items": ("{file} holds no items (a header alone, or an empty list): there"
+                           " is nothing to publish",
+                           "{file} 没有任何事项（只有表头，或是空列表）：没有可发布的内容"),
     "catalogue.empty": ("{file} is empty; its first line must be the header, with {required}",
                         "{file} 是空的；第一行必须是表头，含 {required}"),
     "catalogue.csv_invalid": ("{file} line {line}: not valid CSV ({reason})",
@@ -169,8 +173,8 @@ class CatalogueItem:
         if not isinstance(body, Mapping):
             raise CatalogueError("catalogue.entry.not_object", line=None, column=None)
         code = body.get("code")
-        w = _Where("catalogue.entry.", {"code": code if isinstance(code, str) else "?"})
-        _check_keys(body, BODY_KEYS + OPTIONAL_BODY_KEYS, w, required=BODY_KEYS)
+        w = Where("catalogue.entry.", {"code": code if isinstance(code, str) else "?"})
+        check_keys(body, BODY_KEYS + OPTIONAL_BODY_KEYS, w, required=BODY_KEYS)
         for key in (*BODY_KEYS, *(k for k in OPTIONAL_BODY_KEYS if k in body)):
             types, problem = _BODY_TYPES.get(key, (str, "not_text"))
             if isinstance(body[key], bool) or not isinstance(body[key], types):
@@ -225,22 +229,14 @@ def yuan_from_fen(fen: int) -> str:
 
 
 def parse_catalogue(data: bytes, filename: str = "") -> list[CatalogueItem]:
-    """Parse a CSV or JSON catalogue, all of it or none (`CatalogueError`).
-
-    JSON when the name ends in .json, or when it does not end in .csv and the text starts
-    with `[` or `{`. Text is UTF-8 (a BOM is fine), else GB18030 as Excel saves it in China.
-    """
+    """Parse a CSV, TSV or JSON catalogue (`tiers.catalogue_files`), all of it or none
+    (`CatalogueError`); a file without a single item is refused."""
     file = filename or "catalogue"
-    text = _decode(data, file)
-    name = filename.lower()
-    if name.endswith(".json") or (not name.endswith(".csv") and text.lstrip()[:1] in ("[", "{")):
-        rows = _json_rows(text, file)
-    else:
-        rows = _csv_rows(text, file)
+    rows, names = read_rows(data, filename)
     items: list[CatalogueItem] = []
     first_line: dict[str, int] = {}
     for line, raw in rows:
-        w = _at(file, line)
+        w = at(file, line, names)
         item = _build(raw, w)
         if item.code in first_line:
             w.fail("duplicate_code", "code", value=item.code, first=first_line[item.code])
@@ -249,138 +245,10 @@ def parse_catalogue(data: bytes, filename: str = "") -> list[CatalogueItem]:
     return items
 
 
-@dataclass(frozen=True)
-class _Where:
-    """Where a value came from: the key prefix and the params that locate the message."""
-
-    prefix: str
-    at: dict[str, Any]
-
-    def fail(self, problem: str, column: str | None, **params: Any) -> NoReturn:
-        raise CatalogueError(
-            self.prefix + problem, **({"line": None} | self.at), column=column, **params
-        )
-
-
-def _at(file: str, line: int | None = None) -> _Where:
-    return _Where("catalogue.", {"file": file, "line": line})
-
-
-def _decode(data: bytes, file: str) -> str:
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16, Excel's "Unicode text"
-        _at(file).fail("encoding", None)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        try:
-            text = data.decode("gb18030")
-        except UnicodeDecodeError as exc:
-            line = data[: exc.start].count(b"\n") + 1
-            _at(file, line).fail("encoding", None)
-    return text.removeprefix("\ufeff")
-
-
-def _csv_rows(text: str, file: str) -> list[tuple[int, dict[str, Any]]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header: list[str] | None = None
-    rows: list[tuple[int, dict[str, Any]]] = []
-    end = 0
-    try:
-        for record in reader:
-            line, end = end + 1, reader.line_num  # a quoted value may span lines
-            cells = [cell.strip() for cell in record]
-            w = _at(file, line)
-            if not any(cells):
-                continue
-            if header is None:
-                header = cells
-                named = [name for name in header if name]
-                for name in named:
-                    if named.count(name) > 1:
-                        w.fail("duplicate_column", name)
-                _check_keys(named, COLUMNS, w)
-                continue
-            if any(cells[len(header) :]):
-                w.fail("too_many_values", None, count=len(cells), columns=len(header))
-            cells = (cells + [""] * len(header))[: len(header)]  # short rows: blanks at the end
-            if any(cell for name, cell in zip(header, cells, strict=True) if not name):
-                w.fail("unknown_column", "", allowed=", ".join(COLUMNS))  # under a blank heading
-            rows.append((line, {name: cell for name, cell in zip(header, cells, strict=True)}))
-    except csv.Error as exc:
-        _at(file, reader.line_num).fail("csv_invalid", None, reason=str(exc))
-    if header is None:
-        _at(file).fail("empty", None, required=",".join(REQUIRED))
-    return rows
-
-
-def _json_rows(text: str, file: str) -> list[tuple[int, dict[str, Any]]]:
-    # Never a float, even for a fee; and a key given twice is refused, not silently the last.
-    decoder = json.JSONDecoder(parse_float=Decimal, object_pairs_hook=_unique_keys)
-    try:
-        doc = decoder.decode(text)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError knows its line
-        line = getattr(exc, "lineno", None)
-        problem = "json_unreadable" if line is None else "json_invalid"
-        _at(file, line).fail(problem, None, reason=getattr(exc, "msg", str(exc)))
-    items = doc.get("items") if isinstance(doc, dict) and list(doc) == ["items"] else doc
-    if not isinstance(items, list):
-        _at(file).fail("json_shape", None)
-    rows = []
-    for start, obj in zip(_item_offsets(text, decoder), items, strict=True):
-        w = _at(file, text.count("\n", 0, start) + 1)
-        if not isinstance(obj, dict):
-            w.fail("not_object", None)
-        _check_keys(obj, COLUMNS, w)
-        rows.append((w.at["line"], obj))
-    return rows
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) < len(pairs):
-        keys = [key for key, _ in pairs]
-        raise ValueError(f"key {next(k for k in keys if keys.count(k) > 1)!r} appears twice")
-    return obj
-
-
-def _item_offsets(text: str, decoder: json.JSONDecoder) -> list[int]:
-    """Where each item of a valid `[...]` or `{"items": [...]}` document starts."""
-    i, offsets = _skip_space(text, 0), []
-    if text[i] == "{":
-        _, i = decoder.raw_decode(text, _skip_space(text, i + 1))  # the one key, "items"
-        i = _skip_space(text, _skip_space(text, i) + 1)  # past the colon
-    i += 1
-    while text[i := _skip_space(text, i)] != "]":
-        offsets.append(i)
-        _, i = decoder.raw_decode(text, i)
-        i = _skip_space(text, i)
-        i += text[i] == ","
-    return offsets
-
-
-def _skip_space(text: str, i: int) -> int:
-    while text[i] in " \t\r\n":
-        i += 1
-    return i
-
-
-def _check_keys(
-    keys: Iterable[str], allowed: tuple[str, ...], w: _Where, required: tuple[str, ...] = REQUIRED
-) -> None:
-    """Unknown keys first (likely a typo), then missing ones."""
-    present = list(keys)
-    for key in present:
-        if key not in allowed:
-            w.fail("unknown_column", key, allowed=", ".join(allowed))
-    for key in required:
-        if key not in present:
-            w.fail("missing_column", key, required=", ".join(required))
-
-
-def _build(raw: Mapping[str, Any], w: _Where, fee_fen: int | None = None) -> CatalogueItem:
+def _build(raw: Mapping[str, Any], w: Where, fee_fen: int | None = None) -> CatalogueItem:
     """Check one row (CSV text, JSON values or an entry body) and make its item."""
     code, name, department = (_text(raw[key], w, key) for key in ("code", "name", "department"))
-    kind = _KINDS.get(_text(raw["kind"], w, "kind").lower()) or w.fail(
+    kind = _KIND_WORDS.get(_text(raw["kind"], w, "kind").lower()) or w.fail(
         "bad_kind", "kind", value=raw["kind"]
     )
     promised = _days(raw["promised_days"], w, "promised_days")
@@ -388,9 +256,13 @@ def _build(raw: Mapping[str, Any], w: _Where, fee_fen: int | None = None) -> Cat
     if not _blank(raw.get("statutory_days")):
         statutory = _days(raw["statutory_days"], w, "statutory_days")
     if fee_fen is None:
-        fee_fen = 0 if _blank(raw.get("fee")) else _fee(raw["fee"], w)
+        fee = raw.get("fee")
+        fee_fen = (
+            0 if _blank(fee) or (isinstance(fee, str) and fee.strip() in _NO_FEE) else _fee(fee, w)
+        )
     accept = {
-        _tier(t, w, "accept_tiers") for t in _list(raw.get("accept_tiers"), w, "accept_tiers")
+        _tier(t, w, "accept_tiers")
+        for t in _list(raw.get("accept_tiers"), w, "accept_tiers", _TIER_SEPARATORS)
     }
     accept_tiers = tuple(tier for tier in TIERS if tier in accept) or TIERS
     lowest = accept_tiers[0]
@@ -424,7 +296,7 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _text(value: Any, w: _Where, column: str) -> str:
+def _text(value: Any, w: Where, column: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)  # a JSON code written as a number
     if not isinstance(value, str):
@@ -434,15 +306,16 @@ def _text(value: Any, w: _Where, column: str) -> str:
     return value.strip()
 
 
-def _days(value: Any, w: _Where, column: str) -> int:
+def _days(value: Any, w: Where, column: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         w.fail("bad_days", column, value=value)
-    if not _DAYS.fullmatch(str(value).strip()):
+    days = _DAYS.fullmatch(str(value).strip())
+    if not days:
         w.fail("blank" if _blank(value) else "bad_days", column, value=value)
-    return int(str(value).strip())
+    return int(days.group(1))
 
 
-def _fee(value: Any, w: _Where) -> int:
+def _fee(value: Any, w: Where) -> int:
     if isinstance(value, Decimal):
         value = format(value, "f")  # JSON 45.5 arrives as Decimal("45.5")
     elif isinstance(value, int) and not isinstance(value, bool):
@@ -452,17 +325,20 @@ def _fee(value: Any, w: _Where) -> int:
     return fen_from_yuan(value, error=CatalogueError)
 
 
-def _list(value: Any, w: _Where, column: str) -> tuple[str, ...]:
-    """A `;`/`；`-separated text, or (JSON, entry bodies) a list of texts; blanks dropped."""
+def _list(
+    value: Any, w: Where, column: str, separators: re.Pattern[str] = _SEPARATORS
+) -> tuple[str, ...]:
+    """A `;`/`；`-separated text (tiers: `、` too), or (JSON, entry bodies) a list of texts;
+    blanks dropped."""
     if _blank(value):
         return ()
     if isinstance(value, str):
-        value = _SEPARATORS.split(value)
+        value = separators.split(value)
     if not isinstance(value, list) or not all(isinstance(part, str) for part in value):
         w.fail("not_list", column, value=value)
     return tuple(part.strip() for part in value if part.strip())
 
 
-def _tier(value: Any, w: _Where, column: str) -> str:
-    tier = _TIERS.get(_text(value, w, column).lower())
+def _tier(value: Any, w: Where, column: str) -> str:
+    tier = _TIER_WORDS.get(_text(value, w, column).lower())
     return tier or w.fail("bad_tier", column, value=value)

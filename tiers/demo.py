@@ -26,7 +26,6 @@ from sync.service import ServerThread
 from sync.testing.proxy import FaultProxy, Schedule
 from tiers import demo_materials
 from tiers.cases import service as case
-from tiers.cases.labels import status_label
 from tiers.cases.service import Applicant
 from tiers.catalogue import parse_catalogue
 from tiers.city.reconcile import reconcile
@@ -45,6 +44,7 @@ VILLAGES = [
     ("330782001202", "江东村便民服务室", "flaky"),
     ("330782002201", "五星村便民服务室", "usb"),
 ]
+NAMES = dict([CITY, *TOWNS, *((v, name) for v, name, _ in VILLAGES)])
 PERIOD = "2025-10"
 PEOPLE = ["王建国", "李秀英", "张伟", "刘芳", "陈静", "杨磊", "赵敏", "黄强", "周丽", "吴刚"]
 
@@ -81,7 +81,7 @@ def build(root: Path, catalogue: bytes, say: Say) -> City:
         result = publish_items(
             node, parse_catalogue(catalogue, "catalogue.csv"), at="2025-10-08T08:30:00+08:00"
         )
-    say(i18n.t("demo.catalogue", count=result.added))
+    say(i18n.tn("demo.catalogue", result.added))
     for node_id, name in TOWNS:
         city.homes[node_id] = _child(city, node_id, name, CITY[0], root_key)
     for node_id, name, _ in VILLAGES:
@@ -153,8 +153,8 @@ def usb_exchange(city: City, village: str, say: Say) -> None:
             i18n.t(
                 "demo.usb",
                 village=village,
-                up=up.header["entries"],
-                down=down.header["entries"],
+                up=i18n.tn("demo.entries", up.header["entries"]),
+                down=i18n.tn("demo.entries", down.header["entries"]),
                 applied=sum(imported.applied.values()),
             )
         )
@@ -219,8 +219,9 @@ def town_day(node: Node, n0: int) -> list[str]:
     cid = case.accept(
         node, item_code="330782-MZ-002", applicant=_person(n0 + 8), at=day("15:00:00")
     )
-    case.extend(node, cid, 5, "需入户核查", at="2025-10-20T09:00:00+08:00",
-                approved_by="民政局局长")
+    case.extend(
+        node, cid, 5, "需入户核查", at="2025-10-20T09:00:00+08:00", approved_by="民政局局长"
+    )
     cid = case.accept(
         node, item_code="330782-RS-001", applicant=_person(n0 + 9), at=day("15:30:00")
     )
@@ -234,6 +235,7 @@ def run(root: Path, catalogue: bytes, say: Say, *, seed: int = 7) -> dict[str, A
     if root.exists() and any(root.iterdir()):
         if not marker.exists():
             raise HomeError("demo.not_empty", home=str(root))
+        say(i18n.t("demo.rebuilt", home=str(root)))
         shutil.rmtree(root)  # a previous demo city, rebuilt from scratch
     root.mkdir(parents=True, exist_ok=True)
     marker.write_text("built by `zhibao demo`; safe to delete\n", "utf-8")
@@ -316,7 +318,10 @@ def _story(city: City, say: Say) -> dict[str, Any]:
             submit_monthly(centre, PERIOD)
     say(i18n.t("demo.reports", period=PERIOD))
     sync_all(city, say)
-    return _summary(city, say) | {"forwarded": sorted(forwarded.values())}
+    return _summary(city, say) | {
+        "forwarded": sorted(forwarded.values()),
+        "decided": forwarded["flaky"],  # the case the city decided on the village's scans
+    }
 
 
 def _summary(city: City, say: Say) -> dict[str, Any]:
@@ -331,10 +336,6 @@ def _summary(city: City, say: Say) -> dict[str, Any]:
         statuses = dict(
             top.store.query("SELECT status, COUNT(*) FROM cases GROUP BY status ORDER BY status")
         )
-    for origin, count in rows:
-        say(f"  {origin:<14} {count:>5}")
-    listed = ", ".join(f"{status_label(k)} {v}" for k, v in statuses.items())
-    say(i18n.t("demo.statuses", statuses=listed))
     with city.open(CITY[0]) as top:
         figures = compute_stats(top.store, parse_period(PERIOD), "node", top.clock.now().date())
         findings = reconcile(top, PERIOD)["findings"]
@@ -354,9 +355,9 @@ def _summary(city: City, say: Say) -> dict[str, Any]:
         )
     )
     say(
-        i18n.t(
+        i18n.tn(
             "demo.reconciled",
-            findings=len(findings),
+            len(findings),
             kinds=", ".join(sorted({f["kind"] for f in findings})) or "-",
         )
     )
@@ -384,15 +385,29 @@ i18n.register(
             "评价 {rated}，满意率 {satisfaction}。",
         ),
         "demo.reconciled": (
-            "Reconciliation against the reports: {findings} finding(s) ({kinds}).",
-            "与月报核对：{findings} 项发现（{kinds}）。",
+            "Reconciliation against the reports: {count} findings ({kinds}).",
+            "与月报核对：{count} 项发现（{kinds}）。",
         ),
+        "demo.reconciled.one": (
+            "Reconciliation against the reports: {count} finding ({kinds}).",
+            "与月报核对：{count} 项发现（{kinds}）。",
+        ),
+        "demo.rebuilt": (
+            "{home} holds the city an earlier demo built: building it again from scratch.",
+            "{home} 中是以前演示建立的城市：重新建立。",
+        ),
+        "demo.entries": ("{count} entries", "{count} 条"),
+        "demo.entries.one": ("{count} entry", "{count} 条"),
         "demo.not_empty": (
             "{home} is not empty and not a demo city: choose an empty or new directory.",
             "{home} 不是空目录，也不是演示城市：请换一个空目录或新目录。",
         ),
         "demo.catalogue": (
             "City published the catalogue: {count} service items.",
+            "市中心发布事项目录：{count} 项。",
+        ),
+        "demo.catalogue.one": (
+            "City published the catalogue: {count} service item.",
             "市中心发布事项目录：{count} 项。",
         ),
         "demo.nodes": (
@@ -408,9 +423,8 @@ i18n.register(
             "  {node_id}：线路中断（{error}），重试",
         ),
         "demo.usb": (
-            "  {village}: USB stick carried {up} entries up and {down} down "
-            "({applied} new at the town).",
-            "  {village}：U 盘上行 {up} 条、下行 {down} 条（镇新增 {applied} 条）。",
+            "  {village}: USB stick carried {up} up and {down} down ({applied} new at the town).",
+            "  {village}：U 盘上行 {up}、下行 {down}（镇新增 {applied} 条）。",
         ),
         "demo.windows": (
             "Towns worked a day at their windows "
@@ -429,7 +443,6 @@ i18n.register(
             "Results came back down; {count} villages delivered them and recorded ratings.",
             "结果已下达，{count} 个村完成送达并记录评价。",
         ),
-        "demo.statuses": ("Cases at the city by status: {statuses}", "市中心办件状态：{statuses}"),
         "demo.verified": (
             "{nodes} nodes, log verify problems: {problems}; link retries: {retries}.",
             "{nodes} 个节点，日志核验问题：{problems}；线路重试：{retries} 次。",

@@ -23,9 +23,10 @@ def extensions() -> list[Extension]:
     ]  # fmt: skip
 
 
-def open_home(home: Path, *, clock: Clock | None = None) -> Node:
-    """Open a node with its projections brought up to date (`serve` may have deferred some)."""
-    node = open_node(home, extensions=extensions(), clock=clock)
+def open_home(home: Path, *, clock: Clock | None = None, rebuild: bool = False) -> Node:
+    """Open a node with its projections brought up to date (`serve` may have deferred some).
+    `rebuild`: a home that lost its node.db gets a new one, for `restore` (sync.node)."""
+    node = open_node(home, extensions=extensions(), clock=clock, rebuild=rebuild)
     try:
         node.store.catch_up()
     except BaseException:

@@ -127,7 +127,7 @@ def test_calendar_import_partial_then_whole_then_no_downgrade(city: Path, tmp_pa
     assert text.startswith("2027: not known whole; weekends plus the days 330782 published")
     whole = zhibao(city, "calendar", "import", str(_file(tmp_path, whole_2027_file(), "w.json")))
     assert whole.returncode == 0, whole.stderr
-    assert "Whole year(s), deadlines in them no longer provisional: 2027." in whole.stdout
+    assert "Whole year, deadlines in it no longer provisional: 2027." in whole.stdout
     year = json.loads(zhibao(city, "calendar", "show", "--year", "2027", "--json").stdout)
     assert (year["source"], year["known"], year["complete"]) == ("override", True, True)
     before = _log(city)

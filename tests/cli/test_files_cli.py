@@ -66,7 +66,7 @@ def test_files_database_recreated_for_a_restore_is_the_owners_only(topology: Top
     home = topology.home(TOWN)
     for name in ("node.db", "node.db-wal", "node.db-shm"):
         (home / name).unlink(missing_ok=True)
-    open_home(home).close()  # the disk died: an empty database, waiting for `restore`
+    open_home(home, rebuild=True).close()  # the disk died: an empty database, for `restore`
     assert mode(home / "node.db") == 0o600
 
 

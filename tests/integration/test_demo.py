@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.servers import ZHIBAO
 
 
 @pytest.mark.slow
@@ -56,14 +59,53 @@ def test_demo_runs_a_whole_city(tmp_path: Path) -> None:
     assert {m["state"] for m in held.values()} == {"here"}
     for path in [*opened.iterdir(), *printed.iterdir()]:
         assert hashlib.sha256(path.read_bytes()).hexdigest() == held[path.name]["sha256"]
-    again = subprocess.run(  # a previous demo city is rebuilt, not refused
-        [sys.executable, "-m", "cli.main", "demo", "--home", str(tmp_path / "city"), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    assert summary["home"] == str(tmp_path / "city")
+
+
+@pytest.mark.slow
+def test_demo_keeps_its_city_in_a_folder_and_says_how_to_explore_it(tmp_path: Path) -> None:
+    """Without --home the demo builds ./zhibao-demo where it is run, ends with its tables
+    (headed) and three commands that work as printed; run again, it rebuilds that folder."""
+    env = {"PATH": f"{Path(ZHIBAO).parent}:/usr/bin:/bin", "ZHIBAO_LANG": "en"}
+    run = subprocess.run(
+        [ZHIBAO, "demo"], capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+        env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "zhibao-demo" / "city" / "node.db").exists()
+    lines = run.stdout.splitlines()
+    heads = [
+        n
+        for n, line in enumerate(lines)
+        if line.split() in (["node", "name", "entries"], ["status", "cases"])
+    ]
+    assert len(heads) == 2 and all(set(lines[n + 1]) == {"-", " "} for n in heads)
+    assert lines[heads[0] + 2].split() == ["330782", "义乌市行政服务中心", "21"]
+    assert lines[-4] == "The city is kept in zhibao-demo. Explore it:"
+    commands = [shlex.split(line) for line in lines[-3:]]
+    assert [c[:3] for c in commands] == [["zhibao", "--home", "zhibao-demo/330782001"],
+                                         ["zhibao", "--home", "zhibao-demo/city"],
+                                         ["zhibao", "--home", "zhibao-demo/city"]]  # fmt: skip
+    said = []
+    for command in commands:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+            env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, (command, done.stderr)
+        said.append(done.stdout)
+    assert said[0].count("330782001-20251009-") == 10  # the town's day at the window
+    assert commands[1][-1] in said[1] and "330782001202" in said[1]  # decided at the city
+    assert "2025-10" in said[2] and "330782001" in said[2]
+    again = subprocess.run(
+        [ZHIBAO, "demo"], capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+        env=env,
+    )  # fmt: skip
     assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(
+        "zhibao-demo holds the city an earlier demo built: building it again from scratch."
+    )
+    assert again.stdout.splitlines()[-3:] == lines[-3:]
 
 
 def test_demo_refuses_a_directory_that_is_not_a_demo_city(tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ def test_a_relay_cuts_batches_where_signatures_prove_them(tmp_path: Path) -> Non
         extra.unlink()
     shutil.rmtree(net.home(TOWN))  # and its town is gone: restore from the city
     with serve_in_thread(net.home(CITY)) as city_url:
-        node = open_home(net.home(VILLAGE))
+        node = open_home(net.home(VILLAGE), rebuild=True)
         try:
             restored = restore_node(node, city_url)
             assert restored.heads[VILLAGE] == 1200

@@ -69,7 +69,7 @@ def test_restore_rebuilds_a_lost_town_from_the_city(synced: Synced) -> None:
     town_home = synced.home(TOWN)
     before = snapshot_home(town_home)
     lose_database(town_home)
-    with open_home(town_home) as town:
+    with open_home(town_home, rebuild=True) as town:
         summary = restore_node(town, synced.city_url)
         assert not town.store.get_meta(RESTORING)
         report = verify_log(town.store)
@@ -83,7 +83,7 @@ def test_restore_rebuilds_a_lost_town_from_the_city(synced: Synced) -> None:
 def test_restore_refuses_appends_until_caught_up(synced: Synced) -> None:
     town_home = synced.home(TOWN)
     lose_database(town_home)
-    with open_home(town_home) as town:
+    with open_home(town_home, rebuild=True) as town:
         with pytest.raises(LinkDownError):
             restore_node(town, synced.city_url, transport=CutSubtreePull())
         assert node_status(town)["restoring"]
@@ -114,7 +114,7 @@ def test_restore_refuses_a_database_that_holds_entries(synced: Synced) -> None:
 
 def test_restore_refuses_a_city_a_missing_url_and_a_non_ancestor(synced: Synced) -> None:
     lose_database(synced.home(TOWN))
-    with open_home(synced.home(TOWN)) as town:
+    with open_home(synced.home(TOWN), rebuild=True) as town:
         with pytest.raises(HomeError) as no_url:
             restore_node(town)  # the topology gives no parent URL
         assert no_url.value.key == "restore.no_url"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -150,9 +151,93 @@ def test_parse_catalogue_defaults_decide_tier(kind: str, accept: str, decide: st
     )
 
 
-def test_parse_catalogue_header_only_is_empty() -> None:
-    assert parse_catalogue(_csv(HEADER)) == []
-    assert parse_catalogue(b"[]", "c.json") == []
+@pytest.mark.parametrize(
+    ("data", "filename"),
+    [
+        pytest.param(_csv(HEADER), "catalogue.csv", id="csv-header-only"),
+        pytest.param(_csv(HEADER, "", " , ,", ""), "catalogue.csv", id="csv-header-and-blanks"),
+        pytest.param(_csv("事项编码\t事项名称\t部门\t办件类型\t承诺时限"), "清单.tsv", id="tsv"),
+        pytest.param(b"[]", "c.json", id="json-empty-list"),
+        pytest.param(b'{"items": []}', "c.json", id="json-no-items"),
+    ],
+)
+def test_parse_catalogue_refuses_a_file_without_items(
+    data: bytes, filename: str, locale: None
+) -> None:
+    err = _refusal(data, filename)
+    assert err.key == "catalogue.no_items"
+    i18n.use_locale("en")
+    assert str(err) == (
+        f"{filename} holds no items (a header alone, or an empty list): there is nothing to publish"
+    )
+    i18n.use_locale("zh")
+    assert str(err).startswith(f"{filename} 没有任何事项")
+
+
+# The shared catalogue's first items as a 事项清单 names its columns and writes its values.
+LIST_ZH = (
+    "事项编码,事项名称,实施主体,办件类型,承诺办结时限,法定办结时限,收费标准,申请材料,受理层级,决定层级",
+    "330782-JT-001,道路货物运输经营许可,交通运输局,承诺件,10个工作日,20个工作日,不收费,"
+    "申请表;营业执照;车辆行驶证;驾驶员从业资格证,镇级、市级,市级",
+    "330782-JT-002,出租汽车从业资格证注册,交通运输局,即办件,0,0,0,申请表;从业资格证;身份证,"
+    "镇、市,镇级",
+    "330782-JT-003,道路运输车辆年审,交通运输局,承诺件,3 个工作日,10,无,车辆行驶证;道路运输证,"
+    "村级；镇级；市级,镇",
+)
+
+
+def test_parse_catalogue_reads_a_list_with_chinese_headers(shared: bytes) -> None:
+    expected = parse_catalogue(shared, "catalogue.csv")[:3]
+    assert parse_catalogue(_csv(*LIST_ZH), "事项清单.csv") == expected
+    # the names `catalogue list` prints under zh read back too
+    listed = "事项编码,事项名称,部门,类型,承诺时限,法定时限,收费（元）,受理层级,决定层级"
+    rows = [row.replace(",申请表;营业执照;车辆行驶证;驾驶员从业资格证", "") for row in LIST_ZH[1:2]]
+    (item,) = parse_catalogue(_csv(listed, *rows))
+    assert item == dataclasses.replace(expected[0], materials=())
+
+
+@pytest.mark.parametrize(
+    ("header", "row", "column", "problem", "said"),
+    [
+        pytest.param("事项编码,事项名称,部门,办件类型,承诺时限,收费标准", "A,n,d,承诺件,1,十元",
+                     "收费标准", "bad_fee", "'十元' is not an amount in yuan", id="bad-fee"),
+        pytest.param("事项编码,事项名称,部门,办件类型", "A,n,d,承诺件", "承诺时限",
+                     "missing_column", "required are 事项编码、事项名称、部门、办件类型、承诺时限",
+                     id="missing-column"),
+        pytest.param("事项编码,事项名,部门,办件类型,承诺时限", "A,n,d,承诺件,1", "事项名",
+                     "unknown_column", "use 事项编码、事项名称、部门", id="unknown-column"),
+        pytest.param("事项编码,实施编码,事项名称,部门,办件类型,承诺时限", "A,A,n,d,承诺件,1",
+                     "实施编码", "duplicate_column", "appears twice", id="one-column-twice"),
+        pytest.param("事项编码,事项名称,部门,办件类型,承诺时限", "A,n,d,承诺件,1天", "承诺时限",
+                     "bad_days", "'1天' is not a number of working days", id="calendar-days"),
+    ],
+)  # fmt: skip
+def test_parse_catalogue_names_a_chinese_column_as_the_file_does(
+    header: str, row: str, column: str, problem: str, said: str, locale: None
+) -> None:
+    err = _refusal(_csv(header, row), "清单.csv")
+    assert err.key == "catalogue." + problem
+    assert err.params["column"] == column
+    i18n.use_locale("en")
+    assert f"column {column}: " in str(err) and said in str(err)
+
+
+def test_parse_catalogue_reads_tab_separated_text(shared: bytes) -> None:
+    expected = parse_catalogue(shared, "catalogue.csv")
+    tabbed = shared.decode().replace(",", "\t")
+    assert parse_catalogue(tabbed.encode(), "catalogue.txt") == expected  # told by its header
+    assert parse_catalogue(tabbed.encode("gb18030"), "目录.tsv") == expected  # Excel's text
+    assert parse_catalogue(_csv(*(r.replace(",", "\t") for r in LIST_ZH))) == expected[:3]
+    # a comma is then only a character of a value
+    (item,) = parse_catalogue(_csv(HEADER.replace(",", "\t"), GOOD_ROW.replace(",", "\t")
+                                   .replace("身份证;体检表", "身份证,复印件;体检表")))  # fmt: skip
+    assert item.materials == ("身份证,复印件", "体检表")
+
+
+def test_parse_catalogue_keeps_commas_when_the_header_has_a_tab_inside_a_name() -> None:
+    """A CSV is still a CSV when a quoted value holds a tab: the header line decides."""
+    (item,) = parse_catalogue(_csv(HEADER, GOOD_ROW.replace("健康证明办理", '"健康\t证明"')))
+    assert item.name == "健康\t证明"
 
 
 MALFORMED = [
