@@ -110,6 +110,7 @@ i18n.register(
         "cli.case.result.denied": ("denied", "不予"),
         # what each event said, for the events' note column
         "cli.case.note.materials": ("materials: {materials}", "材料：{materials}"),
+        "cli.case.note.promised": ("promised {limit}", "承诺{limit}"),
         "cli.case.note.missing": (
             "{count} items missing (listed above)",
             "告知补正 {count} 项（见上方清单）",
@@ -222,9 +223,9 @@ def event_note(ev: dict[str, Any]) -> str:
     text = body.get("reason") or body.get("note")
     if kind == "received" and body.get("materials"):
         parts.append(i18n.t("cli.case.note.materials", materials=_join(body["materials"])))
-    elif kind == "accepted":
-        parts.append(_limit({"promised_days": body.get("promised_days"), "extension_days": 0})
-                     or "")  # fmt: skip
+    elif kind == "accepted" and body.get("promised_days") is not None:
+        limit = _limit({"promised_days": body["promised_days"], "extension_days": 0})
+        parts.append(i18n.t("cli.case.note.promised", limit=limit))
     elif kind == "supplement_requested":
         count = len(body.get("missing", []))
         parts.append(i18n.tn("cli.case.note.missing", count))
