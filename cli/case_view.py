@@ -31,7 +31,6 @@ from cli.common import (
 from cli.help import h
 from sync.protocol import i18n
 from sync.protocol.errors import CaseError
-from tiers import export
 from tiers.calendar import provisional_note
 from tiers.cases import listing, views
 from tiers.cases.labels import status_label
@@ -288,6 +287,8 @@ def _render(page: listing.Page, fmt: str) -> bytes:
             ["" if r[k] is None else terminal_safe(r[k]) for k in _EXPORT] for r in page.rows
         ]
         return "".join("\t".join(cells) + "\n" for cells in lines).encode("utf-8")
+    from tiers import export  # xlsxwriter: loaded only for a file (a fifth of the start-up)
+
     for_people = fmt == "xlsx"
     rows = [_for_people(r) for r in page.rows] if for_people else page.rows
     guessed = listing.provisional_years(page.rows)

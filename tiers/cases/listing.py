@@ -5,10 +5,11 @@ indexes (tiers.cases.projection): a page is `LIMIT/OFFSET` on `received_at, case
 the count of the rest one `count(*)`. Only the rows on the page are read into Python, where
 their deadline, remaining days and warning are judged on the calendar in force.
 
-A warning (电子监察) depends on the calendar, so `--warning` narrows in SQL to a superset
-first (red: open and due before today; yellow: open and due before the (threshold + 1)-th
-working day, or paused; unaccepted: received and never accepted; undelivered: completed
-more than ten calendar days ago) and each candidate is then judged exactly.
+Red (overdue: open and due before today) is a WHERE term like the others. The other
+warnings depend on the working-day calendar, so `--warning` narrows in SQL to a superset
+first (yellow: open and due before the (threshold + 1)-th working day, or paused;
+unaccepted: received and never accepted; undelivered: completed more than ten calendar
+days ago) and each candidate is then judged exactly.
 
 Searches: `applicant` is a part of the name; `id_no` and `phone` a whole number or its last
 digits (尾号); `item` an item code or a part of its name; `node` a node id, meaning the
@@ -34,6 +35,7 @@ from tiers.provisional import case_years
 from tiers.published import work_calendar
 
 WARNINGS = ("yellow", "red", guards.UNACCEPTED, guards.UNDELIVERED)
+EXACT = frozenset({"red"})  # warnings whose SQL term is the whole rule (no row to judge)
 FULL_ID_NO = 15  # an ID number this long or longer is matched whole (an index serves it)
 FULL_PHONE = 11  # likewise a phone number (a mobile number has 11 digits)
 _OPEN = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
@@ -220,19 +222,31 @@ def find(
         if filters.warning not in WARNINGS:
             raise CaseError("case.bad_warning", warning=filters.warning)
         term, more = _candidates(filters.warning, cal, today, threshold)
-        sql = f"SELECT {_COLUMNS}{_FROM} WHERE {' AND '.join([*terms, term])}{_ORDER}"
-        matching = [
-            row
-            for row in map(judge.row, store.query(sql, (*params, *more)))
-            if row["warning"] == filters.warning
-        ]
-        end = None if limit is None else offset + limit
-        return Page(matching[offset:end], offset, len(matching))
-    where = f" WHERE {' AND '.join(terms)}" if terms else ""
-    total = store.query(f"SELECT count(*){_FROM}{where}", tuple(params))[0][0]
-    sql = f"SELECT {_COLUMNS}{_FROM}{where}{_ORDER} LIMIT ? OFFSET ?"
-    found = store.query(sql, (*params, -1 if limit is None else limit, offset))
+        terms, params = [*terms, term], [*params, *more]
+        if filters.warning not in EXACT:  # judged row by row: the page is cut from them all
+            sql = f"SELECT {_COLUMNS}{_FROM} WHERE {' AND '.join(terms)}{_ORDER}"
+            colour = filters.warning
+            matching = [r for r in map(judge.row, store.query(sql, tuple(params)))
+                        if r["warning"] == colour]  # fmt: skip
+            end = None if limit is None else offset + limit
+            return Page(matching[offset:end], offset, len(matching))
+    count_sql, page_sql = queries(terms, filters.item is not None)
+    total = store.query(count_sql, tuple(params))[0][0]
+    found = store.query(page_sql, (*params, -1 if limit is None else limit, offset))
     return Page([judge.row(r) for r in found], offset, total)
+
+
+def queries(terms: list[str], by_item: bool) -> tuple[str, str]:
+    """The count and the page for WHERE `terms`. The page picks its case ids first (from
+    an index alone where one covers the terms: sorting thousands of index entries is cheap,
+    reading thousands of rows is not), then reads those rows only."""
+    where = f" WHERE {' AND '.join(terms)}" if terms else ""
+    source = _FROM if by_item else " FROM cases c"  # only --item needs the catalogue
+    keys = f"SELECT c.case_id{source}{where}{_ORDER} LIMIT ? OFFSET ?"
+    return (
+        f"SELECT count(*){source}{where}",
+        f"SELECT {_COLUMNS}{_FROM} WHERE c.case_id IN ({keys}){_ORDER}",
+    )
 
 
 def provisional_years(rows: list[dict[str, Any]]) -> set[int]:
