@@ -202,12 +202,15 @@ def compare(
     old = dict(env, PYTHONPATH=str(before))
     for name, argv in timed:
         wall(argv, 1, old)  # the old code's bytecode cache
-        sides: dict[str, list[float]] = {"before": [], "after": []}
+        sides: dict[str, tuple[list[float], list[float]]] = {"before": ([], []), "after": ([], [])}
         for _ in range(runs):
             for side, side_env in (("before", old), ("after", env)):
-                sides[side] += wall(argv, 1, side_env)[0]
-        for side, times in sides.items():
+                times, cpus = wall(argv, 1, side_env)
+                sides[side][0].extend(times)
+                sides[side][1].extend(cpus)
+        for side, (times, cpus) in sides.items():
             figure(f"{side}_{name}_median", statistics.median(times) * 1000, "ms")
+            figure(f"{side}_{name}_cpu_median", statistics.median(cpus) * 1000, "ms")
         note(f"{name}: {' '.join(argv[1:])}")
 
 
