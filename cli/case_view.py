@@ -47,8 +47,8 @@ _EXPORT = (
 i18n.register(
     {
         "cli.case.list_headers": (
-            "case|item|status|holder|applicant|received|deadline|days left|warning",
-            "办件编号|事项|状态|经办节点|申请人|收件日期|办结期限|剩余工作日|预警",
+            "case|item|status|holder|applicant|deadline|days left|warning",
+            "办件编号|事项|状态|经办节点|申请人|办结期限|剩余工作日|预警",
         ),
         "cli.case.export_headers": (
             "case|item code|item|status|holder|received at node|applicant|phone|received"
@@ -267,7 +267,7 @@ def _print_page(page: listing.Page, wanted: listing.Filters) -> None:
     mark = " (" + i18n.t("provisional.list_mark") + ")"
     rows = [
         [c["case_id"], c["item_code"], status_label(c["status"]), c["holder"], c["applicant"],
-         (c["received_at"] or "")[:10], (c["deadline"] or "") + (mark if c["provisional"] else ""),
+         (c["deadline"] or "") + (mark if c["provisional"] else ""),
          c["remaining_days"], _warning(c)]
         for c in page.rows
     ]  # fmt: skip
