@@ -1,9 +1,10 @@
 """`case list`: the cases held here that match a search, one page at a time, in SQL.
 
 The filters (`Filters`) become one WHERE clause on the `cases` projection, served by its
-indexes (tiers.cases.projection): a page is `LIMIT/OFFSET` on `received_at, case_id`, and
-the count of the rest one `count(*)`. Only the rows on the page are read into Python, where
-their deadline, remaining days and warning are judged on the calendar in force.
+indexes (tiers.cases.projection): a page picks its case ids newest first (`received_at,
+case_id`, LIMIT/OFFSET) and then reads only those rows; the count of the rest is one
+`count(*)`. Only the rows on the page reach Python, where their deadline, remaining days
+and warning are judged on the calendar in force.
 
 Red (overdue: open and due before today) is a WHERE term like the others. The other
 warnings depend on the working-day calendar, so `--warning` narrows in SQL to a superset
