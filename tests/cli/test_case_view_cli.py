@@ -208,6 +208,11 @@ def test_case_list_exports_csv_xlsx_and_json_files(town: Path, tmp_path: Path) -
     ok_done = run(town, "case", "list", "--out", str(as_json))
     assert ok_done.returncode == 0
     assert [r["case_id"] for r in json.loads(as_json.read_text("utf-8"))] == list(reversed(made))
+    text = tmp_path / "cases.txt"  # no format of its own: the table, every case, tab-separated
+    assert run(town, "case", "list", "--out", str(text)).returncode == 0
+    lines = text.read_text("utf-8").splitlines()
+    assert lines[0].split("\t")[:3] == ["case", "item code", "item"]
+    assert [line.split("\t")[0] for line in lines[1:]] == list(reversed(made))
 
 
 def test_case_list_xlsx_without_out_writes_nothing(town: Path, tmp_path: Path) -> None:
