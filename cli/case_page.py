@@ -129,6 +129,12 @@ i18n.register(
 )
 
 
+def named(case: dict[str, Any], node_id: str) -> str:
+    """A node id with its name when the page knows it: "330782001 稠城街道"."""
+    name = case.get("node_names", {}).get(node_id)
+    return f"{node_id} {name}" if name else node_id
+
+
 def _label(name: str) -> str:
     return i18n.t(f"cli.case.field.{name}")
 
@@ -174,7 +180,8 @@ def fields(case: dict[str, Any]) -> list[tuple[str, Any]]:
         deadline += f" ({case['provisional_note']})"
     status = status_label(case["status"])
     if case["forward_to"] and case["status"] == "in_transit":
-        status = i18n.t("cli.case.in_transit_to", status=status, to=case["forward_to"])
+        status = i18n.t("cli.case.in_transit_to", status=status,
+                        to=named(case, case["forward_to"]))  # fmt: skip
     rating = channel = None
     if case["rating"] is not None:
         label = i18n.t(f"cli.case.score.{case['rating']}")
@@ -189,17 +196,19 @@ def fields(case: dict[str, Any]) -> list[tuple[str, Any]]:
     values = {
         "case": case["case_id"],
         "item": case["item_code"] + (f" {case['item_name']}" if case["item_name"] else ""),
-        "status": status, "holder": case["holder"], "origin": case["origin"],
+        "status": status, "holder": named(case, case["holder"]),
+        "origin": named(case, case["origin"]),
         "applicant": applicant.get("name"), "id_no": applicant.get("id_no"),
         "phone": applicant.get("phone"), "materials": _join(case["materials"]),
         "received": when(case["received_at"]), "accepted": when(case["accepted_at"]),
-        "accepted_by": case["accepted_by"] if case["accepted_by"] != case["holder"] else None,
+        "accepted_by": (named(case, case["accepted_by"])
+                        if case["accepted_by"] != case["holder"] else None),
         "limit": _limit(case), "deadline": deadline, "remaining": case["remaining_days"],
         "warning": i18n.t(f"cli.case.warning.{case['warning']}") if case["warning"] else None,
         "procedure": case["reason"] if case["status"] == "suspended" else None,
         "deemed": i18n.t("cli.case.deemed_yes") if case.get("deemed_accepted") else None,
         "completed": when(case["completed_at"]),
-        "completed_by": (case["completed_by"]
+        "completed_by": (named(case, case["completed_by"])
                          if case["completed_by"] not in (None, case["holder"]) else None),
         "result": i18n.t(f"cli.case.result.{case['result']}") if case["result"] else None,
         "result_note": case["note"], "delivered": when(case["delivered_at"]),

@@ -266,6 +266,7 @@ def test_case_show_prints_every_detail_a_clerk_needs(town: Path) -> None:
         ("fee (yuan)", "10.50"), ("payment receipt", "R-0001"), ("rating", "2 (satisfied)"),
         ("rating comment", "办事快"), ("rated through", "rating pad"),
         ("time limit", "5 working days"), ("accepted", "2025-09-29 10:00"),
+        ("holder", f"{TOWN} 稠城街道"),  # with the node's name
     ]:  # fmt: skip
         assert any(line.startswith(label + "  ") and line.endswith("  " + value)
                    for line in lines), (label, value, page)  # fmt: skip

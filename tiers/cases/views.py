@@ -8,6 +8,7 @@ case received and not accepted after `unaccepted_days` working days (行政许�
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from typing import Any
 
@@ -204,7 +205,24 @@ def show(node: Node, case_id: str) -> dict[str, Any]:
         rectify_days(node.config.settings),
     )  # fmt: skip
     view["attachments"] = [m.to_json() for m in materials.materials_of(node, case_id)]
+    view["node_names"] = node_names(node, view)
     return view
+
+
+def node_names(node: Node, view: dict[str, Any]) -> dict[str, str]:
+    """The names (as enrolled; this node's own from its settings) of the nodes a case
+    names: holder, origin, where it went, who accepted and completed it, event authors."""
+    named = {view[k] for k in ("holder", "origin", "forward_to", "accepted_by", "completed_by")}
+    named |= {ev["node_id"] for ev in view["events"]}
+    named.discard(None)
+    rows = node.store.query(
+        "SELECT node_id, name FROM nodes WHERE node_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(sorted(named)),),
+    )
+    names = {node_id: name for node_id, name in rows if name}
+    if node.node_id in named and node.config.name:
+        names.setdefault(node.node_id, node.config.name)
+    return names
 
 
 def list_at(
