@@ -60,6 +60,8 @@ i18n.register(
         "cli.case.sheet": ("cases", "办件"),
         "cli.case.none": ("No cases.", "没有办件。"),
         "cli.case.none_matching": ("No cases match {filters}.", "没有符合 {filters} 的办件。"),
+        "cli.case.count": ("{count} cases match.", "共 {count} 件符合条件。"),
+        "cli.case.count.one": ("1 case matches.", "共 1 件符合条件。"),
         "cli.case.none_past": (
             "No cases past the first {offset} ({count} match).",
             "前 {offset} 件之后没有办件（共 {count} 件符合）。",
@@ -257,7 +259,9 @@ def _warning(row: dict[str, Any]) -> str:
 
 def _print_page(page: listing.Page, wanted: listing.Filters) -> None:
     if not page.rows:
-        if page.total:
+        if page.total and not page.offset:  # --limit 0: how many, and nothing more
+            echo(i18n.tn("cli.case.count", page.total))
+        elif page.total:
             echo(i18n.t("cli.case.none_past", offset=page.offset, count=page.total))
         elif given := wanted.given():
             shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items())

@@ -112,6 +112,8 @@ def test_case_list_shows_a_screenful_and_counts_the_rest(town: Path) -> None:
     zh = ok(town, "case", "list", "--limit", "5", "--offset", "6", lang="zh")
     assert zh.splitlines()[-1] == "……还有 1 件：用 --offset 11 查看。"
     assert ok(town, "case", "list", "--offset", "20") == "No cases past the first 20 (12 match).\n"
+    assert ok(town, "case", "list", "--limit", "0") == "12 cases match.\n"
+    assert ok(town, "case", "list", "--limit", "0", "--phone", "0003") == "1 case matches.\n"
 
 
 def test_case_list_json_keeps_its_shape_and_lists_every_case(town: Path) -> None:
