@@ -1,15 +1,18 @@
 """How fast one node records: `node.append` rates, and `zhibao case accept` as a clerk waits for it.
 
     .venv/bin/python bench/append.py [--entries 1000] [--history 20000] [--runs 10] [--profile]
+                                     [--before REF]
 
 Figures (one per line, `name: value unit`):
 - append_one_per_txn: `node.append` with realistic ~380-byte case events, each its own
   transaction (synchronous=FULL: one fsync each), as a window clerk's commands do;
 - append_batched: the same appends, 1000 per transaction (encode, sign, check, insert,
   projections — the CPU cost without the disk);
-- cli_*: median wall time of `zhibao case accept --item CODE --applicant NAME` at a town
-  that already holds --history entries, against `python -c pass`, `import cli.main` and
-  `zhibao node show` (the start-up floor every command pays).
+- cli_*: median wall time of `zhibao case accept --item CODE --applicant NAME` and
+  `zhibao case list` at a town that already holds --history entries, against `python -c
+  pass`, `import cli.main` and `zhibao node show` (the start-up floor every command pays);
+- before_*/after_*: `case accept` and `case list` by the code of --before REF (default
+  main) and by this tree, taking turns on the same town, bytecode cached (issue #13).
 """
 
 from __future__ import annotations
@@ -132,8 +135,16 @@ def wall(argv: list[str], runs: int, env: dict[str, str]) -> tuple[list[float], 
     return times, cpus
 
 
-def bench_cli(home: Path, runs: int, cache: Path) -> None:
-    """Each command as this environment runs it, then with bytecode cached (as installed)."""
+ACCEPT = [
+    "case", "accept", "--item", ITEM, "--applicant", "王秀英", "--phone", "13857901234",
+    "--id-no", "330782196211197795", "--material", "身份证", "--material", "体检表",
+]  # fmt: skip
+
+
+def bench_cli(home: Path, runs: int, cache: Path, before: Path | None = None) -> None:
+    """Each command as this environment runs it, then with bytecode cached (as installed);
+    with `before` (a checkout of the code before the change), the same commands by both
+    codes on the same town, run by run alternately, cached."""
     plain = dict(os.environ, ZHIBAO_HOME=str(home))
     plain.pop("ZHIBAO_DEBUG", None)
     cached = dict(plain, PYTHONPYCACHEPREFIX=str(cache))
@@ -145,28 +156,8 @@ def bench_cli(home: Path, runs: int, cache: Path) -> None:
         ("node_show", [str(ZHIBAO), "node", "show"]),
     ]
     if has_case:
-        timed.append(
-            (
-                "case_accept",
-                [
-                    str(ZHIBAO),
-                    "case",
-                    "accept",
-                    "--item",
-                    ITEM,
-                    "--applicant",
-                    "王秀英",
-                    "--phone",
-                    "13857901234",
-                    "--id-no",
-                    "330782196211197795",
-                    "--material",
-                    "身份证",
-                    "--material",
-                    "体检表",
-                ],
-            )
-        )
+        timed.append(("case_accept", [str(ZHIBAO), *ACCEPT]))
+        timed.append(("case_list", [str(ZHIBAO), "case", "list"]))
     else:
         note("`zhibao case` does not exist yet: timing `zhibao log verify` instead")
         timed.append(("log_verify", [str(ZHIBAO), "log", "verify"]))
@@ -175,13 +166,52 @@ def bench_cli(home: Path, runs: int, cache: Path) -> None:
             "PYTHONDONTWRITEBYTECODE is set here: 'cli_*' recompile zhibao's sources on every "
             "run; 'cli_cached_*' use a bytecode cache, as an installed zhibao does"
         )
-    wall(timed[-1][1], 1, cached)  # fill the bytecode cache
+    for _name, argv in timed[-2:]:
+        wall(argv, 1, cached)  # fill the bytecode cache (and build any new index once)
     for mode, env in (("cli", plain), ("cli_cached", cached)):
         for name, argv in timed:
             times, cpus = wall(argv, runs, env)
             figure(f"{mode}_{name}_median", statistics.median(times) * 1000, "ms")
             figure(f"{mode}_{name}_min", min(times) * 1000, "ms")
             figure(f"{mode}_{name}_cpu_median", statistics.median(cpus) * 1000, "ms")
+    if before is not None and has_case:
+        compare(before, timed[-2:], runs, cached)
+
+
+def checkout(ref: str, into: Path) -> Path | None:
+    """The packages of `ref` (git archive of sync, tiers, cli) under `into`, or None."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "sync", "tiers", "cli"], capture_output=True
+    )
+    if archive.returncode != 0:
+        note(f"no before/after comparison: git archive {ref}: {archive.stderr.decode().strip()}")
+        return None
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", ref],
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    note(f"before: {ref} ({commit}), its sync/tiers/cli first on PYTHONPATH; after: this tree")
+    return into
+
+
+def compare(
+    before: Path, timed: list[tuple[str, list[str]]], runs: int, env: dict[str, str]
+) -> None:
+    """`before_*` and `after_*` medians of each command, the two codes taking turns run by
+    run on the same town (a shared machine's load falls on both alike), bytecode cached."""
+    old = dict(env, PYTHONPATH=str(before))
+    for name, argv in timed:
+        wall(argv, 1, old)  # the old code's bytecode cache
+        sides: dict[str, tuple[list[float], list[float]]] = {"before": ([], []), "after": ([], [])}
+        for _ in range(runs):
+            for side, side_env in (("before", old), ("after", env)):
+                times, cpus = wall(argv, 1, side_env)
+                sides[side][0].extend(times)
+                sides[side][1].extend(cpus)
+        for side, (times, cpus) in sides.items():
+            figure(f"{side}_{name}_median", statistics.median(times) * 1000, "ms")
+            figure(f"{side}_{name}_cpu_median", statistics.median(cpus) * 1000, "ms")
+        note(f"{name}: {' '.join(argv[1:])}")
 
 
 def import_breakdown(cache: Path, runs: int = 5) -> None:
@@ -243,6 +273,13 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=10, help="runs of each command (default 10)")
     parser.add_argument("--profile", action="store_true", help="profile one case accept in-process")
+    parser.add_argument(
+        "--before",
+        default="main",
+        metavar="REF",
+        help="git ref whose code the commands are also timed with, alternately (default main;"
+        " '' for none)",
+    )
     args = parser.parse_args()
     print_machine()
     with tempfile.TemporaryDirectory(prefix="zhibao-bench-") as tmp:
@@ -252,7 +289,8 @@ def main() -> None:
         figure("setup_seconds", time.perf_counter() - started, "s")
         bench_appends(home, args.entries)
         cache = Path(tmp) / "pycache"
-        bench_cli(home, args.runs, cache)
+        before = checkout(args.before, Path(tmp) / "before") if args.before else None
+        bench_cli(home, args.runs, cache, before)
         import_breakdown(cache)
         if args.profile:
             profile_accept(home)

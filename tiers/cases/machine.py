@@ -187,12 +187,59 @@ def violation_kind(key: str) -> str:
     return "guard" if key in guards.FOLD_KEYS else "illegal"
 
 
+NEW_CASE = "-"  # the case id of a case about to be received: none yet (`check` before it)
+
+
+def _refusal(
+    state: CaseState, action: str, actor: str, item: CatalogueItem | None
+) -> CaseError | None:
+    """Why `actor` may not take `action` (allowed by the status) on `state`: custody, or
+    with `item` the catalogue's tier rules; None when it may."""
+    if action == TAKE or (action == "accept" and state.status == IN_TRANSIT):
+        if actor != state.forward_to:
+            return CustodyError(
+                "case.not_target", case_id=state.case_id, node_id=actor, to=state.forward_to
+            )
+    elif actor != state.holder and not (action in _BY_ORIGIN and actor == state.origin):
+        return CustodyError(
+            "case.not_holder", case_id=state.case_id, node_id=actor, holder=state.holder
+        )
+    if item is None:
+        return None
+    tier = tier_of(actor)
+    if action == "accept" and tier not in item.accept_tiers:
+        key = "case.tier_apply_there" if state.case_id == NEW_CASE else "case.tier_accept"
+        return IllegalTransitionError(
+            key, case_id=state.case_id, item_code=item.code, tier=tier,
+            tiers=", ".join(item.accept_tiers),
+        )  # fmt: skip
+    if action == "complete" and _rank(tier) < _rank(item.decide_tier):
+        return IllegalTransitionError(
+            "case.tier_decide", case_id=state.case_id, item_code=item.code, tier=tier,
+            decide_tier=item.decide_tier,
+        )  # fmt: skip
+    return None
+
+
+def allowed_for(state: CaseState, actor: str, item: CatalogueItem | None = None) -> list[str]:
+    """What `actor` itself may record now: what the status allows, less what custody (and,
+    with `item`, the catalogue's tiers) keeps from it. A case in transit to `actor` lists
+    "accept" (taking it)."""
+    return [
+        action
+        for action in allowed_actions(state)
+        if _refusal(state, TAKE if action == "accept" and state.status == IN_TRANSIT
+                    else action, actor, item) is None
+    ]  # fmt: skip
+
+
 def check(state: CaseState, action: str, actor: str, *, item: CatalogueItem | None = None) -> None:
     """Refuse `action` by node `actor` on `state` unless the machine allows it.
 
     IllegalTransitionError when the status does not allow it (the message lists what
-    does), CustodyError when `actor` does not hold the case. With `item`, the catalogue's
-    tier rules apply too (accept: tier in accept_tiers; complete: decide_tier or above).
+    `actor` may do instead), CustodyError when `actor` does not hold the case. With `item`,
+    the catalogue's tier rules apply too (accept: tier in accept_tiers; complete:
+    decide_tier or above).
     """
     shown = "accept" if action == TAKE else action
     allowed = allowed_actions(state)
@@ -204,33 +251,16 @@ def check(state: CaseState, action: str, actor: str, *, item: CatalogueItem | No
                 "case.closed", case_id=state.case_id, status=state.status,
                 status_label=status_label(state.status), action=shown,
             )  # fmt: skip
+        mine = allowed_for(state, actor, item)
+        text = describe_actions(mine) if mine else i18n.t("case.nothing_here", holder=state.holder)
         raise IllegalTransitionError(
             "case.illegal", case_id=state.case_id, status=state.status,
-            status_label=status_label(state.status), action=shown, allowed=list(allowed),
-            allowed_text=describe_actions(allowed),
+            status_label=status_label(state.status), action=shown, allowed=mine,
+            allowed_text=text,
         )  # fmt: skip
-    if action == TAKE or (action == "accept" and state.status == IN_TRANSIT):
-        if actor != state.forward_to:
-            raise CustodyError(
-                "case.not_target", case_id=state.case_id, node_id=actor, to=state.forward_to
-            )
-    elif actor != state.holder and not (action in _BY_ORIGIN and actor == state.origin):
-        raise CustodyError(
-            "case.not_holder", case_id=state.case_id, node_id=actor, holder=state.holder
-        )
-    if item is None:
-        return
-    tier = tier_of(actor)
-    if action == "accept" and tier not in item.accept_tiers:
-        raise IllegalTransitionError(
-            "case.tier_accept", case_id=state.case_id, item_code=item.code, tier=tier,
-            tiers=", ".join(item.accept_tiers),
-        )  # fmt: skip
-    if action == "complete" and _rank(tier) < _rank(item.decide_tier):
-        raise IllegalTransitionError(
-            "case.tier_decide", case_id=state.case_id, item_code=item.code, tier=tier,
-            decide_tier=item.decide_tier,
-        )  # fmt: skip
+    refusal = _refusal(state, action, actor, item)
+    if refusal is not None:
+        raise refusal
 
 
 def check_receive(item: CatalogueItem, actor: str) -> None:
@@ -422,6 +452,15 @@ i18n.register(
             "Item {item_code} is accepted at {tiers}, not at a {tier}; forward case"
             " {case_id} instead.",
             "事项 {item_code} 由 {tiers} 受理，{tier} 不能受理；请上报办件 {case_id}。",
+        ),
+        "case.tier_apply_there": (
+            "Item {item_code} is accepted at {tiers}, not at a {tier}: the applicant applies"
+            " there.",
+            "事项 {item_code} 由 {tiers} 受理，{tier} 不能受理：请申请人到受理层级办理。",
+        ),
+        "case.nothing_here": (
+            "nothing by this node (the case is with {holder})",
+            "本节点无可记录的事项（由 {holder} 经办）",
         ),
         "case.tier_receive": (
             "Item {item_code} is received at {tiers}, not at a {tier}.",

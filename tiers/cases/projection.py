@@ -59,6 +59,13 @@ CREATE TABLE IF NOT EXISTS cases (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS cases_status ON cases (status);
 CREATE INDEX IF NOT EXISTS cases_holder ON cases (holder);
+-- for `case list` (tiers.cases.listing): newest first, by item, deadline, origin, number
+CREATE INDEX IF NOT EXISTS cases_received ON cases (received_at, case_id);
+CREATE INDEX IF NOT EXISTS cases_item ON cases (item_code);
+CREATE INDEX IF NOT EXISTS cases_due ON cases (status, deadline, received_at);
+CREATE INDEX IF NOT EXISTS cases_origin ON cases (origin);
+CREATE INDEX IF NOT EXISTS cases_id_no ON cases (json_extract(applicant, '$.id_no'));
+CREATE INDEX IF NOT EXISTS cases_phone ON cases (json_extract(applicant, '$.phone'));
 """
 
 _COLUMNS = (

@@ -24,7 +24,7 @@ from sync.protocol.errors import (
 from sync.protocol.ids import parent_of, tier_of
 from tiers.cases import entries as e
 from tiers.cases import guards
-from tiers.cases.machine import IN_TRANSIT, TAKE, CaseState, check, check_receive
+from tiers.cases.machine import IN_TRANSIT, NEW_CASE, TAKE, CaseState, check, check_receive
 from tiers.cases.projection import first_recorded, latest_written, load_case, load_events
 from tiers.catalogue import DEFAULT_EXTENSION_DAYS, CatalogueItem, fen_from_yuan, yuan_from_fen
 from tiers.published import get_item, work_calendar
@@ -191,7 +191,7 @@ def accept(
 
 def _dry_state(item: CatalogueItem, node: Node) -> CaseState:
     """A just-received case, to check acceptance before anything is appended."""
-    return CaseState("-", item.code, node.node_id, {}, [], "", node.node_id)
+    return CaseState(NEW_CASE, item.code, node.node_id, {}, [], "", node.node_id)
 
 
 def reject(node: Node, case_id: str, reason: str, at: str | None = None) -> str:

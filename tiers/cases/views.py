@@ -14,21 +14,20 @@ from typing import Any
 
 from sync.clock import local_date
 from sync.node import Node
-from sync.protocol import i18n
-from sync.protocol.errors import CaseError, CaseNotFoundError
+from sync.protocol.errors import CaseNotFoundError
 from sync.store import Store
 from tiers import materials
 from tiers.calendar import WorkCalendar
-from tiers.cases import guards
-from tiers.cases.machine import OPEN, STATUSES, allowed_actions
+from tiers.cases import guards, listing
+from tiers.cases.entries import SUPPLEMENT_REQUESTED, SUPPLIED
+from tiers.cases.machine import OPEN, allowed_actions, allowed_for
 from tiers.cases.projection import deadline_of, load_case
 from tiers.catalogue import yuan_from_fen
 from tiers.deadlines import Deadline, remaining_workdays, warning
-from tiers.provisional import case_years
 from tiers.published import get_item, work_calendar
 from tiers.rectification import DEFAULT_RECTIFY_DAYS, rectification, rectify_days
 
-WARNINGS = ("yellow", "red", guards.UNACCEPTED, guards.UNDELIVERED)
+WARNINGS = listing.WARNINGS
 DEFAULT_YELLOW_DAYS = 1
 
 
@@ -91,6 +90,7 @@ def case_view(
         }
         for ev in folded.waiting
     ]  # fmt: skip
+    here = store.owner
     remaining = None
     if deadline is not None and state.status in OPEN:
         remaining = remaining_workdays(cal, deadline, today)
@@ -116,7 +116,11 @@ def case_view(
         ),
         "remaining_days": remaining,
         "warning": _warning(
-            cal, state.status, deadline, today, threshold,
+            cal,
+            state.status,
+            deadline,
+            today,
+            threshold,
             (state.received_at, state.completed_at, state.accepted, unaccepted),
         ),
         "provisional": bool(deadline and deadline.provisional),
@@ -137,6 +141,9 @@ def case_view(
         "closed_at": state.closed_at,
         "reason": state.reason,
         "allowed": allowed_actions(state),
+        # what this node itself may record now (custody, the catalogue's tiers)
+        "allowed_here": allowed_for(state, here, item) if here else allowed_actions(state),
+        "notices": notices(events),
         "waiting": len(folded.waiting),
         "violations": [
             {"node_id": v.origin, "seq": v.seq, "type": v.type, "problem": v.key, "kind": v.kind}
@@ -163,57 +170,31 @@ def case_view(
     }
 
 
-_LIST_COLUMNS = (
-    "case_id, item_code, status, holder, origin, applicant, accepted_at, deadline, "
-    "accepted_on, paused_since, remaining_when_paused, completed_at, result, received_at"
-)
+def notices(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The 一次性告知 notices among a case's `events` that took effect, each with what was
+    missing and when it was supplied (None while it is not)."""
+    found: list[dict[str, Any]] = []
+    for ev in events:
+        if ev["standing"] != "applied":
+            continue
+        if ev["type"] == SUPPLEMENT_REQUESTED:
+            found.append(
+                {"at": ev["at"], "node_id": ev["node_id"], "missing": list(ev["body"]["missing"]),
+                 "supplied_at": None}
+            )  # fmt: skip
+        elif ev["type"] == SUPPLIED and found and found[-1]["supplied_at"] is None:
+            found[-1]["supplied_at"] = ev["at"]
+    return found
 
 
 def list_cases(
     store: Store, today: date, threshold: int, *, status: str | None = None,
     warning_filter: str | None = None, unaccepted: int = guards.DEFAULT_UNACCEPTED_DAYS,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """Cases known here, newest first, optionally only one status or one warning colour."""
-    if status is not None and status not in STATUSES:
-        raise CaseError("case.bad_status", status=status, statuses=", ".join(STATUSES))
-    if warning_filter is not None and warning_filter not in WARNINGS:
-        raise CaseError("case.bad_warning", warning=warning_filter)
-    sql = f"SELECT {_LIST_COLUMNS} FROM cases"
-    params: tuple[Any, ...] = ()
-    if status is not None:
-        sql += " WHERE status = ?"
-        params = (status,)
-    cal = work_calendar(store)
-    result = []
-    for row in store.query(sql + " ORDER BY received_at DESC, case_id DESC", params):
-        (case_id, item_code, st, holder, origin, applicant, accepted_at, due, accepted_on,
-         paused_since, remaining, completed_at, outcome, received_at) = row  # fmt: skip
-        years: list[int] = []
-        deadline = None
-        if accepted_at is not None:
-            # read again on the calendar in force (tiers.provisional): a year published whole
-            # since, or an old arrangement read as the days it lists, counts at once
-            years = case_years(cal, accepted_on, due, paused_since)
-            deadline = Deadline(
-                date.fromisoformat(due) if due else None,
-                frozenset(years),
-                date.fromisoformat(paused_since) if paused_since else None,
-                remaining,
-            )
-        late = (received_at, completed_at, accepted_at is not None, unaccepted)
-        colour = _warning(cal, st, deadline, today, threshold, late)
-        if warning_filter is not None and colour != warning_filter:
-            continue
-        result.append(
-            {
-                "case_id": case_id, "item_code": item_code, "status": st, "holder": holder,
-                "origin": origin, "applicant": json.loads(applicant).get("name"),
-                "accepted_at": accepted_at, "deadline": due, "warning": colour,
-                "provisional": bool(years), "completed_at": completed_at,
-                "result": outcome, "provisional_years": years,
-            }
-        )  # fmt: skip
-    return result
+    """Cases known here, newest first, optionally only one status or one warning colour
+    (every one of them: `tiers.cases.listing.find` pages and searches)."""
+    wanted = listing.Filters(status=status, warning=warning_filter)
+    return listing.find(store, today, threshold, wanted, unaccepted=unaccepted).rows
 
 
 def show(node: Node, case_id: str) -> dict[str, Any]:
@@ -224,7 +205,24 @@ def show(node: Node, case_id: str) -> dict[str, Any]:
         rectify_days(node.config.settings),
     )  # fmt: skip
     view["attachments"] = [m.to_json() for m in materials.materials_of(node, case_id)]
+    view["node_names"] = node_names(node, view)
     return view
+
+
+def node_names(node: Node, view: dict[str, Any]) -> dict[str, str]:
+    """The names (as enrolled; this node's own from its settings) of the nodes a case
+    names: holder, origin, where it went, who accepted and completed it, event authors."""
+    named = {view[k] for k in ("holder", "origin", "forward_to", "accepted_by", "completed_by")}
+    named |= {ev["node_id"] for ev in view["events"]}
+    named.discard(None)
+    rows = node.store.query(
+        "SELECT node_id, name FROM nodes WHERE node_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(sorted(named)),),
+    )
+    names = {node_id: name for node_id, name in rows if name}
+    if node.node_id in named and node.config.name:
+        names.setdefault(node.node_id, node.config.name)
+    return names
 
 
 def list_at(
@@ -238,16 +236,12 @@ def list_at(
     )  # fmt: skip
 
 
-i18n.register(
-    {
-        "case.bad_status": (
-            "'{status}' is not a case status; use one of {statuses}.",
-            "“{status}”不是办件状态；可用 {statuses}。",
-        ),
-        "case.bad_warning": (
-            "'{warning}' is not a warning; use yellow, red, unaccepted or undelivered.",
-            "“{warning}”不是预警级别；可用 yellow（黄灯）、red（红灯）、unaccepted（未受理）"
-            "或 undelivered（未送达）。",
-        ),
-    }
-)
+def find_at(
+    node: Node, filters: listing.Filters, limit: int | None = None, offset: int = 0
+) -> listing.Page:
+    """`listing.find` for today at this node."""
+    today, threshold = judging_day(node)
+    return listing.find(
+        node.store, today, threshold, filters, limit=limit, offset=offset,
+        unaccepted=unaccepted_days(node),
+    )  # fmt: skip
