@@ -158,6 +158,7 @@ def monthly_command(period: str, at: str | None, home: Path | None, as_json: boo
     "out",
     type=click.Path(path_type=Path),
     default=None,
+    metavar="FILE",
     help=h("Write to FILE instead of standard output.", "写入文件 FILE，而不是标准输出。"),
 )
 @click.option(
