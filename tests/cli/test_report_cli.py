@@ -379,3 +379,12 @@ def test_reconcile_table_fits_and_names_kinds_in_chinese(homes: dict[str, Path])
     assert listed["findings"][0]["kind"] == "missing_report"  # JSON keeps the key
     kinds = {f["kind"] for f in listed["findings"]}
     assert not any(kind in "\n".join(chinese) for kind in kinds)
+
+
+def test_stats_note_follows_the_withdrawn_setting(homes: dict[str, Path], tmp_path: Path) -> None:
+    work = tmp_path / "net"
+    shutil.copytree(homes[CITY].parent, work)
+    toml = work / CITY / "node.toml"
+    toml.write_text(toml.read_text("utf-8") + "completion_counts_withdrawn = false\n", "utf-8")
+    lines = _lines(ok(work / CITY, "stats", "--period", "2025-10"))
+    assert "completion rate = completed ÷ (carried over + accepted − withdrawn)" in lines
