@@ -19,6 +19,7 @@ from typing import Any
 import openpyxl
 import pytest
 
+from cli.common import display_width
 from tests.support.servers import ZHIBAO, cli_env
 from tests.support.topology import (
     CITY,
@@ -110,7 +111,10 @@ def test_hostile_tables_and_logs_are_inert(network: dict[str, Any], holder: str)
     assert "\\x1b]0;pwned\\x07" in inert(ok(home, "catalogue", "list"))
     assert "HYPERLINK" in inert(ok(home, "log", "show", "--origin", VILLAGE))
     assert "\\u202e" in inert(ok(home, "log", "show", "--origin", TOWN))  # the enrolment
-    assert "\\x1b[31m" in inert(ok(home, "stats", "--by", "node"))
+    table = inert(ok(home, "stats", "--by", "node"))  # the default table cuts a long name
+    assert all(display_width(line) <= 100 for line in table.splitlines())
+    assert '=HYPERLINK("http' in table and "…" in table
+    assert "\\x1b[31m" in inert(ok(home, "stats", "--by", "node", "--wide"))  # whole
     assert "\\x1b[31m" in inert(ok(home, "status"))  # the network table names the village
 
 

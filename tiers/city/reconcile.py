@@ -55,6 +55,7 @@ from sync.store import Store
 from tiers import materials, report_parts, steps
 from tiers.cases.machine import IN_TRANSIT, OPEN, violation_kind
 from tiers.city import supervision
+from tiers.city.finding_kinds import words
 from tiers.complaints.projection import violations_in as complaint_violations
 from tiers.figures import COUNT_FIELDS, Counts, Period, parse_period
 from tiers.provisional import calendar_missing, period_years
@@ -99,7 +100,7 @@ class Finding:
 
     def to_json(self) -> dict[str, Any]:
         key = self.message or f"finding.{self.kind}"
-        detail = i18n.t(key, node_id=self.node_id, **self.evidence)
+        detail = i18n.t(key, node_id=self.node_id, **self.evidence, **words(self.evidence))
         return {"kind": self.kind, "node_id": self.node_id, "detail": detail,
                 "evidence": self.evidence}  # fmt: skip
 
@@ -386,19 +387,19 @@ i18n.register(
         "finding.report_mismatch": (
             "{node_id} reported {field} = {reported} for the month; the entries give {computed}"
             " (report #{report_seq}).",
-            "{node_id} 月报中 {field} 为 {reported}，"
+            "{node_id} 月报中{field_name}为 {reported}，"
             "按日志重算为 {computed}（报表 #{report_seq}）。",
         ),
         "finding.report_mismatch_part": (
             "{node_id} reported {field} = {reported} for {part} {key}; the entries give"
             " {computed} (report #{report_seq}).",
-            "{node_id} 月报按{part}分列的 {key} 中 {field} 为 {reported}，"
+            "{node_id} 月报按{part_name}分列的 {key} 中{field_name}为 {reported}，"
             "按日志重算为 {computed}（报表 #{report_seq}）。",
         ),
         "finding.report_inconsistent": (
             "{node_id}'s report by {part} adds up to {field} = {parts_sum}, but its total"
             " states {total} (report #{report_seq}).",
-            "{node_id} 月报按{part}分列的 {field} 合计为 {parts_sum}，"
+            "{node_id} 月报按{part_name}分列的{field_name}合计为 {parts_sum}，"
             "与其总计 {total} 不符（报表 #{report_seq}）。",
         ),
         "finding.backdated_step": (

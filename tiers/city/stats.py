@@ -9,8 +9,9 @@ It runs on whatever logs the node holds: at the city, every log of the network.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
+from pathlib import PurePath
 from typing import Any
 
 from sync import trust
@@ -21,7 +22,18 @@ from sync.store import Store
 from tiers import export
 from tiers.catalogue import kind_label, tier_label, yuan_from_fen
 from tiers.complaints.figures import add_complaints
-from tiers.figures import Counts, Facts, KeyOf, Period, derive, node_key, tally, total
+from tiers.figures import (
+    Counts,
+    Facts,
+    KeyOf,
+    Period,
+    derive,
+    judged_as_of,
+    node_key,
+    parse_period,
+    tally,
+    total,
+)
 from tiers.provisional import period_years, provisional_figures
 from tiers.published import list_items, work_calendar
 from tiers.report_parts import UNKNOWN_KIND, node_part_key
@@ -29,15 +41,24 @@ from tiers.reports import backfill, load_facts
 
 BY = ("node", "tier", "item", "department", "kind")
 FORMATS = ("table", "json", "csv", "xlsx")
+# The format a file's name implies (`--out` without `--format`); a text table is tab-separated.
+SUFFIXES = {".csv": "csv", ".xlsx": "xlsx", ".json": "json", ".txt": "table", ".tsv": "table"}
 TOTAL_KEY = "total"
 
-# The columns of the table (JSON keys; labels via i18n "stats.col.*").
+# The columns of `stats --wide` (JSON keys; labels via i18n "stats.col.*"); the default table
+# is the few that fit 100 terminal columns: completion_rate with its denominator (carried
+# over + accepted) and overdue both ways (closed late; open past the deadline).
 COLUMNS = (
-    "key", "label", "received", "accepted", "completed", "completion_rate", "on_time", "early",
-    "overdue", "open_overdue", "on_time_rate", "avg_days", "speedup", "rated",
-    "satisfaction_rate", "bad_ratings", "complaints", "complaint_closure_rate", "rating_rate",
-    "fees_assessed_fen", "fees_paid_fen", "step_on_time_rate",
+    "key", "label", "received", "open_at_start", "accepted", "completed", "completion_rate",
+    "on_time", "early", "overdue", "open_overdue", "on_time_rate", "avg_days", "speedup",
+    "rated", "satisfaction_rate", "bad_ratings", "complaints", "complaint_closure_rate",
+    "rating_rate", "fees_assessed_fen", "fees_paid_fen", "step_on_time_rate",
 )  # fmt: skip
+DEFAULT_COLUMNS = (
+    "key", "label", "open_at_start", "accepted", "completed", "completion_rate", "overdue",
+    "open_overdue",
+)  # fmt: skip
+ROW_NAME = ("key", "label")  # every table and file starts with these
 # CSV and XLSX carry every key of a JSON row, the table's first, in the same order.
 FILE_COLUMNS = (
     *COLUMNS,
@@ -137,9 +158,50 @@ def _file_columns(result: dict[str, Any]) -> tuple[str, ...]:
     return (*FILE_COLUMNS, *sorted(extra))
 
 
-def headers(columns: tuple[str, ...] = COLUMNS) -> list[str]:
-    """Column labels in the reader's language (the JSON key where none is registered)."""
-    return [i18n.t("stats.col." + c) if i18n.has("stats.col." + c) else c for c in columns]
+def format_for(fmt: str | None, out_name: str | None, as_json: bool) -> str:
+    """The output format: `--format`, else `--json`, else the `--out` file's suffix (`.csv`,
+    `.xlsx`, `.json`, `.txt`/`.tsv` for the tab-separated table), else the terminal table.
+    An `--out` name with another suffix is refused rather than guessed."""
+    if fmt is not None:
+        return fmt
+    if as_json:
+        return "json"
+    if out_name is None:
+        return "table"
+    suffix = PurePath(out_name).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ReportError("stats.unknown_suffix", name=PurePath(out_name).name,
+                          suffixes=", ".join(SUFFIXES), formats="|".join(FORMATS))  # fmt: skip
+    return SUFFIXES[suffix]
+
+
+def choose_columns(fmt: str, wide: bool, listed: str | None) -> tuple[str, ...] | None:
+    """The columns shown: `--columns K,K,…` (JSON keys, after the key and the name), else every
+    table column with `--wide`, else the default table; None for a file that carries every
+    key (CSV, XLSX without `--columns`). JSON always has every key (DESIGN §7)."""
+    if wide and listed is not None:
+        raise ReportError("stats.wide_and_columns")
+    if listed is not None and fmt == "json":
+        raise ReportError("stats.columns_json")
+    if listed is not None:
+        names = [name.strip() for name in listed.split(",") if name.strip()]
+        unknown = [name for name in names if name not in FILE_COLUMNS]
+        if unknown or not names:
+            raise ReportError("stats.bad_columns", given=", ".join(unknown) or listed,
+                              allowed=", ".join(FILE_COLUMNS))  # fmt: skip
+        return (*ROW_NAME, *dict.fromkeys(n for n in names if n not in ROW_NAME))
+    if fmt != "table":
+        return None
+    return COLUMNS if wide else DEFAULT_COLUMNS
+
+
+def headers(columns: Sequence[str] = COLUMNS, by: str | None = None) -> list[str]:
+    """Column labels in the reader's language (the JSON key where none is registered); with
+    `by`, the first column is named for what the rows are (node, item …)."""
+    shown = [i18n.t("stats.col." + c) if i18n.has("stats.col." + c) else c for c in columns]
+    if by is not None and columns and columns[0] == "key":
+        shown[0] = i18n.t("stats.by." + by)
+    return shown
 
 
 def _shown(column: str, value: Any) -> str:
@@ -152,47 +214,88 @@ def _shown(column: str, value: Any) -> str:
     return str(value)
 
 
-def table_rows(result: dict[str, Any]) -> list[list[str]]:
-    """Rows for a terminal table (rates as percentages, money in yuan, `-` for undefined)."""
-    return [[_shown(c, row.get(c)) for c in COLUMNS] for row in _all_rows(result)]
+def table_columns(result: dict[str, Any], columns: Sequence[str]) -> tuple[str, ...]:
+    """`columns` without the name column when every row's name is its key (a department)."""
+    if all(row["label"] == row["key"] for row in result["rows"]):
+        return tuple(c for c in columns if c != "label")
+    return tuple(columns)
 
 
-def _table(result: dict[str, Any], *, for_tools: bool) -> export.Table:
+def table_rows(result: dict[str, Any], columns: Sequence[str] = COLUMNS) -> list[list[str]]:
+    """Rows for a terminal table (rates as percentages, money in yuan, `-` for undefined);
+    the last, the total, is named in the key column."""
+    rows = [[_shown(c, row.get(c)) for c in columns] for row in result["rows"]]
+    total = result["total"]
+    named = {"key": total["label"], "label": ""}
+    return [*rows, [named[c] if c in named else _shown(c, total.get(c)) for c in columns]]
+
+
+def table_notes(
+    result: dict[str, Any], columns: Sequence[str], today: date, *, withdrawn_in_base: bool,
+    default: bool,
+) -> list[str]:  # fmt: skip
+    """The lines under the table: what the rate is a share of and what each overdue counts
+    (with the day open cases were judged at), and, under the default table, how to see more."""
+    label = dict(zip(columns, headers(columns), strict=True)) | {
+        c: i18n.t("stats.col." + c) for c in ("open_at_start", "accepted", "completed", "withdrawn")
+    }
+    notes = []
+    if "completion_rate" in columns:
+        key = "stats.note.completion_rate" + ("" if withdrawn_in_base else "_net")
+        notes.append(i18n.t(key, rate=label["completion_rate"], completed=label["completed"],
+                            carried=label["open_at_start"], accepted=label["accepted"],
+                            withdrawn=label["withdrawn"]))  # fmt: skip
+    if "overdue" in columns:
+        notes.append(i18n.t("stats.note.overdue", overdue=label["overdue"]))
+    if "open_overdue" in columns:
+        day = judged_as_of(parse_period(result["period"]), today)
+        notes.append(i18n.t("stats.note.open_overdue", open_overdue=label["open_overdue"],
+                            day=day))  # fmt: skip
+    if default:
+        notes.append(i18n.t("stats.note.more"))
+    return notes
+
+
+def _table(
+    result: dict[str, Any], *, for_tools: bool, columns: Sequence[str] | None = None
+) -> export.Table:
     """For tools (CSV) every row names its period first and the provisional years last; a
-    workbook has one sheet per period and says the provisional years under the table."""
-    columns = _file_columns(result)
+    workbook has one sheet per period and says the provisional years under the table.
+    `columns`: the chosen ones (`--columns`), else every key."""
+    chosen = tuple(columns) if columns is not None else _file_columns(result)
     rows: list[dict[str, Any]] = _all_rows(result)
     if for_tools:
         guessed = ";".join(str(year) for year in result.get("provisional", []))
         rows = [{"period": result["period"], **r, "provisional": guessed} for r in rows]
-        columns = ("period", *columns, "provisional")
+        chosen = ("period", *chosen, "provisional")
     formats = {c: export.PERCENT for c in RATES} | {c: export.MONEY for c in MONEY}
     formats |= {c: export.DAYS for c in DAYS}
     note = provisional_figures(result["provisional"]) if result.get("provisional") else None
     return export.Table(
-        name=result["period"], columns=columns, headers=headers(columns), rows=rows,
+        name=result["period"], columns=chosen, headers=headers(chosen), rows=rows,
         formats=formats, note=note, widths={0: 14, 1: 24}, frozen_columns=2,
     )  # fmt: skip
 
 
-def to_csv(result: dict[str, Any]) -> bytes:
+def to_csv(result: dict[str, Any], columns: Sequence[str] | None = None) -> bytes:
     """CSV for Excel and for tools (`tiers.export`): the JSON keys as header, with the period
-    first and the provisional years last."""
-    return export.to_csv(_table(result, for_tools=True))
+    first and the provisional years last; every key, or the `columns` chosen."""
+    return export.to_csv(_table(result, for_tools=True, columns=columns))
 
 
-def to_xlsx(result: dict[str, Any]) -> bytes:
+def to_xlsx(result: dict[str, Any], columns: Sequence[str] | None = None) -> bytes:
     """An XLSX workbook (`tiers.export`): one sheet named for the period, headers in the
-    reader's language, rates as percentages and money in yuan."""
-    return export.to_xlsx(_table(result, for_tools=False))
+    reader's language, rates as percentages and money in yuan; every key, or `columns`."""
+    return export.to_xlsx(_table(result, for_tools=False, columns=columns))
 
 
 _COLUMN_LABELS = {
     "key": ("key", "编码"), "label": ("name", "名称"), "received": ("received", "收件量"),
     "accepted": ("accepted", "受理量"), "completed": ("completed", "办结量"),
     "completion_rate": ("completion rate", "办结率"), "on_time": ("on time", "按时办结"),
-    "early": ("early", "提前办结"), "overdue": ("overdue", "超期办结"),
-    "open_overdue": ("open overdue", "在办超期"), "on_time_rate": ("on-time rate", "按时办结率"),
+    "early": ("early", "提前办结"), "overdue": ("closed overdue", "超期办结"),
+    "open_overdue": ("open past deadline", "在办超期"),
+    "on_time_rate": ("on-time rate", "按时办结率"),
     "avg_days": ("avg days", "平均办结天数"), "speedup": ("speed-up", "提速率"),
     "rated": ("rated", "评价数"), "satisfaction_rate": ("satisfaction", "满意率"),
     "complaints": ("complaints", "投诉数"), "bad_ratings": ("bad ratings", "差评数"),
@@ -207,11 +310,12 @@ _COLUMN_LABELS = {
     "days_used_total": ("working days used", "用时合计"),
     "days_promised_total": ("working days promised", "承诺时限合计"),
     "satisfied": ("satisfied", "满意数"),
-    "overdue_total": ("overdue, all", "超期合计"),
+    "overdue_total": ("overdue, closed and open", "超期合计"),
     "speedup_statutory": ("speed-up vs statutory", "提速率（法定）"),
     "promise_compression": ("promise compression", "承诺压缩率"),
     "rejected": ("rejected", "不予受理"), "withdrawn": ("withdrawn", "撤件"),
-    "carried_out": ("carried out", "结转下月"),
+    "carried_out": ("carried forward", "结转下期"),
+    "open_at_start": ("carried over", "上期结转"),
     "statutory_completed": ("completed with statutory limit", "有法定时限办结"),
     "statutory_days_used": ("their days used", "其用时"),
     "statutory_days_promised": ("their days promised", "其承诺时限"),
@@ -221,9 +325,18 @@ _COLUMN_LABELS = {
     "step_days_allowed": ("step days allowed", "环节时限"),
     "steps_open_late": ("steps open late", "环节在办超时"),
     "period": ("period", "统计期"), "provisional": ("provisional years", "暂定年份"),
+    "complaints_open_at_start": ("complaints carried over", "上期结转投诉"),
+    "complaints_closed_on_time": ("complaints closed on time", "投诉按时办结数"),
+    "completed_rated": ("completed and rated", "办结已评价"),
+    "complaint_on_time_rate": ("complaint on-time rate", "投诉按时办结率"),
+}  # fmt: skip
+_BY_LABELS = {
+    "node": ("node", "节点"), "tier": ("tier", "层级"), "item": ("item", "事项"),
+    "department": ("department", "部门"), "kind": ("kind", "办件类型"),
 }  # fmt: skip
 i18n.register(
     {f"stats.col.{k}": v for k, v in _COLUMN_LABELS.items()}
+    | {f"stats.by.{k}": v for k, v in _BY_LABELS.items()}
     | {
         "stats.total": ("total", "合计"),
         "stats.bad_setting": (
@@ -233,9 +346,47 @@ i18n.register(
         "stats.bad_by": (
             "--by must be one of {allowed}, not {by}.", "--by 须为 {allowed} 之一，不能是 {by}。"
         ),
+        "stats.unknown_suffix": (
+            "Cannot tell the format from the name {name}: end it in one of {suffixes}, or give"
+            " --format {formats}.",
+            "无法从文件名 {name} 判断格式：请以 {suffixes} 之一结尾，或用 --format {formats}"
+            " 指定。",
+        ),
+        "stats.wide_and_columns": (
+            "Give --wide (every table column) or --columns K,K,… (the ones you name), not both.",
+            "--wide（全部列）与 --columns K,K,…（指定列）只能选一个。",
+        ),
+        "stats.columns_json": (
+            "--columns chooses the columns of a table, CSV or XLSX; JSON always has every key.",
+            "--columns 用于选择表格、CSV 或 XLSX 的列；JSON 总是包含全部键。",
+        ),
+        "stats.bad_columns": (
+            "No such column: {given}. The columns are the keys of stats --json: {allowed}.",
+            "没有这一列：{given}。可选的列即 stats --json 的键：{allowed}。",
+        ),
+        "stats.note.completion_rate": (
+            "{rate} = {completed} ÷ ({carried} + {accepted})",
+            "{rate} = {completed} ÷（{carried} + {accepted}）",
+        ),
+        "stats.note.completion_rate_net": (
+            "{rate} = {completed} ÷ ({carried} + {accepted} − {withdrawn})",
+            "{rate} = {completed} ÷（{carried} + {accepted} − {withdrawn}）",
+        ),
+        "stats.note.overdue": (
+            "{overdue}: completed in the period, after the deadline.",
+            "{overdue}：本期办结，办结时已超过时限。",
+        ),
+        "stats.note.open_overdue": (
+            "{open_overdue}: still open at the close of {day}, and past the deadline then.",
+            "{open_overdue}：截至 {day} 日终仍在办，且已超过时限。",
+        ),
+        "stats.note.more": (
+            "More columns: --wide, or --columns with keys of --json (e.g. on_time,avg_days).",
+            "更多列：--wide，或 --columns 加 --json 中的键（如 on_time,avg_days）。",
+        ),
         "stats.title": (
             "Statistics for {period} ({start} to {end}), by {by}",
-            "{period} 统计（{start} 至 {end}），按 {by}",
+            "{period} 统计（{start} 至 {end}），按{by}",
         ),
     }
 )  # fmt: skip
