@@ -176,7 +176,11 @@ def print_status(info: dict[str, Any], now: datetime, *, calendar_line: str) -> 
             waiting = info["backlog_by_origin"].get(origin)
             row += [acked.get(origin, "-"), waiting if waiting else ""]
         rows.append(row)
-    print_table([i18n.t(f"status.col.{h}") for h in headers], rows)
+    indent = "  "  # under its heading, apart from the network's rows (also node ids)
+    print_table(
+        [indent * (i == 0) + i18n.t(f"status.col.{h}") for i, h in enumerate(headers)],
+        [[indent + str(row[0]), *row[1:]] for row in rows],
+    )
     for fork in info["forks"]:
         state = i18n.t(f"fork.state.{fork.get('state') or 'unresolved'}")
         echo(i18n.t("status.fork", **{**fork, "state": state}))
