@@ -11,6 +11,9 @@ import subprocess
 
 import pytest
 
+from cli.sync import _ServeLog
+from sync.protocol.errors import LinkDownError
+from sync.round import RoundSummary
 from tests.conftest import MakeTopology
 from tests.support.servers import ZHIBAO, cli_env, serve_in_thread, zhibao
 from tests.support.topology import CITY, TOWN, VILLAGE, Topology, append_notes
@@ -69,3 +72,24 @@ def test_status_labels_and_tables_in_chinese(net: Topology) -> None:
              "last heard", "entries", "forwards", "yellow/red", "network:")  # fmt: skip
     for word in words:
         assert not re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", chinese), word
+
+
+def test_serve_log_says_when_the_link_works_again(capsys: pytest.CaptureFixture[str]) -> None:
+    """serve's background sync: a failure (its wait never "0 s"), then the first round
+    that gets through says so, and what it moved; every line stamped."""
+    url = "http://127.0.0.1:9"
+    said = _ServeLog()
+    said.error(LinkDownError("link.down", url=url, detail="ConnectError"), 0.04)
+    said.error(LinkDownError("link.down", url=url, detail="ConnectError"), 1.5)
+    said.round(RoundSummary(peer=url, pushed=1, pushed_bytes=300))
+    said.round(RoundSummary(peer=url))  # nothing moved, nothing to say
+    lines = capsys.readouterr().err.splitlines()
+    assert all(re.match(rf"{STAMP} zhibao: ", line) for line in lines), lines
+    assert [line.split(" zhibao: ", 1)[1] for line in lines] == [
+        f"link problem: cannot reach {url} (ConnectError); nothing was lost, try again later;"
+        " retrying in 0.1 s",
+        f"link problem: cannot reach {url} (ConnectError); nothing was lost, try again later;"
+        " retrying in 1.5 s",
+        f"the link to {url} works again (after 2 failed rounds)",
+        f"Synced with {url}: 1 entry up, 0 entries down (300 B on the wire).",
+    ]
