@@ -160,8 +160,8 @@ def version() -> str:
 
 def health(node: Node) -> dict[str, Any]:
     """`GET /v1/health`: what a monitor needs and nothing else — no name, no URL, no
-    error text (it may name hosts), no case data; all of it a stranger could learn from
-    `/v1/time` and the node id's public division code, but the version and two figures."""
+    error text (it may name hosts), no case data. The node id is public (a division code,
+    which `/v1/time` says too); beyond it a stranger learns the version and two figures."""
     return {
         "ok": True,
         "node_id": node.node_id,
