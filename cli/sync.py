@@ -74,10 +74,6 @@ i18n.register(
             "连接问题：{error}；{wait}后重试",
         ),
         "sync.pushing": ("pushing entries", "正在上传条目"),
-        "serve.started": (
-            "zhibao {version} serving node {node_id} on {url}",
-            "zhibao {version} 为节点 {node_id} 提供服务，地址 {url}",
-        ),
         "serve.round": ("{line}", "{line}"),
         "serve.plain": (
             "--plain: this node takes and sends sync bodies in the clear (names, ID numbers, "
@@ -240,8 +236,6 @@ def serve_command(
     bound = sock.getsockname()
     click.echo(i18n.t("serve.listening", node_id=node_id, url=f"http://{host}:{bound[1]}"))
     sys.stdout.flush()
-    log_line("serve.started", node_id=node_id, url=f"http://{host}:{bound[1]}",
-             version=link.version())  # fmt: skip
     if plain:
         log_line("serve.plain")
     said = _ServeLog()
