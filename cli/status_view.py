@@ -10,7 +10,6 @@ from typing import Any
 
 import click
 
-import cli.fork  # noqa: F401  (registers the fork states' words)
 from cli.common import display_width, echo, print_table
 from sync import link
 from sync.protocol import i18n
@@ -181,6 +180,8 @@ def print_status(info: dict[str, Any], now: datetime, *, calendar_line: str) -> 
         [indent * (i == 0) + i18n.t(f"status.col.{h}") for i, h in enumerate(headers)],
         [[indent + str(row[0]), *row[1:]] for row in rows],
     )
+    if info["forks"]:
+        import cli.fork  # noqa: F401  (the fork states' words; loaded only when needed)
     for fork in info["forks"]:
         state = i18n.t(f"fork.state.{fork.get('state') or 'unresolved'}")
         echo(i18n.t("status.fork", **{**fork, "state": state}))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from functools import cache
-from importlib import metadata
 from typing import Any
 
 from sync import receipts
@@ -152,6 +151,8 @@ def backlog(node: Node) -> dict[str, int]:
 
 @cache
 def version() -> str:
+    from importlib import metadata  # ~15 ms to import: only the health check asks
+
     try:
         return metadata.version("zhibao")
     except metadata.PackageNotFoundError:

@@ -17,6 +17,7 @@ from sync.round import RoundSummary
 from tests.conftest import MakeTopology
 from tests.support.servers import ZHIBAO, cli_env, serve_in_thread, zhibao
 from tests.support.topology import CITY, TOWN, VILLAGE, Topology, append_notes
+from tests.sync.test_forks_resolve import make_fork
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d"
 
@@ -93,3 +94,13 @@ def test_serve_log_says_when_the_link_works_again(capsys: pytest.CaptureFixture[
         f"the link to {url} works again (after 2 failed rounds)",
         f"Synced with {url}: 1 entry up, 0 entries down (300 B on the wire).",
     ]
+
+
+def test_status_names_a_forks_state_in_the_readers_language(net: Topology) -> None:
+    """A fork held at the city: its status line says the state in words, both languages."""
+    fork = make_fork(net, at=(CITY,))
+    english = zhibao(net.home(CITY), "status").stdout
+    chinese = zhibao(net.home(CITY), "status", lang="zh").stdout
+    assert f"FORK {VILLAGE}#{fork.seq} detected " in english
+    assert "(unresolved (frozen); see `zhibao fork list`)" in english
+    assert f"分叉 {VILLAGE}#{fork.seq}，" in chinese and "（未处理（已冻结）；见" in chinese
