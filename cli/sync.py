@@ -193,8 +193,7 @@ class _ServeLog:
     help=h(
         "Serve this node's sync endpoint (and GET /v1/health); sync upward in the background "
         "if it has a parent. The log on stderr is stamped with the time.",
-        "提供本节点的同步接口和健康检查接口；有上级时在后台向上同步。"
-        "标准错误上的日志带有时间。",
+        "提供本节点的同步接口和健康检查接口；有上级时在后台向上同步。标准错误上的日志带有时间。",
     ),
 )
 @click.option("--host", default="127.0.0.1", show_default=True,
