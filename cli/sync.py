@@ -1,4 +1,4 @@
-"""`zhibao serve`, `zhibao sync`, `zhibao status`."""
+"""`zhibao serve`, `zhibao sync`, `zhibao status` (its text: cli.status_view)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli.common import echo, home_option, json_option, node_at, print_json, print_table, warn
-from sync import trust
+from cli.common import echo, home_option, json_option, node_at, print_json, warn
+from cli.help import h
+from cli.status_view import print_status
+from sync import link, logs, trust
 from sync.node import resolve_home
 from sync.protocol import i18n
 from sync.protocol.errors import HomeError
@@ -29,63 +31,50 @@ i18n.register(
             "没有上级地址：请用 --peer 指定，或在 node.toml 中设置 parent_url。",
         ),
         "sync.done": (
-            "Synced with {peer}: pushed {pushed}, pulled {pulled} entries ({kb} KB on the wire).",
-            "已与 {peer} 同步：上传 {pushed} 条，下载 {pulled} 条（传输 {kb} KB）。",
+            "Synced with {peer}: {pushed} up, {pulled} down ({size} on the wire).",
+            "已与 {peer} 同步：上传 {pushed}，下载 {pulled}（传输 {size}）。",
         ),
+        "sync.entries": ("{count} entries", "{count} 条"),
+        "sync.entries.one": ("{count} entry", "{count} 条"),
+        "sync.material_count": ("{count} materials", "{count} 份"),
+        "sync.material_count.one": ("{count} material", "{count} 份"),
+        "sync.link_back": (
+            "the link to {peer} works again (after {failures})",
+            "与 {peer} 的连接已恢复（此前{failures}）",
+        ),
+        "sync.failed_rounds": ("{count} failed rounds", "失败 {count} 次"),
+        "sync.failed_rounds.one": ("{count} failed round", "失败 {count} 次"),
         "sync.rejected": ("refused {origin}#{seq}: {reason}", "被拒绝 {origin}#{seq}：{reason}"),
         "sync.materials": (
-            "Materials: sent {sent} ({sent_kb} KB), received {received} ({received_kb} KB).",
-            "材料：上传 {sent} 份（{sent_kb} KB），接收 {received} 份（{received_kb} KB）。",
+            "Materials: sent {sent} ({sent_size}), received {received} ({received_size}).",
+            "材料：上传 {sent}（{sent_size}），接收 {received}（{received_size}）。",
         ),
         "sync.materials_left": (
-            "{left} material(s) still on the way: the next round goes on where this one stopped.",
-            "尚有 {left} 份材料在传输中：下一轮从本轮停止处继续。",
+            "{count} materials still on the way: the next round goes on where this one stopped.",
+            "尚有 {count} 份材料在传输中：下一轮从本轮停止处继续。",
+        ),
+        "sync.materials_left.one": (
+            "{count} material still on the way: the next round goes on where this one stopped.",
+            "尚有 {count} 份材料在传输中：下一轮从本轮停止处继续。",
         ),
         "sync.materials_dropped": (
-            "{dropped} material(s) receipted by the parent: the copies here were let go.",
-            "{dropped} 份材料已获上级回执：本机副本已清理。",
+            "{count} materials receipted by the parent: the copies here were let go.",
+            "{count} 份材料已获上级回执：本机副本已清理。",
+        ),
+        "sync.materials_dropped.one": (
+            "{count} material receipted by the parent: the copy here was let go.",
+            "{count} 份材料已获上级回执：本机副本已清理。",
         ),
         "sync.material_refused": (
             "material {short} not moved: {reason}",
             "材料 {short} 未传输：{reason}",
         ),
         "sync.retrying": (
-            "link problem: {error}; retrying in {seconds:.0f} s",
-            "连接问题：{error}；{seconds:.0f} 秒后重试",
-        ),
-        "status.network": ("network:", "网络状况："),
-        "status.fork": (
-            "FORK {origin}#{seq} detected {detected_at} ({state}; see `zhibao fork list`)",
-            "分叉 {origin}#{seq}，{detected_at} 发现（{state}；见 `zhibao fork list`）",
-        ),
-        "status.revoked": (
-            "revoked: {node_id} after seq {after_seq}, by {by} ({reason})",
-            "已吊销：{node_id}，序号 {after_seq} 之后，由 {by} 吊销（{reason}）",
-        ),
-        "status.revoked_used": (
-            "REVOKED KEY USED: {node_id} {count}× ({how}, via {via}), last {last_at}",
-            "已吊销密钥被使用：{node_id} {count} 次（{how}，经由 {via}），最近 {last_at}",
-        ),
-        "status.materials": (
-            "materials: {here} here, {on_the_way} on the way, {missing} MISSING, {dropped} "
-            "handed up; {not_receipted_by_parent} not receipted by the parent yet",
-            "材料：本机 {here} 份，传输中 {on_the_way} 份，缺失 {missing} 份，已上交 {dropped} 份；"
-            "上级尚未回执 {not_receipted_by_parent} 份",
-        ),
-        "status.network_limits": (
-            "quiet: no case for {quiet_days} days; silent: nothing heard for {stale_days} days",
-            "无办件：{quiet_days} 天内没有办件记录；失联：{stale_days} 天内没有任何消息",
-        ),
-        "liveness.alive": ("alive", "正常"),
-        "liveness.quiet": ("quiet", "无办件"),
-        "liveness.silent": ("silent", "失联"),
-        "liveness.revoked": ("REVOKED", "已吊销"),
-        "status.quarantined": (
-            "SET ASIDE {count} from {origin} (#{first_seq}-#{last_seq}), latest {last_at}:"
-            " {detail}",
-            "未采用 {origin} 的 {count} 条（#{first_seq}—#{last_seq}），最近 {last_at}：{detail}",
+            "link problem: {error}; retrying in {wait}",
+            "连接问题：{error}；{wait}后重试",
         ),
         "sync.pushing": ("pushing entries", "正在上传条目"),
+        "serve.round": ("{line}", "{line}"),
         "serve.plain": (
             "--plain: this node takes and sends sync bodies in the clear (names, ID numbers, "
             "phone numbers readable on the line); use it only on a trusted link",
@@ -118,68 +107,124 @@ class _Progress:
             self.bar.__exit__(None, None, None)
 
 
-def _report(summary: RoundSummary, as_json: bool) -> None:
+def _done_line(summary: RoundSummary) -> str:
+    return i18n.t(
+        "sync.done",
+        peer=summary.peer,
+        pushed=i18n.tn("sync.entries", summary.pushed),
+        pulled=i18n.tn("sync.entries", summary.pulled),
+        size=link.size_text(summary.pushed_bytes + summary.pulled_bytes),
+    )
+
+
+def _report(summary: RoundSummary, as_json: bool, *, stamped: bool = False) -> None:
+    """What a round did; `stamped` (sync --watch): each line begins with the time."""
+
+    def say(text: str, err: bool = False) -> None:
+        echo(f"{logs.stamp()} {text}" if stamped else text, err=err)
+
     for warning in summary.warnings:
         warn(warning)
     if as_json:
         print_json(summary.to_json())
         return
-    echo(
-        i18n.t(
-            "sync.done",
-            peer=summary.peer,
-            pushed=summary.pushed,
-            pulled=summary.pulled,
-            kb=(summary.pushed_bytes + summary.pulled_bytes) // 1024,
-        )
-    )
+    say(_done_line(summary))
     for r in summary.rejected:
-        echo(i18n.t("sync.rejected", **r), err=True)
-    _report_materials(summary)
+        say(i18n.t("sync.rejected", **r), err=True)
+    for line, err in _materials_lines(summary):
+        say(line, err)
 
 
-def _report_materials(summary: RoundSummary) -> None:
+def _materials_lines(summary: RoundSummary) -> list[tuple[str, bool]]:
     """What moved of the materials, when any did or could not (only receipted ones count as
-    sent)."""
+    sent): (line, for stderr)."""
+    said: list[tuple[str, bool]] = []
     sent, received = summary.materials_sent, summary.materials_received
     moved = summary.materials_sent_bytes + summary.materials_received_bytes
     if sent or received or moved:
-        echo(
-            i18n.t(
-                "sync.materials", sent=sent, received=received,
-                sent_kb=summary.materials_sent_bytes // 1024,
-                received_kb=summary.materials_received_bytes // 1024,
-            )
-        )  # fmt: skip
+        said.append((i18n.t(
+            "sync.materials", sent=i18n.tn("sync.material_count", sent),
+            received=i18n.tn("sync.material_count", received),
+            sent_size=link.size_text(summary.materials_sent_bytes),
+            received_size=link.size_text(summary.materials_received_bytes),
+        ), False))  # fmt: skip
     if summary.materials_left:
-        echo(i18n.t("sync.materials_left", left=summary.materials_left))
+        said.append((i18n.tn("sync.materials_left", summary.materials_left), False))
     if summary.materials_dropped:
-        echo(i18n.t("sync.materials_dropped", dropped=summary.materials_dropped))
+        said.append((i18n.tn("sync.materials_dropped", summary.materials_dropped), False))
     for refused in summary.materials_refused:
         sha = refused["sha256"]
         reason = i18n.t(refused["reason"], sha256=sha[:12])
-        echo(i18n.t("sync.material_refused", short=sha[:12], reason=reason), err=True)
+        said.append((i18n.t("sync.material_refused", short=sha[:12], reason=reason), True))
+    return said
 
 
-@click.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8750, type=int, show_default=True, help="0 picks a free port.")
+class _ServeLog:
+    """serve's background sync in its log: every failure with its wait, a round that moved
+    something, and the first round that gets through after failures."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def error(self, exc: Exception, seconds: float) -> None:
+        from sync.server import log_line
+
+        self.failures += 1
+        log_line("sync.retrying", error=str(exc), wait=link.wait_text(seconds))
+
+    def round(self, summary: RoundSummary) -> None:
+        from sync.server import log_line
+
+        if self.failures:
+            failed = i18n.tn("sync.failed_rounds", self.failures)
+            log_line("sync.link_back", peer=summary.peer, failures=failed)
+            self.failures = 0
+        moved = summary.pushed or summary.pulled or summary.materials_sent
+        if moved or summary.materials_received or summary.rejected:
+            log_line("serve.round", line=_done_line(summary))
+        for line, _ in _materials_lines(summary):
+            log_line("serve.round", line=line)
+        for r in summary.rejected:
+            log_line("sync.rejected", **r)
+
+
+@click.command(
+    "serve",
+    help=h(
+        "Serve this node's sync endpoint (and GET /v1/health); sync upward in the background "
+        "if it has a parent. The log on stderr is stamped with the time.",
+        "提供本节点的同步接口和健康检查接口；有上级时在后台向上同步。标准错误上的日志带有时间。",
+    ),
+)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help=h("Address to listen on.", "监听地址。"))  # fmt: skip
+@click.option("--port", default=8750, type=int, show_default=True,
+              help=h("0 picks a free port.", "0 表示任选空闲端口。"))  # fmt: skip
 @click.option(
     "--interval",
     default=30.0,
     type=float,
     show_default=True,
-    help="Seconds between background syncs with the parent.",
+    help=h("Seconds between background syncs with the parent.", "后台与上级同步的间隔秒数。"),
 )
 @click.option(
     "--plain",
     is_flag=True,
-    help="Take plain (unsealed) bodies and sync upward in the clear: personal data readable "
-    "on the line.",
+    help=h(
+        "Take plain (unsealed) bodies and sync upward in the clear: personal data readable "
+        "on the line.",
+        "接收明文（未加密）请求体并以明文向上同步：线路上可读取个人信息。",
+    ),
+)
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help=h("Log every request (stamped, on stderr).", "记录每个请求（带时间，写到标准错误）。"),
 )
 @home_option
-def serve_command(host: str, port: int, interval: float, plain: bool, home: Path | None) -> None:
-    """Serve this node's sync endpoint; sync upward in the background if it has a parent."""
+def serve_command(
+    host: str, port: int, interval: float, plain: bool, access_log: bool, home: Path | None
+) -> None:
     from sync.server import log_line
     from sync.service import bind, serve  # the server stack loads only for `serve`
 
@@ -192,28 +237,54 @@ def serve_command(host: str, port: int, interval: float, plain: bool, home: Path
     sys.stdout.flush()
     if plain:
         log_line("serve.plain")
-
-    def on_error(exc: Exception, seconds: float) -> None:  # a server's log: stamped lines
-        log_line("sync.retrying", error=str(exc), seconds=seconds)
-
+    said = _ServeLog()
     serve(
         lambda: open_home(where),
         sock,
         parent_url=parent_url,
         interval=interval,
-        on_error=on_error,
+        on_error=said.error,
+        on_round=said.round,
+        access_log=access_log,
         plain=plain,
     )
 
 
-@click.command("sync")
-@click.option("--peer", default=None, help="Sync with this URL instead of the parent.")
-@click.option("--watch", "keep_going", is_flag=True, help="Keep syncing, retrying with backoff.")
-@click.option("--interval", default=30.0, type=float, show_default=True)
+@click.command(
+    "sync",
+    help=h(
+        "Run one round with the parent (or --peer): push what it lacks, pull what concerns us.",
+        "与上级（或 --peer）同步一轮：上传对方缺少的，下载与本节点有关的。",
+    ),
+)
+@click.option(
+    "--peer",
+    default=None,
+    help=h("Sync with this URL instead of the parent.", "与此地址同步，而不是上级。"),
+)
+@click.option(
+    "--watch",
+    "keep_going",
+    is_flag=True,
+    help=h(
+        "Keep syncing, retrying with backoff; each line stamped with the time.",
+        "持续同步，失败时退避重试；每行带有时间。",
+    ),
+)
+@click.option(
+    "--interval",
+    default=30.0,
+    type=float,
+    show_default=True,
+    help=h("Seconds between rounds with --watch.", "--watch 时每轮之间的秒数。"),
+)
 @click.option(
     "--plain",
     is_flag=True,
-    help="Send bodies unsealed (the peer must serve --plain): personal data readable on the line.",
+    help=h(
+        "Send bodies unsealed (the peer must serve --plain): personal data readable on the line.",
+        "以明文发送请求体（对方须以 --plain 提供服务）：线路上可读取个人信息。",
+    ),
 )
 @home_option
 @json_option
@@ -225,7 +296,6 @@ def sync_command(
     home: Path | None,
     as_json: bool,
 ) -> None:
-    """Run one round with the parent (or --peer): push what it lacks, pull what concerns us."""
     from sync.round import sync_round
     from sync.service import watch
 
@@ -246,7 +316,8 @@ def sync_command(
             return
 
     def on_error(exc: Exception, seconds: float) -> None:
-        echo(i18n.t("sync.retrying", error=str(exc), seconds=seconds), err=True)
+        text = i18n.t("sync.retrying", error=str(exc), wait=link.wait_text(seconds))
+        echo(f"{logs.stamp()} {text}", err=True)
 
     stop = threading.Event()
     try:
@@ -255,7 +326,7 @@ def sync_command(
             url,
             interval=interval,
             stop=stop,
-            on_round=lambda s: _report(s, as_json),
+            on_round=lambda s: _report(s, as_json, stamped=True),
             on_error=on_error,
             plain=plain,
         )
@@ -263,11 +334,18 @@ def sync_command(
         stop.set()
 
 
-@click.command("status")
+@click.command(
+    "status",
+    help=h(
+        "This node's link to its parent (last attempt, success, error), what the parent has "
+        "not acknowledged yet, heads, forks and the network below it.",
+        "本节点与上级的连接（上次尝试、成功、错误）、上级尚未确认的内容、"
+        "各日志进度、分叉以及下级网络。",
+    ),
+)
 @home_option
 @json_option
 def status_command(home: Path | None, as_json: bool) -> None:
-    """This node's heads, what the parent acknowledged, forks and last sync."""
     with node_at(home) as node:
         info = node_status(node)
         info["materials"] = materials.summary(node)
@@ -276,60 +354,8 @@ def status_command(home: Path | None, as_json: bool) -> None:
             from tiers.city.network import network_health
 
             info["network"] = network_health(node)
+        now = node.clock.now()
     if as_json:
         print_json(info)
         return
-    for key in ("node_id", "tier", "name", "last_sync", "clock_offset_seconds", "unacknowledged"):
-        echo(f"{key:<22} {info[key] if info[key] is not None else '-'}")
-    echo("heads:")
-    for origin, seq in info["heads"].items():
-        ack = info["acknowledged"].get(origin)
-        echo(
-            f"  {origin:<14} {seq:>8}" + (f"  (acknowledged {ack})" if ack is not None else "")
-        )
-    for fork in info["forks"]:
-        state = fork.get("state") or "unresolved"  # `zhibao fork list` tells more
-        echo(i18n.t("status.fork", state=state, **fork))
-    for held in info["quarantined_counts"]:
-        echo(i18n.t("status.quarantined", **held))
-    for cut in info["revocations"]:
-        echo(i18n.t("status.revoked", **cut))
-    for use in info["revoked_key_used"] + info["revoked_key_used_reported"]:
-        echo(i18n.t("status.revoked_used", **use))
-    echo(provisional.status_line(info["calendar"]))
-    held = info["materials"]
-    if any(held[k] for k in ("here", "on_the_way", "missing", "dropped")):
-        echo(i18n.t("status.materials", **held))
-    network = info.get("network")
-    if network:
-        click.echo(i18n.t("status.network"))
-        print_table(
-            [
-                "node",
-                "name",
-                "state",
-                "last heard",
-                "last case",
-                "entries",
-                "lag s",
-                "forwards in/out",
-                "forks",
-                "yellow/red",
-            ],
-            [
-                [
-                    n["node_id"],
-                    n["name"],
-                    i18n.t("liveness.revoked" if n["revoked"] else f"liveness.{n['liveness']}"),
-                    n["last_heard"] or "-",
-                    n["last_case_at"] or "-",
-                    n["entries_held"],
-                    n["lag_seconds"] if n["lag_seconds"] is not None else "-",
-                    f"{n['open_forwards_in']}/{n['open_forwards_out']}",
-                    n["forks"],
-                    f"{n['warnings']['yellow']}/{n['warnings']['red']}",
-                ]
-                for n in network["nodes"]
-            ],
-        )
-        echo(i18n.t("status.network_limits", **network["limits"]))
+    print_status(info, now, calendar_line=provisional.status_line(info["calendar"]))

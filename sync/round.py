@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from sync import blob_transfer, forks, liveness, proofs, receipts, revocation, trust
+from sync import blob_transfer, forks, link, liveness, proofs, receipts, revocation, trust
 from sync.client import PeerClient, TimeAnswer
 from sync.ingest import ingest
 from sync.node import RESTORING, Node
@@ -168,7 +168,32 @@ def sync_round(
 
     Requests are signed for the parent's id when `url` is the parent's URL, otherwise for
     the id the peer gives in its time answer. Bodies are sealed both ways (sync.client)
-    unless `plain`, which sends them in the clear and says so in the warnings."""
+    unless `plain`, which sends them in the clear and says so in the warnings.
+
+    The attempt, its success and any failure are recorded in the node's database
+    (sync.link), where `status` and the health check read them."""
+    link.record_attempt(node, url)
+    try:
+        return _round(
+            node, url, transport=transport, progress=progress, pull=pull, push=push,
+            timeout=timeout, plain=plain,
+        )  # fmt: skip
+    except Exception as exc:
+        link.record_failure(node, url, exc)
+        raise
+
+
+def _round(
+    node: Node,
+    url: str,
+    *,
+    transport: httpx.BaseTransport | None,
+    progress: Progress | None,
+    pull: bool,
+    push: bool,
+    timeout: float,
+    plain: bool,
+) -> RoundSummary:
     summary = RoundSummary(peer=url)
     if plain:
         summary.warnings.append(i18n.t("wire.plain_warning", url=url))
@@ -196,9 +221,7 @@ def sync_round(
             revocation.report(node)  # what revoked keys tried here goes up with this push
             plan = proofs.plan(node.store, node.node_id, have)
             _push_all(node, client, peer_id, plan, summary, progress)
-        with node.store.transaction():
-            node.store.set_meta("last_sync", node.clock.stamp())
-            node.store.set_meta("last_sync_peer", url)
+        link.record_success(node, url)
         if peer_id == node.config.parent_id and (push or pull):
             blob_transfer.move_materials(
                 node, client, peer_id, summary, up=push, down=pull,

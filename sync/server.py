@@ -28,7 +28,6 @@ import json
 import sys
 import time as _time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -36,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sync import admission, forks, receipts, relevance, trust
+from sync import admission, forks, link, logs, receipts, relevance, trust
 from sync.admission import (
     NONCE,
     PUSH,
@@ -77,10 +76,10 @@ FAILURE_BACKOFF_MAX = 60.0  # longest pause of idle projection after an unexpect
 
 
 def log_line(key: str, **params: object) -> None:
-    """One line on stderr, stamped with the local time: what an operator reads in the log.
-    Callers pass no personal data (no exception messages from the tiers, no bodies)."""
-    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-    print(f"{stamp} zhibao: {i18n.t(key, **params)}", file=sys.stderr, flush=True)
+    """One line on stderr, stamped with the local time (sync.logs): what an operator reads
+    in the log. Callers pass no personal data (no exception messages from the tiers, no
+    bodies); a peer's words in it are made inert."""
+    print(logs.line("zhibao", i18n.t(key, **params)), file=sys.stderr, flush=True)
 
 
 async def _not_routed(request: Request, exc: Exception) -> Response:
@@ -114,6 +113,7 @@ class NodeApp:
         self.app = Starlette(
             routes=[
                 Route("/v1/time", self._safe(self.time), methods=["GET"]),
+                Route("/v1/health", self._safe(self.health), methods=["GET"]),
                 Route("/v1/hello", self._safe(self.hello), methods=["POST"]),
                 Route("/v1/push", self._safe(self.push), methods=["POST"]),
                 Route("/v1/pull", self._safe(self.pull), methods=["POST"]),
@@ -278,6 +278,15 @@ class NodeApp:
             sig = self.node.wire_signer.sign(time_message(me, stamp, nonce))
             answer.update(nonce=nonce, sig=sig.hex())
         return JSONResponse(answer, headers={"connection": "close"} if has_body(request) else None)
+
+    async def health(self, request: Request) -> Response:
+        """For a monitor, unsigned: node id, version, last sync and backlog (sync.link.health),
+        nothing personal and nothing about the link a stranger could use."""
+        close = {"connection": "close", "cache-control": "no-store"}
+        return JSONResponse(
+            link.health(self.node),
+            headers=close if has_body(request) else {"cache-control": "no-store"},
+        )
 
     def _receipt(self, sender: str) -> dict[str, str]:
         made = receipts.issue(

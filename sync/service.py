@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import gc
+import logging
 import socket
 import threading
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import uvicorn
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from sync import link, logs
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import SyncError, ZhibaoError, describe
@@ -94,18 +96,25 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def server_config(app: Any, *, log_level: str, timeout_graceful_shutdown: int) -> uvicorn.Config:
-    """uvicorn's settings for a node: no access log, bounded connections, short keep-alive."""
-    return uvicorn.Config(
+def server_config(
+    app: Any, *, log_level: str, timeout_graceful_shutdown: int, access_log: bool = False
+) -> uvicorn.Config:
+    """uvicorn's settings for a node: its log lines stamped like serve's own (sync.logs),
+    no access log unless asked, bounded connections, short keep-alive."""
+    config = uvicorn.Config(
         app,
+        log_config=logs.uvicorn_log_config(),
         log_level=log_level,
-        access_log=False,
+        access_log=access_log,
         lifespan="off",
         timeout_graceful_shutdown=timeout_graceful_shutdown,
         limit_concurrency=LIMIT_CONCURRENCY,
         timeout_keep_alive=TIMEOUT_KEEP_ALIVE,
         http=_HeadersInTime,
     )
+    if access_log:  # uvicorn set it to `log_level`: its requests are INFO records
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    return config
 
 
 def watch(
@@ -135,9 +144,9 @@ def watch(
             if on_error:
                 on_error(exc, wait)
         elif isinstance(exc, ZhibaoError):
-            log_line("service.round_failed", error=str(exc), seconds=wait)
+            log_line("service.round_failed", error=str(exc), wait=link.wait_text(wait))
         elif isinstance(exc, Exception):
-            log_line("service.round_failed", error=describe(exc), seconds=wait)
+            log_line("service.round_failed", error=describe(exc), wait=link.wait_text(wait))
 
     def pause(seconds: float) -> None:  # wakes at once when asked to stop
         stop.wait(seconds)
@@ -193,21 +202,33 @@ def serve(
     parent_url: str | None,
     interval: float = 30.0,
     on_error: Callable[[Exception, float], None] | None = None,
+    on_round: Callable[[RoundSummary], None] | None = None,
     log_level: str = "warning",
+    access_log: bool = False,
     plain: bool = False,
 ) -> None:
     """Serve the node on `sock` until interrupted; sync upward in the background. `plain`
-    (serve --plain): take plain bodies, and sync upward in the clear."""
+    (serve --plain): take plain bodies, and sync upward in the clear. `access_log`: one
+    stamped line per request (uvicorn's)."""
     node = open_node()
     app = NodeApp(node, plain=plain).app
-    server = uvicorn.Server(server_config(app, log_level=log_level, timeout_graceful_shutdown=5))
+    config = server_config(
+        app, log_level=log_level, timeout_graceful_shutdown=5, access_log=access_log
+    )
+    server = uvicorn.Server(config)
     stop = threading.Event()
     worker = None
     if parent_url:
         worker = threading.Thread(
             target=watch,
             args=(open_node, parent_url),
-            kwargs={"interval": interval, "stop": stop, "on_error": on_error, "plain": plain},
+            kwargs={
+                "interval": interval,
+                "stop": stop,
+                "on_error": on_error,
+                "on_round": on_round,
+                "plain": plain,
+            },
             daemon=True,
         )
         worker.start()
@@ -302,8 +323,8 @@ i18n.register(
             "无法在 {host}:{port} 提供服务：{detail}",
         ),
         "service.round_failed": (
-            "background sync failed ({error}); trying again in {seconds:.0f} s",
-            "后台同步失败（{error}）；{seconds:.0f} 秒后重试",
+            "background sync failed ({error}); trying again in {wait}",
+            "后台同步失败（{error}）；{wait}后重试",
         ),
     }
 )

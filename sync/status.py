@@ -1,10 +1,11 @@
-"""What `zhibao status` reports: heads, acknowledgements, forks, last contact (DESIGN §7)."""
+"""What `zhibao status` reports: heads, acknowledgements, forks, last contact (DESIGN §7),
+and the link to the parent with what still waits for its receipt (sync.link)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sync import keyring, receipts
+from sync import keyring, link, receipts
 from sync.node import Node
 
 
@@ -20,6 +21,7 @@ def node_status(node: Node) -> dict[str, Any]:
         )
     ]
     own = heads.get(node.node_id, 0)
+    waiting = link.backlog(node)
     return {
         "node_id": node.node_id,
         "tier": node.config.tier,
@@ -39,4 +41,7 @@ def node_status(node: Node) -> dict[str, Any]:
         "clock_offset_seconds": int(node.clock.offset.total_seconds()),
         "restoring": bool(store.get_meta("restoring")),
         "peers": peers,
+        "link": link.link_state(node),
+        "backlog": sum(waiting.values()),
+        "backlog_by_origin": waiting,
     }
