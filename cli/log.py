@@ -68,6 +68,7 @@ i18n.register(
 )
 
 TERMINAL_EVERY = 0.2  # seconds between redraws of the progress line on a terminal
+TERMINAL_QUIET = 0.5  # a shorter run shows no progress on a terminal
 LONG_RUN = 10.0  # not on a terminal: silent for this long, then a line this often
 RATE_AFTER = 1.0  # seconds of work before a rate (and the time left) is worth showing
 
@@ -130,14 +131,17 @@ class ProgressLine:
 
 
 def progress_line(mode: bool | None, stream: TextIO) -> ProgressLine | None:
-    """The progress `log verify` shows on `stream`: `mode` None decides by the stream."""
+    """The progress `log verify` shows on `stream`: `mode` None (the default) decides by
+    the stream, True (`--progress`) shows it from the start, False never."""
     if mode is False:
         return None
     terminal = stream.isatty()
-    if terminal:
-        return ProgressLine(stream, terminal=True, quiet_for=0.5, every=TERMINAL_EVERY)
-    quiet_for = 0.0 if mode else LONG_RUN
-    return ProgressLine(stream, terminal=False, quiet_for=quiet_for, every=LONG_RUN)
+    if mode:
+        quiet_for = 0.0
+    else:  # a glimpse on a terminal is noise; a log file hears of long runs only
+        quiet_for = TERMINAL_QUIET if terminal else LONG_RUN
+    every = TERMINAL_EVERY if terminal else LONG_RUN
+    return ProgressLine(stream, terminal=terminal, quiet_for=quiet_for, every=every)
 
 
 @click.group(
