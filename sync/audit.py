@@ -13,7 +13,10 @@ entry to the entry before the slice included (read again for that). What it saw 
 as marks in log order: problems, breaks of the chain, bad signatures, and the good
 signatures that may vouch for a bad one before them. The caller replays the marks slice by
 slice, in order, as one pass over the whole log meets them, so the report is the same
-whatever the number of workers or the size of a slice.
+whatever the number of workers or the size of a slice. The slices are planned in the
+caller's snapshot, up to the highest seq it holds; a worker reads them through its own
+connection, and since the log is append-only (triggers refuse UPDATE and DELETE) it reads
+the very entries the snapshot holds, whatever is appended meanwhile.
 
 The workers are threads, each with its own read-only connection. Ed25519 verification is
 ~90 % of an entry's CPU time here and releases the GIL (cryptography 50: two threads
@@ -43,7 +46,7 @@ from sync.store import BUSY_TIMEOUT_MS, Store
 
 SLICE = 4096  # entries a worker checks at a time
 
-# what a slice says, in log order (see `_check_slice`)
+# what a slice says, in log order (see `check_slice`)
 PROBLEM, BREAK, BAD, GOOD = 0, 1, 2, 3
 
 Progress = Callable[[int, int], None]  # (entries checked, entries in all)
