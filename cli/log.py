@@ -136,10 +136,9 @@ def progress_line(mode: bool | None, stream: TextIO) -> ProgressLine | None:
     if mode is False:
         return None
     terminal = stream.isatty()
-    if mode:
-        quiet_for = 0.0
-    else:  # a glimpse on a terminal is noise; a log file hears of long runs only
-        quiet_for = TERMINAL_QUIET if terminal else LONG_RUN
+    # forced: from the start; else a glimpse on a terminal is noise, and a log file
+    # hears of long runs only
+    quiet_for = 0.0 if mode else (TERMINAL_QUIET if terminal else LONG_RUN)
     every = TERMINAL_EVERY if terminal else LONG_RUN
     return ProgressLine(stream, terminal=terminal, quiet_for=quiet_for, every=every)
 
