@@ -1,7 +1,7 @@
 """How fast `zhibao log verify` re-checks a large log, every signature and every link.
 
     .venv/bin/python bench/verify.py [--entries 100000] [--runs 3] [--home DIR]
-                                     [--compare DIR] [--workers N]
+                                     [--compare DIR] [--one-worker] [--workers N]
 
 A town holds the city's log and one village's log of --entries realistic case events
 (~380 bytes each, made by the village with `node.append` and ingested at the town as a
@@ -13,7 +13,11 @@ Figures (one per line, `name: value unit`):
   no `log verify` that checks every signature can go faster than that ceiling;
 - log_verify_seconds_median and log_verify_entries_per_s (median of --runs runs);
 - with --compare DIR (another checkout, e.g. `git archive main | tar -x -C DIR`): the same
-  command run from DIR, alternating with this checkout run by run, as before_log_verify_*.
+  command run from DIR, alternating with this checkout run by run, as before_log_verify_*;
+- with --one-worker: this checkout with `--workers 1` too (one_worker_log_verify_*), to
+  tell what the cores bring from what the rest of the change does.
+Each side's CPU seconds (user + system, all its threads) come with its wall time: on a
+loaded machine the wall time says more of the load than of the code.
 With --home DIR the town is built there once and reused by later runs (--entries is then
 what it already holds).
 """
@@ -107,6 +111,7 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=None, help="build the town here, or reuse")
     parser.add_argument("--compare", type=Path, default=None, help="a checkout to run as before")
     parser.add_argument("--workers", type=int, default=None, help="pass --workers N (this side)")
+    parser.add_argument("--one-worker", action="store_true", help="also run with --workers 1")
     args = parser.parse_args()
     print_machine()
     cores = len(os.sched_getaffinity(0))
@@ -123,6 +128,8 @@ def main() -> None:
             make_town(base, args.entries)
             figure("setup_seconds", time.perf_counter() - started, "s")
         sides = [("", ROOT, [] if args.workers is None else ["--workers", str(args.workers)])]
+        if args.one_worker:
+            sides.insert(0, ("one_worker_", ROOT, ["--workers", "1"]))
         if args.compare is not None:
             sides.insert(0, ("before_", args.compare.resolve(), []))
         times: dict[str, list[float]] = {name: [] for name, _, _ in sides}
@@ -135,7 +142,10 @@ def main() -> None:
                 held = int(report["entries"])  # type: ignore[call-overload]
                 times[name].append(elapsed)
                 cpus[name].append(cpu)
-                note(f"run {run + 1} {name or 'this '}side: {elapsed:.2f} s, cpu {cpu:.2f} s")
+                note(
+                    f"run {run + 1} {name or 'this_'}side: {elapsed:.2f} s, cpu {cpu:.2f} s, "
+                    f"load {os.getloadavg()[0]:.2f}"
+                )
         figure("entries_verified", held, "entries")
         for name, _, _ in sides:
             median = statistics.median(times[name])
