@@ -17,7 +17,12 @@ Figures (one per line, `name: value unit`):
 - with --one-worker: this checkout with `--workers 1` too (one_worker_log_verify_*), to
   tell what the cores bring from what the rest of the change does.
 Each side's CPU seconds (user + system, all its threads) come with its wall time: on a
-loaded machine the wall time says more of the load than of the code.
+loaded machine the wall time says more of the load than of the code (with the kernel's
+autogroup scheduling, a session gets its share of a busy machine however many threads
+it runs).
+- split_*: one in-process `verify_log` with a worker per core, each slice's thread CPU
+  time added up per thread: split_busiest_thread_cpu_seconds is the wall time that run
+  would take if each worker had a core to itself, split_projected_entries_per_s the rate.
 With --home DIR the town is built there once and reused by later runs (--entries is then
 what it already holds).
 """
@@ -34,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -104,6 +110,42 @@ def verify_once(code: Path, home: Path, extra: list[str]) -> tuple[float, float,
     return elapsed, cpu, json.loads(done.stdout)
 
 
+def split(town: Path) -> None:
+    """Which thread did how much of the work (thread CPU time, per slice, added up)."""
+    import threading
+
+    from sync import audit
+
+    spent: dict[int, float] = {}
+    real = audit.check_slice
+
+    def timed(conn: Any, part: audit.Slice) -> audit.Checked:
+        started = time.thread_time()
+        try:
+            return real(conn, part)
+        finally:
+            ident = threading.get_ident()
+            spent[ident] = spent.get(ident, 0.0) + time.thread_time() - started
+
+    audit.check_slice = timed
+    node = open_home(town)
+    try:
+        main_started, wall = time.thread_time(), time.perf_counter()
+        report = audit.verify_log(node.store)
+        wall = time.perf_counter() - wall
+        main_cpu = time.thread_time() - main_started
+    finally:
+        audit.check_slice = real
+        node.close()
+    busiest = max(spent.values())
+    for n, seconds in enumerate(sorted(spent.values(), reverse=True), 1):
+        figure(f"split_thread_{n}_cpu_seconds", seconds, "s")
+    figure("split_caller_thread_cpu_seconds", main_cpu, "s")
+    figure("split_wall_seconds", wall, "s")
+    figure("split_busiest_thread_cpu_seconds", busiest, "s")
+    figure("split_projected_entries_per_s", report.entries / (busiest + main_cpu), "entries/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--entries", type=int, default=100_000, help="village entries (100000)")
@@ -147,7 +189,8 @@ def main() -> None:
                     f"load {os.getloadavg()[0]:.2f}"
                 )
         figure("entries_verified", held, "entries")
-        for name, _, _ in sides:
+        split(town)
+        for name, _, _ in sides if held else []:
             median = statistics.median(times[name])
             figure(f"{name}log_verify_seconds_median", median, "s")
             figure(f"{name}log_verify_entries_per_s", held / median, "entries/s")
