@@ -21,9 +21,10 @@ the very entries the snapshot holds, whatever is appended meanwhile.
 The workers are threads, each with its own read-only connection. Ed25519 verification is
 ~90 % of an entry's CPU time here and releases the GIL (cryptography 50: two threads
 verifying use 1.96 CPU seconds per second); reading, hashing and parsing hold it (~10 %),
-so threads keep about ten cores busy. Processes measured no faster on two cores, and a
-forked one would inherit the open SQLite connection (which SQLite forbids) and a spawned
-one would need every module that registers a body check imported again.
+so threads keep about ten cores busy. A pool of processes measured no faster on two
+cores (bench/README.md, "log verify (#13)"), and a forked one would inherit the open
+SQLite connection (which SQLite forbids), a spawned one need every module that registers
+a body check imported again.
 """
 
 from __future__ import annotations
