@@ -6,13 +6,18 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from sync.audit import verify_log
+from sync import audit
+from sync.audit import AuditReport, _problem, _unproved, verify_log
+from sync.keyring import KeyRing
 from sync.node import init_node
-from sync.protocol.keys import Signer
+from sync.protocol.entry import entry_hash, parse_envelope, signing_message
+from sync.protocol.errors import EntryError
+from sync.protocol.keys import Signer, verify
 from sync.store import Store
 
 TOWN = "330782001"
@@ -50,6 +55,65 @@ def _problems(home: Path) -> list[tuple[int, str]]:
     with Store(home / "node.db") as store:
         report = verify_log(store)
     return sorted((p["seq"], p["kind"]) for p in report.problems if p["origin"] == TOWN)
+
+
+def _before(store: Store) -> AuditReport:
+    """`log verify` as it was before it used workers (#13): one pass over every entry."""
+    report = AuditReport()
+    for current in sorted(store.heads()):
+        report.origins += 1
+        ring = KeyRing.load(store, current)
+        if not ring.enrols:
+            _problem(report, current, 0, "unknown_key")
+        answer, expected, prev, unproved = None, 1, None, []
+        for entry in store.iter_all(current):
+            report.entries += 1
+            actual = entry_hash(entry.raw)
+            linked = entry.seq == expected
+            if not linked:
+                _problem(report, current, expected, "missing", first=expected, last=entry.seq - 1)
+                prev = None
+            if actual != entry.hash:
+                _problem(report, current, entry.seq, "changed")
+            try:
+                fields = parse_envelope(entry.raw, current, entry.seq)
+                if prev is not None and fields.prev != prev.hex():
+                    _problem(report, current, entry.seq, "chain")
+                    linked = False
+            except EntryError as exc:
+                _problem(report, current, entry.seq, "malformed", reason=exc.params["reason"])
+                linked = False
+            if not linked:
+                _unproved(report, current, unproved)
+            if answer is None or (answer.through is not None and entry.seq > answer.through):
+                answer = ring.span(entry.seq)
+            if answer.key is None and answer.why == "entry.revoked":
+                _problem(report, current, entry.seq, "revoked", cut=answer.cut)
+            elif answer.key is not None and not verify(
+                answer.key, signing_message(actual), entry.sig
+            ):
+                unproved.append(entry.seq)
+            elif unproved:
+                report.vouched[current] = report.vouched.get(current, 0) + len(unproved)
+                unproved.clear()
+            expected, prev = entry.seq + 1, actual
+        _unproved(report, current, unproved)
+        head_seq, head_hash = store.head(current)
+        if head_seq != expected - 1 or (prev is not None and head_hash != prev):
+            _problem(report, current, head_seq, "head", held=expected - 1)
+    return report
+
+
+def _both(home: Path, slice_size: int) -> AuditReport:
+    """The reports of the pass before #13, of one pass here and of two worker threads on
+    slices of `slice_size` entries: the same, problem for problem, in the same order."""
+    with Store(home / "node.db") as store:
+        before = _before(store)
+        alone = verify_log(store, workers=1)
+        apart = verify_log(store, workers=2, slice_size=slice_size)
+    assert alone.to_json() == before.to_json()
+    assert apart.to_json() == before.to_json()
+    return apart
 
 
 def test_audit_clean_log_is_ok(tmp_path: Path) -> None:
@@ -104,6 +168,7 @@ def test_audit_names_tampering(
     _tamper(home, *statements, params=params)
     found = set(_problems(home))
     assert expected <= found, found
+    assert {(p["seq"], p["kind"]) for p in _both(home, slice_size=2).problems} == found
 
 
 def test_audit_inner_signature_vouched_by_the_chain_is_no_problem(tmp_path: Path) -> None:
@@ -114,6 +179,110 @@ def test_audit_inner_signature_vouched_by_the_chain_is_no_problem(tmp_path: Path
     assert _problems(home) == []
     with Store(home / "node.db") as store:
         assert verify_log(store).vouched == {TOWN: 2}
+
+
+LONG = 300  # entries: slices of 16 put every tampering below past a worker's first slice
+
+
+@pytest.fixture(scope="module")
+def long_town(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _town(tmp_path_factory.mktemp("long"), entries=LONG)
+
+
+def _copy(home: Path, to: Path) -> Path:
+    to.mkdir()
+    for name in ("node.toml", "node.key", "seal.key", "node.db"):
+        if (home / name).exists():
+            (to / name).write_bytes((home / name).read_bytes())
+    return to
+
+
+FOREIGN = Signer.generate().sign(b"zhibao")
+
+
+@pytest.mark.parametrize(
+    "statements, params, expected, vouched",
+    [
+        pytest.param(
+            ["UPDATE entries SET sig = ? WHERE seq = 250", "DELETE FROM entries WHERE seq = 251"],
+            (FOREIGN,),
+            [(251, "missing"), (250, "signature")],
+            {},
+            id="forged-signature-before-a-gap-deep-in-the-log",
+        ),
+        pytest.param(
+            # 209 is the first entry of a slice (after 13 × 16), so its link to 208 is
+            # checked by another worker than 208's
+            ["UPDATE entries SET raw = CAST(replace(raw, '\"n\":209', '\"n\":9') AS BLOB)"
+             " WHERE seq = 209"],
+            (),
+            [(209, "changed"), (210, "chain"), (209, "signature")],
+            {},
+            id="changed-bytes-at-a-slice-start",
+        ),
+        pytest.param(
+            ["UPDATE entries SET sig = ? WHERE seq = ?"],
+            (FOREIGN, LONG),
+            [(LONG, "signature")],
+            {},
+            id="forged-signature-on-the-head",
+        ),
+        pytest.param(
+            ["UPDATE entries SET sig = ? WHERE seq BETWEEN 190 AND 194"],
+            (FOREIGN,),
+            [],
+            {TOWN: 5},
+            id="inner-signatures-vouched-across-a-slice-boundary",
+        ),
+        pytest.param(
+            ["UPDATE entries SET sig = ? WHERE seq BETWEEN 100 AND 112",
+             "DELETE FROM entries WHERE seq = 113"],
+            (FOREIGN,),
+            [(113, "missing")] + [(seq, "signature") for seq in range(100, 113)],
+            {},
+            id="bad-signatures-across-slices-then-a-gap",
+        ),
+    ],
+)  # fmt: skip
+def test_audit_finds_tampering_deep_in_a_long_log_on_every_worker(
+    long_town: Path,
+    tmp_path: Path,
+    statements: list[str],
+    params: tuple[object, ...],
+    expected: list[tuple[int, str]],
+    vouched: dict[str, int],
+) -> None:
+    home = _copy(long_town, tmp_path / "town")
+    _tamper(home, *statements, params=params)
+    report = _both(home, slice_size=16)
+    assert [(p["seq"], p["kind"]) for p in report.problems] == expected
+    assert report.vouched == vouched
+    assert report.entries == LONG - sum(1 for s in statements if s.startswith("DELETE"))
+
+
+def test_audit_checks_slices_on_worker_threads(
+    long_town: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With workers, the slices are checked away from the caller's thread (the real
+    check, each call recorded), and every slice of the log is checked once."""
+    seen: list[tuple[int, object]] = []
+    real = audit.check_slice
+
+    def recorded(conn: object, part: audit.Slice) -> audit.Checked:
+        seen.append((threading.get_ident(), part.through))
+        return real(conn, part)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(audit, "check_slice", recorded)
+    calls: list[tuple[int, int]] = []
+    with Store(long_town / "node.db") as store:
+        report = verify_log(
+            store, workers=2, slice_size=16, progress=lambda d, t: calls.append((d, t))
+        )
+    assert report.ok and report.entries == LONG
+    assert threading.get_ident() not in {ident for ident, _ in seen}
+    assert sorted(through for _, through in seen) == [*range(16, LONG, 16), LONG]
+    assert calls[-1] == (LONG, LONG) and len(calls) == len(seen)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
 
 def test_audit_cli_reports_json_and_exit_1(tmp_path: Path) -> None:
