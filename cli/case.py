@@ -23,6 +23,14 @@ from tiers.cases.entries import CHANNELS
 
 i18n.register(
     {
+        "cli.case.accept_both": (
+            "give either CASE or --item/--applicant, not both",
+            "请给出 CASE 或 --item/--applicant，不能同时给出",
+        ),
+        "cli.case.accept_neither": (
+            "give CASE, or --item and --applicant",
+            "请给出 CASE，或同时给出 --item 和 --applicant",
+        ),
         "cli.case.unapproved": (
             "Note: the extension of case {case_id} is recorded without who approved it; the"
             " law asks for the head's approval (行政许可法 第四十二条): give --approved-by NAME.",
@@ -112,9 +120,9 @@ def accept_command(case_id: str | None, item_code: str | None, applicant: str | 
                    id_no: str | None, phone: str | None, materials: tuple[str, ...],
                    at: str | None, home: Path | None, as_json: bool) -> None:  # fmt: skip
     if case_id is not None and (item_code or applicant):
-        raise click.UsageError("give either CASE or --item/--applicant, not both")
+        raise click.UsageError(i18n.t("cli.case.accept_both"))
     if case_id is None and not (item_code and applicant):
-        raise click.UsageError("give CASE, or --item and --applicant")
+        raise click.UsageError(i18n.t("cli.case.accept_neither"))
     who = service.Applicant(applicant, id_no, phone) if applicant else None
     _done(home, as_json, lambda n: service.accept(
         n, case_id, item_code=item_code, applicant=who, materials=materials, at=at))  # fmt: skip

@@ -136,7 +136,7 @@ def catalogue_group() -> None:
         "tab-separated text (headers in English, code,name,department,kind,promised_days …, "
         "or as a 事项清单 writes them: 事项编码, 事项名称, 部门, 办件类型, 承诺时限 …), or JSON.",
         "发布事项目录：每个新增或修改的事项一个条目，要么全部发布，要么都不发布。"
-        "CSV 或制表符分隔的文本（表头用英文 code,name,department,kind,promised_days……，"
+        "CSV 或制表符分隔的文本（表头用英文 `code,name,department,kind,promised_days`……，"
         "或按事项清单的写法：事项编码、事项名称、部门、办件类型、承诺时限……），或 JSON。",
     ),
 )
@@ -226,7 +226,7 @@ def list_command(home: Path | None, as_json: bool) -> None:
     "calendar",
     help=h(
         "The working-day calendar: the chinesecalendar package plus published overrides.",
-        "工作日日历：chinesecalendar 软件包加上发布的调整。",
+        "工作日日历：`chinesecalendar` 软件包加上发布的调整。",
     ),
 )
 def calendar_group() -> None:
@@ -238,7 +238,7 @@ def calendar_group() -> None:
     help=h(
         'Publish calendar overrides from JSON: years (each "complete": true for the whole '
         "year of the State Council's notice, false for some days) and single days.",
-        '从 JSON 发布日历调整：年度安排（"complete": true 表示国务院通知的全年安排，false 表示'
+        '从 JSON 发布日历调整：年度安排（`"complete": true` 表示国务院通知的全年安排，`false` 表示'
         "部分日期）和单日调整。",
     ),
 )

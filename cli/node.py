@@ -124,7 +124,7 @@ def _show(node_home: Path | None) -> dict[str, object]:
     default=None,
     help=h(
         "The parent's sync address (its `zhibao serve`), e.g. http://192.168.1.10:8750.",
-        "上级的同步地址（其 `zhibao serve`），如 http://192.168.1.10:8750。",
+        "上级的同步地址（其 `zhibao serve`），如 `http://192.168.1.10:8750`。",
     ),
 )
 @click.option(

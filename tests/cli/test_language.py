@@ -57,7 +57,7 @@ def run(args: list[str], lang: str) -> Result:
 # --- what a page may keep in Latin letters under zh ----------------------------------------
 
 _KEPT = re.compile(
-    r"`[^`\n]*`"  # code: `zhibao node show`
+    r"`[^`]*`"  # code: `zhibao node show`
     r"|\$[A-Z_]+"  # $ZHIBAO_HOME
     r"|(?<![\w-])--?[A-Za-z][\w-]*(?:/--[\w-]+)?"  # --item, -h, --seal/--no-seal
     r"|\[[^\]\n]*\|[^\]\n]*\]"  # [table|json|csv|xlsx]
