@@ -122,8 +122,8 @@ def monthly_command(period: str, at: str | None, home: Path | None, as_json: boo
         " table fits 100 columns; --wide or --columns shows more. With --out the file's"
         " name says the format (.csv, .xlsx, .json, .txt) unless --format is given.",
         "本节点所持全部日志的汇总统计（受理量、办结量、办结率……）。表格宽度不超过 100 列，"
-        "--wide 或 --columns 显示更多列。使用 --out 时按文件扩展名（`.csv`、`.xlsx`、`.json`、`.txt`）"
-        "确定格式，除非指定 --format。",
+        "--wide 或 --columns 显示更多列。使用 --out 时按文件扩展名"
+        "（`.csv`、`.xlsx`、`.json`、`.txt`）确定格式，除非指定 --format。",
     ),
 )
 @click.option(
