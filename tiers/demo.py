@@ -28,6 +28,7 @@ from tiers import demo_materials
 from tiers.cases import service as case
 from tiers.cases.service import Applicant
 from tiers.catalogue import parse_catalogue
+from tiers.city.finding_kinds import kind_name
 from tiers.city.reconcile import reconcile
 from tiers.city.stats import compute_stats
 from tiers.figures import parse_period
@@ -348,6 +349,7 @@ def _summary(city: City, say: Say) -> dict[str, Any]:
             completed=t["completed"],
             on_time=t["on_time"],
             overdue=t["overdue"],
+            open_overdue=t["open_overdue"],
             rated=t["rated"],
             satisfaction=f"{t['satisfaction_rate']:.0%}"
             if t["satisfaction_rate"] is not None
@@ -358,7 +360,8 @@ def _summary(city: City, say: Say) -> dict[str, Any]:
         i18n.tn(
             "demo.reconciled",
             len(findings),
-            kinds=", ".join(sorted({f["kind"] for f in findings})) or "-",
+            kinds=i18n.t("demo.kinds_sep").join(sorted({kind_name(f["kind"]) for f in findings}))
+            or "-",
         )
     )
     say(i18n.t("demo.verified", nodes=len(city.homes), problems=problems, retries=city.retries))
@@ -380,14 +383,16 @@ i18n.register(
         ),
         "demo.stats": (
             "City, {period}: accepted {accepted}, completed {completed}, on time {on_time}, "
-            "overdue {overdue}, rated {rated}, satisfaction {satisfaction}.",
-            "市中心 {period}：受理 {accepted}，办结 {completed}，按时 {on_time}，超期 {overdue}，"
-            "评价 {rated}，满意率 {satisfaction}。",
+            "closed overdue {overdue}, open past deadline {open_overdue}, rated {rated}, "
+            "satisfaction {satisfaction}.",
+            "市中心 {period}：受理 {accepted}，办结 {completed}，按时 {on_time}，"
+            "超期办结 {overdue}，在办超期 {open_overdue}，评价 {rated}，满意率 {satisfaction}。",
         ),
         "demo.reconciled": (
             "Reconciliation against the reports: {count} findings ({kinds}).",
             "与月报核对：{count} 项发现（{kinds}）。",
         ),
+        "demo.kinds_sep": (", ", "、"),
         "demo.reconciled.one": (
             "Reconciliation against the reports: {count} finding ({kinds}).",
             "与月报核对：{count} 项发现（{kinds}）。",
