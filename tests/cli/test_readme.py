@@ -100,7 +100,7 @@ def test_readme_town_example_runs_as_written(tmp_path: Path) -> None:
             printed[said] = printed.get(said, "") + run(line)
         assert "--root-key" in printed["node show"]  # the city's hint …
         assert "zhibao node enroll --node-id 330782001" in printed["node show"]  # … the town's
-        assert "pulled" in printed["sync"]
+        assert "entries down" in printed["sync"]
         for line in next_steps:
             _, words = split(line)
             out = run(line)
