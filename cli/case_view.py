@@ -31,6 +31,7 @@ from cli.common import (
 from cli.help import h
 from sync.protocol import i18n
 from sync.protocol.errors import CaseError
+from tiers import export
 from tiers.calendar import provisional_note
 from tiers.cases import listing, views
 from tiers.cases.labels import status_label
@@ -221,7 +222,7 @@ def register(case_group: click.Group, case_argument: Any) -> None:
         until: datetime | None, limit: int | None, offset: int, fmt: str | None,
         out: Path | None, home: Path | None, as_json: bool,
     ) -> None:  # fmt: skip
-        fmt = fmt or ("json" if as_json else _format_of(out))
+        fmt = export.format_for(fmt, str(out) if out is not None else None, as_json)
         if fmt == "xlsx" and out is None:
             raise CaseError("cli.case.xlsx_out")
         if out is not None:
@@ -245,12 +246,6 @@ def register(case_group: click.Group, case_argument: Any) -> None:
             return
         write_atomically(out, data)
         echo(i18n.tn("cli.case.written", len(page.rows), path=str(out)), err=True)
-
-
-def _format_of(out: Path | None) -> str:
-    """The format an --out file's extension names; a table otherwise."""
-    suffix = out.suffix.lower().lstrip(".") if out is not None else ""
-    return suffix if suffix in ("json", "csv", "xlsx") else "table"
 
 
 def _warning(row: dict[str, Any]) -> str:
@@ -293,7 +288,6 @@ def _render(page: listing.Page, fmt: str) -> bytes:
             ["" if r[k] is None else terminal_safe(r[k]) for k in _EXPORT] for r in page.rows
         ]
         return "".join("\t".join(cells) + "\n" for cells in lines).encode("utf-8")
-    from tiers import export  # xlsxwriter: loaded only for a file (a fifth of the start-up)
 
     for_people = fmt == "xlsx"
     rows = [_for_people(r) for r in page.rows] if for_people else page.rows

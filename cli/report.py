@@ -26,6 +26,7 @@ from cli.help import h
 from cli.report_table import WIDTH, Fit, print_fitted
 from sync.protocol import i18n
 from sync.protocol.errors import ReportError
+from tiers import export
 from tiers.city import stats as city_stats
 from tiers.city.finding_kinds import kind_name
 from tiers.city.reconcile import Thresholds, reconcile
@@ -182,7 +183,7 @@ def stats_command(period: str | None, by: str, fmt: str | None, out: Path | None
                   columns: str | None, home: Path | None, as_json: bool) -> None:  # fmt: skip
     if out is not None:
         check_writable(out)
-    fmt = city_stats.format_for(fmt, str(out) if out is not None else None, as_json)
+    fmt = export.format_for(fmt, str(out) if out is not None else None, as_json)
     chosen = city_stats.choose_columns(fmt, wide, columns)
     if fmt == "xlsx" and out is None:
         raise ReportError("cli.stats.xlsx_out")

@@ -14,10 +14,11 @@ import csv
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
-import xlsxwriter
-
+from sync.protocol import i18n
+from sync.protocol.errors import ReportError
 from tiers.inert import WORKBOOK_OPTIONS, csv_row
 
 # How a column's numbers are shown in XLSX (CSV always carries the raw JSON value).
@@ -25,6 +26,39 @@ PERCENT = "percent"  # a fraction, shown 12.3%
 MONEY = "money"  # fen, shown in yuan
 DAYS = "days"  # a number of days with two decimals
 _NUMBER_FORMATS = {PERCENT: "0.0%", MONEY: "#,##0.00", DAYS: "0.00"}
+FORMATS = ("table", "json", "csv", "xlsx")
+# An --out file's name says its format; .txt/.tsv hold the terminal table, tab-separated.
+SUFFIXES = {".csv": "csv", ".xlsx": "xlsx", ".json": "json", ".txt": "table", ".tsv": "table"}
+
+i18n.register(
+    {
+        "export.unknown_suffix": (
+            "Cannot tell the format from the name {name}: end it in one of {suffixes}, or give"
+            " --format {formats}.",
+            "无法从文件名 {name} 判断格式：请以 {suffixes} 之一结尾，或用 --format {formats}"
+            " 指定。",
+        ),
+        "export.suffix_sep": (", ", "、"),
+    }
+)
+
+
+def format_for(fmt: str | None, out_name: str | None, as_json: bool) -> str:
+    """The output format of a command that prints or exports a table: `--format`, else
+    `--json`, else the `--out` file's suffix (`SUFFIXES`), else the terminal table. An
+    `--out` name with another suffix is refused rather than guessed."""
+    if fmt is not None:
+        return fmt
+    if as_json:
+        return "json"
+    if out_name is None:
+        return "table"
+    suffix = PurePath(out_name).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ReportError("export.unknown_suffix", name=PurePath(out_name).name,
+                          suffixes=i18n.t("export.suffix_sep").join(SUFFIXES),
+                          formats="|".join(FORMATS))  # fmt: skip
+    return SUFFIXES[suffix]
 
 
 @dataclass(frozen=True)
@@ -55,6 +89,8 @@ def to_csv(table: Table) -> bytes:
 
 
 def to_xlsx(table: Table) -> bytes:
+    import xlsxwriter  # only a command that writes a workbook pays for loading it
+
     buffer = io.BytesIO()
     book = xlsxwriter.Workbook(buffer, WORKBOOK_OPTIONS)
     sheet = book.add_worksheet(_sheet_name(table.name))

@@ -223,6 +223,11 @@ def test_case_list_xlsx_without_out_writes_nothing(town: Path, tmp_path: Path) -
     missing = tmp_path / "nowhere" / "x.csv"
     assert "cannot write" in refused(town, "case", "list", "--out", str(missing))
     assert not missing.parent.exists()
+    odd = tmp_path / "cases.dat"  # the same rule as `stats --out`: a name that says no format
+    assert "Cannot tell the format from the name cases.dat" in refused(
+        town, "case", "list", "--out", str(odd)
+    )
+    assert not odd.exists()
 
 
 # --- case show ----------------------------------------------------------------------------
