@@ -18,6 +18,7 @@ from tiers.catalogue import tier_label
 i18n.register(
     {
         "status.label.node": ("node", "节点"),
+        "status.node_is": ("{node_id} {name} ({tier})", "{node_id} {name}（{tier}）"),
         "status.label.parent": ("parent", "上级"),
         "status.label.link": ("link", "连接"),
         "status.label.last_attempt": ("last attempt", "上次尝试"),
@@ -121,7 +122,8 @@ def link_fields(info: dict[str, Any], now: datetime) -> list[tuple[str, str]]:
     state = info["link"]
     parent = state["parent_id"]
     tier = tier_label(info["tier"]) if info.get("tier") else "-"
-    fields = [("node", f"{info['node_id']} {info['name']} ({tier})")]
+    fields = [("node", i18n.t("status.node_is", node_id=info["node_id"], name=info["name"],
+                               tier=tier))]  # fmt: skip
     if parent is None and state["state"] == "never":
         fields.append(("parent", i18n.t("status.no_parent")))
         fields.append(("link", i18n.t("status.link.none")))

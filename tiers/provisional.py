@@ -192,7 +192,7 @@ def status_line(info: dict[str, Any]) -> str:
                 else i18n.t("provisional.next_year")
             )
         )
-        parts.append(f"{need['year']} ({why})")
+        parts.append(i18n.t("provisional.year_why", year=need["year"], why=why))
     return known + i18n.t("provisional.status_needed", years="; ".join(parts))
 
 
@@ -233,6 +233,7 @@ i18n.register(
             "{count} 件在办件的期限落在该年",
         ),
         "provisional.this_year": ("this year", "本年度"),
+        "provisional.year_why": ("{year} ({why})", "{year}（{why}）"),
         "provisional.next_year": ("next year: the notice is due", "下一年度：节假日安排应已发布"),
         "provisional.figures": (
             "provisional: these figures count {years} on weekends alone; publish the {years}"
