@@ -28,6 +28,7 @@ from tiers import demo_materials
 from tiers.cases import service as case
 from tiers.cases.service import Applicant
 from tiers.catalogue import parse_catalogue
+from tiers.city.finding_kinds import kind_name
 from tiers.city.reconcile import reconcile
 from tiers.city.stats import compute_stats
 from tiers.figures import parse_period
@@ -354,13 +355,7 @@ def _summary(city: City, say: Say) -> dict[str, Any]:
             else "-",
         )
     )
-    say(
-        i18n.tn(
-            "demo.reconciled",
-            len(findings),
-            kinds=", ".join(sorted({f["kind"] for f in findings})) or "-",
-        )
-    )
+    say(reconciled(findings))
     say(i18n.t("demo.verified", nodes=len(city.homes), problems=problems, retries=city.retries))
     return {
         "entries": dict(rows),
@@ -372,8 +367,18 @@ def _summary(city: City, say: Say) -> dict[str, Any]:
     }
 
 
+def reconciled(findings: list[dict[str, Any]]) -> str:
+    """The reconciliation line: how many findings, their kinds named in the reader's
+    language (tiers.city.finding_kinds), not by their JSON keys."""
+    kinds = sorted({kind_name(f["kind"]) for f in findings})
+    return i18n.tn(
+        "demo.reconciled", len(findings), kinds=i18n.t("demo.list_sep").join(kinds) or "-"
+    )
+
+
 i18n.register(
     {
+        "demo.list_sep": (", ", "、"),
         "demo.reports": (
             "Every town and village signed its {period} monthly report (办件月报表).",
             "各镇、村已签发 {period} 办件月报表。",
