@@ -3,7 +3,6 @@ over tiers.reports, tiers.city.stats and tiers.city.reconcile."""
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import date
 from pathlib import Path
@@ -17,6 +16,7 @@ from cli.common import (
     echo,
     home_option,
     json_option,
+    json_text,
     node_at,
     print_json,
     terminal_safe,
@@ -192,8 +192,7 @@ def stats_command(period: str | None, by: str, fmt: str | None, out: Path | None
         result = city_stats.compute_stats(node.store, picked, by, today, node.config.settings)
         withdrawn_in_base = city_stats.completion_counts_withdrawn(node.config.settings)
     if fmt == "json":
-        text = json.dumps(result, ensure_ascii=False, indent=2) + "\n"
-        data = text.encode("utf-8")
+        data = (json_text(result) + "\n").encode("utf-8")
     elif fmt == "csv":
         data = city_stats.to_csv(result, chosen)
     elif fmt == "xlsx":

@@ -18,9 +18,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cli.common import display_width
 from tests.hostile.network import CITY, TOWN, Net, today, zb
 from tests.support.servers import ZHIBAO, cli_env
+from tests.support.topology import VILLAGE
+from tests.tiers import test_figures as figures
 from tiers.inert import UNSAFE
 
 HOSTILE_ITEM = "=cmd|' /C calc'!A0\x1b]0;pwned\x07<script>alert(1)</script>\u202e"
@@ -65,3 +69,23 @@ def test_hostile_report_part_reaches_reconcile_inert_and_named(net: Net) -> None
     assert "月报数据不符" in chinese and "月报自相矛盾" in chinese
     assert "report_mismatch" not in chinese and "accepted" not in chinese
     assert "按事项分列" in chinese and "受理量" in chinese  # the part and the count, named
+
+
+def test_hostile_town_names_a_village_and_stats_json_shows_it_inert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the town enrols its village under a name that is a bidi override and C1 controls;
+    # the city's `stats --json` (a terminal reads it too) escapes them as print_json does,
+    # and the name parses back exactly
+    name = "\u202eevil\u0085\u009b31m\u2066village"
+    monkeypatch.setattr(figures, "name_of", lambda node_id: name if node_id == VILLAGE else "x")
+    with figures.small_city(tmp_path) as net:
+        figures.hand_built_month(net)
+    done = subprocess.run(
+        [ZHIBAO, "stats", "--period", "2025-10", "--json", "--home", str(tmp_path / CITY)],
+        capture_output=True, env=cli_env("en"), timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    text = done.stdout.decode()
+    assert not {ch for ch in text if ch in RAW_UNSAFE}
+    assert name in {row["label"] for row in json.loads(text)["rows"]}
