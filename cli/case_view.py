@@ -35,7 +35,7 @@ from tiers.calendar import provisional_note
 from tiers.cases import listing, views
 from tiers.cases.labels import status_label
 from tiers.cases.machine import STATUSES
-from tiers.inert import terminal_safe
+from tiers.inert import text_cell
 
 FORMATS = ("table", "json", "csv", "xlsx")
 MIN_SCREEN = 5  # rows shown even on a tiny terminal
@@ -288,7 +288,7 @@ def _render(page: listing.Page, fmt: str) -> bytes:
         return (json_text(page.rows) + "\n").encode("utf-8")
     if fmt == "table":  # --out FILE.txt: the table as printed, every row
         lines = [i18n.t("cli.case.export_headers").split("|")] + [
-            ["" if r[k] is None else terminal_safe(r[k]) for k in _EXPORT] for r in page.rows
+            [text_cell(r[k]) for k in _EXPORT] for r in page.rows
         ]
         return "".join("\t".join(cells) + "\n" for cells in lines).encode("utf-8")
     from tiers import export  # xlsxwriter: loaded only for a file (a fifth of the start-up)

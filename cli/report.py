@@ -19,7 +19,6 @@ from cli.common import (
     json_text,
     node_at,
     print_json,
-    terminal_safe,
     write_atomically,
 )
 from cli.help import h
@@ -30,6 +29,7 @@ from tiers.city import stats as city_stats
 from tiers.city.finding_kinds import kind_name
 from tiers.city.reconcile import Thresholds, reconcile
 from tiers.figures import month_of, parse_period
+from tiers.inert import text_cell
 from tiers.provisional import period_years, provisional_figures
 from tiers.reports import submit_monthly
 
@@ -214,7 +214,7 @@ def stats_command(period: str | None, by: str, fmt: str | None, out: Path | None
             )
             return
         lines = [heads, *rows]
-        data = "".join("\t".join(terminal_safe(c) for c in r) + "\n" for r in lines).encode()
+        data = "".join("\t".join(map(text_cell, r)) + "\n" for r in lines).encode()
     if out is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
