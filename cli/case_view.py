@@ -36,8 +36,8 @@ from tiers.cases import listing, views
 from tiers.cases.labels import status_label
 from tiers.cases.machine import STATUSES
 from tiers.inert import text_cell
+from tiers.out_format import FORMATS, format_for
 
-FORMATS = ("table", "json", "csv", "xlsx")
 MIN_SCREEN = 5  # rows shown even on a tiny terminal
 _EXPORT = (
     "case_id", "item_code", "item_name", "status", "holder", "origin", "applicant", "phone",
@@ -220,7 +220,7 @@ def register(case_group: click.Group, case_argument: Any) -> None:
         until: datetime | None, limit: int | None, offset: int, fmt: str | None,
         out: Path | None, home: Path | None, as_json: bool,
     ) -> None:  # fmt: skip
-        fmt = fmt or ("json" if as_json else _format_of(out))
+        fmt = format_for(fmt, str(out) if out is not None else None, as_json)
         if fmt == "xlsx" and out is None:
             raise CaseError("cli.case.xlsx_out")
         if out is not None:
@@ -244,12 +244,6 @@ def register(case_group: click.Group, case_argument: Any) -> None:
             return
         write_atomically(out, data)
         echo(i18n.tn("cli.case.written", len(page.rows), path=str(out)), err=True)
-
-
-def _format_of(out: Path | None) -> str:
-    """The format an --out file's extension names; a table otherwise."""
-    suffix = out.suffix.lower().lstrip(".") if out is not None else ""
-    return suffix if suffix in ("json", "csv", "xlsx") else "table"
 
 
 def _warning(row: dict[str, Any]) -> str:

@@ -225,6 +225,21 @@ def test_case_list_xlsx_without_out_writes_nothing(town: Path, tmp_path: Path) -
     assert not missing.parent.exists()
 
 
+def test_case_list_out_with_an_unknown_suffix_is_refused_as_stats_does(
+    town: Path, tmp_path: Path
+) -> None:
+    # a tab-separated table in a file named .xls (or a typo, .cvs) is what #13 removed from
+    # `stats --out`: `case list --out` follows the same rule and writes nothing
+    _people(town, 1)
+    for name in ("overdue.xls", "overdue.cvs"):
+        out = tmp_path / name
+        said = refused(town, "case", "list", "--out", str(out))
+        assert f"Cannot tell the format from the name {name}" in said
+        assert not out.exists()
+    given = run(town, "case", "list", "--out", str(tmp_path / "x.xls"), "--format", "csv")
+    assert given.returncode == 0 and (tmp_path / "x.xls").read_bytes().startswith(b"\xef\xbb\xbf")
+
+
 # --- case show ----------------------------------------------------------------------------
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
-from pathlib import PurePath
 from typing import Any
 
 from sync import trust
@@ -34,15 +33,13 @@ from tiers.figures import (
     tally,
     total,
 )
+from tiers.out_format import FORMATS, SUFFIXES, format_for  # noqa: F401 (stats' names)
 from tiers.provisional import period_years, provisional_figures
 from tiers.published import list_items, work_calendar
 from tiers.report_parts import UNKNOWN_KIND, node_part_key
 from tiers.reports import backfill, load_facts
 
 BY = ("node", "tier", "item", "department", "kind")
-FORMATS = ("table", "json", "csv", "xlsx")
-# The format a file's name implies (`--out` without `--format`); a text table is tab-separated.
-SUFFIXES = {".csv": "csv", ".xlsx": "xlsx", ".json": "json", ".txt": "table", ".tsv": "table"}
 TOTAL_KEY = "total"
 
 # The columns of `stats --wide` (JSON keys; labels via i18n "stats.col.*"); the default table
@@ -156,23 +153,6 @@ def _file_columns(result: dict[str, Any]) -> tuple[str, ...]:
     """Every key the JSON rows carry: `FILE_COLUMNS`, then any other a row has."""
     extra = {k for row in _all_rows(result) for k in row} - set(FILE_COLUMNS)
     return (*FILE_COLUMNS, *sorted(extra))
-
-
-def format_for(fmt: str | None, out_name: str | None, as_json: bool) -> str:
-    """The output format: `--format`, else `--json`, else the `--out` file's suffix (`.csv`,
-    `.xlsx`, `.json`, `.txt`/`.tsv` for the tab-separated table), else the terminal table.
-    An `--out` name with another suffix is refused rather than guessed."""
-    if fmt is not None:
-        return fmt
-    if as_json:
-        return "json"
-    if out_name is None:
-        return "table"
-    suffix = PurePath(out_name).suffix.lower()
-    if suffix not in SUFFIXES:
-        raise ReportError("stats.unknown_suffix", name=PurePath(out_name).name,
-                          suffixes=", ".join(SUFFIXES), formats="|".join(FORMATS))  # fmt: skip
-    return SUFFIXES[suffix]
 
 
 def choose_columns(fmt: str, wide: bool, listed: str | None) -> tuple[str, ...] | None:
@@ -345,12 +325,6 @@ i18n.register(
         ),
         "stats.bad_by": (
             "--by must be one of {allowed}, not {by}.", "--by 须为 {allowed} 之一，不能是 {by}。"
-        ),
-        "stats.unknown_suffix": (
-            "Cannot tell the format from the name {name}: end it in one of {suffixes}, or give"
-            " --format {formats}.",
-            "无法从文件名 {name} 判断格式：请以 {suffixes} 之一结尾，或用 --format {formats}"
-            " 指定。",
         ),
         "stats.wide_and_columns": (
             "Give --wide (every table column) or --columns K,K,… (the ones you name), not both.",
