@@ -309,6 +309,7 @@ def test_case_show_prints_every_detail_a_clerk_needs(town: Path) -> None:
     assert "一次性告知补正（2025-09-30 09:00，330782001）：" in zh
     assert "  1. 近期免冠照片" in zh and "送达方式    邮寄送达" in zh
     assert "缴费票据号  R-0001" in zh and "评价意见    办事快" in zh
+    assert "  受理            承诺时限 5 个工作日" in zh  # the event's note, not "承诺5 个工作日"
 
 
 def test_case_show_lists_only_what_this_node_may_record(town: Path) -> None:
