@@ -110,7 +110,7 @@ i18n.register(
         "cli.case.result.denied": ("denied", "不予"),
         # what each event said, for the events' note column
         "cli.case.note.materials": ("materials: {materials}", "材料：{materials}"),
-        "cli.case.note.promised": ("promised {limit}", "承诺 {limit}"),
+        "cli.case.note.promised": ("promised {limit}", "承诺时限 {limit}"),
         "cli.case.note.missing": (
             "{count} items missing (listed above)",
             "告知补正 {count} 项（见上方清单）",

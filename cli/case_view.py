@@ -8,7 +8,6 @@ yellow lists a centre sends on. `--json` keeps DESIGN §7's shapes: the case, an
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from datetime import datetime
@@ -23,6 +22,7 @@ from cli.common import (
     echo,
     home_option,
     json_option,
+    json_text,
     node_at,
     print_json,
     print_table,
@@ -36,10 +36,8 @@ from tiers.calendar import provisional_note
 from tiers.cases import listing, views
 from tiers.cases.labels import status_label
 from tiers.cases.machine import STATUSES
-from tiers.inert import UNSAFE, terminal_safe
+from tiers.inert import text_cell
 
-FORMATS = ("table", "json", "csv", "xlsx")
-_JSON_ESCAPED = {c: f"\\u{c:04x}" for c in UNSAFE if c >= 0x7F}  # json.dumps does the rest
 MIN_SCREEN = 5  # rows shown even on a tiny terminal
 _EXPORT = (
     "case_id", "item_code", "item_name", "status", "holder", "origin", "applicant", "phone",
@@ -200,7 +198,7 @@ def register(case_group: click.Group, case_argument: Any) -> None:
     @click.option(
         "--format",
         "fmt",
-        type=click.Choice(FORMATS),
+        type=click.Choice(export.FORMATS),
         default=None,
         help=h(
             "Output format (default: from --out's extension, else table; json with --json).",
@@ -281,11 +279,10 @@ def _print_page(page: listing.Page, wanted: listing.Filters) -> None:
 def _render(page: listing.Page, fmt: str) -> bytes:
     """The page as a file: JSON (the `--json` list), CSV or XLSX (tiers.export)."""
     if fmt == "json":  # as `print_json` writes it: C1, DEL and bidi controls as \u escapes
-        text = json.dumps(page.rows, ensure_ascii=False, indent=2).translate(_JSON_ESCAPED)
-        return (text + "\n").encode("utf-8")
+        return (json_text(page.rows) + "\n").encode("utf-8")
     if fmt == "table":  # --out FILE.txt: the table as printed, every row
         lines = [i18n.t("cli.case.export_headers").split("|")] + [
-            ["" if r[k] is None else terminal_safe(r[k]) for k in _EXPORT] for r in page.rows
+            [text_cell(r[k]) for k in _EXPORT] for r in page.rows
         ]
         return "".join("\t".join(cells) + "\n" for cells in lines).encode("utf-8")
 

@@ -128,11 +128,15 @@ def warn(text: str) -> None:
     echo(f"zhibao: {text}", err=True)
 
 
-def print_json(value: Any) -> None:
+def json_text(value: Any) -> str:
     """JSON for tools: exact values; C1, DEL and bidi controls written as `\\u` escapes
     (control characters below U+0020 are escaped by json.dumps itself)."""
-    text = json.dumps(value, ensure_ascii=False, indent=2, sort_keys=False)
-    click.echo(text.translate(_JSON_ESCAPED))
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=False).translate(_JSON_ESCAPED)
+
+
+def print_json(value: Any) -> None:
+    """`json_text` on standard output."""
+    click.echo(json_text(value))
 
 
 def print_table(headers: list[str], rows: list[list[Any]]) -> None:

@@ -3,7 +3,6 @@ over tiers.reports, tiers.city.stats and tiers.city.reconcile."""
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import date
 from pathlib import Path
@@ -17,9 +16,9 @@ from cli.common import (
     echo,
     home_option,
     json_option,
+    json_text,
     node_at,
     print_json,
-    terminal_safe,
     write_atomically,
 )
 from cli.help import h
@@ -31,6 +30,7 @@ from tiers.city import stats as city_stats
 from tiers.city.finding_kinds import kind_name
 from tiers.city.reconcile import Thresholds, reconcile
 from tiers.figures import month_of, parse_period
+from tiers.inert import text_cell
 from tiers.provisional import period_years, provisional_figures
 from tiers.reports import submit_monthly
 
@@ -193,8 +193,7 @@ def stats_command(period: str | None, by: str, fmt: str | None, out: Path | None
         result = city_stats.compute_stats(node.store, picked, by, today, node.config.settings)
         withdrawn_in_base = city_stats.completion_counts_withdrawn(node.config.settings)
     if fmt == "json":
-        text = json.dumps(result, ensure_ascii=False, indent=2) + "\n"
-        data = text.encode("utf-8")
+        data = (json_text(result) + "\n").encode("utf-8")
     elif fmt == "csv":
         data = city_stats.to_csv(result, chosen)
     elif fmt == "xlsx":
@@ -216,7 +215,7 @@ def stats_command(period: str | None, by: str, fmt: str | None, out: Path | None
             )
             return
         lines = [heads, *rows]
-        data = "".join("\t".join(terminal_safe(c) for c in r) + "\n" for r in lines).encode()
+        data = "".join("\t".join(map(text_cell, r)) + "\n" for r in lines).encode()
     if out is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()

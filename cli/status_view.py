@@ -18,7 +18,6 @@ from tiers.catalogue import tier_label
 i18n.register(
     {
         "status.label.node": ("node", "节点"),
-        "status.node_is": ("{node_id} {name} ({tier})", "{node_id} {name}（{tier}）"),
         "status.label.parent": ("parent", "上级"),
         "status.label.link": ("link", "连接"),
         "status.label.last_attempt": ("last attempt", "上次尝试"),
@@ -27,6 +26,7 @@ i18n.register(
         "status.label.backlog": ("backlog", "待确认"),
         "status.label.clock": ("clock offset", "时钟偏差"),
         "status.label.restoring": ("restoring", "恢复中"),
+        "status.node_line": ("{node_id} {name} ({tier})", "{node_id} {name}（{tier}）"),
         "status.no_parent": ("none (top of the network)", "无（网络顶层）"),
         "status.link.ok": ("working", "正常"),
         "status.link.never": ("no sync yet", "尚未同步"),
@@ -122,8 +122,8 @@ def link_fields(info: dict[str, Any], now: datetime) -> list[tuple[str, str]]:
     state = info["link"]
     parent = state["parent_id"]
     tier = tier_label(info["tier"]) if info.get("tier") else "-"
-    fields = [("node", i18n.t("status.node_is", node_id=info["node_id"], name=info["name"],
-                               tier=tier))]  # fmt: skip
+    fields = [("node", i18n.t("status.node_line", node_id=info["node_id"], name=info["name"],
+                              tier=tier))]  # fmt: skip
     if parent is None and state["state"] == "never":
         fields.append(("parent", i18n.t("status.no_parent")))
         fields.append(("link", i18n.t("status.link.none")))

@@ -16,7 +16,9 @@ slice, in order, as one pass over the whole log meets them, so the report is the
 whatever the number of workers or the size of a slice. The slices are planned in the
 caller's snapshot, up to the highest seq it holds; a worker reads them through its own
 connection, and since the log is append-only (triggers refuse UPDATE and DELETE) it reads
-the very entries the snapshot holds, whatever is appended meanwhile.
+the very entries the snapshot holds, whatever is appended meanwhile. Only a fork switch
+(sync.fork_switch, run by ingest) replaces entries: a slice whose last entry the worker
+did not read as the snapshot holds it is checked again in the snapshot (`_as_held`).
 
 The workers are threads, each with its own read-only connection. Ed25519 verification is
 ~90 % of an entry's CPU time here and releases the GIL (cryptography 50: two threads
@@ -179,8 +181,10 @@ def _audit(
             _problem(report, origin, 0, "unknown_key")
         unproved: list[int] = []  # seqs whose signature failed, since the chain was whole
         last: tuple[Any, bytes] | None = None
-        for _ in plan.slices:
+        for part in plan.slices:
             checked = next(results)
+            if not _as_held(store, part, checked):  # changed since the plan: check it here
+                checked = check_slice(store.conn, part)
             _replay(report, origin, checked.marks, unproved)
             report.entries += checked.entries
             last = checked.last or last
@@ -193,6 +197,18 @@ def _audit(
         if head_seq != expected - 1 or (prev is not None and head_hash != prev):
             _problem(report, origin, head_seq, "head", held=expected - 1)
     return report
+
+
+def _as_held(store: Store, part: Slice, checked: Checked) -> bool:
+    """Whether a worker read the slice as the caller's snapshot holds it. The log only
+    grows, but ingest's fork switch (sync.fork_switch) deletes a branch and writes another
+    in its place, and a worker reads outside the snapshot: whatever changed in a slice
+    changes its last entry's hash (each entry's bytes hold the hash before it)."""
+    held = store.query(_BEFORE_SQL, (part.origin, part.through))
+    if not held or checked.last is None:
+        return not held and checked.last is None
+    seq, raw = held[0]
+    return checked.last == (seq, entry_hash(_bytes(raw)))
 
 
 def _replay(

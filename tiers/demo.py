@@ -356,14 +356,7 @@ def _summary(city: City, say: Say) -> dict[str, Any]:
             else "-",
         )
     )
-    say(
-        i18n.tn(
-            "demo.reconciled",
-            len(findings),
-            kinds=i18n.t("demo.kinds_sep").join(sorted({kind_name(f["kind"]) for f in findings}))
-            or "-",
-        )
-    )
+    say(reconciled(findings))
     say(i18n.t("demo.verified", nodes=len(city.homes), problems=problems, retries=city.retries))
     return {
         "entries": dict(rows),
@@ -375,8 +368,18 @@ def _summary(city: City, say: Say) -> dict[str, Any]:
     }
 
 
+def reconciled(findings: list[dict[str, Any]]) -> str:
+    """The reconciliation line: how many findings, their kinds named in the reader's
+    language (tiers.city.finding_kinds), not by their JSON keys."""
+    kinds = sorted({kind_name(f["kind"]) for f in findings})
+    return i18n.tn(
+        "demo.reconciled", len(findings), kinds=i18n.t("demo.list_sep").join(kinds) or "-"
+    )
+
+
 i18n.register(
     {
+        "demo.list_sep": (", ", "、"),
         "demo.reports": (
             "Every town and village signed its {period} monthly report (办件月报表).",
             "各镇、村已签发 {period} 办件月报表。",
@@ -392,7 +395,6 @@ i18n.register(
             "Reconciliation against the reports: {count} findings ({kinds}).",
             "与月报核对：{count} 项发现（{kinds}）。",
         ),
-        "demo.kinds_sep": (", ", "、"),
         "demo.reconciled.one": (
             "Reconciliation against the reports: {count} finding ({kinds}).",
             "与月报核对：{count} 项发现（{kinds}）。",

@@ -9,11 +9,13 @@ Names, reasons, notes and departments can come from any enrolled node, so:
   @, a tab or a carriage return) is prefixed with a single quote, as OWASP recommends, and
   its control characters are shown as escapes (a CSV may be printed on a terminal); numbers
   stay numbers.
+- `text_cell`: the same for a cell of a tab-separated text file.
 - `WORKBOOK_OPTIONS`: XLSX workbooks never turn a string into a formula, a link or a number.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -51,3 +53,18 @@ def csv_cell(value: Any) -> Any:
 
 def csv_row(values: Iterable[Any]) -> list[Any]:
     return [csv_cell(value) for value in values]
+
+
+_NUMBER = re.compile(r"-?\d+(\.\d+)?%?")
+
+
+def text_cell(value: Any) -> str:
+    """A cell of a tab-separated text file (`--out FILE.txt`/`.tsv`), which a spreadsheet
+    opens too: as `csv_cell` (a formula start quoted, controls escaped, a tab among them),
+    but a number ("-3", "81.8%") or "-" (no value) stays as written; None is empty."""
+    if value is None:
+        return ""
+    text = str(value)
+    if text == "-" or _NUMBER.fullmatch(text):
+        return text
+    return str(csv_cell(text))

@@ -230,6 +230,21 @@ def test_case_list_xlsx_without_out_writes_nothing(town: Path, tmp_path: Path) -
     assert not odd.exists()
 
 
+def test_case_list_out_with_an_unknown_suffix_is_refused_as_stats_does(
+    town: Path, tmp_path: Path
+) -> None:
+    # a tab-separated table in a file named .xls (or a typo, .cvs) is what #13 removed from
+    # `stats --out`: `case list --out` follows the same rule and writes nothing
+    _people(town, 1)
+    for name in ("overdue.xls", "overdue.cvs"):
+        out = tmp_path / name
+        said = refused(town, "case", "list", "--out", str(out))
+        assert f"Cannot tell the format from the name {name}" in said
+        assert not out.exists()
+    given = run(town, "case", "list", "--out", str(tmp_path / "x.xls"), "--format", "csv")
+    assert given.returncode == 0 and (tmp_path / "x.xls").read_bytes().startswith(b"\xef\xbb\xbf")
+
+
 # --- case show ----------------------------------------------------------------------------
 
 
@@ -299,6 +314,7 @@ def test_case_show_prints_every_detail_a_clerk_needs(town: Path) -> None:
     assert "一次性告知补正（2025-09-30 09:00，330782001）：" in zh
     assert "  1. 近期免冠照片" in zh and "送达方式    邮寄送达" in zh
     assert "缴费票据号  R-0001" in zh and "评价意见    办事快" in zh
+    assert "  受理            承诺时限 5 个工作日" in zh  # the event's note, not "承诺5 个工作日"
 
 
 def test_case_show_lists_only_what_this_node_may_record(town: Path) -> None:

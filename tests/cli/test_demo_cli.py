@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from cli.demo import _program, explore_commands
+from sync.protocol import i18n
+from tiers.demo import reconciled
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = {"decided": "330782001202-20251009-0001"}
@@ -53,3 +55,19 @@ def test_demo_explore_commands_name_the_folder_as_the_reader_would(
     assert explore_commands(tmp_path / "my demo", SUMMARY)[0].startswith(
         f"{wrapper} --home '{tmp_path}/my demo/330782001'"
     )
+
+
+def test_demo_reconciled_names_finding_kinds_in_the_readers_language() -> None:
+    findings = [{"kind": "calendar_missing"}, {"kind": "clock_skew"}, {"kind": "clock_skew"}]
+    i18n.use_locale("zh")
+    try:
+        said = reconciled(findings)
+    finally:
+        i18n.use_locale(None)
+    assert said == "与月报核对：3 项发现（时钟偏差、缺少工作日历）。"
+    i18n.use_locale("en")
+    try:
+        said = reconciled(findings[:1])
+    finally:
+        i18n.use_locale(None)
+    assert said == "Reconciliation against the reports: 1 finding (calendar missing)."

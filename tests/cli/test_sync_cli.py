@@ -69,6 +69,8 @@ def test_status_labels_and_tables_in_chinese(net: Topology) -> None:
     chinese = zhibao(net.home(CITY), "status", lang="zh").stdout
     assert english.startswith("node   ") and "last heard" in english and "held" in english
     assert chinese.startswith("节点  ") and "最近消息" in chinese and "持有至" in chinese
+    assert chinese.splitlines()[0].endswith("（市级）")  # Chinese brackets round the tier
+    assert english.splitlines()[0].endswith(" (city)")
     words = ("node", "parent", "link", "clock offset", "origin", "held", "name", "state",
              "last heard", "entries", "forwards", "yellow/red", "network:")  # fmt: skip
     for word in words:

@@ -94,3 +94,19 @@ def test_hostile_texts_in_case_list_files_are_inert(net: Net, tmp_path: Path) ->
     assert cells and all(c.data_type != "f" for c in cells)  # no formula, only values
     by_text = {str(c.value) for c in cells}
     assert NAME in by_text or any(v.startswith("=HYPERLINK(") for v in by_text)
+
+
+def test_hostile_texts_in_case_list_text_files_are_no_formulas(net: Net, tmp_path: Path) -> None:
+    # `--out FILE.tsv` (or .txt) is the table, tab-separated: a spreadsheet opens it too,
+    # so a name or phone that starts a formula is quoted there as in the CSV
+    case_id = _forge_case(net)
+    town = net.home(TOWN)
+    text = tmp_path / "list.tsv"
+    zb(town, "case", "list", "--out", str(text))
+    header, *rows = text.read_text(encoding="utf-8").splitlines()
+    _inert(text.read_text(encoding="utf-8").replace("\t", " "))  # tabs: the separators
+    (row,) = [dict(zip(header.split("\t"), r.split("\t"), strict=True)) for r in rows
+              if r.startswith(case_id)]  # fmt: skip
+    cells = [row[k] for k in row]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@"))], cells
+    assert row["applicant"].startswith("'=HYPERLINK(") and row["phone"] == "'" + PHONE

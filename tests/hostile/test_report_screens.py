@@ -18,9 +18,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cli.common import display_width
 from tests.hostile.network import CITY, TOWN, Net, today, zb
 from tests.support.servers import ZHIBAO, cli_env
+from tests.support.topology import VILLAGE
+from tests.tiers import test_figures as figures
 from tiers.inert import UNSAFE
 
 HOSTILE_ITEM = "=cmd|' /C calc'!A0\x1b]0;pwned\x07<script>alert(1)</script>\u202e"
@@ -65,3 +69,34 @@ def test_hostile_report_part_reaches_reconcile_inert_and_named(net: Net) -> None
     assert "月报数据不符" in chinese and "月报自相矛盾" in chinese
     assert "report_mismatch" not in chinese and "accepted" not in chinese
     assert "按事项分列" in chinese and "受理量" in chinese  # the part and the count, named
+
+
+def test_hostile_town_names_a_village_and_stats_files_show_it_inert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the town enrols its village under a name that is a formula, a bidi override and C1
+    # controls; the city's `stats --json` (a terminal reads it too) escapes the controls
+    # as print_json does, the name parsing back exactly, and the tab-separated table
+    # (`--out FILE.txt`, which a spreadsheet opens too) quotes the formula as the CSV does
+    name = "=cmd|' /C calc'!A0\u202eevil\u0085\u009b31m\u2066village"
+    monkeypatch.setattr(figures, "name_of", lambda node_id: name if node_id == VILLAGE else "x")
+    with figures.small_city(tmp_path / "homes") as net:
+        figures.hand_built_month(net)
+    city = tmp_path / "homes" / CITY
+
+    def stats(*args: str) -> str:
+        done = subprocess.run(
+            [ZHIBAO, "stats", "--period", "2025-10", *args, "--home", str(city)],
+            capture_output=True, env=cli_env("en"), timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr.decode()
+        return done.stdout.decode()
+
+    text = stats("--json")
+    assert not {ch for ch in text if ch in RAW_UNSAFE}
+    assert name in {row["label"] for row in json.loads(text)["rows"]}
+    stats("--out", str(tmp_path / "s.txt"))
+    rows = [line.split("\t") for line in (tmp_path / "s.txt").read_text().splitlines()]
+    (village,) = [row for row in rows if row[0] == VILLAGE]
+    assert village[1].startswith("'=cmd|") and "\\u202e" in village[1]
+    assert not [cell for row in rows for cell in row if cell.startswith(("=", "+", "@"))]

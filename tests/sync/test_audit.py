@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from sync import audit
 from sync.audit import AuditReport, _problem, _unproved, verify_log
 from sync.keyring import KeyRing
-from sync.node import init_node
+from sync.node import init_node, open_node
 from sync.protocol.entry import entry_hash, parse_envelope, signing_message
 from sync.protocol.errors import EntryError
 from sync.protocol.keys import Signer, verify
@@ -307,3 +308,50 @@ def test_store_refuses_update_and_delete(tmp_path: Path) -> None:
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             conn.execute(sql)
     conn.close()
+
+
+def _switch(home: Path, branch: Path, seq: int) -> None:
+    """What ingest's fork switch does to `home`'s log: from `seq` on, `branch`'s entries."""
+    conn = sqlite3.connect(home / "node.db")
+    conn.execute("ATTACH ? AS b", (str(branch / "node.db"),))
+    conn.execute("DROP TRIGGER entries_no_delete")
+    conn.execute("DELETE FROM entries WHERE origin = ? AND seq >= ?", (TOWN, seq))
+    columns = "origin, seq, hash, sig, raw, type, received_at"
+    conn.execute(f"INSERT INTO entries ({columns}) SELECT {columns} FROM b.entries"
+                 " WHERE origin = ? AND seq >= ?", (TOWN, seq))  # fmt: skip
+    conn.execute("DELETE FROM heads WHERE origin = ?", (TOWN,))
+    conn.execute("INSERT INTO heads SELECT * FROM b.heads WHERE origin = ?", (TOWN,))
+    conn.commit()
+    conn.close()
+
+
+def test_audit_slices_a_fork_switch_replaced_meanwhile_are_checked_as_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker reads outside the caller's snapshot, and ingest's fork switch may replace
+    the tail of a log meanwhile (another branch, signed by the same key). The slices the
+    worker did not read as the snapshot holds them are checked again in the snapshot: the
+    report is the one pass's, not a head that "does not match" on a sound log."""
+    home = _town(tmp_path, 10)
+    branch = Path(shutil.copytree(home, tmp_path / "branch"))
+    for where, extra in ((home, {}), (branch, {"branch": True})):
+        with open_node(where) as node:
+            for n in range(11, 21):
+                node.append("test.note", {"n": n, **extra}, at="2025-10-09T10:00:00+08:00")
+    real, lock, switched = audit.check_slice, threading.Lock(), []
+
+    def switch_first(conn: object, part: audit.Slice) -> audit.Checked:
+        with lock:  # before any worker reads: after the plan, inside the snapshot
+            if not switched:
+                _switch(home, branch, 11)
+                switched.append(part.through)
+        return real(conn, part)  # type: ignore[arg-type]
+
+    with Store(home / "node.db") as store:
+        alone = verify_log(store, workers=1)
+        monkeypatch.setattr(audit, "check_slice", switch_first)
+        apart = verify_log(store, workers=2, slice_size=4)
+        assert switched and alone.ok and apart.ok, apart.problems
+        assert apart.to_json() == alone.to_json()
+        monkeypatch.undo()
+        assert verify_log(store, workers=1).ok  # the branch, checked afresh, is sound too

@@ -16,7 +16,7 @@ from tests.support.topology import CITY, TOWN, VILLAGE, hand_down
 from tests.tiers.test_figures import PERSON, City, fixed, push, small_city, t, up
 from tiers.cases import service
 from tiers.city.network import network_health
-from tiers.city.reconcile import Thresholds, reconcile
+from tiers.city.reconcile import Finding, Thresholds, reconcile
 from tiers.node import open_home
 from tiers.reports import submit_monthly
 
@@ -211,3 +211,16 @@ def test_network_health_lists_every_node(tmp_path: Path) -> None:
     assert nodes[TOWN]["warnings"]["red"] == 1  # the A1 case, still open on 11-20
     assert nodes[VILLAGE]["stale"] and not nodes[CITY]["stale"]
     assert health["warnings"] == {"yellow": 0, "red": 1}
+
+
+def test_finding_detail_of_one_says_one_not_1_things() -> None:
+    used = {"via": "330782001", "how": "entry", "last_at": "2025-10-09T10:00:00+08:00",
+            "reported_by": "330782001"}  # fmt: skip
+    once = Finding("revoked_key_used", "330782001201", {**used, "count": 1}).to_json()
+    twice = Finding("revoked_key_used", "330782001201", {**used, "count": 2}).to_json()
+    assert "used once (" in once["detail"] and "1 times" not in once["detail"]
+    assert "used 2 times (" in twice["detail"]
+    held = {"first_seq": 7, "seq": 7, "type": "case.accepted", "why": "no custody"}
+    one = Finding("quarantined_entry", "330782001201", {**held, "count": 1}).to_json()
+    assert one["detail"].startswith("One of 330782001201's entries (#7) is held")
+    assert one["evidence"]["count"] == 1 and one["kind"] == "quarantined_entry"

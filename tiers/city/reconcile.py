@@ -100,6 +100,8 @@ class Finding:
 
     def to_json(self) -> dict[str, Any]:
         key = self.message or f"finding.{self.kind}"
+        if self.evidence.get("count") == 1 and i18n.has(key + ".one"):
+            key += ".one"  # "used once", not "used 1 times"
         detail = i18n.t(key, node_id=self.node_id, **self.evidence, **words(self.evidence))
         return {"kind": self.kind, "node_id": self.node_id, "detail": detail,
                 "evidence": self.evidence}  # fmt: skip
@@ -453,6 +455,16 @@ i18n.register(
             "{last_at}, seen by {reported_by}); everything it signed was refused.",
             "{node_id} 已吊销的密钥被使用 {count} 次（{how}，经由 {via}，最近 {last_at}，"
             "由 {reported_by} 发现）；其签名内容已全部拒收。",
+        ),
+        "finding.revoked_key_used.one": (
+            "{node_id}'s revoked key was used once ({how}, via {via}, at {last_at}, seen by"
+            " {reported_by}); what it signed was refused.",
+            "{node_id} 已吊销的密钥被使用 1 次（{how}，经由 {via}，于 {last_at}，"
+            "由 {reported_by} 发现）；其签名内容已拒收。",
+        ),
+        "finding.quarantined_entry.one": (
+            "One of {node_id}'s entries (#{seq}) is held but set aside ({type}): {why}.",
+            "{node_id} 有 1 条条目（#{seq}）已保存但未采用（{type}）：{why}。",
         ),
         "finding.quarantined_entry": (
             "{count} of {node_id}'s entries (#{first_seq}–#{seq}) are held but set aside; the"

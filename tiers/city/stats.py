@@ -39,8 +39,7 @@ from tiers.report_parts import UNKNOWN_KIND, node_part_key
 from tiers.reports import backfill, load_facts
 
 BY = ("node", "tier", "item", "department", "kind")
-FORMATS = ("table", "json", "csv", "xlsx")
-# The format a file's name implies (`--out` without `--format`); a text table is tab-separated.
+FORMATS = export.FORMATS
 TOTAL_KEY = "total"
 
 # The columns of `stats --wide` (JSON keys; labels via i18n "stats.col.*"); the default table
