@@ -23,7 +23,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import tomli_w
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sync import blob_index, blobs, forks, keyring, liveness, rekey, trust  # noqa: F401  (liveness: the heartbeat's body check)
@@ -237,6 +236,8 @@ def init_node(
     trust.pin_root(
         store, city_of(node_id), bytes.fromhex(config.root_key), name if tier == "city" else ""
     )
+    import tomli_w  # only `init` writes node.toml; opening a node reads it (#13)
+
     _config_path(home).write_text(tomli_w.dumps(config.to_toml()), "utf-8")
     if clock is None:  # an injected clock (a test's, an embedding's) brings its own limits
         clock = Clock()

@@ -32,7 +32,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import tomli_w
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sync import receipts
@@ -124,6 +123,8 @@ def finish(home: Path, store: Store) -> None:
     moved = target and key.exists() and config["public_key"] != target
     if moved and _identity_public(key) == target:
         config["public_key"] = target
+        import tomli_w  # only a finishing rotation writes node.toml (#13)
+
         tmp = home / (_CONFIG + ".tmp")
         tmp.write_text(tomli_w.dumps(config), "utf-8")
         os.replace(tmp, home / _CONFIG)
