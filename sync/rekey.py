@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sync import receipts
 from sync.keyfiles import (
     NEXT_KEY,
     NEXT_SEAL,
@@ -132,6 +131,8 @@ def finish(home: Path, store: Store) -> None:
 
 def parent_has_rotation(node: Node) -> bool:
     """Whether the parent has receipted this node's latest rotation (a city: always)."""
+    from sync import receipts  # a rotation's question; opening a node asks it rarely (#13)
+
     seq, _ = _latest_rotation(node.store, node.node_id)
     parent = node.config.parent_id
     return parent is None or receipts.acknowledged(node.store, parent).get(node.node_id, 0) >= seq
