@@ -10,6 +10,8 @@ not pay for importing the HTTP server, the bundle code or the spreadsheet writer
 
 from __future__ import annotations
 
+import atexit
+import gc
 import importlib
 import os
 import sys
@@ -152,6 +154,11 @@ def _quiet_stdout() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # At exit, everything still alive is frozen (out of the collector's reach) before the
+    # interpreter's own final collections, which would otherwise walk every object of every
+    # module imported (20-35 ms of each command; #13). Nothing is lost: what is left then
+    # dies with the process, and Python never promised to finalise it (`object.__del__`).
+    atexit.register(gc.freeze)
     try:
         cli.main(args=argv, prog_name="zhibao", standalone_mode=False)
     except click.exceptions.Exit as exc:

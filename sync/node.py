@@ -23,7 +23,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import tomli_w
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sync import blob_index, blobs, forks, keyring, liveness, rekey, trust  # noqa: F401  (liveness: the heartbeat's body check)
@@ -35,7 +34,7 @@ from sync.keyfiles import (
     OLD_KEY,
     OLD_SEAL,
     SEAL_KEY,
-    read_seal,
+    read_seal_secret,
     read_signer,
     write_secret,
 )
@@ -94,13 +93,24 @@ class Node:
         config: NodeConfig,
         store: Store,
         signer: Signer,
-        seal: X25519PrivateKey,
+        seal: X25519PrivateKey | bytes,
         clock: Clock,
     ) -> None:
         self.home, self.config, self.store, self.signer = home, config, store, signer
-        self.seal, self.clock = seal, clock
+        self._seal, self.clock = seal, clock
         self.retiring: Signer | None = None  # a rotated-out key still used on the wire
         self.retiring_seal: X25519PrivateKey | None = None  # … and its seal key
+
+    @property
+    def seal(self) -> X25519PrivateKey:
+        """This node's seal key, made on first use from the bytes `open_node` read."""
+        if isinstance(self._seal, bytes):
+            self._seal = X25519PrivateKey.from_private_bytes(self._seal)
+        return self._seal
+
+    @seal.setter
+    def seal(self, key: X25519PrivateKey) -> None:
+        self._seal = key
 
     @property
     def request_signer(self) -> Signer:
@@ -226,6 +236,8 @@ def init_node(
     trust.pin_root(
         store, city_of(node_id), bytes.fromhex(config.root_key), name if tier == "city" else ""
     )
+    import tomli_w  # only `init` writes node.toml; opening a node reads it (#13)
+
     _config_path(home).write_text(tomli_w.dumps(config.to_toml()), "utf-8")
     if clock is None:  # an injected clock (a test's, an embedding's) brings its own limits
         clock = Clock()
@@ -318,7 +330,7 @@ def open_node(
     offset = store.get_meta("clock_offset")
     if offset:
         clock.offset = timedelta(seconds=int(offset))
-    node = Node(home, config, store, signer, read_seal(home / SEAL_KEY), clock)
+    node = Node(home, config, store, signer, read_seal_secret(home / SEAL_KEY), clock)
     node.retiring, node.retiring_seal = rekey.retiring(node)
     return node
 

@@ -32,10 +32,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import tomli_w
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sync import receipts
 from sync.keyfiles import (
     NEXT_KEY,
     NEXT_SEAL,
@@ -124,6 +122,8 @@ def finish(home: Path, store: Store) -> None:
     moved = target and key.exists() and config["public_key"] != target
     if moved and _identity_public(key) == target:
         config["public_key"] = target
+        import tomli_w  # only a finishing rotation writes node.toml (#13)
+
         tmp = home / (_CONFIG + ".tmp")
         tmp.write_text(tomli_w.dumps(config), "utf-8")
         os.replace(tmp, home / _CONFIG)
@@ -131,6 +131,8 @@ def finish(home: Path, store: Store) -> None:
 
 def parent_has_rotation(node: Node) -> bool:
     """Whether the parent has receipted this node's latest rotation (a city: always)."""
+    from sync import receipts  # a rotation's question; opening a node asks it rarely (#13)
+
     seq, _ = _latest_rotation(node.store, node.node_id)
     parent = node.config.parent_id
     return parent is None or receipts.acknowledged(node.store, parent).get(node.node_id, 0) >= seq

@@ -32,7 +32,6 @@ from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
 from sync.store import Store
 from tiers.calendar import WorkCalendar
-from tiers.calendar_publish import package_years
 from tiers.cases.machine import OPEN
 from tiers.figures import Facts, Period, judged_as_of
 from tiers.published import calendar_state, work_calendar
@@ -157,6 +156,8 @@ def years_needed(store: Store, today: date, month: int = NOTICE_MONTH) -> list[Y
 
 def calendar_status(node: Node) -> dict[str, Any]:
     """`status --json` key `calendar`: where each year comes from, and what is needed."""
+    from tiers.calendar_publish import package_years  # `status` only; `case list` needs not (#13)
+
     store = node.store
     state = calendar_state(store)
     package = package_years()

@@ -98,13 +98,18 @@ def _whole(body: msgspec.Raw) -> dict[str, Any]:
 def _converting(schema: type[msgspec.Struct]) -> Callable[[msgspec.Raw], None]:
     """Usually one pass in C: decode into `schema` closed to other keys, which reads every
     byte. Should that fail (another key, or anything wrong), the verdict is the body
-    decoded whole and converted to `schema` open to other keys."""
-    closed = types.new_class(f"Closed{schema.__name__}", (schema,), {"forbid_unknown_fields": True})
-    decode_closed: Callable[[msgspec.Raw], object] = msgspec.json.Decoder(closed).decode
+    decoded whole and converted to `schema` open to other keys. The closed decoder is made
+    on the first body checked: every command registers every type, few check any (#13)."""
+    decoders: list[Callable[[msgspec.Raw], object]] = []
 
     def run(body: msgspec.Raw) -> None:
+        if not decoders:
+            closed = types.new_class(
+                f"Closed{schema.__name__}", (schema,), {"forbid_unknown_fields": True}
+            )
+            decoders.append(msgspec.json.Decoder(closed).decode)
         try:
-            decode_closed(body)
+            decoders[0](body)
         except ValueError:
             msgspec.convert(_whole(body), schema)
 

@@ -26,7 +26,6 @@ The CLI turns any of these into one line on stderr and exit status 1 (cli/main.p
 
 from __future__ import annotations
 
-import traceback
 from pathlib import PurePath as Path
 from typing import Any
 
@@ -36,6 +35,8 @@ from sync.protocol import i18n
 def describe(exc: BaseException) -> str:
     """An exception's type and where it was raised (file:line), never its message, which
     may quote personal data: what a log line or a quarantine record may say of a fault."""
+    import traceback  # here, not at the top: every command imports this module (#13)
+
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
     return type(exc).__name__ + where

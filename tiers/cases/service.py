@@ -114,8 +114,10 @@ def _text(value: str | None, what: str) -> str:
 def next_case_id(node: Node, stamp: str) -> str:
     """The next `<node-id>-<YYYYMMDD>-<NNNN>` for the day of `stamp` at this node."""
     prefix = f"{node.node_id}-{local_date(stamp):%Y%m%d}-"
+    # `+origin`: search the case_id index for the day's ids, not every event of this node
+    # by the primary key (10-20 ms at 20,000 entries; #13)
     rows = node.store.query(
-        "SELECT case_id FROM case_events WHERE case_id >= ? AND case_id < ? AND origin = ?",
+        "SELECT case_id FROM case_events WHERE case_id >= ? AND case_id < ? AND +origin = ?",
         (prefix, prefix[:-1] + ".", node.node_id),
     )
     numbers = [int(r[0].rsplit("-", 1)[1]) for r in rows]
