@@ -5,15 +5,17 @@ A recording command prints the case id (with --json, the case as `case show --js
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from cli import case_view
+from cli import materials as materials_commands
+from cli import rectify as rectify_commands
 from cli.common import at_option, home_option, json_option, record, warn
-from cli.help import h, localise
+from cli.help import h
 from sync.node import Node
 from sync.protocol import i18n
 from tiers.cases import service, views
@@ -67,32 +69,8 @@ def _applicant_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-# Subcommands whose modules load only when one of them is run or listed: a clerk's
-# `case accept` does not import the case page, the listing, materials or rectification.
-LAZY = {
-    "show": "cli.case_view", "list": "cli.case_view",
-    "attach": "cli.materials", "materials": "cli.materials", "material": "cli.materials",
-    "rectify": "cli.rectify", "rectifications": "cli.rectify",
-}  # fmt: skip
-
-
-class CaseGroup(click.Group):
-    """`zhibao case`: the recording commands below, and the `LAZY` ones on first use (each
-    module's `register(case_group, case_argument)` adds its commands once)."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(self.commands) | set(LAZY))
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in self.commands and cmd_name in LAZY:
-            importlib.import_module(LAZY[cmd_name]).register(self, case_argument)
-        command = self.commands.get(cmd_name)
-        return localise(command) if command is not None else None
-
-
 @click.group(
     "case",
-    cls=CaseGroup,
     help=h(
         "Cases (办件): receive, accept, forward, complete, deliver, rate.",
         "办件：收件、受理、上报、办结、送达、评价。",
@@ -397,3 +375,7 @@ def withdraw_command(case_id: str, reason: str | None, at: str | None, home: Pat
                      as_json: bool) -> None:  # fmt: skip
     _done(home, as_json, lambda n: service.withdraw(n, case_id, reason, at=at))
 
+
+case_view.register(case_group, case_argument)
+materials_commands.register(case_group, case_argument)
+rectify_commands.register(case_group, case_argument)
