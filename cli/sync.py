@@ -191,11 +191,11 @@ class _ServeLog:
 @click.command(
     "serve",
     help=h(
-        "Serve this node's sync endpoint (and GET /v1/health) and its desk under /desk/ "
-        "(login required: zhibao user add); sync upward in the background if it has a parent. "
+        "Serve this node's sync endpoint (and GET /v1/health) and its desk under `/desk/` "
+        "(login required: `zhibao user add`); sync upward in the background if it has a parent. "
         "The log on stderr is stamped with the time.",
-        "提供本节点的同步接口、健康检查接口和 /desk/ 下的工作台（需登录：zhibao user add）；"
-        "有上级时在后台向上同步。标准错误上的日志带有时间。",
+        "提供本节点的同步接口、健康检查接口和 `/desk/` 下的网页工作台"
+        "（需登录：`zhibao user add`）；有上级时在后台向上同步。标准错误上的日志带有时间。",
     ),
 )
 @click.option("--host", default="127.0.0.1", show_default=True,

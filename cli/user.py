@@ -32,8 +32,8 @@ i18n.register(
 
 
 @click.group("user", help=h(
-    "People who may log in to this node's desk (/desk/ of zhibao serve).",
-    "可登录本节点工作台（zhibao serve 的 /desk/）的人员。",
+    "People who may log in to this node's desk in a browser.",
+    "可登录本节点网页工作台的人员。",
 ))  # fmt: skip
 def user_group() -> None:
     pass

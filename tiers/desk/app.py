@@ -11,6 +11,7 @@ unless the switch says English), every value escaped. Read-only: nothing goes in
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -202,7 +203,7 @@ class Desk:
         now = self.now()
         count, until = self._failures.get(name, (0, 0.0))
         if now < until:
-            return self._login_page(i18n.t("desk.login_wait", seconds=int(until - now) + 1), 429)
+            return self._login_page(i18n.t("desk.login_wait", seconds=math.ceil(until - now)), 429)
         user = users.authenticate(self.node.store, name, password)
         if user is None:
             self._failed(name, count + 1, now)
