@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import select
 import subprocess
+import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -112,3 +118,58 @@ def test_user_errors_speak_chinese(city: Path) -> None:
     done = run(city, "remove", "nobody", lang="zh")
     assert done.returncode == 1
     assert "没有名为“nobody”的用户" in done.stderr
+
+
+def _on_terminal(home: Path, *typed: str) -> tuple[int, str]:
+    """`user add ana --role admin` on a real terminal (a pty as its controlling tty),
+    answering each prompt with the next of `typed`."""
+    master, slave = pty.openpty()
+
+    def controlling_tty() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [ZHIBAO, "user", "add", "ana", "--role", "admin", "--home", str(home)],
+        stdin=slave, stdout=slave, stderr=slave, env=cli_env(), preexec_fn=controlling_tty,
+    )  # fmt: skip
+    os.close(slave)
+    seen = b""
+    answers = list(typed)
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 30)
+            assert ready, seen
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child has gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if answers and seen.rstrip().endswith(b":"):
+                _wait_for_hidden_input(master)  # typed earlier, it would echo (or be flushed)
+                os.write(master, answers.pop(0).encode() + b"\n")
+    finally:
+        os.close(master)
+    return proc.wait(timeout=30), seen.decode(errors="replace")
+
+
+def _wait_for_hidden_input(master: int) -> None:
+    deadline = time.monotonic() + 30
+    while termios.tcgetattr(master)[3] & termios.ECHO:
+        assert time.monotonic() < deadline, "the prompt never turned echo off"
+        time.sleep(0.01)
+
+
+def test_user_add_asks_twice_on_a_terminal(city: Path) -> None:
+    code, seen = _on_terminal(city, PASSWORD, PASSWORD)
+    assert code == 0, seen
+    assert "Password:" in seen and "Password again:" in seen and PASSWORD not in seen
+    assert [u["name"] for u in _listed(city)] == ["ana"]
+
+
+def test_user_add_on_a_terminal_refuses_two_different_passwords(city: Path) -> None:
+    code, seen = _on_terminal(city, PASSWORD, PASSWORD + "!")
+    assert code == 1 and "the two passwords differ" in seen
+    assert _listed(city) == []

@@ -209,7 +209,7 @@ class Desk:
             self._failed(name, count + 1, now)
             return self._login_page(i18n.t("desk.login_failed"), 401)
         self._failures.pop(name, None)
-        token = users.open_session(self.node.store, user.name, now)
+        token = users.open_session(self.node.store, user.name, now, self.idle_seconds)
         response = _redirect("/")
         response.set_cookie(SESSION_COOKIE, token, path=PREFIX, httponly=True, samesite="strict")
         response.delete_cookie(LOGIN_COOKIE, path=PREFIX, httponly=True, samesite="strict")

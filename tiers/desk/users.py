@@ -200,11 +200,13 @@ def _token_key(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def open_session(store: Store, name: str, now: float) -> str:
-    """A new session for `name`; returns the cookie's value (kept only as its hash)."""
+def open_session(store: Store, name: str, now: float, idle_seconds: float) -> str:
+    """A new session for `name`; returns the cookie's value (kept only as its hash).
+    Sessions idle longer than `idle_seconds` go at the same time (the table stays small)."""
     ensure(store)
     token = secrets.token_urlsafe(32)
     with store.transaction():
+        store.execute("DELETE FROM desk_sessions WHERE last_seen < ?", (now - idle_seconds,))
         store.execute("INSERT INTO desk_sessions VALUES (?, ?, ?, ?)",
                       (_token_key(token), name, secrets.token_urlsafe(24), now))  # fmt: skip
     return token
