@@ -45,6 +45,7 @@ COMMANDS = {
     "demo": "cli.demo:demo_command",
     "fork": "cli.fork:fork_group",
     "complaint": "cli.complaint:complaint_group",
+    "user": "cli.user:user_group",
 }
 # ctx.meta key: `zhibao --home DIR`, for the command that follows (cli.common.home_option)
 GLOBAL_HOME = "zhibao.global_home"

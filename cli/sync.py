@@ -191,9 +191,11 @@ class _ServeLog:
 @click.command(
     "serve",
     help=h(
-        "Serve this node's sync endpoint (and GET /v1/health); sync upward in the background "
-        "if it has a parent. The log on stderr is stamped with the time.",
-        "提供本节点的同步接口和健康检查接口；有上级时在后台向上同步。标准错误上的日志带有时间。",
+        "Serve this node's sync endpoint (and GET /v1/health) and its desk under `/desk/` "
+        "(login required: `zhibao user add`); sync upward in the background if it has a parent. "
+        "The log on stderr is stamped with the time.",
+        "提供本节点的同步接口、健康检查接口和 `/desk/` 下的网页工作台"
+        "（需登录：`zhibao user add`）；有上级时在后台向上同步。标准错误上的日志带有时间。",
     ),
 )
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -227,6 +229,7 @@ def serve_command(
 ) -> None:
     from sync.server import log_line
     from sync.service import bind, serve  # the server stack loads only for `serve`
+    from tiers.desk.app import PREFIX, Desk
 
     where = resolve_home(home)
     with node_at(home) as node:
@@ -238,16 +241,21 @@ def serve_command(
     if plain:
         log_line("serve.plain")
     said = _ServeLog()
-    serve(
-        lambda: open_home(where),
-        sock,
-        parent_url=parent_url,
-        interval=interval,
-        on_error=said.error,
-        on_round=said.round,
-        access_log=access_log,
-        plain=plain,
-    )
+    desk = Desk(lambda: open_home(where))  # its own connection, opened on its first request
+    try:
+        serve(
+            lambda: open_home(where),
+            sock,
+            parent_url=parent_url,
+            interval=interval,
+            on_error=said.error,
+            on_round=said.round,
+            access_log=access_log,
+            plain=plain,
+            mounts=[(PREFIX, desk)],
+        )
+    finally:
+        desk.close()
 
 
 @click.command(

@@ -27,13 +27,14 @@ import asyncio
 import json
 import sys
 import time as _time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
 
 from sync import admission, forks, link, logs, receipts, relevance, trust
 from sync.admission import (
@@ -100,7 +101,14 @@ class NodeApp:
     after the loop has stopped, or on the loop after `stop()`.
     """
 
-    def __init__(self, node: Node, *, limits: Limits | None = None, plain: bool = False) -> None:
+    def __init__(
+        self,
+        node: Node,
+        *,
+        limits: Limits | None = None,
+        plain: bool = False,
+        mounts: Sequence[tuple[str, ASGIApp]] = (),
+    ) -> None:
         self.node = node
         self.plain = plain  # serve --plain: take plain bodies, answer plain when asked
         self.gate = Gate(node, limits or Limits())
@@ -121,6 +129,7 @@ class NodeApp:
                     Route(path, self._safe(handler), methods=["POST"])
                     for path, handler in self.blob_wire.routes()
                 ),
+                *(Mount(path, app=app) for path, app in mounts),  # the desk (tiers.desk)
             ],
             exception_handlers={HTTPException: _not_routed},
         )

@@ -14,10 +14,11 @@ import gc
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -206,12 +207,14 @@ def serve(
     log_level: str = "warning",
     access_log: bool = False,
     plain: bool = False,
+    mounts: Sequence[tuple[str, ASGIApp]] = (),
 ) -> None:
     """Serve the node on `sock` until interrupted; sync upward in the background. `plain`
     (serve --plain): take plain bodies, and sync upward in the clear. `access_log`: one
-    stamped line per request (uvicorn's)."""
+    stamped line per request (uvicorn's). `mounts`: more apps under their paths (the
+    desk at /desk, which the tiers build)."""
     node = open_node()
-    app = NodeApp(node, plain=plain).app
+    app = NodeApp(node, plain=plain, mounts=mounts).app
     config = server_config(
         app, log_level=log_level, timeout_graceful_shutdown=5, access_log=access_log
     )

@@ -16,8 +16,9 @@ and falls back to the text that came with it when the key or its params do not f
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 _CATALOGUE: dict[str, tuple[str, str]] = {}
 _TERM_PARAMS: dict[str, str] = {}  # parameter name -> kind of term it holds
@@ -48,6 +49,18 @@ def use_locale(name: str | None) -> None:
     """Force 'zh' or 'en' (tests, the demo); None returns to the environment."""
     global _forced
     _forced = name
+
+
+@contextlib.contextmanager
+def speaking(name: str) -> Iterator[None]:
+    """Force 'zh' or 'en' for a block (one page of the desk, rendered without awaiting),
+    then return to what was in force before."""
+    global _forced
+    before, _forced = _forced, name
+    try:
+        yield
+    finally:
+        _forced = before
 
 
 def register_terms(
