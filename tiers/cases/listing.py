@@ -13,7 +13,8 @@ unaccepted: received and never accepted; undelivered: completed more than ten ca
 days ago) and each candidate is then judged exactly.
 
 Searches: `applicant` is a part of the name; `id_no` and `phone` a whole number or its last
-digits (尾号); `item` an item code or a part of its name; `node` a node id, meaning the
+digits (尾号); `item` an item code or a part of its name; `department` the catalogue's department
+whole; `node` a node id, meaning the
 cases held by or received at that node or any node under it; `since`/`until` the day of
 receipt, both included.
 """
@@ -65,6 +66,7 @@ class Filters:
     node: str | None = None
     since: date | None = None
     until: date | None = None
+    department: str | None = None
 
     def given(self) -> dict[str, str]:
         """The filters in force, as the reader gave them (for "No cases matched …")."""
@@ -122,6 +124,9 @@ def _where(filters: Filters) -> tuple[list[str], list[Any]]:
         item = filters.item.strip()
         terms.append("(c.item_code = ? OR json_extract(k.body, '$.name') LIKE ? ESCAPE '\\')")
         params += [item, f"%{_like(item)}%"]
+    if filters.department is not None:
+        terms.append("json_extract(k.body, '$.department') = ?")
+        params.append(filters.department.strip())
     if filters.node is not None:
         if not is_node_id(filters.node):
             raise CaseError("case.bad_node", node_id=filters.node)
@@ -231,7 +236,8 @@ def find(
                         if r["warning"] == colour]  # fmt: skip
             end = None if limit is None else offset + limit
             return Page(matching[offset:end], offset, len(matching))
-    count_sql, page_sql = queries(terms, filters.item is not None)
+    by_item = filters.item is not None or filters.department is not None
+    count_sql, page_sql = queries(terms, by_item)
     total = store.query(count_sql, tuple(params))[0][0]
     found = store.query(page_sql, (*params, -1 if limit is None else limit, offset))
     return Page([judge.row(r) for r in found], offset, total)

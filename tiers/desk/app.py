@@ -29,7 +29,7 @@ from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
 from tiers.city import stats as city_stats
-from tiers.desk import users
+from tiers.desk import pages, users
 from tiers.figures import month_of, parse_period
 
 PREFIX = "/desk"
@@ -168,6 +168,10 @@ class Desk:
             return self._overview(request, found)
         if method == "GET" and path in ("/stats.csv", "/stats.xlsx"):
             return self._download(request, path.rsplit(".", 1)[1])
+        if method == "GET":
+            shown = pages.route(self.node, request, path, found)
+            if shown is not None:
+                return _page(*shown, found)
         return _page(i18n.t("desk.not_found"), "", 404)
 
     # --- login -----------------------------------------------------------------------------
@@ -270,7 +274,7 @@ def _page(title: str, body: str, status: int, found: users.Session | None = None
     if found is not None:
         who = i18n.t("desk.signed_in", name=found.name, role=i18n.t("desk.role." + found.role))
         bar = (
-            f"<span>{escape(who)}</span> {bar} "
+            f"{pages.nav(found)} <span>{escape(who)}</span> {bar} "
             f'<form method="post" action="{PREFIX}/logout" class="inline">'
             f'<input type="hidden" name="csrf" value="{escape(found.csrf)}">'
             f'<button type="submit">{escape(i18n.t("desk.logout"))}</button></form>'
