@@ -191,3 +191,16 @@ def test_desk_warnings_show_a_hostile_applicant_as_text(served: str) -> None:
         in_english = web.get(f"/desk/warnings?warning=red&node={VILLAGE}").text
     assert EVIL not in page and ESCAPED in page and "<script" not in page
     assert "预警办件" in page and "Warnings" in in_english and "预警办件" not in in_english
+
+
+def test_desk_case_pages_in_english(served: str, city: Path) -> None:
+    (case_id, *_) = listed(city, "--warning", "red")
+    with client(served) as web:
+        web.get("/desk/lang?to=en")
+        login(web)
+        case = web.get(f"/desk/case/{case_id}").text
+        records = web.get("/desk/access").text
+        bad = web.get("/desk/warnings?limit=0")
+    assert "History" in case and "Details" in case and "办理过程" not in case
+    assert "Who opened which case" in records and "查阅记录" not in records
+    assert bad.status_code == 400 and "is not a page size" in bad.text
