@@ -154,6 +154,15 @@ def register(case_group: click.Group, case_argument: Any) -> None:
         help=h("An item code, or a part of the item's name.", "事项编码，或事项名称的一部分。"),
     )
     @click.option(
+        "--department",
+        default=None,
+        metavar="NAME",
+        help=h(
+            "Items of this department (the catalogue's name, whole).",
+            "该部门的事项（事项目录中的部门全称）。",
+        ),
+    )
+    @click.option(
         "--node",
         default=None,
         metavar="ID",
@@ -216,7 +225,8 @@ def register(case_group: click.Group, case_argument: Any) -> None:
     @json_option
     def list_command(
         status: str | None, warning: str | None, applicant: str | None, id_no: str | None,
-        phone: str | None, item: str | None, node: str | None, since: datetime | None,
+        phone: str | None, item: str | None, department: str | None, node: str | None,
+        since: datetime | None,
         until: datetime | None, limit: int | None, offset: int, fmt: str | None,
         out: Path | None, home: Path | None, as_json: bool,
     ) -> None:  # fmt: skip
@@ -228,7 +238,7 @@ def register(case_group: click.Group, case_argument: Any) -> None:
         wanted = listing.Filters(
             status=status, warning=warning, applicant=applicant, id_no=id_no, phone=phone,
             item=item, node=node, since=since.date() if since else None,
-            until=until.date() if until else None,
+            until=until.date() if until else None, department=department,
         )  # fmt: skip
         if limit is None and fmt == "table" and out is None:
             limit = max(MIN_SCREEN, shutil.get_terminal_size().lines - 5)

@@ -131,6 +131,8 @@ def test_desk_warnings_filters_equal_case_list_filters(served: str, city: Path) 
             ("node=330782001", ["--node", "330782001"]),
             ("item=D4", ["--item", "D4"]),
             ("item=A1", ["--item", "A1"]),
+            ("department=交通运输", ["--department", "交通运输"]),
+            (f"department=交通运输&node={TOWN}", ["--department", "交通运输", "--node", TOWN]),
         ):
             want = listed(city, "--warning", "red", *args)
             assert all_pages(web, f"warning=red&{query}") == want, query
