@@ -192,6 +192,8 @@ def test_desk_warnings_show_a_hostile_applicant_as_text(served: str) -> None:
         assert english.status_code == 303
         in_english = web.get(f"/desk/warnings?warning=red&node={VILLAGE}").text
     assert EVIL not in page and ESCAPED in page and "<script" not in page
+    towns = re.findall(r'<datalist id="nodes">(.*?)</datalist>', page)
+    assert towns and f'<option value="{TOWN}">' in towns[0]  # the city's towns to pick from
     assert "预警办件" in page and "Warnings" in in_english and "预警办件" not in in_english
 
 

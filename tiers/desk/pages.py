@@ -28,6 +28,7 @@ MAX_PAGE = 200
 ACCESS_PAGE = 50
 COLOURS = ("red", "yellow")
 MAX_TEXT = 64  # the longest item or department searched for
+LIST_NODES = ' list="nodes"'
 
 Page = tuple[str, str, int]
 
@@ -158,7 +159,7 @@ def warnings(node: Node, request: Request) -> Page:
     query = wanted.given()
     if limit != PAGE:
         query["limit"] = str(limit)
-    form = _filter_form(query)
+    form = _filter_form(query, _children(node))
     if not page.rows:
         body = f'{form}<p class="empty">{escape(i18n.t("desk.warnings.none"))}</p>'
         return i18n.t("desk.warnings.title"), body, 200
@@ -201,7 +202,15 @@ def _warning_row(row: dict[str, Any]) -> str:
     return f"<tr><td>{link}</td>{''.join(_cell(c) for c in cells)}</tr>"
 
 
-def _filter_form(query: dict[str, str]) -> str:
+def _children(node: Node) -> list[tuple[str, str]]:
+    """The nodes enrolled directly under this one (a city's towns, a town's villages)."""
+    rows = node.store.query(
+        "SELECT node_id, name FROM nodes WHERE parent_id = ? ORDER BY node_id", (node.node_id,)
+    )
+    return [(node_id, name) for node_id, name in rows]
+
+
+def _filter_form(query: dict[str, str], children: list[tuple[str, str]]) -> str:
     chosen = query.get("warning", "red")
     options = "".join(
         f'<option value="{c}"{" selected" if c == chosen else ""}>'
@@ -210,8 +219,17 @@ def _filter_form(query: dict[str, str]) -> str:
     )
     fields = "".join(
         f'<label>{escape(i18n.t("desk.filter." + name))} <input name="{name}" '
-        f'value="{escape(query.get(name, ""))}" size="12" maxlength="{MAX_TEXT}"></label> '
+        f'value="{escape(query.get(name, ""))}" size="12" maxlength="{MAX_TEXT}"'
+        f"{LIST_NODES if name == 'node' else ''}></label> "
         for name in ("node", "item", "department")
+    )
+    fields += (
+        '<datalist id="nodes">'
+        + "".join(
+            f'<option value="{escape(node_id)}">{escape(name)}</option>'
+            for node_id, name in children
+        )
+        + "</datalist>"
     )
     return (
         f'<form method="get" action="{PREFIX}/warnings"><label>'
