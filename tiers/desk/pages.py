@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from html import escape
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 
@@ -194,7 +194,8 @@ def _cell(value: Any) -> str:
 
 
 def _warning_row(row: dict[str, Any]) -> str:
-    link = f'<a href="{PREFIX}/case/{escape(row["case_id"])}">{escape(row["case_id"])}</a>'
+    target = escape(quote(row["case_id"], safe=""))
+    link = f'<a href="{PREFIX}/case/{target}">{escape(row["case_id"])}</a>'
     item = f"{row['item_code']} {row['item_name'] or ''}".strip()
     colour = i18n.t(f"desk.warning.{row['warning']}") if row["warning"] else ""
     cells = [item, status_label(row["status"]), row["holder"], row["applicant"],
@@ -309,7 +310,8 @@ def access_page(node: Node, request: Request, found: users.Session) -> Page:
     if not records:
         return i18n.t("desk.access.title"), f"<p>{escape(i18n.t('desk.access.none'))}</p>", 200
     rows = "".join(
-        f'<tr>{_cell(r.at)}{_cell(r.name)}<td><a href="{PREFIX}/case/{escape(r.case_id)}">'
+        f'<tr>{_cell(r.at)}{_cell(r.name)}<td>'
+        f'<a href="{PREFIX}/case/{escape(quote(r.case_id, safe=""))}">'
         f"{escape(r.case_id)}</a></td></tr>"
         for r in records
     )
