@@ -150,10 +150,6 @@ def when(at: str | None) -> str | None:
     return moment.strftime("%Y-%m-%d %H:%M" if moment.second == 0 else "%Y-%m-%d %H:%M:%S")
 
 
-def _join(items: list[str]) -> str:
-    return ("、" if i18n.locale() == "zh" else ", ").join(items)
-
-
 def _yes(value: bool) -> str:
     return i18n.t("cli.case.yes" if value else "cli.case.no")
 
@@ -199,7 +195,7 @@ def fields(case: dict[str, Any]) -> list[tuple[str, Any]]:
         "status": status, "holder": named(case, case["holder"]),
         "origin": named(case, case["origin"]),
         "applicant": applicant.get("name"), "id_no": applicant.get("id_no"),
-        "phone": applicant.get("phone"), "materials": _join(case["materials"]),
+        "phone": applicant.get("phone"), "materials": i18n.listed(case["materials"]),
         "received": when(case["received_at"]), "accepted": when(case["accepted_at"]),
         "accepted_by": (named(case, case["accepted_by"])
                         if case["accepted_by"] != case["holder"] else None),
@@ -231,7 +227,7 @@ def event_note(ev: dict[str, Any]) -> str:
     parts: list[str] = []
     text = body.get("reason") or body.get("note")
     if kind == "received" and body.get("materials"):
-        parts.append(i18n.t("cli.case.note.materials", materials=_join(body["materials"])))
+        parts.append(i18n.t("cli.case.note.materials", materials=i18n.listed(body["materials"])))
     elif kind == "accepted" and body.get("promised_days") is not None:
         limit = _limit({"promised_days": body["promised_days"], "extension_days": 0})
         parts.append(i18n.t("cli.case.note.promised", limit=limit))

@@ -204,7 +204,6 @@ def list_command(home: Path | None, as_json: bool) -> None:
     if not entries:
         echo(i18n.t("cli.catalogue.none"))
         return
-    sep = "、" if i18n.locale() == "zh" else ", "
     rows = [
         [
             e.item.code,
@@ -214,7 +213,7 @@ def list_command(home: Path | None, as_json: bool) -> None:
             e.item.promised_days,
             e.item.statutory_days,
             yuan_from_fen(e.item.fee_fen),
-            sep.join(tier_label(t) for t in e.item.accept_tiers),
+            i18n.listed(tier_label(t) for t in e.item.accept_tiers),
             tier_label(e.item.decide_tier),
         ]
         for e in entries

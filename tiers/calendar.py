@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import chinese_calendar
 
 from sync.protocol.errors import CatalogueError
-from sync.protocol.i18n import locale, register, t
+from sync.protocol.i18n import listed, register, t
 
 register(
     {
@@ -66,8 +66,7 @@ _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 def provisional_note(years: Iterable[int]) -> str:
     """The sentence telling a person which years' calendars the city should publish."""
-    sep = "、" if locale() == "zh" else ", "
-    return t("calendar.provisional", years=sep.join(str(y) for y in sorted(set(years))))
+    return t("calendar.provisional", years=listed(sorted(set(years))))
 
 
 def _bad(reason: str) -> CatalogueError:

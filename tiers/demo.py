@@ -372,14 +372,11 @@ def reconciled(findings: list[dict[str, Any]]) -> str:
     """The reconciliation line: how many findings, their kinds named in the reader's
     language (tiers.city.finding_kinds), not by their JSON keys."""
     kinds = sorted({kind_name(f["kind"]) for f in findings})
-    return i18n.tn(
-        "demo.reconciled", len(findings), kinds=i18n.t("demo.list_sep").join(kinds) or "-"
-    )
+    return i18n.tn("demo.reconciled", len(findings), kinds=i18n.listed(kinds) or "-")
 
 
 i18n.register(
     {
-        "demo.list_sep": (", ", "、"),
         "demo.reports": (
             "Every town and village signed its {period} monthly report (办件月报表).",
             "各镇、村已签发 {period} 办件月报表。",

@@ -38,7 +38,6 @@ i18n.register(
             "无法从文件名 {name} 判断格式：请以 {suffixes} 之一结尾，或用 --format {formats}"
             " 指定。",
         ),
-        "export.suffix_sep": (", ", "、"),
     }
 )
 
@@ -56,7 +55,7 @@ def format_for(fmt: str | None, out_name: str | None, as_json: bool) -> str:
     suffix = PurePath(out_name).suffix.lower()
     if suffix not in SUFFIXES:
         raise ReportError("export.unknown_suffix", name=PurePath(out_name).name,
-                          suffixes=i18n.t("export.suffix_sep").join(SUFFIXES),
+                          suffixes=i18n.listed(SUFFIXES),
                           formats="|".join(FORMATS))  # fmt: skip
     return SUFFIXES[suffix]
 

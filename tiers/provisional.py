@@ -96,8 +96,7 @@ def period_years(
 
 def provisional_figures(years: Iterable[int]) -> str:
     """The note under figures that rest on guessed years."""
-    sep = "、" if i18n.locale() == "zh" else ", "
-    return i18n.t("provisional.figures", years=sep.join(str(y) for y in sorted(set(years))))
+    return i18n.t("provisional.figures", years=i18n.listed(sorted(set(years))))
 
 
 @dataclass(frozen=True)

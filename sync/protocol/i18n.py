@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 _CATALOGUE: dict[str, tuple[str, str]] = {}
 _TERM_PARAMS: dict[str, str] = {}  # parameter name -> kind of term it holds
@@ -82,7 +82,7 @@ def term(kind: str, value: str) -> str:
         return t(key)
     parts = value.split(", ") if isinstance(value, str) else []
     if len(parts) > 1 and all(f"term.{kind}.{p}" in _CATALOGUE for p in parts):
-        return ("、" if locale() == "zh" else ", ").join(t(f"term.{kind}.{p}") for p in parts)
+        return listed(t(f"term.{kind}.{p}") for p in parts)
     return value
 
 
@@ -140,3 +140,8 @@ def tn(key: str, count: int, /, **params: object) -> str:
     it is registered ("1 entry"), else `key` ("0 entries", "3 entries"); `{count}` is filled."""
     chosen = key + ".one" if count == 1 and has(key + ".one") else key
     return t(chosen, count=count, **params)
+
+
+def listed(items: Iterable[object]) -> str:
+    """Items named one after another: `a、b、c` under zh, `a, b, c` otherwise."""
+    return ("、" if locale() == "zh" else ", ").join(str(item) for item in items)

@@ -29,12 +29,12 @@ class Access:
 
 
 def ensure(store: Store) -> None:
+    """Create the table (the desk does, once, when it opens the node)."""
     store.execute(_DDL)
 
 
 def record(store: Store, name: str, case_id: str, at: str) -> None:
     """Note that `name` opened `case_id` at `at`."""
-    ensure(store)
     with store.transaction():
         store.execute("INSERT INTO desk_access (at, name, case_id) VALUES (?, ?, ?)",
                       (at, name, case_id))  # fmt: skip
@@ -42,7 +42,6 @@ def record(store: Store, name: str, case_id: str, at: str) -> None:
 
 def recent(store: Store, limit: int, offset: int = 0) -> tuple[list[Access], int]:
     """A page of the records, newest first, and how many there are in all."""
-    ensure(store)
     total = store.query("SELECT count(*) FROM desk_access")[0][0]
     rows = store.query(
         "SELECT at, name, case_id FROM desk_access ORDER BY id DESC LIMIT ? OFFSET ?",

@@ -29,7 +29,7 @@ from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
 from tiers.city import stats as city_stats
-from tiers.desk import pages, users
+from tiers.desk import access, pages, users
 from tiers.figures import month_of, parse_period
 
 PREFIX = "/desk"
@@ -100,6 +100,7 @@ class Desk:
         if self._node is None:
             self._node = self._open()
             users.ensure(self._node.store)
+            access.ensure(self._node.store)
         return self._node
 
     @property
