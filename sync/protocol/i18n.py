@@ -17,12 +17,16 @@ and falls back to the text that came with it when the key or its params do not f
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 from collections.abc import Iterable, Iterator, Mapping
 
 _CATALOGUE: dict[str, tuple[str, str]] = {}
 _TERM_PARAMS: dict[str, str] = {}  # parameter name -> kind of term it holds
 _forced: str | None = None
+# One page's language (the desk renders pages for readers of both languages at once, in
+# worker threads): it wins over `_forced` and the environment within its context only.
+_speaking: contextvars.ContextVar[str | None] = contextvars.ContextVar("speaking", default=None)
 
 
 def register(messages: Mapping[str, tuple[str, str]]) -> None:
@@ -35,7 +39,11 @@ def register(messages: Mapping[str, tuple[str, str]]) -> None:
 
 
 def locale() -> str:
-    """'zh' or 'en', from the environment unless `use_locale` forced one."""
+    """'zh' or 'en': the page's (`speaking`), else what `use_locale` forced, else the
+    environment's."""
+    page = _speaking.get()
+    if page is not None:
+        return page
     if _forced is not None:
         return _forced
     for var in ("ZHIBAO_LANG", "LC_ALL", "LC_MESSAGES", "LANG"):
@@ -53,14 +61,13 @@ def use_locale(name: str | None) -> None:
 
 @contextlib.contextmanager
 def speaking(name: str) -> Iterator[None]:
-    """Force 'zh' or 'en' for a block (one page of the desk, rendered without awaiting),
-    then return to what was in force before."""
-    global _forced
-    before, _forced = _forced, name
+    """Speak 'zh' or 'en' in this block, in this context only (one page of the desk: other
+    threads and tasks keep their own language), then return to what was in force before."""
+    token = _speaking.set(name)
     try:
         yield
     finally:
-        _forced = before
+        _speaking.reset(token)
 
 
 def register_terms(

@@ -4,8 +4,9 @@ Nothing but the login page, its language switch and the style sheet answers with
 login: a page redirects to the login, anything else is 401. Sessions live in the node's
 database (tiers.desk.users), their cookie HttpOnly, SameSite=Strict, Path=/desk; every form
 that changes something carries a CSRF token; failed logins for a name wait longer and longer.
-Pages are rendered on the event loop without awaiting, in the reader's language (Chinese
-unless the switch says English), every value escaped. Read-only: nothing goes in the log.
+Pages (tiers.desk.layout's routes) are rendered in a worker thread, one at a time, in the
+reader's language (Chinese unless the switch says English), every value escaped; each table
+on a page downloads as CSV or XLSX. Read-only: nothing goes in the log.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from __future__ import annotations
 import hmac
 import math
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from html import escape
-from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, quote
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -28,10 +29,10 @@ from starlette.types import Receive, Scope, Send
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
-from tiers.city import stats as city_stats
-from tiers.desk import access, pages, users
-from tiers.figures import month_of, parse_period
+from tiers.desk import access, layout, overview, pages, users
 
+# The modules whose pages register themselves with tiers.desk.layout when imported.
+PAGES = (overview, pages)
 PREFIX = "/desk"
 SESSION_COOKIE, LOGIN_COOKIE, LANG_COOKIE = "zhibao_desk", "zhibao_desk_login", "zhibao_desk_lang"
 LANGS = ("zh", "en")
@@ -39,7 +40,6 @@ MAX_FORM = 4096
 FREE_FAILURES = 3  # failed logins for a name before each next one has to wait
 MAX_WAIT = 900.0  # seconds: the longest wait after failed logins
 MAX_TRACKED = 4096  # names whose failures are remembered (the oldest forgotten first)
-COLUMNS = city_stats.DEFAULT_COLUMNS
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
     "X-Frame-Options": "DENY",
@@ -47,13 +47,10 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-CSS = (Path(__file__).parent / "desk.css").read_bytes()
 
 i18n.register(
     {
-        "desk.title": ("zhibao desk: {name}", "直报工作台：{name}"),
         "desk.login": ("Log in", "登录"),
-        "desk.logout": ("Log out", "退出"),
         "desk.name": ("Name", "用户名"),
         "desk.password": ("Password", "密码"),
         "desk.login_failed": ("Wrong name or password.", "用户名或密码错误。"),
@@ -62,18 +59,11 @@ i18n.register(
             "该用户名登录失败次数过多：请 {seconds} 秒后再试。",
         ),
         "desk.form_expired": ("The form expired: please log in again.", "表单已过期：请重新登录。"),
-        "desk.signed_in": ("{name} ({role})", "{name}（{role}）"),
-        "desk.overview": (
-            "Figures for {period} ({start} to {end}) by node",
-            "{period} 各节点统计（{start} 至 {end}）",
-        ),
-        "desk.download": ("Download:", "下载："),
-        "desk.other_month": ("Month", "月份"),
-        "desk.show": ("Show", "查看"),
-        "desk.switch": ("中文", "English"),  # the other language, in its own words
         "desk.not_found": ("No such page.", "没有这个页面。"),
         "desk.unauthorised": ("Log in first.", "请先登录。"),
         "desk.bad_request": ("Bad request.", "请求无效。"),
+        "desk.bad_format": ("'{format}' is not a file format: csv or xlsx.",
+                            "“{format}”不是文件格式：csv 或 xlsx。"),
     }
 )
 
@@ -94,6 +84,7 @@ class Desk:
         self.now = now
         self._idle = idle_seconds
         self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._lock = threading.Lock()
 
     @property
     def node(self) -> Node:
@@ -127,20 +118,31 @@ class Desk:
         body: bytes | None = b""
         if request.method == "POST":
             body = await _read_body(request)
-        with i18n.speaking(lang):
-            try:
-                response = self._route(request, path, lang, body)
-            except ZhibaoError as exc:
-                response = _page(i18n.t("desk.bad_request"), f"<p>{escape(str(exc))}</p>", 400)
-        response.headers.update(HEADERS)
+        response = await run_in_threadpool(self._answer, request, path, lang, body)
+        for name, value in HEADERS.items():
+            response.headers.setdefault(name, value)
         await response(scope, receive, send)
+
+    def _answer(self, request: Request, path: str, lang: str, body: bytes | None) -> Response:
+        """One request's answer, in a worker thread (the server's event loop goes on with
+        sync requests meanwhile), one at a time (the desk's node has one connection)."""
+        with self._lock, i18n.speaking(lang):
+            try:
+                return self._route(request, path, lang, body)
+            except ZhibaoError as exc:
+                said = f"<p>{escape(str(exc))}</p>"
+                return _page(layout.Page(i18n.t("desk.bad_request"), said, 400))
 
     # --- routing ---------------------------------------------------------------------------
 
     def _route(self, request: Request, path: str, lang: str, body: bytes | None) -> Response:
         method = request.method
-        if path == "/desk.css" and method == "GET":
-            return Response(CSS, media_type="text/css")
+        if path.startswith("/static/") and method == "GET":
+            shipped = layout.STATIC_FILES.get(path[len("/static/") :])
+            if shipped is None:
+                return _page(layout.Page(i18n.t("desk.not_found"), "", 404))
+            return Response(shipped[0], media_type=shipped[1],
+                            headers={"Cache-Control": "max-age=3600"})  # fmt: skip
         if path == "/lang" and method == "GET":
             return self._switch(request)
         if path == "/login":
@@ -155,25 +157,18 @@ class Desk:
         if found is None:
             if method == "GET" and path in ("/", ""):
                 return _redirect("/login")
-            return _page(i18n.t("desk.unauthorised"),
-                         f'<p><a href="{PREFIX}/login">{escape(i18n.t("desk.login"))}</a></p>',
-                         401)  # fmt: skip
+            link = f'<p><a href="{PREFIX}/login">{escape(i18n.t("desk.login"))}</a></p>'
+            return _page(layout.Page(i18n.t("desk.unauthorised"), link, 401))
         if path == "/logout" and method == "POST" and body is not None:
             if not hmac.compare_digest(_form(body).get("csrf", ""), found.csrf):
-                return _page(i18n.t("desk.bad_request"), "", 403)
+                return _page(layout.Page(i18n.t("desk.bad_request"), "", 403))
             users.close_session(self.node.store, token)
             response = _redirect("/login")
             response.delete_cookie(SESSION_COOKIE, path=PREFIX, httponly=True, samesite="strict")
             return response
-        if method == "GET" and path == "/":
-            return self._overview(request, found)
-        if method == "GET" and path in ("/stats.csv", "/stats.xlsx"):
-            return self._download(request, path.rsplit(".", 1)[1])
         if method == "GET":
-            shown = pages.route(self.node, request, path, found)
-            if shown is not None:
-                return _page(*shown, found)
-        return _page(i18n.t("desk.not_found"), "", 404)
+            return self._serve(request, path, found)
+        return _page(layout.Page(i18n.t("desk.not_found"), "", 404), found)
 
     # --- login -----------------------------------------------------------------------------
 
@@ -196,7 +191,7 @@ class Desk:
             f'type="password" autocomplete="current-password" required></label> '
             f'<button type="submit">{escape(i18n.t("desk.login"))}</button></form>'
         )
-        response = _page(i18n.t("desk.login"), body, status)
+        response = _page(layout.Page(i18n.t("desk.login"), body, status))
         response.set_cookie(LOGIN_COOKIE, pre, path=PREFIX, httponly=True, samesite="strict")
         return response
 
@@ -229,65 +224,35 @@ class Desk:
 
     # --- pages -----------------------------------------------------------------------------
 
-    def _stats(self, request: Request) -> dict[str, Any]:
-        node = self.node
-        today = node.clock.now().date()
-        asked = request.query_params.get("period")
-        period = parse_period(asked) if asked else month_of(today)
-        return city_stats.compute_stats(node.store, period, "node", today, node.config.settings)
-
-    def _overview(self, request: Request, found: users.Session) -> Response:
-        result = self._stats(request)
-        shown = city_stats.table_columns(result, COLUMNS)
-        heads = city_stats.headers(shown, "node")
-        rows = city_stats.table_rows(result, shown)
-        period = quote(result["period"])
-        head = "".join(f"<th>{escape(h)}</th>" for h in heads)
-        cells = "".join(
-            "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows
-        )
-        body = (
-            f"<h2>{escape(i18n.t('desk.overview', period=result['period'], start=result['from'], end=result['to']))}</h2>"  # noqa: E501
-            f'<form method="get" action="{PREFIX}/"><label>{escape(i18n.t("desk.other_month"))} '
-            f'<input name="period" value="{escape(result["period"])}" size="8"></label> '
-            f'<button type="submit">{escape(i18n.t("desk.show"))}</button></form>'
-            f'<table id="stats"><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>'
-            f'<p>{escape(i18n.t("desk.download"))} <a href="{PREFIX}/stats.xlsx?period={period}">'
-            f'XLSX</a> <a href="{PREFIX}/stats.csv?period={period}">CSV</a></p>'
-        )
-        return _page(i18n.t("desk.title", name=self.node.config.name), body, 200, found)
-
-    def _download(self, request: Request, fmt: str) -> Response:
-        result = self._stats(request)
-        if fmt == "csv":
-            data, media = city_stats.to_csv(result), "text/csv; charset=utf-8"
-        else:
-            data = city_stats.to_xlsx(result)
-            media = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-        name = f"stats-{result['period']}.{fmt}"
-        disposition = f'attachment; filename="{name}"'
-        return Response(data, media_type=media, headers={"Content-Disposition": disposition})
+    def _serve(self, request: Request, path: str, found: users.Session) -> Response:
+        """A page, or one of its tables as a file (`format=csv|xlsx`, `table=NAME`)."""
+        fmt = request.query_params.get("format")
+        if path in ("/stats.csv", "/stats.xlsx"):  # the overview's figures, as `stats --out`
+            name, data = overview.stats_file(self.node, request, path.rsplit(".", 1)[1])
+            return _file(name, path.rsplit(".", 1)[1], data)
+        page = layout.route(self.node, request, path, found)
+        if page is None:
+            return _page(layout.Page(i18n.t("desk.not_found"), "", 404), found)
+        if fmt is not None and page.status == 200:
+            if fmt not in layout.FILE_FORMATS:
+                raise ZhibaoError("desk.bad_format", format=fmt)
+            made = page.file(request.query_params.get("table"), fmt)
+            if made is None:
+                return _page(layout.Page(i18n.t("desk.not_found"), "", 404), found)
+            return _file(made[0], fmt, made[1])
+        return _page(page, found, layout.downloads(path, request, page.tables))
 
 
-def _page(title: str, body: str, status: int, found: users.Session | None = None) -> Response:
-    other = "en" if i18n.locale() == "zh" else "zh"
-    bar = f'<a href="{PREFIX}/lang?to={other}">{escape(i18n.t("desk.switch"))}</a>'
-    if found is not None:
-        who = i18n.t("desk.signed_in", name=found.name, role=i18n.t("desk.role." + found.role))
-        bar = (
-            f"{pages.nav(found)} <span>{escape(who)}</span> {bar} "
-            f'<form method="post" action="{PREFIX}/logout" class="inline">'
-            f'<input type="hidden" name="csrf" value="{escape(found.csrf)}">'
-            f'<button type="submit">{escape(i18n.t("desk.logout"))}</button></form>'
-        )
-    html = (
-        f'<!doctype html><html lang="{"zh-CN" if i18n.locale() == "zh" else "en"}"><head>'
-        f'<meta charset="utf-8"><title>{escape(title)}</title>'
-        f'<link rel="stylesheet" href="{PREFIX}/desk.css"></head><body>'
-        f"<header><h1>{escape(title)}</h1><nav>{bar}</nav></header><main>{body}</main>"
-        "</body></html>"
-    )
-    return Response(html, status_code=status, media_type="text/html; charset=utf-8")
+def _page(page: layout.Page, found: users.Session | None = None, extra: str = "") -> Response:
+    html = layout.document(page, found, extra)
+    return Response(html, status_code=page.status, media_type="text/html; charset=utf-8")
+
+
+def _file(name: str, fmt: str, data: bytes) -> Response:
+    media = ("text/csv; charset=utf-8" if fmt == "csv"
+             else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
+    disposition = f"attachment; filename=\"{quote(name, safe='')}.{fmt}\""
+    return Response(data, media_type=media, headers={"Content-Disposition": disposition})
 
 
 def _redirect(to: str) -> Response:

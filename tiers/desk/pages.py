@@ -20,7 +20,9 @@ from sync.protocol import i18n
 from sync.protocol.errors import CaseNotFoundError, ZhibaoError
 from tiers.cases import listing, views
 from tiers.cases.labels import event_label, status_label
-from tiers.desk import access, users
+from tiers.desk import access, layout
+from tiers.desk.layout import Page
+from tiers.desk.users import Session
 
 PREFIX = "/desk"
 PAGE = 20  # warnings on a screen (`limit` asks for 1 to MAX_PAGE)
@@ -30,13 +32,8 @@ COLOURS = ("red", "yellow")
 MAX_TEXT = 64  # the longest item or department searched for
 LIST_NODES = ' list="nodes"'
 
-Page = tuple[str, str, int]
-
 i18n.register(
     {
-        "desk.nav.overview": ("Figures", "统计"),
-        "desk.nav.warnings": ("Warnings", "预警"),
-        "desk.nav.access": ("Case access", "查阅记录"),
         "desk.warnings.title": ("Warnings", "预警办件"),
         "desk.warnings.count": ("{count} cases", "{count} 件"),
         "desk.warnings.count.one": ("1 case", "1 件"),
@@ -98,28 +95,8 @@ i18n.register(
         "desk.access.none": ("No case has been opened yet.", "尚无查阅记录。"),
         "desk.access.at": ("When", "时间"),
         "desk.access.name": ("Who", "用户"),
-        "desk.forbidden": ("Only an admin may see this page.", "只有管理员可以查看此页面。"),
     }
 )
-
-
-def route(node: Node, request: Request, path: str, found: users.Session) -> Page | None:
-    """The page at `path` (a GET), or None when it is not one of these."""
-    if path == "/warnings":
-        return warnings(node, request)
-    if path.startswith("/case/"):
-        return case(node, path[len("/case/") :], found)
-    if path == "/access":
-        return access_page(node, request, found)
-    return None
-
-
-def nav(found: users.Session) -> str:
-    """The links to the desk's pages, for the header."""
-    links = [("/", "desk.nav.overview"), ("/warnings", "desk.nav.warnings")]
-    if found.role == "admin":
-        links.append(("/access", "desk.nav.access"))
-    return " ".join(f'<a href="{PREFIX}{to}">{escape(i18n.t(key))}</a>' for to, key in links)
 
 
 # --- warnings --------------------------------------------------------------------------------
@@ -146,7 +123,7 @@ def _limit(request: Request) -> int:
     return int(raw)
 
 
-def warnings(node: Node, request: Request) -> Page:
+def warnings(node: Node, request: Request, rest: str, session: Session) -> Page:
     colour = request.query_params.get("warning", "red")
     if colour not in COLOURS:
         raise ZhibaoError("case.bad_warning", warning=colour)
@@ -162,7 +139,7 @@ def warnings(node: Node, request: Request) -> Page:
     form = _filter_form(query, _children(node))
     if not page.rows:
         body = f'{form}<p class="empty">{escape(i18n.t("desk.warnings.none"))}</p>'
-        return i18n.t("desk.warnings.title"), body, 200
+        return Page(i18n.t("desk.warnings.title"), body)
     heads = ["case_id", "item", "status", "holder", "applicant", "received_at", "deadline",
              "remaining", "warning"]  # fmt: skip
     rows = "".join(_warning_row(row) for row in page.rows)
@@ -182,7 +159,7 @@ def warnings(node: Node, request: Request) -> Page:
         f'<table id="warnings"><thead><tr>{_heads(heads)}</tr></thead><tbody>{rows}</tbody>'
         f'</table><p class="pages">{" ".join(links)}</p>'
     )
-    return i18n.t("desk.warnings.title"), body, 200
+    return Page(i18n.t("desk.warnings.title"), body)
 
 
 def _heads(keys: list[str]) -> str:
@@ -243,12 +220,12 @@ def _filter_form(query: dict[str, str], children: list[tuple[str, str]]) -> str:
 # --- one case --------------------------------------------------------------------------------
 
 
-def case(node: Node, case_id: str, found: users.Session) -> Page:
+def case(node: Node, request: Request, case_id: str, found: Session) -> Page:
     try:
         view = views.show(node, case_id)
     except CaseNotFoundError:
         said = escape(i18n.t("desk.case.not_found", case_id=case_id))
-        return i18n.t("desk.not_found"), f"<p>{said}</p>", 404
+        return Page(i18n.t("desk.not_found"), f"<p>{said}</p>", 404)
     access.record(node.store, found.name, view["case_id"], node.clock.now().isoformat())
     applicant = view["applicant"] or {}
     names = view.get("node_names", {})
@@ -296,19 +273,17 @@ def case(node: Node, case_id: str, found: users.Session) -> Page:
         f"<h2>{escape(i18n.t('desk.case.events'))}</h2>"
         f'<table id="events"><thead><tr>{heads}</tr></thead><tbody>{events}</tbody></table>'
     )
-    return i18n.t("desk.case.title", case_id=view["case_id"]), body, 200
+    return Page(i18n.t("desk.case.title", case_id=view["case_id"]), body)
 
 
 # --- who opened which case -------------------------------------------------------------------
 
 
-def access_page(node: Node, request: Request, found: users.Session) -> Page:
-    if found.role != "admin":
-        return i18n.t("desk.forbidden"), "", 403
+def access_page(node: Node, request: Request, rest: str, found: Session) -> Page:
     offset = _offset(request)
     records, total = access.recent(node.store, ACCESS_PAGE, offset)
     if not records:
-        return i18n.t("desk.access.title"), f"<p>{escape(i18n.t('desk.access.none'))}</p>", 200
+        return Page(i18n.t("desk.access.title"), f"<p>{escape(i18n.t('desk.access.none'))}</p>")
     rows = "".join(
         f'<tr>{_cell(r.at)}{_cell(r.name)}<td>'
         f'<a href="{PREFIX}/case/{escape(quote(r.case_id, safe=""))}">'
@@ -329,4 +304,9 @@ def access_page(node: Node, request: Request, found: users.Session) -> Page:
         f'<table id="access"><thead><tr>{heads}</tr></thead><tbody>{rows}</tbody></table>'
         f'<p class="pages">{" ".join(links)}</p>'
     )
-    return i18n.t("desk.access.title"), body, 200
+    return Page(i18n.t("desk.access.title"), body)
+
+
+layout.register("/warnings", warnings, nav=(20, "desk.nav.warnings"))
+layout.register("/case/", case, prefix=True)
+layout.register("/access", access_page, nav=(90, "desk.nav.access"), admins=True)
