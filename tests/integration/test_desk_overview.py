@@ -107,6 +107,10 @@ def test_overview_downloads_are_the_stats_files(served: str, city: Path, tmp_pat
         page = web.get("/desk/", params={"by": "item", "period": PERIOD}).text
         xlsx = web.get(download(page, f"stats-item-{PERIOD}", "xlsx"))
         old = web.get(f"/desk/stats.csv?period={PERIOD}")  # the node table's first address
+        first = web.get("/desk/", params={"by": "kind", "period": PERIOD, "format": "csv"})
+        nothing = web.get("/desk/", params={"period": PERIOD, "format": "csv", "table": "x"})
+    assert first.content == (tmp_path / "kind.csv").read_bytes()  # no table: the figures
+    assert nothing.status_code == 404
     assert old.content == (tmp_path / "node.csv").read_bytes()
 
     def sheet(data: bytes) -> list[tuple[object, ...]]:
@@ -144,6 +148,10 @@ def test_overview_trend_equals_twelve_months_of_stats_json(served: str, city: Pa
     assert [r[0] for r in shown] == MONTHS
     assert [r[2] for r in shown] == [str(total["accepted"]) for total in totals]
     assert page.index('id="trend-charts"') < page.index('id="trend"')
+    with client(served) as web:
+        login(web)
+        quarter = trend_of(web.get("/desk/", params={"period": "2025-Q4"}).text)
+    assert quarter["labels"] == [*MONTHS[2:], "2025-11", "2025-12"]  # up to its last month
 
 
 def test_overview_ships_chartjs_and_its_script(served: str) -> None:

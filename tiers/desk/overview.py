@@ -74,9 +74,19 @@ def grouping(request: Request) -> str:
 def overview(node: Node, request: Request, rest: str, session: Session) -> Page:
     by = grouping(request)
     result = figures.month(node, request.query_params.get("period"), by)
+    stats_table = figures_table(result)
+    title = i18n.t("desk.title", name=node.config.name)
+
+    def stats_file(fmt: str) -> bytes:
+        return city_stats.to_csv(result) if fmt == "csv" else city_stats.to_xlsx(result)
+
+    files = {stats_table.name: stats_file}
+    asked_table = request.query_params.get("table") or ""
+    if layout.wants_file(request) and not asked_table.startswith("trend-"):
+        return Page(title, "", tables=(stats_table,), files=files)  # no trend to compute
     last = result["to"][:7]  # the trend ends with the period's last month
     points = figures.trend(node, last, TREND_MONTHS)
-    stats_table, trend_table = figures_table(result), trend_as_table(points)
+    trend_table = trend_as_table(points)
     heading = i18n.t("desk.overview.heading", period=result["period"], start=result["from"],
                      end=result["to"], by=i18n.t("desk.overview.by." + by))  # fmt: skip
     body = (
@@ -90,17 +100,7 @@ def overview(node: Node, request: Request, rest: str, session: Session) -> Page:
         + f"<h3>{escape(i18n.t('desk.overview.trend_table'))}</h3>"
         + layout.html_table(trend_table, table_id="trend", numeric=TREND_COLUMNS[1:])
     )
-
-    def stats_file(fmt: str) -> bytes:
-        return city_stats.to_csv(result) if fmt == "csv" else city_stats.to_xlsx(result)
-
-    return Page(
-        i18n.t("desk.title", name=node.config.name),
-        body,
-        tables=(stats_table, trend_table),
-        scripts=SCRIPTS,
-        files={stats_table.name: stats_file},
-    )
+    return Page(title, body, tables=(stats_table, trend_table), scripts=SCRIPTS, files=files)
 
 
 def tabs(by: str, period: str) -> str:
@@ -132,8 +132,12 @@ def figures_html(result: dict[str, Any]) -> str:
     heads = city_stats.headers(shown, result["by"])
     rows = city_stats.table_rows(result, shown)
     head = "".join(f"<th>{escape(h)}</th>" for h in heads)
+    kinds = ["" if c in city_stats.ROW_NAME else ' class="num"' for c in shown]
     cells = "".join(
-        "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows
+        "<tr>"
+        + "".join(f"<td{k}>{escape(c)}</td>" for k, c in zip(kinds, row, strict=True))
+        + "</tr>"
+        for row in rows
     )
     return f'<table id="stats"><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>'
 

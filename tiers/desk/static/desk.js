@@ -38,6 +38,7 @@
           borderColor: ink,
           backgroundColor: one.percent ? ink : "rgba(31, 78, 121, 0.75)",
           spanGaps: false,
+          clip: false,
           pointRadius: 3
         }]
       },
@@ -45,6 +46,7 @@
         animation: false,
         responsive: true,
         maintainAspectRatio: false,
+        layout: {padding: {top: 4, right: 6}},
         scales: {y: y},
         plugins: {
           legend: {display: false},
@@ -73,4 +75,7 @@
   }
   window.addEventListener("beforeprint", fit);
   window.addEventListener("afterprint", fit);
+  if (window.matchMedia) {
+    window.matchMedia("print").addEventListener("change", fit);
+  }
 })();
