@@ -81,8 +81,7 @@ def overview(node: Node, request: Request, rest: str, session: Session) -> Page:
         return city_stats.to_csv(result) if fmt == "csv" else city_stats.to_xlsx(result)
 
     files = {stats_table.name: stats_file}
-    asked_table = request.query_params.get("table") or ""
-    if layout.wants_file(request) and not asked_table.startswith("trend-"):
+    if layout.wants_file(request) and request.query_params.get("table") != "trend":
         return Page(title, "", tables=(stats_table,), files=files)  # no trend to compute
     last = result["to"][:7]  # the trend ends with the period's last month
     points = figures.trend(node, last, TREND_MONTHS)
@@ -98,7 +97,7 @@ def overview(node: Node, request: Request, rest: str, session: Session) -> Page:
         + "</h2>"
         + charts_html(points)
         + f"<h3>{escape(i18n.t('desk.overview.trend_table'))}</h3>"
-        + layout.html_table(trend_table, table_id="trend", numeric=TREND_COLUMNS[1:])
+        + layout.html_table(trend_table, table_id=trend_table.name, numeric=TREND_COLUMNS[1:])
     )
     return Page(title, body, tables=(stats_table, trend_table), scripts=SCRIPTS, files=files)
 
@@ -143,11 +142,11 @@ def figures_html(result: dict[str, Any]) -> str:
 
 
 def figures_table(result: dict[str, Any]) -> Table:
-    """The month's table as a `Table` (named stats-BY-PERIOD); its files are written by
-    `city_stats.to_csv/to_xlsx` (the page's `files`), so they are `stats --out`'s bytes."""
+    """The month's table as a `Table` named "stats" (its id on the page); its files are
+    written by `city_stats.to_csv/to_xlsx` (the page's `files`): `stats --out`'s bytes."""
     shown = city_stats.table_columns(result, COLUMNS)
     return Table(
-        name=f"stats-{result['by']}-{result['period']}",
+        name="stats",
         columns=shown,
         headers=city_stats.headers(shown, result["by"]),
         rows=[*result["rows"], result["total"]],
@@ -156,9 +155,10 @@ def figures_table(result: dict[str, Any]) -> Table:
 
 
 def trend_as_table(points: list[dict[str, Any]]) -> Table:
-    """The trend's months as a table (rates as fractions in CSV, percentages in XLSX)."""
+    """The trend's months as a table named "trend" (its id on the page; rates as fractions
+    in CSV, percentages in XLSX)."""
     return Table(
-        name=f"trend-{points[-1]['period']}",
+        name="trend",
         columns=TREND_COLUMNS,
         headers=city_stats.headers(TREND_COLUMNS),
         rows=points,
