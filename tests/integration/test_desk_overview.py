@@ -89,6 +89,7 @@ def test_overview_each_grouping_equals_stats_json(served: str, city: Path) -> No
             current = [a for t, a in tags(page.text) if t == "a" and a.get("aria-current")]
             assert len(current) == 1 and f"by={by}" in (current[0]["href"] or "")
             assert f'aria-current="page" class="current">{tab}</a>' in page.text
+            assert "分组： <a" in page.text
             assert f'name="by" value="{by}"' in page.text  # another month keeps the grouping
 
 
@@ -203,7 +204,7 @@ def test_overview_speaks_english_when_asked(served: str) -> None:
         login(web)
         page = web.get("/desk/", params={"by": "department", "period": PERIOD}).text
     assert "Figures for 2025-10 (2025-10-01 to 2025-10-31) by department" in page
-    assert "The whole network, 2024-11 to 2025-10" in page
+    assert "The whole network, 2024-11 to 2025-10" in page and "Group by: <a" in page
     assert [s["label"] for s in trend_of(page)["series"]] == [  # type: ignore[attr-defined]
         "accepted", "completion rate", "on-time rate", "satisfaction"]  # fmt: skip
     assert "合计" not in page and "统计" not in page

@@ -48,6 +48,7 @@ i18n.register(
         "desk.overview.by.item": ("item", "事项"),
         "desk.overview.by.kind": ("kind", "办件类型"),
         "desk.overview.tabs": ("Group by", "分组"),
+        "desk.overview.group_by": ("Group by:", "分组："),
         "desk.overview.month": ("Month", "月份"),
         "desk.overview.show": ("Show", "查看"),
         "desk.overview.bad_by": (
@@ -110,8 +111,8 @@ def tabs(by: str, period: str) -> str:
         current = ' aria-current="page" class="current"' if each == by else ""
         label = escape(i18n.t("desk.overview.by." + each))
         links.append(f'<a href="{PREFIX}/?{query}"{current}>{label}</a>')
-    title = escape(i18n.t("desk.overview.tabs"))
-    return f'<nav class="tabs" aria-label="{title}">{title}: {" ".join(links)}</nav>'
+    title, said = escape(i18n.t("desk.overview.tabs")), escape(i18n.t("desk.overview.group_by"))
+    return f'<nav class="tabs" aria-label="{title}">{said} {" ".join(links)}</nav>'
 
 
 def month_form(by: str, period: str) -> str:
