@@ -93,6 +93,8 @@ def register(
     header; `admins`: a viewer gets 403 (and no link)."""
     ROUTES[path] = (handler, prefix, admins)
     if nav is not None:
+        if not i18n.has(nav[1]):  # a header link would show its key
+            raise ValueError(f"desk page {path}: register {nav[1]!r} before the page")
         NAV.append((nav[0], path, nav[1], admins))
         NAV.sort()
 

@@ -34,6 +34,8 @@ LIST_NODES = ' list="nodes"'
 
 i18n.register(
     {
+        "desk.nav.warnings": ("Warnings", "预警"),
+        "desk.nav.access": ("Case access", "查阅记录"),
         "desk.warnings.title": ("Warnings", "预警办件"),
         "desk.warnings.count": ("{count} cases", "{count} 件"),
         "desk.warnings.count.one": ("1 case", "1 件"),
