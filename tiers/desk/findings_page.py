@@ -82,8 +82,80 @@ i18n.register(
         "desk.findings.state.received": ("received", "已报"),
         "desk.findings.state.missing": ("MISSING", "未报"),
         "desk.findings.state.not_due": ("not due", "未到期"),
+        "desk.findings.true": ("yes", "是"),
+        "desk.findings.false": ("no", "否"),
     }
 )
+
+
+# Words for the evidence keys reconcile uses (a key without one is shown as it is).
+EVIDENCE_WORDS = {
+    "seq": ("entry #", "条目号"),
+    "at": ("time", "时间"),
+    "case_id": ("case", "办件编号"),
+    "reason": ("reason", "理由"),
+    "period": ("month", "月份"),
+    "held_seq": ("held here up to #", "本处持有至"),
+    "held_here": ("held here up to #", "本处持有至"),
+    "held_by_reporter": ("reporter held up to #", "报送方持有至"),
+    "reporter": ("reported by", "报送节点"),
+    "report_seq": ("report entry #", "月报条目号"),
+    "report_at": ("report signed", "月报签署时间"),
+    "report_hash": ("report hash", "月报哈希"),
+    "field": ("count", "指标"),
+    "reported": ("reported", "报送值"),
+    "computed": ("recomputed", "重算值"),
+    "part": ("split by", "分列"),
+    "key": ("row", "分列项"),
+    "parts_sum": ("sum of the parts", "分列合计"),
+    "total": ("total", "总计"),
+    "days": ("days", "天数"),
+    "limit_days": ("limit (days)", "上限（天）"),
+    "last_heard": ("last heard", "最近消息"),
+    "how": ("how", "方式"),
+    "seconds": ("seconds", "秒数"),
+    "received_at": ("arrived here", "到达本处"),
+    "type": ("entry type", "条目类型"),
+    "holder": ("held by", "经办节点"),
+    "problem": ("problem", "问题"),
+    "count": ("times", "次数"),
+    "first_seq": ("first entry #", "起始条目号"),
+    "first_at": ("first", "首次"),
+    "last_at": ("last", "最近"),
+    "max_seq": ("highest entry #", "最大条目号"),
+    "via": ("via", "经由"),
+    "reported_by": ("seen by", "发现节点"),
+    "why": ("why", "原因"),
+    "forwarded_at": ("forwarded", "上报时间"),
+    "from": ("from", "来自"),
+    "enrolled": ("enrolled", "已登记"),
+    "year": ("year", "年度"),
+    "publisher": ("publisher", "发布节点"),
+    "open_cases": ("open cases", "在办件数"),
+    "this_year": ("this year", "本年度"),
+    "next_year": ("next year", "下一年度"),
+    "published_days": ("some days published", "已发布部分日期"),
+    "item_code": ("item", "事项编码"),
+    "fee": ("fee (yuan)", "收费（元）"),
+    "catalogue_fee": ("catalogue fee (yuan)", "目录收费（元）"),
+    "detected_at": ("detected", "发现时间"),
+    "held_hash": ("hash held here", "本处哈希"),
+    "other_hash": ("other hash", "另一哈希"),
+    "resolved": ("resolved", "已处理"),
+    "resolved_by": ("resolved by", "处理节点"),
+    "kept_hash": ("hash kept", "保留哈希"),
+    "resolved_at": ("resolved", "处理时间"),
+    "decision_seq": ("decision entry #", "裁定条目号"),
+    "missing_seq": ("missing after #", "缺少条目号"),
+    "referenced_by": ("referenced by", "引用条目"),
+    "referenced_at": ("referenced", "引用时间"),
+    "began_on": ("began", "开始日期"),
+    "ended_on": ("ended", "结束日期"),
+    "accepted_on": ("accepted", "受理日期"),
+    "name": ("name", "名称"),
+    "hours": ("hours", "小时数"),
+}  # fmt: skip
+i18n.register({f"desk.findings.ev.{k}": pair for k, pair in EVIDENCE_WORDS.items()})
 
 
 def default_period(today: date) -> str:
@@ -127,12 +199,18 @@ def reports_of(node: Node, result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def evidence_items(evidence: dict[str, Any]) -> list[tuple[str, str]]:
-    """The evidence as (key, value) pairs by key: text as it is, anything else as JSON."""
-    return [
-        (k, v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
-        for k, v in sorted(evidence.items())
-    ]
+def evidence_items(evidence: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The evidence as (key, its name for the reader, value) by key: text as it is, yes or
+    no for a truth, anything else as JSON."""
+    out = []
+    for key, value in sorted(evidence.items()):
+        word = f"desk.findings.ev.{key}"
+        if isinstance(value, bool):
+            shown = i18n.t(f"desk.findings.{str(value).lower()}")
+        else:
+            shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        out.append((key, i18n.t(word) if i18n.has(word) else key, shown))
+    return out
 
 
 def _shown(value: Any) -> str:
@@ -167,8 +245,9 @@ def _findings_html(rows: list[dict[str, Any]]) -> str:
     body = []
     for r in rows:
         evidence = "".join(
-            f'<li><span class="key">{_shown(key)}</span> <bdi>{_shown(value)}</bdi></li>'
-            for key, value in evidence_items(json.loads(r["evidence"]))
+            f'<li><span class="key" title="{_shown(key)}">{_shown(word)}</span> '
+            f"<bdi>{_shown(value)}</bdi></li>"
+            for key, word, value in evidence_items(json.loads(r["evidence"]))
         )
         body.append(
             f'<tr class="finding-{escape(r["kind"])}"><td>{_shown(r["kind_name"])}</td>'
