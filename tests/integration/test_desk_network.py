@@ -11,6 +11,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import httpx
 import openpyxl
 import pytest
 
+from sync.clock import ZONE
 from tests.integration.test_desk import EVIL, PASSWORD, client, login, zb
 from tests.support.servers import zhibao_serve
 from tests.support.topology import CITY, TOWN, VILLAGE
@@ -247,11 +249,10 @@ def test_desk_findings_filter_by_kind_and_node(served: str, city: Path) -> None:
         f["node_id"] for f in want if f["kind"] == "fee_override"
     ]
     village_rows = by_column(table(village, "findings"), FINDING_COLUMNS[1:])
+    in_zh = json.loads(zb(city, "reconcile", "--period", PERIOD, "--json", lang="zh"))
     assert [r["detail"] for r in village_rows] == [
-        terminal_safe(f["detail"]) for f in json.loads(zb(city, "reconcile", "--period", PERIOD, "--json",
-                                           lang="zh"))["findings"]
-        if f["node_id"] == VILLAGE
-    ]  # fmt: skip
+        terminal_safe(f["detail"]) for f in in_zh["findings"] if f["node_id"] == VILLAGE
+    ]
     assert [r[1][0] for r in table(village, "reports")[1:]] == [VILLAGE]
 
 
@@ -259,11 +260,8 @@ def test_desk_findings_default_to_last_month(served: str) -> None:
     with client(served) as web:
         login(web)
         page = get(web, "/desk/findings").text
-    found = table(page, "reports")
-    assert found  # the page answered with the month's reports table
-    from datetime import date, timedelta
-
-    last = (date.today().replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
+    assert table(page, "reports")  # the page answered with the month's reports table
+    last = (datetime.now(ZONE).date().replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
     assert f"<title>{last} 核对结果</title>" in page
 
 
