@@ -56,6 +56,10 @@ COLUMNS = (
     "revoked_key_used", "skew_seconds", "calendar_this_year", "calendar_next_year",
     "warnings_red", "warnings_yellow", "quarantined", "attention", "parent_id",
 )  # fmt: skip
+# The columns on the screen (1366 px wide); the files carry every column.
+SHOWN = tuple(c for c in COLUMNS if c not in ("last_contact", "last_case_at", "backlog_as_of",
+                                              "parent_id"))  # fmt: skip
+TIMES = ("last_heard", "last_contact", "last_case_at", "backlog_as_of")
 NUMERIC = ("backlog", "entries_held", "forks", "revoked_key_used", "skew_seconds",
            "warnings_red", "warnings_yellow", "quarantined")  # fmt: skip
 # What a cell's code is called on the page (the files keep the code, as `status --json`).
@@ -137,6 +141,7 @@ i18n.register(
         "desk.network.attention.red": ("red", "红"),
         "desk.network.attention.yellow": ("yellow", "黄"),
         "desk.network.yes": ("yes", "是"),
+        "desk.network.as_of": ("as of its report of {at}", "以其 {at} 的月报为准"),
     }
 )
 
@@ -268,25 +273,36 @@ def _cell(column: str, value: Any) -> str:
         return i18n.term("tier", str(value))
     if column in _WORDS and i18n.has(_WORDS[column] + str(value)):
         return i18n.t(_WORDS[column] + str(value))
+    if column in TIMES and isinstance(value, str):
+        return value[:16].replace("T", " ")  # to the minute, in the zone it was written in
     return layout.shown(value)
 
 
 def _html(table: Table) -> str:
+    """The SHOWN columns of `table`, each row's attention as its class; the backlog's
+    time (`backlog_as_of`) as its cell's title."""
+    labels = dict(zip(table.columns, table.headers, strict=True))
     head = "".join(
-        f"<th{' class=num' if c in NUMERIC else ''}>{escape(h)}</th>"
-        for c, h in zip(table.columns, table.headers, strict=True)
+        f"<th{' class=num' if c in NUMERIC else ''}>{escape(labels[c])}</th>" for c in SHOWN
     )
     body = []
     for row in table.rows:
         cls = f' class="attention-{row["attention"]}"' if row["attention"] else ""
         cells = "".join(
-            f"<td{' class=num' if c in NUMERIC else ''}>"
+            f"<td{' class=num' if c in NUMERIC else ''}{_title(c, row)}>"
             f"{_bdi(c, escape(terminal_safe(_cell(c, row.get(c)))))}</td>"
-            for c in table.columns
+            for c in SHOWN
         )
         body.append(f"<tr{cls}>{cells}</tr>")
     return (f'<table id="network"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')  # fmt: skip
+
+
+def _title(column: str, row: dict[str, Any]) -> str:
+    if column != "backlog" or not row.get("backlog_as_of"):
+        return ""
+    said = i18n.t("desk.network.as_of", at=_cell("backlog_as_of", row["backlog_as_of"]))
+    return f' title="{escape(said)}"'
 
 
 def _bdi(column: str, text: str) -> str:
