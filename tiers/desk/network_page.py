@@ -25,6 +25,7 @@ not recomputed here) with what the page adds:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import date
 from html import escape
 from typing import Any
@@ -298,7 +299,7 @@ def _html(table: Table) -> str:
             f'<tbody>{"".join(body)}</tbody></table>')  # fmt: skip
 
 
-def _title(column: str, row: dict[str, Any]) -> str:
+def _title(column: str, row: Mapping[str, Any]) -> str:
     if column != "backlog" or not row.get("backlog_as_of"):
         return ""
     said = i18n.t("desk.network.as_of", at=_cell("backlog_as_of", row["backlog_as_of"]))
