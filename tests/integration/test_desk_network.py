@@ -107,9 +107,7 @@ def table(page: str, table_id: str) -> list[tuple[str, list[str]]]:
     return parser.rows
 
 
-def by_column(
-    rows: list[tuple[str, list[str]]], columns: tuple[str, ...]
-) -> list[dict[str, str]]:
+def by_column(rows: list[tuple[str, list[str]]], columns: tuple[str, ...]) -> list[dict[str, str]]:
     """The body rows as {json key: cell text} (the first row is the header)."""
     return [dict(zip(columns, cells, strict=True)) for _, cells in rows[1:]]
 
