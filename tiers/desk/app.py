@@ -29,10 +29,10 @@ from starlette.types import Receive, Scope, Send
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
-from tiers.desk import access, layout, overview, pages, users
+from tiers.desk import access, findings_page, layout, network_page, overview, pages, users
 
 # The modules whose pages register themselves with tiers.desk.layout when imported.
-PAGES = (overview, pages)
+PAGES = (overview, pages, network_page, findings_page)
 PREFIX = "/desk"
 SESSION_COOKIE, LOGIN_COOKIE, LANG_COOKIE = "zhibao_desk", "zhibao_desk_login", "zhibao_desk_lang"
 LANGS = ("zh", "en")
