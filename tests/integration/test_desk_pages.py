@@ -467,6 +467,7 @@ def test_desk_access_file_holds_every_record(served: str, city: Path) -> None:
         login(web, "vi")
         for _ in range(3):
             web.get(f"/desk/case/{case_id}")
+        assert web.get(f"/desk/case/{case_id}?format=csv").status_code == 404  # not opened
     with client(served) as web:
         login(web)
         page = web.get("/desk/access").text

@@ -58,7 +58,7 @@ i18n.register(
         ),
         "desk.case.rule.admin": (
             "You are an admin: you see everything. Every opening of a case and every material "
-            "downloaded is recorded under your name (see Access).",
+            "downloaded is recorded under your name (see Case access).",
             "您是管理员：可查看全部信息。每次查阅办件和下载材料都以您的名义记录（见查阅记录）。",
         ),
         "desk.case.material.admins_only": (
@@ -130,6 +130,8 @@ def case(node: Node, request: Request, case_id: str, found: Session) -> Page:
     except CaseNotFoundError:
         said = escape(i18n.t("desk.case.not_found", case_id=case_id))
         return Page(i18n.t("desk.not_found"), f"<p>{said}</p>", 404)
+    if layout.wants_file(request):  # the page has no table to download: nothing opened
+        return Page(i18n.t("desk.not_found"), "", 404)
     access.record(node.store, found.name, view["case_id"], node.clock.now().isoformat())
     view["applicant"] = seen_by(found, view["applicant"])
     details = "".join(
