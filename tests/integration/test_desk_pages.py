@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import inspect
 import io
 import json
 import re
@@ -37,7 +36,6 @@ from tiers import materials
 from tiers.cases import service
 from tiers.cases.service import Applicant
 from tiers.desk import access, case_page
-from tiers.desk import app as desk_app
 from tiers.desk.users import Session
 from tiers.node import open_home
 
@@ -47,12 +45,6 @@ SCAN = b"%PDF-1.4 the application form " * 3000  # held at the city
 ON_THE_WAY = b"%PDF-1.4 a certificate whose bytes never came " * 100
 HOSTILE_NAME = "<img src=x onerror=alert(1)>.pdf"
 HOSTILE = b"<html><script>alert(document.cookie)</script></html>"
-# Whether `zhibao serve`'s desk routes /desk/case/ID/material/SHA to case_page (app.py).
-ROUTED = "material_download" in inspect.getsource(desk_app)
-needs_route = pytest.mark.xfail(
-    not ROUTED, strict=True,
-    reason="tiers/desk/app.py does not call case_page.material_download yet",
-)  # fmt: skip
 
 
 def hand_in(node: Node, data: bytes) -> None:
@@ -386,7 +378,6 @@ def _req() -> Request:
                     "headers": []})  # fmt: skip
 
 
-@needs_route
 def test_desk_serves_materials_to_admins_only(served: str, city: Path) -> None:
     case_id = evil_case(city)
     by_name = {m["file"]: m for m in json.loads(zb(city, "case", "materials", case_id, "--json"))}

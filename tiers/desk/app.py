@@ -233,6 +233,8 @@ class Desk:
         page = layout.route(self.node, request, path, found)
         if page is None:
             return _page(layout.Page(i18n.t("desk.not_found"), "", 404), found)
+        if isinstance(page, Response):  # a file the page serves itself (a case's material)
+            return page
         if fmt is not None and page.status == 200:
             if fmt not in layout.FILE_FORMATS:
                 raise ZhibaoError("desk.bad_format", format=fmt)

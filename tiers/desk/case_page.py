@@ -124,7 +124,12 @@ def rule_note(session: Session) -> str:
 # --- the page --------------------------------------------------------------------------------
 
 
-def case(node: Node, request: Request, case_id: str, found: Session) -> Page:
+def case(node: Node, request: Request, case_id: str, found: Session) -> Page | Response:
+    """/desk/case/ID: the case's page; /desk/case/ID/material/SHA256: one of its files."""
+    if MATERIAL.match(case_id):
+        return material_download(node, request, "/case/" + case_id, found) or Page(
+            i18n.t("desk.not_found"), "", 404
+        )
     try:
         view = views.show(node, case_id)
     except CaseNotFoundError:

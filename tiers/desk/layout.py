@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
+from starlette.responses import Response
 
 from sync.node import Node
 from sync.protocol import i18n
@@ -37,7 +38,7 @@ STATIC_FILES = {
     if path.suffix in _MEDIA
 }
 
-Handler = Callable[[Node, Request, str, Session], "Page | None"]
+Handler = Callable[[Node, Request, str, Session], "Page | Response | None"]
 # The pages: path -> (handler, whether the path is a prefix, admins only); `register` fills it.
 ROUTES: dict[str, tuple[Handler, bool, bool]] = {}
 # The pages in the header: (order, path, i18n key, admins only).
@@ -99,8 +100,11 @@ def register(
         NAV.sort()
 
 
-def route(node: Node, request: Request, path: str, session: Session) -> Page | None:
-    """The page at `path` for `session`, or None when there is none."""
+def route(
+    node: Node, request: Request, path: str, session: Session
+) -> Page | Response | None:
+    """The page at `path` for `session` (or a file it serves itself, as a Response), or None
+    when there is none."""
     found = ROUTES.get(path)
     rest = ""
     if found is None:
