@@ -20,7 +20,14 @@ from urllib.parse import urlsplit
 
 import openpyxl
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Dialog,
+    Page,
+    Response,
+    sync_playwright,
+)
 
 from sync.protocol import i18n
 from tests.browser.conftest import ADMIN, NODES, PERIOD, City, artifacts, name_of
@@ -40,18 +47,34 @@ document.addEventListener('securitypolicyviolation', (e) => {
 });"""
 
 
+# Chrome asks every new browser's first site for /favicon.ico; the desk has none (404): not
+# counted here, reported to the lead (the desk could serve one).
+UNCOUNTED = ("/favicon.ico",)
+LOAD_FAILED = "Failed to load resource: the server responded with a status of"
+
+
 @dataclass
 class Watched:
     """What went wrong on the pages a context opened: console errors, uncaught errors,
-    dialogs (alert and friends) and CSP violations, each with the page's URL."""
+    answers >= 400 and failed requests, dialogs (alert and friends) and CSP violations,
+    each with the page's URL. `allowed`: statuses a test expects (401 without a login)."""
 
     errors: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
+    allowed: tuple[int, ...] = ()
+    failed: dict[str, str] = field(default_factory=dict)  # request URL -> why
+    downloads: set[str] = field(default_factory=set)  # (a download's request "fails")
 
     def attach(self, page: Page) -> None:
         def console(message: ConsoleMessage) -> None:
-            if message.type == "error":
+            if message.type == "error" and not message.text.startswith(LOAD_FAILED):
                 self.errors.append(f"console {page.url}: {message.text}")
+
+        def answered(response: Response) -> None:
+            path = urlsplit(response.url).path
+            if response.status >= 400 and response.status not in self.allowed \
+                    and path not in UNCOUNTED:  # fmt: skip
+                self.errors.append(f"{response.status} {response.url}")
 
         def dialog(shown: Dialog) -> None:
             self.dialogs.append(f"{page.url}: {shown.type} {shown.message}")
@@ -59,12 +82,18 @@ class Watched:
 
         page.on("console", console)
         page.on("pageerror", lambda exc: self.errors.append(f"pageerror {page.url}: {exc}"))
+        page.on("response", answered)
+        page.on("requestfailed", lambda r: self.failed.setdefault(r.url, str(r.failure)))
+        page.on("download", lambda d: self.downloads.add(d.url))
         page.on("dialog", dialog)
 
     def check(self, page: Page) -> None:
         """Fail on anything seen so far (the CSP violations of the page now open too)."""
         violations = page.evaluate("window.__csp || []")
         self.errors += [f"csp {page.url}: {v}" for v in violations]
+        self.errors += [f"failed {url}: {why}" for url, why in self.failed.items()
+                        if url not in self.downloads]  # fmt: skip
+        self.failed.clear()
         assert not self.errors and not self.dialogs, (self.errors, self.dialogs)
 
 
@@ -161,6 +190,7 @@ def test_desk_browser_shows_nothing_without_a_login(
     paths += [f"/desk/?period={PERIOD}", f"/desk/case/{city.cases['hostile']}",
               "/desk/warnings?format=xlsx", f"/desk/stats.csv?period={PERIOD}",
               "/desk/no-such-page"]  # fmt: skip
+    desk.watched.allowed = (401,)
     secrets = {EVIL, *city.applicants, *(name_of(n) for n in NODES), *city.cases.values()}
     not_redirected = []
     for path in paths:
@@ -175,7 +205,6 @@ def test_desk_browser_shows_nothing_without_a_login(
             assert status == 401, (path, status)
             assert desk.page.query_selector(f'a[href="{LOGIN}"]'), path
             not_redirected.append(path)
-    desk.watched.errors = [e for e in desk.watched.errors if "401" not in e]
     desk.watched.check(desk.page)
     assert "/desk/" not in not_redirected
 
@@ -334,6 +363,7 @@ def test_desk_browser_logout_leaves_nothing_behind(desk: Desk, city: City) -> No
     with desk.page.expect_navigation():
         desk.page.click('header form[action="/desk/logout"] button')
     assert desk.path() == LOGIN
+    desk.watched.allowed = (401,)  # a page that is not the overview, without a login
     desk.page.go_back()  # to the warnings
     desk.page.wait_for_load_state()
     back = desk.page.inner_text("body")
@@ -344,5 +374,4 @@ def test_desk_browser_logout_leaves_nothing_behind(desk: Desk, city: City) -> No
     assert not desk.page.context.cookies() or all(
         c["name"] != "zhibao_desk" for c in desk.page.context.cookies()
     )
-    desk.watched.errors = [e for e in desk.watched.errors if "401" not in e]
     desk.watched.check(desk.page)
