@@ -18,7 +18,9 @@ import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -41,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NODES = (CITY, TOWN, TOWN_B, VILLAGE, VILLAGE_2, VILLAGE_B)
 PARENT = {TOWN: CITY, TOWN_B: CITY, VILLAGE: TOWN, VILLAGE_2: TOWN, VILLAGE_B: TOWN_B}
 ADMIN = "ana"
+T = TypeVar("T")
 
 
 def name_of(node_id: str) -> str:
@@ -80,7 +83,7 @@ def artifacts() -> Path:
     return where
 
 
-def _together(calls: list[Callable[[], object]]) -> list[object]:
+def _together(calls: list[Callable[[], T]]) -> list[T]:
     """Run independent `zhibao` commands side by side (different homes); their results."""
     with ThreadPoolExecutor(len(calls)) as pool:
         return [done.result() for done in [pool.submit(call) for call in calls]]
@@ -98,7 +101,7 @@ def _init(homes: dict[str, Path], root_key: str, node_id: str) -> dict[str, str]
 
 def _sync(homes: dict[str, Path], url: dict[str, str], nodes: tuple[str, ...]) -> None:
     """`zhibao sync --peer PARENT` of `nodes`, side by side."""
-    _together([lambda n=n: zb(homes[n], "sync", "--peer", url[PARENT[n]]) for n in nodes])
+    _together([partial(zb, homes[n], "sync", "--peer", url[PARENT[n]]) for n in nodes])
 
 
 def build_city(base: Path) -> City:
@@ -106,9 +109,8 @@ def build_city(base: Path) -> City:
     homes = {node_id: base / node_id for node_id in NODES}
     zb(homes[CITY], "init", "--tier", "city", "--node-id", CITY, "--name", NAMES[CITY])
     root_key = json.loads(zb(homes[CITY], "node", "show", "--json"))["public_key"]
-    made = _together([lambda n=n: _init(homes, root_key, n) for n in NODES[1:]])
+    made = _together([partial(_init, homes, root_key, n) for n in NODES[1:]])
     for node_id, keys in zip(NODES[1:], made, strict=True):
-        assert isinstance(keys, dict)
         zb(homes[PARENT[node_id]], "node", "enroll", "--node-id", node_id, "--name",
            name_of(node_id), "--public-key", keys["public_key"], "--seal-key",
            keys["seal_key"])  # fmt: skip

@@ -24,7 +24,10 @@ from playwright.sync_api import (
     Browser,
     ConsoleMessage,
     Dialog,
+    Download,
+    Error,
     Page,
+    Request,
     Response,
     sync_playwright,
 )
@@ -80,11 +83,20 @@ class Watched:
             self.dialogs.append(f"{page.url}: {shown.type} {shown.message}")
             shown.dismiss()
 
+        def thrown(exc: Error) -> None:
+            self.errors.append(f"pageerror {page.url}: {exc}")
+
+        def failed(request: Request) -> None:
+            self.failed.setdefault(request.url, str(request.failure))
+
+        def downloaded(download: Download) -> None:
+            self.downloads.add(download.url)
+
         page.on("console", console)
-        page.on("pageerror", lambda exc: self.errors.append(f"pageerror {page.url}: {exc}"))
+        page.on("pageerror", thrown)
         page.on("response", answered)
-        page.on("requestfailed", lambda r: self.failed.setdefault(r.url, str(r.failure)))
-        page.on("download", lambda d: self.downloads.add(d.url))
+        page.on("requestfailed", failed)
+        page.on("download", downloaded)
         page.on("dialog", dialog)
 
     def check(self, page: Page) -> None:
@@ -169,7 +181,14 @@ def table_text(desk: Desk, selector: str) -> list[list[str]]:
 
 
 def slug(path: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", path.strip("/")).strip("-") or "overview"
+    """A screenshot's name for a desk path: /desk/ overview, /desk/warnings warnings."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", path.removeprefix("/desk")).strip("-") or "overview"
+
+
+def too_wide(desk: Desk) -> list[str]:
+    """The page, when it is wider than the screen (it scrolls sideways)."""
+    width = desk.page.evaluate("document.documentElement.scrollWidth")
+    return [f"{desk.path()}: {width}px"] if width > WIDTH else []
 
 
 # --- without a login ---------------------------------------------------------------------------
@@ -217,15 +236,13 @@ def test_desk_browser_every_page_opens_clean(desk: Desk, city: City) -> None:
     desk.watched.check(desk.page)
     paths = nav_links(desk)
     assert len(paths) >= 3, paths  # overview, warnings, access at least
-    wide = []
+    wide: list[str] = []
     for path in paths:
         assert desk.go(path) == 200, path
         assert desk.page.query_selector("main"), path
         desk.shot(slug(path))
         desk.watched.check(desk.page)
-        width = desk.page.evaluate("document.documentElement.scrollWidth")
-        if width > WIDTH:
-            wide.append(f"{path}: {width}px")
+        wide += too_wide(desk)
     desk.go("/desk/warnings")
     with desk.page.expect_navigation():
         desk.page.click('main a[href^="/desk/case/"]')
@@ -234,7 +251,10 @@ def test_desk_browser_every_page_opens_clean(desk: Desk, city: City) -> None:
     assert case_id in desk.page.inner_text("main")
     desk.shot("case")
     desk.watched.check(desk.page)
+    wide += too_wide(desk)
     desk.go(f"/desk/?period={PERIOD}")
+    desk.shot(f"overview-{PERIOD}")
+    wide += too_wide(desk)
     desk.page.emulate_media(media="print")
     desk.shot("overview-print")
     desk.page.emulate_media(media="screen")
@@ -371,7 +391,5 @@ def test_desk_browser_logout_leaves_nothing_behind(desk: Desk, city: City) -> No
     desk.go(shown_at)  # the old URL
     assert desk.path() == LOGIN
     assert EVIL not in desk.page.inner_text("body")
-    assert not desk.page.context.cookies() or all(
-        c["name"] != "zhibao_desk" for c in desk.page.context.cookies()
-    )
+    assert "zhibao_desk" not in {cookie["name"] for cookie in desk.page.context.cookies()}
     desk.watched.check(desk.page)
