@@ -263,11 +263,19 @@ def test_desk_browser_every_page_opens_clean(desk: Desk, city: City) -> None:
 
 
 def test_desk_browser_pages_show_no_untranslated_key(desk: Desk, city: City) -> None:
+    """Every page of the header and a case, in Chinese and then, by the header's switch, in
+    English."""
     desk.login()
-    raw = []
-    for path in [*nav_links(desk), f"/desk/case/{city.cases['hostile']}"]:
-        assert desk.go(path) == 200, path
-        raw += [f"{path}: {key}" for key in RAW_KEY.findall(desk.page.inner_text("body"))]
+    raw: dict[str, set[str]] = {}  # key -> the languages and pages it showed on
+    for lang in ("zh-CN", "en"):
+        if lang == "en":
+            with desk.page.expect_navigation():
+                desk.page.click('header a[href="/desk/lang?to=en"]')
+        for path in [*nav_links(desk), f"/desk/case/{city.cases['hostile']}"]:
+            assert desk.go(path) == 200, path
+            assert desk.page.get_attribute("html", "lang") == lang, path
+            for key in RAW_KEY.findall(desk.page.inner_text("body")):
+                raw.setdefault(key, set()).add(f"{lang} {path}")
     assert not raw, f"i18n keys shown untranslated: {raw}"
 
 
