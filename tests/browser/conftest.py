@@ -12,6 +12,7 @@ installs it there, so missing it is a failure, never a skip.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -53,11 +54,10 @@ def name_of(node_id: str) -> str:
 
 @dataclass
 class City:
-    """The city's home, the other homes, and what was recorded: case ids by tag and the
-    applicants' names (none may show without a login)."""
+    """The city's home and what was recorded: case ids by tag and the applicants' names
+    (none may show without a login)."""
 
     home: Path
-    homes: dict[str, Path]
     cases: dict[str, str] = field(default_factory=dict)
     applicants: set[str] = field(default_factory=set)
 
@@ -115,7 +115,7 @@ def build_city(base: Path) -> City:
            name_of(node_id), "--public-key", keys["public_key"], "--seal-key",
            keys["seal_key"])  # fmt: skip
     zb(homes[CITY], "catalogue", "import", str(SHIPPED_CATALOGUE))
-    city = City(homes[CITY], homes)
+    city = City(homes[CITY])
 
     def case(node_id: str, tag: str, item: str, applicant: str, at: str) -> str:
         city.cases[tag] = zb(homes[node_id], "case", "accept", "--item", item, "--applicant",
@@ -161,7 +161,20 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def city(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> City:
-    return build_city(tmp_path_factory.mktemp("browser-city"))
+    """The city of `build_city`, built once per run (the first pytest-xdist worker to ask
+    builds it, the others wait for it), copied for each module that uses it."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    built, record = shared / "browser-city", shared / "browser-city.json"
+    with (shared / "browser-city.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.exists():
+            made = build_city(built)
+            record.write_text(json.dumps({"cases": made.cases,
+                                          "applicants": sorted(made.applicants)}))  # fmt: skip
+    held = json.loads(record.read_text())
+    home = Path(shutil.copytree(built / CITY, tmp_path_factory.mktemp("browser-city") / CITY))
+    return City(home, held["cases"], set(held["applicants"]))
 
 
 @pytest.fixture(scope="module")
