@@ -155,7 +155,7 @@ class Desk:
         if token:
             found = users.session(self.node.store, token, self.now(), self.idle_seconds)
         if found is None:
-            if method == "GET" and path in ("/", ""):
+            if method == "GET" and not _is_file(request, path):  # a page: to the login
                 return _redirect("/login")
             link = f'<p><a href="{PREFIX}/login">{escape(i18n.t("desk.login"))}</a></p>'
             return _page(layout.Page(i18n.t("desk.unauthorised"), link, 401))
@@ -243,6 +243,12 @@ class Desk:
                 return _page(layout.Page(i18n.t("desk.not_found"), "", 404), found)
             return _file(made[0], fmt, made[1])
         return _page(page, found, layout.downloads(path, request, page.tables))
+
+
+def _is_file(request: Request, path: str) -> bool:
+    """Whether a GET asks for a file (a table's CSV/XLSX, a material), not a page."""
+    return ("format" in request.query_params or path.endswith((".csv", ".xlsx"))
+            or "/material/" in path)  # fmt: skip
 
 
 def _page(page: layout.Page, found: users.Session | None = None, extra: str = "") -> Response:

@@ -30,7 +30,8 @@ PREFIX = "/desk"
 FILE_FORMATS = ("csv", "xlsx")
 MAX_EXPORT_ROWS = 100_000
 STATIC = Path(__file__).parent / "static"
-_MEDIA = {".css": "text/css", ".js": "text/javascript", ".txt": "text/plain; charset=utf-8"}
+_MEDIA = {".css": "text/css", ".js": "text/javascript", ".txt": "text/plain; charset=utf-8",
+          ".svg": "image/svg+xml"}  # fmt: skip
 # Served by name only: the files the package ships, read once.
 STATIC_FILES = {
     path.name: (path.read_bytes(), _MEDIA[path.suffix])
@@ -214,6 +215,7 @@ def document(page: Page, session: Session | None, extra: str = "") -> str:
         f'<!doctype html><html lang="{"zh-CN" if i18n.locale() == "zh" else "en"}"><head>'
         f'<meta charset="utf-8"><meta name="viewport" content="width=device-width">'
         f"<title>{escape(page.title)}</title>"
+        f'<link rel="icon" href="{PREFIX}/static/favicon.svg" type="image/svg+xml">'
         f'<link rel="stylesheet" href="{PREFIX}/static/desk.css"></head><body>'
         f"<header><h1>{escape(page.title)}</h1><nav>{bar}</nav></header>"
         f"<main>{page.body}{extra}</main>{scripts}</body></html>"
