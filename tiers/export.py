@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
@@ -66,7 +66,9 @@ class Table:
 
     `columns` are the JSON keys in order (the CSV header); `headers` their labels in the
     reader's language (the XLSX header); `formats` maps a key to PERCENT, MONEY or DAYS;
-    `note` is a line written under the XLSX table (e.g. provisional figures)."""
+    `note` is a line written under the XLSX table (e.g. provisional figures); `words` maps
+    a key to how its codes read to a person (`town` -> 镇级): XLSX cells say the words, CSV
+    keeps the codes for tools."""
 
     name: str
     columns: Sequence[str]
@@ -76,6 +78,7 @@ class Table:
     note: str | None = None
     widths: Mapping[int, int] = field(default_factory=dict)  # column index -> width
     frozen_columns: int = 0
+    words: Mapping[str, Callable[[Any], str]] = field(default_factory=dict)
 
 
 def to_csv(table: Table) -> bytes:
@@ -98,7 +101,10 @@ def to_xlsx(table: Table) -> bytes:
     sheet.write_row(0, 0, list(table.headers), bold)
     for r, row in enumerate(table.rows, start=1):
         for c, column in enumerate(table.columns):
-            _write_cell(sheet, r, c, row.get(column), table.formats.get(column), number_formats)
+            value = row.get(column)
+            if value is not None and column in table.words:
+                value = table.words[column](value)
+            _write_cell(sheet, r, c, value, table.formats.get(column), number_formats)
     if table.note:
         sheet.write_string(len(table.rows) + 2, 0, table.note)
     sheet.freeze_panes(1, table.frozen_columns)

@@ -207,6 +207,10 @@ def test_desk_network_downloads_equal_the_page_rows(served: str) -> None:
     assert len(book) == len(shown) + 1 and book[0][0] == "节点编码"
     assert [r[0] for r in book[1:]] == [r["node_id"] for r in shown]
     assert [r[2] for r in book[1:]] == [r["name"] for r in shown]
+    # XLSX says what the page says (镇级, 静默 …); CSV keeps the codes, as status --json
+    tier, state = network_page.COLUMNS.index("tier"), network_page.COLUMNS.index("liveness")
+    assert [(r[tier], r[state]) for r in book[1:]] == [(r["tier"], r["liveness"]) for r in shown]
+    assert {r["tier"] for r in rows} <= {"city", "town", "village"}
     assert [r["node_id"] for r in csv_rows(villages.content)] == [VILLAGE]
 
 
@@ -285,7 +289,11 @@ def test_desk_findings_downloads_equal_the_page_rows(served: str) -> None:
     assert [(r["node_id"], r["report_seq"]) for r in csv_rows(reports_csv.content)] == [
         (r["node_id"], r["report_seq"]) for r in reports
     ]
-    assert [r[0] for r in sheet(reports_xlsx.content)[1:]] == [r["node_id"] for r in reports]
+    held = sheet(reports_xlsx.content)[1:]
+    assert [r[0] for r in held] == [r["node_id"] for r in reports]
+    at = REPORT_COLUMNS.index("state")
+    assert [r[at] for r in held] == [r["state"] for r in reports]  # words, as on the page
+    assert {r["state"] for r in csv_rows(reports_csv.content)} <= {"received", "missing", "not_due"}
 
 
 def test_desk_findings_show_a_hostile_villages_evidence_as_text(served: str, city: Path) -> None:

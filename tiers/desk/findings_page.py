@@ -213,6 +213,13 @@ def evidence_items(evidence: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
+# How the reports table's codes read in XLSX (CSV keeps the codes).
+REPORT_WORDS = {
+    "tier": lambda value: i18n.term("tier", str(value)),
+    "state": lambda value: i18n.t(f"desk.findings.state.{value}"),
+}
+
+
 def _shown(value: Any) -> str:
     return escape(terminal_safe("" if value is None else value))
 
@@ -310,7 +317,7 @@ def findings(node: Node, request: Request, rest: str, session: Session) -> Page:
         Table("findings", FINDING_COLUMNS, _headers("desk.findings.col.", FINDING_COLUMNS),
               found, frozen_columns=3),
         Table("reports", REPORT_COLUMNS, _headers("desk.findings.col.", REPORT_COLUMNS),
-              reports, frozen_columns=1),
+              reports, frozen_columns=1, words=REPORT_WORDS),
     ]  # fmt: skip
     kinds = [k for k in KINDS if result["counts"].get(k) or k == kind]
     count = i18n.t("desk.findings.count", shown=len(found), total=len(result["findings"]))

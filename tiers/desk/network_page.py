@@ -24,6 +24,7 @@ not recomputed here) with what the page adds:
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from datetime import date
@@ -63,7 +64,7 @@ SHOWN = tuple(c for c in COLUMNS if c not in ("last_contact", "last_case_at", "b
 TIMES = ("last_heard", "last_contact", "last_case_at", "backlog_as_of")
 NUMERIC = ("backlog", "entries_held", "forks", "revoked_key_used", "skew_seconds",
            "warnings_red", "warnings_yellow", "quarantined")  # fmt: skip
-# What a cell's code is called on the page (the files keep the code, as `status --json`).
+# What a cell's code is called on the page and in XLSX (CSV keeps the code, as `status --json`).
 _WORDS = {"liveness": "desk.network.liveness.", "heard_how": "desk.network.how.",
           "calendar_this_year": "desk.network.calendar.",
           "calendar_next_year": "desk.network.calendar.",
@@ -262,7 +263,8 @@ def _choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None
 def _table(rows: list[dict[str, Any]], years: dict[str, Any]) -> Table:
     year = {"calendar_this_year": years["this"][0], "calendar_next_year": years["next"][0]}
     headers = [i18n.t(f"desk.network.col.{c}", year=year.get(c, "")) for c in COLUMNS]
-    return Table("network", COLUMNS, headers, rows, frozen_columns=3)
+    words = {c: functools.partial(_cell, c) for c in ("tier", "revoked", *_WORDS)}
+    return Table("network", COLUMNS, headers, rows, frozen_columns=3, words=words)
 
 
 def _cell(column: str, value: Any) -> str:
