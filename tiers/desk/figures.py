@@ -1,26 +1,92 @@
 """The one place the desk computes figures: a period's `compute_stats` for a grouping, and
-the monthly trend the overview charts.
+the monthly trend the overview charts. Pages call this; the caching lives here alone.
 
-(Issue #14: pages call this; caching belongs here, not in the pages.)
+The cache (in memory, per database file, at most `MAX_CACHED` results, least recently used
+forgotten first) keys a result by (database, period, grouping, today's date at the node,
+the reader's language, node.toml's settings) and keeps beside it the *data version* it was
+computed at and the period's *fingerprint*:
+
+- the data version is (`max(entries.id)`, the lazy projections' cursor `meta.projected`).
+  Every table `compute_stats` reads (case facts, cases, complaints, catalogue, calendar,
+  enrolled names) is a projection of the log, and changes only in a transaction that stores
+  an entry (so `max(id)` grows) or that catches deferred projections up (so the cursor
+  moves). Same version, same tables: the result is served as it is.
+- when the version moved, the entries between the two versions say what may have changed.
+  Only case events (`case.*`) and liveness (`sync.alive`): the case rows may have changed,
+  nothing else, so the period's fingerprint is taken again — a BLAKE2b digest of the raw
+  `case_facts` rows the period reads and of its complaint rows (with their cases' items) —
+  and when it is the same the result is kept (a past month a new entry did not touch is not
+  recomputed). Any other entry type (catalogue, calendar, enrolment, complaint, fork,
+  revocation…): everything of that database is recomputed.
+- a result is stored only when the version read before computing it equals the version read
+  after (nothing committed in between), so it always matches the version it is filed under.
+
+So a figure served from the cache is exactly what `compute_stats` would give now: never
+stale, and the page need not say how old it is. `Warmer` (started by the desk when it opens
+the node) keeps recently asked results warm on its own connection after the data changes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from copy import deepcopy
+from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from sync.node import Node
+from sync.protocol import i18n
+from sync.store import Store
+from tiers.case_facts import facts_rows
 from tiers.city import stats as city_stats
 from tiers.figures import Period, month_of, parse_period
 
 # The figures the overview's trend charts, in the order they are drawn.
 TREND = ("accepted", "completion_rate", "on_time_rate", "satisfaction_rate")
+MAX_CACHED = 256  # results kept (a month by node at a city: ~300 rows, ~200 KB)
+MAX_WARM = 48  # recently asked results the warmer keeps warm
+WARM_EVERY = 2.0  # seconds between the warmer's looks at the data version
+# Entry types that change nothing compute_stats reads but case rows (checked by fingerprint).
+CASE_ONLY = ("case.",)
+IRRELEVANT = frozenset({"sync.alive"})
+
+Key = tuple[str, str, str, str, str, str]  # (database, period, by, today, language, settings)
+Version = tuple[int, int]
+
+_COMPLAINT_ROWS = (
+    "SELECT k.*, c.item_code FROM complaints k LEFT JOIN cases c ON c.case_id = k.case_id "
+    "WHERE k.filed_on <= :e AND (k.closed_on IS NULL OR k.closed_on >= :s) ORDER BY k.complaint_id"
+)
+
+
+@dataclass
+class _Held:
+    version: Version
+    fingerprint: bytes
+    result: dict[str, Any]
+
+
+@dataclass
+class _Cache:
+    held: OrderedDict[Key, _Held] = field(default_factory=OrderedDict)
+    asked: OrderedDict[Key, tuple[Period, str]] = field(default_factory=OrderedDict)
+    busy: dict[Key, threading.Event] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    computed: int = 0  # compute_stats calls made (tests and bench/desk.py read it)
+
+
+CACHE = _Cache()
 
 
 def month(node: Node, asked: str | None, by: str) -> dict[str, Any]:
     """`zhibao stats --by BY --period ASKED --json` (this month when ASKED is None/empty)."""
     today = node.clock.now().date()
     period = parse_period(asked) if asked else month_of(today)
-    return city_stats.compute_stats(node.store, period, by, today, node.config.settings)
+    return stats(node, period, by, today)
 
 
 def months_back(last: Period, count: int) -> list[Period]:
@@ -41,8 +107,160 @@ def trend(node: Node, asked: str | None, count: int = 12) -> list[dict[str, Any]
     last = parse_period(asked) if asked else month_of(today)
     points = []
     for period in months_back(last, count):
-        whole = city_stats.compute_stats(node.store, period, "tier", today,
-                                         node.config.settings)["total"]  # fmt: skip
+        whole = stats(node, period, "tier", today)["total"]
         points.append({"period": period.label, "received": whole["received"],
                        **{key: whole[key] for key in TREND}})  # fmt: skip
     return points
+
+
+# --- the cache ---------------------------------------------------------------------------
+
+
+def stats(node: Node, period: Period, by: str, today: date) -> dict[str, Any]:
+    """`compute_stats(node.store, period, by, today, settings)`, from the cache when the
+    data it reads has not changed since (see the module doc); a copy the caller may keep."""
+    store, settings = node.store, node.config.settings
+    key: Key = (store.path, period.label, by, today.isoformat(), i18n.locale(),
+                json.dumps(settings, sort_keys=True, default=str))  # fmt: skip
+    while True:
+        with CACHE.lock:
+            CACHE.asked[key] = (period, by)
+            CACHE.asked.move_to_end(key)
+            while len(CACHE.asked) > MAX_WARM:
+                CACHE.asked.popitem(last=False)
+            held = CACHE.held.get(key)
+            running = CACHE.busy.get(key)
+            if running is None:
+                CACHE.busy[key] = threading.Event()
+                break
+        running.wait()  # someone (the warmer) computes this very result: take theirs
+    try:
+        found = _still_good(store, period, held) if held is not None else None
+        if found is None:
+            found = _compute(node, period, by, today)
+        with CACHE.lock:
+            if found.version != (-1, -1):
+                CACHE.held[key] = found
+                CACHE.held.move_to_end(key)
+                while len(CACHE.held) > MAX_CACHED:
+                    CACHE.held.popitem(last=False)
+        return deepcopy(found.result)
+    finally:
+        with CACHE.lock:
+            CACHE.busy.pop(key).set()
+
+
+def data_version(store: Store) -> Version:
+    """(`max(entries.id)`, the lazy projections' cursor): what moves when a table
+    compute_stats reads may have changed."""
+    row = store.query(
+        "SELECT (SELECT coalesce(max(id), 0) FROM entries), "
+        "(SELECT coalesce(CAST(value AS INTEGER), 0) FROM meta WHERE key = 'projected')"
+    )[0]
+    return int(row[0]), int(row[1] or 0)
+
+
+def fingerprint(store: Store, period: Period) -> bytes:
+    """A digest of every case row and complaint row the period's figures are counted from."""
+    digest = hashlib.blake2b(digest_size=32)
+    for row in facts_rows(store, period):
+        digest.update(repr(row).encode())
+    digest.update(b"\0complaints\0")
+    for row in store.query(_COMPLAINT_ROWS, {"s": period.start.isoformat(),
+                                             "e": period.end.isoformat()}):  # fmt: skip
+        digest.update(repr(row).encode())
+    return digest.digest()
+
+
+def _only_cases_changed(store: Store, old: Version, new: Version) -> bool:
+    """Whether every entry stored or projected between the versions `old` and `new` is a
+    case event (or liveness): then nothing but case rows can differ."""
+    if new[0] < old[0] or new[1] < old[1]:
+        return False  # not this database's history going forward: trust nothing
+    since = min(old)  # entries stored after old[0], and those projected after old[1]
+    types = store.query("SELECT DISTINCT type FROM entries WHERE id > ?", (since,))
+    return all(t in IRRELEVANT or t.startswith(CASE_ONLY) for (t,) in types)
+
+
+def _still_good(store: Store, period: Period, held: _Held) -> _Held | None:
+    """`held`, filed under the current version, when its figures are still exact; else None."""
+    now = data_version(store)
+    if now == held.version:
+        return held
+    if not _only_cases_changed(store, held.version, now):
+        return None
+    again = fingerprint(store, period)
+    if again != held.fingerprint or data_version(store) != now:
+        return None
+    return _Held(now, again, held.result)
+
+
+def _compute(node: Node, period: Period, by: str, today: date) -> _Held:
+    before = data_version(node.store)
+    printed = fingerprint(node.store, period)
+    result = city_stats.compute_stats(node.store, period, by, today, node.config.settings)
+    with CACHE.lock:
+        CACHE.computed += 1
+    after = data_version(node.store)
+    return _Held(before if before == after else (-1, -1), printed, result)
+
+
+def forget() -> None:
+    """Drop every cached result (tests; a restored or rebuilt database)."""
+    with CACHE.lock:
+        CACHE.held.clear()
+        CACHE.asked.clear()
+
+
+# --- warming -----------------------------------------------------------------------------
+
+
+class Warmer:
+    """A thread with its own connection (`open_node`) that, every `every` seconds, brings
+    the recently asked results (and this month's overview and trend, in Chinese) up to the
+    data version, so a page after a sync finds them computed. `stop` ends it."""
+
+    def __init__(self, open_node: Callable[[], Node], every: float = WARM_EVERY) -> None:
+        self._open, self._every = open_node, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="desk-figures", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        try:
+            node = self._open()
+        except Exception:  # the pages compute for themselves then
+            return
+        try:
+            seen: Version | None = None
+            while not self._stop.is_set():
+                now = data_version(node.store)
+                if now != seen:
+                    self._warm(node)
+                    seen = now
+                self._stop.wait(self._every)
+        except Exception:  # a warmer never takes the desk down
+            return
+        finally:
+            node.close()
+
+    def _warm(self, node: Node) -> None:
+        with i18n.speaking("zh"):
+            month(node, None, "node")
+            trend(node, None)
+        with CACHE.lock:
+            asked = [(key, *wanted) for key, wanted in CACHE.asked.items()
+                     if key[0] == node.store.path]  # fmt: skip
+        today = node.clock.now().date().isoformat()
+        for key, period, by in reversed(asked):  # the latest asked first
+            if self._stop.is_set():
+                return
+            if key[3] != today or key[5] != json.dumps(node.config.settings, sort_keys=True,
+                                                       default=str):  # fmt: skip
+                continue
+            with i18n.speaking(key[4]):
+                stats(node, period, by, date.fromisoformat(key[3]))
