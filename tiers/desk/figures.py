@@ -223,6 +223,7 @@ class Warmer:
     def __init__(self, open_node: Callable[[], Node], every: float = WARM_EVERY) -> None:
         self._open, self._every = open_node, every
         self._stop = threading.Event()
+        self.warmed = threading.Event()  # set after each pass (tests wait on it)
         self._thread = threading.Thread(target=self._run, name="desk-figures", daemon=True)
         self._thread.start()
 
@@ -242,6 +243,7 @@ class Warmer:
                 if now != seen:
                     self._warm(node)
                     seen = now
+                    self.warmed.set()
                 self._stop.wait(self._every)
         except Exception:  # a warmer never takes the desk down
             return
