@@ -117,17 +117,21 @@ def test_figures_cache_follows_deferred_projections(net: tf.City) -> None:
     assert caught_up == _fresh(net, OCTOBER) and figures.CACHE.computed == computed + 1
 
 
-def test_figures_cache_is_keyed_by_language_and_today(net: tf.City) -> None:
+def test_figures_cache_is_keyed_by_language_and_the_day_judged_at(net: tf.City) -> None:
     with i18n.speaking("en"):
         english = figures.month(net.city, OCTOBER, "node")
     with i18n.speaking("zh"):
         chinese = figures.month(net.city, OCTOBER, "node")
+        november = figures.month(net.city, None, "node")  # the clock says 2025-11-20
     assert english["total"]["label"] != chinese["total"]["label"]
-    net.city.clock.offset = timedelta(days=1)  # tomorrow: overdue judged again
+    assert november["period"] == "2025-11"
+    net.city.clock.offset = timedelta(days=1)  # the next day
     computed = figures.CACHE.computed
     with i18n.speaking("zh"):
-        figures.month(net.city, OCTOBER, "node")
-    assert figures.CACHE.computed == computed + 1
+        assert figures.month(net.city, OCTOBER, "node") == chinese  # over: judged at 10-31
+        assert figures.CACHE.computed == computed
+        assert figures.month(net.city, None, "node") == _fresh(net, "2025-11")
+        assert figures.CACHE.computed == computed + 1  # this month: judged a day later
 
 
 def test_figures_cache_is_bounded(net: tf.City, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -81,7 +81,8 @@ class Desk:
     """The desk of the node `open_node` opens (once, on the first request; `close` closes
     it). `now` (seconds) measures idle sessions and login waits; tests inject it. With
     `warm`, a `tiers.desk.figures.Warmer` on a second connection keeps the overview's
-    figures computed from then on."""
+    figures computed from the first request on (the login page: they are being computed
+    while the reader types their password)."""
 
     def __init__(
         self,
@@ -108,8 +109,6 @@ class Desk:
             users.ensure(node.store)
             access.ensure(node.store, node.config.settings, node.clock.now())
             self._node = node
-            if self._warm:
-                self._warmer = figures.Warmer(self._open)
         return self._node
 
     @property
@@ -137,6 +136,8 @@ class Desk:
         lang = request.cookies.get(LANG_COOKIE)
         lang = lang if lang in LANGS else "zh"
         body: bytes | None = b""
+        if self._warm and self._warmer is None:  # from the first request on, login page too
+            self._warmer = figures.Warmer(self._open)
         if request.method == "POST":
             body = await _read_body(request)
         response = await run_in_threadpool(self._answer, request, path, lang, body)

@@ -2,9 +2,11 @@
 the monthly trend the overview charts. Pages call this; the caching lives here alone.
 
 The cache (in memory, per database file, at most `MAX_CACHED` results, least recently used
-forgotten first) keys a result by (database, period, grouping, today's date at the node,
-the reader's language, node.toml's settings) and keeps beside it the *data version* it was
-computed at and the period's *fingerprint*:
+forgotten first) keys a result by (database, period, grouping, the day open cases are judged
+at — `tiers.figures.judged_as_of`: yesterday during the period, its last day once it is
+over, the only way `compute_stats` depends on today — the reader's language, node.toml's
+settings) and keeps beside it the *data version* it was computed at and the period's
+*fingerprint*:
 
 - the data version is (`max(entries.id)`, the lazy projections' cursor `meta.projected`).
   Every table `compute_stats` reads (case facts, cases, complaints, catalogue, calendar,
@@ -24,6 +26,8 @@ computed at and the period's *fingerprint*:
 So a figure served from the cache is exactly what `compute_stats` would give now: never
 stale, and the page need not say how old it is. `Warmer` (started by the desk when it opens
 the node) keeps recently asked results warm on its own connection after the data changes.
+node.toml `desk_figures_cache = false` turns both off (every page computes afresh; the
+benchmark's "before", bench/desk.py).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from sync.protocol import i18n
 from sync.store import Store
 from tiers.case_facts import facts_rows
 from tiers.city import stats as city_stats
-from tiers.figures import Period, month_of, parse_period
+from tiers.figures import Period, judged_as_of, month_of, parse_period
 
 # The figures the overview's trend charts, in the order they are drawn.
 TREND = ("accepted", "completion_rate", "on_time_rate", "satisfaction_rate")
@@ -53,8 +57,9 @@ WARM_EVERY = 2.0  # seconds between the warmer's looks at the data version
 # Entry types that change nothing compute_stats reads but case rows (checked by fingerprint).
 CASE_ONLY = ("case.",)
 IRRELEVANT = frozenset({"sync.alive"})
+SETTING = "desk_figures_cache"
 
-Key = tuple[str, str, str, str, str, str]  # (database, period, by, today, language, settings)
+Key = tuple[str, str, str, str, str, str]  # (database, period, by, as of, language, settings)
 Version = tuple[int, int]
 
 _COMPLAINT_ROWS = (
@@ -73,7 +78,7 @@ class _Held:
 @dataclass
 class _Cache:
     held: OrderedDict[Key, _Held] = field(default_factory=OrderedDict)
-    asked: OrderedDict[Key, tuple[Period, str]] = field(default_factory=OrderedDict)
+    asked: OrderedDict[Key, tuple[Period, str, str]] = field(default_factory=OrderedDict)
     busy: dict[Key, threading.Event] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     computed: int = 0  # compute_stats calls made (tests and bench/desk.py read it)
@@ -107,7 +112,7 @@ def trend(node: Node, asked: str | None, count: int = 12) -> list[dict[str, Any]
     last = parse_period(asked) if asked else month_of(today)
     points = []
     for period in months_back(last, count):
-        whole = stats(node, period, "tier", today)["total"]
+        whole = _stats(node, period, "tier", today)["total"]  # read, not kept: no copy
         points.append({"period": period.label, "received": whole["received"],
                        **{key: whole[key] for key in TREND}})  # fmt: skip
     return points
@@ -119,12 +124,20 @@ def trend(node: Node, asked: str | None, count: int = 12) -> list[dict[str, Any]
 def stats(node: Node, period: Period, by: str, today: date) -> dict[str, Any]:
     """`compute_stats(node.store, period, by, today, settings)`, from the cache when the
     data it reads has not changed since (see the module doc); a copy the caller may keep."""
+    return deepcopy(_stats(node, period, by, today))
+
+
+def _stats(node: Node, period: Period, by: str, today: date) -> dict[str, Any]:
+    """`stats` without the copy: the caller must not change what it gets."""
     store, settings = node.store, node.config.settings
-    key: Key = (store.path, period.label, by, today.isoformat(), i18n.locale(),
+    if settings.get(SETTING, True) is False:
+        return city_stats.compute_stats(store, period, by, today, settings)
+    lang = i18n.locale()
+    key: Key = (store.path, period.label, by, judged_as_of(period, today), lang,
                 json.dumps(settings, sort_keys=True, default=str))  # fmt: skip
     while True:
         with CACHE.lock:
-            CACHE.asked[key] = (period, by)
+            CACHE.asked[key] = (period, by, lang)
             CACHE.asked.move_to_end(key)
             while len(CACHE.asked) > MAX_WARM:
                 CACHE.asked.popitem(last=False)
@@ -144,7 +157,7 @@ def stats(node: Node, period: Period, by: str, today: date) -> dict[str, Any]:
                 CACHE.held.move_to_end(key)
                 while len(CACHE.held) > MAX_CACHED:
                     CACHE.held.popitem(last=False)
-        return deepcopy(found.result)
+        return found.result
     finally:
         with CACHE.lock:
             CACHE.busy.pop(key).set()
@@ -217,8 +230,9 @@ def forget() -> None:
 
 class Warmer:
     """A thread with its own connection (`open_node`) that, every `every` seconds, brings
-    the recently asked results (and this month's overview and trend, in Chinese) up to the
-    data version, so a page after a sync finds them computed. `stop` ends it."""
+    this month's overview and trend (in Chinese) and the `MAX_WARM` results asked last up
+    to the data version and the day, so a page after a sync, or the next morning, finds them
+    computed. `stop` ends it."""
 
     def __init__(self, open_node: Callable[[], Node], every: float = WARM_EVERY) -> None:
         self._open, self._every = open_node, every
@@ -236,10 +250,13 @@ class Warmer:
             node = self._open()
         except Exception:  # the pages compute for themselves then
             return
+        if node.config.settings.get(SETTING, True) is False:
+            node.close()
+            return
         try:
-            seen: Version | None = None
+            seen: tuple[Version, date] | None = None
             while not self._stop.is_set():
-                now = data_version(node.store)
+                now = (data_version(node.store), node.clock.now().date())
                 if now != seen:
                     self._warm(node)
                     seen = now
@@ -252,17 +269,15 @@ class Warmer:
 
     def _warm(self, node: Node) -> None:
         with i18n.speaking("zh"):
-            month(node, None, "node")
-            trend(node, None)
+            today = node.clock.now().date()
+            _stats(node, month_of(today), "node", today)
+            for period in months_back(month_of(today), 12):
+                _stats(node, period, "tier", today)
         with CACHE.lock:
-            asked = [(key, *wanted) for key, wanted in CACHE.asked.items()
-                     if key[0] == node.store.path]  # fmt: skip
-        today = node.clock.now().date().isoformat()
-        for key, period, by in reversed(asked):  # the latest asked first
+            asked = [wanted for key, wanted in CACHE.asked.items() if key[0] == node.store.path]
+        today = node.clock.now().date()
+        for period, by, lang in reversed(asked):  # the latest asked first
             if self._stop.is_set():
                 return
-            if key[3] != today or key[5] != json.dumps(node.config.settings, sort_keys=True,
-                                                       default=str):  # fmt: skip
-                continue
-            with i18n.speaking(key[4]):
-                stats(node, period, by, date.fromisoformat(key[3]))
+            with i18n.speaking(lang):
+                _stats(node, period, by, today)
