@@ -172,7 +172,7 @@ def new_case(home: Path, at: str | None) -> str:
 
 def run(args: argparse.Namespace, home: Path, tree: Path) -> None:
     period = args.period
-    pages = {"overview": f"/desk/?period={period}", "overview (this month)": "/desk/",
+    pages = {"overview (this month)": "/desk/", "overview": f"/desk/?period={period}",
              "warnings": "/desk/warnings"}  # fmt: skip
     for on in (False, True):
         label = "cache on" if on else "cache off"

@@ -89,24 +89,23 @@ def _facts(row: tuple[Any, ...]) -> Facts:
     return Facts(*values)
 
 
+# The rows a period's figures are counted from (`:s`, `:e`: its first and last day, ISO);
+# tiers.desk.figures asks which cases are among them.
+FACTS_WHERE = (
+    "received_on BETWEEN :s AND :e OR accepted_on BETWEEN :s AND :e "
+    "OR ended_on BETWEEN :s AND :e OR (ended_on > :e AND received_on < :s) "
+    "OR (ended_on IS NULL AND received_on < :s) "
+    "OR rated_on BETWEEN :s AND :e OR fee_on BETWEEN :s AND :e OR paid_on BETWEEN :s AND :e"
+)
+
+
 def load_facts(store: Store, period: Period) -> list[Facts]:
     """Every case with something to count in `period`: received, accepted, ended, rated or
     charged in it, or received before it and not ended before it (a step may end in it).
     Each term of the query has an index, so a month costs what it holds, not the year."""
-    return [_facts(r) for r in facts_rows(store, period)]
-
-
-def facts_rows(store: Store, period: Period) -> list[tuple[Any, ...]]:
-    """The `case_facts` rows `load_facts` decodes, as stored (the desk's figures cache
-    fingerprints them: tiers.desk.figures)."""
-    sql = (
-        f"SELECT {', '.join(FACT_COLUMNS)} FROM case_facts WHERE "
-        "received_on BETWEEN :s AND :e OR accepted_on BETWEEN :s AND :e "
-        "OR ended_on BETWEEN :s AND :e OR (ended_on > :e AND received_on < :s) "
-        "OR (ended_on IS NULL AND received_on < :s) "
-        "OR rated_on BETWEEN :s AND :e OR fee_on BETWEEN :s AND :e OR paid_on BETWEEN :s AND :e"
-    )
-    return store.query(sql, {"s": period.start.isoformat(), "e": period.end.isoformat()})
+    sql = f"SELECT {', '.join(FACT_COLUMNS)} FROM case_facts WHERE {FACTS_WHERE}"
+    rows = store.query(sql, {"s": period.start.isoformat(), "e": period.end.isoformat()})
+    return [_facts(r) for r in rows]
 
 
 def _refresh(store: Store, case_ids: Iterable[str]) -> None:

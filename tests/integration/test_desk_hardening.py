@@ -43,6 +43,7 @@ from tiers.node import open_home
 from tiers.published import publish_items
 
 OCTOBER, AUGUST = "2025-10", "2025-08"
+IDS: dict[str, str] = {}  # the hand-built month's cases, by number
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def desk_city(make_topology) -> Path:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[tf.City]:
     with tf.small_city(tmp_path) as built:
-        tf.hand_built_month(built)
+        IDS.update(tf.hand_built_month(built))
         tf.up(built)
         figures.forget()
         yield built
@@ -93,6 +94,20 @@ def test_figures_cache_a_case_entry_recomputes_only_the_months_it_touches(net: t
     assert figures.CACHE.computed == computed + 1
     assert figures.month(net.city, AUGUST, "node") == _fresh(net, AUGUST)
     assert figures.CACHE.computed == computed + 1  # August's rows did not change: kept
+
+
+def test_figures_cache_an_event_of_a_counted_case_recomputes_its_month(net: tf.City) -> None:
+    """A November delivery of case 2 (completed on 10-13): October counted that case, so it
+    is computed again; August, which did not, is kept."""
+    figures.month(net.city, OCTOBER, "node")
+    figures.month(net.city, AUGUST, "node")
+    computed = figures.CACHE.computed
+    service.deliver(net.town, IDS["2"], at=tf.t("11-18"))
+    tf.up(net, tf.t("11-19"))
+    assert figures.month(net.city, OCTOBER, "node") == _fresh(net, OCTOBER)
+    assert figures.CACHE.computed == computed + 1
+    assert figures.month(net.city, AUGUST, "node") == _fresh(net, AUGUST)
+    assert figures.CACHE.computed == computed + 1
 
 
 def test_figures_cache_any_other_entry_recomputes_everything(net: tf.City) -> None:

@@ -5,21 +5,24 @@ The cache (in memory, per database file, at most `MAX_CACHED` results, least rec
 forgotten first) keys a result by (database, period, grouping, the day open cases are judged
 at — `tiers.figures.judged_as_of`: yesterday during the period, its last day once it is
 over, the only way `compute_stats` depends on today — the reader's language, node.toml's
-settings) and keeps beside it the *data version* it was computed at and the period's
-*fingerprint*:
+settings) and keeps beside it the *data version* it was computed at, the cases its figures
+were counted from (`case_facts` rows matching `tiers.case_facts.FACTS_WHERE`, as hashes)
+and a digest of the period's complaint rows:
 
 - the data version is (`max(entries.id)`, the lazy projections' cursor `meta.projected`).
   Every table `compute_stats` reads (case facts, cases, complaints, catalogue, calendar,
   enrolled names) is a projection of the log, and changes only in a transaction that stores
   an entry (so `max(id)` grows) or that catches deferred projections up (so the cursor
   moves). Same version, same tables: the result is served as it is.
-- when the version moved, the entries between the two versions say what may have changed.
-  Only case events (`case.*`) and liveness (`sync.alive`): the case rows may have changed,
-  nothing else, so the period's fingerprint is taken again — a BLAKE2b digest of the raw
-  `case_facts` rows the period reads and of its complaint rows (with their cases' items) —
-  and when it is the same the result is kept (a past month a new entry did not touch is not
-  recomputed). Any other entry type (catalogue, calendar, enrolment, complaint, fork,
-  revocation…): everything of that database is recomputed.
+- when the version moved, the entries stored or projected since say what may have changed.
+  Only case events (`case.*`, each naming its case) and liveness (`sync.alive`), at most
+  `MAX_CHANGED` of them: only those cases' rows can differ. If none of them was among the
+  period's cases, none of their rows matches the period now, and the period's complaint
+  rows (which read their cases' items) are the same, the rows the figures are counted from
+  are the same, so the result is kept, filed under the new version (a past month a sync did
+  not touch is not recomputed). Anything else — another entry type (catalogue, calendar,
+  enrolment, complaint, fork, revocation…), a case entry naming no case, more entries —
+  recomputes.
 - a result is stored only when the version read before computing it equals the version read
   after (nothing committed in between), so it always matches the version it is filed under.
 
@@ -45,16 +48,18 @@ from typing import Any
 from sync.node import Node
 from sync.protocol import i18n
 from sync.store import Store
-from tiers.case_facts import facts_rows
+from tiers.case_facts import FACTS_WHERE
 from tiers.city import stats as city_stats
 from tiers.figures import Period, judged_as_of, month_of, parse_period
 
 # The figures the overview's trend charts, in the order they are drawn.
 TREND = ("accepted", "completion_rate", "on_time_rate", "satisfaction_rate")
-MAX_CACHED = 256  # results kept (a month by node at a city: ~300 rows, ~200 KB)
+MAX_CACHED = 128  # results kept (a month by node at a 1M-entry city: ~300 rows and ~20,000
+# cases' hashes, ~1.5 MB)
+MAX_CHANGED = 20_000  # entries since a result was computed, read to see what they change
 MAX_WARM = 48  # recently asked results the warmer keeps warm
 WARM_EVERY = 2.0  # seconds between the warmer's looks at the data version
-# Entry types that change nothing compute_stats reads but case rows (checked by fingerprint).
+# Entry types that change nothing compute_stats reads but their case's rows; none at all.
 CASE_ONLY = ("case.",)
 IRRELEVANT = frozenset({"sync.alive"})
 SETTING = "desk_figures_cache"
@@ -71,7 +76,8 @@ _COMPLAINT_ROWS = (
 @dataclass
 class _Held:
     version: Version
-    fingerprint: bytes
+    cases: frozenset[int]  # hash() of the case ids of the rows the figures counted
+    complaints: bytes
     result: dict[str, Any]
 
 
@@ -173,26 +179,45 @@ def data_version(store: Store) -> Version:
     return int(row[0]), int(row[1] or 0)
 
 
-def fingerprint(store: Store, period: Period) -> bytes:
-    """A digest of every case row and complaint row the period's figures are counted from."""
+def _params(period: Period) -> dict[str, str]:
+    return {"s": period.start.isoformat(), "e": period.end.isoformat()}
+
+
+def _cases(store: Store, period: Period) -> frozenset[int]:
+    """The (hashed) ids of the cases whose rows the period's figures are counted from."""
+    sql = f"SELECT case_id FROM case_facts WHERE {FACTS_WHERE}"
+    return frozenset(hash(case_id) for (case_id,) in store.query(sql, _params(period)))
+
+
+def _complaints(store: Store, period: Period) -> bytes:
+    """A digest of the period's complaint rows and their cases' items (few: read whole)."""
     digest = hashlib.blake2b(digest_size=32)
-    for row in facts_rows(store, period):
-        digest.update(repr(row).encode())
-    digest.update(b"\0complaints\0")
-    for row in store.query(_COMPLAINT_ROWS, {"s": period.start.isoformat(),
-                                             "e": period.end.isoformat()}):  # fmt: skip
+    for row in store.query(_COMPLAINT_ROWS, _params(period)):
         digest.update(repr(row).encode())
     return digest.digest()
 
 
-def _only_cases_changed(store: Store, old: Version, new: Version) -> bool:
-    """Whether every entry stored or projected between the versions `old` and `new` is a
-    case event (or liveness): then nothing but case rows can differ."""
+def _changed_cases(store: Store, old: Version, new: Version) -> set[str] | None:
+    """The cases named by the entries stored or projected between the versions `old` and
+    `new`; None when something else may have changed too."""
     if new[0] < old[0] or new[1] < old[1]:
-        return False  # not this database's history going forward: trust nothing
+        return None  # not this database's history going forward: trust nothing
     since = min(old)  # entries stored after old[0], and those projected after old[1]
-    types = store.query("SELECT DISTINCT type FROM entries WHERE id > ?", (since,))
-    return all(t in IRRELEVANT or t.startswith(CASE_ONLY) for (t,) in types)
+    rows = store.query(
+        "SELECT type, json_extract(CAST(raw AS TEXT), '$.body.case_id') FROM entries "
+        "WHERE id > ? ORDER BY id LIMIT ?",
+        (since, MAX_CHANGED + 1),
+    )
+    if len(rows) > MAX_CHANGED:
+        return None
+    cases = set()
+    for kind, case_id in rows:
+        if kind in IRRELEVANT:
+            continue
+        if not kind.startswith(CASE_ONLY) or not isinstance(case_id, str):
+            return None
+        cases.add(case_id)
+    return cases
 
 
 def _still_good(store: Store, period: Period, held: _Held) -> _Held | None:
@@ -200,22 +225,30 @@ def _still_good(store: Store, period: Period, held: _Held) -> _Held | None:
     now = data_version(store)
     if now == held.version:
         return held
-    if not _only_cases_changed(store, held.version, now):
+    changed = _changed_cases(store, held.version, now)
+    if changed is None or any(hash(case_id) in held.cases for case_id in changed):
         return None
-    again = fingerprint(store, period)
-    if again != held.fingerprint or data_version(store) != now:
+    if changed:
+        matching = store.query(
+            "SELECT count(*) FROM case_facts WHERE case_id IN (SELECT value FROM json_each(:c)) "
+            f"AND ({FACTS_WHERE})",
+            {"c": json.dumps(sorted(changed)), **_params(period)},
+        )[0][0]
+        if matching:
+            return None
+    if _complaints(store, period) != held.complaints or data_version(store) != now:
         return None
-    return _Held(now, again, held.result)
+    return _Held(now, held.cases, held.complaints, held.result)
 
 
 def _compute(node: Node, period: Period, by: str, today: date) -> _Held:
     before = data_version(node.store)
-    printed = fingerprint(node.store, period)
+    cases, complaints = _cases(node.store, period), _complaints(node.store, period)
     result = city_stats.compute_stats(node.store, period, by, today, node.config.settings)
     with CACHE.lock:
         CACHE.computed += 1
     after = data_version(node.store)
-    return _Held(before if before == after else (-1, -1), printed, result)
+    return _Held(before if before == after else (-1, -1), cases, complaints, result)
 
 
 def forget() -> None:
