@@ -25,6 +25,10 @@ and a digest of the period's complaint rows:
   recomputes.
 - a result is stored only when the version read before computing it equals the version read
   after (nothing committed in between), so it always matches the version it is filed under.
+  While a `Warmer` runs for the database, a page's result is filed without its cases (one
+  more query of ~0.5-1 s a month at a 1M-entry city) and the warmer reads them at the same
+  version soon after; a result whose cases were not read before the data changed is
+  computed again.
 
 So a figure served from the cache is exactly what `compute_stats` would give now: never
 stale, and the page need not say how old it is. `Warmer` (started by the desk when it opens
@@ -76,7 +80,7 @@ _COMPLAINT_ROWS = (
 @dataclass
 class _Held:
     version: Version
-    cases: frozenset[int]  # hash() of the case ids of the rows the figures counted
+    cases: frozenset[int] | None  # hash() of the counted cases' ids; None: not read yet
     complaints: bytes
     result: dict[str, Any]
 
@@ -88,6 +92,7 @@ class _Cache:
     busy: dict[Key, threading.Event] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     computed: int = 0  # compute_stats calls made (tests and bench/desk.py read it)
+    warmed: set[str] = field(default_factory=set)  # databases a Warmer is running for
 
 
 CACHE = _Cache()
@@ -133,8 +138,10 @@ def stats(node: Node, period: Period, by: str, today: date) -> dict[str, Any]:
     return deepcopy(_stats(node, period, by, today))
 
 
-def _stats(node: Node, period: Period, by: str, today: date) -> dict[str, Any]:
-    """`stats` without the copy: the caller must not change what it gets."""
+def _stats(node: Node, period: Period, by: str, today: date, *,
+           background: bool = False) -> dict[str, Any]:  # fmt: skip
+    """`stats` without the copy: the caller must not change what it gets. A page leaves
+    reading the counted cases to the warmer, when one runs (`background`: it is the warmer)."""
     store, settings = node.store, node.config.settings
     if settings.get(SETTING, True) is False:
         return city_stats.compute_stats(store, period, by, today, settings)
@@ -156,7 +163,9 @@ def _stats(node: Node, period: Period, by: str, today: date) -> dict[str, Any]:
     try:
         found = _still_good(store, period, held) if held is not None else None
         if found is None:
-            found = _compute(node, period, by, today)
+            with CACHE.lock:
+                later = not background and store.path in CACHE.warmed
+            found = _compute(node, period, by, today, cases=not later)
         with CACHE.lock:
             if found.version != (-1, -1):
                 CACHE.held[key] = found
@@ -225,6 +234,8 @@ def _still_good(store: Store, period: Period, held: _Held) -> _Held | None:
     now = data_version(store)
     if now == held.version:
         return held
+    if held.cases is None:  # the warmer had not read them before the data changed
+        return None
     changed = _changed_cases(store, held.version, now)
     if changed is None or any(hash(case_id) in held.cases for case_id in changed):
         return None
@@ -241,14 +252,32 @@ def _still_good(store: Store, period: Period, held: _Held) -> _Held | None:
     return _Held(now, held.cases, held.complaints, held.result)
 
 
-def _compute(node: Node, period: Period, by: str, today: date) -> _Held:
+def _compute(node: Node, period: Period, by: str, today: date, *, cases: bool) -> _Held:
     before = data_version(node.store)
-    cases, complaints = _cases(node.store, period), _complaints(node.store, period)
+    counted = _cases(node.store, period) if cases else None
+    complaints = _complaints(node.store, period)
     result = city_stats.compute_stats(node.store, period, by, today, node.config.settings)
     with CACHE.lock:
         CACHE.computed += 1
     after = data_version(node.store)
-    return _Held(before if before == after else (-1, -1), cases, complaints, result)
+    return _Held(before if before == after else (-1, -1), counted, complaints, result)
+
+
+def _read_cases(store: Store) -> None:
+    """Read the counted cases of the results filed without them, at this database's current
+    version (the warmer, after the pages: so a page does not wait for them)."""
+    with CACHE.lock:
+        lacking = [(key, held) for key, held in CACHE.held.items()
+                   if key[0] == store.path and held.cases is None]  # fmt: skip
+    for key, held in lacking:
+        if data_version(store) != held.version:
+            continue  # too late: the next ask computes it again
+        cases = _cases(store, parse_period(key[1]))
+        if data_version(store) != held.version:
+            continue
+        with CACHE.lock:
+            if CACHE.held.get(key) is held:
+                CACHE.held[key] = _Held(held.version, cases, held.complaints, held.result)
 
 
 def forget() -> None:
@@ -286,6 +315,8 @@ class Warmer:
         if node.config.settings.get(SETTING, True) is False:
             node.close()
             return
+        with CACHE.lock:
+            CACHE.warmed.add(node.store.path)
         try:
             seen: tuple[Version, date] | None = None
             while not self._stop.is_set():
@@ -293,19 +324,22 @@ class Warmer:
                 if now != seen:
                     self._warm(node)
                     seen = now
-                    self.warmed.set()
+                _read_cases(node.store)
+                self.warmed.set()
                 self._stop.wait(self._every)
         except Exception:  # a warmer never takes the desk down
             return
         finally:
+            with CACHE.lock:
+                CACHE.warmed.discard(node.store.path)
             node.close()
 
     def _warm(self, node: Node) -> None:
         with i18n.speaking("zh"):
             today = node.clock.now().date()
-            _stats(node, month_of(today), "node", today)
+            _stats(node, month_of(today), "node", today, background=True)
             for period in months_back(month_of(today), 12):
-                _stats(node, period, "tier", today)
+                _stats(node, period, "tier", today, background=True)
         with CACHE.lock:
             asked = [wanted for key, wanted in CACHE.asked.items() if key[0] == node.store.path]
         today = node.clock.now().date()
@@ -313,4 +347,4 @@ class Warmer:
             if self._stop.is_set():
                 return
             with i18n.speaking(lang):
-                _stats(node, period, by, today)
+                _stats(node, period, by, today, background=True)
