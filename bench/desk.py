@@ -9,10 +9,12 @@ it). Each configuration gets a fresh `zhibao serve`: `cache off` (node.toml
 `desk_figures_cache = false`: every page computes its figures, as before the cache) then
 `cache on`. For each page: the first request after the login, then `--runs` repeats
 (median, min, max); with the cache on also the first request after a new case entry dated
-today (another month than the one shown) and after one dated in the month shown.
+today (another month than the one shown) and after one dated in the month shown, each
+`--settle` seconds (default 30) after the pages before it (the warmer's time to read the
+cases of what the pages filed; with 0 those results are computed again).
 
     .venv/bin/python bench/desk.py [--scale 1.0] [--dir DIR] [--keep] [--runs 5]
-                                   [--period 2025-12] [--tree DIR]
+                                   [--period 2025-12] [--settle 30] [--tree DIR]
 
 `--tree DIR` serves the code in DIR instead of this checkout (e.g. this tree with the
 charts helper's overview.py, which also draws the 12-month trend: 12 more months).
@@ -185,6 +187,7 @@ def run(args: argparse.Namespace, home: Path, tree: Path) -> None:
                 if not on:
                     continue
                 for when, at in (("today", None), (f"in {period}", f"{period}-15T10:00:00+08:00")):
+                    time.sleep(args.settle)  # the warmer reads the cases of what pages filed
                     new_case(home, at)
                     ttfb, loaded, _ = load(web, pages["overview"])
                     figure(f"{label} overview first after a new case {when}: time to first byte",
@@ -205,6 +208,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--period", default=f"{YEAR}-12", help="the month the overview shows")
+    parser.add_argument("--settle", type=float, default=30.0,
+                        help="seconds between the pages and each new case (the warmer's time)")
     parser.add_argument("--tree", type=Path, default=ROOT, help="the code `serve` runs")
     args = parser.parse_args()
     print_machine()
