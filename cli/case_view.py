@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from cli.case_page import print_case, when
+from cli.case_page import print_case
 from cli.common import (
     check_writable,
     echo,
@@ -33,30 +33,18 @@ from sync.protocol import i18n
 from sync.protocol.errors import CaseError
 from tiers import export
 from tiers.calendar import provisional_note
-from tiers.cases import listing, views
+from tiers.cases import listing, reading, views
 from tiers.cases.labels import status_label
 from tiers.cases.machine import STATUSES
 from tiers.inert import text_cell
 
 MIN_SCREEN = 5  # rows shown even on a tiny terminal
-_EXPORT = (
-    "case_id", "item_code", "item_name", "status", "holder", "origin", "applicant", "phone",
-    "received_at", "accepted_at", "deadline", "remaining_days", "warning", "completed_at",
-    "result",
-)  # fmt: skip
 i18n.register(
     {
         "cli.case.list_headers": (
             "case|item|status|holder|applicant|deadline|days left|warning",
             "办件编号|事项|状态|经办节点|申请人|办结期限|剩余工作日|预警",
         ),
-        "cli.case.export_headers": (
-            "case|item code|item|status|holder|received at node|applicant|phone|received"
-            "|accepted|deadline|working days left|warning|completed|result",
-            "办件编号|事项编码|事项名称|状态|经办节点|收件节点|申请人|联系电话|收件时间"
-            "|受理时间|办结期限|剩余工作日|预警|办结时间|办理结果",
-        ),
-        "cli.case.sheet": ("cases", "办件"),
         "cli.case.none": ("No cases.", "没有办件。"),
         "cli.case.none_matching": ("No cases match {filters}.", "没有符合 {filters} 的办件。"),
         "cli.case.count": ("{count} cases match.", "共 {count} 件符合条件。"),
@@ -257,7 +245,7 @@ def register(case_group: click.Group, case_argument: Any) -> None:
 
 
 def _warning(row: dict[str, Any]) -> str:
-    return i18n.t(f"cli.case.warning.{row['warning']}") if row["warning"] else ""
+    return reading.warning_text(row["warning"]) or ""
 
 
 def _print_page(page: listing.Page, wanted: listing.Filters) -> None:
@@ -291,27 +279,9 @@ def _render(page: listing.Page, fmt: str) -> bytes:
     if fmt == "json":  # as `print_json` writes it: C1, DEL and bidi controls as \u escapes
         return (json_text(page.rows) + "\n").encode("utf-8")
     if fmt == "table":  # --out FILE.txt: the table as printed, every row
-        lines = [i18n.t("cli.case.export_headers").split("|")] + [
-            [text_cell(r[k]) for k in _EXPORT] for r in page.rows
+        lines = [i18n.t("case.list.export_headers").split("|")] + [
+            [text_cell(r[k]) for k in reading.EXPORT_COLUMNS] for r in page.rows
         ]
         return "".join("\t".join(cells) + "\n" for cells in lines).encode("utf-8")
-
-    for_people = fmt == "xlsx"
-    rows = [_for_people(r) for r in page.rows] if for_people else page.rows
-    guessed = listing.provisional_years(page.rows)
-    table = export.Table(
-        name=i18n.t("cli.case.sheet"), columns=_EXPORT,
-        headers=i18n.t("cli.case.export_headers").split("|") if for_people else _EXPORT,
-        rows=rows, note=provisional_note(guessed) if guessed else None,
-        widths={0: 24, 2: 24, 6: 12, 8: 17, 9: 17, 13: 17}, frozen_columns=1,
-    )  # fmt: skip
-    return export.to_xlsx(table) if for_people else export.to_csv(table)
-
-
-def _for_people(row: dict[str, Any]) -> dict[str, Any]:
-    """A row with its status, warning and result in words and its times to the minute."""
-    return row | {
-        "status": status_label(row["status"]), "warning": _warning(row) or None,
-        "result": i18n.t(f"cli.case.result.{row['result']}") if row["result"] else None,
-        **{k: when(row[k]) for k in ("received_at", "accepted_at", "completed_at")},
-    }  # fmt: skip
+    table = reading.cases_table(page.rows, for_people=fmt == "xlsx")
+    return export.to_xlsx(table) if fmt == "xlsx" else export.to_csv(table)

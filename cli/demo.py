@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import shutil
 from importlib import resources
@@ -11,11 +12,13 @@ from typing import Any
 
 import click
 
-from cli.common import echo, global_home, print_json, print_table
+from cli.common import echo, global_home, node_at, print_json, print_table
 from cli.help import h
 from sync.protocol import i18n
 
 DEFAULT_FOLDER = Path("zhibao-demo")
+DESK_USER = "demo"
+DESK_PORT = 8750  # `zhibao serve`'s default port
 
 i18n.register(
     {
@@ -29,6 +32,15 @@ i18n.register(
         "demo.explore": (
             "The city is kept in {home}. Explore it:",
             "演示城市保存在 {home}。可以这样查看：",
+        ),
+        "demo.desk": (
+            "To see the city's desk in a browser, serve the city:",
+            "在浏览器中查看市中心的网页工作台：先启动市中心服务",
+        ),
+        "demo.desk_open": (
+            "then open {url} and log in as {name} with the password {password} (an admin of "
+            "this demo city only).",
+            "然后打开 {url}，用户名 {name}，密码 {password}（仅为本演示城市的管理员）。",
         ),
     }
 )
@@ -87,16 +99,40 @@ def demo_command(where: Path | None, catalogue: Path | None, seed: int, as_json:
     )
     root = where if where is not None else DEFAULT_FOLDER
     summary = demo.run(root, data, click.echo, seed=seed)
+    desk = desk_login(root.resolve())
     if as_json:
-        print_json(summary | {"home": str(root.resolve())})
+        print_json(summary | {"home": str(root.resolve()), "desk": desk})
     else:
         _tables(summary)
         echo()
         echo(i18n.t("demo.explore", home=_shown(root.resolve())))
         for line in explore_commands(root.resolve(), summary):
             echo("  " + line)
+        echo()
+        echo(i18n.t("demo.desk"))
+        echo("  " + desk["serve"])
+        echo(i18n.t("demo.desk_open", url=desk["url"], name=desk["name"],
+                    password=desk["password"]))  # fmt: skip
     if summary["problems"]:
         raise SystemExit(1)
+
+
+def desk_login(root: Path) -> dict[str, str]:
+    """A desk admin on the demo city, with a password made for this run (never a fixed one:
+    the demo city may be served where others can reach it), and how to open the desk."""
+    from tiers import demo
+    from tiers.desk import users
+
+    password = secrets.token_urlsafe(9)
+    with node_at(root / "city") as city:
+        users.add_user(city.store, DESK_USER, "admin", password, city.clock.stamp())
+    return {
+        "name": DESK_USER,
+        "password": password,
+        "serve": f"{_program()} --home {_shown(root / 'city')} serve",
+        "url": f"http://127.0.0.1:{DESK_PORT}/desk/",
+        "node_id": demo.CITY[0],
+    }
 
 
 def _tables(summary: dict[str, Any]) -> None:

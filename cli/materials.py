@@ -24,19 +24,12 @@ from sync import blob_index
 from sync.protocol import i18n
 from sync.protocol.errors import BlobError
 from tiers import materials
+from tiers.cases.reading import human_size, material_state
 
 i18n.register(
     {
-        "cli.material.headers": (
-            "material|file|size|type|where|attached by|attached at",
-            "材料|文件|大小|类型|位置|添加节点|添加时间",
-        ),
         "cli.material.none": ("No materials for {case_id}.", "办件 {case_id} 没有材料。"),
         "cli.material.title": ("Materials:", "材料："),
-        "cli.material.state.here": ("here", "本机已有"),
-        "cli.material.state.on_the_way": ("on the way", "传输中"),
-        "cli.material.state.missing": ("MISSING", "缺失"),
-        "cli.material.state.dropped": ("handed up (copy let go)", "已上交（本机副本已清理）"),
         "cli.material.written": (
             "Wrote {name} ({size}) of case {case_id} to {out}.",
             "已将办件 {case_id} 的 {name}（{size}）写入 {out}。",
@@ -49,23 +42,16 @@ i18n.register(
 )
 
 
-def human_size(size: int) -> str:
-    for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"
-
-
 def print_materials(case_id: str, listed: list[dict[str, Any]]) -> None:
     if not listed:
         echo(i18n.t("cli.material.none", case_id=case_id))
         return
     rows = [
         [m["name"], m["file"], human_size(m["size"]), m["media_type"],
-         i18n.t(f"cli.material.state.{m['state']}"), m["attached_by"], m["attached_at"]]
+         material_state(m["state"]), m["attached_by"], m["attached_at"]]
         for m in listed
     ]  # fmt: skip
-    print_table(i18n.t("cli.material.headers").split("|"), rows)
+    print_table(i18n.t("material.headers").split("|"), rows)
 
 
 def register(case_group: click.Group, case_argument: Any) -> None:

@@ -1,9 +1,11 @@
-"""`zhibao demo` builds a whole city on loopback and every node's log verifies."""
+"""`zhibao demo` builds a whole city on loopback and every node's log verifies; it ends by
+saying how to serve the city's desk and a login that works there."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -11,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import ZHIBAO
+from tests.integration.test_desk import client, login
+from tests.support.servers import ZHIBAO, zhibao_serve
 
 
 @pytest.mark.slow
@@ -60,6 +63,9 @@ def test_demo_runs_a_whole_city(tmp_path: Path) -> None:
     for path in [*opened.iterdir(), *printed.iterdir()]:
         assert hashlib.sha256(path.read_bytes()).hexdigest() == held[path.name]["sha256"]
     assert summary["home"] == str(tmp_path / "city")
+    desk = summary["desk"]
+    assert desk["name"] == "demo" and len(desk["password"]) >= 12
+    assert desk["url"] == "http://127.0.0.1:8750/desk/" and desk["node_id"] == "330782"
 
 
 @pytest.mark.slow
@@ -81,8 +87,8 @@ def test_demo_keeps_its_city_in_a_folder_and_says_how_to_explore_it(tmp_path: Pa
     ]
     assert len(heads) == 2 and all(set(lines[n + 1]) == {"-", " "} for n in heads)
     assert lines[heads[0] + 2].split() == ["330782", "义乌市行政服务中心", "21"]
-    assert lines[-4] == "The city is kept in zhibao-demo. Explore it:"
-    commands = [shlex.split(line) for line in lines[-3:]]
+    assert lines[-8] == "The city is kept in zhibao-demo. Explore it:"
+    commands = [shlex.split(line) for line in lines[-7:-4]]
     assert [c[:3] for c in commands] == [["zhibao", "--home", "zhibao-demo/330782001"],
                                          ["zhibao", "--home", "zhibao-demo/city"],
                                          ["zhibao", "--home", "zhibao-demo/city"]]  # fmt: skip
@@ -105,7 +111,47 @@ def test_demo_keeps_its_city_in_a_folder_and_says_how_to_explore_it(tmp_path: Pa
     assert again.stdout.startswith(
         "zhibao-demo holds the city an earlier demo built: building it again from scratch."
     )
-    assert again.stdout.splitlines()[-3:] == lines[-3:]
+    assert again.stdout.splitlines()[-7:-4] == lines[-7:-4]
+    assert again.stdout.splitlines()[-1] != lines[-1]  # a password of its own each time
+
+
+@pytest.mark.slow
+def test_demo_prints_a_desk_login_that_works(tmp_path: Path) -> None:
+    """The demo's last lines: how to serve the city (a command that works as printed, here on
+    a free port) and a login (name, password) that opens the city's desk; the demo's own
+    servers are gone by then (the printed port is free for `serve`)."""
+    env = {"PATH": f"{Path(ZHIBAO).parent}:/usr/bin:/bin", "ZHIBAO_LANG": "en"}
+    run = subprocess.run(
+        [ZHIBAO, "demo"], capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+        env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    said, serve, login_line = run.stdout.splitlines()[-3:]
+    assert said == "To see the city's desk in a browser, serve the city:"
+    assert shlex.split(serve) == ["zhibao", "--home", "zhibao-demo/city", "serve"]
+    found = re.fullmatch(
+        r"then open (http://127\.0\.0\.1:8750/desk/) and log in as (\S+) with the password "
+        r"(\S+) \(an admin of this demo city only\)\.",
+        login_line,
+    )
+    assert found, login_line
+    url, name, password = found.groups()
+    home = tmp_path / "zhibao-demo" / "city"
+    with zhibao_serve(home) as served, client(served.url) as web:
+        assert login(web, name, "not " + password).status_code == 401
+        assert login(web, name, password).status_code == 303
+        page = web.get(url.removeprefix("http://127.0.0.1:8750"))
+        assert page.status_code == 200 and "demo" in page.text
+        assert web.get("/desk/access").status_code == 200  # an admin
+        assert web.get("/desk/warnings").status_code == 200
+    chinese = subprocess.run(
+        [ZHIBAO, "demo"], capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+        env=env | {"ZHIBAO_LANG": "zh"},
+    )  # fmt: skip
+    assert chinese.returncode == 0, chinese.stderr
+    assert chinese.stdout.splitlines()[-1].startswith(
+        "然后打开 http://127.0.0.1:8750/desk/，用户名 demo"
+    )
 
 
 def test_demo_refuses_a_directory_that_is_not_a_demo_city(tmp_path: Path) -> None:

@@ -24,7 +24,9 @@ reconcile wraps them in its `Finding`. Depends only on what is held here.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -36,7 +38,7 @@ from tiers.cases import guards
 from tiers.cases.machine import DELIVERED, fold
 from tiers.cases.order import causal_order
 from tiers.cases.projection import load_events, written_after
-from tiers.catalogue import DEFAULT_EXTENSION_DAYS, yuan_from_fen
+from tiers.catalogue import DEFAULT_EXTENSION_DAYS, CatalogueItem, yuan_from_fen
 from tiers.figures import Period
 from tiers.published import get_item, work_calendar
 
@@ -48,6 +50,12 @@ Raw = tuple[str, str, dict[str, Any], str | None]
 _PAUSING = (e.SUSPENDED, e.EXTENDED, e.SUPPLEMENT_REQUESTED)
 
 
+def _item_cache(store: Store) -> Callable[[str], CatalogueItem | None]:
+    """`get_item` for one pass over the period's events (the catalogue does not change
+    during it), each item read once rather than once per event."""
+    return functools.cache(lambda code: get_item(store, code))
+
+
 def _in(period: Period, at: str) -> bool:
     return period.start <= local_date(at) <= period.end
 
@@ -55,6 +63,7 @@ def _in(period: Period, at: str) -> bool:
 def fee_overrides(store: Store, period: Period) -> list[Raw]:
     """Fees assessed in the period that differ from the item's catalogue fee."""
     found: list[Raw] = []
+    item_of = _item_cache(store)
     for origin, seq, case_id, at, body in store.query(
         "SELECT e.origin, e.seq, e.case_id, e.at, e.body FROM case_events e "
         "WHERE e.type = ? ORDER BY e.origin, e.seq", (e.FEE_ASSESSED,)
@@ -63,7 +72,7 @@ def fee_overrides(store: Store, period: Period) -> list[Raw]:
             continue
         fields = json.loads(body)
         item_rows = store.query("SELECT item_code FROM cases WHERE case_id = ?", (case_id,))
-        item = get_item(store, item_rows[0][0]) if item_rows else None
+        item = item_of(item_rows[0][0]) if item_rows else None
         if item is None or item.fee_fen == fields["fee_fen"]:
             continue
         reason = fields.get("override_reason")
@@ -81,6 +90,7 @@ def unlike_catalogue(store: Store, period: Period) -> list[Raw]:
     """Acceptances in the period whose `promised_days` or `extension_limit` (absent: the
     law's 10) differ from the catalogue item's: what `case accept` never writes."""
     found: list[Raw] = []
+    item_of = _item_cache(store)
     for origin, seq, case_id, at, body, item_code in store.query(
         "SELECT e.origin, e.seq, e.case_id, e.at, e.body, c.item_code FROM case_events e "
         "JOIN cases c USING (case_id) WHERE e.type IN (?, ?) ORDER BY e.origin, e.seq",
@@ -89,7 +99,7 @@ def unlike_catalogue(store: Store, period: Period) -> list[Raw]:
         fields = json.loads(body)
         if not _in(period, at) or "promised_days" not in fields:
             continue  # a 补正 notice carries them only when it accepts (第三十二条)
-        item = get_item(store, item_code)
+        item = item_of(item_code)
         if item is None:
             continue
         recorded = (fields["promised_days"],
@@ -108,13 +118,16 @@ def unassessed_deliveries(store: Store, period: Period) -> list[Raw]:
     """Deliveries in the period, applied, of a case whose item has a fee in the catalogue
     and that had no fee assessed (`case deliver` refuses them: 票款分离)."""
     found: list[Raw] = []
+    item_of = _item_cache(store)
     for origin, seq, case_id, at, item_code in store.query(
         "SELECT e.origin, e.seq, e.case_id, e.at, c.item_code FROM case_events e JOIN cases c"
         " USING (case_id) WHERE e.type = ? AND c.fee_fen IS NULL AND c.status = ?"
         " ORDER BY e.origin, e.seq", (e.DELIVERED, DELIVERED),
     ):  # fmt: skip
-        item = get_item(store, item_code)
-        if not _in(period, at) or item is None or item.fee_fen == 0:
+        if not _in(period, at):
+            continue  # before reading the item: the year's deliveries are not the month's
+        item = item_of(item_code)
+        if item is None or item.fee_fen == 0:
             continue
         found.append(("fee_unassessed", origin, {
             "case_id": case_id, "seq": seq, "at": at, "item_code": item.code,

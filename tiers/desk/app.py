@@ -37,10 +37,19 @@ from starlette.types import Receive, Scope, Send
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
-from tiers.desk import access, figures, layout, overview, pages, users
+from tiers.desk import (
+    access,
+    figures,
+    findings_page,
+    layout,
+    network_page,
+    overview,
+    pages,
+    users,
+)
 
 # The modules whose pages register themselves with tiers.desk.layout when imported.
-PAGES = (overview, pages)
+PAGES = (overview, pages, network_page, findings_page)
 PREFIX = "/desk"
 SESSION_COOKIE, LOGIN_COOKIE, LANG_COOKIE = "zhibao_desk", "zhibao_desk_login", "zhibao_desk_lang"
 LANGS = ("zh", "en")
@@ -178,7 +187,7 @@ class Desk:
         if token:
             found = users.session(self.node.store, token, self.now(), self.idle_seconds)
         if found is None:
-            if method == "GET" and path in ("/", ""):
+            if method == "GET" and not _is_file(request, path):  # a page: to the login
                 return _redirect("/login")
             link = f'<p><a href="{PREFIX}/login">{escape(i18n.t("desk.login"))}</a></p>'
             return _page(layout.Page(i18n.t("desk.unauthorised"), link, 401))
@@ -265,6 +274,8 @@ class Desk:
         page = layout.route(self.node, request, path, found)
         if page is None:
             return _page(layout.Page(i18n.t("desk.not_found"), "", 404), found)
+        if isinstance(page, Response):  # a file the page serves itself (a case's material)
+            return page
         if fmt is not None and page.status == 200:
             if fmt not in layout.FILE_FORMATS:
                 raise ZhibaoError("desk.bad_format", format=fmt)
@@ -285,6 +296,12 @@ def _count(failures: OrderedDict[Any, tuple[int, float]], key: Any, free: int,
     failures.move_to_end(key)
     while len(failures) > MAX_TRACKED:
         failures.popitem(last=False)
+
+
+def _is_file(request: Request, path: str) -> bool:
+    """Whether a GET asks for a file (a table's CSV/XLSX, a material), not a page."""
+    return ("format" in request.query_params or path.endswith((".csv", ".xlsx"))
+            or "/material/" in path)  # fmt: skip
 
 
 def _page(page: layout.Page, found: users.Session | None = None, extra: str = "") -> Response:

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
+from starlette.responses import Response
 
 from sync.node import Node
 from sync.protocol import i18n
@@ -29,7 +30,8 @@ PREFIX = "/desk"
 FILE_FORMATS = ("csv", "xlsx")
 MAX_EXPORT_ROWS = 100_000
 STATIC = Path(__file__).parent / "static"
-_MEDIA = {".css": "text/css", ".js": "text/javascript", ".txt": "text/plain; charset=utf-8"}
+_MEDIA = {".css": "text/css", ".js": "text/javascript", ".txt": "text/plain; charset=utf-8",
+          ".svg": "image/svg+xml"}  # fmt: skip
 # Served by name only: the files the package ships, read once.
 STATIC_FILES = {
     path.name: (path.read_bytes(), _MEDIA[path.suffix])
@@ -37,7 +39,7 @@ STATIC_FILES = {
     if path.suffix in _MEDIA
 }
 
-Handler = Callable[[Node, Request, str, Session], "Page | None"]
+Handler = Callable[[Node, Request, str, Session], "Page | Response | None"]
 # The pages: path -> (handler, whether the path is a prefix, admins only); `register` fills it.
 ROUTES: dict[str, tuple[Handler, bool, bool]] = {}
 # The pages in the header: (order, path, i18n key, admins only).
@@ -93,12 +95,17 @@ def register(
     header; `admins`: a viewer gets 403 (and no link)."""
     ROUTES[path] = (handler, prefix, admins)
     if nav is not None:
+        if not i18n.has(nav[1]):  # a header link would show its key
+            raise ValueError(f"desk page {path}: register {nav[1]!r} before the page")
         NAV.append((nav[0], path, nav[1], admins))
         NAV.sort()
 
 
-def route(node: Node, request: Request, path: str, session: Session) -> Page | None:
-    """The page at `path` for `session`, or None when there is none."""
+def route(
+    node: Node, request: Request, path: str, session: Session
+) -> Page | Response | None:
+    """The page at `path` for `session` (or a file it serves itself, as a Response), or None
+    when there is none."""
     found = ROUTES.get(path)
     rest = ""
     if found is None:
@@ -208,6 +215,7 @@ def document(page: Page, session: Session | None, extra: str = "") -> str:
         f'<!doctype html><html lang="{"zh-CN" if i18n.locale() == "zh" else "en"}"><head>'
         f'<meta charset="utf-8"><meta name="viewport" content="width=device-width">'
         f"<title>{escape(page.title)}</title>"
+        f'<link rel="icon" href="{PREFIX}/static/favicon.svg" type="image/svg+xml">'
         f'<link rel="stylesheet" href="{PREFIX}/static/desk.css"></head><body>'
         f"<header><h1>{escape(page.title)}</h1><nav>{bar}</nav></header>"
         f"<main>{page.body}{extra}</main>{scripts}</body></html>"

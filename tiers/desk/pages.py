@@ -1,28 +1,30 @@
 """The desk's case pages (issue #14): warnings, one case, and who opened which case.
 
-Each page is (title, body HTML, status) for `tiers.desk.app` to wrap; every value escaped.
 Warnings are `zhibao case list --warning yellow|red` (tiers.cases.listing, the same query and
-filters); a case is `zhibao case show` (tiers.cases.views.show), its opening recorded in
-tiers.desk.access. A bad filter is a ZhibaoError (the app answers 400).
+filters), their CSV and XLSX `case list --format csv|xlsx`'s bytes for the same filters
+(tiers.cases.reading.cases_table; a viewer's with the phone masked); a case is `zhibao case
+show` (tiers.desk.case_page), its opening recorded in tiers.desk.access, whose records admins
+read and download here. Every value escaped; a bad filter is a ZhibaoError (400).
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from html import escape
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 
 from sync.node import Node
 from sync.protocol import i18n
-from sync.protocol.errors import CaseNotFoundError, ZhibaoError
-from tiers.cases import listing, views
-from tiers.cases.labels import event_label, status_label
-from tiers.desk import access, layout
+from sync.protocol.errors import ZhibaoError
+from tiers import export
+from tiers.cases import listing, reading, views
+from tiers.desk import access, case_page, layout
 from tiers.desk.layout import Page
 from tiers.desk.users import Session
+from tiers.export import Table
 
 PREFIX = "/desk"
 PAGE = 20  # warnings on a screen (`limit` asks for 1 to MAX_PAGE)
@@ -34,6 +36,8 @@ LIST_NODES = ' list="nodes"'
 
 i18n.register(
     {
+        "desk.nav.warnings": ("Warnings", "预警"),
+        "desk.nav.access": ("Case access", "查阅记录"),
         "desk.warnings.title": ("Warnings", "预警办件"),
         "desk.warnings.count": ("{count} cases", "{count} 件"),
         "desk.warnings.count.one": ("1 case", "1 件"),
@@ -66,31 +70,6 @@ i18n.register(
         "desk.col.deadline": ("Deadline", "办结期限"),
         "desk.col.remaining": ("Working days left", "剩余工作日"),
         "desk.col.warning": ("Warning", "预警"),
-        "desk.warning.red": ("red", "红灯"),
-        "desk.warning.yellow": ("yellow", "黄灯"),
-        "desk.warning.unaccepted": ("not accepted", "未受理"),
-        "desk.warning.undelivered": ("not delivered", "未送达"),
-        "desk.case.title": ("Case {case_id}", "办件 {case_id}"),
-        "desk.case.not_found": ("No case {case_id} here.", "本节点没有办件 {case_id}。"),
-        "desk.case.details": ("Details", "办件信息"),
-        "desk.case.events": ("History", "办理过程"),
-        "desk.case.field.origin": ("Received at", "收件节点"),
-        "desk.case.field.accepted_at": ("Accepted", "受理时间"),
-        "desk.case.field.completed_at": ("Completed", "办结时间"),
-        "desk.case.field.result": ("Result", "办理结果"),
-        "desk.case.field.delivered_at": ("Delivered", "送达时间"),
-        "desk.case.field.rating": ("Rating", "评价"),
-        "desk.case.field.id_no": ("ID number", "证件号码"),
-        "desk.case.field.phone": ("Phone", "联系电话"),
-        "desk.case.field.materials": ("Materials", "申请材料"),
-        "desk.ev.at": ("Time", "时间"),
-        "desk.ev.type": ("Event", "事件"),
-        "desk.ev.node": ("Node", "节点"),
-        "desk.ev.standing": ("Standing", "效力"),
-        "desk.ev.body": ("Contents", "内容"),
-        "desk.standing.applied": ("applied", "有效"),
-        "desk.standing.refused": ("refused", "已拒绝"),
-        "desk.standing.waiting": ("waiting", "待前序"),
         "desk.access.title": ("Who opened which case", "办件查阅记录"),
         "desk.access.none": ("No case has been opened yet.", "尚无查阅记录。"),
         "desk.access.at": ("When", "时间"),
@@ -132,17 +111,24 @@ def warnings(node: Node, request: Request, rest: str, session: Session) -> Page:
         department=_text(request, "department"),
     )  # fmt: skip
     offset, limit = _offset(request), _limit(request)
-    page = views.find_at(node, wanted, limit, offset)
     query = wanted.given()
     if limit != PAGE:
         query["limit"] = str(limit)
+    if layout.wants_file(request):  # every match, as `case list --format csv|xlsx` writes it
+        offset, limit = 0, layout.MAX_EXPORT_ROWS
+    page = views.find_at(node, wanted, limit, offset)
+    rows = [_seen(row, session) for row in page.rows]
+    tools = reading.cases_table(rows, for_people=False)
+    people = reading.cases_table(rows, for_people=True)
+
+    def write(fmt: str) -> bytes:
+        return export.to_csv(tools) if fmt == "csv" else export.to_xlsx(people)
+
     form = _filter_form(query, _children(node))
+    title = i18n.t("desk.warnings.title")
     if not page.rows:
         body = f'{form}<p class="empty">{escape(i18n.t("desk.warnings.none"))}</p>'
-        return Page(i18n.t("desk.warnings.title"), body)
-    heads = ["case_id", "item", "status", "holder", "applicant", "received_at", "deadline",
-             "remaining", "warning"]  # fmt: skip
-    rows = "".join(_warning_row(row) for row in page.rows)
+        return Page(title, body, tables=[people], files={people.name: write})
     shown = i18n.t("desk.page.shown", first=offset + 1, last=offset + len(page.rows),
                    total=page.total)  # fmt: skip
     links = []
@@ -154,30 +140,41 @@ def warnings(node: Node, request: Request, rest: str, session: Session) -> Page:
     if page.rest:
         ahead = urlencode({**query, "offset": offset + len(page.rows)})
         links.append(f'<a href="{PREFIX}/warnings?{ahead}">{escape(i18n.t("desk.page.next"))}</a>')
+    table = layout.html_table(
+        _on_screen(people), table_id="warnings", numeric=("remaining",),
+        links={"case_id": _case_link},
+    )  # fmt: skip
     body = (
         f"{form}<p>{escape(i18n.tn('desk.warnings.count', page.total))} · {escape(shown)}</p>"
-        f'<table id="warnings"><thead><tr>{_heads(heads)}</tr></thead><tbody>{rows}</tbody>'
-        f'</table><p class="pages">{" ".join(links)}</p>'
+        f'{table}<p class="pages">{" ".join(links)}</p>'
     )
-    return Page(i18n.t("desk.warnings.title"), body)
+    return Page(title, body, tables=[people], files={people.name: write})
 
 
-def _heads(keys: list[str]) -> str:
-    return "".join(f"<th>{escape(i18n.t('desk.col.' + key))}</th>" for key in keys)
+def _seen(row: dict[str, Any], session: Session) -> dict[str, Any]:
+    """A `case list` row as `session` may see it (a viewer: the phone masked)."""
+    if session.role == "admin":
+        return row
+    return row | {"phone": case_page.mask_phone(row["phone"])}
 
 
-def _cell(value: Any) -> str:
-    return f"<td>{escape('' if value is None else str(value))}</td>"
+_SCREEN = ("case_id", "item", "status", "holder", "applicant", "received_at", "deadline",
+           "remaining", "warning")  # fmt: skip
 
 
-def _warning_row(row: dict[str, Any]) -> str:
-    target = escape(quote(row["case_id"], safe=""))
-    link = f'<a href="{PREFIX}/case/{target}">{escape(row["case_id"])}</a>'
-    item = f"{row['item_code']} {row['item_name'] or ''}".strip()
-    colour = i18n.t(f"desk.warning.{row['warning']}") if row["warning"] else ""
-    cells = [item, status_label(row["status"]), row["holder"], row["applicant"],
-             row["received_at"], row["deadline"], row["remaining_days"], colour]  # fmt: skip
-    return f"<tr><td>{link}</td>{''.join(_cell(c) for c in cells)}</tr>"
+def _on_screen(people: Table) -> Table:
+    """The warnings' columns that fit a screen, in the words of `case list`'s XLSX."""
+    rows = [
+        {**row, "item": f"{row['item_code']} {row['item_name'] or ''}".strip(),
+         "remaining": row["remaining_days"]}
+        for row in people.rows
+    ]  # fmt: skip
+    heads = [i18n.t("desk.col." + key) for key in _SCREEN]
+    return Table("warnings", _SCREEN, heads, rows)
+
+
+def _case_link(row: Mapping[str, Any]) -> str:
+    return "/case/" + layout.path_part(row["case_id"])
 
 
 def _children(node: Node) -> list[tuple[str, str]]:
@@ -217,81 +214,20 @@ def _filter_form(query: dict[str, str], children: list[tuple[str, str]]) -> str:
     )
 
 
-# --- one case --------------------------------------------------------------------------------
-
-
-def case(node: Node, request: Request, case_id: str, found: Session) -> Page:
-    try:
-        view = views.show(node, case_id)
-    except CaseNotFoundError:
-        said = escape(i18n.t("desk.case.not_found", case_id=case_id))
-        return Page(i18n.t("desk.not_found"), f"<p>{said}</p>", 404)
-    access.record(node.store, found.name, view["case_id"], node.clock.now().isoformat())
-    applicant = view["applicant"] or {}
-    names = view.get("node_names", {})
-
-    def named(node_id: str | None) -> str:
-        if not node_id:
-            return ""
-        return f"{node_id} {names[node_id]}" if names.get(node_id) else node_id
-
-    colour = i18n.t(f"desk.warning.{view['warning']}") if view["warning"] else ""
-    details: list[tuple[str, Any]] = [
-        ("desk.col.case_id", view["case_id"]),
-        ("desk.col.item", f"{view['item_code']} {view['item_name'] or ''}".strip()),
-        ("desk.col.status", status_label(view["status"])),
-        ("desk.col.holder", named(view["holder"])),
-        ("desk.case.field.origin", named(view["origin"])),
-        ("desk.col.applicant", applicant.get("name")),
-        ("desk.case.field.id_no", applicant.get("id_no")),
-        ("desk.case.field.phone", applicant.get("phone")),
-        ("desk.case.field.materials", "、".join(map(str, view["materials"] or []))),
-        ("desk.col.received_at", view["received_at"]),
-        ("desk.case.field.accepted_at", view["accepted_at"]),
-        ("desk.col.deadline", view["deadline"]),
-        ("desk.col.remaining", view["remaining_days"]),
-        ("desk.col.warning", colour),
-        ("desk.case.field.completed_at", view["completed_at"]),
-        ("desk.case.field.result", view["result"]),
-        ("desk.case.field.delivered_at", view["delivered_at"]),
-        ("desk.case.field.rating", view["rating"]),
-    ]
-    table = "".join(
-        f"<tr><th>{escape(i18n.t(key))}</th>{_cell(value)}</tr>" for key, value in details
-    )
-    events = "".join(
-        "<tr>" + _cell(ev["at"]) + _cell(event_label(ev["type"])) + _cell(named(ev["node_id"]))
-        + _cell(i18n.t(f"desk.standing.{ev['standing']}"))
-        + _cell(json.dumps(ev["body"], ensure_ascii=False, sort_keys=True)) + "</tr>"
-        for ev in view["events"]
-    )  # fmt: skip
-    heads = "".join(f"<th>{escape(i18n.t('desk.ev.' + k))}</th>"
-                    for k in ("at", "type", "node", "standing", "body"))  # fmt: skip
-    body = (
-        f"<h2>{escape(i18n.t('desk.case.details'))}</h2>"
-        f'<table id="case" class="details"><tbody>{table}</tbody></table>'
-        f"<h2>{escape(i18n.t('desk.case.events'))}</h2>"
-        f'<table id="events"><thead><tr>{heads}</tr></thead><tbody>{events}</tbody></table>'
-    )
-    return Page(i18n.t("desk.case.title", case_id=view["case_id"]), body)
-
-
 # --- who opened which case -------------------------------------------------------------------
 
 
 def access_page(node: Node, request: Request, rest: str, found: Session) -> Page:
-    offset = _offset(request)
-    records, total = access.recent(node.store, ACCESS_PAGE, offset)
+    offset, size = _offset(request), ACCESS_PAGE
+    if layout.wants_file(request):
+        offset, size = 0, layout.MAX_EXPORT_ROWS
+    records, total = access.recent(node.store, size, offset)
+    keys = ("at", "name", "case_id")
+    heads = [i18n.t(k) for k in ("desk.access.at", "desk.access.name", "desk.col.case_id")]
+    table = Table("access", keys, heads, [r.to_json() for r in records])
+    title = i18n.t("desk.access.title")
     if not records:
-        return Page(i18n.t("desk.access.title"), f"<p>{escape(i18n.t('desk.access.none'))}</p>")
-    rows = "".join(
-        f'<tr>{_cell(r.at)}{_cell(r.name)}<td>'
-        f'<a href="{PREFIX}/case/{escape(quote(r.case_id, safe=""))}">'
-        f"{escape(r.case_id)}</a></td></tr>"
-        for r in records
-    )
-    keys = ("desk.access.at", "desk.access.name", "desk.col.case_id")
-    heads = "".join(f"<th>{escape(i18n.t(k))}</th>" for k in keys)
+        return Page(title, f"<p>{escape(i18n.t('desk.access.none'))}</p>", tables=[table])
     links = []
     if offset > 0:
         back = max(0, offset - ACCESS_PAGE)
@@ -301,12 +237,12 @@ def access_page(node: Node, request: Request, rest: str, found: Session) -> Page
         links.append(f'<a href="{PREFIX}/access?offset={offset + len(records)}">'
                      f'{escape(i18n.t("desk.page.next"))}</a>')  # fmt: skip
     body = (
-        f'<table id="access"><thead><tr>{heads}</tr></thead><tbody>{rows}</tbody></table>'
-        f'<p class="pages">{" ".join(links)}</p>'
+        layout.html_table(table, table_id="access", links={"case_id": _case_link})
+        + f'<p class="pages">{" ".join(links)}</p>'
     )
-    return Page(i18n.t("desk.access.title"), body)
+    return Page(title, body, tables=[table])
 
 
 layout.register("/warnings", warnings, nav=(20, "desk.nav.warnings"))
-layout.register("/case/", case, prefix=True)
+layout.register("/case/", case_page.case, prefix=True)
 layout.register("/access", access_page, nav=(90, "desk.nav.access"), admins=True)
