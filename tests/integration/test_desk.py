@@ -309,5 +309,6 @@ def test_desk_remembers_failures_for_a_bounded_number_of_names(
     monkeypatch.setattr(desk_app, "MAX_TRACKED", 3)
     desk = Desk(lambda: open_home(desk_city))
     for i in range(10):
-        desk._failed(f"name{i}", 5, 0.0)
-    assert list(desk._failures) == ["name7", "name8", "name9"]
+        desk._failed(f"name{i}", "127.0.0.1", 0.0)
+    assert list(desk._failures) == [(f"name{i}", "127.0.0.1") for i in (7, 8, 9)]
+    assert list(desk._name_failures) == ["name7", "name8", "name9"]

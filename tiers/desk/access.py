@@ -2,20 +2,37 @@
 
 One row per opening of a case page: the person's name, when (ISO time at this node) and
 the case id. Admins read them newest first at /desk/access.
+
+Retention: node.toml `desk_access_days` (default 1095, three years; a bad value is the
+default) — older records are deleted when the desk opens the node (`ensure`) and then at
+most once a day, by the first `record` of a new day. The listing reads the table by its
+primary key (newest first); `desk_access_at` serves the deletion and the count,
+`desk_access_case` a case's openings.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sync.store import Store
 
+RETENTION_SETTING = "desk_access_days"
+RETENTION_DEFAULT = 1095  # days: three years
+
 _DDL = """
 CREATE TABLE IF NOT EXISTS desk_access (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, name TEXT NOT NULL,
-    case_id TEXT NOT NULL)
+    case_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS desk_access_at ON desk_access (at);
+CREATE INDEX IF NOT EXISTS desk_access_case ON desk_access (case_id, id);
 """
+
+# Per database: (days kept, the day of the last pruning); set by `ensure`.
+_KEPT: dict[str, tuple[int, str]] = {}
+_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -28,16 +45,53 @@ class Access:
         return {"at": self.at, "name": self.name, "case_id": self.case_id}
 
 
-def ensure(store: Store) -> None:
-    """Create the table (the desk does, once, when it opens the node)."""
-    store.execute(_DDL)
+def retention_days(settings: dict[str, Any]) -> int:
+    """node.toml `desk_access_days` (default 1095); a bad value is the default."""
+    value = settings.get(RETENTION_SETTING, RETENTION_DEFAULT)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return RETENTION_DEFAULT
+    return value
+
+
+def ensure(store: Store, settings: dict[str, Any] | None = None,
+           now: datetime | None = None) -> None:  # fmt: skip
+    """Create the table and its indexes (the desk does, once, when it opens the node); with
+    `now`, delete the records older than the retention of `settings` too."""
+    for statement in _DDL.split(";"):
+        if statement.strip():
+            store.execute(statement)
+    if now is not None:
+        with _LOCK:
+            _KEPT[store.path] = (retention_days(settings or {}), "")
+        prune(store, now)
+
+
+def prune(store: Store, now: datetime) -> int:
+    """Delete the records older than the retention set by `ensure` (none when it set none);
+    how many went."""
+    with _LOCK:
+        kept = _KEPT.get(store.path)
+        if kept is None:
+            return 0
+        _KEPT[store.path] = (kept[0], now.date().isoformat())
+    cutoff = (now - timedelta(days=kept[0])).isoformat()
+    with store.transaction():
+        store.execute("DELETE FROM desk_access WHERE at < ?", (cutoff,))
+        gone = store.conn.changes()
+    return int(gone)
 
 
 def record(store: Store, name: str, case_id: str, at: str) -> None:
-    """Note that `name` opened `case_id` at `at`."""
+    """Note that `name` opened `case_id` at `at` (and, the first time on a new day, delete
+    the records past their retention)."""
     with store.transaction():
         store.execute("INSERT INTO desk_access (at, name, case_id) VALUES (?, ?, ?)",
                       (at, name, case_id))  # fmt: skip
+    with _LOCK:
+        kept = _KEPT.get(store.path)
+    when = datetime.fromisoformat(at)
+    if kept is not None and kept[1] != when.date().isoformat():
+        prune(store, when)
 
 
 def recent(store: Store, limit: int, offset: int = 0) -> tuple[list[Access], int]:

@@ -3,10 +3,17 @@
 Nothing but the login page, its language switch and the style sheet answers without a
 login: a page redirects to the login, anything else is 401. Sessions live in the node's
 database (tiers.desk.users), their cookie HttpOnly, SameSite=Strict, Path=/desk; every form
-that changes something carries a CSRF token; failed logins for a name wait longer and longer.
+that changes something carries a CSRF token. Failed logins wait longer and longer, counted
+per (name, client address) — a stranger cannot slow someone's logins from elsewhere — under
+a looser cap per name (many addresses guessing one name); both kept for at most
+`MAX_TRACKED` keys, the oldest forgotten first. Every attempt counts as failed until its
+password checked out, so attempts sent at once wait like attempts sent one after another.
+(Behind a reverse proxy every reader has the proxy's address: the per-name cap still holds.)
 Pages (tiers.desk.layout's routes) are rendered in a worker thread, one at a time, in the
 reader's language (Chinese unless the switch says English), every value escaped; each table
-on a page downloads as CSV or XLSX. Read-only: nothing goes in the log.
+on a page downloads as CSV or XLSX. A login's password check (Argon2id, slow on purpose)
+runs in its worker thread outside that one-at-a-time lock: other pages, and the node's sync
+requests, go on meanwhile. Read-only: nothing goes in the log.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from html import escape
+from typing import Any
 from urllib.parse import parse_qs, quote
 
 from starlette.concurrency import run_in_threadpool
@@ -29,7 +37,16 @@ from starlette.types import Receive, Scope, Send
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
-from tiers.desk import access, findings_page, layout, network_page, overview, pages, users
+from tiers.desk import (
+    access,
+    figures,
+    findings_page,
+    layout,
+    network_page,
+    overview,
+    pages,
+    users,
+)
 
 # The modules whose pages register themselves with tiers.desk.layout when imported.
 PAGES = (overview, pages, network_page, findings_page)
@@ -37,9 +54,10 @@ PREFIX = "/desk"
 SESSION_COOKIE, LOGIN_COOKIE, LANG_COOKIE = "zhibao_desk", "zhibao_desk_login", "zhibao_desk_lang"
 LANGS = ("zh", "en")
 MAX_FORM = 4096
-FREE_FAILURES = 3  # failed logins for a name before each next one has to wait
+FREE_FAILURES = 3  # failed logins of a name from one address before each next one waits
+NAME_FREE_FAILURES = 30  # failed logins of a name from every address before each next waits
 MAX_WAIT = 900.0  # seconds: the longest wait after failed logins
-MAX_TRACKED = 4096  # names whose failures are remembered (the oldest forgotten first)
+MAX_TRACKED = 4096  # (name, address) pairs, and names, whose failures are remembered
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
     "X-Frame-Options": "DENY",
@@ -70,7 +88,10 @@ i18n.register(
 
 class Desk:
     """The desk of the node `open_node` opens (once, on the first request; `close` closes
-    it). `now` (seconds) measures idle sessions and login waits; tests inject it."""
+    it). `now` (seconds) measures idle sessions and login waits; tests inject it. With
+    `warm`, a `tiers.desk.figures.Warmer` on a second connection keeps the overview's
+    figures computed from the first request on (the login page: they are being computed
+    while the reader types their password)."""
 
     def __init__(
         self,
@@ -78,20 +99,25 @@ class Desk:
         *,
         now: Callable[[], float] = time.time,
         idle_seconds: float | None = None,
+        warm: bool = True,
     ) -> None:
         self._open = open_node
         self._node: Node | None = None
         self.now = now
         self._idle = idle_seconds
-        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._warm = warm
+        self._warmer: figures.Warmer | None = None
+        self._failures: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
+        self._name_failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
     def node(self) -> Node:
         if self._node is None:
-            self._node = self._open()
-            users.ensure(self._node.store)
-            access.ensure(self._node.store)
+            node = self._open()
+            users.ensure(node.store)
+            access.ensure(node.store, node.config.settings, node.clock.now())
+            self._node = node
         return self._node
 
     @property
@@ -101,6 +127,9 @@ class Desk:
         return self._idle
 
     def close(self) -> None:
+        if self._warmer is not None:
+            self._warmer.stop()
+            self._warmer = None
         if self._node is not None:
             self._node.close()
             self._node = None
@@ -116,6 +145,8 @@ class Desk:
         lang = request.cookies.get(LANG_COOKIE)
         lang = lang if lang in LANGS else "zh"
         body: bytes | None = b""
+        if self._warm and self._warmer is None:  # from the first request on, login page too
+            self._warmer = figures.Warmer(self._open)
         if request.method == "POST":
             body = await _read_body(request)
         response = await run_in_threadpool(self._answer, request, path, lang, body)
@@ -125,10 +156,14 @@ class Desk:
 
     def _answer(self, request: Request, path: str, lang: str, body: bytes | None) -> Response:
         """One request's answer, in a worker thread (the server's event loop goes on with
-        sync requests meanwhile), one at a time (the desk's node has one connection)."""
-        with self._lock, i18n.speaking(lang):
+        sync requests meanwhile), one at a time (the desk's node has one connection); a login
+        holds that lock only around its database reads and writes, not its password check."""
+        with i18n.speaking(lang):
             try:
-                return self._route(request, path, lang, body)
+                if path == "/login" and request.method == "POST" and body is not None:
+                    return self._login(request, _form(body))
+                with self._lock:
+                    return self._route(request, path, lang, body)
             except ZhibaoError as exc:
                 said = f"<p>{escape(str(exc))}</p>"
                 return _page(layout.Page(i18n.t("desk.bad_request"), said, 400))
@@ -145,11 +180,8 @@ class Desk:
                             headers={"Cache-Control": "max-age=3600"})  # fmt: skip
         if path == "/lang" and method == "GET":
             return self._switch(request)
-        if path == "/login":
-            if method == "GET":
-                return self._login_page()
-            if method == "POST" and body is not None:
-                return self._login(request, _form(body))
+        if path == "/login" and method == "GET":
+            return self._login_page()
         token = request.cookies.get(SESSION_COOKIE, "")
         found = None
         if token:
@@ -200,27 +232,36 @@ class Desk:
         if not pre or not hmac.compare_digest(form.get("csrf", ""), pre):
             return self._login_page(i18n.t("desk.form_expired"), 403)
         name, password = form.get("name", ""), form.get("password", "")
+        address = request.client.host if request.client else ""
         now = self.now()
-        count, until = self._failures.get(name, (0, 0.0))
-        if now < until:
-            return self._login_page(i18n.t("desk.login_wait", seconds=math.ceil(until - now)), 429)
-        user = users.authenticate(self.node.store, name, password)
-        if user is None:
-            self._failed(name, count + 1, now)
-            return self._login_page(i18n.t("desk.login_failed"), 401)
-        self._failures.pop(name, None)
-        token = users.open_session(self.node.store, user.name, now, self.idle_seconds)
+        with self._lock:
+            until = max(self._failures.get((name, address), (0, 0.0))[1],
+                        self._name_failures.get(name, (0, 0.0))[1])  # fmt: skip
+            if now < until:
+                wait = math.ceil(until - now)
+                return self._login_page(i18n.t("desk.login_wait", seconds=wait), 429)
+            self._failed(name, address, now)  # until the password checks out
+            found = users.find(self.node.store, name)
+        user = users.verify(found, password)  # Argon2id, outside the lock
+        with self._lock:
+            if user is None:
+                return self._login_page(i18n.t("desk.login_failed"), 401)
+            self._forgive(name, address)
+            token = users.open_session(self.node.store, user.name, now, self.idle_seconds)
         response = _redirect("/")
         response.set_cookie(SESSION_COOKIE, token, path=PREFIX, httponly=True, samesite="strict")
         response.delete_cookie(LOGIN_COOKIE, path=PREFIX, httponly=True, samesite="strict")
         return response
 
-    def _failed(self, name: str, count: int, now: float) -> None:
-        wait = 0.0 if count < FREE_FAILURES else min(2.0 ** (count - FREE_FAILURES), MAX_WAIT)
-        self._failures[name] = (count, now + wait)
-        self._failures.move_to_end(name)
-        while len(self._failures) > MAX_TRACKED:
-            self._failures.popitem(last=False)
+    def _failed(self, name: str, address: str, now: float) -> None:
+        """Count a failed login of `name` from `address` (under the desk's lock)."""
+        _count(self._failures, (name, address), FREE_FAILURES, now)
+        _count(self._name_failures, name, NAME_FREE_FAILURES, now)
+
+    def _forgive(self, name: str, address: str) -> None:
+        """`name` logged in from `address`: its failures are forgotten (under the lock)."""
+        self._failures.pop((name, address), None)
+        self._name_failures.pop(name, None)
 
     # --- pages -----------------------------------------------------------------------------
 
@@ -243,6 +284,18 @@ class Desk:
                 return _page(layout.Page(i18n.t("desk.not_found"), "", 404), found)
             return _file(made[0], fmt, made[1])
         return _page(page, found, layout.downloads(path, request, page.tables))
+
+
+def _count(failures: OrderedDict[Any, tuple[int, float]], key: Any, free: int,
+           now: float) -> None:  # fmt: skip
+    """One more failure for `key`: past `free` of them, the next login waits 1 s, 2 s,
+    4 s… (at most `MAX_WAIT`); at most `MAX_TRACKED` keys, the oldest forgotten first."""
+    count = failures.get(key, (0, 0.0))[0] + 1
+    wait = 0.0 if count < free else min(2.0 ** (count - free), MAX_WAIT)
+    failures[key] = (count, now + wait)
+    failures.move_to_end(key)
+    while len(failures) > MAX_TRACKED:
+        failures.popitem(last=False)
 
 
 def _is_file(request: Request, path: str) -> bool:

@@ -1,26 +1,110 @@
 """The one place the desk computes figures: a period's `compute_stats` for a grouping, and
-the monthly trend the overview charts.
+the monthly trend the overview charts. Pages call this; the caching lives here alone.
 
-(Issue #14: pages call this; caching belongs here, not in the pages.)
+The cache (in memory, per database file, at most `MAX_CACHED` results, least recently used
+forgotten first) keys a result by (database, period, grouping, the day open cases are judged
+at — `tiers.figures.judged_as_of`: yesterday during the period, its last day once it is
+over, the only way `compute_stats` depends on today — the reader's language, node.toml's
+settings) and keeps beside it the *data version* it was computed at, the cases its figures
+were counted from (`case_facts` rows matching `tiers.case_facts.FACTS_WHERE`, as hashes)
+and a digest of the period's complaint rows:
+
+- the data version is (`max(entries.id)`, the lazy projections' cursor `meta.projected`).
+  Every table `compute_stats` reads (case facts, cases, complaints, catalogue, calendar,
+  enrolled names) is a projection of the log, and changes only in a transaction that stores
+  an entry (so `max(id)` grows) or that catches deferred projections up (so the cursor
+  moves). Same version, same tables: the result is served as it is.
+- when the version moved, the entries stored or projected since say what may have changed.
+  Only case events (`case.*`, each naming its case) and liveness (`sync.alive`), at most
+  `MAX_CHANGED` of them: only those cases' rows can differ. If none of them was among the
+  period's cases, none of their rows matches the period now, and the period's complaint
+  rows (which read their cases' items) are the same, the rows the figures are counted from
+  are the same, so the result is kept, filed under the new version (a past month a sync did
+  not touch is not recomputed). Anything else — another entry type (catalogue, calendar,
+  enrolment, complaint, fork, revocation…), a case entry naming no case, more entries —
+  recomputes.
+- a result is stored only when the version read before computing it equals the version read
+  after (nothing committed in between), so it always matches the version it is filed under.
+  While a `Warmer` runs for the database, a page's result is filed without its cases (one
+  more query of ~0.5-1 s a month at a 1M-entry city) and the warmer reads them at the same
+  version soon after; a result whose cases were not read before the data changed is
+  computed again.
+
+So a figure served from the cache is exactly what `compute_stats` would give now: never
+stale, and the page need not say how old it is. `Warmer` (started by the desk when it opens
+the node) keeps recently asked results warm on its own connection after the data changes.
+node.toml `desk_figures_cache = false` turns both off (every page computes afresh; the
+benchmark's "before", bench/desk.py).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
+from array import array
+from bisect import bisect_left
+from collections import OrderedDict
+from collections.abc import Callable
+from copy import deepcopy
+from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from sync.node import Node
+from sync.protocol import i18n
+from sync.store import Store
+from tiers.case_facts import FACTS_WHERE
 from tiers.city import stats as city_stats
-from tiers.figures import Period, month_of, parse_period
+from tiers.figures import Period, judged_as_of, month_of, parse_period
 
 # The figures the overview's trend charts, in the order they are drawn.
 TREND = ("accepted", "completion_rate", "on_time_rate", "satisfaction_rate")
+MAX_CACHED = 128  # results kept (a month by node at a 1M-entry city: ~300 rows, ~200 KB,
+# and its ~20,000 cases' hashes, 160 KB)
+MAX_CHANGED = 20_000  # entries since a result was computed, read to see what they change
+MAX_WARM = 48  # recently asked results the warmer keeps warm
+WARM_EVERY = 2.0  # seconds between the warmer's looks at the data version
+# Entry types that change nothing compute_stats reads but their case's rows; none at all.
+CASE_ONLY = ("case.",)
+IRRELEVANT = frozenset({"sync.alive"})
+SETTING = "desk_figures_cache"
+
+Key = tuple[str, str, str, str, str, str]  # (database, period, by, as of, language, settings)
+Version = tuple[int, int]
+
+_COMPLAINT_ROWS = (
+    "SELECT k.*, c.item_code FROM complaints k LEFT JOIN cases c ON c.case_id = k.case_id "
+    "WHERE k.filed_on <= :e AND (k.closed_on IS NULL OR k.closed_on >= :s) ORDER BY k.complaint_id"
+)
+
+
+@dataclass
+class _Held:
+    version: Version
+    cases: array[int] | None  # hash() of the counted cases' ids, sorted; None: not read yet
+    complaints: bytes
+    result: dict[str, Any]
+
+
+@dataclass
+class _Cache:
+    held: OrderedDict[Key, _Held] = field(default_factory=OrderedDict)
+    asked: OrderedDict[Key, tuple[Period, str, str]] = field(default_factory=OrderedDict)
+    busy: dict[Key, threading.Event] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    computed: int = 0  # compute_stats calls made (tests and bench/desk.py read it)
+    warmed: set[str] = field(default_factory=set)  # databases a Warmer is running for
+
+
+CACHE = _Cache()
 
 
 def month(node: Node, asked: str | None, by: str) -> dict[str, Any]:
     """`zhibao stats --by BY --period ASKED --json` (this month when ASKED is None/empty)."""
     today = node.clock.now().date()
     period = parse_period(asked) if asked else month_of(today)
-    return city_stats.compute_stats(node.store, period, by, today, node.config.settings)
+    return stats(node, period, by, today)
 
 
 def months_back(last: Period, count: int) -> list[Period]:
@@ -41,8 +125,236 @@ def trend(node: Node, asked: str | None, count: int = 12) -> list[dict[str, Any]
     last = parse_period(asked) if asked else month_of(today)
     points = []
     for period in months_back(last, count):
-        whole = city_stats.compute_stats(node.store, period, "tier", today,
-                                         node.config.settings)["total"]  # fmt: skip
+        whole = _stats(node, period, "tier", today)["total"]  # read, not kept: no copy
         points.append({"period": period.label, "received": whole["received"],
                        **{key: whole[key] for key in TREND}})  # fmt: skip
     return points
+
+
+# --- the cache ---------------------------------------------------------------------------
+
+
+def stats(node: Node, period: Period, by: str, today: date) -> dict[str, Any]:
+    """`compute_stats(node.store, period, by, today, settings)`, from the cache when the
+    data it reads has not changed since (see the module doc); a copy the caller may keep."""
+    return deepcopy(_stats(node, period, by, today))
+
+
+def _stats(node: Node, period: Period, by: str, today: date, *,
+           background: bool = False) -> dict[str, Any]:  # fmt: skip
+    """`stats` without the copy: the caller must not change what it gets. A page leaves
+    reading the counted cases to the warmer, when one runs (`background`: it is the warmer)."""
+    store, settings = node.store, node.config.settings
+    if settings.get(SETTING, True) is False:
+        return city_stats.compute_stats(store, period, by, today, settings)
+    lang = i18n.locale()
+    key: Key = (store.path, period.label, by, judged_as_of(period, today), lang,
+                json.dumps(settings, sort_keys=True, default=str))  # fmt: skip
+    while True:
+        with CACHE.lock:
+            CACHE.asked[key] = (period, by, lang)
+            CACHE.asked.move_to_end(key)
+            while len(CACHE.asked) > MAX_WARM:
+                CACHE.asked.popitem(last=False)
+            held = CACHE.held.get(key)
+            running = CACHE.busy.get(key)
+            if running is None:
+                CACHE.busy[key] = threading.Event()
+                break
+        running.wait()  # someone (the warmer) computes this very result: take theirs
+    try:
+        found = _still_good(store, period, held) if held is not None else None
+        if found is None:
+            with CACHE.lock:
+                later = not background and store.path in CACHE.warmed
+            found = _compute(node, period, by, today, cases=not later)
+        with CACHE.lock:
+            if found.version != (-1, -1):
+                CACHE.held[key] = found
+                CACHE.held.move_to_end(key)
+                while len(CACHE.held) > MAX_CACHED:
+                    CACHE.held.popitem(last=False)
+        return found.result
+    finally:
+        with CACHE.lock:
+            CACHE.busy.pop(key).set()
+
+
+def data_version(store: Store) -> Version:
+    """(`max(entries.id)`, the lazy projections' cursor): what moves when a table
+    compute_stats reads may have changed."""
+    row = store.query(
+        "SELECT (SELECT coalesce(max(id), 0) FROM entries), "
+        "(SELECT coalesce(CAST(value AS INTEGER), 0) FROM meta WHERE key = 'projected')"
+    )[0]
+    return int(row[0]), int(row[1] or 0)
+
+
+def _params(period: Period) -> dict[str, str]:
+    return {"s": period.start.isoformat(), "e": period.end.isoformat()}
+
+
+def _cases(store: Store, period: Period) -> array[int]:
+    """The (hashed) ids of the cases whose rows the period's figures are counted from."""
+    sql = f"SELECT case_id FROM case_facts WHERE {FACTS_WHERE}"
+    return array("q", sorted({hash(case_id) for (case_id,) in store.query(sql, _params(period))}))
+
+
+def _among(cases: array[int], case_id: str) -> bool:
+    """Whether `case_id` hashes like one of `cases` (a hash shared by another case only
+    says yes wrongly, and costs a recomputation, never a stale figure)."""
+    wanted = hash(case_id)
+    at = bisect_left(cases, wanted)
+    return at < len(cases) and cases[at] == wanted
+
+
+def _complaints(store: Store, period: Period) -> bytes:
+    """A digest of the period's complaint rows and their cases' items (few: read whole)."""
+    digest = hashlib.blake2b(digest_size=32)
+    for row in store.query(_COMPLAINT_ROWS, _params(period)):
+        digest.update(repr(row).encode())
+    return digest.digest()
+
+
+def _changed_cases(store: Store, old: Version, new: Version) -> set[str] | None:
+    """The cases named by the entries stored or projected between the versions `old` and
+    `new`; None when something else may have changed too."""
+    if new[0] < old[0] or new[1] < old[1]:
+        return None  # not this database's history going forward: trust nothing
+    since = min(old)  # entries stored after old[0], and those projected after old[1]
+    rows = store.query(
+        "SELECT type, json_extract(CAST(raw AS TEXT), '$.body.case_id') FROM entries "
+        "WHERE id > ? ORDER BY id LIMIT ?",
+        (since, MAX_CHANGED + 1),
+    )
+    if len(rows) > MAX_CHANGED:
+        return None
+    cases = set()
+    for kind, case_id in rows:
+        if kind in IRRELEVANT:
+            continue
+        if not kind.startswith(CASE_ONLY) or not isinstance(case_id, str):
+            return None
+        cases.add(case_id)
+    return cases
+
+
+def _still_good(store: Store, period: Period, held: _Held) -> _Held | None:
+    """`held`, filed under the current version, when its figures are still exact; else None."""
+    now = data_version(store)
+    if now == held.version:
+        return held
+    if held.cases is None:  # the warmer had not read them before the data changed
+        return None
+    changed = _changed_cases(store, held.version, now)
+    if changed is None or any(_among(held.cases, case_id) for case_id in changed):
+        return None
+    if changed:
+        matching = store.query(
+            "SELECT count(*) FROM case_facts WHERE case_id IN (SELECT value FROM json_each(:c)) "
+            f"AND ({FACTS_WHERE})",
+            {"c": json.dumps(sorted(changed)), **_params(period)},
+        )[0][0]
+        if matching:
+            return None
+    if _complaints(store, period) != held.complaints or data_version(store) != now:
+        return None
+    return _Held(now, held.cases, held.complaints, held.result)
+
+
+def _compute(node: Node, period: Period, by: str, today: date, *, cases: bool) -> _Held:
+    before = data_version(node.store)
+    counted = _cases(node.store, period) if cases else None
+    complaints = _complaints(node.store, period)
+    result = city_stats.compute_stats(node.store, period, by, today, node.config.settings)
+    with CACHE.lock:
+        CACHE.computed += 1
+    after = data_version(node.store)
+    return _Held(before if before == after else (-1, -1), counted, complaints, result)
+
+
+def _read_cases(store: Store) -> None:
+    """Read the counted cases of the results filed without them, at this database's current
+    version (the warmer, after the pages: so a page does not wait for them)."""
+    with CACHE.lock:
+        lacking = [(key, held) for key, held in CACHE.held.items()
+                   if key[0] == store.path and held.cases is None]  # fmt: skip
+    for key, held in lacking:
+        if data_version(store) != held.version:
+            continue  # too late: the next ask computes it again
+        cases = _cases(store, parse_period(key[1]))
+        if data_version(store) != held.version:
+            continue
+        with CACHE.lock:
+            if CACHE.held.get(key) is held:
+                CACHE.held[key] = _Held(held.version, cases, held.complaints, held.result)
+
+
+def forget() -> None:
+    """Drop every cached result (tests; a restored or rebuilt database)."""
+    with CACHE.lock:
+        CACHE.held.clear()
+        CACHE.asked.clear()
+
+
+# --- warming -----------------------------------------------------------------------------
+
+
+class Warmer:
+    """A thread with its own connection (`open_node`) that, every `every` seconds, brings
+    this month's overview and trend (in Chinese) and the `MAX_WARM` results asked last up
+    to the data version and the day, so a page after a sync, or the next morning, finds them
+    computed. `stop` ends it."""
+
+    def __init__(self, open_node: Callable[[], Node], every: float = WARM_EVERY) -> None:
+        self._open, self._every = open_node, every
+        self._stop = threading.Event()
+        self.warmed = threading.Event()  # set after each pass (tests wait on it)
+        self._thread = threading.Thread(target=self._run, name="desk-figures", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        try:
+            node = self._open()
+        except Exception:  # the pages compute for themselves then
+            return
+        if node.config.settings.get(SETTING, True) is False:
+            node.close()
+            return
+        with CACHE.lock:
+            CACHE.warmed.add(node.store.path)
+        try:
+            seen: tuple[Version, date] | None = None
+            while not self._stop.is_set():
+                now = (data_version(node.store), node.clock.now().date())
+                if now != seen:
+                    self._warm(node)
+                    seen = now
+                _read_cases(node.store)
+                self.warmed.set()
+                self._stop.wait(self._every)
+        except Exception:  # a warmer never takes the desk down
+            return
+        finally:
+            with CACHE.lock:
+                CACHE.warmed.discard(node.store.path)
+            node.close()
+
+    def _warm(self, node: Node) -> None:
+        with i18n.speaking("zh"):
+            today = node.clock.now().date()
+            _stats(node, month_of(today), "node", today, background=True)
+            for period in months_back(month_of(today), 12):
+                _stats(node, period, "tier", today, background=True)
+        with CACHE.lock:
+            asked = [wanted for key, wanted in CACHE.asked.items() if key[0] == node.store.path]
+        today = node.clock.now().date()
+        for period, by, lang in reversed(asked):  # the latest asked first
+            if self._stop.is_set():
+                return
+            with i18n.speaking(lang):
+                _stats(node, period, by, today, background=True)

@@ -29,6 +29,7 @@ NAME = re.compile(r"^[\w.-]{1,32}$")
 MEMORY_KIB, ITERATIONS, LANES, LENGTH = 19456, 2, 1, 32
 IDLE_SETTING = "desk_idle_minutes"
 IDLE_DEFAULT = 30
+SEEN_GRAIN = 60.0  # seconds: a session's last use is written when it moved by more
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS desk_users (
@@ -177,13 +178,27 @@ def remove_user(store: Store, name: str) -> None:
 
 def authenticate(store: Store, name: str, password: str) -> User | None:
     """The user when `password` is theirs; None otherwise (an unknown name takes as long)."""
+    return verify(find(store, name), password)
+
+
+def find(store: Store, name: str) -> tuple[User, str] | None:
+    """`name`'s user and stored hash, None when there is no such user (a quick query: the
+    desk holds its database lock for this, not for `verify`)."""
     ensure(store)
     rows = store.query("SELECT role, hash, created_at FROM desk_users WHERE name = ?", (name,))
     if not rows:
-        password_matches(password, _DECOY)
         return None
     role, stored, created_at = rows[0]
-    return User(name, role, created_at) if password_matches(password, stored) else None
+    return User(name, role, created_at), stored
+
+
+def verify(found: tuple[User, str] | None, password: str) -> User | None:
+    """The user `find` gave when `password` is theirs (Argon2id: slow, on purpose, and
+    needing no database); None otherwise, after as long a check for an unknown name."""
+    if found is None:
+        password_matches(password, _DECOY)
+        return None
+    return found[0] if password_matches(password, found[1]) else None
 
 
 # --- sessions --------------------------------------------------------------------------------
@@ -214,20 +229,26 @@ def open_session(store: Store, name: str, now: float, idle_seconds: float) -> st
 
 def session(store: Store, token: str, now: float, idle_seconds: float) -> Session | None:
     """The live session for the cookie `token`, its idle time restarted; None (and the
-    session ended) once idle longer than `idle_seconds` or its user was removed."""
-    ensure(store)
+    session ended) once idle longer than `idle_seconds` or its user was removed.
+
+    The last use is written only when it moved by more than `SEEN_GRAIN` seconds (a page
+    costs no write transaction most of the time), so the idle time counts from a last use
+    at most that much older than the real one: a session may end up to `SEEN_GRAIN` seconds
+    before `idle_seconds` after its last use, never after."""
     key = _token_key(token)
     rows = store.query(
         "SELECT s.name, u.role, s.csrf, s.last_seen FROM desk_sessions s "
         "JOIN desk_users u ON u.name = s.name WHERE s.token = ?",
         (key,),
     )
-    with store.transaction():
-        if not rows or now - rows[0][3] > idle_seconds:
+    if not rows or now - rows[0][3] > idle_seconds:
+        with store.transaction():
             store.execute("DELETE FROM desk_sessions WHERE token = ?", (key,))
-            return None
-        store.execute("UPDATE desk_sessions SET last_seen = ? WHERE token = ?", (now, key))
-    name, role, csrf, _ = rows[0]
+        return None
+    name, role, csrf, seen = rows[0]
+    if now - seen > SEEN_GRAIN:
+        with store.transaction():
+            store.execute("UPDATE desk_sessions SET last_seen = ? WHERE token = ?", (now, key))
     return Session(name, role, csrf)
 
 
