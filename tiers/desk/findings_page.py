@@ -31,11 +31,11 @@ from sync.protocol.errors import ZhibaoError
 from sync.protocol.ids import is_within
 from tiers.city.finding_kinds import kind_name
 from tiers.city.reconcile import KINDS, Thresholds, reconcile
-from tiers.desk import layout
+from tiers.desk import layout, slow
 from tiers.desk.layout import PREFIX, Page
 from tiers.desk.users import Session
 from tiers.export import Table
-from tiers.figures import month_of
+from tiers.figures import month_of, parse_period
 from tiers.inert import terminal_safe
 from tiers.reports import latest_reports
 
@@ -54,6 +54,18 @@ i18n.register(
         "desk.findings.apply": ("Show", "查看"),
         "desk.findings.count": ("{shown} of {total} findings", "共 {total} 条，显示 {shown} 条"),
         "desk.findings.none": ("No finding.", "没有发现问题。"),
+        "desk.findings.computing": (
+            "The findings for {period} are being worked out; this page reloads itself.",
+            "正在核对 {period} 的数据，本页面将自动刷新。",
+        ),
+        "desk.findings.busy": (
+            "The desk is working out other findings; this page tries again shortly.",
+            "工作台正在核对其他月份的数据，本页面稍后自动重试。",
+        ),
+        "desk.findings.as_of": (
+            "As worked out at {at}; newer data is being checked (reload later).",
+            "以下为 {at} 的核对结果；新数据正在核对中（请稍后刷新）。",
+        ),
         "desk.findings.provisional": (
             "The figures of this month count {years} on weekends alone (no calendar for it).",
             "本月统计中 {years} 年仅按周末计算（缺少该年日历）。",
@@ -307,7 +319,17 @@ def findings(node: Node, request: Request, rest: str, session: Session) -> Page:
     if within is not None and not (within.isascii() and within.isdigit()
                                    and len(within) <= MAX_NODE):  # fmt: skip
         raise ZhibaoError("desk.findings.bad_node", value=within)
-    result = findings_of(node, period)
+    parse_period(period)  # a bad month is said now, not by a thread
+    try:
+        answer = slow.result(node, "reconcile", period, lambda n: findings_of(n, period))
+    except slow.Busy:
+        said = escape(i18n.t("desk.findings.busy"))
+        return Page(i18n.t("desk.findings.title"), f"<p>{said}</p>", 503, reload=slow.RELOAD)
+    if answer.value is None:
+        said = escape(i18n.t("desk.findings.computing", period=period))
+        return Page(i18n.t("desk.findings.title"), f'<p class="note">{said}</p>', 200,
+                    reload=slow.RELOAD)  # fmt: skip
+    result = answer.value
     label = result["period"]
     found = _finding_rows(node, result, kind, within)
     reports = reports_of(node, result)
@@ -323,9 +345,12 @@ def findings(node: Node, request: Request, rest: str, session: Session) -> Page:
     count = i18n.t("desk.findings.count", shown=len(found), total=len(result["findings"]))
     states = {s: sum(r["state"] == s for r in reports) for s in ("received", "missing", "not_due")}
     note = ""
+    if not answer.current and answer.at:  # kept from before; being brought up to date
+        at = answer.at[:16].replace("T", " ")
+        note += f'<p class="note">{escape(i18n.t("desk.findings.as_of", at=at))}</p>'
     if result["provisional"]:
         years = i18n.listed(result["provisional"])
-        note = f'<p class="note">{escape(i18n.t("desk.findings.provisional", years=years))}</p>'
+        note += f'<p class="note">{escape(i18n.t("desk.findings.provisional", years=years))}</p>'
     listing = (_findings_html(found) if found
                else f'<p class="empty">{escape(i18n.t("desk.findings.none"))}</p>')  # fmt: skip
     body = (

@@ -69,6 +69,7 @@ class Page:
     tables: Sequence[Table] = ()
     scripts: Sequence[str] = ()
     files: Mapping[str, Callable[[str], bytes]] = field(default_factory=dict)
+    reload: int | None = None  # seconds after which the page reloads itself (a meta refresh)
 
     def file(self, name: str | None, fmt: str) -> tuple[str, bytes] | None:
         """The file `name.fmt` (the first table when no name), or None when there is no
@@ -214,7 +215,8 @@ def document(page: Page, session: Session | None, extra: str = "") -> str:
     return (
         f'<!doctype html><html lang="{"zh-CN" if i18n.locale() == "zh" else "en"}"><head>'
         f'<meta charset="utf-8"><meta name="viewport" content="width=device-width">'
-        f"<title>{escape(page.title)}</title>"
+        + (f'<meta http-equiv="refresh" content="{int(page.reload)}">' if page.reload else "")
+        + f"<title>{escape(page.title)}</title>"
         f'<link rel="icon" href="{PREFIX}/static/favicon.svg" type="image/svg+xml">'
         f'<link rel="stylesheet" href="{PREFIX}/static/desk.css"></head><body>'
         f"<header><h1>{escape(page.title)}</h1><nav>{bar}</nav></header>"
