@@ -361,6 +361,7 @@ def test_desk_material_download_for_an_admin_is_the_bytes_and_recorded(city: Pat
         )
         records, total = access.recent(node.store, 2)
         assert total == before + 2 and {(r.name, r.case_id) for r in records} == {("ana", case_id)}
+        assert [r.what for r in records] == [HOSTILE_NAME, "申请表.pdf"]  # newest first
         form = f"/case/{case_id}/material/{by_name['申请表.pdf']['sha256']}"
         refused = _get(node, form, "viewer")
         assert refused.status_code == 403 and SCAN not in refused.body
@@ -466,10 +467,10 @@ def test_desk_access_file_holds_every_record(served: str, city: Path) -> None:
         records = web.get("/desk/access?format=csv")
         xlsx = web.get("/desk/access?format=xlsx")
     rows = list(csv.DictReader(io.StringIO(records.content.decode("utf-8-sig"))))
-    assert list(rows[0]) == ["at", "name", "case_id"]
+    assert list(rows[0]) == ["at", "name", "case_id", "what"]
     assert [(r["name"], r["case_id"]) for r in rows[:3]] == [("vi", case_id)] * 3
     with open_home(city) as node:
         assert len(rows) == access.recent(node.store, 1)[1]
     table = sheet(xlsx.content)
-    assert table[0] == ("时间", "用户", "办件编号") and len(table) == len(rows) + 1
+    assert table[0] == ("时间", "用户", "办件编号", "下载的材料") and len(table) == len(rows) + 1
     assert 'href="/desk/access?format=csv&amp;table=access"' in page

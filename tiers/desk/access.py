@@ -1,7 +1,8 @@
 """Who opened which case on the desk (issue #14): node-local, never a log entry.
 
-One row per opening of a case page: the person's name, when (ISO time at this node) and
-the case id. Admins read them newest first at /desk/access.
+One row per opening of a case page or download of one of its materials: the person's name,
+when (ISO time at this node), the case id and what was opened (`what`: empty for the case's
+page, the material's file name for a download). Admins read them newest first at /desk/access.
 
 Retention: node.toml `desk_access_days` (default 1095, three years; a bad value is the
 default) — older records are deleted when the desk opens the node (`ensure`) and then at
@@ -25,7 +26,7 @@ RETENTION_DEFAULT = 1095  # days: three years
 _DDL = """
 CREATE TABLE IF NOT EXISTS desk_access (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, name TEXT NOT NULL,
-    case_id TEXT NOT NULL);
+    case_id TEXT NOT NULL, what TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS desk_access_at ON desk_access (at);
 CREATE INDEX IF NOT EXISTS desk_access_case ON desk_access (case_id, id);
 """
@@ -40,9 +41,10 @@ class Access:
     at: str
     name: str
     case_id: str
+    what: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"at": self.at, "name": self.name, "case_id": self.case_id}
+        return {"at": self.at, "name": self.name, "case_id": self.case_id, "what": self.what}
 
 
 def retention_days(settings: dict[str, Any]) -> int:
@@ -60,6 +62,9 @@ def ensure(store: Store, settings: dict[str, Any] | None = None,
     for statement in _DDL.split(";"):
         if statement.strip():
             store.execute(statement)
+    columns = {row[1] for row in store.query("PRAGMA table_info(desk_access)")}
+    if "what" not in columns:  # a desk_access made before `what`
+        store.execute("ALTER TABLE desk_access ADD COLUMN what TEXT NOT NULL DEFAULT ''")
     if now is not None:
         with _LOCK:
             _KEPT[store.path] = (retention_days(settings or {}), "")
@@ -81,12 +86,12 @@ def prune(store: Store, now: datetime) -> int:
     return int(gone)
 
 
-def record(store: Store, name: str, case_id: str, at: str) -> None:
-    """Note that `name` opened `case_id` at `at` (and, the first time on a new day, delete
-    the records past their retention)."""
+def record(store: Store, name: str, case_id: str, at: str, what: str = "") -> None:
+    """Note that `name` opened `case_id` (`what`: a material's file name) at `at` (and, the
+    first time on a new day, delete the records past their retention)."""
     with store.transaction():
-        store.execute("INSERT INTO desk_access (at, name, case_id) VALUES (?, ?, ?)",
-                      (at, name, case_id))  # fmt: skip
+        store.execute("INSERT INTO desk_access (at, name, case_id, what) VALUES (?, ?, ?, ?)",
+                      (at, name, case_id, what))  # fmt: skip
     with _LOCK:
         kept = _KEPT.get(store.path)
     when = datetime.fromisoformat(at)
@@ -98,7 +103,7 @@ def recent(store: Store, limit: int, offset: int = 0) -> tuple[list[Access], int
     """A page of the records, newest first, and how many there are in all."""
     total = store.query("SELECT count(*) FROM desk_access")[0][0]
     rows = store.query(
-        "SELECT at, name, case_id FROM desk_access ORDER BY id DESC LIMIT ? OFFSET ?",
+        "SELECT at, name, case_id, what FROM desk_access ORDER BY id DESC LIMIT ? OFFSET ?",
         (limit, offset),
     )
     return [Access(*row) for row in rows], total

@@ -237,7 +237,8 @@ def material_download(node: Node, request: Request, path: str, found: Session) -
         source = open(node.blobs.path(sha256), "rb")  # noqa: SIM115 - closed by _checked
     except OSError:
         raise BlobError("blob.corrupt", sha256=sha256) from None
-    access.record(node.store, found.name, case_id, node.clock.now().isoformat())
+    access.record(node.store, found.name, case_id, node.clock.now().isoformat(),
+                  what=material.file)  # fmt: skip
     media = material.media_type if material.media_type in SAFE_TYPES else "application/octet-stream"
     return StreamingResponse(
         _checked(source, sha256), media_type=media,

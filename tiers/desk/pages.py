@@ -74,6 +74,7 @@ i18n.register(
         "desk.access.none": ("No case has been opened yet.", "尚无查阅记录。"),
         "desk.access.at": ("When", "时间"),
         "desk.access.name": ("Who", "用户"),
+        "desk.access.what": ("Material downloaded", "下载的材料"),
     }
 )
 
@@ -222,8 +223,9 @@ def access_page(node: Node, request: Request, rest: str, found: Session) -> Page
     if layout.wants_file(request):
         offset, size = 0, layout.MAX_EXPORT_ROWS
     records, total = access.recent(node.store, size, offset)
-    keys = ("at", "name", "case_id")
-    heads = [i18n.t(k) for k in ("desk.access.at", "desk.access.name", "desk.col.case_id")]
+    keys = ("at", "name", "case_id", "what")
+    heads = [i18n.t(k) for k in ("desk.access.at", "desk.access.name", "desk.col.case_id",
+                                 "desk.access.what")]  # fmt: skip
     table = Table("access", keys, heads, [r.to_json() for r in records])
     title = i18n.t("desk.access.title")
     if not records:
