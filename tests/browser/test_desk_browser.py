@@ -86,7 +86,10 @@ class Watched:
             self.errors.append(f"pageerror {page.url}: {exc}")
 
         def failed(request: Request) -> None:
-            self.failed.setdefault(request.url, str(request.failure))
+            # a request the browser itself dropped because the page went on (a click that
+            # navigates while the icon loads) is no failure of the desk's
+            if str(request.failure) != "net::ERR_ABORTED":
+                self.failed.setdefault(request.url, str(request.failure))
 
         def downloaded(download: Download) -> None:
             self.downloads.add(download.url)
