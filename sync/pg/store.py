@@ -115,13 +115,13 @@ class PgStore:
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of `sql` (PostgreSQL's `%s` placeholders)."""
         try:
-            return self.conn.execute(sql, params or None).fetchall()  # type: ignore[arg-type]
+            return self.conn.execute(sql, params or None).fetchall()
         except psycopg.Error as exc:
             raise translate(exc) from exc
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> None:
         try:
-            self.conn.execute(sql, params or None)  # type: ignore[arg-type]
+            self.conn.execute(sql, params or None)
         except psycopg.Error as exc:
             raise translate(exc) from exc
 
@@ -161,9 +161,7 @@ class PgStore:
         return [SignedEntry(raw, sig, h, origin, seq, kind) for seq, raw, sig, h, kind in rows]
 
     def hash_at(self, origin: str, seq: int) -> bytes | None:
-        rows = self.query(
-            "SELECT hash FROM entries WHERE origin = %s AND seq = %s", (origin, seq)
-        )
+        rows = self.query("SELECT hash FROM entries WHERE origin = %s AND seq = %s", (origin, seq))
         return rows[0][0] if rows else None
 
     def iter_all(self, origin: str | None = None, chunk: int = 2000) -> Iterator[SignedEntry]:
@@ -238,8 +236,7 @@ class PgStore:
 
     def signed_seqs(self, origin: str, after: int, through: int) -> list[int]:
         rows = self.query(
-            "SELECT seq FROM signed_tips WHERE origin = %s AND seq > %s AND seq <= %s "
-            "ORDER BY seq",
+            "SELECT seq FROM signed_tips WHERE origin = %s AND seq > %s AND seq <= %s ORDER BY seq",
             (origin, after, through),
         )
         return [r[0] for r in rows]

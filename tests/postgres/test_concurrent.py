@@ -66,9 +66,9 @@ def writers(*jobs: dict[str, object]) -> Iterator[list[Writer]]:
 
 
 def _stored(url: str) -> list[tuple[int, bytes]]:
+    sql = "SELECT seq, hash FROM entries WHERE origin = %s ORDER BY seq"
     with psycopg.connect(url) as conn:
-        return [(s, bytes(h)) for s, h in conn.execute(
-            "SELECT seq, hash FROM entries WHERE origin = %s ORDER BY seq", (VILLAGE,))]  # fmt: skip
+        return [(s, bytes(h)) for s, h in conn.execute(sql, (VILLAGE,))]
 
 
 def _wait_for_a_lock_waiter(url: str) -> None:

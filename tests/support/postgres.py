@@ -102,8 +102,10 @@ def start_cluster(watch_pid: int) -> dict[str, str]:
             log = (top / "log").read_text(errors="replace") if (top / "log").exists() else ""
             raise RuntimeError(f"pg_ctl start failed: {started.stderr}\n{log[-2000:]}")
     stop = " ".join(_as_owner([str(bins / "pg_ctl"), "-D", str(data), "stop", "-m", "immediate"]))
-    watchdog = (f"while kill -0 {watch_pid} 2>/dev/null; do sleep 2; done; "
-                f"{stop} >/dev/null 2>&1; rm -rf {top}")
+    watchdog = (
+        f"while kill -0 {watch_pid} 2>/dev/null; do sleep 2; done; "
+        f"{stop} >/dev/null 2>&1; rm -rf {top}"
+    )
     subprocess.run(  # the run may end without its sessionfinish (kill -9): a watchdog, in
         ["sh", "-c", f"({watchdog}) </dev/null >/dev/null 2>&1 &"],  # the background
         check=True, start_new_session=True,
