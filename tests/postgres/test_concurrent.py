@@ -31,7 +31,6 @@ class Writer:
             [sys.executable, "-m", "tests.postgres.appender", json.dumps(job)],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
-        assert self.line() == "ready"
 
     def line(self) -> str:
         assert self.proc.stdout is not None
@@ -52,8 +51,10 @@ class Writer:
 def writers(*jobs: dict[str, object]) -> Iterator[list[Writer]]:
     started: list[Writer] = []
     try:
-        for job in jobs:
+        for job in jobs:  # all started, then each waited for: they start up side by side
             started.append(Writer(job))
+        for w in started:
+            assert w.line() == "ready"
         yield started
     finally:
         for w in started:
