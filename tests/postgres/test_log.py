@@ -165,3 +165,16 @@ def test_forks_meta_and_signed_tips_are_kept(store: PgStore) -> None:
     assert store.get_meta("restoring") == "2"
     store.delete_meta("restoring")
     assert store.get_meta("restoring", "gone") == "gone"
+
+
+def test_a_snapshot_reads_one_state_while_another_process_appends(store: PgStore) -> None:
+    village = chain(signer_for(VILLAGE), VILLAGE, 4)
+    with store.transaction():
+        store.insert(village[:2], NOW)
+    with store.snapshot():
+        assert store.head(VILLAGE) == (2, village[1].hash)
+        with PgStore(store.url) as other, other.transaction():
+            other.insert(village[2:], NOW)
+        assert store.head(VILLAGE) == (2, village[1].hash)
+        assert store.entries(VILLAGE) == village[:2]
+    assert store.head(VILLAGE) == (4, village[3].hash)
