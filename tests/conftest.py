@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import stop_shared
 from tests.support.topology import CITY, TOWN, VILLAGE, Topology, build_topology, copy_topology
 
 MakeTopology = Callable[..., Topology]
@@ -48,3 +49,12 @@ def make_topology(tmp_path: Path, topology_templates: Templates) -> MakeTopology
 def topology(make_topology: MakeTopology) -> Topology:
     """A city, one town and one of its villages (see tests/support/topology.py)."""
     return make_topology()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The run's controller stops the PostgreSQL cluster the tests started, if any."""
+    if hasattr(session.config, "workerinput"):  # a pytest-xdist worker: not its to stop
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None and getattr(factory, "_basetemp", None) is not None:
+        stop_shared(factory.getbasetemp())
