@@ -459,8 +459,9 @@ def main() -> None:
         if not (copy / "node.db").exists():
             began = time.perf_counter()
             copy.mkdir(parents=True)
-            for name in ("node.db", "node.key", "seal.key", "node.toml"):
-                shutil.copy2(home / name, copy / name)
+            for name in ("node.db", "node.db-wal", "node.key", "seal.key", "node.toml"):
+                if (home / name).exists():  # no server may hold the city meanwhile
+                    shutil.copy2(home / name, copy / name)
             figure(f"copy the city to {copy}", time.perf_counter() - began, "s")
         home = copy
     if args.open_cases and not open_cases_held(home):
