@@ -140,9 +140,39 @@ def test_findings_page_says_it_is_computing_and_reloads_then_shows_them(
     with i18n.speaking("en"):
         waiting = findings_page.findings(city, asked, "", reader)
         assert waiting.reload == slow.RELOAD and "being worked out" in waiting.body
+        assert waiting.title == f"Findings for {PERIOD}"  # the month, not "{period}"
         assert not waiting.tables  # nothing to download yet
         release.set()
         _settle()
         shown = findings_page.findings(city, asked, "", reader)
     assert shown.reload is None and [t.name for t in shown.tables] == ["findings", "reports"]
     assert len(shown.tables[0].rows) == len(real(city, PERIOD)["findings"])
+
+
+def test_findings_page_busy_says_so_under_the_month_asked(city: Node) -> None:
+    _started, release, compute = _gate()
+    asked = Request({"type": "http", "method": "GET", "path": "/findings",
+                     "query_string": f"period={PERIOD}".encode(), "headers": []})  # fmt: skip
+    try:
+        for n in range(slow.MAX_RUNNING):
+            slow.result(city, f"count{n}", PERIOD, compute)
+        with i18n.speaking("zh"):
+            busy = findings_page.findings(city, asked, "", Session("ana", "viewer", "csrf"))
+    finally:
+        release.set()
+        _settle()
+    assert busy.status == 503 and busy.reload == slow.RELOAD
+    assert busy.title == f"{PERIOD} 核对结果"
+
+
+def test_findings_page_a_quarter_is_refused_before_any_thread(
+    city: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    computed: list[str] = []
+    monkeypatch.setattr(findings_page, "findings_of", lambda n, p: computed.append(p) or {})
+    asked = Request({"type": "http", "method": "GET", "path": "/findings",
+                     "query_string": b"period=2025-q4", "headers": []})  # fmt: skip
+    with pytest.raises(ReportError):
+        findings_page.findings(city, asked, "", Session("ana", "viewer", "csrf"))
+    _settle()
+    assert computed == []  # no thread began: reconcile takes months only
