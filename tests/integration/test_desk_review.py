@@ -8,13 +8,15 @@ tests/integration/test_desk.py does) with an injected clock: no sleeps."""
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 import pytest
 
 from tests.integration.test_desk import PASSWORD, Clock, _desk_served, client, login, zb
 from tests.support.topology import CITY
-from tiers.desk import layout
+from tiers.desk import app as desk_app
+from tiers.desk import layout, users
 
 
 @pytest.fixture
@@ -59,3 +61,47 @@ def test_desk_page_that_fails_answers_500_with_headers_and_logs_no_message(
     logged = capfd.readouterr().err
     assert "GET /desk/broken: KeyError at test_desk_review.py" in logged
     assert "13800138000" not in logged
+
+
+def test_desk_password_checks_at_once_are_bounded(
+    desk_city: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Logins sent at once by a stranger (names made up, each costing an Argon2id check of
+    19 MiB) are checked MAX_CHECKING at a time; the others are told to try again."""
+    checking, release = threading.Semaphore(0), threading.Event()
+    calls: list[str] = []
+    real = users.password_matches
+
+    def held(password: str, stored: str) -> bool:
+        calls.append(password)
+        checking.release()
+        assert release.wait(30)
+        return real(password, stored)
+
+    monkeypatch.setattr(users, "password_matches", held)
+    monkeypatch.setattr(desk_app, "CHECK_QUEUE", 0)
+    with _desk_served(desk_city, Clock()) as url:
+        answers: list[int] = []
+
+        def guess(k: int) -> None:
+            with client(url) as web:
+                answers.append(login(web, f"guest{k}", "a guess").status_code)
+
+        at_once = range(desk_app.MAX_CHECKING)
+        held_ones = [threading.Thread(target=guess, args=(k,)) for k in at_once]
+        for thread in held_ones:
+            thread.start()
+        try:
+            for _ in held_ones:
+                assert checking.acquire(timeout=30)
+            with client(url) as web:
+                one_more = login(web, "guest-late", "a guess")
+                assert one_more.status_code == 503 and "请稍后再试" in one_more.text
+                assert login(web, "<no one>", "a guess").status_code == 401  # no such name
+        finally:
+            release.set()
+            for thread in held_ones:
+                thread.join(30)
+        assert len(calls) == desk_app.MAX_CHECKING and sorted(answers) == [401, 401]
+        with client(url) as web:
+            assert login(web).status_code == 303  # the checks ended: ana logs in

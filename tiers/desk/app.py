@@ -8,6 +8,9 @@ per (name, client address) — a stranger cannot slow someone's logins from else
 a looser cap per name (many addresses guessing one name); both kept for at most
 `MAX_TRACKED` keys, the oldest forgotten first. Every attempt counts as failed until its
 password checked out, so attempts sent at once wait like attempts sent one after another.
+At most `MAX_CHECKING` passwords are checked at once (each check takes 19 MiB and a core):
+a stranger sending logins by the hundred is told to try again, not given the node's memory;
+a name no one can have (`users.NAME`) is refused without a check.
 (Behind a reverse proxy every reader has the proxy's address: the per-name cap still holds.)
 Pages (tiers.desk.layout's routes) are rendered in a worker thread, one at a time, in the
 reader's language (Chinese unless the switch says English), every value escaped; each table
@@ -60,6 +63,8 @@ FREE_FAILURES = 3  # failed logins of a name from one address before each next o
 NAME_FREE_FAILURES = 30  # failed logins of a name from every address before each next waits
 MAX_WAIT = 900.0  # seconds: the longest wait after failed logins
 MAX_TRACKED = 4096  # (name, address) pairs, and names, whose failures are remembered
+MAX_CHECKING = 2  # password checks at once (Argon2id: 19 MiB and a core's second or so each)
+CHECK_QUEUE = 2.0  # seconds a login waits for a check to end before it is told to try again
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
     "X-Frame-Options": "DENY",
@@ -77,6 +82,10 @@ i18n.register(
         "desk.login_wait": (
             "Too many failed logins for this name: try again in {seconds} s.",
             "该用户名登录失败次数过多：请 {seconds} 秒后再试。",
+        ),
+        "desk.login_busy": (
+            "Many logins are being checked just now: please try again in a moment.",
+            "当前正在核验的登录较多：请稍后再试。",
         ),
         "desk.form_expired": ("The form expired: please log in again.", "表单已过期：请重新登录。"),
         "desk.not_found": ("No such page.", "没有这个页面。"),
@@ -116,6 +125,7 @@ class Desk:
         self._failures: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
         self._name_failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._lock = threading.Lock()
+        self._checking = threading.BoundedSemaphore(MAX_CHECKING)
 
     @property
     def node(self) -> Node:
@@ -244,6 +254,17 @@ class Desk:
         if not pre or not hmac.compare_digest(form.get("csrf", ""), pre):
             return self._login_page(i18n.t("desk.form_expired"), 403)
         name, password = form.get("name", ""), form.get("password", "")
+        if not users.NAME.fullmatch(name):  # no one's name: nothing to check, nothing to count
+            return self._login_page(i18n.t("desk.login_failed"), 401)
+        if not self._checking.acquire(timeout=CHECK_QUEUE):  # memory and cores stay bounded
+            return self._login_page(i18n.t("desk.login_busy"), 503)
+        try:
+            return self._check(request, name, password)
+        finally:
+            self._checking.release()
+
+    def _check(self, request: Request, name: str, password: str) -> Response:
+        """`_login` once its form is good: the waits, the password, the session."""
         address = request.client.host if request.client else ""
         now = self.now()
         with self._lock:
