@@ -105,3 +105,21 @@ def test_desk_password_checks_at_once_are_bounded(
         assert len(calls) == desk_app.MAX_CHECKING and sorted(answers) == [401, 401]
         with client(url) as web:
             assert login(web).status_code == 303  # the checks ended: ana logs in
+
+
+def test_desk_file_named_in_chinese_is_named_so_in_every_browser(desk_city: Path) -> None:
+    """The warnings' table is called 办件 under zh: its file is 办件.xlsx (RFC 6266
+    `filename*`), not `%E5%8A%9E%E4%BB%B6.xlsx` in a browser that takes `filename` as it is."""
+    with _desk_served(desk_city, Clock()) as url, client(url) as web:
+        login(web)
+        page = web.get("/desk/warnings")
+        assert "table=%E5%8A%9E%E4%BB%B6" in page.text  # the page's own link
+        got = web.get("/desk/warnings?format=xlsx&table=办件")
+        assert got.status_code == 200
+        assert got.headers["content-disposition"] == (
+            "attachment; filename=\"__.xlsx\"; filename*=UTF-8''%E5%8A%9E%E4%BB%B6.xlsx"
+        )
+        stats = web.get("/desk/stats.csv?period=2025-10")
+        assert stats.headers["content-disposition"].startswith(
+            'attachment; filename="stats-2025-10.csv"'
+        )

@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from html import escape
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -44,6 +44,7 @@ from sync.protocol.errors import ZhibaoError, describe
 from sync.server import log_line
 from tiers.desk import (
     access,
+    case_page,
     figures,
     findings_page,
     layout,
@@ -345,8 +346,8 @@ def _page(page: layout.Page, found: users.Session | None = None, extra: str = ""
 def _file(name: str, fmt: str, data: bytes) -> Response:
     media = ("text/csv; charset=utf-8" if fmt == "csv"
              else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
-    disposition = f"attachment; filename=\"{quote(name, safe='')}.{fmt}\""
-    return Response(data, media_type=media, headers={"Content-Disposition": disposition})
+    named = case_page.disposition(f"{name}.{fmt}")  # a table's name may be Chinese (办件)
+    return Response(data, media_type=media, headers={"Content-Disposition": named})
 
 
 def _redirect(to: str) -> Response:
