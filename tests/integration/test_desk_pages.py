@@ -473,3 +473,19 @@ def test_desk_access_file_holds_every_record(served: str, city: Path) -> None:
     table = sheet(xlsx.content)
     assert table[0] == ("时间", "用户", "办件编号") and len(table) == len(rows) + 1
     assert 'href="/desk/access?format=csv&amp;table=access"' in page
+
+
+def test_desk_findings_name_a_missing_materials_evidence_in_words(served: str) -> None:
+    """The certificate whose bytes never came is a `missing_material` finding: each of its
+    evidence keys is named in the reader's words (none shown as its raw key)."""
+    with client(served) as web:
+        login(web)
+        page = web.get("/desk/findings?period=2025-10")
+        for _ in range(60):  # worked out beside the page: it reloads itself till then
+            if "finding-missing_material" in page.text:
+                break
+            page = web.get("/desk/findings?period=2025-10")
+    row = page.text.split('class="finding-missing_material"', 1)[1].split("</tr>", 1)[0]
+    keys = re.findall(r'<span class="key" title="([^"]+)">([^<]+)</span>', row)
+    assert {"sha256", "size"} <= {key for key, _ in keys}
+    assert [key for key, word in keys if word == key] == []

@@ -166,6 +166,8 @@ EVIDENCE_WORDS = {
     "accepted_on": ("accepted", "受理日期"),
     "name": ("name", "名称"),
     "hours": ("hours", "小时数"),
+    "sha256": ("SHA-256", "SHA-256"),
+    "size": ("size (bytes)", "大小（字节）"),
 }  # fmt: skip
 i18n.register({f"desk.findings.ev.{k}": pair for k, pair in EVIDENCE_WORDS.items()})
 
