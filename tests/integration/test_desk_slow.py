@@ -176,3 +176,24 @@ def test_findings_page_a_quarter_is_refused_before_any_thread(
         findings_page.findings(city, asked, "", Session("ana", "viewer", "csrf"))
     _settle()
     assert computed == []  # no thread began: reconcile takes months only
+
+
+def test_slow_result_found_running_answers_without_waiting(
+    city: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page reloading itself while the computation runs answers at once: it holds the
+    desk's one-at-a-time lock, and every other reader's page would wait with it."""
+    started, release, compute = _gate()
+    answers: list[slow.Answer] = []
+    reload = threading.Thread(target=lambda: answers.append(slow.result(city, "count", PERIOD,
+                                                                        compute)))  # fmt: skip
+    try:
+        assert slow.result(city, "count", PERIOD, compute).value is None  # started: waited
+        assert started.wait(30)
+        monkeypatch.setattr(slow, "WAIT", 60.0)
+        reload.start()
+        reload.join(30)  # long before the computation ends: it waits for `release`
+        assert answers and answers[0].value is None
+    finally:
+        release.set()
+        _settle()
