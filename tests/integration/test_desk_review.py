@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from sync.node import Node
 from tests.integration.test_desk import PASSWORD, Clock, _desk_served, client, login, zb
 from tests.support.topology import CITY
 from tiers.desk import app as desk_app
-from tiers.desk import layout, users
+from tiers.desk import figures, layout, users
+from tiers.node import open_home
 
 
 @pytest.fixture
@@ -123,3 +125,29 @@ def test_desk_file_named_in_chinese_is_named_so_in_every_browser(desk_city: Path
         assert stats.headers["content-disposition"].startswith(
             'attachment; filename="stats-2025-10.csv"'
         )
+
+
+def test_desk_warmer_that_fails_says_so_and_goes_on(
+    desk_city: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A pass of the figures warmer that raises (a busy database, a bug) is logged in one
+    line (where, not the message) and tried again: the warmer does not end in silence."""
+    real = figures.Warmer._warm
+    passes: list[int] = []
+
+    def flaky(self: figures.Warmer, node: Node) -> None:
+        passes.append(1)
+        if len(passes) == 1:
+            raise RuntimeError("13800138000")
+        real(self, node)
+
+    monkeypatch.setattr(figures.Warmer, "_warm", flaky)
+    warmer = figures.Warmer(lambda: open_home(desk_city), every=0.01)
+    try:
+        assert warmer.warmed.wait(60)  # a whole pass after the failed one
+    finally:
+        warmer.stop()
+        figures.forget()
+    assert len(passes) == 2
+    logged = capfd.readouterr().err
+    assert "RuntimeError at test_desk_review.py" in logged and "13800138000" not in logged
