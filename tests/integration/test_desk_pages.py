@@ -489,3 +489,19 @@ def test_desk_findings_name_a_missing_materials_evidence_in_words(served: str) -
     keys = re.findall(r'<span class="key" title="([^"]+)">([^<]+)</span>', row)
     assert {"sha256", "size"} <= {key for key, _ in keys}
     assert [key for key, word in keys if word == key] == []
+
+
+def test_desk_case_asked_in_no_file_format_is_400_and_not_recorded(
+    served: str, city: Path
+) -> None:
+    (case_id,) = listed(city, "--warning", "red", "--node", VILLAGE)
+
+    def recorded() -> int:
+        with open_home(city) as node:
+            return access.recent(node.store, 1)[1]
+
+    before = recorded()
+    with client(served) as web:
+        login(web, "vi")
+        assert web.get(f"/desk/case/{case_id}?format=pdf").status_code == 400
+    assert recorded() == before  # nothing was shown: no opening recorded

@@ -302,6 +302,8 @@ class Desk:
     def _serve(self, request: Request, path: str, found: users.Session) -> Response:
         """A page, or one of its tables as a file (`format=csv|xlsx`, `table=NAME`)."""
         fmt = request.query_params.get("format")
+        if fmt is not None and fmt not in layout.FILE_FORMATS:  # said before a page is made
+            raise ZhibaoError("desk.bad_format", format=fmt)  # (and a case's opening recorded)
         if path in ("/stats.csv", "/stats.xlsx"):  # the overview's figures, as `stats --out`
             name, data = overview.stats_file(self.node, request, path.rsplit(".", 1)[1])
             return _file(name, path.rsplit(".", 1)[1], data)
@@ -311,8 +313,6 @@ class Desk:
         if isinstance(page, Response):  # a file the page serves itself (a case's material)
             return page
         if fmt is not None and page.status == 200:
-            if fmt not in layout.FILE_FORMATS:
-                raise ZhibaoError("desk.bad_format", format=fmt)
             made = page.file(request.query_params.get("table"), fmt)
             if made is None:
                 return _page(layout.Page(i18n.t("desk.not_found"), "", 404), found)
