@@ -151,3 +151,17 @@ def test_desk_warmer_that_fails_says_so_and_goes_on(
     assert len(passes) == 2
     logged = capfd.readouterr().err
     assert "RuntimeError at test_desk_review.py" in logged and "13800138000" not in logged
+
+
+def test_desk_made_up_names_do_not_push_out_the_name_guessed(
+    desk_city: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failure tables keep MAX_TRACKED keys: a guesser who sends made-up names between
+    its guesses does not get ana's wait forgotten."""
+    monkeypatch.setattr(desk_app, "MAX_TRACKED", 3)
+    with _desk_served(desk_city, Clock()) as url, client(url) as web:
+        for _ in range(desk_app.FREE_FAILURES):
+            assert login(web, "ana", "a guess").status_code == 401
+        for k in range(5):
+            assert login(web, f"made-up{k}", "a guess").status_code == 401
+        assert login(web, "ana", "another guess").status_code == 429

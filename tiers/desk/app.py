@@ -323,13 +323,19 @@ class Desk:
 def _count(failures: OrderedDict[Any, tuple[int, float]], key: Any, free: int,
            now: float) -> None:  # fmt: skip
     """One more failure for `key`: past `free` of them, the next login waits 1 s, 2 s,
-    4 s… (at most `MAX_WAIT`); at most `MAX_TRACKED` keys, the oldest forgotten first."""
+    4 s… (at most `MAX_WAIT`); at most `MAX_TRACKED` keys, the oldest whose wait is over
+    forgotten first (a guesser sending made-up names cannot push out the name it guesses),
+    the oldest of all when every one still waits."""
     count = failures.get(key, (0, 0.0))[0] + 1
     wait = 0.0 if count < free else min(2.0 ** (count - free), MAX_WAIT)
     failures[key] = (count, now + wait)
     failures.move_to_end(key)
     while len(failures) > MAX_TRACKED:
-        failures.popitem(last=False)
+        over = next((k for k, (_, until) in failures.items() if until <= now), None)
+        if over is None:
+            failures.popitem(last=False)
+        else:
+            del failures[over]
 
 
 def _is_file(request: Request, path: str) -> bool:
