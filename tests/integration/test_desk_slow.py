@@ -77,6 +77,12 @@ def test_slow_result_nothing_yet_then_current(city: Node) -> None:
     assert done.current and done.value == {"entries": tf_entries(city)}
 
 
+def _findings_asked(period: str) -> Request:
+    """GET /desk/findings?period=PERIOD, as the page's handler gets it."""
+    return Request({"type": "http", "method": "GET", "path": "/findings",
+                    "query_string": f"period={period}".encode(), "headers": []})  # fmt: skip
+
+
 def tf_entries(node: Node) -> int:
     return int(node.store.query("SELECT count(*) FROM entries")[0][0])
 
@@ -134,8 +140,7 @@ def test_findings_page_says_it_is_computing_and_reloads_then_shows_them(
         return real(node, period)
 
     monkeypatch.setattr(findings_page, "findings_of", gated)
-    asked = Request({"type": "http", "method": "GET", "path": "/findings",
-                     "query_string": f"period={PERIOD}".encode(), "headers": []})  # fmt: skip
+    asked = _findings_asked(PERIOD)
     reader = Session("ana", "viewer", "csrf")
     with i18n.speaking("en"):
         waiting = findings_page.findings(city, asked, "", reader)
@@ -151,8 +156,7 @@ def test_findings_page_says_it_is_computing_and_reloads_then_shows_them(
 
 def test_findings_page_busy_says_so_under_the_month_asked(city: Node) -> None:
     _started, release, compute = _gate()
-    asked = Request({"type": "http", "method": "GET", "path": "/findings",
-                     "query_string": f"period={PERIOD}".encode(), "headers": []})  # fmt: skip
+    asked = _findings_asked(PERIOD)
     try:
         for n in range(slow.MAX_RUNNING):
             slow.result(city, f"count{n}", PERIOD, compute)
@@ -170,8 +174,7 @@ def test_findings_page_a_quarter_is_refused_before_any_thread(
 ) -> None:
     computed: list[str] = []
     monkeypatch.setattr(findings_page, "findings_of", lambda n, p: computed.append(p) or {})
-    asked = Request({"type": "http", "method": "GET", "path": "/findings",
-                     "query_string": b"period=2025-q4", "headers": []})  # fmt: skip
+    asked = _findings_asked("2025-q4")
     with pytest.raises(ReportError):
         findings_page.findings(city, asked, "", Session("ana", "viewer", "csrf"))
     _settle()
