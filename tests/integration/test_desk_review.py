@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 
 from sync.node import Node
+from sync.server import NodeApp
 from tests.integration.test_desk import PASSWORD, Clock, _desk_served, client, login, zb
+from tests.support.servers import _uvicorn
 from tests.support.topology import CITY
 from tiers.desk import app as desk_app
 from tiers.desk import figures, layout, users
+from tiers.desk.app import Desk
 from tiers.node import open_home
 
 
@@ -165,3 +168,20 @@ def test_desk_made_up_names_do_not_push_out_the_name_guessed(
         for k in range(5):
             assert login(web, f"made-up{k}", "a guess").status_code == 401
         assert login(web, "ana", "another guess").status_code == 429
+
+
+def test_desk_login_page_and_shipped_files_do_not_wait_behind_a_page(desk_city: Path) -> None:
+    """Another reader's page being made (the desk's lock held) holds neither the login page,
+    the language switch nor the shipped files (a page's scripts and style)."""
+    desk = Desk(lambda: open_home(desk_city), now=Clock(), warm=False)
+    node = open_home(desk_city)
+    try:
+        app = NodeApp(node, mounts=[("/desk", desk)]).app
+        with _uvicorn(app, "desk") as url, client(url) as web:
+            assert login(web).status_code == 303  # the desk has opened its node
+            with desk._lock:  # a page of another reader, taking its time
+                for path in ("/desk/login", "/desk/static/desk.css", "/desk/lang?to=en"):
+                    assert web.get(path, timeout=10).status_code in (200, 303), path
+    finally:
+        desk.close()
+        node.close()

@@ -180,6 +180,9 @@ class Desk:
                 try:
                     if path == "/login" and request.method == "POST" and body is not None:
                         return self._login(request, _form(body))
+                    if request.method == "GET" and (path in ("/login", "/lang")
+                                                    or path.startswith("/static/")):  # fmt: skip
+                        return self._shell(request, path)  # no node: not behind others' pages
                     with self._lock:
                         return self._route(request, path, lang, body)
                 except ZhibaoError as exc:
@@ -193,18 +196,21 @@ class Desk:
 
     # --- routing ---------------------------------------------------------------------------
 
+    def _shell(self, request: Request, path: str) -> Response:
+        """What answers without the node: the shipped files, the language switch, the login
+        page (outside the desk's lock: a slow page of another reader does not hold them)."""
+        if path == "/lang":
+            return self._switch(request)
+        if path == "/login":
+            return self._login_page()
+        shipped = layout.STATIC_FILES.get(path[len("/static/") :])
+        if shipped is None:
+            return _page(layout.Page(i18n.t("desk.not_found"), "", 404))
+        return Response(shipped[0], media_type=shipped[1],
+                        headers={"Cache-Control": "max-age=3600"})  # fmt: skip
+
     def _route(self, request: Request, path: str, lang: str, body: bytes | None) -> Response:
         method = request.method
-        if path.startswith("/static/") and method == "GET":
-            shipped = layout.STATIC_FILES.get(path[len("/static/") :])
-            if shipped is None:
-                return _page(layout.Page(i18n.t("desk.not_found"), "", 404))
-            return Response(shipped[0], media_type=shipped[1],
-                            headers={"Cache-Control": "max-age=3600"})  # fmt: skip
-        if path == "/lang" and method == "GET":
-            return self._switch(request)
-        if path == "/login" and method == "GET":
-            return self._login_page()
         token = request.cookies.get(SESSION_COOKIE, "")
         found = None
         if token:
