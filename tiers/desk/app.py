@@ -1,15 +1,17 @@
 """The desk's web pages (issue #14), an ASGI app `zhibao serve` mounts at /desk.
 
-Nothing but the login page, its language switch and the style sheet answers without a
-login: a page redirects to the login, anything else is 401. Sessions live in the node's
-database (tiers.desk.users), their cookie HttpOnly, SameSite=Strict, Path=/desk; every form
-that changes something carries a CSRF token. Failed logins wait longer and longer, counted
-per (name, client address) — a stranger cannot slow someone's logins from elsewhere — under
-a looser cap per name (many addresses guessing one name); both kept for at most
-`MAX_TRACKED` keys, the oldest forgotten first. Every attempt counts as failed until its
-password checked out, so attempts sent at once wait like attempts sent one after another.
-At most `MAX_CHECKING` passwords are checked at once (each check takes 19 MiB and a core):
-a stranger sending logins by the hundred is told to try again, not given the node's memory;
+Nothing but the login page, its language switch and the shipped files (tiers/desk/static:
+style, scripts, icon; no figure in them) answers without a login, and none of them waits for
+the desk's lock or its node: a page redirects to the login, anything else is 401. Sessions
+live in the node's database (tiers.desk.users), their cookie HttpOnly, SameSite=Strict,
+Path=/desk, a new one at each login; every form that changes something carries a CSRF
+token. Failed logins wait longer and longer, counted per (name, client address) — a
+stranger cannot slow someone's logins from elsewhere — under a looser cap per name (many
+addresses guessing one name); both kept for at most `MAX_TRACKED` keys, the oldest whose
+wait is over forgotten first. Every attempt counts as failed until its password checked
+out, so attempts sent at once wait like attempts sent one after another. At most
+`MAX_CHECKING` passwords are checked at once (each check takes 19 MiB and a core): a
+stranger sending logins by the hundred is told to try again, not given the node's memory;
 a name no one can have (`users.NAME`) is refused without a check.
 (Behind a reverse proxy every reader has the proxy's address: the per-name cap still holds.)
 Pages (tiers.desk.layout's routes) are rendered in a worker thread, one at a time, in the
