@@ -185,3 +185,13 @@ def test_desk_login_page_and_shipped_files_do_not_wait_behind_a_page(desk_city: 
     finally:
         desk.close()
         node.close()
+
+
+def test_desk_bad_request_of_a_reader_keeps_the_header(desk_city: Path) -> None:
+    """A mistyped month is said under the desk's header: the reader keeps the pages' links
+    and the logout button."""
+    with _desk_served(desk_city, Clock()) as url, client(url) as web:
+        login(web)
+        answer = web.get("/desk/?period=2025-13")
+        assert answer.status_code == 400 and "2025-13" in answer.text
+        assert 'action="/desk/logout"' in answer.text and 'href="/desk/warnings"' in answer.text

@@ -230,7 +230,11 @@ class Desk:
             response.delete_cookie(SESSION_COOKIE, path=PREFIX, httponly=True, samesite="strict")
             return response
         if method == "GET":
-            return self._serve(request, path, found)
+            try:
+                return self._serve(request, path, found)
+            except ZhibaoError as exc:  # a bad month or filter: said under the desk's header
+                said = f"<p>{escape(str(exc))}</p>"
+                return _page(layout.Page(i18n.t("desk.bad_request"), said, 400), found)
         return _page(layout.Page(i18n.t("desk.not_found"), "", 404), found)
 
     # --- login -----------------------------------------------------------------------------
