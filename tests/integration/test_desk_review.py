@@ -11,6 +11,7 @@ import re
 import threading
 from pathlib import Path
 
+import apsw
 import pytest
 
 from sync.node import Node
@@ -195,3 +196,18 @@ def test_desk_bad_request_of_a_reader_keeps_the_header(desk_city: Path) -> None:
         answer = web.get("/desk/?period=2025-13")
         assert answer.status_code == 400 and "2025-13" in answer.text
         assert 'action="/desk/logout"' in answer.text and 'href="/desk/warnings"' in answer.text
+
+
+def test_desk_guessed_session_cookie_takes_no_write_lock(desk_city: Path) -> None:
+    """A stranger's made-up session cookie is answered (to the login) without writing: it
+    neither waits for the node's writers (a sync storing entries) nor holds the desk."""
+    with _desk_served(desk_city, Clock()) as url, client(url) as web, client(url) as ana:
+        login(ana)  # the desk has opened its node
+        writer = apsw.Connection(str(desk_city / "node.db"))
+        writer.execute("BEGIN IMMEDIATE")  # a sync storing entries, for a while
+        try:
+            web.cookies.set("zhibao_desk", "a-guessed-session", path="/desk")
+            assert web.get("/desk/", timeout=5).status_code == 303
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
