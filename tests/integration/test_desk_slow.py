@@ -77,6 +77,12 @@ def test_slow_result_nothing_yet_then_current(city: Node) -> None:
     assert done.current and done.value == {"entries": tf_entries(city)}
 
 
+def _findings_asked(period: str) -> Request:
+    """GET /desk/findings?period=PERIOD, as the page's handler gets it."""
+    return Request({"type": "http", "method": "GET", "path": "/findings",
+                    "query_string": f"period={period}".encode(), "headers": []})  # fmt: skip
+
+
 def tf_entries(node: Node) -> int:
     return int(node.store.query("SELECT count(*) FROM entries")[0][0])
 
@@ -134,15 +140,63 @@ def test_findings_page_says_it_is_computing_and_reloads_then_shows_them(
         return real(node, period)
 
     monkeypatch.setattr(findings_page, "findings_of", gated)
-    asked = Request({"type": "http", "method": "GET", "path": "/findings",
-                     "query_string": f"period={PERIOD}".encode(), "headers": []})  # fmt: skip
+    asked = _findings_asked(PERIOD)
     reader = Session("ana", "viewer", "csrf")
     with i18n.speaking("en"):
         waiting = findings_page.findings(city, asked, "", reader)
         assert waiting.reload == slow.RELOAD and "being worked out" in waiting.body
+        assert waiting.title == f"Findings for {PERIOD}"  # the month, not "{period}"
         assert not waiting.tables  # nothing to download yet
         release.set()
         _settle()
         shown = findings_page.findings(city, asked, "", reader)
     assert shown.reload is None and [t.name for t in shown.tables] == ["findings", "reports"]
     assert len(shown.tables[0].rows) == len(real(city, PERIOD)["findings"])
+
+
+def test_findings_page_busy_says_so_under_the_month_asked(city: Node) -> None:
+    _started, release, compute = _gate()
+    asked = _findings_asked(PERIOD)
+    try:
+        for n in range(slow.MAX_RUNNING):
+            slow.result(city, f"count{n}", PERIOD, compute)
+        with i18n.speaking("zh"):
+            busy = findings_page.findings(city, asked, "", Session("ana", "viewer", "csrf"))
+    finally:
+        release.set()
+        _settle()
+    assert busy.status == 503 and busy.reload == slow.RELOAD
+    assert busy.title == f"{PERIOD} 核对结果"
+
+
+def test_findings_page_a_quarter_is_refused_before_any_thread(
+    city: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    computed: list[str] = []
+    monkeypatch.setattr(findings_page, "findings_of", lambda n, p: computed.append(p) or {})
+    asked = _findings_asked("2025-q4")
+    with pytest.raises(ReportError):
+        findings_page.findings(city, asked, "", Session("ana", "viewer", "csrf"))
+    _settle()
+    assert computed == []  # no thread began: reconcile takes months only
+
+
+def test_slow_result_found_running_answers_without_waiting(
+    city: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page reloading itself while the computation runs answers at once: it holds the
+    desk's one-at-a-time lock, and every other reader's page would wait with it."""
+    started, release, compute = _gate()
+    answers: list[slow.Answer] = []
+    reload = threading.Thread(target=lambda: answers.append(slow.result(city, "count", PERIOD,
+                                                                        compute)))  # fmt: skip
+    try:
+        assert slow.result(city, "count", PERIOD, compute).value is None  # started: waited
+        assert started.wait(30)
+        monkeypatch.setattr(slow, "WAIT", 60.0)
+        reload.start()
+        reload.join(30)  # long before the computation ends: it waits for `release`
+        assert answers and answers[0].value is None
+    finally:
+        release.set()
+        _settle()

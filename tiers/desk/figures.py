@@ -53,6 +53,8 @@ from typing import Any
 
 from sync.node import Node
 from sync.protocol import i18n
+from sync.protocol.errors import describe
+from sync.server import log_line
 from sync.store import Store
 from tiers.case_facts import FACTS_WHERE
 from tiers.city import stats as city_stats
@@ -65,6 +67,7 @@ MAX_CACHED = 128  # results kept (a month by node at a 1M-entry city: ~300 rows,
 MAX_CHANGED = 20_000  # entries since a result was computed, read to see what they change
 MAX_WARM = 48  # recently asked results the warmer keeps warm
 WARM_EVERY = 2.0  # seconds between the warmer's looks at the data version
+MAX_BACKOFF = 60.0  # seconds: the longest pause of the warmer after failures in a row
 # Entry types that change nothing compute_stats reads but their case's rows; none at all.
 CASE_ONLY = ("case.",)
 IRRELEVANT = frozenset({"sync.alive"})
@@ -72,6 +75,19 @@ SETTING = "desk_figures_cache"
 
 Key = tuple[str, str, str, str, str, str]  # (database, period, by, as of, language, settings)
 Version = tuple[int, int]
+
+i18n.register(
+    {
+        "desk.warmer_failed": (
+            "the desk's figures could not be kept computed ({error}); trying again in {seconds} s",
+            "工作台未能预先计算统计（{error}）；{seconds} 秒后重试",
+        ),
+        "desk.warmer_stopped": (
+            "the desk's figures are not kept computed: no connection of its own ({error})",
+            "工作台不预先计算统计：无法另开数据库连接（{error}）",
+        ),
+    }
+)
 
 _COMPLAINT_ROWS = (
     "SELECT k.*, c.item_code FROM complaints k LEFT JOIN cases c ON c.case_id = k.case_id "
@@ -320,7 +336,8 @@ class Warmer:
     def _run(self) -> None:
         try:
             node = self._open()
-        except Exception:  # the pages compute for themselves then
+        except Exception as exc:  # the pages compute for themselves then
+            log_line("desk.warmer_stopped", error=describe(exc))
             return
         if node.config.settings.get(SETTING, True) is False:
             node.close()
@@ -329,16 +346,23 @@ class Warmer:
             CACHE.warmed.add(node.store.path)
         try:
             seen: tuple[Version, date] | None = None
+            failures = 0
             while not self._stop.is_set():
-                now = (data_version(node.store), node.clock.now().date())
-                if now != seen:
-                    self._warm(node)
-                    seen = now
-                _read_cases(node.store)
+                try:
+                    now = (data_version(node.store), node.clock.now().date())
+                    if now != seen:
+                        self._warm(node)
+                        seen = now
+                    _read_cases(node.store)
+                    failures = 0
+                except Exception as exc:  # a warmer never takes the desk down: said, tried again
+                    failures += 1
+                    wait = min(self._every * 2**failures, MAX_BACKOFF)
+                    log_line("desk.warmer_failed", error=describe(exc), seconds=round(wait))
+                    self._stop.wait(wait)
+                    continue
                 self.warmed.set()
                 self._stop.wait(self._every)
-        except Exception:  # a warmer never takes the desk down
-            return
         finally:
             with CACHE.lock:
                 CACHE.warmed.discard(node.store.path)

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from sync import trust
 from sync.node import Node
 from sync.protocol import i18n
-from sync.protocol.errors import ZhibaoError
+from sync.protocol.errors import ReportError, ZhibaoError
 from sync.protocol.ids import is_within
 from tiers.city.finding_kinds import kind_name
 from tiers.city.reconcile import KINDS, Thresholds, reconcile
@@ -166,6 +166,8 @@ EVIDENCE_WORDS = {
     "accepted_on": ("accepted", "受理日期"),
     "name": ("name", "名称"),
     "hours": ("hours", "小时数"),
+    "sha256": ("SHA-256", "SHA-256"),
+    "size": ("size (bytes)", "大小（字节）"),
 }  # fmt: skip
 i18n.register({f"desk.findings.ev.{k}": pair for k, pair in EVIDENCE_WORDS.items()})
 
@@ -319,16 +321,20 @@ def findings(node: Node, request: Request, rest: str, session: Session) -> Page:
     if within is not None and not (within.isascii() and within.isdigit()
                                    and len(within) <= MAX_NODE):  # fmt: skip
         raise ZhibaoError("desk.findings.bad_node", value=within)
-    parse_period(period)  # a bad month is said now, not by a thread
+    asked = parse_period(period)  # a bad month is said now, not by a thread
+    if not asked.is_month:
+        raise ReportError("report.month_only", value=period)
+    period = asked.label  # one spelling, one computation kept
     try:
         answer = slow.result(node, "reconcile", period, lambda n: findings_of(n, period))
     except slow.Busy:
         said = escape(i18n.t("desk.findings.busy"))
-        return Page(i18n.t("desk.findings.title"), f"<p>{said}</p>", 503, reload=slow.RELOAD)
+        title = i18n.t("desk.findings.title", period=period)
+        return Page(title, f"<p>{said}</p>", 503, reload=slow.RELOAD)
     if answer.value is None:
         said = escape(i18n.t("desk.findings.computing", period=period))
-        return Page(i18n.t("desk.findings.title"), f'<p class="note">{said}</p>', 200,
-                    reload=slow.RELOAD)  # fmt: skip
+        return Page(i18n.t("desk.findings.title", period=period), f'<p class="note">{said}</p>',
+                    200, reload=slow.RELOAD)  # fmt: skip
     result = answer.value
     label = result["period"]
     found = _finding_rows(node, result, kind, within)

@@ -7,10 +7,12 @@ connection to the node (`tiers.node.open_home`), at most `MAX_RUNNING` at once, 
 with the data version and day it was computed for (`tiers.desk.figures.data_version`:
 every table it reads changes only when an entry is stored or projected). A page asks
 `result(...)`: the kept result when it is current (exact); else it starts the computation
-(or finds it running) and waits up to `WAIT` seconds — a small city's answer comes in that
-time. Past that it gets the result kept from before, marked with when it was computed (the
-page says so: a busy city's month may never be still for 40 s), or nothing yet: the page
-says it is being computed and reloads itself (`RELOAD` seconds, a meta refresh: no script).
+and waits up to `WAIT` seconds — a small city's answer comes in that time — or finds it
+running and does not wait (the page is rendered under the desk's one-at-a-time lock: a page
+reloading itself every `RELOAD` s must not hold every other reader's page). Past that it
+gets the result kept from before, marked with when it was computed (the page says so: a
+busy city's month may never be still for 40 s), or nothing yet: the page says it is being
+computed and reloads itself (`RELOAD` seconds, a meta refresh: no script).
 A computation that failed is said once, by the next page that asks.
 """
 
@@ -82,6 +84,7 @@ def result(node: Node, what: str, period: str, compute: Compute) -> Answer:
             _kept.move_to_end(key)
             return Answer(kept.value, True, kept.at)
         thread = _running.get(key)
+        started = thread is None
         if thread is None:
             if len(_running) >= MAX_RUNNING:
                 raise Busy
@@ -91,7 +94,8 @@ def result(node: Node, what: str, period: str, compute: Compute) -> Answer:
             )  # fmt: skip
             _running[key] = thread
             thread.start()
-    thread.join(WAIT)
+    if started:  # a page that finds it running (a reload) does not wait: the desk's lock
+        thread.join(WAIT)  # is held meanwhile, and every other reader's page waits too
     with _lock:
         failed = _failed.pop(key, None)
         if failed is not None:

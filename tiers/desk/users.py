@@ -241,7 +241,9 @@ def session(store: Store, token: str, now: float, idle_seconds: float) -> Sessio
         "JOIN desk_users u ON u.name = s.name WHERE s.token = ?",
         (key,),
     )
-    if not rows or now - rows[0][3] > idle_seconds:
+    if not rows:  # a guessed or ended cookie: nothing to write (no write lock for a stranger)
+        return None
+    if now - rows[0][3] > idle_seconds:
         with store.transaction():
             store.execute("DELETE FROM desk_sessions WHERE token = ?", (key,))
         return None
