@@ -242,6 +242,7 @@ def serve_command(
         log_line("serve.plain")
     said = _ServeLog()
     desk = Desk(lambda: open_home(where))  # its own connection, opened on its first request
+    desk.start()  # the figures' warmer: this month's overview ready before the first reader
     try:
         serve(
             lambda: open_home(where),

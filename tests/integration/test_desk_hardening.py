@@ -161,6 +161,7 @@ def test_figures_warmer_computes_what_was_asked_after_a_change(net: tf.City) -> 
     tf.up(net, tf.t("11-02"))
     home = net.base / CITY
     now = net.city.clock.now()
+    _someone(net)
     warmer = figures.Warmer(lambda: open_home(home, clock=tf.fixed(now)))
     try:
         assert warmer.warmed.wait(60)
@@ -179,6 +180,39 @@ def test_figures_warmer_computes_what_was_asked_after_a_change(net: tf.City) -> 
     finally:
         warmer.stop()
     assert not figures.CACHE.warmed
+
+
+def _someone(net: tf.City) -> None:
+    users.ensure(net.city.store)
+    users.add_user(net.city.store, "ana", "viewer", PASSWORD, now_iso(net))
+
+
+def now_iso(net: tf.City) -> str:
+    return net.city.clock.now().isoformat()
+
+
+def test_figures_warmer_idles_while_nobody_can_read_the_desk(net: tf.City) -> None:
+    home = net.base / CITY
+    now = net.city.clock.now()
+    computed = figures.CACHE.computed
+    warmer = figures.Warmer(lambda: open_home(home, clock=tf.fixed(now)), every=0.01)
+    try:
+        assert not warmer.warmed.wait(0.5)  # several looks: no desk user, nothing computed
+        assert figures.CACHE.computed == computed
+        _someone(net)
+        assert warmer.warmed.wait(60)  # a desk user: this month and the trend computed
+        assert figures.CACHE.computed > computed
+    finally:
+        warmer.stop()
+
+
+def test_desk_start_warms_before_the_first_request(desk_city: Path) -> None:
+    desk = desk_app.Desk(lambda: open_home(desk_city))
+    try:
+        desk.start()
+        assert desk._warmer is not None and desk._warmer.warmed.wait(60)
+    finally:
+        desk.close()
 
 
 # --- sessions --------------------------------------------------------------------------------

@@ -145,6 +145,12 @@ class Desk:
             self._idle = users.idle_seconds(self.node.config.settings)
         return self._idle
 
+    def start(self) -> None:
+        """Start warming the figures now (`serve` does, with the server), not on the first
+        request: the first reader then finds this month's overview computed."""
+        if self._warm and self._warmer is None:
+            self._warmer = figures.Warmer(self._open)
+
     def close(self) -> None:
         if self._warmer is not None:
             self._warmer.stop()
@@ -164,8 +170,7 @@ class Desk:
         lang = request.cookies.get(LANG_COOKIE)
         lang = lang if lang in LANGS else "zh"
         body: bytes | None = b""
-        if self._warm and self._warmer is None:  # from the first request on, login page too
-            self._warmer = figures.Warmer(self._open)
+        self.start()  # (started by `serve` already; an app made otherwise starts it here)
         if request.method == "POST":
             body = await _read_body(request)
         response = await run_in_threadpool(self._answer, request, path, lang, body)

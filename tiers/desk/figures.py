@@ -58,6 +58,7 @@ from sync.server import log_line
 from sync.store import Store
 from tiers.case_facts import FACTS_WHERE
 from tiers.city import stats as city_stats
+from tiers.desk import users
 from tiers.figures import Period, judged_as_of, month_of, parse_period
 
 # The figures the overview's trend charts, in the order they are drawn.
@@ -320,7 +321,8 @@ class Warmer:
     """A thread with its own connection (`open_node`) that, every `every` seconds, brings
     this month's overview and trend (in Chinese) and the `MAX_WARM` results asked last up
     to the data version and the day, so a page after a sync, or the next morning, finds them
-    computed. `stop` ends it."""
+    computed; idle while the node has no desk user. `serve` starts it with the server, so
+    the first reader finds this month's figures ready. `stop` ends it."""
 
     def __init__(self, open_node: Callable[[], Node], every: float = WARM_EVERY) -> None:
         self._open, self._every = open_node, every
@@ -349,6 +351,9 @@ class Warmer:
             failures = 0
             while not self._stop.is_set():
                 try:
+                    if not users.anyone(node.store):  # nobody can read the desk: no figures
+                        self._stop.wait(self._every * 5)
+                        continue
                     now = (data_version(node.store), node.clock.now().date())
                     if now != seen:
                         self._warm(node)

@@ -91,6 +91,12 @@ def ensure(store: Store) -> None:
             store.execute(statement)
 
 
+def anyone(store: Store) -> bool:
+    """Whether this node has a desk user at all (before `ensure`, none)."""
+    made = store.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'desk_users'")
+    return bool(made) and bool(store.query("SELECT 1 FROM desk_users LIMIT 1"))
+
+
 def check_name(name: str) -> None:
     if not NAME.fullmatch(name):
         raise DeskError("desk.user.bad_name", name=name)
