@@ -56,7 +56,7 @@ from pathlib import Path
 import httpx
 import tomli_w
 from _common import ROOT, ZHIBAO, figure, note, print_machine
-from stats import CITY, TOWNS, VILLAGES, YEAR, Year, enrol_all, sync_up
+from stats import CITY, TOWNS, VILLAGES, YEAR, Year, build_year, sync_up
 
 from sync.clock import ZONE
 from tiers.cases import service
@@ -75,23 +75,7 @@ COUNT = re.compile(r"<p>([\d,]+) 件")  # desk.warnings.count in Chinese (the de
 def build_city(scale: float, base: Path) -> Path:
     """bench/stats.py's year, ingested at the city as weekly syncs deliver it."""
     city_home = base / "city"
-    year = Year(scale)
-    end = datetime(YEAR + 1, 1, 20, tzinfo=ZONE)
-    enrol_all(year, city_home, end)
-    day, entries = date(YEAR, 1, 1), 0
-    while day < end.date():
-        if day.day == 3 and (day.year, day.month) > (YEAR, 1):
-            previous = day.replace(day=1) - timedelta(days=1)
-            year.run_until(year._at(day, 8, 0))
-            year.report(f"{previous:%Y-%m}", day)
-        if day.year == YEAR and year.cal.is_workday(day):
-            year.open_day(day)
-        year.run_until(year._at(day + timedelta(days=1), 0, 0))
-        if day.weekday() == 6:
-            entries += sync_up(year, city_home, year._at(day, 22, 0))[0]
-        day += timedelta(days=1)
-    year.run_until(end)
-    entries += sync_up(year, city_home, end - timedelta(hours=1))[0]
+    build_year(scale, city_home)
     return city_home
 
 

@@ -278,20 +278,13 @@ def timed(what: str, work: Any) -> Any:
     return value
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=float, default=1.0, help="cases per day, 1.0 = ≥1M entries")
-    parser.add_argument("--dir", type=Path, default=None)
-    parser.add_argument("--keep", action="store_true")
-    args = parser.parse_args()
-    base = args.dir or Path(tempfile.mkdtemp(prefix="zhibao-bench-stats-"))
-    city_home = base / "city"
-    print_machine()
-    year = Year(args.scale)
+def build_year(scale: float, city_home: Path) -> tuple[Year, datetime, int, float]:
+    """The generated year, ingested at the city at `city_home` as weekly syncs deliver it:
+    (the year, its end, entries ingested, seconds spent ingesting)."""
+    year = Year(scale)
     end = datetime(YEAR + 1, 1, 20, tzinfo=ZONE)
     enrol_all(year, city_home, end)
-    entries = ingest_seconds = 0.0
-    generate_began = time.perf_counter()
+    entries, ingest_seconds = 0, 0.0
     day = date(YEAR, 1, 1)
     while day < end.date():
         if day.day == 3 and (day.year, day.month) > (YEAR, 1):
@@ -307,7 +300,20 @@ def main() -> None:
         day += timedelta(days=1)
     year.run_until(end)
     n, s = sync_up(year, city_home, end - timedelta(hours=1))
-    entries, ingest_seconds = entries + n, ingest_seconds + s
+    return year, end, entries + n, ingest_seconds + s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="cases per day, 1.0 = ≥1M entries")
+    parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    base = args.dir or Path(tempfile.mkdtemp(prefix="zhibao-bench-stats-"))
+    city_home = base / "city"
+    print_machine()
+    generate_began = time.perf_counter()
+    year, end, entries, ingest_seconds = build_year(args.scale, city_home)
     total_seconds = time.perf_counter() - generate_began
     figure("entries ingested at the city", int(entries))
     figure("cases", len(year.cases))
