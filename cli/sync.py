@@ -229,11 +229,13 @@ def serve_command(
 ) -> None:
     from sync.server import log_line
     from sync.service import bind, serve  # the server stack loads only for `serve`
+    from tiers.desk import users as desk_users
     from tiers.desk.app import PREFIX, Desk
 
     where = resolve_home(home)
     with node_at(home) as node:
         node_id, parent_url = node.node_id, node.config.parent_url
+        readers = desk_users.anyone(node.store)
     sock = bind(host, port)  # a busy port or a bad host: ZhibaoError, one line, exit 1
     bound = sock.getsockname()
     click.echo(i18n.t("serve.listening", node_id=node_id, url=f"http://{host}:{bound[1]}"))
@@ -242,7 +244,8 @@ def serve_command(
         log_line("serve.plain")
     said = _ServeLog()
     desk = Desk(lambda: open_home(where))  # its own connection, opened on its first request
-    desk.start()  # the figures' warmer: this month's overview ready before the first reader
+    if readers:  # the figures' warmer: this month's overview ready before the first reader
+        desk.start()  # (a node without desk users starts none: nobody to read them)
     try:
         serve(
             lambda: open_home(where),
