@@ -68,11 +68,13 @@ def translate(exc: psycopg.Error) -> StoreError:
 class PgStore:
     """A city's log on PostgreSQL. Owns its connection; close it (or use `with`)."""
 
-    def __init__(self, url: str, *, owner: str | None = None) -> None:
+    def __init__(self, url: str, *, owner: str | None = None, passfile: str | None = None) -> None:
         self.url = url
         self.owner = owner
         try:
-            self.conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            self.conn = psycopg.connect(
+                url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, passfile=passfile
+            )
         except psycopg.Error as exc:
             raise translate(exc) from exc
         try:
