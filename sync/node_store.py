@@ -15,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,32 +62,29 @@ def split_store_url(url: str) -> tuple[str, str | None]:
     if parts.scheme not in SCHEMES or not database or "/" in database or parts.fragment:
         raise HomeError("node.store_bad_url", url=_shown(url))
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    password = parts.password
+    password = urllib.parse.unquote(parts.password) if parts.password is not None else None
     for key, value in query:
         if key == "password":
             password = value
-    netloc = parts.hostname or ""
-    if netloc and ":" in netloc:  # an IPv6 address
-        netloc = f"[{netloc}]"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    if parts.username is not None:
-        netloc = f"{parts.username}@{netloc}"
+    named = (database, password or "", urllib.parse.unquote(parts.username or ""))
+    if any(c in text for text in named for c in "\r\n\0"):  # one passfile line, one value
+        raise HomeError("node.store_bad_url", url=_shown(url))
+    userinfo, _, netloc = parts.netloc.rpartition("@")  # host and port as given
+    if userinfo:
+        netloc = f"{userinfo.partition(':')[0]}@{netloc}"
     kept = urllib.parse.urlencode([(k, v) for k, v in query if k != "password"])
     clean = urllib.parse.urlunsplit(("postgresql", netloc, parts.path, kept, ""))
-    return clean, urllib.parse.unquote(password) if password is not None else None
+    return clean, password
 
 
 def _shown(url: str) -> str:
     """`url` as an error message may show it: without its password."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.password is not None:
-            host = parts.netloc.rsplit("@", 1)[-1]
-            return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
-    except ValueError:
-        return "(unreadable)"
-    return url
+    shown = re.sub(r"(?<=[?&]password=)[^&#]*", "***", url)
+    userinfo, at, rest = shown.partition("://")[2].rpartition("@")
+    if at and ":" in userinfo:
+        user = userinfo.partition(":")[0]
+        shown = shown.replace(f"{userinfo}@{rest}", f"{user}:***@{rest}", 1)
+    return shown
 
 
 def _passfile_field(value: str) -> str:
@@ -98,8 +96,11 @@ def passfile_line(url: str, password: str) -> str:
     escaped); libpq's defaults where the URL gives none (localhost, 5432)."""
     parts = urllib.parse.urlsplit(url)
     params = dict(urllib.parse.parse_qsl(parts.query))
+    hostport = parts.netloc.rpartition("@")[2]  # as given: libpq compares it exactly
+    bracketed = hostport.startswith("[")  # an IPv6 address
+    host = hostport[1:].partition("]")[0] if bracketed else hostport.partition(":")[0]
     fields = [
-        parts.hostname or params.get("host") or "localhost",
+        urllib.parse.unquote(host) or params.get("host") or "localhost",
         str(parts.port or params.get("port") or 5432),
         urllib.parse.unquote(parts.path.lstrip("/")),
         urllib.parse.unquote(parts.username or params.get("user") or ""),

@@ -110,6 +110,16 @@ def test_passfile_line_escapes_colons_and_backslashes() -> None:
     line = node_store.passfile_line("postgresql://zb@db.example:5433/city", "a:b\\c")
     assert line == "db.example:5433:city:zb:a\\:b\\\\c\n"
     assert node_store.passfile_line("postgresql://zb@h/city", "pw") == "h:5432:city:zb:pw\n"
+    assert node_store.passfile_line("postgresql://zb@[::1]/c", "pw") == "\\:\\:1:5432:c:zb:pw\n"
+    assert node_store.passfile_line("postgresql://zb@DB.Example/c", "pw").startswith("DB.Example:")
+
+
+def test_split_store_url_refuses_a_password_that_would_break_the_passfile() -> None:
+    for url in ("postgresql://zb:a%0Ab@h/city", "postgresql://zb@h/city?password=a%0D"):
+        with pytest.raises(HomeError) as caught:
+            node_store.split_store_url(url)
+        assert caught.value.key == "node.store_bad_url"
+        assert "a%0A" not in str(caught.value) and "%0D" not in str(caught.value)
 
 
 # --- refusals: one line, both languages, nothing created --------------------------------
