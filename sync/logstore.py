@@ -314,6 +314,7 @@ class LogStore(Projecting):
         """Forget a setting (e.g. "restoring" once a restore has caught up)."""
         self.execute("DELETE FROM meta WHERE key = ?", (key,))
 
+
 i18n.register(
     {
         "store.full": (
@@ -333,6 +334,5 @@ i18n.register(
             "The disk could not be read or written: {detail}",
             "磁盘读写失败：{detail}",
         ),
-
     }
 )

@@ -112,7 +112,6 @@ CREATE TABLE IF NOT EXISTS signed_tips (
 """
 
 
-
 def _translate(exc: apsw.Error) -> StoreError:
     cause: BaseException | None = exc
     while cause is not None:  # SQLite rolls back by itself on SQLITE_FULL; apsw's own
@@ -190,7 +189,6 @@ class Store(LogStore):
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except apsw.Error as exc:
             raise _translate(exc) from exc
-
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
