@@ -70,7 +70,7 @@ CREATE TABLE heads (
 CREATE TABLE forks (
     origin text NOT NULL, seq bigint NOT NULL, held_hash bytea NOT NULL,
     other_hash bytea NOT NULL, other_raw bytea NOT NULL, other_sig bytea NOT NULL,
-    detected_at text NOT NULL, resolved boolean NOT NULL DEFAULT false,
+    detected_at text NOT NULL, resolved bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (origin, seq, other_hash)
 );
 CREATE TABLE fork_decisions (
