@@ -188,3 +188,18 @@ def test_stats_fall_back_to_the_primary_when_the_replica_is_down(
     (line,) = read.stderr.splitlines()
     assert line.startswith("zhibao: the replica postgresql://zhibao@127.0.0.1:")
     assert "the figures are read from the primary" in line and ":pw@" not in line
+
+
+def test_desk_reads_the_primary_while_the_replica_is_down(
+    october: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(october / CITY, tmp_path / CITY)
+    _set_replica(tmp_path / CITY, f"postgresql://zhibao:pw@127.0.0.1:{_free_port()}/zhibao")
+    with open_home(tmp_path / CITY) as node:
+        assert reader.of(node) is node.store
+        assert reader.of(node) is node.store  # not tried again within RETRY_S: one line
+        shown = figures.month(node, "2025-10", "node")
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "the figures are read from the primary" in line and ":pw@" not in line
+    accepted = {row["key"]: row["accepted"] for row in shown["rows"]}
+    assert accepted[TOWN] == 9
