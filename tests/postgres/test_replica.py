@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import tomllib
 from contextlib import closing
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import cast
@@ -15,6 +17,9 @@ import pytest
 
 from cli.common import json_text
 from sync import blob_index, forks, trust
+from sync.clock import Clock
+from sync.keyfiles import NODE_KEY, SEAL_KEY, read_seal_secret, read_signer
+from sync.node import Node
 from sync.pg import PgStore
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry
@@ -25,7 +30,7 @@ from tests.support.pg_standby import Pair, pg_pair, replicated_database, wait_re
 from tests.support.postgres import _free_port
 from tests.support.servers import zhibao
 from tests.support.topology import CITY, TOWN
-from tests.tiers.test_figures import PERSON, hand_built_month, small_city, t
+from tests.tiers.test_figures import PERSON, hand_built_month, push, small_city, t
 from tiers import node as tiers_node
 from tiers import reader
 from tiers.cases import service
@@ -203,3 +208,52 @@ def test_desk_reads_the_primary_while_the_replica_is_down(
     assert "the figures are read from the primary" in line and ":pw@" not in line
     accepted = {row["key"]: row["accepted"] for row in shown["rows"]}
     assert accepted[TOWN] == 9
+
+
+def _city_on(url: str, home: Path, settings: dict[str, str]) -> Node:
+    """The city of `home` with its store in the database at `url`: its root pinned, its own
+    log (enrolments, catalogue) appended there; `settings` added to its node.toml ones."""
+    with open_home(home) as sqlite_city:
+        config = replace(sqlite_city.config, settings={**sqlite_city.config.settings, **settings})
+        own = sqlite_city.store.entries(CITY)
+    store = PgStore(url, extensions=_extensions(), owner=CITY)
+    trust.pin_root(cast(Store, store), CITY, bytes.fromhex(config.root_key), config.name)
+    with store.transaction():
+        store.insert(own, NOW)
+    signer, seal = read_signer(home / NODE_KEY), read_seal_secret(home / SEAL_KEY)
+    return Node(home, config, cast(Store, store), signer, seal, Clock())
+
+
+def test_city_on_the_primary_desk_figures_from_the_standby(
+    pg_pair: Pair, october: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(october, tmp_path / "net")
+    net = tmp_path / "net"
+    with open_home(net / CITY) as sqlite_city:
+        expected = compute_stats(sqlite_city.store, parse_period("2025-10"), "node", date.today())
+    with replicated_database(pg_pair) as (primary_url, standby_url):
+        _set_replica(net / CITY, standby_url)  # store.pgpass and node.toml's setting
+        replica_setting = {SETTING: tomllib.loads((net / CITY / "node.toml").read_text())[
+            "settings"][SETTING]}  # fmt: skip
+        with _city_on(primary_url, net / CITY, replica_setting) as city:
+            with open_home(net / TOWN) as town:  # the town's subtree, pushed as a sync does
+                assert push(town, city, t("11-01")) > 0
+            city.store.catch_up()
+            on_primary = compute_stats(city.store, parse_period("2025-10"), "node", date.today())
+            assert on_primary == expected  # the city on PostgreSQL counts as on SQLite
+            wait_replayed(pg_pair)
+            replica = reader.of(city)
+            assert replica is not city.store
+            assert urlsplit(replica.url).port == urlsplit(standby_url).port
+            shown = figures.month(city, "2025-10", "node")
+            assert shown == json.loads(json_text(on_primary))
+            assert {key[0] for key in figures.CACHE.held} >= {replica.path}  # read there
+            assert city.store.path not in {key[0] for key in figures.CACHE.held}
+            with open_home(net / TOWN) as town:  # one more case: the standby follows
+                service.accept(town, item_code="A1", applicant=PERSON, at=t("10-21"))
+                push(town, city, t("11-02"))
+            city.store.catch_up()
+            wait_replayed(pg_pair)
+            later = figures.month(city, "2025-10", "node")
+    accepted = {row["key"]: row["accepted"] for row in later["rows"]}
+    assert accepted[TOWN] == 10
