@@ -25,12 +25,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sync.node import Node
+from sync.node_store import PASSFILE
 from sync.protocol import i18n
 from sync.protocol.errors import StoreError
 from sync.server import log_line
 
 SETTING = "store_replica"
-PASSFILE = "store.pgpass"  # the home's libpq password file (the primary's and the replica's)
 RETRY_S = 60.0  # after a failed opening, the desk reads the primary this long before retrying
 
 i18n.register(
