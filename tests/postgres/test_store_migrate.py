@@ -14,6 +14,7 @@ import sqlite3
 import stat
 import subprocess
 import tomllib
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -185,19 +186,19 @@ def test_store_migrate_killed_half_way_leaves_the_home_on_sqlite(
     home = city_with_a_month(tmp_path)
     city = open_home(home)
     try:
-        append_notes(city, 9000, tag="bulk")
+        append_notes(city, 6000, tag="bulk")
     finally:
         city.close()
     before = readings(home)
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [ZHIBAO, "store", "migrate", "--to", pg_url, "--progress", "--home", str(home)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(),
-    )  # fmt: skip
-    assert proc.stderr is not None
-    first = proc.stderr.readline()  # after the first batch of entries is committed
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert b"Copying" in first or b"entries" in first, first
+    ) as proc:  # fmt: skip
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # after the first batch of entries is committed
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert first.startswith(b"Copying: 2,000 of "), first
     landed = entries_in(pg_url)
     assert 0 < landed < before["verify"]["entries"]
 
@@ -213,7 +214,7 @@ def test_store_migrate_killed_half_way_leaves_the_home_on_sqlite(
 
 def test_store_migrate_refuses_an_entry_edited_in_node_db(tmp_path: Path, pg_url: str) -> None:
     home = city_with_a_month(tmp_path)
-    with sqlite3.connect(home / NODE_DB) as db:
+    with closing(sqlite3.connect(home / NODE_DB)) as db, db:  # closed: else it holds node.db
         db.execute("DROP TRIGGER entries_no_update")
         (seq, raw), = db.execute(
             "SELECT seq, raw FROM entries WHERE origin = ? AND type = 'case.completed' "
@@ -249,7 +250,7 @@ def test_store_migrate_accounts_for_every_table_the_code_makes() -> None:
 
 def test_store_migrate_accounts_for_every_table_of_a_city(tmp_path: Path) -> None:
     home = city_with_a_month(tmp_path)
-    with sqlite3.connect(home / NODE_DB) as db:
+    with closing(sqlite3.connect(home / NODE_DB)) as db:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     assert {"cases", "desk_users", "quarantine"} <= set(tables)
     assert store_move.unknown_tables(tables) == []
