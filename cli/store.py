@@ -70,7 +70,7 @@ def copy_line(mode: bool | None) -> ProgressLine | None:
     "store",
     help=h(
         "The node's database: which engine keeps it; move a city's to PostgreSQL.",
-        "节点的数据库：查看所用引擎；将市级节点的数据迁移到 PostgreSQL。",
+        "节点的数据库：查看所用引擎；将市级节点的数据迁移到 `PostgreSQL`。",
     ),
 )
 def store_group() -> None:
@@ -104,7 +104,7 @@ def info_command(home: Path | None, as_json: bool) -> None:
         "checked by the database as it lands, local state copied, projections rebuilt and "
         "compared, log verify and statistics checked, then node.toml switched and node.db "
         "kept as node.db.migrated-DATE. Stop `zhibao serve` first.",
-        "将市级节点的数据从 node.db 迁移到空的 PostgreSQL 数据库：每条条目写入时由数据库核验，"
+        "将市级节点的数据从 node.db 迁移到空的 `PostgreSQL` 数据库：每条条目写入时由数据库核验，"
         "复制本地状态，重建并核对投影，核验日志与统计，然后切换 node.toml，"
         "node.db 保留为 node.db.migrated-日期。请先停止 `zhibao serve`。",
     ),
@@ -113,12 +113,13 @@ def info_command(home: Path | None, as_json: bool) -> None:
     "--to",
     "url",
     required=True,
-    metavar="postgresql://USER[:PASSWORD]@HOST[:PORT]/DB",
+    metavar="URL",
     help=h(
-        "The database (empty). Its password goes to store.pgpass in the home, never to "
-        "node.toml; without one in the URL, $PGPASSWORD is used.",
-        "目标数据库（须为空）。密码写入主目录的 store.pgpass，不写入 node.toml；"
-        "地址中没有密码时使用 $PGPASSWORD。",
+        "The database, `postgresql://USER[:PASSWORD]@HOST[:PORT]/DB` (empty). Its "
+        "password goes to store.pgpass in the home, never to node.toml; without one in the "
+        "URL, $PGPASSWORD is used.",
+        "目标数据库 `postgresql://USER[:PASSWORD]@HOST[:PORT]/DB`（须为空）。"
+        "密码写入主目录的 store.pgpass，不写入 node.toml；地址中没有密码时使用 $PGPASSWORD。",
     ),
 )
 @click.option(

@@ -388,7 +388,7 @@ i18n.register(
         "store.migrate_city_only": (
             "Only a city's store moves to PostgreSQL; this node is a {tier}: its store stays "
             "node.db. Nothing was changed.",
-            "只有市级节点的数据可迁移到 PostgreSQL；本节点是{tier}级，数据仍保存在 node.db。"
+            "只有市级节点的数据可迁移到 PostgreSQL；本节点不是市级节点，数据仍保存在 node.db。"
             "未做任何修改。",
         ),
         "store.migrate_already": (

@@ -254,3 +254,14 @@ def test_store_migrate_accounts_for_every_table_of_a_city(tmp_path: Path) -> Non
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     assert {"cases", "desk_users", "quarantine"} <= set(tables)
     assert store_move.unknown_tables(tables) == []
+
+
+def test_store_migrate_refuses_a_table_it_does_not_know(tmp_path: Path, pg_url: str) -> None:
+    home = tmp_path / "city"
+    ok(home, "init", "--tier", "city", "--node-id", CITY, "--name", "义乌市")
+    with closing(sqlite3.connect(home / NODE_DB)) as db, db:
+        db.execute("CREATE TABLE mystery (x INTEGER)")
+    line = refused(home, "store", "migrate", "--to", pg_url)
+    assert "(mystery)" in line and "upgrade zhibao" in line
+    assert "mystery" in refused(home, "store", "migrate", "--to", pg_url, lang="zh")
+    assert tables_of(pg_url) == [] and "store" not in config_of(home)
