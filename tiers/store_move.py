@@ -171,6 +171,7 @@ def migrate(
                 target.close()
     finally:
         node.close()
+    _tidy(home / kept)
     return {
         "from": "sqlite", "to": clean, "kept": kept, "entries": moved,
         "origins": checks.pop("origins"), "copied": copied,
@@ -381,6 +382,23 @@ def _switch(home: Path, clean: str, password: str | None, target: Any, now: date
     finally:
         os.close(fd)
     return kept
+
+
+def _tidy(kept: Path) -> None:
+    """node.db was renamed while open, so SQLite left its -wal and -shm under the old name
+    (it never checkpoints into a moved file): move them beside the kept file and let SQLite
+    fold the WAL in (nothing is in it but what the move's own transaction wrote)."""
+    import apsw
+
+    old = kept.parent / node_store.NODE_DB
+    for suffix in ("-wal", "-shm"):
+        if Path(f"{old}{suffix}").exists():
+            os.replace(f"{old}{suffix}", f"{kept}{suffix}")
+    conn = apsw.Connection(str(kept))
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()  # the last connection: SQLite removes the -wal and -shm
 
 
 i18n.register(
