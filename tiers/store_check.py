@@ -2,12 +2,14 @@
 PostgreSQL holds what node.db holds, and the projections made again there from the log
 say what node.db's say.
 
-- entries: the same count; heads: the same (seq, hash) per origin;
+- entries: the same count;
+- log_verify: `log verify` on the target finds nothing (a signature the database cannot
+  check: an entry edited in node.db with its hash made again is named by origin and seq);
+- heads: the same (seq, hash) per origin;
 - quarantine: the same entries set aside (the copy brought node.db's rows; any more would
   be an entry the target refused where node.db took it);
 - tables: every rebuilt projection equal to node.db's, row for row (compared as a multiset:
   each row's digest summed, so neither engine's collation nor order matters);
-- log_verify: `log verify` on the target finds nothing;
 - stats: `stats --json` by node and by item equal on both, for every month with a case.
 
 A check that fails raises MigrateError naming it: nothing is switched.
@@ -46,6 +48,11 @@ def compare(
     count = _count(sqlite, "entries")
     if count != _count(target, "entries"):
         _failed("entries", f"{count} in node.db, {_count(target, 'entries')} in the database")
+    report = verify_log(target, workers=1)
+    if not report.ok:
+        first = report.problems[0]
+        raise MigrateError("store.migrate_bad_entry", origin=first["origin"], seq=first["seq"],
+                           detail=first["detail"])  # fmt: skip
     heads = sqlite.heads()
     if heads != target.heads():
         differ = sorted(o for o in {*heads, *target.heads()} if heads.get(o) != target.head(o))
@@ -62,10 +69,6 @@ def compare(
         if mine != theirs:
             _failed("tables", f"{table}: {mine[0]} rows in node.db, {theirs[0]} in the database")
         rows[table] = mine[0]
-    report = verify_log(target, workers=1)
-    if not report.ok:
-        first = report.problems[0]
-        _failed("log_verify", f"{first['origin']}#{first['seq']} {first['kind']}")
     months = case_months(sqlite)
     for month in months:
         period = parse_period(month)
@@ -121,6 +124,12 @@ def _failed(check: str, detail: str) -> None:
 
 i18n.register(
     {
+        "store.migrate_bad_entry": (
+            "Entry {seq} of {origin} in node.db is not what its author signed ({detail}). "
+            "Nothing was switched; the home stays on node.db (run `zhibao log verify`).",
+            "node.db 中 {origin} 的第 {seq} 条不是作者签名的内容（{detail}）。"
+            "未切换；本节点仍使用 node.db（请运行 `zhibao log verify`）。",
+        ),
         "store.migrate_check": (
             "The copy on PostgreSQL does not match node.db ({check}: {detail}): nothing was "
             "switched; the home stays on node.db. The database keeps the copy: run again with "

@@ -436,12 +436,5 @@ i18n.register(
             "node.db 中有本版本不知如何迁移的表（{tables}）：请升级 zhibao。"
             "未切换；本节点仍使用 node.db。",
         ),
-        "store.migrate_bad_entry": (
-            "Entry {seq} of {origin} in node.db was refused by the database ({detail}): it is "
-            "not what its author signed. Nothing was switched; the home stays on node.db "
-            "(run `zhibao log verify`).",
-            "node.db 中 {origin} 的第 {seq} 条被数据库拒绝（{detail}）：它不是作者签名的内容。"
-            "未切换；本节点仍使用 node.db（请运行 `zhibao log verify`）。",
-        ),
     }
 )

@@ -6,6 +6,7 @@ edited in node.db behind the store's back refusing the move, by origin and seq."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -60,9 +61,12 @@ def city_with_a_month(base: Path) -> Path:
     return home
 
 
-def readings(home: Path) -> dict[str, Any]:
-    """What tools read of the city: log verify, stats (two months, two keys), case list,
-    status (without the store's kind, and the time it was asked)."""
+def readings(home: Path, *, brief: bool = False) -> dict[str, Any]:
+    """What tools read of the city: log verify, stats (two months and a quarter, by node and
+    by item; `brief`: October by node), case list, status (without the store's kind, and the
+    time it was asked)."""
+    periods, keys = (("2025-10",), ("node",)) if brief else (("2025-09", "2025-10", "2025-Q4"),
+                                                             ("node", "item"))  # fmt: skip
     status = json.loads(ok(home, "status", "--json"))
     status.pop("store", None)
     status.get("network", {}).pop("as_of", None)  # the time it was asked
@@ -70,8 +74,8 @@ def readings(home: Path) -> dict[str, Any]:
         "verify": json.loads(ok(home, "log", "verify", "--json")),
         "stats": [
             json.loads(ok(home, "stats", "--period", period, "--by", by, "--json"))
-            for period in ("2025-09", "2025-10", "2025-Q4")
-            for by in ("node", "item")
+            for period in periods
+            for by in keys
         ],
         "cases": json.loads(ok(home, "case", "list", "--json")),
         "status": status,
@@ -186,10 +190,10 @@ def test_store_migrate_killed_half_way_leaves_the_home_on_sqlite(
     home = city_with_a_month(tmp_path)
     city = open_home(home)
     try:
-        append_notes(city, 6000, tag="bulk")
+        append_notes(city, 4500, tag="bulk")
     finally:
         city.close()
-    before = readings(home)
+    before = readings(home, brief=True)
     with subprocess.Popen(
         [ZHIBAO, "store", "migrate", "--to", pg_url, "--progress", "--home", str(home)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(),
@@ -202,14 +206,14 @@ def test_store_migrate_killed_half_way_leaves_the_home_on_sqlite(
     landed = entries_in(pg_url)
     assert 0 < landed < before["verify"]["entries"]
 
-    assert readings(home) == before  # the home is still node.db, whole
+    assert readings(home, brief=True) == before  # the home is still node.db, whole
     assert "store" not in config_of(home) and (home / NODE_DB).exists()
     line = refused(home, "store", "migrate", "--to", pg_url)
     assert "--restart" in line and entries_in(pg_url) == landed
 
     moved = json.loads(ok(home, "store", "migrate", "--to", pg_url, "--restart", "--json"))
     assert moved["entries"] == before["verify"]["entries"]
-    assert readings(home) == before
+    assert readings(home, brief=True) == before
 
 
 def test_store_migrate_refuses_an_entry_edited_in_node_db(tmp_path: Path, pg_url: str) -> None:
@@ -265,3 +269,23 @@ def test_store_migrate_refuses_a_table_it_does_not_know(tmp_path: Path, pg_url: 
     assert "(mystery)" in line and "upgrade zhibao" in line
     assert "mystery" in refused(home, "store", "migrate", "--to", pg_url, lang="zh")
     assert tables_of(pg_url) == [] and "store" not in config_of(home)
+
+
+def test_store_migrate_refuses_an_entry_re_signed_in_node_db(tmp_path: Path, pg_url: str) -> None:
+    """The last entry of a log edited with its hash made again: the database takes it (its
+    hash is its bytes', nothing chains after it), `log verify` on the target does not."""
+    home = city_with_a_month(tmp_path)
+    with closing(sqlite3.connect(home / NODE_DB)) as db, db:
+        db.execute("DROP TRIGGER entries_no_update")
+        ((seq, raw),) = db.execute(
+            "SELECT seq, raw FROM entries WHERE origin = ? ORDER BY seq DESC LIMIT 1", (VILLAGE,)
+        )
+        edited = bytes(raw).replace(b'"score":1', b'"score":5')
+        assert edited != bytes(raw)
+        db.execute(
+            "UPDATE entries SET raw = ?, hash = ? WHERE origin = ? AND seq = ?",
+            (edited, hashlib.sha256(edited).digest(), VILLAGE, seq),
+        )
+    line = refused(home, "store", "migrate", "--to", pg_url)
+    assert f"Entry {seq} of {VILLAGE} in node.db is not what its author signed" in line, line
+    assert (home / NODE_DB).exists() and "store" not in config_of(home)
