@@ -147,6 +147,18 @@ def test_store_migrate_moves_a_city_and_it_keeps_syncing(tmp_path: Path, pg_url:
         town.close()
     listed = json.loads(ok(home, "case", "list", "--json"))
     assert new_case in {c["case_id"] for c in listed}
+    # …and by a bundle, through the CLI at both ends
+    town = open_home(tmp_path / TOWN)
+    try:
+        later = service.accept(town, item_code="A1", applicant=service.Applicant("钱七"),
+                               at=t("11-19"))  # fmt: skip
+    finally:
+        town.close()
+    bundle = tmp_path / "town.zb"
+    ok(tmp_path / TOWN, "bundle", "export", "--to", CITY, "--out", str(bundle))
+    ok(home, "bundle", "import", str(bundle))
+    listed = json.loads(ok(home, "case", "list", "--json"))
+    assert later in {c["case_id"] for c in listed}
     assert json.loads(ok(home, "log", "verify", "--json"))["ok"]
     refused(home, "store", "migrate", "--to", pg_url)  # already on PostgreSQL
 
