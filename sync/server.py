@@ -8,10 +8,15 @@ request must show before the server reads its body, and how much body it may sen
 sync.admission. Bodies are sealed both ways (sync.protocol.sealed): a request's to this
 node's seal key, opened only after the request is admitted and its body read; an answer's
 to the caller's enrolled seal key. A plain push is refused unless the node serves plain
-(`serve --plain`). Every refusal is a JSON 4xx with a reason (503 when busy); an unexpected
-exception is answered 500 and logged as one line, and the server goes on. Handlers run
+(`serve --plain`). Every refusal is a JSON 4xx with a reason (503 when busy: the server
+or its database, TRY_LATER); an unexpected exception is answered 500 and logged as one
+line, and the server goes on. Handlers run
 on the event loop thread, one at a time, so the node's single apsw connection is never
 used from two threads.
+
+Several fronts may serve one city on PostgreSQL (sync.pg: the database orders each log):
+a request's transaction that loses a race to another front is run again, whole (nonce
+and all), a few times (sync.ingest.retrying) before it is answered 503.
 
 A push is answered (and its receipt signed) once its entries are verified and durable;
 the tiers' projections of them are deferred (sync.store) and caught up on the same loop
@@ -50,7 +55,7 @@ from sync.admission import (
     refusal,
 )
 from sync.blob_wire import BlobWire
-from sync.ingest import ingest
+from sync.ingest import RACES, ingest, retrying
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.batch import decode_batch, encode_batch
@@ -74,6 +79,10 @@ BATCH_TYPE = "application/x-zhibao-batch"
 IDLE_SECONDS = 0.5  # project deferred entries once no push has come for this long
 PROJECT_STEP = 500  # entries projected between two looks at the request queue
 FAILURE_BACKOFF_MAX = 60.0  # longest pause of idle projection after an unexpected error
+# The database could not take the request now (busy; another front kept winning the race;
+# PostgreSQL unreachable): nothing was written, and the answer is 503 with Retry-After, so
+# the client (sync.client: try later) sends it again.
+TRY_LATER = RACES | {"store.pg_unreachable"}
 
 
 def log_line(key: str, **params: object) -> None:
@@ -179,10 +188,13 @@ class NodeApp:
         request: Request,
         handler: Callable[[str, bytes], Response],
         endpoint: Endpoint,
+        *,
+        exclusive: bool = False,
     ) -> Response:
         """Admit the request on its headers, read its body within the budget and the
-        deadline, open it if sealed, then run `handler` in one transaction; its answer is
-        sealed to the caller's enrolled seal key."""
+        deadline, open it if sealed, then run `handler` in one transaction (`exclusive`:
+        no other front appends meanwhile, see `pull`); its answer is sealed to the caller's
+        enrolled seal key."""
         gate = self.gate
         try:
             caller = gate.admit(request, endpoint)
@@ -196,7 +208,7 @@ class NodeApp:
                 body = await gate.read_body(request, caller)
             except RefusedError as exc:
                 return refusal(exc, close=True)
-            return self._answer(request, caller, body, handler, endpoint, seal_to)
+            return self._answer(request, caller, body, handler, endpoint, seal_to, exclusive)
         finally:
             gate.release(caller)
 
@@ -237,6 +249,7 @@ class NodeApp:
         handler: Callable[[str, bytes], Response],
         endpoint: Endpoint,
         seal_to: bytes | None,
+        exclusive: bool = False,
     ) -> Response:
         """`admit` proved the sender and `read_body` that the body is the one it signed."""
         if seal_to is None and is_sealed(body):  # the plain header is not signed: a sealed
@@ -246,16 +259,23 @@ class NodeApp:
         except RefusedError as exc:  # nothing recorded, not even the nonce
             status = 403 if exc.key == "wire.plain_refused" else 400
             return error_response(status, exc.key, **exc.params)
-        try:
+        store = self.node.store
+
+        def attempt() -> Response:
             # one transaction: the nonce, then what the handler writes; the answer (and any
             # receipt in it) leaves only after this commit
-            with self.node.store.transaction():
+            # (exclusive: the write lock a deferring store shares with the other fronts,
+            # taken whole — sync.logstore; on SQLite every transaction is exclusive)
+            with store._write(catch_up=False) if exclusive else store.transaction():
                 self._remember(caller.node_id, caller.nonce, caller.skew)
-                response = handler(caller.node_id, plain)
+                return handler(caller.node_id, plain)
+
+        try:  # again, whole, while it loses a race to another front (sync.ingest)
+            response = retrying(store, attempt)
         except RefusedError as exc:
             return refusal(exc)
-        except ZhibaoError as exc:
-            return error_response(500, exc.key, **exc.params)
+        except ZhibaoError as exc:  # busy or unreachable: nothing was written, come back
+            return error_response(503 if exc.key in TRY_LATER else 500, exc.key, **exc.params)
         return self.sealed(request, caller, response, seal_to)
 
     def sealed(
@@ -353,7 +373,9 @@ class NodeApp:
                 },
             )
 
-        return await self._guarded(request, handle, SYNC)
+        # exclusive: no front appends while the projections are caught up and read, so no
+        # entry another front is storing is passed over as not concerning the client
+        return await self._guarded(request, handle, SYNC, exclusive=True)
 
     # --- idle projection -------------------------------------------------------------
 
