@@ -170,12 +170,15 @@ class NodeApp:
         the peer's contact (they commit with what the request changed, in one fsync)."""
         store = self.node.store
         now = int(_time.time())
-        if store.query("SELECT 1 FROM nonces WHERE node = ? AND nonce = ?", (node_id, nonce)):
-            raise RefusedError("request.replayed")
         store.execute("DELETE FROM nonces WHERE seen < ?", (now - 4 * MAX_SKEW_SECONDS,))
-        store.execute(
-            "INSERT INTO nonces (node, nonce, seen) VALUES (?, ?, ?)", (node_id, nonce, now)
-        )
+        # one statement: a request replayed to another front at the same moment waits for
+        # this one's row and is refused when it commits (not a constraint error)
+        if not store.query(
+            "INSERT INTO nonces (node, nonce, seen) VALUES (?, ?, ?) "
+            "ON CONFLICT (node, nonce) DO NOTHING RETURNING 1",
+            (node_id, nonce, now),
+        ):
+            raise RefusedError("request.replayed")
         store.execute(
             "INSERT INTO peers (node_id, last_contact, skew_seconds) VALUES (?, ?, ?) "
             "ON CONFLICT(node_id) DO UPDATE SET last_contact=excluded.last_contact, "
