@@ -27,7 +27,12 @@ import httpx
 import psycopg
 import pytest
 
+from sync.ingest import RACE_ATTEMPTS, RACES, ingest, retrying
+from sync.pg import PgStore
 from sync.pg.store import WRITE_LOCK
+from sync.protocol.batch import decode_batch
+from sync.protocol.errors import StoreError
+from sync.store import Store
 from tests.hostile.network import (
     CITY,
     ITEM,
@@ -432,3 +437,87 @@ def test_a_fork_pushed_to_both_fronts_is_recorded_once(net: Topology, tmp_path: 
     assert [(f["origin"], f["seq"]) for f in cli_json(city, "fork", "list")["forks"]] == [
         (TOWN, split + 1)
     ]
+
+
+# --- the retry itself, made to happen ------------------------------------------------------------
+
+
+def _lock_waiter(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        poll("a writer waiting on another's seqs", lambda: conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'"
+        ).fetchall()[0][0])  # fmt: skip
+
+
+@pytest.mark.parametrize("part", ["some", "all"])
+def test_a_batch_that_loses_the_race_is_retried_and_skips_what_the_other_front_stored(
+    net: Topology, part: str
+) -> None:
+    """Another front holds seqs of this batch uncommitted: the batch waits, is refused
+    (store.pg_taken) when they commit, and its second try skips them as duplicates."""
+    assert net.store is not None
+    url = net.store
+    with net.open(TOWN) as town:
+        append_notes(town, 10, tag="raced")
+        base = heads_at(url)[TOWN][0]
+        entries = town.store.entries(TOWN, base)  # the town's cases, then the notes
+    held = 3 if part == "some" else len(entries)  # what the other front stores first
+    commit = threading.Event()
+    holding = threading.Event()
+    results: dict[str, Any] = {}
+
+    def other_front() -> None:
+        with PgStore(url) as other:
+            other.defer_projections()  # a front: the write lock shared
+            with other.transaction():
+                other.insert(entries[:held], "2025-10-13T09:00:00+08:00")
+                holding.set()
+                commit.wait(WAIT_S)
+
+    def this_front() -> None:
+        with open_home(net.home(CITY)) as city:
+            city.store.defer_projections()
+            results["ingest"] = ingest(city.store, decode_batch(batch_of(entries)), me=CITY,
+                                       sender=TOWN, received_at=city.clock.stamp())  # fmt: skip
+
+    first = threading.Thread(target=other_front)
+    first.start()
+    assert holding.wait(WAIT_S)
+    second = threading.Thread(target=this_front)
+    second.start()
+    _lock_waiter(url)  # this front's COPY waits on the seqs the other holds
+    commit.set()
+    first.join(WAIT_S)
+    second.join(WAIT_S)
+    result = results["ingest"]
+    count = len(entries)
+    applied = {TOWN: count - held} if held < count else {}
+    assert (result.duplicates, result.applied, result.rejected) == (held, applied, [])
+    assert heads_at(url)[TOWN] == (base + count, entries[-1].hash.hex())
+    assert counts_at(url)[TOWN] == (base + count, 1, base + count)
+
+
+def test_retrying_gives_up_after_three_races_and_never_retries_on_sqlite(
+    tmp_path: Path, pg_url: str
+) -> None:
+    tries: list[str] = []
+
+    def lose(key: str) -> Any:
+        def attempt() -> None:
+            tries.append(key)
+            raise StoreError(key, detail="")
+
+        return attempt
+
+    with PgStore(pg_url) as pg:
+        for key in sorted(RACES):
+            with pytest.raises(StoreError):
+                retrying(pg, lose(key))
+        with pytest.raises(StoreError):
+            retrying(pg, lose("store.constraint"))  # no race: at once
+    assert tries == [k for k in sorted(RACES) for _ in range(RACE_ATTEMPTS)] + ["store.constraint"]
+    tries.clear()
+    with Store(tmp_path / "node.db") as sqlite, pytest.raises(StoreError):
+        retrying(sqlite, lose("store.busy"))  # SQLite waited for the database already
+    assert tries == ["store.busy"]
