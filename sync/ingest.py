@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from sync import forks, keyring, proofs
 from sync.keyring import KeyRing
+from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.batch import Run
 from sync.protocol.entry import (
@@ -291,7 +292,7 @@ def ingest(
     return retrying(store, attempt)
 
 
-def retrying(store: Store, attempt: Callable[[], T]) -> T:
+def retrying(store: LogStore, attempt: Callable[[], T]) -> T:
     """`attempt()`, which runs one whole transaction on `store`, again while it loses a race
     to another front (RACES, on PostgreSQL only) — at most RACE_ATTEMPTS times in all; then
     its StoreError goes to the caller (a server answers 503: the client sends again)."""
@@ -305,7 +306,7 @@ def retrying(store: Store, attempt: Callable[[], T]) -> T:
             tries += 1
 
 
-def lost_race(store: Store, exc: StoreError) -> bool:
+def lost_race(store: LogStore, exc: StoreError) -> bool:
     """Whether `exc` says another writer of the same PostgreSQL database came first. A
     SQLite store waits for the database (its busy timeout): its `store.busy` is no race."""
     return exc.key in RACES and not isinstance(store, Store)
