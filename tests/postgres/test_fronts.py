@@ -226,6 +226,12 @@ def poll(what: str, check: Any) -> Any:
     raise AssertionError(f"never: {what}")
 
 
+def _first_batch(sync: subprocess.Popen[str], url: str, start: int) -> None:
+    """Until the city holds a batch of the town's push (the round still going on)."""
+    poll("a batch committed", lambda: heads_at(url)[TOWN][0] > start or sync.poll() is not None)
+    assert sync.poll() is None, f"the round ended at once: {finish(sync)}"
+
+
 # --- (a) towns pushing to both fronts at once ------------------------------------------------
 
 
@@ -309,7 +315,7 @@ def test_a_front_killed_mid_push_loses_nothing_acknowledged(net: Topology) -> No
     city = net.home(CITY)
     with zhibao_serve(city) as a, zhibao_serve(city) as b:
         sync = start_sync(net.home(TOWN), a.url)
-        poll("a batch committed", lambda: heads_at(url)[TOWN][0] > start)
+        _first_batch(sync, url, start)
         a.kill9()
         code, _ = finish(sync)
         assert code == 1, "the round ended before the kill: nothing was cut"
@@ -395,7 +401,7 @@ def test_the_database_restarted_mid_round_then_the_next_round_completes(
     city = net.home(CITY)
     with zhibao_serve(city) as a:
         sync = start_sync(net.home(TOWN), a.url)
-        poll("a batch committed", lambda: heads_at(url)[TOWN][0] > start)
+        _first_batch(sync, url, start)
         _restart(private_cluster)
         code, err = finish(sync)
         if code:  # cut mid-round: said in one line (a 503: the database, try again)
