@@ -140,12 +140,14 @@ def _show(node_home: Path | None) -> dict[str, object]:
     "--store",
     envvar="ZHIBAO_STORE",
     default=None,
-    metavar="postgresql://USER[:PASSWORD]@HOST[:PORT]/DB",
+    metavar="URL",
     help=h(
-        "A city only: keep its store in this PostgreSQL database (empty, holding no zhibao "
-        "log) instead of node.db; default $ZHIBAO_STORE (which towns and villages ignore). "
-        "The password goes to store.pgpass in the home (0600), never into node.toml.",
-        "仅限市级节点：数据保存在此 PostgreSQL 数据库（须为空，不含 zhibao 日志）而非 "
+        "A city only: keep its store in this PostgreSQL database, "
+        "`postgresql://USER[:PASSWORD]@HOST[:PORT]/DB` (empty, holding no zhibao log), instead "
+        "of node.db; default $ZHIBAO_STORE (which towns and villages ignore). The password "
+        "goes to store.pgpass in the home (0600), never into node.toml.",
+        "仅限市级节点：数据保存在此数据库 "
+        "`postgresql://用户[:密码]@主机[:端口]/数据库`（须为空，不含 zhibao 日志），而非 "
         "node.db；默认取 $ZHIBAO_STORE（镇、村节点忽略此变量）。密码写入主目录中的 "
         "store.pgpass（0600），不写入 node.toml。",
     ),

@@ -15,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+import importlib
 import re
 import urllib.parse
 from collections.abc import Sequence
@@ -122,11 +123,11 @@ def passfile_of(home: Path) -> Path | None:
 def check_unclaimed(url: str, node_id: str, *, password: str | None = None) -> None:
     """Refuse (HomeError `node.store_taken`) a database holding a zhibao log, or one whose
     meta names another node; read-only, before anything is created or migrated."""
-    import psycopg
+    from sync import pg  # first: without the driver, StoreError `store.pg_driver_missing`
 
-    from sync.pg import translate
+    psycopg = importlib.import_module("psycopg")
 
-    def one(conn: psycopg.Connection[Any], sql: str, *params: str) -> Any:
+    def one(conn: Any, sql: str, *params: str) -> Any:
         row = conn.execute(sql, params or None).fetchone()
         return row[0] if row else None
 
@@ -147,7 +148,7 @@ def check_unclaimed(url: str, node_id: str, *, password: str | None = None) -> N
                 else None
             )
     except psycopg.Error as exc:
-        raise translate(exc) from exc
+        raise pg.translate(exc) from exc
     if held or (owner is not None and owner != node_id):
         raise HomeError("node.store_taken", url=_shown(url), node_id=owner or "?")
 

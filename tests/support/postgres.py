@@ -20,8 +20,9 @@ Both engines for the city: a test (or module: `pytestmark =
 pytest.mark.usefixtures("city_engine")`) that takes the `city_engine` fixture runs twice,
 on SQLite and on PostgreSQL; on PostgreSQL `$ZHIBAO_STORE` names the test's fresh database,
 so every city the test builds lands there: through the CLI (`zhibao init --tier city`
-reads it) and through the helpers (`city_store()`, which tests/support/topology.py and
-tests/helpers_cases.py pass to `create_home` for a city). A network built once per session
+reads it: one such city per test) and through the helpers (`city_store()`, which
+tests/support/topology.py and tests/helpers_cases.py pass to `create_home` for a city;
+a second city gets a database of its own, dropped with the test's). A network built once per session
 (tests/conftest.py) keeps its city in a template database; each copy gets a database of
 its own made from it (`create_database(…, template=…)`, `move_city_store`).
 """
@@ -226,8 +227,16 @@ def another_database(url: str, *, template: str = "template0") -> str:
 
 def city_store() -> str | None:
     """The database a city built by a test's helpers keeps its store in: `$ZHIBAO_STORE`
-    (set by `city_engine` on PostgreSQL), else None (node.db)."""
-    return os.environ.get(STORE_ENV) or None
+    (set by `city_engine` on PostgreSQL) while no city holds it, then a further database
+    for each (`another_database`: a test may build more than one city); None: node.db."""
+    url = os.environ.get(STORE_ENV) or None
+    if url is None:
+        return None
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        taken = conn.execute("SELECT to_regclass('heads') IS NOT NULL").fetchone() == (True,)
+    return another_database(url) if taken else url
 
 
 def move_city_store(home: Path, url: str) -> None:
