@@ -65,6 +65,8 @@ from tiers.catalogue import parse_catalogue
 from tiers.node import open_home
 from tiers.published import publish_items
 
+pytestmark = pytest.mark.slow  # real serve and sync processes, a cluster restarted
+
 TOWNS = (TOWN, TOWN_B)
 CASES = 12  # per town: accepted, and every fourth received and refused (不予受理)
 WAIT_S = 60.0
