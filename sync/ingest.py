@@ -57,6 +57,7 @@ T = TypeVar("T")
 RACES = frozenset({"store.pg_taken", "store.pg_gap", "store.busy"})
 RACE_ATTEMPTS = 3  # tries in all of a batch that keeps losing races, before it is refused
 
+
 @dataclass
 class IngestResult:
     applied: dict[str, int] = field(default_factory=dict)

@@ -33,6 +33,7 @@ import json
 import sys
 import time as _time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -215,6 +216,15 @@ class NodeApp:
         finally:
             gate.release(caller)
 
+    def transaction(self, *, exclusive: bool = False) -> AbstractContextManager[None]:
+        """A request's transaction. `exclusive`: the write lock the fronts share (sync.pg)
+        taken whole, so no other front appends while it runs — for a request that catches
+        the projections up and reads them (a pull; materials asked for), so that no two
+        fronts project the same entries and none is passed over. On SQLite every write
+        transaction is exclusive."""
+        store = self.node.store
+        return store._write(catch_up=False) if exclusive else store.transaction()
+
     def _answer_key(self, request: Request, caller: Caller) -> bytes | None:
         """The seal key this request's answer is sealed to: the caller's enrolled one. None
         (a plain answer) only on a plain server, to a client that asked for plain or has no
@@ -267,9 +277,7 @@ class NodeApp:
         def attempt() -> Response:
             # one transaction: the nonce, then what the handler writes; the answer (and any
             # receipt in it) leaves only after this commit
-            # (exclusive: the write lock a deferring store shares with the other fronts,
-            # taken whole — sync.logstore; on SQLite every transaction is exclusive)
-            with store._write(catch_up=False) if exclusive else store.transaction():
+            with self.transaction(exclusive=exclusive):
                 self._remember(caller.node_id, caller.nonce, caller.skew)
                 return handler(caller.node_id, plain)
 
