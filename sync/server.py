@@ -155,16 +155,21 @@ class NodeApp:
         async def run(request: Request) -> Response:
             try:
                 return await endpoint(request)
+            except ZhibaoError as exc:  # the database, before or outside the transaction
+                if exc.key not in TRY_LATER:  # (admitting the request reads keys)
+                    return self._internal(request, exc)
+                return error_response(503, exc.key, close=True, **exc.params)
             except Exception as exc:  # a bug: one request fails, the server goes on
-                log_line(
-                    "server.internal_logged",
-                    method=request.method,
-                    path=request.url.path,
-                    error=describe(exc),
-                )
-                return error_response(500, "server.internal", close=True)
+                return self._internal(request, exc)
 
         return run
+
+    def _internal(self, request: Request, exc: Exception) -> Response:
+        log_line(
+            "server.internal_logged", method=request.method, path=request.url.path,
+            error=describe(exc),
+        )  # fmt: skip
+        return error_response(500, "server.internal", close=True)
 
     def _remember(self, node_id: str, nonce: str, skew: int) -> None:
         """Inside the request's transaction: refuse a nonce seen before, then record it and
