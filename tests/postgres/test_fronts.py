@@ -216,6 +216,7 @@ def sync_ok(home: Path, url: str) -> None:
 def alive(front: Served) -> None:
     assert front.proc.poll() is None, f"the front died: {front.errors()}"
     assert "Traceback" not in front.errors(), front.errors()
+    assert "internal error" not in front.errors(), front.errors()
 
 
 def poll(what: str, check: Any) -> Any:
