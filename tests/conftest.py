@@ -16,11 +16,11 @@ import pytest
 
 from tests.support.postgres import (
     city_engine,
-    city_store,
     create_database,
     database_of,
     drop_databases,
     stop_shared,
+    store_env,
 )
 from tests.support.topology import CITY, TOWN, VILLAGE, Topology, build_topology, copy_topology
 
@@ -39,7 +39,7 @@ def topology_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tem
     built: dict[tuple[bool, tuple[str, ...]], Topology] = {}
 
     def template(nodes: Iterable[str]) -> Topology:
-        on = city_store()
+        on = store_env()
         key = (on is not None, tuple(sorted(set(nodes))))
         if key not in built:
             store = None if on is None else create_database(on, "tpl_" + secrets.token_hex(8))

@@ -138,10 +138,15 @@ def insert_one(store: Store, entry: SignedEntry) -> None:
 
 
 def case_row(store: Store, case_id: str) -> dict[str, Any]:
-    """The projected `cases` row as a dict."""
-    cursor = store.conn.execute("SELECT * FROM cases WHERE case_id = ?", (case_id,))
-    names = [d[0] for d in cursor.getdescription()]
-    rows = list(cursor)
+    """The projected `cases` row as a dict (on either engine)."""
+    if isinstance(store, Store):  # SQLite (apsw)
+        cursor = store.conn.execute("SELECT * FROM cases WHERE case_id = ?", (case_id,))
+        names = [d[0] for d in cursor.getdescription()]
+        rows = list(cursor)
+    else:  # a city on PostgreSQL (psycopg)
+        found = store.conn.execute("SELECT * FROM cases WHERE case_id = %s", (case_id,))
+        names = [d.name for d in found.description or ()]
+        rows = found.fetchall()
     assert len(rows) == 1, rows
     return dict(zip(names, rows[0], strict=True))
 

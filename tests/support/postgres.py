@@ -225,11 +225,16 @@ def another_database(url: str, *, template: str = "template0") -> str:
     return create_database(url, f"{database_of(url)}_{secrets.token_hex(4)}", template=template)
 
 
+def store_env() -> str | None:
+    """`$ZHIBAO_STORE`: the test's database while `city_engine` runs it on PostgreSQL."""
+    return os.environ.get(STORE_ENV) or None
+
+
 def city_store() -> str | None:
     """The database a city built by a test's helpers keeps its store in: `$ZHIBAO_STORE`
     (set by `city_engine` on PostgreSQL) while no city holds it, then a further database
     for each (`another_database`: a test may build more than one city); None: node.db."""
-    url = os.environ.get(STORE_ENV) or None
+    url = store_env()
     if url is None:
         return None
     import psycopg

@@ -22,7 +22,13 @@ from sync.ingest import ingest
 from sync.node import Node
 from sync.protocol.batch import decode_batch, encode_batch
 from sync.protocol.ids import is_within, parent_of, tier_of
-from tests.support.postgres import another_database, city_store, database_of, move_city_store
+from tests.support.postgres import (
+    another_database,
+    city_store,
+    database_of,
+    move_city_store,
+    store_env,
+)
 from tiers.catalogue import parse_catalogue
 from tiers.node import create_home, open_home
 from tiers.published import publish_items
@@ -188,7 +194,7 @@ def copy_topology(template: Topology, base: Path) -> Topology:
     PostgreSQL gets a copy of the template's database, dropped with the test's own."""
     store = None
     if template.store is not None:
-        store = another_database(city_store() or template.store,
+        store = another_database(store_env() or template.store,
                                  template=database_of(template.store))  # fmt: skip
     copy = Topology(base, keys=dict(template.keys), store=store)
     for node_id, home in template.homes.items():
