@@ -288,7 +288,7 @@ def ingest(
     def attempt() -> IngestResult:
         return _ingest_all(store, ordered, me=me, sender=sender, received_at=received_at)
 
-    if store._depth:  # inside the caller's transaction: the caller retries it whole
+    if store.in_transaction:  # inside the caller's transaction: the caller retries it whole
         return attempt()
     return retrying(store, attempt)
 

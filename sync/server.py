@@ -228,7 +228,7 @@ class NodeApp:
         fronts project the same entries and none is passed over. On SQLite every write
         transaction is exclusive."""
         store = self.node.store
-        return store._write(catch_up=False) if exclusive else store.transaction()
+        return store.exclusive() if exclusive else store.transaction()
 
     def _answer_key(self, request: Request, caller: Caller) -> bytes | None:
         """The seal key this request's answer is sealed to: the caller's enrolled one. None
