@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.postgres import stop_shared
+from tests.support.slowfirst import pytest_collection_modifyitems  # noqa: F401 (the hook)
 from tests.support.topology import CITY, TOWN, VILLAGE, Topology, build_topology, copy_topology
 
 MakeTopology = Callable[..., Topology]
