@@ -4,10 +4,10 @@
 share per worker, and a worker that runs out takes half of the longest queue's *tail*. A
 long test near the end of a share was therefore the run's tail (one worker busy for half a
 minute while the others had nothing left). Here the tests named in `durations.txt` (the
-run's slowest, as `--durations` prints them) are dealt out longest first, each to the
-share with the least time so far, and put at the head of their shares; every other test
-keeps its place in collection order, filling the shares behind them. The tail is then
-made of short tests, which the idle workers steal. Nothing is skipped or added.
+run's slowest, as `--durations` prints them) are dealt out longest first (a module's
+together), each to the share with the least time so far, and put at the heads of the
+shares; every other test keeps its place in collection order, filling the shares behind.
+The tail is then made of short tests, which idle workers steal. Nothing is skipped or added.
 
 Refresh the list after a suite's timings change (the lines `--durations` prints, as is):
     scripts/test -q --durations=100 | grep -E '^[0-9.]+s (setup|call|teardown) ' \
@@ -45,23 +45,25 @@ def share_sizes(count: int, workers: int) -> list[int]:
     return sizes
 
 
-def arrange(
-    items: list[pytest.Item], seconds: dict[str, float], workers: int
-) -> list[pytest.Item]:
-    """`items` reordered: long ones dealt to the shares' heads, the rest in order behind."""
+def arrange(items: list[pytest.Item], seconds: dict[str, float], workers: int) -> list[pytest.Item]:
+    """`items` reordered: long ones dealt to the shares' heads, the rest in order behind.
+
+    A module's long tests go to one share together (their module-scoped fixtures, such as
+    a demo city two tests read, are then built once), dealt by their total."""
     sizes = share_sizes(len(items), workers)
-    long = sorted(
-        (i for i, item in enumerate(items) if seconds.get(item.nodeid, 0.0) >= LONG),
-        key=lambda i: -seconds[items[i].nodeid],
-    )
+    modules: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        if seconds.get(item.nodeid, 0.0) >= LONG:
+            modules.setdefault(item.nodeid.split("::")[0], []).append(i)
+    units = sorted(modules.values(), key=lambda u: -sum(seconds[items[i].nodeid] for i in u))
     heads: list[list[int]] = [[] for _ in range(workers)]
     load = [0.0] * workers
-    for i in long:
-        open_shares = [w for w in range(workers) if len(heads[w]) < sizes[w]]
-        share = min(open_shares, key=lambda w: (load[w], w))
-        heads[share].append(i)
-        load[share] += seconds[items[i].nodeid]
-    placed = set(long)
+    for unit in units:
+        fits = [w for w in range(workers) if len(heads[w]) + len(unit) <= sizes[w]]
+        share = min(fits or range(workers), key=lambda w: (load[w], w))
+        heads[share] += unit[: sizes[share] - len(heads[share])]
+        load[share] += sum(seconds[items[i].nodeid] for i in unit)
+    placed = {i for head in heads for i in head}
     rest = iter(i for i in range(len(items)) if i not in placed)
     order: list[int] = []
     for w in range(workers):
