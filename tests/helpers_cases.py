@@ -85,7 +85,8 @@ def network(tmp_path: Path, now: datetime = NOW, *, durable: bool = True) -> Ite
         stack.callback(village.close)
         if not durable:
             for node in (city, town, village):
-                node.store.execute("PRAGMA synchronous=OFF")
+                if isinstance(node.store, Store):  # (a city on PostgreSQL: nothing to turn off)
+                    node.store.execute("PRAGMA synchronous=OFF")
         publish_items(city, list(ITEMS), at="2025-01-02T09:00")
         net = Network(city, town, village)
         net.down()
@@ -136,8 +137,12 @@ def insert_one(store: Store, entry: SignedEntry) -> None:
 
 def case_row(store: Store, case_id: str) -> dict[str, Any]:
     """The projected `cases` row as a dict."""
-    cursor = store.conn.execute("SELECT * FROM cases WHERE case_id = ?", (case_id,))
-    names = [d[0] for d in cursor.getdescription()]
+    if isinstance(store, Store):
+        cursor = store.conn.execute("SELECT * FROM cases WHERE case_id = ?", (case_id,))
+        names = [d[0] for d in cursor.getdescription()]
+    else:  # a city's PgStore (psycopg)
+        cursor = store.conn.execute("SELECT * FROM cases WHERE case_id = %s", (case_id,))
+        names = [d.name for d in cursor.description]
     rows = list(cursor)
     assert len(rows) == 1, rows
     return dict(zip(names, rows[0], strict=True))
