@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sync.pg import replica
 from sync.protocol.errors import StoreError
 
 ENTRY_PARTITIONS = 16
@@ -191,7 +192,11 @@ CREATE TABLE IF NOT EXISTS schema_version (
 
 def migrate(conn: Any) -> list[int]:
     """Bring the database of psycopg connection `conn` (not in a transaction) to
-    SCHEMA_VERSION; the versions applied now (none when it was there already)."""
+    SCHEMA_VERSION; the versions applied now (none when it was there already). On a
+    standby nothing can be written: only checked (sync.pg.replica)."""
+    if replica.in_recovery(conn):
+        replica.check_schema(conn, SCHEMA_VERSION)
+        return []
     applied: list[int] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))

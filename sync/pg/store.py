@@ -30,7 +30,7 @@ from psycopg.pq import TransactionStatus
 
 from sync._projecting import Extension
 from sync.logstore import LogStore
-from sync.pg import dialect, schema
+from sync.pg import dialect, replica, schema
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import DiskFullError, StoreError
@@ -61,6 +61,8 @@ def translate(exc: psycopg.Error) -> StoreError:
         if diag.constraint_name and diag.constraint_name.startswith("entries_"):
             return StoreError("store.pg_taken", detail=diag.message_detail or "")
         return StoreError("store.constraint", detail=str(diag.message_primary))
+    if code == replica.READ_ONLY:  # a standby (sync.pg.replica)
+        return StoreError("store.pg_read_only")
     if code == "53100":  # disk_full
         return DiskFullError("store.full")
     if code in ("40001", "40P01", "55P03"):  # serialization, deadlock, lock not available
