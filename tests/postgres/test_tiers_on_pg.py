@@ -8,9 +8,8 @@ real key, modified software: tests/hostile/harness.py `Actor`) then writes SQL-l
 and text where numbers belong; the PostgreSQL city stores it, quarantines or shows it as
 text, exactly as the SQLite city does, and none of it is executed.
 
-The city is opened on PostgreSQL by handing `sync.node` a store factory (`_pg_city`), as the
-dev plugin does: `init_node(..., store=url)` is not on main yet (helper "wire"); when it is,
-`_pg_city` becomes that argument.
+The city is created on PostgreSQL as `zhibao init --store URL` creates it (`create_home(...,
+store=url)`, `_pg_city`).
 """
 
 from __future__ import annotations
@@ -24,11 +23,11 @@ from typing import Any
 
 import pytest
 
-import sync.node
 from sync.clock import ZONE
 from sync.pg import PgStore
 from tests.hostile.harness import Actor
 from tests.support.topology import CITY, TOWN, VILLAGE, hand_up
+from tests.tiers import test_figures
 from tests.tiers.test_figures import AFTER, OCTOBER, City, hand_built_month, push, small_city, t
 from tiers.cases import listing
 from tiers.cases.listing import Filters
@@ -53,17 +52,17 @@ SQL_LOOKING = (
 
 @contextmanager
 def _pg_city(url: str) -> Iterator[None]:
-    """While open, the city a test creates keeps its store in `url` (towns and villages on
-    SQLite, as always)."""
-    real = sync.node.Store
+    """While open, the city `small_city` creates keeps its store in `url`, as `zhibao init
+    --store URL` makes it (towns and villages on SQLite, as always)."""
+    real = test_figures.create_home
 
-    def store(path: Any, *, extensions: Any = (), owner: str | None = None) -> Any:
-        if owner == CITY:
-            return PgStore(url, extensions=extensions, owner=owner)
-        return real(path, extensions=extensions, owner=owner)
+    def create(home: Path, **options: Any) -> Any:
+        if options.get("node_id") == CITY:
+            options["store"] = url
+        return real(home, **options)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sync.node, "Store", store)
+        patch.setattr(test_figures, "create_home", create)
         yield
 
 
