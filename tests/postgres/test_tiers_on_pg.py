@@ -25,6 +25,7 @@ import pytest
 
 from sync.clock import ZONE
 from sync.pg import PgStore
+from tests.helpers_cases import ITEMS
 from tests.hostile.harness import Actor
 from tests.support.topology import CITY, TOWN, VILLAGE, hand_up
 from tests.tiers import test_figures
@@ -40,6 +41,7 @@ from tiers.figures import parse_period
 from tiers.rectification import list_rectifications
 
 NOW = datetime(2025, 11, 20, 9, tzinfo=ZONE)
+ITEM_A1 = next(item for item in ITEMS if item.code == "A1").to_body()
 SQL_LOOKING = (
     "'); DROP TABLE cases; --",
     "%s",
@@ -125,7 +127,7 @@ def _reads(net: City) -> dict[str, Any]:
         "rectifications": list_rectifications(city.store, AFTER, 10, 3),
         "network": _without_hashes(network_health(city, now=NOW)),
         "quarantine": _without_hashes(city.store.quarantine_counts()),
-        # (not `store.quarantined()`: its subquery in FROM lacks an alias, sync/_projecting.py)
+        "quarantined": _without_hashes(city.store.quarantined()),
     }
 
 
@@ -205,11 +207,13 @@ def _forge_hostile(net: City) -> list[dict[str, object]]:
                            "materials": [], "applicant": {"name": SQL_LOOKING[5]}}),
         ("case.accepted", {"case_id": first, "promised_days": 5}),  # a second time
         ("case.suspended", {"case_id": first, "reason": SQL_LOOKING[4]}),
+        ("catalogue.item", {**ITEM_A1, "name": SQL_LOOKING[0], "department": "%s"}),  # the
+        # city's to publish: quarantined
         ("case.fee_assessed", {"case_id": first, "fee_fen": "1050"}),  # refused at the door:
         ("case.accepted", {"case_id": first, "promised_days": "5); DROP TABLE cases; --"}),
     ):  # fmt: skip
         # (the fee's text refused, so is every entry after it: the log's chain stops there)
-        if "after" not in body:
+        if "after" not in body and kind.startswith("case."):
             body = {**body, "after": prev}
         entry = actor.forge(kind, body, at=t("10-20", "09:00"))
         if body.get("case_id") == first:
@@ -227,12 +231,12 @@ def test_tiers_on_pg_hostile_text_is_stored_quarantined_or_shown_never_run(
         held = int(store.query("SELECT count(*) FROM cases")[0][0])
         pushed = _forge_hostile(pg)
         assert pushed == _forge_hostile(lite)  # applied, refused (and why): the same
-        assert [p["applied"] for p in pushed[:5]] == [{TOWN: 1}] * 5
-        refused = [p["rejected"] for p in pushed[5:]]
+        assert [p["applied"] for p in pushed[:6]] == [{TOWN: 1}] * 6
+        refused = [p["rejected"] for p in pushed[6:]]
         assert refused[0] == refused[1] and len(refused[0]) == 1  # type: ignore[arg-type]
         assert refused[0][0]["reason_key"] == "entry.schema"  # type: ignore[index]
         # stored: what the city took is in its log as it was signed
-        bodies = [json.loads(e.raw)["body"] for e in store.entries(TOWN)[-5:]]
+        bodies = [json.loads(e.raw)["body"] for e in store.entries(TOWN)[-6:]]
         assert bodies[0]["applicant"] == {"name": SQL_LOOKING[0], "id_no": "%s", "phone": "%(x)s"}
         assert bodies[0]["materials"] == list(SQL_LOOKING)
         # never run: every table is there, the other cases too, and the two new ones
@@ -252,6 +256,12 @@ def test_tiers_on_pg_hostile_text_is_stored_quarantined_or_shown_never_run(
         assert listing.find(store, AFTER, 3, Filters(id_no="%s")).total == 1  # 尾号 "%s"
         assert listing.find(store, AFTER, 3, Filters(item="%s")).total == 1  # the item "%s"
         assert listing.find(store, AFTER, 3, Filters(phone="?")).total == 0
+        # quarantined: the forged catalogue item, and the catalogue is the city's still
+        reads = _reads(pg)
+        assert [(q["origin"], q["type"]) for q in reads["quarantined"]] == [
+            (TOWN, "catalogue.item")
+        ]
+        assert listing.find(store, AFTER, 3, Filters(department="%s")).total == 0
         # and every read of the city: the same as on SQLite
-        assert _reads(pg) == _reads(lite)
+        assert reads == _reads(lite)
         assert _figures(store) == _figures(lite.city.store)
