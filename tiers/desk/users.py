@@ -174,8 +174,8 @@ def add_user(store: Store, name: str, role: str, password: str, created_at: str)
 
 def list_users(store: Store) -> list[User]:
     ensure(store)
-    rows = store.query("SELECT name, role, created_at FROM desk_users ORDER BY name")
-    return [User(*row) for row in rows]
+    rows = store.query("SELECT name, role, created_at FROM desk_users")
+    return [User(*row) for row in sorted(rows)]  # by code point, whatever the collation
 
 
 def remove_user(store: Store, name: str) -> None:
