@@ -163,7 +163,9 @@ def wait_replayed(pair: Pair, timeout: float = REPLAY_TIMEOUT_S) -> str:
     import psycopg
 
     with psycopg.connect(pair.primary, autocommit=True) as conn:
-        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        # the insert position: with synchronous_commit off (the test clusters), a commit may
+        # sit in the WAL buffers beyond the write position for a moment
+        row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
     assert row is not None
     target = str(row[0])
     deadline = time.monotonic() + timeout
