@@ -9,7 +9,10 @@ SQL literal of the code base against this list):
     ?  and  :name                     %s  and  %(name)s   (a literal % becomes %%)
     INSERT OR IGNORE INTO …           INSERT INTO … ON CONFLICT DO NOTHING
     INSERT OR REPLACE INTO t (…) …    INSERT INTO t (…) … ON CONFLICT (t's key) DO UPDATE SET …
-    json_extract(x, '$.a.b')          (x)::jsonb #>> '{a,b}'   (text, as SQLite gives for text)
+    json_extract(x, '$.a.b')          (x)::json #>> '{a,b}'   (text, as SQLite gives for text;
+                                      a \u0000 escape read as U+FFFD: PostgreSQL refuses to
+                                      read any field of a document that holds one, and one
+                                      member's entry must not stop every read of the log)
     json_each(?)                      json_array_elements_text(%s::json)   (column `value`)
     CAST(raw AS TEXT) of a blob       convert_from(raw, 'UTF8')
     CAST(x AS INTEGER)                CAST(x AS bigint)
@@ -143,7 +146,7 @@ def _token(match: re.Match[str]) -> str:
 
 
 def _json_extract(sql: str) -> str:
-    """json_extract(expr, '$.a.b') → ((expr)::jsonb #>> '{a,b}'), nested parentheses kept."""
+    """json_extract(expr, '$.a.b') → ((expr)::json #>> '{a,b}'), nested parentheses kept."""
     while True:
         found = _JSON_EXTRACT.search(sql)
         if found is None:
@@ -164,7 +167,8 @@ def _json_extract(sql: str) -> str:
             i += 1
         expr, path = sql[start:comma].strip(), sql[comma + 1 : i - 1].strip()
         keys = path.strip("'").removeprefix("$.").split(".")
-        sql = sql[: found.start()] + f"(({expr})::jsonb #>> '{{{','.join(keys)}}}')" + sql[i:]
+        value = f"(replace({expr}, '\\u0000', '\\ufffd')::json #>> '{{{','.join(keys)}}}')"
+        sql = sql[: found.start()] + value + sql[i:]
 
 
 def _conflict(sql: str, clause: str) -> str:

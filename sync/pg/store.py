@@ -38,6 +38,7 @@ from sync.protocol.errors import DiskFullError, StoreError
 T = TypeVar("T")
 _OUTSIDE = (TransactionStatus.IDLE, TransactionStatus.UNKNOWN)  # no transaction open (UNKNOWN: cut)
 CONNECT_TIMEOUT_S = 10
+BYTE_ORDER = frozenset({"C", "POSIX", "C.UTF-8", "C.utf8"})  # collations that compare bytes
 WRITE_LOCK = 0x7A68_6962_6177  # the advisory lock writers take (see PgStore._begin)
 LOCK_TIMEOUT = "10s"  # as sync.store's busy timeout: a writer waits this long for a head
 _COPY_ENTRIES = "COPY entries (origin, seq, hash, sig, raw, type, received_at) FROM STDIN"
@@ -101,6 +102,7 @@ class PgStore(LogStore):
             raise translate(exc) from exc
         try:
             self.conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+            _check_collation(self.conn)
             schema.migrate(self.conn)
             with self.conn.transaction():  # the tiers' projections: their tables, once
                 self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.MIGRATION_LOCK,))
@@ -275,6 +277,20 @@ class PgStore(LogStore):
         return int(row[0]) if row else 0
 
 
+def _check_collation(conn: psycopg.Connection[Any]) -> None:
+    """Refuse a database that sorts text by a language's rules: ids are compared as ranges
+    (`origin >= '330782001' AND origin < '330782001:'`) and listed in order, which holds
+    only in byte order, as SQLite compares — collation C (or C.UTF-8)."""
+    row = conn.execute(
+        "SELECT to_jsonb(d) FROM pg_database d WHERE datname = current_database()"
+    ).fetchone()
+    found = row[0] if row is not None else {}
+    if found.get("datlocprovider", "c") == "i":  # ICU (PostgreSQL 15+): its own rules
+        raise StoreError("store.pg_collation", collation="ICU " + str(found.get("daticulocale")))
+    if found.get("datcollate", "C") not in BYTE_ORDER:
+        raise StoreError("store.pg_collation", collation=found["datcollate"])
+
+
 def _params(params: Sequence[Any] | dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
     """Always a sequence or a mapping (even empty), so psycopg reads `%%` as `%` in every
     statement the dialect wrote; ints and bools as untyped literals, so the server takes the
@@ -320,6 +336,13 @@ i18n.register(
             "to {known}): upgrade zhibao.",
             "数据库已由更新版本的 zhibao 升级（结构版本 {version}，本版本只支持到 {known}）："
             "请升级 zhibao。",
+        ),
+        "store.pg_collation": (
+            "The database sorts text by the rules of {collation}; zhibao needs byte order: "
+            "create it with LC_COLLATE 'C' (CREATE DATABASE … TEMPLATE template0 "
+            "LC_COLLATE 'C' LC_CTYPE 'C').",
+            "该数据库按 {collation} 的规则排序文本；zhibao 需要按字节排序：请以 LC_COLLATE 'C' "
+            "创建数据库（CREATE DATABASE … TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'）。",
         ),
         "store.pg_unreachable": (
             "The PostgreSQL database could not be reached: {detail}",
