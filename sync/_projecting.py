@@ -263,7 +263,8 @@ class Projecting:
         by origin and seq, with the reason in the reader's words."""
         rows = self.query(
             "SELECT * FROM (SELECT origin, seq, type, reason, params, received_at FROM "
-            "quarantine ORDER BY received_at DESC, origin, seq DESC LIMIT ?) ORDER BY origin, seq",
+            "quarantine ORDER BY received_at DESC, origin, seq DESC LIMIT ?) AS latest "
+            "ORDER BY origin, seq",
             (limit,),
         )
         out = []

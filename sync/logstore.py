@@ -267,7 +267,8 @@ class LogStore(Projecting):
         decision = self.fork_decision(origin, seq)
         if decision is not None:
             self.execute(
-                "UPDATE forks SET resolved = (held_hash = ?) WHERE origin = ? AND seq = ?",
+                "UPDATE forks SET resolved = CASE WHEN held_hash = ? THEN 1 ELSE 0 END "
+                "WHERE origin = ? AND seq = ?",
                 (bytes.fromhex(decision["kept_hash"]), origin, seq),
             )
 
