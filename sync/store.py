@@ -183,6 +183,15 @@ class Store(LogStore):
     def _last_id(self) -> int:
         return int(self.conn.last_insert_rowid())
 
+    def reader(self) -> _Reader:
+        """A read-only connection to this database file, for another thread."""
+        try:
+            conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY)
+            conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        except apsw.Error as exc:
+            raise _translate(exc) from exc
+        return _Reader(conn)
+
     def checkpoint(self) -> None:
         """Copy what the WAL holds into the database file, as far as readers allow."""
         try:
@@ -246,3 +255,19 @@ class Store(LogStore):
                 )
         except apsw.Error as exc:
             raise _translate(exc) from exc
+
+
+class _Reader:
+    """A read-only connection to a store's file (`Store.reader`)."""
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self.conn = conn
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return list(self.conn.execute(sql, params))
+        except apsw.Error as exc:
+            raise _translate(exc) from exc
+
+    def close(self) -> None:
+        self.conn.close()
