@@ -74,8 +74,12 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
     BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+"""
+_NO_DELETE = """
 CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
     BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+"""
+_DDL += _NO_DELETE + """
 CREATE TABLE IF NOT EXISTS heads (
     origin TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash BLOB NOT NULL
 ) WITHOUT ROWID;
@@ -229,6 +233,24 @@ class Store(LogStore):
         A skip scan of the (origin, seq) index: two seeks per origin, where `GROUP BY
         origin` reads every entry's index row (a city holds millions; this runs per pull)."""
         return {o: s for o, s in self.query(_MAX_SEQS_SQL)}
+
+    def drop_branch(self, origin: str, seq: int) -> None:
+        """Inside a fork switch's transaction (sync.fork_switch): the entries of `origin`
+        from `seq` on leave the log, the append-only trigger dropped and put back around
+        the one DELETE; a whole log's head goes back to seq - 1 (gone at seq 1)."""
+        head, _ = self.head(origin)
+        whole = bool(self.query("SELECT 1 FROM heads WHERE origin = ?", (origin,)))
+        self.execute("DROP TRIGGER entries_no_delete")
+        self.execute("DELETE FROM entries WHERE origin = ? AND seq >= ?", (origin, seq))
+        self.execute(_NO_DELETE)
+        if whole and head >= seq:
+            below = self.hash_at(origin, seq - 1)
+            if below is None:
+                self.execute("DELETE FROM heads WHERE origin = ?", (origin,))
+            else:
+                self.execute(
+                    "UPDATE heads SET seq = ?, hash = ? WHERE origin = ?", (seq - 1, below, origin)
+                )
 
     def iter_all(self, origin: str | None = None) -> Iterator[SignedEntry]:
         sql = "SELECT origin, seq, raw, sig, hash, type FROM entries"

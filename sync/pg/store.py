@@ -251,6 +251,16 @@ class PgStore(LogStore):
         except psycopg.Error as exc:
             raise translate(exc) from exc
 
+    def drop_branch(self, origin: str, seq: int) -> None:
+        """Inside a fork switch's transaction (sync.fork_switch): the entries of `origin`
+        from `seq` on leave the log. The database lets them go only for this statement's
+        `zhibao.switch` and a fork decision it holds at (origin, seq), moves the head back
+        itself, and refuses a branch left in part (sync.pg.schema, migration 2)."""
+        self.query("SELECT seq FROM heads WHERE origin = ? FOR UPDATE", (origin,))
+        self.query("SELECT set_config('zhibao.switch', ?, true)", (f"{origin}:{seq}",))
+        self.execute("DELETE FROM entries WHERE origin = ? AND seq >= ?", (origin, seq))
+        self.query("SELECT set_config('zhibao.switch', '', true)")
+
     def _last_id(self) -> int:
         row = self.conn.execute("SELECT currval('entries_id_seq')").fetchone()
         return int(row[0]) if row else 0
