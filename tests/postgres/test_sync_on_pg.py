@@ -24,8 +24,10 @@ from sync.node import Node
 from sync.pg import PgStore
 from sync.protocol.batch import decode_batch, encode_batch
 from sync.protocol.entry import SignedEntry, encode_entry
+from sync.protocol.errors import StoreError
 from sync.store import Extension, Store
 from tests.hostile.harness import Actor, sign_raw, stamp_now
+from tests.postgres.chains import chain, signer_for
 from tests.support.servers import serve_in_thread
 from tests.support.topology import (
     CITY,
@@ -246,3 +248,43 @@ def test_pg_city_hostile_member_forking_its_log_is_frozen_and_the_store_stays_so
         hand_up(town, city)
         assert city.store.head(VILLAGE) == village.store.head(VILLAGE)
         assert city.store.head(TOWN)[0] == mine.seq
+
+
+def test_pg_drop_branch_only_for_a_decided_fork_whole_and_moves_the_head(pg_url: str) -> None:
+    """The database's side of a fork switch (migration 2): a delete goes through only for
+    the origin and seq `zhibao.switch` names, with a fork decision held there, and only
+    the branch whole; the head goes back to the entry below it."""
+    village, town = chain(signer_for(VILLAGE), VILLAGE, 6), chain(signer_for(TOWN), TOWN, 2)
+    with PgStore(pg_url) as store:
+        with store.transaction():
+            store.insert(village, stamp_now())
+            store.insert(town, stamp_now())
+        with pytest.raises(StoreError) as undecided, store.transaction():
+            store.drop_branch(VILLAGE, 4)  # no decision at (village, 4)
+        assert undecided.value.key == "store.pg_append_only"
+        with store.transaction():
+            store.execute(
+                "INSERT INTO fork_decisions (origin, seq, author, author_seq, kept_hash, "
+                "other_hash, reason, at) VALUES (?, 4, ?, 1, ?, ?, 'r', ?)",
+                (VILLAGE, CITY, b"k" * 32, village[3].hash, stamp_now()),
+            )
+        for sql, params in (
+            ("DELETE FROM entries WHERE origin = ? AND seq = 5", (VILLAGE,)),  # in part
+            ("DELETE FROM entries WHERE origin = ? AND seq >= 3", (VILLAGE,)),  # below seq
+            ("DELETE FROM entries WHERE origin = ?", (TOWN,)),  # another origin
+        ):
+            with pytest.raises(StoreError) as refused, store.transaction():
+                store.query("SELECT set_config('zhibao.switch', ?, true)", (f"{VILLAGE}:4",))
+                store.execute(sql, params)
+            assert refused.value.key == "store.pg_append_only", sql
+        assert store.head(VILLAGE) == (6, village[-1].hash)
+        with store.transaction():
+            store.drop_branch(VILLAGE, 4)
+            assert store.query("SELECT current_setting('zhibao.switch', true)") == [("",)]
+        assert store.head(VILLAGE) == (3, village[2].hash) and store.head(TOWN)[0] == 2
+        assert [e.seq for e in store.entries(VILLAGE)] == [1, 2, 3]
+        with pytest.raises(StoreError), store.transaction():  # the setting went with it
+            store.execute("DELETE FROM entries WHERE origin = ? AND seq >= 3", (VILLAGE,))
+        with store.transaction():  # the kept branch goes on from the head moved back
+            store.insert(village[3:4], stamp_now())
+        assert store.head(VILLAGE) == (4, village[3].hash)
