@@ -20,7 +20,9 @@ the very entries the snapshot holds, whatever is appended meanwhile. Only a fork
 (sync.fork_switch, run by ingest) replaces entries: a slice whose last entry the worker
 did not read as the snapshot holds it is checked again in the snapshot (`_as_held`).
 
-The workers are threads, each with its own read-only connection. Ed25519 verification is
+The workers are threads, each with its own read-only connection (`store.reader()`: on
+SQLite a read-only connection to the file, on PostgreSQL a second connection to the same
+database, read only; both speak the store's SQL). Ed25519 verification is
 ~90 % of an entry's CPU time here and releases the GIL (cryptography 50: two threads
 verifying use 1.96 CPU seconds per second); reading, hashing and parsing hold it (~10 %),
 so threads keep about ten cores busy. A pool of processes measured no faster on two
@@ -38,14 +40,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import apsw
-
 from sync.keyring import Answer, KeyRing
+from sync.logstore import ClosingReader, Reader
 from sync.protocol import i18n
 from sync.protocol.entry import entry_hash, parse_envelope, signing_message
 from sync.protocol.errors import EntryError
 from sync.protocol.keys import verify
-from sync.store import BUSY_TIMEOUT_MS, Store
+from sync.store import Store
 
 SLICE = 4096  # entries a worker checks at a time
 
@@ -121,9 +122,9 @@ def verify_log(
         total = sum(plan.entries for plan in plans)
         many = min(workers if workers is not None else cores(), len(slices))
         if many <= 1 or total < 2 * slice_size or not _on_disk(store):
-            here = (check_slice(_reader(store), part) for part in slices)
+            here = (check_slice(store, part) for part in slices)
             return _audit(store, plans, progress, here)
-        pool = _Workers(store.path, many)
+        pool = _Workers(store, many)
         try:
             return _audit(store, plans, progress, pool.map(slices))
         finally:
@@ -131,8 +132,6 @@ def verify_log(
 
 
 def _on_disk(store: Store) -> bool:
-    if not isinstance(store, Store):  # PostgreSQL: checked here, through its `query`
-        return False
     return store.path not in ("", ":memory:") and not store.path.startswith("file:")
 
 
@@ -186,7 +185,7 @@ def _audit(
         for part in plan.slices:
             checked = next(results)
             if not _as_held(store, part, checked):  # changed since the plan: check it here
-                checked = check_slice(_reader(store), part)
+                checked = check_slice(store, part)
             _replay(report, origin, checked.marks, unproved)
             report.entries += checked.entries
             last = checked.last or last
@@ -248,20 +247,9 @@ _SLICE_SQL = "SELECT seq, raw, sig, hash FROM entries WHERE origin = ? AND seq <
 _BEFORE_SQL = "SELECT seq, raw FROM entries WHERE origin = ? AND seq <= ? ORDER BY seq DESC LIMIT 1"
 
 
-class _Query:
-    """A store without an apsw connection (PostgreSQL), read as `check_slice` reads one:
-    its `query` speaks the same SQL."""
-
-    def __init__(self, store: Store) -> None:
-        self.execute = store.query
-
-
-def _reader(store: Store) -> apsw.Connection | _Query:
-    return store.conn if isinstance(store, Store) else _Query(store)
-
-
-def check_slice(conn: apsw.Connection | _Query, part: Slice) -> Checked:
-    """Every entry of `part`: bytes, link, envelope, signature, as marks in log order.
+def check_slice(conn: Reader, part: Slice) -> Checked:
+    """Every entry of `part`, read through `conn` (the store, or a reader of its database):
+    bytes, link, envelope, signature, as marks in log order.
 
     The entry just before the slice (seq `after`) is read too: its seq and hash are where
     the first link starts. Marks: (PROBLEM, seq, kind, params); BREAK where the chain is
@@ -269,11 +257,11 @@ def check_slice(conn: apsw.Connection | _Query, part: Slice) -> Checked:
     that no key checks), left out where no bad signature can be waiting for it."""
     expected, prev = 1, None  # no entry before: no link to check
     if part.after is None:
-        rows = conn.execute(_SLICE_SQL + " ORDER BY seq", (part.origin, part.through))
+        rows = conn.query(_SLICE_SQL + " ORDER BY seq", (part.origin, part.through))
     else:
-        for seq, raw in conn.execute(_BEFORE_SQL, (part.origin, part.after)):
+        for seq, raw in conn.query(_BEFORE_SQL, (part.origin, part.after)):
             expected, prev = seq + 1, entry_hash(_bytes(raw))
-        rows = conn.execute(
+        rows = conn.query(
             _SLICE_SQL + " AND seq > ? ORDER BY seq", (part.origin, part.through, part.after)
         )
     origin, ring = part.origin, part.ring
@@ -325,18 +313,17 @@ def _bytes(raw: Any) -> bytes:
 class _Workers:
     """Threads that check slices, each with its own read-only connection (closed here)."""
 
-    def __init__(self, path: str, count: int) -> None:
-        self.path = path
+    def __init__(self, store: Store, count: int) -> None:
+        self.store = store
         self.pool = ThreadPoolExecutor(count, thread_name_prefix="zhibao-verify")
         self.local = threading.local()
-        self.opened: list[apsw.Connection] = []
+        self.opened: list[ClosingReader] = []
         self.lock = threading.Lock()
 
     def check(self, part: Slice) -> Checked:
         conn = getattr(self.local, "conn", None)
         if conn is None:
-            conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY)
-            conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+            conn = self.store.reader()
             self.local.conn = conn
             with self.lock:
                 self.opened.append(conn)

@@ -124,12 +124,24 @@ def ref_of(
     size and root, or with `root` and `size` the first naming exactly those; entries naming
     one hash with another size or root are not believed: a blob is held only if its bytes
     match everything the entry used says)."""
+    where, params = _exactly("sha256 = ?", [sha256], root, size)
     rows = store.query(
-        "SELECT size, root FROM blob_refs WHERE sha256 = ? AND (? IS NULL OR root = ?) "
-        "AND (? IS NULL OR size = ?) ORDER BY received_at, origin, seq LIMIT 1",
-        (sha256, root, root, size, size),
+        f"SELECT size, root FROM blob_refs WHERE {where} ORDER BY received_at, origin, seq LIMIT 1",
+        params,
     )
     return BlobRef(sha256, rows[0][0], rows[0][1]) if rows else None
+
+
+def _exactly(
+    where: str, params: list[Any], root: str | None, size: int | None
+) -> tuple[str, list[Any]]:
+    """`where` narrowed to `root` and `size` when given (no `? IS NULL`: PostgreSQL cannot
+    tell the type of a parameter compared with nothing)."""
+    if root is not None:
+        where, params = where + " AND root = ?", [*params, root]
+    if size is not None:
+        where, params = where + " AND size = ?", [*params, size]
+    return where, params
 
 
 def ref_named_by(
@@ -141,11 +153,13 @@ def ref_named_by(
     With `root` (and `size`): only an entry naming that chunk list (and size) — the ones
     the sender holds, so a member of the subtree naming a shared hash (a blank form) with
     a wrong list or size first cannot hold the honest copy back."""
+    where, params = _exactly(
+        "sha256 = ? AND origin >= ? AND origin < ?", [sha256, subtree, subtree_end(subtree)],
+        root, size,
+    )  # fmt: skip
     rows = store.query(
-        "SELECT size, root FROM blob_refs WHERE sha256 = ? AND origin >= ? AND origin < ? "
-        "AND (? IS NULL OR root = ?) AND (? IS NULL OR size = ?) "
-        "ORDER BY received_at, origin, seq LIMIT 1",
-        (sha256, subtree, subtree_end(subtree), root, root, size, size),
+        f"SELECT size, root FROM blob_refs WHERE {where} ORDER BY received_at, origin, seq LIMIT 1",
+        params,
     )
     return BlobRef(sha256, rows[0][0], rows[0][1]) if rows else None
 

@@ -4,12 +4,13 @@ keeps the entry this node does not hold, the held branch from seq on leaves the 
 `switch`, inside one transaction (a crash leaves the node as it was, or switched):
 - the held entries of the origin from seq on move to `fork_abandoned` (kept as evidence,
   with the decision that dropped them), their quarantine and signature marks go with them;
-  this is the one place entries leave `entries` (its append-only trigger is dropped and
-  put back around the one DELETE);
-- the head goes back to seq - 1, and the kept entry — from the fork's evidence (`forks`,
-  or a report, sync.fork_evidence) — is verified again (hash, envelope, signature by the
-  key in force at seq) and appended when it continues what is held; the rest of the kept
-  branch comes by normal sync;
+  this is the one place entries leave `entries` (`store.drop_branch`: on SQLite the
+  append-only trigger is dropped and put back around the one DELETE, on PostgreSQL the
+  trigger lets this one delete through, sync.pg.schema);
+- the head goes back to seq - 1 (`drop_branch` too), and the kept entry — from the fork's
+  evidence (`forks`, or a report, sync.fork_evidence) — is verified again (hash,
+  envelope, signature by the key in force at seq) and appended when it continues what is
+  held; the rest of the kept branch comes by normal sync;
 - the forks at (origin, seq) are rewritten as held = the kept entry, other = each losing
   one, resolved; forks above seq (on the dropped branch) are marked resolved;
 - every lazy projection (cases, figures, catalogue …) is made again from the log
@@ -128,15 +129,6 @@ def _verified(store: Store, origin: str, seq: int, raw: bytes, sig: bytes) -> Si
     return SignedEntry(raw, sig, digest, origin, seq, fields.type)
 
 
-def _delete_from_log(store: Store, origin: str, seq: int) -> None:
-    [(trigger,)] = store.query(
-        "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'entries_no_delete'"
-    )
-    store.execute("DROP TRIGGER entries_no_delete")
-    store.execute("DELETE FROM entries WHERE origin = ? AND seq >= ?", (origin, seq))
-    store.execute(trigger)
-
-
 def switch(store: Store, origin: str, seq: int, at: str) -> SignedEntry | None:
     """Inside a transaction: give up the branch of `origin` held here from `seq` on for
     the entry the decision in force keeps (module doc); the kept entry if it was appended.
@@ -167,17 +159,10 @@ def switch(store: Store, origin: str, seq: int, at: str) -> SignedEntry | None:
     )
     evidence = {h: _evidence(store, origin, seq, h) for h in losing}
     whole = bool(store.query("SELECT 1 FROM heads WHERE origin = ?", (origin,)))
-    head, _ = store.head(origin)
-    _delete_from_log(store, origin, seq)
+    store.drop_branch(origin, seq)
     for table in ("quarantine", "signed_tips"):
         store.execute(f"DELETE FROM {table} WHERE origin = ? AND seq >= ?", (origin, seq))
     below = store.hash_at(origin, seq - 1)
-    if whole and head >= seq:
-        if below is None:
-            store.execute("DELETE FROM heads WHERE origin = ?", (origin,))
-        else:
-            store.execute("UPDATE heads SET seq = ?, hash = ? WHERE origin = ?",
-                          (seq - 1, below, origin))  # fmt: skip
     detected = min(r[2] for r in rows)
     store.execute("DELETE FROM forks WHERE origin = ? AND seq = ?", (origin, seq))
     for digest, found_raw in sorted(evidence.items()):

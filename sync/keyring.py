@@ -309,8 +309,10 @@ def record_use(
     store.execute(
         "INSERT INTO revoked_uses (node_id, via, how, count, max_seq, first_at, last_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(node_id, via, how) DO UPDATE SET "
-        "count = count + excluded.count, max_seq = NULLIF(MAX(COALESCE(max_seq, 0), "
-        "COALESCE(excluded.max_seq, 0)), 0), last_at = excluded.last_at",
+        "count = revoked_uses.count + excluded.count, max_seq = NULLIF(CASE WHEN "
+        "COALESCE(excluded.max_seq, 0) > COALESCE(revoked_uses.max_seq, 0) THEN "
+        "COALESCE(excluded.max_seq, 0) ELSE COALESCE(revoked_uses.max_seq, 0) END, 0), "
+        "last_at = excluded.last_at",  # portable: no two-argument MAX, columns qualified
         (node_id, via, how, count, seq, at, at),
     )
 

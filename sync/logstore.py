@@ -13,6 +13,10 @@ choice), whose `query` speaks the same SQL through sync.pg.dialect. An engine pr
     _append(entries, …)      add the rows of a verified batch (and move the head if whole)
     _last_id()               entries.id of the last entry this connection appended
     max_seqs, iter_all, snapshot, checkpoint, close
+    reader()                 another connection to the database, read only, for another
+                             thread (`log verify`'s workers): `query` as the store's
+    drop_branch(origin, seq) a fork switch's delete: the entries of `origin` from `seq` on
+                             leave the log, a whole log's head goes back to seq - 1
     driver_errors, translate_error    the driver's exceptions, and the project's for each
 """
 
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sync._projecting import PROJECTED, UNUSABLE, Extension, Projecting, about_the_store, why
 from sync.protocol import i18n
@@ -31,10 +35,23 @@ if TYPE_CHECKING:
     from sync.store import Store
 
 
+class Reader(Protocol):
+    """A read-only connection to a store's database (`LogStore.reader`), or the store."""
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+
+class ClosingReader(Reader, Protocol):
+    """A connection of its own (`LogStore.reader`): close it when done."""
+
+    def close(self) -> None: ...
+
+
 class LogStore(Projecting):
     """The engine-neutral half of a node's database (see the module doc)."""
 
     driver_errors: tuple[type[BaseException], ...] = ()
+    path: str  # what names the database (a file, a URL): caches key a store by it
 
     def _setup(self, extensions: Sequence[Extension], owner: str | None) -> None:
         self.owner = owner  # this node's id: what the authority rules judge from
@@ -76,6 +93,12 @@ class LogStore(Projecting):
         raise NotImplementedError
 
     def max_seqs(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def reader(self) -> ClosingReader:
+        raise NotImplementedError
+
+    def drop_branch(self, origin: str, seq: int) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -278,7 +301,8 @@ class LogStore(Projecting):
         decision = self.fork_decision(origin, seq)
         if decision is not None:
             self.execute(
-                "UPDATE forks SET resolved = (held_hash = ?) WHERE origin = ? AND seq = ?",
+                "UPDATE forks SET resolved = CASE WHEN held_hash = ? THEN 1 ELSE 0 END "
+                "WHERE origin = ? AND seq = ?",
                 (bytes.fromhex(decision["kept_hash"]), origin, seq),
             )
 

@@ -74,8 +74,12 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
     BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+"""
+_NO_DELETE = """
 CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
     BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+"""
+_DDL += _NO_DELETE + """
 CREATE TABLE IF NOT EXISTS heads (
     origin TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash BLOB NOT NULL
 ) WITHOUT ROWID;
@@ -183,6 +187,15 @@ class Store(LogStore):
     def _last_id(self) -> int:
         return int(self.conn.last_insert_rowid())
 
+    def reader(self) -> _Reader:
+        """A read-only connection to this database file, for another thread."""
+        try:
+            conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY)
+            conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        except apsw.Error as exc:
+            raise _translate(exc) from exc
+        return _Reader(conn)
+
     def checkpoint(self) -> None:
         """Copy what the WAL holds into the database file, as far as readers allow."""
         try:
@@ -221,6 +234,24 @@ class Store(LogStore):
         origin` reads every entry's index row (a city holds millions; this runs per pull)."""
         return {o: s for o, s in self.query(_MAX_SEQS_SQL)}
 
+    def drop_branch(self, origin: str, seq: int) -> None:
+        """Inside a fork switch's transaction (sync.fork_switch): the entries of `origin`
+        from `seq` on leave the log, the append-only trigger dropped and put back around
+        the one DELETE; a whole log's head goes back to seq - 1 (gone at seq 1)."""
+        head, _ = self.head(origin)
+        whole = bool(self.query("SELECT 1 FROM heads WHERE origin = ?", (origin,)))
+        self.execute("DROP TRIGGER entries_no_delete")
+        self.execute("DELETE FROM entries WHERE origin = ? AND seq >= ?", (origin, seq))
+        self.execute(_NO_DELETE)
+        if whole and head >= seq:
+            below = self.hash_at(origin, seq - 1)
+            if below is None:
+                self.execute("DELETE FROM heads WHERE origin = ?", (origin,))
+            else:
+                self.execute(
+                    "UPDATE heads SET seq = ?, hash = ? WHERE origin = ?", (seq - 1, below, origin)
+                )
+
     def iter_all(self, origin: str | None = None) -> Iterator[SignedEntry]:
         sql = "SELECT origin, seq, raw, sig, hash, type FROM entries"
         params: tuple[Any, ...] = ()
@@ -246,3 +277,19 @@ class Store(LogStore):
                 )
         except apsw.Error as exc:
             raise _translate(exc) from exc
+
+
+class _Reader:
+    """A read-only connection to a store's file (`Store.reader`)."""
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self.conn = conn
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return list(self.conn.execute(sql, params))
+        except apsw.Error as exc:
+            raise _translate(exc) from exc
+
+    def close(self) -> None:
+        self.conn.close()

@@ -7,7 +7,8 @@ opening one database at once do not both migrate it. A database migrated by a ne
 
 What the database itself enforces (not one process's memory, so two `serve` fronts may
 append at once):
-- `entries` is append-only: UPDATE, DELETE and TRUNCATE abort.
+- `entries` is append-only: UPDATE, DELETE and TRUNCATE abort; the one exception is a
+  fork switch's delete of a decided fork's losing branch, whole (migration 2).
 - UNIQUE (origin, seq): a second entry for a seq already held is refused, whoever sends it.
 - Every statement that appends entries is checked as a whole (a statement trigger on its
   transition table, one pass per origin it touches, so COPY stays cheap): for each origin,
@@ -179,8 +180,72 @@ CREATE TRIGGER heads_follow_log BEFORE INSERT OR UPDATE OR DELETE ON heads
     FOR EACH ROW EXECUTE FUNCTION zhibao_heads_follow_log();
 """
 
+# A fork switch (sync.fork_switch: this node gives up its branch of a log for the one a
+# fork decision keeps) is the one delete from `entries`. It names itself for its
+# transaction, `SET LOCAL zhibao.switch = 'origin:seq'` (PgStore.drop_branch); a row of
+# that origin at or above that seq may then go, and only while a fork decision for
+# (origin, seq) is held. Anything else is refused as before (ZB003). After the statement,
+# the branch must be gone whole (nothing of the origin left from its lowest seq dropped:
+# ZB003), and the head goes back to the entry below it (or goes, at seq 1).
+_V2_FORK_SWITCH = """
+DROP TRIGGER entries_no_update ON entries;
+CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries
+    FOR EACH ROW EXECUTE FUNCTION zhibao_append_only();
+
+CREATE FUNCTION zhibao_entries_switch() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    switch text := current_setting('zhibao.switch', true);
+    from_seq bigint;
+BEGIN
+    IF switch ~ '^[0-9]+:[0-9]+$' AND split_part(switch, ':', 1) = OLD.origin THEN
+        from_seq := split_part(switch, ':', 2)::bigint;
+        IF OLD.seq >= from_seq AND EXISTS (
+            SELECT 1 FROM fork_decisions WHERE origin = OLD.origin AND seq = from_seq
+        ) THEN
+            RETURN OLD;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'the log is append-only' USING ERRCODE = 'ZB003',
+        DETAIL = json_build_object('table', TG_TABLE_NAME, 'op', TG_OP,
+                                   'origin', OLD.origin, 'seq', OLD.seq)::text;
+END $$;
+CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries
+    FOR EACH ROW EXECUTE FUNCTION zhibao_entries_switch();
+
+CREATE FUNCTION zhibao_entries_dropped() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    run record;
+    held_seq bigint;
+BEGIN
+    FOR run IN
+        SELECT origin, min(seq) AS lo FROM dropped GROUP BY origin ORDER BY origin
+    LOOP
+        SELECT seq INTO held_seq FROM heads WHERE origin = run.origin FOR UPDATE;
+        IF EXISTS (SELECT 1 FROM entries WHERE origin = run.origin AND seq >= run.lo) THEN
+            RAISE EXCEPTION 'a fork switch drops the branch of % from seq % whole', run.origin,
+                run.lo USING ERRCODE = 'ZB003',
+                DETAIL = json_build_object('origin', run.origin, 'seq', run.lo)::text;
+        END IF;
+        IF run.lo = 1 THEN
+            DELETE FROM heads WHERE origin = run.origin;
+        ELSE
+            UPDATE heads SET seq = run.lo - 1, hash = (
+                SELECT hash FROM entries WHERE origin = run.origin AND seq = run.lo - 1
+            ) WHERE origin = run.origin;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER entries_switched AFTER DELETE ON entries
+    REFERENCING OLD TABLE AS dropped
+    FOR EACH STATEMENT EXECUTE FUNCTION zhibao_entries_dropped();
+"""
+
 # (version, name, SQL): append only; a released migration is never edited
-MIGRATIONS: tuple[tuple[int, str, str], ...] = ((1, "log core", _V1_LOG_CORE),)
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (1, "log core", _V1_LOG_CORE),
+    (2, "fork switch", _V2_FORK_SWITCH),
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _VERSION_TABLE = """

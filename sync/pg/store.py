@@ -93,7 +93,7 @@ class PgStore(LogStore):
         self.url = url
         self.path = url  # what caches key a store by (sync.store.Store's file path)
         options: dict[str, Any] = {"passfile": str(passfile)} if passfile else {}
-        self._options = options  # for _reconnect
+        self._options = options  # what _reconnect and a second connection (`reader`) need
         try:
             self.conn = psycopg.connect(
                 url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **options
@@ -215,6 +215,22 @@ class PgStore(LogStore):
     def checkpoint(self) -> None:
         """Nothing to do: PostgreSQL checkpoints by itself."""
 
+    def reader(self) -> _Reader:
+        """A second connection to this database (same URL and passfile), read only, for
+        another thread; it speaks the store's SQL (sync.pg.dialect) too."""
+        try:
+            conn = psycopg.connect(
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **self._options
+            )
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+        try:
+            conn.execute("SET default_transaction_read_only = on")
+        except psycopg.Error as exc:
+            conn.close()
+            raise translate(exc) from exc
+        return _Reader(conn)
+
     # --- statements ----------------------------------------------------------------------
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
@@ -272,6 +288,16 @@ class PgStore(LogStore):
         except psycopg.Error as exc:
             raise translate(exc) from exc
 
+    def drop_branch(self, origin: str, seq: int) -> None:
+        """Inside a fork switch's transaction (sync.fork_switch): the entries of `origin`
+        from `seq` on leave the log. The database lets them go only for this statement's
+        `zhibao.switch` and a fork decision it holds at (origin, seq), moves the head back
+        itself, and refuses a branch left in part (sync.pg.schema, migration 2)."""
+        self.query("SELECT seq FROM heads WHERE origin = ? FOR UPDATE", (origin,))
+        self.query("SELECT set_config('zhibao.switch', ?, true)", (f"{origin}:{seq}",))
+        self.execute("DELETE FROM entries WHERE origin = ? AND seq >= ?", (origin, seq))
+        self.query("SELECT set_config('zhibao.switch', '', true)")
+
     def _last_id(self) -> int:
         row = self.conn.execute("SELECT currval('entries_id_seq')").fetchone()
         return int(row[0]) if row else 0
@@ -289,6 +315,24 @@ def _check_collation(conn: psycopg.Connection[Any]) -> None:
         raise StoreError("store.pg_collation", collation="ICU " + str(found.get("daticulocale")))
     if found.get("datcollate", "C") not in BYTE_ORDER:
         raise StoreError("store.pg_collation", collation=found["datcollate"])
+
+
+class _Reader:
+    """A read-only connection to a PgStore's database (`PgStore.reader`)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self._dialect = dialect.Dialect(lambda table: [])  # reads: no INSERT OR REPLACE
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            cur = self.conn.execute(self._dialect.translate(sql), _params(params))
+            return cur.fetchall() if cur.description is not None else []
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def _params(params: Sequence[Any] | dict[str, Any]) -> Sequence[Any] | dict[str, Any]:

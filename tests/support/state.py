@@ -49,9 +49,9 @@ def _read(store: Store) -> Snapshot:
         )
     }
     forks = tuple(
-        (o, s, h)
+        (o, s, h.hex().upper())  # as SQLite's hex(), which PostgreSQL does not have
         for o, s, h in store.query(
-            "SELECT origin, seq, hex(other_hash) FROM forks ORDER BY origin, seq, other_hash"
+            "SELECT origin, seq, other_hash FROM forks ORDER BY origin, seq, other_hash"
         )
     )
     return Snapshot(heads, counts, forks)
