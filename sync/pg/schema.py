@@ -146,7 +146,10 @@ BEGIN
             SELECT seq, body ->> 'origin' AS named_origin, body ->> 'seq' AS named_seq,
                    body ->> 'prev' AS prev,
                    coalesce(lag(hash) OVER (ORDER BY seq), held_hash) AS before
-            FROM (SELECT seq, hash, convert_from(raw, 'UTF8')::json AS body
+            -- (a \\u0000 escape read as U+FFFD: PostgreSQL refuses to read any field of a
+            -- document holding one; the entry itself is kept as its bytes)
+            FROM (SELECT seq, hash,
+                         replace(convert_from(raw, 'UTF8'), '\\u0000', '\\ufffd')::json AS body
                   FROM appended WHERE origin = run.origin) parsed
         ) a
         WHERE a.prev IS DISTINCT FROM encode(a.before, 'hex')

@@ -30,7 +30,7 @@ from tests.hostile.harness import Actor
 from tests.support.topology import CITY, TOWN, VILLAGE, hand_up
 from tests.tiers import test_figures
 from tests.tiers.test_figures import AFTER, OCTOBER, City, hand_built_month, push, small_city, t
-from tiers.cases import listing
+from tiers.cases import listing, service
 from tiers.cases.listing import Filters
 from tiers.city.network import network_health
 from tiers.city.reconcile import reconcile
@@ -265,3 +265,36 @@ def test_tiers_on_pg_hostile_text_is_stored_quarantined_or_shown_never_run(
         # and every read of the city: the same as on SQLite
         assert reads == _reads(lite)
         assert _figures(store) == _figures(lite.city.store)
+
+
+def test_tiers_on_pg_a_real_nul_costs_one_entry_not_the_city(tmp_path: Path, pg_url: str) -> None:
+    """A town's real key signs a case whose applicant holds a real NUL (JSON `\\u0000`),
+    which PostgreSQL can neither read in a JSON document nor keep in text: the city keeps
+    the entry (its bytes), sets it aside or projects it, and every read of the log — the
+    trigger's chain check, reconcile, forks, figures — and the town's next entries go on."""
+    with _pg_city(pg_url), small_city(tmp_path) as pg:
+        hand_built_month(pg)
+        actor = Actor.of(pg.town.home)
+        case = f"{TOWN}-20251020-0903"
+        actor.forge("case.received", {"case_id": case, "after": None, "item_code": "A1",
+                                      "materials": ["a\x00b"],
+                                      "applicant": {"name": "王\x00五"}},
+                    at=t("10-20", "09:00"))  # fmt: skip
+        pushed = hand_up(pg.town, pg.city)
+        assert pushed["applied"] == {TOWN: 1} and not pushed["rejected"]
+        raw = pg.city.store.entries(TOWN)[-1].raw
+        assert b"\\u0000" in raw  # kept as signed
+        pg.city.store.catch_up()
+        later = service.accept(pg.town, item_code="A1", applicant=test_figures.PERSON,
+                               at=t("10-21"))  # fmt: skip
+        assert hand_up(pg.town, pg.city)["applied"] == {TOWN: 2}  # the town goes on
+        pg.city.store.catch_up()
+        store = pg.city.store
+        held = {r[0] for r in store.query("SELECT case_id FROM cases")}
+        assert later in held
+        set_aside = {(q["origin"], q["seq"]) for q in store.quarantined()}
+        assert case in held or (TOWN, store.head(TOWN)[0] - 1) in set_aside
+        reads = _reads(pg)  # reconcile, the network, lists, quarantine: all still read
+        assert reads["lists"]["all"][2] >= 1
+        assert store.forks() == []
+        compute_stats(store, OCTOBER, "node", AFTER)
