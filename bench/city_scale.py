@@ -422,8 +422,9 @@ def pg_settings(url: str) -> str:
 
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN ('server_version', 'fsync', "
-            "'synchronous_commit', 'shared_buffers', 'full_page_writes') ORDER BY name"
+            "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN "
+            "('server_version', 'fsync', 'synchronous_commit', 'shared_buffers', "
+            "'full_page_writes') ORDER BY name"
         ).fetchall()
     return ", ".join(f"{n}={v}" for n, v in rows)
 
