@@ -352,6 +352,8 @@ def measure(engine: str, fronts: int, towns_dir: Path, work: Path, pg: str | Non
     f["towns_cpu_us_per_entry"] = f["towns_cpu_s"] / max(1, pushed) * 1e6
     f["projection_cpu_us_per_entry"] = (f["fronts_cpu_with_projection_s"] - f["fronts_cpu_s"]
                                         ) / max(1, pushed) * 1e6  # fmt: skip
+    # a command that opens the city and prints a little: what any command costs here
+    f["node_show_s"] = timed_runs(["node", "show", "--json", "--home", str(home)], runs)[1]
     stats = ["stats", "--period", period, "--json", "--home", str(home)]
     f["stats_first_s"], f["stats_s"], result.stats_json = timed_runs(stats, runs)
     f["stats_by_node_first_s"], f["stats_by_node_s"], _ = timed_runs(
@@ -422,7 +424,7 @@ def pg_settings(url: str) -> str:
 
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN "
+            "SELECT name, current_setting(name) FROM pg_settings WHERE name IN "
             "('server_version', 'fsync', 'synchronous_commit', 'shared_buffers', "
             "'full_page_writes') ORDER BY name"
         ).fetchall()
@@ -439,6 +441,7 @@ COLUMNS = [
     ("towns_cpu_us_per_entry", "hop 2: the 20 `zhibao sync`' CPU per entry (µs)", "{:.0f}"),
     ("projection_cpu_us_per_entry", "projection at the city, fronts' CPU per entry (µs)", "{:.0f}"),
     ("projected_after_s", "projections caught up after (s)", "{:.1f}"),
+    ("node_show_s", "node show --json, median (s): any command's floor", "{:.2f}"),
     ("stats_first_s", "stats --period --json, first (s)", "{:.2f}"),
     ("stats_s", "stats --period --json, median (s)", "{:.2f}"),
     ("stats_by_node_s", "stats … --by node, median (s)", "{:.2f}"),
