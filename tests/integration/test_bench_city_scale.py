@@ -39,9 +39,13 @@ def check(figures: dict[str, Any], configurations: list[tuple[str, int]]) -> Non
     assert [(r["engine"], r["fronts"]) for r in figures["results"]] == configurations
     for result in figures["results"]:
         # every entry of the towns' and villages' logs arrived, plus a heartbeat per town
-        assert result["entries_pushed"] == generated + 20
+        # (and one per round run again after a timeout, on a machine too loaded)
+        arrived, retries = result["entries_arrived"], result["sync_retries"]
+        assert generated + 20 <= arrived <= generated + 20 + retries
+        if not result["sync_retries"]:
+            assert result["entries_pushed"] == result["entries_arrived"]
         assert result["rejected"] == 0
-        assert result["entries_held"] > result["entries_pushed"]  # and the city's own
+        assert result["entries_held"] > result["entries_arrived"]  # and the city's own
         counts = json.loads(result["reconcile_counts"])
         assert counts["report_mismatch"] == counts["missing_report"] == 0
         assert result["bytes_per_entry"] > 0
