@@ -6,6 +6,7 @@ import shlex
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from cli.common import (
     display_width,
@@ -135,19 +136,40 @@ def _show(node_home: Path | None) -> dict[str, object]:
         "市级公钥（十六进制，见市级节点的 `zhibao node show`），初始化时固定。",
     ),
 )
+@click.option(
+    "--store",
+    envvar="ZHIBAO_STORE",
+    default=None,
+    metavar="URL",
+    help=h(
+        "A city only: keep its store in this PostgreSQL database, "
+        "`postgresql://USER[:PASSWORD]@HOST[:PORT]/DB` (empty, holding no zhibao log), instead "
+        "of node.db; default $ZHIBAO_STORE (which towns and villages ignore). The password "
+        "goes to store.pgpass in the home (0600), never into node.toml.",
+        "仅限市级节点：数据保存在此数据库 "
+        "`postgresql://用户[:密码]@主机[:端口]/数据库`（须为空，不含 zhibao 日志），而非 "
+        "node.db；默认取 $ZHIBAO_STORE（镇、村节点忽略此变量）。密码写入主目录中的 "
+        "store.pgpass（0600），不写入 node.toml。",
+    ),
+)
 @home_option
 @json_option
+@click.pass_context
 def init_command(
+    ctx: click.Context,
     tier: str,
     node_id: str,
     name: str,
     parent_id: str | None,
     parent_url: str | None,
     root_key: str | None,
+    store: str | None,
     home: Path | None,
     as_json: bool,
 ) -> None:
     where = resolve_home(home)
+    if tier != "city" and ctx.get_parameter_source("store") is ParameterSource.ENVIRONMENT:
+        store = None  # $ZHIBAO_STORE names the city's database; a town here keeps node.db
     node = create_home(
         where,
         tier=tier,
@@ -156,6 +178,7 @@ def init_command(
         parent_id=parent_id,
         parent_url=parent_url,
         root_key=root_key,
+        store=store,
     )
     node.close()
     if as_json:

@@ -19,13 +19,14 @@ from cli.common import (
     json_text,
     node_at,
     print_json,
+    warn,
     write_atomically,
 )
 from cli.help import h
 from cli.report_table import WIDTH, Fit, print_fitted
 from sync.protocol import i18n
 from sync.protocol.errors import ReportError
-from tiers import export
+from tiers import export, reader
 from tiers.city import stats as city_stats
 from tiers.city.finding_kinds import kind_name
 from tiers.city.reconcile import Thresholds, reconcile
@@ -187,10 +188,10 @@ def stats_command(period: str | None, by: str, fmt: str | None, out: Path | None
     chosen = city_stats.choose_columns(fmt, wide, columns)
     if fmt == "xlsx" and out is None:
         raise ReportError("cli.stats.xlsx_out")
-    with node_at(home) as node:
+    with node_at(home) as node, reader.reading(node, warn) as store:
         today = node.clock.now().date()
         picked = parse_period(period) if period else month_of(today)
-        result = city_stats.compute_stats(node.store, picked, by, today, node.config.settings)
+        result = city_stats.compute_stats(store, picked, by, today, node.config.settings)
         withdrawn_in_base = city_stats.completion_counts_withdrawn(node.config.settings)
     if fmt == "json":
         data = (json_text(result) + "\n").encode("utf-8")

@@ -18,6 +18,7 @@ from tiers.catalogue import tier_label
 i18n.register(
     {
         "status.label.node": ("node", "节点"),
+        "status.label.store": ("store", "存储"),
         "status.label.parent": ("parent", "上级"),
         "status.label.link": ("link", "连接"),
         "status.label.last_attempt": ("last attempt", "上次尝试"),
@@ -106,6 +107,9 @@ i18n.register(
 )
 
 
+_ENGINES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}  # names, the same in every language
+
+
 def _when(at: str | None, now: datetime, peer: str | None = None) -> str:
     if not at:
         return "-"
@@ -124,6 +128,8 @@ def link_fields(info: dict[str, Any], now: datetime) -> list[tuple[str, str]]:
     tier = tier_label(info["tier"]) if info.get("tier") else "-"
     fields = [("node", i18n.t("status.node_line", node_id=info["node_id"], name=info["name"],
                               tier=tier))]  # fmt: skip
+    if info.get("store"):
+        fields.append(("store", _ENGINES.get(info["store"], info["store"])))
     if parent is None and state["state"] == "never":
         fields.append(("parent", i18n.t("status.no_parent")))
         fields.append(("link", i18n.t("status.link.none")))

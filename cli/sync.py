@@ -14,6 +14,7 @@ from cli.help import h
 from cli.status_view import print_status
 from sync import link, logs, trust
 from sync.node import resolve_home
+from sync.node_store import store_kind
 from sync.protocol import i18n
 from sync.protocol.errors import HomeError
 from sync.status import node_status
@@ -360,6 +361,7 @@ def sync_command(
 def status_command(home: Path | None, as_json: bool) -> None:
     with node_at(home) as node:
         info = node_status(node)
+        info["store"] = store_kind(node.config)  # sqlite | postgresql
         info["materials"] = materials.summary(node)
         info["calendar"] = provisional.calendar_status(node)
         if trust.children(node.store, node.node_id):

@@ -65,7 +65,6 @@ def params_text(params: dict[str, Any]) -> str:
 class Projecting:
     """The projection half of `Store` (a mixin: it uses the store's connection and state)."""
 
-    conn: apsw.Connection
     owner: str | None
     _eager: list[Extension]
     _lazy: list[Extension]
@@ -80,6 +79,8 @@ class Projecting:
         def execute(self, sql: str, params: Any = ()) -> None: ...
         def set_meta(self, key: str, value: str) -> None: ...
         def _write(self, *, catch_up: bool) -> Any: ...
+        def _savepoint(self) -> Any: ...
+        def _last_id(self) -> int: ...
 
     def unprojected(self) -> int:
         """How many stored entries the lazy extensions have not seen yet."""
@@ -148,7 +149,7 @@ class Projecting:
         parsed: dict[int, Any] = {}
         admitted = self._admit(entries, parsed, received) - set_aside
         try:
-            with self.conn:  # a savepoint
+            with self._savepoint():  # a savepoint
                 self._show(self._lazy, entries, admitted, parsed, flush=True)
             return
         except Exception as exc:
@@ -157,7 +158,7 @@ class Projecting:
                 raise
         for index in sorted(admitted):
             try:
-                with self.conn:
+                with self._savepoint():
                     self._show(self._lazy, entries, {index}, parsed, flush=True)
             except Exception as exc:
                 self._discard(self._lazy)
@@ -261,8 +262,8 @@ class Projecting:
         """The latest `limit` quarantined entries (a hostile node may have sent a million),
         by origin and seq, with the reason in the reader's words."""
         rows = self.query(
-            "SELECT * FROM (SELECT origin, seq, type, reason, params, received_at FROM "
-            "quarantine ORDER BY received_at DESC, origin, seq DESC LIMIT ?) ORDER BY origin, seq",
+            "SELECT * FROM (SELECT origin, seq, type, reason, params, received_at FROM quarantine "
+            "ORDER BY received_at DESC, origin, seq DESC LIMIT ?) AS latest ORDER BY origin, seq",
             (limit,),
         )
         out = []
@@ -336,7 +337,7 @@ class Projecting:
             self._show(self._eager, entries, everyone, parsed, flush=False)
             if self._projected is not None:  # this transaction projects inline
                 self._show(self._lazy, entries, everyone, parsed, flush=False)
-                self._projected = self.conn.last_insert_rowid()
+                self._projected = self._last_id()
                 self._moved = True
         except ZhibaoError:
             raise

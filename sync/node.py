@@ -1,4 +1,5 @@
 """A node's home (DESIGN §7): node.db, node.key, seal.key, node.toml — and local appends.
+A city may keep its store on PostgreSQL instead of node.db (sync.node_store).
 
 Invariants: a node only ever appends to its own origin, one entry per transaction (joined
 with whatever the caller checks in the same transaction), and refuses to append while a
@@ -25,7 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sync import blob_index, blobs, forks, keyring, liveness, rekey, trust  # noqa: F401  (liveness: the heartbeat's body check)
+from sync import blobs, keyring, liveness, node_store, rekey, trust  # noqa: F401  (liveness: the heartbeat's body check)
 from sync.clock import Clock
 from sync.keyfiles import (
     NEXT_KEY,
@@ -45,7 +46,7 @@ from sync.protocol.ids import check_node_id, city_of
 from sync.protocol.keys import Signer, check_identity_key
 from sync.store import Extension, Store
 
-NODE_DB, NODE_TOML = "node.db", "node.toml"
+NODE_DB, NODE_TOML = node_store.NODE_DB, "node.toml"
 RESTORING = "restoring"
 _OTHERS_MAY = stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH
 
@@ -60,6 +61,7 @@ class NodeConfig:
     parent_id: str | None = None
     parent_url: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    store: str | None = None  # a PostgreSQL URL without password (a city); None: node.db
 
     def to_toml(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -193,8 +195,11 @@ def init_node(
     root_key: str | None = None,
     extensions: Sequence[Extension] = (),
     clock: Clock | None = None,
+    store: str | None = None,
 ) -> Node:
-    """Create a node's home. Refuses a home that already holds a node, or ids that do not fit."""
+    """Create a node's home. Refuses a home that already holds a node, or ids that do not fit.
+    `store`: a city's PostgreSQL database (postgresql://USER[:PASSWORD]@HOST[:PORT]/DB),
+    which must hold no log; its password goes to the home's passfile, not node.toml."""
     check_node_id(node_id, tier, parent_id)
     if not name.strip():
         raise HomeError("node.name_required")
@@ -202,6 +207,12 @@ def init_node(
         check_parent_url(parent_url)
     if (home / NODE_DB).exists() or _config_path(home).exists():
         raise HomeError("node.exists", home=str(home))
+    password = None
+    if store is not None:
+        if tier != "city":
+            raise HomeError("node.store_city_only")
+        store, password = node_store.split_store_url(store)
+        node_store.check_unclaimed(store, node_id, password=password)
     signer = Signer.generate()
     if tier == "city":
         root_key = signer.public.hex()
@@ -218,23 +229,17 @@ def init_node(
         root_key=root_key.lower(),
         parent_id=parent_id,
         parent_url=parent_url,
+        store=store,
     )
     write_secret(home / NODE_KEY, signer.seed.hex().encode() + b"\n")
     write_secret(home / SEAL_KEY, seal.private_bytes_raw().hex().encode() + b"\n")
-    _create_database_file(home / NODE_DB)
-    store = Store(
-        home / NODE_DB,
-        extensions=[
-            trust.Trust(),
-            forks.ForkDecisions(),
-            blob_index.BlobState(),
-            blob_index.BlobRefs(),
-            *extensions,
-        ],
-        owner=node_id,
-    )
+    if store is None:
+        _create_database_file(home / NODE_DB)
+    elif password is not None:
+        node_store.write_passfile(home, store, password)
+    opened = node_store.open_store(home, config, node_store.base_extensions(extensions))
     trust.pin_root(
-        store, city_of(node_id), bytes.fromhex(config.root_key), name if tier == "city" else ""
+        opened, city_of(node_id), bytes.fromhex(config.root_key), name if tier == "city" else ""
     )
     import tomli_w  # only `init` writes node.toml; opening a node reads it (#13)
 
@@ -242,7 +247,7 @@ def init_node(
     if clock is None:  # an injected clock (a test's, an embedding's) brings its own limits
         clock = Clock()
         clock.configure(config.settings)  # a person's --at: limits from node.toml
-    node = Node(home, config, store, signer, seal, clock)
+    node = Node(home, config, opened, signer, seal, clock)
     if tier == "city":  # the root enrols itself, so its seal key flows down with the rest
         seal_hex = seal.public_key().public_bytes_raw().hex()
         node.append(
@@ -295,24 +300,14 @@ def open_node(
         signer = read_signer(home / NODE_KEY)
         if signer.public.hex() != config.public_key:
             raise KeyFileError("key.wrong", path=str(home / NODE_KEY))
-    lost = not (home / NODE_DB).exists()
+    lost = not config.store and not (home / NODE_DB).exists()  # PostgreSQL: not a file
     if lost and config.tier == "city":
         raise HomeError("node.city_db_lost", home=str(home))
     if lost and not rebuild:
         raise HomeError("node.db_lost", home=str(home))
     if lost:
         _create_database_file(home / NODE_DB)
-    store = Store(
-        home / NODE_DB,
-        extensions=[
-            trust.Trust(),
-            forks.ForkDecisions(),
-            blob_index.BlobState(),
-            blob_index.BlobRefs(),
-            *extensions,
-        ],
-        owner=config.node_id,
-    )
+    store = node_store.open_store(home, config, node_store.base_extensions(extensions))
     if lost:  # the disk died: never append under this key before learning how far the log got
         trust.pin_root(store, city_of(config.node_id), bytes.fromhex(config.root_key))
         with store.transaction():

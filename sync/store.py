@@ -35,17 +35,14 @@ from typing import Any
 
 import apsw
 
-from sync._projecting import (
-    PROJECT_CHUNK,  # noqa: F401  (re-exported: the store's public constants)
+from sync._projecting import (  # noqa: F401  (re-exported: the store's public constants)
+    PROJECT_CHUNK,
     PROJECTED,
-    UNPROJECTED_SQL,  # noqa: F401
+    UNPROJECTED_SQL,
     UNUSABLE,
     Extension,
-    Projecting,
-    about_the_store,
-    why,
 )
-from sync.protocol import i18n
+from sync.logstore import LogStore
 from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import DiskFullError, StoreError
 
@@ -115,7 +112,6 @@ CREATE TABLE IF NOT EXISTS signed_tips (
 """
 
 
-
 def _translate(exc: apsw.Error) -> StoreError:
     cause: BaseException | None = exc
     while cause is not None:  # SQLite rolls back by itself on SQLITE_FULL; apsw's own
@@ -133,14 +129,15 @@ def _translate(exc: apsw.Error) -> StoreError:
     return StoreError("store.failed", detail=str(exc))
 
 
-class Store(Projecting):
-    """A node's database. Owns its connection; close it (or use `with`)."""
+class Store(LogStore):
+    """A node's SQLite database. Owns its connection; close it (or use `with`)."""
+
+    driver_errors = (apsw.Error,)
 
     def __init__(
         self, path: str | Path, *, extensions: Sequence[Extension] = (), owner: str | None = None
     ) -> None:
         self.path = str(path)
-        self.owner = owner  # this node's id: what the authority rules judge from
         try:
             self.conn = apsw.Connection(self.path)
             self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
@@ -158,90 +155,33 @@ class Store(Projecting):
                     self.conn.execute(ext.ddl)
         except apsw.Error as exc:
             raise _translate(exc) from exc
-        self.extensions = list(extensions)
-        self._eager = [ext for ext in self.extensions if not ext.lazy]
-        self._lazy = [ext for ext in self.extensions if ext.lazy]
-        # the types some extension asks for by name: only those are judged (sync.authority)
-        self._named: frozenset[str] = frozenset().union(
-            *(ext.types for ext in self.extensions if ext.types is not None)
-        )
-        eager = [ext.types for ext in self._eager]  # what some eager one wants (None: all)
-        self._eager_types: frozenset[str] | None = (
-            None if None in eager else frozenset().union(*(t for t in eager if t is not None))
-        )
-        self.deferring = False  # see defer_projections
-        self._depth = 0
-        self._projected: int | None = None  # the cursor, while a transaction projects inline
-        self._moved = False  # entries were projected inline since the cursor was written
-        self._pending = False  # entries inserted in this transaction wait for `_finish`
+        self._setup(extensions, owner)
 
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> Store:
-        return self
+    def translate_error(self, exc: BaseException) -> StoreError:
+        assert isinstance(exc, apsw.Error)
+        return _translate(exc)
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _begin(self, exclusive: bool) -> None:
+        # the write lock at once: nothing read (a head, a case's state, the projection
+        # cursor) can change before this transaction writes; SQLite has one writer anyway
+        self.conn.execute("BEGIN IMMEDIATE")
 
-    def defer_projections(self) -> None:
-        """From now on, store entries without projecting them; `catch_up` projects them."""
-        self.deferring = True
+    def _commit(self) -> None:
+        self.conn.execute("COMMIT")
 
-    def transaction(self) -> contextlib.AbstractContextManager[None]:
-        """One atomic write; nested use joins the outer transaction (a savepoint).
+    def _rollback(self) -> None:
+        if not self.conn.get_autocommit():
+            with contextlib.suppress(apsw.Error):
+                self.conn.execute("ROLLBACK")
 
-        The outermost takes the write lock at once (BEGIN IMMEDIATE), so nothing it reads
-        (a head, a case's state, the projection cursor) can change before it writes; unless
-        this connection defers projections, it first brings them up to date.
-        """
-        return self._write(catch_up=bool(self._lazy) and not self.deferring)
+    def _savepoint(self) -> apsw.Connection:
+        return self.conn  # apsw: `with conn:` is a savepoint
 
-    @contextlib.contextmanager
-    def _write(self, *, catch_up: bool) -> Iterator[None]:
-        outer = self._depth == 0
-        try:
-            if outer:
-                self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                with self.conn:
-                    self._depth += 1
-                    try:
-                        if outer and catch_up:  # then project inline from the cursor
-                            _, self._projected = self._project()
-                        yield
-                        if outer:
-                            self._finish()
-                    finally:
-                        self._depth -= 1
-                        if outer:
-                            self._projected, self._moved = None, False
-                            self._pending = False
-                if outer:
-                    self.conn.execute("COMMIT")
-            except BaseException:
-                if outer:  # what the extensions noted of the writes rolled back goes too
-                    self._discard(self.extensions)
-                if outer and not self.conn.get_autocommit():
-                    with contextlib.suppress(apsw.Error):
-                        self.conn.execute("ROLLBACK")
-                raise
-        except apsw.Error as exc:
-            raise _translate(exc) from exc
-
-    def _finish(self) -> None:
-        """End of the outermost transaction: flush what was applied, project what waits for
-        it (entries ingest stored in this transaction), move the cursor."""
-        for ext in self._eager:
-            ext.flush(self)
-        if self._projected is None:
-            return
-        if self._pending:
-            self._catch_up_inline()
-        elif self._moved:
-            self._flush_inline()
-            self.set_meta(PROJECTED, str(self._projected))
-            self._moved = False
+    def _last_id(self) -> int:
+        return int(self.conn.last_insert_rowid())
 
     def checkpoint(self) -> None:
         """Copy what the WAL holds into the database file, as far as readers allow."""
@@ -249,7 +189,6 @@ class Store(Projecting):
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except apsw.Error as exc:
             raise _translate(exc) from exc
-
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -275,45 +214,12 @@ class Store(Projecting):
         except apsw.Error as exc:
             raise _translate(exc) from exc
 
-    # --- heads and entries -------------------------------------------------------------
-
-    def head(self, origin: str) -> tuple[int, bytes | None]:
-        rows = self.query("SELECT seq, hash FROM heads WHERE origin = ?", (origin,))
-        return (rows[0][0], rows[0][1]) if rows else (0, None)
-
-    def heads(self) -> dict[str, tuple[int, bytes]]:
-        return {o: (s, h) for o, s, h in self.query("SELECT origin, seq, hash FROM heads")}
-
-    def entry(self, origin: str, seq: int) -> SignedEntry | None:
-        rows = self.query(
-            "SELECT raw, sig, hash, type FROM entries WHERE origin = ? AND seq = ?", (origin, seq)
-        )
-        if not rows:
-            return None
-        raw, sig, digest, kind = rows[0]
-        return SignedEntry(raw, sig, digest, origin, seq, kind)
-
-    def entries(
-        self, origin: str, after: int = 0, limit: int = -1, through: int | None = None
-    ) -> list[SignedEntry]:
-        top = through if through is not None else 2**62
-        rows = self.query(
-            "SELECT seq, raw, sig, hash, type FROM entries WHERE origin = ? AND seq > ? "
-            "AND seq <= ? ORDER BY seq LIMIT ?",
-            (origin, after, top, limit),
-        )
-        return [SignedEntry(raw, sig, h, origin, seq, kind) for seq, raw, sig, h, kind in rows]
-
     def max_seqs(self) -> dict[str, int]:
         """Highest seq held per origin, whole or in part (the pull cursors).
 
         A skip scan of the (origin, seq) index: two seeks per origin, where `GROUP BY
         origin` reads every entry's index row (a city holds millions; this runs per pull)."""
         return {o: s for o, s in self.query(_MAX_SEQS_SQL)}
-
-    def hash_at(self, origin: str, seq: int) -> bytes | None:
-        rows = self.query("SELECT hash FROM entries WHERE origin = ? AND seq = ?", (origin, seq))
-        return rows[0][0] if rows else None
 
     def iter_all(self, origin: str | None = None) -> Iterator[SignedEntry]:
         sql = "SELECT origin, seq, raw, sig, hash, type FROM entries"
@@ -324,29 +230,7 @@ class Store(Projecting):
         for o, seq, raw, sig, h, kind in self.conn.execute(sql + " ORDER BY origin, seq", params):
             yield SignedEntry(raw, sig, h, o, seq, kind)
 
-    def insert(
-        self,
-        entries: Sequence[SignedEntry],
-        received_at: str,
-        *,
-        whole: bool = True,
-        strict: bool = False,
-    ) -> None:
-        """Append verified entries of one origin and run the extensions.
-
-        Call inside `transaction()`. With `whole` the caller has proved they extend the
-        origin's head (a log this node holds whole); without it they are single entries of
-        a log held in part (what flowed down), each checked on its own, and no head moves.
-        `strict` (this node's own appends): an entry the authority rules or a projection
-        refuse raises StoreError, so the whole transaction appends nothing; otherwise such
-        an entry is quarantined (see module doc). Entries are parsed again only for the
-        extensions that want them: keeping every parsed body of a batch alive costs more
-        (garbage collection) than parsing twice.
-        """
-        if not entries:
-            return
-        if strict and self._pending:  # what ingest stored earlier in this transaction first
-            self._catch_up_inline()
+    def _append(self, entries: Sequence[SignedEntry], received_at: str, *, whole: bool) -> None:
         try:
             self.conn.executemany(
                 "INSERT INTO entries (origin, seq, hash, sig, raw, type, received_at) "
@@ -362,135 +246,3 @@ class Store(Projecting):
                 )
         except apsw.Error as exc:
             raise _translate(exc) from exc
-        parsed: dict[int, Any] = {}
-        if strict:
-            self._insert_strict(entries, parsed)
-            return
-        eager = self._eager_types
-        if eager is not None and not eager:
-            return self._mark_pending()
-        received = [received_at] * len(entries)
-        wanted = [i for i, e in enumerate(entries) if eager is None or e.type in eager]
-        for index in wanted:  # eager extensions see few entries: one at a time, each
-            # judged after those before it took effect (the rules on keys count them)
-            if not self._admit(entries, parsed, received, eager, only=index):
-                continue
-            try:
-                with self.conn:
-                    self._show(self._eager, entries, {index}, parsed, flush=False)
-            except Exception as exc:
-                if about_the_store(exc):
-                    raise
-                self.quarantine(entries[index], UNUSABLE, why(exc), received_at)
-        return self._mark_pending()
-
-    def _mark_pending(self) -> None:
-        if self._projected is not None:  # this transaction projects: at its end, isolated
-            self._pending = True
-
-    # --- forks ---------------------------------------------------------------------------
-    # A fork row is evidence (both entries are kept: the held one in `entries`, the other
-    # here). `resolved` follows the decision in force for (origin, seq) (sync.forks): set
-    # when this node holds the entry the decision keeps, so the origin unfreezes.
-
-    def record_fork(self, origin: str, seq: int, held: bytes, other: SignedEntry, at: str) -> None:
-        self.execute(
-            "INSERT OR IGNORE INTO forks (origin, seq, held_hash, other_hash, other_raw, "
-            "other_sig, detected_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (origin, seq, held, other.hash, other.raw, other.sig, at),
-        )
-        self.settle_fork(origin, seq)
-
-    def frozen(self) -> set[str]:
-        return {r[0] for r in self.query("SELECT DISTINCT origin FROM forks WHERE resolved = 0")}
-
-    def fork_decision(self, origin: str, seq: int) -> dict[str, Any] | None:
-        """The decision in force for (origin, seq): the highest author's (the city's over a
-        town's), of those its latest; whatever order they arrived in. None if there is none."""
-        rows = self.query(
-            "SELECT author, author_seq, kept_hash, other_hash, reason, at FROM fork_decisions "
-            "WHERE origin = ? AND seq = ? ORDER BY length(author), author_seq DESC LIMIT 1",
-            (origin, seq),
-        )
-        if not rows:
-            return None
-        by, by_seq, kept, other, reason, at = rows[0]
-        return {"by": by, "entry_seq": by_seq, "kept_hash": kept.hex(),
-                "other_hash": other.hex(), "reason": reason, "at": at}  # fmt: skip
-
-    def settle_fork(self, origin: str, seq: int) -> None:
-        """Mark the forks at (origin, seq) resolved when the decision in force keeps the
-        entry held here; unresolved otherwise (this node holds the entry it drops)."""
-        decision = self.fork_decision(origin, seq)
-        if decision is not None:
-            self.execute(
-                "UPDATE forks SET resolved = (held_hash = ?) WHERE origin = ? AND seq = ?",
-                (bytes.fromhex(decision["kept_hash"]), origin, seq),
-            )
-
-    def forks(self) -> list[dict[str, Any]]:
-        """Every fork held here, with what is known of both entries and the decision in
-        force (None until there is one). `state`: `unresolved`, `resolved`, or
-        `switch_needed` (decided for the entry this node does not hold)."""
-        rows = self.query(
-            "SELECT f.origin, f.seq, f.held_hash, f.other_hash, f.detected_at, f.resolved, "
-            "e.type, json_extract(CAST(e.raw AS TEXT), '$.at'), "
-            "json_extract(CAST(f.other_raw AS TEXT), '$.type'), "
-            "json_extract(CAST(f.other_raw AS TEXT), '$.at') FROM forks f "
-            "LEFT JOIN entries e ON e.origin = f.origin AND e.seq = f.seq AND e.hash = f.held_hash "
-            "ORDER BY f.origin, f.seq, f.other_hash"
-        )
-        out = []
-        for o, s, h, x, d, r, held_type, held_at, other_type, other_at in rows:
-            decision = self.fork_decision(o, s)
-            state = "resolved" if r else "unresolved" if decision is None else "switch_needed"
-            out.append(
-                {
-                    "origin": o, "seq": s, "held_hash": h.hex(), "other_hash": x.hex(),
-                    "held_type": held_type, "held_at": held_at,
-                    "other_type": other_type, "other_at": other_at,
-                    "detected_at": d, "resolved": bool(r), "state": state, "decision": decision,
-                }
-            )  # fmt: skip
-        return out
-
-    # --- meta ----------------------------------------------------------------------------
-
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
-        return rows[0][0] if rows else default
-
-    def set_meta(self, key: str, value: str) -> None:
-        self.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) "
-            "DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
-
-    def delete_meta(self, key: str) -> None:
-        """Forget a setting (e.g. "restoring" once a restore has caught up)."""
-        self.execute("DELETE FROM meta WHERE key = ?", (key,))
-
-
-i18n.register(
-    {
-        "store.full": (
-            "The disk is full: nothing was written. Free some space and try again.",
-            "磁盘已满：未写入任何内容。请清理空间后重试。",
-        ),
-        "store.constraint": (
-            "The database refused the change: {detail}",
-            "数据库拒绝了此修改：{detail}",
-        ),
-        "store.busy": (
-            "The database is busy (another zhibao is writing); try again.",
-            "数据库正忙（另一个 zhibao 进程在写入），请重试。",
-        ),
-        "store.failed": ("Database error: {detail}", "数据库错误：{detail}"),
-        "store.io": (
-            "The disk could not be read or written: {detail}",
-            "磁盘读写失败：{detail}",
-        ),
-
-    }
-)

@@ -8,30 +8,48 @@ ids, names and keys every time, separate files.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+import secrets
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.postgres import stop_shared
+from tests.support.postgres import (
+    city_engine,
+    create_database,
+    database_of,
+    drop_databases,
+    stop_shared,
+    store_env,
+)
 from tests.support.topology import CITY, TOWN, VILLAGE, Topology, build_topology, copy_topology
+
+__all__ = ["city_engine"]  # a fixture: `pytest.mark.usefixtures("city_engine")` runs a
+# test's cities on SQLite and on PostgreSQL (tests/support/postgres.py)
 
 MakeTopology = Callable[..., Topology]
 Templates = Callable[[Iterable[str]], Topology]
 
 
 @pytest.fixture(scope="session")
-def topology_templates(tmp_path_factory: pytest.TempPathFactory) -> Templates:
-    """Networks built once per session, by node set; copy them, never open them."""
-    built: dict[tuple[str, ...], Topology] = {}
+def topology_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Templates]:
+    """Networks built once per session, by node set and the city's engine (under
+    `city_engine`'s PostgreSQL, the city in a template database of its own); copy them,
+    never open them."""
+    built: dict[tuple[bool, tuple[str, ...]], Topology] = {}
 
     def template(nodes: Iterable[str]) -> Topology:
-        key = tuple(sorted(set(nodes)))
+        on = store_env()
+        key = (on is not None, tuple(sorted(set(nodes))))
         if key not in built:
-            built[key] = build_topology(tmp_path_factory.mktemp("network"), key)
+            store = None if on is None else create_database(on, "tpl_" + secrets.token_hex(8))
+            built[key] = build_topology(tmp_path_factory.mktemp("network"), key[1], store=store)
         return built[key]
 
-    return template
+    yield template
+    for net in built.values():
+        if net.store is not None:
+            drop_databases(net.store, database_of(net.store))
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from sync.clock import ZONE, Clock
 from sync.node import Node
 from sync.protocol.entry import SignedEntry
 from sync.store import Store
+from tests.support.postgres import city_store
 from tiers.catalogue import CatalogueItem
 from tiers.node import create_home, extensions
 from tiers.published import publish_items
@@ -73,7 +74,7 @@ def network(tmp_path: Path, now: datetime = NOW, *, durable: bool = True) -> Ite
     """
     with ExitStack() as stack:
         city = create_home(tmp_path / "city", tier="city", node_id=CITY, name="义乌市",
-                           clock=fixed_clock(now))  # fmt: skip
+                           clock=fixed_clock(now), store=city_store())  # fmt: skip
         stack.callback(city.close)
         root = city.config.public_key
         town = create_home(tmp_path / "town", tier="town", node_id=TOWN, name="稠城",
@@ -85,7 +86,8 @@ def network(tmp_path: Path, now: datetime = NOW, *, durable: bool = True) -> Ite
         stack.callback(village.close)
         if not durable:
             for node in (city, town, village):
-                node.store.execute("PRAGMA synchronous=OFF")
+                if node.config.store is None:  # SQLite (a test database's is off already)
+                    node.store.execute("PRAGMA synchronous=OFF")
         publish_items(city, list(ITEMS), at="2025-01-02T09:00")
         net = Network(city, town, village)
         net.down()
@@ -95,7 +97,8 @@ def network(tmp_path: Path, now: datetime = NOW, *, durable: bool = True) -> Ite
 @contextmanager
 def town_node(tmp_path: Path, now: datetime = NOW) -> Iterator[Node]:
     """A lone town holding `ITEMS` (published locally, for standalone use)."""
-    city = create_home(tmp_path / "city", tier="city", node_id=CITY, name="义乌市")
+    city = create_home(tmp_path / "city", tier="city", node_id=CITY, name="义乌市",
+                       store=city_store())  # fmt: skip
     root = city.config.public_key
     city.close()
     town = create_home(tmp_path / "town", tier="town", node_id=TOWN, name="稠城",
@@ -135,10 +138,15 @@ def insert_one(store: Store, entry: SignedEntry) -> None:
 
 
 def case_row(store: Store, case_id: str) -> dict[str, Any]:
-    """The projected `cases` row as a dict."""
-    cursor = store.conn.execute("SELECT * FROM cases WHERE case_id = ?", (case_id,))
-    names = [d[0] for d in cursor.getdescription()]
-    rows = list(cursor)
+    """The projected `cases` row as a dict (on either engine)."""
+    if isinstance(store, Store):  # SQLite (apsw)
+        cursor = store.conn.execute("SELECT * FROM cases WHERE case_id = ?", (case_id,))
+        names = [d[0] for d in cursor.getdescription()]
+        rows = list(cursor)
+    else:  # a city on PostgreSQL (psycopg)
+        found = store.conn.execute("SELECT * FROM cases WHERE case_id = %s", (case_id,))
+        names = [d.name for d in found.description or ()]
+        rows = found.fetchall()
     assert len(rows) == 1, rows
     return dict(zip(names, rows[0], strict=True))
 

@@ -285,7 +285,8 @@ class FigureProjection:
                 "INSERT INTO clock_leads (origin, month, lead_seconds, seq, at, received_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(origin, month) DO UPDATE SET "
                 "lead_seconds = excluded.lead_seconds, seq = excluded.seq, at = excluded.at, "
-                "received_at = excluded.received_at WHERE excluded.lead_seconds > lead_seconds",
+                "received_at = excluded.received_at "
+                "WHERE excluded.lead_seconds > clock_leads.lead_seconds",
                 (origin, local_date(received).strftime("%Y-%m"), lead, seq, at, received),
             )
         self._latest.clear()

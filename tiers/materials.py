@@ -317,7 +317,7 @@ def summary(node: Node) -> dict[str, Any]:
         out[state_of(node, sha, now)] += 1
     (held_bytes,) = node.store.query("SELECT COALESCE(SUM(size), 0) FROM blobs")[0]
     parent = node.config.parent_id
-    out["bytes_here"] = held_bytes
+    out["bytes_here"] = int(held_bytes)  # PostgreSQL sums bigint as numeric (Decimal)
     out["not_receipted_by_parent"] = (
         len(blob_index.up_for(node.store, node.node_id, parent)) if parent else 0
     )

@@ -35,5 +35,8 @@ def open_home(home: Path, *, clock: Clock | None = None, rebuild: bool = False) 
     return node
 
 
-def create_home(home: Path, *, clock: Clock | None = None, **options: str | None) -> Node:
-    return init_node(home, extensions=extensions(), clock=clock, **options)  # type: ignore[arg-type]
+def create_home(
+    home: Path, *, clock: Clock | None = None, store: str | None = None, **options: str | None
+) -> Node:
+    """A new node's home (sync.node.init_node); `store`: a city's PostgreSQL database."""
+    return init_node(home, extensions=extensions(), clock=clock, store=store, **options)  # type: ignore[arg-type]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sync.pg import replica
 from sync.protocol.errors import StoreError
 
 ENTRY_PARTITIONS = 16
@@ -69,7 +70,7 @@ CREATE TABLE heads (
 CREATE TABLE forks (
     origin text NOT NULL, seq bigint NOT NULL, held_hash bytea NOT NULL,
     other_hash bytea NOT NULL, other_raw bytea NOT NULL, other_sig bytea NOT NULL,
-    detected_at text NOT NULL, resolved boolean NOT NULL DEFAULT false,
+    detected_at text NOT NULL, resolved bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (origin, seq, other_hash)
 );
 CREATE TABLE fork_decisions (
@@ -191,7 +192,11 @@ CREATE TABLE IF NOT EXISTS schema_version (
 
 def migrate(conn: Any) -> list[int]:
     """Bring the database of psycopg connection `conn` (not in a transaction) to
-    SCHEMA_VERSION; the versions applied now (none when it was there already)."""
+    SCHEMA_VERSION; the versions applied now (none when it was there already). On a
+    standby nothing can be written: only checked (sync.pg.replica)."""
+    if replica.in_recovery(conn):
+        replica.check_schema(conn, SCHEMA_VERSION)
+        return []
     applied: list[int] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))

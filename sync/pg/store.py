@@ -1,5 +1,6 @@
-"""The log core of a city's store on PostgreSQL: one psycopg connection, the log tables of
-sync.schema migrated on open, and the same reads and appends as sync.store.Store.
+"""A city's store on PostgreSQL: one psycopg connection, the log tables migrated on open
+(sync.pg.schema), the projections' tables made from their SQLite DDL (sync.pg.dialect), and
+everything else as sync.store.Store (sync.logstore: the same code, the same SQL).
 
 Invariants (the database holds them, whatever process writes: see sync.pg.schema):
 - entries are append-only, one per (origin, seq), each origin's 1 … head without a gap,
@@ -8,10 +9,11 @@ Invariants (the database holds them, whatever process writes: see sync.pg.schema
 - `insert` appends a batch with one COPY; a batch that loses a race to another writer (the
   seq is taken, the head moved) fails whole with StoreError `store.pg_taken` or
   `store.pg_gap`, and the transaction applies nothing: read the head again and resend.
-- Every write is one `with store.transaction():` (nested: a savepoint).
+- Every write is one `with store.transaction():` (nested: a savepoint), under an advisory
+  lock: shared by fronts storing pushes (`defer_projections`), exclusive for every other
+  writer, so the projections move only while no append is in flight (PgStore._begin).
 
-Not yet here (docs/postgresql.md): the projections (extensions) the tiers keep, quarantine
-by the authority rules, logs held in part (a city holds every log whole), fork switches.
+Not here (docs/postgresql.md): logs held in part (a city holds every log whole).
 """
 
 from __future__ import annotations
@@ -19,17 +21,22 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
 
-from sync.pg import schema
+from sync._projecting import Extension
+from sync.logstore import LogStore
+from sync.pg import dialect, replica, schema
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import DiskFullError, StoreError
 
 CONNECT_TIMEOUT_S = 10
+WRITE_LOCK = 0x7A68_6962_6177  # the advisory lock writers take (see PgStore._begin)
 LOCK_TIMEOUT = "10s"  # as sync.store's busy timeout: a writer waits this long for a head
 _COPY_ENTRIES = "COPY entries (origin, seq, hash, sig, raw, type, received_at) FROM STDIN"
 _OWN_CODES = {  # the SQLSTATEs sync.pg.schema's triggers raise
@@ -54,6 +61,8 @@ def translate(exc: psycopg.Error) -> StoreError:
         if diag.constraint_name and diag.constraint_name.startswith("entries_"):
             return StoreError("store.pg_taken", detail=diag.message_detail or "")
         return StoreError("store.constraint", detail=str(diag.message_primary))
+    if code == replica.READ_ONLY:  # a standby (sync.pg.replica)
+        return StoreError("store.pg_read_only")
     if code == "53100":  # disk_full
         return DiskFullError("store.full")
     if code in ("40001", "40P01", "55P03"):  # serialization, deadlock, lock not available
@@ -65,104 +74,135 @@ def translate(exc: psycopg.Error) -> StoreError:
     return StoreError("store.failed", detail=str(exc))
 
 
-class PgStore:
-    """A city's log on PostgreSQL. Owns its connection; close it (or use `with`)."""
+class PgStore(LogStore):
+    """A city's store on PostgreSQL. Owns its connection; close it (or use `with`)."""
 
-    def __init__(self, url: str, *, owner: str | None = None) -> None:
+    driver_errors = (psycopg.Error,)
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        extensions: Sequence[Extension] = (),
+        owner: str | None = None,
+        passfile: str | Path | None = None,
+    ) -> None:
         self.url = url
-        self.owner = owner
+        self.path = url  # what caches key a store by (sync.store.Store's file path)
+        options: dict[str, Any] = {"passfile": str(passfile)} if passfile else {}
         try:
-            self.conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            self.conn = psycopg.connect(
+                url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **options
+            )
         except psycopg.Error as exc:
             raise translate(exc) from exc
         try:
             self.conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
             schema.migrate(self.conn)
+            with self.conn.transaction():  # the tiers' projections: their tables, once
+                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.MIGRATION_LOCK,))
+                for ext in extensions:
+                    self.conn.execute(dialect.ddl(ext.ddl).encode())
         except BaseException as exc:
             self.conn.close()
             if isinstance(exc, psycopg.Error):
                 raise translate(exc) from exc
             raise
+        self._dialect = dialect.Dialect(self._primary_key)
+        self._savepoints = 0
+        self._setup(extensions, owner)
 
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> PgStore:
-        return self
+    def translate_error(self, exc: BaseException) -> StoreError:
+        assert isinstance(exc, psycopg.Error)
+        return translate(exc)
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _primary_key(self, table: str) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary "
+            "ORDER BY array_position(i.indkey, a.attnum)",
+            (table,),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    # --- transactions --------------------------------------------------------------------
+
+    def _begin(self, exclusive: bool) -> None:
+        """BEGIN, then the write lock: exclusive for every writer but a deferring one (a
+        front storing pushes), which shares it with the other fronts. So the projections,
+        always brought up to date under the exclusive lock, never run while an append is in
+        flight, and `entries.id > cursor` never steps over an entry committed later."""
+        self.conn.execute("BEGIN")
+        which = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        self.conn.execute(f"SELECT {which}({WRITE_LOCK})")
+
+    def _commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self.conn.execute("ROLLBACK")
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One atomic write; nested use joins the outer one (a savepoint)."""
-        try:
-            with self.conn.transaction():
+    def _savepoint(self) -> Iterator[None]:
+        if self.conn.info.transaction_status == TransactionStatus.IDLE:
+            with self.transaction():
                 yield
-        except psycopg.Error as exc:
-            raise translate(exc) from exc
+            return
+        self._savepoints += 1
+        name = f"zb{self._savepoints}"
+        try:
+            self.conn.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                self.conn.execute(f"RELEASE SAVEPOINT {name}")
+                raise
+            self.conn.execute(f"RELEASE SAVEPOINT {name}")
+        finally:
+            self._savepoints -= 1
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
         """Reads that all see one state of the database, even while another process writes."""
         try:
-            with self.conn.transaction():
-                self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                yield
+            self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         except psycopg.Error as exc:
             raise translate(exc) from exc
+        try:
+            yield
+        finally:
+            self._rollback()
+
+    def checkpoint(self) -> None:
+        """Nothing to do: PostgreSQL checkpoints by itself."""
+
+    # --- statements ----------------------------------------------------------------------
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
-        """Rows of `sql` (PostgreSQL's `%s` placeholders)."""
+        """Rows of `sql`, SQLite's SQL (sync.pg.dialect translates it)."""
         try:
-            return self.conn.execute(sql, params or None).fetchall()
+            cur = self.conn.execute(self._dialect.translate(sql), _params(params))
+            return cur.fetchall() if cur.description is not None else []
         except psycopg.Error as exc:
             raise translate(exc) from exc
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> None:
         try:
-            self.conn.execute(sql, params or None)
+            self.conn.execute(self._dialect.translate(sql), _params(params))
         except psycopg.Error as exc:
             raise translate(exc) from exc
 
     # --- heads and entries -------------------------------------------------------------
 
-    def head(self, origin: str) -> tuple[int, bytes | None]:
-        rows = self.query("SELECT seq, hash FROM heads WHERE origin = %s", (origin,))
-        return (rows[0][0], rows[0][1]) if rows else (0, None)
-
-    def heads(self) -> dict[str, tuple[int, bytes]]:
-        return {o: (s, h) for o, s, h in self.query("SELECT origin, seq, hash FROM heads")}
-
     def max_seqs(self) -> dict[str, int]:
         """Highest seq held per origin (the pull cursors): every log is held whole here and
         the database keeps it 1 … head, so the heads table answers without a scan."""
         return {o: s for o, s in self.query("SELECT origin, seq FROM heads")}
-
-    def entry(self, origin: str, seq: int) -> SignedEntry | None:
-        rows = self.query(
-            "SELECT raw, sig, hash, type FROM entries WHERE origin = %s AND seq = %s",
-            (origin, seq),
-        )
-        if not rows:
-            return None
-        raw, sig, digest, kind = rows[0]
-        return SignedEntry(raw, sig, digest, origin, seq, kind)
-
-    def entries(
-        self, origin: str, after: int = 0, limit: int = -1, through: int | None = None
-    ) -> list[SignedEntry]:
-        top = through if through is not None else 2**62
-        rows = self.query(
-            "SELECT seq, raw, sig, hash, type FROM entries WHERE origin = %s AND seq > %s "
-            "AND seq <= %s ORDER BY seq LIMIT %s",
-            (origin, after, top, None if limit < 0 else limit),
-        )
-        return [SignedEntry(raw, sig, h, origin, seq, kind) for seq, raw, sig, h, kind in rows]
-
-    def hash_at(self, origin: str, seq: int) -> bytes | None:
-        rows = self.query("SELECT hash FROM entries WHERE origin = %s AND seq = %s", (origin, seq))
-        return rows[0][0] if rows else None
 
     def iter_all(self, origin: str | None = None, chunk: int = 2000) -> Iterator[SignedEntry]:
         """Every entry (of `origin`), by origin and seq, read `chunk` rows at a time on a
@@ -181,16 +221,10 @@ class PgStore:
         except psycopg.Error as exc:
             raise translate(exc) from exc
 
-    def insert(
-        self, entries: Sequence[SignedEntry], received_at: str, *, whole: bool = True
-    ) -> None:
-        """Append verified entries of one or more origins, each run extending its head.
-
-        Call inside `transaction()`. One COPY: the statement trigger checks every run
-        against its locked head (sync.pg.schema) and moves the heads. A log held in part
-        (`whole=False`) has no place here yet: the city holds every log whole."""
-        if not entries:
-            return
+    def _append(self, entries: Sequence[SignedEntry], received_at: str, *, whole: bool) -> None:
+        """One COPY: the statement trigger checks every run against its locked head
+        (sync.pg.schema) and moves the heads. A log held in part (`whole=False`) has no
+        place here: the city holds every log whole."""
         if not whole:
             raise StoreError("store.pg_whole_only", origin=entries[0].origin)
         try:
@@ -200,50 +234,23 @@ class PgStore:
         except psycopg.Error as exc:
             raise translate(exc) from exc
 
-    # --- forks ---------------------------------------------------------------------------
+    def _last_id(self) -> int:
+        row = self.conn.execute("SELECT currval('entries_id_seq')").fetchone()
+        return int(row[0]) if row else 0
 
-    def record_fork(self, origin: str, seq: int, held: bytes, other: SignedEntry, at: str) -> None:
-        self.execute(
-            "INSERT INTO forks (origin, seq, held_hash, other_hash, other_raw, other_sig, "
-            "detected_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (origin, seq, held, other.hash, other.raw, other.sig, at),
-        )
 
-    def frozen(self) -> set[str]:
-        return {r[0] for r in self.query("SELECT DISTINCT origin FROM forks WHERE NOT resolved")}
+def _params(params: Sequence[Any] | dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
+    """Always a sequence or a mapping (even empty), so psycopg reads `%%` as `%` in every
+    statement the dialect wrote; ints and bools as untyped literals, so the server takes the
+    type of the column or operand they meet, as SQLite does (`text_column = 5` is no error
+    there, and 0/1 are its booleans)."""
+    if isinstance(params, dict):
+        return {k: _loose(v) for k, v in params.items()}
+    return tuple(_loose(v) for v in params)
 
-    # --- meta, quarantine, signatures checked here ---------------------------------------
 
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        rows = self.query("SELECT value FROM meta WHERE key = %s", (key,))
-        return rows[0][0] if rows else default
-
-    def set_meta(self, key: str, value: str) -> None:
-        self.execute(
-            "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) "
-            "DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
-
-    def delete_meta(self, key: str) -> None:
-        self.execute("DELETE FROM meta WHERE key = %s", (key,))
-
-    def mark_signed(self, origin: str, seq: int) -> None:
-        self.execute(
-            "INSERT INTO signed_tips (origin, seq) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (origin, seq),
-        )
-
-    def signed_seqs(self, origin: str, after: int, through: int) -> list[int]:
-        rows = self.query(
-            "SELECT seq FROM signed_tips WHERE origin = %s AND seq > %s AND seq <= %s ORDER BY seq",
-            (origin, after, through),
-        )
-        return [r[0] for r in rows]
-
-    def last_signed(self, origin: str) -> int:
-        rows = self.query("SELECT max(seq) FROM signed_tips WHERE origin = %s", (origin,))
-        return rows[0][0] or 0
+def _loose(value: Any) -> Any:
+    return str(int(value)) if isinstance(value, int) else value
 
 
 i18n.register(

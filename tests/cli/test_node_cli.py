@@ -18,6 +18,7 @@ from tests.support.topology import CITY, TOWN, Topology
 from tiers.node import open_home
 
 TOWN_NAME = "稠城街道便民服务中心"
+pytestmark = pytest.mark.usefixtures("city_engine")  # every city here: SQLite, then PostgreSQL
 
 
 def ok(home: Path, *args: str, lang: str = "en") -> str:

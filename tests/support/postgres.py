@@ -15,6 +15,16 @@ survives the run.
 
 `ZHIBAO_TEST_PG` (a postgresql:// URL of a role that may CREATE DATABASE) uses that server
 instead. Each test gets a database of its own (`fresh_database`), dropped after it.
+
+Both engines for the city: a test (or module: `pytestmark =
+pytest.mark.usefixtures("city_engine")`) that takes the `city_engine` fixture runs twice,
+on SQLite and on PostgreSQL; on PostgreSQL `$ZHIBAO_STORE` names the test's fresh database,
+so every city the test builds lands there: through the CLI (`zhibao init --tier city`
+reads it: one such city per test) and through the helpers (`city_store()`, which
+tests/support/topology.py and tests/helpers_cases.py pass to `create_home` for a city;
+a second city gets a database of its own, dropped with the test's). A network built once per session
+(tests/conftest.py) keeps its city in a template database; each copy gets a database of
+its own made from it (`create_database(…, template=…)`, `move_city_store`).
 """
 
 from __future__ import annotations
@@ -34,7 +44,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from sync import node_store
+
 RECORD = "postgres.json"
+STORE_ENV = "ZHIBAO_STORE"
 ROLE = "zhibao"
 INSTALL = "sudo apt-get install postgresql"
 _SETTINGS = (  # a throwaway cluster: fast, small, nothing kept
@@ -164,18 +177,99 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
-@contextlib.contextmanager
-def fresh_database(server: str) -> Iterator[str]:
-    """A new empty database on `server` (from template0), dropped when the block ends."""
+def database_of(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
+def create_database(url: str, name: str, *, template: str = "template0") -> str:
+    """Database `name` made from `template` on `url`'s server (any database of it); its URL."""
     import psycopg
 
-    name = "t_" + secrets.token_hex(8)
-    with psycopg.connect(server, autocommit=True) as admin:
+    with psycopg.connect(url, autocommit=True) as admin:
         # FILE_COPY (PostgreSQL 15+): 0.06 s here, where the default WAL_LOG took 0.42 s
         strategy = " STRATEGY FILE_COPY" if admin.info.server_version >= 150000 else ""
-        admin.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8'{strategy}")
-    try:
-        yield with_database(server, name)
-    finally:
-        with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name} TEMPLATE {template} ENCODING 'UTF8'{strategy}")
+    return with_database(url, name)
+
+
+def drop_databases(url: str, *names: str, prefix: str | None = None) -> None:
+    """Drop `names` (and every database whose name starts with `prefix`) on `url`'s server."""
+    import psycopg
+
+    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as admin:
+        found = list(names)
+        if prefix is not None:
+            pattern = prefix.replace("_", "\\_") + "%"
+            found += [r[0] for r in admin.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", (pattern,)
+            )]  # fmt: skip
+        for name in found:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@contextlib.contextmanager
+def fresh_database(server: str) -> Iterator[str]:
+    """A new empty database on `server` (from template0), dropped when the block ends with
+    every database named after it (`NAME_…`: `another_database`)."""
+    name = "t_" + secrets.token_hex(8)
+    url = create_database(server, name)
+    try:
+        yield url
+    finally:
+        drop_databases(server, name, prefix=name + "_")
+
+
+def another_database(url: str, *, template: str = "template0") -> str:
+    """A further database for the test whose fresh database `url` names (`NAME_<hex>`,
+    dropped with it), made from `template`."""
+    return create_database(url, f"{database_of(url)}_{secrets.token_hex(4)}", template=template)
+
+
+def store_env() -> str | None:
+    """`$ZHIBAO_STORE`: the test's database while `city_engine` runs it on PostgreSQL."""
+    return os.environ.get(STORE_ENV) or None
+
+
+def city_store() -> str | None:
+    """The database a city built by a test's helpers keeps its store in: `$ZHIBAO_STORE`
+    (set by `city_engine` on PostgreSQL) while no city holds it, then a further database
+    for each (`another_database`: a test may build more than one city); None: node.db."""
+    url = store_env()
+    if url is None:
+        return None
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        taken = conn.execute("SELECT to_regclass('heads') IS NOT NULL").fetchone() == (True,)
+    return another_database(url) if taken else url
+
+
+def move_city_store(home: Path, url: str) -> None:
+    """Point the city at `home` (a copy) at database `url`: node.toml's store, its passfile."""
+    import tomllib
+
+    import tomli_w
+
+    clean, password = node_store.split_store_url(url)
+    config = tomllib.loads((home / "node.toml").read_text("utf-8"))
+    config["store"] = clean
+    (home / "node.toml").write_text(tomli_w.dumps(config), "utf-8")
+    (home / node_store.PASSFILE).unlink(missing_ok=True)
+    if password is not None:
+        node_store.write_passfile(home, clean, password)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def city_engine(
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """`sqlite` or `postgresql`: the engine of every city this test builds (see above)."""
+    if request.param == "sqlite":
+        monkeypatch.delenv(STORE_ENV, raising=False)
+        yield "sqlite"
+        return
+    with fresh_database(shared_server(tmp_path_factory)) as url:
+        monkeypatch.setenv(STORE_ENV, url)
+        yield "postgresql"

@@ -22,6 +22,13 @@ from sync.ingest import ingest
 from sync.node import Node
 from sync.protocol.batch import decode_batch, encode_batch
 from sync.protocol.ids import is_within, parent_of, tier_of
+from tests.support.postgres import (
+    another_database,
+    city_store,
+    database_of,
+    move_city_store,
+    store_env,
+)
 from tiers.catalogue import parse_catalogue
 from tiers.node import create_home, open_home
 from tiers.published import publish_items
@@ -52,11 +59,13 @@ def name_of(node_id: str) -> str:
 
 @dataclass
 class Topology:
-    """Homes by node id, and the public keys each was created with."""
+    """Homes by node id, the public keys each was created with, and the city's PostgreSQL
+    database (None: its node.db)."""
 
     base: Path
     homes: dict[str, Path] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
+    store: str | None = None
 
     def home(self, node_id: str) -> Path:
         return self.homes[node_id]
@@ -112,8 +121,11 @@ def hand_up(child: Node, parent: Node) -> dict[str, object]:
     return result.to_json()
 
 
-def create_node(base: Path, node_id: str, root_key: str | None) -> Node:
-    """A fresh home at `base/<node_id>` (as `zhibao init` makes it), left open."""
+def create_node(
+    base: Path, node_id: str, root_key: str | None, *, store: str | None = None
+) -> Node:
+    """A fresh home at `base/<node_id>` (as `zhibao init` makes it), left open; a city's
+    store in database `store` when given, else as `city_store()` says."""
     tier = tier_of(node_id)
     return create_home(
         base / node_id,
@@ -122,6 +134,7 @@ def create_node(base: Path, node_id: str, root_key: str | None) -> Node:
         name=name_of(node_id),
         parent_id=parent_of(node_id),
         root_key=root_key,
+        store=(store or city_store()) if tier == "city" else None,
     )
 
 
@@ -132,8 +145,11 @@ def enrol(parent: Node, child: Node) -> None:
     parent.append(trust.ENROLLED, body)
 
 
-def build_topology(base: Path, nodes: Iterable[str] = (CITY, TOWN, VILLAGE)) -> Topology:
-    """Create, enrol and introduce `nodes` (parents are added when missing)."""
+def build_topology(
+    base: Path, nodes: Iterable[str] = (CITY, TOWN, VILLAGE), *, store: str | None = None
+) -> Topology:
+    """Create, enrol and introduce `nodes` (parents are added when missing); the city's
+    store in database `store` when given, else as `city_store()` says."""
     wanted: set[str] = set()
     for node_id in nodes:
         current: str | None = node_id
@@ -141,12 +157,12 @@ def build_topology(base: Path, nodes: Iterable[str] = (CITY, TOWN, VILLAGE)) -> 
             wanted.add(current)
             current = parent_of(current)
     order = sorted(wanted, key=lambda n: (len(n), n))
-    topology = Topology(base)
+    topology = Topology(base, store=store or city_store())
     opened: dict[str, Node] = {}
     try:
         for node_id in order:
             root = opened[CITY].config.public_key if node_id != CITY else None
-            node = opened[node_id] = create_node(base, node_id, root)
+            node = opened[node_id] = create_node(base, node_id, root, store=topology.store)
             topology.homes[node_id] = node.home
             topology.keys[node_id] = node.config.public_key
             parent = parent_of(node_id)
@@ -174,10 +190,17 @@ def append_notes(node: Node, count: int, *, start: int = 0, tag: str = "", pad: 
 
 
 def copy_topology(template: Topology, base: Path) -> Topology:
-    """The same network (same keys, same logs) in new homes under `base`."""
-    copy = Topology(base, keys=dict(template.keys))
+    """The same network (same keys, same logs) in new homes under `base`; a city on
+    PostgreSQL gets a copy of the template's database, dropped with the test's own."""
+    store = None
+    if template.store is not None:
+        store = another_database(store_env() or template.store,
+                                 template=database_of(template.store))  # fmt: skip
+    copy = Topology(base, keys=dict(template.keys), store=store)
     for node_id, home in template.homes.items():
         copy.homes[node_id] = Path(shutil.copytree(home, base / node_id))
+        if store is not None and tier_of(node_id) == "city":
+            move_city_store(copy.homes[node_id], store)
     return copy
 
 

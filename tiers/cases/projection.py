@@ -112,9 +112,10 @@ def latest_written(store: Store, origin: str, seq: int, case_id: str) -> str | N
     between its first event on `case_id` and `seq`: its seq-ordered log was written no
     earlier (tiers.cases.guards)."""
     rows = store.query(
-        "SELECT at FROM case_events WHERE origin = ?1 AND seq < ?2 AND seq >= (SELECT min(seq)"
-        " FROM case_events WHERE case_id = ?3 AND origin = ?1) ORDER BY seq DESC LIMIT ?4",
-        (origin, seq, case_id, LOOK_BACK),
+        "SELECT at FROM case_events WHERE origin = :origin AND seq < :seq AND seq >= (SELECT "
+        "min(seq) FROM case_events WHERE case_id = :case AND origin = :origin) ORDER BY seq DESC"
+        " LIMIT :limit",
+        {"origin": origin, "seq": seq, "case": case_id, "limit": LOOK_BACK},
     )
     return max(local_date(r[0]) for r in rows).isoformat() if rows else None
 

@@ -168,9 +168,10 @@ def backdated(store: Store, period: Period) -> list[Raw]:
             continue
         latest: tuple[date, int, str] | None = None
         for prior, stamp in store.query(
-            "SELECT seq, json_extract(CAST(raw AS TEXT), '$.at') FROM entries WHERE origin = ?1"
-            " AND seq < ?2 AND seq >= (SELECT min(seq) FROM case_events WHERE origin = ?1 AND"
-            " case_id = ?3) ORDER BY seq", (origin, seq, case_id),
+            "SELECT seq, json_extract(CAST(raw AS TEXT), '$.at') FROM entries WHERE origin = "
+            ":origin AND seq < :seq AND seq >= (SELECT min(seq) FROM case_events WHERE origin = "
+            ":origin AND case_id = :case) ORDER BY seq",
+            {"origin": origin, "seq": seq, "case": case_id},
         ):  # fmt: skip
             day = local_date(stamp)
             if latest is None or day > latest[0]:

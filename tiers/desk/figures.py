@@ -56,6 +56,7 @@ from sync.protocol import i18n
 from sync.protocol.errors import describe
 from sync.server import log_line
 from sync.store import Store
+from tiers import reader
 from tiers.case_facts import FACTS_WHERE
 from tiers.city import stats as city_stats
 from tiers.desk import users
@@ -161,11 +162,11 @@ def _stats(node: Node, period: Period, by: str, today: date, *,
            background: bool = False) -> dict[str, Any]:  # fmt: skip
     """`stats` without the copy: the caller must not change what it gets. A page leaves
     reading the counted cases to the warmer, when one runs (`background`: it is the warmer)."""
-    store, settings = node.store, node.config.settings
+    store, settings = reader.of(node), node.config.settings  # a replica's, when named
     if settings.get(SETTING, True) is False:
         return city_stats.compute_stats(store, period, by, today, settings)
     lang = i18n.locale()
-    key: Key = (store.path, period.label, by, judged_as_of(period, today), lang,
+    key: Key = (reader.name(store), period.label, by, judged_as_of(period, today), lang,
                 json.dumps(settings, sort_keys=True, default=str))  # fmt: skip
     while True:
         with CACHE.lock:
@@ -183,8 +184,8 @@ def _stats(node: Node, period: Period, by: str, today: date, *,
         found = _still_good(store, period, held) if held is not None else None
         if found is None:
             with CACHE.lock:
-                later = not background and store.path in CACHE.warmed
-            found = _compute(node, period, by, today, cases=not later)
+                later = not background and reader.name(store) in CACHE.warmed
+            found = _compute(store, settings, period, by, today, cases=not later)
         with CACHE.lock:
             if found.version != (-1, -1):
                 CACHE.held[key] = found
@@ -279,14 +280,15 @@ def _still_good(store: Store, period: Period, held: _Held) -> _Held | None:
     return _Held(now, held.cases, held.complaints, held.result)
 
 
-def _compute(node: Node, period: Period, by: str, today: date, *, cases: bool) -> _Held:
-    before = data_version(node.store)
-    counted = _cases(node.store, period) if cases else None
-    complaints = _complaints(node.store, period)
-    result = city_stats.compute_stats(node.store, period, by, today, node.config.settings)
+def _compute(store: Store, settings: dict[str, Any], period: Period, by: str, today: date, *,
+             cases: bool) -> _Held:  # fmt: skip
+    before = data_version(store)
+    counted = _cases(store, period) if cases else None
+    complaints = _complaints(store, period)
+    result = city_stats.compute_stats(store, period, by, today, settings)
     with CACHE.lock:
         CACHE.computed += 1
-    after = data_version(node.store)
+    after = data_version(store)
     return _Held(before if before == after else (-1, -1), counted, complaints, result)
 
 
@@ -295,7 +297,7 @@ def _read_cases(store: Store) -> None:
     version (the warmer, after the pages: so a page does not wait for them)."""
     with CACHE.lock:
         lacking = [(key, held) for key, held in CACHE.held.items()
-                   if key[0] == store.path and held.cases is None]  # fmt: skip
+                   if key[0] == reader.name(store) and held.cases is None]  # fmt: skip
     for key, held in lacking:
         if data_version(store) != held.version:
             continue  # too late: the next ask computes it again
@@ -344,8 +346,9 @@ class Warmer:
         if node.config.settings.get(SETTING, True) is False:
             node.close()
             return
+        warming = reader.name(reader.of(node))  # the store the pages read (a replica's?)
         with CACHE.lock:
-            CACHE.warmed.add(node.store.path)
+            CACHE.warmed.add(warming)
         try:
             seen: tuple[Version, date] | None = None
             failures = 0
@@ -354,11 +357,11 @@ class Warmer:
                     if not users.anyone(node.store):  # nobody can read the desk: no figures
                         self._stop.wait(self._every * 5)
                         continue
-                    now = (data_version(node.store), node.clock.now().date())
+                    now = (data_version(reader.of(node)), node.clock.now().date())
                     if now != seen:
                         self._warm(node)
                         seen = now
-                    _read_cases(node.store)
+                    _read_cases(reader.of(node))
                     failures = 0
                 except Exception as exc:  # a warmer never takes the desk down: said, tried again
                     failures += 1
@@ -370,7 +373,7 @@ class Warmer:
                 self._stop.wait(self._every)
         finally:
             with CACHE.lock:
-                CACHE.warmed.discard(node.store.path)
+                CACHE.warmed.discard(warming)
             node.close()
 
     def _warm(self, node: Node) -> None:
@@ -380,7 +383,8 @@ class Warmer:
             for period in months_back(month_of(today), 12):
                 _stats(node, period, "tier", today, background=True)
         with CACHE.lock:
-            asked = [wanted for key, wanted in CACHE.asked.items() if key[0] == node.store.path]
+            asked = [wanted for key, wanted in CACHE.asked.items()
+                     if key[0] == reader.name(reader.of(node))]  # fmt: skip
         today = node.clock.now().date()
         for period, by, lang in reversed(asked):  # the latest asked first
             if self._stop.is_set():
