@@ -251,11 +251,12 @@ class Pushes:
     rejected: list[Any] = field(default_factory=list)
     error: str | None = None
 
-    def run(self) -> None:
+    def run(self, gate: threading.Semaphore) -> None:
         argv = [*ZHIBAO, "sync", "--peer", self.url, "--json", "--home", str(self.home)]
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         for attempt in range(3):
-            done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+            with gate:  # at most --concurrency towns push to one front at a time
+                done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
             if done.returncode == 0:
                 summary = json.loads(done.stdout)
                 self.pushed += int(summary["pushed"])
@@ -325,7 +326,7 @@ class City:
 
 
 def measure(engine: str, fronts: int, towns_dir: Path, work: Path, pg: str | None,
-            period: str, runs: int) -> Result:  # fmt: skip
+            period: str, runs: int, concurrency: int) -> Result:  # fmt: skip
     result = Result(engine, fronts)
     f = result.figures
     home, url = work / "city", None
@@ -344,7 +345,9 @@ def measure(engine: str, fronts: int, towns_dir: Path, work: Path, pg: str | Non
         began = time.perf_counter()
         rounds = [Pushes(work / "towns" / town, servers[k % fronts].url)
                   for k, town in enumerate(TOWNS)]  # fmt: skip
-        threads = [threading.Thread(target=r.run) for r in rounds]
+        gates = [threading.Semaphore(concurrency) for _ in servers]
+        threads = [threading.Thread(target=r.run, args=(gates[k % fronts],))
+                   for k, r in enumerate(rounds)]  # fmt: skip
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -519,6 +522,12 @@ def main() -> None:
     parser.add_argument("--fronts", default="1,2", help="serve processes on PostgreSQL")
     parser.add_argument("--period", default=None, help="the month measured (default: June)")
     parser.add_argument("--runs", type=int, default=3, help="repeats of stats after the first")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=5,
+        help="towns pushing to one front at a time (default 5)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -555,7 +564,9 @@ def main() -> None:
                 shutil.rmtree(work, ignore_errors=True)
                 note(f"{engine}, {n} serve: start {datetime.now(UTC):%H:%M:%S} UTC, load "
                      f"{os.getloadavg()[0]:.2f}")  # fmt: skip
-                result = measure(engine, n, towns_dir, work, pg, period, args.runs)
+                result = measure(
+                    engine, n, towns_dir, work, pg, period, args.runs, args.concurrency
+                )
                 results.append(result)
                 for key, value in result.figures.items():
                     figure(f"{engine}_{n}_{key}", value)
