@@ -18,7 +18,8 @@ from tests.support.postgres import shared_server
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "city_scale.py"
 
-pytestmark = pytest.mark.slow
+# 20 `zhibao sync` and a few commands: minutes on a loaded 2-core machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def city_scale(tmp_path: Path, *args: str) -> dict[str, Any]:
@@ -26,7 +27,7 @@ def city_scale(tmp_path: Path, *args: str) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--entries", "700", "--months", "1", "--runs", "0",
          "--dir", str(tmp_path / "bench"), "--json", str(out), *args],
-        capture_output=True, text=True, timeout=280, check=False,
+        capture_output=True, text=True, timeout=840, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| entries at the city |" in done.stdout  # the table is printed
