@@ -372,7 +372,11 @@ def measure(engine: str, fronts: int, towns_dir: Path, work: Path, pg: str | Non
     except BaseException:
         for server in servers:  # what the fronts said, for the failure's report
             server.proc.terminate()
-            _, err = server.proc.communicate(timeout=30)
+            try:
+                _, err = server.proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.proc.kill()
+                _, err = server.proc.communicate()
             note(f"serve {server.pid} said: {err.strip()[-3000:]}")
         raise
     finally:
