@@ -46,6 +46,7 @@ COMMANDS = {
     "fork": "cli.fork:fork_group",
     "complaint": "cli.complaint:complaint_group",
     "user": "cli.user:user_group",
+    "store": "cli.store:store_group",
 }
 # ctx.meta key: `zhibao --home DIR`, for the command that follows (cli.common.home_option)
 GLOBAL_HOME = "zhibao.global_home"

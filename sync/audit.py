@@ -121,7 +121,7 @@ def verify_log(
         total = sum(plan.entries for plan in plans)
         many = min(workers if workers is not None else cores(), len(slices))
         if many <= 1 or total < 2 * slice_size or not _on_disk(store):
-            here = (check_slice(store.conn, part) for part in slices)
+            here = (check_slice(_reader(store), part) for part in slices)
             return _audit(store, plans, progress, here)
         pool = _Workers(store.path, many)
         try:
@@ -131,6 +131,8 @@ def verify_log(
 
 
 def _on_disk(store: Store) -> bool:
+    if not isinstance(store, Store):  # PostgreSQL: checked here, through its `query`
+        return False
     return store.path not in ("", ":memory:") and not store.path.startswith("file:")
 
 
@@ -184,7 +186,7 @@ def _audit(
         for part in plan.slices:
             checked = next(results)
             if not _as_held(store, part, checked):  # changed since the plan: check it here
-                checked = check_slice(store.conn, part)
+                checked = check_slice(_reader(store), part)
             _replay(report, origin, checked.marks, unproved)
             report.entries += checked.entries
             last = checked.last or last
@@ -246,7 +248,19 @@ _SLICE_SQL = "SELECT seq, raw, sig, hash FROM entries WHERE origin = ? AND seq <
 _BEFORE_SQL = "SELECT seq, raw FROM entries WHERE origin = ? AND seq <= ? ORDER BY seq DESC LIMIT 1"
 
 
-def check_slice(conn: apsw.Connection, part: Slice) -> Checked:
+class _Query:
+    """A store without an apsw connection (PostgreSQL), read as `check_slice` reads one:
+    its `query` speaks the same SQL."""
+
+    def __init__(self, store: Store) -> None:
+        self.execute = store.query
+
+
+def _reader(store: Store) -> apsw.Connection | _Query:
+    return store.conn if isinstance(store, Store) else _Query(store)
+
+
+def check_slice(conn: apsw.Connection | _Query, part: Slice) -> Checked:
     """Every entry of `part`: bytes, link, envelope, signature, as marks in log order.
 
     The entry just before the slice (seq `after`) is read too: its seq and hash are where

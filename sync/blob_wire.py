@@ -169,7 +169,7 @@ class BlobWire:
             receipt = self._receipt(sender, [s for s, v in states.items() if v == "held"])
             return JSONResponse({"blobs": states, "reasons": reasons, "receipt": receipt})
 
-        return await self.app._guarded(request, handle, BLOB_HAVE)
+        return await self.app._guarded(request, handle, BLOB_HAVE, exclusive=True)  # catch_up
 
     # --- put ---------------------------------------------------------------------------
 
@@ -345,7 +345,7 @@ class BlobWire:
         if seal_to is None and body.startswith(WIRE_MAGIC):  # a sealed ask: a sealed answer
             seal_to = trust.seal_key(self.node.store, caller.node_id)
         try:
-            with self.node.store.transaction():
+            with app.transaction(exclusive=True):  # _may_get catches the projections up
                 app._remember(caller.node_id, caller.nonce, caller.skew)
                 ref, start, with_list = self._may_get(caller.node_id, plain)
         except RefusedError as exc:

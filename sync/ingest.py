@@ -18,15 +18,24 @@ run's last entry — whose signature was checked — is recorded (`Store.mark_si
 node, relaying the log, cuts its batches where a signature proves them (sync.proofs).
 Entries of a log held in part are not chained here: each one's own signature is checked,
 and one that fails costs that entry alone.
+
+More than one front (a city on PostgreSQL served by two `serve` processes): the database
+decides who appends a seq (sync.pg), never a process's memory. A batch whose transaction
+loses that race to another front applied nothing; it is tried again from the start
+(`retrying`, at most RACE_ATTEMPTS in all), heads read anew, so what the other front stored
+meanwhile is skipped as duplicates — or, another history, recorded as a fork — exactly as
+when it came first. On SQLite a writer waits for the database instead: nothing is retried.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sync import forks, keyring, proofs
 from sync.keyring import KeyRing
+from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.batch import Run
 from sync.protocol.entry import (
@@ -36,10 +45,17 @@ from sync.protocol.entry import (
     signing_message,
     verify_run,
 )
-from sync.protocol.errors import EntryError
+from sync.protocol.errors import EntryError, StoreError
 from sync.protocol.ids import is_within
 from sync.protocol.keys import verify
 from sync.store import Store
+
+T = TypeVar("T")
+# What a writer on PostgreSQL meets when another front (a second `serve` on the same
+# database) appended first: the seq is taken, the head moved, or a deadlock or lock timeout.
+# The transaction applied nothing; read the heads again and the batch goes through.
+RACES = frozenset({"store.pg_taken", "store.pg_gap", "store.busy"})
+RACE_ATTEMPTS = 3  # tries in all of a batch that keeps losing races, before it is refused
 
 
 @dataclass
@@ -267,9 +283,41 @@ def ingest(
     before the entries it vouches for; consecutive runs of one origin (a bundle's frames
     cut a log anywhere) are taken as one, so the signature that proves them is the last.
     """
+    ordered = _joined(sorted(runs, key=lambda r: (len(r.origin), r.origin, r.first)))
+
+    def attempt() -> IngestResult:
+        return _ingest_all(store, ordered, me=me, sender=sender, received_at=received_at)
+
+    if store.in_transaction:  # inside the caller's transaction: the caller retries it whole
+        return attempt()
+    return retrying(store, attempt)
+
+
+def retrying(store: LogStore, attempt: Callable[[], T]) -> T:
+    """`attempt()`, which runs one whole transaction on `store`, again while it loses a race
+    to another front (RACES, on PostgreSQL only) — at most RACE_ATTEMPTS times in all; then
+    its StoreError goes to the caller (a server answers 503: the client sends again)."""
+    tries = 1
+    while True:
+        try:
+            return attempt()
+        except StoreError as exc:
+            if tries >= RACE_ATTEMPTS or not lost_race(store, exc):
+                raise
+            tries += 1
+
+
+def lost_race(store: LogStore, exc: StoreError) -> bool:
+    """Whether `exc` says another writer of the same PostgreSQL database came first. A
+    SQLite store waits for the database (its busy timeout): its `store.busy` is no race."""
+    return exc.key in RACES and not isinstance(store, Store)
+
+
+def _ingest_all(
+    store: Store, ordered: list[Run], *, me: str, sender: str, received_at: str
+) -> IngestResult:
     result = IngestResult()
     from_below = is_within(sender, me) and sender != me
-    ordered = _joined(sorted(runs, key=lambda r: (len(r.origin), r.origin, r.first)))
     passed: set[tuple[str, int, str, int]] = set()  # forks found blocked (fork_switch)
     with store.transaction():
         for run in ordered:

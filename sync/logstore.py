@@ -104,6 +104,17 @@ class LogStore(Projecting):
             catch_up=bool(self._lazy) and not self.deferring, exclusive=not self.deferring
         )
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a `transaction()` of this connection is open."""
+        return self._depth > 0
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        """A write transaction that keeps every other writer out even on a deferring store
+        (PostgreSQL: the exclusive lock, not the fronts' shared one) — for work that moves
+        the projections (a pull catching up) — without catching them up first."""
+        return self._write(catch_up=False)
+
     @contextlib.contextmanager
     def _write(self, *, catch_up: bool, exclusive: bool = True) -> Iterator[None]:
         outer = self._depth == 0

@@ -8,10 +8,15 @@ request must show before the server reads its body, and how much body it may sen
 sync.admission. Bodies are sealed both ways (sync.protocol.sealed): a request's to this
 node's seal key, opened only after the request is admitted and its body read; an answer's
 to the caller's enrolled seal key. A plain push is refused unless the node serves plain
-(`serve --plain`). Every refusal is a JSON 4xx with a reason (503 when busy); an unexpected
-exception is answered 500 and logged as one line, and the server goes on. Handlers run
+(`serve --plain`). Every refusal is a JSON 4xx with a reason (503 when busy: the server
+or its database, TRY_LATER); an unexpected exception is answered 500 and logged as one
+line, and the server goes on. Handlers run
 on the event loop thread, one at a time, so the node's single apsw connection is never
 used from two threads.
+
+Several fronts may serve one city on PostgreSQL (sync.pg: the database orders each log):
+a request's transaction that loses a race to another front is run again, whole (nonce
+and all), a few times (sync.ingest.retrying) before it is answered 503.
 
 A push is answered (and its receipt signed) once its entries are verified and durable;
 the tiers' projections of them are deferred (sync.store) and caught up on the same loop
@@ -28,6 +33,7 @@ import json
 import sys
 import time as _time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -50,7 +56,7 @@ from sync.admission import (
     refusal,
 )
 from sync.blob_wire import BlobWire
-from sync.ingest import ingest
+from sync.ingest import RACES, ingest, retrying
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.batch import decode_batch, encode_batch
@@ -74,6 +80,10 @@ BATCH_TYPE = "application/x-zhibao-batch"
 IDLE_SECONDS = 0.5  # project deferred entries once no push has come for this long
 PROJECT_STEP = 500  # entries projected between two looks at the request queue
 FAILURE_BACKOFF_MAX = 60.0  # longest pause of idle projection after an unexpected error
+# The database could not take the request now (busy; another front kept winning the race;
+# PostgreSQL unreachable): nothing was written, and the answer is 503 with Retry-After, so
+# the client (sync.client: try later) sends it again.
+TRY_LATER = RACES | {"store.pg_unreachable"}
 
 
 def log_line(key: str, **params: object) -> None:
@@ -145,28 +155,36 @@ class NodeApp:
         async def run(request: Request) -> Response:
             try:
                 return await endpoint(request)
+            except ZhibaoError as exc:  # the database, before or outside the transaction
+                if exc.key not in TRY_LATER:  # (admitting the request reads keys)
+                    return self._internal(request, exc)
+                return error_response(503, exc.key, close=True, **exc.params)
             except Exception as exc:  # a bug: one request fails, the server goes on
-                log_line(
-                    "server.internal_logged",
-                    method=request.method,
-                    path=request.url.path,
-                    error=describe(exc),
-                )
-                return error_response(500, "server.internal", close=True)
+                return self._internal(request, exc)
 
         return run
+
+    def _internal(self, request: Request, exc: Exception) -> Response:
+        log_line(
+            "server.internal_logged", method=request.method, path=request.url.path,
+            error=describe(exc),
+        )  # fmt: skip
+        return error_response(500, "server.internal", close=True)
 
     def _remember(self, node_id: str, nonce: str, skew: int) -> None:
         """Inside the request's transaction: refuse a nonce seen before, then record it and
         the peer's contact (they commit with what the request changed, in one fsync)."""
         store = self.node.store
         now = int(_time.time())
-        if store.query("SELECT 1 FROM nonces WHERE node = ? AND nonce = ?", (node_id, nonce)):
-            raise RefusedError("request.replayed")
         store.execute("DELETE FROM nonces WHERE seen < ?", (now - 4 * MAX_SKEW_SECONDS,))
-        store.execute(
-            "INSERT INTO nonces (node, nonce, seen) VALUES (?, ?, ?)", (node_id, nonce, now)
-        )
+        # one statement: a request replayed to another front at the same moment waits for
+        # this one's row and is refused when it commits (not a constraint error)
+        if not store.query(
+            "INSERT INTO nonces (node, nonce, seen) VALUES (?, ?, ?) "
+            "ON CONFLICT (node, nonce) DO NOTHING RETURNING 1",
+            (node_id, nonce, now),
+        ):
+            raise RefusedError("request.replayed")
         store.execute(
             "INSERT INTO peers (node_id, last_contact, skew_seconds) VALUES (?, ?, ?) "
             "ON CONFLICT(node_id) DO UPDATE SET last_contact=excluded.last_contact, "
@@ -179,10 +197,13 @@ class NodeApp:
         request: Request,
         handler: Callable[[str, bytes], Response],
         endpoint: Endpoint,
+        *,
+        exclusive: bool = False,
     ) -> Response:
         """Admit the request on its headers, read its body within the budget and the
-        deadline, open it if sealed, then run `handler` in one transaction; its answer is
-        sealed to the caller's enrolled seal key."""
+        deadline, open it if sealed, then run `handler` in one transaction (`exclusive`:
+        no other front appends meanwhile, see `pull`); its answer is sealed to the caller's
+        enrolled seal key."""
         gate = self.gate
         try:
             caller = gate.admit(request, endpoint)
@@ -196,9 +217,18 @@ class NodeApp:
                 body = await gate.read_body(request, caller)
             except RefusedError as exc:
                 return refusal(exc, close=True)
-            return self._answer(request, caller, body, handler, endpoint, seal_to)
+            return self._answer(request, caller, body, handler, endpoint, seal_to, exclusive)
         finally:
             gate.release(caller)
+
+    def transaction(self, *, exclusive: bool = False) -> AbstractContextManager[None]:
+        """A request's transaction. `exclusive`: the write lock the fronts share (sync.pg)
+        taken whole, so no other front appends while it runs — for a request that catches
+        the projections up and reads them (a pull; materials asked for), so that no two
+        fronts project the same entries and none is passed over. On SQLite every write
+        transaction is exclusive."""
+        store = self.node.store
+        return store.exclusive() if exclusive else store.transaction()
 
     def _answer_key(self, request: Request, caller: Caller) -> bytes | None:
         """The seal key this request's answer is sealed to: the caller's enrolled one. None
@@ -237,6 +267,7 @@ class NodeApp:
         handler: Callable[[str, bytes], Response],
         endpoint: Endpoint,
         seal_to: bytes | None,
+        exclusive: bool = False,
     ) -> Response:
         """`admit` proved the sender and `read_body` that the body is the one it signed."""
         if seal_to is None and is_sealed(body):  # the plain header is not signed: a sealed
@@ -246,16 +277,21 @@ class NodeApp:
         except RefusedError as exc:  # nothing recorded, not even the nonce
             status = 403 if exc.key == "wire.plain_refused" else 400
             return error_response(status, exc.key, **exc.params)
-        try:
+        store = self.node.store
+
+        def attempt() -> Response:
             # one transaction: the nonce, then what the handler writes; the answer (and any
             # receipt in it) leaves only after this commit
-            with self.node.store.transaction():
+            with self.transaction(exclusive=exclusive):
                 self._remember(caller.node_id, caller.nonce, caller.skew)
-                response = handler(caller.node_id, plain)
+                return handler(caller.node_id, plain)
+
+        try:  # again, whole, while it loses a race to another front (sync.ingest)
+            response = retrying(store, attempt)
         except RefusedError as exc:
             return refusal(exc)
-        except ZhibaoError as exc:
-            return error_response(500, exc.key, **exc.params)
+        except ZhibaoError as exc:  # busy or unreachable: nothing was written, come back
+            return error_response(503 if exc.key in TRY_LATER else 500, exc.key, **exc.params)
         return self.sealed(request, caller, response, seal_to)
 
     def sealed(
@@ -353,7 +389,9 @@ class NodeApp:
                 },
             )
 
-        return await self._guarded(request, handle, SYNC)
+        # exclusive: no front appends while the projections are caught up and read, so no
+        # entry another front is storing is passed over as not concerning the client
+        return await self._guarded(request, handle, SYNC, exclusive=True)
 
     # --- idle projection -------------------------------------------------------------
 

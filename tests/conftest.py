@@ -22,6 +22,7 @@ from tests.support.postgres import (
     stop_shared,
     store_env,
 )
+from tests.support.slowfirst import pytest_collection_modifyitems  # noqa: F401 (the hook)
 from tests.support.topology import CITY, TOWN, VILLAGE, Topology, build_topology, copy_topology
 
 __all__ = ["city_engine"]  # a fixture: `pytest.mark.usefixtures("city_engine")` runs a

@@ -331,11 +331,10 @@ def _summary(city: City, say: Say) -> dict[str, Any]:
         with open_home(home) as node:
             problems += len(verify_log(node.store).problems)
     with city.open(CITY[0]) as top:
-        rows = top.store.query(
-            "SELECT origin, COUNT(*) FROM entries GROUP BY origin ORDER BY origin"
-        )
+        # sorted here, not by the database's collation (a PostgreSQL city's may not be C)
+        rows = sorted(top.store.query("SELECT origin, COUNT(*) FROM entries GROUP BY origin"))
         statuses = dict(
-            top.store.query("SELECT status, COUNT(*) FROM cases GROUP BY status ORDER BY status")
+            sorted(top.store.query("SELECT status, COUNT(*) FROM cases GROUP BY status"))
         )
     with city.open(CITY[0]) as top:
         figures = compute_stats(top.store, parse_period(PERIOD), "node", top.clock.now().date())

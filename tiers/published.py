@@ -248,8 +248,9 @@ def list_items(store: Store) -> list[CatalogueItem]:
 
 def list_published(store: Store) -> list[PublishedItem]:
     """Every item in force with the origin and seq of the entry that set it, by code."""
-    rows = store.query("SELECT body, origin, seq FROM catalogue ORDER BY code")
-    return [PublishedItem(CatalogueItem.from_body(json.loads(b)), o, s) for b, o, s in rows]
+    rows = sorted(store.query("SELECT code, body, origin, seq FROM catalogue"))  # by code
+    # point, as SQLite orders text: a PostgreSQL city's collation may not be C
+    return [PublishedItem(CatalogueItem.from_body(json.loads(b)), o, s) for _, b, o, s in rows]
 
 
 # --- the calendar --------------------------------------------------------------------------

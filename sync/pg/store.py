@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -35,6 +35,8 @@ from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import DiskFullError, StoreError
 
+T = TypeVar("T")
+_OUTSIDE = (TransactionStatus.IDLE, TransactionStatus.UNKNOWN)  # no transaction open (UNKNOWN: cut)
 CONNECT_TIMEOUT_S = 10
 WRITE_LOCK = 0x7A68_6962_6177  # the advisory lock writers take (see PgStore._begin)
 LOCK_TIMEOUT = "10s"  # as sync.store's busy timeout: a writer waits this long for a head
@@ -90,6 +92,7 @@ class PgStore(LogStore):
         self.url = url
         self.path = url  # what caches key a store by (sync.store.Store's file path)
         options: dict[str, Any] = {"passfile": str(passfile)} if passfile else {}
+        self._options = options  # for _reconnect
         try:
             self.conn = psycopg.connect(
                 url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **options
@@ -135,9 +138,38 @@ class PgStore(LogStore):
         front storing pushes), which shares it with the other fronts. So the projections,
         always brought up to date under the exclusive lock, never run while an append is in
         flight, and `entries.id > cursor` never steps over an entry committed later."""
-        self.conn.execute("BEGIN")
+        self._alone(lambda: self.conn.execute("BEGIN"))
         which = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
         self.conn.execute(f"SELECT {which}({WRITE_LOCK})")
+
+    def _alone(self, run: Callable[[], T]) -> T:
+        """`run()`, one statement outside any transaction (a BEGIN, a read), on a live
+        connection: one the database or the network cut (a restart of PostgreSQL) is
+        replaced first, or when `run` finds it cut, and `run` goes again once."""
+        if self.conn.broken:  # (closed but not broken: this store was closed, stays so)
+            self._reconnect()
+        try:
+            return run()
+        except psycopg.OperationalError:
+            if not self.conn.broken:
+                raise
+        self._reconnect()
+        return run()
+
+    def _reconnect(self) -> None:
+        """A new connection in place of a cut one; only between transactions (`_alone`),
+        so nothing of a transaction ever runs on the new connection outside it: a
+        transaction that loses its connection fails (`store.pg_unreachable`) and its
+        writer sends again. Raises that StoreError while the database cannot be reached."""
+        try:
+            conn = psycopg.connect(
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **self._options
+            )
+            conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+        self.conn.close()
+        self.conn, self._savepoints = conn, 0
 
     def _commit(self) -> None:
         self.conn.execute("COMMIT")
@@ -170,7 +202,7 @@ class PgStore(LogStore):
     def snapshot(self) -> Iterator[None]:
         """Reads that all see one state of the database, even while another process writes."""
         try:
-            self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            self._alone(lambda: self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ"))
         except psycopg.Error as exc:
             raise translate(exc) from exc
         try:
@@ -186,7 +218,11 @@ class PgStore(LogStore):
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of `sql`, SQLite's SQL (sync.pg.dialect translates it)."""
         try:
-            cur = self.conn.execute(self._dialect.translate(sql), _params(params))
+            statement, values = self._dialect.translate(sql), _params(params)
+            if self._depth == 0 and self.conn.info.transaction_status in _OUTSIDE:
+                cur = self._alone(lambda: self.conn.execute(statement, values))  # a read
+            else:
+                cur = self.conn.execute(statement, values)
             return cur.fetchall() if cur.description is not None else []
         except psycopg.Error as exc:
             raise translate(exc) from exc

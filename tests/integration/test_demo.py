@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,18 +69,42 @@ def test_demo_runs_a_whole_city(tmp_path: Path) -> None:
     assert desk["url"] == "http://127.0.0.1:8750/desk/" and desk["node_id"] == "330782"
 
 
+Built = tuple[subprocess.CompletedProcess[str], Path]  # a demo's run, and the folder it built
+
+
+def _demo_env() -> dict[str, str]:
+    return {"PATH": f"{Path(ZHIBAO).parent}:/usr/bin:/bin", "ZHIBAO_LANG": "en"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """`zhibao demo` run once in an empty folder (no --home), and that folder: each test
+    works in its own copy (a demo run costs tens of seconds; the next two tests read it)."""
+    where = tmp_path_factory.mktemp("demo")
+    run = subprocess.run(
+        [ZHIBAO, "demo"], capture_output=True, text=True, timeout=300, check=False, cwd=where,
+        env=_demo_env(),
+    )  # fmt: skip
+    return run, where / "zhibao-demo"
+
+
+def _demo_in(tmp_path: Path, built: Built) -> str:
+    """The demo's output, its folder copied to `tmp_path/zhibao-demo` (as if run there)."""
+    run, folder = built
+    assert run.returncode == 0, run.stderr
+    shutil.copytree(folder, tmp_path / "zhibao-demo")
+    return run.stdout
+
+
 @pytest.mark.slow
-def test_demo_keeps_its_city_in_a_folder_and_says_how_to_explore_it(tmp_path: Path) -> None:
+def test_demo_keeps_its_city_in_a_folder_and_says_how_to_explore_it(
+    tmp_path: Path, built: Built
+) -> None:
     """Without --home the demo builds ./zhibao-demo where it is run, ends with its tables
     (headed) and three commands that work as printed; run again, it rebuilds that folder."""
-    env = {"PATH": f"{Path(ZHIBAO).parent}:/usr/bin:/bin", "ZHIBAO_LANG": "en"}
-    run = subprocess.run(
-        [ZHIBAO, "demo"], capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
-        env=env,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
+    env = _demo_env()
+    lines = _demo_in(tmp_path, built).splitlines()
     assert (tmp_path / "zhibao-demo" / "city" / "node.db").exists()
-    lines = run.stdout.splitlines()
     heads = [
         n
         for n, line in enumerate(lines)
@@ -116,17 +141,12 @@ def test_demo_keeps_its_city_in_a_folder_and_says_how_to_explore_it(tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_demo_prints_a_desk_login_that_works(tmp_path: Path) -> None:
+def test_demo_prints_a_desk_login_that_works(tmp_path: Path, built: Built) -> None:
     """The demo's last lines: how to serve the city (a command that works as printed, here on
     a free port) and a login (name, password) that opens the city's desk; the demo's own
     servers are gone by then (the printed port is free for `serve`)."""
-    env = {"PATH": f"{Path(ZHIBAO).parent}:/usr/bin:/bin", "ZHIBAO_LANG": "en"}
-    run = subprocess.run(
-        [ZHIBAO, "demo"], capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
-        env=env,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    said, serve, login_line = run.stdout.splitlines()[-3:]
+    env = _demo_env()
+    said, serve, login_line = _demo_in(tmp_path, built).splitlines()[-3:]
     assert said == "To see the city's desk in a browser, serve the city:"
     assert shlex.split(serve) == ["zhibao", "--home", "zhibao-demo/city", "serve"]
     found = re.fullmatch(

@@ -106,7 +106,7 @@ def _where(filters: Filters) -> tuple[list[str], list[Any]]:
         terms.append("c.status = ?")
         params.append(filters.status)
     if filters.applicant is not None:
-        terms.append(f"{_NAME} LIKE ? ESCAPE '\\'")
+        terms.append(f"lower({_NAME}) LIKE lower(?) ESCAPE '\\'")
         params.append(f"%{_like(filters.applicant.strip())}%")
     for value, column, full in (
         (filters.id_no, _ID_NO, FULL_ID_NO), (filters.phone, _PHONE, FULL_PHONE)
@@ -117,12 +117,14 @@ def _where(filters: Filters) -> tuple[list[str], list[Any]]:
         if len(value) >= full:  # whole: the expression index (x and X both found)
             terms.append(f"{column} IN (?, ?)")
             params += [value.upper(), value.lower()]
-        else:  # the last digits (尾号); LIKE ignores the case of x
-            terms.append(f"{column} LIKE ? ESCAPE '\\'")
+        else:  # the last digits (尾号), x or X (lower(): PostgreSQL's LIKE minds case)
+            terms.append(f"lower({column}) LIKE lower(?) ESCAPE '\\'")
             params.append(f"%{_like(value)}")
     if filters.item is not None:
         item = filters.item.strip()
-        terms.append("(c.item_code = ? OR json_extract(k.body, '$.name') LIKE ? ESCAPE '\\')")
+        terms.append(
+            "(c.item_code = ? OR lower(json_extract(k.body, '$.name')) LIKE lower(?) ESCAPE '\\')"
+        )
         params += [item, f"%{_like(item)}%"]
     if filters.department is not None:
         terms.append("json_extract(k.body, '$.department') = ?")

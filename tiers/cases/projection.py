@@ -419,7 +419,10 @@ class CaseProjection:
         """Cases whose deadline a calendar override in this transaction may move, and those
         with a 补正 notice before acceptance, whose lateness (第三十二条: accepted as of
         receipt) the fold judges on the calendar, accepted or not."""
-        noticed = "json_extract(state, '$.supplement_before_acceptance') = 1"
+        # JSON true: SQLite's json_extract gives 1, PostgreSQL's (sync.pg.dialect) 'true'
+        noticed = (
+            "CAST(json_extract(state, '$.supplement_before_acceptance') AS TEXT) IN ('1', 'true')"
+        )
         if self._all_accepted:
             rows = store.query(
                 f"SELECT case_id FROM cases WHERE accepted_at IS NOT NULL OR {noticed}"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sync.protocol.errors import StoreError
 from sync.store import Store
 
 RETENTION_SETTING = "desk_access_days"
@@ -62,8 +63,9 @@ def ensure(store: Store, settings: dict[str, Any] | None = None,
     for statement in _DDL.split(";"):
         if statement.strip():
             store.execute(statement)
-    columns = {row[1] for row in store.query("PRAGMA table_info(desk_access)")}
-    if "what" not in columns:  # a desk_access made before `what`
+    try:  # (a PostgreSQL store's table was always made with `what`: this never fails there)
+        store.query("SELECT what FROM desk_access LIMIT 1")
+    except StoreError:  # a desk_access made before `what` (SQLite: no such column)
         store.execute("ALTER TABLE desk_access ADD COLUMN what TEXT NOT NULL DEFAULT ''")
     if now is not None:
         with _LOCK:
@@ -80,9 +82,9 @@ def prune(store: Store, now: datetime) -> int:
             return 0
         _KEPT[store.path] = (kept[0], now.date().isoformat())
     cutoff = (now - timedelta(days=kept[0])).isoformat()
-    with store.transaction():
+    with store.transaction():  # counted and deleted under the write lock: the same rows
+        gone = store.query("SELECT count(*) FROM desk_access WHERE at < ?", (cutoff,))[0][0]
         store.execute("DELETE FROM desk_access WHERE at < ?", (cutoff,))
-        gone = store.conn.changes()
     return int(gone)
 
 
