@@ -477,6 +477,7 @@ def pg_settings(url: str) -> str:
 # --- the table -----------------------------------------------------------------------------------
 
 COLUMNS = [
+    ("failed", "failed", "{}"),
     ("entries_held", "entries at the city", "{:,}"),
     ("push_s", "hop 2: towns → city, wall (s)", "{:.1f}"),
     ("sync_retries", "hop 2: rounds run again after a timeout", "{}"),
@@ -568,9 +569,13 @@ def main() -> None:
                 shutil.rmtree(work, ignore_errors=True)
                 note(f"{engine}, {n} serve: start {datetime.now(UTC):%H:%M:%S} UTC, load "
                      f"{os.getloadavg()[0]:.2f}")  # fmt: skip
-                result = measure(
-                    engine, n, towns_dir, work, pg, period, args.runs, args.concurrency
-                )
+                try:
+                    result = measure(
+                        engine, n, towns_dir, work, pg, period, args.runs, args.concurrency
+                    )
+                except SystemExit as failure:  # said, and the next configuration runs
+                    result = Result(engine, n, figures={"failed": str(failure)[:300]})
+                    note(f"{engine}, {n} serve: FAILED: {failure}")
                 results.append(result)
                 for key, value in result.figures.items():
                     figure(f"{engine}_{n}_{key}", value)
@@ -579,7 +584,9 @@ def main() -> None:
                     shutil.rmtree(work, ignore_errors=True)
                     if result.url:
                         drop_database(result.url)
-        same = {json.dumps(r.stats_json, sort_keys=True) for r in results}
+        same = {
+            json.dumps(r.stats_json, sort_keys=True) for r in results if "failed" not in r.figures
+        }
         figure("same stats JSON on every configuration", "yes" if len(same) == 1 else "NO")
         note(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         table(results)
