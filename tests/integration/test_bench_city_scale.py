@@ -39,6 +39,7 @@ def check(figures: dict[str, Any], configurations: list[tuple[str, int]]) -> Non
     assert generated > 600
     assert [(r["engine"], r["fronts"]) for r in figures["results"]] == configurations
     for result in figures["results"]:
+        assert "failed" not in result, result["failed"]
         # every entry of the towns' and villages' logs arrived, plus a heartbeat per town
         # (and one per round run again after a timeout, on a machine too loaded)
         arrived, retries = result["entries_arrived"], result["sync_retries"]
