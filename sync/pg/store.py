@@ -142,7 +142,11 @@ class PgStore(LogStore):
         flight, and `entries.id > cursor` never steps over an entry committed later."""
         self._alone(lambda: self.conn.execute("BEGIN"))
         which = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-        self.conn.execute(f"SELECT {which}({WRITE_LOCK})")
+        try:
+            self.conn.execute(f"SELECT {which}({WRITE_LOCK})")
+        except BaseException:  # (lock_timeout: a long catch-up holds it) the BEGIN must
+            self._rollback()  # not stay open, aborted, under every later statement
+            raise
 
     def _alone(self, run: Callable[[], T]) -> T:
         """`run()`, one statement outside any transaction (a BEGIN, a read), on a live
