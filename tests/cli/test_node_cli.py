@@ -13,7 +13,7 @@ import pytest
 from cli.common import display_width
 from sync.node import NODE_DB
 from sync.protocol.errors import HomeError
-from tests.support.servers import zhibao
+from tests.support.servers import ok, refused
 from tests.support.topology import CITY, TOWN, Topology
 from tiers.node import open_home
 
@@ -21,19 +21,6 @@ TOWN_NAME = "稠城街道便民服务中心"
 pytestmark = pytest.mark.usefixtures("city_engine")  # every city here: SQLite, then PostgreSQL
 
 
-def ok(home: Path, *args: str, lang: str = "en") -> str:
-    done = zhibao(home, *args, lang=lang)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def refused(home: Path, *args: str, lang: str = "en") -> str:
-    """The one line on stderr of a command that must fail with status 1, printing nothing."""
-    done = zhibao(home, *args, lang=lang)
-    assert done.returncode == 1, done.stdout
-    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
-    assert done.stderr.startswith("zhibao: ") and "Traceback" not in done.stderr
-    return done.stderr
 
 
 def init_town(home: Path, root_key: str, *extra: str, name: str = TOWN_NAME) -> None:

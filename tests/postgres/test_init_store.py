@@ -22,7 +22,7 @@ from sync.pg import PgStore
 from sync.protocol.errors import HomeError
 from tests.postgres.chains import chain, signer_for
 from tests.support.postgres import with_database
-from tests.support.servers import zhibao
+from tests.support.servers import ok, refused
 from tiers.node import create_home, open_home
 
 CITY, OTHER_CITY, TOWN = "330782", "330783", "330782001"
@@ -34,19 +34,6 @@ needs_seam = pytest.mark.skipif(
 )
 
 
-def ok(home: Path, *args: str) -> str:
-    done = zhibao(home, *args)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def refused(home: Path, *args: str, lang: str = "en") -> str:
-    """The one line on stderr of a command that fails with status 1, printing nothing."""
-    done = zhibao(home, *args, lang=lang)
-    assert done.returncode == 1, done.stdout
-    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
-    assert done.stderr.startswith("zhibao: ") and "Traceback" not in done.stderr
-    return done.stderr
 
 
 def init_city(*extra: str) -> list[str]:

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 
 from sync.node import NODE_DB
-from tests.support.servers import ZHIBAO, cli_env, zhibao, zhibao_serve
+from tests.support.servers import ZHIBAO, cli_env, ok, refused, zhibao_serve
 from tests.support.topology import CITY, TOWN, VILLAGE, append_notes
 from tests.tiers.test_figures import hand_built_month, push, small_city, t
 from tiers import store_move
@@ -33,19 +33,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery"
 
 
-def ok(home: Path, *args: str) -> str:
-    done = zhibao(home, *args)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def refused(home: Path, *args: str, lang: str = "en") -> str:
-    """The one line on stderr of a command that fails with status 1, printing nothing."""
-    done = zhibao(home, *args, lang=lang)
-    assert done.returncode == 1, done.stdout
-    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
-    assert done.stderr.startswith("zhibao: ") and "Traceback" not in done.stderr
-    return done.stderr
 
 
 def city_with_a_month(base: Path) -> Path:

@@ -58,6 +58,22 @@ def zhibao(
     )
 
 
+def ok(home: Path, *args: str, lang: str = "en") -> str:
+    """What `zhibao … --home home` prints, asserting it succeeded."""
+    done = zhibao(home, *args, lang=lang)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def refused(home: Path, *args: str, lang: str = "en") -> str:
+    """The one line on stderr of a command that must fail with status 1, printing nothing."""
+    done = zhibao(home, *args, lang=lang)
+    assert done.returncode == 1, done.stdout
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("zhibao: ") and "Traceback" not in done.stderr
+    return done.stderr
+
+
 @contextmanager
 def _uvicorn(app: ASGIApp, name: str) -> Iterator[str]:
     """Run `app` with uvicorn in a background thread on 127.0.0.1 port 0; yield its URL."""
