@@ -60,6 +60,7 @@ def test_city_scale_sqlite_tiny(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgresql
+@pytest.mark.soak  # 1-4 min; two fronts on PostgreSQL run in CI in tests/postgres/test_fronts.py
 def test_city_scale_postgresql_tiny(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

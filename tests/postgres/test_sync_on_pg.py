@@ -16,7 +16,6 @@ import apsw
 import psycopg
 import pytest
 
-import sync.node
 from sync import blob_index, fork_switch, forks, trust
 from sync.audit import verify_log
 from sync.ingest import IngestResult, ingest
@@ -53,17 +52,9 @@ def _person(name: str) -> Applicant:
 
 @pytest.fixture
 def city_on_pg(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every city home opened in process keeps its store in `pg_url`'s database."""
-    real = sync.node.Store
-
-    def store(path: Path, *, extensions: Sequence[Extension] = (), owner: str | None = None) -> (
-        Any
-    ):  # fmt: skip
-        if owner == CITY:
-            return PgStore(pg_url, extensions=extensions, owner=owner)
-        return real(path, extensions=extensions, owner=owner)
-
-    monkeypatch.setattr(sync.node, "Store", store)
+    """Every city the test's helpers build keeps its store in `pg_url`'s database (as
+    `zhibao init --store` makes it: tests.support.postgres.city_store)."""
+    monkeypatch.setenv("ZHIBAO_STORE", pg_url)
     return pg_url
 
 
