@@ -19,6 +19,7 @@ Not here (docs/postgresql.md): logs held in part (a city holds every log whole).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -104,10 +105,7 @@ class PgStore(LogStore):
             self.conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
             _check_collation(self.conn)
             schema.migrate(self.conn)
-            with self.conn.transaction():  # the tiers' projections: their tables, once
-                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.MIGRATION_LOCK,))
-                for ext in extensions:
-                    self.conn.execute(dialect.ddl(ext.ddl).encode())
+            _make_tables(self.conn, extensions)
         except BaseException as exc:
             self.conn.close()
             if isinstance(exc, psycopg.Error):
@@ -305,6 +303,29 @@ class PgStore(LogStore):
     def _last_id(self) -> int:
         row = self.conn.execute("SELECT currval('entries_id_seq')").fetchone()
         return int(row[0]) if row else 0
+
+
+def _make_tables(conn: psycopg.Connection[Any], extensions: Sequence[Extension]) -> None:
+    """The projections' tables, from their SQLite DDL, when that DDL is not the one made
+    last (`meta.projection_ddl`: its digest). Not at every open: CREATE INDEX … IF NOT EXISTS
+    takes a share lock on its table before it finds the index there, which waits for every
+    front writing to it (and could deadlock with one)."""
+    text = "\n".join(dialect.ddl(ext.ddl) for ext in extensions)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    made = "SELECT value FROM meta WHERE key = 'projection_ddl'"
+    if conn.execute(made).fetchone() == (digest,):
+        return
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.MIGRATION_LOCK,))
+        if conn.execute(made).fetchone() == (digest,):  # another process, meanwhile
+            return
+        for ext in extensions:
+            conn.execute(dialect.ddl(ext.ddl).encode())
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('projection_ddl', %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (digest,),
+        )
 
 
 def _check_collation(conn: psycopg.Connection[Any]) -> None:

@@ -46,3 +46,20 @@ def test_fronts_share_the_lock(pg_url: str) -> None:
     finally:
         one.close()
         two.close()
+
+
+def test_opening_the_store_does_not_wait_for_a_front_writing(pg_url: str) -> None:
+    """The projections' tables are made once (their DDL's digest in meta): a command that
+    opens the store while a front holds rows of them does not queue behind it (CREATE INDEX
+    IF NOT EXISTS takes a share lock on its table before it finds the index)."""
+    from tiers.node import extensions
+
+    first = PgStore(pg_url, extensions=extensions())
+    try:
+        with first.transaction():  # a front, mid-write on a projection's table
+            first.execute("INSERT INTO meta (key, value) VALUES ('x', '1')")
+            first.execute("LOCK TABLE cases IN ROW EXCLUSIVE MODE")
+            opened = PgStore(pg_url, extensions=extensions())  # (waiting, it would fail
+            opened.close()  # store.busy after lock_timeout: it is this transaction it waits on)
+    finally:
+        first.close()
