@@ -310,6 +310,8 @@ def _make_tables(conn: psycopg.Connection[Any], extensions: Sequence[Extension])
     last (`meta.projection_ddl`: its digest). Not at every open: CREATE INDEX … IF NOT EXISTS
     takes a share lock on its table before it finds the index there, which waits for every
     front writing to it (and could deadlock with one)."""
+    if not extensions or conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,):
+        return  # a reader (a replica's: nothing to make, nothing can be written there)
     text = "\n".join(dialect.ddl(ext.ddl) for ext in extensions)
     digest = hashlib.sha256(text.encode()).hexdigest()
     made = "SELECT value FROM meta WHERE key = 'projection_ddl'"
