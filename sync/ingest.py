@@ -310,7 +310,7 @@ def retrying(store: LogStore, attempt: Callable[[], T]) -> T:
 def lost_race(store: LogStore, exc: StoreError) -> bool:
     """Whether `exc` says another writer of the same PostgreSQL database came first. A
     SQLite store waits for the database (its busy timeout): its `store.busy` is no race."""
-    return exc.key in RACES and not isinstance(store, Store)
+    return store.races and exc.key in RACES
 
 
 def _ingest_all(

@@ -51,6 +51,9 @@ class LogStore(Projecting):
     """The engine-neutral half of a node's database (see the module doc)."""
 
     driver_errors: tuple[type[BaseException], ...] = ()
+    # whether another process may append to the same log at the same moment and win (two
+    # fronts on one PostgreSQL database); SQLite makes a writer wait for the database instead
+    races = False
     path: str  # what names the database (a file, a URL): caches key a store by it
 
     def _setup(self, extensions: Sequence[Extension], owner: str | None) -> None:

@@ -58,10 +58,10 @@ def split_store_url(url: str) -> tuple[str, str | None]:
         parts = urllib.parse.urlsplit(url.strip())
         parts.port  # noqa: B018  (raises on a bad port)
     except ValueError:
-        raise HomeError("node.store_bad_url", url=_shown(url)) from None
+        raise HomeError("node.store_bad_url", url=shown_url(url)) from None
     database = urllib.parse.unquote(parts.path.lstrip("/"))
     if parts.scheme not in SCHEMES or not database or "/" in database or parts.fragment:
-        raise HomeError("node.store_bad_url", url=_shown(url))
+        raise HomeError("node.store_bad_url", url=shown_url(url))
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     password = urllib.parse.unquote(parts.password) if parts.password is not None else None
     for key, value in query:
@@ -69,7 +69,7 @@ def split_store_url(url: str) -> tuple[str, str | None]:
             password = value
     named = (database, password or "", urllib.parse.unquote(parts.username or ""))
     if any(c in text for text in named for c in "\r\n\0"):  # one passfile line, one value
-        raise HomeError("node.store_bad_url", url=_shown(url))
+        raise HomeError("node.store_bad_url", url=shown_url(url))
     userinfo, _, netloc = parts.netloc.rpartition("@")  # host and port as given
     if userinfo:
         netloc = f"{userinfo.partition(':')[0]}@{netloc}"
@@ -78,8 +78,8 @@ def split_store_url(url: str) -> tuple[str, str | None]:
     return clean, password
 
 
-def _shown(url: str) -> str:
-    """`url` as an error message may show it: without its password."""
+def shown_url(url: str) -> str:
+    """`url` as a message or a log line may show it: its password, if any, as ***."""
     shown = re.sub(r"(?<=[?&]password=)[^&#]*", "***", url)
     userinfo, at, rest = shown.partition("://")[2].rpartition("@")
     if at and ":" in userinfo:
@@ -150,7 +150,7 @@ def check_unclaimed(url: str, node_id: str, *, password: str | None = None) -> N
     except psycopg.Error as exc:
         raise pg.translate(exc) from exc
     if held or (owner is not None and owner != node_id):
-        raise HomeError("node.store_taken", url=_shown(url), node_id=owner or "?")
+        raise HomeError("node.store_taken", url=shown_url(url), node_id=owner or "?")
 
 
 def open_store(
@@ -212,5 +212,5 @@ i18n.register(
 
 __all__ = [
     "NODE_DB", "PASSFILE", "base_extensions", "check_unclaimed", "open_store",
-    "passfile_of", "split_store_url", "store_kind", "write_passfile",
+    "passfile_of", "shown_url", "split_store_url", "store_kind", "write_passfile",
 ]  # fmt: skip

@@ -22,10 +22,9 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from sync.node import Node
-from sync.node_store import PASSFILE
+from sync.node_store import passfile_of, shown_url
 from sync.protocol import i18n
 from sync.protocol.errors import StoreError
 from sync.server import log_line
@@ -49,23 +48,12 @@ def replica_url(node: Node) -> str | None:
     return str(value) if value else None
 
 
-def shown(url: str) -> str:
-    """`url` fit for a log line: without a password, should one have been written in it."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}@" if parts.username else ""
-    return urlunsplit(parts._replace(netloc=user + host))
-
-
 def open_replica(node: Node, url: str) -> Any:
     """A store on the replica at `url`, without extensions (read only); StoreError when
     it cannot be opened."""
     from sync.pg import PgStore  # the optional driver: only a node that names a replica
 
-    passfile = node.home / PASSFILE
-    return PgStore(url, owner=node.node_id, passfile=passfile if passfile.exists() else None)
+    return PgStore(url, owner=node.node_id, passfile=passfile_of(node.home))
 
 
 @contextmanager
@@ -79,7 +67,7 @@ def reading(node: Node, warn: Callable[[str], None]) -> Iterator[Any]:
     try:
         store = open_replica(node, url)
     except StoreError as exc:
-        warn(i18n.t("figures.replica_unreachable", url=shown(url), error=str(exc)))
+        warn(i18n.t("figures.replica_unreachable", url=shown_url(url), error=str(exc)))
         yield node.store
         return
     try:
@@ -121,7 +109,7 @@ def of(node: Node) -> Any:
             store = open_replica(node, url)
         except StoreError as exc:
             READERS.failed[node] = time.monotonic()
-            log_line("figures.replica_unreachable", url=shown(url), error=str(exc))
+            log_line("figures.replica_unreachable", url=shown_url(url), error=str(exc))
             return node.store
         READERS.failed.pop(node, None)
         READERS.held[node] = store

@@ -39,6 +39,7 @@ _TOKEN = re.compile(
     r"|(%)",
     re.S,
 )
+CACHED = 4096  # translated statements kept per connection
 _QUOTED = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*")""", re.S)
 _OR_IGNORE = re.compile(r"\bINSERT\s+OR\s+IGNORE\s+INTO\b", re.I)
 _OR_REPLACE = re.compile(r"\bINSERT\s+OR\s+REPLACE\s+INTO\s+(\w+)\s*\(([^)]*)\)", re.I)
@@ -49,9 +50,9 @@ _CAST_INT = re.compile(r"\bAS\s+INTEGER\s*\)", re.I)
 _LIMIT = re.compile(r"\bLIMIT\s+%s", re.I)
 _UNARY_PLUS = re.compile(r"(\b(?:AND|OR|WHERE|ON)\s+|\()\+(?=[A-Za-z_])", re.I)
 _RETURNING = re.compile(r"\bRETURNING\b", re.I)
-_CREATE = re.compile(r"\s*CREATE\b", re.I)  # (port-tiers) DDL a module runs itself
+_CREATE = re.compile(r"\s*CREATE\b", re.I)  # DDL a module runs itself
 _TABLES = re.compile(r"\bFROM\s+sqlite_master\b", re.I)
-_PG_TABLES = (  # (port-tiers) sqlite_master's `type` and `name`, of its tables only
+_PG_TABLES = (  # sqlite_master's `type` and `name`, of its tables only
     "FROM (SELECT 'table' AS type, tablename AS name FROM pg_tables "
     "WHERE schemaname = current_schema()) AS master"
 )
@@ -76,12 +77,14 @@ class Dialect:
     def translate(self, sql: str) -> str:
         done = self._cache.get(sql)
         if done is None:
+            if len(self._cache) >= CACHED:  # texts built per call (IN lists of any length)
+                self._cache.clear()  # must not grow a long-lived serve without end
             done = self._cache[sql] = self._translate(sql)
         return done
 
     def _translate(self, sql: str) -> str:
         out = _json_extract(_outside_quotes(_TOKEN.sub(_token, sql), self._constructs))
-        if _CREATE.match(out):  # (port-tiers)
+        if _CREATE.match(out):
             out = ddl(out)
         if _OR_IGNORE.search(out):
             out = _conflict(_OR_IGNORE.sub("INSERT INTO", out), "ON CONFLICT DO NOTHING")
@@ -107,7 +110,7 @@ class Dialect:
         text = _CAST_INT.sub("AS bigint)", text)
         text = _JSON_EACH.sub(r"json_array_elements_text(\1::json)", text)
         text = _LIMIT.sub("LIMIT NULLIF(%s, -1)", text)
-        text = _TABLES.sub(_PG_TABLES, text)  # (port-tiers)
+        text = _TABLES.sub(_PG_TABLES, text)
         return _UNARY_PLUS.sub(r"\1", text)
 
 

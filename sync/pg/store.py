@@ -82,6 +82,7 @@ class PgStore(LogStore):
     """A city's store on PostgreSQL. Owns its connection; close it (or use `with`)."""
 
     driver_errors = (psycopg.Error,)
+    races = True
 
     def __init__(
         self,

@@ -20,6 +20,7 @@ from sync import blob_index, forks, trust
 from sync.clock import Clock
 from sync.keyfiles import NODE_KEY, SEAL_KEY, read_seal_secret, read_signer
 from sync.node import Node
+from sync.node_store import PASSFILE
 from sync.pg import PgStore
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry
@@ -38,7 +39,7 @@ from tiers.city.stats import compute_stats
 from tiers.desk import figures
 from tiers.figures import parse_period
 from tiers.node import open_home
-from tiers.reader import PASSFILE, SETTING
+from tiers.reader import SETTING
 
 __all__ = ["pg_pair"]  # the fixture, imported to be used here
 

@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from sync.protocol import i18n
-from sync.protocol.errors import StoreError, ZhibaoError
+from sync.protocol.errors import ZhibaoError
 from sync.store import Store
 
 ROLES = ("admin", "viewer")
@@ -92,15 +92,9 @@ def ensure(store: Store) -> None:
 
 
 def anyone(store: Store) -> bool:
-    """Whether this node has a desk user at all (before `ensure`, none). Read in a snapshot
-    of its own, so the refusal of a table not made yet ends nothing else (PostgreSQL)."""
-    try:
-        with store.snapshot():
-            return bool(store.query("SELECT 1 FROM desk_users LIMIT 1"))
-    except StoreError as exc:
-        if exc.key != "store.failed":  # busy, unreachable …: not "no such table"
-            raise
-        return False
+    """Whether this node has a desk user at all (before `ensure`, none)."""
+    made = store.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'desk_users'")
+    return bool(made) and bool(store.query("SELECT 1 FROM desk_users LIMIT 1"))
 
 
 def check_name(name: str) -> None:
