@@ -62,6 +62,7 @@ def why(exc: BaseException) -> dict[str, Any]:
 def params_text(params: dict[str, Any]) -> str:
     return json.dumps({k: str(v) for k, v in params.items()}, ensure_ascii=False, sort_keys=True)
 
+
 class Projecting:
     """The projection half of `Store` (a mixin: it uses the store's connection and state)."""
 
@@ -80,6 +81,7 @@ class Projecting:
         def set_meta(self, key: str, value: str) -> None: ...
         def _write(self, *, catch_up: bool) -> Any: ...
         def _savepoint(self) -> Any: ...
+        def batched(self) -> Any: ...
         def _last_id(self) -> int: ...
 
     def unprojected(self) -> int:
@@ -149,7 +151,7 @@ class Projecting:
         parsed: dict[int, Any] = {}
         admitted = self._admit(entries, parsed, received) - set_aside
         try:
-            with self._savepoint():  # a savepoint
+            with self._savepoint(), self.batched():  # writes sent in runs (PostgreSQL)
                 self._show(self._lazy, entries, admitted, parsed, flush=True)
             return
         except Exception as exc:
@@ -158,7 +160,7 @@ class Projecting:
                 raise
         for index in sorted(admitted):
             try:
-                with self._savepoint():
+                with self._savepoint(), self.batched():
                     self._show(self._lazy, entries, {index}, parsed, flush=True)
             except Exception as exc:
                 self._discard(self._lazy)

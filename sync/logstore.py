@@ -95,6 +95,15 @@ class LogStore(Projecting):
     def _append(self, entries: Sequence[SignedEntry], received_at: str, *, whole: bool) -> None:
         raise NotImplementedError
 
+    def batched(self) -> contextlib.AbstractContextManager[None]:
+        """A block whose writes may reach the database late, grouped (an engine whose every
+        statement is a round trip sends runs of one statement together); any read in it
+        sees them, and they are sent before it ends. Open it inside a savepoint: when the
+        block raises, its writes are undone with the savepoint (or never sent). A write's
+        error may surface at a later statement of the block. SQLite's statements are calls
+        in process: nothing to group."""
+        return contextlib.nullcontext()
+
     def max_seqs(self) -> dict[str, int]:
         raise NotImplementedError
 

@@ -19,7 +19,7 @@ from sync.clock import local_date
 from sync.protocol.entry import SignedEntry
 from sync.store import Store
 from tiers.cases import entries as e
-from tiers.cases.projection import load_case
+from tiers.cases.projection import load_cases
 from tiers.figures import FACT_COLUMNS, Facts, Period, facts_of
 from tiers.steps import Step, advance
 
@@ -114,8 +114,7 @@ def load_facts(store: Store, period: Period) -> list[Facts]:
 def _refresh(store: Store, case_ids: Iterable[str]) -> None:
     """Refold each case into its `case_facts` row and its `case_gaps` (events waiting for
     an `after` that is not held here: evidence that part of some log is missing)."""
-    for case_id in case_ids:
-        folded = load_case(store, case_id)
+    for case_id, folded in load_cases(store, list(case_ids)):
         if folded.state is None:
             store.execute("DELETE FROM case_facts WHERE case_id = ?", (case_id,))
         else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -41,6 +42,7 @@ _OUTSIDE = (TransactionStatus.IDLE, TransactionStatus.UNKNOWN)  # no transaction
 CONNECT_TIMEOUT_S = 10
 BYTE_ORDER = frozenset({"C", "POSIX", "C.UTF-8", "C.utf8"})  # collations that compare bytes
 WRITE_LOCK = 0x7A68_6962_6177  # the advisory lock writers take (see PgStore._begin)
+BATCH_ROWS = 5000  # writes a `batched` block holds before it sends them
 LOCK_TIMEOUT = "10s"  # as sync.store's busy timeout: a writer waits this long for a head
 _COPY_ENTRIES = "COPY entries (origin, seq, hash, sig, raw, type, received_at) FROM STDIN"
 _OWN_CODES = {  # the SQLSTATEs sync.pg.schema's triggers raise
@@ -114,6 +116,7 @@ class PgStore(LogStore):
             raise
         self._dialect = dialect.Dialect(self._primary_key)
         self._savepoints = 0
+        self._held: list[tuple[bytes | str, Any]] | None = None  # a `batched` block's writes
         self._setup(extensions, owner)
 
     def close(self) -> None:
@@ -177,9 +180,12 @@ class PgStore(LogStore):
         self.conn, self._savepoints = conn, 0
 
     def _commit(self) -> None:
+        self._send_held()
         self.conn.execute("COMMIT")
 
     def _rollback(self) -> None:
+        if self._held is not None:
+            self._held.clear()
         with contextlib.suppress(psycopg.Error):
             self.conn.execute("ROLLBACK")
 
@@ -189,13 +195,17 @@ class PgStore(LogStore):
             with self.transaction():
                 yield
             return
+        self._send_held()  # what was written before the savepoint is not undone with it
         self._savepoints += 1
         name = f"zb{self._savepoints}"
         try:
             self.conn.execute(f"SAVEPOINT {name}")
             try:
                 yield
+                self._send_held()
             except BaseException:
+                if self._held is not None:
+                    self._held.clear()  # written inside: undone with it
                 self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
                 self.conn.execute(f"RELEASE SAVEPOINT {name}")
                 raise
@@ -238,6 +248,7 @@ class PgStore(LogStore):
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of `sql`, SQLite's SQL (sync.pg.dialect translates it)."""
+        self._send_held()
         try:
             statement, values = self._dialect.translate(sql), _params(params)
             if self._depth == 0 and self.conn.info.transaction_status in _OUTSIDE:
@@ -249,8 +260,46 @@ class PgStore(LogStore):
             raise translate(exc) from exc
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> None:
+        if self._held is not None:
+            self._held.append((self._dialect.translate(sql), _params(params)))
+            if len(self._held) >= BATCH_ROWS:
+                self._send_held()
+            return
         try:
             self.conn.execute(self._dialect.translate(sql), _params(params))
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """Writes (`execute`) inside the block are held and sent in runs of one statement
+        with `executemany` (psycopg pipelines them: one round trip a run, not a statement)
+        — before any read (`query`), any savepoint, and the block's end; dropped when the
+        block raises. A write's error therefore surfaces at the next read or at the end,
+        inside the block: the block fails whole (a projection then goes entry by entry,
+        each entry a block of its own, so the error still costs one entry)."""
+        if self._held is not None:  # nested: the outer block sends them
+            yield
+            return
+        self._held = []
+        try:
+            yield
+            self._send_held()
+        finally:
+            self._held = None
+
+    def _send_held(self) -> None:
+        if not self._held:
+            return
+        held, self._held = self._held, []
+        try:
+            with self.conn.cursor() as cur:
+                for statement, run in itertools.groupby(held, key=lambda h: h[0]):
+                    rows = [values for _, values in run]
+                    if len(rows) == 1:
+                        cur.execute(statement, rows[0])
+                    else:
+                        cur.executemany(statement, rows)
         except psycopg.Error as exc:
             raise translate(exc) from exc
 

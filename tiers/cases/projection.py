@@ -19,7 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import date
 from typing import Any
@@ -80,6 +80,7 @@ _UPSERT = (
     f"INSERT OR REPLACE INTO cases ({', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
 )
+LOAD_CASES = 500  # cases whose events one statement reads (load_cases)
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
 
 
@@ -102,9 +103,32 @@ class Folded:
 
 def load_case(store: Store, case_id: str) -> Folded:
     """Fold `case_id` from the events held here (sees this transaction's appends)."""
-    ordered, waiting = causal_order(load_events(store, case_id))
-    return Folded(fold(ordered, work_calendar(store), written_after(store, ordered)), ordered,
-                  waiting)  # fmt: skip
+    return _folded(store, load_events(store, case_id), work_calendar(store))
+
+
+def load_cases(store: Store, case_ids: Sequence[str]) -> Iterator[tuple[str, Folded]]:
+    """`load_case` of each of `case_ids`, in that order, on one calendar: the events read
+    `LOAD_CASES` cases at a time (one statement, not one a case: on PostgreSQL each is a
+    round trip). A case's row may be written between two yields: its events stay as read."""
+    if not case_ids:
+        return
+    calendar = work_calendar(store)
+    for start in range(0, len(case_ids), LOAD_CASES):
+        some = case_ids[start : start + LOAD_CASES]
+        events: dict[str, list[Event]] = {case_id: [] for case_id in some}
+        for o, s, t, at, b, case_id in store.query(
+            "SELECT origin, seq, type, at, body, case_id FROM case_events "
+            "WHERE case_id IN (SELECT value FROM json_each(?))",
+            (_text(list(some)),),
+        ):
+            events[case_id].append(Event(o, s, t, at, json.loads(b)))
+        for case_id in some:
+            yield case_id, _folded(store, events[case_id], calendar)
+
+
+def _folded(store: Store, events: list[Event], calendar: WorkCalendar) -> Folded:
+    ordered, waiting = causal_order(events)
+    return Folded(fold(ordered, calendar, written_after(store, ordered)), ordered, waiting)
 
 
 def latest_written(store: Store, origin: str, seq: int, case_id: str) -> str | None:
@@ -297,14 +321,14 @@ class _Writer:
             self._calendar = work_calendar(self.store)
         return self._calendar
 
-    def refold(self, case_id: str) -> None:
-        """Recompute one case from all its events (or drop a row no event supports)."""
-        folded = load_case(self.store, case_id)
-        if folded.state is None:
-            self.store.execute("DELETE FROM cases WHERE case_id = ?", (case_id,))
-            return
-        held = len(folded.ordered) + len(folded.waiting)
-        self.write(folded.state, held, len(folded.waiting))
+    def refold(self, case_ids: Sequence[str]) -> None:
+        """Recompute each case from all its events (or drop a row no event supports)."""
+        for case_id, folded in load_cases(self.store, case_ids):
+            if folded.state is None:
+                self.store.execute("DELETE FROM cases WHERE case_id = ?", (case_id,))
+                continue
+            held = len(folded.ordered) + len(folded.waiting)
+            self.write(folded.state, held, len(folded.waiting))
 
     def advance(self, fresh: dict[str, list[Event]]) -> set[str]:
         """Fold each case's `fresh` events onto its stored state when they simply extend
@@ -361,9 +385,7 @@ class _Writer:
 
 def recompute(store: Store, case_ids: Iterable[str]) -> None:
     """Refold each case from all its events and write its `cases` row."""
-    writer = _Writer(store)
-    for case_id in case_ids:
-        writer.refold(case_id)
+    _Writer(store).refold(list(case_ids))
 
 
 def _override_years(body: Any) -> tuple[int, int] | None:
@@ -449,7 +471,6 @@ class CaseProjection:
         fresh = {c: events for c, events in self._fresh.items() if c not in refold}
         if fresh:
             refold |= writer.advance(fresh)
-        for case_id in sorted(refold):
-            writer.refold(case_id)
+        writer.refold(sorted(refold))
         self._fresh.clear()
         self._span, self._all_accepted = None, False
