@@ -107,6 +107,11 @@ class LogStore(Projecting):
     def max_seqs(self) -> dict[str, int]:
         raise NotImplementedError
 
+    def each(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """The rows of a read, a few thousand at a time (never the whole table in memory:
+        a city's case events run to millions)."""
+        raise NotImplementedError
+
     def reader(self) -> ClosingReader:
         raise NotImplementedError
 

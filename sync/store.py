@@ -252,6 +252,12 @@ class Store(LogStore):
                     "UPDATE heads SET seq = ?, hash = ? WHERE origin = ?", (seq - 1, below, origin)
                 )
 
+    def each(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        try:
+            yield from self.conn.execute(sql, params)
+        except apsw.Error as exc:
+            raise self.translate_error(exc) from exc
+
     def iter_all(self, origin: str | None = None) -> Iterator[SignedEntry]:
         sql = "SELECT origin, seq, raw, sig, hash, type FROM entries"
         params: tuple[Any, ...] = ()

@@ -87,7 +87,7 @@ def digest(store: Store, table: str, columns: list[str]) -> tuple[int, str]:
     """(rows, a digest of the rows whatever their order) of `columns` of `table`."""
     names = ", ".join(columns)
     total, rows = 0, 0
-    for row in store.query(f"SELECT {names} FROM {table}"):
+    for row in store.each(f"SELECT {names} FROM {table}"):
         text = json.dumps([_value(v) for v in row], ensure_ascii=False)
         total = (total + int.from_bytes(hashlib.sha256(text.encode()).digest(), "big")) % _MOD
         rows += 1
@@ -97,7 +97,7 @@ def digest(store: Store, table: str, columns: list[str]) -> tuple[int, str]:
 def case_months(store: Store) -> list[str]:
     """Every month (YYYY-MM) in which some case was received, accepted or completed."""
     months: set[str] = set()
-    for row in store.query("SELECT received_at, accepted_at, completed_at FROM cases"):
+    for row in store.each("SELECT received_at, accepted_at, completed_at FROM cases"):
         months.update(str(v)[:7] for v in row if v)
     return sorted(months)
 

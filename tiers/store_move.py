@@ -271,16 +271,15 @@ def _copy_tables(
             _create_like(sqlite, target, table)
         elif replace:
             target.execute(f"DELETE FROM {table}")
-        names = ", ".join(columns)
-        rows = sqlite.query(f'SELECT {names} FROM "{table}"')
-        if table == "meta":
-            rows = [r for r in rows if r[0] not in _NOT_COPIED_META]
+        names, count = ", ".join(columns), 0
         with target.conn.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+            for row in sqlite.each(f'SELECT {names} FROM "{table}"'):  # streamed, not held
+                if table != "meta" or row[0] not in _NOT_COPIED_META:
+                    copy.write_row(row)
+                    count += 1
         if "id" in columns:  # an identity column goes on after the rows copied
             _follow_identity(target, table)
-        copied[table] = len(rows)
+        copied[table] = count
     return copied
 
 

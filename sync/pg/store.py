@@ -44,6 +44,7 @@ BYTE_ORDER = frozenset({"C", "POSIX", "C.UTF-8", "C.utf8"})  # collations that c
 WRITE_LOCK = 0x7A68_6962_6177  # the advisory lock writers take (see PgStore._begin)
 BATCH_ROWS = 5000  # writes a `batched` block holds before it sends them
 LOCK_TIMEOUT = "10s"  # as sync.store's busy timeout: a writer waits this long for a head
+_CURSORS = itertools.count(1)
 _COPY_ENTRIES = "COPY entries (origin, seq, hash, sig, raw, type, received_at) FROM STDIN"
 _OWN_CODES = {  # the SQLSTATEs sync.pg.schema's triggers raise
     "ZB001": "store.pg_gap",
@@ -117,6 +118,7 @@ class PgStore(LogStore):
         self._dialect = dialect.Dialect(self._primary_key)
         self._savepoints = 0
         self._held: list[tuple[bytes | str, Any]] | None = None  # a `batched` block's writes
+        self._reads = 0  # `each` reads open in the read transaction one of them began
         self._setup(extensions, owner)
 
     def close(self) -> None:
@@ -310,20 +312,37 @@ class PgStore(LogStore):
         the database keeps it 1 … head, so the heads table answers without a scan."""
         return {o: s for o, s in self.query("SELECT origin, seq FROM heads")}
 
-    def iter_all(self, origin: str | None = None, chunk: int = 2000) -> Iterator[SignedEntry]:
-        """Every entry (of `origin`), by origin and seq, read `chunk` rows at a time on a
-        server-side cursor (inside a transaction of its own unless one is open)."""
+    def iter_all(self, origin: str | None = None) -> Iterator[SignedEntry]:
+        """Every entry (of `origin`), by origin and seq (`each`: a server-side cursor)."""
         sql = "SELECT origin, seq, raw, sig, hash, type FROM entries"
         params: tuple[Any, ...] = ()
         if origin is not None:
-            sql += " WHERE origin = %s"
+            sql += " WHERE origin = ?"
             params = (origin,)
+        for o, seq, raw, sig, h, kind in self.each(sql + " ORDER BY origin, seq", params):
+            yield SignedEntry(raw, sig, h, o, seq, kind)
+
+    def each(
+        self, sql: str, params: Sequence[Any] = (), chunk: int = 2000
+    ) -> Iterator[tuple[Any, ...]]:
+        """The rows of `sql` (SQLite's SQL), `chunk` at a time on a server-side cursor,
+        inside the transaction open, else in a read transaction of its own, which the
+        reads opened meanwhile share and the last one to finish ends."""
+        self._send_held()
+        own = self.conn.info.transaction_status in _OUTSIDE or self._reads > 0
         try:
-            with self.conn.transaction(), self.conn.cursor(name="iter_all") as cur:
-                cur.itersize = chunk
-                cur.execute(sql + " ORDER BY origin, seq", params)
-                for o, seq, raw, sig, h, kind in cur:
-                    yield SignedEntry(raw, sig, h, o, seq, kind)
+            if own and self._reads == 0:
+                self._alone(lambda: self.conn.execute("BEGIN"))
+            self._reads += own
+            try:
+                with self.conn.cursor(name=f"each{next(_CURSORS)}") as cur:  # one name a read
+                    cur.itersize = chunk
+                    cur.execute(self._dialect.translate(sql), _params(params))
+                    yield from cur
+            finally:
+                self._reads -= own
+                if own and self._reads == 0:
+                    self._rollback()  # it only read
         except psycopg.Error as exc:
             raise translate(exc) from exc
 

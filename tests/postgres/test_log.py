@@ -178,3 +178,15 @@ def test_a_snapshot_reads_one_state_while_another_process_appends(store: PgStore
         assert store.head(VILLAGE) == (2, village[1].hash)
         assert store.entries(VILLAGE) == village[:2]
     assert store.head(VILLAGE) == (4, village[3].hash)
+
+
+def test_each_reads_in_chunks_and_two_reads_may_be_open_at_once(store: PgStore) -> None:
+    """`each` streams a read on a server-side cursor (store migrate and its checks go through
+    millions of rows with it); a second read opened before the first is done is its own."""
+    entries = chain(signer_for(VILLAGE), VILLAGE, 7)
+    with store.transaction():
+        store.insert(entries, NOW)
+    sql = "SELECT seq FROM entries WHERE origin = ? ORDER BY seq"
+    outer, inner = store.each(sql, (VILLAGE,), chunk=2), store.each(sql, (VILLAGE,), chunk=3)
+    pairs = [(a[0], b[0]) for a, b in zip(outer, inner, strict=True)]
+    assert pairs == [(n, n) for n in range(1, 8)]
