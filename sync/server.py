@@ -21,10 +21,10 @@ and all), a few times (sync.ingest.retrying) before it is answered 503.
 A push is answered (and its receipt signed) once its entries are verified and durable;
 the tiers' projections of them are deferred (sync.store) and caught up on the same loop
 once no push has come for `IDLE_SECONDS`, a few hundred entries at a time so a request
-never waits long — and between pushes too while more than `BACKLOG` wait, so that under a
-steady stream of pushes the work does not pile up for the next pull, which catches up
-at once before it reads them (a pull of a town behind 100,000 unprojected entries held
-the loop, and every other town's push, for minutes). Then the WAL is
+never waits long — and, while pushes keep coming, whatever exceeds `BACKLOG` between two
+requests, so the work does not pile up for the next pull, which catches up at once before
+it reads them (a pull behind 100,000 unprojected entries held the loop, and on
+PostgreSQL every front, for minutes: the towns' pushes timed out). Then the WAL is
 checkpointed, so that work too falls in quiet time. Any failure there is logged and
 tried again later.
 """
@@ -62,7 +62,7 @@ from sync.blob_wire import BlobWire
 from sync.ingest import RACES, ingest, retrying
 from sync.node import Node
 from sync.protocol import i18n
-from sync.protocol.batch import decode_batch, encode_batch
+from sync.protocol.batch import BATCH_ENTRIES, decode_batch, encode_batch
 from sync.protocol.canonical import MAX_INT
 from sync.protocol.errors import RefusedError, ZhibaoError, describe
 from sync.protocol.ids import is_node_id, is_within
@@ -82,7 +82,8 @@ PULL_LIMIT = 5000
 BATCH_TYPE = "application/x-zhibao-batch"
 IDLE_SECONDS = 0.5  # project deferred entries once no push has come for this long
 PROJECT_STEP = 500  # entries projected between two looks at the request queue
-BACKLOG = 4 * PROJECT_STEP  # unprojected entries beyond which steps run between pushes
+BACKLOG = 4 * PROJECT_STEP  # unprojected entries a stream of pushes may leave waiting
+KEEP_UP = 2 * BATCH_ENTRIES  # most projected beyond it between two requests (two pushes' worth)
 FAILURE_BACKOFF_MAX = 60.0  # longest pause of idle projection after an unexpected error
 # The database could not take the request now (busy; another front kept winning the race;
 # PostgreSQL unreachable): nothing was written, and the answer is 503 with Retry-After, so
@@ -405,8 +406,10 @@ class NodeApp:
         self._stopped = True
 
     def _project_when_idle(self) -> None:
-        """Catch the projections up, a step at a time, while no push is coming in or more
-        than BACKLOG entries wait (then one step between two requests). Any
+        """Catch the projections up, a step at a time, while no push is coming in; while
+        pushes come, whatever exceeds BACKLOG (up to KEEP_UP) between two requests (steps: a
+        stream of 4,000-entry pushes outran 500-entry steps: the backlog grew without end
+        and the next pull, which catches up whole, held every front for minutes). Any
         failure waits and tries again: the entries are durable, only their projection is
         late, and a server must not stop projecting for good over one bad moment."""
         if self._stopped:
@@ -414,11 +417,15 @@ class NodeApp:
             return
         loop = asyncio.get_running_loop()
         quiet = _time.monotonic() - self._last_push
+        store = self.node.store
         try:
-            if quiet < IDLE_SECONDS and self.node.store.unprojected() <= BACKLOG:
+            if quiet >= IDLE_SECONDS:
+                remaining = store.catch_up(PROJECT_STEP)
+            elif (excess := store.unprojected() - BACKLOG) > 0:  # pushes must not outrun it
+                remaining = store.catch_up(min(excess, KEEP_UP))
+            else:
                 loop.call_later(IDLE_SECONDS - quiet, self._project_when_idle)
                 return
-            remaining = self.node.store.catch_up(PROJECT_STEP)
         except ZhibaoError:  # busy (a clerk's command is writing): look again later
             loop.call_later(IDLE_SECONDS, self._project_when_idle)
             return
