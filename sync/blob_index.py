@@ -72,6 +72,8 @@ def register_access(rule: Access) -> None:
 class BlobRefs:
     """`blob_refs` as a lazy store extension over the entry types that name blobs."""
 
+    name = "blob_refs"
+    version = 1
     ddl = _REFS_DDL
     lazy = True
 
@@ -103,6 +105,8 @@ class BlobRefs:
 class BlobState:
     """The tables of what is held, dropped and receipted (never rebuilt from the log)."""
 
+    name = "blob_state"
+    version = 1
     ddl = _STATE_DDL
     types: frozenset[str] | None = frozenset()
     lazy = False

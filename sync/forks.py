@@ -98,6 +98,8 @@ class ForkDecisions:
     """Remembers every admitted decision and settles the forks it is about; records the
     forks that reports from below prove (sync.fork_evidence)."""
 
+    name = "fork_decisions"
+    version = 1
     ddl = _DDL
     types: frozenset[str] | None = frozenset({RESOLVED, REPORTED})
     lazy = False  # ingest must see an origin unfreeze (or freeze) within the batch

@@ -35,6 +35,7 @@ from typing import Any
 
 import apsw
 
+from sync import _tables
 from sync._projecting import (  # noqa: F401  (re-exported: the store's public constants)
     PROJECT_CHUNK,
     PROJECTED,
@@ -42,6 +43,9 @@ from sync._projecting import (  # noqa: F401  (re-exported: the store's public c
     UNUSABLE,
     Extension,
 )
+from sync._tables import KEY as TABLES_KEY  # noqa: F401  (re-exported, as above)
+from sync._tables import Step  # noqa: F401
+from sync._tables import make as make_tables  # noqa: F401
 from sync.logstore import LogStore
 from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import DiskFullError, StoreError
@@ -114,6 +118,7 @@ CREATE TABLE IF NOT EXISTS signed_tips (
     origin TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (origin, seq)
 ) WITHOUT ROWID;
 """
+LOG_DDL = _DDL  # the log's tables (sync._tables makes the extensions' after them)
 
 
 def _translate(exc: apsw.Error) -> StoreError:
@@ -155,11 +160,14 @@ class Store(LogStore):
             self.conn.execute("PRAGMA foreign_keys=ON")
             with self.conn:
                 self.conn.execute(_DDL)
-                for ext in extensions:
-                    self.conn.execute(ext.ddl)
         except apsw.Error as exc:
             raise _translate(exc) from exc
         self._setup(extensions, owner)
+        try:
+            _tables.make(self, extensions)  # the extensions' tables, at their versions
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         self.conn.close()
@@ -186,6 +194,12 @@ class Store(LogStore):
 
     def _last_id(self) -> int:
         return int(self.conn.last_insert_rowid())
+
+    def _script(self, ddl: str) -> None:
+        try:
+            self.conn.execute(ddl)
+        except apsw.Error as exc:
+            raise _translate(exc) from exc
 
     def reader(self) -> _Reader:
         """A read-only connection to this database file, for another thread."""

@@ -85,6 +85,8 @@ register_body_check(keyring.USES_REPORT, keyring.check_uses_body)
 class Trust:
     """The `nodes` projection as a store extension, and key lookups on it."""
 
+    name = "trust"
+    version = 1
     ddl = _DDL + keyring.DDL
     types: frozenset[str] | None = frozenset({ENROLLED, REKEYED, REVOKED, keyring.USES_REPORT})
     lazy = False  # ingest checks keys against it: always in step

@@ -240,6 +240,8 @@ class FigureProjection:
     `cases` rows that one has just brought up to date.
     """
 
+    name = "case_facts"
+    version = 1
     ddl = _DDL
     types: frozenset[str] | None = None
     lazy = True

@@ -110,6 +110,8 @@ CREATE INDEX IF NOT EXISTS case_materials_case ON case_materials (case_id);
 class MaterialProjection:
     """`case_materials`: one row per material named by an admitted `case.attached`."""
 
+    name = "case_materials"
+    version = 1
     ddl = _DDL
     types: frozenset[str] | None = frozenset({ATTACHED})
     lazy = True

@@ -121,6 +121,8 @@ authority.register(CALENDAR_OVERRIDE, _published_authority)
 class Published:
     """The store extension keeping `catalogue` and `calendar_overrides` (see module doc)."""
 
+    name = "published"
+    version = 1
     ddl: str = _DDL
     types: frozenset[str] | None = frozenset({CATALOGUE_ITEM, CALENDAR_OVERRIDE})
     lazy = True

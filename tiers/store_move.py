@@ -40,7 +40,7 @@ from sync.pg import dialect
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import StoreError
-from sync.store import Store
+from sync.store import TABLES_KEY, Store
 from tiers import store_check
 from tiers.node import extensions, open_home
 from tiers.store_check import MigrateError
@@ -273,8 +273,9 @@ def _copy_tables(
             target.execute(f"DELETE FROM {table}")
         names = ", ".join(columns)
         rows = sqlite.query(f'SELECT {names} FROM "{table}"')
-        if table == "meta":
-            rows = [r for r in rows if r[0] not in _NOT_COPIED_META]
+        if table == "meta":  # (the target's tables were made at this code's versions too)
+            rows = [r for r in rows if r[0] not in _NOT_COPIED_META
+                    and not r[0].startswith(TABLES_KEY)]  # fmt: skip
         with target.conn.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)

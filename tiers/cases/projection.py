@@ -379,6 +379,8 @@ def _override_years(body: Any) -> tuple[int, int] | None:
 class CaseProjection:
     """The store extension keeping `case_events` and `cases` (see the module doc)."""
 
+    name = "cases"
+    version = 1
     ddl = _DDL
     types: frozenset[str] | None = entries.TYPES | {CALENDAR_OVERRIDE}
     lazy = True

@@ -220,6 +220,8 @@ def _refold(store: Store, complaint_id: str) -> None:
 class ComplaintProjection:
     """The store extension keeping `complaint_events` and `complaints` (module doc)."""
 
+    name = "complaints"
+    version = 1
     ddl = _DDL
     types: frozenset[str] | None = c.TYPES
     lazy = True
