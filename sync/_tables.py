@@ -34,7 +34,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import apsw
 
@@ -44,12 +45,36 @@ from sync.protocol.errors import StoreError, ZhibaoError, describe
 if TYPE_CHECKING:
     from sync._projecting import Extension
     from sync.logstore import LogStore
+    from sync.protocol.entry import SignedEntry
 
 KEY = "tables."  # meta keys `tables.<extension name>`: "<version>:<digest of its DDL>"
 _KEYS_END = "tables/"  # the first key past them ('/' follows '.')
 _NOT_THE_STEP = frozenset({"store.full", "store.busy", "store.io", "store.pg_unreachable"})
 
 Step = str | Callable[["LogStore"], None]  # SQLite DDL (a script), or a function
+
+
+class StateTables:
+    """Tables of node-local state (the desk's people, who opened what), versioned the same
+    way: an extension that wants no entry. Subclasses set `name`, `version`, `ddl` and
+    `steps`; `make(store, [them])` where they are used (they need not be opened with the
+    store)."""
+
+    name: str
+    version: int
+    ddl: str
+    steps: Mapping[int, Step] = MappingProxyType({})
+    types: frozenset[str] | None = frozenset()
+    lazy = False
+
+    def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
+        """Never called: wants no entry."""
+
+    def flush(self, store: LogStore) -> None:
+        """Nothing noted."""
+
+    def discard(self) -> None:
+        """Nothing noted."""
 
 
 def digest(ddl: str) -> str:

@@ -44,7 +44,7 @@ from sync._projecting import (  # noqa: F401  (re-exported: the store's public c
     Extension,
 )
 from sync._tables import KEY as TABLES_KEY  # noqa: F401  (re-exported, as above)
-from sync._tables import Step  # noqa: F401
+from sync._tables import StateTables, Step  # noqa: F401
 from sync._tables import make as make_tables  # noqa: F401
 from sync.logstore import LogStore
 from sync.protocol.entry import SignedEntry

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
-from sync.store import Store
+from sync.store import StateTables, Store, make_tables
 
 ROLES = ("admin", "viewer")
 MIN_PASSWORD = 8
@@ -84,11 +84,18 @@ class User:
         return {"name": self.name, "role": self.role, "created_at": self.created_at}
 
 
+class DeskUsers(StateTables):
+    """The desk's people and sessions, at their version (sync._tables)."""
+
+    name = "desk_users"
+    version = 1
+    ddl = _DDL
+
+
 def ensure(store: Store) -> None:
-    """Make the desk's tables if this database has none yet."""
-    for statement in _DDL.split(";"):
-        if statement.strip():
-            store.execute(statement)
+    """Make the desk's tables if this database has none yet (or bring them to this code's
+    version; nothing runs when they are at it)."""
+    make_tables(store, [DeskUsers()])
 
 
 def anyone(store: Store) -> bool:
