@@ -9,12 +9,17 @@ settings) and keeps beside it the *data version* it was computed at, the cases i
 were counted from (`case_facts` rows matching `tiers.case_facts.FACTS_WHERE`, as hashes)
 and a digest of the period's complaint rows:
 
-- the data version is (`max(entries.id)`, the lazy projections' cursor `meta.projected`).
-  Every table `compute_stats` reads (case facts, cases, complaints, catalogue, calendar,
-  enrolled names) is a projection of the log, and changes only in a transaction that stores
-  an entry (so `max(id)` grows) or that catches deferred projections up (so the cursor
-  moves). Same version, same tables: the result is served as it is.
-- when the version moved, the entries stored or projected since say what may have changed.
+- the data version is (`max(entries.id)`, the sum of the heads' seqs, the lazy projections'
+  cursor `meta.projected`). Every table `compute_stats` reads is a projection of the log: the
+  lazy ones (case facts, cases, complaints, catalogue, calendar) change only with the cursor,
+  which moves in the same transaction (on PostgreSQL only under the exclusive write lock,
+  when no append is in flight); the eager one (enrolled names, sync.trust) changes in the
+  transaction that stores an entry — which raises `max(id)` on SQLite (one writer: ids
+  commit in order) and a head on PostgreSQL (it holds every log whole; with two fronts an
+  entry may commit after one with a higher id, leaving `max(id)` where it was). Same
+  version, same tables: the result is served as it is.
+- when the version moved, the entries stored or projected since say what may have changed:
+  those past the old cursor (an entry still in flight when it was read had a higher id).
   Only case events (`case.*`, each naming its case) and liveness (`sync.alive`), at most
   `MAX_CHANGED` of them: only those cases' rows can differ. If none of them was among the
   period's cases, none of their rows matches the period now, and the period's complaint
@@ -76,7 +81,8 @@ IRRELEVANT = frozenset({"sync.alive"})
 SETTING = "desk_figures_cache"
 
 Key = tuple[str, str, str, str, str, str]  # (database, period, by, as of, language, settings)
-Version = tuple[int, int]
+Version = tuple[int, int, int]  # (max(entries.id), sum of heads' seqs, cursor): see above
+UNSETTLED: Version = (-1, -1, -1)  # the data changed while a result was computed
 
 i18n.register(
     {
@@ -187,7 +193,7 @@ def _stats(node: Node, period: Period, by: str, today: date, *,
                 later = not background and reader.name(store) in CACHE.warmed
             found = _compute(store, settings, period, by, today, cases=not later)
         with CACHE.lock:
-            if found.version != (-1, -1):
+            if found.version != UNSETTLED:
                 CACHE.held[key] = found
                 CACHE.held.move_to_end(key)
                 while len(CACHE.held) > MAX_CACHED:
@@ -199,13 +205,14 @@ def _stats(node: Node, period: Period, by: str, today: date, *,
 
 
 def data_version(store: Store) -> Version:
-    """(`max(entries.id)`, the lazy projections' cursor): what moves when a table
-    compute_stats reads may have changed."""
+    """(`max(entries.id)`, the sum of the heads' seqs, the lazy projections' cursor): what
+    moves when a table compute_stats reads may have changed (see the module doc)."""
     row = store.query(
         "SELECT (SELECT coalesce(max(id), 0) FROM entries), "
+        "(SELECT coalesce(sum(seq), 0) FROM heads), "
         "(SELECT coalesce(CAST(value AS INTEGER), 0) FROM meta WHERE key = 'projected')"
     )[0]
-    return int(row[0]), int(row[1] or 0)
+    return int(row[0]), int(row[1]), int(row[2] or 0)
 
 
 def _params(period: Period) -> dict[str, str]:
@@ -237,9 +244,9 @@ def _complaints(store: Store, period: Period) -> bytes:
 def _changed_cases(store: Store, old: Version, new: Version) -> set[str] | None:
     """The cases named by the entries stored or projected between the versions `old` and
     `new`; None when something else may have changed too."""
-    if new[0] < old[0] or new[1] < old[1]:
+    if any(now < then for now, then in zip(new, old, strict=True)):
         return None  # not this database's history going forward: trust nothing
-    since = min(old)  # entries stored after old[0], and those projected after old[1]
+    since = min(old[0], old[2])  # the old cursor: every entry stored or projected since
     rows = store.query(
         "SELECT type, json_extract(CAST(raw AS TEXT), '$.body.case_id') FROM entries "
         "WHERE id > ? ORDER BY id LIMIT ?",
@@ -289,7 +296,7 @@ def _compute(store: Store, settings: dict[str, Any], period: Period, by: str, to
     with CACHE.lock:
         CACHE.computed += 1
     after = data_version(store)
-    return _Held(before if before == after else (-1, -1), counted, complaints, result)
+    return _Held(before if before == after else UNSETTLED, counted, complaints, result)
 
 
 def _read_cases(store: Store) -> None:
