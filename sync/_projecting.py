@@ -19,7 +19,7 @@ from sync.protocol.entry import SignedEntry, entry_fields
 from sync.protocol.errors import StoreError, ZhibaoError, describe
 
 if TYPE_CHECKING:
-    from sync.store import Store
+    from sync.logstore import LogStore
 
 PROJECTED = "projected"  # meta key: entries.id up to which the lazy extensions have seen
 PROJECT_CHUNK = 2000  # entries held in memory at once while catching up
@@ -46,9 +46,9 @@ class Extension(Protocol):
     types: frozenset[str] | None  # entry types it wants; None for all
     lazy: bool  # may see entries after the transaction that stored them
 
-    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None: ...
+    def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None: ...
 
-    def flush(self, store: Store) -> None: ...
+    def flush(self, store: LogStore) -> None: ...
 
     def discard(self) -> None:
         """Forget what `apply` noted since the last `flush` (its writes were rolled back)."""
@@ -228,7 +228,7 @@ class Projecting:
     ) -> None:
         """Show each extension the admitted entries it wants (`parsed` caches their fields
         by position), in order; then flush it if asked."""
-        store = cast("Store", self)
+        store = cast("LogStore", self)
         for ext in exts:
             wanted = ext.types
             for index, entry in enumerate(entries):
@@ -389,7 +389,7 @@ class Projecting:
         here refuses the appends (the transaction rolls back)."""
         try:
             for ext in self._lazy:
-                ext.flush(cast("Store", self))
+                ext.flush(cast("LogStore", self))
         except ZhibaoError:
             raise
         except Exception as exc:

@@ -100,6 +100,15 @@ class LogStore(Projecting):
     def max_seqs(self) -> dict[str, int]:
         raise NotImplementedError
 
+    def iter_all(self, origin: str | None = None) -> Iterator[SignedEntry]:
+        raise NotImplementedError
+
+    def snapshot(self) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def checkpoint(self) -> None:
+        raise NotImplementedError
+
     def reader(self) -> ClosingReader:
         raise NotImplementedError
 

@@ -33,7 +33,7 @@ import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from sync import node_store, trust
 from sync.pg import dialect
@@ -136,6 +136,7 @@ def migrate(
         _refuse_held(db)
         _check_target(url, clean, node.node_id, restart=restart)
         sqlite = node.store
+        assert isinstance(sqlite, Store)  # (node.toml names no other store: checked above)
         sqlite.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # node.db whole without its WAL
         with sqlite.transaction():  # node.db's write lock, held until the switch
             _refuse_held(db)
@@ -148,7 +149,7 @@ def migrate(
             from sync.pg import PgStore
 
             kept_by = node_store.base_extensions(extensions())
-            target = cast(Store, PgStore(url, extensions=kept_by, owner=node.node_id))
+            target = PgStore(url, extensions=kept_by, owner=node.node_id)
             try:
                 target.defer_projections()  # all of them at once, after the copy
                 copied = _copy_state(sqlite, target, [t for t in COPIED if t in tables],

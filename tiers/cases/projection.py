@@ -25,8 +25,8 @@ from datetime import date
 from typing import Any
 
 from sync.clock import local_date
+from sync.logstore import LogStore
 from sync.protocol.entry import SignedEntry
-from sync.store import Store
 from tiers.calendar import WorkCalendar
 from tiers.cases import entries
 from tiers.cases.guards import BACKDATING, LOOK_BACK
@@ -83,7 +83,7 @@ _UPSERT = (
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
 
 
-def load_events(store: Store, case_id: str) -> list[Event]:
+def load_events(store: LogStore, case_id: str) -> list[Event]:
     """Every event of `case_id` held here, in no particular order."""
     rows = store.query(
         "SELECT origin, seq, type, at, body FROM case_events WHERE case_id = ?", (case_id,)
@@ -100,14 +100,14 @@ class Folded:
     waiting: list[Event]
 
 
-def load_case(store: Store, case_id: str) -> Folded:
+def load_case(store: LogStore, case_id: str) -> Folded:
     """Fold `case_id` from the events held here (sees this transaction's appends)."""
     ordered, waiting = causal_order(load_events(store, case_id))
     return Folded(fold(ordered, work_calendar(store), written_after(store, ordered)), ordered,
                   waiting)  # fmt: skip
 
 
-def latest_written(store: Store, origin: str, seq: int, case_id: str) -> str | None:
+def latest_written(store: LogStore, origin: str, seq: int, case_id: str) -> str | None:
     """The latest day `origin` dated one of its `LOOK_BACK` case events (any case) held here
     between its first event on `case_id` and `seq`: its seq-ordered log was written no
     earlier (tiers.cases.guards)."""
@@ -120,7 +120,7 @@ def latest_written(store: Store, origin: str, seq: int, case_id: str) -> str | N
     return max(local_date(r[0]) for r in rows).isoformat() if rows else None
 
 
-def written_after(store: Store, events: Iterable[Event]) -> dict[Ref, str]:
+def written_after(store: LogStore, events: Iterable[Event]) -> dict[Ref, str]:
     """`latest_written` for each suspension, extension and 补正 notice among `events`."""
     out = {}
     for ev in events:
@@ -131,7 +131,7 @@ def written_after(store: Store, events: Iterable[Event]) -> dict[Ref, str]:
     return out
 
 
-def first_recorded(store: Store, case_id: str) -> date | None:
+def first_recorded(store: LogStore, case_id: str) -> date | None:
     """The day (this node's clock) it first stored an event of `case_id`."""
     rows = store.query(
         "SELECT min(e.received_at) FROM case_events c JOIN entries e ON e.origin = c.origin"
@@ -276,7 +276,7 @@ def _row(
 class _Writer:
     """Writes `cases` rows, loading the calendar once and only if a deadline needs it."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: LogStore) -> None:
         self.store = store
         self._calendar: WorkCalendar | None = None
 
@@ -359,7 +359,7 @@ class _Writer:
         return True
 
 
-def recompute(store: Store, case_ids: Iterable[str]) -> None:
+def recompute(store: LogStore, case_ids: Iterable[str]) -> None:
     """Refold each case from all its events and write its `cases` row."""
     writer = _Writer(store)
     for case_id in case_ids:
@@ -390,7 +390,7 @@ class CaseProjection:
         self._span: tuple[date, date] | None = None
         self._all_accepted = False
 
-    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+    def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
         body = fields["body"]
         if entry.type == CALENDAR_OVERRIDE:
             self._touch_calendar(body)
@@ -417,7 +417,7 @@ class CaseProjection:
             first, last = min(first, self._span[0]), max(last, self._span[1])
         self._span = (first, last)
 
-    def _calendar_cases(self, store: Store) -> set[str]:
+    def _calendar_cases(self, store: LogStore) -> set[str]:
         """Cases whose deadline a calendar override in this transaction may move, and those
         with a 补正 notice before acceptance, whose lateness (第三十二条: accepted as of
         receipt) the fold judges on the calendar, accepted or not."""
@@ -445,7 +445,7 @@ class CaseProjection:
         self._fresh.clear()
         self._span, self._all_accepted = None, False
 
-    def flush(self, store: Store) -> None:
+    def flush(self, store: LogStore) -> None:
         writer = _Writer(store)
         refold = self._calendar_cases(store)
         fresh = {c: events for c, events in self._fresh.items() if c not in refold}

@@ -22,7 +22,7 @@ from typing import Any
 
 from sync.logstore import LogStore
 from sync.protocol.errors import StoreError
-from sync.store import StateTables, Step, Store, make_tables
+from sync.store import StateTables, Step, make_tables
 
 RETENTION_SETTING = "desk_access_days"
 RETENTION_DEFAULT = 1095  # days: three years
@@ -81,7 +81,7 @@ class DeskAccess(StateTables):
     steps: Mapping[int, Step] = MappingProxyType({2: _add_what})
 
 
-def ensure(store: Store, settings: dict[str, Any] | None = None,
+def ensure(store: LogStore, settings: dict[str, Any] | None = None,
            now: datetime | None = None) -> None:  # fmt: skip
     """Create the table and its indexes, or bring them to this code's version (the desk
     does when it opens the node; nothing runs when they are at it); with `now`, delete the
@@ -93,7 +93,7 @@ def ensure(store: Store, settings: dict[str, Any] | None = None,
         prune(store, now)
 
 
-def prune(store: Store, now: datetime) -> int:
+def prune(store: LogStore, now: datetime) -> int:
     """Delete the records older than the retention set by `ensure` (none when it set none);
     how many went."""
     with _LOCK:
@@ -108,7 +108,7 @@ def prune(store: Store, now: datetime) -> int:
     return int(gone)
 
 
-def record(store: Store, name: str, case_id: str, at: str, what: str = "") -> None:
+def record(store: LogStore, name: str, case_id: str, at: str, what: str = "") -> None:
     """Note that `name` opened `case_id` (`what`: a material's file name) at `at` (and, the
     first time on a new day, delete the records past their retention)."""
     with store.transaction():
@@ -121,7 +121,7 @@ def record(store: Store, name: str, case_id: str, at: str, what: str = "") -> No
         prune(store, when)
 
 
-def recent(store: Store, limit: int, offset: int = 0) -> tuple[list[Access], int]:
+def recent(store: LogStore, limit: int, offset: int = 0) -> tuple[list[Access], int]:
     """A page of the records, newest first, and how many there are in all."""
     total = store.query("SELECT count(*) FROM desk_access")[0][0]
     rows = store.query(

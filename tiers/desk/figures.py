@@ -56,11 +56,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from sync.logstore import LogStore
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import describe
 from sync.server import log_line
-from sync.store import Store
 from tiers import reader
 from tiers.case_facts import FACTS_WHERE
 from tiers.city import stats as city_stats
@@ -204,7 +204,7 @@ def _stats(node: Node, period: Period, by: str, today: date, *,
             CACHE.busy.pop(key).set()
 
 
-def data_version(store: Store) -> Version:
+def data_version(store: LogStore) -> Version:
     """(`max(entries.id)`, the sum of the heads' seqs, the lazy projections' cursor): what
     moves when a table compute_stats reads may have changed (see the module doc)."""
     row = store.query(
@@ -219,7 +219,7 @@ def _params(period: Period) -> dict[str, str]:
     return {"s": period.start.isoformat(), "e": period.end.isoformat()}
 
 
-def _cases(store: Store, period: Period) -> array[int]:
+def _cases(store: LogStore, period: Period) -> array[int]:
     """The (hashed) ids of the cases whose rows the period's figures are counted from."""
     sql = f"SELECT case_id FROM case_facts WHERE {FACTS_WHERE}"
     return array("q", sorted({hash(case_id) for (case_id,) in store.query(sql, _params(period))}))
@@ -233,7 +233,7 @@ def _among(cases: array[int], case_id: str) -> bool:
     return at < len(cases) and cases[at] == wanted
 
 
-def _complaints(store: Store, period: Period) -> bytes:
+def _complaints(store: LogStore, period: Period) -> bytes:
     """A digest of the period's complaint rows and their cases' items (few: read whole)."""
     digest = hashlib.blake2b(digest_size=32)
     for row in store.query(_COMPLAINT_ROWS, _params(period)):
@@ -241,7 +241,7 @@ def _complaints(store: Store, period: Period) -> bytes:
     return digest.digest()
 
 
-def _changed_cases(store: Store, old: Version, new: Version) -> set[str] | None:
+def _changed_cases(store: LogStore, old: Version, new: Version) -> set[str] | None:
     """The cases named by the entries stored or projected between the versions `old` and
     `new`; None when something else may have changed too."""
     if any(now < then for now, then in zip(new, old, strict=True)):
@@ -264,7 +264,7 @@ def _changed_cases(store: Store, old: Version, new: Version) -> set[str] | None:
     return cases
 
 
-def _still_good(store: Store, period: Period, held: _Held) -> _Held | None:
+def _still_good(store: LogStore, period: Period, held: _Held) -> _Held | None:
     """`held`, filed under the current version, when its figures are still exact; else None."""
     now = data_version(store)
     if now == held.version:
@@ -287,7 +287,7 @@ def _still_good(store: Store, period: Period, held: _Held) -> _Held | None:
     return _Held(now, held.cases, held.complaints, held.result)
 
 
-def _compute(store: Store, settings: dict[str, Any], period: Period, by: str, today: date, *,
+def _compute(store: LogStore, settings: dict[str, Any], period: Period, by: str, today: date, *,
              cases: bool) -> _Held:  # fmt: skip
     before = data_version(store)
     counted = _cases(store, period) if cases else None
@@ -299,7 +299,7 @@ def _compute(store: Store, settings: dict[str, Any], period: Period, by: str, to
     return _Held(before if before == after else UNSETTLED, counted, complaints, result)
 
 
-def _read_cases(store: Store) -> None:
+def _read_cases(store: LogStore) -> None:
     """Read the counted cases of the results filed without them, at this database's current
     version (the warmer, after the pages: so a page does not wait for them)."""
     with CACHE.lock:
