@@ -21,6 +21,9 @@ Invariants:
   chain) but quarantined with its reason, and never projected; every later entry goes on.
   An entry this node appends itself (`strict`) is refused instead, so the node never
   writes what it could not use, and never chains its next entry after it.
+- Each extension's tables are made at the version it declares, recorded in meta
+  (`tables.<name>`); an older store is migrated at open, a newer one refused, and nothing
+  runs when they match (sync._tables).
 - `signed_tips` names the entries whose own signature was checked here (the last entry of
   every run ingest accepted); each vouches for every entry of its origin below it through
   the hash chain, so a relay cuts its batches there (sync.proofs).
