@@ -147,7 +147,8 @@ def _migrate(store: LogStore, extensions: Sequence[Extension], held: Mapping[str
     remade: list[Extension] = []
     changed: list[Extension] = []
     for ext in extensions:
-        if held.get(ext.name) == record(ext) and not (ext.lazy and remade):
+        lazy = ext.lazy and ext in store.extensions  # (remade: only what the store projects)
+        if held.get(ext.name) == record(ext) and not (lazy and remade):
             continue
         changed.append(ext)
         if ext.name in held:
@@ -155,12 +156,12 @@ def _migrate(store: LogStore, extensions: Sequence[Extension], held: Mapping[str
         elif any(table in there for table in tables_of(ext.ddl)):
             have = 1  # made before versions were recorded
         else:  # new here: a lazy one that missed entries is remade from the log
-            if ext.lazy and cursor > 0:
+            if lazy and cursor > 0:
                 remade.append(ext)
             continue
         steps: Mapping[int, Step] = getattr(ext, "steps", {})
         wanted = range(have + 1, ext.version + 1)
-        if ext.lazy and (remade or any(version not in steps for version in wanted)):
+        if lazy and (remade or any(version not in steps for version in wanted)):
             remade.append(ext)
             continue
         for version in wanted:

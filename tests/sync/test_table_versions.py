@@ -242,6 +242,22 @@ def test_tables_an_older_projection_is_remade_from_the_log_once(store_at: Any) -
     assert APPLIED == []  # the second open: nothing remade
 
 
+class TallyIndexed(Tally):
+    """Version 2 only adds an index: a step, so nothing is remade."""
+
+    version = 2
+    ddl = Tally.ddl + "CREATE INDEX IF NOT EXISTS tally_seq ON tally (seq);"
+    steps = MappingProxyType({2: "CREATE INDEX IF NOT EXISTS tally_seq ON tally (seq);"})
+
+
+def test_tables_a_projection_with_a_step_is_not_remade(store_at: Any) -> None:
+    add(store_at(Tally()), notes(TOWN, [{"tag": "a"}, {"tag": "b"}]))
+    APPLIED.clear()
+    store = store_at(TallyIndexed())
+    assert APPLIED == [] and rows(store, "SELECT seq FROM tally ORDER BY seq") == [(1,), (2,)]
+    assert version(store, "tally") == f"2:{_digest(TallyIndexed.ddl)}"
+
+
 def test_tables_a_new_projection_sees_the_entries_stored_before_it(store_at: Any) -> None:
     """(An extension added to a node that has projected for a while: made from the log, not
     left empty — what `tiers.case_facts.backfill` had to mend by hand.)"""
