@@ -9,18 +9,17 @@ node's own appends (`strict`), the append is refused.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import apsw
-
 from sync import authority
+from sync._tables import tables_of
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry, entry_fields
 from sync.protocol.errors import StoreError, ZhibaoError, describe
 
 if TYPE_CHECKING:
-    from sync.store import Store
+    from sync.logstore import LogStore
 
 PROJECTED = "projected"  # meta key: entries.id up to which the lazy extensions have seen
 PROJECT_CHUNK = 2000  # entries held in memory at once while catching up
@@ -34,15 +33,22 @@ _NOT_THE_ENTRY = frozenset({"store.full", "store.busy", "store.io"})
 
 
 class Extension(Protocol):
-    """A projection kept by a layer above (see the module doc for eager and lazy)."""
+    """A projection kept by a layer above (see the module doc for eager and lazy).
 
-    ddl: str
+    `name` (unique among a store's extensions) and `version` (of its tables, 1 up) are
+    recorded in meta when its tables are made; an extension may declare `steps` (version ->
+    sync._tables.Step: how its tables go from the version before to that one), see
+    sync._tables for when they run and when a lazy one is remade from the log instead."""
+
+    name: str
+    version: int
+    ddl: str  # SQLite's; CREATE … IF NOT EXISTS: what a new store is made with
     types: frozenset[str] | None  # entry types it wants; None for all
     lazy: bool  # may see entries after the transaction that stored them
 
-    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None: ...
+    def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None: ...
 
-    def flush(self, store: Store) -> None: ...
+    def flush(self, store: LogStore) -> None: ...
 
     def discard(self) -> None:
         """Forget what `apply` noted since the last `flush` (its writes were rolled back)."""
@@ -83,6 +89,7 @@ class Projecting:
         def _savepoint(self) -> Any: ...
         def batched(self) -> Any: ...
         def _last_id(self) -> int: ...
+        def _script(self, ddl: str) -> None: ...
 
     def unprojected(self) -> int:
         """How many stored entries the lazy extensions have not seen yet."""
@@ -114,56 +121,72 @@ class Projecting:
         left = limit if limit is not None else 2**62
         done = 0
         while left > 0:
-            chunk = self.query(
-                "SELECT id, origin, seq, hash, sig, raw, type, received_at FROM entries "
-                "WHERE id > ? ORDER BY id LIMIT ?",
-                (cursor, min(left, PROJECT_CHUNK)),
-            )
-            if not chunk:
+            chunk = self._chunk(cursor, 2**62, min(left, PROJECT_CHUNK))
+            if chunk is None:
                 break
-            entries = [SignedEntry(raw, sig, h, o, s, t) for _, o, s, h, sig, raw, t, _ in chunk]
-            set_aside = {
-                row[0]
-                for row in self.query(
-                    "SELECT e.id FROM quarantine q JOIN entries e ON e.origin = q.origin "
-                    "AND e.seq = q.seq WHERE e.id > ? AND e.id <= ?",
-                    (cursor, chunk[-1][0]),
-                )
-            }
-            self._project_isolated(
-                entries,
-                [row[7] for row in chunk],
-                {i for i, row in enumerate(chunk) if row[0] in set_aside},
-            )
-            cursor = chunk[-1][0]
-            left -= len(chunk)
-            done += len(chunk)
+            last, entries, received, set_aside = chunk
+            self._project_isolated(entries, received, set_aside)
+            cursor = last
+            left -= len(entries)
+            done += len(entries)
             self.set_meta(PROJECTED, str(cursor))
         return done, cursor
 
+    def _chunk(
+        self, after: int, through: int, limit: int
+    ) -> tuple[int, list[SignedEntry], list[str], set[int]] | None:
+        """The entries with `after` < id <= `through`, at most `limit`: (the last id, the
+        entries, when each was received, the positions of those quarantined); None if none."""
+        rows = self.query(
+            "SELECT id, origin, seq, hash, sig, raw, type, received_at FROM entries "
+            "WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+            (after, through, limit),
+        )
+        if not rows:
+            return None
+        entries = [SignedEntry(raw, sig, h, o, s, t) for _, o, s, h, sig, raw, t, _ in rows]
+        quarantined = {
+            row[0]
+            for row in self.query(
+                "SELECT e.id FROM quarantine q JOIN entries e ON e.origin = q.origin "
+                "AND e.seq = q.seq WHERE e.id > ? AND e.id <= ?",
+                (after, rows[-1][0]),
+            )
+        }
+        set_aside = {i for i, row in enumerate(rows) if row[0] in quarantined}
+        return rows[-1][0], entries, [row[7] for row in rows], set_aside
+
     def _project_isolated(
-        self, entries: Sequence[SignedEntry], received: Sequence[str], set_aside: set[int]
+        self,
+        entries: Sequence[SignedEntry],
+        received: Sequence[str],
+        set_aside: set[int],
+        exts: Sequence[Extension] | None = None,
     ) -> None:
         """Show `entries` (but those `set_aside`: quarantined already) to the lazy extensions
-        and flush them. Usually in one go; should an extension raise, the attempt is rolled
-        back and the entries are shown one at a time, so the one it raises on is quarantined
-        alone and the others go on."""
+        (`exts`: to those alone, remaking them, and without judging the entries again: the
+        others saw every entry not quarantined) and flush them. Usually in one go; should
+        an extension raise, the attempt is rolled back and the entries are shown one at a
+        time, so the one it raises on is quarantined alone and the others go on."""
         parsed: dict[int, Any] = {}
-        admitted = self._admit(entries, parsed, received) - set_aside
+        shown = self._lazy if exts is None else exts
+        admitted = (
+            self._admit(entries, parsed, received) if exts is None else set(range(len(entries)))
+        ) - set_aside
         try:
             with self._savepoint(), self.batched():  # writes sent in runs (PostgreSQL)
-                self._show(self._lazy, entries, admitted, parsed, flush=True)
+                self._show(shown, entries, admitted, parsed, flush=True)
             return
         except Exception as exc:
-            self._discard(self._lazy)
+            self._discard(shown)
             if about_the_store(exc):
                 raise
         for index in sorted(admitted):
             try:
                 with self._savepoint(), self.batched():
-                    self._show(self._lazy, entries, {index}, parsed, flush=True)
+                    self._show(shown, entries, {index}, parsed, flush=True)
             except Exception as exc:
-                self._discard(self._lazy)
+                self._discard(shown)
                 if about_the_store(exc):
                     raise
                 self.quarantine(entries[index], UNUSABLE, why(exc), received[index])
@@ -207,7 +230,7 @@ class Projecting:
     ) -> None:
         """Show each extension the admitted entries it wants (`parsed` caches their fields
         by position), in order; then flush it if asked."""
-        store = cast("Store", self)
+        store = cast("LogStore", self)
         for ext in exts:
             wanted = ext.types
             for index, entry in enumerate(entries):
@@ -226,27 +249,44 @@ class Projecting:
             if discard is not None:
                 discard()
 
-    def rebuild(self) -> None:
-        """Inside a transaction, after entries left the log (a fork switch, sync.fork_switch):
-        make every lazy projection again from the log. The tables each lazy extension's ddl
-        creates (found by running it in a scratch database) are emptied and the cursor goes
-        back to 0; the transaction then projects the whole log at its end, or, on a
-        connection that defers projections, `catch_up` does."""
-        scratch = apsw.Connection(":memory:")
-        try:
+    def rebuild(self, names: Collection[str] | None = None) -> None:
+        """Inside a transaction: make lazy projections again from the log.
+
+        All of them (`names` None: after entries left the log, sync.fork_switch): their
+        tables are emptied and the cursor goes back to 0; the transaction then projects the
+        whole log at its end, or, on a connection that defers projections, `catch_up` does.
+
+        Those `names` (a new version of their tables, sync._tables; in a transaction that
+        does not project inline: `exclusive()`), and every lazy one
+        after the first of them (it may read their tables as it projects): their tables are
+        dropped and made anew from their DDL, and every entry up to the cursor that is not
+        quarantined (what the others have seen) is shown to them alone, now; one they raise
+        on is quarantined, the others go on."""
+        if names is None:
+            self._discard(self._lazy)
             for ext in self._lazy:
-                scratch.execute(ext.ddl)
-            tables = [name for (name,) in scratch.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            )]  # fmt: skip
-        finally:
-            scratch.close()
-        self._discard(self._lazy)
-        for name in tables:
-            self.execute(f'DELETE FROM "{name}"')
-        self.set_meta(PROJECTED, "0")
-        if self._projected is not None:  # projecting inline: all of it, at the end
-            self._projected, self._moved, self._pending = 0, False, True
+                for table in tables_of(ext.ddl):
+                    self.execute(f'DELETE FROM "{table}"')
+            self.set_meta(PROJECTED, "0")
+            if self._projected is not None:  # projecting inline: all of it, at the end
+                self._projected, self._moved, self._pending = 0, False, True
+            return
+        first = min((i for i, ext in enumerate(self._lazy) if ext.name in names), default=None)
+        if first is None:
+            return
+        remade = self._lazy[first:]
+        self._discard(remade)
+        for ext in remade:
+            for table in tables_of(ext.ddl):
+                self.execute(f'DROP TABLE IF EXISTS "{table}"')
+            self._script(ext.ddl)
+        assert self._projected is None, "remade in a transaction that does not project inline"
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (PROJECTED,))
+        through = int(rows[0][0]) if rows else 0
+        after = 0
+        while (chunk := self._chunk(after, through, PROJECT_CHUNK)) is not None:
+            after, entries, received, set_aside = chunk
+            self._project_isolated(entries, received, set_aside, remade)
 
     # --- quarantine --------------------------------------------------------------------
 
@@ -351,7 +391,7 @@ class Projecting:
         here refuses the appends (the transaction rolls back)."""
         try:
             for ext in self._lazy:
-                ext.flush(cast("Store", self))
+                ext.flush(cast("LogStore", self))
         except ZhibaoError:
             raise
         except Exception as exc:

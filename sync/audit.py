@@ -41,12 +41,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sync.keyring import Answer, KeyRing
-from sync.logstore import ClosingReader, Reader
+from sync.logstore import ClosingReader, LogStore, Reader
 from sync.protocol import i18n
 from sync.protocol.entry import entry_hash, parse_envelope, signing_message
 from sync.protocol.errors import EntryError
 from sync.protocol.keys import verify
-from sync.store import Store
 
 SLICE = 4096  # entries a worker checks at a time
 
@@ -103,7 +102,7 @@ def cores() -> int:
 
 
 def verify_log(
-    store: Store,
+    store: LogStore,
     origin: str | None = None,
     *,
     workers: int | None = None,
@@ -131,7 +130,7 @@ def verify_log(
             pool.close()
 
 
-def _on_disk(store: Store) -> bool:
+def _on_disk(store: LogStore) -> bool:
     return store.path not in ("", ":memory:") and not store.path.startswith("file:")
 
 
@@ -143,7 +142,7 @@ class Plan:
     entries: int
 
 
-def _plan(store: Store, origin: str, size: int) -> Plan:
+def _plan(store: LogStore, origin: str, size: int) -> Plan:
     """The slices of one origin's log as this snapshot holds it: each ends at the seq of
     its `size`-th entry (found by the index, not by reading the entries), the last at the
     highest seq held."""
@@ -170,7 +169,7 @@ def _plan(store: Store, origin: str, size: int) -> Plan:
 
 
 def _audit(
-    store: Store, plans: list[Plan], progress: Progress | None, results: Iterator[Checked]
+    store: LogStore, plans: list[Plan], progress: Progress | None, results: Iterator[Checked]
 ) -> AuditReport:
     """Replay what the slices saw, origin by origin and slice by slice, in log order."""
     report = AuditReport()
@@ -200,7 +199,7 @@ def _audit(
     return report
 
 
-def _as_held(store: Store, part: Slice, checked: Checked) -> bool:
+def _as_held(store: LogStore, part: Slice, checked: Checked) -> bool:
     """Whether a worker read the slice as the caller's snapshot holds it. The log only
     grows, but ingest's fork switch (sync.fork_switch) deletes a branch and writes another
     in its place, and a worker reads outside the snapshot: whatever changed in a slice
@@ -313,7 +312,7 @@ def _bytes(raw: Any) -> bytes:
 class _Workers:
     """Threads that check slices, each with its own read-only connection (closed here)."""
 
-    def __init__(self, store: Store, count: int) -> None:
+    def __init__(self, store: LogStore, count: int) -> None:
         self.store = store
         self.pool = ThreadPoolExecutor(count, thread_name_prefix="zhibao-verify")
         self.local = threading.local()

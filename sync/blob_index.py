@@ -20,18 +20,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.blobs import BlobRef
 from sync.protocol.entry import SignedEntry
 from sync.protocol.ids import is_within, subtree_end
-from sync.store import Store
 
 DEFAULT_LIMIT_MB = 64  # a scanned 户口簿 at 300 dpi is a few MB; a long PDF tens
 
 # entry fields (decoded, admitted) -> the blobs it names
 RefsOf = Callable[[dict[str, Any]], list[BlobRef]]
 # (store, client id, sha256) -> whether the client may be sent this blob
-Access = Callable[[Store, str, str], bool]
+Access = Callable[[LogStore, str, str], bool]
 _REFS: dict[str, RefsOf] = {}
 _ACCESS: list[Access] = []
 
@@ -72,13 +72,15 @@ def register_access(rule: Access) -> None:
 class BlobRefs:
     """`blob_refs` as a lazy store extension over the entry types that name blobs."""
 
+    name = "blob_refs"
+    version = 1
     ddl = _REFS_DDL
     lazy = True
 
     def __init__(self) -> None:
         self.types: frozenset[str] | None = frozenset(_REFS)  # registered before a store opens
 
-    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+    def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
         refs = _REFS[entry.type](fields)
         if not refs:
             return
@@ -93,7 +95,7 @@ class BlobRefs:
                 (ref.sha256, entry.origin, entry.seq, ref.size, ref.root, received),
             )
 
-    def flush(self, store: Store) -> None:
+    def flush(self, store: LogStore) -> None:
         pass
 
     def discard(self) -> None:
@@ -103,14 +105,16 @@ class BlobRefs:
 class BlobState:
     """The tables of what is held, dropped and receipted (never rebuilt from the log)."""
 
+    name = "blob_state"
+    version = 1
     ddl = _STATE_DDL
     types: frozenset[str] | None = frozenset()
     lazy = False
 
-    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+    def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
         pass
 
-    def flush(self, store: Store) -> None:
+    def flush(self, store: LogStore) -> None:
         pass
 
     def discard(self) -> None:
@@ -118,7 +122,7 @@ class BlobState:
 
 
 def ref_of(
-    store: Store, sha256: str, root: str | None = None, size: int | None = None
+    store: LogStore, sha256: str, root: str | None = None, size: int | None = None
 ) -> BlobRef | None:
     """The blob an admitted entry held here names by `sha256` (the first such entry's
     size and root, or with `root` and `size` the first naming exactly those; entries naming
@@ -145,7 +149,7 @@ def _exactly(
 
 
 def ref_named_by(
-    store: Store, sha256: str, subtree: str, root: str | None = None, size: int | None = None
+    store: LogStore, sha256: str, subtree: str, root: str | None = None, size: int | None = None
 ) -> BlobRef | None:
     """The blob an admitted entry of `subtree` (a node and those below it) names by
     `sha256`: what a node of that subtree may send up (its first such entry's size and
@@ -164,7 +168,7 @@ def ref_named_by(
     return BlobRef(sha256, rows[0][0], rows[0][1]) if rows else None
 
 
-def may_fetch(store: Store, client: str, sha256: str) -> bool:
+def may_fetch(store: LogStore, client: str, sha256: str) -> bool:
     """Whether `client` may be sent blob `sha256`: it came here from `client`'s subtree
     (so its bytes are that subtree's already: a village that let its copy go may fetch it
     back), or a domain rule grants it. Naming a hash grants nothing: a member that learns
@@ -175,7 +179,7 @@ def may_fetch(store: Store, client: str, sha256: str) -> bool:
     return any(rule(store, client, sha256) for rule in _ACCESS)
 
 
-def up_for(store: Store, me: str, peer: str) -> list[BlobRef]:
+def up_for(store: LogStore, me: str, peer: str) -> list[BlobRef]:
     """Blobs held here that `peer` (an ancestor) should hold and has not receipted: those
     named by entries of this node's subtree (they go up with the logs), oldest first."""
     rows = store.query(
@@ -188,7 +192,7 @@ def up_for(store: Store, me: str, peer: str) -> list[BlobRef]:
     return [BlobRef(sha, size, root) for sha, size, root, _ in rows]
 
 
-def down_for(store: Store, client: str) -> list[BlobRef]:
+def down_for(store: LogStore, client: str) -> list[BlobRef]:
     """Blobs held here that `client` (a descendant) may be sent and has not receipted:
     named by entries from outside its subtree that a domain rule grants it."""
     rows = store.query(
@@ -203,7 +207,7 @@ def down_for(store: Store, client: str) -> list[BlobRef]:
     ]
 
 
-def wanted(store: Store, me: str) -> list[BlobRef]:
+def wanted(store: LogStore, me: str) -> list[BlobRef]:
     """Blobs named by entries held here from outside this node's subtree (results from
     above) that are neither held nor let go: what a pull fetches from the parent."""
     rows = store.query(
@@ -217,7 +221,7 @@ def wanted(store: Store, me: str) -> list[BlobRef]:
     return [BlobRef(sha, size, root) for sha, size, root, _ in rows]
 
 
-def droppable(store: Store, me: str, parent: str) -> list[str]:
+def droppable(store: LogStore, me: str, parent: str) -> list[str]:
     """Blobs held here that `parent` receipted whole, named by entries of this node's
     subtree and by no entry from outside it (a result from above stays until delivered)."""
     low, high = me, subtree_end(me)
@@ -231,7 +235,7 @@ def droppable(store: Store, me: str, parent: str) -> list[str]:
     return [sha for (sha,) in rows]
 
 
-def record_receipt(store: Store, peer: str, sha256: str, at: str) -> None:
+def record_receipt(store: LogStore, peer: str, sha256: str, at: str) -> None:
     """`peer` signed that it holds blob `sha256` whole (call inside a transaction)."""
     store.execute(
         "INSERT OR IGNORE INTO blob_receipts (peer, sha256, at) VALUES (?, ?, ?)",
@@ -239,7 +243,7 @@ def record_receipt(store: Store, peer: str, sha256: str, at: str) -> None:
     )
 
 
-def record_progress(store: Store, peer: str, sha256: str, chunks: int, at: str) -> None:
+def record_progress(store: LogStore, peer: str, sha256: str, chunks: int, at: str) -> None:
     """`peer` signed that it holds the first `chunks` chunks of `sha256` (call inside a
     transaction); the newest statement wins, even when it says less (a partial let go)."""
     store.execute(
@@ -250,13 +254,13 @@ def record_progress(store: Store, peer: str, sha256: str, chunks: int, at: str) 
     )
 
 
-def progress(store: Store, peer: str) -> dict[str, int]:
+def progress(store: LogStore, peer: str) -> dict[str, int]:
     """sha256 → chunks `peer` last said it holds of a blob it does not hold whole."""
     rows = store.query("SELECT sha256, chunks FROM blob_progress WHERE peer = ?", (peer,))
     return {sha: chunks for sha, chunks in rows}
 
 
-def receipted(store: Store, peer: str, sha256: str) -> bool:
+def receipted(store: LogStore, peer: str, sha256: str) -> bool:
     return bool(
         store.query(
             "SELECT 1 FROM blob_receipts WHERE peer = ? AND sha256 = ?", (peer, sha256)

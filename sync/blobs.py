@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.blobs import (
     CHUNK,
@@ -35,7 +36,6 @@ from sync.protocol.blobs import (
     chunk_size,
 )
 from sync.protocol.errors import BlobError
-from sync.store import Store
 
 MATERIALS = "materials"
 _FSYNC_EVERY = 8 * 1024 * 1024
@@ -43,7 +43,7 @@ _FSYNC_EVERY = 8 * 1024 * 1024
 class BlobStore:
     """The bytes of the blobs of one home, and the tables that say what is held."""
 
-    def __init__(self, home: Path, store: Store) -> None:
+    def __init__(self, home: Path, store: LogStore) -> None:
         self.root = home / MATERIALS
         self.partial_dir = self.root / "partial"
         self.store = store

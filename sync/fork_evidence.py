@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from sync import authority, keyring
 from sync.authority import Refusal
+from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.entry import (
     MAX_ENTRY_BYTES,
@@ -49,7 +50,6 @@ from sync.protocol.entry import (
 from sync.protocol.errors import EntryError, ZhibaoError
 from sync.protocol.ids import is_node_id, is_within
 from sync.protocol.keys import verify
-from sync.store import Store
 
 if TYPE_CHECKING:
     from sync.node import Node
@@ -104,7 +104,7 @@ register_body_check(REPORTED, _check_body)
 _SAME = ("origin", "seq", "parts", "hashes", "sigs", "sizes")
 
 
-def _entries(store: Store, author: str, author_seq: int, body: Mapping[str, Any]) -> (
+def _entries(store: LogStore, author: str, author_seq: int, body: Mapping[str, Any]) -> (
     tuple[SignedEntry, SignedEntry] | str
 ):  # fmt: skip
     """The two entries a report's last part proves, or the name of what is wrong."""
@@ -150,7 +150,7 @@ def _entries(store: Store, author: str, author_seq: int, body: Mapping[str, Any]
 
 
 def _authority(
-    store: Store, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
+    store: LogStore, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
 ) -> Refusal | None:
     body = fields["body"]
     origin = body["origin"]
@@ -168,7 +168,7 @@ def _authority(
 authority.register(REPORTED, _authority)
 
 
-def apply(store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+def apply(store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
     """A report admitted here (its last part: proved by the rule above): remember it and
     record the fork, when this node holds the origin's log whole."""
     body = fields["body"]
@@ -201,7 +201,7 @@ def apply(store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
             store.record_fork(origin, seq, kept, other, at)
 
 
-def raw_of(store: Store, origin: str, seq: int, digest: bytes) -> tuple[bytes, bytes] | None:
+def raw_of(store: LogStore, origin: str, seq: int, digest: bytes) -> tuple[bytes, bytes] | None:
     """The bytes and signature of the entry `digest` at (origin, seq) that a report here
     carried, or None."""
     rows = store.query(
@@ -266,7 +266,7 @@ def report(node: Node) -> list[tuple[str, int]]:
     return done
 
 
-def reports(store: Store) -> list[dict[str, Any]]:
+def reports(store: LogStore) -> list[dict[str, Any]]:
     """Every fork report held here (this node's and those from below)."""
     rows = store.query(
         "SELECT origin, seq, reporter, reporter_seq, hash_a, hash_b, at FROM fork_reports "

@@ -31,11 +31,11 @@ from __future__ import annotations
 from typing import Any
 
 from sync import fork_evidence, keyring
+from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry, entry_hash, parse_envelope, signing_message
 from sync.protocol.errors import EntryError, ForkError
 from sync.protocol.keys import verify
-from sync.store import Store
 
 DDL = """
 CREATE TABLE IF NOT EXISTS fork_abandoned (
@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS fork_abandoned (
 """
 
 
-def blocked(store: Store, origin: str, seq: int) -> str | None:
+def blocked(store: LogStore, origin: str, seq: int) -> str | None:
     """Why this node may not give up its branch of `origin` from `seq` on (an i18n key),
     or None when it may."""
     if origin == store.owner:
@@ -61,7 +61,7 @@ def blocked(store: Store, origin: str, seq: int) -> str | None:
     return None
 
 
-def waiting(store: Store) -> list[tuple[str, int, dict[str, Any]]]:
+def waiting(store: LogStore) -> list[tuple[str, int, dict[str, Any]]]:
     """(origin, seq, decision in force) of every fork here decided for the entry this node
     does not hold, lowest seq first."""
     out = []
@@ -75,7 +75,7 @@ def waiting(store: Store) -> list[tuple[str, int, dict[str, Any]]]:
 
 
 def switch_decided(
-    store: Store, at: str, passed: set[tuple[str, int, str, int]] | None = None
+    store: LogStore, at: str, passed: set[tuple[str, int, str, int]] | None = None
 ) -> list[tuple[str, int]]:
     """Inside a transaction: every switch a decision asks for that this node may make
     (see `blocked`); (origin, seq) of each made. `passed` (one per ingest, which asks
@@ -103,7 +103,7 @@ def switch_decided(
     return done
 
 
-def _evidence(store: Store, origin: str, seq: int, digest: bytes) -> tuple[bytes, bytes] | None:
+def _evidence(store: LogStore, origin: str, seq: int, digest: bytes) -> tuple[bytes, bytes] | None:
     rows = store.query(
         "SELECT other_raw, other_sig FROM forks WHERE origin = ? AND seq = ? AND other_hash = ? "
         "UNION ALL SELECT raw, sig FROM entries WHERE origin = ? AND seq = ? AND hash = ? "
@@ -116,7 +116,7 @@ def _evidence(store: Store, origin: str, seq: int, digest: bytes) -> tuple[bytes
     return fork_evidence.raw_of(store, origin, seq, digest)
 
 
-def _verified(store: Store, origin: str, seq: int, raw: bytes, sig: bytes) -> SignedEntry:
+def _verified(store: LogStore, origin: str, seq: int, raw: bytes, sig: bytes) -> SignedEntry:
     """The kept entry, proved again here: envelope, and signature by the key in force."""
     digest = entry_hash(raw)
     key = keyring.KeyRing.load(store, origin).key_at(seq)
@@ -129,7 +129,7 @@ def _verified(store: Store, origin: str, seq: int, raw: bytes, sig: bytes) -> Si
     return SignedEntry(raw, sig, digest, origin, seq, fields.type)
 
 
-def switch(store: Store, origin: str, seq: int, at: str) -> SignedEntry | None:
+def switch(store: LogStore, origin: str, seq: int, at: str) -> SignedEntry | None:
     """Inside a transaction: give up the branch of `origin` held here from `seq` on for
     the entry the decision in force keeps (module doc); the kept entry if it was appended.
     ForkError (nothing changed, the transaction rolls back) when it may not."""
@@ -187,7 +187,7 @@ def switch(store: Store, origin: str, seq: int, at: str) -> SignedEntry | None:
     return appended
 
 
-def abandoned(store: Store) -> list[dict[str, Any]]:
+def abandoned(store: LogStore) -> list[dict[str, Any]]:
     """The entries this node gave up for a fork decision, kept as evidence."""
     rows = store.query(
         "SELECT origin, seq, hash, type, json_extract(CAST(raw AS TEXT), '$.at'), fork_seq, "

@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 from sync import authority, fork_evidence, fork_switch
 from sync.authority import Refusal
+from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry, entry_hash, register_body_check
 from sync.protocol.errors import ForkError
 from sync.protocol.ids import is_node_id, is_within, parent_of, tier_of
-from sync.store import Store
 
 if TYPE_CHECKING:
     from sync.node import Node
@@ -83,7 +83,7 @@ def may_resolve(author: str, origin: str) -> bool:
 
 
 def _authority(
-    store: Store, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
+    store: LogStore, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
 ) -> Refusal | None:
     origin = fields["body"]["origin"]
     if may_resolve(entry.origin, origin):
@@ -98,11 +98,13 @@ class ForkDecisions:
     """Remembers every admitted decision and settles the forks it is about; records the
     forks that reports from below prove (sync.fork_evidence)."""
 
+    name = "fork_decisions"
+    version = 1
     ddl = _DDL
     types: frozenset[str] | None = frozenset({RESOLVED, REPORTED})
     lazy = False  # ingest must see an origin unfreeze (or freeze) within the batch
 
-    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+    def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
         if entry.type == REPORTED:
             fork_evidence.apply(store, entry, fields)
             return
@@ -123,7 +125,7 @@ class ForkDecisions:
         )
         store.settle_fork(body["origin"], body["seq"])
 
-    def flush(self, store: Store) -> None:
+    def flush(self, store: LogStore) -> None:
         pass
 
     def discard(self) -> None:
@@ -134,7 +136,7 @@ class ForkDecisions:
 
 
 def screen(
-    store: Store, origin: str, first: int, items: Sequence[tuple[bytes, bytes]]
+    store: LogStore, origin: str, first: int, items: Sequence[tuple[bytes, bytes]]
 ) -> tuple[int, dict[str, Any]] | None:
     """The offset of the first of `items` (seqs from `first`) that a decision drops — its
     seq is decided and its hash is not the kept one — with the refusal's params; None if
@@ -152,7 +154,7 @@ def screen(
     return None
 
 
-def off_kept(store: Store, origin: str, seq: int, prev: object) -> dict[str, Any] | None:
+def off_kept(store: LogStore, origin: str, seq: int, prev: object) -> dict[str, Any] | None:
     """Why an entry at `seq` that differs from the one held here is no new fork: a decision
     below it keeps the history held here, and the entry does not continue that history (its
     `prev` is not the hash held at seq - 1): it comes from the branch the decision dropped.
@@ -175,7 +177,7 @@ def off_kept(store: Store, origin: str, seq: int, prev: object) -> dict[str, Any
 # --- what the command line does -------------------------------------------------------------
 
 
-def decisions(store: Store) -> list[dict[str, Any]]:
+def decisions(store: LogStore) -> list[dict[str, Any]]:
     """Every decision held here (in force or not), by origin, seq and author."""
     rows = store.query(
         "SELECT origin, seq, author, author_seq, kept_hash, other_hash, reason, at "

@@ -48,7 +48,6 @@ from sync.protocol.entry import (
 from sync.protocol.errors import EntryError, StoreError
 from sync.protocol.ids import is_within
 from sync.protocol.keys import verify
-from sync.store import Store
 
 T = TypeVar("T")
 # What a writer on PostgreSQL meets when another front (a second `serve` on the same
@@ -101,7 +100,7 @@ def _entry_error(origin: str, seq: int | None, key: str, /, **params: Any) -> En
 
 
 def _fork(
-    store: Store,
+    store: LogStore,
     result: IngestResult,
     origin: str,
     seq: int,
@@ -131,7 +130,7 @@ def _fork(
 
 
 def _ingest_whole(
-    store: Store, run: Run, ring: KeyRing, result: IngestResult, at: str, sender: str
+    store: LogStore, run: Run, ring: KeyRing, result: IngestResult, at: str, sender: str
 ) -> None:
     head_seq, head_hash = store.head(run.origin)
     fresh = run.items
@@ -173,7 +172,7 @@ def _ingest_whole(
 
 
 def _ingest_piece(
-    store: Store,
+    store: LogStore,
     origin: str,
     items: list[tuple[bytes, bytes]],
     head_seq: int,
@@ -202,7 +201,7 @@ def _ingest_piece(
 
 
 def _refuse_keyless(
-    store: Store,
+    store: LogStore,
     result: IngestResult,
     origin: str,
     seq: int,
@@ -221,7 +220,7 @@ def _refuse_keyless(
 
 
 def _ingest_part(
-    store: Store, run: Run, ring: KeyRing, result: IngestResult, at: str, sender: str
+    store: LogStore, run: Run, ring: KeyRing, result: IngestResult, at: str, sender: str
 ) -> None:
     for offset, (raw, sig) in enumerate(run.items):
         seq = run.first + offset
@@ -269,7 +268,7 @@ def _joined(runs: list[Run]) -> list[Run]:
 
 
 def ingest(
-    store: Store,
+    store: LogStore,
     runs: list[Run],
     *,
     me: str,
@@ -314,7 +313,7 @@ def lost_race(store: LogStore, exc: StoreError) -> bool:
 
 
 def _ingest_all(
-    store: Store, ordered: list[Run], *, me: str, sender: str, received_at: str
+    store: LogStore, ordered: list[Run], *, me: str, sender: str, received_at: str
 ) -> IngestResult:
     result = IngestResult()
     from_below = is_within(sender, me) and sender != me

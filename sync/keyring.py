@@ -23,10 +23,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sync.logstore import LogStore
 from sync.protocol.entry import SignedEntry
 from sync.protocol.ids import is_node_id, is_within
 from sync.protocol.keys import check_identity_key, check_seal_key
-from sync.store import Store
 
 REKEYED = "node.rekeyed"
 REVOKED = "node.revoked"
@@ -84,7 +84,7 @@ class KeyRing:
     cuts: list[int]  # revocation cut-offs, sorted
 
     @classmethod
-    def load(cls, store: Store, node_id: str) -> KeyRing:
+    def load(cls, store: LogStore, node_id: str) -> KeyRing:
         enrols: list[tuple[int, bytes]] = []
         rotations: list[tuple[int, bytes, int]] = []
         for kind, start, key, base in store.query(
@@ -170,7 +170,7 @@ class KeyRing:
 # --- projection (applied by sync.trust.Trust) ----------------------------------------------
 
 
-def pin_legacy(store: Store, node_id: str) -> None:
+def pin_legacy(store: LogStore, node_id: str) -> None:
     """A node enrolled before key records existed has none: record its key as enrolled,
     from seq 1, before a rotation or a replacement changes `nodes.public_key` (which
     `KeyRing.load` falls back to, and which turns into the key in force)."""
@@ -182,7 +182,7 @@ def pin_legacy(store: Store, node_id: str) -> None:
     )
 
 
-def record_enrolment(store: Store, entry: SignedEntry, body: Mapping[str, Any]) -> None:
+def record_enrolment(store: LogStore, entry: SignedEntry, body: Mapping[str, Any]) -> None:
     start = int(body.get("continue_from") or 0)
     store.execute(
         "INSERT INTO node_keys (node_id, kind, from_seq, public_key, base, by_origin, by_seq) "
@@ -192,7 +192,7 @@ def record_enrolment(store: Store, entry: SignedEntry, body: Mapping[str, Any]) 
     )  # fmt: skip
 
 
-def record_rotation(store: Store, entry: SignedEntry, body: Mapping[str, Any]) -> None:
+def record_rotation(store: LogStore, entry: SignedEntry, body: Mapping[str, Any]) -> None:
     base = KeyRing.load(store, entry.origin).base_of(entry.seq)
     store.execute(
         "INSERT INTO node_keys (node_id, kind, from_seq, public_key, base, by_origin, by_seq) "
@@ -203,7 +203,7 @@ def record_rotation(store: Store, entry: SignedEntry, body: Mapping[str, Any]) -
 
 
 def record_revocation(
-    store: Store, entry: SignedEntry, fields: Mapping[str, Any], received_at: str
+    store: LogStore, entry: SignedEntry, fields: Mapping[str, Any], received_at: str
 ) -> None:
     """Keep the revocation; entries of the revoked log already held here past its cut-off
     (taken before it arrived) are counted as the revoked key's use (`how` "held")."""
@@ -221,7 +221,7 @@ def record_revocation(
         record_use(store, node_id, node_id, "held", max(late), received_at, len(late))
 
 
-def refresh_current(store: Store, node_id: str) -> None:
+def refresh_current(store: LogStore, node_id: str) -> None:
     """Keep `nodes.public_key` the key the node signs with now (when it has one)."""
     key = KeyRing.load(store, node_id).current()
     if key is not None:
@@ -253,7 +253,7 @@ def check_revocation_body(body: dict[str, Any]) -> None:
 
 
 def rotation_authority(
-    store: Store, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
+    store: LogStore, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any]] | None:
     """A node rotates only its own key, never back to a key it has used, and at most
     MAX_ROTATIONS times per enrolment. Judged again after the rotation was recorded (the
@@ -274,7 +274,7 @@ def rotation_authority(
 
 
 def revocation_authority(
-    store: Store, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
+    store: LogStore, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any]] | None:
     """Only an ancestor revokes (the node's parent, a town above a village, the city)."""
     node_id = fields["body"]["node_id"]
@@ -284,7 +284,7 @@ def revocation_authority(
 
 
 def enrolment_key_authority(
-    store: Store, entry: SignedEntry, body: Mapping[str, Any]
+    store: LogStore, entry: SignedEntry, body: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any]] | None:
     """A second enrolment of a node may not swap its key silently: a new key comes with
     the seq it continues from (`continue_from`), once per seq, and at most MAX_ENROLMENTS
@@ -303,7 +303,7 @@ def enrolment_key_authority(
 
 
 def record_use(
-    store: Store, node_id: str, via: str, how: str, seq: int | None, at: str, count: int = 1
+    store: LogStore, node_id: str, via: str, how: str, seq: int | None, at: str, count: int = 1
 ) -> None:
     """Count what a revoked key tried (`revoked_key_used`): per node, sender and way in."""
     store.execute(
@@ -317,7 +317,7 @@ def record_use(
     )
 
 
-def signed_by_revoked(store: Store, node_id: str, check: Callable[[bytes], bool]) -> bool:
+def signed_by_revoked(store: LogStore, node_id: str, check: Callable[[bytes], bool]) -> bool:
     """Whether `check` accepts one of the keys `node_id` ever had, and it was revoked: a
     request or bundle signed with a stolen key (counted by the caller as such)."""
     ring = KeyRing.load(store, node_id)
@@ -327,7 +327,7 @@ def signed_by_revoked(store: Store, node_id: str, check: Callable[[bytes], bool]
     return any(check(key) for key in every)
 
 
-def revoked_uses(store: Store) -> list[dict[str, Any]]:
+def revoked_uses(store: LogStore) -> list[dict[str, Any]]:
     rows = store.query(
         "SELECT node_id, via, how, count, max_seq, first_at, last_at FROM revoked_uses "
         "ORDER BY node_id, via, how"
@@ -338,7 +338,7 @@ def revoked_uses(store: Store) -> list[dict[str, Any]]:
     ]
 
 
-def revocations(store: Store) -> list[dict[str, Any]]:
+def revocations(store: LogStore) -> list[dict[str, Any]]:
     rows = store.query(
         "SELECT node_id, after_seq, by_origin, by_seq, reason, at FROM revocations "
         "ORDER BY node_id, after_seq"
@@ -349,7 +349,7 @@ def revocations(store: Store) -> list[dict[str, Any]]:
     ]
 
 
-def uses_body(store: Store) -> dict[str, Any]:
+def uses_body(store: LogStore) -> dict[str, Any]:
     """The body of a `evidence.revoked_key_used` report: this node's own counts."""
     return {"uses": revoked_uses(store)[:REPORT_ROWS]}
 
@@ -370,7 +370,7 @@ def check_uses_body(body: dict[str, Any]) -> None:
 
 
 def uses_authority(
-    store: Store, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
+    store: LogStore, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any]] | None:
     """A node reports only what was tried on its own subtree."""
     for use in fields["body"]["uses"]:
@@ -379,7 +379,7 @@ def uses_authority(
     return None
 
 
-def record_report(store: Store, entry: SignedEntry, body: Mapping[str, Any]) -> None:
+def record_report(store: LogStore, entry: SignedEntry, body: Mapping[str, Any]) -> None:
     """Keep the reporter's latest counts (each report carries its totals, not increments)."""
     for use in body["uses"]:
         store.execute(
@@ -392,7 +392,7 @@ def record_report(store: Store, entry: SignedEntry, body: Mapping[str, Any]) -> 
         )  # fmt: skip
 
 
-def reported_uses(store: Store) -> list[dict[str, Any]]:
+def reported_uses(store: LogStore) -> list[dict[str, Any]]:
     rows = store.query(
         "SELECT reporter, node_id, via, how, count, max_seq, first_at, last_at "
         "FROM revoked_reports ORDER BY node_id, reporter, via, how"

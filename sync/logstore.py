@@ -17,6 +17,8 @@ choice), whose `query` speaks the same SQL through sync.pg.dialect. An engine pr
                              thread (`log verify`'s workers): `query` as the store's
     drop_branch(origin, seq) a fork switch's delete: the entries of `origin` from `seq` on
                              leave the log, a whole log's head goes back to seq - 1
+    _script(ddl)             an extension's SQLite DDL, several statements, run as one
+                             script (PostgreSQL: translated, sync.pg.dialect.ddl)
     driver_errors, translate_error    the driver's exceptions, and the project's for each
 """
 
@@ -112,10 +114,22 @@ class LogStore(Projecting):
         a city's case events run to millions)."""
         raise NotImplementedError
 
+    def iter_all(self, origin: str | None = None) -> Iterator[SignedEntry]:
+        raise NotImplementedError
+
+    def snapshot(self) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def checkpoint(self) -> None:
+        raise NotImplementedError
+
     def reader(self) -> ClosingReader:
         raise NotImplementedError
 
     def drop_branch(self, origin: str, seq: int) -> None:
+        raise NotImplementedError
+
+    def _script(self, ddl: str) -> None:
         raise NotImplementedError
 
     def close(self) -> None:

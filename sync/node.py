@@ -39,12 +39,13 @@ from sync.keyfiles import (
     read_signer,
     write_secret,
 )
+from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry, encode_entry, sign_entry
 from sync.protocol.errors import HomeError, KeyFileError
 from sync.protocol.ids import check_node_id, city_of
 from sync.protocol.keys import Signer, check_identity_key
-from sync.store import Extension, Store
+from sync.store import Extension
 
 NODE_DB, NODE_TOML = node_store.NODE_DB, "node.toml"
 RESTORING = "restoring"
@@ -93,7 +94,7 @@ class Node:
         self,
         home: Path,
         config: NodeConfig,
-        store: Store,
+        store: LogStore,
         signer: Signer,
         seal: X25519PrivateKey | bytes,
         clock: Clock,

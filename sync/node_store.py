@@ -20,10 +20,11 @@ import re
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from sync import blob_index, forks, trust
 from sync.keyfiles import write_secret
+from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.errors import HomeError
 from sync.store import Extension, Store
@@ -157,7 +158,7 @@ def open_store(
     home: Path,
     config: NodeConfig,
     extensions: list[Extension],
-) -> Store:
+) -> LogStore:
     """The node's store: SQLite at `home/node.db`, or the PostgreSQL database node.toml
     names (its password from the home's passfile). A PostgreSQL store that belongs to
     another node is refused."""
@@ -180,7 +181,7 @@ def open_store(
     except BaseException:
         store.close()
         raise
-    return cast(Store, store)
+    return store
 
 
 i18n.register(

@@ -23,11 +23,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from sync.keyring import KeyRing
+from sync.logstore import LogStore
 from sync.protocol.batch import BATCH_BYTES, BATCH_ENTRIES, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
 from sync.protocol.entry import SIGNATURE_BYTES, SignedEntry, signing_message
 from sync.protocol.ids import is_within
 from sync.protocol.keys import verify
-from sync.store import Store
 
 Plan = Sequence[tuple[str, int, int]]  # (origin, after, through): the entries in (after, through]
 _HARD_ENTRIES = MAX_BATCH_ENTRIES  # what a receiver takes in one batch
@@ -62,7 +62,7 @@ def checkpoints(run: Sequence[SignedEntry], key: bytes) -> tuple[int, list[int]]
     return len(run), points
 
 
-def plan(store: Store, subtree: str, held: Mapping[str, int]) -> list[tuple[str, int, int]]:
+def plan(store: LogStore, subtree: str, held: Mapping[str, int]) -> list[tuple[str, int, int]]:
     """(origin, after, through) for every log of `subtree` held here whole beyond what the
     peer `held` (origin -> seq), in tier order (an enrolment before what it vouches for).
     Never past a revocation's cut-off that no new key follows: entries a revoked key signed
@@ -85,7 +85,7 @@ def _signable(ring: KeyRing, head: int) -> int:
     return head
 
 
-def cut_points(store: Store, origin: str, after: int, through: int) -> Callable[[int], bool]:
+def cut_points(store: LogStore, origin: str, after: int, through: int) -> Callable[[int], bool]:
     """Whether a batch may end on (origin, seq), for seqs in (after, through]."""
     last = store.last_signed(origin)
     if origin == store.owner:
@@ -99,7 +99,7 @@ def cut_points(store: Store, origin: str, after: int, through: int) -> Callable[
 
 
 def batches(
-    store: Store, plan: Plan, *, first: int = BATCH_ENTRIES, size: int = BATCH_ENTRIES
+    store: LogStore, plan: Plan, *, first: int = BATCH_ENTRIES, size: int = BATCH_ENTRIES
 ) -> Iterator[list[SignedEntry]]:
     """The entries of `plan` in batches of about `size` entries (the first of `first`) and
     at most BATCH_BYTES, each run of each origin ending on a cut point. A batch grows past

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 from sync import trust
 from sync.clock import Clock
+from sync.logstore import LogStore
 from sync.protocol.errors import RefusedError
 from sync.protocol.ids import is_within
 from sync.protocol.keys import Signer, verify
 from sync.protocol.messages import RECEIPT_DOMAIN, Receipt, make_receipt, read_receipt
-from sync.store import Store
 
 
-def issue(store: Store, signer: Signer, me: str, clock: Clock, subtree: str) -> Receipt:
+def issue(store: LogStore, signer: Signer, me: str, clock: Clock, subtree: str) -> Receipt:
     """A signed statement of the heads held here for every origin within `subtree`."""
     heads = {o: h for o, h in store.heads().items() if is_within(o, subtree)}
     return make_receipt(signer, me, clock.stamp(), heads)
 
 
-def accept(store: Store, raw: bytes, sig: bytes, *, expected_issuer: str | None = None) -> Receipt:
+def accept(
+    store: LogStore, raw: bytes, sig: bytes, *, expected_issuer: str | None = None
+) -> Receipt:
     """Verify a receipt against its issuer's enrolled key and keep the newest per origin."""
     import json
 
@@ -50,7 +52,7 @@ def accept(store: Store, raw: bytes, sig: bytes, *, expected_issuer: str | None 
     return receipt
 
 
-def acknowledged(store: Store, issuer: str) -> dict[str, int]:
+def acknowledged(store: LogStore, issuer: str) -> dict[str, int]:
     """origin → seq that `issuer` has receipted, where its hash is the one held here.
 
     A receipt for another history (a copied node, an old backup) acknowledges nothing.

@@ -47,10 +47,10 @@ from sync.keyfiles import (
     write_secret,
 )
 from sync.keyring import REKEYED
+from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.errors import HomeError
 from sync.protocol.keys import Signer
-from sync.store import Store
 
 if TYPE_CHECKING:
     from sync.node import Node
@@ -95,7 +95,7 @@ def rotate(node: Node) -> tuple[str, int]:
     return signer.public.hex(), entry.seq
 
 
-def _latest_rotation(store: Store, node_id: str) -> tuple[int, dict[str, str]]:
+def _latest_rotation(store: LogStore, node_id: str) -> tuple[int, dict[str, str]]:
     """(seq, body) of this node's latest rotation in its own log; (0, {}) if none."""
     rows = store.query(
         "SELECT seq, raw FROM entries WHERE origin = ? AND type = ? ORDER BY seq DESC LIMIT 1",
@@ -104,7 +104,7 @@ def _latest_rotation(store: Store, node_id: str) -> tuple[int, dict[str, str]]:
     return (rows[0][0], dict(json.loads(rows[0][1])["body"])) if rows else (0, {})
 
 
-def finish(home: Path, store: Store) -> None:
+def finish(home: Path, store: LogStore) -> None:
     """Complete (or undo) a rotation that stopped half-way; nothing when there is none."""
     config = tomllib.loads((home / _CONFIG).read_text("utf-8"))
     _, body = _latest_rotation(store, str(config["node_id"]))

@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sync import proofs
+from sync.logstore import LogStore
 from sync.protocol.entry import SignedEntry
 from sync.protocol.ids import ancestors_of, is_within
-from sync.store import Store
 
 BROADCAST_PREFIXES: list[str] = ["node.", "fork."]  # enrolments; fork decisions (sync.forks)
 
 # (store, client id, cursors origin → highest seq the client holds) → (origin, seq) pairs
-Selector = Callable[[Store, str, dict[str, int]], list[tuple[str, int]]]
+Selector = Callable[[LogStore, str, dict[str, int]], list[tuple[str, int]]]
 _SELECTORS: list[Selector] = []
 
 
@@ -33,7 +33,7 @@ def register_selector(selector: Selector) -> None:
         _SELECTORS.append(selector)
 
 
-def _broadcast(store: Store, client: str, cursors: dict[str, int]) -> list[tuple[str, int]]:
+def _broadcast(store: LogStore, client: str, cursors: dict[str, int]) -> list[tuple[str, int]]:
     ancestors = ancestors_of(client)  # cases and broadcasts travel along the tree
     out: list[tuple[str, int]] = []
     like = " OR ".join("type LIKE ?" for _ in BROADCAST_PREFIXES)
@@ -47,7 +47,7 @@ def _broadcast(store: Store, client: str, cursors: dict[str, int]) -> list[tuple
 
 
 def select_for(
-    store: Store, client: str, cursors: dict[str, int], limit: int
+    store: LogStore, client: str, cursors: dict[str, int], limit: int
 ) -> tuple[list[SignedEntry], bool]:
     """Entries that concern `client` and that it does not hold; (entries, more to come)."""
     wanted: set[tuple[str, int]] = set(_broadcast(store, client, cursors))
@@ -68,7 +68,7 @@ def select_for(
 
 
 def subtree_for(
-    store: Store, client: str, cursors: dict[str, int], limit: int
+    store: LogStore, client: str, cursors: dict[str, int], limit: int
 ) -> tuple[list[SignedEntry], bool]:
     """The client's own subtree, whole, above its cursors (for `restore`): about `limit`
     entries, each log's run ending where a signature proves it (sync.proofs)."""

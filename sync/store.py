@@ -21,6 +21,9 @@ Invariants:
   chain) but quarantined with its reason, and never projected; every later entry goes on.
   An entry this node appends itself (`strict`) is refused instead, so the node never
   writes what it could not use, and never chains its next entry after it.
+- Each extension's tables are made at the version it declares, recorded in meta
+  (`tables.<name>`); an older store is migrated at open, a newer one refused, and nothing
+  runs when they match (sync._tables).
 - `signed_tips` names the entries whose own signature was checked here (the last entry of
   every run ingest accepted); each vouches for every entry of its origin below it through
   the hash chain, so a relay cuts its batches there (sync.proofs).
@@ -35,6 +38,7 @@ from typing import Any
 
 import apsw
 
+from sync import _tables
 from sync._projecting import (  # noqa: F401  (re-exported: the store's public constants)
     PROJECT_CHUNK,
     PROJECTED,
@@ -42,6 +46,9 @@ from sync._projecting import (  # noqa: F401  (re-exported: the store's public c
     UNUSABLE,
     Extension,
 )
+from sync._tables import KEY as TABLES_KEY  # noqa: F401  (re-exported, as above)
+from sync._tables import StateTables, Step  # noqa: F401
+from sync._tables import make as make_tables  # noqa: F401
 from sync.logstore import LogStore
 from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import DiskFullError, StoreError
@@ -114,6 +121,7 @@ CREATE TABLE IF NOT EXISTS signed_tips (
     origin TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (origin, seq)
 ) WITHOUT ROWID;
 """
+LOG_DDL = _DDL  # the log's tables (sync._tables makes the extensions' after them)
 
 
 def _translate(exc: apsw.Error) -> StoreError:
@@ -155,11 +163,14 @@ class Store(LogStore):
             self.conn.execute("PRAGMA foreign_keys=ON")
             with self.conn:
                 self.conn.execute(_DDL)
-                for ext in extensions:
-                    self.conn.execute(ext.ddl)
         except apsw.Error as exc:
             raise _translate(exc) from exc
         self._setup(extensions, owner)
+        try:
+            _tables.make(self, extensions)  # the extensions' tables, at their versions
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         self.conn.close()
@@ -186,6 +197,12 @@ class Store(LogStore):
 
     def _last_id(self) -> int:
         return int(self.conn.last_insert_rowid())
+
+    def _script(self, ddl: str) -> None:
+        try:
+            self.conn.execute(ddl)
+        except apsw.Error as exc:
+            raise _translate(exc) from exc
 
     def reader(self) -> _Reader:
         """A read-only connection to this database file, for another thread."""

@@ -13,12 +13,12 @@ from typing import Any
 from sync import authority, keyring
 from sync.authority import Refusal
 from sync.keyring import REKEYED, REVOKED
+from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry, register_body_check
 from sync.protocol.errors import EnrolmentError
 from sync.protocol.ids import check_node_id, city_of, parent_of, tier_of
 from sync.protocol.keys import check_identity_key, check_seal_key
-from sync.store import Store
 
 ENROLLED = "node.enrolled"
 
@@ -85,11 +85,13 @@ register_body_check(keyring.USES_REPORT, keyring.check_uses_body)
 class Trust:
     """The `nodes` projection as a store extension, and key lookups on it."""
 
+    name = "trust"
+    version = 1
     ddl = _DDL + keyring.DDL
     types: frozenset[str] | None = frozenset({ENROLLED, REKEYED, REVOKED, keyring.USES_REPORT})
     lazy = False  # ingest checks keys against it: always in step
 
-    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+    def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
         body = fields["body"]  # admitted by the rules below
         if entry.type == REKEYED:
             keyring.pin_legacy(store, entry.origin)
@@ -129,7 +131,7 @@ class Trust:
         keyring.record_enrolment(store, entry, body)
         keyring.refresh_current(store, body["node_id"])
 
-    def flush(self, store: Store) -> None:
+    def flush(self, store: LogStore) -> None:
         pass
 
     def discard(self) -> None:
@@ -137,7 +139,7 @@ class Trust:
 
 
 def _enrolment_authority(
-    store: Store, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
+    store: LogStore, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
 ) -> Refusal | None:
     """An enrolment counts only when the enrolled node's parent wrote it, or, for the city,
     when the city enrols itself with the key pinned at `init`."""
@@ -158,7 +160,7 @@ authority.register(REVOKED, keyring.revocation_authority)
 authority.register(keyring.USES_REPORT, keyring.uses_authority)
 
 
-def pin_root(store: Store, city_id: str, root_key: bytes, name: str = "") -> None:
+def pin_root(store: LogStore, city_id: str, root_key: bytes, name: str = "") -> None:
     """Record the city's key, pinned at init: the root every enrolment chain ends in."""
     with store.transaction():
         store.execute(
@@ -173,13 +175,13 @@ def pin_root(store: Store, city_id: str, root_key: bytes, name: str = "") -> Non
         )
 
 
-def public_key(store: Store, origin: str) -> bytes | None:
+def public_key(store: LogStore, origin: str) -> bytes | None:
     """The key `origin` signs with now; None when unknown here, or revoked and not
     replaced (`revoked` tells which)."""
     return keyring.KeyRing.load(store, origin).current()
 
 
-def key_at(store: Store, origin: str, seq: int) -> bytes | None:
+def key_at(store: LogStore, origin: str, seq: int) -> bytes | None:
     """The key enrolled for `origin` at `seq` (DESIGN §2); None if none may sign it."""
     return keyring.KeyRing.load(store, origin).key_at(seq)
 
@@ -187,7 +189,7 @@ def key_at(store: Store, origin: str, seq: int) -> bytes | None:
 _SEEN = "wire_key_seen:"  # meta: origin's current key has signed something here
 
 
-def verify_wire(store: Store, origin: str, check: Callable[[bytes], bool]) -> bytes | None:
+def verify_wire(store: LogStore, origin: str, check: Callable[[bytes], bool]) -> bytes | None:
     """The key of `origin`'s that `check` accepts on a request, receipt, time answer or
     bundle (None if none): its current key, or the one a planned rotation retired — but
     only until the current one has been seen in use here. Then the retired key is dead."""
@@ -206,23 +208,23 @@ def verify_wire(store: Store, origin: str, check: Callable[[bytes], bool]) -> by
     return None
 
 
-def revoked(store: Store, node_id: str) -> bool:
+def revoked(store: LogStore, node_id: str) -> bool:
     """True when an ancestor revoked `node_id`'s key and no new one was enrolled since."""
     return keyring.KeyRing.load(store, node_id).revoked()
 
 
-def seal_key(store: Store, node_id: str) -> bytes | None:
+def seal_key(store: LogStore, node_id: str) -> bytes | None:
     rows = store.query("SELECT seal_key FROM nodes WHERE node_id = ?", (node_id,))
     return rows[0][0] if rows else None
 
 
-def children(store: Store, node_id: str) -> list[str]:
+def children(store: LogStore, node_id: str) -> list[str]:
     """Ids of the nodes enrolled directly below `node_id`."""
     rows = store.query("SELECT node_id FROM nodes WHERE parent_id = ? ORDER BY node_id", (node_id,))
     return [r[0] for r in rows]
 
 
-def enrolled_nodes(store: Store) -> list[dict[str, Any]]:
+def enrolled_nodes(store: LogStore) -> list[dict[str, Any]]:
     rows = store.query(
         "SELECT node_id, tier, name, parent_id, public_key, seal_key, enrolled_by, enrolled_at "
         "FROM nodes ORDER BY node_id"

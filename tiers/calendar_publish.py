@@ -24,11 +24,11 @@ from typing import Any
 
 import chinese_calendar
 
+from sync.logstore import LogStore
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.canonical import canonical
 from sync.protocol.errors import CatalogueError, ZhibaoError
-from sync.store import Store
 from tiers.calendar import CalendarOverrides, YearArrangement, whole_year_problem
 from tiers.published import (
     CALENDAR_OVERRIDE,
@@ -153,7 +153,7 @@ class YearView:
         }
 
 
-def year_view(store: Store, year: int) -> YearView:
+def year_view(store: LogStore, year: int) -> YearView:
     """How `year` is counted here, day by day, with where its rules come from."""
     state = calendar_state(store)
     calendar = work_calendar(store)

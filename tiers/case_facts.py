@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from sync.clock import local_date
+from sync.logstore import LogStore
 from sync.protocol.entry import SignedEntry
-from sync.store import Store
 from tiers.cases import entries as e
 from tiers.cases.projection import load_cases
 from tiers.figures import FACT_COLUMNS, Facts, Period, facts_of
@@ -102,7 +102,7 @@ FACTS_WHERE = (
 )
 
 
-def load_facts(store: Store, period: Period) -> list[Facts]:
+def load_facts(store: LogStore, period: Period) -> list[Facts]:
     """Every case with something to count in `period`: received, accepted, ended, rated or
     charged in it, or received before it and not ended before it (a step may end in it).
     Each term of the query has an index, so a month costs what it holds, not the year."""
@@ -111,7 +111,7 @@ def load_facts(store: Store, period: Period) -> list[Facts]:
     return [_facts(r) for r in rows]
 
 
-def _refresh(store: Store, case_ids: Iterable[str]) -> None:
+def _refresh(store: LogStore, case_ids: Iterable[str]) -> None:
     """Refold each case into its `case_facts` row and its `case_gaps` (events waiting for
     an `after` that is not held here: evidence that part of some log is missing)."""
     for case_id, folded in load_cases(store, list(case_ids)):
@@ -153,7 +153,7 @@ _FACT_SOURCES = (
 )
 
 
-def _advance(store: Store, fresh: dict[str, list[Fresh]]) -> set[str]:
+def _advance(store: LogStore, fresh: dict[str, list[Fresh]]) -> set[str]:
     """Bring each case's facts up to date without refolding it: from the `cases` row the case
     projection has just written (it flushes first) and the fresh events' own dates; the
     cases this could not do, for the caller to refold.
@@ -215,7 +215,7 @@ def _advanced(row: tuple[Any, ...], fresh: list[Fresh]) -> Facts | None:
     )  # fmt: skip
 
 
-def backfill(store: Store) -> int:
+def backfill(store: LogStore) -> int:
     """Fill `case_facts` for cases projected before this projection existed (a home made
     by an earlier zhibao); the number of cases filled in."""
     counts = store.query("SELECT (SELECT COUNT(*) FROM cases), (SELECT COUNT(*) FROM case_facts)")
@@ -239,6 +239,8 @@ class FigureProjection:
     `cases` rows that one has just brought up to date.
     """
 
+    name = "case_facts"
+    version = 1
     ddl = _DDL
     types: frozenset[str] | None = None
     lazy = True
@@ -247,7 +249,7 @@ class FigureProjection:
         self._fresh: dict[str, list[Fresh]] = {}
         self._latest: dict[str, tuple[datetime, int, str]] = {}
 
-    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+    def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
         at = fields["at"]
         moment = datetime.fromisoformat(at)
         held = self._latest.get(entry.origin)
@@ -268,7 +270,7 @@ class FigureProjection:
         self._fresh.clear()
         self._latest.clear()
 
-    def flush(self, store: Store) -> None:
+    def flush(self, store: LogStore) -> None:
         refold = _advance(store, self._fresh) if self._fresh else set()
         _refresh(store, sorted(refold))
         self._fresh.clear()

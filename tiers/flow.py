@@ -10,14 +10,14 @@ Cases travel along the tree, so only ancestors' logs are searched for such event
 from __future__ import annotations
 
 from sync import blob_index, relevance
+from sync.logstore import LogStore
 from sync.protocol.ids import ancestors_of, subtree_end
-from sync.store import Store
 
 relevance.register_broadcast("catalogue.")
 relevance.register_broadcast("calendar.")
 
 
-def case_events_for(store: Store, client: str, cursors: dict[str, int]) -> list[tuple[str, int]]:
+def case_events_for(store: LogStore, client: str, cursors: dict[str, int]) -> list[tuple[str, int]]:
     """(origin, seq) of ancestors' case events about cases that concern `client`."""
     origins = ancestors_of(client)
     out: list[tuple[str, int]] = []
@@ -36,7 +36,7 @@ def case_events_for(store: Store, client: str, cursors: dict[str, int]) -> list[
 relevance.register_selector(case_events_for)
 
 
-def materials_for(store: Store, client: str, cursors: dict[str, int]) -> list[tuple[str, int]]:
+def materials_for(store: LogStore, client: str, cursors: dict[str, int]) -> list[tuple[str, int]]:
     """(origin, seq) of ancestors' `case.attached` about cases that concern `client`: the
     results a deciding node attached travel down to the case's origin for 送达."""
     low, high = client, subtree_end(client)
@@ -52,7 +52,7 @@ def materials_for(store: Store, client: str, cursors: dict[str, int]) -> list[tu
     return out
 
 
-def may_fetch_material(store: Store, client: str, sha256: str) -> bool:
+def may_fetch_material(store: LogStore, client: str, sha256: str) -> bool:
     """A node may be sent a material attached above it (a result, by a node outside its
     subtree) to a case that concerns it (as above). What its own subtree attached it
     holds already; naming a hash on its own case opens nothing (sync.blob_index)."""

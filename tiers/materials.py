@@ -31,13 +31,13 @@ from msgspec import Meta
 from sync import authority, blob_index
 from sync.authority import Refusal
 from sync.clock import parse_time
+from sync.logstore import LogStore
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.blobs import MAX_BLOB_BYTES, SHA256, BlobRef
 from sync.protocol.entry import SignedEntry, encode_entry, parse_envelope, register_body_check
 from sync.protocol.errors import CaseError, CaseNotFoundError, CustodyError
 from sync.protocol.ids import is_within
-from sync.store import Store
 from tiers.cases.entries import MAX_LIST, Text, is_case_id
 from tiers.cases.projection import load_case
 from tiers.published import get_item
@@ -110,11 +110,13 @@ CREATE INDEX IF NOT EXISTS case_materials_case ON case_materials (case_id);
 class MaterialProjection:
     """`case_materials`: one row per material named by an admitted `case.attached`."""
 
+    name = "case_materials"
+    version = 1
     ddl = _DDL
     types: frozenset[str] | None = frozenset({ATTACHED})
     lazy = True
 
-    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+    def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
         body = fields["body"]
         for position, m in enumerate(body["materials"]):
             store.execute(
@@ -124,7 +126,7 @@ class MaterialProjection:
                  m["file"], m["sha256"], m["size"], m["media_type"]),
             )  # fmt: skip
 
-    def flush(self, store: Store) -> None:
+    def flush(self, store: LogStore) -> None:
         pass
 
     def discard(self) -> None:
@@ -286,7 +288,7 @@ def write_out(node: Node, case_id: str, wanted: str, out: Path) -> Listed:
     return material
 
 
-def overdue(store: Store, now: datetime, after: timedelta) -> list[dict[str, Any]]:
+def overdue(store: LogStore, now: datetime, after: timedelta) -> list[dict[str, Any]]:
     """Materials named by entries held here for longer than `after` whose bytes are not
     here (nor let go here on purpose): what `reconcile` reports as `missing_material`."""
     rows = store.query(

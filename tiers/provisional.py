@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from sync.logstore import LogStore
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
-from sync.store import Store
 from tiers.calendar import WorkCalendar
 from tiers.cases.machine import OPEN
 from tiers.figures import Facts, Period, judged_as_of
@@ -82,7 +82,7 @@ def figure_years(
 
 
 def period_years(
-    store: Store, period: Period, today: date, node_id: str | None = None,
+    store: LogStore, period: Period, today: date, node_id: str | None = None,
     facts: list[Facts] | None = None,
 ) -> list[int]:  # fmt: skip
     """`figure_years` of the facts held here for `period` (only `node_id`'s, if given: the
@@ -125,7 +125,7 @@ def notice_month(settings: dict[str, Any]) -> int:
     return value
 
 
-def years_needed(store: Store, today: date, month: int = NOTICE_MONTH) -> list[YearNeeded]:
+def years_needed(store: LogStore, today: date, month: int = NOTICE_MONTH) -> list[YearNeeded]:
     """Every year needed and not known, by year."""
     cal = work_calendar(store)
     counts: dict[int, int] = {}

@@ -34,13 +34,13 @@ from typing import Any
 
 from sync import authority
 from sync.authority import Refusal
+from sync.logstore import LogStore
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.canonical import canonical
 from sync.protocol.entry import SignedEntry, register_body_check
 from sync.protocol.errors import CatalogueError
 from sync.protocol.ids import tier_of
-from sync.store import Store
 from tiers.calendar import CalendarOverrides, WorkCalendar, YearArrangement, whole_year_problem
 from tiers.catalogue import CatalogueItem
 
@@ -91,7 +91,7 @@ register_body_check(CALENDAR_OVERRIDE, _check_calendar_body)
 
 
 def _published_authority(
-    store: Store, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
+    store: LogStore, owner: str | None, entry: SignedEntry, fields: Mapping[str, Any]
 ) -> Refusal | None:
     """The catalogue and the calendar count only from the city. A town's or village's own
     import (standalone use) counts on that node alone: it never changes what others use.
@@ -121,24 +121,26 @@ authority.register(CALENDAR_OVERRIDE, _published_authority)
 class Published:
     """The store extension keeping `catalogue` and `calendar_overrides` (see module doc)."""
 
+    name = "published"
+    version = 1
     ddl: str = _DDL
     types: frozenset[str] | None = frozenset({CATALOGUE_ITEM, CALENDAR_OVERRIDE})
     lazy = True
 
-    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+    def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
         if entry.type == CATALOGUE_ITEM:
             self._apply_item(store, entry, fields["body"])
         else:
             self._apply_calendar(store, entry, fields["body"])
 
-    def flush(self, store: Store) -> None:
+    def flush(self, store: LogStore) -> None:
         pass
 
     def discard(self) -> None:
         pass
 
     @staticmethod
-    def _apply_item(store: Store, entry: SignedEntry, body: dict[str, Any]) -> None:
+    def _apply_item(store: LogStore, entry: SignedEntry, body: dict[str, Any]) -> None:
         code = body["code"]
         store.execute(
             "INSERT INTO catalogue_sources (code, origin, seq, body) VALUES (?, ?, ?, ?) "
@@ -158,7 +160,7 @@ class Published:
         )
 
     @staticmethod
-    def _apply_calendar(store: Store, entry: SignedEntry, body: dict[str, Any]) -> None:
+    def _apply_calendar(store: LogStore, entry: SignedEntry, body: dict[str, Any]) -> None:
         rows = [
             (unit, int(unit), canonical(value).decode()) for unit, value in body["years"].items()
         ] + [
@@ -235,18 +237,18 @@ def publish_items(
     return ImportResult(added, changed, unchanged, overridden)
 
 
-def get_item(store: Store, code: str) -> CatalogueItem | None:
+def get_item(store: LogStore, code: str) -> CatalogueItem | None:
     """The item in force for `code`, or None."""
     rows = store.query("SELECT body FROM catalogue WHERE code = ?", (code,))
     return CatalogueItem.from_body(json.loads(rows[0][0])) if rows else None
 
 
-def list_items(store: Store) -> list[CatalogueItem]:
+def list_items(store: LogStore) -> list[CatalogueItem]:
     """Every item in force, by code."""
     return [entry.item for entry in list_published(store)]
 
 
-def list_published(store: Store) -> list[PublishedItem]:
+def list_published(store: LogStore) -> list[PublishedItem]:
     """Every item in force with the origin and seq of the entry that set it, by code."""
     rows = sorted(store.query("SELECT code, body, origin, seq FROM catalogue"))  # by code
     # point, as SQLite orders text: a PostgreSQL city's collation may not be C
@@ -259,7 +261,7 @@ def list_published(store: Store) -> list[PublishedItem]:
 _Row = tuple[Any, ...]  # (origin, unit, year, seq, value) of calendar_overrides
 
 
-def _calendar_rows(store: Store) -> list[_Row]:
+def _calendar_rows(store: LogStore) -> list[_Row]:
     return store.query(
         "SELECT origin, unit, year, seq, value FROM calendar_overrides ORDER BY origin, unit"
     )
@@ -291,7 +293,7 @@ class CalendarState:
     days: dict[date, OverrideSource]
 
 
-def calendar_state(store: Store) -> CalendarState:
+def calendar_state(store: LogStore) -> CalendarState:
     """Resolve `calendar_overrides` into the overrides in force (see module doc)."""
     return _resolve(tuple(_calendar_rows(store)))
 
@@ -316,12 +318,12 @@ def _resolve(rows: tuple[_Row, ...]) -> CalendarState:
     return CalendarState(CalendarOverrides(years, days), year_sources, day_sources)
 
 
-_CALENDARS: weakref.WeakKeyDictionary[Store, tuple[tuple[_Row, ...], WorkCalendar]] = (
+_CALENDARS: weakref.WeakKeyDictionary[LogStore, tuple[tuple[_Row, ...], WorkCalendar]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def work_calendar(store: Store) -> WorkCalendar:
+def work_calendar(store: LogStore) -> WorkCalendar:
     """The working-day calendar in force on this node; reused until the overrides change."""
     rows = tuple(_calendar_rows(store))
     cached = _CALENDARS.get(store)

@@ -20,9 +20,9 @@ from datetime import date
 from typing import Any
 
 from sync.clock import local_date
+from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.errors import CaseError
-from sync.store import Store
 from tiers.calendar import WorkCalendar
 from tiers.cases import entries as e
 from tiers.deadlines import Deadline, remaining_workdays, warning
@@ -77,7 +77,7 @@ _LIST_SQL = (
 
 
 def list_rectifications(
-    store: Store, today: date, days: int, threshold: int, *, open_only: bool = False,
+    store: LogStore, today: date, days: int, threshold: int, *, open_only: bool = False,
     warning_filter: str | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Every rectification known here (newest rating first): open ones only, or only those

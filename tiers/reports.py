@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from sync.logstore import LogStore
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.entry import register_body_check
 from sync.protocol.errors import ReportError
 from sync.protocol.ids import is_within, tier_of
-from sync.store import Store
 from tiers import report_parts as parts_
 from tiers.calendar import WorkCalendar
 from tiers.case_facts import (  # noqa: F401  (FigureProjection: tiers.node lists it here)
@@ -105,14 +105,14 @@ def report_period(text: str, today: date) -> Period:
     return period
 
 
-def own_counts(store: Store, node_id: str, period: Period, today: date) -> Counts:
+def own_counts(store: LogStore, node_id: str, period: Period, today: date) -> Counts:
     """The counts a report by `node_id` states: its row of `stats --by node`."""
     rows = node_counts(store, period, work_calendar(store), today)
     return rows.get(node_id, Counts())
 
 
 def own_parts_all(
-    store: Store, period: Period, today: date
+    store: LogStore, period: Period, today: date
 ) -> dict[str, dict[str, dict[str, Counts]]]:
     """Every node's parts for `period` from the entries held here (what its report carries)."""
     items = {item.code: item for item in list_items(store)}
@@ -122,7 +122,7 @@ def own_parts_all(
     return computed
 
 
-def own_parts(store: Store, node_id: str, period: Period, today: date) -> dict[str, parts_.Rows]:
+def own_parts(store: LogStore, node_id: str, period: Period, today: date) -> dict[str, parts_.Rows]:
     """The parts a report by `node_id` carries (`tiers.report_parts`), as body rows."""
     items = {item.code: item for item in list_items(store)}
     facts = load_facts(store, period)
@@ -132,7 +132,7 @@ def own_parts(store: Store, node_id: str, period: Period, today: date) -> dict[s
 
 
 def _add_complaint_parts(
-    computed: dict[str, dict[str, dict[str, Counts]]], store: Store, period: Period,
+    computed: dict[str, dict[str, dict[str, Counts]]], store: LogStore, period: Period,
     only: str | None = None,
 ) -> None:  # fmt: skip
     """Complaints count in the total (`node_counts`), so in every part too, under the keys
@@ -176,7 +176,7 @@ def _report(origin: str, seq: int, at: str, text: str) -> Report:
                   dict(body.get("parts", {})))  # fmt: skip
 
 
-def latest_reports(store: Store, period: str) -> dict[str, Report]:
+def latest_reports(store: LogStore, period: str) -> dict[str, Report]:
     """The standing report of each node for `period` (its latest seq), by node id."""
     rows = store.query(
         "SELECT origin, seq, at, body FROM monthly_reports WHERE period = ? ORDER BY origin, seq",
@@ -185,7 +185,7 @@ def latest_reports(store: Store, period: str) -> dict[str, Report]:
     return {origin: _report(origin, seq, at, body) for origin, seq, at, body in rows}
 
 
-def reports_of(store: Store, origin: str) -> list[Report]:
+def reports_of(store: LogStore, origin: str) -> list[Report]:
     """Every report `origin` made that is held here, oldest first."""
     rows = store.query(
         "SELECT origin, seq, at, body FROM monthly_reports WHERE origin = ? ORDER BY seq",
@@ -194,7 +194,9 @@ def reports_of(store: Store, origin: str) -> list[Report]:
     return [_report(*row) for row in rows]
 
 
-def node_counts(store: Store, period: Period, cal: WorkCalendar, today: date) -> dict[str, Counts]:
+def node_counts(
+    store: LogStore, period: Period, cal: WorkCalendar, today: date
+) -> dict[str, Counts]:
     """Every node's counts for `period` from the entries held here (what a report states)."""
     items = {item.code: item for item in list_items(store)}
     rows = tally(load_facts(store, period), period, cal, today, node_key, items)

@@ -24,6 +24,7 @@ from datetime import date
 from typing import Any
 
 from sync.audit import verify_log
+from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
 from sync.store import Store
@@ -39,7 +40,7 @@ class MigrateError(ZhibaoError):
 
 def compare(
     sqlite: Store,
-    target: Store,
+    target: LogStore,
     rebuilt: list[str],
     today: date,
     settings: Mapping[str, Any],
@@ -83,7 +84,7 @@ def compare(
     }  # fmt: skip
 
 
-def digest(store: Store, table: str, columns: list[str]) -> tuple[int, str]:
+def digest(store: LogStore, table: str, columns: list[str]) -> tuple[int, str]:
     """(rows, a digest of the rows whatever their order) of `columns` of `table`."""
     names = ", ".join(columns)
     total, rows = 0, 0
@@ -94,7 +95,7 @@ def digest(store: Store, table: str, columns: list[str]) -> tuple[int, str]:
     return rows, f"{total:064x}"
 
 
-def case_months(store: Store) -> list[str]:
+def case_months(store: LogStore) -> list[str]:
     """Every month (YYYY-MM) in which some case was received, accepted or completed."""
     months: set[str] = set()
     for row in store.each("SELECT received_at, accepted_at, completed_at FROM cases"):
@@ -114,7 +115,7 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _count(store: Store, table: str) -> int:
+def _count(store: LogStore, table: str) -> int:
     return int(store.query(f"SELECT count(*) FROM {table}")[0][0])
 
 

@@ -33,14 +33,14 @@ import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from sync import node_store, trust
 from sync.pg import dialect
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import StoreError
-from sync.store import Store
+from sync.store import TABLES_KEY, Store
 from tiers import store_check
 from tiers.node import extensions, open_home
 from tiers.store_check import MigrateError
@@ -136,6 +136,7 @@ def migrate(
         _refuse_held(db)
         _check_target(url, clean, node.node_id, restart=restart)
         sqlite = node.store
+        assert isinstance(sqlite, Store)  # (node.toml names no other store: checked above)
         sqlite.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # node.db whole without its WAL
         with sqlite.transaction():  # node.db's write lock, held until the switch
             _refuse_held(db)
@@ -148,7 +149,7 @@ def migrate(
             from sync.pg import PgStore
 
             kept_by = node_store.base_extensions(extensions())
-            target = cast(Store, PgStore(url, extensions=kept_by, owner=node.node_id))
+            target = PgStore(url, extensions=kept_by, owner=node.node_id)
             try:
                 target.defer_projections()  # all of them at once, after the copy
                 copied = _copy_state(sqlite, target, [t for t in COPIED if t in tables],
@@ -274,13 +275,19 @@ def _copy_tables(
         names, count = ", ".join(columns), 0
         with target.conn.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
             for row in sqlite.each(f'SELECT {names} FROM "{table}"'):  # streamed, not held
-                if table != "meta" or row[0] not in _NOT_COPIED_META:
+                if table != "meta" or not _not_copied(row[0]):
                     copy.write_row(row)
                     count += 1
         if "id" in columns:  # an identity column goes on after the rows copied
             _follow_identity(target, table)
         copied[table] = count
     return copied
+
+
+def _not_copied(key: str) -> bool:
+    """A meta key the target keeps its own of (its tables were made at this code's versions
+    too)."""
+    return key in _NOT_COPIED_META or key.startswith(TABLES_KEY)
 
 
 def _follow_identity(target: Any, table: str) -> None:

@@ -19,7 +19,6 @@ Not here (docs/postgresql.md): logs held in part (a city holds every log whole).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import json
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +29,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 
+from sync import _tables
 from sync._projecting import Extension
 from sync.logstore import LogStore
 from sync.pg import dialect, replica, schema
@@ -109,7 +109,6 @@ class PgStore(LogStore):
             self.conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
             _check_collation(self.conn)
             schema.migrate(self.conn)
-            _make_tables(self.conn, extensions)
         except BaseException as exc:
             self.conn.close()
             if isinstance(exc, psycopg.Error):
@@ -120,6 +119,11 @@ class PgStore(LogStore):
         self._held: list[tuple[bytes | str, Any]] | None = None  # a `batched` block's writes
         self._reads = 0  # `each` reads open in the read transaction one of them began
         self._setup(extensions, owner)
+        try:
+            _make_tables(self, extensions)
+        except BaseException:
+            self.conn.close()
+            raise
 
     def close(self) -> None:
         self.conn.close()
@@ -373,30 +377,24 @@ class PgStore(LogStore):
         row = self.conn.execute("SELECT currval('entries_id_seq')").fetchone()
         return int(row[0]) if row else 0
 
+    def _script(self, ddl: str) -> None:
+        """An extension's SQLite DDL, translated, as one script (no parameters: several
+        statements in one go)."""
+        try:
+            self.conn.execute(dialect.ddl(ddl).encode())
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
 
-def _make_tables(conn: psycopg.Connection[Any], extensions: Sequence[Extension]) -> None:
-    """The projections' tables, from their SQLite DDL, when that DDL is not the one made
-    last (`meta.projection_ddl`: its digest). Not at every open: CREATE INDEX … IF NOT EXISTS
-    takes a share lock on its table before it finds the index there, which waits for every
-    front writing to it (and could deadlock with one)."""
-    if not extensions or conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,):
-        return  # a reader (a replica's: nothing to make, nothing can be written there)
-    text = "\n".join(dialect.ddl(ext.ddl) for ext in extensions)
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    made = "SELECT value FROM meta WHERE key = 'projection_ddl'"
-    if conn.execute(made).fetchone() == (digest,):
-        return
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.MIGRATION_LOCK,))
-        if conn.execute(made).fetchone() == (digest,):  # another process, meanwhile
-            return
-        for ext in extensions:
-            conn.execute(dialect.ddl(ext.ddl).encode())
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('projection_ddl', %s) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (digest,),
-        )
+
+def _make_tables(store: PgStore, extensions: Sequence[Extension]) -> None:
+    """The extensions' tables at their versions (sync._tables: DDL only when a version or
+    the DDL changed, not at every open — CREATE INDEX … IF NOT EXISTS takes a share lock on
+    its table before it finds the index there, which waited for every front writing to it).
+    A standby (a replica's reader) only refuses tables newer than this code."""
+    if not extensions:
+        return  # a reader (`log verify`'s, a replica's): nothing to make
+    standby = store.conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+    _tables.make(store, extensions, check_only=standby)
 
 
 def _check_collation(conn: psycopg.Connection[Any]) -> None:

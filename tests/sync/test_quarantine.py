@@ -93,6 +93,8 @@ class Fussy:
     """A lazy extension that raises on any entry whose body says "boom" (a projection bug
     that one crafted entry finds), and counts what it saw."""
 
+    name = "fussy"
+    version = 1
     ddl = "CREATE TABLE IF NOT EXISTS fussy (origin TEXT, seq INTEGER)"
     types: frozenset[str] | None = frozenset({"test.note"})
     lazy = True

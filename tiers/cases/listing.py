@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.errors import CaseError
 from sync.protocol.ids import is_node_id, subtree_end
-from sync.store import Store
 from tiers.calendar import WorkCalendar
 from tiers.cases import guards
 from tiers.cases.machine import OPEN, STATUSES
@@ -216,7 +216,7 @@ class _Judge:
 
 
 def find(
-    store: Store, today: date, threshold: int, filters: Filters = Filters(), *,
+    store: LogStore, today: date, threshold: int, filters: Filters = Filters(), *,
     limit: int | None = None, offset: int = 0,
     unaccepted: int = guards.DEFAULT_UNACCEPTED_DAYS,
 ) -> Page:  # fmt: skip

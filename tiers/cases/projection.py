@@ -25,8 +25,8 @@ from datetime import date
 from typing import Any
 
 from sync.clock import local_date
+from sync.logstore import LogStore
 from sync.protocol.entry import SignedEntry
-from sync.store import Store
 from tiers.calendar import WorkCalendar
 from tiers.cases import entries
 from tiers.cases.guards import BACKDATING, LOOK_BACK
@@ -84,7 +84,7 @@ LOAD_CASES = 500  # cases whose events one statement reads (load_cases)
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
 
 
-def load_events(store: Store, case_id: str) -> list[Event]:
+def load_events(store: LogStore, case_id: str) -> list[Event]:
     """Every event of `case_id` held here, in no particular order."""
     rows = store.query(
         "SELECT origin, seq, type, at, body FROM case_events WHERE case_id = ?", (case_id,)
@@ -101,12 +101,12 @@ class Folded:
     waiting: list[Event]
 
 
-def load_case(store: Store, case_id: str) -> Folded:
+def load_case(store: LogStore, case_id: str) -> Folded:
     """Fold `case_id` from the events held here (sees this transaction's appends)."""
     return _folded(store, load_events(store, case_id), work_calendar(store))
 
 
-def load_cases(store: Store, case_ids: Sequence[str]) -> Iterator[tuple[str, Folded]]:
+def load_cases(store: LogStore, case_ids: Sequence[str]) -> Iterator[tuple[str, Folded]]:
     """`load_case` of each of `case_ids`, in that order, on one calendar: the events read
     `LOAD_CASES` cases at a time (one statement, not one a case: on PostgreSQL each is a
     round trip). A case's row may be written between two yields: its events stay as read."""
@@ -126,12 +126,12 @@ def load_cases(store: Store, case_ids: Sequence[str]) -> Iterator[tuple[str, Fol
             yield case_id, _folded(store, events[case_id], calendar)
 
 
-def _folded(store: Store, events: list[Event], calendar: WorkCalendar) -> Folded:
+def _folded(store: LogStore, events: list[Event], calendar: WorkCalendar) -> Folded:
     ordered, waiting = causal_order(events)
     return Folded(fold(ordered, calendar, written_after(store, ordered)), ordered, waiting)
 
 
-def latest_written(store: Store, origin: str, seq: int, case_id: str) -> str | None:
+def latest_written(store: LogStore, origin: str, seq: int, case_id: str) -> str | None:
     """The latest day `origin` dated one of its `LOOK_BACK` case events (any case) held here
     between its first event on `case_id` and `seq`: its seq-ordered log was written no
     earlier (tiers.cases.guards)."""
@@ -144,7 +144,7 @@ def latest_written(store: Store, origin: str, seq: int, case_id: str) -> str | N
     return max(local_date(r[0]) for r in rows).isoformat() if rows else None
 
 
-def written_after(store: Store, events: Iterable[Event]) -> dict[Ref, str]:
+def written_after(store: LogStore, events: Iterable[Event]) -> dict[Ref, str]:
     """`latest_written` for each suspension, extension and 补正 notice among `events`."""
     out = {}
     for ev in events:
@@ -155,7 +155,7 @@ def written_after(store: Store, events: Iterable[Event]) -> dict[Ref, str]:
     return out
 
 
-def first_recorded(store: Store, case_id: str) -> date | None:
+def first_recorded(store: LogStore, case_id: str) -> date | None:
     """The day (this node's clock) it first stored an event of `case_id`."""
     rows = store.query(
         "SELECT min(e.received_at) FROM case_events c JOIN entries e ON e.origin = c.origin"
@@ -300,7 +300,7 @@ def _row(
 class _Writer:
     """Writes `cases` rows, loading the calendar once and only if a deadline needs it."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: LogStore) -> None:
         self.store = store
         self._calendar: WorkCalendar | None = None
 
@@ -383,7 +383,7 @@ class _Writer:
         return True
 
 
-def recompute(store: Store, case_ids: Iterable[str]) -> None:
+def recompute(store: LogStore, case_ids: Iterable[str]) -> None:
     """Refold each case from all its events and write its `cases` row."""
     _Writer(store).refold(list(case_ids))
 
@@ -401,6 +401,8 @@ def _override_years(body: Any) -> tuple[int, int] | None:
 class CaseProjection:
     """The store extension keeping `case_events` and `cases` (see the module doc)."""
 
+    name = "cases"
+    version = 1
     ddl = _DDL
     types: frozenset[str] | None = entries.TYPES | {CALENDAR_OVERRIDE}
     lazy = True
@@ -410,7 +412,7 @@ class CaseProjection:
         self._span: tuple[date, date] | None = None
         self._all_accepted = False
 
-    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+    def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
         body = fields["body"]
         if entry.type == CALENDAR_OVERRIDE:
             self._touch_calendar(body)
@@ -437,7 +439,7 @@ class CaseProjection:
             first, last = min(first, self._span[0]), max(last, self._span[1])
         self._span = (first, last)
 
-    def _calendar_cases(self, store: Store) -> set[str]:
+    def _calendar_cases(self, store: LogStore) -> set[str]:
         """Cases whose deadline a calendar override in this transaction may move, and those
         with a 补正 notice before acceptance, whose lateness (第三十二条: accepted as of
         receipt) the fold judges on the calendar, accepted or not."""
@@ -465,7 +467,7 @@ class CaseProjection:
         self._fresh.clear()
         self._span, self._all_accepted = None, False
 
-    def flush(self, store: Store) -> None:
+    def flush(self, store: LogStore) -> None:
         writer = _Writer(store)
         refold = self._calendar_cases(store)
         fresh = {c: events for c, events in self._fresh.items() if c not in refold}

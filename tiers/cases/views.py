@@ -13,9 +13,9 @@ from datetime import date
 from typing import Any
 
 from sync.clock import local_date
+from sync.logstore import LogStore
 from sync.node import Node
 from sync.protocol.errors import CaseNotFoundError
-from sync.store import Store
 from tiers import materials
 from tiers.calendar import WorkCalendar
 from tiers.cases import guards, listing
@@ -61,7 +61,7 @@ def _warning(
 
 
 def case_view(
-    store: Store, case_id: str, today: date, threshold: int,
+    store: LogStore, case_id: str, today: date, threshold: int,
     unaccepted: int = guards.DEFAULT_UNACCEPTED_DAYS,
     rectify_within: int = DEFAULT_RECTIFY_DAYS,
 ) -> dict[str, Any]:  # fmt: skip
@@ -188,7 +188,7 @@ def notices(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def list_cases(
-    store: Store, today: date, threshold: int, *, status: str | None = None,
+    store: LogStore, today: date, threshold: int, *, status: str | None = None,
     warning_filter: str | None = None, unaccepted: int = guards.DEFAULT_UNACCEPTED_DAYS,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Cases known here, newest first, optionally only one status or one warning colour

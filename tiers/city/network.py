@@ -9,15 +9,15 @@ from datetime import date, datetime
 from typing import Any
 
 from sync import keyring, liveness, trust
+from sync.logstore import LogStore
 from sync.node import Node
 from sync.protocol.ids import is_within
-from sync.store import Store
 from tiers.city.reconcile import _OPEN_SQL, Thresholds, _in_transit, _since, last_heard
 from tiers.deadlines import Deadline, warning
 from tiers.published import work_calendar
 
 
-def _warnings(store: Store, today: date, threshold: int) -> dict[str, dict[str, int]]:
+def _warnings(store: LogStore, today: date, threshold: int) -> dict[str, dict[str, int]]:
     cal = work_calendar(store)
     out: dict[str, dict[str, int]] = {}
     for holder, due, years, paused, remaining in store.query(
@@ -35,7 +35,7 @@ def _warnings(store: Store, today: date, threshold: int) -> dict[str, dict[str, 
     return out
 
 
-def last_case_at(store: Store, node_id: str) -> str | None:
+def last_case_at(store: LogStore, node_id: str) -> str | None:
     """When `node_id` last recorded a case event held here: the `at` of its newest (by
     seq) case event, capped by that entry's arrival here; None if it recorded none.
     Heartbeats are not case events, so they never count as activity."""

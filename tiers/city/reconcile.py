@@ -47,11 +47,11 @@ from typing import Any
 
 from sync import keyring, liveness, trust
 from sync.clock import local_date
+from sync.logstore import LogStore
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import ReportError
 from sync.protocol.ids import is_within
-from sync.store import Store
 from tiers import materials, report_parts, steps
 from tiers.cases.machine import IN_TRANSIT, OPEN, violation_kind
 from tiers.city import supervision
@@ -115,18 +115,18 @@ def _since(now: datetime, stamp: str) -> float:
     return (now - datetime.fromisoformat(stamp)).total_seconds() / 86400
 
 
-def _entry_hash(store: Store, origin: str, seq: int) -> str | None:
+def _entry_hash(store: LogStore, origin: str, seq: int) -> str | None:
     digest = store.hash_at(origin, seq)
     return digest.hex() if digest is not None else None
 
 
-def _reporters(store: Store, me: str) -> list[dict[str, Any]]:
+def _reporters(store: LogStore, me: str) -> list[dict[str, Any]]:
     return [n for n in trust.enrolled_nodes(store)
             if n["node_id"] != me and is_within(n["node_id"], me)]  # fmt: skip
 
 
 def _reports(
-    store: Store, me: str, period: Period, today: date, reporters: list[dict[str, Any]]
+    store: LogStore, me: str, period: Period, today: date, reporters: list[dict[str, Any]]
 ) -> list[Finding]:
     found: list[Finding] = []
     computed = node_counts(store, period, work_calendar(store), today)
@@ -177,7 +177,7 @@ def _part_findings(
     ]  # fmt: skip
 
 
-def _backdated(store: Store, period: Period) -> list[Finding]:
+def _backdated(store: LogStore, period: Period) -> list[Finding]:
     """Steps (环节) that end in the month, by their signed times, before they began."""
     s, e_ = period.start.isoformat(), period.end.isoformat()
     return [
@@ -189,7 +189,7 @@ def _backdated(store: Store, period: Period) -> list[Finding]:
     ]  # fmt: skip
 
 
-def _forks(store: Store) -> list[Finding]:
+def _forks(store: LogStore) -> list[Finding]:
     """Every fork held here; once decided, with the decision in force (sync.forks)."""
     found = []
     for f in store.forks():
@@ -206,7 +206,7 @@ def _forks(store: Store) -> list[Finding]:
     return found
 
 
-def _waiting_gaps(store: Store) -> list[Finding]:
+def _waiting_gaps(store: LogStore) -> list[Finding]:
     rows = store.query(
         "SELECT after_origin, after_seq, case_id, origin, seq, at FROM case_gaps "
         "ORDER BY after_origin, after_seq, origin, seq"
@@ -218,7 +218,7 @@ def _waiting_gaps(store: Store) -> list[Finding]:
     ]  # fmt: skip
 
 
-def last_heard(store: Store) -> dict[str, tuple[str, str]]:
+def last_heard(store: LogStore) -> dict[str, tuple[str, str]]:
     """node id → (when last heard from, how): a direct contact ("contact"), the arrival
     here of its newest entry, relayed or not ("entry"), or, when that entry is its
     heartbeat, the heartbeat's own time capped by its arrival ("heartbeat"), whichever is
@@ -239,7 +239,7 @@ def last_heard(store: Store) -> dict[str, tuple[str, str]]:
 
 
 def _stale(
-    store: Store, reporters: list[dict[str, Any]], now: datetime, limits: Thresholds
+    store: LogStore, reporters: list[dict[str, Any]], now: datetime, limits: Thresholds
 ) -> list[Finding]:
     heard = last_heard(store)
     found = []
@@ -252,7 +252,7 @@ def _stale(
     return found
 
 
-def _in_transit(store: Store) -> list[tuple[str, str, str, str]]:
+def _in_transit(store: LogStore) -> list[tuple[str, str, str, str]]:
     """(case_id, holder, forward_to, forwarded_at) of every case in transit."""
     out = []
     for case_id, holder, to in store.query(
@@ -266,7 +266,7 @@ def _in_transit(store: Store) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def _orphans(store: Store, period: Period, now: datetime, limits: Thresholds) -> list[Finding]:
+def _orphans(store: LogStore, period: Period, now: datetime, limits: Thresholds) -> list[Finding]:
     enrolled = {n["node_id"] for n in trust.enrolled_nodes(store)}
     found = []
     for case_id, holder, to, at in _in_transit(store):
@@ -278,7 +278,7 @@ def _orphans(store: Store, period: Period, now: datetime, limits: Thresholds) ->
     return found
 
 
-def _skew(store: Store, period: Period, limits: Thresholds) -> list[Finding]:
+def _skew(store: LogStore, period: Period, limits: Thresholds) -> list[Finding]:
     found = []
     for origin, lead, seq, at, received in store.query(
         "SELECT origin, lead_seconds, seq, at, received_at FROM clock_leads WHERE month = ? "
@@ -294,7 +294,7 @@ def _skew(store: Store, period: Period, limits: Thresholds) -> list[Finding]:
     return found
 
 
-def _custody(store: Store, period: Period) -> list[Finding]:
+def _custody(store: LogStore, period: Period) -> list[Finding]:
     found = []
     for case_id, holder, text in store.query(
         "SELECT case_id, holder, violations FROM cases WHERE violations != '[]' ORDER BY case_id"
@@ -312,7 +312,7 @@ def _custody(store: Store, period: Period) -> list[Finding]:
     return found
 
 
-def _revoked_uses(store: Store, me: str) -> list[Finding]:
+def _revoked_uses(store: LogStore, me: str) -> list[Finding]:
     """Every attempt a revoked key made here, refused — and those the nodes below reported
     (`reported_by`): who, through whom, how, how often."""
     own = [dict(u, reported_by=me) for u in keyring.revoked_uses(store)]
@@ -324,7 +324,7 @@ def _revoked_uses(store: Store, me: str) -> list[Finding]:
     ]  # fmt: skip
 
 
-def _quarantined(store: Store) -> list[Finding]:
+def _quarantined(store: LogStore) -> list[Finding]:
     """One finding per node and reason, however many entries (seq = the latest of them)."""
     return [
         _find("quarantined_entry", q["origin"], seq=q["last_seq"], first_seq=q["first_seq"],

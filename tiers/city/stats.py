@@ -14,10 +14,10 @@ from datetime import date
 from typing import Any
 
 from sync import trust
+from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.errors import ReportError
 from sync.protocol.ids import tier_of
-from sync.store import Store
 from tiers import export
 from tiers.catalogue import kind_label, tier_label, yuan_from_fen
 from tiers.complaints.figures import add_complaints
@@ -72,7 +72,7 @@ _TIER_BY_LENGTH = {len(node_id): tier_of(node_id) for node_id in ("330782", "330
                                                                    "330782001001")}  # fmt: skip
 
 
-def _key_of(store: Store, by: str) -> tuple[KeyOf, Callable[[str], str]]:
+def _key_of(store: LogStore, by: str) -> tuple[KeyOf, Callable[[str], str]]:
     """How a case maps to a row for `by`, and the row's human label. `node` is the node a
     figure counts for (`tiers.figures.tally`)."""
     if by == "node":
@@ -100,7 +100,7 @@ def _share(part: int, whole: int) -> float | None:
 
 
 def compute_stats(
-    store: Store, period: Period, by: str, today: date, settings: Mapping[str, Any] | None = None
+    store: LogStore, period: Period, by: str, today: date, settings: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """`stats --json`: {"period", "by", "rows": [{"key", "label", figures…}], "total"}.
 

@@ -31,8 +31,8 @@ from datetime import date
 from typing import Any
 
 from sync.clock import local_date
+from sync.logstore import LogStore
 from sync.protocol import i18n
-from sync.store import Store
 from tiers.cases import entries as e
 from tiers.cases import guards
 from tiers.cases.machine import DELIVERED, fold
@@ -50,7 +50,7 @@ Raw = tuple[str, str, dict[str, Any], str | None]
 _PAUSING = (e.SUSPENDED, e.EXTENDED, e.SUPPLEMENT_REQUESTED)
 
 
-def _item_cache(store: Store) -> Callable[[str], CatalogueItem | None]:
+def _item_cache(store: LogStore) -> Callable[[str], CatalogueItem | None]:
     """`get_item` for one pass over the period's events (the catalogue does not change
     during it), each item read once rather than once per event."""
     return functools.cache(lambda code: get_item(store, code))
@@ -60,7 +60,7 @@ def _in(period: Period, at: str) -> bool:
     return period.start <= local_date(at) <= period.end
 
 
-def fee_overrides(store: Store, period: Period) -> list[Raw]:
+def fee_overrides(store: LogStore, period: Period) -> list[Raw]:
     """Fees assessed in the period that differ from the item's catalogue fee."""
     found: list[Raw] = []
     item_of = _item_cache(store)
@@ -86,7 +86,7 @@ def fee_overrides(store: Store, period: Period) -> list[Raw]:
     return found
 
 
-def unlike_catalogue(store: Store, period: Period) -> list[Raw]:
+def unlike_catalogue(store: LogStore, period: Period) -> list[Raw]:
     """Acceptances in the period whose `promised_days` or `extension_limit` (absent: the
     law's 10) differ from the catalogue item's: what `case accept` never writes."""
     found: list[Raw] = []
@@ -114,7 +114,7 @@ def unlike_catalogue(store: Store, period: Period) -> list[Raw]:
     return found
 
 
-def unassessed_deliveries(store: Store, period: Period) -> list[Raw]:
+def unassessed_deliveries(store: LogStore, period: Period) -> list[Raw]:
     """Deliveries in the period, applied, of a case whose item has a fee in the catalogue
     and that had no fee assessed (`case deliver` refuses them: 票款分离)."""
     found: list[Raw] = []
@@ -135,7 +135,7 @@ def unassessed_deliveries(store: Store, period: Period) -> list[Raw]:
     return found
 
 
-def guard_violations(store: Store, period: Period) -> list[Raw]:
+def guard_violations(store: LogStore, period: Period) -> list[Raw]:
     """Events in the period that the legal guards refused when the case was folded."""
     found: list[Raw] = []
     for case_id, text in store.query(
@@ -154,7 +154,7 @@ def guard_violations(store: Store, period: Period) -> list[Raw]:
     return found
 
 
-def backdated(store: Store, period: Period) -> list[Raw]:
+def backdated(store: LogStore, period: Period) -> list[Raw]:
     """Suspensions, extensions and 补正 notices (applied, in the period) dated on or before
     their case's deadline but written, since their author's first event on the case, after
     an entry (any type, the whole log held here) their author dated past it."""
@@ -187,7 +187,7 @@ def backdated(store: Store, period: Period) -> list[Raw]:
     return found
 
 
-def _due_before(store: Store, case_id: str, ref: tuple[str, int], cal: Any) -> date | None:
+def _due_before(store: LogStore, case_id: str, ref: tuple[str, int], cal: Any) -> date | None:
     """The case's deadline from its events before `ref` in causal order, if it applied."""
     ordered, _ = causal_order(load_events(store, case_id))
     refs = [ev.ref for ev in ordered]
@@ -201,7 +201,7 @@ def _due_before(store: Store, case_id: str, ref: tuple[str, int], cal: Any) -> d
     return guards.due_now(before, cal)
 
 
-def findings(store: Store, period: Period) -> list[Raw]:
+def findings(store: LogStore, period: Period) -> list[Raw]:
     """Every finding of this module for the period."""
     return [*unlike_catalogue(store, period), *fee_overrides(store, period),
             *unassessed_deliveries(store, period),

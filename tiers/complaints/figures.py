@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 
+from sync.logstore import LogStore
 from sync.protocol.ids import tier_of
-from sync.store import Store
 from tiers.figures import Counts, Period
 from tiers.published import list_items, work_calendar
 
@@ -32,7 +32,7 @@ _SEP = "\x00"
 ComplaintKey = Callable[[str, str | None, str | None], str | None]
 
 
-def _key_of(store: Store, by: str) -> ComplaintKey | None:
+def _key_of(store: LogStore, by: str) -> ComplaintKey | None:
     if by == "node":
         return lambda subject, item, department: subject
     if by == "tier":
@@ -66,7 +66,7 @@ _SQL = (
 )
 
 
-def _tally(store: Store, period: Period, key_of: ComplaintKey) -> dict[str, Counts]:
+def _tally(store: LogStore, period: Period, key_of: ComplaintKey) -> dict[str, Counts]:
     s, e = period.start.isoformat(), period.end.isoformat()
     cal = work_calendar(store)
     rows: dict[str, Counts] = {}
@@ -87,7 +87,7 @@ def _tally(store: Store, period: Period, key_of: ComplaintKey) -> dict[str, Coun
     return rows
 
 
-def complaint_counts(store: Store, period: Period, by: str) -> dict[str, Counts]:
+def complaint_counts(store: LogStore, period: Period, by: str) -> dict[str, Counts]:
     """The complaint counts of `period` per row key of `stats --by BY` (only those fields)."""
     key_of = _key_of(store, by)
     if key_of is None:
@@ -95,7 +95,7 @@ def complaint_counts(store: Store, period: Period, by: str) -> dict[str, Counts]
     return _tally(store, period, key_of)
 
 
-def complaint_parts(store: Store, period: Period, part: str) -> dict[str, dict[str, Counts]]:
+def complaint_parts(store: LogStore, period: Period, part: str) -> dict[str, dict[str, Counts]]:
     """subject → row key of a monthly report's `part` (`item` or `kind`, keyed as `stats
     --by` keys it) → the complaint counts: a report's parts then add up to its total."""
     key_of = _key_of(store, part)
@@ -112,7 +112,7 @@ def complaint_parts(store: Store, period: Period, part: str) -> dict[str, dict[s
     return out
 
 
-def add_complaints(rows: dict[str, Counts], store: Store, period: Period, by: str) -> None:
+def add_complaints(rows: dict[str, Counts], store: LogStore, period: Period, by: str) -> None:
     """Add the complaint counts to `rows` (counts of cases per key, from tiers.figures.tally)."""
     for key, counts in complaint_counts(store, period, by).items():
         if key not in rows:

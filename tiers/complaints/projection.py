@@ -23,10 +23,10 @@ from typing import Any
 
 from sync import relevance
 from sync.clock import local_date
+from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry
 from sync.protocol.ids import ancestors_of, is_within, subtree_end
-from sync.store import Store
 from tiers.calendar import WorkCalendar
 from tiers.cases.order import Event, Ref, causal_order
 from tiers.complaints import entries as c
@@ -188,7 +188,7 @@ class Folded:
     waiting: list[Event]
 
 
-def load_complaint(store: Store, complaint_id: str) -> Folded:
+def load_complaint(store: LogStore, complaint_id: str) -> Folded:
     """Fold `complaint_id` from the events held here (sees this transaction's appends)."""
     rows = store.query(
         "SELECT origin, seq, type, at, body FROM complaint_events WHERE complaint_id = ?",
@@ -198,7 +198,7 @@ def load_complaint(store: Store, complaint_id: str) -> Folded:
     return Folded(fold(ordered), ordered, waiting)
 
 
-def _refold(store: Store, complaint_id: str) -> None:
+def _refold(store: LogStore, complaint_id: str) -> None:
     folded = load_complaint(store, complaint_id)
     s = folded.state
     if s is None:
@@ -220,6 +220,8 @@ def _refold(store: Store, complaint_id: str) -> None:
 class ComplaintProjection:
     """The store extension keeping `complaint_events` and `complaints` (module doc)."""
 
+    name = "complaints"
+    version = 1
     ddl = _DDL
     types: frozenset[str] | None = c.TYPES
     lazy = True
@@ -227,7 +229,7 @@ class ComplaintProjection:
     def __init__(self) -> None:
         self._touched: set[str] = set()
 
-    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+    def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
         body = fields["body"]
         store.execute(
             "INSERT OR IGNORE INTO complaint_events (origin, seq, complaint_id, type, at, body) "
@@ -242,14 +244,14 @@ class ComplaintProjection:
     def discard(self) -> None:
         self._touched.clear()
 
-    def flush(self, store: Store) -> None:
+    def flush(self, store: LogStore) -> None:
         for complaint_id in sorted(self._touched):
             _refold(store, complaint_id)
         self._touched.clear()
 
 
 def complaint_events_for(
-    store: Store, client: str, cursors: dict[str, int]
+    store: LogStore, client: str, cursors: dict[str, int]
 ) -> list[tuple[str, int]]:
     """(origin, seq) of ancestors' complaint events about complaints that concern `client`:
     filed in its subtree, or about a node of it."""
@@ -298,7 +300,7 @@ i18n.register(
 )
 
 
-def violations_in(store: Store, first: str, last: str) -> list[tuple[str, dict[str, Any]]]:
+def violations_in(store: LogStore, first: str, last: str) -> list[tuple[str, dict[str, Any]]]:
     """Complaint events held here that the fold refused, dated between the days `first`
     and `last` (ISO, inclusive): (author, evidence) for reconciliation's findings."""
     found = []

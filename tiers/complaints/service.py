@@ -17,11 +17,11 @@ from typing import Any
 
 from sync import trust
 from sync.clock import local_date
+from sync.logstore import LogStore
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import NodeIdError
 from sync.protocol.ids import ancestors_of, subtree_end, tier_of
-from sync.store import Store
 from tiers.calendar import WorkCalendar
 from tiers.cases.projection import load_case
 from tiers.cases.views import judging_day
@@ -129,7 +129,7 @@ def file(
     return complaint_id
 
 
-def _folded(store: Store, complaint_id: str) -> Folded:
+def _folded(store: LogStore, complaint_id: str) -> Folded:
     folded = load_complaint(store, complaint_id)
     if folded.state is None:
         raise ComplaintError("complaint.not_found", complaint_id=complaint_id)
@@ -192,7 +192,9 @@ def _judged(
     return judged
 
 
-def complaint_view(store: Store, complaint_id: str, today: date, threshold: int) -> dict[str, Any]:
+def complaint_view(
+    store: LogStore, complaint_id: str, today: date, threshold: int
+) -> dict[str, Any]:
     """Everything known here about one complaint (`complaint show --json`, `file --json`)."""
     folded = _folded(store, complaint_id)
     s = folded.state
@@ -230,7 +232,7 @@ WARNINGS = (YELLOW, RED)  # a complaint's time limit; not a case's reception or 
 
 
 def list_complaints(
-    store: Store, today: date, threshold: int, *, open_only: bool = False,
+    store: LogStore, today: date, threshold: int, *, open_only: bool = False,
     warning_filter: str | None = None, subject: str | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Complaints known here, newest first; optionally only open ones, one warning colour,

@@ -14,12 +14,15 @@ primary key (newest first); `desk_access_at` serves the deletion and the count,
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
+from sync.logstore import LogStore
 from sync.protocol.errors import StoreError
-from sync.store import Store
+from sync.store import StateTables, Step, make_tables
 
 RETENTION_SETTING = "desk_access_days"
 RETENTION_DEFAULT = 1095  # days: three years
@@ -56,24 +59,41 @@ def retention_days(settings: dict[str, Any]) -> int:
     return value
 
 
-def ensure(store: Store, settings: dict[str, Any] | None = None,
+def _add_what(store: LogStore) -> None:
+    """Version 2: the column `what`. A table made before versions were recorded is taken as
+    version 1 whether it has it or not (a SQLite home's made before `what` lacks it; one
+    made since, and every PostgreSQL store's, has it)."""
+    try:
+        with store.transaction():  # a savepoint: the read that fails leaves the rest going
+            store.query("SELECT what FROM desk_access LIMIT 1")
+        return
+    except StoreError:  # no such column
+        pass
+    store.execute("ALTER TABLE desk_access ADD COLUMN what TEXT NOT NULL DEFAULT ''")
+
+
+class DeskAccess(StateTables):
+    """`desk_access` at its version (sync._tables); 2 added `what`."""
+
+    name = "desk_access"
+    version = 2
+    ddl = _DDL
+    steps: Mapping[int, Step] = MappingProxyType({2: _add_what})
+
+
+def ensure(store: LogStore, settings: dict[str, Any] | None = None,
            now: datetime | None = None) -> None:  # fmt: skip
-    """Create the table and its indexes (the desk does, once, when it opens the node); with
-    `now`, delete the records older than the retention of `settings` too."""
-    for statement in _DDL.split(";"):
-        if statement.strip():
-            store.execute(statement)
-    try:  # (a PostgreSQL store's table was always made with `what`: this never fails there)
-        store.query("SELECT what FROM desk_access LIMIT 1")
-    except StoreError:  # a desk_access made before `what` (SQLite: no such column)
-        store.execute("ALTER TABLE desk_access ADD COLUMN what TEXT NOT NULL DEFAULT ''")
+    """Create the table and its indexes, or bring them to this code's version (the desk
+    does when it opens the node; nothing runs when they are at it); with `now`, delete the
+    records older than the retention of `settings` too."""
+    make_tables(store, [DeskAccess()])
     if now is not None:
         with _LOCK:
             _KEPT[store.path] = (retention_days(settings or {}), "")
         prune(store, now)
 
 
-def prune(store: Store, now: datetime) -> int:
+def prune(store: LogStore, now: datetime) -> int:
     """Delete the records older than the retention set by `ensure` (none when it set none);
     how many went."""
     with _LOCK:
@@ -88,7 +108,7 @@ def prune(store: Store, now: datetime) -> int:
     return int(gone)
 
 
-def record(store: Store, name: str, case_id: str, at: str, what: str = "") -> None:
+def record(store: LogStore, name: str, case_id: str, at: str, what: str = "") -> None:
     """Note that `name` opened `case_id` (`what`: a material's file name) at `at` (and, the
     first time on a new day, delete the records past their retention)."""
     with store.transaction():
@@ -101,7 +121,7 @@ def record(store: Store, name: str, case_id: str, at: str, what: str = "") -> No
         prune(store, when)
 
 
-def recent(store: Store, limit: int, offset: int = 0) -> tuple[list[Access], int]:
+def recent(store: LogStore, limit: int, offset: int = 0) -> tuple[list[Access], int]:
     """A page of the records, newest first, and how many there are in all."""
     total = store.query("SELECT count(*) FROM desk_access")[0][0]
     rows = store.query(

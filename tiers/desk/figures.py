@@ -9,12 +9,17 @@ settings) and keeps beside it the *data version* it was computed at, the cases i
 were counted from (`case_facts` rows matching `tiers.case_facts.FACTS_WHERE`, as hashes)
 and a digest of the period's complaint rows:
 
-- the data version is (`max(entries.id)`, the lazy projections' cursor `meta.projected`).
-  Every table `compute_stats` reads (case facts, cases, complaints, catalogue, calendar,
-  enrolled names) is a projection of the log, and changes only in a transaction that stores
-  an entry (so `max(id)` grows) or that catches deferred projections up (so the cursor
-  moves). Same version, same tables: the result is served as it is.
-- when the version moved, the entries stored or projected since say what may have changed.
+- the data version is (`max(entries.id)`, the sum of the heads' seqs, the lazy projections'
+  cursor `meta.projected`). Every table `compute_stats` reads is a projection of the log: the
+  lazy ones (case facts, cases, complaints, catalogue, calendar) change only with the cursor,
+  which moves in the same transaction (on PostgreSQL only under the exclusive write lock,
+  when no append is in flight); the eager one (enrolled names, sync.trust) changes in the
+  transaction that stores an entry — which raises `max(id)` on SQLite (one writer: ids
+  commit in order) and a head on PostgreSQL (it holds every log whole; with two fronts an
+  entry may commit after one with a higher id, leaving `max(id)` where it was). Same
+  version, same tables: the result is served as it is.
+- when the version moved, the entries stored or projected since say what may have changed:
+  those past the old cursor (an entry still in flight when it was read had a higher id).
   Only case events (`case.*`, each naming its case) and liveness (`sync.alive`), at most
   `MAX_CHANGED` of them: only those cases' rows can differ. If none of them was among the
   period's cases, none of their rows matches the period now, and the period's complaint
@@ -51,11 +56,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from sync.logstore import LogStore
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import describe
 from sync.server import log_line
-from sync.store import Store
 from tiers import reader
 from tiers.case_facts import FACTS_WHERE
 from tiers.city import stats as city_stats
@@ -76,7 +81,8 @@ IRRELEVANT = frozenset({"sync.alive"})
 SETTING = "desk_figures_cache"
 
 Key = tuple[str, str, str, str, str, str]  # (database, period, by, as of, language, settings)
-Version = tuple[int, int]
+Version = tuple[int, int, int]  # (max(entries.id), sum of heads' seqs, cursor): see above
+UNSETTLED: Version = (-1, -1, -1)  # the data changed while a result was computed
 
 i18n.register(
     {
@@ -187,7 +193,7 @@ def _stats(node: Node, period: Period, by: str, today: date, *,
                 later = not background and reader.name(store) in CACHE.warmed
             found = _compute(store, settings, period, by, today, cases=not later)
         with CACHE.lock:
-            if found.version != (-1, -1):
+            if found.version != UNSETTLED:
                 CACHE.held[key] = found
                 CACHE.held.move_to_end(key)
                 while len(CACHE.held) > MAX_CACHED:
@@ -198,21 +204,22 @@ def _stats(node: Node, period: Period, by: str, today: date, *,
             CACHE.busy.pop(key).set()
 
 
-def data_version(store: Store) -> Version:
-    """(`max(entries.id)`, the lazy projections' cursor): what moves when a table
-    compute_stats reads may have changed."""
+def data_version(store: LogStore) -> Version:
+    """(`max(entries.id)`, the sum of the heads' seqs, the lazy projections' cursor): what
+    moves when a table compute_stats reads may have changed (see the module doc)."""
     row = store.query(
         "SELECT (SELECT coalesce(max(id), 0) FROM entries), "
+        "(SELECT coalesce(sum(seq), 0) FROM heads), "
         "(SELECT coalesce(CAST(value AS INTEGER), 0) FROM meta WHERE key = 'projected')"
     )[0]
-    return int(row[0]), int(row[1] or 0)
+    return int(row[0]), int(row[1]), int(row[2] or 0)
 
 
 def _params(period: Period) -> dict[str, str]:
     return {"s": period.start.isoformat(), "e": period.end.isoformat()}
 
 
-def _cases(store: Store, period: Period) -> array[int]:
+def _cases(store: LogStore, period: Period) -> array[int]:
     """The (hashed) ids of the cases whose rows the period's figures are counted from."""
     sql = f"SELECT case_id FROM case_facts WHERE {FACTS_WHERE}"
     return array("q", sorted({hash(case_id) for (case_id,) in store.query(sql, _params(period))}))
@@ -226,7 +233,7 @@ def _among(cases: array[int], case_id: str) -> bool:
     return at < len(cases) and cases[at] == wanted
 
 
-def _complaints(store: Store, period: Period) -> bytes:
+def _complaints(store: LogStore, period: Period) -> bytes:
     """A digest of the period's complaint rows and their cases' items (few: read whole)."""
     digest = hashlib.blake2b(digest_size=32)
     for row in store.query(_COMPLAINT_ROWS, _params(period)):
@@ -234,12 +241,12 @@ def _complaints(store: Store, period: Period) -> bytes:
     return digest.digest()
 
 
-def _changed_cases(store: Store, old: Version, new: Version) -> set[str] | None:
+def _changed_cases(store: LogStore, old: Version, new: Version) -> set[str] | None:
     """The cases named by the entries stored or projected between the versions `old` and
     `new`; None when something else may have changed too."""
-    if new[0] < old[0] or new[1] < old[1]:
+    if any(now < then for now, then in zip(new, old, strict=True)):
         return None  # not this database's history going forward: trust nothing
-    since = min(old)  # entries stored after old[0], and those projected after old[1]
+    since = min(old[0], old[2])  # the old cursor: every entry stored or projected since
     rows = store.query(
         "SELECT type, json_extract(CAST(raw AS TEXT), '$.body.case_id') FROM entries "
         "WHERE id > ? ORDER BY id LIMIT ?",
@@ -257,7 +264,7 @@ def _changed_cases(store: Store, old: Version, new: Version) -> set[str] | None:
     return cases
 
 
-def _still_good(store: Store, period: Period, held: _Held) -> _Held | None:
+def _still_good(store: LogStore, period: Period, held: _Held) -> _Held | None:
     """`held`, filed under the current version, when its figures are still exact; else None."""
     now = data_version(store)
     if now == held.version:
@@ -280,7 +287,7 @@ def _still_good(store: Store, period: Period, held: _Held) -> _Held | None:
     return _Held(now, held.cases, held.complaints, held.result)
 
 
-def _compute(store: Store, settings: dict[str, Any], period: Period, by: str, today: date, *,
+def _compute(store: LogStore, settings: dict[str, Any], period: Period, by: str, today: date, *,
              cases: bool) -> _Held:  # fmt: skip
     before = data_version(store)
     counted = _cases(store, period) if cases else None
@@ -289,10 +296,10 @@ def _compute(store: Store, settings: dict[str, Any], period: Period, by: str, to
     with CACHE.lock:
         CACHE.computed += 1
     after = data_version(store)
-    return _Held(before if before == after else (-1, -1), counted, complaints, result)
+    return _Held(before if before == after else UNSETTLED, counted, complaints, result)
 
 
-def _read_cases(store: Store) -> None:
+def _read_cases(store: LogStore) -> None:
     """Read the counted cases of the results filed without them, at this database's current
     version (the warmer, after the pages: so a page does not wait for them)."""
     with CACHE.lock:

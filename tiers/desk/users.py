@@ -17,9 +17,10 @@ from typing import Any
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
+from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
-from sync.store import Store
+from sync.store import StateTables, make_tables
 
 ROLES = ("admin", "viewer")
 MIN_PASSWORD = 8
@@ -84,14 +85,21 @@ class User:
         return {"name": self.name, "role": self.role, "created_at": self.created_at}
 
 
-def ensure(store: Store) -> None:
-    """Make the desk's tables if this database has none yet."""
-    for statement in _DDL.split(";"):
-        if statement.strip():
-            store.execute(statement)
+class DeskUsers(StateTables):
+    """The desk's people and sessions, at their version (sync._tables)."""
+
+    name = "desk_users"
+    version = 1
+    ddl = _DDL
 
 
-def anyone(store: Store) -> bool:
+def ensure(store: LogStore) -> None:
+    """Make the desk's tables if this database has none yet (or bring them to this code's
+    version; nothing runs when they are at it)."""
+    make_tables(store, [DeskUsers()])
+
+
+def anyone(store: LogStore) -> bool:
     """Whether this node has a desk user at all (before `ensure`, none)."""
     made = store.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'desk_users'")
     return bool(made) and bool(store.query("SELECT 1 FROM desk_users LIMIT 1"))
@@ -152,7 +160,7 @@ def password_matches(password: str, stored: str) -> bool:
 _DECOY = hash_password(secrets.token_hex(16))
 
 
-def add_user(store: Store, name: str, role: str, password: str, created_at: str) -> User:
+def add_user(store: LogStore, name: str, role: str, password: str, created_at: str) -> User:
     check_name(name)
     if role not in ROLES:
         raise DeskError("desk.user.bad_role", role=role)
@@ -166,13 +174,13 @@ def add_user(store: Store, name: str, role: str, password: str, created_at: str)
     return User(name, role, created_at)
 
 
-def list_users(store: Store) -> list[User]:
+def list_users(store: LogStore) -> list[User]:
     ensure(store)
     rows = store.query("SELECT name, role, created_at FROM desk_users")
     return [User(*row) for row in sorted(rows)]  # by code point, whatever the collation
 
 
-def remove_user(store: Store, name: str) -> None:
+def remove_user(store: LogStore, name: str) -> None:
     """Remove `name` and end every session of theirs."""
     ensure(store)
     with store.transaction():
@@ -182,12 +190,12 @@ def remove_user(store: Store, name: str) -> None:
         store.execute("DELETE FROM desk_users WHERE name = ?", (name,))
 
 
-def authenticate(store: Store, name: str, password: str) -> User | None:
+def authenticate(store: LogStore, name: str, password: str) -> User | None:
     """The user when `password` is theirs; None otherwise (an unknown name takes as long)."""
     return verify(find(store, name), password)
 
 
-def find(store: Store, name: str) -> tuple[User, str] | None:
+def find(store: LogStore, name: str) -> tuple[User, str] | None:
     """`name`'s user and stored hash, None when there is no such user (a quick query: the
     desk holds its database lock for this, not for `verify`)."""
     ensure(store)
@@ -221,7 +229,7 @@ def _token_key(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def open_session(store: Store, name: str, now: float, idle_seconds: float) -> str:
+def open_session(store: LogStore, name: str, now: float, idle_seconds: float) -> str:
     """A new session for `name`; returns the cookie's value (kept only as its hash).
     Sessions idle longer than `idle_seconds` go at the same time (the table stays small)."""
     ensure(store)
@@ -233,7 +241,7 @@ def open_session(store: Store, name: str, now: float, idle_seconds: float) -> st
     return token
 
 
-def session(store: Store, token: str, now: float, idle_seconds: float) -> Session | None:
+def session(store: LogStore, token: str, now: float, idle_seconds: float) -> Session | None:
     """The live session for the cookie `token`, its idle time restarted; None (and the
     session ended) once idle longer than `idle_seconds` or its user was removed.
 
@@ -260,7 +268,7 @@ def session(store: Store, token: str, now: float, idle_seconds: float) -> Sessio
     return Session(name, role, csrf)
 
 
-def close_session(store: Store, token: str) -> None:
+def close_session(store: LogStore, token: str) -> None:
     ensure(store)
     with store.transaction():
         store.execute("DELETE FROM desk_sessions WHERE token = ?", (_token_key(token),))
