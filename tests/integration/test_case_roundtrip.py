@@ -17,7 +17,7 @@ from tests.support.servers import zhibao, zhibao_serve
 from tests.support.topology import SHIPPED_CATALOGUE as CATALOGUE
 
 CITY, TOWN, VILLAGE = "330782", "330782001", "330782001201"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("city_engine")]
 
 
 def zb(*args: str, home: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:

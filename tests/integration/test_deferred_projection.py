@@ -27,6 +27,8 @@ from tests.support.topology import enrol
 from tiers.cases import service
 from tiers.node import extensions, open_home
 
+pytestmark = pytest.mark.usefixtures("city_engine")  # every city here: SQLite, then PostgreSQL
+
 AT = "2025-10-09T10:00:00+08:00"
 
 

@@ -28,6 +28,8 @@ from tests.support.servers import Switchboard, switchboard
 from tests.support.state import assert_prefix_held, assert_whole, audit_problems, snapshot
 from tests.support.topology import CITY, TOWN, VILLAGE, VILLAGE_2, Topology, append_notes
 
+pytestmark = pytest.mark.usefixtures("city_engine")  # every city here: SQLite, then PostgreSQL
+
 ROUND_TIMEOUT = 1.5  # a flipped Content-Length leaves a request hanging until this
 LINE = Schedule.flaky(cut=0.3, flip=0.1, max_stall=0.3, max_hold=0.3, latency=0.002)
 

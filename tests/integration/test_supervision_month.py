@@ -90,6 +90,8 @@ from tiers.node import open_home
 from tiers.provisional import calendar_status
 from tiers.reports import latest_reports, submit_monthly
 
+pytestmark = pytest.mark.usefixtures("city_engine")  # every city here: SQLite, then PostgreSQL
+
 START = datetime(2026, 12, 1, 8, 0, tzinfo=ZONE)
 REPORTED = datetime(2027, 1, 4, 9, 0, tzinfo=ZONE)  # Monday: December is over
 CITY_READS = datetime(2027, 1, 4, 10, 0, tzinfo=ZONE)

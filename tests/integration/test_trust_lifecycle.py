@@ -23,6 +23,7 @@ import tomli_w
 
 from sync.keyfiles import OLD_KEY
 from sync.node import NODE_TOML
+from tests.conftest import HostileTemplates
 from tests.hostile.harness import Actor
 from tests.hostile.network import (
     CITY,
@@ -33,7 +34,6 @@ from tests.hostile.network import (
     VILLAGE_C,
     Net,
     assert_works,
-    build_network,
     findings,
     heads,
     one_line_error,
@@ -41,20 +41,14 @@ from tests.hostile.network import (
     zb,
     zj,
 )
-from tests.support.topology import Topology
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Topology:
-    """City, two towns, villages A, B, C and X (tests/hostile/network.py), built once."""
-    return build_network(tmp_path_factory.mktemp("lifecycle-template"))
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("city_engine")]  # SQLite, PostgreSQL
 
 
 @pytest.fixture
-def net(template: Topology, tmp_path: Path) -> Net:
-    return Net.copy_of(template, tmp_path / "net")
+def net(hostile_templates: HostileTemplates, tmp_path: Path) -> Net:
+    """City, two towns, villages A, B, C and X (tests/hostile/network.py), a copy."""
+    return Net.copy_of(hostile_templates(), tmp_path / "net")
 
 
 def _accept(home: Path, applicant: str) -> str:

@@ -18,9 +18,11 @@ instead. Each test gets a database of its own (`fresh_database`), dropped after 
 
 Both engines for the city: a test (or module: `pytestmark =
 pytest.mark.usefixtures("city_engine")`) that takes the `city_engine` fixture runs twice,
-on SQLite and on PostgreSQL; on PostgreSQL `$ZHIBAO_STORE` names the test's fresh database,
-so every city the test builds lands there: through the CLI (`zhibao init --tier city`
-reads it: one such city per test) and through the helpers (`city_store()`, which
+on SQLite and on PostgreSQL (`@pg_in_soak`: its PostgreSQL run in the soak run only;
+`@sqlite_only`: once, on SQLite); on PostgreSQL `$ZHIBAO_STORE` names the test's fresh
+database, so every city the test builds lands there: through the CLI (`zhibao init --tier
+city` reads it; a second city's `init` through tests/support/servers.py `zhibao` gets a
+database of its own) and through the helpers (`city_store()`, which
 tests/support/topology.py and tests/helpers_cases.py pass to `create_home` for a city;
 a second city gets a database of its own, dropped with the test's). A network built once per session
 (tests/conftest.py) keeps its city in a template database; each copy gets a database of
@@ -259,7 +261,18 @@ def move_city_store(home: Path, url: str) -> None:
         node_store.write_passfile(home, clean, password)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
+# a heavy test of a module opted in: its PostgreSQL run only in the soak run (`-m soak`)
+pg_in_soak = pytest.mark.parametrize(
+    "city_engine",
+    ["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgresql, pytest.mark.soak])],
+    indirect=True,
+)
+# a test of a module opted in whose subject is no city (a town's or a village's): SQLite only
+sqlite_only = pytest.mark.parametrize("city_engine", ["sqlite"], indirect=True)
+
+
+@pytest.fixture(params=ENGINES)
 def city_engine(
     request: pytest.FixtureRequest,
     monkeypatch: pytest.MonkeyPatch,
