@@ -41,6 +41,7 @@ from tests.hostile.network import (
     zb,
     zj,
 )
+from tests.support.postgres import pg_in_soak, sqlite_only
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("city_engine")]  # SQLite, PostgreSQL
 
@@ -97,6 +98,7 @@ def _enroll(town: Path, keys: dict[str, str], *extra: str, ok: bool = True) -> A
               ok=ok)  # fmt: skip
 
 
+@pg_in_soak  # > 10 s
 def test_stolen_laptop_revoked_refused_and_rebuilt(net: Net, tmp_path: Path) -> None:
     village, town, city = net.home(VILLAGE_A), net.home(TOWN), net.home(CITY)
     with net.serving(CITY, TOWN) as served:
@@ -243,6 +245,7 @@ def test_relayed_thief_entries_refused_at_the_city_after_an_ancestor_revocation(
     assert held == {(VILLAGE_B, cut + 1, "revoked"), (VILLAGE_B, cut + 2, "revoked")}
 
 
+@sqlite_only  # refused at the town and the village: no city is the subject
 def test_enroll_and_revoke_refusals_write_nothing(net: Net, tmp_path: Path) -> None:
     town, village = net.home(TOWN), net.home(VILLAGE_C)
     other, root = tmp_path / "other-pc", zj(net.home(CITY), "node", "show")["public_key"]
