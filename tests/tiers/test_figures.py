@@ -25,6 +25,7 @@ from sync.protocol.batch import decode_batch, encode_batch
 from sync.protocol.errors import ReportError
 from sync.protocol.ids import is_within, parent_of, tier_of
 from tests.helpers_cases import ITEMS, fresh_store, insert_one
+from tests.support.postgres import city_store
 from tests.support.topology import CITY, TOWN, VILLAGE, hand_down, name_of
 from tiers.cases import service
 from tiers.cases.projection import load_case
@@ -79,6 +80,7 @@ def small_city(tmp_path: Path, now: datetime = datetime(2025, 11, 20, 9, tzinfo=
                 tmp_path / node_id, tier=tier_of(node_id), node_id=node_id,
                 name=name_of(node_id), parent_id=parent,
                 root_key=opened[CITY].config.public_key if parent else None, clock=fixed(now),
+                store=city_store() if parent is None else None,  # city_engine's, if any
             )  # fmt: skip
             stack.callback(node.close)
             opened[node_id] = node

@@ -17,6 +17,7 @@ from sync.protocol.errors import CatalogueError, EntryError
 from sync.protocol.i18n import use_locale
 from sync.relevance import select_for
 from tests.support.calendars import NEW_YEAR_ONLY_2027, WHOLE_2027
+from tests.support.postgres import city_store
 from tiers.calendar import CalendarOverrides, YearArrangement
 from tiers.calendar_publish import parse_overrides, publish_calendar
 from tiers.catalogue import CatalogueItem, parse_catalogue
@@ -64,6 +65,8 @@ def make_node(tmp_path: Path) -> Iterator[NodeFactory]:
         if tier != "city":
             parent = node_id[: 6 if tier == "town" else 9]
             options |= {"parent_id": parent, "root_key": opened[0].config.root_key}
+        else:
+            options["store"] = city_store()  # city_engine's, if any
         node = create_home(tmp_path / node_id, clock=clock, **options)
         opened.append(node)
         return node
