@@ -15,11 +15,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.postgres import (
+    PG_CI,
+    PG_SOAK,
     STORE_ENV,
     city_engine,
     create_database,
     database_of,
     drop_databases,
+    soak_marks,
     stop_shared,
     store_env,
 )
@@ -96,6 +99,20 @@ def hostile_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host
     for net in built.values():
         if net.store is not None:
             drop_databases(net.store, database_of(net.store))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker in (
+        f"{PG_SOAK}: the PostgreSQL runs of a module or test opted in (city_engine) go to "
+        "the soak run, but those of a test marked pg_ci",
+        f"{PG_CI}: this test's PostgreSQL run stays in the CI run (a module marked pg_soak)",
+    ):
+        config.addinivalue_line("markers", marker)
+
+
+@pytest.hookimpl(tryfirst=True)  # before the markers' deselection (-m 'not soak')
+def pytest_itemcollected(item: pytest.Item) -> None:
+    soak_marks([item])
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

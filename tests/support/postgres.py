@@ -290,6 +290,20 @@ def engines_and(argname: str, values: Sequence[Any], *, pg_in_ci: int) -> pytest
     return pytest.mark.parametrize(("city_engine", argname), params, indirect=["city_engine"])
 
 
+PG_SOAK, PG_CI = "pg_soak", "pg_ci"  # markers (registered by tests/conftest.py)
+
+
+def soak_marks(items: list[pytest.Item]) -> None:
+    """The PostgreSQL runs of a module (or test) marked `pg_soak` go to the soak run, but
+    those of a test marked `pg_ci`: a bounded sample of a big module in the CI run."""
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if spec is None or spec.params.get("city_engine") != "postgresql":
+            continue
+        if item.get_closest_marker(PG_SOAK) and not item.get_closest_marker(PG_CI):
+            item.add_marker(pytest.mark.soak)
+
+
 # a test of a module opted in whose subject is no city (a town's or a village's): SQLite only
 sqlite_only = pytest.mark.parametrize("city_engine", ["sqlite"], indirect=True)
 

@@ -24,6 +24,10 @@ from tiers.calendar_publish import publish_calendar, year_view
 from tiers.node import create_home
 from tiers.published import CALENDAR_OVERRIDE, calendar_state, work_calendar
 
+# its cities on SQLite, then on PostgreSQL: there in the soak run but for the tests marked
+# pg_ci (a bounded sample in CI: tests/support/postgres.py soak_marks)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 CITY, TOWN = "330782", "330782001"
 D = date.fromisoformat
 NodeFactory = Callable[[str], Node]
@@ -128,6 +132,7 @@ def test_old_entry_without_the_declaration_verifies_and_counts_its_days(
     assert (view["source"], view["known"], view["complete"]) == ("guessed", False, None)
 
 
+@pytest.mark.pg_ci
 def test_city_itself_cannot_append_a_bogus_whole_year(make_node: NodeFactory) -> None:
     city = make_node(CITY)
     before = _head(city)

@@ -37,6 +37,10 @@ from tiers.node import create_home
 from tiers.published import publish_items, work_calendar
 from tiers.reports import latest_reports, load_facts, node_counts, submit_monthly
 
+# its cities on SQLite, then on PostgreSQL: there in the soak run but for the tests marked
+# pg_ci (a bounded sample in CI: tests/support/postgres.py soak_marks)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 # D4: accepted in villages too, decided by towns, 3 working days.
 D4 = CatalogueItem("D4", "道路运输车辆年审", "交通运输", "promised", 3, 10, 0, (),
                    ("village", "town"), "town")  # fmt: skip
@@ -347,6 +351,7 @@ def test_figures_by_item_tier_and_department(tmp_path: Path) -> None:
     assert by_dept["公安"]["accepted"] == 7 and by_dept["民政"]["accepted"] == 2
 
 
+@pytest.mark.pg_ci
 def test_figures_late_acceptance_entry_counts_in_its_own_month(tmp_path: Path) -> None:
     with small_city(tmp_path) as net:
         village, town, city = net.village, net.town, net.city

@@ -34,6 +34,10 @@ from tiers.published import (
     work_calendar,
 )
 
+# its cities on SQLite, then on PostgreSQL: there in the soak run but for the tests marked
+# pg_ci (a bounded sample in CI: tests/support/postgres.py soak_marks)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 SHARED_CATALOGUE = Path(__file__).resolve().parents[2] / "tiers" / "data" / "catalogue.csv"
 CITY, TOWN, VILLAGE = "330782", "330782001", "330782001201"
 D = date.fromisoformat
@@ -120,6 +124,7 @@ def test_publish_items_reimport_appends_nothing(
     assert head(city) == published
 
 
+@pytest.mark.pg_ci
 def test_publish_items_changed_item_appends_one(
     make_node: NodeFactory, shared_items: list[CatalogueItem]
 ) -> None:
