@@ -292,6 +292,7 @@ def test_planned_rotation_goes_through_town_and_city(net: Net) -> None:
     assert_works(village, town, city)
 
 
+@pg_in_soak  # 20 s on PostgreSQL here; the city only receipts the town's rotation
 def test_a_village_that_missed_its_towns_rotation_still_syncs(net: Net) -> None:
     village, town = net.home(VILLAGE_C), net.home(TOWN)
     config = tomllib.loads((town / NODE_TOML).read_text("utf-8"))
