@@ -66,8 +66,11 @@ def home_store(home: Path) -> Iterator[Store]:
     database its node.toml names (a city under `city_engine`); the keys are not needed."""
     config = NodeConfig(**tomllib.loads((home / NODE_TOML).read_text("utf-8")))
     if not config.store:
-        with Store(home / NODE_DB) as store:
-            yield store
+        lite = Store(home / NODE_DB)
+        try:
+            yield lite
+        finally:
+            lite.close()
         return
     store = node_store.open_store(home, config, [])
     try:
