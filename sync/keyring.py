@@ -384,7 +384,8 @@ def record_report(store: LogStore, entry: SignedEntry, body: Mapping[str, Any]) 
     for use in body["uses"]:
         store.execute(
             "INSERT INTO revoked_reports (reporter, node_id, via, how, count, max_seq, first_at,"
-            " last_at, by_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+            " last_at, by_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (reporter, node_id, via, how) DO UPDATE SET "  # PostgreSQL: a target
             "count = excluded.count, max_seq = excluded.max_seq, last_at = excluded.last_at, "
             "by_seq = excluded.by_seq WHERE excluded.by_seq > revoked_reports.by_seq",
             (entry.origin, use["node_id"], use["via"], use["how"], use["count"],

@@ -15,10 +15,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.postgres import (
+    PG_CI,
+    PG_SOAK,
+    STORE_ENV,
     city_engine,
     create_database,
     database_of,
     drop_databases,
+    soak_marks,
     stop_shared,
     store_env,
 )
@@ -29,6 +33,7 @@ __all__ = ["city_engine"]  # a fixture: `pytest.mark.usefixtures("city_engine")`
 # test's cities on SQLite and on PostgreSQL (tests/support/postgres.py)
 
 MakeTopology = Callable[..., Topology]
+HostileTemplates = Callable[[], Topology]
 Templates = Callable[[Iterable[str]], Topology]
 
 
@@ -68,6 +73,46 @@ def make_topology(tmp_path: Path, topology_templates: Templates) -> MakeTopology
 def topology(make_topology: MakeTopology) -> Topology:
     """A city, one town and one of its villages (see tests/support/topology.py)."""
     return make_topology()
+
+
+@pytest.fixture(scope="session")
+def hostile_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileTemplates]:
+    """The hostile network (tests/hostile/network.py: city, two towns, villages A, B, C
+    and X), built once per engine (under `city_engine`'s PostgreSQL the city in a template
+    database of its own); never opened by a test, only copied."""
+    from tests.hostile.network import build_network  # only the suites that use it pay
+    built: dict[bool, Topology] = {}
+
+    def template() -> Topology:
+        on = store_env()
+        if (on is not None) not in built:
+            base = tmp_path_factory.mktemp("hostile-template")
+            if on is None:
+                built[False] = build_network(base)
+            else:  # city_store() hands the builder the template database
+                with pytest.MonkeyPatch.context() as patch:
+                    patch.setenv(STORE_ENV, create_database(on, "tpl_" + secrets.token_hex(8)))
+                    built[True] = build_network(base)
+        return built[on is not None]
+
+    yield template
+    for net in built.values():
+        if net.store is not None:
+            drop_databases(net.store, database_of(net.store))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker in (
+        f"{PG_SOAK}: the PostgreSQL runs of a module or test opted in (city_engine) go to "
+        "the soak run, but those of a test marked pg_ci",
+        f"{PG_CI}: this test's PostgreSQL run stays in the CI run (a module marked pg_soak)",
+    ):
+        config.addinivalue_line("markers", marker)
+
+
+@pytest.hookimpl(tryfirst=True)  # before the markers' deselection (-m 'not soak')
+def pytest_itemcollected(item: pytest.Item) -> None:
+    soak_marks([item])
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -1,4 +1,5 @@
-"""The hostile network, built once per session and copied for each test or module."""
+"""The hostile network, built once per session and engine (tests/conftest.py
+`hostile_templates`) and copied for each test or module."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.network import Net, build_network
+from tests.conftest import HostileTemplates
+from tests.hostile.network import Net
 from tests.support.topology import Topology
 
 
-@pytest.fixture(scope="session")
-def hostile_template(tmp_path_factory: pytest.TempPathFactory) -> Topology:
-    """City, two towns, villages A, B, C and X: built once, never opened by a test."""
-    return build_network(tmp_path_factory.mktemp("hostile-template"))
+@pytest.fixture
+def hostile_template(hostile_templates: HostileTemplates) -> Topology:
+    """The template on the engine of this test."""
+    return hostile_templates()
 
 
 @pytest.fixture
@@ -23,6 +25,9 @@ def net(hostile_template: Topology, tmp_path: Path) -> Net:
 
 
 @pytest.fixture(scope="module")
-def shared_net(hostile_template: Topology, tmp_path_factory: pytest.TempPathFactory) -> Net:
-    """One copy for a module whose attacks do not interfere."""
-    return Net.copy_of(hostile_template, tmp_path_factory.mktemp("shared") / "net")
+def shared_net(
+    hostile_templates: HostileTemplates, tmp_path_factory: pytest.TempPathFactory
+) -> Net:
+    """One copy for a module whose attacks do not interfere (its city on SQLite: a
+    module-wide copy outlives any one test's database)."""
+    return Net.copy_of(hostile_templates(), tmp_path_factory.mktemp("shared") / "net")

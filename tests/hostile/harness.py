@@ -35,7 +35,7 @@ import httpx
 from sync import trust
 from sync.clock import Clock
 from sync.keyfiles import NODE_KEY, SEAL_KEY
-from sync.node import NODE_DB, NODE_TOML
+from sync.node import NODE_TOML
 from sync.protocol.batch import encode_batch
 from sync.protocol.bundle import MAGIC as BUNDLE_MAGIC
 from sync.protocol.bundle import VERSION as BUNDLE_VERSION
@@ -46,6 +46,7 @@ from sync.protocol.messages import DIGEST, SENDER, bundle_message, request_heade
 from sync.protocol.sealed import SEALED_TYPE, answer_info, request_info, seal_body
 from sync.store import Store
 from tests.support.servers import ZHIBAO, cli_env
+from tests.support.state import home_store
 from tests.support.wire import SignedRequest
 
 BATCH_TYPE = "application/x-zhibao-batch"
@@ -121,7 +122,7 @@ class Actor:
     @contextmanager
     def store(self) -> Iterator[Store]:
         """The node's database without any projection (nothing is checked or projected)."""
-        with Store(self.home / NODE_DB) as store:
+        with home_store(self.home) as store:  # a city: node.db or its PostgreSQL database
             yield store
 
     def forge(self, entry_type: str, body: dict[str, Any], *, at: str | None = None) -> SignedEntry:

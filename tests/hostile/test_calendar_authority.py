@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.hostile.network import (
     CITY,
     TOWN,
@@ -31,6 +33,10 @@ from tests.hostile.network import (
 )
 from tests.support.calendars import WHOLE_2027
 from tiers.calendar import CalendarOverrides
+
+# the attacks reach the city too: its PostgreSQL runs in the soak run (the CI run's sample
+# of a member pushing to a PostgreSQL city: test_city_pushes.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
 
 WHOLE = CalendarOverrides({2027: WHOLE_2027}).to_body()
 BOGUS_WHOLE = {"days": {}, "years": {"2027": {"complete": True, "holidays": ["2027-01-01"],

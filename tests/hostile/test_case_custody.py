@@ -34,6 +34,10 @@ from tests.hostile.network import (
     zj,
 )
 
+# the attacks reach the city too: its PostgreSQL runs in the soak run (the CI run's sample
+# of a member pushing to a PostgreSQL city: test_city_pushes.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 
 def _blamed(home: Path) -> set[str]:
     return {f["node_id"] for f in findings(home, "custody_violation")}

@@ -16,7 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.hostile.network import CITY, TOWN, Net, assert_works, zb, zj
+
+# the attacks reach the city too: its PostgreSQL runs in the soak run (the CI run's sample
+# of a member pushing to a PostgreSQL city: test_city_pushes.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
 
 MZ, WS = "330782-MZ-002", "330782-WS-001"
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
+import pytest
 
 from sync.clock import local_date
 from tests.hostile.harness import stamp_now
@@ -24,6 +25,10 @@ from tests.hostile.network import ITEM, TOWN, VILLAGE_A, Net, zb
 from tests.support.servers import zhibao
 from tests.support.topology import hand_up
 from tiers.inert import UNSAFE
+
+# the attacks reach the city too: its PostgreSQL runs in the soak run (the CI run's sample
+# of a member pushing to a PostgreSQL city: test_city_pushes.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
 
 ESCAPES = "\x1b]8;;http://evil.example/\x07点我\x1b]8;;\x07\x1b[2J\u202e"
 NAME = f'=HYPERLINK("http://evil.example/","张三"){ESCAPES}'

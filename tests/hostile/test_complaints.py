@@ -17,6 +17,8 @@ Every refusal by the real program appends nothing.
 
 from __future__ import annotations
 
+import pytest
+
 from sync.clock import local_date
 from tests.hostile.harness import stamp_now
 from tests.hostile.network import (
@@ -34,6 +36,10 @@ from tests.hostile.network import (
     zb,
     zj,
 )
+
+# the attacks reach the city too: its PostgreSQL runs in the soak run (the CI run's sample
+# of a member pushing to a PostgreSQL city: test_city_pushes.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
 
 
 def _own_head(net: Net, node_id: str) -> int:

@@ -18,6 +18,10 @@ from tests.hostile.network import (
     honest_round,
 )
 
+# the attacks reach the city too: its PostgreSQL runs in the soak run (the CI run's sample
+# of a member pushing to a PostgreSQL city: test_city_pushes.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 
 @pytest.mark.parametrize(
     "at",

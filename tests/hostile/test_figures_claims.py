@@ -17,9 +17,15 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
+import pytest
+
 from tests.hostile.harness import Actor
 from tests.hostile.network import CITY, TOWN, Net, assert_works, findings, today, zb, zj
 from tiers.calendar import WorkCalendar
+
+# the attacks reach the city too: its PostgreSQL runs in the soak run (the CI run's sample
+# of a member pushing to a PostgreSQL city: test_city_pushes.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
 
 ITEM = "330782-WS-002"
 

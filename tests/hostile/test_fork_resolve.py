@@ -35,6 +35,10 @@ from tests.hostile.network import (
 from tests.support.topology import VILLAGE, append_notes, build_topology, hand_up
 from tiers.node import open_home
 
+# the attacks reach the city too: its PostgreSQL runs in the soak run (the CI run's sample
+# of a member pushing to a PostgreSQL city: test_city_pushes.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 
 def _receive(home: Path, applicant: str) -> None:
     zb(home, "case", "receive", "--item", ITEM, "--applicant", applicant)

@@ -4,6 +4,8 @@ enrolment, MAX_ENROLMENTS per node); the entries beyond are kept but quarantined
 
 from __future__ import annotations
 
+import pytest
+
 from sync import keyring, trust
 from sync.ingest import ingest
 from sync.protocol.batch import decode_batch, encode_batch
@@ -11,6 +13,10 @@ from sync.protocol.entry import SignedEntry, encode_entry
 from sync.protocol.keys import Signer
 from tests.hostile.harness import Actor, sign_raw, stamp_now
 from tests.support.topology import CITY, TOWN, VILLAGE, Topology
+
+# the attacks reach the city too: its PostgreSQL runs in the soak run (the CI run's sample
+# of a member pushing to a PostgreSQL city: test_city_pushes.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
 
 
 def rotations(actor: Actor, count: int) -> tuple[list[SignedEntry], list[Signer]]:

@@ -36,6 +36,10 @@ from tests.hostile.network import (
 from tiers.city.network import network_health
 from tiers.city.reconcile import reconcile
 
+# the attacks reach the city too: its PostgreSQL runs in the soak run (the CI run's sample
+# of a member pushing to a PostgreSQL city: test_city_pushes.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 
 def network_of(net: Net, node_id: str = CITY) -> dict[str, dict[str, Any]]:
     """`zhibao status --json`'s network at `node_id`, by node id."""

@@ -52,6 +52,10 @@ from tests.hostile.network import (
 from tests.support.servers import ZHIBAO, cli_env, zhibao
 from tests.support.topology import Topology
 
+# the attacks reach the city too: its PostgreSQL runs in the soak run (the CI run's sample
+# of a member pushing to a PostgreSQL city: test_city_pushes.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 ATTACHED = "case.attached"
 
 

@@ -19,6 +19,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from sync import trust
 from sync.node import NODE_DB
 from sync.protocol.blobs import CHUNK, DATA, LIST, BlobRef, Hasher, chunk_count, encode_frame
@@ -44,6 +46,10 @@ from tests.hostile.network import (
     zb,
     zj,
 )
+
+# the attacks reach the city too: its PostgreSQL runs in the soak run (the CI run's sample
+# of a member pushing to a PostgreSQL city: test_city_pushes.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
 
 
 def _scan(size: int, seed: int) -> bytes:

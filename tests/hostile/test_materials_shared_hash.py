@@ -25,6 +25,10 @@ from tests.hostile.network import CITY, ITEM, TOWN, VILLAGE_A, VILLAGE_C, Net, z
 from tests.hostile.test_materials_attach import material, pushed
 from tiers.materials import ATTACHED
 
+# the attacks reach the city too: its PostgreSQL runs in the soak run (the CI run's sample
+# of a member pushing to a PostgreSQL city: test_city_pushes.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 TEMPLATE = b"%PDF-1.4 blank application form, as printed from the centre's file " * 4000
 LYING_ROOT = hashlib.sha256(b"a list of other bytes").hexdigest()
 

@@ -53,6 +53,9 @@ from tests.hostile.network import (
 from tests.support.servers import Served
 from tests.support.wire import SignedRequest
 
+# SQLite only (no city_engine): one module-wide copy of the network (`shared_net`) serves
+# every test, its city on SQLite; a member pushing to a PostgreSQL city: test_city_pushes.py
+
 STREAM = "application/x-zhibao-blobs"
 JSON = "application/json"
 Frame = tuple[bytes, int, bytes]

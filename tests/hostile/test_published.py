@@ -34,6 +34,10 @@ from tests.support.topology import SHIPPED_CATALOGUE
 from tiers.calendar import CalendarOverrides, YearArrangement
 from tiers.catalogue import parse_catalogue
 
+# the attacks reach the city too: its PostgreSQL runs in the soak run (the CI run's sample
+# of a member pushing to a PostgreSQL city: test_city_pushes.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 
 def _weekdays(year: int) -> list[date]:
     first = date(year, 1, 1)

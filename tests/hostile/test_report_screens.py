@@ -27,6 +27,10 @@ from tests.support.topology import VILLAGE
 from tests.tiers import test_figures as figures
 from tiers.inert import UNSAFE
 
+# the attacks reach the city too: its PostgreSQL runs in the soak run (the CI run's sample
+# of a member pushing to a PostgreSQL city: test_city_pushes.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 HOSTILE_ITEM = "=cmd|' /C calc'!A0\x1b]0;pwned\x07<script>alert(1)</script>\u202e"
 RAW_UNSAFE = {chr(c) for c in UNSAFE if c != 0x0A}
 

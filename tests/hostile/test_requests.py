@@ -29,6 +29,9 @@ from tests.hostile.network import (
     zj,
 )
 
+# SQLite only (no city_engine): one module-wide copy of the network (`shared_net`) serves
+# every test, its city on SQLite; a member pushing to a PostgreSQL city: test_city_pushes.py
+
 DEEP = 100_000
 
 

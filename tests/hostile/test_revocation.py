@@ -35,6 +35,10 @@ from tests.hostile.network import (
     zj,
 )
 
+# the attacks reach the city too: its PostgreSQL runs in the soak run (the CI run's sample
+# of a member pushing to a PostgreSQL city: test_city_pushes.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 
 def _case_body(actor: Actor, number: int, applicant: str) -> dict[str, Any]:
     day = stamp_now()[:10].replace("-", "")

@@ -37,6 +37,10 @@ from tests.hostile.network import (
 from tests.support.servers import zhibao
 from tiers.cases import service
 
+# the attacks reach the city too: its PostgreSQL runs in the soak run (the CI run's sample
+# of a member pushing to a PostgreSQL city: test_city_pushes.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 
 def _hashes(home: Path, origin: str) -> list[str]:
     return [row["hash"] for row in zj(home, "log", "show", "--origin", origin)]

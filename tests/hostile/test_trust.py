@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tomllib
 
+import pytest
 import tomli_w
 
 from sync import trust
@@ -33,6 +34,10 @@ from tests.hostile.network import (
     zb,
     zj,
 )
+
+# the attacks reach the city too: its PostgreSQL runs in the soak run (the CI run's sample
+# of a member pushing to a PostgreSQL city: test_city_pushes.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
 
 MADE_UP = "330782001299"
 

@@ -35,6 +35,9 @@ from tests.hostile.network import (
 )
 from tests.support.wire import SignedRequest
 
+# SQLite only (no city_engine): one module-wide copy of the network (`shared_net`) serves
+# every test, its city on SQLite; a member pushing to a PostgreSQL city: test_city_pushes.py
+
 
 @pytest.fixture(scope="module")
 def urls(shared_net: Net) -> Iterator[dict[str, str]]:

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
+from tests.support.postgres import pg_in_soak
 from tests.support.servers import zhibao, zhibao_serve
 from tests.support.topology import SHIPPED_CATALOGUE as CATALOGUE
 
 CITY, TOWN, VILLAGE = "330782", "330782001", "330782001201"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("city_engine")]
 
 
 def zb(*args: str, home: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -91,6 +92,7 @@ def _topology(tmp_path: Path) -> tuple[Path, Path, Path]:
     return city, town, village
 
 
+@pg_in_soak  # 30-40 s on either engine: its city in PostgreSQL in the soak run
 def test_forwarded_case_round_trip_village_town_city(tmp_path: Path) -> None:
     city, town, village = _topology(tmp_path)
     with serving(city) as city_url, serving(town) as town_url:

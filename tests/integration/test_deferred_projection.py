@@ -4,6 +4,9 @@ A deferring connection (as `serve` runs) stores and acknowledges entries without
 projecting them; the tier projections catch up from a cursor kept in the same database,
 chunk by chunk. The invariant checked throughout: the projections equal the log up to the
 cursor, never more and never less, and nobody reads or writes a case behind the log.
+
+The deferring node is the city (the village's log relayed by its town), on both engines
+(`city_engine`): a town defers the same way, in the same code (sync.logstore).
 """
 
 from __future__ import annotations
@@ -12,30 +15,37 @@ import random
 import signal
 import subprocess
 import time
+import tomllib
 from pathlib import Path
 
 import apsw
+import psycopg
 import pytest
 
+from sync import node_store
 from sync.ingest import ingest
-from sync.node import NODE_DB, open_node
+from sync.node import NODE_DB, NODE_TOML, open_node
 from sync.protocol.batch import decode_batch, encode_batch
 from sync.store import PROJECTED, Store
-from tests.helpers_cases import TOWN, VILLAGE, Network, case_entries, network
+from tests.helpers_cases import CITY, TOWN, VILLAGE, Network, case_entries, network
+from tests.support.postgres import engines_and, sqlite_only
 from tests.support.servers import ZHIBAO, cli_env, zhibao, zhibao_serve
 from tests.support.topology import enrol
 from tiers.cases import service
 from tiers.node import extensions, open_home
 
+pytestmark = pytest.mark.usefixtures("city_engine")  # every city here: SQLite, then PostgreSQL
+
 AT = "2025-10-09T10:00:00+08:00"
 
 
 def _receive(net: Network, count: int) -> list[str]:
-    """Enrol the nodes, then `count` B2 cases received and forwarded at the village (two
-    entries each)."""
+    """Enrol the nodes (the town's log at the city: it knows the village's key), then
+    `count` B2 cases received and forwarded at the village (two entries each)."""
     enrol(net.city, net.town)
     enrol(net.town, net.village)
     net.down()
+    net.sync((net.town, net.city))
     node = net.village
     ids = []
     with node.store.transaction():
@@ -48,22 +58,35 @@ def _receive(net: Network, count: int) -> list[str]:
     return ids
 
 
-def _push_deferred(store: Store, village: Store) -> int:
-    """Ingest the village's log into `store` as `serve` does; the count applied."""
+def _push_deferred(store: Store, village: Store, *, me: str = CITY) -> int:
+    """Ingest the village's log into the city's `store` (relayed by the town), or the
+    town's (`me`), as `serve` does; the count applied."""
     runs = decode_batch(encode_batch(list(village.iter_all(VILLAGE))))
-    result = ingest(store, runs, me=TOWN, sender=VILLAGE, received_at=AT)
+    sender = TOWN if me == CITY else VILLAGE
+    result = ingest(store, runs, me=me, sender=sender, received_at=AT)
     assert not result.rejected, result.rejected
     return result.applied_total
 
 
 def _read(home: Path, sql: str) -> int:
     """One number, read without opening the node (which would catch up)."""
+    url = _pg_url(home)
+    if url is not None:
+        with psycopg.connect(url, passfile=str(node_store.passfile_of(home) or "")) as pg:
+            row = pg.execute(sql.replace("CAST(value AS INTEGER)", "CAST(value AS bigint)"))
+            return int((row.fetchone() or (0,))[0] or 0)
     conn = apsw.Connection(str(home / NODE_DB), flags=apsw.SQLITE_OPEN_READONLY)
     conn.set_busy_timeout(10_000)
     try:
         return int(conn.execute(sql).fetchone()[0] or 0)
     finally:
         conn.close()
+
+
+def _pg_url(home: Path) -> str | None:
+    """The PostgreSQL database node.toml names (None: node.db)."""
+    store = tomllib.loads((home / NODE_TOML).read_text("utf-8")).get("store")
+    return str(store) if store else None
 
 
 def _cursor(home: Path) -> int:
@@ -81,29 +104,30 @@ def _assert_projection_matches_cursor(home: Path) -> int:
 def test_a_deferring_store_acknowledges_first_and_projects_on_catch_up(tmp_path: Path) -> None:
     with network(tmp_path) as net:
         _receive(net, 5)
-        town = net.town.store
-        town.defer_projections()
-        events_before = town.query("SELECT count(*) FROM case_events")[0][0]
-        applied = _push_deferred(town, net.village.store)
+        city = net.city.store
+        city.defer_projections()
+        events_before = city.query("SELECT count(*) FROM case_events")[0][0]
+        applied = _push_deferred(city, net.village.store)
         assert applied == 10
-        assert town.unprojected() == 10
-        assert town.query("SELECT count(*) FROM case_events")[0][0] == events_before
+        assert city.unprojected() == 10
+        assert city.query("SELECT count(*) FROM case_events")[0][0] == events_before
 
-        assert town.catch_up(limit=4) == 6  # a step, as the idle server takes them
-        assert town.query("SELECT count(*) FROM case_events")[0][0] == events_before + 4
-        _assert_projection_matches_cursor(net.town.home)
+        assert city.catch_up(limit=4) == 6  # a step, as the idle server takes them
+        assert city.query("SELECT count(*) FROM case_events")[0][0] == events_before + 4
+        _assert_projection_matches_cursor(net.city.home)
 
-        with open_home(net.town.home) as reader:  # a clerk's command catches up on opening
+        with open_home(net.city.home) as reader:  # a clerk's command catches up on opening
             assert reader.store.unprojected() == 0
             assert reader.store.query("SELECT count(*) FROM case_events")[0][0] == 10
-        _assert_projection_matches_cursor(net.town.home)
+        _assert_projection_matches_cursor(net.city.home)
 
 
+@sqlite_only  # the town's clerk accepts the case (no city acts on a case it does not hold)
 def test_a_clerk_writing_behind_a_deferred_push_sees_the_case_first(tmp_path: Path) -> None:
     with network(tmp_path) as net:
         (case_id,) = _receive(net, 1)
         net.town.store.defer_projections()
-        _push_deferred(net.town.store, net.village.store)
+        _push_deferred(net.town.store, net.village.store, me=TOWN)
         # opened without the catch-up of open_home: the write transaction itself catches up
         clerk = open_node(net.town.home, extensions=extensions(), clock=net.town.clock)
         try:
@@ -120,17 +144,18 @@ def test_serve_projects_on_its_own_once_the_pushes_stop(tmp_path: Path) -> None:
     with network(tmp_path) as net:
         ids = _receive(net, 20)
         village_events = len(case_entries(net.village.store, VILLAGE))
-        town_home, village_home = net.town.home, net.village.home
-    with zhibao_serve(town_home) as served:
-        done = zhibao(village_home, "sync", "--peer", served.url, "--json")
+        net.sync((net.village, net.town))
+        city_home, town_home = net.city.home, net.town.home
+    with zhibao_serve(city_home) as served:
+        done = zhibao(town_home, "sync", "--peer", served.url, "--json")
         assert done.returncode == 0, done.stderr
         deadline = time.monotonic() + 30
-        while _read(town_home, "SELECT count(*) FROM case_events") < village_events:
+        while _read(city_home, "SELECT count(*) FROM case_events") < village_events:
             assert time.monotonic() < deadline, "serve never projected what it took"
             time.sleep(0.05)  # waiting on another process, not making time pass
-        _assert_projection_matches_cursor(town_home)
+        _assert_projection_matches_cursor(city_home)
         assert served.errors() == ""
-    listed = zhibao(town_home, "case", "list", "--json")
+    listed = zhibao(city_home, "case", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert set(ids) <= {case["case_id"] for case in _cases(listed.stdout)}
 
@@ -142,36 +167,36 @@ def _cases(stdout: str) -> list[dict[str, object]]:
     return value["cases"] if isinstance(value, dict) else value  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("seed", range(3))
+@engines_and("seed", range(3), pg_in_ci=0)  # > 10 s: PostgreSQL in the soak run
 def test_kill9_while_catching_up_keeps_projection_and_cursor_together(
     tmp_path: Path, seed: int
 ) -> None:
-    """`zhibao serve` catches up a backlog on start; killed in the middle of it, the town
+    """`zhibao serve` catches up a backlog on start; killed in the middle of it, the city
     holds a projection equal to its log up to the cursor, and the next open finishes."""
     rng = random.Random(seed)
     with network(tmp_path, durable=False) as net:
         _receive(net, 1500)
-        net.town.store.defer_projections()
-        total = _push_deferred(net.town.store, net.village.store)
-        town_home = net.town.home
-    start = _cursor(town_home)
+        net.city.store.defer_projections()
+        total = _push_deferred(net.city.store, net.village.store)
+        city_home = net.city.home
+    start = _cursor(city_home)
     server = subprocess.Popen(
-        [ZHIBAO, "serve", "--home", str(town_home), "--port", "0"],
+        [ZHIBAO, "serve", "--home", str(city_home), "--port", "0"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=cli_env(),
     )
     try:
         deadline = time.monotonic() + 60
-        while _cursor(town_home) == start and time.monotonic() < deadline:
+        while _cursor(city_home) == start and time.monotonic() < deadline:
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 0.05))
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=30)
-    reached = _assert_projection_matches_cursor(town_home)
+    reached = _assert_projection_matches_cursor(city_home)
     assert start < reached, "the kill landed before any chunk was committed"
-    with open_home(town_home) as town:
-        assert town.store.unprojected() == 0
-    final = _assert_projection_matches_cursor(town_home)
+    with open_home(city_home) as city:
+        assert city.store.unprojected() == 0
+    final = _assert_projection_matches_cursor(city_home)
     assert final >= start + total

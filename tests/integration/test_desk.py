@@ -34,6 +34,10 @@ from tiers.desk import overview
 from tiers.desk.app import Desk
 from tiers.node import open_home
 
+# the desk is the city's: its PostgreSQL runs in the soak run (the CI run compares the
+# desk's figures and tables on both: tests/postgres/test_tiers_on_pg.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 PASSWORD = "correct horse battery"
 PERIOD = "2025-10"  # the month tests.tiers.test_figures builds
 EVIL = "<script>alert(1)</script>"

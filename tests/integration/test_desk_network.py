@@ -31,6 +31,10 @@ from tiers.desk.findings_page import FINDING_COLUMNS, REPORT_COLUMNS
 from tiers.inert import terminal_safe
 from tiers.reports import submit_monthly
 
+# the desk is the city's: its PostgreSQL runs in the soak run (the CI run compares the
+# desk's figures and tables on both: tests/postgres/test_tiers_on_pg.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 PERIOD = "2025-10"
 HOSTILE = "<script>alert(2)</script>\u202egnp.exe<img src=x onerror=alert(3)>"
 ESCAPED = "&lt;script&gt;alert(2)&lt;/script&gt;\\u202egnp.exe&lt;img"

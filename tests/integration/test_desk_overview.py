@@ -17,6 +17,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import openpyxl
+import pytest
 
 from sync.protocol import i18n
 from tests.integration import test_desk
@@ -24,6 +25,10 @@ from tests.integration.test_desk import EVIL, PERIOD, cells, client, login, zb
 from tiers.city import stats as city_stats
 from tiers.desk import figures, overview
 from tiers.desk.layout import STATIC
+
+# the desk is the city's: its PostgreSQL runs in the soak run (the CI run compares the
+# desk's figures and tables on both: tests/postgres/test_tiers_on_pg.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
 
 ROOT = Path(__file__).resolve().parents[2]
 # test_desk's city (a hostile village among its nodes, one admin) served by `zhibao serve`.

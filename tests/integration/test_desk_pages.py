@@ -39,6 +39,10 @@ from tiers.desk import access, case_page
 from tiers.desk.users import Session
 from tiers.node import open_home
 
+# the desk is the city's: its PostgreSQL runs in the soak run (the CI run compares the
+# desk's figures and tables on both: tests/postgres/test_tiers_on_pg.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 ID_NO, PHONE = "330102199001011234", "13805795678"
 SCAN = b"%PDF-1.4 the application form " * 3000  # held at the city

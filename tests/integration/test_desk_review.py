@@ -24,6 +24,10 @@ from tiers.desk import figures, layout, users
 from tiers.desk.app import Desk
 from tiers.node import open_home
 
+# the desk is the city's: its PostgreSQL runs in the soak run (the CI run compares the
+# desk's figures and tables on both: tests/postgres/test_tiers_on_pg.py)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 
 @pytest.fixture
 def desk_city(make_topology) -> Path:  # type: ignore[no-untyped-def]

@@ -24,9 +24,12 @@ from sync.receipts import acknowledged
 from sync.round import sync_round
 from sync.testing.proxy import FaultProxy, Schedule
 from tests.conftest import MakeTopology
+from tests.support.postgres import engines_and
 from tests.support.servers import Switchboard, switchboard
 from tests.support.state import assert_prefix_held, assert_whole, audit_problems, snapshot
 from tests.support.topology import CITY, TOWN, VILLAGE, VILLAGE_2, Topology, append_notes
+
+pytestmark = pytest.mark.usefixtures("city_engine")  # every city here: SQLite, then PostgreSQL
 
 ROUND_TIMEOUT = 1.5  # a flipped Content-Length leaves a request hanging until this
 LINE = Schedule.flaky(cut=0.3, flip=0.1, max_stall=0.3, max_hold=0.3, latency=0.002)
@@ -144,7 +147,7 @@ def network(make_topology: MakeTopology) -> Topology:
     return make_topology([VILLAGE, VILLAGE_2])
 
 
-@pytest.mark.parametrize("seed", [pytest.param(s, id=f"seed{s}") for s in range(10)])
+@engines_and("seed", range(10), pg_in_ci=2)  # PostgreSQL: 2 seeds in CI, the rest in soak
 def test_flaky_link_converges_exactly(network: Topology, boards: Boards, seed: int) -> None:
     _run(network, boards, seed, entries=300, bursts=2, rounds=2)
 

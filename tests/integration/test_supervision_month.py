@@ -74,6 +74,7 @@ from sync.protocol.i18n import use_locale
 from sync.round import sync_round
 from tests.helpers_cases import count_entries
 from tests.support.calendars import WHOLE_2027
+from tests.support.postgres import sqlite_only
 from tests.support.servers import serve_in_thread
 from tests.support.topology import CITY, TOWN, VILLAGE
 from tests.tiers.test_figures import City, down, push, small_city
@@ -89,6 +90,8 @@ from tiers.figures import Counts, parse_period
 from tiers.node import open_home
 from tiers.provisional import calendar_status
 from tiers.reports import latest_reports, submit_monthly
+
+pytestmark = pytest.mark.usefixtures("city_engine")  # every city here: SQLite, then PostgreSQL
 
 START = datetime(2026, 12, 1, 8, 0, tzinfo=ZONE)
 REPORTED = datetime(2027, 1, 4, 9, 0, tzinfo=ZONE)  # Monday: December is over
@@ -361,6 +364,7 @@ def test_supervision_month_stats_and_reconcile_at_the_city(
     assert fee["evidence"]["reason"] == "加急制证工本费"
 
 
+@sqlite_only  # the town's own views: no city is the subject
 def test_supervision_month_records_at_the_town(tmp_path: Path) -> None:
     """What the town's own views say of the month: the approved extension names its head,
     the open complaint and the open rectification are red by the close of December."""

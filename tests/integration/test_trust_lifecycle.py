@@ -23,6 +23,7 @@ import tomli_w
 
 from sync.keyfiles import OLD_KEY
 from sync.node import NODE_TOML
+from tests.conftest import HostileTemplates
 from tests.hostile.harness import Actor
 from tests.hostile.network import (
     CITY,
@@ -33,7 +34,6 @@ from tests.hostile.network import (
     VILLAGE_C,
     Net,
     assert_works,
-    build_network,
     findings,
     heads,
     one_line_error,
@@ -41,20 +41,15 @@ from tests.hostile.network import (
     zb,
     zj,
 )
-from tests.support.topology import Topology
+from tests.support.postgres import pg_in_soak, sqlite_only
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Topology:
-    """City, two towns, villages A, B, C and X (tests/hostile/network.py), built once."""
-    return build_network(tmp_path_factory.mktemp("lifecycle-template"))
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("city_engine")]  # SQLite, PostgreSQL
 
 
 @pytest.fixture
-def net(template: Topology, tmp_path: Path) -> Net:
-    return Net.copy_of(template, tmp_path / "net")
+def net(hostile_templates: HostileTemplates, tmp_path: Path) -> Net:
+    """City, two towns, villages A, B, C and X (tests/hostile/network.py), a copy."""
+    return Net.copy_of(hostile_templates(), tmp_path / "net")
 
 
 def _accept(home: Path, applicant: str) -> str:
@@ -103,6 +98,7 @@ def _enroll(town: Path, keys: dict[str, str], *extra: str, ok: bool = True) -> A
               ok=ok)  # fmt: skip
 
 
+@pg_in_soak  # > 10 s
 def test_stolen_laptop_revoked_refused_and_rebuilt(net: Net, tmp_path: Path) -> None:
     village, town, city = net.home(VILLAGE_A), net.home(TOWN), net.home(CITY)
     with net.serving(CITY, TOWN) as served:
@@ -249,6 +245,7 @@ def test_relayed_thief_entries_refused_at_the_city_after_an_ancestor_revocation(
     assert held == {(VILLAGE_B, cut + 1, "revoked"), (VILLAGE_B, cut + 2, "revoked")}
 
 
+@sqlite_only  # refused at the town and the village: no city is the subject
 def test_enroll_and_revoke_refusals_write_nothing(net: Net, tmp_path: Path) -> None:
     town, village = net.home(TOWN), net.home(VILLAGE_C)
     other, root = tmp_path / "other-pc", zj(net.home(CITY), "node", "show")["public_key"]
@@ -295,6 +292,7 @@ def test_planned_rotation_goes_through_town_and_city(net: Net) -> None:
     assert_works(village, town, city)
 
 
+@pg_in_soak  # 20 s on PostgreSQL here; the city only receipts the town's rotation
 def test_a_village_that_missed_its_towns_rotation_still_syncs(net: Net) -> None:
     village, town = net.home(VILLAGE_C), net.home(TOWN)
     config = tomllib.loads((town / NODE_TOML).read_text("utf-8"))

@@ -41,3 +41,17 @@ def test_a_city_made_by_the_cli_lands_on_the_engine_of_the_test(
     assert done.returncode == 0, done.stderr
     status = json.loads(zhibao(home, "status", "--json").stdout)
     assert status["store"] == city_engine
+
+
+def test_two_cities_made_by_the_cli_in_one_test_get_a_database_each(
+    city_engine: str, tmp_path: Path
+) -> None:
+    stores = []
+    for n, city in enumerate(("330783", "330784")):
+        home = tmp_path / f"city{n}"
+        done = zhibao(home, "init", "--tier", "city", "--node-id", city, "--name", city)
+        assert done.returncode == 0, done.stderr
+        status = json.loads(zhibao(home, "status", "--json").stdout)
+        assert status["store"] == city_engine and status["heads"].get(city) is not None
+        stores.append((home / "node.toml").read_text("utf-8"))
+    assert stores[0] != stores[1]

@@ -19,7 +19,8 @@ _SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH|CREATE)\b", re.I)
 # constructs no rule translates: each must be written portably where it is used
 _SQLITE_ONLY = re.compile(
     r"\b(ifnull|iif|instr|json_extract|json_each|group_concat|julianday|strftime|"
-    r"last_insert_rowid|sqlite_master|GLOB|PRAGMA|INSERT\s+OR)\b|\?|\bWITHOUT\s+ROWID\b",
+    r"last_insert_rowid|sqlite_master|GLOB|PRAGMA|INSERT\s+OR)\b|\?|\bWITHOUT\s+ROWID\b|"
+    r"\bON\s+CONFLICT\s+DO\s+UPDATE\b",  # SQLite's upsert without a target: PostgreSQL's needs one
     re.I,
 )
 

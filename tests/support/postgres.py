@@ -18,13 +18,15 @@ instead. Each test gets a database of its own (`fresh_database`), dropped after 
 
 Both engines for the city: a test (or module: `pytestmark =
 pytest.mark.usefixtures("city_engine")`) that takes the `city_engine` fixture runs twice,
-on SQLite and on PostgreSQL; on PostgreSQL `$ZHIBAO_STORE` names the test's fresh database,
-so every city the test builds lands there: through the CLI (`zhibao init --tier city`
-reads it: one such city per test) and through the helpers (`city_store()`, which
-tests/support/topology.py and tests/helpers_cases.py pass to `create_home` for a city;
-a second city gets a database of its own, dropped with the test's). A network built once per session
-(tests/conftest.py) keeps its city in a template database; each copy gets a database of
-its own made from it (`create_database(…, template=…)`, `move_city_store`).
+on SQLite and on PostgreSQL (`@pg_in_soak`, `@sqlite_in_soak`: that engine's run in the
+soak run only; `@sqlite_only`: once, on SQLite). On PostgreSQL `$ZHIBAO_STORE` names the
+test's fresh database, so every city the test builds lands there: through the CLI
+(`zhibao init --tier city` reads it; a second city's `init` through tests/support/servers.py
+`zhibao` gets a database of its own) and through the helpers (`city_store()`, which
+tests/support/topology.py and tests/helpers_cases.py pass to `create_home` for a city; a
+second city gets a database of its own, dropped with the test's). A network built once per
+session (tests/conftest.py) keeps its city in a template database; each copy gets a
+database of its own made from it (`create_database(…, template=…)`, `move_city_store`).
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -259,7 +262,53 @@ def move_city_store(home: Path, url: str) -> None:
         node_store.write_passfile(home, clean, password)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
+# a heavy test of a module opted in: its PostgreSQL run only in the soak run (`-m soak`)
+pg_in_soak = pytest.mark.parametrize(
+    "city_engine",
+    ["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgresql, pytest.mark.soak])],
+    indirect=True,
+)
+# a test whose SQLite run another test covers already: that run in the soak run only
+sqlite_in_soak = pytest.mark.parametrize(
+    "city_engine",
+    [pytest.param("sqlite", marks=pytest.mark.soak),
+     pytest.param("postgresql", marks=pytest.mark.postgresql)],
+    indirect=True,
+)  # fmt: skip
+
+
+def engines_and(argname: str, values: Sequence[Any], *, pg_in_ci: int) -> pytest.MarkDecorator:
+    """Parametrize `city_engine` and `argname` (seeds, say): every value on both engines,
+    the PostgreSQL runs of all but the first `pg_in_ci` values in the soak run only."""
+    params = []
+    for n, value in enumerate(values):
+        params.append(pytest.param("sqlite", value, id=f"sqlite-{argname}{value}"))
+        marks = [pytest.mark.postgresql] + ([pytest.mark.soak] if n >= pg_in_ci else [])
+        name = f"postgresql-{argname}{value}"
+        params.append(pytest.param("postgresql", value, marks=marks, id=name))
+    return pytest.mark.parametrize(("city_engine", argname), params, indirect=["city_engine"])
+
+
+PG_SOAK, PG_CI = "pg_soak", "pg_ci"  # markers (registered by tests/conftest.py)
+
+
+def soak_marks(items: list[pytest.Item]) -> None:
+    """The PostgreSQL runs of a module (or test) marked `pg_soak` go to the soak run, but
+    those of a test marked `pg_ci`: a bounded sample of a big module in the CI run."""
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if spec is None or spec.params.get("city_engine") != "postgresql":
+            continue
+        if item.get_closest_marker(PG_SOAK) and not item.get_closest_marker(PG_CI):
+            item.add_marker(pytest.mark.soak)
+
+
+# a test of a module opted in whose subject is no city (a town's or a village's): SQLite only
+sqlite_only = pytest.mark.parametrize("city_engine", ["sqlite"], indirect=True)
+
+
+@pytest.fixture(params=ENGINES)
 def city_engine(
     request: pytest.FixtureRequest,
     monkeypatch: pytest.MonkeyPatch,

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from sync.node import Node
 from sync.server import NodeApp
 from sync.service import bind
+from tests.support.postgres import STORE_ENV, city_store, store_env
 from tiers.node import open_home
 
 ZHIBAO = str(Path(sys.executable).parent / "zhibao")
@@ -47,12 +48,17 @@ def cli_env(lang: str = "en") -> dict[str, str]:
 def zhibao(
     home: Path, *args: str, lang: str = "en", timeout: float = 120.0
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real `zhibao` command against `home`, its messages in `lang`."""
+    """Run the real `zhibao` command against `home`, its messages in `lang`. Under
+    `city_engine`'s PostgreSQL, a city's `init` lands in a database no city holds yet (a
+    test may init two: `city_store()`)."""
+    env = cli_env(lang)
+    if args[:1] == ("init",) and "city" in args and "--store" not in args and store_env():
+        env[STORE_ENV] = city_store() or ""
     return subprocess.run(
         [ZHIBAO, *args, "--home", str(home)],
         capture_output=True,
         text=True,
-        env=cli_env(lang),
+        env=env,
         timeout=timeout,
         check=False,
     )

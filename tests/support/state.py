@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import apsw
 
-from sync import receipts
+from sync import node_store, receipts
 from sync.audit import verify_log
-from sync.node import NODE_DB, Node
+from sync.node import NODE_DB, NODE_TOML, Node, NodeConfig
 from sync.store import Store
 
 
@@ -57,9 +60,28 @@ def _read(store: Store) -> Snapshot:
     return Snapshot(heads, counts, forks)
 
 
+@contextmanager
+def home_store(home: Path) -> Iterator[Store]:
+    """The store of the node at `home`, no projection: its node.db, or the PostgreSQL
+    database its node.toml names (a city under `city_engine`); the keys are not needed."""
+    config = NodeConfig(**tomllib.loads((home / NODE_TOML).read_text("utf-8")))
+    if not config.store:
+        lite = Store(home / NODE_DB)
+        try:
+            yield lite
+        finally:
+            lite.close()
+        return
+    store = node_store.open_store(home, config, [])
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 def snapshot_home(home: Path) -> Snapshot:
     """A snapshot read through a store of its own (the node's keys are not needed)."""
-    with Store(home / NODE_DB) as store:
+    with home_store(home) as store:
         return snapshot(store)
 
 

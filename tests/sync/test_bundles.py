@@ -43,6 +43,10 @@ from tiers.catalogue import parse_catalogue
 from tiers.node import open_home
 from tiers.published import list_items, publish_items
 
+# its cities on SQLite, then on PostgreSQL: there in the soak run but for the tests marked
+# pg_ci (a bounded sample in CI: tests/support/postgres.py soak_marks)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 APPLICANT = "欧阳秀英"
 PHONE = "13905791234"
 
@@ -91,6 +95,7 @@ def village_case(net: Net) -> str:
     return receive(net.village, "330782-WS-001", Applicant(APPLICANT, phone=PHONE), ["身份证"])
 
 
+@pytest.mark.pg_ci
 def test_bundle_village_to_town_to_city_with_receipts_back(net: Net) -> None:
     published(net)
     village_case(net)
@@ -325,6 +330,7 @@ def test_bundle_receipt_for_another_node_is_refused(net: Net) -> None:
     assert node_status(net.village)["acknowledged"] == {}
 
 
+@pytest.mark.pg_ci
 def test_bundle_fork_is_refused_and_kept_as_evidence(net: Net, tmp_path: Path) -> None:
     published(net)
     append_notes(net.village, 1)

@@ -36,6 +36,10 @@ from tests.support.topology import (
 )
 from tiers.node import open_home
 
+# its cities on SQLite, then on PostgreSQL: there in the soak run but for the tests marked
+# pg_ci (a bounded sample in CI: tests/support/postgres.py soak_marks)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 COMMON = 2  # entries of the village's log both copies share
 
 
@@ -238,6 +242,7 @@ def test_fork_decision_before_the_fork_is_remembered_and_refuses_the_copy(
 # --- resolved at the parent ----------------------------------------------------------------
 
 
+@pytest.mark.pg_ci
 def test_fork_resolve_at_the_parent_flows_up_and_down(net: Topology) -> None:
     fork = make_fork(net)
     zb(net.home(TOWN), "fork", "resolve", VILLAGE, "--keep", "held", "--reason", "town")

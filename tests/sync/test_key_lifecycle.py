@@ -38,6 +38,10 @@ from tests.support.topology import (
 )
 from tiers.node import open_home
 
+# its cities on SQLite, then on PostgreSQL: there in the soak run but for the tests marked
+# pg_ci (a bounded sample in CI: tests/support/postgres.py soak_marks)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 
 @pytest.fixture
 def net(tmp_path: Path) -> Topology:
@@ -69,6 +73,7 @@ def reasons(result: dict[str, object]) -> list[str]:
     return [str(r["reason"]) for r in result["rejected"]]  # type: ignore[attr-defined]
 
 
+@pytest.mark.pg_ci
 def test_revoked_key_signs_nothing_after_the_cut_off(net: Topology, tmp_path: Path) -> None:
     thief = steal(net, tmp_path / "thief")
     with net.open(TOWN) as town:
@@ -339,6 +344,7 @@ def town_key(net: Topology) -> bytes:
     return Signer(read_secret(net.home(TOWN) / NODE_KEY)).public
 
 
+@pytest.mark.pg_ci
 def test_a_member_cannot_report_revoked_key_use_of_others(net: Topology) -> None:
     """A village signs `evidence.revoked_key_used` naming its town and its city (not below
     it), with an absurd count: kept as evidence, quarantined, counted nowhere."""

@@ -39,6 +39,10 @@ from tiers.node import open_home
 from tiers.published import publish_items
 from tiers.reports import submit_monthly
 
+# its cities on SQLite, then on PostgreSQL: there in the soak run but for the tests marked
+# pg_ci (a bounded sample in CI: tests/support/postgres.py soak_marks)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 NOW = datetime(2025, 11, 20, 9, tzinfo=ZONE)
 LATER = NOW + timedelta(days=2)
 VILLAGE_3 = "330782001203"
@@ -109,6 +113,7 @@ def test_beat_never_while_restoring(tmp_path: Path) -> None:
         assert net.village.store.head(VILLAGE)[0] == 0
 
 
+@pytest.mark.pg_ci
 def test_heartbeat_body_is_checked_on_every_way_in() -> None:
     stamp = NOW.isoformat()
     parse_envelope(encode_entry(VILLAGE, 1, None, stamp, liveness.ALIVE, {"via": "sync"}))
@@ -120,6 +125,7 @@ def test_heartbeat_body_is_checked_on_every_way_in() -> None:
         assert refused.value.params["reason_key"] == "entry.schema", body
 
 
+@pytest.mark.pg_ci
 def test_heard_at_is_the_heartbeat_time_capped_by_arrival() -> None:
     early, late = t("11-10"), t("11-12")
     assert liveness.heard_at(liveness.ALIVE, early, late) == (early, "heartbeat")

@@ -49,6 +49,10 @@ from tests.support.topology import (
 )
 from tiers.node import open_home
 
+# its cities on SQLite, then on PostgreSQL: there in the soak run but for the tests marked
+# pg_ci (a bounded sample in CI: tests/support/postgres.py soak_marks)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 ITEM = "330782-WS-002"  # 公共场所卫生许可: 上报, received at villages, decided by the city
 MB = 1024 * 1024
 

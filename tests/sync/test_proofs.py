@@ -12,6 +12,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from sync import proofs
 from sync.audit import verify_log
 from sync.ingest import ingest
@@ -24,6 +26,10 @@ from sync.round import sync_round
 from tests.support.servers import serve_in_thread
 from tests.support.topology import CITY, TOWN, VILLAGE, VILLAGE_2, append_notes, build_topology
 from tiers.node import open_home
+
+# its cities on SQLite, then on PostgreSQL: there in the soak run but for the tests marked
+# pg_ci (a bounded sample in CI: tests/support/postgres.py soak_marks)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
 
 AT = "2026-11-20T10:00:00+08:00"
 GARBAGE = b"\x07" * 64

@@ -45,6 +45,10 @@ from tiers.city.reconcile import reconcile
 from tiers.node import open_home
 from tiers.published import get_item, list_items, publish_items
 
+# its cities on SQLite, then on PostgreSQL: there in the soak run but for the tests marked
+# pg_ci (a bounded sample in CI: tests/support/postgres.py soak_marks)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 AT = "2026-11-20T10:00:00+08:00"
 
 
@@ -126,6 +130,7 @@ def _notes(signer: Signer, origin: str, bodies: list[dict[str, Any]]) -> list[Si
     return out
 
 
+@pytest.mark.pg_ci
 @pytest.mark.parametrize("deferring", [False, True], ids=["inline", "deferred"])
 def test_projection_failure_costs_one_entry(tmp_path: Path, deferring: bool) -> None:
     signer = Signer.generate()
@@ -150,6 +155,7 @@ def test_projection_failure_costs_one_entry(tmp_path: Path, deferring: bool) -> 
     store.close()
 
 
+@pytest.mark.pg_ci
 def test_own_append_a_projection_cannot_use_is_refused(tmp_path: Path) -> None:
     signer = Signer.generate()
     store = Store(tmp_path / "node.db", extensions=[Fussy()], owner=VILLAGE)

@@ -21,6 +21,10 @@ from tests.support.state import snapshot_home
 from tests.support.topology import CITY, TOWN, VILLAGE, Topology, append_notes
 from tiers.node import open_home
 
+# its cities on SQLite, then on PostgreSQL: there in the soak run but for the tests marked
+# pg_ci (a bounded sample in CI: tests/support/postgres.py soak_marks)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 
 @dataclass
 class Synced:
@@ -65,6 +69,7 @@ class CutSubtreePull(httpx.HTTPTransport):
         return super().handle_request(request)
 
 
+@pytest.mark.pg_ci
 def test_restore_rebuilds_a_lost_town_from_the_city(synced: Synced) -> None:
     town_home = synced.home(TOWN)
     before = snapshot_home(town_home)

@@ -18,10 +18,15 @@ from sync.protocol.errors import CatalogueError, StoreError
 from sync.protocol.i18n import use_locale
 from tests.hostile.harness import sign_raw
 from tests.support.calendars import NEW_YEAR_ONLY_2027, WHOLE_2027
+from tests.support.postgres import city_store
 from tiers.calendar import CalendarOverrides, YearArrangement
 from tiers.calendar_publish import publish_calendar, year_view
 from tiers.node import create_home
 from tiers.published import CALENDAR_OVERRIDE, calendar_state, work_calendar
+
+# its cities on SQLite, then on PostgreSQL: there in the soak run but for the tests marked
+# pg_ci (a bounded sample in CI: tests/support/postgres.py soak_marks)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
 
 CITY, TOWN = "330782", "330782001"
 D = date.fromisoformat
@@ -44,9 +49,11 @@ def make_node(tmp_path: Path) -> Iterator[NodeFactory]:
     clock = Clock(now=lambda: datetime(2026, 12, 1, 10, 0, tzinfo=ZONE))
 
     def make(node_id: str) -> Node:
-        options: dict[str, str | None] = {"tier": "city", "node_id": node_id, "name": node_id}
+        options: dict[str, str | None] = {"tier": "city", "node_id": node_id, "name": node_id,
+                                          "store": city_store()}  # city_engine's, if any
         if node_id != CITY:
-            options |= {"tier": "town", "parent_id": CITY, "root_key": opened[0].config.root_key}
+            options |= {"tier": "town", "parent_id": CITY, "root_key": opened[0].config.root_key,
+                        "store": None}
         node = create_home(tmp_path / node_id, clock=clock, **options)
         opened.append(node)
         return node
@@ -125,6 +132,7 @@ def test_old_entry_without_the_declaration_verifies_and_counts_its_days(
     assert (view["source"], view["known"], view["complete"]) == ("guessed", False, None)
 
 
+@pytest.mark.pg_ci
 def test_city_itself_cannot_append_a_bogus_whole_year(make_node: NodeFactory) -> None:
     city = make_node(CITY)
     before = _head(city)

@@ -25,6 +25,7 @@ from sync.protocol.batch import decode_batch, encode_batch
 from sync.protocol.errors import ReportError
 from sync.protocol.ids import is_within, parent_of, tier_of
 from tests.helpers_cases import ITEMS, fresh_store, insert_one
+from tests.support.postgres import city_store
 from tests.support.topology import CITY, TOWN, VILLAGE, hand_down, name_of
 from tiers.cases import service
 from tiers.cases.projection import load_case
@@ -35,6 +36,10 @@ from tiers.figures import Counts, derive, facts_of, parse_period
 from tiers.node import create_home
 from tiers.published import publish_items, work_calendar
 from tiers.reports import latest_reports, load_facts, node_counts, submit_monthly
+
+# its cities on SQLite, then on PostgreSQL: there in the soak run but for the tests marked
+# pg_ci (a bounded sample in CI: tests/support/postgres.py soak_marks)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
 
 # D4: accepted in villages too, decided by towns, 3 working days.
 D4 = CatalogueItem("D4", "道路运输车辆年审", "交通运输", "promised", 3, 10, 0, (),
@@ -79,6 +84,7 @@ def small_city(tmp_path: Path, now: datetime = datetime(2025, 11, 20, 9, tzinfo=
                 tmp_path / node_id, tier=tier_of(node_id), node_id=node_id,
                 name=name_of(node_id), parent_id=parent,
                 root_key=opened[CITY].config.public_key if parent else None, clock=fixed(now),
+                store=city_store() if parent is None else None,  # city_engine's, if any
             )  # fmt: skip
             stack.callback(node.close)
             opened[node_id] = node
@@ -345,6 +351,7 @@ def test_figures_by_item_tier_and_department(tmp_path: Path) -> None:
     assert by_dept["公安"]["accepted"] == 7 and by_dept["民政"]["accepted"] == 2
 
 
+@pytest.mark.pg_ci
 def test_figures_late_acceptance_entry_counts_in_its_own_month(tmp_path: Path) -> None:
     with small_city(tmp_path) as net:
         village, town, city = net.village, net.town, net.city

@@ -32,6 +32,10 @@ from tiers.published import work_calendar
 from tiers.reports import node_counts
 from tiers.steps import judge, review_limit, steps_of
 
+# its cities on SQLite, then on PostgreSQL: there in the soak run but for the tests marked
+# pg_ci (a bounded sample in CI: tests/support/postgres.py soak_marks)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 DATE_NOW = AFTER
 
 
@@ -78,6 +82,7 @@ def test_steps_late_city_is_charged_to_the_city_not_the_town(tmp_path: Path) -> 
     assert rows[VILLAGE] == Counts(received=1, steps=1, steps_on_time=1, step_days_allowed=2)
 
 
+@pytest.mark.pg_ci
 def test_steps_stats_by_node_has_a_city_row_with_its_own_rate(tmp_path: Path) -> None:
     with small_city(tmp_path) as net:
         steps_month(net)

@@ -17,6 +17,7 @@ from sync.protocol.errors import CatalogueError, EntryError
 from sync.protocol.i18n import use_locale
 from sync.relevance import select_for
 from tests.support.calendars import NEW_YEAR_ONLY_2027, WHOLE_2027
+from tests.support.postgres import city_store
 from tiers.calendar import CalendarOverrides, YearArrangement
 from tiers.calendar_publish import parse_overrides, publish_calendar
 from tiers.catalogue import CatalogueItem, parse_catalogue
@@ -32,6 +33,10 @@ from tiers.published import (
     publish_items,
     work_calendar,
 )
+
+# its cities on SQLite, then on PostgreSQL: there in the soak run but for the tests marked
+# pg_ci (a bounded sample in CI: tests/support/postgres.py soak_marks)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
 
 SHARED_CATALOGUE = Path(__file__).resolve().parents[2] / "tiers" / "data" / "catalogue.csv"
 CITY, TOWN, VILLAGE = "330782", "330782001", "330782001201"
@@ -64,6 +69,8 @@ def make_node(tmp_path: Path) -> Iterator[NodeFactory]:
         if tier != "city":
             parent = node_id[: 6 if tier == "town" else 9]
             options |= {"parent_id": parent, "root_key": opened[0].config.root_key}
+        else:
+            options["store"] = city_store()  # city_engine's, if any
         node = create_home(tmp_path / node_id, clock=clock, **options)
         opened.append(node)
         return node
@@ -117,6 +124,7 @@ def test_publish_items_reimport_appends_nothing(
     assert head(city) == published
 
 
+@pytest.mark.pg_ci
 def test_publish_items_changed_item_appends_one(
     make_node: NodeFactory, shared_items: list[CatalogueItem]
 ) -> None:

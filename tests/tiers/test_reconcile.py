@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sync.clock import ZONE
 from sync.ingest import ingest
 from sync.node import Node
@@ -19,6 +21,10 @@ from tiers.city.network import network_health
 from tiers.city.reconcile import Finding, Thresholds, reconcile
 from tiers.node import open_home
 from tiers.reports import submit_monthly
+
+# its cities on SQLite, then on PostgreSQL: there in the soak run but for the tests marked
+# pg_ci (a bounded sample in CI: tests/support/postgres.py soak_marks)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
 
 NOW = datetime(2025, 11, 20, 9, tzinfo=ZONE)
 
@@ -37,6 +43,7 @@ def worked_month(net: City) -> str:
     return case_id
 
 
+@pytest.mark.pg_ci
 def test_reconcile_report_mismatch_after_late_entry(tmp_path: Path) -> None:
     with small_city(tmp_path) as net:
         worked_month(net)
@@ -76,6 +83,7 @@ def test_reconcile_missing_report_only_for_nodes_that_did_not_report(tmp_path: P
     assert after == []
 
 
+@pytest.mark.pg_ci
 def test_reconcile_fork_from_a_copied_village(tmp_path: Path) -> None:
     with small_city(tmp_path) as net:
         service.receive(net.village, "B2", PERSON, at=t("10-09"))

@@ -25,6 +25,10 @@ from tiers.figures import COUNT_FIELDS, LEGACY_FIELDS, Counts
 from tiers.reports import REPORT_MONTHLY, latest_reports, submit_monthly
 from tiers.reports import _check_report_body as check_body
 
+# its cities on SQLite, then on PostgreSQL: there in the soak run but for the tests marked
+# pg_ci (a bounded sample in CI: tests/support/postgres.py soak_marks)
+pytestmark = [pytest.mark.usefixtures("city_engine"), pytest.mark.pg_soak]
+
 
 def legacy_body(counts: Counts) -> dict[str, Any]:
     """A report body exactly as zhibao wrote them before parts and 环节 (the old count set,
@@ -35,6 +39,7 @@ def legacy_body(counts: Counts) -> dict[str, Any]:
             "figures": figures}  # fmt: skip
 
 
+@pytest.mark.pg_ci
 def test_report_parts_by_item_and_kind_add_up_to_the_total(tmp_path: Path) -> None:
     with small_city(tmp_path) as net:
         hand_built_month(net)

@@ -1,0 +1,161 @@
+"""A member with its real key, running modified software, pushing straight to the city's
+server (uvicorn in a thread, as `zhibao serve` runs it) on SQLite and on PostgreSQL
+(`city_engine`): forged entries, runs out of order or skipping a seq, entries the city
+holds sent again, one signed request sent twice, and a fork of its own log. Whatever it
+sends, the city keeps each log whole (every seq once, chained), refuses or sets aside the
+rest, and `log verify` finds nothing wrong.
+
+The member is the town (the city's child: its pushes reach the city's ingest itself); the
+network is the session's city and town (tests/conftest.py `make_topology`), copied. The
+same attacks on a town: tests/sync/test_refusals.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sync.protocol.entry import SignedEntry, encode_entry, signing_message
+from sync.protocol.keys import Signer
+from tests.conftest import MakeTopology
+from tests.hostile.harness import Actor, server_id, sign_raw, stamp_now
+from tests.hostile.network import zj
+from tests.support.servers import serve_in_thread
+from tests.support.state import Snapshot, assert_whole, audit_problems, snapshot_home
+from tests.support.topology import CITY, TOWN, Topology
+from tests.support.wire import batch_of, encode_runs, error_of, tampered
+
+pytestmark = pytest.mark.usefixtures("city_engine")  # every city here: SQLite, then PostgreSQL
+
+FIRST = 3  # entries of its own the town writes before the first push
+
+
+@pytest.fixture
+def net(make_topology: MakeTopology) -> Topology:
+    """City and town (the town's log not yet at the city), the town a few entries on."""
+    net = make_topology([TOWN])
+    town = Actor.of(net.home(TOWN))
+    for n in range(FIRST):
+        town.forge("test.note", {"n": n})
+    return net
+
+
+@pytest.fixture
+def city(net: Topology) -> Iterator[str]:
+    """The city's server: its URL."""
+    with serve_in_thread(net.home(CITY)) as url:
+        yield url
+
+
+def _city(net: Topology) -> Snapshot:
+    return snapshot_home(net.home(CITY))
+
+
+def _result(response: Any) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()["result"]
+    return result
+
+
+def _next(actor: Actor, count: int, tag: str) -> list[SignedEntry]:
+    """`count` more entries of the actor's own log, chained and signed (not yet pushed)."""
+    return [actor.forge("test.note", {"n": n, "tag": tag}) for n in range(count)]
+
+
+def _verified(net: Topology) -> None:
+    """The city's store whole, and `log verify` finds nothing wrong."""
+    assert_whole(_city(net))
+    with net.open(CITY) as city:
+        assert audit_problems(city.store) == []
+
+
+def test_city_refuses_forged_entries_and_keeps_the_true_prefix(
+    net: Topology, city: str
+) -> None:
+    town = Actor.of(net.home(TOWN))
+    held = _result(town.push_own(city))["applied"][TOWN]
+    entries = _next(town, 4, "forged")
+    before = _city(net)
+    impostor = Signer.generate()  # well formed and chained, signed by another key
+    forged = [e._replace(sig=impostor.sign(signing_message(e.hash))) for e in entries]
+    answer = _result(town.push(city, forged))
+    assert answer["applied"] == {} and answer["rejected"]
+    flipped = [entries[0], tampered(entries[1], entries[1].raw.index(b'"n":') + 4), *entries[2:]]
+    answer = _result(town.push(city, flipped))
+    assert answer["applied"] == {TOWN: 1}  # the true entry below the flipped one
+    assert [r["origin"] for r in answer["rejected"]] == [TOWN]
+    after = _city(net)
+    assert after.heads[TOWN] == (held + 1, entries[0].hash.hex())
+    assert after.counts == {**before.counts, TOWN: held + 1}
+    _verified(net)
+
+
+def test_city_refuses_runs_out_of_order(net: Topology, city: str) -> None:
+    town = Actor.of(net.home(TOWN))
+    held = _result(town.push_own(city))["applied"][TOWN]
+    entries = _next(town, 3, "late")
+    before = _city(net)
+    for order in ([1, 0, 2], [2, 1, 0], [1, 2]):  # swapped, reversed, the first missing
+        runs = encode_runs([(TOWN, held + 1, [entries[i] for i in order])])
+        answer = _result(town.push_bytes(city, runs))
+        assert answer["applied"] == {} and answer["rejected"], order
+    skipping = encode_runs([(TOWN, held + 2, entries[1:])])  # a run above a seq not held
+    answer = _result(town.push_bytes(city, skipping))
+    assert answer["applied"] == {}
+    assert _city(net) == before
+    _verified(net)
+
+
+def test_city_stores_entries_sent_again_once(net: Topology, city: str) -> None:
+    town = Actor.of(net.home(TOWN))
+    held = _result(town.push_own(city))["applied"][TOWN]
+    new = _next(town, 3, "again")
+    whole = town.log()
+    first = _result(town.push(city, whole))
+    assert (first["applied"], first["duplicates"]) == ({TOWN: 3}, held)
+    after_first = _city(net)
+    second = _result(town.push(city, [*whole, *new]))  # every entry held, some twice over
+    assert (second["applied"], second["duplicates"], second["rejected"]) == ({}, held + 6, [])
+    assert _city(net) == after_first
+    assert after_first.heads[TOWN] == (held + 3, new[-1].hash.hex())
+    _verified(net)
+
+
+def test_city_refuses_a_push_request_sent_twice(net: Topology, city: str) -> None:
+    town = Actor.of(net.home(TOWN))
+    request = town.request("/v1/push", batch_of(town.log()), to=server_id(city))
+    first = request.send(city)
+    assert _result(first)["applied"] == {TOWN: len(town.log())}
+    after_first = _city(net)
+    replayed = request.send(city)
+    assert (replayed.status_code, error_of(replayed)) == (409, "request.replayed")
+    assert _city(net) == after_first
+    _verified(net)
+
+
+def test_city_keeps_a_members_fork_as_evidence_and_freezes_its_log(
+    net: Topology, city: str, tmp_path: Path
+) -> None:
+    town = Actor.of(net.home(TOWN))
+    held = _result(town.push_own(city))["applied"][TOWN]
+    [last] = town.log(after=held - 1)
+    [before_last] = town.log(after=held - 2)[:1]
+    raw = encode_entry(TOWN, held, before_last.hash, stamp_now(), "test.note", {"n": "other"})
+    other = sign_raw(town.signer, raw, TOWN, held, "test.note")  # same seq, other bytes
+    kept = _city(net)
+    answer = _result(town.push(city, [other]))
+    assert answer["applied"] == {} and [f["seq"] for f in answer["forks"]] == [held]
+    after = _city(net)
+    assert after.heads == kept.heads and after.counts == kept.counts
+    assert [(o, s) for o, s, _ in after.forks] == [(TOWN, held)]
+    assert [(f["origin"], f["seq"]) for f in zj(net.home(CITY), "status")["forks"]] == [
+        (TOWN, held)
+    ]
+    frozen = _result(town.push(city, _next(town, 1, "after the fork")))  # chained on `last`
+    assert frozen["applied"] == {} and "frozen" in frozen["rejected"][0]["reason"]
+    assert _city(net) == after
+    assert last.hash.hex() == after.heads[TOWN][1]
+    _verified(net)
