@@ -30,6 +30,8 @@ class Tally:
         "CREATE TABLE IF NOT EXISTS tally (tag TEXT PRIMARY KEY, seq INTEGER NOT NULL);"
         "CREATE TABLE IF NOT EXISTS tally_seen (seq INTEGER PRIMARY KEY, rows INTEGER NOT NULL)"
     )
+    name = "tally"
+    version = 1
     types: frozenset[str] | None = frozenset({"test.note"})
     lazy = True
 
