@@ -36,6 +36,14 @@ def recorded(text: str) -> dict[str, float]:
     return seconds
 
 
+def of(nodeid: str, seconds: dict[str, float]) -> float:
+    """A test's recorded seconds; a test that since runs on both engines (`city_engine`:
+    `[sqlite]`, `[sqlite-seed0]`) has its SQLite run's under the id it had before."""
+    if nodeid in seconds:
+        return seconds[nodeid]
+    return seconds.get(nodeid.replace("[sqlite]", "").replace("[sqlite-", "["), 0.0)
+
+
 def share_sizes(count: int, workers: int) -> list[int]:
     """How many tests worksteal's first distribution gives each worker, in order."""
     sizes = []
@@ -51,6 +59,7 @@ def arrange(items: list[pytest.Item], seconds: dict[str, float], workers: int) -
     A module's long tests go to one share together (their module-scoped fixtures, such as
     a demo city two tests read, are then built once), dealt by their total."""
     sizes = share_sizes(len(items), workers)
+    seconds = {item.nodeid: of(item.nodeid, seconds) for item in items}
     modules: dict[str, list[int]] = {}
     for i, item in enumerate(items):
         if seconds.get(item.nodeid, 0.0) >= LONG:
