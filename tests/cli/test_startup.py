@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -67,7 +68,7 @@ def test_startup_summaries_are_the_first_sentences() -> None:
 
 
 def imports_of(*args: str) -> set[str]:
-    """The project's modules a fresh `zhibao ARGS` has imported when it exits."""
+    """The modules a fresh `zhibao ARGS` (which must succeed) has imported when it exits."""
     probe = (
         "import atexit, json, sys\n"
         "atexit.register(lambda: sys.__stderr__.write(json.dumps(sorted(sys.modules))))\n"
@@ -86,3 +87,22 @@ def test_startup_help_imports_no_command() -> None:
     commands = {target.partition(":")[0] for target in COMMANDS.values()}
     assert not loaded & commands, sorted(loaded & commands)
     assert not {m for m in loaded if m.startswith("tiers")}, sorted(loaded)
+
+
+# What only `serve`, `sync`, `restore` and the desk need: the HTTP server and client.
+NETWORK = ("starlette", "uvicorn", "httpx", "asyncio", "sync.server", "sync.client", "tiers.desk")
+
+
+def test_startup_reading_commands_load_no_network_code(tmp_path: Path) -> None:
+    home = str(tmp_path / "city")
+    imports_of("init", "--tier", "city", "--node-id", "330782", "--name", "市", "--home", home)
+    for args in (
+        ["status", "--json"],
+        ["stats", "--json"],
+        ["reconcile", "--period", "2026-11", "--json"],
+        ["case", "list", "--json"],
+        ["log", "verify", "--json"],
+    ):
+        loaded = imports_of(*args, "--home", home)
+        network = sorted(m for m in loaded if m.split(".")[0] in NETWORK or m.startswith(NETWORK))
+        assert network == [], f"zhibao {' '.join(args)} imports {network}"
