@@ -36,7 +36,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -314,6 +313,8 @@ class _Workers:
     """Threads that check slices, each with its own read-only connection (closed here)."""
 
     def __init__(self, store: Store, count: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor  # a log of 2 slices or more (#15)
+
         self.store = store
         self.pool = ThreadPoolExecutor(count, thread_name_prefix="zhibao-verify")
         self.local = threading.local()
