@@ -8,7 +8,6 @@ yellow lists a centre sends on. `--json` keeps DESIGN §7's shapes: the case, an
 
 from __future__ import annotations
 
-import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -229,6 +228,8 @@ def register(case_group: click.Group, case_argument: Any) -> None:
             until=until.date() if until else None, department=department,
         )  # fmt: skip
         if limit is None and fmt == "table" and out is None:
+            import shutil  # a screenful for a person; --json and files never ask (#15)
+
             limit = max(MIN_SCREEN, shutil.get_terminal_size().lines - 5)
         with node_at(home) as opened:
             page = views.find_at(opened, wanted, limit, offset)

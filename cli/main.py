@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from cli import click_i18n
-from cli.help import h, localise
+from cli.help import first_sentence, h, localise
 from cli.help_format import HelpContext
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
@@ -47,6 +47,84 @@ COMMANDS = {
     "complaint": "cli.complaint:complaint_group",
     "user": "cli.user:user_group",
     "store": "cli.store:store_group",
+}
+# The first sentence of each command's help (English, Chinese): `zhibao --help` lists the
+# commands from here, importing none of them (tests/cli/test_startup.py checks that these
+# are the commands' own and that the page is the one click would make from the commands).
+SUMMARIES = {
+    "bundle": (
+        "Carry logs on a file (USB stick) when the link is down.",
+        "链路不通时，用文件（U 盘）携带日志。",
+    ),
+    "calendar": (
+        "The working-day calendar: the chinesecalendar package plus published overrides.",
+        "工作日日历：`chinesecalendar` 软件包加上发布的调整。",
+    ),
+    "case": (
+        "Cases (办件): receive, accept, forward, complete, deliver, rate.",
+        "办件：收件、受理、上报、办结、送达、评价。",
+    ),
+    "catalogue": (
+        "The service-item catalogue (事项目录) in force on this node.",
+        "本节点现行的事项目录。",
+    ),
+    "complaint": ("Complaints (投诉): file, reply, close, list.", "投诉：登记、答复、办结、列表。"),
+    "demo": (
+        "Build a city, two towns and three villages on loopback, run a realistic story, and "
+        "keep the city in a folder (./zhibao-demo unless --home) to explore afterwards.",
+        "在本机建立一个市、两个镇、三个村，演示真实业务流程，并把演示城市保存在一个目录中"
+        "（默认 ./zhibao-demo，可用 --home 指定），供之后查看。",
+    ),
+    "fork": (
+        "Forks (two signed entries for one origin and seq) held here, and their resolution.",
+        "本节点持有的分叉（同一来源、同一序号的两条签名条目）及其裁定。",
+    ),
+    "init": (
+        "Create a node's home: database, identity key, seal key, settings.",
+        "创建节点目录：数据库、身份密钥、加密密钥、设置。",
+    ),
+    "log": ("The signed, hash-chained logs this node holds.", "本节点持有的签名哈希链日志。"),
+    "node": (
+        "This node's identity, and enrolment of the nodes below it.",
+        "本节点的身份，以及下级节点的登记。",
+    ),
+    "reconcile": (
+        "Recompute every reporter's figures from the logs and list what does not add up.",
+        "按日志重新计算各报送节点的数据，列出不相符之处。",
+    ),
+    "report": ("Monthly reports signed into this node's log.", "签入本节点日志的办件月报表。"),
+    "restore": (
+        "Rebuild this node's database from its parent's copy (its keys are kept).",
+        "用上级保存的副本重建本节点的数据库（保留本节点的密钥）。",
+    ),
+    "serve": (
+        "Serve this node's sync endpoint (and GET /v1/health) and its desk under `/desk/` "
+        "(login required: `zhibao user add`); sync upward in the background if it has a parent.",
+        "提供本节点的同步接口、健康检查接口和 `/desk/` 下的网页工作台"
+        "（需登录：`zhibao user add`）；有上级时在后台向上同步。",
+    ),
+    "stats": (
+        "Consolidated statistics over every log held here (accepted, completed, completion "
+        "rate …).",
+        "本节点所持全部日志的汇总统计（受理量、办结量、办结率……）。",
+    ),
+    "status": (
+        "This node's link to its parent (last attempt, success, error), what the parent has "
+        "not acknowledged yet, heads, forks and the network below it.",
+        "本节点与上级的连接（上次尝试、成功、错误）、上级尚未确认的内容、各日志进度、分叉以及下级网络。",
+    ),
+    "store": (
+        "The node's database: which engine keeps it; move a city's to PostgreSQL.",
+        "节点的数据库：查看所用引擎；将市级节点的数据迁移到 `PostgreSQL`。",
+    ),
+    "sync": (
+        "Run one round with the parent (or --peer): push what it lacks, pull what concerns us.",
+        "与上级（或 --peer）同步一轮：上传对方缺少的，下载与本节点有关的。",
+    ),
+    "user": (
+        "People who may log in to this node's desk in a browser.",
+        "可登录本节点网页工作台的人员。",
+    ),
 }
 # ctx.meta key: `zhibao --home DIR`, for the command that follows (cli.common.home_option)
 GLOBAL_HOME = "zhibao.global_home"
@@ -97,6 +175,21 @@ class LazyGroup(click.Group):
         command = getattr(importlib.import_module(module), name)
         assert isinstance(command, click.Command)
         return localise(command)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The list of commands, laid out by click from stand-ins that carry each command's
+        first sentence (SUMMARIES) as `localise` would put it on the command itself: a
+        help page imports no command (#15)."""
+        chinese = i18n.locale() == "zh"
+        stand_ins = {
+            name: click.Command(
+                name,
+                help=SUMMARIES[name][0],
+                short_help=first_sentence(SUMMARIES[name][1]) if chinese else None,
+            )
+            for name in self.list_commands(ctx)
+        }
+        click.Group.format_commands(click.Group(commands=stand_ins), ctx, formatter)
 
 
 @click.group(

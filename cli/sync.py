@@ -12,7 +12,7 @@ import click
 from cli.common import echo, home_option, json_option, node_at, print_json, warn
 from cli.help import h
 from cli.status_view import print_status
-from sync import link, logs, trust
+from sync import link, trust
 from sync.node import resolve_home
 from sync.node_store import store_kind
 from sync.protocol import i18n
@@ -118,11 +118,19 @@ def _done_line(summary: RoundSummary) -> str:
     )
 
 
+def stamp() -> str:
+    """The time a `sync --watch` line begins with (sync.logs: imported by the rounds that
+    print it, not by `status`, which shares this module; logging is ~6 ms a start, #15)."""
+    from sync import logs
+
+    return logs.stamp()
+
+
 def _report(summary: RoundSummary, as_json: bool, *, stamped: bool = False) -> None:
     """What a round did; `stamped` (sync --watch): each line begins with the time."""
 
     def say(text: str, err: bool = False) -> None:
-        echo(f"{logs.stamp()} {text}" if stamped else text, err=err)
+        echo(f"{stamp()} {text}" if stamped else text, err=err)
 
     for warning in summary.warnings:
         warn(warning)
@@ -330,7 +338,7 @@ def sync_command(
 
     def on_error(exc: Exception, seconds: float) -> None:
         text = i18n.t("sync.retrying", error=str(exc), wait=link.wait_text(seconds))
-        echo(f"{logs.stamp()} {text}", err=True)
+        echo(f"{stamp()} {text}", err=True)
 
     stop = threading.Event()
     try:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -313,6 +312,8 @@ class _Workers:
     """Threads that check slices, each with its own read-only connection (closed here)."""
 
     def __init__(self, store: LogStore, count: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor  # only for a log of 2 slices or more
+
         self.store = store
         self.pool = ThreadPoolExecutor(count, thread_name_prefix="zhibao-verify")
         self.local = threading.local()

@@ -27,7 +27,6 @@ from sync.node import Node
 from sync.node_store import passfile_of, shown_url
 from sync.protocol import i18n
 from sync.protocol.errors import StoreError
-from sync.server import log_line
 
 SETTING = "store_replica"
 RETRY_S = 60.0  # after a failed opening, the desk reads the primary this long before retrying
@@ -108,6 +107,8 @@ def of(node: Node) -> Any:
         try:
             store = open_replica(node, url)
         except StoreError as exc:
+            from sync.server import log_line  # the desk's, in `serve`; `stats` never loads it
+
             READERS.failed[node] = time.monotonic()
             log_line("figures.replica_unreachable", url=shown_url(url), error=str(exc))
             return node.store

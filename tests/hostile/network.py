@@ -10,6 +10,8 @@ the towns' logs at the city) and copied for each test or module.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -23,7 +25,7 @@ from sync.clock import Clock
 from sync.node import Node
 from sync.protocol.ids import is_within
 from tests.hostile.harness import Actor, peak_rss
-from tests.support.servers import Served, zhibao, zhibao_serve
+from tests.support.servers import Served, cli_env, zhibao, zhibao_serve
 from tests.support.topology import (
     SHIPPED_CATALOGUE,
     Topology,
@@ -138,12 +140,6 @@ def period_now() -> str:
 # --- what must hold after every attack ---------------------------------------------------
 
 
-def zhibao_all(calls: Sequence[tuple[Path, Sequence[str]]]) -> list[CompletedProcess[str]]:
-    """Run several `zhibao ARGS --home HOME` at once (read-only ones); their results."""
-    with ThreadPoolExecutor(len(calls)) as pool:
-        return list(pool.map(lambda call: zhibao(call[0], *call[1]), calls))
-
-
 _READS = (
     ("case", "list", "--json"),
     ("status", "--json"),
@@ -151,19 +147,67 @@ _READS = (
     ("reconcile", "--period", "{period}", "--json"),
     ("log", "verify", "--json"),
 )
+# The real `zhibao` entry point (cli.main.main) run once per command line, in one fresh
+# interpreter: each run parses its arguments, opens the node from disk, answers and closes
+# it, exactly as a `zhibao` process does; only the interpreter's start-up is shared.
+_PROBE = """
+import contextlib, io, json, sys
+from cli.main import main
+answers = []
+for args in json.loads(sys.argv[1]):
+    out, err = (io.TextIOWrapper(io.BytesIO(), "utf-8", newline="") for _ in "12")
+    code = None
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(args)
+        except SystemExit as exc:
+            code = exc.code
+    said = [s.flush() or s.buffer.getvalue().decode("utf-8", "replace") for s in (out, err)]
+    answers.append({"code": code, "stdout": said[0], "stderr": said[1]})
+sys.__stdout__.write(json.dumps(answers))
+"""
+
+
+def zhibao_each(home: Path, commands: Sequence[Sequence[str]]) -> list[CompletedProcess[str]]:
+    """`zhibao ARGS --home HOME` for each of `commands`, one after the other in one fresh
+    process (cli.main.main each time); what each said and its exit status."""
+    argv = [[*args, "--home", str(home)] for args in commands]
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(argv)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"zhibao at {home.name}: {done.stderr[-2000:]}"
+    return [
+        CompletedProcess(args, a["code"], a["stdout"], a["stderr"])
+        for args, a in zip(argv, json.loads(done.stdout), strict=True)
+    ]
 
 
 def assert_works(*homes: Path, period: str | None = None) -> None:
     """At each home, the commands an operator relies on answer (exit 0, JSON):
-    case list, status, stats, reconcile; and `log verify` says ok."""
+    case list, status, stats, reconcile; and `log verify` says ok.
+
+    Each home's five commands run in one fresh process (zhibao_each; the homes side by
+    side), not five: the start-up they shared is the same interpreter importing the same
+    code, and each command still opens the node from its files and must exit 0 with JSON.
+    A broken node fails here as before: a damaged log fails `log verify` ("ok": false), a
+    damaged database or home makes a command exit 1 (tests/hostile/test_works.py breaks
+    nodes both ways and sees this assertion fire)."""
     month = period or period_now()
-    calls = [(h, [a.format(period=month) for a in args]) for h in homes for args in _READS]
-    for (home, args), done in zip(calls, zhibao_all(calls), strict=True):
-        what = f"zhibao {' '.join(args)} at {home.name}"
-        assert done.returncode == 0, f"{what}: {done.stderr or done.stdout[-2000:]}"
-        answer = json.loads(done.stdout)
-        if args[0] == "log":
-            assert answer["ok"] is True, f"{what}: {answer}"
+    commands = [[a.format(period=month) for a in args] for args in _READS]
+    with ThreadPoolExecutor(len(homes)) as pool:
+        answered = list(pool.map(lambda home: zhibao_each(home, commands), homes))
+    for home, answers in zip(homes, answered, strict=True):
+        for done in answers:
+            what = f"zhibao {' '.join(done.args[:-2])} at {home.name}"
+            assert done.returncode == 0, f"{what}: {done.stderr or done.stdout[-2000:]}"
+            answer = json.loads(done.stdout)
+            if done.args[0] == "log":
+                assert answer["ok"] is True, f"{what}: {answer}"
 
 
 def honest_round(net: Net, town_url: str, city_url: str, village: str = VILLAGE_C) -> str:

@@ -12,6 +12,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from cryptography.exceptions import InvalidKey
@@ -156,8 +157,12 @@ def password_matches(password: str, stored: str) -> bool:
     return True
 
 
-# Checked against when the name is unknown, so a wrong name costs what a wrong password does.
-_DECOY = hash_password(secrets.token_hex(16))
+@cache
+def _decoy() -> str:
+    """Checked against when the name is unknown, so a wrong name costs what a wrong password
+    does. Made at the first check (not at import: every `zhibao user` and `serve` start
+    paid its Argon2id), whatever the name, so the first check takes as long either way."""
+    return hash_password(secrets.token_hex(16))
 
 
 def add_user(store: LogStore, name: str, role: str, password: str, created_at: str) -> User:
@@ -209,8 +214,9 @@ def find(store: LogStore, name: str) -> tuple[User, str] | None:
 def verify(found: tuple[User, str] | None, password: str) -> User | None:
     """The user `find` gave when `password` is theirs (Argon2id: slow, on purpose, and
     needing no database); None otherwise, after as long a check for an unknown name."""
+    decoy = _decoy()
     if found is None:
-        password_matches(password, _DECOY)
+        password_matches(password, decoy)
         return None
     return found[0] if password_matches(password, found[1]) else None
 
