@@ -176,13 +176,13 @@ class _ServeLog:
         self.failures = 0
 
     def error(self, exc: Exception, seconds: float) -> None:
-        from sync.server import log_line
+        from sync.logs import log_line
 
         self.failures += 1
         log_line("sync.retrying", error=str(exc), wait=link.wait_text(seconds))
 
     def round(self, summary: RoundSummary) -> None:
-        from sync.server import log_line
+        from sync.logs import log_line
 
         if self.failures:
             failed = i18n.tn("sync.failed_rounds", self.failures)
@@ -236,7 +236,7 @@ class _ServeLog:
 def serve_command(
     host: str, port: int, interval: float, plain: bool, access_log: bool, home: Path | None
 ) -> None:
-    from sync.server import log_line
+    from sync.logs import log_line
     from sync.service import bind, serve  # the server stack loads only for `serve`
     from tiers.desk import users as desk_users
     from tiers.desk.app import PREFIX, Desk

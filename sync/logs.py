@@ -1,6 +1,6 @@
 """A server's log: one line per event, stamped with the local time, made inert.
 
-`zhibao serve`'s own lines (sync.server.log_line) and uvicorn's (its error log, and the
+`zhibao serve`'s own lines (`log_line`) and uvicorn's (its error log, and the
 access log when asked for) look alike: `2026-12-02T16:03:05+08:00 zhibao: …` and
 `… uvicorn: WARNING: …`, so an operator can tell when the link failed and grep by time.
 Control and bidi characters are shown as escapes: a peer's words (a refusal's text, a
@@ -10,9 +10,11 @@ request path) cannot rewrite the operator's terminal.
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import datetime
 from typing import Any
 
+from sync.protocol import i18n
 from sync.protocol.errors import describe
 
 
@@ -31,6 +33,13 @@ def inert(text: str) -> str:
 
 def line(source: str, text: str) -> str:
     return f"{stamp()} {source}: {inert(text)}"
+
+
+def log_line(key: str, **params: object) -> None:
+    """One line on stderr, stamped with the local time: what an operator reads in the log.
+    Callers pass no personal data (no exception messages from the tiers, no bodies); a
+    peer's words in it are made inert."""
+    print(line("zhibao", i18n.t(key, **params)), file=sys.stderr, flush=True)
 
 
 class StampedFormatter(logging.Formatter):

@@ -115,7 +115,14 @@ class LogStore(Projecting):
         raise NotImplementedError
 
     def iter_all(self, origin: str | None = None) -> Iterator[SignedEntry]:
-        raise NotImplementedError
+        """Every entry (of `origin`), by origin and seq, streamed (`each`)."""
+        sql = "SELECT origin, seq, raw, sig, hash, type FROM entries"
+        params: tuple[Any, ...] = ()
+        if origin is not None:
+            sql += " WHERE origin = ?"
+            params = (origin,)
+        for o, seq, raw, sig, h, kind in self.each(sql + " ORDER BY origin, seq", params):
+            yield SignedEntry(raw, sig, h, o, seq, kind)
 
     def snapshot(self) -> contextlib.AbstractContextManager[None]:
         raise NotImplementedError

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time as _time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
@@ -45,7 +44,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
-from sync import admission, forks, link, logs, receipts, relevance, trust
+from sync import admission, forks, link, receipts, relevance, trust
 from sync.admission import (
     NONCE,
     PUSH,
@@ -60,6 +59,7 @@ from sync.admission import (
 )
 from sync.blob_wire import BlobWire
 from sync.ingest import RACES, ingest, retrying
+from sync.logs import log_line
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.batch import BATCH_ENTRIES, decode_batch, encode_batch
@@ -89,13 +89,6 @@ FAILURE_BACKOFF_MAX = 60.0  # longest pause of idle projection after an unexpect
 # PostgreSQL unreachable): nothing was written, and the answer is 503 with Retry-After, so
 # the client (sync.client: try later) sends it again.
 TRY_LATER = RACES | {"store.pg_unreachable"}
-
-
-def log_line(key: str, **params: object) -> None:
-    """One line on stderr, stamped with the local time (sync.logs): what an operator reads
-    in the log. Callers pass no personal data (no exception messages from the tiers, no
-    bodies); a peer's words in it are made inert."""
-    print(logs.line("zhibao", i18n.t(key, **params)), file=sys.stderr, flush=True)
 
 
 async def _not_routed(request: Request, exc: Exception) -> Response:

@@ -23,11 +23,12 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_ran
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from sync import link, logs
+from sync.logs import log_line
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import SyncError, ZhibaoError, describe
 from sync.round import RoundSummary, sync_round
-from sync.server import NodeApp, log_line
+from sync.server import NodeApp
 
 OpenNode = Callable[[], Node]
 GC_THRESHOLD = 20_000  # allocations between young-generation collections (default 700)

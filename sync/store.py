@@ -273,16 +273,7 @@ class Store(LogStore):
         try:
             yield from self.conn.execute(sql, params)
         except apsw.Error as exc:
-            raise self.translate_error(exc) from exc
-
-    def iter_all(self, origin: str | None = None) -> Iterator[SignedEntry]:
-        sql = "SELECT origin, seq, raw, sig, hash, type FROM entries"
-        params: tuple[Any, ...] = ()
-        if origin is not None:
-            sql += " WHERE origin = ?"
-            params = (origin,)
-        for o, seq, raw, sig, h, kind in self.conn.execute(sql + " ORDER BY origin, seq", params):
-            yield SignedEntry(raw, sig, h, o, seq, kind)
+            raise _translate(exc) from exc
 
     def _append(self, entries: Sequence[SignedEntry], received_at: str, *, whole: bool) -> None:
         try:

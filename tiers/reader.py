@@ -107,7 +107,7 @@ def of(node: Node) -> Any:
         try:
             store = open_replica(node, url)
         except StoreError as exc:
-            from sync.server import log_line  # the desk's, in `serve`; `stats` never loads it
+            from sync.logs import log_line  # the desk's, in `serve`: `stats` loads no logging
 
             READERS.failed[node] = time.monotonic()
             log_line("figures.replica_unreachable", url=shown_url(url), error=str(exc))

@@ -316,16 +316,6 @@ class PgStore(LogStore):
         the database keeps it 1 … head, so the heads table answers without a scan."""
         return {o: s for o, s in self.query("SELECT origin, seq FROM heads")}
 
-    def iter_all(self, origin: str | None = None) -> Iterator[SignedEntry]:
-        """Every entry (of `origin`), by origin and seq (`each`: a server-side cursor)."""
-        sql = "SELECT origin, seq, raw, sig, hash, type FROM entries"
-        params: tuple[Any, ...] = ()
-        if origin is not None:
-            sql += " WHERE origin = ?"
-            params = (origin,)
-        for o, seq, raw, sig, h, kind in self.each(sql + " ORDER BY origin, seq", params):
-            yield SignedEntry(raw, sig, h, o, seq, kind)
-
     def each(
         self, sql: str, params: Sequence[Any] = (), chunk: int = 2000
     ) -> Iterator[tuple[Any, ...]]:

@@ -40,10 +40,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from sync.logs import log_line
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError, describe
-from sync.server import log_line
 from tiers.desk import (
     access,
     case_page,

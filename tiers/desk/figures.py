@@ -56,11 +56,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from sync.logs import log_line
 from sync.logstore import LogStore
 from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import describe
-from sync.server import log_line
 from tiers import reader
 from tiers.case_facts import FACTS_WHERE
 from tiers.city import stats as city_stats
