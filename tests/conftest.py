@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.support.postgres import (
     PG_CI,
@@ -28,6 +29,12 @@ from tests.support.postgres import (
 )
 from tests.support.slowfirst import pytest_collection_modifyitems  # noqa: F401 (the hook)
 from tests.support.topology import CITY, TOWN, VILLAGE, Topology, build_topology, copy_topology
+
+# No per-example deadline: on a busy 2-core runner an example can take longer than
+# hypothesis's 200 ms (test_csv_cell_never_starts_a_formula failed once in a full run under
+# load and passed alone; its message was not kept, so the deadline is a guess)
+settings.register_profile("zhibao", deadline=None)
+settings.load_profile("zhibao")
 
 __all__ = ["city_engine"]  # a fixture: `pytest.mark.usefixtures("city_engine")` runs a
 # test's cities on SQLite and on PostgreSQL (tests/support/postgres.py)

@@ -1,5 +1,5 @@
 """The facts of every case, kept current as entries are applied (`FigureProjection`), and
-the monthly reports held (`monthly_reports`): what `tiers.figures.tally` counts from.
+the monthly reports held (`monthly_reports`): what `tiers.figures.per_case` counts from.
 
 `case_facts` holds one row of `tiers.figures.Facts` per case; a period's statistics read the
 rows of the cases with something in the period (`load_facts`). `case_gaps` lists events
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from sync.clock import local_date
@@ -20,20 +21,28 @@ from sync.logstore import LogStore
 from sync.protocol.entry import SignedEntry
 from tiers.cases import entries as e
 from tiers.cases.projection import load_cases
-from tiers.figures import FACT_COLUMNS, Facts, Period, facts_of
+from tiers.figures import COUNT_FIELDS, FACT_COLUMNS, Facts, Period, facts_of
 from tiers.steps import Step, advance
 
 REPORT_MONTHLY = "report.monthly"
+NAME = "case_facts"
+# meta: the mark of the last flush that wrote facts; each row's `changed` is its flush's
+# mark (tiers.figure_cells counts a month again from the cases changed since its own)
+MARK = "figures.mark"
+MARK_COLUMN = "changed"
+CELL_COUNTS = COUNT_FIELDS  # the columns of `figure_cells`, as `tiers.figures.Counts` names them
 
-_DDL = """
+_DDL = (
+    """
 DROP TABLE IF EXISTS case_figures;  -- the facts table before 环节 (steps): refilled by backfill
 CREATE TABLE IF NOT EXISTS case_facts (
     case_id TEXT PRIMARY KEY, origin TEXT NOT NULL, node TEXT, item_code TEXT NOT NULL,
     received_on TEXT NOT NULL, accepted_on TEXT, promised_days INTEGER, completed_on TEXT,
     ended_on TEXT, pauses TEXT NOT NULL, extensions TEXT NOT NULL, rating INTEGER,
     rated_on TEXT, fee_fen INTEGER, fee_on TEXT, paid_fen INTEGER, paid_on TEXT,
-    steps TEXT NOT NULL, events INTEGER NOT NULL
+    steps TEXT NOT NULL, events INTEGER NOT NULL, changed INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS case_facts_changed ON case_facts (changed);
 CREATE INDEX IF NOT EXISTS case_facts_received ON case_facts (received_on);
 CREATE INDEX IF NOT EXISTS case_facts_accepted ON case_facts (accepted_on);
 CREATE INDEX IF NOT EXISTS case_facts_ended_accepted ON case_facts (ended_on, accepted_on);
@@ -54,10 +63,22 @@ CREATE TABLE IF NOT EXISTS clock_leads (
     seq INTEGER NOT NULL, at TEXT NOT NULL, received_at TEXT NOT NULL,
     PRIMARY KEY (origin, month)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS figure_periods (
+    period TEXT PRIMARY KEY, as_of TEXT NOT NULL, basis TEXT NOT NULL, mark INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS figure_cells (
+    period TEXT NOT NULL, case_id TEXT NOT NULL, node TEXT NOT NULL, item TEXT NOT NULL,
+    years TEXT NOT NULL, """
+    + ", ".join(f"{c} INTEGER NOT NULL" for c in CELL_COUNTS)
+    + """,
+    PRIMARY KEY (period, case_id, node)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS figure_cells_case ON figure_cells (case_id);
 """
+)
 _UPSERT = (
-    f"INSERT OR REPLACE INTO case_facts ({', '.join(FACT_COLUMNS)}, events) "
-    f"VALUES ({', '.join('?' for _ in FACT_COLUMNS)}, ?)"
+    f"INSERT OR REPLACE INTO case_facts ({', '.join(FACT_COLUMNS)}, events, changed) "
+    f"VALUES ({', '.join('?' for _ in FACT_COLUMNS)}, ?, ?)"
 )
 
 
@@ -81,7 +102,8 @@ def _pairs(text: str) -> tuple[Any, ...]:
     return () if text == "[]" else tuple(tuple(pair) for pair in json.loads(text))
 
 
-def _facts(row: tuple[Any, ...]) -> Facts:
+def facts_from_row(row: tuple[Any, ...]) -> Facts:
+    """`Facts` from a `case_facts` row's FACT_COLUMNS."""
     values = list(row)
     values[_PAUSES] = _pairs(values[_PAUSES])
     values[_EXTENSIONS] = _pairs(values[_EXTENSIONS])
@@ -108,19 +130,29 @@ def load_facts(store: LogStore, period: Period) -> list[Facts]:
     Each term of the query has an index, so a month costs what it holds, not the year."""
     sql = f"SELECT {', '.join(FACT_COLUMNS)} FROM case_facts WHERE {FACTS_WHERE}"
     rows = store.query(sql, {"s": period.start.isoformat(), "e": period.end.isoformat()})
-    return [_facts(r) for r in rows]
+    return [facts_from_row(r) for r in rows]
 
 
-def _refresh(store: LogStore, case_ids: Iterable[str]) -> None:
+def next_mark(store: LogStore) -> int:
+    """A new mark for the facts rows a flush writes (`MARK`; under the write lock)."""
+    rows = store.query("SELECT value FROM meta WHERE key = ?", (MARK,))
+    mark = (int(rows[0][0]) if rows else 0) + 1
+    store.set_meta(MARK, str(mark))
+    return mark
+
+
+def _refresh(store: LogStore, case_ids: Iterable[str], mark: int) -> None:
     """Refold each case into its `case_facts` row and its `case_gaps` (events waiting for
-    an `after` that is not held here: evidence that part of some log is missing)."""
+    an `after` that is not held here: evidence that part of some log is missing); a case
+    that is gone takes its kept figures (`figure_cells`) with it."""
     for case_id, folded in load_cases(store, list(case_ids)):
         if folded.state is None:
             store.execute("DELETE FROM case_facts WHERE case_id = ?", (case_id,))
+            store.execute("DELETE FROM figure_cells WHERE case_id = ?", (case_id,))
         else:
             # The events its facts account for; -1 while some wait, so `_advance` refolds.
             known = -1 if folded.waiting else len(folded.ordered)
-            store.execute(_UPSERT, (*_row(facts_of(folded.state)), known))
+            store.execute(_UPSERT, (*_row(facts_of(folded.state)), known, mark))
         store.execute("DELETE FROM case_gaps WHERE case_id = ?", (case_id,))
         if not folded.waiting:
             continue
@@ -153,7 +185,7 @@ _FACT_SOURCES = (
 )
 
 
-def _advance(store: LogStore, fresh: dict[str, list[Fresh]]) -> set[str]:
+def _advance(store: LogStore, fresh: dict[str, list[Fresh]], mark: int) -> set[str]:
     """Bring each case's facts up to date without refolding it: from the `cases` row the case
     projection has just written (it flushes first) and the fresh events' own dates; the
     cases this could not do, for the caller to refold.
@@ -168,7 +200,7 @@ def _advance(store: LogStore, fresh: dict[str, list[Fresh]]) -> set[str]:
     for row in store.query(_FACT_SOURCES, (ids,)):
         facts = _advanced(row, fresh[row[0]])
         if facts is not None:
-            store.execute(_UPSERT, (*_row(facts), row[12]))
+            store.execute(_UPSERT, (*_row(facts), row[12], mark))
             done.add(row[0])
     if done:
         store.execute(
@@ -225,7 +257,7 @@ def backfill(store: LogStore) -> int:
         "SELECT case_id FROM cases WHERE case_id NOT IN (SELECT case_id FROM case_facts)"
     )
     with store.transaction():
-        _refresh(store, [r[0] for r in rows])
+        _refresh(store, [r[0] for r in rows], next_mark(store))
     return len(rows)
 
 
@@ -239,9 +271,12 @@ class FigureProjection:
     `cases` rows that one has just brought up to date.
     """
 
-    name = "case_facts"
-    version = 1
+    name = NAME
+    version = 2
     ddl = _DDL
+    # 2: `changed` marks and the kept month figures (tiers.figure_cells); the tables are new
+    steps = MappingProxyType({2: "ALTER TABLE case_facts ADD COLUMN changed INTEGER NOT NULL "
+                                 "DEFAULT 0"})  # fmt: skip
     types: frozenset[str] | None = None
     lazy = True
 
@@ -271,8 +306,9 @@ class FigureProjection:
         self._latest.clear()
 
     def flush(self, store: LogStore) -> None:
-        refold = _advance(store, self._fresh) if self._fresh else set()
-        _refresh(store, sorted(refold))
+        if self._fresh:
+            mark = next_mark(store)
+            _refresh(store, sorted(_advance(store, self._fresh, mark)), mark)
         self._fresh.clear()
         for origin, (moment, seq, at) in self._latest.items():
             rows = store.query(

@@ -12,8 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
 from tiers.calendar import WorkCalendar, provisional_note
+
+if TYPE_CHECKING:
+    from tiers.figures import Facts
 
 YELLOW = "yellow"
 RED = "red"
@@ -128,3 +132,59 @@ def workdays_used(
         total -= paused
         cursor = end
     return total, guessed
+
+
+class CaseDeadlines:
+    """Deadlines and working days of cases (`tiers.figures.Facts`) on one calendar, memoised
+    for the common unpaused case: what the figures judge cases by."""
+
+    def __init__(self, cal: WorkCalendar) -> None:
+        self.cal = cal
+        self._due: dict[tuple[str, int], date] = {}
+        self._used: dict[tuple[str, str], int] = {}
+
+    def due(self, f: Facts, as_of: str | None = None) -> date | None:
+        """The deadline as known at the close of `as_of` (None: with every event)."""
+        assert f.accepted_on is not None and f.promised_days is not None
+        days = f.promised_days
+        if f.extensions:
+            days += sum(n for d, n in f.extensions if as_of is None or d <= as_of)
+        pauses = [
+            Pause(date.fromisoformat(s), date.fromisoformat(end) if end else None)
+            for s, end in f.pauses
+            if as_of is None or s <= as_of
+        ]
+        if as_of is not None:
+            pauses = [p if p.end and p.end.isoformat() <= as_of else Pause(p.start) for p in pauses]
+        if pauses:
+            return compute_deadline(self.cal, date.fromisoformat(f.accepted_on), days, pauses).due
+        key = (f.accepted_on, days)
+        if key not in self._due:
+            self._due[key] = self.cal.add_workdays(date.fromisoformat(f.accepted_on), days)[0]
+        return self._due[key]
+
+    def span(self, start: str, end: str, pauses: list[Pause]) -> int:
+        """Working days after `start` through `end`, pauses excluded (memoised unpaused)."""
+        if pauses:
+            return workdays_used(self.cal, date.fromisoformat(start), date.fromisoformat(end),
+                                 pauses)[0]  # fmt: skip
+        key = (start, end)
+        if key not in self._used:
+            self._used[key] = workdays_used(
+                self.cal, date.fromisoformat(start), date.fromisoformat(end)
+            )[0]
+        return self._used[key]
+
+    def used(self, f: Facts) -> int:
+        assert f.accepted_on is not None and f.completed_on is not None
+        accepted, done = date.fromisoformat(f.accepted_on), date.fromisoformat(f.completed_on)
+        if f.pauses:
+            pauses = [
+                Pause(date.fromisoformat(s), date.fromisoformat(end) if end else None)
+                for s, end in f.pauses
+            ]
+            return workdays_used(self.cal, accepted, done, pauses)[0]
+        key = (f.accepted_on, f.completed_on)
+        if key not in self._used:
+            self._used[key] = workdays_used(self.cal, accepted, done)[0]
+        return self._used[key]

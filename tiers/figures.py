@@ -1,7 +1,8 @@
 """The statistics of DESIGN §5, defined once: what each figure means and how it is counted.
 
-Both the city's `stats` and a town's or village's monthly report call `tally` here, so a
-report and the city's recomputation can only differ in the entries they were computed from.
+Both the city's `stats` and a town's or village's monthly report count with `per_case` here
+(through `tiers.figure_cells`), so a report and the city's recomputation can only differ in
+the entries they were computed from.
 
 A case belongs to the node that accepted it (受理, `accepted_by`): that node made the
 promise, so acceptance, completion, timeliness, ratings and fees all count for it, even
@@ -16,13 +17,13 @@ entries are applied (`FigureProjection`) and loads those a period needs.
 Invariants:
 - Counts (`Counts`) are integers: a report body carries them exactly; rates are derived
   from them (`derive`) and never stored.
-- Each figure is counted in `tally` and nowhere else.
+- Each figure is counted in `per_case` (`_count_case`, `_count_steps`) and nowhere else.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import date, timedelta
 from typing import Any
@@ -34,7 +35,7 @@ from tiers.calendar import WorkCalendar
 from tiers.cases import entries as e
 from tiers.cases.machine import CaseState
 from tiers.catalogue import CatalogueItem
-from tiers.deadlines import Pause, compute_deadline, workdays_used
+from tiers.deadlines import CaseDeadlines
 from tiers.steps import REJECTED, WITHDRAWN, Judged, Step, judge, steps_of
 
 SATISFIED_SCORES = (1, 2, 3)  # 非常满意, 满意, 基本满意; 4 and 5 are bad ratings (差评)
@@ -281,63 +282,8 @@ def facts_of(state: CaseState) -> Facts:
 
 # --- counting ---------------------------------------------------------------------------------
 
-# (facts, the node the figure counts for) → row key, or None to leave the case out
-KeyOf = Callable[[Facts, str], str | None]
-
-
-class _Deadlines:
-    """Deadlines and working days on one calendar, memoised for the common unpaused case."""
-
-    def __init__(self, cal: WorkCalendar) -> None:
-        self.cal = cal
-        self._due: dict[tuple[str, int], date] = {}
-        self._used: dict[tuple[str, str], int] = {}
-
-    def due(self, f: Facts, as_of: str | None = None) -> date | None:
-        """The deadline as known at the close of `as_of` (None: with every event)."""
-        assert f.accepted_on is not None and f.promised_days is not None
-        days = f.promised_days
-        if f.extensions:
-            days += sum(n for d, n in f.extensions if as_of is None or d <= as_of)
-        pauses = [
-            Pause(date.fromisoformat(s), date.fromisoformat(end) if end else None)
-            for s, end in f.pauses
-            if as_of is None or s <= as_of
-        ]
-        if as_of is not None:
-            pauses = [p if p.end and p.end.isoformat() <= as_of else Pause(p.start) for p in pauses]
-        if pauses:
-            return compute_deadline(self.cal, date.fromisoformat(f.accepted_on), days, pauses).due
-        key = (f.accepted_on, days)
-        if key not in self._due:
-            self._due[key] = self.cal.add_workdays(date.fromisoformat(f.accepted_on), days)[0]
-        return self._due[key]
-
-    def span(self, start: str, end: str, pauses: list[Pause]) -> int:
-        """Working days after `start` through `end`, pauses excluded (memoised unpaused)."""
-        if pauses:
-            return workdays_used(self.cal, date.fromisoformat(start), date.fromisoformat(end),
-                                 pauses)[0]  # fmt: skip
-        key = (start, end)
-        if key not in self._used:
-            self._used[key] = workdays_used(
-                self.cal, date.fromisoformat(start), date.fromisoformat(end)
-            )[0]
-        return self._used[key]
-
-    def used(self, f: Facts) -> int:
-        assert f.accepted_on is not None and f.completed_on is not None
-        accepted, done = date.fromisoformat(f.accepted_on), date.fromisoformat(f.completed_on)
-        if f.pauses:
-            pauses = [
-                Pause(date.fromisoformat(s), date.fromisoformat(end) if end else None)
-                for s, end in f.pauses
-            ]
-            return workdays_used(self.cal, accepted, done, pauses)[0]
-        key = (f.accepted_on, f.completed_on)
-        if key not in self._used:
-            self._used[key] = workdays_used(self.cal, accepted, done)[0]
-        return self._used[key]
+# (a case's item code, the node the figure counts for) → row key, or None to leave it out
+KeyOf = Callable[[str, str], str | None]
 
 
 def judged_as_of(period: Period, today: date) -> str:
@@ -346,88 +292,120 @@ def judged_as_of(period: Period, today: date) -> str:
     return (period.end if today > period.end else today - timedelta(days=1)).isoformat()
 
 
-def tally(
+# A period's counts per (node the figure counts for, the case's item code): every grouping
+# of the figures is a sum of these (`regroup`); tiers.figure_cells keeps them per period.
+Cells = dict[tuple[str, str], Counts]
+
+
+def regroup(cells: Mapping[tuple[str, str], Counts], key_of: KeyOf) -> dict[str, Counts]:
+    """Cells summed per `key_of(item_code, node)` (None leaves a cell out)."""
+    rows: dict[str, Counts] = {}
+    for (node, item_code), counts in cells.items():
+        key = key_of(item_code, node)
+        if key is not None:
+            rows.setdefault(key, Counts()).add(counts)
+    return rows
+
+
+def add_cells(cells: Cells, cases: Iterable[tuple[Facts, dict[str, Counts]]]) -> Cells:
+    """`cells` with what each case counts (from `per_case`) added to its cells."""
+    for f, by_node in cases:
+        for node, counts in by_node.items():
+            cells.setdefault((node, f.item_code), Counts()).add(counts)
+    return cells
+
+
+def per_case(
     facts: Iterable[Facts],
     period: Period,
     cal: WorkCalendar,
     today: date,
-    key_of: KeyOf,
     items: Mapping[str, CatalogueItem] | None = None,
-) -> dict[str, Counts]:
-    """Count every figure of `period` per key. `key_of(f, node)` gives a case's row key for
-    a figure that counts for `node`: the receiving node for `received`, the rejecting one
-    for `rejected`, the node of each step for the 环节 counts, the accepting node for the
-    rest; None leaves it out. `items` (the catalogue in force, by code) gives statutory
-    limits and the review limit of steps; without it they count as unknown."""
+) -> Iterator[tuple[Facts, dict[str, Counts]]]:
+    """What each case counts in `period`, per node the figure counts for: the receiving node
+    for `received`, the rejecting one for `rejected`, the node of each step for the 环节
+    counts, the accepting node for the rest; cases counting nothing are left out. Every
+    grouping of the figures (by node, item, department, kind; a report's parts) is a sum of
+    these (`add_cells`, `regroup`; kept per month by `tiers.figure_cells`). `items` (the
+    catalogue in force, by code) gives statutory limits and the review limit of steps;
+    without it they count as unknown."""
     s, e_, as_of = period.start.isoformat(), period.end.isoformat(), judged_as_of(period, today)
-    deadlines = _Deadlines(cal)
+    deadlines = CaseDeadlines(cal)
     catalogue = items or {}
-    rows: dict[str, Counts] = {}
-
-    def counts(f: Facts, node: str | None) -> Counts | None:
-        key = key_of(f, node) if node is not None else None
-        if key is None:
-            return None
-        if key not in rows:
-            rows[key] = Counts()
-        return rows[key]
-
     for f in facts:
-        if s <= f.received_on <= e_ and (r := counts(f, f.origin)) is not None:
-            r.received += 1
-        last = f.steps[-1] if f.steps else None
-        if (last is not None and last[3] == REJECTED and last[2] is not None
-                and s <= last[2] <= e_ and (r := counts(f, last[0])) is not None):  # fmt: skip
-            r.rejected += 1
-        _count_steps(f, catalogue.get(f.item_code), deadlines, s, e_, as_of, counts)
-        acc = f.accepted_on
-        if acc is None:  # a case refused before acceptance (不予受理) is rated too: for the
-            # node that refused it (else, a rating on a case never accepted: its receiver)
-            by = last[0] if last is not None and last[3] == REJECTED else f.origin
-            if (r := counts(f, by)) is not None:
-                _count_rating(r, f, s, e_)
-            continue
-        if (c := counts(f, f.node)) is None:
-            continue
-        ended = f.ended_on
-        if s <= acc <= e_:
-            c.accepted += 1
-        elif acc < s and (ended is None or ended >= s):
-            c.open_at_start += 1
-        if acc <= e_ and (ended is None or ended > e_):
-            c.carried_out += 1
-        if last is not None and last[3] == WITHDRAWN and ended is not None and s <= ended <= e_:
-            c.withdrawn += 1
-        done = f.completed_on
-        if done is not None and s <= done <= e_:
-            c.completed += 1
-            due = deadlines.due(f)
-            if due is None or date.fromisoformat(done) > due:
-                c.overdue += 1
-            else:
-                c.on_time += 1
-                c.early += date.fromisoformat(done) < due
-            c.completed_rated += f.rated_on is not None and f.rated_on <= e_
-            if f.promised_days:
-                used = deadlines.used(f)
-                c.promised_completed += 1
-                c.days_used_total += used
-                c.days_promised_total += f.promised_days
-                item = catalogue.get(f.item_code)
-                if item is not None and item.statutory_days:
-                    c.statutory_completed += 1
-                    c.statutory_days_used += used
-                    c.statutory_days_promised += f.promised_days
-                    c.statutory_days_total += item.statutory_days
-        if acc <= as_of and (ended is None or ended > as_of):
-            due = deadlines.due(f, as_of)
-            c.open_overdue += due is not None and due.isoformat() <= as_of
-        _count_rating(c, f, s, e_)
-        if f.fee_on is not None and s <= f.fee_on <= e_:
-            c.fees_assessed_fen += f.fee_fen or 0
-        if f.paid_on is not None and s <= f.paid_on <= e_:
-            c.fees_paid_fen += f.paid_fen or 0
-    return rows
+        rows: dict[str, Counts] = {}
+
+        def counts(f: Facts, node: str | None, rows: dict[str, Counts] = rows) -> Counts | None:
+            if node is None:
+                return None
+            if node not in rows:
+                rows[node] = Counts()
+            return rows[node]
+
+        _count_case(f, catalogue, deadlines, s, e_, as_of, counts)
+        if rows:
+            yield f, rows
+
+
+def _count_case(
+    f: Facts, catalogue: Mapping[str, CatalogueItem], deadlines: CaseDeadlines, s: str, e_: str,
+    as_of: str, counts: Callable[[Facts, str | None], Counts | None],
+) -> None:  # fmt: skip
+    """Every figure one case counts between the days `s` and `e_` (judged open at `as_of`)."""
+    if s <= f.received_on <= e_ and (r := counts(f, f.origin)) is not None:
+        r.received += 1
+    last = f.steps[-1] if f.steps else None
+    if (last is not None and last[3] == REJECTED and last[2] is not None
+            and s <= last[2] <= e_ and (r := counts(f, last[0])) is not None):  # fmt: skip
+        r.rejected += 1
+    _count_steps(f, catalogue.get(f.item_code), deadlines, s, e_, as_of, counts)
+    acc = f.accepted_on
+    if acc is None:  # a case refused before acceptance (不予受理) is rated too: for the
+        # node that refused it (else, a rating on a case never accepted: its receiver)
+        by = last[0] if last is not None and last[3] == REJECTED else f.origin
+        if (r := counts(f, by)) is not None:
+            _count_rating(r, f, s, e_)
+        return
+    if (c := counts(f, f.node)) is None:
+        return
+    ended = f.ended_on
+    if s <= acc <= e_:
+        c.accepted += 1
+    elif acc < s and (ended is None or ended >= s):
+        c.open_at_start += 1
+    if acc <= e_ and (ended is None or ended > e_):
+        c.carried_out += 1
+    if last is not None and last[3] == WITHDRAWN and ended is not None and s <= ended <= e_:
+        c.withdrawn += 1
+    done = f.completed_on
+    if done is not None and s <= done <= e_:
+        c.completed += 1
+        due = deadlines.due(f)
+        if due is None or date.fromisoformat(done) > due:
+            c.overdue += 1
+        else:
+            c.on_time += 1
+            c.early += date.fromisoformat(done) < due
+        c.completed_rated += f.rated_on is not None and f.rated_on <= e_
+        if f.promised_days:
+            used = deadlines.used(f)
+            c.promised_completed += 1
+            c.days_used_total += used
+            c.days_promised_total += f.promised_days
+            item = catalogue.get(f.item_code)
+            if item is not None and item.statutory_days:
+                c.statutory_completed += 1
+                c.statutory_days_used += used
+                c.statutory_days_promised += f.promised_days
+                c.statutory_days_total += item.statutory_days
+    if acc <= as_of and (ended is None or ended > as_of):
+        due = deadlines.due(f, as_of)
+        c.open_overdue += due is not None and due.isoformat() <= as_of
+    _count_rating(c, f, s, e_)
+    if f.fee_on is not None and s <= f.fee_on <= e_:
+        c.fees_assessed_fen += f.fee_fen or 0
+    if f.paid_on is not None and s <= f.paid_on <= e_:
+        c.fees_paid_fen += f.paid_fen or 0
 
 
 def _promised(f: Facts, item: CatalogueItem | None) -> int:
@@ -438,13 +416,14 @@ def _promised(f: Facts, item: CatalogueItem | None) -> int:
 
 
 def _count_steps(
-    f: Facts, item: CatalogueItem | None, deadlines: _Deadlines, s: str, e_: str, as_of: str,
+    f: Facts, item: CatalogueItem | None, deadlines: CaseDeadlines, s: str, e_: str, as_of: str,
     counts: Callable[[Facts, str | None], Counts | None],
 ) -> None:  # fmt: skip
     """环节: each step that ended in the period, for its node; each step open at the close
     of `as_of` and past its limit then."""
     if not any(step[2] is None or step[2] >= s for step in f.steps):
         return
+
     def judged(extension_days: int, as_of: str | None = None) -> list[Judged]:
         return judge(f.steps, accepted_on=f.accepted_on, accepted_by=f.node,
                      promised=_promised(f, item), extension_days=extension_days,
@@ -469,17 +448,17 @@ def _count_steps(
                 c.steps_open_late += 1
 
 
-def node_key(f: Facts, node: str) -> str | None:
+def node_key(item_code: str, node: str) -> str | None:
     """By node: the node the figure counts for."""
     return node
+
+
 def _count_rating(c: Counts, f: Facts, first: str, last: str) -> None:
     """A rating recorded between the days `first` and `last` (ISO, inclusive)."""
     if f.rated_on is not None and first <= f.rated_on <= last and f.rating is not None:
         c.rated += 1
         c.satisfied += f.rating in SATISFIED_SCORES
         c.bad_ratings += f.rating not in SATISFIED_SCORES
-
-
 
 
 def total(rows: dict[str, Counts]) -> Counts:

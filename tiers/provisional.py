@@ -32,10 +32,10 @@ from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.errors import ZhibaoError
 from tiers.calendar import WorkCalendar
+from tiers.case_facts import load_facts
 from tiers.cases.machine import OPEN
 from tiers.figures import Facts, Period, judged_as_of
 from tiers.published import calendar_state, work_calendar
-from tiers.reports import load_facts
 
 NOTICE_MONTH = 11  # setting `calendar_notice_month`
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
@@ -59,7 +59,7 @@ def case_years(
 def figure_years(
     cal: WorkCalendar, facts: Iterable[Facts], period: Period, today: date
 ) -> list[int]:
-    """The guessed years the figures of `period` (tiers.figures.tally) rest on: working days
+    """The guessed years the figures of `period` (tiers.figures.per_case) rest on: working days
     are counted from acceptance up to a completion in the period, or up to the day open
     cases are judged at (`judged_as_of`), never beyond."""
     start, end, as_of = (

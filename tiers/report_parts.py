@@ -9,19 +9,17 @@ out. Every count is counted under one key, so each part adds up to the total: a
 part that does not is wrong however many entries are missing here (`inconsistent`), and
 each part is also recomputed from the entries, like the total (`compare`).
 
-Pure apart from `computed_parts`, which tallies what a store holds.
+Pure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
-from tiers.calendar import WorkCalendar
 from tiers.catalogue import CatalogueItem
-from tiers.figures import COUNT_FIELDS, Counts, Facts, KeyOf, Period, tally
+from tiers.figures import COUNT_FIELDS, Cells, Counts, KeyOf, regroup
 
 PARTS = ("item", "kind")
 # Every count is split: 投诉 under the key `stats --by item|kind` gives them (the case's item
@@ -33,29 +31,28 @@ _SEP = "\x00"
 Rows = dict[str, dict[str, int]]  # part key → {count: n}, as a body states it
 
 
-def part_key(part: str, f: Facts, items: Mapping[str, CatalogueItem]) -> str:
-    """The row a case's counts go to in `part`."""
+def part_key(part: str, item_code: str, items: Mapping[str, CatalogueItem]) -> str:
+    """The row a case of `item_code` counts in, in `part`."""
     if part == "item":
-        return f.item_code
-    item = items.get(f.item_code)
+        return item_code
+    item = items.get(item_code)
     return item.kind if item is not None else UNKNOWN_KIND
 
 
 def computed_parts(
-    facts: list[Facts], period: Period, cal: WorkCalendar, today: date,
-    items: Mapping[str, CatalogueItem], only: str | None = None,
-) -> dict[str, dict[str, dict[str, Counts]]]:  # fmt: skip
-    """node → part → key → counts, as every node (or `only`) would report them."""
+    cells: Cells, items: Mapping[str, CatalogueItem], only: str | None = None
+) -> dict[str, dict[str, dict[str, Counts]]]:
+    """node → part → key → counts, as every node (or `only`) would report them, from a
+    period's cells (`tiers.figure_cells`)."""
     out: dict[str, dict[str, dict[str, Counts]]] = {}
     for part in PARTS:
 
-        def key_of(f: Facts, node: str, part: str = part) -> str | None:
+        def key_of(item_code: str, node: str, part: str = part) -> str | None:
             if only is not None and node != only:
                 return None
-            return node + _SEP + part_key(part, f, items)
+            return node + _SEP + part_key(part, item_code, items)
 
-        rows = tally(facts, period, cal, today, key_of, items)
-        for joined, counts in rows.items():
+        for joined, counts in regroup(cells, key_of).items():
             node, key = joined.split(_SEP, 1)
             out.setdefault(node, {}).setdefault(part, {})[key] = counts
     return out
@@ -145,4 +142,4 @@ def inconsistent(stated: frozenset[str], total: Counts, parts: Mapping[str, Rows
 
 def node_part_key(by: str, items: Mapping[str, CatalogueItem]) -> KeyOf:
     """A `--by kind` row key for `tiers.city.stats`."""
-    return lambda f, node: part_key(by, f, items)
+    return lambda item_code, node: part_key(by, item_code, items)

@@ -39,6 +39,7 @@ from tiers.case_facts import (  # noqa: F401  (FigureProjection: tiers.node list
     load_facts,
 )
 from tiers.complaints.figures import add_complaints, complaint_parts
+from tiers.figure_cells import period_cells
 from tiers.figures import (
     COUNT_FIELDS,
     LEGACY_FIELDS,
@@ -47,7 +48,7 @@ from tiers.figures import (
     derive,
     node_key,
     parse_period,
-    tally,
+    regroup,
 )
 from tiers.published import list_items, work_calendar
 
@@ -116,8 +117,8 @@ def own_parts_all(
 ) -> dict[str, dict[str, dict[str, Counts]]]:
     """Every node's parts for `period` from the entries held here (what its report carries)."""
     items = {item.code: item for item in list_items(store)}
-    facts = load_facts(store, period)
-    computed = parts_.computed_parts(facts, period, work_calendar(store), today, items)
+    cells, _ = period_cells(store, period, today, work_calendar(store), items)
+    computed = parts_.computed_parts(cells, items)
     _add_complaint_parts(computed, store, period)
     return computed
 
@@ -125,8 +126,8 @@ def own_parts_all(
 def own_parts(store: LogStore, node_id: str, period: Period, today: date) -> dict[str, parts_.Rows]:
     """The parts a report by `node_id` carries (`tiers.report_parts`), as body rows."""
     items = {item.code: item for item in list_items(store)}
-    facts = load_facts(store, period)
-    computed = parts_.computed_parts(facts, period, work_calendar(store), today, items, node_id)
+    cells, _ = period_cells(store, period, today, work_calendar(store), items)
+    computed = parts_.computed_parts(cells, items, node_id)
     _add_complaint_parts(computed, store, period, node_id)
     return parts_.to_body(computed.get(node_id, {}))
 
@@ -199,7 +200,7 @@ def node_counts(
 ) -> dict[str, Counts]:
     """Every node's counts for `period` from the entries held here (what a report states)."""
     items = {item.code: item for item in list_items(store)}
-    rows = tally(load_facts(store, period), period, cal, today, node_key, items)
+    rows = regroup(period_cells(store, period, today, cal, items)[0], node_key)
     add_complaints(rows, store, period, "node")
     return rows
 

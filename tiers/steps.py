@@ -24,7 +24,7 @@ taken) is nobody's step: the receiver's clock starts when it records that it too
 case, so no node's figure depends on another node's time stamps. A step whose end is
 stamped before its start (a back-dated forward) is not counted at all: `backdated`.
 
-Pure: a step is a tuple of ISO days; `tiers.figures.tally` judges and counts them.
+Pure: a step is a tuple of ISO days; `tiers.figures.per_case` judges and counts them.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import StoreError
 from sync.store import TABLES_KEY, Store
 from tiers import store_check
+from tiers.case_facts import MARK as FIGURES_MARK
 from tiers.node import extensions, open_home
 from tiers.store_check import MigrateError
 
@@ -67,9 +68,11 @@ AS_HELD = (  # projections whose rows depend on how entries were batched when pr
     # copied after the rebuild, replacing what it made
     "clock_leads",
 )
+# what a projection keeps to answer faster (tiers.figure_cells): made again where it is read
+CACHES = ("figure_periods", "figure_cells")
 LOG = ("entries", "heads")  # appended through PgStore.insert; heads follow (a trigger)
 ENGINE = ("sqlite_sequence", "sqlite_stat1", "sqlite_stat4")  # SQLite's own bookkeeping
-_NOT_COPIED_META = ("projected", MARK, node_store.STORE_NODE_ID)  # the target's own
+_NOT_COPIED_META = ("projected", MARK, FIGURES_MARK, node_store.STORE_NODE_ID)  # the target's
 
 Progress = Callable[[int, int], None]
 
@@ -110,7 +113,7 @@ def info(node: Any) -> dict[str, Any]:
 
 def unknown_tables(names: Sequence[str]) -> list[str]:
     """The tables of `names` this module does not account for (a move refuses them)."""
-    known = {*COPIED, *REBUILT, *AS_HELD, *LOG, *ENGINE}
+    known = {*COPIED, *REBUILT, *AS_HELD, *CACHES, *LOG, *ENGINE}
     return sorted(n for n in names if n not in known)
 
 

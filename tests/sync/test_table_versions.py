@@ -338,8 +338,15 @@ def test_tables_every_extension_of_a_node_has_its_own_name() -> None:
 
 
 def _dump(store: LogStore, tables: Sequence[str]) -> dict[str, list[str]]:
-    return {t: sorted(repr(tuple(row)) for row in store.query(f"SELECT * FROM {t}"))
-            for t in tables}  # fmt: skip
+    """Every row of `tables`; case_facts without its `changed` marks (which flush wrote a
+    row, not what it holds: tiers.figure_cells)."""
+    def rows(table: str) -> list[str]:
+        got = store.query(f"SELECT * FROM {table}")
+        if table == "case_facts":
+            got = [row[:-1] for row in got]
+        return sorted(repr(tuple(row)) for row in got)
+
+    return {t: rows(t) for t in tables}
 
 
 def test_tables_the_case_projection_remade_equals_what_it_held(tmp_path: Path) -> None:

@@ -21,22 +21,22 @@ from sync.protocol.ids import tier_of
 from tiers import export
 from tiers.catalogue import kind_label, tier_label, yuan_from_fen
 from tiers.complaints.figures import add_complaints
+from tiers.figure_cells import period_cells
 from tiers.figures import (
     Counts,
-    Facts,
     KeyOf,
     Period,
     derive,
     judged_as_of,
     node_key,
     parse_period,
-    tally,
+    regroup,
     total,
 )
-from tiers.provisional import period_years, provisional_figures
+from tiers.provisional import provisional_figures
 from tiers.published import list_items, work_calendar
 from tiers.report_parts import UNKNOWN_KIND, node_part_key
-from tiers.reports import backfill, load_facts
+from tiers.reports import backfill
 
 BY = ("node", "tier", "item", "department", "kind")
 FORMATS = export.FORMATS
@@ -74,22 +74,24 @@ _TIER_BY_LENGTH = {len(node_id): tier_of(node_id) for node_id in ("330782", "330
 
 def _key_of(store: LogStore, by: str) -> tuple[KeyOf, Callable[[str], str]]:
     """How a case maps to a row for `by`, and the row's human label. `node` is the node a
-    figure counts for (`tiers.figures.tally`)."""
+    figure counts for (`tiers.figures.per_case`)."""
     if by == "node":
         names = {n["node_id"]: n["name"] for n in trust.enrolled_nodes(store)}
         return node_key, lambda key: names.get(key, "")
     if by == "tier":
-        return (lambda f, node: _TIER_BY_LENGTH.get(len(node))), tier_label
+        return (lambda item_code, node: _TIER_BY_LENGTH.get(len(node))), tier_label
     items = {item.code: item for item in list_items(store)}
     if by == "item":
-        return (lambda f, node: f.item_code), lambda key: items[key].name if key in items else ""
+        return (
+            lambda item_code, node: item_code
+        ), lambda key: items[key].name if key in items else ""
     if by == "kind":
         return node_part_key(
             "kind", items
         ), lambda key: kind_label(key) if key != UNKNOWN_KIND else key
 
-    def department(f: Facts, node: str) -> str | None:
-        item = items.get(f.item_code)
+    def department(item_code: str, node: str) -> str | None:
+        item = items.get(item_code)
         return item.department if item is not None else "?"
 
     return department, lambda key: key
@@ -111,8 +113,8 @@ def compute_stats(
     backfill(store)
     key_of, label = _key_of(store, by)
     items = {item.code: item for item in list_items(store)}
-    facts = load_facts(store, period)
-    rows = tally(facts, period, work_calendar(store), today, key_of, items)
+    cells, years = period_cells(store, period, today, work_calendar(store), items)
+    rows = regroup(cells, key_of)
     add_complaints(rows, store, period, by)
     withdrawn_in_base = completion_counts_withdrawn(settings or {})
     whole = total(rows)
@@ -131,7 +133,7 @@ def compute_stats(
             for key, counts in sorted(rows.items())
         ],
         "total": {"key": TOTAL_KEY, "label": i18n.t("stats.total"), **figures(whole)},
-        "provisional": period_years(store, period, today, facts=facts),
+        "provisional": years,
     }
 
 

@@ -113,7 +113,7 @@ def complaint_parts(store: LogStore, period: Period, part: str) -> dict[str, dic
 
 
 def add_complaints(rows: dict[str, Counts], store: LogStore, period: Period, by: str) -> None:
-    """Add the complaint counts to `rows` (counts of cases per key, from tiers.figures.tally)."""
+    """Add the complaint counts to `rows` (counts of cases per key, from tiers.figures.per_case)."""
     for key, counts in complaint_counts(store, period, by).items():
         if key not in rows:
             rows[key] = Counts()

@@ -1,0 +1,249 @@
+"""A month's figures kept per case (issue #15: month statistics at millions of entries).
+
+`stats`, `reconcile` and the desk count a period from every case with something in it
+(`tiers.figures.per_case` over `tiers.case_facts.load_facts`): at a city of 1 M entries that
+is ~15,000 cases a month and most of two seconds; at 5 M, several times that. So for a
+month, what each case counts is kept in `figure_cells` (one row per case and node the
+figure counts for, with the case's item code), and a month's cells are a `GROUP BY` of
+those rows; every grouping (`regroup`: by node, tier, item, department, kind; a report's
+parts) is a sum of the cells.
+
+The rows stay exact, not approximate, because of what they are kept with:
+
+- every `case_facts` row carries the `changed` mark of the flush that last wrote it
+  (meta `figures.mark`, moved once per flush that writes facts, under the write lock); a
+  case whose facts row goes away takes its cells with it (`tiers.case_facts._refresh`);
+- `figure_periods` records, per month, the mark its rows are counted up to, the day open
+  cases were judged at (`judged_as_of`: it moves each day of a running month) and a
+  digest of everything else a count depends on (`_basis`: the calendar in force, the
+  catalogue, the code that counts);
+- so a month is brought up to date by counting again only the cases changed since its mark
+  (a case not selected for the month before or after its change counted nothing in it,
+  since `load_facts` selects every case that counts anything); a different day or basis
+  counts the month again whole. The mark is read before anything else, so whatever commits
+  while a month is counted has a later mark and is counted again next time.
+
+A store that cannot write (a replica, the desk's reader connection) reads the rows when
+they are up to date and counts live otherwise. Quarters and years are counted live (their
+figures are not sums of months'). The rows go with `case_facts` when it is remade.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from datetime import date
+from functools import cache
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from sync.logstore import LogStore
+from sync.protocol.errors import StoreError
+from tiers import calendar, case_facts, deadlines, figures, steps
+from tiers.calendar import WorkCalendar
+from tiers.case_facts import CELL_COUNTS, FACTS_WHERE, MARK, facts_from_row
+from tiers.catalogue import CatalogueItem
+from tiers.figures import (
+    COUNT_FIELDS,
+    FACT_COLUMNS,
+    Cells,
+    Counts,
+    Facts,
+    Period,
+    add_cells,
+    judged_as_of,
+    per_case,
+)
+from tiers.provisional import figure_years
+
+INCREMENTAL_MAX = 20_000  # changed cases counted again one by one; more: the month whole
+_CODE = (figures, steps, deadlines, calendar, case_facts)  # the code a count depends on (`_basis`)
+
+_INSERT = (
+    f"INSERT INTO figure_cells (period, case_id, node, item, years, {', '.join(CELL_COUNTS)}) "
+    f"VALUES ({', '.join('?' for _ in range(5 + len(CELL_COUNTS)))})"
+)
+_SUM = (  # the kept rows of a month but those of some cases
+    f"SELECT node, item, {', '.join(f'SUM({c})' for c in CELL_COUNTS)} FROM figure_cells "
+    "WHERE period = ? AND case_id NOT IN (SELECT value FROM json_each(?)) GROUP BY node, item"
+)
+_YEARS = (
+    "SELECT DISTINCT years FROM figure_cells WHERE period = ? AND years != '' "
+    "AND case_id NOT IN (SELECT value FROM json_each(?))"
+)
+
+
+def period_cells(
+    store: LogStore, period: Period, today: date, cal: WorkCalendar,
+    items: Mapping[str, CatalogueItem],
+) -> tuple[Cells, list[int]]:  # fmt: skip
+    """The cells of `period` and the guessed years its figures rest on
+    (`tiers.provisional.figure_years`): from the kept rows for a month, brought up to date
+    first where this store can write them; counted live otherwise."""
+    if not period.is_month:
+        return _live(store, period, today, cal, items)
+    as_of, basis = judged_as_of(period, today), _basis(cal, items)
+    try:
+        mark = _mark(store)  # first: whatever commits after it is counted again next time
+        head = _head(store, period)
+    except StoreError:  # a replica of a city that does not keep cells yet
+        return _live(store, period, today, cal, items)
+    if head == (as_of, basis, mark):
+        return _merge(store, period, [], [])
+    if not _writable(store):
+        return _live(store, period, today, cal, items)
+    changed = None
+    if head is not None and head[:2] == (as_of, basis):
+        rows = store.query("SELECT case_id FROM case_facts WHERE changed > ?", (head[2],))
+        if len(rows) <= INCREMENTAL_MAX:
+            changed = [r[0] for r in rows]
+    counted = _rows(period, _load(store, period, changed), today, cal, items)
+    _save(store, period, head, (as_of, basis, mark), changed, counted)
+    return _merge(store, period, changed, counted)
+
+
+def _save(
+    store: LogStore, period: Period, head: tuple[str, str, int] | None,
+    new: tuple[str, str, int], changed: list[str] | None, counted: list[tuple[Any, ...]],
+) -> None:  # fmt: skip
+    """Keep what was counted: the month's rows (`changed` None) or those cases' rows made
+    again, unless another process brought the month up to date meanwhile. Without
+    catching the projections up first (a clerk's `stats` does not do a serve's work), and
+    when the store cannot (busy, full), not at all: the month is counted again next time."""
+    try:
+        with store.exclusive():
+            if _head(store, period) != head:
+                return
+            if changed is None:
+                store.execute("DELETE FROM figure_cells WHERE period = ?", (period.label,))
+            else:
+                store.execute(
+                    "DELETE FROM figure_cells WHERE period = ? AND case_id IN "
+                    "(SELECT value FROM json_each(?))",
+                    (period.label, json.dumps(changed)),
+                )
+            with store.batched():
+                for row in counted:
+                    store.execute(_INSERT, row)
+            store.execute(
+                "INSERT INTO figure_periods (period, as_of, basis, mark) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(period) DO UPDATE SET as_of = excluded.as_of, "
+                "basis = excluded.basis, mark = excluded.mark",
+                (period.label, *new),
+            )
+    except StoreError:
+        pass
+
+
+def _merge(
+    store: LogStore, period: Period, changed: list[str] | None, counted: list[tuple[Any, ...]]
+) -> tuple[Cells, list[int]]:
+    """The cells and years of `counted` rows, with the kept rows of every other case of the
+    month (none when `changed` is None: the month was counted whole)."""
+    cells: Cells = {}
+    years: set[int] = set()
+    if changed is not None:
+        params = (period.label, json.dumps(changed))
+        for node, item, *values in store.query(_SUM, params):
+            cells[(node, item)] = _counts(values)
+        years |= {int(y) for (listed,) in store.query(_YEARS, params) for y in listed.split(",")}
+    for _, _, node, item, listed, *values in counted:
+        cells.setdefault((node, item), Counts()).add(_counts(values))
+        years |= {int(y) for y in listed.split(",") if y}
+    return cells, sorted(years)
+
+
+def _counts(values: Iterable[Any]) -> Counts:
+    return Counts(**dict(zip(CELL_COUNTS, map(int, values), strict=True)))
+
+
+def _live(
+    store: LogStore, period: Period, today: date, cal: WorkCalendar,
+    items: Mapping[str, CatalogueItem],
+) -> tuple[Cells, list[int]]:  # fmt: skip
+    facts = case_facts.load_facts(store, period)
+    cells = add_cells({}, per_case(facts, period, cal, today, items))
+    return cells, figure_years(cal, facts, period, today)
+
+
+def _rows(
+    period: Period, facts: list[Facts], today: date, cal: WorkCalendar,
+    items: Mapping[str, CatalogueItem],
+) -> list[tuple[Any, ...]]:  # fmt: skip
+    """The `figure_cells` rows of these cases: one per case and node it counts for."""
+    out = []
+    for f, by_node in per_case(facts, period, cal, today, items):
+        years = ",".join(map(str, figure_years(cal, [f], period, today)))
+        for node, counts in by_node.items():
+            out.append((period.label, f.case_id, node, f.item_code, years,
+                        *(getattr(counts, name) for name in CELL_COUNTS)))  # fmt: skip
+    return out
+
+
+def _load(store: LogStore, period: Period, changed: list[str] | None) -> list[Facts]:
+    """The period's facts (`load_facts`), only of the cases `changed` unless None."""
+    if changed is None:
+        return case_facts.load_facts(store, period)
+    if not changed:
+        return []
+    sql = (
+        f"SELECT {', '.join(FACT_COLUMNS)} FROM case_facts WHERE ({FACTS_WHERE}) "
+        "AND case_id IN (SELECT value FROM json_each(:ids))"
+    )
+    params = {"s": period.start.isoformat(), "e": period.end.isoformat(),
+              "ids": json.dumps(changed)}  # fmt: skip
+    return [facts_from_row(r) for r in store.query(sql, params)]
+
+
+def _mark(store: LogStore) -> int:
+    rows = store.query("SELECT value FROM meta WHERE key = ?", (MARK,))
+    return int(rows[0][0]) if rows else 0
+
+
+def _head(store: LogStore, period: Period) -> tuple[str, str, int] | None:
+    rows = store.query(
+        "SELECT as_of, basis, mark FROM figure_periods WHERE period = ?", (period.label,)
+    )
+    return (str(rows[0][0]), str(rows[0][1]), int(rows[0][2])) if rows else None
+
+
+def _writable(store: Any) -> bool:
+    """A store that keeps `case_facts` (and so the marks): not a replica or a reader."""
+    extensions = getattr(store, "extensions", ())
+    return any(getattr(ext, "name", None) == case_facts.NAME for ext in extensions)
+
+
+@cache
+def _code_digest() -> bytes:
+    digest = hashlib.sha256()
+    for module in _CODE:
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.digest()
+
+
+def _basis(cal: WorkCalendar, items: Mapping[str, CatalogueItem]) -> str:
+    """What a count depends on besides the case's facts and the day: the calendar in force
+    (and the holiday package behind it), the catalogue, and the code that counts."""
+    digest = hashlib.sha256(_code_digest())
+    digest.update(repr(_calendar_key(cal)).encode())
+    digest.update(repr(sorted(items.items())).encode())
+    digest.update(str(COUNT_FIELDS).encode())
+    return digest.hexdigest()[:32]
+
+
+def _calendar_key(cal: WorkCalendar) -> Iterable[Any]:
+    overrides = cal.overrides
+    return (
+        _package_version(),
+        sorted((year, sorted(a.holidays), sorted(a.workdays), a.complete)
+               for year, a in overrides.years.items()),
+        sorted(overrides.days.items()),
+    )  # fmt: skip
+
+
+@cache
+def _package_version() -> str:
+    """chinesecalendar's version: the years it knows make the calendar."""
+    return version("chinesecalendar")
