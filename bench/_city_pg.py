@@ -9,6 +9,8 @@ import secrets
 import subprocess
 from pathlib import Path
 
+from _common import cpu_seconds
+
 
 def private_cluster() -> tuple[str, dict[str, str]]:
     """A private cluster (tests/support/postgres.py), restarted with durability on."""
@@ -23,6 +25,23 @@ def private_cluster() -> tuple[str, dict[str, str]]:
                               str(top / "log"), "-w", "-t", "120", "-o", options, "restart"]),
                    check=True, capture_output=True)  # fmt: skip
     return record["url"], record
+
+
+def server_cpu_seconds(data: Path) -> float:
+    """CPU seconds the cluster in `data` has used: the postmaster's, with the backends it
+    has reaped, and those of its live processes (each front's connection is one)."""
+    postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    total = cpu_seconds(postmaster, reaped=True)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == postmaster:
+                total += cpu_seconds(int(proc.name))
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+    return total
 
 
 def create_database(server: str) -> str:

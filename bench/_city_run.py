@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import apsw
 import tomli_w
-from _city_pg import create_database
-from _common import CATALOGUE, ROOT, Server, count_rows, note, unprojected
+from _city_pg import create_database, server_cpu_seconds
+from _common import CATALOGUE, ROOT, Server, count_rows, cpu_seconds, note, unprojected
 from stats import CITY, TOWNS
 
 from sync import trust
@@ -128,11 +128,6 @@ class Pushes:
             self.retries += 1
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class City:
     """What the measurements need of the city's store, on either engine."""
 
@@ -185,7 +180,10 @@ class City:
 
 
 def measure(engine: str, fronts: int, towns_dir: Path, work: Path, pg: str | None,
-            period: str, runs: int, concurrency: int) -> Result:  # fmt: skip
+            period: str, runs: int, concurrency: int,
+            pg_data: Path | None = None) -> Result:  # fmt: skip
+    """One configuration; `pg_data`: the private cluster's data directory (its CPU is
+    measured too), None for SQLite or a server of yours."""
     result = Result(engine, fronts)
     f = result.figures
     home, url = work / "city", None
@@ -200,6 +198,8 @@ def measure(engine: str, fronts: int, towns_dir: Path, work: Path, pg: str | Non
     servers = [Server(home) for _ in range(fronts)]
     try:
         cpu0 = [cpu_seconds(s.pid) for s in servers]
+        pg_cpu = pg_data is not None and engine == "postgresql"
+        server0 = server_cpu_seconds(pg_data) if pg_cpu else 0.0
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         began = time.perf_counter()
         rounds = [Pushes(work / "towns" / town, servers[k % fronts].url)
@@ -222,12 +222,16 @@ def measure(engine: str, fronts: int, towns_dir: Path, work: Path, pg: str | Non
         f["towns_cpu_s"] = (after.ru_utime + after.ru_stime) - (children.ru_utime
                                                                 + children.ru_stime)  # fmt: skip
         f["fronts_cpu_s"] = sum(cpu_seconds(s.pid) - c for s, c in zip(servers, cpu0, strict=True))
+        if pg_cpu:
+            f["postgres_cpu_s"] = server_cpu_seconds(pg_data) - server0
         waited = time.perf_counter()
         while city.unprojected() > 0:
             time.sleep(0.25)
         f["projected_after_s"] = time.perf_counter() - waited
         f["fronts_cpu_with_projection_s"] = sum(
             cpu_seconds(s.pid) - c for s, c in zip(servers, cpu0, strict=True))  # fmt: skip
+        if pg_cpu:
+            f["postgres_cpu_with_projection_s"] = server_cpu_seconds(pg_data) - server0
     except BaseException:
         for server in servers:  # what the fronts said, for the failure's report
             server.proc.terminate()
@@ -252,6 +256,10 @@ def measure(engine: str, fronts: int, towns_dir: Path, work: Path, pg: str | Non
     f["push_entries_per_s"] = arrived / f["push_s"]
     f["push_cpu_us_per_entry"] = f["fronts_cpu_s"] / arrived * 1e6
     f["towns_cpu_us_per_entry"] = f["towns_cpu_s"] / arrived * 1e6
+    if "postgres_cpu_s" in f:
+        f["postgres_cpu_us_per_entry"] = f["postgres_cpu_s"] / arrived * 1e6
+        f["postgres_projection_cpu_us_per_entry"] = (
+            f["postgres_cpu_with_projection_s"] - f["postgres_cpu_s"]) / arrived * 1e6  # fmt: skip
     f["projection_cpu_us_per_entry"] = (f["fronts_cpu_with_projection_s"] - f["fronts_cpu_s"]
                                         ) / arrived * 1e6  # fmt: skip
     # a command that opens the city and prints a little: what any command costs here

@@ -122,6 +122,16 @@ def calibration_us() -> float:
 # --- memory ------------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat); with `reaped`, those
+    of the children it has waited for too."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM (peak RSS) of a process, in KiB, from /proc."""
     out: dict[str, int] = {}

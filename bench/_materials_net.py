@@ -13,7 +13,16 @@ from pathlib import Path
 
 import httpx
 import tomli_w
-from _common import CITY, ROOT, TOWN, VILLAGE, Server, count_rows, make_network, snapshot
+from _common import (
+    CITY,
+    ROOT,
+    TOWN,
+    VILLAGE,
+    Server,
+    count_rows,
+    make_network,
+    snapshot,
+)
 
 from sync.round import RoundSummary, sync_round
 from tiers import materials
@@ -126,11 +135,6 @@ def run_zhibao(
 
 def held(home: Path, sha: str) -> bool:
     return bool(count_rows(home, "SELECT COUNT(*) FROM blobs WHERE sha256 = ?", (sha,)))
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 120.0, every: float = 0.02) -> float:

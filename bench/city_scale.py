@@ -59,7 +59,9 @@ COLUMNS = [
     ("push_entries_per_s", "hop 2: entries/s", "{:,.0f}"),
     ("push_cpu_us_per_entry", "hop 2: fronts' CPU per entry (µs)", "{:.0f}"),
     ("towns_cpu_us_per_entry", "hop 2: the 20 `zhibao sync`' CPU per entry (µs)", "{:.0f}"),
+    ("postgres_cpu_us_per_entry", "hop 2: the PostgreSQL server's CPU per entry (µs)", "{:.0f}"),
     ("projection_cpu_us_per_entry", "projection at the city, fronts' CPU per entry (µs)", "{:.0f}"),
+    ("postgres_projection_cpu_us_per_entry", "… and the PostgreSQL server's (µs)", "{:.0f}"),
     ("projected_after_s", "projections caught up after (s)", "{:.1f}"),
     ("node_show_s", "node show --json, median (s): any command's floor", "{:.2f}"),
     ("stats_first_s", "stats --period --json, first (s)", "{:.2f}"),
@@ -145,9 +147,9 @@ def main() -> None:
                 note(f"{engine}, {n} serve: start {datetime.now(UTC):%H:%M:%S} UTC, load "
                      f"{os.getloadavg()[0]:.2f}")  # fmt: skip
                 try:
-                    result = measure(
-                        engine, n, towns_dir, work, pg, period, args.runs, args.concurrency
-                    )
+                    pg_data = Path(record["top"]) / "data" if record is not None else None
+                    result = measure(engine, n, towns_dir, work, pg, period, args.runs,
+                                     args.concurrency, pg_data)  # fmt: skip
                 except SystemExit as failure:  # said, and the next configuration runs
                     result = Result(engine, n, figures={"failed": str(failure)[:300]})
                     note(f"{engine}, {n} serve: FAILED: {failure}")

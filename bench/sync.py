@@ -34,6 +34,7 @@ from _common import (
     Wire,
     calibration_us,
     count_rows,
+    cpu_seconds,
     figure,
     generate,
     make_network,
@@ -51,12 +52,6 @@ from sync.testing.proxy import Fault, FaultProxy, Schedule
 from tiers.node import open_home
 
 MIB = 1024
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class RssSampler:

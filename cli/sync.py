@@ -17,6 +17,7 @@ from sync.node import resolve_home
 from sync.node_store import store_kind
 from sync.protocol import i18n
 from sync.protocol.errors import HomeError
+from sync.protocol.ids import tier_of
 from sync.status import node_status
 from tiers import materials, provisional
 from tiers.node import open_home
@@ -240,6 +241,7 @@ def serve_command(
     from sync.service import bind, serve  # the server stack loads only for `serve`
     from tiers.desk import users as desk_users
     from tiers.desk.app import PREFIX, Desk
+    from tiers.figure_keeper import FigureKeeper
 
     where = resolve_home(home)
     with node_at(home) as node:
@@ -255,6 +257,7 @@ def serve_command(
     desk = Desk(lambda: open_home(where))  # its own connection, opened on its first request
     if readers:  # the figures' warmer: this month's overview ready before the first reader
         desk.start()  # (a node without desk users starts none: nobody to read them)
+    keeper = FigureKeeper(lambda: open_home(where)) if tier_of(node_id) == "city" else None
     try:
         serve(
             lambda: open_home(where),
@@ -268,6 +271,8 @@ def serve_command(
             mounts=[(PREFIX, desk)],
         )
     finally:
+        if keeper is not None:
+            keeper.stop()
         desk.close()
 
 

@@ -84,29 +84,64 @@ def period_cells(
     first where this store can write them; counted live otherwise."""
     if not period.is_month:
         return _live(store, period, today, cal, items)
-    as_of, basis = judged_as_of(period, today), _basis(cal, items)
     try:
-        mark = _mark(store)  # first: whatever commits after it is counted again next time
-        head = _head(store, period)
+        head, new = _heads(store, period, today, cal, items)
     except StoreError:  # a replica of a city that does not keep cells yet
         return _live(store, period, today, cal, items)
-    if head == (as_of, basis, mark):
+    if head == new:
         return _merge(store, period, [], [])
     if not _writable(store):
         return _live(store, period, today, cal, items)
-    changed = None
-    if head is not None and head[:2] == (as_of, basis):
-        rows = store.query("SELECT case_id FROM case_facts WHERE changed > ?", (head[2],))
-        if len(rows) <= INCREMENTAL_MAX:
-            changed = [r[0] for r in rows]
-    counted = _rows(period, _load(store, period, changed), today, cal, items)
-    _save(store, period, head, (as_of, basis, mark), changed, counted)
+    changed, counted, _ = _count(store, period, today, cal, items, head, new)
     return _merge(store, period, changed, counted)
 
 
+def keep(
+    store: LogStore, period: Period, today: date, cal: WorkCalendar,
+    items: Mapping[str, CatalogueItem],
+) -> int:  # fmt: skip
+    """Bring the kept rows of the month `period` up to date on a store that keeps them
+    (tiers.figure_keeper); the cases counted for it."""
+    head, new = _heads(store, period, today, cal, items)
+    if head == new:
+        return 0
+    return _count(store, period, today, cal, items, head, new)[2]
+
+
+Head = tuple[str, str, int]  # (as_of, basis, mark) a month's rows were counted at
+
+
+def _heads(
+    store: LogStore, period: Period, today: date, cal: WorkCalendar,
+    items: Mapping[str, CatalogueItem],
+) -> tuple[Head | None, Head]:  # fmt: skip
+    """The month's kept head, and the head a count now would have."""
+    as_of, basis = judged_as_of(period, today), _basis(cal, items)
+    mark = _mark(store)  # first: whatever commits after it is counted again next time
+    return _head(store, period), (as_of, basis, mark)
+
+
+def _count(
+    store: LogStore, period: Period, today: date, cal: WorkCalendar,
+    items: Mapping[str, CatalogueItem], head: Head | None, new: Head,
+) -> tuple[list[str] | None, list[tuple[Any, ...]], int]:  # fmt: skip
+    """Count the cases changed since `head` (every case of the month when it was counted
+    on another day or basis, or too much changed) and keep the rows: (the cases changed,
+    or None for the whole month; the rows counted; how many cases were counted)."""
+    changed = None
+    if head is not None and head[:2] == new[:2]:
+        rows = store.query("SELECT case_id FROM case_facts WHERE changed > ?", (head[2],))
+        if len(rows) <= INCREMENTAL_MAX:
+            changed = [r[0] for r in rows]
+    facts = _load(store, period, changed)
+    counted = _rows(period, facts, today, cal, items)
+    _save(store, period, head, new, changed, counted)
+    return changed, counted, len(facts)
+
+
 def _save(
-    store: LogStore, period: Period, head: tuple[str, str, int] | None,
-    new: tuple[str, str, int], changed: list[str] | None, counted: list[tuple[Any, ...]],
+    store: LogStore, period: Period, head: Head | None, new: Head, changed: list[str] | None,
+    counted: list[tuple[Any, ...]],
 ) -> None:  # fmt: skip
     """Keep what was counted: the month's rows (`changed` None) or those cases' rows made
     again, unless another process brought the month up to date meanwhile. Without
@@ -202,7 +237,7 @@ def _mark(store: LogStore) -> int:
     return int(rows[0][0]) if rows else 0
 
 
-def _head(store: LogStore, period: Period) -> tuple[str, str, int] | None:
+def _head(store: LogStore, period: Period) -> Head | None:
     rows = store.query(
         "SELECT as_of, basis, mark FROM figure_periods WHERE period = ?", (period.label,)
     )

@@ -292,6 +292,19 @@ def judged_as_of(period: Period, today: date) -> str:
     return (period.end if today > period.end else today - timedelta(days=1)).isoformat()
 
 
+def tally(
+    facts: Iterable[Facts],
+    period: Period,
+    cal: WorkCalendar,
+    today: date,
+    key_of: KeyOf,
+    items: Mapping[str, CatalogueItem] | None = None,
+) -> dict[str, Counts]:
+    """Every figure of `period` counted from `facts`, per `key_of(item_code, node)` (None
+    leaves it out): `per_case`'s counts regrouped (bench/stats.py's towns report so)."""
+    return regroup(add_cells({}, per_case(facts, period, cal, today, items)), key_of)
+
+
 # A period's counts per (node the figure counts for, the case's item code): every grouping
 # of the figures is a sum of these (`regroup`); tiers.figure_cells keeps them per period.
 Cells = dict[tuple[str, str], Counts]

@@ -57,9 +57,10 @@ from tiers.cases.machine import IN_TRANSIT, OPEN, violation_kind
 from tiers.city import supervision
 from tiers.city.finding_kinds import words
 from tiers.complaints.projection import violations_in as complaint_violations
+from tiers.figure_cells import period_cells
 from tiers.figures import COUNT_FIELDS, Counts, Period, parse_period
-from tiers.provisional import calendar_missing, period_years
-from tiers.published import work_calendar
+from tiers.provisional import calendar_missing
+from tiers.published import list_items, work_calendar
 from tiers.reports import Report, backfill, latest_reports, load_facts, node_counts, own_parts_all
 
 KINDS = (
@@ -158,6 +159,12 @@ def _reports(
                 found.append(_find("missing_report", node["node_id"], period=period.label,
                                    held_seq=store.head(node["node_id"])[0]))  # fmt: skip
     return found
+
+
+def _years(store: LogStore, period: Period, today: date) -> list[int]:
+    """The guessed years the month's figures rest on (kept with its cells)."""
+    items = {item.code: item for item in list_items(store)}
+    return period_cells(store, period, today, work_calendar(store), items)[1]
 
 
 def _part_findings(
@@ -380,7 +387,7 @@ def reconcile(
         "findings": [f.to_json() for f in findings],
         "reports": len(latest_reports(store, period.label)),
         "counts": counts,
-        "provisional": period_years(store, period, now.date()),
+        "provisional": _years(store, period, now.date()),
     }
 
 

@@ -56,16 +56,15 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sync.logs import log_line
 from sync.logstore import LogStore
 from sync.node import Node
 from sync.protocol import i18n
-from sync.protocol.errors import describe
 from tiers import reader
 from tiers.case_facts import FACTS_WHERE
 from tiers.city import stats as city_stats
 from tiers.desk import users
 from tiers.figures import Period, judged_as_of, month_of, parse_period
+from tiers.node_loop import NodeLoop
 
 # The figures the overview's trend charts, in the order they are drawn.
 TREND = ("accepted", "completion_rate", "on_time_rate", "satisfaction_rate")
@@ -326,62 +325,46 @@ def forget() -> None:
 # --- warming -----------------------------------------------------------------------------
 
 
-class Warmer:
+class Warmer(NodeLoop):
     """A thread with its own connection (`open_node`) that, every `every` seconds, brings
     this month's overview and trend (in Chinese) and the `MAX_WARM` results asked last up
     to the data version and the day, so a page after a sync, or the next morning, finds them
     computed; idle while the node has no desk user. `serve` starts it with the server, so
     the first reader finds this month's figures ready. `stop` ends it."""
 
+    thread_name = "desk-figures"
+    stopped_key = "desk.warmer_stopped"
+    failed_key = "desk.warmer_failed"
+
     def __init__(self, open_node: Callable[[], Node], every: float = WARM_EVERY) -> None:
-        self._open, self._every = open_node, every
-        self._stop = threading.Event()
         self.warmed = threading.Event()  # set after each pass (tests wait on it)
-        self._thread = threading.Thread(target=self._run, name="desk-figures", daemon=True)
-        self._thread.start()
+        self._seen: tuple[Version, date] | None = None
+        self._warming: str | None = None
+        super().__init__(open_node, every, MAX_BACKOFF)
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        try:
-            node = self._open()
-        except Exception as exc:  # the pages compute for themselves then
-            log_line("desk.warmer_stopped", error=describe(exc))
-            return
+    def begin(self, node: Node) -> bool:
         if node.config.settings.get(SETTING, True) is False:
-            node.close()
-            return
-        warming = reader.name(reader.of(node))  # the store the pages read (a replica's?)
+            return False
+        self._warming = reader.name(reader.of(node))  # the store the pages read (a replica's?)
         with CACHE.lock:
-            CACHE.warmed.add(warming)
-        try:
-            seen: tuple[Version, date] | None = None
-            failures = 0
-            while not self._stop.is_set():
-                try:
-                    if not users.anyone(node.store):  # nobody can read the desk: no figures
-                        self._stop.wait(self._every * 5)
-                        continue
-                    now = (data_version(reader.of(node)), node.clock.now().date())
-                    if now != seen:
-                        self._warm(node)
-                        seen = now
-                    _read_cases(reader.of(node))
-                    failures = 0
-                except Exception as exc:  # a warmer never takes the desk down: said, tried again
-                    failures += 1
-                    wait = min(self._every * 2**failures, MAX_BACKOFF)
-                    log_line("desk.warmer_failed", error=describe(exc), seconds=round(wait))
-                    self._stop.wait(wait)
-                    continue
-                self.warmed.set()
-                self._stop.wait(self._every)
-        finally:
+            CACHE.warmed.add(self._warming)
+        return True
+
+    def step(self, node: Node) -> float | None:
+        if not users.anyone(node.store):  # nobody can read the desk: no figures
+            return self._every * 5
+        now = (data_version(reader.of(node)), node.clock.now().date())
+        if now != self._seen:
+            self._warm(node)
+            self._seen = now
+        _read_cases(reader.of(node))
+        self.warmed.set()
+        return None
+
+    def end(self, node: Node) -> None:
+        if self._warming is not None:
             with CACHE.lock:
-                CACHE.warmed.discard(warming)
-            node.close()
+                CACHE.warmed.discard(self._warming)
 
     def _warm(self, node: Node) -> None:
         with i18n.speaking("zh"):
