@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
 from importlib.metadata import version
@@ -89,10 +90,10 @@ def period_cells(
     except StoreError:  # a replica of a city that does not keep cells yet
         return _live(store, period, today, cal, items)
     if head == new:
-        return _merge(store, period, [], [])
+        return _merge(store, period, [], None)
     if not _writable(store):
         return _live(store, period, today, cal, items)
-    changed, counted, _ = _count(store, period, today, cal, items, head, new)
+    changed, counted = _count(store, period, today, cal, items, head, new)
     return _merge(store, period, changed, counted)
 
 
@@ -105,10 +106,20 @@ def keep(
     head, new = _heads(store, period, today, cal, items)
     if head == new:
         return 0
-    return _count(store, period, today, cal, items, head, new)[2]
+    return _count(store, period, today, cal, items, head, new)[1].cases
 
 
 Head = tuple[str, str, int]  # (as_of, basis, mark) a month's rows were counted at
+
+
+@dataclass
+class _Counted:
+    """Cases counted: their `figure_cells` rows, and the cells and years they add up to."""
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    cells: Cells = field(default_factory=dict)
+    years: set[int] = field(default_factory=set)
+    cases: int = 0
 
 
 def _heads(
@@ -124,19 +135,18 @@ def _heads(
 def _count(
     store: LogStore, period: Period, today: date, cal: WorkCalendar,
     items: Mapping[str, CatalogueItem], head: Head | None, new: Head,
-) -> tuple[list[str] | None, list[tuple[Any, ...]], int]:  # fmt: skip
+) -> tuple[list[str] | None, _Counted]:  # fmt: skip
     """Count the cases changed since `head` (every case of the month when it was counted
     on another day or basis, or too much changed) and keep the rows: (the cases changed,
-    or None for the whole month; the rows counted; how many cases were counted)."""
+    or None for the whole month; what was counted)."""
     changed = None
     if head is not None and head[:2] == new[:2]:
         rows = store.query("SELECT case_id FROM case_facts WHERE changed > ?", (head[2],))
         if len(rows) <= INCREMENTAL_MAX:
             changed = [r[0] for r in rows]
-    facts = _load(store, period, changed)
-    counted = _rows(period, facts, today, cal, items)
-    _save(store, period, head, new, changed, counted)
-    return changed, counted, len(facts)
+    counted = _rows(period, _load(store, period, changed), today, cal, items)
+    _save(store, period, head, new, changed, counted.rows)
+    return changed, counted
 
 
 def _save(
@@ -173,25 +183,22 @@ def _save(
 
 
 def _merge(
-    store: LogStore, period: Period, changed: list[str] | None, counted: list[tuple[Any, ...]]
+    store: LogStore, period: Period, changed: list[str] | None, counted: _Counted | None
 ) -> tuple[Cells, list[int]]:
-    """The cells and years of `counted` rows, with the kept rows of every other case of the
-    month (none when `changed` is None: the month was counted whole)."""
+    """What was `counted`, with the kept rows of every other case of the month (none
+    when `changed` is None: the month was counted whole)."""
     cells: Cells = {}
     years: set[int] = set()
     if changed is not None:
         params = (period.label, json.dumps(changed))
         for node, item, *values in store.query(_SUM, params):
-            cells[(node, item)] = _counts(values)
+            cells[(node, item)] = Counts(*map(int, values))
         years |= {int(y) for (listed,) in store.query(_YEARS, params) for y in listed.split(",")}
-    for _, _, node, item, listed, *values in counted:
-        cells.setdefault((node, item), Counts()).add(_counts(values))
-        years |= {int(y) for y in listed.split(",") if y}
+    if counted is not None:
+        for key, counts in counted.cells.items():
+            cells.setdefault(key, Counts()).add(counts)
+        years |= counted.years
     return cells, sorted(years)
-
-
-def _counts(values: Iterable[Any]) -> Counts:
-    return Counts(**dict(zip(CELL_COUNTS, map(int, values), strict=True)))
 
 
 def _live(
@@ -206,14 +213,18 @@ def _live(
 def _rows(
     period: Period, facts: list[Facts], today: date, cal: WorkCalendar,
     items: Mapping[str, CatalogueItem],
-) -> list[tuple[Any, ...]]:  # fmt: skip
-    """The `figure_cells` rows of these cases: one per case and node it counts for."""
-    out = []
+) -> _Counted:  # fmt: skip
+    """Count these cases: a `figure_cells` row per case and node it counts for (its counts
+    in `CELL_COUNTS` order, which is `Counts`' own), and what they add up to."""
+    out = _Counted(cases=len(facts))
     for f, by_node in per_case(facts, period, cal, today, items):
-        years = ",".join(map(str, figure_years(cal, [f], period, today)))
+        years = figure_years(cal, [f], period, today)
+        out.years.update(years)
+        listed = ",".join(map(str, years))
         for node, counts in by_node.items():
-            out.append((period.label, f.case_id, node, f.item_code, years,
-                        *(getattr(counts, name) for name in CELL_COUNTS)))  # fmt: skip
+            out.rows.append((period.label, f.case_id, node, f.item_code, listed,
+                             *counts.__dict__.values()))  # fmt: skip
+            out.cells.setdefault((node, f.item_code), Counts()).add(counts)
     return out
 
 

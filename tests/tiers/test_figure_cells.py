@@ -76,6 +76,14 @@ def assert_kept_is_live(store: LogStore, today: date = AFTER) -> None:
         assert kept(store, period, today) == live(store, period, today), period.label
 
 
+def test_the_kept_columns_are_the_counts_in_their_order() -> None:
+    """Rows are written from and read into `Counts` by position (`_rows`, `_merge`)."""
+    from tiers.case_facts import CELL_COUNTS
+    from tiers.figures import Counts
+
+    assert tuple(Counts().__dict__) == CELL_COUNTS
+
+
 @pytest.fixture
 def month(tmp_path: Path) -> Any:
     with small_city(tmp_path) as net:
