@@ -55,8 +55,17 @@ def check(figures: dict[str, Any], configurations: list[tuple[str, int]]) -> Non
 
 
 def test_city_scale_sqlite_tiny(tmp_path: Path) -> None:
-    figures = city_scale(tmp_path, "--engines", "sqlite")
+    figures = city_scale(tmp_path, "--engines", "sqlite", "--keep")
     check(figures, [("sqlite", 1)])
+    # bench/kept_months.py on the city it kept: the month counted, kept and read back
+    # equal to a live count
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "kept_months.py"), "--home",
+         str(tmp_path / "bench" / "run-sqlite-1" / "city"), "--months", "1-1"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2025-01_equal: yes" in done.stdout, done.stdout
 
 
 @pytest.mark.postgresql
