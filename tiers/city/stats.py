@@ -82,9 +82,11 @@ def _key_of(store: LogStore, by: str) -> tuple[KeyOf, Callable[[str], str]]:
         return (lambda item_code, node: _TIER_BY_LENGTH.get(len(node))), tier_label
     items = {item.code: item for item in list_items(store)}
     if by == "item":
-        return (
-            lambda item_code, node: item_code
-        ), lambda key: items[key].name if key in items else ""
+
+        def item_name(key: str) -> str:
+            return items[key].name if key in items else ""
+
+        return (lambda item_code, node: item_code), item_name
     if by == "kind":
         return node_part_key(
             "kind", items
