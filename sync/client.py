@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -162,7 +162,9 @@ class PeerClient:
         if not signed:
             response = self._request(method, path, body, {"content-type": content_type})
             return Reply(self._opened(response.content, None), response.headers)
-        out = self.outgoing(method, path, seal=seal)
+        return self._sealed_send(self.outgoing(method, path, seal=seal), body, content_type)
+
+    def _sealed_send(self, out: Outgoing, body: bytes, content_type: str) -> Reply:
         if out.seal_to is not None:
             body, content_type = seal_body(body, out.seal_to, out.context), SEALED_TYPE
         return self.send(out, body, content_type)
@@ -375,12 +377,27 @@ class PeerClient:
 
     def push(self, batch: bytes) -> dict[str, Any]:
         """The push's answer; each refused entry's reason in this reader's language."""
-        data = self._answer(self._send("POST", "/v1/push", batch, BATCH_TYPE), result=True)
-        for refused in data["result"]["rejected"]:
-            refused["reason"] = i18n.render(
-                refused.get("reason_key"), refused.get("reason_params"), str(refused.get("reason"))
-            )
-        return data
+        return self.push_later(batch)()
+
+    def push_later(self, batch: bytes) -> Callable[[], dict[str, Any]]:
+        """The push of `batch`, sent when what this returns is called — from another
+        thread if need be (sync.round has one push on the wire while it reads the next):
+        what a push reads of the node's store (the server's seal key) is read here, in
+        the caller's thread. A SQLite connection used by two threads at once fails
+        (apsw's ThreadingViolation: a town's round at the 5 M bench died of it)."""
+        out = self.outgoing("POST", "/v1/push")
+
+        def send() -> dict[str, Any]:
+            data = self._answer(self._sealed_send(out, batch, BATCH_TYPE), result=True)
+            for refused in data["result"]["rejected"]:
+                refused["reason"] = i18n.render(
+                    refused.get("reason_key"),
+                    refused.get("reason_params"),
+                    str(refused.get("reason")),
+                )
+            return data
+
+        return send
 
     def pull(
         self, cursors: dict[str, int], *, mode: str = "concerns", limit: int = 5000

@@ -261,7 +261,7 @@ def _push_all(
             if answered is not None and answered[0]["result"]["rejected"]:
                 _pushed(node, peer_id, *answered, summary, progress, total)
                 return  # the peer refused something: say so rather than push on
-            in_flight = (wire.submit(client.push, data), len(data))  # the peer is busy again
+            in_flight = (wire.submit(client.push_later(data)), len(data))  # the peer is busy again
             if answered is not None:  # while this side files the receipt
                 _pushed(node, peer_id, *answered, summary, progress, total)
         if in_flight is not None:
