@@ -340,6 +340,7 @@ def test_tables_every_extension_of_a_node_has_its_own_name() -> None:
 def _dump(store: LogStore, tables: Sequence[str]) -> dict[str, list[str]]:
     """Every row of `tables`; case_facts without its `changed` marks (which flush wrote a
     row, not what it holds: tiers.figure_cells)."""
+
     def rows(table: str) -> list[str]:
         got = store.query(f"SELECT * FROM {table}")
         if table == "case_facts":
@@ -372,5 +373,47 @@ def test_tables_the_case_projection_remade_equals_what_it_held(tmp_path: Path) -
     try:
         assert _dump(node.store, tables) == before
         assert version(node.store, "cases") == f"2:{_digest(Cases2.ddl)}"
+    finally:
+        node.close()
+
+
+def test_tables_case_facts_at_version_1_gain_their_marks_by_the_step(tmp_path: Path) -> None:
+    """A city whose figures' tables were made before kept month figures (version 1: no
+    `changed` marks, no figure tables), opened by this code: the step adds the column to
+    the rows held (they are not remade from the log: every mark is 0), the figure tables
+    are made, and a month counted then kept is what a live count gives."""
+    from tests.helpers_cases import forward_round_trip, network
+    from tiers import figure_cells
+    from tiers.case_facts import FigureProjection
+    from tiers.figures import month_of
+    from tiers.node import open_home
+    from tiers.published import list_items, work_calendar
+
+    with network(tmp_path) as net:
+        forward_round_trip(net)
+        home, store = net.city.home, net.city.store
+        held = rows(store, "SELECT case_id, events FROM case_facts ORDER BY case_id")
+        month = month_of(net.city.clock.now().date())
+        with store.exclusive():  # as version 1 left it
+            store.execute("DROP TABLE figure_cells")
+            store.execute("DROP TABLE figure_periods")
+            store.execute("DROP INDEX case_facts_changed")
+            store.execute("ALTER TABLE case_facts DROP COLUMN changed")
+            store.set_meta(TABLES_KEY + "case_facts", "1:made before the marks")
+    assert held
+    node = open_home(home)
+    try:
+        store = node.store
+        assert version(store, "case_facts") == f"2:{_digest(FigureProjection.ddl)}"
+        assert rows(store, "SELECT case_id, events FROM case_facts ORDER BY case_id") == held
+        assert rows(store, "SELECT DISTINCT changed FROM case_facts") == [(0,)]
+        today = node.clock.now().date()
+        items = {item.code: item for item in list_items(store)}
+        counted = figure_cells.period_cells(store, month, today, work_calendar(store), items)
+        assert rows(store, "SELECT period FROM figure_periods") == [(month.label,)]
+        assert counted == figure_cells._live(store, month, today, work_calendar(store), items)
+        assert figure_cells.period_cells(store, month, today, work_calendar(store), items) == (
+            counted
+        )
     finally:
         node.close()
