@@ -48,6 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from sync import node_store
+from sync.logstore import LogStore
 
 RECORD = "postgres.json"
 STORE_ENV = "ZHIBAO_STORE"
@@ -245,6 +246,41 @@ def city_store() -> str | None:
     with psycopg.connect(url) as conn:
         taken = conn.execute("SELECT to_regclass('heads') IS NOT NULL").fetchone() == (True,)
     return another_database(url) if taken else url
+
+
+@contextlib.contextmanager
+def another_writer(store: LogStore) -> Iterator[None]:
+    """Another process's writer holding `store` (a long catch-up, a clerk's import) for
+    the block: a second connection takes the write lock — SQLite's, or the advisory lock
+    PostgreSQL's writers take — and `store` waits a tenth of a second for it, not ten."""
+    from sync.pg.store import PgStore
+
+    if isinstance(store, PgStore):
+        from sync.pg.store import LOCK_TIMEOUT, WRITE_LOCK
+
+        other = store.reader()  # read only: an advisory lock writes nothing
+        other.query(f"SELECT pg_advisory_lock({WRITE_LOCK})")
+        store.conn.execute("SET lock_timeout = '100ms'")
+        try:
+            yield
+        finally:
+            store.conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+            other.close()
+        return
+    import apsw
+
+    from sync.store import BUSY_TIMEOUT_MS, Store
+
+    assert isinstance(store, Store)
+    writer = apsw.Connection(store.path)
+    writer.execute("BEGIN IMMEDIATE")
+    store.conn.set_busy_timeout(100)
+    try:
+        yield
+    finally:
+        store.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        writer.execute("ROLLBACK")
+        writer.close()
 
 
 def move_city_store(home: Path, url: str) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from sync.clock import ZONE
 from sync.logstore import LogStore
+from tests.support.postgres import another_writer
 from tests.tiers.test_figures import (
     AFTER,
     OCTOBER,
@@ -146,6 +147,25 @@ def test_a_member_back_dating_cases_into_a_counted_month_changes_it(
     town = {row["key"]: row for row in after["rows"]}["330782001"]
     was = {row["key"]: row for row in before["rows"]}["330782001"]
     assert town["completed"] == was["completed"] + 3
+
+
+def test_a_busy_store_answers_the_month_and_keeps_it_once_free(
+    month: tuple[City, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the store's write lock (a serve catching up, an import): a
+    clerk's month is counted and answered all the same, nothing is kept meanwhile, and the
+    next ask, once the store is free, keeps it."""
+    net, _ = month
+    store = net.city.store
+    counted = Counted(monkeypatch)
+    with another_writer(store):
+        assert kept(store, OCTOBER) == live(store, OCTOBER)
+        assert store.query("SELECT COUNT(*) FROM figure_periods")[0][0] == 0
+    assert counted.take() == [WHOLE[1]]
+    assert kept(store, OCTOBER) == live(store, OCTOBER)
+    assert counted.take() == [WHOLE[1]]  # counted again: nothing was kept while busy
+    assert kept(store, OCTOBER) == live(store, OCTOBER)
+    assert counted.take() == []  # kept now: read back
 
 
 def test_a_new_day_of_a_running_month_counts_it_again(
