@@ -20,18 +20,11 @@ and all), a few times (sync.ingest.retrying) before it is answered 503.
 
 A push is answered (and its receipt signed) once its entries are verified and durable;
 the tiers' projections of them are deferred (sync.store) and caught up on the same loop
-once no push has come for `IDLE_SECONDS`, a few hundred entries at a time so a request
-never waits long — and, while pushes keep coming, whatever exceeds `BACKLOG` between two
-requests, so the work does not pile up for the next pull, which catches up at once before
-it reads them (a pull behind 100,000 unprojected entries held the loop, and on
-PostgreSQL every front, for minutes: the towns' pushes timed out). Then the WAL is
-checkpointed, so that work too falls in quiet time. Any failure there is logged and
-tried again later.
+(sync.idle_projection).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time as _time
 from collections.abc import Awaitable, Callable, Sequence
@@ -58,11 +51,12 @@ from sync.admission import (
     refusal,
 )
 from sync.blob_wire import BlobWire
+from sync.idle_projection import IdleProjection
 from sync.ingest import RACES, ingest, retrying
 from sync.logs import log_line
 from sync.node import Node
 from sync.protocol import i18n
-from sync.protocol.batch import BATCH_ENTRIES, decode_batch, encode_batch
+from sync.protocol.batch import decode_batch, encode_batch
 from sync.protocol.canonical import MAX_INT
 from sync.protocol.errors import RefusedError, ZhibaoError, describe
 from sync.protocol.ids import is_node_id, is_within
@@ -80,11 +74,6 @@ from sync.protocol.sealed import (
 MAX_BODY, MAX_SKEW_SECONDS = admission.MAX_BODY, admission.MAX_SKEW_SECONDS
 PULL_LIMIT = 5000
 BATCH_TYPE = "application/x-zhibao-batch"
-IDLE_SECONDS = 0.5  # project deferred entries once no push has come for this long
-PROJECT_STEP = 500  # entries projected between two looks at the request queue
-BACKLOG = 4 * PROJECT_STEP  # unprojected entries a stream of pushes may leave waiting
-KEEP_UP = 2 * BATCH_ENTRIES  # most projected beyond it between two requests (two pushes' worth)
-FAILURE_BACKOFF_MAX = 60.0  # longest pause of idle projection after an unexpected error
 # The database could not take the request now (busy; another front kept winning the race;
 # PostgreSQL unreachable): nothing was written, and the answer is 503 with Retry-After, so
 # the client (sync.client: try later) sends it again.
@@ -121,10 +110,7 @@ class NodeApp:
         self.plain = plain  # serve --plain: take plain bodies, answer plain when asked
         self.gate = Gate(node, limits or Limits())
         node.store.defer_projections()
-        self._last_push = 0.0
-        self._projecting = False
-        self._stopped = False
-        self._failures = 0  # unexpected errors of idle projection in a row
+        self.idle = IdleProjection(node.store)
         self.blob_wire = BlobWire(self)
         self.app = Starlette(
             routes=[
@@ -366,10 +352,7 @@ class NodeApp:
             return JSONResponse({"result": result.to_json(), "receipt": self._receipt(sender)})
 
         response = await self._guarded(request, handle, PUSH)
-        self._last_push = _time.monotonic()
-        if not self._projecting:
-            self._projecting = True
-            asyncio.get_running_loop().call_soon(self._project_when_idle)  # it looks again
+        self.idle.pushed()
         return response
 
     async def pull(self, request: Request) -> Response:
@@ -391,54 +374,10 @@ class NodeApp:
         # entry another front is storing is passed over as not concerning the client
         return await self._guarded(request, handle, SYNC, exclusive=True)
 
-    # --- idle projection -------------------------------------------------------------
-
     def stop(self) -> None:
         """No more idle projection steps (call on the serving loop, before closing the node:
         a step already scheduled then does nothing)."""
-        self._stopped = True
-
-    def _project_when_idle(self) -> None:
-        """Catch the projections up, a step at a time, while no push is coming in; while
-        pushes come, whatever exceeds BACKLOG (up to KEEP_UP) between two requests (steps: a
-        stream of 4,000-entry pushes outran 500-entry steps: the backlog grew without end
-        and the next pull, which catches up whole, held every front for minutes). Any
-        failure waits and tries again: the entries are durable, only their projection is
-        late, and a server must not stop projecting for good over one bad moment."""
-        if self._stopped:
-            self._projecting = False
-            return
-        loop = asyncio.get_running_loop()
-        quiet = _time.monotonic() - self._last_push
-        store = self.node.store
-        try:
-            if quiet >= IDLE_SECONDS:
-                remaining = store.catch_up(PROJECT_STEP)
-            elif (excess := store.unprojected() - BACKLOG) > 0:  # pushes must not outrun it
-                remaining = store.catch_up(min(excess, KEEP_UP))
-            else:
-                loop.call_later(IDLE_SECONDS - quiet, self._project_when_idle)
-                return
-        except ZhibaoError:  # busy (a clerk's command is writing): look again later
-            loop.call_later(IDLE_SECONDS, self._project_when_idle)
-            return
-        except Exception as exc:  # a bug: say so, wait longer each time, try again
-            self._failures += 1
-            wait = min(IDLE_SECONDS * 2**self._failures, FAILURE_BACKOFF_MAX)
-            log_line("server.projection_failed", error=describe(exc), seconds=wait)
-            loop.call_later(wait, self._project_when_idle)
-            return
-        self._failures = 0
-        if remaining:
-            loop.call_soon(self._project_when_idle)  # requests waiting are served first
-            return
-        self._projecting = False
-        try:
-            self.node.store.checkpoint()
-        except ZhibaoError:  # busy: the next quiet time will do it
-            pass
-        except Exception as exc:
-            log_line("server.checkpoint_failed", error=describe(exc))
+        self.idle.stop()
 
 
 def _pull_request(body: bytes) -> tuple[dict[str, int], int, str]:
@@ -497,14 +436,6 @@ i18n.register(
         "server.internal_logged": (
             "internal error answering {method} {path}: {error}",
             "处理 {method} {path} 时发生内部错误：{error}",
-        ),
-        "server.checkpoint_failed": (
-            "checkpointing the database failed ({error}); the next quiet time tries again",
-            "数据库检查点失败（{error}）；下次空闲时重试",
-        ),
-        "server.projection_failed": (
-            "projecting received entries failed ({error}); trying again in {seconds:.0f} s",
-            "处理已接收条目的投影失败（{error}）；{seconds:.0f} 秒后重试",
         ),
     }
 )

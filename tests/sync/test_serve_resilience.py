@@ -18,7 +18,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-import sync.server
+import sync.idle_projection
 from sync.node import Node
 from sync.round import RoundSummary, sync_round
 from sync.service import watch
@@ -113,7 +113,7 @@ def test_idle_projection_survives_unexpected_exceptions(
 ) -> None:
     """The town's projection step fails twice with a bug after a push: each failure is
     one stamped line, and the entries are projected all the same afterwards."""
-    monkeypatch.setattr(sync.server, "IDLE_SECONDS", 0.01)
+    monkeypatch.setattr(sync.idle_projection, "IDLE_SECONDS", 0.01)
     failures = [RuntimeError("boom"), RuntimeError("boom")]
     with net.open(TOWN) as town:
         catch_up = town.store.catch_up
@@ -144,9 +144,9 @@ def test_projection_keeps_up_while_pushes_never_stop(
     not let the unprojected entries pile up for the next pull: what exceeds BACKLOG is
     projected between two requests, at once (not a step: a stream of big pushes outran
     steps), down to BACKLOG and no further (the rest waits for quiet)."""
-    monkeypatch.setattr(sync.server, "IDLE_SECONDS", 60.0)
-    monkeypatch.setattr(sync.server, "BACKLOG", 3)
-    monkeypatch.setattr(sync.server, "PROJECT_STEP", 2)
+    monkeypatch.setattr(sync.idle_projection, "IDLE_SECONDS", 60.0)
+    monkeypatch.setattr(sync.idle_projection, "BACKLOG", 3)
+    monkeypatch.setattr(sync.idle_projection, "PROJECT_STEP", 2)
     with net.open(TOWN) as town, serve_in_thread(node=town) as url:
         with net.open(VILLAGE) as village:
             append_notes(village, 20)

@@ -1,0 +1,107 @@
+"""A server's projections, caught up on its own loop between requests (sync.server).
+
+A push is answered once its entries are verified and durable; the tiers' projections of
+them are deferred (sync.store). They are caught up on the serving loop, where every request
+is handled, so the node's one connection is never used by two threads: once no push has
+come for `IDLE_SECONDS`, a few hundred entries at a time so a request never waits long —
+and, while pushes keep coming, whatever exceeds `BACKLOG` between two requests, so the work
+does not pile up for the next pull, which catches up at once before it reads them (a pull
+behind 100,000 unprojected entries held the loop, and on PostgreSQL every front, for
+minutes: the towns' pushes timed out). Then the WAL is checkpointed, so that work too falls
+in quiet time. Any failure there is logged and tried again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from sync.logs import log_line
+from sync.logstore import LogStore
+from sync.protocol import i18n
+from sync.protocol.batch import BATCH_ENTRIES
+from sync.protocol.errors import ZhibaoError, describe
+
+IDLE_SECONDS = 0.5  # project deferred entries once no push has come for this long
+PROJECT_STEP = 500  # entries projected between two looks at the request queue
+BACKLOG = 4 * PROJECT_STEP  # unprojected entries a stream of pushes may leave waiting
+KEEP_UP = 2 * BATCH_ENTRIES  # most projected beyond it between two requests (two pushes' worth)
+FAILURE_BACKOFF_MAX = 60.0  # longest pause of idle projection after an unexpected error
+
+i18n.register(
+    {
+        "server.checkpoint_failed": (
+            "checkpointing the database failed ({error}); the next quiet time tries again",
+            "数据库检查点失败（{error}）；下次空闲时重试",
+        ),
+        "server.projection_failed": (
+            "projecting received entries failed ({error}); trying again in {seconds:.0f} s",
+            "处理已接收条目的投影失败（{error}）；{seconds:.0f} 秒后重试",
+        ),
+    }
+)
+
+
+class IdleProjection:
+    """The catching up of one served store; `pushed` after each push, on the loop."""
+
+    def __init__(self, store: LogStore) -> None:
+        self.store = store
+        self._last_push = 0.0
+        self._projecting = False
+        self._stopped = False
+        self._failures = 0  # unexpected errors in a row
+
+    def pushed(self) -> None:
+        """A push was answered: look (soon) whether to project."""
+        self._last_push = time.monotonic()
+        if not self._projecting:
+            self._projecting = True
+            asyncio.get_running_loop().call_soon(self._step)  # it looks again
+
+    def stop(self) -> None:
+        """No more steps (call on the serving loop, before closing the store: a step
+        already scheduled then does nothing)."""
+        self._stopped = True
+
+    def _step(self) -> None:
+        """Catch the projections up, a step at a time, while no push is coming in; while
+        pushes come, whatever exceeds BACKLOG (up to KEEP_UP) between two requests (steps: a
+        stream of 4,000-entry pushes outran 500-entry steps: the backlog grew without end
+        and the next pull, which catches up whole, held every front for minutes). Any
+        failure waits and tries again: the entries are durable, only their projection is
+        late, and a server must not stop projecting for good over one bad moment."""
+        if self._stopped:
+            self._projecting = False
+            return
+        loop = asyncio.get_running_loop()
+        quiet = time.monotonic() - self._last_push
+        store = self.store
+        try:
+            if quiet >= IDLE_SECONDS:
+                remaining = store.catch_up(PROJECT_STEP)
+            elif (excess := store.unprojected() - BACKLOG) > 0:  # pushes must not outrun it
+                remaining = store.catch_up(min(excess, KEEP_UP))
+            else:
+                loop.call_later(IDLE_SECONDS - quiet, self._step)
+                return
+        except ZhibaoError:  # busy (a clerk's command is writing): look again later
+            loop.call_later(IDLE_SECONDS, self._step)
+            return
+        except Exception as exc:  # a bug: say so, wait longer each time, try again
+            self._failures += 1
+            wait = min(IDLE_SECONDS * 2**self._failures, FAILURE_BACKOFF_MAX)
+            log_line("server.projection_failed", error=describe(exc), seconds=wait)
+            loop.call_later(wait, self._step)
+            return
+        self._failures = 0
+        if remaining:
+            loop.call_soon(self._step)  # requests waiting are served first
+            return
+        self._projecting = False
+        try:
+            store.checkpoint()
+        except ZhibaoError:  # busy: the next quiet time will do it
+            pass
+        except Exception as exc:
+            log_line("server.checkpoint_failed", error=describe(exc))
