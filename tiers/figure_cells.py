@@ -109,6 +109,22 @@ def keep(
     return _count(store, period, today, cal, items, head, new)[1].cases
 
 
+def unkept_month(
+    store: LogStore, today: date, cal: WorkCalendar, items: Mapping[str, CatalogueItem],
+    months: list[Period],
+) -> Period | None:  # fmt: skip
+    """The first of `months` whose rows are not kept for today's judgment and this basis
+    (never counted, or counted on another day or basis: it would be counted whole). A
+    month kept but for cases changed since is not one: a clerk's ask counts only those."""
+    basis = _basis(cal, items)
+    heads = {str(p): (str(a), str(b)) for p, a, b in store.query(
+        "SELECT period, as_of, basis FROM figure_periods")}  # fmt: skip
+    for period in months:
+        if heads.get(period.label) != (judged_as_of(period, today), basis):
+            return period
+    return None
+
+
 Head = tuple[str, str, int]  # (as_of, basis, mark) a month's rows were counted at
 
 

@@ -7,8 +7,12 @@ runs a `FigureKeeper`: a thread with its own connection that, every `KEEP_EVERY`
 once the projections have caught up (while pushes keep coming it waits: the serve's own
 projection comes first), brings the two months supervisors read most up to date — this
 month, judged as of yesterday, and last month. A clerk's `stats` for them then reads kept
-rows. Nothing it does changes a figure: the rows are what a live count gives (a month is
-kept only with the mark, day and basis it was counted at).
+rows. When those two are up to date, it counts, one a pass, the months of the two years
+before (`SWEEP_BACK`: a year-on-year comparison) that are not kept at all, or were kept
+before a calendar or catalogue was published: the first `stats` of any of them reads kept
+rows too (a month kept but for cases changed since is left to the ask, which counts only
+those). Nothing it does changes a figure: the rows are what a live count gives (a month
+is kept only with the mark, day and basis it was counted at).
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from datetime import date, timedelta
 from sync.logstore import LogStore
 from sync.node import Node
 from sync.protocol import i18n
-from tiers.figure_cells import keep
+from tiers.figure_cells import keep, unkept_month
 from tiers.figures import Period, month_of
 from tiers.node_loop import NodeLoop
 from tiers.published import list_items, work_calendar
 
 KEEP_EVERY = 5.0  # seconds between looks
 MAX_BACKOFF = 300.0  # seconds: the longest pause after failures in a row
+SWEEP_BACK = 24  # months before last month kept counted once (a bound, whatever the cases say)
 
 i18n.register(
     {
@@ -47,13 +52,32 @@ def kept_months(today: date) -> list[Period]:
     return [this, month_of(this.start - timedelta(days=1))]
 
 
-def keep_months(store: LogStore, today: date) -> int:
-    """Bring `kept_months` up to date, unless the projections are behind; the cases
-    counted."""
+def swept_months(today: date) -> list[Period]:
+    """The `SWEEP_BACK` months before last month, the latest first."""
+    months, period = [], kept_months(today)[-1]
+    for _ in range(SWEEP_BACK):
+        period = month_of(period.start - timedelta(days=1))
+        months.append(period)
+    return months
+
+
+def keep_months(store: LogStore, today: date) -> tuple[int, Period | None]:
+    """Bring `kept_months` up to date, unless the projections are behind; when they were,
+    count the first of `swept_months` not kept. The cases counted, and that month (None:
+    every swept month is kept, or there was other work)."""
     if store.unprojected():
-        return 0
+        return 0, None
     cal, items = work_calendar(store), {item.code: item for item in list_items(store)}
-    return sum(keep(store, period, today, cal, items) for period in kept_months(today))
+    counted = sum(keep(store, period, today, cal, items) for period in kept_months(today))
+    if counted:
+        return counted, None
+    older = unkept_month(store, today, cal, items, swept_months(today))
+    if older is None:
+        return 0, None
+    counted = keep(store, older, today, cal, items)
+    if unkept_month(store, today, cal, items, [older]) is not None:
+        return counted, None  # not kept (the store was busy): the next pass, at its pace
+    return counted, older
 
 
 class FigureKeeper(NodeLoop):
@@ -72,6 +96,6 @@ class FigureKeeper(NodeLoop):
         return node.config.tier == "city"
 
     def step(self, node: Node) -> float | None:
-        keep_months(node.store, node.clock.now().date())
+        _, swept = keep_months(node.store, node.clock.now().date())
         self.passes += 1
-        return None
+        return 0.0 if swept is not None else None  # more may be waiting: look again at once

@@ -98,3 +98,38 @@ def test_a_town_serve_keeps_nothing(tmp_path: Path) -> None:
         time.sleep(1.5)
     with net.open(TOWN) as town:
         assert town.store.query("SELECT COUNT(*) FROM figure_periods") == [(0,)]
+
+
+def test_serve_keeps_the_two_years_before_once_each_and_no_further(tmp_path: Path) -> None:
+    """A town (its own key) back-dates cases into months a year and more ago: the serve's
+    keeper counts each month of the two years before last month once, so a clerk's first
+    `stats` of one reads kept rows equal to a live count — and keeps no month beyond them,
+    whatever the cases' dates say."""
+    from tiers.figure_cells import unkept_month
+    from tiers.figure_keeper import SWEEP_BACK, swept_months
+
+    net = build_catalogued(tmp_path)
+    item = _town_item(net)
+    with net.open(CITY) as city:
+        today = city.clock.now().date()
+    _accept(net, item, 2, days_ago=120)
+    _accept(net, item, 3, days_ago=400)
+    _accept(net, item, 1, days_ago=900)  # beyond the two years: counted when asked, not kept
+    months = kept_months(today) + swept_months(today)
+    assert len(months) == SWEEP_BACK + 2
+    with zhibao_serve(net.home(CITY)):
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            with net.open(CITY) as city:
+                cal, store = work_calendar(city.store), city.store
+                items = {i.code: i for i in list_items(store)}
+                if unkept_month(store, today, cal, items, months) is None:
+                    break
+            assert time.monotonic() < deadline, "the months were not kept"
+            time.sleep(0.2)
+    with net.open(CITY) as city:
+        kept = [p for (p,) in city.store.query("SELECT period FROM figure_periods ORDER BY 1")]
+    assert kept == sorted(p.label for p in months)  # and nothing beyond them
+    for days_ago, accepted in ((120, 2), (400, 3)):
+        label = f"{today - timedelta(days=days_ago):%Y-%m}"
+        assert _town_row(net.home(CITY), label)["accepted"] == accepted
