@@ -460,8 +460,15 @@ def test_guards_reconcile_names_a_suspension_written_after_a_later_dated_entry(
     net.sync((town, net.city))
     found = [f for f in reconcile(net.city, "2025-10", now=datetime(2025, 11, 3, tzinfo=ZONE))[
         "findings"] if f["kind"] == "backdated"]  # fmt: skip
-    assert [(f["node_id"], f["evidence"]["seq"], f["evidence"]["written_after_seq"],
-             f["evidence"]["due"]) for f in found] == [(TOWN, suspended, beat.seq, "2025-10-15")]
+    assert [
+        (
+            f["node_id"],
+            f["evidence"]["seq"],
+            f["evidence"]["written_after_seq"],
+            f["evidence"]["due"],
+        )
+        for f in found
+    ] == [(TOWN, suspended, beat.seq, "2025-10-15")]
 
 
 def test_guards_reconcile_names_a_fee_item_delivered_with_no_fee_assessed(net: Network) -> None:
@@ -515,3 +522,26 @@ def test_guards_reconcile_names_an_acceptance_unlike_the_catalogue_art42(net: Ne
     assert (evidence["promised_days"], evidence["extension_limit"]) == (30, 100)
     assert (evidence["catalogue_promised_days"], evidence["catalogue_extension_days"]) == (5, 10)
     assert honest != case_id
+
+
+def test_guards_reconcile_finds_acceptances_however_their_time_is_written(net: Network) -> None:
+    """Reconcile passes over events more than a day outside the month in SQL, by the date
+    their `at` begins with. A town signs, with its real key, acceptances unlike the
+    catalogue whose times are written to slip past that: an ISO basic date, and a date two
+    days before the month with an offset of -23:00 (October 1st in China). Both are named;
+    one that is in September however it is read is not."""
+    from tiers.city.reconcile import reconcile
+
+    town = net.town
+    named = []
+    for at in ("20251009T091000+0800", "2025-09-29T23:30:00-23:00", "2025-09-30T09:00:00+08:00"):
+        _on(town, "2025-09-29")
+        case_id = service.receive(town, "A1", WHO, at="2025-09-29T08:00")
+        anchor = load_case(town.store, case_id).state.anchor  # type: ignore[union-attr]
+        town.append("case.accepted", {"case_id": case_id, "after": list(anchor),
+                                      "promised_days": 30}, at=at)  # fmt: skip
+        named.append(case_id)
+    net.sync((town, net.city))
+    found = [f for f in reconcile(net.city, "2025-10", now=datetime(2025, 11, 3, tzinfo=ZONE))[
+        "findings"] if f["kind"] == "acceptance_unlike_catalogue"]  # fmt: skip
+    assert sorted(f["evidence"]["case_id"] for f in found) == sorted(named[:2])

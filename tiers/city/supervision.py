@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sync.clock import local_date
@@ -60,13 +60,33 @@ def _in(period: Period, at: str) -> bool:
     return period.start <= local_date(at) <= period.end
 
 
+# An event's `at` carries its author's offset (any under a day either way), so the date it
+# begins with is its local (China) day, two days before to one day after. Rows whose `at`
+# begins with an extended calendar date (YYYY-MM-DD) outside that reach of the period are
+# passed over in SQL, before their bodies are read; any other (a basic or week date, which
+# ISO 8601 and the entry's check allow too: a member could sign one) reaches `_in`, which
+# decides every row.
+_NEAR = (
+    "(substr({at}, 5, 1) != '-' OR substr({at}, 8, 1) != '-' "
+    "OR substr({at}, 1, 10) BETWEEN ? AND ?)"
+)
+
+
+def _near(period: Period) -> tuple[str, str]:
+    """`_NEAR`'s bounds for `period`."""
+    return (period.start - timedelta(days=2)).isoformat(), (
+        period.end + timedelta(days=2)
+    ).isoformat()
+
+
 def fee_overrides(store: LogStore, period: Period) -> list[Raw]:
     """Fees assessed in the period that differ from the item's catalogue fee."""
     found: list[Raw] = []
     item_of = _item_cache(store)
     for origin, seq, case_id, at, body in store.query(
         "SELECT e.origin, e.seq, e.case_id, e.at, e.body FROM case_events e "
-        "WHERE e.type = ? ORDER BY e.origin, e.seq", (e.FEE_ASSESSED,)
+        f"WHERE e.type = ? AND {_NEAR.format(at='e.at')} ORDER BY e.origin, e.seq",
+        (e.FEE_ASSESSED, *_near(period)),
     ):  # fmt: skip
         if not _in(period, at):
             continue
@@ -93,11 +113,14 @@ def unlike_catalogue(store: LogStore, period: Period) -> list[Raw]:
     item_of = _item_cache(store)
     for origin, seq, case_id, at, body, item_code in store.query(
         "SELECT e.origin, e.seq, e.case_id, e.at, e.body, c.item_code FROM case_events e "
-        "JOIN cases c USING (case_id) WHERE e.type IN (?, ?) ORDER BY e.origin, e.seq",
-        (e.ACCEPTED, e.SUPPLEMENT_REQUESTED),
+        f"JOIN cases c USING (case_id) WHERE e.type IN (?, ?) AND {_NEAR.format(at='e.at')} "
+        "ORDER BY e.origin, e.seq",
+        (e.ACCEPTED, e.SUPPLEMENT_REQUESTED, *_near(period)),
     ):  # fmt: skip
+        if not _in(period, at):
+            continue
         fields = json.loads(body)
-        if not _in(period, at) or "promised_days" not in fields:
+        if "promised_days" not in fields:
             continue  # a 补正 notice carries them only when it accepts (第三十二条)
         item = item_of(item_code)
         if item is None:
@@ -122,7 +145,8 @@ def unassessed_deliveries(store: LogStore, period: Period) -> list[Raw]:
     for origin, seq, case_id, at, item_code in store.query(
         "SELECT e.origin, e.seq, e.case_id, e.at, c.item_code FROM case_events e JOIN cases c"
         " USING (case_id) WHERE e.type = ? AND c.fee_fen IS NULL AND c.status = ?"
-        " ORDER BY e.origin, e.seq", (e.DELIVERED, DELIVERED),
+        f" AND {_NEAR.format(at='e.at')} ORDER BY e.origin, e.seq",
+        (e.DELIVERED, DELIVERED, *_near(period)),
     ):  # fmt: skip
         if not _in(period, at):
             continue  # before reading the item: the year's deliveries are not the month's
@@ -162,7 +186,7 @@ def backdated(store: LogStore, period: Period) -> list[Raw]:
     found: list[Raw] = []
     for origin, seq, case_id, at in store.query(
         "SELECT origin, seq, case_id, at FROM case_events WHERE type IN (?, ?, ?) "
-        "ORDER BY origin, seq", _PAUSING,
+        f"AND {_NEAR.format(at='at')} ORDER BY origin, seq", (*_PAUSING, *_near(period)),
     ):  # fmt: skip
         if not _in(period, at):
             continue
