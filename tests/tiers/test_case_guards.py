@@ -545,3 +545,29 @@ def test_guards_reconcile_finds_acceptances_however_their_time_is_written(net: N
     found = [f for f in reconcile(net.city, "2025-10", now=datetime(2025, 11, 3, tzinfo=ZONE))[
         "findings"] if f["kind"] == "acceptance_unlike_catalogue"]  # fmt: skip
     assert sorted(f["evidence"]["case_id"] for f in found) == sorted(named[:2])
+
+
+def test_guards_reconcile_names_each_backdated_suspension_of_a_busy_town(net: Network) -> None:
+    """The town's log read once for all its suspensions of the month: three cases accepted
+    10-09 (A1: due 10-15), heartbeats dated 10-14 and 10-20 between them; a suspension
+    dated 10-14 written after the 10-20 heartbeat is named with it, one written before it
+    (after the 10-14 one only) is not, nor one on a case accepted after the 10-20 heartbeat."""
+    from tiers.city.reconcile import reconcile
+
+    town = net.town
+    early, late = _accepted_a1(net), _accepted_a1(net)
+    town.append("sync.alive", {"via": "sync"}, at="2025-10-14T08:00:00+08:00")
+    _on(town, "2025-10-14")
+    service.suspend(town, early, "检测", at="2025-10-14T09:00")  # before the 10-20 beat
+    beat = town.append("sync.alive", {"via": "sync"}, at="2025-10-20T09:00:00+08:00")
+    after = _accepted_a1(net)  # accepted after the beat: its span starts after it
+    _on(town, "2025-10-14", 12)
+    service.suspend(town, late, "检测", at="2025-10-14T10:00")
+    backdated_seq = town.store.head(TOWN)[0]
+    service.suspend(town, after, "检测", at="2025-10-14T11:00")
+    net.sync((town, net.city))
+    found = [f for f in reconcile(net.city, "2025-10", now=datetime(2025, 11, 3, tzinfo=ZONE))[
+        "findings"] if f["kind"] == "backdated"]  # fmt: skip
+    assert [(f["evidence"]["case_id"], f["evidence"]["seq"], f["evidence"]["written_after_seq"],
+             f["evidence"]["written_after_at"]) for f in found] == [
+        (late, backdated_seq, beat.seq, "2025-10-20T09:00:00+08:00")]  # fmt: skip
