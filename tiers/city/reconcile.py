@@ -232,12 +232,12 @@ def last_heard(store: LogStore) -> dict[str, tuple[str, str]]:
     later. A node that syncs writes a heartbeat when it has written nothing for a day
     (sync.liveness), so a quiet node is heard through its newest entry."""
     heard: dict[str, tuple[str, str]] = {}
-    rows = store.query(
-        "SELECT h.origin, e.type, json_extract(CAST(e.raw AS TEXT), '$.at'), e.received_at "
-        "FROM heads h JOIN entries e ON e.origin = h.origin AND e.seq = h.seq"
-    )
-    for origin, kind, at, received in rows:
-        heard[origin] = liveness.heard_at(kind, at, received)
+    for origin, (seq, _) in store.heads().items():  # one look-up a head: joined, SQLite
+        for kind, at, received in store.query(  # scanned every entry (1.4 s at 5 M)
+            "SELECT type, json_extract(CAST(raw AS TEXT), '$.at'), received_at FROM entries "
+            "WHERE origin = ? AND seq = ?", (origin, seq)
+        ):  # fmt: skip
+            heard[origin] = liveness.heard_at(kind, at, received)
     for node_id, contact, _ in store.query("SELECT node_id, last_contact, skew_seconds FROM peers"):
         known = heard.get(node_id)
         if known is None or datetime.fromisoformat(contact) > datetime.fromisoformat(known[0]):
