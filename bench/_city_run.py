@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import apsw
 import tomli_w
-from _city_pg import create_database, server_cpu_seconds
+from _city_pg import Watch, create_database, server_cpu_seconds
 from _common import CATALOGUE, ROOT, Server, count_rows, cpu_seconds, note, unprojected
 from stats import CITY, TOWNS
 
@@ -181,9 +181,10 @@ class City:
 
 def measure(engine: str, fronts: int, towns_dir: Path, work: Path, pg: str | None,
             period: str, runs: int, concurrency: int,
-            pg_data: Path | None = None) -> Result:  # fmt: skip
+            pg_data: Path | None = None, watch: bool = False) -> Result:  # fmt: skip
     """One configuration; `pg_data`: the private cluster's data directory (its CPU is
-    measured too), None for SQLite or a server of yours."""
+    measured too), None for SQLite or a server of yours; `watch`: what PostgreSQL's
+    connections and statements did during hop 2 (_city_pg.Watch)."""
     result = Result(engine, fronts)
     f = result.figures
     home, url = work / "city", None
@@ -200,6 +201,7 @@ def measure(engine: str, fronts: int, towns_dir: Path, work: Path, pg: str | Non
         cpu0 = [cpu_seconds(s.pid) for s in servers]
         pg_cpu = pg_data is not None and engine == "postgresql"
         server0 = server_cpu_seconds(pg_data) if pg_cpu else 0.0
+        watching = Watch(url) if watch and url else None
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         began = time.perf_counter()
         rounds = [Pushes(work / "towns" / town, servers[k % fronts].url)
@@ -211,6 +213,8 @@ def measure(engine: str, fronts: int, towns_dir: Path, work: Path, pg: str | Non
             thread.start()
         for thread in threads:
             thread.join()
+        if watching is not None:
+            f["watch"] = watching.stop()
         failed = [r.error for r in rounds if r.error]
         if failed:
             raise SystemExit(f"zhibao sync failed: {failed[0]}")

@@ -14,6 +14,8 @@ Run it on two checkouts back to back (PYTHONPATH=OTHER) to compare before and af
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import shutil
 import sys
 import tempfile
@@ -38,6 +40,8 @@ def main() -> None:
     parser.add_argument("--towns", type=Path, required=True, help="DIR/towns of city_scale")
     parser.add_argument("--engine", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--pg", default=None, help="a server (URL of a role with CREATEDB)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also cProfile the catch-up: its N costliest functions")  # fmt: skip
     args = parser.parse_args()
     print_machine()
     record, url = None, None
@@ -64,8 +68,14 @@ def main() -> None:
                 assert not result.rejected, result.rejected[:2]
                 held += result.applied_total
             wall2, cpu2 = time.perf_counter(), time.process_time()
+            profiler = cProfile.Profile() if args.profile else None
+            if profiler is not None:
+                profiler.enable()
             city.store.catch_up()
             wall3, cpu3 = time.perf_counter(), time.process_time()
+            if profiler is not None:
+                profiler.disable()
+                pstats.Stats(profiler).sort_stats("tottime").print_stats(args.profile)
         figure("entries ingested", held)
         figure("ingest, wall", wall2 - wall, "s")
         figure("ingest, this process's CPU", cpu2 - cpu, "s")

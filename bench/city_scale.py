@@ -110,6 +110,9 @@ def main() -> None:
         default=5,
         help="towns pushing to one front at a time (default 5)",
     )
+    parser.add_argument("--watch", action="store_true",
+                        help="PostgreSQL: sample its connections and rank its statements "
+                        "during hop 2 (loads pg_stat_statements)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -136,7 +139,7 @@ def main() -> None:
         figure("hop 1: entries/s", made["hop1_entries"] / max(made["hop1_seconds"], 1e-9))
         pg = args.pg
         if "postgresql" in engines and pg is None:
-            pg, record = private_cluster()
+            pg, record = private_cluster(args.watch)
         if pg is not None and "postgresql" in engines:
             note(f"PostgreSQL: {pg_settings(pg)}")
         results = []
@@ -149,7 +152,7 @@ def main() -> None:
                 try:
                     pg_data = Path(record["top"]) / "data" if record is not None else None
                     result = measure(engine, n, towns_dir, work, pg, period, args.runs,
-                                     args.concurrency, pg_data)  # fmt: skip
+                                     args.concurrency, pg_data, args.watch)  # fmt: skip
                 except SystemExit as failure:  # said, and the next configuration runs
                     result = Result(engine, n, figures={"failed": str(failure)[:300]})
                     note(f"{engine}, {n} serve: FAILED: {failure}")
