@@ -279,7 +279,7 @@ class PgStore(LogStore):
     @contextlib.contextmanager
     def batched(self) -> Iterator[None]:
         """Writes (`execute`) inside the block are held and sent in runs of one statement
-        with `executemany` (psycopg pipelines them: one round trip a run, not a statement)
+        with `executemany`, all in one pipeline (one round trip, not one a statement or a run)
         — before any read (`query`), any savepoint, and the block's end; dropped when the
         block raises. A write's error therefore surfaces at the next read or at the end,
         inside the block: the block fails whole (a projection then goes entry by entry,
@@ -298,14 +298,10 @@ class PgStore(LogStore):
         if not self._held:
             return
         held, self._held = self._held, []
-        try:
-            with self.conn.cursor() as cur:
+        try:  # one pipeline for them all: one round trip, however their statements alternate
+            with self.conn.pipeline(), self.conn.cursor() as cur:
                 for statement, run in itertools.groupby(held, key=lambda h: h[0]):
-                    rows = [values for _, values in run]
-                    if len(rows) == 1:
-                        cur.execute(statement, rows[0])
-                    else:
-                        cur.executemany(statement, rows)
+                    cur.executemany(statement, [values for _, values in run])
         except psycopg.Error as exc:
             raise translate(exc) from exc
 

@@ -1,0 +1,86 @@
+"""The projection cursor on PostgreSQL with two fronts appending (sync.pg.PgStore._begin):
+ids are taken in one order and committed in another, and a catch-up never passes over an
+entry a push still in flight holds a lower id of — whatever it projected before."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from sync.pg import PgStore
+from tests.postgres.chains import chain, signer_for
+from tests.sync.test_table_versions import Tally  # a lazy projection: a row a note
+
+pytestmark = pytest.mark.postgresql
+
+TOWN, OTHER = "330782001", "330782002"
+NOW = "2025-10-13T09:00:00+08:00"
+WAIT_S = 20.0
+
+
+def front(url: str) -> PgStore:
+    """A store as `serve` keeps it: projections deferred, a short wait for the lock."""
+    store = PgStore(url, extensions=[Tally()])
+    store.defer_projections()
+    store.conn.execute("SET lock_timeout = '2s'")
+    return store
+
+
+def projected(store: PgStore) -> tuple[int, list[tuple[str, int]]]:
+    """(the cursor, the rows of the projection)."""
+    return int(store.get_meta("projected") or 0), [
+        (o, int(s)) for o, s in store.query("SELECT origin, seq FROM tally ORDER BY origin, seq")
+    ]
+
+
+def in_thread(run: Any) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+
+    def body() -> None:
+        try:
+            out.append(run())
+        except BaseException as exc:  # the test reads it
+            out.append(exc)
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_an_entry_still_being_appended_is_not_passed_over(pg_url: str) -> None:
+    """A push holds low ids uncommitted while a later one commits higher ids: a catch-up
+    projects neither until the first commits (then both, each once), whatever it projected
+    before. The pushes are signed by the towns' own keys; a front could be any of them."""
+    slow, fast, projector = front(pg_url), front(pg_url), front(pg_url)
+    try:
+        with fast.transaction():
+            fast.insert(chain(signer_for(OTHER), OTHER, 5), NOW)
+        assert projector.catch_up() == 0  # the cursor at 5
+        held = slow.transaction()
+        held.__enter__()  # a front mid-push: ids taken, not committed
+        try:
+            slow.insert(chain(signer_for(TOWN), TOWN, 10), NOW)
+            later = chain(signer_for(OTHER), OTHER, 8)[5:]
+            with fast.transaction():  # committed, with ids above the slow push's
+                fast.insert(later, NOW)
+            worker, out = in_thread(projector.catch_up)
+            worker.join(0.5)
+            assert worker.is_alive(), "the catch-up did not wait for the push in flight"
+            observer = PgStore(pg_url)
+            try:
+                assert int(observer.get_meta("projected") or 0) <= 5, "it passed over an entry"
+            finally:
+                observer.close()
+        finally:
+            held.__exit__(None, None, None)
+        worker.join(WAIT_S)
+        assert out == [0], out
+        cursor, rows = projected(projector)
+        assert rows == [*((TOWN, n) for n in range(1, 11)), *((OTHER, n) for n in range(1, 9))]
+        [(top,)] = projector.query("SELECT max(id) FROM entries")
+        assert cursor == top
+    finally:
+        for store in (slow, fast, projector):
+            store.close()
