@@ -54,6 +54,7 @@ def test_an_entry_still_being_appended_is_not_passed_over(pg_url: str) -> None:
     projects neither until the first commits (then both, each once), whatever it projected
     before. The pushes are signed by the towns' own keys; a front could be any of them."""
     slow, fast, projector = front(pg_url), front(pg_url), front(pg_url)
+    projector.conn.execute(f"SET lock_timeout = '{WAIT_S:.0f}s'")  # it waits for the push
     try:
         with fast.transaction():
             fast.insert(chain(signer_for(OTHER), OTHER, 5), NOW)
