@@ -189,7 +189,7 @@ def test_store_migrate_killed_half_way_leaves_the_home_on_sqlite(
     home = city_with_a_month(tmp_path)
     city = open_home(home)
     try:
-        append_notes(city, 4500, tag="bulk")
+        append_notes(city, 20_000, tag="bulk")  # the kill lands long before the copy ends
     finally:
         city.close()
     before = readings(home, brief=True)
