@@ -282,14 +282,11 @@ class FigureProjection:
 
     def __init__(self) -> None:
         self._fresh: dict[str, list[Fresh]] = {}
-        self._latest: dict[str, tuple[datetime, int, str]] = {}
+        self._stamped: dict[str, dict[int, tuple[datetime, str]]] = {}  # origin: seq: `at`
 
     def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
         at = fields["at"]
-        moment = datetime.fromisoformat(at)
-        held = self._latest.get(entry.origin)
-        if held is None or moment > held[0]:
-            self._latest[entry.origin] = (moment, entry.seq, at)
+        self._stamped.setdefault(entry.origin, {})[entry.seq] = (datetime.fromisoformat(at), at)
         if entry.type in e.TYPES:
             body = fields["body"]
             self._fresh.setdefault(body["case_id"], []).append((entry.type, at, body, entry.origin))
@@ -303,27 +300,52 @@ class FigureProjection:
 
     def discard(self) -> None:
         self._fresh.clear()
-        self._latest.clear()
+        self._stamped.clear()
 
     def flush(self, store: LogStore) -> None:
         if self._fresh:
             mark = next_mark(store)
             _refresh(store, sorted(_advance(store, self._fresh, mark)), mark)
         self._fresh.clear()
-        for origin, (moment, seq, at) in self._latest.items():
-            rows = store.query(
-                "SELECT received_at FROM entries WHERE origin = ? AND seq = ?", (origin, seq)
-            )
-            if not rows:
-                continue
-            received = rows[0][0]
-            lead = int((moment - datetime.fromisoformat(received)).total_seconds())
-            store.execute(
-                "INSERT INTO clock_leads (origin, month, lead_seconds, seq, at, received_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(origin, month) DO UPDATE SET "
-                "lead_seconds = excluded.lead_seconds, seq = excluded.seq, at = excluded.at, "
-                "received_at = excluded.received_at "
-                "WHERE excluded.lead_seconds > clock_leads.lead_seconds",
-                (origin, local_date(received).strftime("%Y-%m"), lead, seq, at, received),
-            )
-        self._latest.clear()
+        for origin, stamped in self._stamped.items():
+            for month, lead, seq, at, received in _leads(store, origin, stamped):
+                store.execute(
+                    "INSERT INTO clock_leads (origin, month, lead_seconds, seq, at, received_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(origin, month) DO UPDATE SET "
+                    "lead_seconds = excluded.lead_seconds, seq = excluded.seq, at = excluded.at, "
+                    "received_at = excluded.received_at "
+                    "WHERE excluded.lead_seconds > clock_leads.lead_seconds",
+                    (origin, month, lead, seq, at, received),
+                )
+        self._stamped.clear()
+
+
+def _leads(
+    store: LogStore, origin: str, stamped: dict[int, tuple[datetime, str]]
+) -> list[tuple[str, int, int, str, str]]:
+    """Per month of arrival, the entry of `stamped` (seq: its `at`, parsed and as written)
+    furthest ahead of its arrival: (month, lead in seconds, seq, at, received_at); the first
+    such entry where several are.
+    Each entry is weighed, not only the latest stamped: the entries of one flush may have
+    arrived at different times (a catch-up over several pushes), and clock_leads must not
+    depend on how they were grouped."""
+    best: dict[str, tuple[str, int, int, str, str]] = {}
+    arrivals: dict[str, tuple[datetime, str]] = {}  # received_at: its moment and month
+    for seq, received in store.query(
+        "SELECT seq, received_at FROM entries WHERE origin = ? AND seq >= ? AND seq <= ? "
+        "ORDER BY seq", (origin, min(stamped), max(stamped))
+    ):  # fmt: skip
+        held = stamped.get(seq)
+        if held is None:  # set aside (quarantined): not shown
+            continue
+        moment, at = held
+        arrival = arrivals.get(received)
+        if arrival is None:
+            arrival = arrivals[received] = (
+                datetime.fromisoformat(received), local_date(received).strftime("%Y-%m")
+            )  # fmt: skip
+        lead = int((moment - arrival[0]).total_seconds())
+        kept = best.get(arrival[1])
+        if kept is None or lead > kept[1]:
+            best[arrival[1]] = (arrival[1], lead, seq, at, received)
+    return list(best.values())

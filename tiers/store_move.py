@@ -63,9 +63,9 @@ REBUILT = (  # projections of the log: made again on PostgreSQL, then compared
     "case_events", "case_facts", "case_gaps", "monthly_reports", "case_materials",
     "complaints", "complaint_events",
 )  # fmt: skip
-AS_HELD = (  # projections whose rows depend on how entries were batched when projected,
-    # not on the log alone (clock_leads: the latest `at` of each flush, tiers.case_facts):
-    # copied after the rebuild, replacing what it made
+AS_HELD = (  # projections whose rows may not be what the log makes of them now: copied
+    # after the rebuild, replacing what it made (clock_leads: rows written before 2026-12
+    # weighed only the latest `at` of each flush, tiers.case_facts; a move changes no finding)
     "clock_leads",
 )
 # what a projection keeps to answer faster (tiers.figure_cells): made again where it is read

@@ -173,6 +173,27 @@ def test_reconcile_clock_skew_of_a_fast_village_clock(tmp_path: Path) -> None:
     assert other_month == []
 
 
+@pytest.mark.pg_ci
+def test_reconcile_clock_skew_found_however_the_pushes_were_projected(tmp_path: Path) -> None:
+    """A village clock two hours fast, set right before its next entry: the city projects
+    both pushes in one catch-up (as `serve` defers them), and the fast entry is still the one
+    found, not the later-stamped entry that arrived on time."""
+    with small_city(tmp_path) as net:
+        true_time = datetime(2025, 10, 9, 10, tzinfo=ZONE)
+        net.city.store.defer_projections()
+        net.village.clock = fixed(true_time + timedelta(hours=2))  # stamped 12:00
+        service.receive(net.village, "B2", PERSON)
+        up(net, (true_time + timedelta(minutes=5)).isoformat())  # arrives 10:05
+        net.village.clock = fixed(true_time + timedelta(hours=2, minutes=30))  # set right
+        service.receive(net.village, "B2", PERSON)  # stamped 12:30
+        up(net, (true_time + timedelta(hours=2, minutes=35)).isoformat())  # arrives 12:35
+        net.city.store.catch_up()
+        found = findings(net.city, "clock_skew")
+    assert [f["node_id"] for f in found] == [VILLAGE]
+    assert found[0]["evidence"]["seconds"] == 2 * 3600 - 5 * 60
+    assert found[0]["evidence"]["at"].startswith("2025-10-09T12:00")
+
+
 def test_reconcile_custody_violation_of_a_concurrent_withdrawal(tmp_path: Path) -> None:
     with small_city(tmp_path) as net:
         clash = service.receive(net.village, "B2", PERSON, at=t("10-09"))
