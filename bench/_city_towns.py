@@ -4,6 +4,7 @@ villages' logs (hop 1), made once per `--dir` and reused.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -30,6 +31,7 @@ from tiers.node import create_home
 # linear rule, asked 5 M, made 4.25 M)
 TOWN_ENTRIES, TOWN_POWER, VILLAGE_ENTRIES, FLOOR_PER_MONTH = 800_000, 0.88, 269_000, 320
 GENERATED = "generated.json"
+ORDER = "written"  # how a town took its entries (`deliver`); towns made otherwise are made anew
 
 
 def entries_at(scale: float, months: int) -> float:
@@ -94,7 +96,7 @@ def generate(towns_dir: Path, entries: int, months: int) -> dict[str, Any]:
     made = {"entries": entries, "months": months, "scale": year.scale,
             "held": sum(log.seq for log in year.logs.values()), "cases": len(year.cases),
             "hop1_entries": hop1.entries, "hop1_seconds": hop1.seconds,
-            "generate_seconds": time.perf_counter() - began}  # fmt: skip
+            "generate_seconds": time.perf_counter() - began, "order": ORDER}  # fmt: skip
     (towns_dir / GENERATED).write_text(json.dumps(made, indent=1))
     return made
 
@@ -115,23 +117,32 @@ def forget_closed(year: Year) -> None:
 
 
 def deliver(year: Year, towns: dict[str, Any], at: datetime, hop1: Hop1) -> None:
-    """A week's entries into the town homes: the town's own (as its node wrote them, with
-    the signature checkpoints its ingest would record), then each village's push."""
+    """A week's entries into the town homes in the order they were written: each village's
+    as a push (cut where the town's next own entry was written), the town's own as its node
+    wrote them (with the signature checkpoints its ingest would record). So a town holds a
+    village's forward before its own acceptance that follows it, as a real town must (it
+    cannot take a case it has not received); a week's own entries first, then the villages'
+    (before 2026-12-03), put most acceptances ahead of what they follow."""
     stamp = at.isoformat()
     for town in TOWNS:
         store = towns[town].store
-        own, year.logs[town].pending = year.logs[town].pending, []
-        if own:
-            with store.transaction():
-                store.insert(own, stamp)
-                for seq in proofs.checkpoints(own, towns[town].signer.public)[1]:
-                    store.mark_signed(town, seq)
-        for village in VILLAGES[town]:
-            pending, year.logs[village].pending = year.logs[village].pending, []
-            for start in range(0, len(pending), MAX_BATCH_ENTRIES):
-                runs = decode_batch(encode_batch(pending[start : start + MAX_BATCH_ENTRIES]))
+        written = sorted(
+            ((order, node, entry) for node in [town, *VILLAGES[town]]
+             for order, entry in year.logs[node].take()),
+            key=lambda w: w[0],
+        )  # fmt: skip
+        for node, group in itertools.groupby(written, key=lambda w: w[1]):
+            run = [entry for _, _, entry in group]
+            if node == town:
+                with store.transaction():
+                    store.insert(run, stamp)
+                    for seq in proofs.checkpoints(run, towns[town].signer.public)[1]:
+                        store.mark_signed(town, seq)
+                continue
+            for start in range(0, len(run), MAX_BATCH_ENTRIES):
+                runs = decode_batch(encode_batch(run[start : start + MAX_BATCH_ENTRIES]))
                 began = time.perf_counter()
-                result = ingest(store, runs, me=town, sender=village, received_at=stamp)
+                result = ingest(store, runs, me=town, sender=node, received_at=stamp)
                 hop1.seconds += time.perf_counter() - began
                 assert not result.rejected, result.rejected[:3]
                 hop1.entries += result.applied_total
@@ -142,4 +153,5 @@ def reuse(towns_dir: Path, entries: int, months: int) -> dict[str, Any] | None:
     if not path.exists():
         return None
     made = json.loads(path.read_text())
-    return made if (made["entries"], made["months"]) == (entries, months) else None
+    wanted = (entries, months, ORDER)
+    return made if (made["entries"], made["months"], made.get("order")) == wanted else None

@@ -64,13 +64,24 @@ class Log:
     seq: int = 0
     prev: bytes | None = None
     pending: list[SignedEntry] = field(default_factory=list)
+    written: list[int] = field(default_factory=list)  # when each pending entry was, of all
 
     def append(self, kind: str, body: dict[str, Any], at: str) -> int:
         raw = encode_entry(self.node_id, self.seq + 1, self.prev, at, kind, body)
         entry = sign_entry(self.signer, raw)
         self.seq, self.prev = entry.seq, entry.hash
         self.pending.append(entry)
+        self.written.append(next(_WRITES))
         return entry.seq
+
+    def take(self) -> list[tuple[int, SignedEntry]]:
+        """The pending entries, each with its place in the order all logs were written."""
+        taken = list(zip(self.written, self.pending, strict=True))
+        self.pending, self.written = [], []
+        return taken
+
+
+_WRITES = itertools.count()  # the order entries were written in, across every log
 
 
 @dataclass
@@ -257,9 +268,7 @@ def sync_up(year: Year, city_home: Path, received_at: datetime) -> tuple[int, fl
     count, seconds = 0, 0.0
     with open_home(city_home, clock=Clock(now=lambda: received_at)) as city:
         for town in TOWNS:
-            entries = [e for n in [town, *VILLAGES[town]] for e in year.logs[n].pending]
-            for n in [town, *VILLAGES[town]]:
-                year.logs[n].pending = []
+            entries = [e for n in [town, *VILLAGES[town]] for _, e in year.logs[n].take()]
             for start in range(0, len(entries), MAX_BATCH_ENTRIES):
                 batch = encode_batch(entries[start : start + MAX_BATCH_ENTRIES])
                 began = time.perf_counter()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from sync import authority
 from sync._tables import tables_of
 from sync.protocol import i18n
+from sync.protocol.batch import BATCH_BYTES, BATCH_ENTRIES
 from sync.protocol.entry import SignedEntry, entry_fields
 from sync.protocol.errors import StoreError, ZhibaoError, describe
 
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
     from sync.logstore import LogStore
 
 PROJECTED = "projected"  # meta key: entries.id up to which the lazy extensions have seen
-PROJECT_CHUNK = 2000  # entries held in memory at once while catching up
+# entries and bytes held in memory at once while catching up: two pushes' worth, so that a
+# chunk ending where a push ended (`_chunk`) still holds at least one whole
+PROJECT_CHUNK, PROJECT_BYTES = 2 * BATCH_ENTRIES, 2 * BATCH_BYTES
 UNPROJECTED_SQL = (  # entries stored but not yet seen by the lazy extensions
     "SELECT coalesce(max(id), 0) - coalesce((SELECT CAST(value AS INTEGER) FROM meta "
     f"WHERE key = '{PROJECTED}'), 0) FROM entries"
@@ -115,35 +118,46 @@ class Projecting:
 
     def _project(self, limit: int | None = None) -> tuple[int, int]:
         """Inside a transaction: let the lazy extensions see entries past the cursor, moving
-        it with them; returns (entries gone through, the cursor now)."""
+        it with them — all of them, or with a `limit` one chunk of at most that many;
+        returns (entries gone through, the cursor now)."""
         rows = self.query("SELECT value FROM meta WHERE key = ?", (PROJECTED,))
         cursor = int(rows[0][0]) if rows else 0
-        left = limit if limit is not None else 2**62
         done = 0
-        while left > 0:
-            chunk = self._chunk(cursor, 2**62, min(left, PROJECT_CHUNK))
+        while True:
+            chunk = self._chunk(cursor, 2**62, min(limit or PROJECT_CHUNK, PROJECT_CHUNK))
             if chunk is None:
                 break
             last, entries, received, set_aside = chunk
             self._project_isolated(entries, received, set_aside)
             cursor = last
-            left -= len(entries)
             done += len(entries)
             self.set_meta(PROJECTED, str(cursor))
+            if limit is not None:
+                break
         return done, cursor
 
     def _chunk(
         self, after: int, through: int, limit: int
     ) -> tuple[int, list[SignedEntry], list[str], set[int]] | None:
-        """The entries with `after` < id <= `through`, at most `limit`: (the last id, the
-        entries, when each was received, the positions of those quarantined); None if none."""
+        """The entries with `after` < id <= `through`, at most `limit` and PROJECT_BYTES (but
+        one): (the last id, the entries, when each was received, the positions of those
+        quarantined); None if none.
+
+        A chunk cut short ends where a push ended (its time of arrival changes), if one did
+        within it: a push's entries then meet the projection together, so an event
+        that arrived before the one it follows (a receiver takes a town's runs of a batch
+        before its villages') is still folded on, not refolded whole in the next chunk."""
+        sizes = self.query(
+            "SELECT id, length(raw), received_at, origin FROM entries WHERE id > ? AND id <= ? "
+            "ORDER BY id LIMIT ?", (after, through, limit + 1)
+        )  # fmt: skip
+        if not sizes:
+            return None
         rows = self.query(
             "SELECT id, origin, seq, hash, sig, raw, type, received_at FROM entries "
-            "WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
-            (after, through, limit),
+            "WHERE id > ? AND id <= ? ORDER BY id",
+            (after, sizes[_chunk_end(sizes, limit) - 1][0]),
         )
-        if not rows:
-            return None
         entries = [SignedEntry(raw, sig, h, o, s, t) for _, o, s, h, sig, raw, t, _ in rows]
         quarantined = {
             row[0]
@@ -405,6 +419,27 @@ class Projecting:
         self._pending = False
         _, self._projected = self._project()
         self._moved = False
+
+
+def _chunk_end(sizes: Sequence[tuple[int, int, str, str]], limit: int) -> int:
+    """How many of `sizes` (id, bytes, time of arrival, origin; up to `limit` + 1 of them) a
+    chunk takes: all, or if that is more than `limit` entries or PROJECT_BYTES, fewer —
+    ending where the last push that ended within what it may take ended, if one did. A push
+    ends where the time of arrival changes, or where the order in which `sync.ingest`
+    stores a batch's runs (by tier, then origin) goes back: a new batch began."""
+    end, total = min(len(sizes), limit), 0
+    for index in range(end):
+        total += sizes[index][1]
+        if total > PROJECT_BYTES and index:
+            end = index
+            break
+    if end == len(sizes):
+        return end
+    for index in range(end, 0, -1):
+        (_, _, arrived, origin), (_, _, before, previous) = sizes[index], sizes[index - 1]
+        if arrived != before or (len(origin), origin) < (len(previous), previous):
+            return index
+    return end
 
 
 i18n.register(

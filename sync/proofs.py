@@ -98,18 +98,63 @@ def cut_points(store: LogStore, origin: str, after: int, through: int) -> Callab
     return points.__contains__
 
 
+def arrival_order(
+    store: LogStore, plan: Plan, cuts: Mapping[str, Callable[[int], bool]]
+) -> list[tuple[str, int, int]]:
+    """The entries of `plan` as parts (origin, after, through) in the order this node stored
+    them (`entries.id`), each part ending on one of its origin's `cuts`: what a town
+    relays arrives above in the order the town took it — a village's forward before the
+    town's acceptance that follows it — so the receiver's projection meets each event
+    after the one it follows, not before (which would make it fold the case again
+    whole). Keys still precede what they sign: this node took an enrolment before the
+    entries it vouches for. A part that does not end on a cut point takes in the
+    origin's next entries up to one (they move earlier: order is a speed, not a rule;
+    the receiver's projection takes any order)."""
+    if len(plan) < 2:
+        return list(plan)
+    spans = []  # (first id, origin, first seq, last seq): entries stored together
+    for origin, after, last in plan:
+        # a log held whole has every seq: id - seq is constant along what was stored at once
+        spans += [(start, origin, lo, hi) for lo, hi, start in store.query(
+            "SELECT min(seq), max(seq), min(id) FROM entries WHERE origin = ? AND seq > ? "
+            "AND seq <= ? GROUP BY id - seq", (origin, after, last)
+        )]  # fmt: skip
+    spans.sort()
+    head = {origin: last for origin, _, last in plan}
+    sent = {origin: after for origin, after, _ in plan}
+    parts = []
+    for _, origin, lo, hi in spans:
+        start = max(lo, sent[origin] + 1)
+        if start > hi:
+            continue  # taken in already by an earlier part
+        end, may_end = hi, cuts[origin]
+        while end < head[origin] and not may_end(end):
+            end += 1
+        parts.append((origin, start - 1, end))
+        sent[origin] = end
+    return parts
+
+
 def batches(
-    store: LogStore, plan: Plan, *, first: int = BATCH_ENTRIES, size: int = BATCH_ENTRIES
+    store: LogStore,
+    plan: Plan,
+    *,
+    first: int = BATCH_ENTRIES,
+    size: int = BATCH_ENTRIES,
+    arrival: bool = True,
 ) -> Iterator[list[SignedEntry]]:
     """The entries of `plan` in batches of about `size` entries (the first of `first`) and
-    at most BATCH_BYTES, each run of each origin ending on a cut point. A batch grows past
-    its size (up to what a receiver takes) rather than end a run where no signature proves
-    it, or be cut back to less than half; it is read only as far as it needs."""
+    at most BATCH_BYTES, each run of each origin ending on a cut point, in the order they
+    were stored here (`arrival_order`; with `arrival` False, a log after another in the
+    plan's order). A batch grows past its size (up to what a receiver takes) rather than
+    end a run where no signature proves it, or be cut back to less than half; it is read
+    only as far as it needs (but to find the order stored in: one look at each log's ids)."""
     pending: list[SignedEntry] = []
     weight = safe = 0  # bytes held; len(pending) at the last place a batch may end
     limit = first
-    for origin, after, through in plan:
-        may_end = cut_points(store, origin, after, through)
+    cuts = {origin: cut_points(store, origin, after, through) for origin, after, through in plan}
+    for origin, after, through in arrival_order(store, plan, cuts) if arrival else plan:
+        may_end = cuts[origin]
         cursor = after
         while cursor < through:
             room = max(limit - len(pending), _READ)

@@ -71,7 +71,9 @@ def subtree_for(
     store: LogStore, client: str, cursors: dict[str, int], limit: int
 ) -> tuple[list[SignedEntry], bool]:
     """The client's own subtree, whole, above its cursors (for `restore`): about `limit`
-    entries, each log's run ending where a signature proves it (sync.proofs)."""
+    entries, each log's run ending where a signature proves it (sync.proofs), one log after
+    another (asked again for each batch: finding the order stored in would read every id
+    left each time)."""
     wanted = proofs.plan(store, client, cursors)
-    batch = next(proofs.batches(store, wanted, first=limit, size=limit), [])
+    batch = next(proofs.batches(store, wanted, first=limit, size=limit, arrival=False), [])
     return batch, len(batch) < sum(through - after for _, after, through in wanted)

@@ -162,3 +162,69 @@ def test_a_village_cannot_push_a_run_its_town_could_not_relay(tmp_path: Path) ->
         assert answer["applied"] == {} and answer["rejected"][0]["seq"] == 1
         assert "relayed" in answer["rejected"][0]["reason"]
         assert town.store.head(VILLAGE)[0] == 0
+
+
+def test_a_relay_sends_in_the_order_it_took_and_still_cuts_where_signatures_prove_them(
+    tmp_path: Path,
+) -> None:
+    """The hostile village's three pushes, with the town's own entries between them (what it
+    did with what came): the town's batches up give the entries in the order it took them
+    — each village push before the town's entries that followed it, its enrolment of the
+    village first — every batch still ending the village's run on a checked signature; the
+    city takes them all and its log verifies."""
+    net = build_topology(tmp_path / "net", [CITY, TOWN, VILLAGE])
+    with net.open(VILLAGE) as village:
+        append_notes(village, 1200 - village.store.head(VILLAGE)[0], tag="hostile")
+        sent = _garbled(village.store.entries(VILLAGE))
+    with net.open(TOWN) as town:
+        first = 0
+        for tip in TIPS:
+            assert _push(town, VILLAGE, sent[first:tip])["rejected"] == []
+            append_notes(town, 150, tag=f"after {tip}")
+            first = tip
+        taken = [
+            (origin, seq)
+            for origin, seq in town.store.query("SELECT origin, seq FROM entries ORDER BY id")
+            if origin in (TOWN, VILLAGE)
+        ]
+        plan = proofs.plan(town.store, TOWN, {})
+        assert [origin for origin, *_ in plan] == [TOWN, VILLAGE]  # tier order, as before
+        batches = list(proofs.batches(town.store, plan, first=500, size=500))
+        assert [(e.origin, e.seq) for b in batches for e in b] == taken
+        ends = [max(e.seq for e in b if e.origin == VILLAGE) for b in batches
+                if any(e.origin == VILLAGE for e in b)]  # fmt: skip
+        assert set(ends) <= set(TIPS), ends  # never where a garbage signature ends a run
+        head = town.store.head(TOWN)[0]
+    with serve_in_thread(net.home(CITY)) as city_url, net.open(TOWN) as town:
+        assert sync_round(town, city_url).rejected == []
+    with net.open(CITY) as city:
+        assert city.store.head(VILLAGE)[0] == 1200
+        assert city.store.head(TOWN)[0] == head
+        report = verify_log(city.store)
+        assert report.ok, report.problems
+
+
+def test_arrival_order_takes_a_part_on_to_where_its_origin_may_be_cut(tmp_path: Path) -> None:
+    """Where what was stored together does not end on a cut point, the part goes on to the
+    next one: the village's first push (to 300) is sent with its second (to 700), ahead of
+    the town's entries between them, rather than ending where nothing proves it."""
+    net = build_topology(tmp_path / "net", [CITY, TOWN, VILLAGE])
+    with net.open(VILLAGE) as village:
+        append_notes(village, 1200 - village.store.head(VILLAGE)[0], tag="v")
+        sent = village.store.entries(VILLAGE)
+    with net.open(TOWN) as town:
+        first = 0
+        for tip in TIPS:
+            assert _push(town, VILLAGE, sent[first:tip])["rejected"] == []
+            append_notes(town, 10, tag=f"after {tip}")
+            first = tip
+        plan = proofs.plan(town.store, TOWN, {})
+        head = town.store.head(TOWN)[0]
+        cuts = {TOWN: lambda seq: True, VILLAGE: lambda seq: seq in (700, 1200)}
+        parts = proofs.arrival_order(town.store, plan, cuts)
+    enrolled = head - 30  # the town's own entries before the village's first push
+    assert parts == [
+        (TOWN, 0, enrolled), (VILLAGE, 0, 700), (TOWN, enrolled, enrolled + 10),
+        (TOWN, enrolled + 10, enrolled + 20), (VILLAGE, 700, 1200),
+        (TOWN, enrolled + 20, head),
+    ]  # fmt: skip

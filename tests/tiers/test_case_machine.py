@@ -11,7 +11,7 @@ from sync.protocol.errors import CustodyError, IllegalTransitionError
 from sync.protocol.i18n import use_locale
 from tests.helpers_cases import CITY, ITEMS, TOWN, VILLAGE
 from tiers.cases.machine import TAKE, CaseState, allowed_actions, check, fold
-from tiers.cases.order import Event, causal_order
+from tiers.cases.order import Event, causal_order, chained
 
 CASE = f"{VILLAGE}-20251009-0001"
 OTHER_VILLAGE = "330782001202"
@@ -287,6 +287,37 @@ def test_machine_concurrent_events_tie_break_by_origin_then_seq() -> None:
         # "330782001" < "330782001201": the town's delivery is first; the village's is refused.
         assert state.delivery_method == "sms"
         assert [(v.origin, v.key) for v in state.violations] == [(VILLAGE, "case.illegal")]
+
+
+def test_machine_chained_orders_a_chain_as_causal_order_does_from_any_tip() -> None:
+    """What arrived in one go, in any order, extending what was folded up to some tip: the
+    order `causal_order` gives the whole case (so the projection may fold it on)."""
+    history = events([*ACCEPTED, FORWARD_T, TAKE_C, COMPLETE_C, DELIVER_V, RATE_V])
+    for cut in range(len(history)):
+        tip = history[cut - 1].ref if cut else None
+        for seed in range(10):
+            fresh = history[cut:]
+            random.Random(seed).shuffle(fresh)
+            assert chained(tip, fresh) == causal_order(history)[0][cut:]
+
+
+def test_machine_chained_refuses_what_is_no_single_chain_from_the_tip() -> None:
+    history = events([*ACCEPTED, COMPLETE_T])
+    tip = history[1].ref
+    assert chained(tip, history[3:]) is None  # a gap: the take is not there
+    assert chained(history[0].ref, history[2:]) is None  # not from the tip folded
+    assert chained(None, history[1:]) is None  # a case not begun needs its receipt
+    after = list(history[-1].ref)
+    branch = [Event(origin, seq, "case.delivered", "2025-10-10T09:00:00+08:00",
+                    {"case_id": CASE, "after": after, "method": "window"})
+              for origin, seq in ((VILLAGE, 3), (TOWN, 4))]  # fmt: skip
+    assert chained(history[-1].ref, branch) is None  # two after one: causal_order decides
+    # a chain by `after` that runs an origin's log backwards (a hostile author's): refused
+    first = Event(TOWN, 9, "case.completed", "2025-10-10T09:00:00+08:00",
+                  {"case_id": CASE, "after": list(history[3].ref)})  # fmt: skip
+    then = Event(TOWN, 8, "case.delivered", "2025-10-10T09:00:00+08:00",
+                 {"case_id": CASE, "after": [TOWN, 9], "method": "window"})  # fmt: skip
+    assert chained(history[3].ref, [then, first]) is None
 
 
 def test_machine_fold_refuses_without_raising() -> None:

@@ -101,6 +101,37 @@ def test_projection_any_arrival_order_waits_then_converges(tmp_path: Path) -> No
             assert case_row(store, case_id) == expected_row
 
 
+def test_projection_folds_on_a_case_whose_logs_came_in_one_go_in_any_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every log of a case in one transaction, a town's and the city's before the village's
+    (a relay's tier order: the town's acceptance before the village's forward it follows):
+    one chain from nothing, so the case is folded on as it is, never refolded whole — and
+    comes out as a refold makes it."""
+    from tiers.cases import projection
+
+    with network(tmp_path) as net:
+        case_id = forward_round_trip(net)
+        expected_row = case_row(net.city.store, case_id)
+        logs = [case_entries(net.city.store, o) for o in (TOWN, CITY, VILLAGE)]
+    refolded: list[str] = []
+    refold = projection._Writer.refold
+
+    def counted(writer: Any, case_ids: list[str]) -> None:
+        refolded.extend(case_ids)
+        refold(writer, case_ids)
+
+    monkeypatch.setattr(projection._Writer, "refold", counted)
+    with fresh_store(tmp_path / "one-go.db") as store:
+        with store.transaction():
+            for log in logs:
+                store.insert(log, "2025-10-09T10:00:00+08:00")
+        assert refolded == []
+        assert case_row(store, case_id) == expected_row
+        recompute(store, [case_id])
+        assert refolded == [case_id] and case_row(store, case_id) == expected_row
+
+
 def test_projection_event_whose_after_is_missing_waits(tmp_path: Path) -> None:
     with network(tmp_path) as net:
         case_id = forward_round_trip(net)

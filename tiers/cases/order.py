@@ -79,3 +79,27 @@ def causal_order(events: Iterable[Event]) -> tuple[list[Event], list[Event]]:
     placed = {ev.ref for ev in ordered}
     waiting = sorted((ev for ev in held.values() if ev.ref not in placed), key=lambda ev: ev.ref)
     return ordered, waiting
+
+
+def chained(tip: Ref | None, events: Iterable[Event]) -> list[Event] | None:
+    """`events` in the one causal order that extends a case folded up to `tip` (None: a
+    case not begun), if they form a single chain from it: the first names `tip` as its
+    `after` (or, opening the case, none), each other the one before it, and each origin's
+    come in seq order. That is the order `causal_order` gives them after the events folded
+    already, whatever order they arrived in; None if they form no such chain."""
+    following: dict[Ref | None, Event] = {}
+    for ev in events:
+        if ev.after in following:
+            return None  # two events after one: a branch, for `causal_order` to judge
+        following[ev.after] = ev
+    chain: list[Event] = []
+    last: dict[str, int] = {}
+    ref = tip
+    while ref in following:
+        ev = following.pop(ref)
+        if ev.seq <= last.get(ev.origin, 0):
+            return None
+        last[ev.origin] = ev.seq
+        chain.append(ev)
+        ref = ev.ref
+    return chain if not following else None

@@ -31,7 +31,7 @@ from tiers.calendar import WorkCalendar
 from tiers.cases import entries
 from tiers.cases.guards import BACKDATING, LOOK_BACK
 from tiers.cases.machine import OPEN, CaseState, Violation, fold, step
-from tiers.cases.order import Event, Ref, causal_order
+from tiers.cases.order import Event, Ref, causal_order, chained
 from tiers.deadlines import Deadline, Pause, compute_deadline
 from tiers.published import CALENDAR_OVERRIDE, work_calendar
 
@@ -336,8 +336,9 @@ class _Writer:
 
         Exact, not a guess: it applies only when nothing waits, every event held is either
         folded already or in `fresh` (the count proves it, also after a rolled-back
-        transaction), and each fresh event names the previous tip as its `after` (a new
-        case: starts with its `case.received`), so it sorts last in causal order: an
+        transaction), and the fresh events, in whatever order they arrived, form one chain
+        from the stored tip (`chained`: each names the one before as its `after`; a new
+        case's starts with its `case.received`), so they sort last in causal order: an
         origin's entries arrive in seq order, so its earlier events are folded already.
         """
         ids = _text(sorted(fresh))
@@ -366,18 +367,20 @@ class _Writer:
     ) -> bool:
         texts = None
         if row is None:
-            state = fold(fresh[:1], self.calendar()) if fresh[0].after is None else None
-            if state is None or count != len(fresh):
+            chain = chained(None, fresh) if count == len(fresh) else None
+            state = fold(chain[:1], self.calendar()) if chain else None
+            if chain is None or state is None:
                 return False
-            rest = fresh[1:]
+            chain = chain[1:]
         else:
             known = _stored(row)
             if known.waiting or count != known.held + len(fresh):
                 return False
-            state, rest, texts = known.state, fresh, known.texts
-        for event in rest:
-            if event.after is None or event.after != state.tip:
+            state, texts = known.state, known.texts
+            chain = chained(state.tip, fresh)
+            if chain is None:
                 return False
+        for event in chain:
             step(state, event, self.calendar(), written_after(self.store, [event]))
         self.write(state, count, 0, texts)
         return True

@@ -1,0 +1,106 @@
+"""A catch-up's chunks end where a push ended: what arrived together is projected together
+(the case projection folds on an event that came before the one it follows only when both
+are in one flush; tiers.cases.projection), and memory stays bounded by PROJECT_CHUNK and
+PROJECT_BYTES whatever a member signed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sync._projecting import PROJECT_BYTES
+from sync.protocol.entry import SignedEntry, encode_entry, sign_entry
+from sync.protocol.keys import Signer
+from sync.store import PROJECT_CHUNK, Store
+from tests.support.topology import CITY, TOWN, VILLAGE
+
+AT = "2026-11-20T10:00:00+08:00"
+
+
+class Flushes:
+    """A lazy extension that keeps how many entries each flush was shown."""
+
+    name = "flushes"
+    version = 1
+    ddl = "CREATE TABLE IF NOT EXISTS flushes (n INTEGER PRIMARY KEY, shown INTEGER)"
+    types: frozenset[str] | None = None
+    lazy = True
+
+    def __init__(self) -> None:
+        self.shown = 0
+
+    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+        self.shown += 1
+
+    def flush(self, store: Store) -> None:
+        if self.shown:
+            store.execute("INSERT INTO flushes (shown) VALUES (?)", (self.shown,))
+        self.shown = 0
+
+    def discard(self) -> None:
+        self.shown = 0
+
+
+class Log:
+    """One origin's log, signed by its own key, handed out a run at a time."""
+
+    def __init__(self, origin: str, pad: int = 0) -> None:
+        self.origin, self.pad = origin, pad
+        self.signer, self.prev, self.seq = Signer.generate(), None, 0
+
+    def next(self, count: int) -> list[SignedEntry]:
+        out = []
+        for _ in range(count):
+            self.seq += 1
+            body = {"n": self.seq, "pad": "x" * self.pad}
+            raw = encode_entry(self.origin, self.seq, self.prev, AT, "test.note", body)
+            out.append(sign_entry(self.signer, raw))
+            self.prev = out[-1].hash
+        return out
+
+
+def _flushes(tmp_path: Path, pushes: list[list[list[SignedEntry]]], *, one_second: bool = False
+             ) -> list[int]:  # fmt: skip
+    """Pushes stored as `sync.ingest` stores them (each its runs, one transaction, its own
+    second of arrival unless `one_second`), then one catch-up: how many each flush saw."""
+    store = Store(tmp_path / "node.db", extensions=[Flushes()], owner=CITY)
+    try:
+        store.defer_projections()
+        for number, runs in enumerate(pushes):
+            second = 0 if one_second else number
+            with store.transaction():
+                for run in runs:
+                    store.insert(run, f"2026-11-20T10:00:{second:02d}+08:00")
+        assert store.catch_up() == 0
+        return [n for (n,) in store.query("SELECT shown FROM flushes ORDER BY n")]
+    finally:
+        store.close()
+
+
+def test_a_chunk_ends_where_a_push_ended(tmp_path: Path) -> None:
+    third, village = PROJECT_CHUNK * 3 // 8, Log(VILLAGE)  # pushes of 3,000, chunks of 8,000
+    assert _flushes(tmp_path, [[village.next(third)] for _ in range(3)]) == [2 * third, third]
+
+
+def test_pushes_in_one_second_end_where_the_tier_order_goes_back(tmp_path: Path) -> None:
+    """Arrival times have whole seconds: pushes in the same one are told apart by the order
+    ingest stores a batch's runs in (the town's, then its villages')."""
+    town, village, part = Log(TOWN), Log(VILLAGE), PROJECT_CHUNK // 4
+    pushes = [[town.next(part), village.next(part // 2)] for _ in range(3)]
+    assert _flushes(tmp_path, pushes, one_second=True) == [3 * part, 3 * part // 2]
+
+
+def test_a_push_longer_than_a_chunk_is_cut_where_the_chunk_is_full(tmp_path: Path) -> None:
+    village, rest = Log(VILLAGE), PROJECT_CHUNK // 8
+    pushes = [[village.next(rest)], [village.next(PROJECT_CHUNK + rest)]]
+    assert _flushes(tmp_path, pushes) == [rest, PROJECT_CHUNK, rest]
+
+
+def test_a_chunk_holds_no_more_than_its_bytes(tmp_path: Path) -> None:
+    """A member's entries of the largest size allowed: a chunk is bounded by bytes as well,
+    not only by count (so memory is, whatever a sender signed)."""
+    village = Log(VILLAGE, pad=30_000)
+    entries = village.next(400)
+    flushes = _flushes(tmp_path, [[entries]])
+    assert len(flushes) > 1 and sum(flushes) == 400
+    assert max(flushes) * len(entries[0].raw) <= PROJECT_BYTES
