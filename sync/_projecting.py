@@ -123,7 +123,7 @@ class Projecting:
         rows = self.query("SELECT value FROM meta WHERE key = ?", (PROJECTED,))
         cursor = int(rows[0][0]) if rows else 0
         done = 0
-        while True:
+        while limit != 0:
             chunk = self._chunk(cursor, 2**62, min(limit or PROJECT_CHUNK, PROJECT_CHUNK))
             if chunk is None:
                 break

@@ -56,16 +56,18 @@ def _related(a: str, b: str) -> bool:
 
 
 def bundle_entries(node: Node, to: str, *, full: bool = False) -> list[SignedEntry]:
-    """Everything `to` is not known to hold (see module doc), in tier order."""
+    """Everything `to` is not known to hold (see module doc), in the order `bundle_frames`
+    gives."""
     return [entry for frame in bundle_frames(node, to, full=full) for entry in frame]
 
 
 def bundle_frames(node: Node, to: str, *, full: bool = False) -> list[list[SignedEntry]]:
-    """Everything `to` is not known to hold, in tier order, cut into a bundle's frames.
+    """Everything `to` is not known to hold, cut into a bundle's frames.
 
     Up to an ancestor: this node's subtree above what `to` has receipted (all with `full`),
-    each log's runs ending where a signature proves them (sync.proofs). Down to a
-    descendant: what concerns it above what it has receipted (each entry proves itself).
+    in the order this node stored it, each log's runs ending where a signature proves them
+    (sync.proofs). Down to a descendant: what concerns it above what it has receipted
+    (each entry proves itself).
     """
     store, me = node.store, node.node_id
     known = {} if full else receipts.acknowledged(store, to)

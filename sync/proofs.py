@@ -36,6 +36,7 @@ _READ = 256  # entries read at a time once a batch is full and looks for where t
 _WEIGHT = SIGNATURE_BYTES + 4  # what an entry weighs in a batch beside its bytes
 SPAN_CHECK = (5_000, 4 * 1024 * 1024)  # entries, bytes: check a signature at least this often
 SPAN_MAX = (10_000, 8 * 1024 * 1024)  # ... and take no run whose checked ones are further apart
+MAX_PARTS = 100_000  # runs stored apart that `arrival_order` puts in order; past it, log by log
 
 
 def checkpoints(run: Sequence[SignedEntry], key: bytes) -> tuple[int, list[int]]:
@@ -99,38 +100,41 @@ def cut_points(store: LogStore, origin: str, after: int, through: int) -> Callab
 
 
 def arrival_order(
-    store: LogStore, plan: Plan, cuts: Mapping[str, Callable[[int], bool]]
+    store: LogStore, plan: Plan, cuts: Callable[[str], Callable[[int], bool]]
 ) -> list[tuple[str, int, int]]:
     """The entries of `plan` as parts (origin, after, through) in the order this node stored
-    them (`entries.id`), each part ending on one of its origin's `cuts`: what a town
-    relays arrives above in the order the town took it — a village's forward before the
-    town's acceptance that follows it — so the receiver's projection meets each event
-    after the one it follows, not before (which would make it fold the case again
+    them (`entries.id`), each part ending where its origin may be cut (`cuts(origin)`):
+    what a town relays arrives above in the order the town took it — a village's forward
+    before the town's acceptance that follows it — so the receiver's projection meets each
+    event after the one it follows, not before (which would make it fold the case again
     whole). Keys still precede what they sign: this node took an enrolment before the
-    entries it vouches for. A part that does not end on a cut point takes in the
-    origin's next entries up to one (they move earlier: order is a speed, not a rule;
-    the receiver's projection takes any order)."""
+    entries it vouches for. A part that does not end on a cut point takes in the origin's
+    next entries up to one, and each part starts where its origin's last one ended, so
+    every log is sent whole and in seq order whatever its ids (order is a speed, not a
+    rule: the receiver's projection takes any order). Past MAX_PARTS parts (a long-offline
+    node's bundle), the plan's own order: one log after another."""
     if len(plan) < 2:
         return list(plan)
-    spans = []  # (first id, origin, first seq, last seq): entries stored together
+    spans = []  # (first id, origin, last seq): entries stored together
     for origin, after, last in plan:
         # a log held whole has every seq: id - seq is constant along what was stored at once
-        spans += [(start, origin, lo, hi) for lo, hi, start in store.query(
-            "SELECT min(seq), max(seq), min(id) FROM entries WHERE origin = ? AND seq > ? "
-            "AND seq <= ? GROUP BY id - seq", (origin, after, last)
+        spans += [(start, origin, hi) for hi, start in store.query(
+            "SELECT max(seq), min(id) FROM entries WHERE origin = ? AND seq > ? AND seq <= ? "
+            "GROUP BY id - seq", (origin, after, last)
         )]  # fmt: skip
+        if len(spans) > MAX_PARTS:
+            return list(plan)
     spans.sort()
     head = {origin: last for origin, _, last in plan}
     sent = {origin: after for origin, after, _ in plan}
     parts = []
-    for _, origin, lo, hi in spans:
-        start = max(lo, sent[origin] + 1)
-        if start > hi:
+    for _, origin, hi in spans:
+        if hi <= sent[origin]:
             continue  # taken in already by an earlier part
-        end, may_end = hi, cuts[origin]
+        end, may_end = hi, cuts(origin)
         while end < head[origin] and not may_end(end):
             end += 1
-        parts.append((origin, start - 1, end))
+        parts.append((origin, sent[origin], end))
         sent[origin] = end
     return parts
 
@@ -152,9 +156,16 @@ def batches(
     pending: list[SignedEntry] = []
     weight = safe = 0  # bytes held; len(pending) at the last place a batch may end
     limit = first
-    cuts = {origin: cut_points(store, origin, after, through) for origin, after, through in plan}
-    for origin, after, through in arrival_order(store, plan, cuts) if arrival else plan:
-        may_end = cuts[origin]
+    spans = {origin: (after, through) for origin, after, through in plan}
+    cuts: dict[str, Callable[[int], bool]] = {}
+
+    def cut(origin: str) -> Callable[[int], bool]:  # read for a log once it is reached
+        if origin not in cuts:
+            cuts[origin] = cut_points(store, origin, *spans[origin])
+        return cuts[origin]
+
+    for origin, after, through in arrival_order(store, plan, cut) if arrival else plan:
+        may_end = cut(origin)
         cursor = after
         while cursor < through:
             room = max(limit - len(pending), _READ)

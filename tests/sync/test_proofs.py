@@ -10,6 +10,7 @@ restore of the village from the city must complete.
 from __future__ import annotations
 
 import shutil
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,15 @@ from sync.protocol.keys import Signer
 from sync.restore import restore_node
 from sync.round import sync_round
 from tests.support.servers import serve_in_thread
-from tests.support.topology import CITY, TOWN, VILLAGE, VILLAGE_2, append_notes, build_topology
+from tests.support.topology import (
+    CITY,
+    TOWN,
+    VILLAGE,
+    VILLAGE_2,
+    Topology,
+    append_notes,
+    build_topology,
+)
 from tiers.node import open_home
 
 # its cities on SQLite, then on PostgreSQL: there in the soak run but for the tests marked
@@ -164,6 +173,23 @@ def test_a_village_cannot_push_a_run_its_town_could_not_relay(tmp_path: Path) ->
         assert town.store.head(VILLAGE)[0] == 0
 
 
+def _pushed_with_work_between(tmp_path: Path, between: int, *, garble: bool) -> Topology:
+    """A town that took its village's three pushes (ending at TIPS; with `garble`, garbage in
+    every signature below them) and wrote `between` entries of its own after each."""
+    net = build_topology(tmp_path / "net", [CITY, TOWN, VILLAGE])
+    with net.open(VILLAGE) as village:
+        append_notes(village, 1200 - village.store.head(VILLAGE)[0], tag="v")
+        sent = village.store.entries(VILLAGE)
+    with net.open(TOWN) as town:
+        first = 0
+        for tip in TIPS:
+            batch = _garbled(sent)[first:tip] if garble else sent[first:tip]
+            assert _push(town, VILLAGE, batch)["rejected"] == []
+            append_notes(town, between, tag=f"after {tip}")
+            first = tip
+    return net
+
+
 def test_a_relay_sends_in_the_order_it_took_and_still_cuts_where_signatures_prove_them(
     tmp_path: Path,
 ) -> None:
@@ -172,16 +198,8 @@ def test_a_relay_sends_in_the_order_it_took_and_still_cuts_where_signatures_prov
     — each village push before the town's entries that followed it, its enrolment of the
     village first — every batch still ending the village's run on a checked signature; the
     city takes them all and its log verifies."""
-    net = build_topology(tmp_path / "net", [CITY, TOWN, VILLAGE])
-    with net.open(VILLAGE) as village:
-        append_notes(village, 1200 - village.store.head(VILLAGE)[0], tag="hostile")
-        sent = _garbled(village.store.entries(VILLAGE))
+    net = _pushed_with_work_between(tmp_path, 150, garble=True)
     with net.open(TOWN) as town:
-        first = 0
-        for tip in TIPS:
-            assert _push(town, VILLAGE, sent[first:tip])["rejected"] == []
-            append_notes(town, 150, tag=f"after {tip}")
-            first = tip
         taken = [
             (origin, seq)
             for origin, seq in town.store.query("SELECT origin, seq FROM entries ORDER BY id")
@@ -208,23 +226,44 @@ def test_arrival_order_takes_a_part_on_to_where_its_origin_may_be_cut(tmp_path: 
     """Where what was stored together does not end on a cut point, the part goes on to the
     next one: the village's first push (to 300) is sent with its second (to 700), ahead of
     the town's entries between them, rather than ending where nothing proves it."""
-    net = build_topology(tmp_path / "net", [CITY, TOWN, VILLAGE])
-    with net.open(VILLAGE) as village:
-        append_notes(village, 1200 - village.store.head(VILLAGE)[0], tag="v")
-        sent = village.store.entries(VILLAGE)
+    net = _pushed_with_work_between(tmp_path, 10, garble=False)
     with net.open(TOWN) as town:
-        first = 0
-        for tip in TIPS:
-            assert _push(town, VILLAGE, sent[first:tip])["rejected"] == []
-            append_notes(town, 10, tag=f"after {tip}")
-            first = tip
         plan = proofs.plan(town.store, TOWN, {})
         head = town.store.head(TOWN)[0]
         cuts = {TOWN: lambda seq: True, VILLAGE: lambda seq: seq in (700, 1200)}
-        parts = proofs.arrival_order(town.store, plan, cuts)
+        parts = proofs.arrival_order(town.store, plan, cuts.__getitem__)
     enrolled = head - 30  # the town's own entries before the village's first push
     assert parts == [
         (TOWN, 0, enrolled), (VILLAGE, 0, 700), (TOWN, enrolled, enrolled + 10),
         (TOWN, enrolled + 10, enrolled + 20), (VILLAGE, 700, 1200),
         (TOWN, enrolled + 20, head),
     ]  # fmt: skip
+
+
+def test_arrival_order_sends_every_log_whole_and_reads_what_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each part starts where its log's last part ended (every log sent whole, in seq order);
+    past MAX_PARTS, log after log as planned; and a restore's batches (not in arrival
+    order) read cut points only for the logs they reach."""
+    net = _pushed_with_work_between(tmp_path, 10, garble=False)
+    with net.open(TOWN) as town:
+        plan = proofs.plan(town.store, TOWN, {})
+        parts = proofs.arrival_order(town.store, plan, lambda origin: lambda seq: True)
+        assert len(parts) == 7  # the enrolment, then three pushes, each with what followed
+        for origin, after, through in plan:
+            mine = [(a, t) for o, a, t in parts if o == origin]
+            assert mine[0][0] == after and mine[-1][1] == through
+            assert all(t == a2 for (_, t), (a2, _) in pairwise(mine))
+        monkeypatch.setattr(proofs, "MAX_PARTS", 2)
+        assert proofs.arrival_order(town.store, plan, lambda origin: lambda seq: True) == plan
+        reached: list[str] = []
+        cut_points = proofs.cut_points
+
+        def counted(store: object, origin: str, after: int, through: int) -> object:
+            reached.append(origin)
+            return cut_points(town.store, origin, after, through)
+
+        monkeypatch.setattr(proofs, "cut_points", counted)
+        batch = next(proofs.batches(town.store, plan, first=10, size=10, arrival=False))
+        assert {e.origin for e in batch} == {TOWN} and reached == [TOWN]
