@@ -26,6 +26,7 @@ PROJECTED = "projected"  # meta key: entries.id up to which the lazy extensions 
 # entries and bytes held in memory at once while catching up: two pushes' worth, so that a
 # chunk ending where a push ended (`_chunk`) still holds at least one whole
 PROJECT_CHUNK, PROJECT_BYTES = 2 * BATCH_ENTRIES, 2 * BATCH_BYTES
+ISOLATED = 32  # entries a failed attempt is split down to, then shown one at a time
 UNPROJECTED_SQL = (  # entries stored but not yet seen by the lazy extensions
     "SELECT coalesce(max(id), 0) - coalesce((SELECT CAST(value AS INTEGER) FROM meta "
     f"WHERE key = '{PROJECTED}'), 0) FROM entries"
@@ -180,30 +181,44 @@ class Projecting:
         """Show `entries` (but those `set_aside`: quarantined already) to the lazy extensions
         (`exts`: to those alone, remaking them, and without judging the entries again: the
         others saw every entry not quarantined) and flush them. Usually in one go; should
-        an extension raise, the attempt is rolled back and the entries are shown one at a
-        time, so the one it raises on is quarantined alone and the others go on."""
+        an extension raise, the attempt is rolled back and each half is shown on its own,
+        in order, down to ISOLATED entries shown one at a time: the one it raises on is
+        quarantined alone and the others go on, at the cost of a few attempts (not one an
+        entry of the chunk)."""
         parsed: dict[int, Any] = {}
         shown = self._lazy if exts is None else exts
         admitted = (
             self._admit(entries, parsed, received) if exts is None else set(range(len(entries)))
         ) - set_aside
+        self._isolate(shown, entries, sorted(admitted), parsed, received)
+
+    def _isolate(
+        self,
+        shown: Sequence[Extension],
+        entries: Sequence[SignedEntry],
+        indexes: list[int],
+        parsed: dict[int, Any],
+        received: Sequence[str],
+    ) -> None:
         try:
             with self._savepoint(), self.batched():  # writes sent in runs (PostgreSQL)
-                self._show(shown, entries, admitted, parsed, flush=True)
+                self._show(shown, entries, indexes, parsed, flush=True)
             return
         except Exception as exc:
             self._discard(shown)
             if about_the_store(exc):
                 raise
-        for index in sorted(admitted):
-            try:
-                with self._savepoint(), self.batched():
-                    self._show(shown, entries, {index}, parsed, flush=True)
-            except Exception as exc:
-                self._discard(shown)
-                if about_the_store(exc):
-                    raise
+            if len(indexes) == 1:
+                index = indexes[0]
                 self.quarantine(entries[index], UNUSABLE, why(exc), received[index])
+                return
+        parts = (
+            [[index] for index in indexes]
+            if len(indexes) <= ISOLATED
+            else [indexes[: len(indexes) // 2], indexes[len(indexes) // 2 :]]
+        )
+        for part in parts:
+            self._isolate(shown, entries, part, parsed, received)
 
     def _admit(
         self,
@@ -237,18 +252,21 @@ class Projecting:
         self,
         exts: Sequence[Extension],
         entries: Sequence[SignedEntry],
-        admitted: set[int],
+        admitted: Collection[int],
         parsed: dict[int, Any],
         *,
         flush: bool,
     ) -> None:
         """Show each extension the admitted entries it wants (`parsed` caches their fields
-        by position), in order; then flush it if asked."""
+        by position), in order; then flush it if asked. Goes through the admitted alone: a
+        few of a large chunk (isolating one an extension raises on) cost a few."""
         store = cast("LogStore", self)
+        order = sorted(admitted)
         for ext in exts:
             wanted = ext.types
-            for index, entry in enumerate(entries):
-                if index in admitted and (wanted is None or entry.type in wanted):
+            for index in order:
+                entry = entries[index]
+                if wanted is None or entry.type in wanted:
                     fields = parsed.get(index)
                     if fields is None:
                         fields = parsed[index] = entry_fields(entry.raw)

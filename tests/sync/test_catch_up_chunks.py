@@ -104,3 +104,40 @@ def test_a_chunk_holds_no_more_than_its_bytes(tmp_path: Path) -> None:
     flushes = _flushes(tmp_path, [[entries]])
     assert len(flushes) > 1 and sum(flushes) == 400
     assert max(flushes) * len(entries[0].raw) <= PROJECT_BYTES
+
+
+class Touchy(Flushes):
+    """Flushes, but raising on an entry whose body says "boom" (a projection bug that one
+    crafted entry finds)."""
+
+    name = "touchy"
+
+    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+        if fields["body"].get("boom"):
+            raise OverflowError("date value out of range")
+        super().apply(store, entry, fields)
+
+
+def test_an_entry_a_projection_raises_on_costs_a_few_attempts_not_one_an_entry(
+    tmp_path: Path,
+) -> None:
+    """A member's push of 4,000 entries with one crafted to make a projection raise: it is
+    quarantined alone and every other entry projected, in a few flushes (halves of halves
+    down to 32, then one at a time) rather than 3,999 of one entry each."""
+    signer, prev, log = Signer.generate(), None, []
+    for seq in range(1, 4001):
+        body = {"n": seq, "boom": seq == 2345}
+        log.append(sign_entry(signer, encode_entry(VILLAGE, seq, prev, AT, "test.note", body)))
+        prev = log[-1].hash
+    store = Store(tmp_path / "node.db", extensions=[Touchy()], owner=CITY)
+    try:
+        store.defer_projections()
+        with store.transaction():
+            store.insert(log, AT)
+        assert store.catch_up() == 0
+        flushes = [n for (n,) in store.query("SELECT shown FROM flushes ORDER BY n")]
+        [held] = store.quarantined()
+    finally:
+        store.close()
+    assert (held["origin"], held["seq"], held["reason"]) == (VILLAGE, 2345, "projection.failed")
+    assert sum(flushes) == 3999 and len(flushes) < 50, len(flushes)
