@@ -18,6 +18,7 @@ from sync.protocol import i18n
 from sync.protocol.batch import BATCH_BYTES, BATCH_ENTRIES
 from sync.protocol.entry import SignedEntry, entry_fields
 from sync.protocol.errors import StoreError, ZhibaoError, describe
+from sync.protocol.ids import tier_order
 
 if TYPE_CHECKING:
     from sync.logstore import LogStore
@@ -123,9 +124,9 @@ class Projecting:
         returns (entries gone through, the cursor now)."""
         rows = self.query("SELECT value FROM meta WHERE key = ?", (PROJECTED,))
         cursor = int(rows[0][0]) if rows else 0
-        done = 0
-        while limit != 0:
-            chunk = self._chunk(cursor, 2**62, min(limit or PROJECT_CHUNK, PROJECT_CHUNK))
+        done, size = 0, PROJECT_CHUNK if limit is None else min(limit, PROJECT_CHUNK)
+        while size > 0:
+            chunk = self._chunk(cursor, 2**62, size)
             if chunk is None:
                 break
             last, entries, received, set_aside = chunk
@@ -443,8 +444,8 @@ def _chunk_end(sizes: Sequence[tuple[int, int, str, str]], limit: int) -> int:
     """How many of `sizes` (id, bytes, time of arrival, origin; up to `limit` + 1 of them) a
     chunk takes: all, or if that is more than `limit` entries or PROJECT_BYTES, fewer —
     ending where the last push that ended within what it may take ended, if one did. A push
-    ends where the time of arrival changes, or where the order in which `sync.ingest`
-    stores a batch's runs (by tier, then origin) goes back: a new batch began."""
+    ends where the time of arrival changes, or where `tier_order`, in which `sync.ingest`
+    stores a batch's runs, goes back: a new batch began."""
     end, total = min(len(sizes), limit), 0
     for index in range(end):
         total += sizes[index][1]
@@ -455,7 +456,7 @@ def _chunk_end(sizes: Sequence[tuple[int, int, str, str]], limit: int) -> int:
         return end
     for index in range(end, 0, -1):
         (_, _, arrived, origin), (_, _, before, previous) = sizes[index], sizes[index - 1]
-        if arrived != before or (len(origin), origin) < (len(previous), previous):
+        if arrived != before or tier_order(origin) < tier_order(previous):
             return index
     return end
 

@@ -46,7 +46,7 @@ from sync.protocol.entry import (
     verify_run,
 )
 from sync.protocol.errors import EntryError, StoreError
-from sync.protocol.ids import is_within
+from sync.protocol.ids import is_within, tier_order
 from sync.protocol.keys import verify
 
 T = TypeVar("T")
@@ -282,7 +282,7 @@ def ingest(
     before the entries it vouches for; consecutive runs of one origin (a bundle's frames
     cut a log anywhere) are taken as one, so the signature that proves them is the last.
     """
-    ordered = _joined(sorted(runs, key=lambda r: (len(r.origin), r.origin, r.first)))
+    ordered = _joined(sorted(runs, key=lambda r: (tier_order(r.origin), r.first)))
 
     def attempt() -> IngestResult:
         return _ingest_all(store, ordered, me=me, sender=sender, received_at=received_at)

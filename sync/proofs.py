@@ -26,7 +26,7 @@ from sync.keyring import KeyRing
 from sync.logstore import LogStore
 from sync.protocol.batch import BATCH_BYTES, BATCH_ENTRIES, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
 from sync.protocol.entry import SIGNATURE_BYTES, SignedEntry, signing_message
-from sync.protocol.ids import is_within
+from sync.protocol.ids import is_within, tier_order
 from sync.protocol.keys import verify
 
 Plan = Sequence[tuple[str, int, int]]  # (origin, after, through): the entries in (after, through]
@@ -75,7 +75,7 @@ def plan(store: LogStore, subtree: str, held: Mapping[str, int]) -> list[tuple[s
             seq = _signable(KeyRing.load(store, origin), seq)
         if is_within(origin, subtree) and seq > held.get(origin, 0):
             out.append((origin, held.get(origin, 0), seq))
-    return sorted(out, key=lambda p: (len(p[0]), p[0]))
+    return sorted(out, key=lambda p: tier_order(p[0]))
 
 
 def _signable(ring: KeyRing, head: int) -> int:

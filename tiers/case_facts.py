@@ -329,7 +329,7 @@ def _leads(
     Each entry is weighed, not only the latest stamped: the entries of one flush may have
     arrived at different times (a catch-up over several pushes), and clock_leads must not
     depend on how they were grouped."""
-    best: dict[str, tuple[str, int, int, str, str]] = {}
+    best: dict[str, tuple[int, int, str, str]] = {}  # month: lead, seq, at, received_at
     arrivals: dict[str, tuple[datetime, str]] = {}  # received_at: its moment and month
     for seq, received in store.query(
         "SELECT seq, received_at FROM entries WHERE origin = ? AND seq >= ? AND seq <= ? "
@@ -346,6 +346,6 @@ def _leads(
             )  # fmt: skip
         lead = int((moment - arrival[0]).total_seconds())
         kept = best.get(arrival[1])
-        if kept is None or lead > kept[1]:
-            best[arrival[1]] = (arrival[1], lead, seq, at, received)
-    return list(best.values())
+        if kept is None or lead > kept[0]:
+            best[arrival[1]] = (lead, seq, at, received)
+    return [(month, *kept) for month, kept in best.items()]

@@ -40,7 +40,7 @@ from sync.protocol import i18n
 from sync.protocol.canonical import canonical
 from sync.protocol.entry import SignedEntry, register_body_check
 from sync.protocol.errors import CatalogueError
-from sync.protocol.ids import tier_of
+from sync.protocol.ids import tier_of, tier_order
 from tiers.calendar import CalendarOverrides, WorkCalendar, YearArrangement, whole_year_problem
 from tiers.catalogue import CatalogueItem
 
@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS calendar_overrides (
 
 def _strength(origin: str) -> tuple[int, str]:
     """Sort key of a publisher: the smaller, the stronger (city before town before village)."""
-    return (len(origin), origin)
+    return tier_order(origin)
 
 
 def _check_item_body(body: dict[str, Any]) -> None:

@@ -74,6 +74,13 @@ def ancestors_of(node_id: str) -> list[str]:
     return [node_id[: TIER_LENGTH[t]] for t in TIERS[: TIERS.index(tier)]]
 
 
+def tier_order(node_id: str) -> tuple[int, str]:
+    """Sort key: the city before its towns before their villages (an id is its parent's and
+    more), each tier by id. How ingest takes a batch's runs (an enrolment before what it
+    vouches for), so what it stores in one go rises in this order."""
+    return (len(node_id), node_id)
+
+
 def is_within(node_id: str, ancestor: str) -> bool:
     """True when `node_id` is `ancestor` or lies below it."""
     return node_id.startswith(ancestor)

@@ -180,11 +180,12 @@ def _pushed_with_work_between(tmp_path: Path, between: int, *, garble: bool) -> 
     with net.open(VILLAGE) as village:
         append_notes(village, 1200 - village.store.head(VILLAGE)[0], tag="v")
         sent = village.store.entries(VILLAGE)
+    if garble:
+        sent = _garbled(sent)
     with net.open(TOWN) as town:
         first = 0
         for tip in TIPS:
-            batch = _garbled(sent)[first:tip] if garble else sent[first:tip]
-            assert _push(town, VILLAGE, batch)["rejected"] == []
+            assert _push(town, VILLAGE, sent[first:tip])["rejected"] == []
             append_notes(town, between, tag=f"after {tip}")
             first = tip
     return net
