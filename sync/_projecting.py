@@ -9,7 +9,7 @@ node's own appends (`strict`), the append is refused.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sync import authority
@@ -78,6 +78,7 @@ class Projecting:
     """The projection half of `Store` (a mixin: it uses the store's connection and state)."""
 
     owner: str | None
+    written_by: str
     _eager: list[Extension]
     _lazy: list[Extension]
     _named: frozenset[str]
@@ -104,9 +105,10 @@ class Projecting:
         return max(0, int(rows[0][0]))  # ids are never reused: entries are never deleted
 
     def catch_up(self, limit: int | None = None) -> int:
-        """Project up to `limit` (else all) entries not projected yet; returns how many remain.
+        """Project about `limit` (else all) entries not projected yet — a chunk ends where a
+        push ended, which may be past `limit` (`_chunk_end`); returns how many remain.
 
-        One transaction per chunk of PROJECT_CHUNK entries, each moving the cursor with the
+        One transaction per chunk of at most PROJECT_CHUNK entries, each moving the cursor with the
         projection, so a long catch-up never holds the write lock for long and a crash
         keeps every chunk it finished."""
         left = limit if limit is not None else 2**62
@@ -120,7 +122,7 @@ class Projecting:
 
     def _project(self, limit: int | None = None) -> tuple[int, int]:
         """Inside a transaction: let the lazy extensions see entries past the cursor, moving
-        it with them — all of them, or with a `limit` one chunk of at most that many;
+        it with them — all of them, or with a `limit` one chunk of about that many;
         returns (entries gone through, the cursor now)."""
         rows = self.query("SELECT value FROM meta WHERE key = ?", (PROJECTED,))
         cursor = int(rows[0][0]) if rows else 0
@@ -145,20 +147,25 @@ class Projecting:
         one): (the last id, the entries, when each was received, the positions of those
         quarantined); None if none.
 
-        A chunk cut short ends where a push ended (its time of arrival changes), if one did
-        within it: a push's entries then meet the projection together, so an event
+        A chunk cut short ends where a push ended (`_chunk_end`), before `limit` if one did,
+        else past it: a push's entries then meet the projection together, so an event
         that arrived before the one it follows (a receiver takes a town's runs of a batch
-        before its villages') is still folded on, not refolded whole in the next chunk."""
-        sizes = self.query(
-            "SELECT id, length(raw), received_at, origin FROM entries WHERE id > ? AND id <= ? "
-            "ORDER BY id LIMIT ?", (after, through, limit + 1)
-        )  # fmt: skip
-        if not sizes:
-            return None
+        before its villages') is still folded on, not refolded whole in the next chunk.
+        What lies past `limit` is read only when no push ended within it."""
+        for reach in (limit + 1, PROJECT_CHUNK + 1):
+            sizes = self.query(
+                f"SELECT id, length(raw), received_at, origin, {self.written_by} FROM entries "
+                "WHERE id > ? AND id <= ? ORDER BY id LIMIT ?", (after, through, reach)
+            )  # fmt: skip
+            if not sizes:
+                return None
+            end = _chunk_end(sizes, limit, whole=len(sizes) < reach)
+            if end:
+                break
         rows = self.query(
             "SELECT id, origin, seq, hash, sig, raw, type, received_at FROM entries "
             "WHERE id > ? AND id <= ? ORDER BY id",
-            (after, sizes[_chunk_end(sizes, limit) - 1][0]),
+            (after, sizes[end - 1][0]),
         )
         entries = [SignedEntry(raw, sig, h, o, s, t) for _, o, s, h, sig, raw, t, _ in rows]
         quarantined = {
@@ -440,25 +447,53 @@ class Projecting:
         self._moved = False
 
 
-def _chunk_end(sizes: Sequence[tuple[int, int, str, str]], limit: int) -> int:
-    """How many of `sizes` (id, bytes, time of arrival, origin; up to `limit` + 1 of them) a
-    chunk takes: all, or if that is more than `limit` entries or PROJECT_BYTES, fewer —
-    ending where the last push that ended within what it may take ended, if one did. A push
-    ends where the time of arrival changes, or where `tier_order`, in which `sync.ingest`
-    stores a batch's runs, goes back: a new batch began."""
-    end, total = min(len(sizes), limit), 0
-    for index in range(end):
+def _chunk_end(sizes: Sequence[tuple[int, int, str, str, Any]], limit: int, *, whole: bool) -> int:
+    """How many of `sizes` (id, bytes, time of arrival, origin, transaction, in id order;
+    `whole`: no entry is stored after them) a chunk of about `limit` entries takes: all,
+    when they are no more; else as many as end where the last push that ended within
+    `limit` ended, or, if none did, where the first push to end after it ended — never more
+    than PROJECT_CHUNK entries and PROJECT_BYTES (a push longer than that is cut at
+    `limit`). 0: `sizes` ends before a push did, read further. (An idle catch-up's steps of
+    a few hundred entries cut a town's runs from its villages' of the same push, and each
+    case they share was then refolded whole.)"""
+    bound, total = min(len(sizes), PROJECT_CHUNK), 0
+    for index in range(bound):
         total += sizes[index][1]
         if total > PROJECT_BYTES and index:
-            end = index
+            bound = index
             break
+    end = min(bound, limit)
     if end == len(sizes):
         return end
-    for index in range(end, 0, -1):
-        (_, _, arrived, origin), (_, _, before, previous) = sizes[index], sizes[index - 1]
-        if arrived != before or tier_order(origin) < tier_order(previous):
+    ended = _push_ends(sizes, whole)
+    for index in [*range(end, 0, -1), *range(end + 1, bound + 1)]:
+        if ended(index):
             return index
-    return end
+    return end if bound < len(sizes) else 0
+
+
+def _push_ends(sizes: Sequence[tuple[int, int, str, str, Any]], whole: bool
+               ) -> Callable[[int], bool]:  # fmt: skip
+    """Whether a push ended before sizes[index] (`_chunk_end`'s rows). Where each entry names
+    the transaction that stored it (PostgreSQL: two fronts append at once and their ids
+    interleave), where no transaction seen before goes on at or after it. Else (SQLite: one
+    writer, a transaction's ids follow one another) where the time of arrival changes, or
+    where `tier_order`, in which `sync.ingest` stores a batch's runs, goes back: a new
+    batch began."""
+    if sizes[0][4] is None:
+
+        def ended(index: int) -> bool:
+            if index == len(sizes):
+                return whole
+            (_, _, before, previous, _), (_, _, arrived, origin, _) = sizes[index - 1 : index + 1]
+            return arrived != before or tier_order(origin) < tier_order(previous)
+
+        return ended
+    last = {row[4]: index for index, row in enumerate(sizes)}
+    reach = [0] * (len(sizes) + 1)  # reach[i]: the last place a transaction before i is at
+    for index in range(1, len(sizes) + 1):
+        reach[index] = max(reach[index - 1], last[sizes[index - 1][4]])
+    return lambda index: reach[index] < index and (index < len(sizes) or whole)
 
 
 i18n.register(

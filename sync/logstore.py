@@ -56,6 +56,9 @@ class LogStore(Projecting):
     # whether another process may append to the same log at the same moment and win (two
     # fronts on one PostgreSQL database); SQLite makes a writer wait for the database instead
     races = False
+    # SQL naming, for each entry, the transaction that stored it — where ids of two
+    # transactions may interleave (fronts appending at once); NULL where they cannot
+    written_by = "NULL"
     path: str  # what names the database (a file, a URL): caches key a store by it
 
     def _setup(self, extensions: Sequence[Extension], owner: str | None) -> None:

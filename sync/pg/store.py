@@ -86,6 +86,7 @@ class PgStore(LogStore):
 
     driver_errors = (psycopg.Error,)
     races = True
+    written_by = "xmin::text"  # (kept by a freeze since PostgreSQL 9.4)
 
     def __init__(
         self,

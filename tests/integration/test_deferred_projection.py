@@ -58,12 +58,15 @@ def _receive(net: Network, count: int) -> list[str]:
     return ids
 
 
-def _push_deferred(store: Store, village: Store, *, me: str = CITY) -> int:
-    """Ingest the village's log into the city's `store` (relayed by the town), or the
-    town's (`me`), as `serve` does; the count applied."""
-    runs = decode_batch(encode_batch(list(village.iter_all(VILLAGE))))
+def _push_deferred(
+    store: Store, village: Store, *, me: str = CITY, through: int | None = None, at: str = AT
+) -> int:
+    """Ingest the village's log (up to seq `through`) into the city's `store` (relayed by the
+    town), or the town's (`me`), as `serve` does, as a push arriving `at`; the count applied."""
+    log = [e for e in village.iter_all(VILLAGE) if through is None or e.seq <= through]
+    runs = decode_batch(encode_batch(log))
     sender = TOWN if me == CITY else VILLAGE
-    result = ingest(store, runs, me=me, sender=sender, received_at=AT)
+    result = ingest(store, runs, me=me, sender=sender, received_at=at)
     assert not result.rejected, result.rejected
     return result.applied_total
 
@@ -107,13 +110,15 @@ def test_a_deferring_store_acknowledges_first_and_projects_on_catch_up(tmp_path:
         city = net.city.store
         city.defer_projections()
         events_before = city.query("SELECT count(*) FROM case_events")[0][0]
-        applied = _push_deferred(city, net.village.store)
+        applied = _push_deferred(city, net.village.store, through=6)
+        applied += _push_deferred(city, net.village.store, at=AT.replace(":00+", ":01+"))
         assert applied == 10
         assert city.unprojected() == 10
         assert city.query("SELECT count(*) FROM case_events")[0][0] == events_before
 
-        assert city.catch_up(limit=4) == 6  # a step, as the idle server takes them
-        assert city.query("SELECT count(*) FROM case_events")[0][0] == events_before + 4
+        # a step, as the idle server takes them: on to where the push it reached ended
+        assert city.catch_up(limit=4) == 4
+        assert city.query("SELECT count(*) FROM case_events")[0][0] == events_before + 6
         _assert_projection_matches_cursor(net.city.home)
 
         with open_home(net.city.home) as reader:  # a clerk's command catches up on opening

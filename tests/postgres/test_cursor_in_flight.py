@@ -10,11 +10,12 @@ import pytest
 
 from sync.pg import PgStore
 from tests.postgres.chains import chain, signer_for
+from tests.support.flushes import Flushes, shown
 from tests.sync.test_table_versions import Tally  # a lazy projection: a row a note
 
 pytestmark = pytest.mark.postgresql
 
-TOWN, OTHER = "330782001", "330782002"
+TOWN, OTHER, VILLAGE = "330782001", "330782002", "330782001201"
 NOW = "2025-10-13T09:00:00+08:00"
 WAIT_S = 20.0
 
@@ -65,4 +66,35 @@ def test_an_entry_still_being_appended_is_not_passed_over(pg_url: str) -> None:
         assert cursor == top
     finally:
         for store in (slow, fast, projector):
+            store.close()
+
+
+def test_a_catch_up_step_takes_a_push_whole_though_another_took_ids_inside_it(
+    pg_url: str,
+) -> None:
+    """Two fronts append at once, so one town's push (its own run, then its village's, in
+    two parts) holds ids on both sides of another town's. A catch-up in steps of one entry,
+    as a serving front's between requests, still shows the first push to one flush whole
+    (the case projection folds on a town's acceptance only beside the village's forward it
+    follows) and ends there, before the push after both: not where the ids change hands."""
+    town, other, projector = (PgStore(pg_url, extensions=[Flushes()]) for _ in range(3))
+    try:
+        for front in (town, other):
+            front.defer_projections()
+        village = chain(signer_for(VILLAGE), VILLAGE, 4)
+        with town.transaction():  # a front mid-push
+            town.insert(chain(signer_for(TOWN), TOWN, 3), NOW)
+            town.insert(village[:2], NOW)
+            with other.transaction():  # the other front's push, committed first
+                other.insert(chain(signer_for(OTHER), OTHER, 4), NOW)
+            town.insert(village[2:], NOW)  # (ingest stores a log's runs of a batch apart
+            # only in a test: the two parts stand for runs of the same push)
+        with other.transaction():
+            last = other.entries(OTHER, 0, 10, 10)[-1]
+            other.insert(chain(signer_for(OTHER), OTHER, 2, after=last), NOW)
+        while projector.catch_up(1):
+            pass
+        assert shown(projector) == [11, 2]
+    finally:
+        for store in (town, other, projector):
             store.close()

@@ -9,36 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from sync._projecting import PROJECT_BYTES
+from sync.logstore import LogStore
 from sync.protocol.entry import SignedEntry, encode_entry, sign_entry
 from sync.protocol.keys import Signer
 from sync.store import PROJECT_CHUNK, Store
+from tests.support.flushes import Flushes, shown
 from tests.support.topology import CITY, TOWN, VILLAGE
 
 AT = "2026-11-20T10:00:00+08:00"
-
-
-class Flushes:
-    """A lazy extension that keeps how many entries each flush was shown."""
-
-    name = "flushes"
-    version = 1
-    ddl = "CREATE TABLE IF NOT EXISTS flushes (n INTEGER PRIMARY KEY, shown INTEGER)"
-    types: frozenset[str] | None = None
-    lazy = True
-
-    def __init__(self) -> None:
-        self.shown = 0
-
-    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
-        self.shown += 1
-
-    def flush(self, store: Store) -> None:
-        if self.shown:
-            store.execute("INSERT INTO flushes (shown) VALUES (?)", (self.shown,))
-        self.shown = 0
-
-    def discard(self) -> None:
-        self.shown = 0
 
 
 class Log:
@@ -59,10 +37,12 @@ class Log:
         return out
 
 
-def _flushes(tmp_path: Path, pushes: list[list[list[SignedEntry]]], *, one_second: bool = False
-             ) -> list[int]:  # fmt: skip
+def _flushes(tmp_path: Path, pushes: list[list[list[SignedEntry]]], *, one_second: bool = False,
+             step: int | None = None) -> list[int]:  # fmt: skip
     """Pushes stored as `sync.ingest` stores them (each its runs, one transaction, its own
-    second of arrival unless `one_second`), then one catch-up: how many each flush saw."""
+    second of arrival unless `one_second`), then one catch-up (or, with `step`, catch-ups
+    of that many, as a serving front's between requests): how many each flush saw."""
+    tmp_path.mkdir(exist_ok=True)
     store = Store(tmp_path / "node.db", extensions=[Flushes()], owner=CITY)
     try:
         store.defer_projections()
@@ -71,8 +51,9 @@ def _flushes(tmp_path: Path, pushes: list[list[list[SignedEntry]]], *, one_secon
             with store.transaction():
                 for run in runs:
                     store.insert(run, f"2026-11-20T10:00:{second:02d}+08:00")
-        assert store.catch_up() == 0
-        return [n for (n,) in store.query("SELECT shown FROM flushes ORDER BY n")]
+        while store.catch_up(step):
+            assert step is not None  # a whole catch-up leaves nothing
+        return shown(store)
     finally:
         store.close()
 
@@ -96,6 +77,26 @@ def test_a_push_longer_than_a_chunk_is_cut_where_the_chunk_is_full(tmp_path: Pat
     assert _flushes(tmp_path, pushes) == [rest, PROJECT_CHUNK, rest]
 
 
+def test_a_step_shorter_than_a_push_goes_on_to_where_the_push_ended(tmp_path: Path) -> None:
+    """A serving front catches up a few hundred entries at a time between requests: a step
+    ending inside a push would show the town's runs without its villages' of that push."""
+    town, village = Log(TOWN), Log(VILLAGE)
+    pushes = [[town.next(300), village.next(300)] for _ in range(3)]
+    assert _flushes(tmp_path, pushes, step=100) == [600, 600, 600]
+    assert _flushes(tmp_path / "in-one", pushes[:1], one_second=True, step=599) == [600]
+
+
+def test_a_step_within_a_push_longer_than_a_chunk_is_cut_at_the_step(tmp_path: Path) -> None:
+    """A member's push that never ends within a chunk (more entries, or more bytes, than it
+    may hold) does not make a step longer than the step it asked for."""
+    village, step = Log(VILLAGE), PROJECT_CHUNK // 16
+    flushes = _flushes(tmp_path, [[village.next(PROJECT_CHUNK + 10)]], step=step)
+    assert flushes[:-1] == [step] * (len(flushes) - 1) and sum(flushes) == PROJECT_CHUNK + 10
+    heavy = Log(VILLAGE, pad=30_000)
+    flushes = _flushes(tmp_path / "heavy", [[heavy.next(400)]], step=100)
+    assert flushes[:-1] == [100] * (len(flushes) - 1) and sum(flushes) == 400
+
+
 def test_a_chunk_holds_no_more_than_its_bytes(tmp_path: Path) -> None:
     """A member's entries of the largest size allowed: a chunk is bounded by bytes as well,
     not only by count (so memory is, whatever a sender signed)."""
@@ -112,7 +113,7 @@ class Touchy(Flushes):
 
     name = "touchy"
 
-    def apply(self, store: Store, entry: SignedEntry, fields: dict[str, Any]) -> None:
+    def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
         if fields["body"].get("boom"):
             raise OverflowError("date value out of range")
         super().apply(store, entry, fields)
@@ -135,7 +136,7 @@ def test_an_entry_a_projection_raises_on_costs_a_few_attempts_not_one_an_entry(
         with store.transaction():
             store.insert(log, AT)
         assert store.catch_up() == 0
-        flushes = [n for (n,) in store.query("SELECT shown FROM flushes ORDER BY n")]
+        flushes = shown(store)
         [held] = store.quarantined()
     finally:
         store.close()

@@ -101,19 +101,23 @@ def test_projection_any_arrival_order_waits_then_converges(tmp_path: Path) -> No
             assert case_row(store, case_id) == expected_row
 
 
+@pytest.mark.parametrize("step", [None, 1], ids=["inline", "caught-up-an-entry-a-step"])
 def test_projection_folds_on_a_case_whose_logs_came_in_one_go_in_any_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: int | None
 ) -> None:
     """Every log of a case in one transaction, a town's and the city's before the village's
     (a relay's tier order: the town's acceptance before the village's forward it follows):
     one chain from nothing, so the case is folded on as it is, never refolded whole — and
-    comes out as a refold makes it."""
+    comes out as a refold makes it. Also when a serving front projects such a push later,
+    in steps shorter than it, its runs stored as ingest stores them (the city's, the town's,
+    the village's): a step goes on to where the push ended."""
     from tiers.cases import projection
 
     with network(tmp_path) as net:
         case_id = forward_round_trip(net)
         expected_row = case_row(net.city.store, case_id)
-        logs = [case_entries(net.city.store, o) for o in (TOWN, CITY, VILLAGE)]
+        origins = (CITY, TOWN, VILLAGE) if step else (TOWN, CITY, VILLAGE)
+        logs = [case_entries(net.city.store, o) for o in origins]
     refolded: list[str] = []
     refold = projection._Writer.refold
 
@@ -123,9 +127,13 @@ def test_projection_folds_on_a_case_whose_logs_came_in_one_go_in_any_order(
 
     monkeypatch.setattr(projection._Writer, "refold", counted)
     with fresh_store(tmp_path / "one-go.db") as store:
+        if step:
+            store.defer_projections()
         with store.transaction():
             for log in logs:
                 store.insert(log, "2025-10-09T10:00:00+08:00")
+        while store.catch_up(step):
+            pass
         assert refolded == []
         assert case_row(store, case_id) == expected_row
         recompute(store, [case_id])
