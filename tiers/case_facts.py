@@ -11,7 +11,7 @@ every node, in any order of arrival).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
@@ -20,7 +20,8 @@ from sync.clock import local_date
 from sync.logstore import LogStore
 from sync.protocol.entry import SignedEntry
 from tiers.cases import entries as e
-from tiers.cases.projection import load_cases
+from tiers.cases.order import Event
+from tiers.cases.projection import CaseProjection, load_cases
 from tiers.figures import COUNT_FIELDS, FACT_COLUMNS, Facts, Period, facts_of
 from tiers.steps import Step, advance
 
@@ -171,7 +172,6 @@ def _day(stamp: str | None) -> str | None:
     return local_date(stamp).isoformat() if stamp else None
 
 
-Fresh = tuple[str, str, dict[str, Any], str]  # (type, at, body, origin) of a new case event
 _ONCE = (e.RATED, e.FEE_ASSESSED, e.FEE_PAID)
 _CUSTODY = frozenset({e.FORWARDED, e.TAKEN, e.COMPLETED, e.REJECTED, e.WITHDRAWN})
 
@@ -185,7 +185,12 @@ _FACT_SOURCES = (
 )
 
 
-def _advance(store: LogStore, fresh: dict[str, list[Fresh]], mark: int) -> set[str]:
+def _advance(
+    store: LogStore,
+    fresh: dict[str, list[Event]],
+    mark: int,
+    folded: Mapping[str, list[Event]],
+) -> set[str]:
     """Bring each case's facts up to date without refolding it: from the `cases` row the case
     projection has just written (it flushes first) and the fresh events' own dates; the
     cases this could not do, for the caller to refold.
@@ -193,12 +198,14 @@ def _advance(store: LogStore, fresh: dict[str, list[Fresh]], mark: int) -> set[s
     Exact, not a guess: only when the stored facts account for every event held but the
     fresh ones (the counts prove it; an event that waited is never counted as accounted
     for) and all of them took effect (none waits, none was refused); else the caller
-    refolds the case, as `facts_of` on its fold would give.
+    refolds the case, as `facts_of` on its fold would give. Custody moves change the steps
+    in the order the fold takes them: more than one among the fresh events is taken only
+    in the order the case projection folded them on in (`folded`: its `folded_on`).
     """
     ids = json.dumps(sorted(fresh))
     done = set()
     for row in store.query(_FACT_SOURCES, (ids,)):
-        facts = _advanced(row, fresh[row[0]])
+        facts = _advanced(row, fresh[row[0]], folded.get(row[0]))
         if facts is not None:
             store.execute(_UPSERT, (*_row(facts), row[12], mark))
             done.add(row[0])
@@ -210,34 +217,37 @@ def _advance(store: LogStore, fresh: dict[str, list[Fresh]], mark: int) -> set[s
     return set(fresh) - done
 
 
-def _advanced(row: tuple[Any, ...], fresh: list[Fresh]) -> Facts | None:
-    """The facts of one case from its `cases` row and fresh events, or None (see `_advance`)."""
+def _advanced(row: tuple[Any, ...], fresh: list[Event], folded: list[Event] | None) -> Facts | None:
+    """The facts of one case from its `cases` row and fresh events (`folded`: the same, in
+    the order the case projection folded them on, if it did), or None (see `_advance`)."""
     (case_id, origin, by, item, received, accepted, promised, completed, closed, pauses, rating,
      fee, held, waiting, violations, known, extensions, rated_on, fee_on, paid_fen,
      paid_on, steps_text) = row  # fmt: skip
-    kinds = [kind for kind, _, _, _ in fresh]
+    kinds = [ev.type for ev in fresh]
     if waiting or violations != "[]" or (known or 0) + len(fresh) != held:
         return None
     if any(kinds.count(kind) > 1 for kind in _ONCE):
         return None
-    if sum(kind in _CUSTODY for kind in kinds) > 1:
-        return None  # two custody moves among fresh events: their order is the fold's
+    if sum(kind in _CUSTODY for kind in kinds) > 1:  # their order is the fold's
+        if folded is None or sorted(ev.ref for ev in folded) != sorted(ev.ref for ev in fresh):
+            return None
+        fresh = folded
     steps: list[Step] = (
         [tuple(step) for step in json.loads(steps_text)]
         if steps_text is not None else [(origin, local_date(received).isoformat(), None, "")]
     )  # fmt: skip
     added = list(_pairs(extensions or "[]"))
-    for kind, at, body, actor in fresh:
-        if kind == e.EXTENDED:
-            added.append((local_date(at).isoformat(), int(body["days"])))
-        elif kind == e.RATED:
-            rated_on = _day(at)
-        elif kind == e.FEE_ASSESSED:
-            fee_on = _day(at)
-        elif kind == e.FEE_PAID:
-            paid_on, paid_fen = _day(at), int(body["fee_fen"])
-        elif kind in _CUSTODY:
-            advance(steps, kind, at, actor)
+    for ev in fresh:
+        if ev.type == e.EXTENDED:
+            added.append((local_date(ev.at).isoformat(), int(ev.body["days"])))
+        elif ev.type == e.RATED:
+            rated_on = _day(ev.at)
+        elif ev.type == e.FEE_ASSESSED:
+            fee_on = _day(ev.at)
+        elif ev.type == e.FEE_PAID:
+            paid_on, paid_fen = _day(ev.at), int(ev.body["fee_fen"])
+        elif ev.type in _CUSTODY:
+            advance(steps, ev.type, ev.at, ev.origin)
     done = _day(completed)
     return Facts(
         case_id, origin, by, item, local_date(received).isoformat(), _day(accepted), promised,
@@ -268,7 +278,8 @@ class FigureProjection:
     `clock_leads` keeps, per origin and month of arrival, the entry whose `at` lay furthest
     ahead of the time it was stored here: a clock running fast (reconciliation's clock_skew).
     It must come after `CaseProjection` in `tiers.node.extensions()`: its flush reads the
-    `cases` rows that one has just brought up to date.
+    `cases` rows that one has just brought up to date, and the order it folded cases on in
+    (given `cases`: its `folded_on`).
     """
 
     name = NAME
@@ -280,8 +291,9 @@ class FigureProjection:
     types: frozenset[str] | None = None
     lazy = True
 
-    def __init__(self) -> None:
-        self._fresh: dict[str, list[Fresh]] = {}
+    def __init__(self, cases: CaseProjection | None = None) -> None:
+        self._cases = cases  # flushed just before this one: the order it folded cases on in
+        self._fresh: dict[str, list[Event]] = {}  # case id -> its events applied
         self._stamped: dict[str, dict[int, tuple[datetime, str]]] = {}  # origin: seq: `at`
 
     def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
@@ -289,7 +301,8 @@ class FigureProjection:
         self._stamped.setdefault(entry.origin, {})[entry.seq] = (datetime.fromisoformat(at), at)
         if entry.type in e.TYPES:
             body = fields["body"]
-            self._fresh.setdefault(body["case_id"], []).append((entry.type, at, body, entry.origin))
+            event = Event(entry.origin, entry.seq, entry.type, at, body)
+            self._fresh.setdefault(body["case_id"], []).append(event)
         elif entry.type == REPORT_MONTHLY:
             body = fields["body"]
             store.execute(
@@ -305,7 +318,8 @@ class FigureProjection:
     def flush(self, store: LogStore) -> None:
         if self._fresh:
             mark = next_mark(store)
-            _refresh(store, sorted(_advance(store, self._fresh, mark)), mark)
+            folded = self._cases.folded_on if self._cases is not None else {}
+            _refresh(store, sorted(_advance(store, self._fresh, mark, folded)), mark)
         self._fresh.clear()
         for origin, stamped in self._stamped.items():
             for month, lead, seq, at, received in _leads(store, origin, stamped):

@@ -17,9 +17,9 @@ from tiers.reports import FigureProjection
 
 def extensions() -> list[Extension]:
     """The tier projections every node keeps, in the order they must see entries."""
+    cases = CaseProjection()
     return [
-        Published(), CaseProjection(), FigureProjection(), MaterialProjection(),
-        ComplaintProjection(),
+        Published(), cases, FigureProjection(cases), MaterialProjection(), ComplaintProjection(),
     ]  # fmt: skip
 
 

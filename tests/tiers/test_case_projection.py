@@ -31,6 +31,7 @@ from tiers.calendar_publish import publish_calendar
 from tiers.cases import service
 from tiers.cases.projection import recompute
 from tiers.cases.views import case_view
+from tiers.figures import FACT_COLUMNS
 
 _VOLATILE = {"remaining_days", "warning"}
 
@@ -60,28 +61,37 @@ def test_projection_round_trip_state_at_every_node(tmp_path: Path) -> None:
     assert row["deadline"] == "2025-10-23"
 
 
-@pytest.mark.parametrize("seed", [pytest.param(s, id=f"seed{s}") for s in range(6)])
+@pytest.mark.parametrize("seed", [pytest.param(s, id=f"seed{s}") for s in range(12)])
 def test_projection_scrambled_arrival_across_logs_gives_same_state(
     tmp_path: Path, seed: int
 ) -> None:
+    """The three logs interleaved at random, each origin in its own seq order, and taken in
+    flushes of one to five entries: the case and its figures' facts come out the same
+    (a flush holding several custody moves out of causal order is refolded, one holding
+    them as a chain is folded on in its order)."""
     with network(tmp_path) as net:
         case_id = forward_round_trip(net)
         expected_row = case_row(net.city.store, case_id)
         expected_view = _view(net.city.store, case_id)
+        expected_facts = _facts(net.city.store, case_id)
         logs = {o: case_entries(net.city.store, o) for o in (VILLAGE, TOWN, CITY)}
     assert [len(logs[o]) for o in (VILLAGE, TOWN, CITY)] == [4, 3, 4]
     rng = random.Random(seed)
-    # Interleave the three logs at random, each origin still in its own seq order.
     queues = {o: list(es) for o, es in logs.items()}
     order = []
     while any(queues.values()):
         origin = rng.choice([o for o, q in queues.items() if q])
         order.append(queues[origin].pop(0))
     with fresh_store(tmp_path / f"fourth{seed}.db") as store:
-        for entry in order:
-            insert_one(store, entry)
+        while order:
+            size = rng.randint(1, 5)
+            flush, order = order[:size], order[size:]
+            with store.transaction():
+                for entry in flush:
+                    store.insert([entry], "2025-10-09T10:00:00+08:00")
         assert case_row(store, case_id) == expected_row
         assert _view(store, case_id) == expected_view
+        assert _facts(store, case_id) == expected_facts
 
 
 def test_projection_any_arrival_order_waits_then_converges(tmp_path: Path) -> None:
@@ -110,22 +120,31 @@ def test_projection_folds_on_a_case_whose_logs_came_in_one_go_in_any_order(
     one chain from nothing, so the case is folded on as it is, never refolded whole — and
     comes out as a refold makes it. Also when a serving front projects such a push later,
     in steps shorter than it, its runs stored as ingest stores them (the city's, the town's,
-    the village's): a step goes on to where the push ended."""
+    the village's): a step goes on to where the push ended. Its figures' facts, whose steps
+    follow its custody moves (five here, all in one flush), are not refolded either: they
+    take the order the case was folded on in, and equal those built a push at a time."""
+    from tiers import case_facts
     from tiers.cases import projection
 
     with network(tmp_path) as net:
         case_id = forward_round_trip(net)
         expected_row = case_row(net.city.store, case_id)
+        expected_facts = _facts(net.city.store, case_id)
         origins = (CITY, TOWN, VILLAGE) if step else (TOWN, CITY, VILLAGE)
         logs = [case_entries(net.city.store, o) for o in origins]
     refolded: list[str] = []
-    refold = projection._Writer.refold
+    refold, refresh = projection._Writer.refold, case_facts._refresh
 
     def counted(writer: Any, case_ids: list[str]) -> None:
         refolded.extend(case_ids)
         refold(writer, case_ids)
 
+    def counted_facts(store: Store, case_ids: list[str], mark: int) -> None:
+        refolded.extend(f"facts of {case_id}" for case_id in case_ids)
+        refresh(store, case_ids, mark)
+
     monkeypatch.setattr(projection._Writer, "refold", counted)
+    monkeypatch.setattr(case_facts, "_refresh", counted_facts)
     with fresh_store(tmp_path / "one-go.db") as store:
         if step:
             store.defer_projections()
@@ -136,8 +155,16 @@ def test_projection_folds_on_a_case_whose_logs_came_in_one_go_in_any_order(
             pass
         assert refolded == []
         assert case_row(store, case_id) == expected_row
+        assert _facts(store, case_id) == expected_facts
+        assert sum(e.type in case_facts._CUSTODY for log in logs for e in log) == 5
         recompute(store, [case_id])
         assert refolded == [case_id] and case_row(store, case_id) == expected_row
+
+
+def _facts(store: Store, case_id: str) -> list[tuple[Any, ...]]:
+    """The case's `case_facts` row (the facts its figures count), as stored."""
+    columns = ", ".join(FACT_COLUMNS)
+    return store.query(f"SELECT {columns} FROM case_facts WHERE case_id = ?", (case_id,))
 
 
 def test_projection_event_whose_after_is_missing_waits(tmp_path: Path) -> None:

@@ -330,9 +330,10 @@ class _Writer:
             held = len(folded.ordered) + len(folded.waiting)
             self.write(folded.state, held, len(folded.waiting))
 
-    def advance(self, fresh: dict[str, list[Event]]) -> set[str]:
+    def advance(self, fresh: dict[str, list[Event]]) -> dict[str, list[Event]]:
         """Fold each case's `fresh` events onto its stored state when they simply extend
-        its causal chain; the cases this could not do, for the caller to refold.
+        its causal chain; the cases it did, each with its fresh events in the order folded
+        (the others are the caller's to refold).
 
         Exact, not a guess: it applies only when nothing waits, every event held is either
         folded already or in `fresh` (the count proves it, also after a rolled-back
@@ -356,34 +357,36 @@ class _Writer:
                 (ids,),
             )
         }
-        missed = set()
+        folded = {}
         for case_id, events in fresh.items():
-            if not self._extend(case_id, events, counts.get(case_id, 0), stored.get(case_id)):
-                missed.add(case_id)
-        return missed
+            chain = self._extend(case_id, events, counts.get(case_id, 0), stored.get(case_id))
+            if chain is not None:
+                folded[case_id] = chain
+        return folded
 
     def _extend(
         self, case_id: str, fresh: list[Event], count: int, row: tuple[Any, ...] | None
-    ) -> bool:
+    ) -> list[Event] | None:
         texts = None
         if row is None:
             chain = chained(None, fresh) if count == len(fresh) else None
             state = fold(chain[:1], self.calendar()) if chain else None
             if chain is None or state is None:
-                return False
-            chain = chain[1:]
+                return None
+            steps = chain[1:]
         else:
             known = _stored(row)
             if known.waiting or count != known.held + len(fresh):
-                return False
+                return None
             state, texts = known.state, known.texts
             chain = chained(state.tip, fresh)
             if chain is None:
-                return False
-        for event in chain:
+                return None
+            steps = chain
+        for event in steps:
             step(state, event, self.calendar(), written_after(self.store, [event]))
         self.write(state, count, 0, texts)
-        return True
+        return chain
 
 
 def recompute(store: LogStore, case_ids: Iterable[str]) -> None:
@@ -414,6 +417,10 @@ class CaseProjection:
         self._fresh: dict[str, list[Event]] = {}  # case id -> events applied, in order
         self._span: tuple[date, date] | None = None
         self._all_accepted = False
+        # the cases the last flush folded on, each with its events in the order folded: an
+        # extension flushing after this one in the same transaction may take that order
+        # for its own (tiers.case_facts), as a refold would have given it
+        self.folded_on: dict[str, list[Event]] = {}
 
     def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
         body = fields["body"]
@@ -468,14 +475,15 @@ class CaseProjection:
 
     def discard(self) -> None:
         self._fresh.clear()
+        self.folded_on = {}
         self._span, self._all_accepted = None, False
 
     def flush(self, store: LogStore) -> None:
         writer = _Writer(store)
         refold = self._calendar_cases(store)
         fresh = {c: events for c, events in self._fresh.items() if c not in refold}
-        if fresh:
-            refold |= writer.advance(fresh)
+        self.folded_on = writer.advance(fresh) if fresh else {}
+        refold |= fresh.keys() - self.folded_on.keys()
         writer.refold(sorted(refold))
         self._fresh.clear()
         self._span, self._all_accepted = None, False
