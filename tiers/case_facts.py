@@ -22,7 +22,7 @@ from sync.protocol.entry import SignedEntry
 from tiers.cases import entries as e
 from tiers.cases.order import Event
 from tiers.cases.projection import CaseProjection, load_cases
-from tiers.figures import COUNT_FIELDS, FACT_COLUMNS, Facts, Period, facts_of
+from tiers.figures import COUNT_FIELDS, FACT_COLUMNS, Dated, Facts, Period, dated, facts_of
 from tiers.steps import Step, advance
 
 REPORT_MONTHLY = "report.monthly"
@@ -236,24 +236,17 @@ def _advanced(row: tuple[Any, ...], fresh: list[Event], folded: list[Event] | No
         [tuple(step) for step in json.loads(steps_text)]
         if steps_text is not None else [(origin, local_date(received).isoformat(), None, "")]
     )  # fmt: skip
-    added = list(_pairs(extensions or "[]"))
     for ev in fresh:
-        if ev.type == e.EXTENDED:
-            added.append((local_date(ev.at).isoformat(), int(ev.body["days"])))
-        elif ev.type == e.RATED:
-            rated_on = _day(ev.at)
-        elif ev.type == e.FEE_ASSESSED:
-            fee_on = _day(ev.at)
-        elif ev.type == e.FEE_PAID:
-            paid_on, paid_fen = _day(ev.at), int(ev.body["fee_fen"])
-        elif ev.type in _CUSTODY:
+        if ev.type in _CUSTODY:
             advance(steps, ev.type, ev.at, ev.origin)
+    got = dated(fresh, Dated(_pairs(extensions or "[]"), rated_on, fee_on, paid_fen, paid_on))
     done = _day(completed)
     return Facts(
         case_id, origin, by, item, local_date(received).isoformat(), _day(accepted), promised,
         done, done or _day(closed),
         tuple((local_date(a).isoformat(), _day(b)) for a, b in _pairs(pauses)),
-        tuple(added), rating, rated_on, fee, fee_on, paid_fen, paid_on, tuple(steps),
+        got.extensions, rating, got.rated_on, fee, got.fee_on, got.paid_fen, got.paid_on,
+        tuple(steps),
     )  # fmt: skip
 
 

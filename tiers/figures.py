@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sync.clock import local_date
 from sync.protocol import i18n
@@ -34,6 +34,7 @@ from sync.protocol.errors import ReportError
 from tiers.calendar import WorkCalendar
 from tiers.cases import entries as e
 from tiers.cases.machine import CaseState
+from tiers.cases.order import Event
 from tiers.catalogue import CatalogueItem
 from tiers.deadlines import CaseDeadlines
 from tiers.steps import REJECTED, WITHDRAWN, Judged, Step, judge, steps_of
@@ -257,10 +258,24 @@ def _day(stamp: str | None) -> str | None:
     return local_date(stamp).isoformat() if stamp else None
 
 
-def facts_of(state: CaseState) -> Facts:
-    """The facts of a folded case (only events the machine applied count)."""
-    extensions, rated_on, fee_on, paid_on, paid_fen = [], None, None, None, None
-    for ev in state.events:
+class Dated(NamedTuple):
+    """What a case's events date beside its state: its extensions (day, days), when it was
+    rated, charged and paid, and how much."""
+
+    extensions: tuple[tuple[str, int], ...] = ()
+    rated_on: str | None = None
+    fee_on: str | None = None
+    paid_fen: int | None = None
+    paid_on: str | None = None
+
+
+UNDATED = Dated()
+
+
+def dated(events: Iterable[Event], since: Dated = UNDATED) -> Dated:
+    """`since`, with what `events` (in the order applied) date."""
+    extensions, (_, rated_on, fee_on, paid_fen, paid_on) = list(since.extensions), since
+    for ev in events:
         if ev.type == e.EXTENDED:
             extensions.append((local_date(ev.at).isoformat(), int(ev.body["days"])))
         elif ev.type == e.RATED:
@@ -269,13 +284,20 @@ def facts_of(state: CaseState) -> Facts:
             fee_on = _day(ev.at)
         elif ev.type == e.FEE_PAID:
             paid_on, paid_fen = _day(ev.at), int(ev.body["fee_fen"])
+    return Dated(tuple(extensions), rated_on, fee_on, paid_fen, paid_on)
+
+
+def facts_of(state: CaseState) -> Facts:
+    """The facts of a folded case (only events the machine applied count)."""
+    got = dated(state.events)
     completed_on = _day(state.completed_at)
     return Facts(
         state.case_id, state.origin, state.accepted_by, state.item_code,
         local_date(state.received_at).isoformat(), _day(state.accepted_at),
         state.promised_days, completed_on, completed_on or _day(state.closed_at),
         tuple((local_date(s).isoformat(), _day(end)) for s, end in state.pauses),
-        tuple(extensions), state.rating, rated_on, state.fee_fen, fee_on, paid_fen, paid_on,
+        got.extensions, state.rating, got.rated_on, state.fee_fen, got.fee_on, got.paid_fen,
+        got.paid_on,
         steps_of(state.origin, state.received_at,
                  ((ev.type, ev.at, ev.origin) for ev in state.events[1:])),
     )  # fmt: skip
