@@ -421,13 +421,10 @@ def _params(params: Sequence[Any] | dict[str, Any]) -> Sequence[Any] | dict[str,
     statement the dialect wrote; ints and bools as untyped literals, so the server takes the
     type of the column or operand they meet, as SQLite does (`text_column = 5` is no error
     there, and 0/1 are its booleans)."""
+    # (inline, not a function a value: every projected entry's statements pass here)
     if isinstance(params, dict):
-        return {k: _loose(v) for k, v in params.items()}
-    return tuple(_loose(v) for v in params)
-
-
-def _loose(value: Any) -> Any:
-    return str(int(value)) if isinstance(value, int) else value
+        return {k: str(int(v)) if isinstance(v, int) else v for k, v in params.items()}
+    return [str(int(v)) if isinstance(v, int) else v for v in params]
 
 
 i18n.register(
