@@ -9,24 +9,20 @@ node's own appends (`strict`), the append is refused.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sync import authority
+from sync._chunk_end import PROJECT_CHUNK, chunk_end
 from sync._tables import tables_of
 from sync.protocol import i18n
-from sync.protocol.batch import BATCH_BYTES, BATCH_ENTRIES
 from sync.protocol.entry import SignedEntry, entry_fields
 from sync.protocol.errors import StoreError, ZhibaoError, describe
-from sync.protocol.ids import tier_order
 
 if TYPE_CHECKING:
     from sync.logstore import LogStore
 
 PROJECTED = "projected"  # meta key: entries.id up to which the lazy extensions have seen
-# entries and bytes held in memory at once while catching up: two pushes' worth, so that a
-# chunk ending where a push ended (`_chunk`) still holds at least one whole
-PROJECT_CHUNK, PROJECT_BYTES = 2 * BATCH_ENTRIES, 2 * BATCH_BYTES
 ISOLATED = 32  # entries a failed attempt is split down to, then shown one at a time
 UNPROJECTED_SQL = (  # entries stored but not yet seen by the lazy extensions
     "SELECT coalesce(max(id), 0) - coalesce((SELECT CAST(value AS INTEGER) FROM meta "
@@ -106,7 +102,7 @@ class Projecting:
 
     def catch_up(self, limit: int | None = None) -> int:
         """Project about `limit` (else all) entries not projected yet — a chunk ends where a
-        push ended, which may be past `limit` (`_chunk_end`); returns how many remain.
+        push ended, which may be past `limit` (`chunk_end`); returns how many remain.
 
         One transaction per chunk of at most PROJECT_CHUNK entries, each moving the cursor with the
         projection, so a long catch-up never holds the write lock for long and a crash
@@ -143,23 +139,27 @@ class Projecting:
     def _chunk(
         self, after: int, through: int, limit: int
     ) -> tuple[int, list[SignedEntry], list[str], set[int]] | None:
-        """The entries with `after` < id <= `through`, at most `limit` and PROJECT_BYTES (but
-        one): (the last id, the entries, when each was received, the positions of those
-        quarantined); None if none.
+        """The entries with `after` < id <= `through`, about `limit` of them, at most
+        PROJECT_CHUNK and PROJECT_BYTES (but one): (the last id, the entries, when each was
+        received, the positions of those quarantined); None if none.
 
-        A chunk cut short ends where a push ended (`_chunk_end`), before `limit` if one did,
+        A chunk cut short ends where a push ended (`chunk_end`), before `limit` if one did,
         else past it: a push's entries then meet the projection together, so an event
         that arrived before the one it follows (a receiver takes a town's runs of a batch
         before its villages') is still folded on, not refolded whole in the next chunk.
-        What lies past `limit` is read only when no push ended within it."""
-        for reach in (limit + 1, PROJECT_CHUNK + 1):
+        On SQLite what lies past `limit` is read only when no push ended within it; where
+        transactions interleave (`written_by`) a push's end is told only among the rows
+        read, so as many as a chunk may take are read at once (one transaction's rows may
+        go on past a shorter read: that spot is no end)."""
+        reaches = (limit + 1, PROJECT_CHUNK + 1) if self.written_by == "NULL" else ()
+        for reach in (*reaches, PROJECT_CHUNK + 1):
             sizes = self.query(
                 f"SELECT id, length(raw), received_at, origin, {self.written_by} FROM entries "
                 "WHERE id > ? AND id <= ? ORDER BY id LIMIT ?", (after, through, reach)
             )  # fmt: skip
             if not sizes:
                 return None
-            end = _chunk_end(sizes, limit, whole=len(sizes) < reach)
+            end = chunk_end(sizes, limit, whole=len(sizes) < reach)
             if end:
                 break
         rows = self.query(
@@ -445,55 +445,6 @@ class Projecting:
         self._pending = False
         _, self._projected = self._project()
         self._moved = False
-
-
-def _chunk_end(sizes: Sequence[tuple[int, int, str, str, Any]], limit: int, *, whole: bool) -> int:
-    """How many of `sizes` (id, bytes, time of arrival, origin, transaction, in id order;
-    `whole`: no entry is stored after them) a chunk of about `limit` entries takes: all,
-    when they are no more; else as many as end where the last push that ended within
-    `limit` ended, or, if none did, where the first push to end after it ended — never more
-    than PROJECT_CHUNK entries and PROJECT_BYTES (a push longer than that is cut at
-    `limit`). 0: `sizes` ends before a push did, read further. (An idle catch-up's steps of
-    a few hundred entries cut a town's runs from its villages' of the same push, and each
-    case they share was then refolded whole.)"""
-    bound, total = min(len(sizes), PROJECT_CHUNK), 0
-    for index in range(bound):
-        total += sizes[index][1]
-        if total > PROJECT_BYTES and index:
-            bound = index
-            break
-    end = min(bound, limit)
-    if end == len(sizes):
-        return end
-    ended = _push_ends(sizes, whole)
-    for index in [*range(end, 0, -1), *range(end + 1, bound + 1)]:
-        if ended(index):
-            return index
-    return end if bound < len(sizes) else 0
-
-
-def _push_ends(sizes: Sequence[tuple[int, int, str, str, Any]], whole: bool
-               ) -> Callable[[int], bool]:  # fmt: skip
-    """Whether a push ended before sizes[index] (`_chunk_end`'s rows). Where each entry names
-    the transaction that stored it (PostgreSQL: two fronts append at once and their ids
-    interleave), where no transaction seen before goes on at or after it. Else (SQLite: one
-    writer, a transaction's ids follow one another) where the time of arrival changes, or
-    where `tier_order`, in which `sync.ingest` stores a batch's runs, goes back: a new
-    batch began."""
-    if sizes[0][4] is None:
-
-        def ended(index: int) -> bool:
-            if index == len(sizes):
-                return whole
-            (_, _, before, previous, _), (_, _, arrived, origin, _) = sizes[index - 1 : index + 1]
-            return arrived != before or tier_order(origin) < tier_order(previous)
-
-        return ended
-    last = {row[4]: index for index, row in enumerate(sizes)}
-    reach = [0] * (len(sizes) + 1)  # reach[i]: the last place a transaction before i is at
-    for index in range(1, len(sizes) + 1):
-        reach[index] = max(reach[index - 1], last[sizes[index - 1][4]])
-    return lambda index: reach[index] < index and (index < len(sizes) or whole)
 
 
 i18n.register(

@@ -3,8 +3,9 @@
 A push is answered once its entries are verified and durable; the tiers' projections of
 them are deferred (sync.store). They are caught up on the serving loop, where every request
 is handled, so the node's one connection is never used by two threads: once no push has
-come for `IDLE_SECONDS`, a few hundred entries at a time so a request never waits long (a
-step goes on to where the push it reached ended, so a push is projected in one flush) —
+come for `IDLE_SECONDS`, a few hundred entries at a time so a request does not wait long
+(a step goes on to where the push it reached ended, so a push is projected in one flush:
+a request may then wait for up to a chunk, PROJECT_CHUNK entries) —
 and, while pushes keep coming, whatever exceeds `BACKLOG` between two requests, so the work
 does not pile up for the next pull, which catches up at once before it reads them (a pull
 behind 100,000 unprojected entries held the loop, and on PostgreSQL every front, for

@@ -198,9 +198,10 @@ def _advance(
     Exact, not a guess: only when the stored facts account for every event held but the
     fresh ones (the counts prove it; an event that waited is never counted as accounted
     for) and all of them took effect (none waits, none was refused); else the caller
-    refolds the case, as `facts_of` on its fold would give. Custody moves change the steps
-    in the order the fold takes them: more than one among the fresh events is taken only
-    in the order the case projection folded them on in (`folded`: its `folded_on`).
+    refolds the case, as `facts_of` on its fold would give. The fresh events are taken in
+    the order the case projection folded them on in, where it did (`folded`: its
+    `folded_on`, for the same events); else in the order applied, but then more than one
+    custody move (the steps follow them in the fold's order) makes it refold.
     """
     ids = json.dumps(sorted(fresh))
     done = set()
@@ -228,10 +229,10 @@ def _advanced(row: tuple[Any, ...], fresh: list[Event], folded: list[Event] | No
         return None
     if any(kinds.count(kind) > 1 for kind in _ONCE):
         return None
-    if sum(kind in _CUSTODY for kind in kinds) > 1:  # their order is the fold's
-        if folded is None or sorted(ev.ref for ev in folded) != sorted(ev.ref for ev in fresh):
-            return None
-        fresh = folded
+    if folded is not None and sorted(ev.ref for ev in folded) == sorted(ev.ref for ev in fresh):
+        fresh = folded  # the fold's order (a refold lists extensions in it too)
+    elif sum(kind in _CUSTODY for kind in kinds) > 1:  # their order is the fold's
+        return None
     steps: list[Step] = (
         [tuple(step) for step in json.loads(steps_text)]
         if steps_text is not None else [(origin, local_date(received).isoformat(), None, "")]
@@ -309,9 +310,11 @@ class FigureProjection:
         self._stamped.clear()
 
     def flush(self, store: LogStore) -> None:
+        folded: dict[str, list[Event]] = {}
+        if self._cases is not None:  # taken at every flush: this one's, never a later one's
+            folded, self._cases.folded_on = self._cases.folded_on, {}
         if self._fresh:
             mark = next_mark(store)
-            folded = self._cases.folded_on if self._cases is not None else {}
             _refresh(store, sorted(_advance(store, self._fresh, mark, folded)), mark)
         self._fresh.clear()
         for origin, stamped in self._stamped.items():

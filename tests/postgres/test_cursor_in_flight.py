@@ -69,12 +69,13 @@ def test_an_entry_still_being_appended_is_not_passed_over(pg_url: str) -> None:
             store.close()
 
 
+@pytest.mark.parametrize("step", [1, 4, 6, 8, 10])
 def test_a_catch_up_step_takes_a_push_whole_though_another_took_ids_inside_it(
-    pg_url: str,
+    pg_url: str, step: int
 ) -> None:
     """Two fronts append at once, so one town's push (its own run, then its village's, in
-    two parts) holds ids on both sides of another town's. A catch-up in steps of one entry,
-    as a serving front's between requests, still shows the first push to one flush whole
+    two parts) holds ids on both sides of another town's. A catch-up in steps shorter than
+    it, as a serving front's between requests, still shows the first push to one flush whole
     (the case projection folds on a town's acceptance only beside the village's forward it
     follows) and ends there, before the push after both: not where the ids change hands."""
     town, other, projector = (PgStore(pg_url, extensions=[Flushes()]) for _ in range(3))
@@ -92,7 +93,7 @@ def test_a_catch_up_step_takes_a_push_whole_though_another_took_ids_inside_it(
         with other.transaction():
             last = other.entries(OTHER, 0, 10, 10)[-1]
             other.insert(chain(signer_for(OTHER), OTHER, 2, after=last), NOW)
-        while projector.catch_up(1):
+        while projector.catch_up(step):
             pass
         assert shown(projector) == [11, 2]
     finally:

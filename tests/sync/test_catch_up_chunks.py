@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sync._projecting import PROJECT_BYTES
+from sync._chunk_end import PROJECT_BYTES, chunk_end
 from sync.logstore import LogStore
 from sync.protocol.entry import SignedEntry, encode_entry, sign_entry
 from sync.protocol.keys import Signer
@@ -95,6 +95,18 @@ def test_a_step_within_a_push_longer_than_a_chunk_is_cut_at_the_step(tmp_path: P
     heavy = Log(VILLAGE, pad=30_000)
     flushes = _flushes(tmp_path / "heavy", [[heavy.next(400)]], step=100)
     assert flushes[:-1] == [100] * (len(flushes) - 1) and sum(flushes) == 400
+
+
+def test_where_transactions_interleave_a_push_is_a_transaction_s_one_time_of_arrival() -> None:
+    """PostgreSQL's rows name their transaction: a push ends where none seen before goes on.
+    A move (`store migrate`) copies many pushes in one transaction: they still end where the
+    time of arrival changes — and a transaction whose rows go on past another's is no end."""
+    one = [(i, 10, "10:00:00" if i < 4 else "10:00:01", TOWN, "701") for i in range(10)]
+    assert chunk_end(one, 7, whole=True) == 4
+    marks = ["701"] * 3 + ["702"] * 4 + ["701"] * 2 + ["703"]  # 701's rows around 702's
+    two = [(i, 10, "10:00:00", TOWN, mark) for i, mark in enumerate(marks)]
+    assert chunk_end(two, 5, whole=True) == 9 and chunk_end(two, 5, whole=False) == 9
+    assert chunk_end(two[:8], 5, whole=False) == 0  # 701 may go on: read further
 
 
 def test_a_chunk_holds_no_more_than_its_bytes(tmp_path: Path) -> None:

@@ -144,7 +144,7 @@ def test_projection_keeps_up_while_pushes_never_stop(
     not let the unprojected entries pile up for the next pull: what exceeds BACKLOG is
     projected between two requests, at once (not a step: a stream of big pushes outran
     steps), down to BACKLOG — here further, to where the one push of 20 ended, which a
-    step never cuts (the case projection would refold what it cut apart)."""
+    step does not cut within a chunk (the case projection would refold what it cut apart)."""
     monkeypatch.setattr(sync.idle_projection, "IDLE_SECONDS", 60.0)
     monkeypatch.setattr(sync.idle_projection, "BACKLOG", 3)
     monkeypatch.setattr(sync.idle_projection, "PROJECT_STEP", 2)
