@@ -151,8 +151,8 @@ class Projecting:
         transactions interleave (`written_by`) a push's end is told only among the rows
         read, so as many as a chunk may take are read at once (one transaction's rows may
         go on past a shorter read: that spot is no end)."""
-        reaches = (limit + 1, PROJECT_CHUNK + 1) if self.written_by == "NULL" else ()
-        for reach in (*reaches, PROJECT_CHUNK + 1):
+        first = (limit + 1,) if self.written_by == "NULL" else ()
+        for reach in (*first, PROJECT_CHUNK + 1):
             sizes = self.query(
                 f"SELECT id, length(raw), received_at, origin, {self.written_by} FROM entries "
                 "WHERE id > ? AND id <= ? ORDER BY id LIMIT ?", (after, through, reach)
