@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import date
 from pathlib import Path
@@ -348,3 +349,30 @@ def test_projection_late_supplement_verdict_follows_a_published_calendar(tmp_pat
     assert fresh is not None and fresh.deemed_accepted
     assert fresh.accepted_at == "2026-12-28T09:00:00+08:00"
     assert row["accepted_at"] == fresh.accepted_at
+
+
+def test_facts_take_the_fold_s_order_only_for_the_events_folded() -> None:
+    """A town takes a village's forward and completes it in one flush, the two arriving
+    completed-first: the facts' steps follow the order the case projection folded them on
+    in — and only when that order is for these very events; otherwise (none, or another
+    set's) the facts are refolded, not advanced in the order applied."""
+    from tiers import case_facts
+    from tiers.cases.order import Event
+    from tiers.steps import COMPLETED, FORWARDED, IN_TRANSIT
+
+    taken = Event(TOWN, 7, "case.taken", "2025-10-09T09:00:00+08:00", {"after": [VILLAGE, 2]})
+    done = Event(TOWN, 8, "case.completed", "2025-10-10T09:00:00+08:00", {"after": [TOWN, 7]})
+    row = (
+        "c1", VILLAGE, TOWN, "B2", "2025-10-08T09:00:00+08:00", "2025-10-09T09:00:00+08:00", 5,
+        "2025-10-10T09:00:00+08:00", None, "[]", None, None,
+        4, 0, "[]", 2, "[]", None, None, None, None,
+        json.dumps([[VILLAGE, "2025-10-08", "2025-10-08", IN_TRANSIT]]),
+    )  # fmt: skip
+    facts = case_facts._advanced(row, [done, taken], [taken, done])
+    assert facts is not None
+    assert [(node, how) for node, _, _, how in facts.steps] == [
+        (VILLAGE, FORWARDED), (TOWN, COMPLETED),
+    ]  # fmt: skip
+    assert case_facts._advanced(row, [done, taken], None) is None
+    other = Event(TOWN, 9, "case.completed", done.at, {"after": [TOWN, 7]})
+    assert case_facts._advanced(row, [done, taken], [taken, other]) is None
