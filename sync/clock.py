@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 from zoneinfo import ZoneInfo
 
 from sync.protocol import i18n
@@ -168,6 +168,16 @@ def parse_time(value: str | datetime) -> datetime:
 def local_date(stamp: str) -> date:
     """The calendar day (China time) of an entry's `at`."""
     return datetime.fromisoformat(stamp).astimezone(ZONE).date()
+
+
+@overload
+def local_day(stamp: str) -> str: ...
+@overload
+def local_day(stamp: str | None) -> str | None: ...
+def local_day(stamp: str | None) -> str | None:
+    """That day as the projections keep it, YYYY-MM-DD; None for no time (a case not
+    accepted, a pause not ended)."""
+    return datetime.fromisoformat(stamp).astimezone(ZONE).date().isoformat() if stamp else None
 
 
 i18n.register(

@@ -16,7 +16,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from sync.clock import local_date
+from sync.clock import local_date, local_day
 from sync.logstore import LogStore
 from sync.protocol.entry import SignedEntry
 from tiers.cases import entries as e
@@ -168,10 +168,6 @@ def _refresh(store: LogStore, case_ids: Iterable[str], mark: int) -> None:
                 )
 
 
-def _day(stamp: str | None) -> str | None:
-    return local_date(stamp).isoformat() if stamp else None
-
-
 _ONCE = (e.RATED, e.FEE_ASSESSED, e.FEE_PAID)
 _CUSTODY = frozenset({e.FORWARDED, e.TAKEN, e.COMPLETED, e.REJECTED, e.WITHDRAWN})
 
@@ -235,17 +231,17 @@ def _advanced(row: tuple[Any, ...], fresh: list[Event], folded: list[Event] | No
         return None
     steps: list[Step] = (
         [tuple(step) for step in json.loads(steps_text)]
-        if steps_text is not None else [(origin, local_date(received).isoformat(), None, "")]
+        if steps_text is not None else [(origin, local_day(received), None, "")]
     )  # fmt: skip
     for ev in fresh:
         if ev.type in _CUSTODY:
             advance(steps, ev.type, ev.at, ev.origin)
     got = dated(fresh, Dated(_pairs(extensions or "[]"), rated_on, fee_on, paid_fen, paid_on))
-    done = _day(completed)
+    done = local_day(completed)
     return Facts(
-        case_id, origin, by, item, local_date(received).isoformat(), _day(accepted), promised,
-        done, done or _day(closed),
-        tuple((local_date(a).isoformat(), _day(b)) for a, b in _pairs(pauses)),
+        case_id, origin, by, item, local_day(received), local_day(accepted), promised,
+        done, done or local_day(closed),
+        tuple((local_day(a), local_day(b)) for a, b in _pairs(pauses)),
         got.extensions, rating, got.rated_on, fee, got.fee_on, got.paid_fen, got.paid_on,
         tuple(steps),
     )  # fmt: skip

@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields
 from datetime import date, timedelta
 from typing import Any, NamedTuple
 
-from sync.clock import local_date
+from sync.clock import local_day
 from sync.protocol import i18n
 from sync.protocol.errors import ReportError
 from tiers.calendar import WorkCalendar
@@ -254,10 +254,6 @@ class Facts:
 FACT_COLUMNS = tuple(f.name for f in fields(Facts))
 
 
-def _day(stamp: str | None) -> str | None:
-    return local_date(stamp).isoformat() if stamp else None
-
-
 class Dated(NamedTuple):
     """What a case's events date beside its state: its extensions (day, days), when it was
     rated, charged and paid, and how much."""
@@ -277,25 +273,25 @@ def dated(events: Iterable[Event], since: Dated = UNDATED) -> Dated:
     extensions, (_, rated_on, fee_on, paid_fen, paid_on) = list(since.extensions), since
     for ev in events:
         if ev.type == e.EXTENDED:
-            extensions.append((local_date(ev.at).isoformat(), int(ev.body["days"])))
+            extensions.append((local_day(ev.at), int(ev.body["days"])))
         elif ev.type == e.RATED:
-            rated_on = _day(ev.at)
+            rated_on = local_day(ev.at)
         elif ev.type == e.FEE_ASSESSED:
-            fee_on = _day(ev.at)
+            fee_on = local_day(ev.at)
         elif ev.type == e.FEE_PAID:
-            paid_on, paid_fen = _day(ev.at), int(ev.body["fee_fen"])
+            paid_on, paid_fen = local_day(ev.at), int(ev.body["fee_fen"])
     return Dated(tuple(extensions), rated_on, fee_on, paid_fen, paid_on)
 
 
 def facts_of(state: CaseState) -> Facts:
     """The facts of a folded case (only events the machine applied count)."""
     got = dated(state.events)
-    completed_on = _day(state.completed_at)
+    completed_on = local_day(state.completed_at)
     return Facts(
         state.case_id, state.origin, state.accepted_by, state.item_code,
-        local_date(state.received_at).isoformat(), _day(state.accepted_at),
-        state.promised_days, completed_on, completed_on or _day(state.closed_at),
-        tuple((local_date(s).isoformat(), _day(end)) for s, end in state.pauses),
+        local_day(state.received_at), local_day(state.accepted_at),
+        state.promised_days, completed_on, completed_on or local_day(state.closed_at),
+        tuple((local_day(s), local_day(end)) for s, end in state.pauses),
         got.extensions, state.rating, got.rated_on, state.fee_fen, got.fee_on, got.paid_fen,
         got.paid_on,
         steps_of(state.origin, state.received_at,

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from sync.clock import local_date
+from sync.clock import local_day
 from sync.protocol.ids import tier_of
 from tiers.calendar import WorkCalendar
 from tiers.cases import entries as e
@@ -50,10 +50,6 @@ MIN_REVIEW_DAYS = 1  # … and at least this many
 Step = tuple[str, str, str | None, str]  # (node, began_on, ended_on, how)
 
 
-def _day(stamp: str) -> str:
-    return local_date(stamp).isoformat()
-
-
 def advance(steps: list[Step], kind: str, at: str, actor: str) -> None:
     """Fold one applied case event (type `kind`, by `actor`, at `at`) into `steps`, whose
     last element is the step open now; events that move no custody change nothing."""
@@ -61,14 +57,14 @@ def advance(steps: list[Step], kind: str, at: str, actor: str) -> None:
     if how not in (OPEN, IN_TRANSIT):
         return
     if kind == e.FORWARDED:
-        steps[-1] = (node, began, _day(at), IN_TRANSIT)
+        steps[-1] = (node, began, local_day(at), IN_TRANSIT)
     elif kind == e.TAKEN:
         steps[-1] = (node, began, ended, FORWARDED)
-        steps.append((actor, _day(at), None, OPEN))
+        steps.append((actor, local_day(at), None, OPEN))
     elif kind == e.COMPLETED:
-        steps[-1] = (node, began, _day(at), COMPLETED)
+        steps[-1] = (node, began, local_day(at), COMPLETED)
     elif kind in (e.REJECTED, e.WITHDRAWN):
-        steps[-1] = (node, began, _day(at), REJECTED if kind == e.REJECTED else WITHDRAWN)
+        steps[-1] = (node, began, local_day(at), REJECTED if kind == e.REJECTED else WITHDRAWN)
 
 
 def steps_of(origin: str, received_at: str, events: Iterable[tuple[str, str, str]]) -> tuple[
@@ -76,7 +72,7 @@ def steps_of(origin: str, received_at: str, events: Iterable[tuple[str, str, str
 ]:  # fmt: skip
     """The steps of a case from its applied events after `case.received`, in causal order,
     as (type, at, origin) triples."""
-    steps: list[Step] = [(origin, _day(received_at), None, OPEN)]
+    steps: list[Step] = [(origin, local_day(received_at), None, OPEN)]
     for kind, at, actor in events:
         advance(steps, kind, at, actor)
     return tuple(steps)

@@ -10,8 +10,7 @@ import pytest
 
 from sync.pg import PgStore
 from tests.postgres.chains import chain, signer_for
-from tests.support.flushes import Flushes, shown
-from tests.sync.test_table_versions import Tally  # a lazy projection: a row a note
+from tests.support.flushes import Flushes, Seen, shown
 
 pytestmark = pytest.mark.postgresql
 
@@ -22,7 +21,7 @@ WAIT_S = 20.0
 
 def front(url: str) -> PgStore:
     """A store as `serve` keeps it: projections deferred, a short wait for the lock."""
-    store = PgStore(url, extensions=[Tally()])
+    store = PgStore(url, extensions=[Seen()])
     store.defer_projections()
     store.conn.execute("SET lock_timeout = '2s'")
     return store
@@ -31,7 +30,7 @@ def front(url: str) -> PgStore:
 def projected(store: PgStore) -> tuple[int, list[tuple[str, int]]]:
     """(the cursor, the rows of the projection)."""
     return int(store.get_meta("projected") or 0), [
-        (o, int(s)) for o, s in store.query("SELECT origin, seq FROM tally ORDER BY origin, seq")
+        (o, int(s)) for o, s in store.query("SELECT origin, seq FROM seen ORDER BY origin, seq")
     ]
 
 

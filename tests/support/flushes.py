@@ -1,5 +1,6 @@
-"""A lazy extension that keeps how many entries each flush was shown: what a catch-up
-projected together (tests of where its chunks end, on either engine)."""
+"""Lazy extensions for tests of the catch-up, on either engine: how many entries each flush
+was shown (what a catch-up projected together: where its chunks end), and which notes were
+projected (a row a note: none passed over, none twice)."""
 
 from __future__ import annotations
 
@@ -36,3 +37,25 @@ class Flushes:
 def shown(store: LogStore) -> list[int]:
     """How many entries each flush so far was shown."""
     return [int(n) for (n,) in store.query("SELECT shown FROM flushes ORDER BY n")]
+
+
+class Seen:
+    """A row a test note projected (origin, seq): a second sight of one fails the flush."""
+
+    name = "seen"
+    version = 1
+    ddl = (
+        "CREATE TABLE IF NOT EXISTS seen (origin TEXT NOT NULL, seq INTEGER NOT NULL, "
+        "PRIMARY KEY (origin, seq))"
+    )
+    types: frozenset[str] | None = frozenset({"test.note"})
+    lazy = True
+
+    def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
+        store.execute("INSERT INTO seen (origin, seq) VALUES (?, ?)", (entry.origin, entry.seq))
+
+    def flush(self, store: LogStore) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass

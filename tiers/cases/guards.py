@@ -27,7 +27,7 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING
 
-from sync.clock import local_date
+from sync.clock import local_date, local_day
 from sync.protocol import i18n
 from sync.protocol.errors import IllegalTransitionError
 from tiers.calendar import WorkCalendar
@@ -172,7 +172,7 @@ def late_supplement_accepts(state: CaseState, event: Event, cal: WorkCalendar) -
 
 def note_applied(state: CaseState, event: Event) -> None:
     """Remember the latest day each origin dated an applied event of this case."""
-    day = local_date(event.at).isoformat()
+    day = local_day(event.at)
     if day > state.latest_by_origin.get(event.origin, ""):
         state.latest_by_origin[event.origin] = day
 

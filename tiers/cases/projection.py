@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 from datetime import date
 from typing import Any
 
-from sync.clock import local_date
+from sync.clock import local_date, local_day
 from sync.logstore import LogStore
 from sync.protocol.entry import SignedEntry
 from tiers.calendar import WorkCalendar
@@ -282,7 +282,7 @@ def _row(
         state.case_id, state.item_code, state.origin, state.holder, state.status,
         state.forward_to, text("applicant", state.applicant), state.received_at,
         state.accepted_at,
-        local_date(state.accepted_at).isoformat() if state.accepted_at else None,
+        local_day(state.accepted_at),
         state.accepted_by, state.promised_days, state.extension_days,
         text("pauses", [list(p) for p in state.pauses]),
         deadline.due.isoformat() if deadline and deadline.due else None,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sync import relevance
-from sync.clock import local_date
+from sync.clock import local_date, local_day
 from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry
@@ -112,9 +112,9 @@ def _check_dated(state: ComplaintState, event: Event) -> None:
     """An answer dated before the filing, or before the event its author names as known
     (`after`), is back-dated (what `complaint reply|close --at` refuses): else a subject
     could close a complaint about it on time, or before the month it was filed in."""
-    day = local_date(event.at).isoformat()
+    day = local_day(event.at)
     known = state.days_of.get(event.after) if event.after is not None else None
-    last = max(local_date(state.filed_at).isoformat(), known or "")
+    last = max(local_day(state.filed_at), known or "")
     if day < last:
         raise ComplaintError(
             "complaint.backdated", complaint_id=state.complaint_id, at=event.at, last=last
@@ -124,7 +124,7 @@ def _check_dated(state: ComplaintState, event: Event) -> None:
 def step(state: ComplaintState, event: Event) -> None:
     """Fold one more event (after `state.tip` in causal order); a refused one is set aside."""
     state.tip = event.ref
-    state.days_of[event.ref] = local_date(event.at).isoformat()
+    state.days_of[event.ref] = local_day(event.at)
     try:
         check(state, _ACTION_OF[event.type], event.origin, event.body["subject"])
         _check_dated(state, event)
@@ -210,8 +210,8 @@ def _refold(store: LogStore, complaint_id: str) -> None:
         "violations) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             s.complaint_id, s.filer, s.about, s.case_id, s.department, s.subject, s.days,
-            s.filed_at, local_date(s.filed_at).isoformat(), s.status, s.closed_at,
-            local_date(s.closed_at).isoformat() if s.closed_at else None, len(s.replies),
+            s.filed_at, local_day(s.filed_at), s.status, s.closed_at,
+            local_day(s.closed_at), len(s.replies),
             len(folded.waiting), len(s.violations),
         ),
     )  # fmt: skip
@@ -311,7 +311,7 @@ def violations_in(store: LogStore, first: str, last: str) -> list[tuple[str, dic
             at = store.query(
                 "SELECT at FROM complaint_events WHERE origin = ? AND seq = ?", (v.origin, v.seq)
             )[0][0]
-            if first <= local_date(at).isoformat() <= last:
+            if first <= local_day(at) <= last:
                 found.append(
                     (v.origin, {"complaint_id": complaint_id, "seq": v.seq, "type": v.type,
                                 "at": at, "subject": subject, "problem": v.key})
