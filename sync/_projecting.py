@@ -29,8 +29,6 @@ UNPROJECTED_SQL = (  # entries stored but not yet seen by the lazy extensions
     f"WHERE key = '{PROJECTED}'), 0) FROM entries"
 )
 UNUSABLE = "projection.failed"  # the reason of an entry an extension raised on
-# Errors that say nothing about the entry being projected: never a reason to quarantine it.
-_NOT_THE_ENTRY = frozenset({"store.full", "store.busy", "store.io"})
 
 
 class Extension(Protocol):
@@ -56,8 +54,10 @@ class Extension(Protocol):
 
 
 def about_the_store(exc: BaseException) -> bool:
-    """Whether `exc` is the database failing (full, busy, I/O), not an entry it was given."""
-    return isinstance(exc, StoreError) and exc.key in _NOT_THE_ENTRY
+    """Whether `exc` is the database failing (StoreError.FAILING: full, busy, I/O,
+    unreachable, refusing this role …), not an entry it was given: never a reason to
+    quarantine the entry."""
+    return isinstance(exc, StoreError) and exc.failing
 
 
 def why(exc: BaseException) -> dict[str, Any]:

@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
 KEY = "tables."  # meta keys `tables.<extension name>`: "<version>:<digest of its DDL>"
 _KEYS_END = "tables/"  # the first key past them ('/' follows '.')
-_NOT_THE_STEP = frozenset({"store.full", "store.busy", "store.io", "store.pg_unreachable"})
 
 Step = str | Callable[["LogStore"], None]  # SQLite DDL (a script), or a function
 
@@ -184,7 +183,7 @@ def _run_step(store: LogStore, ext: Extension, version: int, step: Step) -> None
         else:
             step(store)
     except Exception as exc:
-        if isinstance(exc, StoreError) and exc.key in _NOT_THE_STEP:
+        if isinstance(exc, StoreError) and exc.failing:
             raise
         error = str(exc) if isinstance(exc, ZhibaoError) else describe(exc)
         raise StoreError("store.tables_step", name=ext.name, version=version, error=error) from exc

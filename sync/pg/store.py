@@ -70,6 +70,8 @@ def translate(exc: psycopg.Error) -> StoreError:
         return StoreError("store.constraint", detail=str(diag.message_primary))
     if code == replica.READ_ONLY:  # a standby (sync.pg.replica)
         return StoreError("store.pg_read_only")
+    if code == "42501":  # insufficient_privilege: the operator's grants, not the data
+        return StoreError("store.pg_denied", detail=str(diag.message_primary if diag else exc))
     if code == "53100":  # disk_full
         return DiskFullError("store.full")
     if code in ("40001", "40P01", "55P03"):  # serialization, deadlock, lock not available
@@ -469,6 +471,12 @@ i18n.register(
         "store.pg_unreachable": (
             "The PostgreSQL database could not be reached: {detail}",
             "无法连接 PostgreSQL 数据库：{detail}",
+        ),
+        "store.pg_denied": (
+            "The PostgreSQL database refused this node's role: {detail}. Grant the role its "
+            "rights on the city's tables (docs/operator.md); nothing was written.",
+            "PostgreSQL 数据库拒绝了本节点使用的角色：{detail}。请为该角色授予市级数据表的权限"
+            "（见 docs/operator.md）；未写入任何内容。",
         ),
     }
 )

@@ -87,7 +87,16 @@ class ForkError(EntryError):
 
 
 class StoreError(ZhibaoError):
-    pass
+    # keys that say the database is failing (full, busy, unreachable, read only, refusing
+    # this role) — never what it was given: no entry or step is blamed for one
+    FAILING = frozenset({
+        "store.full", "store.busy", "store.io", "store.pg_unreachable", "store.pg_read_only",
+        "store.pg_denied",
+    })  # fmt: skip
+
+    @property
+    def failing(self) -> bool:
+        return self.key in self.FAILING
 
 
 class DiskFullError(StoreError):
