@@ -10,7 +10,8 @@ and, while pushes keep coming, whatever exceeds `BACKLOG` between two requests, 
 does not pile up for the next pull, which catches up at once before it reads them (a pull
 behind 100,000 unprojected entries held the loop, and on PostgreSQL every front, for
 minutes: the towns' pushes timed out). Then the WAL is checkpointed, so that work too falls
-in quiet time. Any failure there is logged and tried again later.
+in quiet time. Any failure there but a busy database is logged and tried again later, each
+time later (a database refusing the role or unreachable, as a bug).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sync.logs import log_line
 from sync.logstore import LogStore
 from sync.protocol import i18n
 from sync.protocol.batch import BATCH_ENTRIES
-from sync.protocol.errors import ZhibaoError, describe
+from sync.protocol.errors import StoreError, ZhibaoError, describe
 
 IDLE_SECONDS = 0.5  # project deferred entries once no push has come for this long
 PROJECT_STEP = 500  # entries projected between two looks at the request queue
@@ -87,13 +88,17 @@ class IdleProjection:
             else:
                 loop.call_later(IDLE_SECONDS - quiet, self._step)
                 return
-        except ZhibaoError:  # busy (a clerk's command is writing): look again later
-            loop.call_later(IDLE_SECONDS, self._step)
-            return
-        except Exception as exc:  # a bug: say so, wait longer each time, try again
+        except Exception as exc:
+            if isinstance(exc, ZhibaoError) and exc.key == "store.busy":
+                loop.call_later(IDLE_SECONDS, self._step)  # a clerk's command is writing
+                return
+            # the database failing (unreachable, refusing the role …: in its words, which
+            # name no entry's data) or a bug (where, not what): say so, wait longer each
+            # time, try again
+            said = str(exc) if isinstance(exc, StoreError) and exc.failing else describe(exc)
             self._failures += 1
             wait = min(IDLE_SECONDS * 2**self._failures, FAILURE_BACKOFF_MAX)
-            log_line("server.projection_failed", error=describe(exc), seconds=wait)
+            log_line("server.projection_failed", error=said, seconds=wait)
             loop.call_later(wait, self._step)
             return
         self._failures = 0

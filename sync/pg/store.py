@@ -46,6 +46,11 @@ BATCH_ROWS = 5000  # writes a `batched` block holds before it sends them
 LOCK_TIMEOUT = "10s"  # as sync.store's busy timeout: a writer waits this long for a head
 _CURSORS = itertools.count(1)
 _COPY_ENTRIES = "COPY entries (origin, seq, hash, sig, raw, type, received_at) FROM STDIN"
+# What says the connection is gone or cannot be had (no SQLSTATE: cut on the client's side;
+# 08: connection; 57P: the server shutting down; 53300: too many connections) — the store
+# failing (StoreError.FAILING). Other operational errors (54000: an index row too big,
+# 53200: out of memory, 57014: a statement cancelled) may be an entry's doing: its fault.
+_CUT = ("08", "57P", "53300")
 _OWN_CODES = {  # the SQLSTATEs sync.pg.schema's triggers raise
     "ZB001": "store.pg_gap",
     "ZB002": "store.pg_chain",
@@ -71,12 +76,12 @@ def translate(exc: psycopg.Error) -> StoreError:
     if code == replica.READ_ONLY:  # a standby (sync.pg.replica)
         return StoreError("store.pg_read_only")
     if code == "42501":  # insufficient_privilege: the operator's grants, not the data
-        return StoreError("store.pg_denied", detail=str(diag.message_primary if diag else exc))
+        return StoreError("store.pg_denied", detail=(diag and diag.message_primary) or str(exc))
     if code == "53100":  # disk_full
         return DiskFullError("store.full")
     if code in ("40001", "40P01", "55P03"):  # serialization, deadlock, lock not available
         return StoreError("store.busy")
-    if isinstance(exc, psycopg.OperationalError):
+    if isinstance(exc, psycopg.OperationalError) and (not code or code.startswith(_CUT)):
         return StoreError("store.pg_unreachable", detail=str(exc).strip().splitlines()[0])
     if isinstance(exc, pg_errors.IntegrityError):
         return StoreError("store.constraint", detail=str(exc))

@@ -40,7 +40,8 @@ def shown(store: LogStore) -> list[int]:
 
 
 class Seen:
-    """A row a test note projected (origin, seq): a second sight of one fails the flush."""
+    """A row a test note projected (origin, seq). A second sight of one is refused by
+    the database, which quarantines that entry (`store.constraint`): look there too."""
 
     name = "seen"
     version = 1

@@ -12,7 +12,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import apsw
@@ -20,6 +20,7 @@ import pytest
 
 import sync.idle_projection
 from sync.node import Node
+from sync.protocol.errors import DiskFullError
 from sync.round import RoundSummary, sync_round
 from sync.service import watch
 from sync.store import UNPROJECTED_SQL
@@ -108,13 +109,28 @@ def _unprojected(home: Path) -> int:
         conn.close()
 
 
+@pytest.mark.parametrize(
+    "failure, said",
+    [
+        pytest.param(lambda: RuntimeError("boom"), "RuntimeError", id="a bug"),
+        pytest.param(  # (said in the store's words, which name no entry's data)
+            lambda: DiskFullError("store.full"), "The disk is full", id="the disk full"
+        ),
+    ],
+)
 def test_idle_projection_survives_unexpected_exceptions(
-    net: Topology, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    net: Topology,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    failure: Callable[[], Exception],
+    said: str,
 ) -> None:
-    """The town's projection step fails twice with a bug after a push: each failure is
-    one stamped line, and the entries are projected all the same afterwards."""
+    """The town's projection step fails twice after a push, with a bug or with the
+    database failing: each failure is one stamped line saying so (before, the database's
+    failures were retried in silence), and the entries are projected all the same
+    afterwards."""
     monkeypatch.setattr(sync.idle_projection, "IDLE_SECONDS", 0.01)
-    failures = [RuntimeError("boom"), RuntimeError("boom")]
+    failures = [failure(), failure()]
     with net.open(TOWN) as town:
         catch_up = town.store.catch_up
 
@@ -134,7 +150,7 @@ def test_idle_projection_survives_unexpected_exceptions(
             assert _unprojected(net.home(TOWN)) == 0
     assert failures == []
     lines = _logged(capsys.readouterr().err)
-    assert len(lines) == 2 and all(STAMPED.match(x) and "RuntimeError" in x for x in lines)
+    assert len(lines) == 2 and all(STAMPED.match(x) and said in x for x in lines)
 
 
 def test_projection_keeps_up_while_pushes_never_stop(

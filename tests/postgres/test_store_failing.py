@@ -1,0 +1,135 @@
+"""What is the database failing and what is an entry's fault, on PostgreSQL (sync.pg.store
+`translate`, StoreError.FAILING, sync._projecting `about_the_store`): the database refusing
+the city's role blames no entry — the catch-up fails whole and waits for the grant — while
+an entry whose value the database cannot hold (an index row too big, an OperationalError in
+psycopg) is set aside alone and the others are projected: one signed entry must not stop
+the city's projections (nor, through them, every town's pull)."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from sync.logstore import LogStore
+from sync.pg import PgStore
+from sync.protocol.entry import SignedEntry
+from sync.protocol.errors import StoreError
+from tests.postgres.chains import chain, signer_for
+from tests.support.flushes import Seen
+
+pytestmark = pytest.mark.postgresql
+
+TOWN = "330782001"
+NOW = "2025-10-13T09:00:00+08:00"
+
+
+class Tags:
+    """A lazy projection with an indexed text column (as `case_events.case_id` is): a row a
+    note, its tag."""
+
+    name = "tags"
+    version = 1
+    ddl = (
+        "CREATE TABLE IF NOT EXISTS tags (seq INTEGER PRIMARY KEY, tag TEXT NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS tags_tag ON tags (tag);"
+    )
+    types: frozenset[str] | None = frozenset({"test.note"})
+    lazy = True
+
+    def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
+        store.execute(
+            "INSERT INTO tags (seq, tag) VALUES (?, ?)", (entry.seq, fields["body"]["tag"])
+        )
+
+    def flush(self, store: LogStore) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
+def test_an_entry_too_big_for_an_index_is_set_aside_alone(pg_url: str) -> None:
+    """A town signs, with its own key, a note whose tag no btree index row can hold
+    (54000, program_limit_exceeded: an OperationalError to psycopg, as a case id of
+    thousands of digits is in `case_events`): it is quarantined, the notes before and
+    after it are projected, and the catch-up ends — it does not fail, again and again, as
+    if the database were unreachable."""
+    store = PgStore(pg_url, extensions=[Tags()])
+    try:
+        store.defer_projections()
+        signer = signer_for(TOWN)
+        first = chain(signer, TOWN, 2, tag="a")
+        big = chain(signer, TOWN, 1, after=first[-1], tag=secrets.token_hex(8000))
+        after = chain(signer, TOWN, 2, after=big[-1], tag="b")
+        with store.transaction():
+            store.insert([*first, *big, *after], NOW)
+        assert store.catch_up() == 0
+        assert store.query("SELECT seq FROM tags ORDER BY seq") == [(1,), (2,), (4,), (5,)]
+        assert store.query("SELECT seq, reason FROM quarantine") == [(3, "projection.failed")]
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def role(pg_url: str) -> Iterator[tuple[str, str]]:
+    """A login role of this test's own (name, password), dropped after it; skipped where
+    the server's test role may not make roles (`ZHIBAO_TEST_PG`: an operator's server)."""
+    name, password = "clerk_" + secrets.token_hex(4), secrets.token_hex(8)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        [(may,)] = conn.execute(
+            "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
+        ).fetchall()
+        if not may:
+            pytest.skip("the test server's role may not create roles")
+        conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+        try:
+            yield name, password
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(f"DROP OWNED BY {name}")
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(f"DROP ROLE {name}")
+
+
+def test_a_role_refused_a_projection_s_table_fails_the_catch_up_and_blames_no_entry(
+    pg_url: str, role: tuple[str, str]
+) -> None:
+    """The operator's grants leave the city's role without INSERT on one projection's
+    table: a catch-up fails whole with `store.pg_denied`, one line saying what to do, and
+    quarantines no entry (it is not theirs to blame: before, every entry of the chunk was
+    set aside as unusable, one at a time); granted again, it projects each entry once."""
+    name, password = role
+    owner = PgStore(pg_url, extensions=[Seen()])
+    try:
+        owner.defer_projections()
+        with owner.transaction():  # five notes signed by the town's own key
+            owner.insert(chain(signer_for(TOWN), TOWN, 5), NOW)
+        for grant in (
+            f"GRANT USAGE, CREATE ON SCHEMA public TO {name}",
+            f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {name}",
+            f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {name}",
+            f"REVOKE INSERT ON seen FROM {name}",
+        ):
+            owner.conn.execute(grant)
+        url = make_conninfo(pg_url, user=name, password=password)
+        with PgStore(url, extensions=[Seen()]) as clerk:
+            with pytest.raises(StoreError) as denied:
+                clerk.catch_up()
+            assert denied.value.key == "store.pg_denied"
+            said = str(denied.value)
+            assert said.startswith("The PostgreSQL database refused this node's role")
+            assert "\n" not in said
+            assert owner.query("SELECT count(*) FROM quarantine") == [(0,)]
+            assert owner.get_meta("projected") is None
+            owner.conn.execute(f"GRANT INSERT ON seen TO {name}")
+            assert clerk.catch_up() == 0
+        assert owner.query("SELECT count(*) FROM seen") == [(5,)]
+        assert owner.query("SELECT count(*) FROM quarantine") == [(0,)]
+    finally:
+        owner.close()
