@@ -93,6 +93,26 @@ def test_city_refuses_forged_entries_and_keeps_the_true_prefix(
     _verified(net)
 
 
+def test_city_refuses_a_case_id_no_index_row_can_hold(net: Topology, city: str) -> None:
+    """The town writes a case whose id runs to 20,000 digits (a PostgreSQL index row holds
+    ~2,700 bytes; SQLite's would take it): refused at the door on either engine for what it
+    is (`entry.schema`), the entries below it kept, nothing of it projected."""
+    town = Actor.of(net.home(TOWN))
+    held = _result(town.push_own(city))["applied"][TOWN]
+    long_id = f"{TOWN}-20251020-" + "9" * 20_000
+    town.forge("case.received", {"case_id": long_id, "after": None, "item_code": "A1",
+                                 "materials": [], "applicant": {"name": "张三"}})  # fmt: skip
+    answer = _result(town.push_own(city))
+    assert answer["applied"] == {}
+    [refused] = answer["rejected"]
+    assert (refused["origin"], refused["reason_key"]) == (TOWN, "entry.schema")
+    assert _city(net).heads[TOWN][0] == held
+    with net.open(CITY) as node:
+        assert node.store.query("SELECT count(*) FROM cases") == [(0,)]
+        assert node.store.query("SELECT count(*) FROM quarantine") == [(0,)]
+    _verified(net)
+
+
 def test_city_refuses_runs_out_of_order(net: Topology, city: str) -> None:
     town = Actor.of(net.home(TOWN))
     held = _result(town.push_own(city))["applied"][TOWN]

@@ -6,6 +6,7 @@ import pytest
 
 from sync.protocol.ids import is_node_id, tier_of
 from tiers.cases.entries import is_case_id
+from tiers.complaints.entries import is_complaint_id
 
 
 @pytest.mark.parametrize("value", ["330782", "330782001", "330782001201"])
@@ -45,6 +46,9 @@ def test_tier_of_uses_the_same_rule() -> None:
     [
         ("330782001201-20251009-0001", True),
         ("330782001-20251009-12345", True),
+        ("330782001-20251009-123456789", True),
+        ("330782001-20251009-1234567890", False),
+        ("330782001-20251009-" + "1" * 20_000, False),
         ("330782001201-2025109-0001", False),
         ("330782001201-20251009-001", False),
         ("330782001201-20251009-0001-1", False),
@@ -56,3 +60,18 @@ def test_tier_of_uses_the_same_rule() -> None:
 )
 def test_case_ids(value: object, ok: bool) -> None:
     assert is_case_id(value) is ok
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("330782001201-C20251009-0001", True),
+        ("330782001-C20251009-123456789", True),
+        ("330782001-C20251009-1234567890", False),
+        ("330782001-C20251009-" + "1" * 20_000, False),  # more than an index row holds
+        ("330782001-C20251009-001", False),
+        ("330782001-20251009-0001", False),
+    ],
+)
+def test_complaint_ids(value: object, ok: bool) -> None:
+    assert is_complaint_id(value) is ok

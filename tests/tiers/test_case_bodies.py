@@ -142,6 +142,8 @@ BAD_CASE_IDS = [
     "330782001201-2025109-0001",  # date part of 7 digits
     "330782001201-202510090-0001",  # date part of 9 digits
     "330782001201-20251009-001",  # number part shorter than 4
+    "330782001201-20251009-0123456789",  # number part longer than 9
+    "330782001201-20251009-" + "9" * 20_000,  # a member's, more than an index row holds
     "330782001201-20251009-",
     "330782001201-20251009-000３",  # full-width digit in the number
     "330782001201-2025100９-0001",  # full-width digit in the date
@@ -176,6 +178,7 @@ def test_missing_case_id_is_refused(entry_type: str) -> None:
     [
         "330782001201-20251009-0001",
         "330782001201-20251009-12345",  # the number may be longer than 4 digits
+        "330782001201-20251009-123456789",  # … up to 9
         "330782001-20251009-0001",  # a town's case
         "330782-20251009-0001",  # a city's case
         # Current behaviour: the date part is 8 ASCII digits, not checked as a calendar date.

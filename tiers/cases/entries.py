@@ -51,15 +51,21 @@ MAX_TEXT = 2000
 MAX_LIST = 100
 
 
+CASE_NUMBER_DIGITS = range(4, 10)  # a day's number at a node: 0001 … 999999999
+
+
 def is_case_id(value: object) -> bool:
-    """`<node id>-<YYYYMMDD>-<number of 4 digits or more>`, all ASCII digits."""
+    """`<node id>-<YYYYMMDD>-<number of 4 to 9 digits>`, all ASCII digits. (Bounded: a case
+    id is a key of indexed columns, and a member's id of thousands of digits was projected
+    on SQLite but is more than a PostgreSQL index row may hold.)"""
     if type(value) is not str:
         return False
     parts = value.split("-")
     if len(parts) != 3 or not is_node_id(parts[0]):
         return False
     digits = parts[1] + parts[2]
-    return len(parts[1]) == 8 and len(parts[2]) >= 4 and digits.isascii() and digits.isdigit()
+    return (len(parts[1]) == 8 and len(parts[2]) in CASE_NUMBER_DIGITS and digits.isascii()
+            and digits.isdigit())  # fmt: skip
 
 
 Text = Annotated[str, Meta(min_length=1, max_length=MAX_TEXT)]
