@@ -56,8 +56,8 @@ class Tags:
 
 def test_an_entry_too_big_for_an_index_is_set_aside_alone(pg_url: str) -> None:
     """A town signs, with its own key, a note whose tag no btree index row can hold
-    (54000, program_limit_exceeded: an OperationalError to psycopg, as a case id of
-    thousands of digits is in `case_events`): it is quarantined, the notes before and
+    (54000, program_limit_exceeded: an OperationalError to psycopg, as an applicant's id
+    number of 2,000 CJK characters is in `cases`): it is quarantined, the notes before and
     after it are projected, and the catch-up ends — it does not fail, again and again, as
     if the database were unreachable."""
     store = PgStore(pg_url, extensions=[Tags()])
