@@ -69,6 +69,10 @@ def is_case_id(value: object) -> bool:
 
 
 Text = Annotated[str, Meta(min_length=1, max_length=MAX_TEXT)]
+# text a projection indexes (an item's code, an applicant's id number and phone): short, so
+# that no member's value is more than an index row holds (PostgreSQL: ~2,700 bytes)
+MAX_KEY = 64
+Key = Annotated[str, Meta(min_length=1, max_length=MAX_KEY)]
 Texts = Annotated[list[Text], Meta(max_length=MAX_LIST)]
 Days = Annotated[int, Meta(ge=1, le=10_000)]
 Fen = Annotated[int, Meta(ge=1, le=MAX_INT)]
@@ -106,8 +110,8 @@ class CaseBody(msgspec.Struct, kw_only=True):
 
 class Applicant(msgspec.Struct, forbid_unknown_fields=True):
     name: Text
-    id_no: Text | None = None
-    phone: Text | None = None
+    id_no: Key | None = None
+    phone: Key | None = None
 
     def __post_init__(self) -> None:
         if _blank(self.name) or _blank(self.id_no) or _blank(self.phone):
@@ -116,7 +120,7 @@ class Applicant(msgspec.Struct, forbid_unknown_fields=True):
 
 class Received(CaseBody, kw_only=True):
     after: None = None  # type: ignore[assignment]  # the first event of a case has none
-    item_code: Text
+    item_code: Key
     applicant: Applicant
     materials: Texts
     blank = ("item_code",)
