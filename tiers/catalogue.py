@@ -24,6 +24,7 @@ from typing import Any
 from sync.protocol import i18n
 from sync.protocol import ids as _ids  # noqa: F401  (registers the tier words tier_label shows)
 from sync.protocol.errors import CaseError, CatalogueError, ZhibaoError
+from tiers.cases.entries import MAX_KEY
 from tiers.catalogue_files import REQUIRED, Where, at, check_keys, read_rows
 
 KINDS = ("immediate", "promised", "forward", "joint")
@@ -100,6 +101,8 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
                         "只由市级受理的上报件没有更高的决定层级；请同时由镇或村受理"),
     "duplicate_code": ("'{value}' is already the code on line {first}; codes must be unique",
                        "编码“{value}”已在第 {first} 行使用；编码不能重复"),
+    "code_too_long": ("a code is at most {max} characters, not {length}",
+                      "编码最多 {max} 个字符，不能是 {length} 个"),
 }  # fmt: skip
 _PREFIXES = {
     "catalogue.": ("{file} line {line}, column {column}: ", "{file} 第 {line} 行 {column} 列："),
@@ -248,6 +251,8 @@ def parse_catalogue(data: bytes, filename: str = "") -> list[CatalogueItem]:
 def _build(raw: Mapping[str, Any], w: Where, fee_fen: int | None = None) -> CatalogueItem:
     """Check one row (CSV text, JSON values or an entry body) and make its item."""
     code, name, department = (_text(raw[key], w, key) for key in ("code", "name", "department"))
+    if len(code) > MAX_KEY:  # a case's item code: what its entry may carry
+        w.fail("code_too_long", "code", max=MAX_KEY, length=len(code))
     kind = _KIND_WORDS.get(_text(raw["kind"], w, "kind").lower()) or w.fail(
         "bad_kind", "kind", value=raw["kind"]
     )

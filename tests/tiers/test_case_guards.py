@@ -121,6 +121,21 @@ def test_guards_extension_needs_who_approved_it_art42(net: Network) -> None:
              "case.blank")  # fmt: skip
 
 
+def test_guards_an_id_number_or_phone_longer_than_a_case_may_carry_is_refused(
+    net: Network,
+) -> None:
+    """(What the projections index is at most MAX_KEY characters: said to the clerk in the
+    reader's words before anything is signed.)"""
+    _on(net.town, "2025-10-09")
+    long = "1" * 65
+    for who, field in ((service.Applicant("王芳", id_no=long), "id-no"),
+                       (service.Applicant("王芳", phone=long), "phone")):  # fmt: skip
+        error = _refused(net.town, lambda who=who: service.receive(net.town, "A1", who),
+                         "case.too_long")  # fmt: skip
+        assert str(error) == f"{field} is at most 64 characters, not 65."
+    service.receive(net.town, "A1", service.Applicant("王芳", phone="1" * 64))
+
+
 # --- suspensions are not back-dated across a passed deadline --------------------------------
 
 

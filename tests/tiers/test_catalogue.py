@@ -265,6 +265,8 @@ MALFORMED = [
     pytest.param(_csv(HEADER, "A-2,n,d,承诺,1,5,-3,,,"), 2, "fee", "bad_fee", id="fee-negative"),
     pytest.param(_csv(HEADER, GOOD_ROW, "", GOOD_ROW), 4, "code", "duplicate_code",
                  id="duplicate-code"),
+    pytest.param(_csv(HEADER, "A" * 65 + ",n,d,承诺,1,5,0,,,"), 2, "code", "code_too_long",
+                 id="code-longer-than-a-case-may-carry"),
     pytest.param(_csv(HEADER, "A-2,n,d,承诺,1,5,0,,town;county,"), 2, "accept_tiers", "bad_tier",
                  id="bad-accept-tier"),
     pytest.param(_csv(HEADER, "A-2,n,d,承诺,1,5,0,,,省"), 2, "decide_tier", "bad_tier",

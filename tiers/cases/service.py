@@ -129,6 +129,9 @@ def _receive(
 ) -> CaseState:
     check_receive(item, node.node_id)
     _text(applicant.name, "applicant")
+    for what, value in (("id-no", applicant.id_no), ("phone", applicant.phone)):
+        if value and len(value.strip()) > e.MAX_KEY:  # (indexed: see tiers.cases.entries)
+            raise CaseError("case.too_long", field=what, max=e.MAX_KEY, length=len(value.strip()))
     case_id = next_case_id(node, stamp)
     body = {
         "case_id": case_id, "after": None, "item_code": item.code,
@@ -452,6 +455,10 @@ i18n.register(
             "请指定要受理的办件编号，或用 --item 和 --applicant 受理新办件。",
         ),
         "case.blank": ("{field} may not be blank.", "{field} 不能为空。"),
+        "case.too_long": (
+            "{field} is at most {max} characters, not {length}.",
+            "{field} 最多 {max} 个字符，不能是 {length} 个。",
+        ),
         "case.at_before": (
             "{at} is before the case's latest event ({last}) on case {case_id}; check --at.",
             "{at} 早于办件 {case_id} 的最近一次记录（{last}），请检查 --at。",
