@@ -177,7 +177,7 @@ def local_day(stamp: str | None) -> str | None: ...
 def local_day(stamp: str | None) -> str | None:
     """That day as the projections keep it, YYYY-MM-DD; None for no time (a case not
     accepted, a pause not ended)."""
-    return datetime.fromisoformat(stamp).astimezone(ZONE).date().isoformat() if stamp else None
+    return local_date(stamp).isoformat() if stamp else None
 
 
 i18n.register(

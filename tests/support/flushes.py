@@ -40,20 +40,25 @@ def shown(store: LogStore) -> list[int]:
 
 
 class Seen:
-    """A row a test note projected (origin, seq). A second sight of one is refused by
-    the database, which quarantines that entry (`store.constraint`): look there too."""
+    """A row a test note projected (origin, seq) with its tag, indexed as a projection indexes
+    a case's id. A second sight of one is refused by the database, which quarantines that
+    entry (`store.constraint`): look there too."""
 
     name = "seen"
     version = 1
     ddl = (
         "CREATE TABLE IF NOT EXISTS seen (origin TEXT NOT NULL, seq INTEGER NOT NULL, "
-        "PRIMARY KEY (origin, seq))"
+        "tag TEXT NOT NULL, PRIMARY KEY (origin, seq));"
+        "CREATE INDEX IF NOT EXISTS seen_tag ON seen (tag);"
     )
     types: frozenset[str] | None = frozenset({"test.note"})
     lazy = True
 
     def apply(self, store: LogStore, entry: SignedEntry, fields: dict[str, Any]) -> None:
-        store.execute("INSERT INTO seen (origin, seq) VALUES (?, ?)", (entry.origin, entry.seq))
+        store.execute(
+            "INSERT INTO seen (origin, seq, tag) VALUES (?, ?, ?)",
+            (entry.origin, entry.seq, str(fields["body"].get("tag", ""))),
+        )
 
     def flush(self, store: LogStore) -> None:
         pass

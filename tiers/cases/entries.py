@@ -54,18 +54,21 @@ MAX_LIST = 100
 CASE_NUMBER_DIGITS = range(4, 10)  # a day's number at a node: 0001 … 999999999
 
 
+def is_day_and_number(day: str, number: str) -> bool:
+    """An id's `YYYYMMDD` and its day's number of 4 to 9 digits, all ASCII digits. (Bounded:
+    an id is a key of indexed columns, and a member's id of thousands of digits was
+    projected on SQLite but is more than a PostgreSQL index row may hold.)"""
+    digits = day + number
+    return (len(day) == 8 and len(number) in CASE_NUMBER_DIGITS and digits.isascii()
+            and digits.isdigit())  # fmt: skip
+
+
 def is_case_id(value: object) -> bool:
-    """`<node id>-<YYYYMMDD>-<number of 4 to 9 digits>`, all ASCII digits. (Bounded: a case
-    id is a key of indexed columns, and a member's id of thousands of digits was projected
-    on SQLite but is more than a PostgreSQL index row may hold.)"""
+    """`<node id>-<YYYYMMDD>-<number of 4 to 9 digits>` (`is_day_and_number`)."""
     if type(value) is not str:
         return False
     parts = value.split("-")
-    if len(parts) != 3 or not is_node_id(parts[0]):
-        return False
-    digits = parts[1] + parts[2]
-    return (len(parts[1]) == 8 and len(parts[2]) in CASE_NUMBER_DIGITS and digits.isascii()
-            and digits.isdigit())  # fmt: skip
+    return len(parts) == 3 and is_node_id(parts[0]) and is_day_and_number(parts[1], parts[2])
 
 
 Text = Annotated[str, Meta(min_length=1, max_length=MAX_TEXT)]

@@ -30,7 +30,7 @@ from sync.protocol.canonical import MAX_INT
 from sync.protocol.entry import SignedEntry, register_body_check
 from sync.protocol.errors import ZhibaoError
 from sync.protocol.ids import is_node_id, is_within
-from tiers.cases.entries import CASE_NUMBER_DIGITS, MAX_TEXT, is_case_id
+from tiers.cases.entries import MAX_TEXT, is_case_id, is_day_and_number
 
 FILED = "complaint.filed"
 REPLIED = "complaint.replied"
@@ -45,17 +45,12 @@ Seq = Annotated[int, Meta(ge=1, le=MAX_INT)]
 
 
 def is_complaint_id(value: object) -> bool:
-    """`<node id>-C<YYYYMMDD>-<number of 4 to 9 digits>`, all ASCII digits (bounded as a
-    case id's number)."""
+    """`<node id>-C<YYYYMMDD>-<number of 4 to 9 digits>` (as a case id's: `is_day_and_number`)."""
     if type(value) is not str:
         return False
     parts = value.split("-")
-    if len(parts) != 3 or not is_node_id(parts[0]) or not parts[1].startswith("C"):
-        return False
-    day, number = parts[1][1:], parts[2]
-    digits = day + number
-    return (len(day) == 8 and len(number) in CASE_NUMBER_DIGITS and digits.isascii()
-            and digits.isdigit())  # fmt: skip
+    return (len(parts) == 3 and is_node_id(parts[0]) and parts[1].startswith("C")
+            and is_day_and_number(parts[1][1:], parts[2]))  # fmt: skip
 
 
 def filer_of(complaint_id: str) -> str:
