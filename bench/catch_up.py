@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stats  # noqa: F401  (before _city_run: _common and _breakdown import each other)
 from _city_pg import create_database, drop_database, private_cluster
 from _city_run import enrol_towns, make_city
-from _common import figure, note, print_machine
+from _common import cpu_seconds, figure, note, print_machine
 
 from sync import proofs
 from sync.ingest import ingest
@@ -61,18 +62,22 @@ def main() -> None:
                 pushes += [(town, encode_batch(b)) for b in proofs.batches(node.store, plan)]
         with open_home(work / "city") as city:
             city.store.defer_projections()
+            server = _backend(city.store)
             wall, cpu, held = time.perf_counter(), time.process_time(), 0
+            spent = [server()]
             for town, data in pushes:
                 result = ingest(city.store, decode_batch(data), me=city.node_id, sender=town,
                                 received_at=city.clock.stamp())  # fmt: skip
                 assert not result.rejected, result.rejected[:2]
                 held += result.applied_total
             wall2, cpu2 = time.perf_counter(), time.process_time()
+            spent.append(server())
             profiler = cProfile.Profile() if args.profile else None
             if profiler is not None:
                 profiler.enable()
             city.store.catch_up()
             wall3, cpu3 = time.perf_counter(), time.process_time()
+            spent.append(server())
             if profiler is not None:
                 profiler.disable()
                 pstats.Stats(profiler).sort_stats("tottime").print_stats(args.profile)
@@ -81,6 +86,13 @@ def main() -> None:
         figure("ingest, this process's CPU", cpu2 - cpu, "s")
         figure("catch-up of the projections, wall", wall3 - wall2, "s")
         figure("catch-up, this process's CPU", cpu3 - cpu2, "s")
+        if spent[0] is not None:
+            figure("ingest, the server's CPU (this connection's backend)", spent[1] - spent[0], "s")
+            figure("catch-up, the server's CPU", spent[2] - spent[1], "s")
+            figure("CPU an entry, both sides, all told",
+                   (cpu3 - cpu + spent[2] - spent[0]) / held * 1e6, "µs")  # fmt: skip
+        else:
+            figure("CPU an entry, all told", (cpu3 - cpu) / held * 1e6, "µs")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if url is not None:
@@ -90,6 +102,16 @@ def main() -> None:
 
             stop_cluster(record)
             note("private cluster stopped")
+
+
+def _backend(store: object) -> Callable[[], float | None]:
+    """The CPU seconds so far of the server process serving `store` (PostgreSQL on this
+    machine: its backend's /proc entry), else None (SQLite: all of it is this process's)."""
+    conn = getattr(store, "conn", None)
+    pid = getattr(getattr(conn, "info", None), "backend_pid", None)
+    if pid is None or not Path(f"/proc/{pid}").exists():
+        return lambda: None
+    return lambda: cpu_seconds(pid)
 
 
 if __name__ == "__main__":

@@ -23,13 +23,21 @@ SQL literal of the code base against this list):
     CREATE … run by query/execute     the DDL words above (tables made on first use: the desk's)
     FROM sqlite_master                its tables' `type` and `name` (pg_tables, current schema)
 
+A run of one plain INSERT (`INSERT [OR IGNORE|OR REPLACE] INTO t (…) VALUES (?, …)`, nothing
+after) may also be sent as one statement reading its rows from one JSON array (`bulk`):
+the rows as the same run of single INSERTs would leave them (OR REPLACE: a key's last row).
+
 Quoted literals and identifiers are left alone (a `?` inside '…' is not a placeholder).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
 
 _TOKEN = re.compile(
     r"""('(?:[^']|'')*')"""  # a string literal
@@ -49,6 +57,15 @@ _CAST_RAW = re.compile(r"\bCAST\(\s*([\w.]*raw)\s+AS\s+TEXT\s*\)", re.I)
 _CAST_INT = re.compile(r"\bAS\s+INTEGER\s*\)", re.I)
 _LIMIT = re.compile(r"\bLIMIT\s+%s", re.I)
 _UNARY_PLUS = re.compile(r"(\b(?:AND|OR|WHERE|ON)\s+|\()\+(?=[A-Za-z_])", re.I)
+_PLAIN_INSERT = re.compile(
+    r"\s*INSERT\s+(?:OR\s+(IGNORE|REPLACE)\s+)?INTO\s+(\w+)\s*\(([\w\s,]+)\)\s*"
+    r"VALUES\s*\(\s*\?((?:\s*,\s*\?)*)\s*\)\s*;?\s*",
+    re.I,
+)
+# column types a JSON document's values are read into as psycopg would send them: ints and
+# text as they are (not bytea: JSON has no bytes; nor double precision: JSON has no NaN)
+_BULK_TYPES = frozenset({"text", "bigint", "integer"})
+_ENCODE = msgspec.json.Encoder().encode
 _RETURNING = re.compile(r"\bRETURNING\b", re.I)
 _CREATE = re.compile(r"\s*CREATE\b", re.I)  # DDL a module runs itself
 _TABLES = re.compile(r"\bFROM\s+sqlite_master\b", re.I)
@@ -66,13 +83,54 @@ _DDL_WORDS = [
 ]  # fmt: skip
 
 
+def params(params: Sequence[Any] | dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
+    """Always a sequence or a mapping (even empty), so psycopg reads `%%` as `%` in every
+    statement the dialect wrote; ints and bools as untyped literals, so the server takes the
+    type of the column or operand they meet, as SQLite does (`text_column = 5` is no error
+    there, and 0/1 are its booleans)."""
+    # (inline, not a function a value: every projected entry's statements pass here)
+    if isinstance(params, dict):
+        return {k: str(int(v)) if isinstance(v, int) else v for k, v in params.items()}
+    return [str(int(v)) if isinstance(v, int) else v for v in params]
+
+
+@dataclass(frozen=True)
+class Bulk:
+    """A plain INSERT as one statement over a JSON array of rows (`document`)."""
+
+    sql: str
+    columns: tuple[str, ...]
+    keys: tuple[int, ...] | None  # OR REPLACE: the key's positions (a key's last row is kept)
+
+    def document(self, rows: Sequence[Sequence[Any]]) -> str:
+        """The rows as the statement's one parameter: objects named by column, a bool as
+        0 or 1 (as SQLite keeps it, and as `params` sends it)."""
+        if self.keys is not None:
+            keys = self.keys
+            rows = list({tuple(row[i] for i in keys): row for row in rows}.values())
+        columns = self.columns
+        return _ENCODE(
+            [
+                {c: int(v) if v.__class__ is bool else v for c, v in zip(columns, row, strict=True)}
+                for row in rows
+            ]
+        ).decode()
+
+
 class Dialect:
     """Translates statements for one database; `keys(table)` names a table's primary key
-    (what `INSERT OR REPLACE` conflicts on)."""
+    (what `INSERT OR REPLACE` conflicts on), `types(table)` its columns' types (what `bulk`
+    may read from JSON; without it, nothing is sent in bulk)."""
 
-    def __init__(self, keys: Callable[[str], list[str]]) -> None:
+    def __init__(
+        self,
+        keys: Callable[[str], list[str]],
+        types: Callable[[str], Mapping[str, str]] | None = None,
+    ) -> None:
         self._keys = keys
+        self._types = types
         self._cache: dict[str, str] = {}
+        self._bulk: dict[str, Bulk | None] = {}
 
     def translate(self, sql: str) -> str:
         done = self._cache.get(sql)
@@ -103,6 +161,47 @@ class Dialect:
                 f"ON CONFLICT ({', '.join(keys)}) {action}",
             )  # fmt: skip
         return out
+
+    def bulk(self, sql: str) -> Bulk | None:
+        """`sql`, a plain INSERT, as one statement reading many rows from a JSON array
+        (`json_populate_recordset`: one statement, not one a row — on the client, the
+        driver's work a row is most of a projection's write); None for any other
+        statement, or a table with a column JSON cannot carry as psycopg sends it."""
+        if sql in self._bulk:
+            return self._bulk[sql]
+        form = None
+        found = _PLAIN_INSERT.fullmatch(sql)
+        if found is not None and self._types is not None:
+            how, table, names, more = found.groups()
+            columns = tuple(c.strip() for c in names.split(","))
+            types = self._types(table)
+            if more.count("?") + 1 == len(columns) and all(
+                types.get(c) in _BULK_TYPES for c in columns
+            ):
+                listed = ", ".join(columns)
+                out = (f"INSERT INTO {table} ({listed}) SELECT {listed} FROM "
+                       f"json_populate_recordset(NULL::{table}, %s::json)")  # fmt: skip
+                keys = None
+                if how and how.upper() == "IGNORE":
+                    out += " ON CONFLICT DO NOTHING"
+                elif how:
+                    key = self._keys(table)
+                    rest = [c for c in columns if c not in key]
+                    if not key or not set(key) <= set(columns):
+                        return self._keep(sql, None)
+                    keys = tuple(columns.index(k) for k in key)
+                    out += f" ON CONFLICT ({', '.join(key)}) " + (
+                        "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in rest)
+                        if rest else "DO NOTHING"
+                    )  # fmt: skip
+                form = Bulk(out, columns, keys)
+        return self._keep(sql, form)
+
+    def _keep(self, sql: str, form: Bulk | None) -> Bulk | None:
+        if len(self._bulk) >= CACHED:
+            self._bulk.clear()
+        self._bulk[sql] = form
+        return form
 
     @staticmethod
     def _constructs(text: str) -> str:

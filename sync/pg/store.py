@@ -43,6 +43,7 @@ CONNECT_TIMEOUT_S = 10
 BYTE_ORDER = frozenset({"C", "POSIX", "C.UTF-8", "C.utf8"})  # collations that compare bytes
 WRITE_LOCK = 0x7A68_6962_6177  # the advisory lock writers take (see PgStore._begin)
 BATCH_ROWS = 5000  # writes a `batched` block holds before it sends them
+BULK_ROWS = 16  # a held run of one plain INSERT this long goes as one statement (Dialect.bulk)
 LOCK_TIMEOUT = "10s"  # as sync.store's busy timeout: a writer waits this long for a head
 _CURSORS = itertools.count(1)
 _COPY_ENTRIES = "COPY entries (origin, seq, hash, sig, raw, type, received_at) FROM STDIN"
@@ -122,9 +123,9 @@ class PgStore(LogStore):
             if isinstance(exc, psycopg.Error):
                 raise translate(exc) from exc
             raise
-        self._dialect = dialect.Dialect(self._primary_key)
+        self._dialect = dialect.Dialect(self._primary_key, self._column_types)
         self._savepoints = 0
-        self._held: list[tuple[bytes | str, Any]] | None = None  # a `batched` block's writes
+        self._held: list[tuple[str, Any]] | None = None  # a `batched` block's writes, as given
         self._reads = 0  # `each` reads open in the read transaction one of them began
         self._setup(extensions, owner)
         try:
@@ -148,6 +149,14 @@ class PgStore(LogStore):
             (table,),
         ).fetchall()
         return [r[0] for r in rows]
+
+    def _column_types(self, table: str) -> dict[str, str]:
+        rows = self.conn.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            (table,),
+        ).fetchall()
+        return dict(rows)
 
     # --- transactions --------------------------------------------------------------------
 
@@ -264,7 +273,7 @@ class PgStore(LogStore):
         """Rows of `sql`, SQLite's SQL (sync.pg.dialect translates it)."""
         self._send_held()
         try:
-            statement, values = self._dialect.translate(sql), _params(params)
+            statement, values = self._dialect.translate(sql), dialect.params(params)
             if self._depth == 0 and self.conn.info.transaction_status in _OUTSIDE:
                 cur = self._alone(lambda: self.conn.execute(statement, values))  # a read
             else:
@@ -275,19 +284,20 @@ class PgStore(LogStore):
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> None:
         if self._held is not None:
-            self._held.append((self._dialect.translate(sql), _params(params)))
+            self._held.append((sql, params))
             if len(self._held) >= BATCH_ROWS:
                 self._send_held()
             return
         try:
-            self.conn.execute(self._dialect.translate(sql), _params(params))
+            self.conn.execute(self._dialect.translate(sql), dialect.params(params))
         except psycopg.Error as exc:
             raise translate(exc) from exc
 
     @contextlib.contextmanager
     def batched(self) -> Iterator[None]:
         """Writes (`execute`) inside the block are held and sent in runs of one statement
-        with `executemany`, all in one pipeline (one round trip, not one a statement or a run)
+        with `executemany` — a long run of a plain INSERT as one statement (`Dialect.bulk`)
+        — all in one pipeline (one round trip, not one a statement or a run)
         — before any read (`query`), any savepoint, and the block's end; dropped when the
         block raises. A write's error therefore surfaces at the next read or at the end,
         inside the block: the block fails whole (a projection then goes entry by entry,
@@ -308,8 +318,15 @@ class PgStore(LogStore):
         held, self._held = self._held, []
         try:  # one pipeline for them all: one round trip, however their statements alternate
             with self.conn.pipeline(), self.conn.cursor() as cur:
-                for statement, run in itertools.groupby(held, key=lambda h: h[0]):
-                    cur.executemany(statement, [values for _, values in run])
+                for sql, run in itertools.groupby(held, key=lambda h: h[0]):
+                    rows = [values for _, values in run]
+                    bulk = self._dialect.bulk(sql) if len(rows) >= BULK_ROWS else None
+                    if bulk is not None and not any(isinstance(r, dict) for r in rows):
+                        cur.execute(bulk.sql, (bulk.document(rows),))
+                    else:
+                        cur.executemany(
+                            self._dialect.translate(sql), [dialect.params(r) for r in rows]
+                        )
         except psycopg.Error as exc:
             raise translate(exc) from exc
 
@@ -335,7 +352,7 @@ class PgStore(LogStore):
             try:
                 with self.conn.cursor(name=f"each{next(_CURSORS)}") as cur:  # one name a read
                     cur.itersize = chunk
-                    cur.execute(self._dialect.translate(sql), _params(params))
+                    cur.execute(self._dialect.translate(sql), dialect.params(params))
                     yield from cur
             finally:
                 self._reads -= own
@@ -414,24 +431,13 @@ class _Reader:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
-            cur = self.conn.execute(self._dialect.translate(sql), _params(params))
+            cur = self.conn.execute(self._dialect.translate(sql), dialect.params(params))
             return cur.fetchall() if cur.description is not None else []
         except psycopg.Error as exc:
             raise translate(exc) from exc
 
     def close(self) -> None:
         self.conn.close()
-
-
-def _params(params: Sequence[Any] | dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
-    """Always a sequence or a mapping (even empty), so psycopg reads `%%` as `%` in every
-    statement the dialect wrote; ints and bools as untyped literals, so the server takes the
-    type of the column or operand they meet, as SQLite does (`text_column = 5` is no error
-    there, and 0/1 are its booleans)."""
-    # (inline, not a function a value: every projected entry's statements pass here)
-    if isinstance(params, dict):
-        return {k: str(int(v)) if isinstance(v, int) else v for k, v in params.items()}
-    return [str(int(v)) if isinstance(v, int) else v for v in params]
 
 
 i18n.register(

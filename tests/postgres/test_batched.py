@@ -14,6 +14,7 @@ import pytest
 from sync.logstore import LogStore
 from sync.pg import PgStore
 from sync.protocol.entry import SignedEntry, encode_entry, sign_entry
+from sync.protocol.errors import StoreError
 from sync.protocol.keys import Signer
 from sync.store import Store
 
@@ -126,3 +127,101 @@ def test_writes_held_before_a_savepoint_survive_its_rollback(make_store: Any) ->
         store.execute("INSERT INTO tally (tag, seq) VALUES ('after', 3)")
     assert store.query("SELECT tag FROM tally ORDER BY seq") == [("before",), ("after",)]
     store.close()
+
+
+# A long run of one plain INSERT goes to PostgreSQL as one statement over a JSON array
+# (sync.pg.dialect.Bulk); it must leave the rows a run of single INSERTs leaves on SQLite.
+LONG = 40  # > sync.pg.store.BULK_ROWS
+
+
+def test_plain_inserts_have_a_bulk_form_and_no_other_does(pg_url: str) -> None:
+    store = PgStore(pg_url, extensions=[Tally()], owner=CITY)
+    for sql in ("INSERT INTO tally (tag, seq) VALUES (?, ?)",
+                "INSERT OR IGNORE INTO tally (tag, seq) VALUES (?,?)",
+                "INSERT OR REPLACE INTO tally_seen (seq, rows) VALUES (?, ?)"):  # fmt: skip
+        assert store._dialect.bulk(sql) is not None, sql
+    for sql in ("INSERT INTO tally (tag, seq) VALUES (?, 1)",  # a literal: not plain
+                "INSERT INTO tally (tag, seq) SELECT ?, ?",
+                "INSERT INTO tally (tag, seq) VALUES (?, ?) ON CONFLICT(tag) DO NOTHING",
+                ):  # fmt: skip
+        assert store._dialect.bulk(sql) is None, sql
+    store.close()
+
+
+def test_a_members_long_run_with_one_refused_write_costs_that_entry_alone(
+    make_store: Any,
+) -> None:
+    """A village signs, with its own key, forty notes; the twentieth repeats the fifth's tag
+    and the thirtieth holds a real NUL (JSON `\\u0000`: PostgreSQL keeps no NUL in text).
+    On PostgreSQL the chunk's inserts went as one statement, which the database refuses
+    whole: the entries are shown again in halves, and those two alone are set aside."""
+    store = make_store()
+    store.defer_projections()
+    tags = [f"t{n:02d}" for n in range(1, LONG + 1)]
+    tags[19], tags[29] = tags[4], "a\x00b"
+    with store.transaction():
+        store.insert(_notes(Signer.generate(), tags), AT)
+    assert store.catch_up() == 0
+    kept = store.query("SELECT seq FROM tally ORDER BY seq")
+    refused = {20} | ({30} if isinstance(store, PgStore) else set())
+    assert [s for (s,) in kept] == [s for s in range(1, LONG + 1) if s not in refused]
+    assert {q["seq"] for q in store.quarantined()} == refused
+    store.close()
+
+
+_ODD = ["", "it's", 'a "quote"', "back\\slash", "\\u0000 as text", "受理；补正", "x" * 500]
+
+
+def _rows_after(store: LogStore, statement: str, rows: list[tuple[Any, ...]]) -> list[Any]:
+    with store.transaction(), store.batched():
+        for row in rows:
+            store.execute(statement, row)
+    return store.query("SELECT * FROM odd ORDER BY k")
+
+
+@pytest.mark.parametrize("how", ["", "OR IGNORE ", "OR REPLACE "])
+def test_a_long_run_leaves_what_single_inserts_leave(tmp_path: Path, pg_url: str, how: str) -> None:
+    """Keys repeated within one run (OR IGNORE: the first stays; OR REPLACE: the last),
+    NULL, bools (0 and 1, as SQLite keeps them), big ints, quotes, backslashes, CJK: the
+    same table on both engines."""
+    ddl = ("CREATE TABLE IF NOT EXISTS odd (k INTEGER PRIMARY KEY, t TEXT, n INTEGER, "
+           "f INTEGER NOT NULL DEFAULT 7)")  # fmt: skip
+
+    class Odd(Tally):
+        name, ddl_ = "odd", ddl
+
+    Odd.ddl = ddl
+    rows: list[tuple[Any, ...]] = []
+    for k in range(LONG):
+        rows.append((k % 25 if how else k, _ODD[k % len(_ODD)] + str(k),
+                     [None, True, False, 2**62, -5][k % 5]))  # fmt: skip
+    statement = f"INSERT {how}INTO odd (k, t, n) VALUES (?, ?, ?)"
+    lite = Store(tmp_path / "node.db", extensions=[Odd()], owner=CITY)
+    pg = PgStore(pg_url, extensions=[Odd()], owner=CITY)
+    assert pg._dialect.bulk(statement) is not None
+    if how:
+        assert _rows_after(lite, statement, rows) == _rows_after(pg, statement, rows)
+    else:
+        with pytest.raises(StoreError):  # a key twice in one run: refused, as one by one
+            _rows_after(pg, statement, [*rows, rows[0]])
+        assert pg.query("SELECT count(*) FROM odd") == [(0,)]
+        assert _rows_after(lite, statement, rows) == _rows_after(pg, statement, rows)
+    lite.close()
+    pg.close()
+
+
+def test_a_table_with_bytes_is_not_sent_as_json(pg_url: str) -> None:
+    """JSON carries no bytes: a BLOB column's run goes row by row, its bytes as they were."""
+
+    class Blobs(Tally):
+        name = "blobs"
+        ddl = "CREATE TABLE IF NOT EXISTS blobs (k INTEGER PRIMARY KEY, b BLOB)"
+
+    pg = PgStore(pg_url, extensions=[Blobs()], owner=CITY)
+    statement = "INSERT INTO blobs (k, b) VALUES (?, ?)"
+    assert pg._dialect.bulk(statement) is None
+    with pg.transaction(), pg.batched():
+        for k in range(LONG):
+            pg.execute(statement, (k, bytes([k, 0, 255])))
+    assert pg.query("SELECT b FROM blobs WHERE k = 7") == [(bytes([7, 0, 255]),)]
+    pg.close()

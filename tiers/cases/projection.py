@@ -357,15 +357,24 @@ class _Writer:
                 (ids,),
             )
         }
+        # read before any row is written (each read sends the writes held before it: the
+        # rows then go in long runs); what they read, the case events, no row write changes
+        written = written_after(self.store, (ev for events in fresh.values() for ev in events))
         folded = {}
         for case_id, events in fresh.items():
-            chain = self._extend(case_id, events, counts.get(case_id, 0), stored.get(case_id))
+            count, row = counts.get(case_id, 0), stored.get(case_id)
+            chain = self._extend(case_id, events, count, row, written)
             if chain is not None:
                 folded[case_id] = chain
         return folded
 
     def _extend(
-        self, case_id: str, fresh: list[Event], count: int, row: tuple[Any, ...] | None
+        self,
+        case_id: str,
+        fresh: list[Event],
+        count: int,
+        row: tuple[Any, ...] | None,
+        written: dict[Ref, str],
     ) -> list[Event] | None:
         texts = None
         if row is None:
@@ -384,7 +393,7 @@ class _Writer:
                 return None
             steps = chain
         for event in steps:
-            step(state, event, self.calendar(), written_after(self.store, [event]))
+            step(state, event, self.calendar(), written)
         self.write(state, count, 0, texts)
         return chain
 
