@@ -106,10 +106,12 @@ def main() -> None:
 
 def _backend(store: object) -> Callable[[], float | None]:
     """The CPU seconds so far of the server process serving `store` (PostgreSQL on this
-    machine: its backend's /proc entry), else None (SQLite: all of it is this process's)."""
+    machine: its backend's /proc entry; not the WAL writer's nor the checkpointer's), else
+    None (SQLite: all of it is this process's; a server elsewhere: not measured)."""
     conn = getattr(store, "conn", None)
     pid = getattr(getattr(conn, "info", None), "backend_pid", None)
-    if pid is None or not Path(f"/proc/{pid}").exists():
+    comm = Path(f"/proc/{pid}/comm")
+    if pid is None or not comm.exists() or comm.read_text().strip() != "postgres":
         return lambda: None
     return lambda: cpu_seconds(pid)
 

@@ -25,7 +25,8 @@ SQL literal of the code base against this list):
 
 A run of one plain INSERT (`INSERT [OR IGNORE|OR REPLACE] INTO t (…) VALUES (?, …)`, nothing
 after) may also be sent as one statement reading its rows from one JSON array (`bulk`):
-the rows as the same run of single INSERTs would leave them (OR REPLACE: a key's last row).
+the rows as the same run of single INSERTs would leave them (or, where it cannot tell, it is
+sent as single INSERTs after all).
 
 Quoted literals and identifiers are left alone (a `?` inside '…' is not a placeholder).
 """
@@ -66,6 +67,7 @@ _PLAIN_INSERT = re.compile(
 # text as they are (not bytea: JSON has no bytes; nor double precision: JSON has no NaN)
 _BULK_TYPES = frozenset({"text", "bigint", "integer"})
 _ENCODE = msgspec.json.Encoder().encode
+_SCALARS = frozenset({str, int, bool, type(None)})  # what a row may hold to go as JSON
 _RETURNING = re.compile(r"\bRETURNING\b", re.I)
 _CREATE = re.compile(r"\s*CREATE\b", re.I)  # DDL a module runs itself
 _TABLES = re.compile(r"\bFROM\s+sqlite_master\b", re.I)
@@ -100,21 +102,27 @@ class Bulk:
 
     sql: str
     columns: tuple[str, ...]
-    keys: tuple[int, ...] | None  # OR REPLACE: the key's positions (a key's last row is kept)
+    keys: tuple[int, ...] | None  # OR REPLACE: the key's positions
 
-    def document(self, rows: Sequence[Sequence[Any]]) -> str:
-        """The rows as the statement's one parameter: objects named by column, a bool as
-        0 or 1 (as SQLite keeps it, and as `params` sends it)."""
+    def document(self, rows: Sequence[Sequence[Any]]) -> str | None:
+        """The rows as the statement's one parameter (objects named by column, a bool as 0
+        or 1, as SQLite keeps it and as `params` sends it); None where one statement might
+        not leave what the rows sent one by one would: a value JSON does not carry as
+        psycopg sends it (bytes, a float, …), a row of another length, or, under OR
+        REPLACE, a key twice (the server, not Python, decides which rows share a key, and
+        an earlier row may be one the database refuses)."""
+        kinds = {v.__class__ for row in rows for v in row}
+        width = len(self.columns)
+        if not kinds <= _SCALARS or any(len(row) != width for row in rows):
+            return None
         if self.keys is not None:
             keys = self.keys
-            rows = list({tuple(row[i] for i in keys): row for row in rows}.values())
+            if len({tuple(row[i] for i in keys) for row in rows}) < len(rows):
+                return None
+        if bool in kinds:
+            rows = [[int(v) if v.__class__ is bool else v for v in row] for row in rows]
         columns = self.columns
-        return _ENCODE(
-            [
-                {c: int(v) if v.__class__ is bool else v for c, v in zip(columns, row, strict=True)}
-                for row in rows
-            ]
-        ).decode()
+        return _ENCODE([dict(zip(columns, row, strict=True)) for row in rows]).decode()
 
 
 class Dialect:

@@ -358,8 +358,10 @@ class _Writer:
             )
         }
         # read before any row is written (each read sends the writes held before it: the
-        # rows then go in long runs); what they read, the case events, no row write changes
+        # rows then go in one run); what they read, no row written here changes. Every case
+        # folded on needs the calendar (a new one to fold its first event, the others to step)
         written = written_after(self.store, (ev for events in fresh.values() for ev in events))
+        self.calendar()
         folded = {}
         for case_id, events in fresh.items():
             count, row = counts.get(case_id, 0), stored.get(case_id)
