@@ -410,5 +410,11 @@ i18n.register(
             "The disk could not be read or written: {detail}",
             "磁盘读写失败：{detail}",
         ),
+        "store.schema": (
+            "The database lacks a table or column this zhibao made ({detail}): someone changed "
+            "it by hand; nothing was written. Restore it from a backup (docs/operator.md).",
+            "数据库缺少本 zhibao 建立的表或列（{detail}）：有人手动改动过；未写入任何内容。"
+            "请从备份恢复（见 docs/operator.md）。",
+        ),
     }
 )

@@ -32,6 +32,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,10 @@ from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import DiskFullError, StoreError
 
 BUSY_TIMEOUT_MS = 10_000
+# what SQLite says when a table or column the code names is not there: the database changed
+# under zhibao, never an entry's doing (the statements are the code's; an entry's values are
+# parameters). Other SQLErrors may be ("malformed JSON"): those stay the entry's fault.
+_SCHEMA_GONE = re.compile(r"no such (table|column): |table \S+ has no column named ")
 WAL_CHECKPOINT_PAGES = 8192
 
 _MAX_SEQS_SQL = """
@@ -86,7 +91,9 @@ _NO_DELETE = """
 CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
     BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
 """
-_DDL += _NO_DELETE + """
+_DDL += (
+    _NO_DELETE
+    + """
 CREATE TABLE IF NOT EXISTS heads (
     origin TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash BLOB NOT NULL
 ) WITHOUT ROWID;
@@ -121,6 +128,7 @@ CREATE TABLE IF NOT EXISTS signed_tips (
     origin TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (origin, seq)
 ) WITHOUT ROWID;
 """
+)
 LOG_DDL = _DDL  # the log's tables (sync._tables makes the extensions' after them)
 
 
@@ -138,6 +146,8 @@ def _translate(exc: apsw.Error) -> StoreError:
         return StoreError("store.busy")
     if isinstance(exc, apsw.IOError):
         return StoreError("store.io", detail=str(exc))
+    if isinstance(exc, apsw.SQLError) and _SCHEMA_GONE.match(str(exc)):
+        return StoreError("store.schema", detail=str(exc))
     return StoreError("store.failed", detail=str(exc))
 
 

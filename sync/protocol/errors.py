@@ -88,10 +88,11 @@ class ForkError(EntryError):
 
 class StoreError(ZhibaoError):
     # keys that say the database is failing (full, busy, unreachable, read only, refusing
-    # this role) — never what it was given: no entry or step is blamed for one
+    # this role, lacking a table or column) — never what it was given: no entry or step is
+    # blamed for one
     FAILING = frozenset({
         "store.full", "store.busy", "store.io", "store.pg_unreachable", "store.pg_read_only",
-        "store.pg_denied",
+        "store.pg_denied", "store.schema",
     })  # fmt: skip
 
     @property

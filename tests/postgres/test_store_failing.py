@@ -1,22 +1,26 @@
 """What is the database failing and what is an entry's fault, on PostgreSQL (sync.pg.store
-`translate`, StoreError.FAILING, sync._projecting `about_the_store`): the database refusing
-the city's role blames no entry — the catch-up fails whole and waits for the grant — while
-an entry whose value the database cannot hold (an index row too big, an OperationalError in
-psycopg) is set aside alone and the others are projected: one signed entry must not stop
-the city's projections (nor, through them, every town's pull)."""
+`translate`, StoreError.FAILING, sync._projecting `about_the_store`) and, for a table gone,
+on SQLite too: the database refusing the city's role, or lacking a table, blames no entry
+— the catch-up fails whole and waits for the operator — while an entry whose value the
+database cannot hold (an index row too big, an OperationalError in psycopg) is set aside
+alone and the others are projected: one signed entry must not stop the city's projections
+(nor, through them, every town's pull)."""
 
 from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from sync.logstore import LogStore
 from sync.pg import PgStore
 from sync.protocol.errors import StoreError
+from sync.store import Store
 from tests.postgres.chains import chain, signer_for
 from tests.support.flushes import Seen
 
@@ -105,3 +109,53 @@ def test_a_role_refused_a_projection_s_table_fails_the_catch_up_and_blames_no_en
         assert owner.query("SELECT count(*) FROM quarantine") == [(0,)]
     finally:
         owner.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], LogStore]:
+    def make() -> LogStore:
+        if request.param == "sqlite":
+            return Store(tmp_path / "node.db", extensions=[Seen()])
+        return PgStore(request.getfixturevalue("pg_url"), extensions=[Seen()])
+
+    return make
+
+
+@pytest.mark.parametrize("gone", ["table", "column"])
+def test_a_projection_s_table_or_column_gone_fails_the_catch_up_and_blames_no_entry(
+    make_store: Callable[[], LogStore], gone: str
+) -> None:
+    """Someone drops a projection's table, or a column of it, by hand: the catch-up of five
+    notes the town signed with its own key fails whole with `store.schema`, one line saying
+    what to do, and sets aside no entry (before, each was quarantined as unusable, one at a
+    time: the whole log); once the table is made again, each note is projected once."""
+    store = make_store()
+    try:
+        store.defer_projections()
+        with store.transaction():
+            store.insert(chain(signer_for(TOWN), TOWN, 5), NOW)
+        if gone == "table":
+            store.execute("DROP TABLE seen")
+        else:
+            store.execute("DROP INDEX seen_tag")  # (SQLite drops no indexed column)
+            store.execute("ALTER TABLE seen DROP COLUMN tag")
+        with pytest.raises(StoreError) as failed:
+            store.catch_up()
+        assert failed.value.key == "store.schema"
+        said = str(failed.value)
+        assert said.startswith("The database lacks a table or column this zhibao made (")
+        assert "seen" in said or "tag" in said
+        assert "\n" not in said
+        assert store.query("SELECT count(*) FROM quarantine") == [(0,)]
+        assert store.get_meta("projected") is None
+        if gone == "table":
+            for statement in Seen.ddl.split(";"):
+                if statement.strip():
+                    store.execute(statement)
+        else:
+            store.execute("ALTER TABLE seen ADD COLUMN tag TEXT NOT NULL DEFAULT ''")
+        assert store.catch_up() == 0
+        assert store.query("SELECT seq FROM seen ORDER BY seq") == [(n,) for n in range(1, 6)]
+        assert store.query("SELECT count(*) FROM quarantine") == [(0,)]
+    finally:
+        store.close()
