@@ -86,13 +86,13 @@ def main() -> None:
         figure("ingest, this process's CPU", cpu2 - cpu, "s")
         figure("catch-up of the projections, wall", wall3 - wall2, "s")
         figure("catch-up, this process's CPU", cpu3 - cpu2, "s")
-        if spent[0] is not None:
-            figure("ingest, the server's CPU (this connection's backend)", spent[1] - spent[0], "s")
-            figure("catch-up, the server's CPU", spent[2] - spent[1], "s")
-            figure("CPU an entry, both sides, all told",
+        if spent[0] is not None:  # (not the server's WAL writer, checkpointer, autovacuum)
+            figure("ingest, the connection's backend's CPU", spent[1] - spent[0], "s")
+            figure("catch-up, the connection's backend's CPU", spent[2] - spent[1], "s")
+            figure("CPU an entry, this process and its backend",
                    (cpu3 - cpu + spent[2] - spent[0]) / held * 1e6, "µs")  # fmt: skip
-        else:
-            figure("CPU an entry, all told", (cpu3 - cpu) / held * 1e6, "µs")
+        else:  # SQLite: all of it; a server elsewhere: its share not measured
+            figure("CPU an entry, this process", (cpu3 - cpu) / held * 1e6, "µs")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if url is not None:

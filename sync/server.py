@@ -58,7 +58,7 @@ from sync.node import Node
 from sync.protocol import i18n
 from sync.protocol.batch import decode_batch, encode_batch
 from sync.protocol.canonical import MAX_INT
-from sync.protocol.errors import RefusedError, ZhibaoError, describe
+from sync.protocol.errors import RefusedError, StoreError, ZhibaoError, describe
 from sync.protocol.ids import is_node_id, is_within
 from sync.protocol.messages import WIRE, time_message
 from sync.protocol.sealed import (
@@ -275,6 +275,8 @@ class NodeApp:
         except RefusedError as exc:
             return refusal(exc)
         except ZhibaoError as exc:  # busy or unreachable: nothing was written, come back
+            if isinstance(exc, StoreError) and exc.failing and exc.key not in TRY_LATER:
+                log_line(exc.key, **exc.params)  # the database failing: the operator's to hear
             return error_response(503 if exc.key in TRY_LATER else 500, exc.key, **exc.params)
         return self.sealed(request, caller, response, seal_to)
 

@@ -143,7 +143,7 @@ def test_a_projection_s_table_or_column_gone_fails_the_catch_up_and_blames_no_en
             store.catch_up()
         assert failed.value.key == "store.schema"
         said = str(failed.value)
-        assert said.startswith("The database lacks a table or column this zhibao made (")
+        assert said.startswith("The database lacks a table or column this zhibao uses (")
         assert "seen" in said or "tag" in said
         assert "\n" not in said
         assert store.query("SELECT count(*) FROM quarantine") == [(0,)]

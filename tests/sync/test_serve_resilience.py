@@ -20,7 +20,7 @@ import pytest
 
 import sync.idle_projection
 from sync.node import Node
-from sync.protocol.errors import DiskFullError
+from sync.protocol.errors import DiskFullError, RefusedError
 from sync.round import RoundSummary, sync_round
 from sync.service import watch
 from sync.store import UNPROJECTED_SQL
@@ -306,3 +306,23 @@ def test_connections_that_send_nothing_are_closed_and_free_their_slots(
         finally:
             for s in idle:
                 s.close()
+
+
+def test_a_push_meeting_a_table_gone_is_refused_and_logged(
+    net: Topology, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Someone drops, by hand, a table the town writes at every push: the village's push,
+    signed with its own key, is answered with the store's words (`store.schema`, nothing
+    stored) and the town's `serve` says so in its log, one stamped line — before, the
+    answer went out and the town's operator read nothing."""
+    with net.open(TOWN) as town:
+        town.store.execute("DROP TABLE signed_tips")
+        with serve_in_thread(node=town) as url, net.open(VILLAGE) as village:
+            append_notes(village, 3)
+            with pytest.raises(RefusedError) as refused:
+                sync_round(village, url, pull=False)
+            assert refused.value.params["code"] == "store.schema"
+        assert town.store.head(VILLAGE)[0] == 0
+    lines = _logged(capsys.readouterr().err)
+    assert len(lines) == 1 and STAMPED.match(lines[0]), lines
+    assert "lacks a table or column this zhibao uses (no such table: signed_tips)" in lines[0]
