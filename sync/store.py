@@ -91,9 +91,7 @@ _NO_DELETE = """
 CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
     BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
 """
-_DDL += (
-    _NO_DELETE
-    + """
+_DDL += _NO_DELETE + """
 CREATE TABLE IF NOT EXISTS heads (
     origin TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash BLOB NOT NULL
 ) WITHOUT ROWID;
@@ -128,7 +126,6 @@ CREATE TABLE IF NOT EXISTS signed_tips (
     origin TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (origin, seq)
 ) WITHOUT ROWID;
 """
-)
 LOG_DDL = _DDL  # the log's tables (sync._tables makes the extensions' after them)
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sync.protocol.errors import CustodyError
 from sync.store import Store
@@ -30,7 +32,7 @@ from tests.support.calendars import NEW_YEAR_ONLY_2027, WHOLE_2027
 from tiers.calendar import CalendarOverrides
 from tiers.calendar_publish import publish_calendar
 from tiers.cases import service
-from tiers.cases.projection import recompute
+from tiers.cases.projection import _text, recompute
 from tiers.cases.views import case_view
 from tiers.figures import FACT_COLUMNS
 
@@ -376,3 +378,19 @@ def test_facts_take_the_fold_s_order_only_for_the_events_folded() -> None:
     assert case_facts._advanced(row, [done, taken], None) is None
     other = Event(TOWN, 9, "case.completed", done.at, {"after": [TOWN, 7]})
     assert case_facts._advanced(row, [done, taken], [taken, other]) is None
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(_JSON)
+def test_a_column_s_json_text_is_what_json_dumps_writes(value: Any) -> None:
+    """The projection's JSON columns are written by msgspec (faster); their text must stay
+    what json.dumps wrote, so rows written before and after compare equal: any text (CJK,
+    control characters, U+2028, quotes, backslashes), keys sorted, ints within 64 bits."""
+    expected = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    assert _text(value) == expected

@@ -24,6 +24,8 @@ from dataclasses import dataclass, fields
 from datetime import date
 from typing import Any
 
+import msgspec
+
 from sync.clock import local_date, local_day
 from sync.logstore import LogStore
 from sync.protocol.entry import SignedEntry
@@ -184,14 +186,16 @@ def deadline_of(state: CaseState, calendar: WorkCalendar) -> Deadline | None:
     )
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+# the text of json.dumps(ensure_ascii=False, sort_keys=True, separators=(",", ":")), ~5×
+# faster (the case events' bodies and the cases' JSON columns: ~800,000 a 513 K catch-up)
+_ENCODE = msgspec.json.Encoder(order="sorted").encode
 
 
 def _text(value: Any) -> str:
     """Compact JSON for a projection column (values came from canonical entries: no floats)."""
     if isinstance(value, list) and not value:
         return "[]"
-    return _ENCODER.encode(value)
+    return _ENCODE(value).decode()
 
 
 # The state's fields that no column of `cases` holds; they go into its `state` column.
