@@ -183,8 +183,10 @@ class Dialect:
             how, table, names, more = found.groups()
             columns = tuple(c.strip() for c in names.split(","))
             types = self._types(table)
+            if not set(columns) <= types.keys():  # (not kept: the table may be made again)
+                return None
             if more.count("?") + 1 == len(columns) and all(
-                types.get(c) in _BULK_TYPES for c in columns
+                types[c] in _BULK_TYPES for c in columns
             ):
                 listed = ", ".join(columns)
                 out = (f"INSERT INTO {table} ({listed}) SELECT {listed} FROM "

@@ -242,3 +242,28 @@ def test_a_table_with_bytes_is_not_sent_as_json(pg_url: str) -> None:
             pg.execute(statement, (k, bytes([k, 0, 255])))
     assert pg.query("SELECT b FROM blobs WHERE k = 7") == [(bytes([7, 0, 255]),)]
     pg.close()
+
+
+def test_a_column_put_back_is_written_in_one_statement_again(pg_url: str, monkeypatch: Any) -> None:
+    """While a table lacks a column its INSERT names, the run goes one by one (and fails);
+    the column put back, the same process sends the run as one statement again."""
+    made: list[bool] = []
+    document = Bulk.document
+    monkeypatch.setattr(Bulk, "document", lambda self, rows: _seen(made, document(self, rows)))
+    store = PgStore(pg_url, extensions=[Tally()], owner=CITY)
+    statement = "INSERT INTO tally (tag, seq) VALUES (?, ?)"
+    store.execute("ALTER TABLE tally DROP COLUMN seq")
+    with pytest.raises(StoreError) as gone:
+        _run(store, statement, 0)
+    assert gone.value.key == "store.schema"
+    store.execute("ALTER TABLE tally ADD COLUMN seq INTEGER")
+    _run(store, statement, 1)
+    assert made == [True]
+    assert store.query("SELECT count(*) FROM tally") == [(LONG,)]
+    store.close()
+
+
+def _run(store: LogStore, statement: str, n: int) -> None:
+    with store.transaction(), store.batched():
+        for k in range(LONG):
+            store.execute(statement, (f"{n}-{k}", k))
