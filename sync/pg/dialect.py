@@ -104,13 +104,15 @@ class Bulk:
     columns: tuple[str, ...]
     keys: tuple[int, ...] | None  # OR REPLACE: the key's positions
 
-    def document(self, rows: Sequence[Sequence[Any]]) -> str | None:
+    def document(self, rows: Sequence[Any]) -> str | None:
         """The rows as the statement's one parameter (objects named by column, a bool as 0
         or 1, as SQLite keeps it and as `params` sends it); None where one statement might
-        not leave what the rows sent one by one would: a value JSON does not carry as
-        psycopg sends it (bytes, a float, …), a row of another length, or, under OR
-        REPLACE, a key twice (the server, not Python, decides which rows share a key, and
-        an earlier row may be one the database refuses)."""
+        not leave what the rows sent one by one would: named parameters, a value JSON does
+        not carry as psycopg sends it (bytes, a float, …), a row of another length, or,
+        under OR REPLACE, a key twice (the server, not Python, decides which rows share a
+        key, and an earlier row may be one the database refuses)."""
+        if any(isinstance(row, dict) for row in rows):
+            return None
         kinds = {v.__class__ for row in rows for v in row}
         width = len(self.columns)
         if not kinds <= _SCALARS or any(len(row) != width for row in rows):

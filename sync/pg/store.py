@@ -323,10 +323,7 @@ class PgStore(LogStore):
                 for sql, run in itertools.groupby(held, key=lambda h: h[0]):
                     rows = [values for _, values in run]
                     bulk = self._dialect.bulk(sql) if len(rows) >= BULK_ROWS else None
-                    document = None
-                    if bulk is not None and not any(isinstance(r, dict) for r in rows):
-                        document = bulk.document(rows)
-                    if bulk is not None and document is not None:
+                    if bulk is not None and (document := bulk.document(rows)) is not None:
                         cur.execute(bulk.sql, (document,))
                     else:
                         cur.executemany(

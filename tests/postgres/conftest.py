@@ -3,11 +3,15 @@ on the run's private cluster (tests/support/postgres.py says how it starts and s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from sync.logstore import LogStore
+from sync.pg import PgStore
+from sync.store import Store
 from tests.support.postgres import fresh_database, shared_server
 
 
@@ -29,3 +33,17 @@ def pg_url(pg_server: str) -> Iterator[str]:
     """A fresh, empty database for this test (dropped after it)."""
     with fresh_database(pg_server) as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., LogStore]:
+    """Makes this test's store on each engine in turn (SQLite: a file in `tmp_path`;
+    PostgreSQL: this test's database), with the `extensions` given and `owner`."""
+
+    def make(*extensions: Any, owner: str | None = None) -> LogStore:
+        if request.param == "sqlite":
+            return Store(tmp_path / "node.db", extensions=list(extensions), owner=owner)
+        url = request.getfixturevalue("pg_url")
+        return PgStore(url, extensions=list(extensions), owner=owner)
+
+    return make

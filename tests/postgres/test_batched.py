@@ -5,7 +5,6 @@ the writes held before it; a block that fails sends nothing. Each test runs on b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +55,6 @@ class Tally:
         self.last = 0
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    def make() -> LogStore:
-        if request.param == "sqlite":
-            return Store(tmp_path / "node.db", extensions=[Tally()], owner=CITY)
-        return PgStore(request.getfixturevalue("pg_url"), extensions=[Tally()], owner=CITY)
-
-    yield make
-
-
 def _notes(signer: Signer, tags: list[str]) -> list[SignedEntry]:
     out, prev = [], None
     for seq, tag in enumerate(tags, 1):
@@ -81,7 +70,7 @@ def test_a_members_entry_whose_write_the_database_refuses_costs_that_entry_alone
     """A village signs, with its own key, a note naming a tag an earlier note named: the
     projection's INSERT is refused by the database — on PostgreSQL only when the held run
     is sent, after later entries' writes were queued. Only that entry is set aside."""
-    store = make_store()
+    store = make_store(Tally(), owner=CITY)
     store.defer_projections()
     tags = ["a", "b", "c", "b", "d", "e"]  # seq 4 repeats seq 2's tag
     with store.transaction():
@@ -96,7 +85,7 @@ def test_a_members_entry_whose_write_the_database_refuses_costs_that_entry_alone
 
 
 def test_a_read_in_the_block_sees_the_writes_held_before_it(make_store: Any) -> None:
-    store = make_store()
+    store = make_store(Tally(), owner=CITY)
     store.defer_projections()
     with store.transaction():
         store.insert(_notes(Signer.generate(), ["a", "b", "c"]), AT)
@@ -106,7 +95,7 @@ def test_a_read_in_the_block_sees_the_writes_held_before_it(make_store: Any) -> 
 
 
 def test_a_block_that_raises_sends_nothing_it_held(make_store: Any) -> None:
-    store = make_store()
+    store = make_store(Tally(), owner=CITY)
     with store.transaction():
         with pytest.raises(RuntimeError), store.transaction(), store.batched():
             store.execute("INSERT INTO tally (tag, seq) VALUES ('held', 1)")
@@ -119,7 +108,7 @@ def test_a_block_that_raises_sends_nothing_it_held(make_store: Any) -> None:
 def test_writes_held_before_a_savepoint_survive_its_rollback(make_store: Any) -> None:
     """A savepoint opened inside a block (an extension's own nested transaction) must not
     take the block's earlier writes with it when it rolls back, nor keep its own."""
-    store = make_store()
+    store = make_store(Tally(), owner=CITY)
     with store.transaction(), store.batched():
         store.execute("INSERT INTO tally (tag, seq) VALUES ('before', 1)")
         with pytest.raises(RuntimeError), store.transaction():
@@ -156,7 +145,7 @@ def test_a_members_long_run_with_one_refused_write_costs_that_entry_alone(
     and the thirtieth holds a real NUL (JSON `\\u0000`: PostgreSQL keeps no NUL in text).
     On PostgreSQL the chunk's inserts went as one statement, which the database refuses
     whole: the entries are shown again in halves, and those two alone are set aside."""
-    store = make_store()
+    store = make_store(Tally(), owner=CITY)
     store.defer_projections()
     tags = [f"t{n:02d}" for n in range(1, LONG + 1)]
     tags[19], tags[29] = tags[4], "a\x00b"

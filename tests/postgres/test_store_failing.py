@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,7 +19,6 @@ from psycopg.conninfo import make_conninfo
 from sync.logstore import LogStore
 from sync.pg import PgStore
 from sync.protocol.errors import StoreError
-from sync.store import Store
 from tests.postgres.chains import chain, signer_for
 from tests.support.flushes import Seen
 
@@ -111,25 +109,15 @@ def test_a_role_refused_a_projection_s_table_fails_the_catch_up_and_blames_no_en
         owner.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], LogStore]:
-    def make() -> LogStore:
-        if request.param == "sqlite":
-            return Store(tmp_path / "node.db", extensions=[Seen()])
-        return PgStore(request.getfixturevalue("pg_url"), extensions=[Seen()])
-
-    return make
-
-
 @pytest.mark.parametrize("gone", ["table", "column"])
 def test_a_projection_s_table_or_column_gone_fails_the_catch_up_and_blames_no_entry(
-    make_store: Callable[[], LogStore], gone: str
+    make_store: Callable[..., LogStore], gone: str
 ) -> None:
     """Someone drops a projection's table, or a column of it, by hand: the catch-up of five
     notes the town signed with its own key fails whole with `store.schema`, one line saying
     what to do, and sets aside no entry (before, each was quarantined as unusable, one at a
     time: the whole log); once the table is made again, each note is projected once."""
-    store = make_store()
+    store = make_store(Seen())
     try:
         store.defer_projections()
         with store.transaction():
