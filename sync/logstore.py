@@ -411,10 +411,10 @@ i18n.register(
             "磁盘读写失败：{detail}",
         ),
         "store.schema": (
-            "The database lacks a table or column this zhibao uses ({detail}); this step wrote "
-            "nothing. If it was changed by hand, restore it from a backup (docs/operator.md); "
-            "if not, report it.",
-            "数据库缺少本 zhibao 使用的表或列（{detail}）；此步未写入任何内容。如系手动改动，"
+            "The database lacks a table, column or key this zhibao uses ({detail}); this step "
+            "wrote nothing. If it was changed by hand, restore it from a backup "
+            "(docs/operator.md); if not, report it.",
+            "数据库缺少本 zhibao 使用的表、列或键（{detail}）；此步未写入任何内容。如系手动改动，"
             "请从备份恢复（见 docs/operator.md）；否则请报告此问题。",
         ),
     }

@@ -55,10 +55,13 @@ from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import DiskFullError, StoreError
 
 BUSY_TIMEOUT_MS = 10_000
-# what SQLite says when a table or column the code names is not there: the database changed
-# under zhibao, never an entry's doing (the statements are the code's; an entry's values are
-# parameters). Other SQLErrors may be ("malformed JSON"): those stay the entry's fault.
-_SCHEMA_GONE = re.compile(r"no such (table|column): |table \S+ has no column named ")
+# what SQLite says when a table, column or key the code names is not there: the database
+# changed under zhibao, never an entry's doing (the statements are the code's; an entry's
+# values are parameters). Other SQLErrors may be ("malformed JSON"): the entry's fault.
+_SCHEMA_GONE = re.compile(
+    r"no such (table|column): |table \S+ has no column named "
+    r"|ON CONFLICT clause does not match any PRIMARY KEY or UNIQUE constraint"
+)
 WAL_CHECKPOINT_PAGES = 8192
 
 _MAX_SEQS_SQL = """

@@ -40,6 +40,8 @@ from typing import Any
 
 import msgspec
 
+from sync.protocol.errors import StoreError
+
 _TOKEN = re.compile(
     r"""('(?:[^']|'')*')"""  # a string literal
     r"""|("(?:[^"]|"")*")"""  # a quoted identifier
@@ -160,6 +162,8 @@ class Dialect:
         if replace:
             table, columns = replace.group(1), [c.strip() for c in replace.group(2).split(",")]
             keys = self._keys(table)
+            if not keys:  # dropped by hand (every table zhibao replaces into has one)
+                raise StoreError("store.schema", detail=f"table {table} has no primary key")
             rest = [c for c in columns if c not in keys]
             action = (
                 "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in rest)
@@ -199,7 +203,9 @@ class Dialect:
                 elif how:
                     key = self._keys(table)
                     rest = [c for c in columns if c not in key]
-                    if not key or not set(key) <= set(columns):
+                    if not key:  # (not kept: put back, it is one statement again)
+                        return None
+                    if not set(key) <= set(columns):
                         return self._keep(sql, None)
                     keys = tuple(columns.index(k) for k in key)
                     out += f" ON CONFLICT ({', '.join(key)}) " + (

@@ -78,7 +78,8 @@ def translate(exc: psycopg.Error) -> StoreError:
         return StoreError("store.pg_read_only")
     if code == "42501":  # insufficient_privilege: the operator's grants, not the data
         return StoreError("store.pg_denied", detail=(diag and diag.message_primary) or str(exc))
-    if code in ("42P01", "42703"):  # undefined table or column: changed under zhibao
+    if code in ("42P01", "42703") or (code == "42P10" and "ON CONFLICT" in str(exc)):
+        # undefined table or column, or no key an upsert names: changed under zhibao
         return StoreError("store.schema", detail=(diag and diag.message_primary) or str(exc))
     if code == "53100":  # disk_full
         return DiskFullError("store.full")

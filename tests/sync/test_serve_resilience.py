@@ -325,4 +325,4 @@ def test_a_push_meeting_a_table_gone_is_refused_and_logged(
         assert town.store.head(VILLAGE)[0] == 0
     lines = _logged(capsys.readouterr().err)
     assert len(lines) == 1 and STAMPED.match(lines[0]), lines
-    assert "lacks a table or column this zhibao uses (no such table: signed_tips)" in lines[0]
+    assert "lacks a table, column or key this zhibao uses (no such table: signed_tips)" in lines[0]
