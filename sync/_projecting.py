@@ -28,6 +28,7 @@ UNPROJECTED_SQL = (  # entries stored but not yet seen by the lazy extensions
     "SELECT coalesce(max(id), 0) - coalesce((SELECT CAST(value AS INTEGER) FROM meta "
     f"WHERE key = '{PROJECTED}'), 0) FROM entries"
 )
+REBUILT = "projections_rebuilt"  # meta key: times every lazy projection was made anew
 UNUSABLE = "projection.failed"  # the reason of an entry an extension raised on
 
 
@@ -87,11 +88,17 @@ class Projecting:
         def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]: ...
         def execute(self, sql: str, params: Any = ()) -> None: ...
         def set_meta(self, key: str, value: str) -> None: ...
+        def get_meta(self, key: str, default: str | None = None) -> str | None: ...
         def _write(self, *, catch_up: bool) -> Any: ...
         def _savepoint(self) -> Any: ...
         def batched(self) -> Any: ...
         def _last_id(self) -> int: ...
         def _script(self, ddl: str) -> None: ...
+
+    def _hold_projections(self) -> None:
+        """Keep every other writer's projection out until this transaction ends: already
+        so where writers exclude each other (SQLite); on PostgreSQL fronts project beside
+        each other's appends (sync.pg.beside)."""
 
     def unprojected(self) -> int:
         """How many stored entries the lazy extensions have not seen yet."""
@@ -107,24 +114,28 @@ class Projecting:
         One transaction per chunk of at most PROJECT_CHUNK entries, each moving the cursor with the
         projection, so a long catch-up never holds the write lock for long and a crash
         keeps every chunk it finished."""
+        return self.project_some(limit)[1]
+
+    def project_some(self, limit: int | None = None) -> tuple[int, int]:
+        """`catch_up`, saying also how many entries it projected: (projected, remaining)."""
         left = limit if limit is not None else 2**62
-        remaining = self.unprojected()
+        remaining, total = self.unprojected(), 0
         while remaining and left > 0:
             with self._write(catch_up=False):
                 done, _ = self._project(min(left, PROJECT_CHUNK))
-            left -= done
+            left, total = left - done, total + done
             remaining = self.unprojected() if done else 0
-        return remaining
+        return total, remaining
 
-    def _project(self, limit: int | None = None) -> tuple[int, int]:
-        """Inside a transaction: let the lazy extensions see entries past the cursor, moving
-        it with them — all of them, or with a `limit` one chunk of about that many;
-        returns (entries gone through, the cursor now)."""
+    def _project(self, limit: int | None = None, through: int = 2**62) -> tuple[int, int]:
+        """Inside a transaction: let the lazy extensions see entries past the cursor up to
+        id `through`, moving it with them — all of them, or with a `limit` one chunk of
+        about that many; returns (entries gone through, the cursor now)."""
         rows = self.query("SELECT value FROM meta WHERE key = ?", (PROJECTED,))
         cursor = int(rows[0][0]) if rows else 0
         done, size = 0, PROJECT_CHUNK if limit is None else min(limit, PROJECT_CHUNK)
         while size > 0:
-            chunk = self._chunk(cursor, 2**62, size)
+            chunk = self._chunk(cursor, through, size)
             if chunk is None:
                 break
             last, entries, received, set_aside = chunk
@@ -159,7 +170,8 @@ class Projecting:
             )  # fmt: skip
             if not sizes:
                 return None
-            end = chunk_end(sizes, limit, whole=len(sizes) < reach)
+            # read to the log's end: its last row ends a push (not so at a horizon)
+            end = chunk_end(sizes, limit, whole=len(sizes) < reach and through >= 2**62)
             if end:
                 break
         rows = self.query(
@@ -303,6 +315,8 @@ class Projecting:
         quarantined (what the others have seen) is shown to them alone, now; one they raise
         on is quarantined, the others go on."""
         if names is None:
+            self._hold_projections()
+            self.set_meta(REBUILT, str(int(self.get_meta(REBUILT) or 0) + 1))
             self._discard(self._lazy)
             for ext in self._lazy:
                 for table in tables_of(ext.ddl):

@@ -179,7 +179,8 @@ class BlobWire:
             caller = gate.admit(request, BLOB_PUT)
             seal_to = app._answer_key(request, caller)
             sha, start, said = put_ask(request.query_params)
-            self.node.store.catch_up()  # blob_refs is a projection
+            with self.node.store.exclusive():  # blob_refs is a projection: caught up whole
+                self.node.store.catch_up()
             ref, why = self._refusal(caller.node_id, sha, said)
             if why is not None or ref is None:
                 raise RefusedError(why or "blob.not_named", sha256=sha)

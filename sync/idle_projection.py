@@ -7,11 +7,14 @@ come for `IDLE_SECONDS`, a few hundred entries at a time so a request does not w
 (a step goes on to where the push it reached ended, so a push is projected in one flush:
 a request may then wait for up to a chunk, PROJECT_CHUNK entries) —
 and, while pushes keep coming, whatever exceeds `BACKLOG` between two requests, so the work
-does not pile up for the next pull, which catches up at once before it reads them (a pull
-behind 100,000 unprojected entries held the loop, and on PostgreSQL every front, for
-minutes: the towns' pushes timed out). Then the WAL is checkpointed, so that work too falls
-in quiet time. Any failure there but a busy database is logged and tried again later, each
-time later (a database refusing the role or unreachable, as a bug).
+does not pile up for the next pull, which on SQLite catches up at once before it reads
+them (a pull behind 100,000 unprojected entries held the loop for minutes: the towns'
+pushes timed out). On PostgreSQL, where fronts project beside each other's pushes
+(sync.pg.beside) and a pull catches up one chunk and reads no further than the
+projections, nothing else holds the pushes back: a push waits while the projections are
+more than `BEHIND` entries behind (`keep_pace`). Then the WAL is checkpointed, so that
+work too falls in quiet time. Any failure there but a busy database is logged and tried
+again later, each time later (a database refusing the role or unreachable, as a bug).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from sync.protocol.errors import StoreError, ZhibaoError, describe
 IDLE_SECONDS = 0.5  # project deferred entries once no push has come for this long
 PROJECT_STEP = 500  # entries projected between two looks at the request queue
 BACKLOG = 4 * PROJECT_STEP  # unprojected entries a stream of pushes may leave waiting
+BEHIND = 16 * BATCH_ENTRIES  # unprojected entries a push waits on, where nothing else holds it
+PACE_WAIT_S = 10.0  # longest such a wait (then it is taken: a push is never refused for it)
+STALLED_SECONDS = 0.1  # look again after a step that could project nothing (sync.pg.beside)
 KEEP_UP = 2 * BATCH_ENTRIES  # most projected beyond it between two requests (two pushes' worth)
 FAILURE_BACKOFF_MAX = 60.0  # longest pause of idle projection after an unexpected error
 
@@ -62,6 +68,22 @@ class IdleProjection:
             self._projecting = True
             asyncio.get_running_loop().call_soon(self._step)  # it looks again
 
+    async def keep_pace(self) -> None:
+        """Before a push is taken where fronts project beside their appends (PostgreSQL,
+        sync.pg.beside), so nothing holds the pushes back: while the projections are more
+        than BEHIND entries behind, wait (up to PACE_WAIT_S, the loop serving meanwhile) —
+        pushes must not outrun them without bound (a pull would hand out stale cases, the
+        desk show stale figures, for as long as the pushes go on)."""
+        if not self.store.races:
+            return
+        deadline = time.monotonic() + PACE_WAIT_S
+        try:
+            while self.store.unprojected() > BEHIND and time.monotonic() < deadline:
+                self.pushed()  # (a step is under way, or now scheduled)
+                await asyncio.sleep(STALLED_SECONDS)
+        except ZhibaoError:  # the database failing: the push will say so
+            pass
+
     def stop(self) -> None:
         """No more steps (call on the serving loop, before closing the store: a step
         already scheduled then does nothing)."""
@@ -82,9 +104,9 @@ class IdleProjection:
         store = self.store
         try:
             if quiet >= IDLE_SECONDS:
-                remaining = store.catch_up(PROJECT_STEP)
+                done, remaining = store.project_some(PROJECT_STEP)
             elif (excess := store.unprojected() - BACKLOG) > 0:  # pushes must not outrun it
-                remaining = store.catch_up(min(excess, KEEP_UP))
+                done, remaining = store.project_some(min(excess, KEEP_UP))
             else:
                 loop.call_later(IDLE_SECONDS - quiet, self._step)
                 return
@@ -102,8 +124,11 @@ class IdleProjection:
             loop.call_later(wait, self._step)
             return
         self._failures = 0
-        if remaining:
-            loop.call_soon(self._step)  # requests waiting are served first
+        if remaining:  # requests waiting are served first
+            if not done:  # none could be: another front is projecting, or what is
+                loop.call_later(STALLED_SECONDS, self._step)  # left follows appends in flight
+            else:
+                loop.call_soon(self._step)
             return
         self._projecting = False
         try:

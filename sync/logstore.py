@@ -173,10 +173,20 @@ class LogStore(Projecting):
         """Whether a `transaction()` of this connection is open."""
         return self._depth > 0
 
+    @contextlib.contextmanager
+    def projected_read(self) -> Iterator[dict[str, int] | None]:
+        """A read of what concerns a node (sync.relevance): yields, per origin, the first
+        seq it must stop before, so that it never passes over one the projections have not
+        seen — None where no entry is read unprojected (the read catches them up under the
+        lock whole); a store whose fronts project beside their appends says (sync.pg), and
+        fails the read (`store.busy`) if the projections were made anew meanwhile."""
+        yield None
+
     def exclusive(self) -> contextlib.AbstractContextManager[None]:
         """A write transaction that keeps every other writer out even on a deferring store
-        (PostgreSQL: the exclusive lock, not the fronts' shared one) — for work that moves
-        the projections (a pull catching up) — without catching them up first."""
+        (PostgreSQL: the exclusive lock, not the fronts' shared one) — for work that must
+        see the projections whole (materials asked for, catching them up first; a
+        migration) — without catching them up first."""
         return self._write(catch_up=False)
 
     @contextlib.contextmanager

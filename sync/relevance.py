@@ -49,21 +49,28 @@ def _broadcast(store: LogStore, client: str, cursors: dict[str, int]) -> list[tu
 def select_for(
     store: LogStore, client: str, cursors: dict[str, int], limit: int
 ) -> tuple[list[SignedEntry], bool]:
-    """Entries that concern `client` and that it does not hold; (entries, more to come)."""
-    wanted: set[tuple[str, int]] = set(_broadcast(store, client, cursors))
-    for selector in _SELECTORS:
-        wanted.update(selector(store, client, cursors))
-    keys = sorted(
-        (k for k in wanted if not is_within(k[0], client) and k[1] > cursors.get(k[0], 0)),
-        key=lambda k: (len(k[0]), k[0], k[1]),
-    )
-    more = len(keys) > limit
-    chosen = keys[:limit]
-    out = []
-    for origin, seq in chosen:
-        entry = store.entry(origin, seq)
-        if entry is not None:
-            out.append(entry)
+    """Entries that concern `client` and that it does not hold; (entries, more to come).
+    Where the projections may lag the log (fronts projecting beside their appends), only
+    below each origin's bound, read before the selectors: an entry past it comes next
+    time, never passed over (the invariant above; LogStore.projected_read)."""
+    with store.projected_read() as bounds:
+        wanted: set[tuple[str, int]] = set(_broadcast(store, client, cursors))
+        for selector in _SELECTORS:
+            wanted.update(selector(store, client, cursors))
+        keys = sorted(
+            (
+                k for k in wanted
+                if not is_within(k[0], client) and k[1] > cursors.get(k[0], 0)
+                and (bounds is None or k[1] < bounds.get(k[0], 0))
+            ),
+            key=lambda k: (len(k[0]), k[0], k[1]),
+        )  # fmt: skip
+        more = len(keys) > limit
+        out = []
+        for origin, seq in keys[:limit]:
+            entry = store.entry(origin, seq)
+            if entry is not None:
+                out.append(entry)
     return out, more
 
 

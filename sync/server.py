@@ -38,6 +38,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from sync import admission, forks, link, receipts, relevance, trust
+from sync._chunk_end import PROJECT_CHUNK
 from sync.admission import (
     NONCE,
     PUSH,
@@ -183,11 +184,13 @@ class NodeApp:
         endpoint: Endpoint,
         *,
         exclusive: bool = False,
+        pace: bool = False,
     ) -> Response:
         """Admit the request on its headers, read its body within the budget and the
         deadline, open it if sealed, then run `handler` in one transaction (`exclusive`:
-        no other front appends meanwhile, see `pull`); its answer is sealed to the caller's
-        enrolled seal key."""
+        no other front appends meanwhile, see `pull`; `pace`: a push, first waiting while
+        the projections are far behind, IdleProjection.keep_pace); its answer is sealed to
+        the caller's enrolled seal key."""
         gate = self.gate
         try:
             caller = gate.admit(request, endpoint)
@@ -201,6 +204,8 @@ class NodeApp:
                 body = await gate.read_body(request, caller)
             except RefusedError as exc:
                 return refusal(exc, close=True)
+            if pace:
+                await self.idle.keep_pace()
             return self._answer(request, caller, body, handler, endpoint, seal_to, exclusive)
         finally:
             gate.release(caller)
@@ -208,8 +213,8 @@ class NodeApp:
     def transaction(self, *, exclusive: bool = False) -> AbstractContextManager[None]:
         """A request's transaction. `exclusive`: the write lock the fronts share (sync.pg)
         taken whole, so no other front appends while it runs — for a request that catches
-        the projections up and reads them (a pull; materials asked for), so that no two
-        fronts project the same entries and none is passed over. On SQLite every write
+        the projections up whole and reads them (materials asked for; a pull where fronts
+        do not append at once), so that none is passed over. On SQLite every write
         transaction is exclusive."""
         store = self.node.store
         return store.exclusive() if exclusive else store.transaction()
@@ -353,16 +358,21 @@ class NodeApp:
                 forks.report(self.node)
             return JSONResponse({"result": result.to_json(), "receipt": self._receipt(sender)})
 
-        response = await self._guarded(request, handle, PUSH)
+        response = await self._guarded(request, handle, PUSH, pace=True)
         self.idle.pushed()
         return response
 
     async def pull(self, request: Request) -> Response:
+        store = self.node.store
+
         def handle(sender: str, body: bytes) -> Response:
             cursors, limit, mode = _pull_request(body)
             select = relevance.subtree_for if mode == "subtree" else relevance.select_for
-            self.node.store.catch_up()  # what concerns the client is read from projections
-            entries, more = select(self.node.store, sender, cursors, limit)
+            # what concerns the client is read from projections: caught up whole under the
+            # lock whole — or, where fronts append at once (PostgreSQL), a chunk beside
+            # them, and the read stops where the projections do (sync.relevance)
+            store.catch_up(PROJECT_CHUNK if store.races else None)
+            entries, more = select(store, sender, cursors, limit)
             return Response(
                 encode_batch(entries),
                 media_type=BATCH_TYPE,
@@ -372,9 +382,7 @@ class NodeApp:
                 },
             )
 
-        # exclusive: no front appends while the projections are caught up and read, so no
-        # entry another front is storing is passed over as not concerning the client
-        return await self._guarded(request, handle, SYNC, exclusive=True)
+        return await self._guarded(request, handle, SYNC, exclusive=not store.races)
 
     def stop(self) -> None:
         """No more idle projection steps (call on the serving loop, before closing the node:

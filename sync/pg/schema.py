@@ -38,6 +38,7 @@ from sync.pg import replica
 from sync.protocol.errors import StoreError
 
 ENTRY_PARTITIONS = 16
+BYTE_ORDER = frozenset({"C", "POSIX", "C.UTF-8", "C.utf8"})  # collations that compare bytes
 MIGRATION_LOCK = 0x7A68_6962_616F  # "zhibao": the advisory lock migrations are taken under
 
 _PARTITIONS = "\n".join(
@@ -256,6 +257,20 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now()
 )
 """
+
+
+def check_collation(conn: Any) -> None:
+    """Refuse a database that sorts text by a language's rules: ids are compared as ranges
+    (`origin >= '330782001' AND origin < '330782001:'`) and listed in order, which holds
+    only in byte order, as SQLite compares — collation C (or C.UTF-8)."""
+    row = conn.execute(
+        "SELECT to_jsonb(d) FROM pg_database d WHERE datname = current_database()"
+    ).fetchone()
+    found = row[0] if row is not None else {}
+    if found.get("datlocprovider", "c") == "i":  # ICU (PostgreSQL 15+): its own rules
+        raise StoreError("store.pg_collation", collation="ICU " + str(found.get("daticulocale")))
+    if found.get("datcollate", "C") not in BYTE_ORDER:
+        raise StoreError("store.pg_collation", collation=found["datcollate"])
 
 
 def migrate(conn: Any) -> list[int]:

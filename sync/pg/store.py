@@ -10,8 +10,9 @@ Invariants (the database holds them, whatever process writes: see sync.pg.schema
   seq is taken, the head moved) fails whole with StoreError `store.pg_taken` or
   `store.pg_gap`, and the transaction applies nothing: read the head again and resend.
 - Every write is one `with store.transaction():` (nested: a savepoint), under an advisory
-  lock: shared by fronts storing pushes (`defer_projections`), exclusive for every other
-  writer, so the projections move only while no append is in flight (PgStore._begin).
+  lock: shared by fronts (`defer_projections`), which store pushes and project beside them
+  up to a horizon no append in flight can still add below (sync.pg.beside), exclusive for
+  every other writer (PgStore._begin).
 
 Not here (docs/postgresql.md): logs held in part (a city holds every log whole).
 """
@@ -32,7 +33,7 @@ from psycopg.pq import TransactionStatus
 from sync import _tables
 from sync._projecting import Extension
 from sync.logstore import LogStore
-from sync.pg import dialect, replica, schema
+from sync.pg import beside, dialect, replica, schema
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import DiskFullError, StoreError
@@ -40,7 +41,6 @@ from sync.protocol.errors import DiskFullError, StoreError
 T = TypeVar("T")
 _OUTSIDE = (TransactionStatus.IDLE, TransactionStatus.UNKNOWN)  # no transaction open (UNKNOWN: cut)
 CONNECT_TIMEOUT_S = 10
-BYTE_ORDER = frozenset({"C", "POSIX", "C.UTF-8", "C.utf8"})  # collations that compare bytes
 WRITE_LOCK = 0x7A68_6962_6177  # the advisory lock writers take (see PgStore._begin)
 BATCH_ROWS = 5000  # writes a `batched` block holds before it sends them
 BULK_ROWS = 16  # a held run of one plain INSERT this long goes as one statement (Dialect.bulk)
@@ -119,7 +119,7 @@ class PgStore(LogStore):
             raise translate(exc) from exc
         try:
             self.conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
-            _check_collation(self.conn)
+            schema.check_collation(self.conn)
             schema.migrate(self.conn)
         except BaseException as exc:
             self.conn.close()
@@ -130,6 +130,8 @@ class PgStore(LogStore):
         self._savepoints = 0
         self._held: list[tuple[str, Any]] | None = None  # a `batched` block's writes, as given
         self._reads = 0  # `each` reads open in the read transaction one of them began
+        self._exclusive = False  # the open transaction holds the write lock whole
+        self.horizon = beside.Horizon(WRITE_LOCK)
         self._setup(extensions, owner)
         try:
             _make_tables(self, extensions)
@@ -163,12 +165,19 @@ class PgStore(LogStore):
 
     # --- transactions --------------------------------------------------------------------
 
+    # a front's catch-up, beside the other fronts' appends (sync.pg.beside)
+    project_some = beside.project_some
+    projected_read = beside.projected_read
+    _hold_projections = beside.hold_projections
+
     def _begin(self, exclusive: bool) -> None:
         """BEGIN, then the write lock: exclusive for every writer but a deferring one (a
-        front storing pushes), which shares it with the other fronts. So the projections,
-        always brought up to date under the exclusive lock, never run while an append is in
-        flight, and `entries.id > cursor` never steps over an entry committed later."""
+        front storing pushes or projecting them), which shares it with the other fronts.
+        Every writer holds it before it takes its first id, so a front's projection,
+        bounded by who holds it (sync.pg.beside), never steps over an entry committed
+        later; under the exclusive lock no append is in flight at all."""
         self._alone(lambda: self.conn.execute("BEGIN"))
+        self._exclusive = exclusive
         which = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
         try:
             self.conn.execute(f"SELECT {which}({WRITE_LOCK})")
@@ -204,6 +213,7 @@ class PgStore(LogStore):
             raise translate(exc) from exc
         self.conn.close()
         self.conn, self._savepoints = conn, 0
+        self.horizon = beside.Horizon(WRITE_LOCK)  # (the database may be a restored one)
 
     def _commit(self) -> None:
         self._send_held()
@@ -382,6 +392,7 @@ class PgStore(LogStore):
         from `seq` on leave the log. The database lets them go only for this statement's
         `zhibao.switch` and a fork decision it holds at (origin, seq), moves the head back
         itself, and refuses a branch left in part (sync.pg.schema, migration 2)."""
+        self._hold_projections()  # no front projects the branch as it goes
         self.query("SELECT seq FROM heads WHERE origin = ? FOR UPDATE", (origin,))
         self.query("SELECT set_config('zhibao.switch', ?, true)", (f"{origin}:{seq}",))
         self.execute("DELETE FROM entries WHERE origin = ? AND seq >= ?", (origin, seq))
@@ -409,20 +420,6 @@ def _make_tables(store: PgStore, extensions: Sequence[Extension]) -> None:
         return  # a reader (`log verify`'s, a replica's): nothing to make
     standby = store.conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
     _tables.make(store, extensions, check_only=standby)
-
-
-def _check_collation(conn: psycopg.Connection[Any]) -> None:
-    """Refuse a database that sorts text by a language's rules: ids are compared as ranges
-    (`origin >= '330782001' AND origin < '330782001:'`) and listed in order, which holds
-    only in byte order, as SQLite compares — collation C (or C.UTF-8)."""
-    row = conn.execute(
-        "SELECT to_jsonb(d) FROM pg_database d WHERE datname = current_database()"
-    ).fetchone()
-    found = row[0] if row is not None else {}
-    if found.get("datlocprovider", "c") == "i":  # ICU (PostgreSQL 15+): its own rules
-        raise StoreError("store.pg_collation", collation="ICU " + str(found.get("daticulocale")))
-    if found.get("datcollate", "C") not in BYTE_ORDER:
-        raise StoreError("store.pg_collation", collation=found["datcollate"])
 
 
 class _Reader:

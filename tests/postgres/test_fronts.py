@@ -29,7 +29,7 @@ import pytest
 
 from sync.ingest import RACE_ATTEMPTS, RACES, ingest, retrying
 from sync.pg import PgStore
-from sync.pg.store import WRITE_LOCK
+from sync.pg.beside import PROJECT_LOCK
 from sync.protocol.batch import decode_batch
 from sync.protocol.errors import StoreError
 from sync.store import Store
@@ -329,13 +329,14 @@ def test_a_front_killed_mid_push_loses_nothing_acknowledged(net: Topology) -> No
 
 
 def _catching_up(conn: psycopg.Connection[Any]) -> bool:
-    """Whether a backend of the city's database holds the write lock whole (a catch-up)."""
+    """Whether a backend of the city's database is projecting (holds the lock a front's
+    catch-up takes, sync.pg.beside)."""
     [(n,)] = conn.execute(
         "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
         "WHERE d.datname = current_database() AND l.locktype = 'advisory' "
         "AND l.mode = 'ExclusiveLock' AND l.granted "
         "AND ((l.classid::bigint << 32) | l.objid::bigint) = %s",
-        (WRITE_LOCK,),
+        (PROJECT_LOCK,),
     ).fetchall()
     return bool(n)
 

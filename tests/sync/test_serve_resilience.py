@@ -132,14 +132,14 @@ def test_idle_projection_survives_unexpected_exceptions(
     monkeypatch.setattr(sync.idle_projection, "IDLE_SECONDS", 0.01)
     failures = [failure(), failure()]
     with net.open(TOWN) as town:
-        catch_up = town.store.catch_up
+        project_some = town.store.project_some
 
-        def flaky(limit: int | None = None) -> int:
+        def flaky(limit: int | None = None) -> tuple[int, int]:
             if failures:
                 raise failures.pop()
-            return catch_up(limit)
+            return project_some(limit)
 
-        monkeypatch.setattr(town.store, "catch_up", flaky)
+        monkeypatch.setattr(town.store, "project_some", flaky)
         with serve_in_thread(node=town) as url:
             with net.open(VILLAGE) as village:
                 append_notes(village, 5)
