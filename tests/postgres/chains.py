@@ -1,9 +1,12 @@
-"""Signed chains of entries for the PostgreSQL tests, made with the real encoder and keys."""
+"""Signed chains of entries for the PostgreSQL tests, made with the real encoder and keys,
+and a front's store to put them in."""
 
 from __future__ import annotations
 
+from sync.pg import PgStore
 from sync.protocol.entry import SignedEntry, encode_entry, sign_entry
 from sync.protocol.keys import Signer
+from tests.support.flushes import Seen
 
 AT = "2025-10-13T09:00:00+08:00"
 
@@ -26,3 +29,12 @@ def chain(
         out.append(entry)
         prev = entry.hash
     return out
+
+
+def front(url: str) -> PgStore:
+    """A store as `serve` keeps it (projections deferred, `Seen` the projection), with a
+    short wait for the lock."""
+    store = PgStore(url, extensions=[Seen()])
+    store.defer_projections()
+    store.conn.execute("SET lock_timeout = '2s'")
+    return store

@@ -16,24 +16,14 @@ import pytest
 from sync import idle_projection, relevance
 from sync.idle_projection import IdleProjection
 from sync.logstore import LogStore
-from sync.pg import PgStore
 from sync.pg.beside import PROJECT_LOCK
 from sync.protocol.entry import SignedEntry, encode_entry, sign_entry
 from sync.protocol.errors import StoreError
-from tests.postgres.chains import AT, chain, signer_for
-from tests.support.flushes import Seen
+from tests.postgres.chains import AT, chain, front, signer_for
 from tests.support.postgres import fresh_database
 
 CITY, TOWN, OTHER = "330782", "330782001", "330782002"
 NOW = "2025-10-13T09:00:00+08:00"
-
-
-def front(url: str) -> PgStore:
-    """A store as `serve` keeps it: projections deferred, a short wait for the lock."""
-    store = PgStore(url, extensions=[Seen()])
-    store.defer_projections()
-    store.conn.execute("SET lock_timeout = '2s'")
-    return store
 
 
 def seen(store: LogStore) -> list[tuple[str, int]]:

@@ -7,21 +7,13 @@ from __future__ import annotations
 import pytest
 
 from sync.pg import PgStore
-from tests.postgres.chains import chain, signer_for
-from tests.support.flushes import Flushes, Seen, shown
+from tests.postgres.chains import chain, front, signer_for
+from tests.support.flushes import Flushes, shown
 
 pytestmark = pytest.mark.postgresql
 
 TOWN, OTHER, VILLAGE = "330782001", "330782002", "330782001201"
 NOW = "2025-10-13T09:00:00+08:00"
-
-
-def front(url: str) -> PgStore:
-    """A store as `serve` keeps it: projections deferred, a short wait for the lock."""
-    store = PgStore(url, extensions=[Seen()])
-    store.defer_projections()
-    store.conn.execute("SET lock_timeout = '2s'")
-    return store
 
 
 def projected(store: PgStore) -> tuple[int, list[tuple[str, int]]]:
