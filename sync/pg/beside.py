@@ -128,13 +128,13 @@ def _beside(store: PgStore, limit: int | None) -> int | None:
         raise store.translate_error(exc) from exc
     if through is None:
         return None
-    left = limit if limit is not None else 2**62
-    while left > 0:
+    total, left = 0, limit if limit is not None else 2**62
+    while total < left:
         with store._write(catch_up=False, exclusive=False):
             if not store.query("SELECT pg_try_advisory_xact_lock(?)", (PROJECT_LOCK,))[0][0]:
                 break  # another front is at it
-            done, _ = store._project(min(left, PROJECT_CHUNK), through)
+            done, _ = store._project(min(left - total, PROJECT_CHUNK), through)
         if not done:
             break
-        left -= done
-    return (limit if limit is not None else 2**62) - left
+        total += done
+    return total
