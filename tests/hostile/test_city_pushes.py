@@ -113,6 +113,28 @@ def test_city_refuses_a_case_id_no_index_row_can_hold(net: Topology, city: str) 
     _verified(net)
 
 
+def test_city_keeps_entries_spaced_as_their_author_signed_them(net: Topology, city: str) -> None:
+    """The town's real key signs entries as JSON any parser reads but zhibao never writes:
+    whitespace before the object, inside it and after it. Ingest takes them (it reads JSON,
+    not one spelling of it); so must the city's store on either engine, as they were
+    signed (PostgreSQL's append check reads the same object), and `log verify` with them."""
+    town = Actor.of(net.home(TOWN))
+    held = _result(town.push_own(city))["applied"][TOWN]
+    spacings = [lambda raw: b" \n\t\r" + raw, lambda raw: raw.replace(b'":', b'" : ') + b"\n"]
+    signed = []
+    for spaced in spacings:
+        with town.store() as store, store.transaction():
+            seq, prev = store.head(TOWN)
+            raw = spaced(encode_entry(TOWN, seq + 1, prev, stamp_now(), "test.note", {"n": 1}))
+            signed.append(sign_raw(town.signer, raw, TOWN, seq + 1, "test.note"))
+            store.insert(signed[-1:], stamp_now())
+    answer = _result(town.push_own(city))
+    assert (answer["applied"], answer["rejected"]) == ({TOWN: 2}, [])
+    with net.open(CITY) as node:
+        assert node.store.entries(TOWN, after=held) == signed
+    _verified(net)
+
+
 def test_city_refuses_runs_out_of_order(net: Topology, city: str) -> None:
     town = Actor.of(net.home(TOWN))
     held = _result(town.push_own(city))["applied"][TOWN]

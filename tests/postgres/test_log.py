@@ -3,6 +3,8 @@ database itself refuses a gap, a duplicate, a broken chain and any change to wha
 
 from __future__ import annotations
 
+import hashlib
+
 import psycopg
 import pytest
 
@@ -90,6 +92,21 @@ def test_insert_whose_bytes_name_another_seq_or_origin_is_refused(store: PgStore
     assert _refused(store, [village[0], village[0]._replace(seq=2)]) == "store.pg_chain"
     assert _refused(store, [town[0]._replace(origin=VILLAGE)]) == "store.pg_chain"
     assert store.heads() == {}
+
+
+def test_insert_whose_bytes_are_not_a_json_object_is_refused(store: PgStore) -> None:
+    """Bytes that are JSON but no object name no origin, seq or prev: the chain check refuses
+    them as it refuses any other (never an error of the check itself), and an object after
+    JSON whitespace is read as ingest reads it."""
+    village = chain(signer_for(VILLAGE), VILLAGE, 1)[0]
+    for raw in (b'["330782001201", 1]', b'"330782001201"', b"1", b"null", b' \t[{"seq": 1}]'):
+        odd = village._replace(raw=raw, hash=hashlib.sha256(raw).digest())
+        assert _refused(store, [odd]) == "store.pg_chain", raw
+    assert store.heads() == {}
+    spaced = b" \t\r\n" + village.raw.replace(b",", b" , ") + b"\n"
+    with store.transaction():
+        store.insert([village._replace(raw=spaced, hash=hashlib.sha256(spaced).digest())], NOW)
+    assert store.head(VILLAGE) == (1, hashlib.sha256(spaced).digest())
 
 
 def test_insert_whose_hash_is_not_of_its_bytes_is_refused(store: PgStore) -> None:

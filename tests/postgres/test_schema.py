@@ -58,6 +58,34 @@ def test_migrate_from_two_processes_at_once_applies_once(pg_url: str) -> None:
     assert sorted(results) == [[], [v for v, _, _ in MIGRATIONS]]
 
 
+def test_a_database_at_migration_2_is_brought_on_and_its_logs_go_on(pg_url: str) -> None:
+    """A city made before migration 3 (the append check in one pass): opening applies it,
+    the chains held go on, and what the check refused it still refuses."""
+    entries = chain(signer_for(VILLAGE), VILLAGE, 5)
+    with psycopg.connect(pg_url, autocommit=True) as conn, conn.transaction():
+        conn.execute("CREATE TABLE schema_version (version integer PRIMARY KEY, name text NOT NULL,"
+                     " applied_at timestamptz NOT NULL DEFAULT now())")  # fmt: skip
+        for number, name, sql in MIGRATIONS[:2]:
+            conn.execute(sql)
+            conn.execute("INSERT INTO schema_version VALUES (%s, %s)", (number, name))
+        conn.cursor().executemany(  # held under migration 2's check
+            "INSERT INTO entries (origin, seq, hash, sig, raw, type, received_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, 'then')",
+            [(e.origin, e.seq, e.hash, e.sig, e.raw, e.type) for e in entries[:3]],
+        )
+    with PgStore(pg_url) as store:
+        assert store.query("SELECT version FROM schema_version ORDER BY version") == [
+            (v,) for v, _, _ in MIGRATIONS
+        ]
+        assert store.head(VILLAGE) == (3, entries[2].hash)
+        with pytest.raises(StoreError) as caught, store.transaction():
+            store.insert([entries[4]._replace(seq=4)], "2025-10-13T09:00:00+08:00")
+        assert caught.value.key == "store.pg_chain"  # its bytes name seq 5
+        with store.transaction():
+            store.insert(entries[3:], "2025-10-13T09:00:00+08:00")
+        assert store.head(VILLAGE) == (5, entries[-1].hash)
+
+
 def test_open_refuses_a_database_a_newer_zhibao_migrated(pg_url: str) -> None:
     with PgStore(pg_url) as store:
         store.execute("INSERT INTO schema_version (version, name) VALUES (99, 'future')")
