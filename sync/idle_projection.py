@@ -60,6 +60,7 @@ class IdleProjection:
         self._projecting = False
         self._stopped = False
         self._failures = 0  # unexpected errors in a row
+        self._behind = (0, -STALLED_SECONDS)  # (unprojected entries, when read): keep_pace
 
     def pushed(self) -> None:
         """A push was answered: look (soon) whether to project."""
@@ -78,11 +79,22 @@ class IdleProjection:
             return
         deadline = time.monotonic() + PACE_WAIT_S
         try:
-            while self.store.unprojected() > BEHIND and time.monotonic() < deadline:
+            while self._unprojected() > BEHIND and time.monotonic() < deadline:
                 self.pushed()  # (a step is under way, or now scheduled)
                 await asyncio.sleep(STALLED_SECONDS)
         except ZhibaoError:  # the database failing: the push will say so
             pass
+
+    def _unprojected(self) -> int:
+        """`store.unprojected()`, read at most once a STALLED_SECONDS however many pushes
+        wait on it (each used to read it every STALLED_SECONDS: ten waiting, a hundred
+        queries a second)."""
+        count, read_at = self._behind
+        now = time.monotonic()
+        if now - read_at >= STALLED_SECONDS:
+            count = self.store.unprojected()
+            self._behind = (count, now)
+        return count
 
     def stop(self) -> None:
         """No more steps (call on the serving loop, before closing the store: a step

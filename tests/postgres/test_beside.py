@@ -154,6 +154,44 @@ def test_a_push_waits_while_the_projections_are_far_behind(pg_url: str, monkeypa
         store.close()
 
 
+def test_pushes_waiting_together_share_one_reading_of_how_far_behind(
+    pg_url: str, monkeypatch: Any
+) -> None:
+    """Ten pushes waiting at once on one front (a town's own key sending fast, ten rounds
+    at a time) read how far behind the projections are about once a STALLED_SECONDS
+    between them, not once each: the database is not polled ten times as often."""
+    monkeypatch.setattr(idle_projection, "BEHIND", 3)
+    monkeypatch.setattr(idle_projection, "PACE_WAIT_S", 1.0)
+    store = front(pg_url)
+    reads: list[float] = []
+    unprojected = store.unprojected
+
+    def counted() -> int:
+        reads.append(time.monotonic())
+        return unprojected()
+
+    monkeypatch.setattr(store, "unprojected", counted)
+    pace = IdleProjection(store)
+
+    async def ten_waiting() -> None:
+        await asyncio.gather(*(pace.keep_pace() for _ in range(10)))
+
+    try:
+        with store.transaction():
+            store.insert(chain(signer_for(TOWN), TOWN, 6), NOW)
+        with psycopg.connect(pg_url, autocommit=True) as other:
+            other.execute("SELECT pg_advisory_lock(%s)", (PROJECT_LOCK,))  # a slow projector
+            started = time.monotonic()
+            asyncio.run(ten_waiting())
+            waited = time.monotonic() - started
+        assert waited >= 1.0
+        # once a STALLED_SECONDS for the ten, and the front's own steps read it too (~110
+        # before: each push on its own)
+        assert len(reads) <= 2 * (waited / idle_projection.STALLED_SECONDS + 1)
+    finally:
+        store.close()
+
+
 def test_a_fork_switch_waits_for_another_front_s_chunk_and_a_pull_across_it_fails(
     pg_url: str,
 ) -> None:
