@@ -250,7 +250,8 @@ CREATE TRIGGER entries_switched AFTER DELETE ON entries
 # time): the trigger's cost per entry about halves (bench/README.md "The append check in
 # one pass"). What it refuses is unchanged: bytes that are not a JSON object name nothing
 # (json_to_record would raise on them, so they are read as `{}`: JSON whitespace, then `{`,
-# is an object, as ingest's parser reads it).
+# is an object, as ingest's parser reads it) — only bytes not beginning so, which failed
+# as invalid JSON (22P02), are now refused as a broken chain (ZB002).
 _V3_ONE_PASS = """
 CREATE OR REPLACE FUNCTION zhibao_entries_appended() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE

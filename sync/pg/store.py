@@ -46,11 +46,10 @@ BATCH_ROWS = 5000  # writes a `batched` block holds before it sends them
 BULK_ROWS = 16  # a held run of one plain INSERT this long goes as one statement (Dialect.bulk)
 LOCK_TIMEOUT = "10s"  # as sync.store's busy timeout: a writer waits this long for a head
 _CURSORS = itertools.count(1)
-# binary: bytes go as they are, not as hex for the server to decode (~2 µs of its CPU an entry)
-_COPY_ENTRIES = (
-    "COPY entries (origin, seq, hash, sig, raw, type, received_at) FROM STDIN (FORMAT BINARY)"
-)
-_ENTRY_TYPES = ("text", "int8", "bytea", "bytea", "bytea", "text", "text")
+# binary: bytes as they are, not hex for the server to decode (~1.2 µs of its CPU an entry)
+_COLUMNS = "origin, seq, hash, sig, raw, type, received_at"
+_TYPES = ("text", "int8", "bytea", "bytea", "bytea", "text", "text")
+_COPY_ENTRIES = f"COPY entries ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 # What says the connection is gone or cannot be had (no SQLSTATE: cut on the client's side;
 # 08: connection; 57P: the server shutting down; 53300: too many connections) — the store
 # failing (StoreError.FAILING). Other operational errors (54000: an index row too big,
@@ -386,9 +385,15 @@ class PgStore(LogStore):
             raise StoreError("store.pg_whole_only", origin=entries[0].origin)
         try:
             with self.conn.cursor() as cur, cur.copy(_COPY_ENTRIES) as copy:
-                copy.set_types(_ENTRY_TYPES)
+                copy.set_types(_TYPES)
                 for e in entries:
-                    copy.write_row((e.origin, e.seq, e.hash, e.sig, e.raw, e.type, received_at))
+                    row = (e.origin, e.seq, e.hash, e.sig, e.raw, e.type, received_at)
+                    try:
+                        copy.write_row(row)
+                    except (TypeError, ValueError, OverflowError) as exc:  # not its column's type
+                        detail = str(exc)
+                        raise StoreError("store.failed", origin=e.origin, seq=e.seq,
+                                         detail=detail) from exc  # fmt: skip
         except psycopg.Error as exc:
             raise translate(exc) from exc
 

@@ -9,9 +9,10 @@ import psycopg
 import pytest
 
 from sync.pg import PgStore
-from sync.protocol.entry import SignedEntry
+from sync.protocol.entry import SignedEntry, encode_entry
 from sync.protocol.errors import StoreError
-from tests.postgres.chains import chain, signer_for
+from tests.hostile.harness import sign_raw
+from tests.postgres.chains import AT, chain, signer_for
 
 TOWN, VILLAGE = "330782001", "330782001201"
 NOW = "2025-10-13T09:00:00+08:00"
@@ -87,10 +88,19 @@ def test_insert_that_does_not_extend_the_chain_is_refused(store: PgStore) -> Non
 
 
 def test_insert_whose_bytes_name_another_seq_or_origin_is_refused(store: PgStore) -> None:
-    village = chain(signer_for(VILLAGE), VILLAGE, 2)
+    signer = signer_for(VILLAGE)
+    village = chain(signer, VILLAGE, 2)
     town = chain(signer_for(TOWN), TOWN, 1)
     assert _refused(store, [village[0], village[0]._replace(seq=2)]) == "store.pg_chain"
     assert _refused(store, [town[0]._replace(origin=VILLAGE)]) == "store.pg_chain"
+    assert store.heads() == {}
+    # chained right (its prev is seq 1's hash) but naming seq 3, or seq 2 as 2.0
+    for named in (b'"seq":3', b'"seq":2.0'):
+        raw = encode_entry(VILLAGE, 2, village[0].hash, AT, "test.note", {"n": 2})
+        raw = raw.replace(b'"seq":2', named)
+        assert named in raw
+        liar = sign_raw(signer, raw, VILLAGE, 2, "test.note")
+        assert _refused(store, [village[0], liar]) == "store.pg_chain", named
     assert store.heads() == {}
 
 

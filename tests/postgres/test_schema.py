@@ -78,6 +78,10 @@ def test_a_database_at_migration_2_is_brought_on_and_its_logs_go_on(pg_url: str)
             (v,) for v, _, _ in MIGRATIONS
         ]
         assert store.head(VILLAGE) == (3, entries[2].hash)
+        [(checked,)] = store.query(
+            "SELECT prosrc FROM pg_proc WHERE proname = 'zhibao_entries_appended'"
+        )
+        assert "json_to_record" in checked  # migration 3's check, not migration 1's
         with pytest.raises(StoreError) as caught, store.transaction():
             store.insert([entries[4]._replace(seq=4)], "2025-10-13T09:00:00+08:00")
         assert caught.value.key == "store.pg_chain"  # its bytes name seq 5

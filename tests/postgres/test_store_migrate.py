@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from sync.node import NODE_DB
 from tests.support.servers import ZHIBAO, cli_env, ok, refused, zhibao_serve
@@ -31,8 +32,6 @@ from tiers.node import open_home
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery"
-
-
 
 
 def city_with_a_month(base: Path) -> Path:
@@ -215,7 +214,12 @@ def test_store_migrate_killed_half_way_leaves_the_home_on_sqlite(
     assert readings(home, brief=True) == before
 
 
-def test_store_migrate_refuses_an_entry_edited_in_node_db(tmp_path: Path, pg_url: str) -> None:
+@pytest.mark.parametrize("edited", ["raw", "seq"])
+def test_store_migrate_refuses_an_entry_edited_in_node_db(
+    tmp_path: Path, pg_url: str, edited: str
+) -> None:
+    """Its bytes, or its seq made a number no seq is (entries go by binary COPY: a value not
+    of its column's type fails in the client, and is said as plainly as the server's)."""
     home = city_with_a_month(tmp_path)
     with closing(sqlite3.connect(home / NODE_DB)) as db, db:  # closed: else it holds node.db
         db.execute("DROP TRIGGER entries_no_update")
@@ -223,8 +227,14 @@ def test_store_migrate_refuses_an_entry_edited_in_node_db(tmp_path: Path, pg_url
             "SELECT seq, raw FROM entries WHERE origin = ? AND type = 'case.completed' "
             "ORDER BY seq LIMIT 1", (TOWN,)
         )  # fmt: skip
-        db.execute("UPDATE entries SET raw = ? WHERE origin = ? AND seq = ?",
-                   (bytes(raw).replace(b"approved", b"denied!!"), TOWN, seq))  # fmt: skip
+        if edited == "raw":
+            db.execute("UPDATE entries SET raw = ? WHERE origin = ? AND seq = ?",
+                       (bytes(raw).replace(b"approved", b"denied!!"), TOWN, seq))  # fmt: skip
+        else:
+            (seq,) = db.execute("SELECT max(seq) + 0.5 FROM entries WHERE origin = ?", (TOWN,))
+            db.execute("UPDATE entries SET seq = ? WHERE origin = ? AND seq = ?",
+                       (seq[0], TOWN, seq[0] - 0.5))  # fmt: skip
+            seq = seq[0]
     line = refused(home, "store", "migrate", "--to", pg_url)
     assert f"Entry {seq} of {TOWN}" in line, line
     assert f"{TOWN} 的第 {seq} 条" in refused(home, "store", "migrate", "--to", pg_url, "--restart",
