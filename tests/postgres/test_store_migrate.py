@@ -231,10 +231,10 @@ def test_store_migrate_refuses_an_entry_edited_in_node_db(
             db.execute("UPDATE entries SET raw = ? WHERE origin = ? AND seq = ?",
                        (bytes(raw).replace(b"approved", b"denied!!"), TOWN, seq))  # fmt: skip
         else:
-            (seq,) = db.execute("SELECT max(seq) + 0.5 FROM entries WHERE origin = ?", (TOWN,))
+            last = db.execute("SELECT max(seq) FROM entries WHERE origin = ?", (TOWN,))
+            seq = last.fetchone()[0] + 0.5  # its last entry's
             db.execute("UPDATE entries SET seq = ? WHERE origin = ? AND seq = ?",
-                       (seq[0], TOWN, seq[0] - 0.5))  # fmt: skip
-            seq = seq[0]
+                       (seq, TOWN, seq - 0.5))  # fmt: skip
     line = refused(home, "store", "migrate", "--to", pg_url)
     assert f"Entry {seq} of {TOWN}" in line, line
     assert f"{TOWN} 的第 {seq} 条" in refused(home, "store", "migrate", "--to", pg_url, "--restart",
