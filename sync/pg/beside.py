@@ -128,12 +128,12 @@ def _beside(store: PgStore, limit: int | None) -> int | None:
         raise store.translate_error(exc) from exc
     if through is None:
         return None
-    total, left = 0, limit if limit is not None else 2**62
-    while total < left:
+    total, budget = 0, limit if limit is not None else 2**62
+    while total < budget:
         with store._write(catch_up=False, exclusive=False):
             if not store.query("SELECT pg_try_advisory_xact_lock(?)", (PROJECT_LOCK,))[0][0]:
                 break  # another front is at it
-            done, _ = store._project(min(left - total, PROJECT_CHUNK), through)
+            done, _ = store._project(min(budget - total, PROJECT_CHUNK), through)
         if not done:
             break
         total += done

@@ -391,9 +391,8 @@ class PgStore(LogStore):
                     try:
                         copy.write_row(row)
                     except (TypeError, ValueError, OverflowError) as exc:  # not its column's type
-                        detail = str(exc)
                         raise StoreError("store.failed", origin=e.origin, seq=e.seq,
-                                         detail=detail) from exc  # fmt: skip
+                                         detail=str(exc)) from exc  # fmt: skip
         except psycopg.Error as exc:
             raise translate(exc) from exc
 

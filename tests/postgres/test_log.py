@@ -3,13 +3,11 @@ database itself refuses a gap, a duplicate, a broken chain and any change to wha
 
 from __future__ import annotations
 
-import hashlib
-
 import psycopg
 import pytest
 
 from sync.pg import PgStore
-from sync.protocol.entry import SignedEntry, encode_entry
+from sync.protocol.entry import SignedEntry, encode_entry, entry_hash
 from sync.protocol.errors import StoreError
 from tests.hostile.harness import sign_raw
 from tests.postgres.chains import AT, chain, signer_for
@@ -110,13 +108,13 @@ def test_insert_whose_bytes_are_not_a_json_object_is_refused(store: PgStore) -> 
     JSON whitespace is read as ingest reads it."""
     village = chain(signer_for(VILLAGE), VILLAGE, 1)[0]
     for raw in (b'["330782001201", 1]', b'"330782001201"', b"1", b"null", b' \t[{"seq": 1}]'):
-        odd = village._replace(raw=raw, hash=hashlib.sha256(raw).digest())
+        odd = village._replace(raw=raw, hash=entry_hash(raw))
         assert _refused(store, [odd]) == "store.pg_chain", raw
     assert store.heads() == {}
     spaced = b" \t\r\n" + village.raw.replace(b",", b" , ") + b"\n"
     with store.transaction():
-        store.insert([village._replace(raw=spaced, hash=hashlib.sha256(spaced).digest())], NOW)
-    assert store.head(VILLAGE) == (1, hashlib.sha256(spaced).digest())
+        store.insert([village._replace(raw=spaced, hash=entry_hash(spaced))], NOW)
+    assert store.head(VILLAGE) == (1, entry_hash(spaced))
 
 
 def test_insert_whose_hash_is_not_of_its_bytes_is_refused(store: PgStore) -> None:
