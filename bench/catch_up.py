@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import stats  # noqa: F401  (before _city_run: _common and _breakdown import each other)
-from _city_pg import create_database, drop_database, private_cluster
+from _city_pg import Watch, create_database, drop_database, private_cluster
 from _city_run import enrol_towns, make_city
 from _common import cpu_seconds, figure, note, print_machine
 
@@ -43,6 +43,9 @@ def main() -> None:
     parser.add_argument("--pg", default=None, help="a server (URL of a role with CREATEDB)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also cProfile the catch-up: its N costliest functions")  # fmt: skip
+    parser.add_argument("--watch", action="store_true",
+                        help="PostgreSQL: the statements that took the server longest in the "
+                        "catch-up (a private cluster with pg_stat_statements)")  # fmt: skip
     args = parser.parse_args()
     print_machine()
     record, url = None, None
@@ -51,7 +54,7 @@ def main() -> None:
         if args.engine == "postgresql":
             server = args.pg
             if server is None:
-                server, record = private_cluster()
+                server, record = private_cluster(watch=args.watch)
             url = create_database(server)
         make_city(work / "city", url)
         enrol_towns(work / "city", args.towns)
@@ -72,6 +75,7 @@ def main() -> None:
                 held += result.applied_total
             wall2, cpu2 = time.perf_counter(), time.process_time()
             spent.append(server())
+            watch = Watch(url) if args.watch and url is not None else None
             profiler = cProfile.Profile() if args.profile else None
             if profiler is not None:
                 profiler.enable()
@@ -81,6 +85,9 @@ def main() -> None:
             if profiler is not None:
                 profiler.disable()
                 pstats.Stats(profiler).sort_stats("tottime").print_stats(args.profile)
+            if watch is not None:
+                for row in watch.stop().get("statements", []):
+                    note(f"{row['seconds']:6.1f} s {row['calls']:8} calls  {row['query']}")
         figure("entries ingested", held)
         figure("ingest, wall", wall2 - wall, "s")
         figure("ingest, this process's CPU", cpu2 - cpu, "s")

@@ -100,6 +100,10 @@ class Projecting:
         so where writers exclude each other (SQLite); on PostgreSQL fronts project beside
         each other's appends (sync.pg.beside)."""
 
+    def _between_chunks(self) -> None:
+        """After each chunk of a catch-up, outside any transaction: what the engine wants
+        done as its tables grow (PostgreSQL: their statistics, sync.pg.statistics)."""
+
     def unprojected(self) -> int:
         """How many stored entries the lazy extensions have not seen yet."""
         if not self._lazy:
@@ -123,6 +127,7 @@ class Projecting:
         while remaining and left > 0:
             with self._write(catch_up=False):
                 done, _ = self._project(min(left, PROJECT_CHUNK))
+            self._between_chunks()
             left, total = left - done, total + done
             remaining = self.unprojected() if done else 0
         return total, remaining

@@ -134,6 +134,7 @@ def _beside(store: PgStore, limit: int | None) -> int | None:
             if not store.query("SELECT pg_try_advisory_xact_lock(?)", (PROJECT_LOCK,))[0][0]:
                 break  # another front is at it
             done, _ = store._project(min(budget - total, PROJECT_CHUNK), through)
+        store._between_chunks()
         if not done:
             break
         total += done

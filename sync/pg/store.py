@@ -33,7 +33,7 @@ from psycopg.pq import TransactionStatus
 from sync import _tables
 from sync._projecting import Extension
 from sync.logstore import LogStore
-from sync.pg import beside, dialect, replica, schema
+from sync.pg import beside, dialect, replica, schema, statistics
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import DiskFullError, StoreError
@@ -135,6 +135,7 @@ class PgStore(LogStore):
         self._reads = 0  # `each` reads open in the read transaction one of them began
         self._exclusive = False  # the open transaction holds the write lock whole
         self.horizon = beside.Horizon(WRITE_LOCK)
+        self.statistics_looked = -statistics.LOOK_SECONDS  # (sync.pg.statistics.refresh)
         self._setup(extensions, owner)
         try:
             _make_tables(self, extensions)
@@ -170,6 +171,7 @@ class PgStore(LogStore):
 
     # a front's catch-up, beside the other fronts' appends (sync.pg.beside)
     project_some = beside.project_some
+    _between_chunks = statistics.refresh
     projected_read = beside.projected_read
     _hold_projections = beside.hold_projections
 
