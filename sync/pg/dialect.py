@@ -24,7 +24,8 @@ SQL literal of the code base against this list):
     FROM sqlite_master                its tables' `type` and `name` (pg_tables, current schema)
 
 A run of one plain INSERT (`INSERT [OR IGNORE|OR REPLACE] INTO t (…) VALUES (?, …)`, nothing
-after) may also be sent as one statement reading its rows from one JSON array (`bulk`):
+after) may also be sent as one statement reading its rows from a COPY into a table of the
+session's (`bulk`):
 the rows as the same run of single INSERTs would leave them (or, where it cannot tell, it is
 sent as single INSERTs after all).
 
@@ -34,11 +35,10 @@ Quoted literals and identifiers are left alone (a `?` inside '…' is not a plac
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import msgspec
 
 from sync.protocol.errors import StoreError
 
@@ -65,11 +65,10 @@ _PLAIN_INSERT = re.compile(
     r"VALUES\s*\(\s*\?((?:\s*,\s*\?)*)\s*\)\s*;?\s*",
     re.I,
 )
-# column types a JSON document's values are read into as psycopg would send them: ints and
-# text as they are (not bytea: JSON has no bytes; nor double precision: JSON has no NaN)
+# column types a bulk run's values go into as psycopg would send them one by one: ints and
+# text as they are (not bytea nor double precision: not what that is tested for)
 _BULK_TYPES = frozenset({"text", "bigint", "integer"})
-_ENCODE = msgspec.json.Encoder().encode
-_SCALARS = frozenset({str, int, bool, type(None)})  # what a row may hold to go as JSON
+_SCALARS = frozenset({str, int, bool, type(None)})  # what a row may hold to go in bulk
 _RETURNING = re.compile(r"\bRETURNING\b", re.I)
 _CREATE = re.compile(r"\s*CREATE\b", re.I)  # DDL a module runs itself
 _TABLES = re.compile(r"\bFROM\s+sqlite_master\b", re.I)
@@ -100,19 +99,22 @@ def params(params: Sequence[Any] | dict[str, Any]) -> Sequence[Any] | dict[str, 
 
 @dataclass(frozen=True)
 class Bulk:
-    """A plain INSERT as one statement over a JSON array of rows (`document`)."""
+    """A plain INSERT as one statement: its rows copied (COPY, text) into a table of this
+    session's (`stage`, made on first use), then one INSERT … SELECT from it (`insert`),
+    with the conflict clause the single statement would have."""
 
-    sql: str
+    table: str
     columns: tuple[str, ...]
     keys: tuple[int, ...] | None  # OR REPLACE: the key's positions
+    conflict: str  # "" or the ON CONFLICT clause
 
-    def document(self, rows: Sequence[Any]) -> str | None:
-        """The rows as the statement's one parameter (objects named by column, a bool as 0
-        or 1, as SQLite keeps it and as `params` sends it); None where one statement might
-        not leave what the rows sent one by one would: named parameters, a value JSON does
-        not carry as psycopg sends it (bytes, a float, …), a row of another length, or,
-        under OR REPLACE, a key twice (the server, not Python, decides which rows share a
-        key, and an earlier row may be one the database refuses)."""
+    def ready(self, rows: Sequence[Any]) -> list[Sequence[Any]] | None:
+        """The rows as the COPY writes them (a bool as 0 or 1, as SQLite keeps it and as
+        `params` sends it); None where one statement might not leave what the rows sent
+        one by one would: named parameters, a value not an int or text as psycopg sends it
+        (bytes, a float, …), a row of another length, or, under OR REPLACE, a key twice
+        (the server, not Python, decides which rows share a key, and an earlier row may be
+        one the database refuses)."""
         if any(isinstance(row, dict) for row in rows):
             return None
         kinds = {v.__class__ for row in rows for v in row}
@@ -124,15 +126,35 @@ class Bulk:
             if len({tuple(row[i] for i in keys) for row in rows}) < len(rows):
                 return None
         if bool in kinds:
-            rows = [[int(v) if v.__class__ is bool else v for v in row] for row in rows]
-        columns = self.columns
-        return _ENCODE([dict(zip(columns, row, strict=True)) for row in rows]).decode()
+            return [[int(v) if v.__class__ is bool else v for v in row] for row in rows]
+        return list(rows)
+
+    def stage(self, run: int) -> str:
+        """This session's table for the `run`-th run into these columns in one send (two
+        statements into one table's same columns, OR IGNORE and plain, share them)."""
+        listed = ",".join(self.columns).encode()
+        return f"zb_stage_{self.table}_{zlib.crc32(listed):08x}_{run}"
+
+    def make(self, stage: str) -> str:
+        """Makes `stage` unless this session has it, and empties it (temporary: it goes
+        with the session; its making is undone with a transaction rolled back, so it is
+        asked each time; emptied before, not after, its use: rows a failed run left there
+        never go into the next)."""
+        return (f"CREATE TEMP TABLE IF NOT EXISTS {stage} AS SELECT {', '.join(self.columns)} "
+                f"FROM {self.table} WITH NO DATA; TRUNCATE {stage}")  # fmt: skip
+
+    def copy(self, stage: str) -> str:
+        return f"COPY {stage} ({', '.join(self.columns)}) FROM STDIN"
+
+    def insert(self, stage: str) -> str:
+        listed = ", ".join(self.columns)
+        return f"INSERT INTO {self.table} ({listed}) SELECT {listed} FROM {stage}{self.conflict}"
 
 
 class Dialect:
     """Translates statements for one database; `keys(table)` names a table's primary key
     (what `INSERT OR REPLACE` conflicts on), `types(table)` its columns' types (what `bulk`
-    may read from JSON; without it, nothing is sent in bulk)."""
+    may copy; without it, nothing is sent in bulk)."""
 
     def __init__(
         self,
@@ -177,10 +199,10 @@ class Dialect:
         return out
 
     def bulk(self, sql: str) -> Bulk | None:
-        """`sql`, a plain INSERT, as one statement reading many rows from a JSON array
-        (`json_populate_recordset`: one statement, not one a row — on the client, the
-        driver's work a row is most of a projection's write); None for any other
-        statement, or a table with a column JSON cannot carry as psycopg sends it."""
+        """`sql`, a plain INSERT, as a COPY of many rows and one statement reading them (not
+        one statement a row — on the client, the driver's work a row is most of a
+        projection's write); None for any other statement, or a table with a column a bulk
+        run does not carry (`_BULK_TYPES`)."""
         if sql in self._bulk:
             return self._bulk[sql]
         form = None
@@ -194,12 +216,9 @@ class Dialect:
             if more.count("?") + 1 == len(columns) and all(
                 types[c] in _BULK_TYPES for c in columns
             ):
-                listed = ", ".join(columns)
-                out = (f"INSERT INTO {table} ({listed}) SELECT {listed} FROM "
-                       f"json_populate_recordset(NULL::{table}, %s::json)")  # fmt: skip
-                keys = None
+                conflict, keys = "", None
                 if how and how.upper() == "IGNORE":
-                    out += " ON CONFLICT DO NOTHING"
+                    conflict = " ON CONFLICT DO NOTHING"
                 elif how:
                     key = self._keys(table)
                     rest = [c for c in columns if c not in key]
@@ -208,11 +227,11 @@ class Dialect:
                     if not set(key) <= set(columns):
                         return self._keep(sql, None)
                     keys = tuple(columns.index(k) for k in key)
-                    out += f" ON CONFLICT ({', '.join(key)}) " + (
+                    conflict = f" ON CONFLICT ({', '.join(key)}) " + (
                         "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in rest)
                         if rest else "DO NOTHING"
                     )  # fmt: skip
-                form = Bulk(out, columns, keys)
+                form = Bulk(table, columns, keys, conflict)
         return self._keep(sql, form)
 
     def _keep(self, sql: str, form: Bulk | None) -> Bulk | None:

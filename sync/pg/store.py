@@ -34,6 +34,7 @@ from sync import _tables
 from sync._projecting import Extension
 from sync.logstore import LogStore
 from sync.pg import beside, dialect, replica, schema, statistics
+from sync.pg.held import send as send_held
 from sync.protocol import i18n
 from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import DiskFullError, StoreError
@@ -43,7 +44,6 @@ _OUTSIDE = (TransactionStatus.IDLE, TransactionStatus.UNKNOWN)  # no transaction
 CONNECT_TIMEOUT_S = 10
 WRITE_LOCK = 0x7A68_6962_6177  # the advisory lock writers take (see PgStore._begin)
 BATCH_ROWS = 5000  # writes a `batched` block holds before it sends them
-BULK_ROWS = 16  # a held run of one plain INSERT this long goes as one statement (Dialect.bulk)
 LOCK_TIMEOUT = "10s"  # as sync.store's busy timeout: a writer waits this long for a head
 _CURSORS = itertools.count(1)
 # binary: bytes as they are, not hex for the server to decode (~1.2 µs of its CPU an entry)
@@ -314,8 +314,8 @@ class PgStore(LogStore):
     @contextlib.contextmanager
     def batched(self) -> Iterator[None]:
         """Writes (`execute`) inside the block are held and sent in runs of one statement
-        with `executemany` — a long run of a plain INSERT as one statement (`Dialect.bulk`)
-        — all in one pipeline (one round trip, not one a statement or a run)
+        with `executemany` — a long run of a plain INSERT as a COPY and one statement
+        (`Dialect.bulk`) — all in one pipeline (one round trip, not one a statement or a run)
         — before any read (`query`), any savepoint, and the block's end; dropped when the
         block raises. A write's error therefore surfaces at the next read or at the end,
         inside the block: the block fails whole (a projection then goes entry by entry,
@@ -334,17 +334,8 @@ class PgStore(LogStore):
         if not self._held:
             return
         held, self._held = self._held, []
-        try:  # one pipeline for them all: one round trip, however their statements alternate
-            with self.conn.pipeline(), self.conn.cursor() as cur:
-                for sql, run in itertools.groupby(held, key=lambda h: h[0]):
-                    rows = [values for _, values in run]
-                    bulk = self._dialect.bulk(sql) if len(rows) >= BULK_ROWS else None
-                    if bulk is not None and (document := bulk.document(rows)) is not None:
-                        cur.execute(bulk.sql, (document,))
-                    else:
-                        cur.executemany(
-                            self._dialect.translate(sql), [dialect.params(r) for r in rows]
-                        )
+        try:
+            send_held(self.conn, self._dialect, held)
         except psycopg.Error as exc:
             raise translate(exc) from exc
 

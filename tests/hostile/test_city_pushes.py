@@ -12,17 +12,19 @@ same attacks on a town: tests/sync/test_refusals.py.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sync.clock import local_date
 from sync.protocol.entry import SignedEntry, encode_entry, signing_message
 from sync.protocol.keys import Signer
 from tests.conftest import MakeTopology
 from tests.hostile.harness import Actor, server_id, sign_raw, stamp_now
-from tests.hostile.network import zj
+from tests.hostile.network import ITEM, zj
 from tests.support.servers import serve_in_thread
 from tests.support.state import Snapshot, assert_whole, audit_problems, snapshot_home
 from tests.support.topology import CITY, TOWN, Topology
@@ -72,9 +74,7 @@ def _verified(net: Topology) -> None:
         assert audit_problems(city.store) == []
 
 
-def test_city_refuses_forged_entries_and_keeps_the_true_prefix(
-    net: Topology, city: str
-) -> None:
+def test_city_refuses_forged_entries_and_keeps_the_true_prefix(net: Topology, city: str) -> None:
     town = Actor.of(net.home(TOWN))
     held = _result(town.push_own(city))["applied"][TOWN]
     entries = _next(town, 4, "forged")
@@ -132,6 +132,39 @@ def test_city_keeps_entries_spaced_as_their_author_signed_them(net: Topology, ci
     assert (answer["applied"], answer["rejected"]) == ({TOWN: 2}, [])
     with net.open(CITY) as node:
         assert node.store.entries(TOWN, after=held) == signed
+    _verified(net)
+
+
+# what a COPY's text format gives a meaning (column and row ends, escapes, NULL, the end of
+# the data), and what JSON escapes: in a name, as the town's real key signs it
+COPY_SPECIALS = ["tab\there", "two\nlines\r", "back\\slash", "\\N", "\\.", "\\", '"q"', "末尾\\"]
+
+
+def test_city_projects_texts_a_copy_gives_meaning_to_as_they_were_signed(
+    net: Topology, city: str
+) -> None:
+    """The town signs twenty cases (more than a projection's run sends one by one: on
+    PostgreSQL they go in bulk) whose applicants' names hold what a COPY's text format
+    reads as a column's or a row's end, an escape, NULL or the data's end. Each case's
+    event and row at the city hold the name as signed, nothing is set aside."""
+    town = Actor.of(net.home(TOWN))
+    at = stamp_now()
+    names = {}
+    for n in range(20):
+        case_id = f"{TOWN}-{local_date(at):%Y%m%d}-{n + 1:04d}"
+        names[case_id] = f"{COPY_SPECIALS[n % len(COPY_SPECIALS)]}{n}"
+        town.forge("case.received", {"case_id": case_id, "after": None, "item_code": ITEM,
+                                     "materials": [], "applicant": {"name": names[case_id]}},
+                   at=at)  # fmt: skip
+    answer = _result(town.push_own(city))
+    assert answer["rejected"] == []
+    with net.open(CITY) as node:
+        node.store.catch_up()
+        rows = node.store.query("SELECT case_id, applicant FROM cases")
+        bodies = node.store.query("SELECT case_id, body FROM case_events")
+        assert node.store.query("SELECT count(*) FROM quarantine") == [(0,)]
+    assert {c: json.loads(a)["name"] for c, a in rows} == names
+    assert {c: json.loads(b)["applicant"]["name"] for c, b in bodies} == names
     _verified(net)
 
 

@@ -119,9 +119,10 @@ def test_writes_held_before_a_savepoint_survive_its_rollback(make_store: Any) ->
     store.close()
 
 
-# A long run of one plain INSERT goes to PostgreSQL as one statement over a JSON array
-# (sync.pg.dialect.Bulk); it must leave the rows a run of single INSERTs leaves on SQLite.
-LONG = 40  # > sync.pg.store.BULK_ROWS
+# A long run of one plain INSERT goes to PostgreSQL as a COPY into a table of the session's
+# and one statement from it (sync.pg.dialect.Bulk, sync.pg.held); it must leave the rows a
+# run of single INSERTs leaves on SQLite.
+LONG = 40  # > sync.pg.held.BULK_ROWS
 
 
 def test_plain_inserts_have_a_bulk_form_and_no_other_does(pg_url: str) -> None:
@@ -142,7 +143,7 @@ def test_a_members_long_run_with_one_refused_write_costs_that_entry_alone(
     make_store: Any,
 ) -> None:
     """A village signs, with its own key, forty notes; the twentieth repeats the fifth's tag
-    and the thirtieth holds a real NUL (JSON `\\u0000`: PostgreSQL keeps no NUL in text).
+    and the thirtieth holds a real NUL (PostgreSQL keeps no NUL in text).
     On PostgreSQL the chunk's inserts went as one statement, which the database refuses
     whole: the entries are shown again in halves, and those two alone are set aside."""
     store = make_store(Tally(), owner=CITY)
@@ -159,7 +160,21 @@ def test_a_members_long_run_with_one_refused_write_costs_that_entry_alone(
     store.close()
 
 
-_ODD = ["", "it's", 'a "quote"', "back\\slash", "\\u0000 as text", "受理；补正", "x" * 500]
+_ODD = [
+    "",
+    "it's",
+    'a "quote"',
+    "back\\slash",
+    "\\u0000 as text",
+    "受理；补正",
+    "x" * 500,
+    "tab\there",
+    "two\nlines\r",
+    "\\N",
+    "\\.",
+    "\\",
+]  # (a COPY's text format: a column's
+# or a row's end, an escape, NULL, the end of the data)
 
 
 def _rows_after(store: LogStore, statement: str, rows: list[tuple[Any, ...]]) -> list[Any]:
@@ -182,8 +197,8 @@ def test_a_long_run_leaves_what_single_inserts_leave(
     stays; OR REPLACE: sent one by one, the server deciding which rows share a key): the
     same table on both engines, and the run sent as one statement where it can be."""
     made: list[bool] = []
-    document = Bulk.document
-    monkeypatch.setattr(Bulk, "document", lambda self, rows: _seen(made, document(self, rows)))
+    ready = Bulk.ready
+    monkeypatch.setattr(Bulk, "ready", lambda self, rows: _seen(made, ready(self, rows)))
 
     class Odd(Tally):
         name = "odd"
@@ -211,13 +226,63 @@ def test_a_long_run_leaves_what_single_inserts_leave(
     pg.close()
 
 
-def _seen(made: list[bool], document: str | None) -> str | None:
-    made.append(document is not None)
-    return document
+def test_two_runs_of_one_statement_in_one_send_keep_each_its_own_rows(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Runs alternate within one send (an event, its case's row, the next event…): every
+    run is copied before the first is read, so each has a table of its own — the second
+    run's rows, replacing the first's, win as they do on SQLite."""
+
+    class Odd(Tally):
+        name = "odd"
+        ddl = "CREATE TABLE IF NOT EXISTS odd (k INTEGER PRIMARY KEY, t TEXT, n INTEGER)"
+
+    replace = "INSERT OR REPLACE INTO odd (k, t, n) VALUES (?, ?, ?)"
+    other = "INSERT INTO odd (k, t, n) VALUES (?, ?, ?)"
+    held = [(replace, (k, "first", 1)) for k in range(LONG)]
+    held += [(other, (1000 + k, "between", 2)) for k in range(LONG)]
+    held += [(replace, (k, "second", 3)) for k in range(0, LONG, 2)]
+    tables = []
+    for store in (Store(tmp_path / "node.db", extensions=[Odd()], owner=CITY),
+                  PgStore(pg_url, extensions=[Odd()], owner=CITY)):  # fmt: skip
+        with store.transaction(), store.batched():
+            for statement, row in held:
+                store.execute(statement, row)
+        tables.append(store.query("SELECT * FROM odd ORDER BY k"))
+        store.close()
+    assert tables[0] == tables[1]
+    assert [t for _, t, _ in tables[1][:4]] == ["second", "first", "second", "first"]
 
 
-def test_a_table_with_bytes_is_not_sent_as_json(pg_url: str) -> None:
-    """JSON carries no bytes: a BLOB column's run goes row by row, its bytes as they were."""
+def test_a_runs_table_left_full_or_undone_is_made_and_emptied_again(pg_url: str) -> None:
+    """A run whose rows were copied but which the database then refused, outside any
+    transaction (so the copy stays), leaves nothing for the next run to take; a run whose
+    transaction rolled back (the session's table made in it goes too) leaves the next run
+    to make it again."""
+    store = PgStore(pg_url, extensions=[Tally()], owner=CITY)
+    statement = "INSERT INTO tally (tag, seq) VALUES (?, ?)"
+    with pytest.raises(StoreError), store.batched():  # a key twice: refused, after the COPY
+        for k in range(LONG):
+            store.execute(statement, (f"dup-{k % 20}", k))
+    assert store.query("SELECT count(*) FROM tally") == [(0,)]
+    with pytest.raises(RuntimeError), store.transaction(), store.batched():
+        for k in range(LONG):
+            store.execute(statement, (f"undone-{k}", k))
+        store.query("SELECT 1")  # (sent: the table made, in this transaction)
+        raise RuntimeError("rolled back")
+    _run(store, statement, 2)
+    assert store.query("SELECT tag FROM tally ORDER BY seq") == [(f"2-{k}",) for k in range(LONG)]
+    store.close()
+
+
+def _seen(made: list[bool], ready: list[Any] | None) -> list[Any] | None:
+    made.append(ready is not None)
+    return ready
+
+
+def test_a_table_with_bytes_is_not_sent_in_bulk(pg_url: str) -> None:
+    """A BLOB column's run goes row by row (a bulk run carries ints and text), its bytes as
+    they were."""
 
     class Blobs(Tally):
         name = "blobs"
@@ -237,8 +302,8 @@ def test_a_column_put_back_is_written_in_one_statement_again(pg_url: str, monkey
     """While a table lacks a column its INSERT names, the run goes one by one (and fails);
     the column put back, the same process sends the run as one statement again."""
     made: list[bool] = []
-    document = Bulk.document
-    monkeypatch.setattr(Bulk, "document", lambda self, rows: _seen(made, document(self, rows)))
+    ready = Bulk.ready
+    monkeypatch.setattr(Bulk, "ready", lambda self, rows: _seen(made, ready(self, rows)))
     store = PgStore(pg_url, extensions=[Tally()], owner=CITY)
     statement = "INSERT INTO tally (tag, seq) VALUES (?, ?)"
     store.execute("ALTER TABLE tally DROP COLUMN seq")
