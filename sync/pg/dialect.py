@@ -25,7 +25,7 @@ SQL literal of the code base against this list):
 
 A run of one plain INSERT (`INSERT [OR IGNORE|OR REPLACE] INTO t (…) VALUES (?, …)`, nothing
 after) may also be sent as one statement reading its rows from a COPY into a table of the
-session's (`bulk`):
+transaction's (`bulk`, sync.pg.held):
 the rows as the same run of single INSERTs would leave them (or, where it cannot tell, it is
 sent as single INSERTs after all).
 
@@ -99,9 +99,9 @@ def params(params: Sequence[Any] | dict[str, Any]) -> Sequence[Any] | dict[str, 
 
 @dataclass(frozen=True)
 class Bulk:
-    """A plain INSERT as one statement: its rows copied (COPY, text) into a table of this
-    session's (`stage`, made on first use), then one INSERT … SELECT from it (`insert`),
-    with the conflict clause the single statement would have."""
+    """A plain INSERT as one statement: its rows copied (COPY, text) into a table of the
+    transaction's (`stage`, made on first use), then one INSERT … SELECT from it
+    (`insert`), with the conflict clause the single statement would have."""
 
     table: str
     columns: tuple[str, ...]
@@ -130,18 +130,21 @@ class Bulk:
         return list(rows)
 
     def stage(self, run: int) -> str:
-        """This session's table for the `run`-th run into these columns in one send (two
-        statements into one table's same columns, OR IGNORE and plain, share them)."""
-        listed = ",".join(self.columns).encode()
-        return f"zb_stage_{self.table}_{zlib.crc32(listed):08x}_{run}"
+        """The transaction's table for the `run`-th run into these columns in one send (two
+        statements into one table's same columns, OR IGNORE and plain, share them): named
+        by a checksum of the table and columns as PostgreSQL folds them (to lower case),
+        so that two runs never share one and a name is never cut at 63 bytes."""
+        folded = f"{self.table}({','.join(self.columns)})".lower().encode()
+        return f"zb_stage_{zlib.crc32(folded):08x}_{run}"
 
     def make(self, stage: str) -> str:
-        """Makes `stage` unless this session has it, and empties it (temporary: it goes
-        with the session; its making is undone with a transaction rolled back, so it is
-        asked each time; emptied before, not after, its use: rows a failed run left there
-        never go into the next)."""
-        return (f"CREATE TEMP TABLE IF NOT EXISTS {stage} AS SELECT {', '.join(self.columns)} "
-                f"FROM {self.table} WITH NO DATA; TRUNCATE {stage}")  # fmt: skip
+        """Makes `stage` unless this transaction has it, with the table's columns as they
+        are now (it goes at the end of the transaction: never a table of another time), and
+        empties it before, not after, its use: rows a refused run left there never go into
+        the next."""
+        return (f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DROP AS SELECT "
+                f"{', '.join(self.columns)} FROM {self.table} WITH NO DATA; "
+                f"DELETE FROM {stage}")  # fmt: skip
 
     def copy(self, stage: str) -> str:
         return f"COPY {stage} ({', '.join(self.columns)}) FROM STDIN"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -136,6 +137,7 @@ class PgStore(LogStore):
         self._exclusive = False  # the open transaction holds the write lock whole
         self.horizon = beside.Horizon(WRITE_LOCK)
         self.statistics_looked = -statistics.LOOK_SECONDS  # (sync.pg.statistics.refresh)
+        self.analyzing: threading.Thread | None = None  # (sync.pg.statistics.refresh)
         self._setup(extensions, owner)
         try:
             _make_tables(self, extensions)
@@ -144,6 +146,8 @@ class PgStore(LogStore):
             raise
 
     def close(self) -> None:
+        if self.analyzing is not None:  # (its own connection: let it end before the database)
+            self.analyzing.join()
         self.conn.close()
 
     def translate_error(self, exc: BaseException) -> StoreError:

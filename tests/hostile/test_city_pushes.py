@@ -145,8 +145,9 @@ def test_city_projects_texts_a_copy_gives_meaning_to_as_they_were_signed(
 ) -> None:
     """The town signs twenty cases (more than a projection's run sends one by one: on
     PostgreSQL they go in bulk) whose applicants' names hold what a COPY's text format
-    reads as a column's or a row's end, an escape, NULL or the data's end. Each case's
-    event and row at the city hold the name as signed, nothing is set aside."""
+    reads as a column's or a row's end, an escape, NULL or the data's end (inside the
+    events' and the rows' JSON columns; as whole values: tests/postgres/test_batched.py).
+    Each case's event and row at the city hold the name as signed, nothing is set aside."""
     town = Actor.of(net.home(TOWN))
     at = stamp_now()
     names = {}

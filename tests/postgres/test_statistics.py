@@ -1,7 +1,7 @@
-"""A young city's tables analyzed between a catch-up's chunks (sync.pg.statistics): a table
-grown past its statistics is analyzed before the next chunk is planned on a guess, never
-inside a transaction, and however a member floods the city, each table only as often as
-it quadruples."""
+"""A young city's tables analyzed beside a catch-up (sync.pg.statistics): a table grown
+past its statistics is analyzed, on a connection of the front's own (no request waits for
+it), never from inside a transaction, and however a member floods the city, each table
+only as often as it quadruples."""
 
 from __future__ import annotations
 
@@ -22,6 +22,12 @@ def analyzed(url: str) -> dict[str, int]:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute("SELECT relname, analyze_count FROM pg_stat_user_tables").fetchall()
     return {name: int(count) for name, count in rows}
+
+
+def settled(store: PgStore) -> None:
+    """Wait for the ANALYZE a look started (on a connection of its own, in a thread)."""
+    if store.analyzing is not None:
+        store.analyzing.join()
 
 
 def town_partition(url: str) -> str:
@@ -52,17 +58,19 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(statistics, "LOOK_SECONDS", 0.0)
 
 
-def test_a_flood_is_analyzed_before_the_next_chunk_and_a_small_table_is_not(
+def test_a_flood_is_analyzed_by_the_catch_up_and_a_small_table_is_not(
     pg_url: str, quick: None
 ) -> None:
     """3,000 entries pushed into a new city: its first catch-up analyzes the partition of
-    `entries` that holds them (its plans were a guess: a table never analyzed) and leaves
-    alone the tables that stayed small."""
+    `entries` that holds them (its plans were a guess: a table never analyzed), on a
+    connection of its own, and leaves alone the tables that stayed small."""
     push(pg_url, chain(signer_for(TOWN), TOWN, 3000))
     store = front(pg_url)
     try:
         before = analyzed(pg_url)
         assert store.catch_up() == 0
+        assert store.analyzing is not None  # (not on the front's connection: a thread's)
+        settled(store)
         after = analyzed(pg_url)
         partition = town_partition(pg_url)
         assert after[partition] == before[partition] + 1
@@ -86,6 +94,7 @@ def test_nothing_is_analyzed_inside_a_transaction(pg_url: str, quick: None) -> N
             statistics.refresh(store)
         assert analyzed(pg_url) == before
         statistics.refresh(store)
+        settled(store)
         assert analyzed(pg_url)[town_partition(pg_url)] == before[town_partition(pg_url)] + 1
     finally:
         store.close()
@@ -105,6 +114,7 @@ def test_a_member_flooding_in_small_pushes_has_each_table_analyzed_as_it_quadrup
             push(pg_url, pushed)
             log += pushed
             assert store.catch_up() == 0
+            settled(store)
         times = analyzed(pg_url)[town_partition(pg_url)]
         bound = math.floor(math.log(4000 / statistics.FEW, statistics.GROWN)) + 1
         assert 1 <= times <= bound
