@@ -3,10 +3,13 @@ on the run's private cluster (tests/support/postgres.py says how it starts and s
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from sync.logstore import LogStore
@@ -47,3 +50,24 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., 
         return PgStore(url, extensions=list(extensions), owner=owner)
 
     return make
+
+
+@pytest.fixture
+def role(pg_url: str) -> Iterator[tuple[str, str]]:
+    """A login role of this test's own (name, password), dropped after it; skipped where
+    the server's test role may not make roles (`ZHIBAO_TEST_PG`: an operator's server)."""
+    name, password = "clerk_" + secrets.token_hex(4), secrets.token_hex(8)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        [(may,)] = conn.execute(
+            "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
+        ).fetchall()
+        if not may:
+            pytest.skip("the test server's role may not create roles")
+        conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+        try:
+            yield name, password
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(f"DROP OWNED BY {name}")
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(f"DROP ROLE {name}")

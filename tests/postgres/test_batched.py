@@ -5,12 +5,10 @@ the writes held before it; a block that fails sends nothing. Each test runs on b
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Any
 
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from sync.logstore import LogStore
 from sync.pg import PgStore
@@ -19,6 +17,7 @@ from sync.protocol.entry import SignedEntry, encode_entry, sign_entry
 from sync.protocol.errors import StoreError
 from sync.protocol.keys import Signer
 from sync.store import Store
+from tests.postgres.roles import GRANTS, as_role
 
 CITY, VILLAGE = "330782", "330782001201"
 AT = "2025-10-13T09:00:00+08:00"
@@ -312,31 +311,20 @@ def test_runs_into_tables_named_alike_never_share_a_table(tmp_path: Path, pg_url
 
 
 def test_a_role_that_may_not_make_temporary_tables_sends_its_runs_one_by_one(
-    pg_url: str,
+    pg_url: str, role: tuple[str, str]
 ) -> None:
     """A role given its rights by hand after PUBLIC's were revoked (docs/operator.md) may
     lack TEMPORARY: its long runs go as single statements, the same rows, and the
     projection never stalls on a right it does not need."""
-    name, password = "r" + secrets.token_hex(4), secrets.token_hex(8)
     owner = PgStore(pg_url, extensions=[Tally()], owner=CITY)
     [(database,)] = owner.query("SELECT current_database()")
     try:
-        for grant in (
-            f"CREATE ROLE {name} LOGIN PASSWORD '{password}'",
-            f'REVOKE ALL ON DATABASE "{database}" FROM PUBLIC',
-            f'GRANT CONNECT ON DATABASE "{database}" TO {name}',
-            f"GRANT USAGE, CREATE ON SCHEMA public TO {name}",
-            f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {name}",
-            f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {name}",
-        ):
-            owner.conn.execute(grant)
-        url = make_conninfo(pg_url, user=name, password=password)
-        with PgStore(url, extensions=[Tally()], owner=CITY) as clerk:
+        grants = [f'REVOKE ALL ON DATABASE "{database}" FROM PUBLIC',
+                  f'GRANT CONNECT ON DATABASE "{database}" TO {{role}}', *GRANTS]  # fmt: skip
+        with as_role(owner, pg_url, role, grants, extensions=[Tally()], owner=CITY) as clerk:
             _run(clerk, "INSERT INTO tally (tag, seq) VALUES (?, ?)", 3)
         assert owner.query("SELECT count(*) FROM tally") == [(LONG,)]
     finally:
-        owner.conn.execute(f"DROP OWNED BY {name}")
-        owner.conn.execute(f"DROP ROLE {name}")
         owner.close()
 
 

@@ -8,20 +8,18 @@ alone and the others are projected: one signed entry must not stop the city's pr
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from sync.logstore import LogStore
 from sync.pg import PgStore
 from sync.protocol.entry import SignedEntry
 from sync.protocol.errors import StoreError
 from tests.postgres.chains import chain, signer_for
+from tests.postgres.roles import GRANTS, as_role
 from tests.support.flushes import Seen
 
 pytestmark = pytest.mark.postgresql
@@ -52,27 +50,6 @@ def test_an_entry_too_big_for_an_index_is_set_aside_alone(pg_url: str) -> None:
         store.close()
 
 
-@pytest.fixture
-def role(pg_url: str) -> Iterator[tuple[str, str]]:
-    """A login role of this test's own (name, password), dropped after it; skipped where
-    the server's test role may not make roles (`ZHIBAO_TEST_PG`: an operator's server)."""
-    name, password = "clerk_" + secrets.token_hex(4), secrets.token_hex(8)
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        [(may,)] = conn.execute(
-            "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
-        ).fetchall()
-        if not may:
-            pytest.skip("the test server's role may not create roles")
-        conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
-        try:
-            yield name, password
-        finally:
-            with contextlib.suppress(psycopg.Error):
-                conn.execute(f"DROP OWNED BY {name}")
-            with contextlib.suppress(psycopg.Error):
-                conn.execute(f"DROP ROLE {name}")
-
-
 def test_a_role_refused_a_projection_s_table_fails_the_catch_up_and_blames_no_entry(
     pg_url: str, role: tuple[str, str]
 ) -> None:
@@ -80,21 +57,14 @@ def test_a_role_refused_a_projection_s_table_fails_the_catch_up_and_blames_no_en
     table: a catch-up fails whole with `store.pg_denied`, one line saying what to do, and
     quarantines no entry (it is not theirs to blame: before, every entry of the chunk was
     set aside as unusable, one at a time); granted again, it projects each entry once."""
-    name, password = role
+    name, _ = role
     owner = PgStore(pg_url, extensions=[Seen()])
     try:
         owner.defer_projections()
         with owner.transaction():  # five notes signed by the town's own key
             owner.insert(chain(signer_for(TOWN), TOWN, 5), NOW)
-        for grant in (
-            f"GRANT USAGE, CREATE ON SCHEMA public TO {name}",
-            f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {name}",
-            f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {name}",
-            f"REVOKE INSERT ON seen FROM {name}",
-        ):
-            owner.conn.execute(grant)
-        url = make_conninfo(pg_url, user=name, password=password)
-        with PgStore(url, extensions=[Seen()]) as clerk:
+        grants = [*GRANTS, "REVOKE INSERT ON seen FROM {role}"]
+        with as_role(owner, pg_url, role, grants, extensions=[Seen()]) as clerk:
             with pytest.raises(StoreError) as denied:
                 clerk.catch_up()
             assert denied.value.key == "store.pg_denied"
