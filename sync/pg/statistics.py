@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 LOOK_SECONDS = 1.0  # the most often a front looks whether a table has grown
 FEW = 10_000  # rows a table's plans may do without statistics for
 GROWN = 4  # times the rows it held at its last ANALYZE a table is analyzed again at
-CONNECT_TIMEOUT_S = 10
 _GROWN = (  # this schema's tables (partitions too; not their parent) grown past their stats
     "SELECT c.oid::regclass::text FROM pg_class c WHERE c.relkind = 'r' "
     "AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) "
@@ -60,17 +59,13 @@ def refresh(store: PgStore) -> None:
     except psycopg.Error:
         return
     if grown:
-        store.analyzing = threading.Thread(
-            target=_analyze, args=(store.url, store._options, grown), daemon=True
-        )
+        store.analyzing = threading.Thread(target=_analyze, args=(store, grown), daemon=True)
         store.analyzing.start()
 
 
-def _analyze(url: str, options: dict[str, Any], tables: list[str]) -> None:
+def _analyze(store: PgStore, tables: list[str]) -> None:
     try:
-        with psycopg.connect(
-            url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **options
-        ) as conn:
+        with store.connect() as conn:  # (its own: the front's is the serving loop's alone)
             conn.execute(f"ANALYZE (SKIP_LOCKED) {', '.join(tables)}")
     except psycopg.Error:
         return

@@ -116,9 +116,7 @@ class PgStore(LogStore):
         options: dict[str, Any] = {"passfile": str(passfile)} if passfile else {}
         self._options = options  # what _reconnect and a second connection (`reader`) need
         try:
-            self.conn = psycopg.connect(
-                url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **options
-            )
+            self.conn = self.connect()
         except psycopg.Error as exc:
             raise translate(exc) from exc
         try:
@@ -144,6 +142,12 @@ class PgStore(LogStore):
         except BaseException:
             self.conn.close()
             raise
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new connection to this database (same URL and passfile), autocommitting."""
+        return psycopg.connect(
+            self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **self._options
+        )
 
     def close(self) -> None:
         if self.analyzing is not None:  # (its own connection: let it end before the database)
@@ -214,9 +218,7 @@ class PgStore(LogStore):
         transaction that loses its connection fails (`store.pg_unreachable`) and its
         writer sends again. Raises that StoreError while the database cannot be reached."""
         try:
-            conn = psycopg.connect(
-                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **self._options
-            )
+            conn = self.connect()
             conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
         except psycopg.Error as exc:
             raise translate(exc) from exc
@@ -277,9 +279,7 @@ class PgStore(LogStore):
         """A second connection to this database (same URL and passfile), read only, for
         another thread; it speaks the store's SQL (sync.pg.dialect) too."""
         try:
-            conn = psycopg.connect(
-                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **self._options
-            )
+            conn = self.connect()
         except psycopg.Error as exc:
             raise translate(exc) from exc
         try:

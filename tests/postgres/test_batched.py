@@ -120,9 +120,9 @@ def test_writes_held_before_a_savepoint_survive_its_rollback(make_store: Any) ->
     store.close()
 
 
-# A long run of one plain INSERT goes to PostgreSQL as a COPY into a table of the session's
-# and one statement from it (sync.pg.dialect.Bulk, sync.pg.held); it must leave the rows a
-# run of single INSERTs leaves on SQLite.
+# A long run of one plain INSERT goes to PostgreSQL as a COPY into a table of the
+# transaction's and one statement from it (sync.pg.dialect.Bulk, sync.pg.held); it must
+# leave the rows a run of single INSERTs leaves on SQLite.
 LONG = 40  # > sync.pg.held.BULK_ROWS
 
 
@@ -161,6 +161,8 @@ def test_a_members_long_run_with_one_refused_write_costs_that_entry_alone(
     store.close()
 
 
+# odd texts; the last five what a COPY's text format reads as a column's or a row's end, an
+# escape, NULL, the end of the data
 _ODD = [
     "",
     "it's",
@@ -174,8 +176,7 @@ _ODD = [
     "\\N",
     "\\.",
     "\\",
-]  # (a COPY's text format: a column's
-# or a row's end, an escape, NULL, the end of the data)
+]
 
 
 def _rows_after(store: LogStore, statement: str, rows: list[tuple[Any, ...]]) -> list[Any]:
