@@ -27,7 +27,8 @@ try:
 except ImportError as exc:  # the optional extra is not installed
     raise StoreError("store.pg_driver_missing") from exc
 
+from sync.pg.errors import translate  # noqa: E402
 from sync.pg.schema import ENTRY_PARTITIONS, SCHEMA_VERSION, migrate  # noqa: E402
-from sync.pg.store import PgStore, translate  # noqa: E402
+from sync.pg.store import PgStore  # noqa: E402
 
 __all__ = ["ENTRY_PARTITIONS", "SCHEMA_VERSION", "PgStore", "migrate", "translate"]
