@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--pg", default=None, help="a server (URL of a role with CREATEDB)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also cProfile the catch-up: its N costliest functions")  # fmt: skip
+    parser.add_argument("--callers", default=None, metavar="NAME",
+                        help="with --profile: who called the functions matching NAME")  # fmt: skip
     parser.add_argument("--watch", action="store_true",
                         help="PostgreSQL: the statements that took the server longest in the "
                         "catch-up (a private cluster with pg_stat_statements)")  # fmt: skip
@@ -84,7 +86,10 @@ def main() -> None:
             spent.append(server())
             if profiler is not None:
                 profiler.disable()
-                pstats.Stats(profiler).sort_stats("tottime").print_stats(args.profile)
+                ranked = pstats.Stats(profiler).sort_stats("tottime")
+                ranked.print_stats(args.profile)
+                if args.callers:
+                    ranked.print_callers(args.callers)
             if watch is not None:
                 for row in watch.stop().get("statements", []):
                     note(f"{row['seconds']:6.1f} s {row['calls']:8} calls  {row['query']}")

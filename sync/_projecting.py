@@ -86,6 +86,7 @@ class Projecting:
     if TYPE_CHECKING:
 
         def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]: ...
+        def entry_rows(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]: ...
         def execute(self, sql: str, params: Any = ()) -> None: ...
         def set_meta(self, key: str, value: str) -> None: ...
         def get_meta(self, key: str, default: str | None = None) -> str | None: ...
@@ -179,7 +180,7 @@ class Projecting:
             end = chunk_end(sizes, limit, whole=len(sizes) < reach and through >= 2**62)
             if end:
                 break
-        rows = self.query(
+        rows = self.entry_rows(
             "SELECT id, origin, seq, hash, sig, raw, type, received_at FROM entries "
             "WHERE id > ? AND id <= ? ORDER BY id",
             (after, sizes[end - 1][0]),

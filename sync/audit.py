@@ -255,11 +255,11 @@ def check_slice(conn: Reader, part: Slice) -> Checked:
     that no key checks), left out where no bad signature can be waiting for it."""
     expected, prev = 1, None  # no entry before: no link to check
     if part.after is None:
-        rows = conn.query(_SLICE_SQL + " ORDER BY seq", (part.origin, part.through))
+        rows = conn.entry_rows(_SLICE_SQL + " ORDER BY seq", (part.origin, part.through))
     else:
-        for seq, raw in conn.query(_BEFORE_SQL, (part.origin, part.after)):
+        for seq, raw in conn.entry_rows(_BEFORE_SQL, (part.origin, part.after)):
             expected, prev = seq + 1, entry_hash(_bytes(raw))
-        rows = conn.query(
+        rows = conn.entry_rows(
             _SLICE_SQL + " AND seq > ? ORDER BY seq", (part.origin, part.through, part.after)
         )
     origin, ring = part.origin, part.ring

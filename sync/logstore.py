@@ -42,6 +42,11 @@ class Reader(Protocol):
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
+    def entry_rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """`query`, for rows holding entries' bytes (raw, sig, hash): on PostgreSQL read in
+        its binary format, the bytes as they are, not as hex (sync.pg.store)."""
+        ...
+
 
 class ClosingReader(Reader, Protocol):
     """A connection of its own (`LogStore.reader`): close it when done."""
@@ -242,8 +247,12 @@ class LogStore(Projecting):
     def heads(self) -> dict[str, tuple[int, bytes]]:
         return {o: (s, h) for o, s, h in self.query("SELECT origin, seq, hash FROM heads")}
 
+    def entry_rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """`Reader.entry_rows`: `query`'s rows, where no engine reads bytes otherwise."""
+        return self.query(sql, params)
+
     def entry(self, origin: str, seq: int) -> SignedEntry | None:
-        rows = self.query(
+        rows = self.entry_rows(
             "SELECT raw, sig, hash, type FROM entries WHERE origin = ? AND seq = ?", (origin, seq)
         )
         if not rows:
@@ -255,7 +264,7 @@ class LogStore(Projecting):
         self, origin: str, after: int = 0, limit: int = -1, through: int | None = None
     ) -> list[SignedEntry]:
         top = through if through is not None else 2**62
-        rows = self.query(
+        rows = self.entry_rows(
             "SELECT seq, raw, sig, hash, type FROM entries WHERE origin = ? AND seq > ? "
             "AND seq <= ? ORDER BY seq LIMIT ?",
             (origin, after, top, limit),

@@ -315,5 +315,7 @@ class _Reader:
         except apsw.Error as exc:
             raise _translate(exc) from exc
 
+    entry_rows = query  # (SQLite's bytes are bytes)
+
     def close(self) -> None:
         self.conn.close()
