@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also cProfile the catch-up: its N costliest functions")  # fmt: skip
     parser.add_argument("--callers", default=None, metavar="NAME",
-                        help="with --profile: who called the functions matching NAME")  # fmt: skip
+                        help="also cProfile: who called the functions matching NAME")  # fmt: skip
     parser.add_argument("--watch", action="store_true",
                         help="PostgreSQL: the statements that took the server longest in the "
                         "catch-up (a private cluster with pg_stat_statements)")  # fmt: skip
@@ -78,7 +78,7 @@ def main() -> None:
             wall2, cpu2 = time.perf_counter(), time.process_time()
             spent.append(server())
             watch = Watch(url) if args.watch and url is not None else None
-            profiler = cProfile.Profile() if args.profile else None
+            profiler = cProfile.Profile() if args.profile or args.callers else None
             if profiler is not None:
                 profiler.enable()
             city.store.catch_up()

@@ -44,7 +44,9 @@ class Reader(Protocol):
 
     def entry_rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """`query`, for rows holding entries' bytes (raw, sig, hash): on PostgreSQL read in
-        its binary format, the bytes as they are, not as hex (sync.pg.store)."""
+        its binary format, the bytes as they are, not as hex (sync.pg.store). Only for
+        columns of bytea, integers and text: a type psycopg reads no binary of (xid,
+        regclass …) would come back as bytes — cast it to text."""
         ...
 
 

@@ -254,6 +254,7 @@ class PgStore(LogStore):
         self._send_held()
         try:
             statement, values = self._dialect.translate(sql), dialect.params(params)
+            # (a lambda, not a partial: after `_alone` reconnects it runs on the new connection)
             run = lambda: self.conn.execute(statement, values, binary=binary)  # noqa: E731
             outside = self._depth == 0 and self.conn.info.transaction_status in _OUTSIDE
             cur = self._alone(run) if outside else run()  # (outside: a read)

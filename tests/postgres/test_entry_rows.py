@@ -1,7 +1,8 @@
-"""Entries' bytes read in PostgreSQL's binary format (`entry_rows`): every path a city reads
-an entry's raw, sig and hash by — a catch-up's chunk, `entry`, `entries`, a reader of its
-own (what `log verify`'s workers read by) — gives them back as stored, as bytes, whatever
-they hold. (Over HTTP, a member's real key signing them: tests/hostile/test_city_pushes.py.)"""
+"""Entries' bytes read in PostgreSQL's binary format (`entry_rows`): the reads that go by it
+— a catch-up's chunk, `entry`, `entries`, a reader of its own (what `log verify`'s workers
+read by) — give them back as stored, as bytes, whatever they hold. (Over HTTP, a member's
+real key signing them: tests/hostile/test_city_pushes.py. That the format is binary is a
+matter of speed, measured in bench/README.md, not asserted here.)"""
 
 from __future__ import annotations
 
