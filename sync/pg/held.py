@@ -44,8 +44,9 @@ def send(conn: psycopg.Connection[Any], spelled: dialect.Dialect, held: Sequence
             if bulk is None or ready is None:
                 runs.append((spelled.translate(text), rows))
                 continue
-            staged[bulk.stage(0)] += 1
-            stage = bulk.stage(staged[bulk.stage(0)])
+            columns = bulk.stage(0)  # (the name of this table's columns' first run)
+            staged[columns] += 1
+            stage = bulk.stage(staged[columns])
             cur.execute(bulk.make(stage))  # (and empties it)
             with cur.copy(bulk.copy(stage)) as copy:
                 for row in ready:

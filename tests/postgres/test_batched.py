@@ -228,6 +228,22 @@ def test_a_long_run_leaves_what_single_inserts_leave(
     pg.close()
 
 
+def _held_on_both(
+    tmp_path: Path, pg_url: str, extension: type, held: list[Any], read: str
+) -> list[list[tuple[Any, ...]]]:
+    """`held` written in one batched block on SQLite, then on PostgreSQL (a store of each
+    keeping `extension`'s tables): what `read` finds on each."""
+    tables = []
+    for store in (Store(tmp_path / "node.db", extensions=[extension()], owner=CITY),
+                  PgStore(pg_url, extensions=[extension()], owner=CITY)):  # fmt: skip
+        with store.transaction(), store.batched():
+            for statement, row in held:
+                store.execute(statement, row)
+        tables.append(store.query(read))
+        store.close()
+    return tables
+
+
 def test_two_runs_of_one_statement_in_one_send_keep_each_its_own_rows(
     tmp_path: Path, pg_url: str
 ) -> None:
@@ -244,14 +260,7 @@ def test_two_runs_of_one_statement_in_one_send_keep_each_its_own_rows(
     held = [(replace, (k, "first", 1)) for k in range(LONG)]
     held += [(other, (1000 + k, "between", 2)) for k in range(LONG)]
     held += [(replace, (k, "second", 3)) for k in range(0, LONG, 2)]
-    tables = []
-    for store in (Store(tmp_path / "node.db", extensions=[Odd()], owner=CITY),
-                  PgStore(pg_url, extensions=[Odd()], owner=CITY)):  # fmt: skip
-        with store.transaction(), store.batched():
-            for statement, row in held:
-                store.execute(statement, row)
-        tables.append(store.query("SELECT * FROM odd ORDER BY k"))
-        store.close()
+    tables = _held_on_both(tmp_path, pg_url, Odd, held, "SELECT * FROM odd ORDER BY k")
     assert tables[0] == tables[1]
     assert [t for _, t, _ in tables[1][:4]] == ["second", "first", "second", "first"]
 
@@ -300,14 +309,8 @@ def test_runs_into_tables_named_alike_never_share_a_table(tmp_path: Path, pg_url
     held = [(replace, (k, "first")) for k in range(LONG)]
     held += [(upper, (100 + k, "second")) for k in range(LONG)]
     held += [(replace, (200 + k, "third")) for k in range(LONG)]
-    tables = []
-    for store in (Store(tmp_path / "node.db", extensions=[Alike()], owner=CITY),
-                  PgStore(pg_url, extensions=[Alike()], owner=CITY)):  # fmt: skip
-        with store.transaction(), store.batched():
-            for statement, row in held:
-                store.execute(statement, row)
-        tables.append(store.query(f"SELECT t, count(*) FROM {long} GROUP BY t ORDER BY t"))
-        store.close()
+    read = f"SELECT t, count(*) FROM {long} GROUP BY t ORDER BY t"
+    tables = _held_on_both(tmp_path, pg_url, Alike, held, read)
     assert tables[0] == tables[1] == [("first", LONG), ("second", LONG), ("third", LONG)]
 
 
