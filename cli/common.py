@@ -17,7 +17,7 @@ import errno
 import json
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -136,6 +136,17 @@ def json_text(value: Any) -> str:
 def print_json(value: Any) -> None:
     """`json_text` on standard output."""
     click.echo(json_text(value))
+
+
+def print_json_list(items: Iterable[Any]) -> None:
+    """`print_json` of a list, the same text, written an item at a time: never the whole
+    list in memory (`log show` at a city lists millions of entries)."""
+    opened = False
+    for item in items:
+        text = "\n".join("  " + line for line in json_text(item).split("\n"))
+        click.echo((",\n" if opened else "[\n") + text, nl=False)
+        opened = True
+    click.echo("\n]" if opened else "[]")
 
 
 def print_table(headers: list[str], rows: list[list[Any]]) -> None:
