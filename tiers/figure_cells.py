@@ -157,7 +157,10 @@ def _count(
     or None for the whole month; what was counted)."""
     changed = None
     if head is not None and head[:2] == new[:2]:
-        rows = store.query("SELECT case_id FROM case_facts WHERE changed > ?", (head[2],))
+        rows = store.query(  # one past the most counted one by one: never every case
+            "SELECT case_id FROM case_facts WHERE changed > ? LIMIT ?",
+            (head[2], INCREMENTAL_MAX + 1),
+        )
         if len(rows) <= INCREMENTAL_MAX:
             changed = [r[0] for r in rows]
     counted = _rows(period, _load(store, period, changed), today, cal, items)

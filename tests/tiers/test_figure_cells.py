@@ -126,6 +126,24 @@ def test_a_changed_case_is_counted_again_alone(
     assert {row["key"]: row for row in nov["rows"]}["330782001"]["completed"] == 1
 
 
+@pytest.mark.parametrize(("most", "calls"), [(2, [0, 2, 2]), (1, WHOLE)])
+def test_more_cases_changed_than_counted_one_by_one_count_the_month_whole(
+    month: tuple[City, dict[str, str]], monkeypatch: pytest.MonkeyPatch, most: int, calls: list[int]
+) -> None:
+    """Two cases changed: counted again alone up to INCREMENTAL_MAX, else the month whole
+    (never a month kept with one of the two left stale)."""
+    net, ids = month
+    store = net.city.store
+    assert_kept_is_live(store)
+    monkeypatch.setattr(figure_cells, "INCREMENTAL_MAX", most)
+    counted = Counted(monkeypatch)
+    service.complete(net.town, ids["11"], "approved", at=t("11-05"))
+    service.complete(net.town, ids["14"], "approved", at=t("11-05", "10:00"))
+    up(net, t("11-06"))
+    assert_kept_is_live(store)
+    assert counted.take() == calls
+
+
 def test_a_member_back_dating_cases_into_a_counted_month_changes_it(
     month: tuple[City, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
