@@ -11,6 +11,8 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from sync import blob_index
 from sync.node import Node
 from tests.support.topology import CITY, TOWN, VILLAGE, VILLAGE_2, hand_down
@@ -76,6 +78,49 @@ def test_materials_missing_after_the_setting(tmp_path: Path) -> None:
         )  # fixed clock: 11-20 09:00, the entry arrived 11-19 11:00
         assert states(net.town, case_id) == {"申请表": "missing"}
         assert materials.summary(net.town)["missing"] == 1
+
+
+@pytest.mark.usefixtures("city_engine")
+def test_status_counts_each_material_once_in_the_state_its_case_lists(tmp_path: Path) -> None:
+    """`status`'s counts (`summary`, one statement) are the states `case materials` lists
+    (each material once, however many cases name it): here, let go, missing, on the way;
+    at the city (on either engine) missing from the moment the setting's time is up."""
+    with small_city(tmp_path) as net:
+        assert net.village is not None
+        early = service.receive(net.village, "B2", PERSON, at=t("11-19"))
+        shas = [attach_bytes(net.village, early, name.encode(), f"{name}.pdf", t("11-19", "10:05"))
+                for name in ("kept", "dropped", "late")]  # fmt: skip
+        push(net.village, net.town, t("11-19", "11:00"))
+        later = service.receive(net.village, "B2", PERSON, at=t("11-20", "08:00"))
+        attach_bytes(net.village, later, b"kept", "again.pdf", t("11-20", "08:05"))
+        attach_bytes(net.village, later, b"coming", "coming.pdf", t("11-20", "08:10"))
+        push(net.village, net.town, t("11-20", "08:30"))
+        for sha in shas[:2]:
+            give(net.village, net.town, sha, t("11-20", "08:40"))
+        net.town.blobs.drop(shas[1], t("11-20", "08:50"))
+        net.town.config = replace(
+            net.town.config, settings={"material_missing_hours": 1}
+        )  # fixed clock: 11-20 09:00; "late" named since 11-19 11:00, "coming" since 08:30
+        listed = states(net.town, early) | states(net.town, later)
+        assert listed == {"kept": "here", "dropped": "dropped", "late": "missing",
+                          "again": "here", "coming": "on_the_way"}  # fmt: skip
+        assert materials.summary(net.town) == {
+            "here": 1, "on_the_way": 1, "missing": 1, "dropped": 1,
+            "bytes_here": 4, "not_receipted_by_parent": 1,
+        }  # fmt: skip
+        push(net.town, net.city, t("11-20", "08:45"))
+        give(net.town, net.city, shas[0], t("11-20", "08:50"))
+        net.city.config = replace(net.city.config, settings={"material_missing_hours": 0.25})
+        at_city = states(net.city, early) | states(net.city, later)  # named 08:45, now 09:00
+        assert at_city == {"kept": "here", "dropped": "missing", "late": "missing",
+                           "again": "here", "coming": "missing"}  # fmt: skip
+        assert materials.summary(net.city) == {
+            "here": 1, "on_the_way": 0, "missing": 3, "dropped": 0,
+            "bytes_here": 4, "not_receipted_by_parent": 0,
+        }  # fmt: skip
+        net.city.config = replace(net.city.config, settings={"material_missing_hours": 0.26})
+        assert set(states(net.city, early).values()) == {"here", "on_the_way"}
+        assert materials.summary(net.city)["on_the_way"] == 3
 
 
 def test_materials_result_attached_above_flows_down_to_the_origin_only(tmp_path: Path) -> None:
