@@ -264,7 +264,7 @@ def _print_stats(
 )
 @click.option(
     "--stale-days",
-    type=float,
+    type=click.FloatRange(min=0),
     default=None,
     help=h(
         "Days without news before a node is stale (default 7, or stale_days).",
@@ -273,7 +273,7 @@ def _print_stats(
 )
 @click.option(
     "--forward-days",
-    type=float,
+    type=click.FloatRange(min=0),
     default=None,
     help=h(
         "Days a forward may wait to be taken up (default 3, or forward_days).",
@@ -282,7 +282,7 @@ def _print_stats(
 )
 @click.option(
     "--skew-seconds",
-    type=int,
+    type=click.IntRange(min=0),
     default=None,
     help=h(
         "Clock difference that is a finding (default 600, or skew_seconds).",

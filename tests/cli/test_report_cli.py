@@ -388,3 +388,11 @@ def test_stats_note_follows_the_withdrawn_setting(homes: dict[str, Path], tmp_pa
     toml.write_text(toml.read_text("utf-8") + "completion_counts_withdrawn = false\n", "utf-8")
     lines = _lines(ok(work / CITY, "stats", "--period", "2025-10"))
     assert "completion rate = completed ÷ (carried over + accepted − withdrawn)" in lines
+
+
+@pytest.mark.parametrize("option", ["--stale-days", "--forward-days", "--skew-seconds"])
+def test_reconcile_refuses_a_negative_threshold(tmp_path: Path, option: str) -> None:
+    """Below 0 every node (every forward, every clock) would be a finding: refused."""
+    done = zhibao(tmp_path / "city", "reconcile", "--period", "2025-10", option, "-1")
+    assert done.returncode == 2 and done.stdout == b""
+    assert option.encode() in done.stderr and b"Traceback" not in done.stderr
