@@ -101,6 +101,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the cities and the dir")
     parser.add_argument("--engines", default="sqlite,postgresql")
     parser.add_argument("--pg", default=None, help="a server (URL of a role with CREATEDB)")
+    parser.add_argument("--pg-data", type=Path, default=None,
+                        help="--pg's data directory, on this machine: its CPU is measured "
+                        "(with --keep, the city's database outlives the run)")  # fmt: skip
     parser.add_argument("--fronts", default="1,2", help="serve processes on PostgreSQL")
     parser.add_argument("--period", default=None, help="the month measured (default: June)")
     parser.add_argument("--runs", type=int, default=3, help="repeats of stats after the first")
@@ -150,7 +153,7 @@ def main() -> None:
                 note(f"{engine}, {n} serve: start {datetime.now(UTC):%H:%M:%S} UTC, load "
                      f"{os.getloadavg()[0]:.2f}")  # fmt: skip
                 try:
-                    pg_data = Path(record["top"]) / "data" if record is not None else None
+                    pg_data = Path(record["top"]) / "data" if record is not None else args.pg_data
                     result = measure(engine, n, towns_dir, work, pg, period, args.runs,
                                      args.concurrency, pg_data, args.watch)  # fmt: skip
                 except SystemExit as failure:  # said, and the next configuration runs
