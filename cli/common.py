@@ -141,12 +141,17 @@ def print_json(value: Any) -> None:
 def print_json_list(items: Iterable[Any]) -> None:
     """`print_json` of a list, the same text, written an item at a time: never the whole
     list in memory (`log show` at a city lists millions of entries)."""
+    parts: list[str] = []
     opened = False
     for item in items:
         text = "\n".join("  " + line for line in json_text(item).split("\n"))
-        click.echo((",\n" if opened else "[\n") + text, nl=False)
+        parts.append((",\n" if opened else "[\n") + text)
         opened = True
-    click.echo("\n]" if opened else "[]")
+        if len(parts) >= 500:  # a write a few hundred items, not one each
+            click.echo("".join(parts), nl=False)
+            parts.clear()
+    parts.append("\n]" if opened else "[]")
+    click.echo("".join(parts))
 
 
 def print_table(headers: list[str], rows: list[list[Any]]) -> None:

@@ -160,7 +160,7 @@ def log_group() -> None:
 @click.option("--origin", default=None, help=h("Only this origin's log.", "只看此来源的日志。"))
 @click.option(
     "--limit",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=2**63 - 1),  # (a database's integer)
     default=None,
     metavar="N",
     help=h("Only the last N entries.", "只列最后 N 条。"),

@@ -243,8 +243,12 @@ _STATE = (
 
 def _cutoff(node: Node) -> str:
     """A material named by an entry that arrived after this is still on the way; at or
-    before it, missing (`material_missing_hours`)."""
-    return (parse_time(node.clock.stamp()) - missing_after(node.config.settings)).isoformat()
+    before it, missing (`material_missing_hours`); a setting reaching before year 1 means
+    never missing ("" comes before every stamp)."""
+    try:
+        return (parse_time(node.clock.stamp()) - missing_after(node.config.settings)).isoformat()
+    except OverflowError:
+        return ""
 
 
 def materials_of(node: Node, case_id: str) -> list[Listed]:

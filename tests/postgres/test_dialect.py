@@ -78,7 +78,7 @@ def test_dialect_leaves_nothing_sqlite_only_in_any_statement() -> None:
          "FROM entries"),
         ("SELECT v FROM t WHERE k IN (SELECT value FROM json_each(?)) LIMIT ?",
          "SELECT v FROM t WHERE k IN (SELECT value FROM json_array_elements_text(%s::json)) "
-         "LIMIT NULLIF(%s, -1)"),
+         "LIMIT NULLIF(%s::bigint, -1)"),
         ("SELECT 1 FROM t WHERE a = 1 AND +b = ?", "SELECT 1 FROM t WHERE a = 1 AND b = %s"),
         # tables a module makes on first use, and asks for by name
         ("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY AUTOINCREMENT, s REAL)",

@@ -121,6 +121,8 @@ def test_status_counts_each_material_once_in_the_state_its_case_lists(tmp_path: 
         net.city.config = replace(net.city.config, settings={"material_missing_hours": 0.26})
         assert set(states(net.city, early).values()) == {"here", "on_the_way"}
         assert materials.summary(net.city)["on_the_way"] == 3
+        net.city.config = replace(net.city.config, settings={"material_missing_hours": 1e9})
+        assert materials.summary(net.city)["on_the_way"] == 3  # (before year 1: never missing)
 
 
 def test_materials_result_attached_above_flows_down_to_the_origin_only(tmp_path: Path) -> None:
