@@ -80,6 +80,14 @@ def test_materials_missing_after_the_setting(tmp_path: Path) -> None:
         assert materials.summary(net.town)["missing"] == 1
 
 
+def counted(node: Node, *cases: str) -> tuple[dict[str, str], dict[str, int]]:
+    """What `case materials` lists for `cases` (name → state), and `status`'s counts."""
+    listed: dict[str, str] = {}
+    for case_id in cases:
+        listed |= states(node, case_id)
+    return listed, materials.summary(node)
+
+
 @pytest.mark.usefixtures("city_engine")
 def test_status_counts_each_material_once_in_the_state_its_case_lists(tmp_path: Path) -> None:
     """`status`'s counts (`summary`, one statement) are the states `case materials` lists
@@ -101,23 +109,21 @@ def test_status_counts_each_material_once_in_the_state_its_case_lists(tmp_path: 
         net.town.config = replace(
             net.town.config, settings={"material_missing_hours": 1}
         )  # fixed clock: 11-20 09:00; "late" named since 11-19 11:00, "coming" since 08:30
-        listed = states(net.town, early) | states(net.town, later)
-        assert listed == {"kept": "here", "dropped": "dropped", "late": "missing",
-                          "again": "here", "coming": "on_the_way"}  # fmt: skip
-        assert materials.summary(net.town) == {
-            "here": 1, "on_the_way": 1, "missing": 1, "dropped": 1,
-            "bytes_here": 4, "not_receipted_by_parent": 1,
-        }  # fmt: skip
+        assert counted(net.town, early, later) == (
+            {"kept": "here", "dropped": "dropped", "late": "missing", "again": "here",
+             "coming": "on_the_way"},
+            {"here": 1, "on_the_way": 1, "missing": 1, "dropped": 1, "bytes_here": 4,
+             "not_receipted_by_parent": 1},
+        )  # fmt: skip
         push(net.town, net.city, t("11-20", "08:45"))
         give(net.town, net.city, shas[0], t("11-20", "08:50"))
         net.city.config = replace(net.city.config, settings={"material_missing_hours": 0.25})
-        at_city = states(net.city, early) | states(net.city, later)  # named 08:45, now 09:00
-        assert at_city == {"kept": "here", "dropped": "missing", "late": "missing",
-                           "again": "here", "coming": "missing"}  # fmt: skip
-        assert materials.summary(net.city) == {
-            "here": 1, "on_the_way": 0, "missing": 3, "dropped": 0,
-            "bytes_here": 4, "not_receipted_by_parent": 0,
-        }  # fmt: skip
+        assert counted(net.city, early, later) == (  # named 08:45, now 09:00
+            {"kept": "here", "dropped": "missing", "late": "missing", "again": "here",
+             "coming": "missing"},
+            {"here": 1, "on_the_way": 0, "missing": 3, "dropped": 0, "bytes_here": 4,
+             "not_receipted_by_parent": 0},
+        )  # fmt: skip
         net.city.config = replace(net.city.config, settings={"material_missing_hours": 0.26})
         assert set(states(net.city, early).values()) == {"here", "on_the_way"}
         assert materials.summary(net.city)["on_the_way"] == 3
