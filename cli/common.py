@@ -139,8 +139,8 @@ def print_json(value: Any) -> None:
 
 
 def print_json_list(items: Iterable[Any]) -> None:
-    """`print_json` of a list, the same text, written an item at a time: never the whole
-    list in memory (`log show` at a city lists millions of entries)."""
+    """`print_json` of a list, the same text, written a few hundred items at a time: never
+    the whole list in memory (`log show` at a city lists millions of entries)."""
     parts: list[str] = []
     opened = False
     for item in items:

@@ -229,10 +229,11 @@ def missing_after(settings: dict[str, Any]) -> timedelta:
     return timedelta(hours=value)
 
 
-# A material's state (STATES) in SQL, of `m.sha256`, its one parameter the last time an entry
-# naming a material may have arrived for its bytes to be still on the way (`_cutoff`):
-# counted in the database, not a query or three a material (`status` at a city names
-# millions). Times compare as text: every received_at is a stamp of this node's clock.
+# A material's state (STATES) in SQL, of `m.sha256`; its one parameter is `_cutoff`: a
+# material neither here nor let go, first named by an entry that arrived at or before it, is
+# missing, after it on the way. Counted in the database, not a query or three a material
+# (`status` at a city names millions). Times compare as text: every received_at is a stamp
+# of this node's clock (whole seconds, +08:00), and PostgreSQL's collation is byte order.
 _STATE = (
     "CASE WHEN EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = m.sha256) THEN 'here' "
     "WHEN EXISTS (SELECT 1 FROM blob_dropped d WHERE d.sha256 = m.sha256) THEN 'dropped' "
