@@ -126,11 +126,7 @@ class LogStore(Projecting):
 
     def iter_all(self, origin: str | None = None) -> Iterator[SignedEntry]:
         """Every entry (of `origin`), by origin and seq, streamed (`each`)."""
-        sql = "SELECT origin, seq, raw, sig, hash, type FROM entries"
-        params: tuple[Any, ...] = ()
-        if origin is not None:
-            sql += " WHERE origin = ?"
-            params = (origin,)
+        sql, params = _entries_of(origin)
         for o, seq, raw, sig, h, kind in self.each(sql + " ORDER BY origin, seq", params):
             yield SignedEntry(raw, sig, h, o, seq, kind)
 
@@ -138,12 +134,8 @@ class LogStore(Projecting):
         """The last `limit` entries of `iter_all`'s order (of `origin`), in that order: read
         from the end of the (origin, seq) index, not the whole log (a city's runs to
         millions)."""
-        sql = "SELECT origin, seq, raw, sig, hash, type FROM entries"
-        params: tuple[Any, ...] = (limit,)
-        if origin is not None:
-            sql += " WHERE origin = ?"
-            params = (origin, limit)
-        rows = self.entry_rows(sql + " ORDER BY origin DESC, seq DESC LIMIT ?", params)
+        sql, params = _entries_of(origin)
+        rows = self.entry_rows(sql + " ORDER BY origin DESC, seq DESC LIMIT ?", (*params, limit))
         return [SignedEntry(raw, sig, h, o, seq, kind) for o, seq, raw, sig, h, kind in rows[::-1]]
 
     def snapshot(self) -> contextlib.AbstractContextManager[None]:
@@ -452,3 +444,9 @@ i18n.register(
         ),
     }
 )
+
+
+def _entries_of(origin: str | None) -> tuple[str, tuple[Any, ...]]:
+    """`iter_all`'s read, unordered: every entry, or `origin`'s."""
+    sql = "SELECT origin, seq, raw, sig, hash, type FROM entries"
+    return (sql, ()) if origin is None else (sql + " WHERE origin = ?", (origin,))

@@ -247,7 +247,7 @@ def _cutoff(node: Node) -> str:
     before it, missing (`material_missing_hours`); a setting reaching before year 1 means
     never missing ("" comes before every stamp)."""
     try:
-        return (parse_time(node.clock.stamp()) - missing_after(node.config.settings)).isoformat()
+        return (node.clock.now() - missing_after(node.config.settings)).isoformat()
     except OverflowError:
         return ""
 
